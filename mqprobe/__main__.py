@@ -1,0 +1,3 @@
+from mqprobe.cli import main
+
+main()
