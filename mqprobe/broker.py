@@ -1,0 +1,329 @@
+"""A throwaway RabbitMQ node on loopback, and the checks every command makes on a broker.
+
+Debian's /usr/sbin/rabbitmq-server wrapper switches to the rabbitmq user and fails on
+root-owned directories, so we start /usr/lib/rabbitmq/bin/rabbitmq-server with every
+RABBITMQ_* path pointing into a private data dir, random free ports and random credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SERVER_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmq-server", "/usr/lib/rabbitmq/sbin/rabbitmq-server")
+INSTALL_HINT = (
+    "rabbitmq-server is not installed: run `sudo apt-get install rabbitmq-server` "
+    "(Debian/Ubuntu), or pass --amqp-url to use a broker you already have."
+)
+
+
+class BrokerError(Exception):
+    """A broker could not be started, reached or stopped; the message is one sentence."""
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, safe to print or save."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def find_server_binary() -> str:
+    for candidate in SERVER_CANDIDATES:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("rabbitmq-server")
+    if found:
+        return found
+    raise BrokerError(INSTALL_HINT)
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("MQPROBE_HOME", Path.home() / ".mqprobe")) / "broker"
+
+
+@dataclass
+class BrokerState:
+    """What `broker up` leaves behind so that status, down and other commands find the node."""
+
+    pid: int
+    amqp_port: int
+    management_port: int
+    dist_port: int
+    user: str
+    password: str
+    node_name: str
+    started_at: float
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://{self.user}:{self.password}@127.0.0.1:{self.amqp_port}/"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://{self.user}:{self.password}@127.0.0.1:{self.management_port}/"
+
+
+def management_get(management_url: str, path: str, timeout: float = 3.0) -> object:
+    """GET a management API path (e.g. '/api/overview') and return the decoded JSON."""
+    parts = urllib.parse.urlsplit(management_url)
+    base = f"{parts.scheme}://{parts.hostname}:{parts.port}"
+    request = urllib.request.Request(base + path)
+    if parts.username:
+        token = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+class ManagedBroker:
+    """One throwaway RabbitMQ node whose files all live in `state_dir`."""
+
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.state_file = self.state_dir / "state.json"
+
+    # -- state -------------------------------------------------------------------------
+    def load_state(self) -> BrokerState | None:
+        try:
+            return BrokerState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def running_state(self) -> BrokerState | None:
+        """The state of a node that is alive and answering, else None."""
+        state = self.load_state()
+        if state and _pid_alive(state.pid) and _port_open(state.amqp_port):
+            return state
+        return None
+
+    def status(self) -> dict:
+        state = self.load_state()
+        if state is None:
+            return {"running": False, "state_dir": str(self.state_dir)}
+        alive = _pid_alive(state.pid)
+        info = {
+            "running": alive and _port_open(state.amqp_port),
+            "pid": state.pid,
+            "amqp_url": redact_url(state.amqp_url),
+            "management_url": redact_url(state.management_url),
+            "state_dir": str(self.state_dir),
+            "uptime_s": round(time.time() - state.started_at, 1),
+        }
+        if info["running"]:
+            with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
+                overview = management_get(state.management_url, "/api/overview")
+                info["version"] = overview.get("rabbitmq_version")
+        return info
+
+    # -- up ----------------------------------------------------------------------------
+    def up(self, timeout: float = 90.0) -> BrokerState:
+        """Start the node (or return the one already running) and wait until it serves."""
+        running = self.running_state()
+        if running:
+            return running
+        binary = find_server_binary()
+        stale = self.load_state()
+        if stale and _pid_alive(stale.pid):
+            self._stop_pid(stale.pid)
+        # A throwaway node: a stale data dir (crash, reboot) is wiped, never reused.
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        self.state_dir.mkdir(parents=True)
+        os.chmod(self.state_dir, 0o700)
+        state = BrokerState(
+            pid=0,
+            amqp_port=free_port(),
+            management_port=free_port(),
+            dist_port=free_port(),
+            user="mqprobe-" + secrets.token_hex(3),
+            password=secrets.token_urlsafe(18),
+            node_name="",
+            started_at=time.time(),
+        )
+        state.node_name = f"mqprobe-{state.amqp_port}@localhost"
+        env = self._environment(state)
+        log = open(self.state_dir / "server.out", "wb")  # noqa: SIM115 - handed to the child
+        process = subprocess.Popen(
+            [binary],
+            env=env,
+            cwd=self.state_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        state.pid = process.pid
+        self.state_file.write_text(json.dumps(asdict(state)))
+        os.chmod(self.state_file, 0o600)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = (self.state_dir / "server.out").read_text(errors="replace")[-600:]
+                raise BrokerError(
+                    f"rabbitmq-server exited with code {process.returncode} while starting "
+                    f"(log in {self.state_dir}): {tail.strip().splitlines()[-1:]}"
+                )
+            if _port_open(state.amqp_port):
+                with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
+                    management_get(state.management_url, "/api/overview", timeout=1.0)
+                    return state
+            time.sleep(0.3)
+        self._stop_pid(process.pid)
+        raise BrokerError(f"rabbitmq-server did not become ready within {timeout:.0f} s "
+                          f"(log in {self.state_dir})")
+
+    def _environment(self, state: BrokerState) -> dict[str, str]:
+        base = self.state_dir
+        (base / "rabbitmq.conf").write_text(
+            "\n".join(
+                [
+                    f"listeners.tcp.default = 127.0.0.1:{state.amqp_port}",
+                    "management.tcp.ip = 127.0.0.1",
+                    f"management.tcp.port = {state.management_port}",
+                    f"default_user = {state.user}",
+                    f"default_pass = {state.password}",
+                    "loopback_users = none",
+                    "log.console = false",
+                    "log.file.level = warning",
+                    # management samples every 1 s so queue depth over time has resolution
+                    "collect_statistics_interval = 1000",
+                    "",
+                ]
+            )
+        )
+        (base / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        (base / "rabbitmq-env.conf").write_text("")
+        env = dict(os.environ)
+        env.update(
+            HOME=str(base),
+            RABBITMQ_NODENAME=state.node_name,
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=str(state.amqp_port),
+            RABBITMQ_DIST_PORT=str(state.dist_port),
+            RABBITMQ_CONFIG_FILE=str(base / "rabbitmq.conf"),
+            RABBITMQ_CONF_ENV_FILE=str(base / "rabbitmq-env.conf"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(base / "advanced.config"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
+            RABBITMQ_MNESIA_BASE=str(base / "mnesia"),
+            RABBITMQ_LOG_BASE=str(base / "log"),
+            RABBITMQ_PID_FILE=str(base / "rabbitmq.pid"),
+            # Erlang distribution and epmd on loopback only.
+            ERL_EPMD_ADDRESS="127.0.0.1",
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
+        )
+        return env
+
+    # -- down --------------------------------------------------------------------------
+    def down(self, timeout: float = 30.0) -> bool:
+        """Stop the node if it runs; True when one was stopped."""
+        state = self.load_state()
+        if state is None:
+            return False
+        stopped = _pid_alive(state.pid)
+        if stopped:
+            self._stop_pid(state.pid, timeout)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        return stopped
+
+    @staticmethod
+    def _stop_pid(pid: int, timeout: float = 30.0) -> None:
+        """SIGTERM the wrapper (it runs a clean shutdown), then SIGKILL its group if it hangs."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if not _pid_alive(pid):
+                break
+            time.sleep(0.2)
+        # The wrapper is the leader of its own session: end what is left of that group only.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def check_reachable(amqp_url: str, timeout: float = 5.0) -> None:
+    """Raise BrokerError with one sentence when the broker at `amqp_url` cannot be reached."""
+    parts = urllib.parse.urlsplit(amqp_url)
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise BrokerError(f"--amqp-url must look like amqp://user:pass@host:5672/, got {redact_url(amqp_url)!r}")
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise BrokerError(
+            f"cannot reach the broker at {redact_url(amqp_url)}: {exc.strerror or exc}"
+        ) from None
+
+
+@contextlib.contextmanager
+def broker_for(amqp_url: str | None, state_dir: Path | None = None) -> Iterator[tuple[str, str | None]]:
+    """Yield (amqp_url, management_url or None) for a command that measures.
+
+    With no URL: the managed broker, started on demand and stopped again afterwards when
+    this call started it.
+    """
+    if amqp_url:
+        check_reachable(amqp_url)
+        yield amqp_url, None
+        return
+    broker = ManagedBroker(state_dir)
+    running = broker.running_state()
+    if running:
+        yield running.amqp_url, running.management_url
+        return
+    state = broker.up()
+    try:
+        yield state.amqp_url, state.management_url
+    finally:
+        broker.down()
