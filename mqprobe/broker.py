@@ -295,7 +295,8 @@ def check_reachable(amqp_url: str, timeout: float = 5.0) -> None:
     """Raise BrokerError with one sentence when the broker at `amqp_url` cannot be reached."""
     parts = urllib.parse.urlsplit(amqp_url)
     if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-        raise BrokerError(f"--amqp-url must look like amqp://user:pass@host:5672/, got {redact_url(amqp_url)!r}")
+        raise BrokerError("--amqp-url must look like amqp://user:pass@host:5672/, "
+                          f"got {redact_url(amqp_url)!r}")
     port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
     try:
         with socket.create_connection((parts.hostname, port), timeout=timeout):

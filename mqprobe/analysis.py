@@ -1,0 +1,142 @@
+"""From what the pieces recorded to one run's figures, and a verdict naming the culprit.
+
+Lost and duplicate deliveries are counted against what the publisher actually sent and
+who actually joined. The verdict names only evidence that was measured in this run.
+"""
+
+from __future__ import annotations
+
+from mqprobe.records import CLIENT_HOPS, HopSet, Latency
+
+# A swarm that wakes up this late cannot timestamp to better than this: its figures are
+# not the system's. 20 ms is far above a healthy asyncio loop's lag (well under 1 ms).
+CLIENT_LAG_P99_MS = 20.0
+BUSY_SATURATED = 0.9
+
+
+def merge_run(publisher: dict | None, swarms: list[dict], nodes: list[dict]) -> dict:
+    """The design.md run fields (counts, hops, self-lag) plus per-group and per-node detail."""
+    published = (publisher or {}).get("published", {})
+    all_hops = HopSet()
+    groups: dict[str, dict] = {}
+    group_hops: dict[str, HopSet] = {}
+    self_lag = Latency()
+    members: dict[str, int] = {}
+    delivered: dict[str, int] = {}
+    duplicated: dict[str, int] = {}
+    for swarm in swarms:
+        self_lag.merge(Latency.from_json(swarm["self_lag"]))
+        for group, tally in swarm.get("groups", {}).items():
+            members[group] = members.get(group, 0) + tally["members"]
+            delivered[group] = delivered.get(group, 0) + tally["delivered"]
+            duplicated[group] = duplicated.get(group, 0) + tally["duplicated"]
+        for group, raw in swarm.get("hops", {}).items():
+            hops = HopSet.from_json(raw)
+            group_hops.setdefault(group, HopSet()).merge(hops)
+    for node in nodes:
+        for group, raw in node.get("fanout", {}).items():
+            group_hops.setdefault(group, HopSet()).merge(HopSet.from_json(raw))
+    for hops in group_hops.values():
+        all_hops.merge(hops)
+    for group in sorted(set(published) | set(members), key=_group_order):
+        expected = published.get(group, 0) * members.get(group, 0)
+        got = delivered.get(group, 0)
+        groups[group] = {
+            "members": members.get(group, 0), "published": published.get(group, 0),
+            "expected_deliveries": expected, "delivered": got, "lost": max(0, expected - got),
+            "duplicated": duplicated.get(group, 0),
+            "hops": {hop: lat.summary() for hop, lat in group_hops.get(group, HopSet()).items()},
+        }
+    expected_total = sum(g["expected_deliveries"] for g in groups.values())
+    delivered_total = sum(g["delivered"] for g in groups.values())
+    return {
+        "published": sum(published.values()),
+        "expected_deliveries": expected_total,
+        "delivered": delivered_total,
+        "lost": sum(g["lost"] for g in groups.values()),
+        "duplicated": sum(g["duplicated"] for g in groups.values()),
+        "hops": {hop: all_hops[hop].summary() for hop in (*CLIENT_HOPS, "fanout")},
+        "self_lag_ms": _lag_summary(self_lag),
+        "groups": groups,
+        "hdr": {hop: all_hops[hop].hist.encode().decode() for hop in (*CLIENT_HOPS, "fanout")},
+        "untraced": sum(s.get("untraced", 0) for s in swarms) + sum(n.get("untraced", 0) for n in nodes),
+        "misrouted": sum(s.get("misrouted", 0) for s in swarms),
+        "swarm": {
+            "clients": sum(s.get("planned", 0) for s in swarms),
+            "joined": sum(s.get("joined", 0) for s in swarms),
+            "failed": sum(s.get("failed", 0) for s in swarms),
+            "disconnects": sum(s.get("disconnects", 0) for s in swarms),
+            "rss_bytes": sum(s.get("rss_bytes", 0) for s in swarms),
+            "processes": len(swarms),
+        },
+        "publisher": {k: v for k, v in (publisher or {}).items() if k != "schedule_lag"}
+        | ({"schedule_lag_ms": Latency.from_json(publisher["schedule_lag"]).summary()}
+           if publisher and "schedule_lag" in publisher else {}),
+        "nodes": [_node_summary(n) for n in nodes],
+    }
+
+
+def _group_order(group: str) -> tuple:
+    return (0, int(group), "") if group.isdigit() else (1, 0, group)
+
+
+def _lag_summary(lag: Latency) -> dict:
+    full = lag.summary()
+    return {"p50": full["p50_ms"], "p99": full["p99_ms"], "max": full["max_ms"]}
+
+
+def _node_summary(node: dict) -> dict:
+    return {
+        "node": node["node"], "handled": node["handled"], "untraced": node["untraced"],
+        "filtered": node["filtered"], "unacked_max": node["unacked_max"],
+        "prefetch": node["prefetch"], "busy_ratio": node["busy_ratio"],
+        "loop_lag_ms": _lag_summary(Latency.from_json(node["loop_lag"])),
+    }
+
+
+def verdict(run: dict, budget_ms: float) -> dict:
+    """Which hop the tail belongs to, and why, from this run's measured evidence."""
+    hops, lag, swarm = run["hops"], run["self_lag_ms"], run["swarm"]
+    e2e = hops["e2e"]
+    evidence: list[str] = []
+    if run["lost"]:
+        evidence.append(f"lost {run['lost']} of {run['expected_deliveries']} deliveries")
+    if run["duplicated"]:
+        evidence.append(f"{run['duplicated']} duplicate deliveries")
+    if lag["p99"] > CLIENT_LAG_P99_MS or swarm["failed"] or swarm["disconnects"]:
+        evidence.insert(0, f"swarm loop lag p99 {lag['p99']} ms (limit {CLIENT_LAG_P99_MS} ms), "
+                           f"{swarm['failed']} failed connects, {swarm['disconnects']} disconnects")
+        return {"culprit": "client", "cause": "swarm-saturated: the measuring swarm itself was "
+                "the bottleneck, these figures are not to be trusted", "evidence": evidence}
+    if e2e["count"] == 0:
+        return {"culprit": "none", "cause": "no delivery was measured", "evidence": evidence}
+    share = {hop: hops[hop]["p99_ms"] for hop in ("mq", "server", "delivery")}
+    evidence.append(f"e2e p99 {e2e['p99_ms']} ms (budget {budget_ms} ms); p99 by hop: "
+                    + ", ".join(f"{hop} {value} ms" for hop, value in share.items()))
+    if e2e["p99_ms"] <= budget_ms and not run["lost"]:
+        return {"culprit": "none", "cause": "every hop within budget", "evidence": evidence}
+    dominant = max(share, key=share.get)
+    nodes = run["nodes"]
+    busiest = max((max(n["busy_ratio"].values(), default=0.0), n["node"]) for n in nodes) \
+        if nodes else (0.0, "")
+    full_window = [n for n in nodes if n["unacked_max"] >= n["prefetch"]]
+    if dominant == "mq":
+        if busiest[0] >= BUSY_SATURATED or full_window:
+            evidence.append(f"consumer busy ratio {busiest[0]:.2f} on {busiest[1]}")
+            evidence += [f"{n['node']} unacked reached prefetch {n['prefetch']}" for n in full_window]
+            return {"culprit": "server", "cause": "consumer-saturated: messages waited in the "
+                    "queue because a node's consumer could not keep up", "evidence": evidence}
+        evidence.append(f"consumers idle enough (busy ratio max {busiest[0]:.2f}) and windows "
+                        "not full: the wait is on the broker side")
+        return {"culprit": "mq", "cause": "broker-side", "evidence": evidence}
+    if dominant == "server":
+        worst = max(nodes, key=lambda n: n["loop_lag_ms"]["p99"], default=None)
+        if worst and worst["loop_lag_ms"]["p99"] > budget_ms / 2:
+            evidence.append(f"{worst['node']} loop lag p99 {worst['loop_lag_ms']['p99']} ms")
+            return {"culprit": "server", "cause": "server-stall", "evidence": evidence}
+        return {"culprit": "server", "cause": "slow-handler", "evidence": evidence}
+    fanout = hops["fanout"]
+    if fanout["p99_ms"] >= share["delivery"] / 2:
+        evidence.append(f"node emit loop (fanout) p99 {fanout['p99_ms']} ms")
+        return {"culprit": "server", "cause": "fanout-bound", "evidence": evidence}
+    return {"culprit": "delivery", "cause": "delivery", "evidence": evidence}

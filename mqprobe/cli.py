@@ -1,0 +1,331 @@
+"""The command line: parse, call the library, render. Bad input is one sentence, no traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mqprobe.broker import BrokerError, ManagedBroker, broker_for, redact_url
+from mqprobe.compare import DEFAULT_TOPOLOGIES, Phase, RunError, Workload, compare, save
+from mqprobe.process import emit_event
+from mqprobe.report import print_compare
+from mqprobe.stamps import TraceFormatError
+from mqprobe.topology import LAYOUTS, TopologyError, resolve
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Where does a group message's delay come from: the MQ, the server, "
+                       "or the last hop?")
+broker_app = typer.Typer(no_args_is_help=True, help="A throwaway local RabbitMQ on loopback.")
+app.add_typer(broker_app, name="broker")
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+AmqpUrl = Annotated[str | None, typer.Option(
+    "--amqp-url", envvar="MQPROBE_AMQP_URL", show_envvar=True,
+    help="Broker to use; default: the managed local broker, started on demand.")]
+JsonPath = Annotated[Path | None, typer.Option("--json", help="Write the result JSON here.")]
+Control = Annotated[bool, typer.Option("--control", hidden=True)]
+Prefetch = Annotated[int | None, typer.Option(help="Override the topology's prefetch.")]
+Ack = Annotated[str | None, typer.Option(help="Override ack mode: after | before | auto.")]
+Channel = Annotated[str | None, typer.Option(help="Override: shared | per-consumer.")]
+Concurrency = Annotated[str | None, typer.Option(help="Override: sequential | concurrent.")]
+
+# Typer vendors click in recent releases; find its UsageError without a private import.
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+USER_ERRORS = (BrokerError, TopologyError, TraceFormatError, RunError, ValueError, OSError)
+
+
+class UserError(Exception):
+    """Raised by the CLI for bad input; printed as one sentence."""
+
+
+def _csv(value: str, name: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise UserError(f"{name} needs at least one value")
+    return items
+
+
+def _ints(value: str, name: str) -> list[int]:
+    try:
+        return [int(item) for item in _csv(value, name)]
+    except ValueError:
+        raise UserError(f"{name} takes whole numbers separated by commas, got {value!r}") from None
+
+
+def _run(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    return asyncio.run(coro_factory())
+
+
+# -- compare -------------------------------------------------------------------------------
+@app.command("compare")
+def compare_cmd(
+    topologies: Annotated[str, typer.Option(help="Topology names (files in topologies/) or "
+                                            "paths, comma-separated.")] = ",".join(DEFAULT_TOPOLOGIES),
+    layouts: Annotated[str, typer.Option(help="per-node, per-group")] = ",".join(LAYOUTS),
+    nodes: Annotated[int, typer.Option(help="socket.io server processes.")] = 2,
+    groups: Annotated[int, typer.Option(help="Number of groups.")] = 6,
+    group_size: Annotated[int, typer.Option(help="Members per group (see --group-sizes).")] = 100,
+    group_sizes: Annotated[str | None, typer.Option(
+        help="One size per group, e.g. 100,100,300 (sets --groups).")] = None,
+    rate: Annotated[float, typer.Option(help="Messages per second per group.")] = 10.0,
+    size: Annotated[int, typer.Option(help="Message body bytes.")] = 1024,
+    duration: Annotated[float, typer.Option(help="Seconds of publishing per run.")] = 5.0,
+    swarm_processes: Annotated[int, typer.Option(help="Client swarm processes.")] = 1,
+    prefetch: Prefetch = None,
+    ack: Ack = None,
+    channel: Channel = None,
+    concurrency: Concurrency = None,
+    samples: Annotated[int, typer.Option(help="Raw deliveries to keep per run.")] = 0,
+    budget_ms: Annotated[float, typer.Option(help="p99 e2e under this is healthy.")] = 50.0,
+    amqp_url: AmqpUrl = None,
+    json_path: JsonPath = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where logs of the pieces go.")] = None,
+) -> None:
+    """Run the same workload on each topology x layout and say where the delay comes from."""
+    sizes = _ints(group_sizes, "--group-sizes") if group_sizes else [group_size] * groups
+    workload = Workload(
+        topologies=_csv(topologies, "--topologies"), layouts=_csv(layouts, "--layouts"),
+        nodes=nodes, group_sizes=sizes, rate=rate, size=size, duration_s=duration,
+        swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
+        concurrency=concurrency, samples=samples, budget_ms=budget_ms)
+    workload.check()
+    workload.resolved_topologies()  # a bad topology file fails before any broker starts
+    run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    json_path = json_path or run_dir / "result.json"
+    with broker_for(amqp_url) as (url, _management), _progress() as (progress, observe):
+        err.print(f"broker: {redact_url(url)}; logs in {run_dir}")
+        result = _run(lambda: compare(workload, url, json_path, run_dir, observe))
+        progress.stop()
+    print_compare(result, console)
+    console.print(f"result JSON: {json_path}")
+    if any(run.get("error") for run in result["runs"]):
+        raise UserError("some runs failed; what they measured is in the table and JSON")
+
+
+class _progress:
+    """A rich progress display fed by compare's observer: one bar per run."""
+
+    def __enter__(self):
+        self.progress = Progress(TextColumn("{task.description:<34}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[phase]}"),
+                                 TimeElapsedColumn(), console=err, transient=False)
+        self.tasks: dict[str, int] = {}
+        self.progress.start()
+        return self.progress, self.observe
+
+    def observe(self, phase: Phase) -> None:
+        task = self.tasks.get(phase.run)
+        if task is None:
+            task = self.tasks[phase.run] = self.progress.add_task(
+                phase.run.replace("_", " / "), total=None, phase="")
+        note = f"{phase.phase} {phase.note}".strip()
+        if phase.total:
+            self.progress.update(task, completed=phase.done, total=phase.total, phase=note)
+        else:
+            self.progress.update(task, phase=note)
+        if phase.phase in ("done", "failed"):
+            total = self.progress.tasks[task].total or 1
+            self.progress.update(task, completed=total, total=total)
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+        return False
+
+
+# -- report --------------------------------------------------------------------------------
+@app.command("report")
+def report_cmd(run: Annotated[Path, typer.Argument(help="A result JSON (or its run dir).")]) -> None:
+    """Render a saved run again."""
+    path = run / "result.json" if run.is_dir() else run
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read a result from {path}: {exc}") from None
+    if not isinstance(result, dict) or "runs" not in result:
+        raise UserError(f"{path} is not an mqprobe result (no 'runs')")
+    print_compare(result, console)
+
+
+# -- broker --------------------------------------------------------------------------------
+StateDir = Annotated[Path | None, typer.Option(
+    "--state-dir", envvar="MQPROBE_BROKER_DIR", help="Where the broker's files live.")]
+
+
+@broker_app.command("up")
+def broker_up(state_dir: StateDir = None) -> None:
+    """Start the throwaway broker (or show the one running)."""
+    broker = ManagedBroker(state_dir)
+    with console.status("starting rabbitmq-server on loopback..."):
+        broker.up()
+    _print_status(broker.status())
+
+
+@broker_app.command("down")
+def broker_down(state_dir: StateDir = None) -> None:
+    """Stop the throwaway broker and delete its files."""
+    stopped = ManagedBroker(state_dir).down()
+    console.print("broker stopped" if stopped else "no managed broker was running")
+
+
+@broker_app.command("status")
+def broker_status(state_dir: StateDir = None,
+                  json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Is the throwaway broker running, and where."""
+    status = ManagedBroker(state_dir).status()
+    if json_out:
+        console.print_json(data=status)
+    else:
+        _print_status(status)
+    if not status["running"]:
+        raise typer.Exit(1)
+
+
+def _print_status(status: dict) -> None:
+    if not status["running"]:
+        console.print(f"no managed broker running (state dir {status['state_dir']})")
+        return
+    console.print(f"RabbitMQ {status.get('version', '?')} running, pid {status['pid']}\n"
+                  f"  amqp:       {status['amqp_url']}\n"
+                  f"  management: {status['management_url']}\n"
+                  f"  state:      {status['state_dir']} (credentials in state.json, mode 600; "
+                  "mqprobe commands find it without --amqp-url)")
+
+
+# -- the pieces ----------------------------------------------------------------------------
+def _piece(control: bool, json_path: Path | None, body: Callable[[], Coroutine]) -> None:
+    """Run a piece; in control mode a failure is an `error` event for the parent."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        result = _run(body)
+    except USER_ERRORS as exc:
+        if control:
+            emit_event("error", message=str(exc))
+        raise
+    if control:
+        emit_event("result", data=result)
+    else:
+        if json_path:
+            save(result, json_path)
+        console.print_json(data={k: v for k, v in result.items()
+                                 if k not in ("hops", "fanout", "loop_lag", "self_lag",
+                                              "schedule_lag", "samples")})
+
+
+@app.command("node")
+def node_cmd(
+    topology: Annotated[str, typer.Option(help="Topology name or file.")] = "single-topic",
+    layout: Annotated[str, typer.Option(help="per-node | per-group")] = "per-node",
+    groups: Annotated[str, typer.Option(help="Group ids this node hosts.")] = "1,2,3",
+    node_id: Annotated[str, typer.Option(help="Name carried in the trace.")] = "n1",
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port (0: any free one).")] = 5000,
+    prefix: Annotated[str, typer.Option(help="Prefix of exchange and queue names.")] = "mqprobe.",
+    prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
+    concurrency: Concurrency = None,
+    amqp_url: AmqpUrl = None, json_path: JsonPath = None, control: Control = False,
+) -> None:
+    """A reference socket.io node consuming group messages (runs until stopped)."""
+    from mqprobe.node import NodeConfig, run_node
+    from mqprobe.stamps import check_id
+
+    topo = resolve(topology).with_knobs(prefetch=prefetch, ack=ack, channel=channel,
+                                        concurrency=concurrency)
+    if layout not in topo.layouts:
+        raise UserError(f"topology {topo.name} supports layouts {', '.join(topo.layouts)}, "
+                        f"not {layout!r}")
+    group_ids = [check_id("group", g) for g in _csv(groups, "--groups")]
+    with broker_for(amqp_url) as (url, _):
+        config = NodeConfig(node_id=check_id("node", node_id), amqp_url=url, topology=topo,
+                            layout=layout, groups=group_ids, prefix=prefix, host=host, port=port)
+        _piece(control, json_path, lambda: run_node(config, control))
+
+
+@app.command("swarm")
+def swarm_cmd(
+    node_urls: Annotated[str, typer.Option(help="socket.io servers, comma-separated.")]
+        = "http://127.0.0.1:5000",
+    group_sizes: Annotated[str, typer.Option(help="Members per group: 100,100,300.")] = "100",
+    slice_: Annotated[str, typer.Option("--slice", help="i/K: this process's share.")] = "0/1",
+    samples: Annotated[int, typer.Option(help="Raw deliveries to keep.")] = 0,
+    json_path: JsonPath = None, control: Control = False,
+) -> None:
+    """Thousands of socket.io clients in one process, joined to their group rooms."""
+    from mqprobe.swarm import SwarmConfig, run_swarm
+
+    try:
+        index, count = (int(part) for part in slice_.split("/"))
+        assert 0 <= index < count
+    except (ValueError, AssertionError):
+        raise UserError(f"--slice must be i/K with 0 <= i < K, got {slice_!r}") from None
+    sizes = _ints(group_sizes, "--group-sizes")
+    config = SwarmConfig(node_urls=_csv(node_urls, "--node-urls"),
+                         group_sizes={str(i + 1): n for i, n in enumerate(sizes)},
+                         slice_index=index, slice_count=count, samples=samples)
+    _piece(control, json_path, lambda: run_swarm(config, control))
+
+
+@app.command("publish")
+def publish_cmd(
+    topology: Annotated[str, typer.Option(help="Topology name or file.")] = "single-topic",
+    groups: Annotated[str, typer.Option(help="Group ids, comma-separated.")] = "1,2,3",
+    rate: Annotated[float, typer.Option(help="Messages per second per group.")] = 10.0,
+    size: Annotated[int, typer.Option(help="Body bytes.")] = 1024,
+    duration: Annotated[float, typer.Option(help="Seconds.")] = 5.0,
+    prefix: Annotated[str, typer.Option(help="Prefix of exchange names.")] = "mqprobe.",
+    amqp_url: AmqpUrl = None, json_path: JsonPath = None, control: Control = False,
+) -> None:
+    """Publish stamped group messages on a fixed schedule, with publisher confirms."""
+    from mqprobe.publisher import PublishConfig, run_publisher
+    from mqprobe.stamps import check_id
+
+    if rate <= 0 or duration <= 0 or size < 0:
+        raise UserError("--rate and --duration must be above 0 and --size not negative")
+    group_ids = [check_id("group", g) for g in _csv(groups, "--groups")]
+    with broker_for(amqp_url) as (url, _):
+        config = PublishConfig(amqp_url=url, topology=resolve(topology), groups=group_ids,
+                               rate=rate, size=size, duration_s=duration, prefix=prefix)
+        _piece(control, json_path, lambda: run_publisher(config, control))
+
+
+def main() -> None:
+    """Entry point: every expected failure ends in one sentence and a non-zero exit."""
+    try:
+        code = app(standalone_mode=False)  # returns the code of a typer.Exit
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.exit(2)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx else ""
+        err.print(f"mqprobe: {exc.format_message()}{hint}", markup=False, highlight=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("mqprobe: interrupted")
+        sys.exit(130)
+    except (UserError, *USER_ERRORS) as exc:
+        err.print(f"mqprobe: {_sentence(exc)}", markup=False, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("mqprobe: interrupted")
+        sys.exit(130)
+
+
+def _sentence(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    return text.splitlines()[0]

@@ -1,0 +1,345 @@
+"""`mqprobe compare`: the same workload on each topology x layout, pieces as processes.
+
+Nodes, swarm and publisher run as separate processes (sharing one event loop would make
+each one's delay the others'). Each run's results are written to the JSON file as soon as
+the run ends, so a comparison that fails half-way keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mqprobe import __version__
+from mqprobe.analysis import merge_run, verdict
+from mqprobe.broker import redact_url
+from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
+
+DEFAULT_TOPOLOGIES = ("single-topic", "per-group", "fanout", "socketio-manager")
+
+
+class RunError(RuntimeError):
+    """A piece failed or timed out; the message is one sentence."""
+
+
+@dataclass
+class Workload:
+    """What every run of a comparison does; recorded in the result so runs can be redone."""
+
+    topologies: list[str] = field(default_factory=lambda: list(DEFAULT_TOPOLOGIES))
+    layouts: list[str] = field(default_factory=lambda: list(LAYOUTS))
+    nodes: int = 2
+    group_sizes: list[int] = field(default_factory=lambda: [100] * 6)
+    rate: float = 10.0
+    size: int = 1024
+    duration_s: float = 5.0
+    swarm_processes: int = 1
+    prefetch: int | None = None
+    ack: str | None = None
+    channel: str | None = None
+    concurrency: str | None = None
+    samples: int = 0
+    budget_ms: float = 50.0
+    drain_s: float = 15.0
+
+    @property
+    def groups(self) -> list[str]:
+        return [str(i + 1) for i in range(len(self.group_sizes))]
+
+    def check(self) -> None:
+        problems = []
+        if self.nodes < 1:
+            problems.append("--nodes must be at least 1")
+        if not self.group_sizes or min(self.group_sizes) < 1:
+            problems.append("every group needs at least 1 member")
+        if self.rate <= 0:
+            problems.append("--rate must be above 0")
+        if self.size < 0:
+            problems.append("--size must not be negative")
+        if self.duration_s <= 0:
+            problems.append("--duration must be above 0")
+        if self.swarm_processes < 1:
+            problems.append("--swarm-processes must be at least 1")
+        for layout in self.layouts:
+            if layout not in LAYOUTS:
+                problems.append(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def resolved_topologies(self) -> list[Topology]:
+        topologies = [resolve(name) for name in self.topologies]
+        knobs = {"prefetch": self.prefetch, "ack": self.ack, "channel": self.channel,
+                 "concurrency": self.concurrency}
+        return [t if t.manager else t.with_knobs(**knobs) for t in topologies]
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["groups"] = len(self.group_sizes)
+        return out
+
+
+@dataclass
+class Phase:
+    """What the caller's progress display is told."""
+
+    run: str
+    phase: str  # starting | connecting | publishing | draining | done | failed
+    done: int = 0
+    total: int = 0
+    note: str = ""
+
+
+Observer = Callable[[Phase], None]
+
+
+class Child:
+    """One piece running as `python -m mqprobe <piece> --control`."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str]) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = log_dir / f"{name}.log"
+        self.latest: dict[str, dict] = {}
+        self.changed = asyncio.Event()
+        self.proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mqprobe", *self.argv, "--control",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
+                env=self.env, limit=64 * 1024 * 1024)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        while line := await self.proc.stdout.readline():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                self.latest[event.get("event", "?")] = event
+                self.changed.set()
+        self.latest["exit"] = {"event": "exit"}
+        self.changed.set()
+
+    def failure(self) -> str | None:
+        if "error" in self.latest:
+            return f"{self.name}: {self.latest['error'].get('message', 'failed')}"
+        if "exit" in self.latest and "result" not in self.latest:
+            tail = self.log_tail()
+            return f"{self.name} exited early" + (f": {tail}" if tail else "")
+        return None
+
+    def log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            return lines[-1][:300] if lines else ""
+        return ""
+
+    async def wait_for(self, kind: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while kind not in self.latest:
+            problem = self.failure()
+            if problem:
+                raise RunError(problem)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RunError(f"{self.name} gave no {kind!r} within {timeout:.0f} s")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+        return self.latest[kind]
+
+    async def stop(self, timeout: float = 20.0) -> dict | None:
+        """Ask for the result and wait for the process to end; None if it gave none."""
+        if self.proc is None:
+            return None
+        if self.proc.returncode is None and self.proc.stdin:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.write(b"stop\n")
+                await self.proc.stdin.drain()
+        with contextlib.suppress(RunError):
+            await self.wait_for("result", timeout)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        if self._reader:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, 5)
+        result = self.latest.get("result")
+        return result.get("data") if result else None
+
+
+async def _stop_all(children: list[Child]) -> list[dict | None]:
+    return list(await asyncio.gather(*(c.stop() for c in children)))
+
+
+def _knob_args(topology: Topology) -> list[str]:
+    if topology.manager:
+        return []
+    k = topology.consumer
+    return ["--prefetch", str(k.prefetch), "--ack", k.ack, "--channel", k.channel,
+            "--concurrency", k.concurrency]
+
+
+async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url: str,
+                  run_dir: Path, label: str, observe: Observer) -> dict:
+    """One topology x layout on the workload; returns the design.md run dict."""
+    prefix = f"mqprobe.{uuid.uuid4().hex[:8]}."
+    env = dict(os.environ, MQPROBE_AMQP_URL=amqp_url)
+    log_dir = run_dir / label
+    log_dir.mkdir(parents=True, exist_ok=True)
+    groups = ",".join(workload.groups)
+    observe(Phase(label, "starting", note=f"{workload.nodes} nodes"))
+    nodes = [Child(f"node{i + 1}", ["node", "--node-id", f"n{i + 1}", "--topology",
+                                    topology.source, "--layout", layout, "--groups", groups,
+                                    "--prefix", prefix, "--port", "0", *_knob_args(topology)],
+                   log_dir, env) for i in range(workload.nodes)]
+    swarms: list[Child] = []
+    publisher: Child | None = None
+    results: dict = {"nodes": [], "swarms": [], "publisher": None}
+    error = None
+    try:
+        await asyncio.gather(*(n.start() for n in nodes))
+        ready = await asyncio.gather(*(n.wait_for("ready", 60) for n in nodes))
+        urls = ",".join(f"http://127.0.0.1:{event['port']}" for event in ready)
+        sizes = ",".join(str(s) for s in workload.group_sizes)
+        swarms = [Child(f"swarm{i + 1}", ["swarm", "--node-urls", urls, "--group-sizes", sizes,
+                                          "--slice", f"{i}/{workload.swarm_processes}",
+                                          "--samples", str(workload.samples)], log_dir, env)
+                  for i in range(workload.swarm_processes)]
+        await asyncio.gather(*(s.start() for s in swarms))
+        clients = sum(workload.group_sizes)
+        await _watch(swarms, "ready", "connecting", clients, label, observe,
+                     lambda s: s.latest.get("progress", {}).get("joined", 0), timeout=180)
+        joined = sum(s.latest["ready"]["joined"] for s in swarms)
+        if joined < clients:
+            first = next((s.latest["ready"].get("first_error") for s in swarms
+                          if s.latest["ready"].get("first_error")), "")
+            raise RunError(f"only {joined} of {clients} clients joined their group"
+                           + (f" ({first})" if first else ""))
+        publisher = Child("publisher", ["publish", "--topology", topology.source,
+                                        "--groups", groups, "--rate", str(workload.rate),
+                                        "--size", str(workload.size), "--duration",
+                                        str(workload.duration_s), "--prefix", prefix],
+                          log_dir, env)
+        await publisher.start()
+        total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))
+        await _watch([publisher], "result", "publishing", total, label, observe,
+                     lambda p: p.latest.get("progress", {}).get("sent", 0),
+                     timeout=workload.duration_s + 120)
+        results["publisher"] = publisher.latest["result"]["data"]
+        members = dict(zip(workload.groups, workload.group_sizes, strict=True))
+        expected = sum(n * members[g] for g, n in results["publisher"]["published"].items())
+        await _drain(swarms, expected, workload.drain_s, label, observe)
+    except RunError as exc:
+        error = str(exc)
+    finally:
+        stopped = await _stop_all(swarms + nodes + ([publisher] if publisher else []))
+        results["swarms"] = [r for r in stopped[:len(swarms)] if r]
+        results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
+        if results["publisher"] is None and publisher and stopped[-1]:
+            results["publisher"] = stopped[-1]
+    run = {"topology": topology.name, "layout": layout, "knobs": topology.describe_knobs(),
+           **merge_run(results["publisher"], results["swarms"], results["nodes"])}
+    samples = [s for swarm in results["swarms"] for s in swarm.get("samples", [])]
+    if samples:
+        run["samples"] = samples
+    run["verdict"] = verdict(run, workload.budget_ms)
+    run["error"] = error
+    if error:
+        run["verdict"]["evidence"].insert(0, f"run failed: {error}")
+    observe(Phase(label, "failed" if error else "done", note=error or run["verdict"]["culprit"]))
+    return run
+
+
+async def _watch(children: list[Child], kind: str, phase: str, total: int, label: str,
+                 observe: Observer, count: Callable[[Child], int], timeout: float) -> None:
+    """Wait for `kind` from every child, reporting progress as their counts move."""
+    deadline = time.monotonic() + timeout
+    while not all(kind in c.latest for c in children):
+        for child in children:
+            problem = child.failure()
+            if problem:
+                raise RunError(problem)
+        if time.monotonic() > deadline:
+            raise RunError(f"{phase} did not finish within {timeout:.0f} s")
+        observe(Phase(label, phase, sum(count(c) for c in children), total))
+        await asyncio.sleep(0.2)
+    observe(Phase(label, phase, total, total))
+
+
+async def _drain(swarms: list[Child], expected: int, drain_s: float, label: str,
+                 observe: Observer) -> None:
+    """After the last send, wait for the swarm to receive it all, or stop moving."""
+    deadline = time.monotonic() + drain_s
+    last, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        delivered = sum(s.latest.get("progress", {}).get("delivered", 0) for s in swarms)
+        observe(Phase(label, "draining", min(delivered, expected), expected))
+        if delivered >= expected:
+            return
+        if delivered != last:
+            last, last_change = delivered, time.monotonic()
+        elif time.monotonic() - last_change > 3.0:
+            return  # nothing moved for 3 s: what is missing is lost, not late
+        for swarm in swarms:
+            if swarm.failure():
+                raise RunError(swarm.failure())
+        await asyncio.sleep(0.2)
+
+
+def new_result(workload: Workload, amqp_url: str, broker_version: str) -> dict:
+    return {"mqprobe_version": __version__, "workload": workload.to_json(),
+            "broker": {"version": broker_version, "url": redact_url(amqp_url)},
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": []}
+
+
+def save(result: dict, path: Path | None) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)
+
+
+async def broker_version(amqp_url: str) -> str:
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url, timeout=10)
+    try:
+        properties = connection.transport.connection.server_properties
+        version = properties.get("version", "unknown")
+        return version.decode() if isinstance(version, bytes) else str(version)
+    finally:
+        await connection.close()
+
+
+async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
+                  run_dir: Path, observe: Observer = lambda phase: None) -> dict:
+    """Every topology x layout on the workload; the result is saved after each run."""
+    workload.check()
+    topologies = workload.resolved_topologies()
+    result = new_result(workload, amqp_url, await broker_version(amqp_url))
+    combos = [(t, layout) for t in topologies for layout in workload.layouts
+              if layout in t.layouts]
+    if not combos:
+        raise TopologyError("no topology supports the chosen layouts")
+    for topology, layout in combos:
+        label = f"{topology.name}/{layout}"
+        run = await run_one(topology, layout, workload, amqp_url, run_dir,
+                            label.replace("/", "_"), observe)
+        result["runs"].append(run)
+        save(result, json_path)
+    return result

@@ -1,0 +1,308 @@
+"""The reference node: a python-socketio server on aiohttp that consumes group messages.
+
+Clients connect and `join` a group's room. Each consumed message is stamped t_deq on
+arrival at the consumer, emitted to its room with the trace field stamped t_emit, and
+the node measures how long its own emit loop took (fan-out), how busy each consumer was,
+how many deliveries were unacked against the prefetch window, and its event-loop lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import aio_pika
+import socketio
+from aiohttp import web
+
+from mqprobe.process import emit_event, wait_for_stop
+from mqprobe.records import BusyMeter, HopSet, LoopLagMonitor
+from mqprobe.stamps import (
+    SOCKETIO_FIELD,
+    TraceFormatError,
+    decode_amqp_headers,
+    decode_socketio_field,
+    now_ns,
+    socketio_field,
+)
+from mqprobe.topology import Topology
+
+log = logging.getLogger("mqprobe.node")
+EVENT = "message"
+
+
+def room_for(group: str) -> str:
+    return f"group.{group}"
+
+
+@dataclass
+class NodeConfig:
+    node_id: str
+    amqp_url: str
+    topology: Topology
+    layout: str
+    groups: list[str]
+    prefix: str = "mqprobe."
+    host: str = "127.0.0.1"
+    port: int = 0
+    server_delay_s: float = 0.0  # injected work per message (a slow server, for demos)
+
+
+@dataclass
+class NodeStats:
+    handled: int = 0
+    untraced: int = 0
+    filtered: int = 0
+    unacked: int = 0
+    unacked_max: int = 0
+    fanout: HopSet = field(default_factory=HopSet)  # per group: {"fanout": Latency}
+    busy: dict[str, BusyMeter] = field(default_factory=dict)
+
+
+class Node:
+    """One socket.io node and its consumers; `start()`, then `stop()` returns its stats."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.stats = NodeStats()
+        self.per_group: dict[str, HopSet] = {}
+        self.loop_lag = LoopLagMonitor()
+        self.manager = None
+        if config.topology.manager:
+            self.manager = socketio.AsyncAioPikaManager(
+                config.amqp_url, channel=config.topology.exchange_for(config.prefix, "")
+            )
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp", client_manager=self.manager, cors_allowed_origins="*",
+            logger=False, engineio_logger=False, max_http_buffer_size=16 * 1024 * 1024,
+        )
+        self.sio.on("join", self._on_join)
+        self.app = web.Application()
+        self.sio.attach(self.app)
+        self._runner: web.AppRunner | None = None
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._workers: list[asyncio.Task] = []
+        self.port = config.port
+
+    # -- socket.io side --------------------------------------------------------------------
+    async def _on_join(self, sid: str, data: object) -> bool:
+        group = str(data.get("group")) if isinstance(data, dict) else None
+        if group is None:
+            return False
+        await self.sio.enter_room(sid, room_for(group))
+        return True
+
+    def client_count(self) -> int:
+        return sum(1 for _ in self.sio.manager.get_participants("/", None))
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop_lag.start()
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=4096)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked
+        if self.manager:
+            await self._start_socketio_manager()
+        else:
+            await self._start_consumers()
+
+    async def stop(self) -> dict:
+        for worker in self._workers:
+            worker.cancel()
+        if self.manager and getattr(self.manager, "thread", None):
+            self.manager.thread.cancel()
+        if self._connection:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+        self.loop_lag.stop()
+        result = self.result()
+        if self._runner:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._runner.cleanup(), 5)
+        return result
+
+    def result(self) -> dict:
+        knobs = self.config.topology.consumer
+        return {
+            "node": self.config.node_id,
+            "handled": self.stats.handled,
+            "untraced": self.stats.untraced,
+            "filtered": self.stats.filtered,
+            "unacked_max": self.stats.unacked_max,
+            "prefetch": knobs.prefetch,
+            "busy_ratio": {name: meter.ratio() for name, meter in self.stats.busy.items()},
+            "loop_lag": self.loop_lag.lag.to_json(),
+            "fanout": {group: hops.to_json() for group, hops in self.per_group.items()},
+        }
+
+    # -- our consumers ---------------------------------------------------------------------
+    async def _start_consumers(self) -> None:
+        cfg, topo = self.config, self.config.topology
+        knobs = topo.consumer
+        self._connection = await aio_pika.connect_robust(cfg.amqp_url)
+        if cfg.layout == "per-node":
+            plan = [(f"{cfg.prefix}{cfg.node_id}", cfg.groups)]
+        else:
+            plan = [(f"{cfg.prefix}{cfg.node_id}.g{group}", [group]) for group in cfg.groups]
+        shared = None
+        for queue_name, groups in plan:
+            if knobs.channel == "shared":
+                if shared is None:
+                    shared = await self._connection.channel()
+                    await shared.set_qos(prefetch_count=knobs.prefetch)
+                channel = shared
+            else:
+                channel = await self._connection.channel()
+                await channel.set_qos(prefetch_count=knobs.prefetch)
+            queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
+            bound: set[tuple[str, str]] = set()
+            for group in groups:
+                exchange_name = topo.exchange_for(cfg.prefix, group)
+                key = topo.binding_key_for(group)
+                if (exchange_name, key) in bound:
+                    continue
+                exchange = await channel.declare_exchange(
+                    exchange_name, topo.exchange_type, auto_delete=True)
+                await queue.bind(exchange, routing_key=key)
+                bound.add((exchange_name, key))
+            meter = self.stats.busy[queue_name] = BusyMeter()
+            await queue.consume(self._make_callback(set(groups), meter),
+                                no_ack=knobs.ack == "auto")
+
+    def _make_callback(self, groups: set[str], meter: BusyMeter):
+        knobs = self.config.topology.consumer
+        if knobs.concurrency == "concurrent":
+            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                await self._handle(message, now_ns(), groups, meter)
+            return on_message
+
+        backlog: asyncio.Queue = asyncio.Queue()
+
+        async def worker() -> None:
+            while True:
+                message, t_deq = await backlog.get()
+                await self._handle(message, t_deq, groups, meter)
+
+        self._workers.append(asyncio.get_running_loop().create_task(worker()))
+
+        async def enqueue(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            backlog.put_nowait((message, now_ns()))
+        return enqueue
+
+    async def _handle(self, message, t_deq: int, groups: set[str], meter: BusyMeter) -> None:
+        """Stamp, emit to the room, ack as the topology says; never raise into aio-pika."""
+        ack = self.config.topology.consumer.ack
+        stats = self.stats
+        stats.unacked += 1
+        stats.unacked_max = max(stats.unacked_max, stats.unacked)
+        meter.enter()
+        try:
+            if ack == "before":
+                await message.ack()
+            try:
+                stamp = decode_amqp_headers(message.headers)
+            except TraceFormatError as exc:
+                stats.untraced += 1
+                log.debug("untraced message: %s", exc)
+                return
+            if stamp.group not in groups:
+                stats.filtered += 1  # fanout: another queue's (or node's) group
+                return
+            if self.config.server_delay_s:
+                await asyncio.sleep(self.config.server_delay_s)
+            t_emit = now_ns()
+            data = {SOCKETIO_FIELD: socketio_field(stamp, self.config.node_id, t_deq, t_emit),
+                    "group": stamp.group, "body": message.body.decode("latin-1")}
+            await self.sio.emit(EVENT, data, room=room_for(stamp.group))
+            self._record_fanout(stamp.group, now_ns() - t_emit)
+            stats.handled += 1
+        except Exception:  # a broken message must not stop the consumer
+            log.exception("failed to handle a message")
+        finally:
+            if ack == "after":
+                with contextlib.suppress(Exception):
+                    await message.ack()
+            stats.unacked -= 1
+            meter.leave()
+
+    def _record_fanout(self, group: str, value_ns: int) -> None:
+        hops = self.per_group.get(group)
+        if hops is None:
+            hops = self.per_group[group] = HopSet()
+        hops["fanout"].record(value_ns)
+
+    # -- python-socketio's AsyncAioPikaManager, unchanged ---------------------------------
+    async def _start_socketio_manager(self) -> None:
+        """Run the manager as users do; only observe it (stamps, timing), never alter it.
+
+        `_handle_emit` is where the manager turns a consumed message into a room emit: a tap
+        there stamps t_deq/t_emit into our field and times the emit. `_queue` is wrapped only
+        to learn when the manager's queue is bound, so the node reports ready truthfully.
+        """
+        manager = self.manager
+        queue_bound = asyncio.Event()
+        original_queue, original_handle = manager._queue, manager._handle_emit
+        meter = self.stats.busy["socketio-manager"] = BusyMeter()
+        stats = self.stats
+
+        async def observed_queue(channel, exchange):
+            queue = await original_queue(channel, exchange)
+            queue_bound.set()
+            return queue
+
+        async def tapped_handle_emit(message: dict) -> None:
+            t_deq = now_ns()
+            meter.enter()
+            stats.unacked += 1  # the manager acks after this returns (message.process())
+            stats.unacked_max = max(stats.unacked_max, stats.unacked)
+            try:
+                payload = message.get("data", [None])[0]
+                try:
+                    raw = payload.get(SOCKETIO_FIELD) if isinstance(payload, dict) else None
+                    trace = decode_socketio_field(raw)
+                except TraceFormatError:
+                    stats.untraced += 1
+                    await original_handle(message)
+                    return
+                if self.config.server_delay_s:
+                    await asyncio.sleep(self.config.server_delay_s)
+                t_emit = now_ns()
+                raw[4], raw[6], raw[7] = self.config.node_id, t_deq, t_emit
+                await original_handle(message)
+                self._record_fanout(trace.group, now_ns() - t_emit)
+                stats.handled += 1
+            finally:
+                stats.unacked -= 1
+                meter.leave()
+
+        manager._queue = observed_queue
+        manager._handle_emit = tapped_handle_emit
+        # The server would start the manager on its first client; start it now so the
+        # queue exists before anything is published.
+        self.sio.manager_initialized = True
+        manager.initialize()
+        await asyncio.wait_for(queue_bound.wait(), 30)
+
+
+async def run_node(config: NodeConfig, control: bool) -> dict:
+    node = Node(config)
+    await node.start()
+    emit_event("ready", node=config.node_id, port=node.port, host=config.host)
+
+    async def report_progress() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            emit_event("progress", node=config.node_id, handled=node.stats.handled,
+                       clients=node.client_count())
+
+    reporter = asyncio.get_running_loop().create_task(report_progress()) if control else None
+    try:
+        await wait_for_stop(control)
+    finally:
+        if reporter:
+            reporter.cancel()
+    return await node.stop()

@@ -1,0 +1,164 @@
+"""The publisher: every group's messages on a fixed schedule, with publisher confirms.
+
+Each message carries its planned send time as well as t_pub. A publisher that stalls
+(GC, a slow confirm, a full loop) sends late, but e2e measured from the planned time still
+shows the wait, so a stall cannot hide latency (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import aio_pika
+import socketio
+
+from mqprobe.node import EVENT, room_for
+from mqprobe.process import emit_event
+from mqprobe.records import Latency
+from mqprobe.stamps import (
+    SOCKETIO_FIELD,
+    WIRE_VERSION,
+    PublishStamp,
+    encode_amqp_headers,
+    new_trace_id,
+    now_ns,
+)
+from mqprobe.topology import Topology
+
+log = logging.getLogger("mqprobe.publisher")
+
+
+@dataclass
+class PublishConfig:
+    amqp_url: str
+    topology: Topology
+    groups: list[str]
+    rate: float  # messages per second per group
+    size: int  # body bytes
+    duration_s: float
+    prefix: str = "mqprobe."
+    max_in_flight: int = 1000
+
+
+def schedule(groups: list[str], rate: float, duration_s: float) -> list[tuple[int, str, int]]:
+    """(offset_ns, group, seq) for every message, groups phase-shifted so sends spread out."""
+    if rate <= 0:
+        return []
+    per_group = max(1, round(rate * duration_s))
+    period_ns = 1e9 / rate
+    plan = []
+    for index, group in enumerate(groups):
+        phase = period_ns * index / len(groups)
+        plan += [(int(seq * period_ns + phase), group, seq) for seq in range(per_group)]
+    plan.sort()
+    return plan
+
+
+class Publisher:
+    def __init__(self, config: PublishConfig) -> None:
+        self.config = config
+        self.published = {group: 0 for group in config.groups}
+        self.confirmed = 0
+        self.nacked = 0
+        self.errors = 0
+        self.first_error = ""
+        self.schedule_lag = Latency()  # t_pub - t_plan
+        self.body = b"x" * config.size
+        self._in_flight = asyncio.Semaphore(config.max_in_flight)
+        self._pending: set[asyncio.Task] = set()
+        self._connection = None
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._manager: socketio.AsyncAioPikaManager | None = None
+
+    async def connect(self) -> None:
+        cfg, topo = self.config, self.config.topology
+        if topo.manager:
+            self._manager = socketio.AsyncAioPikaManager(
+                cfg.amqp_url, channel=topo.exchange_for(cfg.prefix, ""), write_only=True)
+            return
+        self._connection = await aio_pika.connect_robust(cfg.amqp_url)
+        channel = await self._connection.channel(publisher_confirms=True)
+        for group in cfg.groups:
+            name = topo.exchange_for(cfg.prefix, group)
+            if name not in self._exchanges:
+                self._exchanges[name] = await channel.declare_exchange(
+                    name, topo.exchange_type, auto_delete=True)
+
+    async def run(self, on_progress=None) -> dict:
+        plan = schedule(self.config.groups, self.config.rate, self.config.duration_s)
+        started = now_ns()
+        t0 = started + 50_000_000
+        last_progress = 0.0
+        loop = asyncio.get_running_loop()
+        for offset, group, seq in plan:
+            t_plan = t0 + offset
+            delay = (t_plan - now_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._in_flight.acquire()
+            self.published[group] += 1
+            task = loop.create_task(self._send(group, seq, t_plan))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            if on_progress and loop.time() - last_progress > 0.5:
+                last_progress = loop.time()
+                on_progress(self.progress())
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=30)
+        return self.result((now_ns() - started) / 1e9)
+
+    async def _send(self, group: str, seq: int, t_plan: int) -> None:
+        topo = self.config.topology
+        try:
+            t_pub = now_ns()
+            self.schedule_lag.record(t_pub - t_plan)
+            if self._manager:
+                field = [WIRE_VERSION, new_trace_id(), group, seq, "-", t_pub, 0, 0, t_plan]
+                data = {SOCKETIO_FIELD: field, "group": group, "body": self.body.decode()}
+                # the manager's own emit, as a user's external process publishes
+                await self._manager.emit(EVENT, data, room=room_for(group))
+            else:
+                stamp = PublishStamp(new_trace_id(), group, seq, t_pub, t_plan)
+                message = aio_pika.Message(self.body, headers=encode_amqp_headers(stamp),
+                                           delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
+                exchange = self._exchanges[topo.exchange_for(self.config.prefix, group)]
+                await exchange.publish(message, routing_key=topo.routing_key_for(group))
+            self.confirmed += 1
+        except aio_pika.exceptions.DeliveryError:
+            self.nacked += 1
+        except Exception as exc:
+            self.errors += 1
+            if not self.first_error:
+                self.first_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._in_flight.release()
+
+    def progress(self) -> dict:
+        return {"sent": sum(self.published.values()), "confirmed": self.confirmed,
+                "nacked": self.nacked, "errors": self.errors}
+
+    def result(self, elapsed_s: float) -> dict:
+        return {**self.progress(), "published": dict(self.published),
+                "first_error": self.first_error, "elapsed_s": round(elapsed_s, 3),
+                "schedule_lag": self.schedule_lag.to_json()}
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._connection:
+                await self._connection.close()
+            if self._manager and self._manager.publisher_connection:
+                await self._manager.publisher_connection.close()
+
+
+async def run_publisher(config: PublishConfig, control: bool) -> dict:
+    publisher = Publisher(config)
+    await publisher.connect()
+    emit_event("ready")
+    try:
+        report = (lambda fields: emit_event("progress", **fields)) if control else None
+        return await publisher.run(report)
+    finally:
+        await publisher.close()

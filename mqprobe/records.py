@@ -1,0 +1,148 @@
+"""Latency records: HDR histograms built on the fly, shipped between processes, merged.
+
+Values are recorded in microseconds (HDR, 3 significant digits, 1 us .. 1 h) and reported
+in milliseconds. A negative value (clock skew between hosts) is never dropped or made
+positive: it is counted, with the most negative value kept, and reported beside the hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+HOPS = ("mq", "server", "delivery", "e2e")
+CLIENT_HOPS = HOPS + ("e2e_planned",)  # e2e from the planned send time: no coordinated omission
+NODE_HOPS = ("fanout",)
+PERCENTILES = {"p50_ms": 50.0, "p90_ms": 90.0, "p99_ms": 99.0, "p999_ms": 99.9}
+_HIGHEST_US = 3600 * 1_000_000
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, _HIGHEST_US, 3)
+
+
+@dataclass
+class Latency:
+    """One hop's distribution: an HDR histogram plus what it cannot hold."""
+
+    hist: HdrHistogram = field(default_factory=new_histogram)
+    negative: int = 0
+    min_ns: int = 0
+    max_ns: int = 0
+
+    def record(self, value_ns: int) -> None:
+        if value_ns < 0:
+            self.negative += 1
+            self.min_ns = min(self.min_ns, value_ns)
+            return
+        if value_ns > self.max_ns:
+            self.max_ns = value_ns
+        self.hist.record_value(min(value_ns // 1000, _HIGHEST_US))
+
+    @property
+    def count(self) -> int:
+        return self.hist.get_total_count() + self.negative
+
+    def merge(self, other: Latency) -> None:
+        self.hist.add(other.hist)
+        self.negative += other.negative
+        self.min_ns = min(self.min_ns, other.min_ns)
+        self.max_ns = max(self.max_ns, other.max_ns)
+
+    def to_json(self) -> dict:
+        return {"hdr": self.hist.encode().decode(), "negative": self.negative,
+                "min_ns": self.min_ns, "max_ns": self.max_ns}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Latency:
+        hist = HdrHistogram.decode(data["hdr"]) if data.get("hdr") else new_histogram()
+        return cls(hist, data.get("negative", 0), data.get("min_ns", 0), data.get("max_ns", 0))
+
+    def summary(self) -> dict:
+        """The design.md hop shape (count, p50..p999, max in ms) plus negative-skew counts."""
+        out: dict = {"count": self.count}
+        recorded = self.hist.get_total_count()
+        for name, pct in PERCENTILES.items():
+            out[name] = round(self.hist.get_value_at_percentile(pct) / 1000, 3) if recorded else 0.0
+        out["max_ms"] = round(self.max_ns / 1e6, 3)
+        if self.negative:
+            out["negative"] = self.negative
+            out["min_ms"] = round(self.min_ns / 1e6, 3)
+        return out
+
+
+class HopSet(dict):
+    """Latency per hop name, created on first use."""
+
+    def __missing__(self, hop: str) -> Latency:
+        latency = self[hop] = Latency()
+        return latency
+
+    def merge(self, other: HopSet) -> None:
+        for hop, latency in other.items():
+            self[hop].merge(latency)
+
+    def to_json(self) -> dict:
+        return {hop: latency.to_json() for hop, latency in self.items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> HopSet:
+        hops = cls()
+        for hop, raw in data.items():
+            hops[hop] = Latency.from_json(raw)
+        return hops
+
+
+class LoopLagMonitor:
+    """How late this process's event loop wakes up: the error bar of every stamp it takes."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.lag = Latency()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        interval_ns = int(self.interval * 1e9)
+        while True:
+            before = time.monotonic_ns()
+            await asyncio.sleep(self.interval)
+            self.lag.record(max(0, time.monotonic_ns() - before - interval_ns))
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+    def summary(self) -> dict:
+        full = self.lag.summary()
+        return {"p50": full["p50_ms"], "p99": full["p99_ms"], "max": full["max_ms"]}
+
+
+class BusyMeter:
+    """Share of wall time a consumer spends handling messages (1.0 = never idle)."""
+
+    def __init__(self) -> None:
+        self.busy_ns = 0
+        self.started_ns = time.monotonic_ns()
+        self._in_flight = 0
+        self._since = 0
+
+    def enter(self) -> None:
+        if self._in_flight == 0:
+            self._since = time.monotonic_ns()
+        self._in_flight += 1
+
+    def leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self.busy_ns += time.monotonic_ns() - self._since
+
+    def ratio(self) -> float:
+        now = time.monotonic_ns()
+        busy = self.busy_ns + (now - self._since if self._in_flight else 0)
+        return round(busy / max(1, now - self.started_ns), 4)

@@ -1,0 +1,81 @@
+"""Tables people read at a glance: one row per topology x layout, one column pair per hop."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+HOP_COLUMNS = ("mq", "server", "delivery", "e2e")
+_CULPRIT_STYLE = {"none": "green", "client": "magenta", "mq": "red", "server": "yellow",
+                  "delivery": "cyan"}
+
+
+def _ms(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def compare_table(result: dict) -> Table:
+    workload = result.get("workload", {})
+    title = (f"mqprobe compare: {workload.get('groups', '?')} groups x "
+             f"{_members(workload)} members, {workload.get('nodes', '?')} nodes, "
+             f"{workload.get('rate', '?')} msg/s per group, {workload.get('size', '?')} B, "
+             f"{workload.get('duration_s', '?')} s; RabbitMQ {result.get('broker', {}).get('version', '?')}")
+    table = Table(title=title, caption="latency in ms, p50 / p99 (e2e: p50 / p99 / max); "
+                  "self-lag: the swarm's own loop lag p99, the error bar of every figure")
+    table.add_column("topology")
+    table.add_column("layout")
+    table.add_column("delivered", justify="right")
+    table.add_column("lost", justify="right")
+    table.add_column("dup", justify="right")
+    for hop in HOP_COLUMNS:
+        table.add_column(hop, justify="right")
+    table.add_column("self-lag", justify="right")
+    table.add_column("verdict")
+    for run in result.get("runs", []):
+        hops = run["hops"]
+        cells = [f"{_ms(hops[h]['p50_ms'])} / {_ms(hops[h]['p99_ms'])}" for h in HOP_COLUMNS[:-1]]
+        e2e = hops["e2e"]
+        cells.append(f"{_ms(e2e['p50_ms'])} / {_ms(e2e['p99_ms'])} / {_ms(e2e['max_ms'])}")
+        verdict = run["verdict"]
+        style = _CULPRIT_STYLE.get(verdict["culprit"], "")
+        cause = verdict["cause"].split(":")[0]
+        text = verdict["culprit"] if verdict["culprit"] == "none" else f"{verdict['culprit']}: {cause}"
+        if run.get("error"):
+            text += " (run failed)"
+        table.add_row(
+            run["topology"], run["layout"],
+            f"{run['delivered']}/{run['expected_deliveries']}",
+            _flag(run["lost"]), _flag(run["duplicated"]), *cells,
+            _ms(run["self_lag_ms"]["p99"]), f"[{style}]{text}[/{style}]" if style else text)
+    return table
+
+
+def _members(workload: dict) -> str:
+    sizes = workload.get("group_sizes") or []
+    if sizes and min(sizes) == max(sizes):
+        return str(sizes[0])
+    return f"{min(sizes)}-{max(sizes)}" if sizes else "?"
+
+
+def _flag(count: int) -> str:
+    return f"[red]{count}[/red]" if count else "0"
+
+
+def print_compare(result: dict, console: Console) -> None:
+    console.print(compare_table(result))
+    for run in result.get("runs", []):
+        verdict = run["verdict"]
+        if verdict["culprit"] == "none" and not run.get("error"):
+            continue
+        console.print(f"[bold]{run['topology']}/{run['layout']}[/bold]: "
+                      f"{verdict['culprit']} - {verdict['cause']}")
+        for line in verdict["evidence"]:
+            console.print(f"  - {line}")
+    untrusted = [r for r in result.get("runs", []) if r["verdict"]["culprit"] == "client"]
+    if untrusted:
+        console.print("[magenta]Runs marked 'client' measured the swarm, not your system: "
+                      "add --swarm-processes or lower the load.[/magenta]")

@@ -1,0 +1,190 @@
+"""Timestamps and the trace wire format (design.md, "Wire format of the trace").
+
+AMQP headers carry a W3C `traceparent` (so OpenTelemetry code links up) and one compact,
+versioned `x-mqprobe` header: ``1;<group>;<seq>;<t_pub_ns>;<t_plan_ns>``.
+The socket.io event carries one field, ``"mqprobe": [1, trace_id, group, seq, node, t_pub,
+t_deq, t_emit, t_plan]``, placed first in the event's object so a client can read it
+without decoding the (possibly tens of KB) message body.
+
+Times are integer nanoseconds on CLOCK_REALTIME; the AMQP `timestamp` property is never
+used (it holds whole seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+
+WIRE_VERSION = 1
+AMQP_HEADER = "x-mqprobe"
+TRACEPARENT = "traceparent"
+SOCKETIO_FIELD = "mqprobe"
+FRAME_MARKER = '{"mqprobe":['
+
+now_ns = time.time_ns  # CLOCK_REALTIME, comparable across processes and (synced) hosts
+
+_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+class TraceFormatError(ValueError):
+    """A trace header or field that is malformed or foreign; the message says why."""
+
+
+@dataclass(slots=True)
+class PublishStamp:
+    """What the publisher stamps on a message: who it is for and when it left."""
+
+    trace_id: str
+    group: str
+    seq: int
+    t_pub: int
+    t_plan: int
+    parent_span: str = ""
+
+
+@dataclass(slots=True)
+class DeliveryTrace:
+    """What a client reads back from the socket.io event: every stamp along the path."""
+
+    trace_id: str
+    group: str
+    seq: int
+    node: str
+    t_pub: int
+    t_deq: int
+    t_emit: int
+    t_plan: int
+
+
+def new_trace_id() -> str:
+    return os.urandom(16).hex()
+
+
+def new_span_id() -> str:
+    return os.urandom(8).hex()
+
+
+def check_id(kind: str, value: str) -> str:
+    """Group and node ids travel inside headers: keep them short and separator-free."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise TraceFormatError(f"{kind} {value!r} must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+# -- W3C traceparent ---------------------------------------------------------------------
+def parse_traceparent(value: object) -> tuple[str, str, str]:
+    """(trace_id, parent_span_id, flags) of a W3C traceparent, or TraceFormatError."""
+    text = _text(value, TRACEPARENT)
+    match = _TRACEPARENT.fullmatch(text.strip())
+    if not match:
+        raise TraceFormatError(f"traceparent {text[:60]!r} is not version-traceid-spanid-flags hex")
+    version, trace_id, span_id, flags = match.groups()
+    if version == "ff" or trace_id == "0" * 32 or span_id == "0" * 16:
+        raise TraceFormatError(f"traceparent {text[:60]!r} holds an invalid version or zero id")
+    return trace_id, span_id, flags
+
+
+def format_traceparent(trace_id: str, span_id: str, flags: str = "01") -> str:
+    return f"00-{trace_id}-{span_id}-{flags}"
+
+
+# -- AMQP headers ------------------------------------------------------------------------
+def encode_amqp_headers(stamp: PublishStamp, headers: dict | None = None) -> dict:
+    """Headers for an outgoing message. An existing valid traceparent is continued."""
+    out = dict(headers or {})
+    trace_id, flags = stamp.trace_id, "01"
+    existing = out.get(TRACEPARENT)
+    if existing is not None:
+        try:
+            trace_id, _parent, flags = parse_traceparent(existing)
+            stamp.trace_id = trace_id
+        except TraceFormatError:
+            pass  # a broken parent is replaced, not propagated
+    out[TRACEPARENT] = format_traceparent(trace_id, new_span_id(), flags)
+    out[AMQP_HEADER] = f"{WIRE_VERSION};{stamp.group};{stamp.seq};{stamp.t_pub};{stamp.t_plan}"
+    return out
+
+
+def decode_amqp_headers(headers: dict | None) -> PublishStamp:
+    """The publisher's stamp from a consumed message's headers, or TraceFormatError."""
+    if not headers or AMQP_HEADER not in headers:
+        raise TraceFormatError(f"no {AMQP_HEADER} header")
+    text = _text(headers[AMQP_HEADER], AMQP_HEADER)
+    parts = text.split(";")
+    if not parts or parts[0] != str(WIRE_VERSION):
+        raise TraceFormatError(f"{AMQP_HEADER} version {parts[0][:8]!r} is not {WIRE_VERSION}")
+    if len(parts) != 5:
+        raise TraceFormatError(f"{AMQP_HEADER} has {len(parts)} fields, expected 5")
+    group = check_id("group", parts[1])
+    seq, t_pub, t_plan = (_nonneg_int(name, raw) for name, raw in
+                          zip(("seq", "t_pub", "t_plan"), parts[2:], strict=True))
+    if TRACEPARENT in headers:
+        trace_id, parent, _flags = parse_traceparent(headers[TRACEPARENT])
+    else:
+        trace_id, parent = new_trace_id(), ""
+    return PublishStamp(trace_id, group, seq, t_pub, t_plan, parent)
+
+
+# -- socket.io field ---------------------------------------------------------------------
+def socketio_field(stamp: PublishStamp, node: str, t_deq: int, t_emit: int) -> list:
+    return [WIRE_VERSION, stamp.trace_id, stamp.group, stamp.seq, node,
+            stamp.t_pub, t_deq, t_emit, stamp.t_plan]
+
+
+def decode_socketio_field(value: object) -> DeliveryTrace:
+    """The stamps of a received event's `mqprobe` field, or TraceFormatError."""
+    if not isinstance(value, list) or not value:
+        raise TraceFormatError(f"{SOCKETIO_FIELD} field is not a non-empty list")
+    if value[0] != WIRE_VERSION:
+        raise TraceFormatError(f"{SOCKETIO_FIELD} field version {value[0]!r} is not {WIRE_VERSION}")
+    if len(value) != 9:
+        raise TraceFormatError(f"{SOCKETIO_FIELD} field has {len(value)} items, expected 9")
+    _v, trace_id, group, seq, node, t_pub, t_deq, t_emit, t_plan = value
+    if not isinstance(trace_id, str) or not re.fullmatch(r"[0-9a-f]{32}", trace_id):
+        raise TraceFormatError("trace id is not 32 lowercase hex digits")
+    check_id("group", group)
+    check_id("node", node)
+    for name, number in (("seq", seq), ("t_pub", t_pub), ("t_deq", t_deq),
+                         ("t_emit", t_emit), ("t_plan", t_plan)):
+        if type(number) is not int or number < 0:
+            raise TraceFormatError(f"{name} {number!r} is not a non-negative integer")
+    return DeliveryTrace(trace_id, group, seq, node, t_pub, t_deq, t_emit, t_plan)
+
+
+def field_from_frame(frame: str) -> list | None:
+    """The `mqprobe` list out of a socket.io EVENT frame text, reading only its first bytes.
+
+    Returns None when the frame holds no field at the expected place.
+    """
+    start = frame.find(FRAME_MARKER, 0, 64)
+    if start < 0:
+        return None
+    start += len(FRAME_MARKER) - 1
+    end = frame.find("]", start)
+    if end < 0:
+        return None
+    try:
+        return json.loads(frame[start:end + 1])
+    except ValueError:
+        return None
+
+
+def _text(value: object, name: str) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("ascii")
+        except UnicodeDecodeError:
+            raise TraceFormatError(f"{name} is not ASCII") from None
+    if isinstance(value, str):
+        return value
+    raise TraceFormatError(f"{name} is a {type(value).__name__}, not text")
+
+
+def _nonneg_int(name: str, raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 20:
+        raise TraceFormatError(f"{name} {raw[:24]!r} is not a non-negative integer")
+    return int(raw)

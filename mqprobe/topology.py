@@ -1,0 +1,241 @@
+"""MQ topologies as TOML files, subscriber layouts, and the declarations both imply.
+
+A topology says which exchanges carry a group's messages and how a node consumes them;
+a layout says how many queues a node has: one for all its groups (per-node) or one per
+group (per-group). Every name is prefixed per run so runs never see each other's traffic.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+LAYOUTS = ("per-node", "per-group")
+EXCHANGE_TYPES = ("topic", "direct", "fanout")
+ACK_MODES = ("after", "before", "auto")
+CHANNEL_MODES = ("shared", "per-consumer")
+CONCURRENCY_MODES = ("sequential", "concurrent")
+SOCKETIO_MANAGER = "socketio"
+REPO_TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
+
+
+class TopologyError(ValueError):
+    """A topology file or name that cannot be used; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class ConsumerKnobs:
+    """How a node consumes: the knobs every run records."""
+
+    prefetch: int = 50
+    ack: str = "after"
+    channel: str = "shared"
+    concurrency: str = "sequential"
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    description: str = ""
+    manager: str = ""  # "socketio": python-socketio's AsyncAioPikaManager, used unchanged
+    exchange_type: str = "topic"
+    exchange_name: str = "groups"  # "{group}" in it means one exchange per group
+    routing_key: str = "group.{group}"
+    binding_key: str = "group.{group}"
+    filter_locally: bool = False  # every node gets every message and drops foreign groups
+    consumer: ConsumerKnobs = field(default_factory=ConsumerKnobs)
+    layouts: tuple[str, ...] = LAYOUTS
+    source: str = ""
+
+    @property
+    def exchange_per_group(self) -> bool:
+        return "{group}" in self.exchange_name
+
+    def exchange_for(self, prefix: str, group: str) -> str:
+        return prefix + self.exchange_name.format(group=group)
+
+    def exchanges(self, prefix: str, groups: list[str]) -> list[str]:
+        """Every exchange this topology declares for these groups, in order, once each."""
+        return list(dict.fromkeys(self.exchange_for(prefix, g) for g in groups))
+
+    def routing_key_for(self, group: str) -> str:
+        return self.routing_key.format(group=group)
+
+    def binding_key_for(self, group: str) -> str:
+        return self.binding_key.format(group=group)
+
+    def with_knobs(self, **overrides: object) -> Topology:
+        """A copy with some consumer knobs overridden (None leaves a knob as it is)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if not changes:
+            return self
+        if self.manager:
+            raise TopologyError(
+                f"{self.name}: consumer knobs are fixed by python-socketio's manager "
+                "(prefetch 1, ack after handling); they cannot be overridden"
+            )
+        knobs = replace(self.consumer, **changes)
+        _check_knobs(knobs, self.source or self.name)
+        return replace(self, consumer=knobs)
+
+    def describe_knobs(self) -> dict:
+        return {
+            "exchange_type": "fanout" if self.manager else self.exchange_type,
+            "exchange_per_group": self.exchange_per_group,
+            "filter_locally": self.filter_locally or bool(self.manager),
+            "prefetch": self.consumer.prefetch,
+            "ack": self.consumer.ack,
+            "channel": self.consumer.channel,
+            "concurrency": self.consumer.concurrency,
+        }
+
+
+def search_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("MQPROBE_TOPOLOGIES"):
+        dirs.append(Path(os.environ["MQPROBE_TOPOLOGIES"]))
+    dirs += [Path.cwd() / "topologies", REPO_TOPOLOGIES]
+    return list(dict.fromkeys(dirs))
+
+
+def available() -> list[str]:
+    names: list[str] = []
+    for folder in search_dirs():
+        if folder.is_dir():
+            names += sorted(p.stem for p in folder.glob("*.toml"))
+    return list(dict.fromkeys(names))
+
+
+def resolve(name_or_path: str) -> Topology:
+    """A topology by name (a file in topologies/) or by path to a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.is_file():
+        if not path.is_file():
+            raise TopologyError(f"topology file {name_or_path} does not exist")
+        return load(path)
+    for folder in search_dirs():
+        candidate = folder / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return load(candidate)
+    known = ", ".join(available()) or "none found"
+    raise TopologyError(f"unknown topology {name_or_path!r} (known: {known})")
+
+
+def load(path: Path) -> Topology:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise TopologyError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse(data, str(path))
+
+
+def parse(data: dict, source: str) -> Topology:
+    """Validate a topology table; every error names the file and the field."""
+    known_top = {"name", "description", "manager", "exchange", "consumer", "layouts"}
+    _no_unknown(data, known_top, source, "")
+    name = _get(data, "name", str, source, "", required=True)
+    manager = _get(data, "manager", str, source, "", default="")
+    if manager and manager != SOCKETIO_MANAGER:
+        raise TopologyError(f"{source}: manager must be {SOCKETIO_MANAGER!r}, got {manager!r}")
+    exchange = _get(data, "exchange", dict, source, "", default={})
+    consumer = _get(data, "consumer", dict, source, "", default={})
+    _no_unknown(exchange, {"type", "name", "routing_key", "binding_key", "filter_locally"},
+                source, "exchange.")
+    _no_unknown(consumer, {"prefetch", "ack", "channel", "concurrency"}, source, "consumer.")
+    layouts = tuple(_get(data, "layouts", list, source, "", default=list(LAYOUTS)))
+    for layout in layouts:
+        if layout not in LAYOUTS:
+            raise TopologyError(f"{source}: layouts has {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if manager:
+        if consumer:
+            raise TopologyError(f"{source}: [consumer] is fixed by the socketio manager; remove it")
+        return Topology(
+            name=name,
+            description=_get(data, "description", str, source, "", default=""),
+            manager=manager,
+            exchange_type="fanout",
+            exchange_name=_get(exchange, "name", str, source, "exchange.", default="socketio"),
+            routing_key="*",
+            binding_key="",
+            filter_locally=True,
+            consumer=ConsumerKnobs(prefetch=1, ack="after", channel="shared",
+                                   concurrency="sequential"),
+            layouts=("per-node",),
+            source=source,
+        )
+    exchange_type = _get(exchange, "type", str, source, "exchange.", default="topic")
+    if exchange_type not in EXCHANGE_TYPES:
+        raise TopologyError(f"{source}: exchange.type must be one of {', '.join(EXCHANGE_TYPES)}, "
+                            f"got {exchange_type!r}")
+    knobs = ConsumerKnobs(
+        prefetch=_get(consumer, "prefetch", int, source, "consumer.", default=50),
+        ack=_get(consumer, "ack", str, source, "consumer.", default="after"),
+        channel=_get(consumer, "channel", str, source, "consumer.", default="shared"),
+        concurrency=_get(consumer, "concurrency", str, source, "consumer.", default="sequential"),
+    )
+    _check_knobs(knobs, source)
+    topology = Topology(
+        name=name,
+        description=_get(data, "description", str, source, "", default=""),
+        exchange_type=exchange_type,
+        exchange_name=_get(exchange, "name", str, source, "exchange.", default="groups"),
+        routing_key=_get(exchange, "routing_key", str, source, "exchange.", default="group.{group}"),
+        binding_key=_get(exchange, "binding_key", str, source, "exchange.",
+                         default="" if exchange_type == "fanout" else "group.{group}"),
+        filter_locally=_get(exchange, "filter_locally", bool, source, "exchange.",
+                            default=exchange_type == "fanout"),
+        consumer=knobs,
+        layouts=layouts,
+        source=source,
+    )
+    for template_field in ("exchange_name", "routing_key", "binding_key"):
+        template = getattr(topology, template_field)
+        try:
+            template.format(group="1")
+        except (KeyError, IndexError, ValueError):
+            raise TopologyError(f"{source}: exchange.{template_field.removeprefix('exchange_')} "
+                                f"{template!r} may only use the placeholder {{group}}") from None
+    if (exchange_type == "fanout" and not topology.exchange_per_group
+            and not topology.filter_locally):
+        raise TopologyError(f"{source}: exchange.filter_locally must be true for one shared fanout "
+                            "exchange (every node receives every group's messages)")
+    return topology
+
+
+def _check_knobs(knobs: ConsumerKnobs, source: str) -> None:
+    if type(knobs.prefetch) is not int or not 0 < knobs.prefetch <= 65535:
+        raise TopologyError(f"{source}: consumer.prefetch must be an integer from 1 to 65535, "
+                            f"got {knobs.prefetch!r}")
+    for name, allowed in (("ack", ACK_MODES), ("channel", CHANNEL_MODES),
+                          ("concurrency", CONCURRENCY_MODES)):
+        value = getattr(knobs, name)
+        if value not in allowed:
+            raise TopologyError(f"{source}: consumer.{name} must be one of {', '.join(allowed)}, "
+                                f"got {value!r}")
+
+
+def _no_unknown(table: dict, known: set[str], source: str, prefix: str) -> None:
+    for key in table:
+        if key not in known:
+            raise TopologyError(f"{source}: unknown field {prefix}{key} "
+                                f"(known: {', '.join(sorted(known))})")
+
+
+_MISSING = object()
+
+
+def _get(table: dict, key: str, kind: type, source: str, prefix: str, *,
+         required: bool = False, default: object = _MISSING) -> object:
+    if key not in table:
+        if required or default is _MISSING:
+            raise TopologyError(f"{source}: missing field {prefix}{key}")
+        return default
+    value = table[key]
+    if kind is int and type(value) is not int or kind is not int and not isinstance(value, kind):
+        raise TopologyError(f"{source}: field {prefix}{key} must be a {kind.__name__}, "
+                            f"got {value!r}")
+    return value
