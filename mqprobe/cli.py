@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -27,7 +28,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "or the last hop?")
 broker_app = typer.Typer(no_args_is_help=True, help="A throwaway local RabbitMQ on loopback.")
 app.add_typer(broker_app, name="broker")
-console = Console()
+# Tables are wide: when output is not a terminal (CI logs, files) do not squeeze them to 80.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True, soft_wrap=True)
 
 AmqpUrl = Annotated[str | None, typer.Option(
@@ -206,14 +208,22 @@ def _print_status(status: dict) -> None:
 def _piece(control: bool, json_path: Path | None, body: Callable[[], Coroutine]) -> None:
     """Run a piece; in control mode a failure is an `error` event for the parent."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+    async def measured() -> dict:
+        result = await body()
+        if control:
+            # Hand the result over before asyncio tears down: a library task that retries
+            # on cancellation (python-socketio's manager does) must not hold it back.
+            emit_event("result", data=result)
+            os._exit(0)
+        return result
+
     try:
-        result = _run(body)
+        result = _run(measured)
     except USER_ERRORS as exc:
         if control:
             emit_event("error", message=str(exc))
         raise
-    if control:
-        emit_event("result", data=result)
     else:
         if json_path:
             save(result, json_path)

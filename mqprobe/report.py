@@ -24,22 +24,23 @@ def compare_table(result: dict) -> Table:
              f"{_members(workload)} members, {workload.get('nodes', '?')} nodes, "
              f"{workload.get('rate', '?')} msg/s per group, {workload.get('size', '?')} B, "
              f"{workload.get('duration_s', '?')} s; RabbitMQ {result.get('broker', {}).get('version', '?')}")
-    table = Table(title=title, caption="latency in ms, p50 / p99 (e2e: p50 / p99 / max); "
-                  "self-lag: the swarm's own loop lag p99, the error bar of every figure")
-    table.add_column("topology")
-    table.add_column("layout")
-    table.add_column("delivered", justify="right")
+    table = Table(title=title, caption="latency in ms; self-lag: the swarm's own event-loop lag "
+                  "p99, the error bar of every figure")
+    table.add_column("topology", no_wrap=True)
+    table.add_column("layout", no_wrap=True)
+    table.add_column("delivered", justify="right", no_wrap=True)
     table.add_column("lost", justify="right")
     table.add_column("dup", justify="right")
-    for hop in HOP_COLUMNS:
-        table.add_column(hop, justify="right")
-    table.add_column("self-lag", justify="right")
+    for hop in HOP_COLUMNS[:-1]:
+        table.add_column(f"{hop}\np50/p99", justify="right", no_wrap=True)
+    table.add_column("e2e\np50/p99/max", justify="right", no_wrap=True)
+    table.add_column("self-lag\np99", justify="right")
     table.add_column("verdict")
     for run in result.get("runs", []):
         hops = run["hops"]
-        cells = [f"{_ms(hops[h]['p50_ms'])} / {_ms(hops[h]['p99_ms'])}" for h in HOP_COLUMNS[:-1]]
+        cells = [f"{_ms(hops[h]['p50_ms'])}/{_ms(hops[h]['p99_ms'])}" for h in HOP_COLUMNS[:-1]]
         e2e = hops["e2e"]
-        cells.append(f"{_ms(e2e['p50_ms'])} / {_ms(e2e['p99_ms'])} / {_ms(e2e['max_ms'])}")
+        cells.append(f"{_ms(e2e['p50_ms'])}/{_ms(e2e['p99_ms'])}/{_ms(e2e['max_ms'])}")
         verdict = run["verdict"]
         style = _CULPRIT_STYLE.get(verdict["culprit"], "")
         cause = verdict["cause"].split(":")[0]
