@@ -102,7 +102,7 @@ def management_get(management_url: str, path: str, timeout: float = 3.0) -> obje
         return json.loads(response.read())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -139,7 +139,7 @@ class ManagedBroker:
     def running_state(self) -> BrokerState | None:
         """The state of a node that is alive and answering, else None."""
         state = self.load_state()
-        if state and _pid_alive(state.pid) and _port_open(state.amqp_port):
+        if state and pid_alive(state.pid) and _port_open(state.amqp_port):
             return state
         return None
 
@@ -147,7 +147,7 @@ class ManagedBroker:
         state = self.load_state()
         if state is None:
             return {"running": False, "state_dir": str(self.state_dir)}
-        alive = _pid_alive(state.pid)
+        alive = pid_alive(state.pid)
         info = {
             "running": alive and _port_open(state.amqp_port),
             "pid": state.pid,
@@ -170,7 +170,7 @@ class ManagedBroker:
             return running
         binary = find_server_binary()
         stale = self.load_state()
-        if stale and _pid_alive(stale.pid):
+        if stale and pid_alive(stale.pid):
             self._stop_pid(stale.pid)
         # A throwaway node: a stale data dir (crash, reboot) is wiped, never reused.
         shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -266,7 +266,7 @@ class ManagedBroker:
         state = self.load_state()
         if state is None:
             return False
-        stopped = _pid_alive(state.pid)
+        stopped = pid_alive(state.pid)
         if stopped:
             self._stop_pid(state.pid, timeout)
         shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -281,7 +281,7 @@ class ManagedBroker:
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 break
             time.sleep(0.2)
         # The wrapper is the leader of its own session: end what is left of that group only.

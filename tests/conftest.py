@@ -1,0 +1,33 @@
+"""Shared fixtures: one real throwaway RabbitMQ for the session, started the way users start it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mqprobe.broker import BrokerState, ManagedBroker
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> BrokerState:
+    """A real RabbitMQ on loopback with random free ports; torn down at the end."""
+    managed = ManagedBroker(tmp_path_factory.mktemp("broker"))
+    state = managed.up()
+    yield state
+    managed.down()
+
+
+def run_cli(*args: str, amqp_url: str | None = None, timeout: float = 300,
+            cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """`mqprobe ARGS` as a user runs it, in a process of its own."""
+    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
+    if amqp_url:
+        env["MQPROBE_AMQP_URL"] = amqp_url
+    return subprocess.run([sys.executable, "-m", "mqprobe", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=cwd)

@@ -1,0 +1,64 @@
+"""Bad input gets one clear sentence and a non-zero exit, never a traceback."""
+
+from pathlib import Path
+
+import pytest
+
+from mqprobe.broker import BrokerError, find_server_binary, free_port, redact_url
+
+from .conftest import run_cli
+
+
+def _one_sentence(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_wrong_flag():
+    result = run_cli("compare", "--bogus-flag", "3")
+    assert result.returncode == 2
+    assert "--bogus-flag" in _one_sentence(result.stderr)
+
+
+def test_malformed_topology_file(tmp_path: Path):
+    path = tmp_path / "mine.toml"
+    path.write_text('name = "mine"\n[consumer]\nprefetch = -5\n')
+    result = run_cli("compare", "--topologies", str(path), "--amqp-url", "amqp://127.0.0.1:1/")
+    assert result.returncode == 1
+    line = _one_sentence(result.stderr)
+    assert str(path) in line and "consumer.prefetch" in line
+
+
+def test_unreachable_broker():
+    url = f"amqp://someone:secret-pw@127.0.0.1:{free_port()}/"
+    result = run_cli("compare", "--amqp-url", url, "--duration", "1")
+    assert result.returncode == 1
+    line = _one_sentence(result.stderr)
+    assert "cannot reach the broker" in line
+    assert "secret-pw" not in result.stderr + result.stdout
+
+
+def test_bad_workload_values():
+    result = run_cli("compare", "--group-sizes", "10,x", "--amqp-url", "amqp://127.0.0.1:1/")
+    assert result.returncode == 1
+    assert "--group-sizes" in _one_sentence(result.stderr)
+
+
+def test_report_of_a_missing_run(tmp_path: Path):
+    result = run_cli("report", str(tmp_path / "nothing.json"))
+    assert result.returncode == 1
+    assert "cannot read a result" in _one_sentence(result.stderr)
+
+
+def test_missing_rabbitmq_binary_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("mqprobe.broker.SERVER_CANDIDATES", ("/nonexistent/rabbitmq-server",))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(BrokerError, match="apt-get install rabbitmq-server"):
+        find_server_binary()
+
+
+def test_redact_url_hides_password_only():
+    assert redact_url("amqp://user:pw@host:5672/vh") == "amqp://user:***@host:5672/vh"
+    assert redact_url("amqp://host/") == "amqp://host/"

@@ -1,0 +1,90 @@
+"""A small compare per topology on a real broker with real socket.io connections."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mqprobe.broker import BrokerState
+
+from .conftest import run_cli
+
+GROUP_SIZES = [8, 15, 25]
+RATE, DURATION = 20, 1.5
+PER_GROUP = round(RATE * DURATION)
+
+
+@pytest.fixture(scope="module")
+def compared(broker: BrokerState, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("compare")
+    result = run_cli("compare", "--topologies", "single-topic,per-group,fanout,socketio-manager",
+                     "--nodes", "2", "--group-sizes", ",".join(map(str, GROUP_SIZES)),
+                     "--rate", str(RATE), "--duration", str(DURATION), "--size", "2000",
+                     "--samples", "100000", "--json", str(out / "r.json"),
+                     "--run-dir", str(out / "logs"), amqp_url=broker.amqp_url)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert broker.password not in result.stdout + result.stderr
+    data = json.loads((out / "r.json").read_text())
+    assert broker.password not in json.dumps(data)
+    return {"json": data, "stdout": result.stdout}
+
+
+def test_every_topology_and_layout_ran(compared):
+    runs = {(r["topology"], r["layout"]) for r in compared["json"]["runs"]}
+    assert runs == {("single-topic", "per-node"), ("single-topic", "per-group"),
+                    ("per-group", "per-node"), ("per-group", "per-group"),
+                    ("fanout", "per-node"), ("fanout", "per-group"),
+                    ("socketio-manager", "per-node")}
+
+
+def test_result_has_the_design_shape(compared):
+    data = compared["json"]
+    assert data["mqprobe_version"] and data["broker"]["version"].startswith("3.")
+    for run in data["runs"]:
+        for key in ("published", "expected_deliveries", "delivered", "lost", "duplicated"):
+            assert isinstance(run[key], int)
+        for hop in ("mq", "server", "delivery", "e2e", "fanout"):
+            assert set(run["hops"][hop]) >= {"count", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"}
+        assert set(run["self_lag_ms"]) == {"p50", "p99", "max"}
+        assert run["verdict"]["culprit"] in ("mq", "server", "delivery", "client", "none")
+        assert isinstance(run["verdict"]["evidence"], list) and run["verdict"]["evidence"]
+
+
+def test_every_message_reached_every_member_exactly_once(compared):
+    members = sum(GROUP_SIZES)
+    for run in compared["json"]["runs"]:
+        label = f"{run['topology']}/{run['layout']}"
+        assert run["error"] is None, label
+        assert run["published"] == PER_GROUP * len(GROUP_SIZES), label
+        assert run["expected_deliveries"] == PER_GROUP * members, label
+        assert run["delivered"] == run["expected_deliveries"], label
+        assert (run["lost"], run["duplicated"], run["untraced"], run["misrouted"]) == (0, 0, 0, 0)
+        for group, size in zip(("1", "2", "3"), GROUP_SIZES, strict=True):
+            assert run["groups"][group]["delivered"] == PER_GROUP * size, label
+        assert run["hops"]["e2e"]["count"] == run["delivered"]
+        # each node emits each message once per group it hosts (all groups, here)
+        assert run["hops"]["fanout"]["count"] == 2 * run["published"], label
+
+
+def test_hops_add_up_exactly_for_each_sampled_delivery(compared):
+    for run in compared["json"]["runs"]:
+        samples = run["samples"]
+        assert len(samples) == run["delivered"]
+        for _group, _seq, t_plan, t_pub, t_deq, t_emit, t_recv in samples:
+            mq, server, delivery = t_deq - t_pub, t_emit - t_deq, t_recv - t_emit
+            assert mq + server + delivery == t_recv - t_pub
+            assert t_pub >= t_plan - 1_000_000  # sent on schedule, never much early
+
+
+def test_table_is_printed(compared):
+    out = compared["stdout"]
+    for name in ("single-topic", "per-group", "fanout", "socketio-manager", "e2e", "self-lag"):
+        assert name in out
+
+
+def test_report_renders_a_saved_run(compared, tmp_path: Path):
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(compared["json"]))
+    result = run_cli("report", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "socketio-manager" in result.stdout

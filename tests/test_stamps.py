@@ -1,0 +1,94 @@
+import pytest
+
+from mqprobe.stamps import (
+    AMQP_HEADER,
+    TRACEPARENT,
+    PublishStamp,
+    TraceFormatError,
+    decode_amqp_headers,
+    decode_socketio_field,
+    encode_amqp_headers,
+    field_from_frame,
+    new_trace_id,
+    parse_traceparent,
+    socketio_field,
+)
+
+
+def _stamp(**overrides) -> PublishStamp:
+    values = dict(trace_id=new_trace_id(), group="17", seq=42, t_pub=1_700_000_000_123_456_789,
+                  t_plan=1_700_000_000_123_000_000)
+    values.update(overrides)
+    return PublishStamp(**values)
+
+
+def test_amqp_headers_round_trip():
+    stamp = _stamp()
+    headers = encode_amqp_headers(stamp)
+    back = decode_amqp_headers(headers)
+    assert (back.trace_id, back.group, back.seq, back.t_pub, back.t_plan) == (
+        stamp.trace_id, "17", 42, stamp.t_pub, stamp.t_plan)
+    trace_id, span, flags = parse_traceparent(headers[TRACEPARENT])
+    assert trace_id == stamp.trace_id and len(span) == 16 and flags == "01"
+
+
+def test_headers_as_bytes_decode_too():
+    headers = {k: v.encode() for k, v in encode_amqp_headers(_stamp()).items()}
+    assert decode_amqp_headers(headers).seq == 42
+
+
+def test_existing_traceparent_is_continued_not_overwritten():
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    headers = encode_amqp_headers(_stamp(), {TRACEPARENT: parent, "other": "kept"})
+    trace_id, span, _ = parse_traceparent(headers[TRACEPARENT])
+    assert trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span != "00f067aa0ba902b7"  # a new span of the same trace
+    assert headers["other"] == "kept"
+    assert decode_amqp_headers(headers).trace_id == trace_id
+
+
+@pytest.mark.parametrize("headers, reason", [
+    (None, "no x-mqprobe"),
+    ({AMQP_HEADER: "2;1;0;5;5"}, "version"),
+    ({AMQP_HEADER: "1;1;0;5"}, "expected 5"),
+    ({AMQP_HEADER: "1;1;-3;5;5"}, "seq"),
+    ({AMQP_HEADER: "1;1;0;soon;5"}, "t_pub"),
+    ({AMQP_HEADER: "1;a b;0;5;5"}, "group"),
+    ({AMQP_HEADER: b"\xff\xfe"}, "not ASCII"),
+    ({AMQP_HEADER: 12}, "not text"),
+    ({AMQP_HEADER: "1;1;0;5;5", TRACEPARENT: "00-xyz-01"}, "traceparent"),
+    ({AMQP_HEADER: "1;1;0;5;5", TRACEPARENT: "00-" + "0" * 32 + "-00f067aa0ba902b7-01"}, "zero"),
+])
+def test_malformed_amqp_headers_are_rejected_with_a_reason(headers, reason):
+    with pytest.raises(TraceFormatError, match=reason):
+        decode_amqp_headers(headers)
+
+
+def test_socketio_field_round_trip_through_a_frame():
+    stamp = _stamp()
+    field = socketio_field(stamp, "n1", t_deq=stamp.t_pub + 10, t_emit=stamp.t_pub + 20)
+    import json
+    frame = "42" + json.dumps(["message", {"mqprobe": field, "group": "17", "body": "x" * 5000}],
+                              separators=(",", ":"))
+    trace = decode_socketio_field(field_from_frame(frame))
+    assert (trace.node, trace.seq, trace.t_deq - trace.t_pub, trace.t_emit - trace.t_pub) == (
+        "n1", 42, 10, 20)
+
+
+@pytest.mark.parametrize("value, reason", [
+    (None, "not a non-empty list"),
+    ([2, "a" * 32, "1", 0, "n1", 1, 1, 1, 1], "version"),
+    ([1, "a" * 32, "1", 0, "n1", 1, 1, 1], "expected 9"),
+    ([1, "XYZ", "1", 0, "n1", 1, 1, 1, 1], "trace id"),
+    ([1, "a" * 32, "1", -1, "n1", 1, 1, 1, 1], "seq"),
+    ([1, "a" * 32, "1", 0, "n1", 1, 1.5, 1, 1], "t_deq"),
+    ([1, "a" * 32, "1", 0, "", 1, 1, 1, 1], "node"),
+])
+def test_malformed_socketio_field_is_rejected_with_a_reason(value, reason):
+    with pytest.raises(TraceFormatError, match=reason):
+        decode_socketio_field(value)
+
+
+def test_frame_without_field_gives_none():
+    assert field_from_frame('42["message",{"text":"hi"}]') is None
+    assert field_from_frame('42["message",{"mqprobe":[1,"a"') is None

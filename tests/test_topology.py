@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from mqprobe.topology import TopologyError, available, load, resolve
+
+SHIPPED = ("single-topic", "per-group", "fanout", "socketio-manager")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_topologies_load(name):
+    assert name in available()
+    topology = resolve(name)
+    assert topology.name == name
+    assert topology.layouts
+
+
+def test_exchange_per_group_and_routing():
+    single, per_group = resolve("single-topic"), resolve("per-group")
+    assert single.exchanges("p.", ["1", "2"]) == ["p.groups"]
+    assert single.routing_key_for("7") == "group.7"
+    assert per_group.exchanges("p.", ["1", "2"]) == ["p.group.1", "p.group.2"]
+
+
+def test_socketio_manager_knobs_are_fixed():
+    manager = resolve("socketio-manager")
+    assert (manager.consumer.prefetch, manager.consumer.ack) == (1, "after")
+    assert manager.layouts == ("per-node",)
+    with pytest.raises(TopologyError, match="fixed"):
+        manager.with_knobs(prefetch=10)
+
+
+def test_knob_override_is_validated():
+    assert resolve("fanout").with_knobs(prefetch=1).consumer.prefetch == 1
+    with pytest.raises(TopologyError, match="consumer.ack"):
+        resolve("fanout").with_knobs(ack="sometimes")
+
+
+@pytest.mark.parametrize("text, field", [
+    ('name = "x"\n[exchange]\ntype = "topic"\n[consumer]\nprefetch = "lots"\n', "consumer.prefetch"),
+    ('name = "x"\n[consumer]\nprefetch = 0\n', "consumer.prefetch"),
+    ('name = "x"\n[exchange]\ntype = "headers"\n', "exchange.type"),
+    ('name = "x"\n[exchange]\ncolour = "red"\n', "exchange.colour"),
+    ('[exchange]\ntype = "topic"\n', "name"),
+    ('name = "x"\n[exchange]\nrouting_key = "group.{id}"\n', "routing_key"),
+    ('name = "x"\nlayouts = ["per-host"]\n', "layouts"),
+    ('name = "x"\n[exchange]\ntype = "fanout"\nfilter_locally = false\n', "filter_locally"),
+    ('name = "x"\n[consumer\n', "not valid TOML"),
+])
+def test_malformed_file_names_file_and_field(tmp_path: Path, text, field):
+    path = tmp_path / "broken.toml"
+    path.write_text(text)
+    with pytest.raises(TopologyError) as caught:
+        load(path)
+    assert str(path) in str(caught.value)
+    assert field in str(caught.value)
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(TopologyError, match="single-topic"):
+        resolve("no-such-topology")
