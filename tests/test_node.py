@@ -1,0 +1,43 @@
+"""The reference node on a real broker: malformed headers pass untraced and are counted."""
+
+import asyncio
+
+import aio_pika
+
+from mqprobe.node import Node, NodeConfig
+from mqprobe.stamps import AMQP_HEADER, PublishStamp, encode_amqp_headers, new_trace_id, now_ns
+from mqprobe.swarm import Swarm, SwarmConfig
+from mqprobe.topology import resolve
+
+
+async def _scenario(amqp_url: str) -> tuple[Node, Swarm]:
+    topology = resolve("single-topic")
+    node = Node(NodeConfig(node_id="n1", amqp_url=amqp_url, topology=topology,
+                           layout="per-node", groups=["1"], prefix="test.node.", port=0))
+    await node.start()
+    swarm = Swarm(SwarmConfig(node_urls=[f"http://127.0.0.1:{node.port}"], group_sizes={"1": 3}))
+    await swarm.start()
+    assert swarm.progress()["joined"] == 3
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange("test.node.groups", "topic", auto_delete=True)
+    foreign = [{AMQP_HEADER: "9;1;0;1;1"}, {AMQP_HEADER: "1;1;zero;1;1"}, {"x-other": "1"}, None]
+    for headers in foreign:
+        await exchange.publish(aio_pika.Message(b"foreign", headers=headers), "group.1")
+    stamp = PublishStamp(new_trace_id(), "1", 0, now_ns(), now_ns())
+    await exchange.publish(aio_pika.Message(b"ours", headers=encode_amqp_headers(stamp)), "group.1")
+    for _ in range(100):
+        if swarm.delivered == 3:
+            break
+        await asyncio.sleep(0.05)
+    await connection.close()
+    await swarm.stop()
+    await node.stop()
+    return node, swarm
+
+
+def test_malformed_headers_are_counted_and_the_node_goes_on(broker):
+    node, swarm = asyncio.run(_scenario(broker.amqp_url))
+    assert node.stats.untraced == 4
+    assert node.stats.handled == 1
+    assert swarm.delivered == 3 and swarm.untraced == 0

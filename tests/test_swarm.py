@@ -1,0 +1,61 @@
+"""The lean swarm against a foreign python-socketio server."""
+
+import asyncio
+
+import socketio
+from aiohttp import web
+
+from mqprobe.stamps import new_trace_id, now_ns
+from mqprobe.swarm import Swarm, SwarmConfig, plan_members
+
+
+def test_members_spread_over_nodes_and_slices():
+    config = SwarmConfig(node_urls=["a", "b"], group_sizes={"1": 5, "2": 7})
+    everyone = plan_members(config)
+    assert len(everyone) == 12
+    assert {m.url for m in everyone} == {"a", "b"}
+    slices = [plan_members(SwarmConfig(node_urls=["a", "b"], group_sizes={"1": 5, "2": 7},
+                                       slice_index=i, slice_count=3)) for i in range(3)]
+    assert sum(len(s) for s in slices) == 12
+    assert all(3 <= len(s) <= 5 for s in slices)
+
+
+async def _foreign_server_scenario() -> Swarm:
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    app = web.Application()
+    sio.attach(app)
+
+    @sio.on("join")
+    async def join(sid, data):
+        await sio.enter_room(sid, f"group.{data['group']}")
+        return True
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    swarm = Swarm(SwarmConfig(node_urls=[f"http://127.0.0.1:{port}"], group_sizes={"1": 4}))
+    await swarm.start()
+    t = now_ns()
+    good = [1, new_trace_id(), "1", 0, "n9", t, t + 1, t + 2, t]
+    for payload in ({"text": "no trace"}, {"mqprobe": [7, "x"]}, {"mqprobe": "1;2;3"},
+                    {"mqprobe": good}, {"mqprobe": good}, {"mqprobe": [*good[:3], 1, *good[4:]]}):
+        await sio.emit("message", payload, room="group.1")
+    await sio.emit("message", {"mqprobe": [*good[:2], "2", *good[3:]]}, room="group.1")
+    for _ in range(100):
+        if swarm.untraced == 12 and swarm.delivered == 8 and swarm.misrouted == 4:
+            break
+        await asyncio.sleep(0.05)
+    await swarm.stop()
+    await runner.cleanup()
+    return swarm
+
+
+def test_foreign_trace_fields_are_counted_not_fatal():
+    swarm = asyncio.run(_foreign_server_scenario())
+    assert swarm.untraced == 3 * 4  # no field, wrong version, not a list: per member
+    assert swarm.tallies["1"].delivered == 2 * 4  # seq 0 and seq 1
+    assert swarm.tallies["1"].duplicated == 4  # seq 0 sent twice
+    assert swarm.misrouted == 4  # a group-2 message in a group-1 room
+    assert swarm.disconnects == 0
