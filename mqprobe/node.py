@@ -229,6 +229,13 @@ class Node:
             stats.unacked -= 1
             meter.leave()
 
+    def reset_meters(self) -> None:
+        """Measure from now on: loop lag, busy ratio and unacked peak of the set-up are dropped."""
+        self.loop_lag.reset()
+        for meter in self.stats.busy.values():
+            meter.reset()
+        self.stats.unacked_max = self.stats.unacked
+
     def _record_fanout(self, group: str, value_ns: int) -> None:
         hops = self.per_group.get(group)
         if hops is None:
@@ -301,7 +308,7 @@ async def run_node(config: NodeConfig, control: bool) -> dict:
 
     reporter = asyncio.get_running_loop().create_task(report_progress()) if control else None
     try:
-        await wait_for_stop(control)
+        await wait_for_stop(control, lambda command: command == "reset" and node.reset_meters())
     finally:
         if reporter:
             reporter.cancel()

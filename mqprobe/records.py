@@ -114,6 +114,10 @@ class LoopLagMonitor:
             await asyncio.sleep(self.interval)
             self.lag.record(max(0, time.monotonic_ns() - before - interval_ns))
 
+    def reset(self) -> None:
+        """Start counting afresh (the set-up phase is not part of a measurement)."""
+        self.lag = Latency()
+
     def stop(self) -> None:
         if self._task:
             self._task.cancel()
@@ -127,10 +131,15 @@ class BusyMeter:
     """Share of wall time a consumer spends handling messages (1.0 = never idle)."""
 
     def __init__(self) -> None:
-        self.busy_ns = 0
-        self.started_ns = time.monotonic_ns()
         self._in_flight = 0
         self._since = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.busy_ns = 0
+        self.started_ns = time.monotonic_ns()
+        if self._in_flight:
+            self._since = self.started_ns
 
     def enter(self) -> None:
         if self._in_flight == 0:

@@ -241,7 +241,8 @@ async def run_swarm(config: SwarmConfig, control: bool, progress_s: float = 0.5)
     await swarm.start()
     emit_event("ready", **swarm.progress(), rss_bytes=rss_bytes(), first_error=swarm.first_error)
     try:
-        await wait_for_stop(control)
+        await wait_for_stop(control,
+                            lambda command: command == "reset" and swarm.loop_lag.reset())
     finally:
         if reporter:
             reporter.cancel()
