@@ -88,7 +88,8 @@ def _lag_summary(lag: Latency) -> dict:
 def _node_summary(node: dict) -> dict:
     return {
         "node": node["node"], "handled": node["handled"], "untraced": node["untraced"],
-        "filtered": node["filtered"], "unacked_max": node["unacked_max"],
+        "filtered": node["filtered"], "stalls": node.get("stalls", 0),
+        "unacked_max": node["unacked_max"],
         "prefetch": node["prefetch"], "busy_ratio": node["busy_ratio"],
         "loop_lag_ms": _lag_summary(Latency.from_json(node["loop_lag"])),
     }
@@ -106,37 +107,76 @@ def verdict(run: dict, budget_ms: float) -> dict:
     if lag["p99"] > CLIENT_LAG_P99_MS or swarm["failed"] or swarm["disconnects"]:
         evidence.insert(0, f"swarm loop lag p99 {lag['p99']} ms (limit {CLIENT_LAG_P99_MS} ms), "
                            f"{swarm['failed']} failed connects, {swarm['disconnects']} disconnects")
-        return {"culprit": "client", "cause": "swarm-saturated: the measuring swarm itself was "
-                "the bottleneck, these figures are not to be trusted", "evidence": evidence}
+        return _said("client", "swarm-saturated: the measuring swarm itself was the bottleneck, "
+                     "these figures are not to be trusted", evidence)
     if e2e["count"] == 0:
-        return {"culprit": "none", "cause": "no delivery was measured", "evidence": evidence}
-    share = {hop: hops[hop]["p99_ms"] for hop in ("mq", "server", "delivery")}
+        return _said("none", "no delivery was measured", evidence)
+    tail = {hop: hops[hop]["p99_ms"] for hop in ("mq", "server", "delivery")}
     evidence.append(f"e2e p99 {e2e['p99_ms']} ms (budget {budget_ms} ms); p99 by hop: "
-                    + ", ".join(f"{hop} {value} ms" for hop, value in share.items()))
+                    + ", ".join(f"{hop} {value} ms" for hop, value in tail.items()))
     if e2e["p99_ms"] <= budget_ms and not run["lost"]:
-        return {"culprit": "none", "cause": "every hop within budget", "evidence": evidence}
-    dominant = max(share, key=share.get)
+        return _said("none", "every hop within budget", evidence)
     nodes = run["nodes"]
-    busiest = max((max(n["busy_ratio"].values(), default=0.0), n["node"]) for n in nodes) \
-        if nodes else (0.0, "")
-    full_window = [n for n in nodes if n["unacked_max"] >= n["prefetch"]]
+    broker = run.get("evidence", {}).get("broker", {})
+    stalled = max(nodes, key=lambda n: n["loop_lag_ms"]["max"], default=None)
+    if stalled and stalled["loop_lag_ms"]["max"] >= max(budget_ms / 2, e2e["p99_ms"] / 2):
+        evidence.append(f"{stalled['node']} event loop blocked up to {stalled['loop_lag_ms']['max']}"
+                        f" ms (loop lag p99 {stalled['loop_lag_ms']['p99']} ms): while it is "
+                        "blocked nothing is consumed, emitted or acked")
+        return _said("server", "server-stall: a node's event loop was blocked", evidence)
+    dominant = max(tail, key=tail.get)
+    busy, busiest = max(((max(n["busy_ratio"].values(), default=0.0), n["node"]) for n in nodes),
+                        default=(0.0, "-"))
+    full = [n for n in nodes if n["unacked_max"] >= n["prefetch"]]
+    fanout = hops["fanout"]["p99_ms"]
     if dominant == "mq":
-        if busiest[0] >= BUSY_SATURATED or full_window:
-            evidence.append(f"consumer busy ratio {busiest[0]:.2f} on {busiest[1]}")
-            evidence += [f"{n['node']} unacked reached prefetch {n['prefetch']}" for n in full_window]
-            return {"culprit": "server", "cause": "consumer-saturated: messages waited in the "
-                    "queue because a node's consumer could not keep up", "evidence": evidence}
-        evidence.append(f"consumers idle enough (busy ratio max {busiest[0]:.2f}) and windows "
-                        "not full: the wait is on the broker side")
-        return {"culprit": "mq", "cause": "broker-side", "evidence": evidence}
+        if busy >= BUSY_SATURATED or full:
+            evidence.append(f"consumer busy ratio {busy:.2f} on {busiest}")
+            evidence += [f"{n['node']} unacked reached its prefetch window ({n['prefetch']})"
+                         for n in full]
+            evidence += _queue_evidence(broker)
+            return _said("server", "consumer-saturated: messages waited in the queue because "
+                         "a node's consumer could not keep up", evidence)
+        evidence.append(f"consumers mostly idle (busy ratio max {busy:.2f}) and prefetch windows "
+                        "never full, yet messages waited before reaching them")
+        evidence += _queue_evidence(broker)
+        return _said("mq", "broker-side: the wait happened in RabbitMQ, not in a busy consumer",
+                     evidence)
+    if fanout >= tail[dominant] / 2:
+        evidence.append(f"the nodes' room emit loop (fanout) p99 {fanout} ms")
+        return _said("server", "fanout-bound: emitting to the room takes as long as the tail",
+                     evidence)
     if dominant == "server":
-        worst = max(nodes, key=lambda n: n["loop_lag_ms"]["p99"], default=None)
-        if worst and worst["loop_lag_ms"]["p99"] > budget_ms / 2:
-            evidence.append(f"{worst['node']} loop lag p99 {worst['loop_lag_ms']['p99']} ms")
-            return {"culprit": "server", "cause": "server-stall", "evidence": evidence}
-        return {"culprit": "server", "cause": "slow-handler", "evidence": evidence}
-    fanout = hops["fanout"]
-    if fanout["p99_ms"] >= share["delivery"] / 2:
-        evidence.append(f"node emit loop (fanout) p99 {fanout['p99_ms']} ms")
-        return {"culprit": "server", "cause": "fanout-bound", "evidence": evidence}
-    return {"culprit": "delivery", "cause": "delivery", "evidence": evidence}
+        evidence.append(f"consumer busy ratio {busy:.2f} on {busiest}")
+        if busy >= BUSY_SATURATED:
+            return _said("server", "consumer-saturated: messages waited in the node's own "
+                         "backlog because its handler could not keep up", evidence)
+        return _said("server", "slow-handler: the node's handler takes long per message",
+                     evidence)
+    return _said("delivery", "delivery: socket writes, network or client reads", evidence)
+
+
+def _said(culprit: str, cause: str, evidence: list[str]) -> dict:
+    return {"culprit": culprit, "cause": cause, "evidence": evidence}
+
+
+def _queue_evidence(broker: dict) -> list[str]:
+    if not broker.get("available"):
+        return [broker.get("reason", "queue depth not measured")]
+    out = [f"deepest queue {broker['max_ready_queue'] or '-'} held {broker['max_ready']} ready "
+           "messages"]
+    if not broker.get("management_api"):
+        out.append("no management API given: alarms and flow control were not checked")
+    if broker["alarms"]:
+        out.append("broker alarms: " + ", ".join(broker["alarms"]))
+    if broker["blocked_connections_max"]:
+        out.append(f"{broker['blocked_connections_max']} connections in flow control or blocked")
+    return out
+
+
+def group_verdicts(run: dict, budget_ms: float) -> None:
+    """A verdict per group, from that group's hops and counts and the run's node evidence."""
+    for group in run["groups"].values():
+        view = {**run, **{k: group[k] for k in ("lost", "duplicated", "expected_deliveries")}}
+        view["hops"] = {**run["hops"], **group["hops"]}
+        group["verdict"] = verdict(view, budget_ms)

@@ -35,12 +35,19 @@ err = Console(stderr=True, soft_wrap=True)
 AmqpUrl = Annotated[str | None, typer.Option(
     "--amqp-url", envvar="MQPROBE_AMQP_URL", show_envvar=True,
     help="Broker to use; default: the managed local broker, started on demand.")]
+ManagementUrl = Annotated[str | None, typer.Option(
+    "--management-url", envvar="MQPROBE_MANAGEMENT_URL",
+    help="RabbitMQ management API (http://user:pass@host:15672/) for queue depth evidence; "
+         "automatic with the managed broker.")]
 JsonPath = Annotated[Path | None, typer.Option("--json", help="Write the result JSON here.")]
 Control = Annotated[bool, typer.Option("--control", hidden=True)]
 Prefetch = Annotated[int | None, typer.Option(help="Override the topology's prefetch.")]
 Ack = Annotated[str | None, typer.Option(help="Override ack mode: after | before | auto.")]
 Channel = Annotated[str | None, typer.Option(help="Override: shared | per-consumer.")]
 Concurrency = Annotated[str | None, typer.Option(help="Override: sequential | concurrent.")]
+Inject = Annotated[list[str] | None, typer.Option(
+    "--inject", help="Fault on purpose, repeatable: server-delay=50ms, broker-delay=50ms, "
+                     "prefetch=1, stall=200ms/2s.")]
 
 # Typer vendors click in recent releases; find its UsageError without a private import.
 UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -90,7 +97,9 @@ def compare_cmd(
     concurrency: Concurrency = None,
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep per run.")] = 0,
     budget_ms: Annotated[float, typer.Option(help="p99 e2e under this is healthy.")] = 50.0,
+    inject: Inject = None,
     amqp_url: AmqpUrl = None,
+    management_url: ManagementUrl = None,
     json_path: JsonPath = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where logs of the pieces go.")] = None,
 ) -> None:
@@ -100,14 +109,15 @@ def compare_cmd(
         topologies=_csv(topologies, "--topologies"), layouts=_csv(layouts, "--layouts"),
         nodes=nodes, group_sizes=sizes, rate=rate, size=size, duration_s=duration,
         swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
-        concurrency=concurrency, samples=samples, budget_ms=budget_ms)
+        concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [])
     workload.check()
     workload.resolved_topologies()  # a bad topology file fails before any broker starts
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     json_path = json_path or run_dir / "result.json"
-    with broker_for(amqp_url) as (url, _management), _progress() as (progress, observe):
+    with broker_for(amqp_url) as (url, managed_api), _progress() as (progress, observe):
         err.print(f"broker: {redact_url(url)}; logs in {run_dir}")
-        result = _run(lambda: compare(workload, url, json_path, run_dir, observe))
+        api = management_url or managed_api
+        result = _run(lambda: compare(workload, url, json_path, run_dir, observe, api))
         progress.stop()
     print_compare(result, console)
     console.print(f"result JSON: {json_path}")
@@ -242,22 +252,25 @@ def node_cmd(
     port: Annotated[int, typer.Option(help="Listen port (0: any free one).")] = 5000,
     prefix: Annotated[str, typer.Option(help="Prefix of exchange and queue names.")] = "mqprobe.",
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
-    concurrency: Concurrency = None,
+    concurrency: Concurrency = None, inject: Inject = None,
     amqp_url: AmqpUrl = None, json_path: JsonPath = None, control: Control = False,
 ) -> None:
     """A reference socket.io node consuming group messages (runs until stopped)."""
+    from mqprobe.inject import parse_injections
     from mqprobe.node import NodeConfig, run_node
     from mqprobe.stamps import check_id
 
-    topo = resolve(topology).with_knobs(prefetch=prefetch, ack=ack, channel=channel,
-                                        concurrency=concurrency)
+    faults = parse_injections(inject or [])
+    topo = resolve(topology).with_knobs(prefetch=faults.prefetch or prefetch, ack=ack,
+                                        channel=channel, concurrency=concurrency)
     if layout not in topo.layouts:
         raise UserError(f"topology {topo.name} supports layouts {', '.join(topo.layouts)}, "
                         f"not {layout!r}")
     group_ids = [check_id("group", g) for g in _csv(groups, "--groups")]
     with broker_for(amqp_url) as (url, _):
         config = NodeConfig(node_id=check_id("node", node_id), amqp_url=url, topology=topo,
-                            layout=layout, groups=group_ids, prefix=prefix, host=host, port=port)
+                            layout=layout, groups=group_ids, prefix=prefix, host=host, port=port,
+                            faults=faults)
         _piece(control, json_path, lambda: run_node(config, control))
 
 
@@ -293,9 +306,11 @@ def publish_cmd(
     size: Annotated[int, typer.Option(help="Body bytes.")] = 1024,
     duration: Annotated[float, typer.Option(help="Seconds.")] = 5.0,
     prefix: Annotated[str, typer.Option(help="Prefix of exchange names.")] = "mqprobe.",
+    inject: Inject = None,
     amqp_url: AmqpUrl = None, json_path: JsonPath = None, control: Control = False,
 ) -> None:
     """Publish stamped group messages on a fixed schedule, with publisher confirms."""
+    from mqprobe.inject import parse_injections
     from mqprobe.publisher import PublishConfig, run_publisher
     from mqprobe.stamps import check_id
 
@@ -304,7 +319,8 @@ def publish_cmd(
     group_ids = [check_id("group", g) for g in _csv(groups, "--groups")]
     with broker_for(amqp_url) as (url, _):
         config = PublishConfig(amqp_url=url, topology=resolve(topology), groups=group_ids,
-                               rate=rate, size=size, duration_s=duration, prefix=prefix)
+                               rate=rate, size=size, duration_s=duration, prefix=prefix,
+                               broker_delay_ms=parse_injections(inject or []).broker_delay_ms)
         _piece(control, json_path, lambda: run_publisher(config, control))
 
 

@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mqprobe import __version__
-from mqprobe.analysis import merge_run, verdict
-from mqprobe.broker import redact_url
+from mqprobe.analysis import group_verdicts, merge_run, verdict
+from mqprobe.broker import QueueSampler, redact_url
+from mqprobe.inject import Faults, parse_injections
 from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
 
 DEFAULT_TOPOLOGIES = ("single-topic", "per-group", "fanout", "socketio-manager")
@@ -49,6 +50,16 @@ class Workload:
     samples: int = 0
     budget_ms: float = 50.0
     drain_s: float = 15.0
+    inject: list[str] = field(default_factory=list)  # KIND=VALUE, see mqprobe.inject
+
+    @property
+    def faults(self) -> Faults:
+        return parse_injections(self.inject)
+
+    def inject_for(self, *kinds: str) -> list[str]:
+        """The --inject arguments a piece needs: the ones of these kinds."""
+        return [arg for item in self.inject if item.partition("=")[0].strip() in kinds
+                for arg in ("--inject", item)]
 
     @property
     def groups(self) -> list[str]:
@@ -73,11 +84,15 @@ class Workload:
                 problems.append(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
         if problems:
             raise ValueError("; ".join(problems))
+        faults = self.faults  # raises with a sentence on a malformed --inject
+        if faults.broker_delay_ms and "socketio-manager" in self.topologies:
+            raise ValueError("--inject broker-delay needs a topology mqprobe publishes to; "
+                             "socketio-manager publishes by itself (drop it from --topologies)")
 
     def resolved_topologies(self) -> list[Topology]:
         topologies = [resolve(name) for name in self.topologies]
-        knobs = {"prefetch": self.prefetch, "ack": self.ack, "channel": self.channel,
-                 "concurrency": self.concurrency}
+        knobs = {"prefetch": self.faults.prefetch or self.prefetch, "ack": self.ack,
+                 "channel": self.channel, "concurrency": self.concurrency}
         return [t if t.manager else t.with_knobs(**knobs) for t in topologies]
 
     def to_json(self) -> dict:
@@ -196,7 +211,8 @@ def _knob_args(topology: Topology) -> list[str]:
 
 
 async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url: str,
-                  run_dir: Path, label: str, observe: Observer) -> dict:
+                  run_dir: Path, label: str, observe: Observer,
+                  management_url: str | None = None) -> dict:
     """One topology x layout on the workload; returns the design.md run dict."""
     prefix = f"mqprobe.{uuid.uuid4().hex[:8]}."
     env = dict(os.environ, MQPROBE_AMQP_URL=amqp_url)
@@ -206,15 +222,23 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
     observe(Phase(label, "starting", note=f"{workload.nodes} nodes"))
     nodes = [Child(f"node{i + 1}", ["node", "--node-id", f"n{i + 1}", "--topology",
                                     topology.source, "--layout", layout, "--groups", groups,
-                                    "--prefix", prefix, "--port", "0", *_knob_args(topology)],
+                                    "--prefix", prefix, "--port", "0", *_knob_args(topology),
+                                    *workload.inject_for("server-delay"),
+                                    *(workload.inject_for("stall") if i == 0 else [])],
                    log_dir, env) for i in range(workload.nodes)]
     swarms: list[Child] = []
     publisher: Child | None = None
     results: dict = {"nodes": [], "swarms": [], "publisher": None}
     error = None
+    sampler: QueueSampler | None = None
+    sampling: asyncio.Task | None = None
     try:
         await asyncio.gather(*(n.start() for n in nodes))
         ready = await asyncio.gather(*(n.wait_for("ready", 60) for n in nodes))
+        queues = [name for event in ready for name in event.get("queues", [])]
+        if workload.faults.broker_delay_ms:
+            queues += [f"{name}.delay" for name in topology.exchanges(prefix, workload.groups)]
+        sampler = QueueSampler(amqp_url, queues, management_url)
         urls = ",".join(f"http://127.0.0.1:{event['port']}" for event in ready)
         sizes = ",".join(str(s) for s in workload.group_sizes)
         swarms = [Child(f"swarm{i + 1}", ["swarm", "--node-urls", urls, "--group-sizes", sizes,
@@ -234,11 +258,13 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         publisher = Child("publisher", ["publish", "--topology", topology.source,
                                         "--groups", groups, "--rate", str(workload.rate),
                                         "--size", str(workload.size), "--duration",
-                                        str(workload.duration_s), "--prefix", prefix],
+                                        str(workload.duration_s), "--prefix", prefix,
+                                        *workload.inject_for("broker-delay")],
                           log_dir, env)
         # Loop lag and busy ratios count from here: connecting thousands of clients is
         # set-up, not part of what is measured.
         await asyncio.gather(*(c.send("reset") for c in swarms + nodes))
+        sampling = asyncio.get_running_loop().create_task(sampler.run())  # type: ignore[union-attr]
         await publisher.start()
         total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))
         await _watch([publisher], "result", "publishing", total, label, observe,
@@ -251,6 +277,8 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
     except RunError as exc:
         error = str(exc)
     finally:
+        if sampling:
+            sampling.cancel()
         stopped = await _stop_all(swarms + nodes + ([publisher] if publisher else []))
         results["swarms"] = [r for r in stopped[:len(swarms)] if r]
         results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
@@ -258,10 +286,12 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
             results["publisher"] = stopped[-1]
     run = {"topology": topology.name, "layout": layout, "knobs": topology.describe_knobs(),
            **merge_run(results["publisher"], results["swarms"], results["nodes"])}
+    run["evidence"] = {"broker": sampler.summary() if sampler else {"available": False}}
     samples = [s for swarm in results["swarms"] for s in swarm.get("samples", [])]
     if samples:
         run["samples"] = samples
     run["verdict"] = verdict(run, workload.budget_ms)
+    group_verdicts(run, workload.budget_ms)
     run["error"] = error
     if error:
         run["verdict"]["evidence"].insert(0, f"run failed: {error}")
@@ -333,7 +363,8 @@ async def broker_version(amqp_url: str) -> str:
 
 
 async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
-                  run_dir: Path, observe: Observer = lambda phase: None) -> dict:
+                  run_dir: Path, observe: Observer = lambda phase: None,
+                  management_url: str | None = None) -> dict:
     """Every topology x layout on the workload; the result is saved after each run."""
     workload.check()
     topologies = workload.resolved_topologies()
@@ -345,7 +376,7 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
     for topology, layout in combos:
         label = f"{topology.name}/{layout}"
         run = await run_one(topology, layout, workload, amqp_url, run_dir,
-                            label.replace("/", "_"), observe)
+                            label.replace("/", "_"), observe, management_url)
         result["runs"].append(run)
         save(result, json_path)
     return result

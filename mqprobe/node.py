@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 import aio_pika
 import socketio
 from aiohttp import web
 
+from mqprobe.inject import Faults
 from mqprobe.process import emit_event, wait_for_stop
 from mqprobe.records import BusyMeter, HopSet, LoopLagMonitor
 from mqprobe.stamps import (
@@ -47,7 +49,7 @@ class NodeConfig:
     prefix: str = "mqprobe."
     host: str = "127.0.0.1"
     port: int = 0
-    server_delay_s: float = 0.0  # injected work per message (a slow server, for demos)
+    faults: Faults = field(default_factory=Faults)  # injected on purpose (mqprobe.inject)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class NodeStats:
     handled: int = 0
     untraced: int = 0
     filtered: int = 0
+    stalls: int = 0
     unacked: int = 0
     unacked_max: int = 0
     fanout: HopSet = field(default_factory=HopSet)  # per group: {"fanout": Latency}
@@ -85,6 +88,7 @@ class Node:
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._workers: list[asyncio.Task] = []
         self.port = config.port
+        self.queue_names: list[str] = []  # what this node consumes from, for depth sampling
 
     # -- socket.io side --------------------------------------------------------------------
     async def _on_join(self, sid: str, data: object) -> bool:
@@ -109,6 +113,16 @@ class Node:
             await self._start_socketio_manager()
         else:
             await self._start_consumers()
+        if self.config.faults.stall_s:
+            self._workers.append(asyncio.get_running_loop().create_task(self._stall()))
+
+    async def _stall(self) -> None:
+        """Injected fault: block the whole event loop now and then, as a sync call would."""
+        faults = self.config.faults
+        while True:
+            await asyncio.sleep(faults.stall_every_s)
+            time.sleep(faults.stall_s)
+            self.stats.stalls += 1
 
     async def stop(self) -> dict:
         for worker in self._workers:
@@ -132,6 +146,7 @@ class Node:
             "handled": self.stats.handled,
             "untraced": self.stats.untraced,
             "filtered": self.stats.filtered,
+            "stalls": self.stats.stalls,
             "unacked_max": self.stats.unacked_max,
             "prefetch": knobs.prefetch,
             "busy_ratio": {name: meter.ratio() for name, meter in self.stats.busy.items()},
@@ -144,11 +159,11 @@ class Node:
         cfg, topo = self.config, self.config.topology
         knobs = topo.consumer
         self._connection = await aio_pika.connect_robust(cfg.amqp_url)
+        shared = None
         if cfg.layout == "per-node":
             plan = [(f"{cfg.prefix}{cfg.node_id}", cfg.groups)]
         else:
             plan = [(f"{cfg.prefix}{cfg.node_id}.g{group}", [group]) for group in cfg.groups]
-        shared = None
         for queue_name, groups in plan:
             if knobs.channel == "shared":
                 if shared is None:
@@ -158,7 +173,8 @@ class Node:
             else:
                 channel = await self._connection.channel()
                 await channel.set_qos(prefetch_count=knobs.prefetch)
-            queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
+            # auto-delete, not exclusive: the sampler must be able to read its depth
+            queue = await channel.declare_queue(queue_name, auto_delete=True)
             bound: set[tuple[str, str]] = set()
             for group in groups:
                 exchange_name = topo.exchange_for(cfg.prefix, group)
@@ -169,6 +185,7 @@ class Node:
                     exchange_name, topo.exchange_type, auto_delete=True)
                 await queue.bind(exchange, routing_key=key)
                 bound.add((exchange_name, key))
+            self.queue_names.append(queue_name)
             meter = self.stats.busy[queue_name] = BusyMeter()
             await queue.consume(self._make_callback(set(groups), meter),
                                 no_ack=knobs.ack == "auto")
@@ -212,8 +229,8 @@ class Node:
             if stamp.group not in groups:
                 stats.filtered += 1  # fanout: another queue's (or node's) group
                 return
-            if self.config.server_delay_s:
-                await asyncio.sleep(self.config.server_delay_s)
+            if self.config.faults.server_delay_s:
+                await asyncio.sleep(self.config.faults.server_delay_s)
             t_emit = now_ns()
             data = {SOCKETIO_FIELD: socketio_field(stamp, self.config.node_id, t_deq, t_emit),
                     "group": stamp.group, "body": message.body.decode("latin-1")}
@@ -258,6 +275,7 @@ class Node:
 
         async def observed_queue(channel, exchange):
             queue = await original_queue(channel, exchange)
+            self.queue_names.append(queue.name)
             queue_bound.set()
             return queue
 
@@ -275,8 +293,8 @@ class Node:
                     stats.untraced += 1
                     await original_handle(message)
                     return
-                if self.config.server_delay_s:
-                    await asyncio.sleep(self.config.server_delay_s)
+                if self.config.faults.server_delay_s:
+                    await asyncio.sleep(self.config.faults.server_delay_s)
                 t_emit = now_ns()
                 raw[4], raw[6], raw[7] = self.config.node_id, t_deq, t_emit
                 await original_handle(message)
@@ -298,7 +316,8 @@ class Node:
 async def run_node(config: NodeConfig, control: bool) -> dict:
     node = Node(config)
     await node.start()
-    emit_event("ready", node=config.node_id, port=node.port, host=config.host)
+    emit_event("ready", node=config.node_id, port=node.port, host=config.host,
+               queues=node.queue_names)
 
     async def report_progress() -> None:
         while True:

@@ -41,6 +41,7 @@ class PublishConfig:
     duration_s: float
     prefix: str = "mqprobe."
     max_in_flight: int = 1000
+    broker_delay_ms: int = 0  # injected: a TTL queue holds each message this long
 
 
 def schedule(groups: list[str], rate: float, duration_s: float) -> list[tuple[int, str, int]]:
@@ -81,11 +82,23 @@ class Publisher:
             return
         self._connection = await aio_pika.connect_robust(cfg.amqp_url)
         channel = await self._connection.channel(publisher_confirms=True)
-        for group in cfg.groups:
-            name = topo.exchange_for(cfg.prefix, group)
-            if name not in self._exchanges:
-                self._exchanges[name] = await channel.declare_exchange(
-                    name, topo.exchange_type, auto_delete=True)
+        for name in topo.exchanges(cfg.prefix, cfg.groups):
+            exchange = await channel.declare_exchange(name, topo.exchange_type, auto_delete=True)
+            if cfg.broker_delay_ms:
+                exchange = await self._delay_in_front_of(channel, name)
+            self._exchanges[name] = exchange
+
+    async def _delay_in_front_of(self, channel, target: str) -> aio_pika.abc.AbstractExchange:
+        """A real broker-side wait: a fanout exchange into a queue whose messages expire after
+        the delay and are dead-lettered, routing key kept, to the target exchange."""
+        delay = await channel.declare_exchange(f"{target}.delay", "fanout", auto_delete=True)
+        queue = await channel.declare_queue(f"{target}.delay", arguments={
+            "x-message-ttl": self.config.broker_delay_ms,
+            "x-dead-letter-exchange": target,
+            "x-expires": 120_000,  # gone two minutes after the run, never piles up
+        })
+        await queue.bind(delay)
+        return delay
 
     async def run(self, on_progress=None) -> dict:
         plan = schedule(self.config.groups, self.config.rate, self.config.duration_s)
