@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mqprobe.broker import BrokerError, ManagedBroker, broker_for, redact_url
 from mqprobe.compare import DEFAULT_TOPOLOGIES, Phase, RunError, Workload, compare, save
 from mqprobe.process import emit_event
-from mqprobe.report import print_compare
+from mqprobe.report import print_compare, print_sweep
 from mqprobe.stamps import TraceFormatError
 from mqprobe.topology import LAYOUTS, TopologyError, resolve
 
@@ -110,6 +110,13 @@ def compare_cmd(
         nodes=nodes, group_sizes=sizes, rate=rate, size=size, duration_s=duration,
         swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
         concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [])
+    _measure(workload, amqp_url, management_url, json_path, run_dir, print_compare,
+             lambda url, api, path, logs, observe: compare(workload, url, path, logs, observe, api))
+
+
+def _measure(workload: Workload, amqp_url: str | None, management_url: str | None,
+             json_path: Path | None, run_dir: Path | None, render, measure) -> None:
+    """Check the workload, get a broker, measure with progress bars, render, save."""
     workload.check()
     workload.resolved_topologies()  # a bad topology file fails before any broker starts
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
@@ -117,12 +124,60 @@ def compare_cmd(
     with broker_for(amqp_url) as (url, managed_api), _progress() as (progress, observe):
         err.print(f"broker: {redact_url(url)}; logs in {run_dir}")
         api = management_url or managed_api
-        result = _run(lambda: compare(workload, url, json_path, run_dir, observe, api))
+        result = _run(lambda: measure(url, api, json_path, run_dir, observe))
         progress.stop()
-    print_compare(result, console)
+    render(result, console)
     console.print(f"result JSON: {json_path}")
     if any(run.get("error") for run in result["runs"]):
         raise UserError("some runs failed; what they measured is in the table and JSON")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    groups: Annotated[str, typer.Option(help="Groups: LOW..HIGH (7 points) or a list 1,8,16; "
+                                        "or one number when sweeping --rate.")] = "1..24",
+    rate: Annotated[str, typer.Option(help="Msgs/s per group: one number, or LOW..HIGH / a "
+                                      "list to sweep the rate instead.")] = "10",
+    topologies: Annotated[str, typer.Option(help="Topology names or files.")]
+        = ",".join(DEFAULT_TOPOLOGIES),
+    layouts: Annotated[str, typer.Option(help="The layout swept (the first one given).")]
+        = "per-node",
+    nodes: Annotated[int, typer.Option(help="socket.io server processes.")] = 2,
+    group_size: Annotated[int, typer.Option(help="Members per group.")] = 100,
+    size: Annotated[int, typer.Option(help="Message body bytes.")] = 1024,
+    duration: Annotated[float, typer.Option(help="Seconds of publishing per point.")] = 4.0,
+    swarm_processes: Annotated[int, typer.Option(help="Client swarm processes.")] = 1,
+    prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
+    concurrency: Concurrency = None,
+    budget_ms: Annotated[float, typer.Option(help="p99 e2e under this is healthy.")] = 50.0,
+    inject: Inject = None,
+    amqp_url: AmqpUrl = None,
+    management_url: ManagementUrl = None,
+    json_path: JsonPath = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where logs of the pieces go.")] = None,
+) -> None:
+    """Grow the load (groups or rate), show latency per hop against it, find the knee."""
+    from mqprobe.sweep import parse_range, sweep
+
+    rate_is_range = ".." in rate or "," in rate
+    if rate_is_range:
+        axis, values = "rate", parse_range(rate, "rate")
+        base_groups, base_rate = int(parse_range(groups, "groups")[0]), 1.0
+    else:
+        axis, values = "groups", parse_range(groups, "groups")
+        try:
+            base_rate = float(rate)
+        except ValueError:
+            raise UserError(f"--rate takes a number or LOW..HIGH, got {rate!r}") from None
+        base_groups = int(values[0])
+    workload = Workload(
+        topologies=_csv(topologies, "--topologies"), layouts=_csv(layouts, "--layouts")[:1],
+        nodes=nodes, group_sizes=[group_size] * base_groups, rate=base_rate, size=size,
+        duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
+        channel=channel, concurrency=concurrency, budget_ms=budget_ms, inject=inject or [])
+    _measure(workload, amqp_url, management_url, json_path, run_dir, print_sweep,
+             lambda url, api, path, logs, observe: sweep(workload, axis, values, url, path,
+                                                         logs, observe, api))
 
 
 class _progress:
@@ -166,7 +221,7 @@ def report_cmd(run: Annotated[Path, typer.Argument(help="A result JSON (or its r
         raise UserError(f"cannot read a result from {path}: {exc}") from None
     if not isinstance(result, dict) or "runs" not in result:
         raise UserError(f"{path} is not an mqprobe result (no 'runs')")
-    print_compare(result, console)
+    (print_sweep if "sweep" in result else print_compare)(result, console)
 
 
 # -- broker --------------------------------------------------------------------------------

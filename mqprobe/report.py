@@ -80,3 +80,54 @@ def print_compare(result: dict, console: Console) -> None:
     if untrusted:
         console.print("[magenta]Runs marked 'client' measured the swarm, not your system: "
                       "add --swarm-processes or lower the load.[/magenta]")
+
+
+def sweep_table(result: dict) -> Table:
+    sweep = result["sweep"]
+    axis = sweep["axis"]
+    table = Table(title=f"mqprobe sweep over {axis} ({sweep['layout']} layout): p99 ms "
+                  "mq / server / delivery = e2e, and the verdict",
+                  caption="* the knee: where p99 e2e leaves its baseline, deliveries are lost "
+                  "or a backlog builds")
+    table.add_column(axis, justify="right")
+    topologies = list(dict.fromkeys(r["topology"] for r in result["runs"]))
+    for name in topologies:
+        table.add_column(name)
+    knees = sweep.get("knees", {})
+    for value in sweep["values"]:
+        cells = []
+        for name in topologies:
+            run = next((r for r in result["runs"]
+                        if r["topology"] == name and r.get("load") == value), None)
+            if run is None:
+                cells.append("")
+                continue
+            hops = run["hops"]
+            text = (f"{_ms(hops['mq']['p99_ms'])} / {_ms(hops['server']['p99_ms'])} / "
+                    f"{_ms(hops['delivery']['p99_ms'])} = {_ms(hops['e2e']['p99_ms'])}")
+            verdict = run["verdict"]
+            if verdict["culprit"] != "none":
+                text += f"  {verdict['culprit']}: {verdict['cause'].split(':')[0]}"
+            if run["lost"]:
+                text += f"  [red]lost {run['lost']}[/red]"
+            knee = knees.get(name)
+            if knee and knee["load"] == value:
+                text = f"[bold]* {text}[/bold]"
+            cells.append(text)
+        table.add_row(f"{value:g}", *cells)
+    return table
+
+
+def print_sweep(result: dict, console: Console) -> None:
+    console.print(sweep_table(result))
+    axis = result["sweep"]["axis"]
+    for name, knee in result["sweep"].get("knees", {}).items():
+        if knee is None:
+            console.print(f"[green]{name}[/green]: no knee up to {axis} = "
+                          f"{max(result['sweep']['values']):g}")
+            continue
+        console.print(f"[bold]{name}[/bold]: knee at {axis} = {knee['load']:g}: "
+                      f"{'; '.join(knee['reasons'])}")
+        console.print(f"  cause: {knee['culprit']} - {knee['cause']}")
+        for line in knee["evidence"]:
+            console.print(f"  - {line}")
