@@ -123,7 +123,8 @@ def verdict(run: dict, budget_ms: float) -> dict:
         evidence.append(f"{stalled['node']} event loop blocked up to {stalled['loop_lag_ms']['max']}"
                         f" ms (loop lag p99 {stalled['loop_lag_ms']['p99']} ms): while it is "
                         "blocked nothing is consumed, emitted or acked")
-        return _said("server", "server-stall: a node's event loop was blocked", evidence)
+        return _said("server", "server-stall: a node's event loop could not run (blocked or saturated)",
+                     evidence)
     dominant = max(tail, key=tail.get)
     busy, busiest = max(((max(n["busy_ratio"].values(), default=0.0), n["node"]) for n in nodes),
                         default=(0.0, "-"))

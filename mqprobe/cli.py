@@ -39,6 +39,10 @@ ManagementUrl = Annotated[str | None, typer.Option(
     "--management-url", envvar="MQPROBE_MANAGEMENT_URL",
     help="RabbitMQ management API (http://user:pass@host:15672/) for queue depth evidence; "
          "automatic with the managed broker.")]
+Html = Annotated[Path | None, typer.Option(
+    "--html", help="Also write a self-contained HTML picture of the result here.")]
+HdrDir = Annotated[Path | None, typer.Option(
+    "--hdr-dir", help="Also write HDR histogram logs (.hlog) per run and hop here.")]
 JsonPath = Annotated[Path | None, typer.Option("--json", help="Write the result JSON here.")]
 Control = Annotated[bool, typer.Option("--control", hidden=True)]
 Prefetch = Annotated[int | None, typer.Option(help="Override the topology's prefetch.")]
@@ -102,6 +106,8 @@ def compare_cmd(
     management_url: ManagementUrl = None,
     json_path: JsonPath = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where logs of the pieces go.")] = None,
+    html: Html = None,
+    hdr_dir: HdrDir = None,
 ) -> None:
     """Run the same workload on each topology x layout and say where the delay comes from."""
     sizes = _ints(group_sizes, "--group-sizes") if group_sizes else [group_size] * groups
@@ -110,12 +116,13 @@ def compare_cmd(
         nodes=nodes, group_sizes=sizes, rate=rate, size=size, duration_s=duration,
         swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
         concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [])
-    _measure(workload, amqp_url, management_url, json_path, run_dir, print_compare,
+    _measure(workload, amqp_url, management_url, json_path, run_dir, html, hdr_dir, print_compare,
              lambda url, api, path, logs, observe: compare(workload, url, path, logs, observe, api))
 
 
 def _measure(workload: Workload, amqp_url: str | None, management_url: str | None,
-             json_path: Path | None, run_dir: Path | None, render, measure) -> None:
+             json_path: Path | None, run_dir: Path | None, html: Path | None,
+             hdr_dir: Path | None, render, measure) -> None:
     """Check the workload, get a broker, measure with progress bars, render, save."""
     workload.check()
     workload.resolved_topologies()  # a bad topology file fails before any broker starts
@@ -128,6 +135,7 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
         progress.stop()
     render(result, console)
     console.print(f"result JSON: {json_path}")
+    _pictures(result, html, hdr_dir)
     if any(run.get("error") for run in result["runs"]):
         raise UserError("some runs failed; what they measured is in the table and JSON")
 
@@ -155,6 +163,8 @@ def sweep_cmd(
     management_url: ManagementUrl = None,
     json_path: JsonPath = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where logs of the pieces go.")] = None,
+    html: Html = None,
+    hdr_dir: HdrDir = None,
 ) -> None:
     """Grow the load (groups or rate), show latency per hop against it, find the knee."""
     from mqprobe.sweep import parse_range, sweep
@@ -175,7 +185,7 @@ def sweep_cmd(
         nodes=nodes, group_sizes=[group_size] * base_groups, rate=base_rate, size=size,
         duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
         channel=channel, concurrency=concurrency, budget_ms=budget_ms, inject=inject or [])
-    _measure(workload, amqp_url, management_url, json_path, run_dir, print_sweep,
+    _measure(workload, amqp_url, management_url, json_path, run_dir, html, hdr_dir, print_sweep,
              lambda url, api, path, logs, observe: sweep(workload, axis, values, url, path,
                                                          logs, observe, api))
 
@@ -210,9 +220,19 @@ class _progress:
         return False
 
 
+def _pictures(result: dict, html: Path | None, hdr_dir: Path | None) -> None:
+    from mqprobe.pictures import export_hdr_logs, write_html
+
+    if html:
+        console.print(f"picture: {write_html(result, html)}")
+    if hdr_dir:
+        console.print(f"HDR logs: {len(export_hdr_logs(result, hdr_dir))} files in {hdr_dir}")
+
+
 # -- report --------------------------------------------------------------------------------
 @app.command("report")
-def report_cmd(run: Annotated[Path, typer.Argument(help="A result JSON (or its run dir).")]) -> None:
+def report_cmd(run: Annotated[Path, typer.Argument(help="A result JSON (or its run dir).")],
+               html: Html = None, hdr_dir: HdrDir = None) -> None:
     """Render a saved run again."""
     path = run / "result.json" if run.is_dir() else run
     try:
@@ -222,6 +242,7 @@ def report_cmd(run: Annotated[Path, typer.Argument(help="A result JSON (or its r
     if not isinstance(result, dict) or "runs" not in result:
         raise UserError(f"{path} is not an mqprobe result (no 'runs')")
     (print_sweep if "sweep" in result else print_compare)(result, console)
+    _pictures(result, html, hdr_dir)
 
 
 # -- broker --------------------------------------------------------------------------------

@@ -88,3 +88,21 @@ def test_report_renders_a_saved_run(compared, tmp_path: Path):
     result = run_cli("report", str(path))
     assert result.returncode == 0, result.stderr
     assert "socketio-manager" in result.stdout
+
+
+def test_pictures_and_hdr_logs_from_a_saved_run(compared, tmp_path: Path):
+    from hdrh.histogram import HdrHistogram
+    from hdrh.log import HistogramLogReader
+
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(compared["json"]))
+    result = run_cli("report", str(path), "--html", str(tmp_path / "p.html"),
+                     "--hdr-dir", str(tmp_path / "hdr"))
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "p.html").read_text()
+    assert "<svg" in page and "socketio-manager" in page and "<script" not in page
+    run = compared["json"]["runs"][0]
+    log = tmp_path / "hdr" / f"{run['topology']}_{run['layout']}_e2e.hlog"
+    histogram = HistogramLogReader(str(log), HdrHistogram(1, 3600 * 10**6, 3)) \
+        .get_next_interval_histogram()
+    assert histogram.get_total_count() == run["delivered"]
