@@ -120,10 +120,12 @@ def verdict(run: dict, budget_ms: float) -> dict:
     broker = run.get("evidence", {}).get("broker", {})
     stalled = max(nodes, key=lambda n: n["loop_lag_ms"]["max"], default=None)
     if stalled and stalled["loop_lag_ms"]["max"] >= max(budget_ms / 2, e2e["p99_ms"] / 2):
-        evidence.append(f"{stalled['node']} event loop blocked up to {stalled['loop_lag_ms']['max']}"
-                        f" ms (loop lag p99 {stalled['loop_lag_ms']['p99']} ms): while it is "
-                        "blocked nothing is consumed, emitted or acked")
-        return _said("server", "server-stall: a node's event loop could not run (blocked or saturated)",
+        evidence.append(f"{stalled['node']} event loop could not run for up to "
+                        f"{stalled['loop_lag_ms']['max']} ms (loop lag p99 "
+                        f"{stalled['loop_lag_ms']['p99']} ms): meanwhile nothing is consumed, "
+                        "emitted or acked")
+        return _said("server", "server-stall: a node's event loop could not run "
+                     "(blocked or saturated)",
                      evidence)
     dominant = max(tail, key=tail.get)
     busy, busiest = max(((max(n["busy_ratio"].values(), default=0.0), n["node"]) for n in nodes),

@@ -59,7 +59,7 @@ def test_loop_stall_is_a_server_stall(broker, tmp_path):
                    "--inject", "stall=200ms/1s")
     assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
         "server", "server-stall"), run["verdict"]
-    assert any("n1 event loop blocked" in line for line in run["verdict"]["evidence"])
+    assert any("n1 event loop could not run" in line for line in run["verdict"]["evidence"])
 
 
 @pytest.mark.parametrize("bad", ["server-delay=50", "stall=200ms", "prefetch=0", "colour=red"])
