@@ -49,6 +49,12 @@ Prefetch = Annotated[int | None, typer.Option(help="Override the topology's pref
 Ack = Annotated[str | None, typer.Option(help="Override ack mode: after | before | auto.")]
 Channel = Annotated[str | None, typer.Option(help="Override: shared | per-consumer.")]
 Concurrency = Annotated[str | None, typer.Option(help="Override: sequential | concurrent.")]
+Nodes = Annotated[int, typer.Option(help="socket.io server processes.")]
+GroupSize = Annotated[int, typer.Option(help="Members per group.")]
+Size = Annotated[int, typer.Option(help="Message body bytes.")]
+SwarmProcesses = Annotated[int, typer.Option(help="Client swarm processes.")]
+BudgetMs = Annotated[float, typer.Option(help="p99 e2e under this is healthy.")]
+RunDir = Annotated[Path | None, typer.Option(help="Where logs of the pieces go.")]
 Inject = Annotated[list[str] | None, typer.Option(
     "--inject", help="Fault on purpose, repeatable: server-delay=50ms, broker-delay=50ms, "
                      "prefetch=1, stall=200ms/2s.")]
@@ -86,28 +92,21 @@ def compare_cmd(
     topologies: Annotated[str, typer.Option(help="Topology names (files in topologies/) or "
                                             "paths, comma-separated.")] = ",".join(DEFAULT_TOPOLOGIES),
     layouts: Annotated[str, typer.Option(help="per-node, per-group")] = ",".join(LAYOUTS),
-    nodes: Annotated[int, typer.Option(help="socket.io server processes.")] = 2,
+    nodes: Nodes = 2,
     groups: Annotated[int, typer.Option(help="Number of groups.")] = 6,
-    group_size: Annotated[int, typer.Option(help="Members per group (see --group-sizes).")] = 100,
+    group_size: GroupSize = 100,
     group_sizes: Annotated[str | None, typer.Option(
         help="One size per group, e.g. 100,100,300 (sets --groups).")] = None,
     rate: Annotated[float, typer.Option(help="Messages per second per group.")] = 10.0,
-    size: Annotated[int, typer.Option(help="Message body bytes.")] = 1024,
+    size: Size = 1024,
     duration: Annotated[float, typer.Option(help="Seconds of publishing per run.")] = 5.0,
-    swarm_processes: Annotated[int, typer.Option(help="Client swarm processes.")] = 1,
-    prefetch: Prefetch = None,
-    ack: Ack = None,
-    channel: Channel = None,
+    swarm_processes: SwarmProcesses = 1,
+    prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
     concurrency: Concurrency = None,
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep per run.")] = 0,
-    budget_ms: Annotated[float, typer.Option(help="p99 e2e under this is healthy.")] = 50.0,
-    inject: Inject = None,
-    amqp_url: AmqpUrl = None,
-    management_url: ManagementUrl = None,
-    json_path: JsonPath = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Where logs of the pieces go.")] = None,
-    html: Html = None,
-    hdr_dir: HdrDir = None,
+    budget_ms: BudgetMs = 50.0, inject: Inject = None,
+    amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
+    json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
 ) -> None:
     """Run the same workload on each topology x layout and say where the delay comes from."""
     sizes = _ints(group_sizes, "--group-sizes") if group_sizes else [group_size] * groups
@@ -150,21 +149,16 @@ def sweep_cmd(
         = ",".join(DEFAULT_TOPOLOGIES),
     layouts: Annotated[str, typer.Option(help="The layout swept (the first one given).")]
         = "per-node",
-    nodes: Annotated[int, typer.Option(help="socket.io server processes.")] = 2,
-    group_size: Annotated[int, typer.Option(help="Members per group.")] = 100,
-    size: Annotated[int, typer.Option(help="Message body bytes.")] = 1024,
+    nodes: Nodes = 2,
+    group_size: GroupSize = 100,
+    size: Size = 1024,
     duration: Annotated[float, typer.Option(help="Seconds of publishing per point.")] = 4.0,
-    swarm_processes: Annotated[int, typer.Option(help="Client swarm processes.")] = 1,
+    swarm_processes: SwarmProcesses = 1,
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
     concurrency: Concurrency = None,
-    budget_ms: Annotated[float, typer.Option(help="p99 e2e under this is healthy.")] = 50.0,
-    inject: Inject = None,
-    amqp_url: AmqpUrl = None,
-    management_url: ManagementUrl = None,
-    json_path: JsonPath = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Where logs of the pieces go.")] = None,
-    html: Html = None,
-    hdr_dir: HdrDir = None,
+    budget_ms: BudgetMs = 50.0, inject: Inject = None,
+    amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
+    json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
 ) -> None:
     """Grow the load (groups or rate), show latency per hop against it, find the knee."""
     from mqprobe.sweep import parse_range, sweep
