@@ -18,17 +18,11 @@ import aio_pika
 import socketio
 from aiohttp import web
 
+from mqprobe.embed import Tracer
 from mqprobe.inject import Faults
 from mqprobe.process import emit_event, wait_for_stop
 from mqprobe.records import BusyMeter, HopSet, LoopLagMonitor
-from mqprobe.stamps import (
-    SOCKETIO_FIELD,
-    TraceFormatError,
-    decode_amqp_headers,
-    decode_socketio_field,
-    now_ns,
-    socketio_field,
-)
+from mqprobe.stamps import SOCKETIO_FIELD, TraceFormatError, decode_socketio_field, now_ns
 from mqprobe.topology import Topology
 
 log = logging.getLogger("mqprobe.node")
@@ -55,7 +49,6 @@ class NodeConfig:
 @dataclass
 class NodeStats:
     handled: int = 0
-    untraced: int = 0
     filtered: int = 0
     stalls: int = 0
     unacked: int = 0
@@ -70,6 +63,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.stats = NodeStats()
+        self.tracer = Tracer(config.node_id)
         self.per_group: dict[str, HopSet] = {}
         self.loop_lag = LoopLagMonitor()
         self.manager = None
@@ -144,7 +138,7 @@ class Node:
         return {
             "node": self.config.node_id,
             "handled": self.stats.handled,
-            "untraced": self.stats.untraced,
+            "untraced": self.tracer.untraced,
             "filtered": self.stats.filtered,
             "stalls": self.stats.stalls,
             "unacked_max": self.stats.unacked_max,
@@ -220,22 +214,18 @@ class Node:
         try:
             if ack == "before":
                 await message.ack()
-            try:
-                stamp = decode_amqp_headers(message.headers)
-            except TraceFormatError as exc:
-                stats.untraced += 1
-                log.debug("untraced message: %s", exc)
-                return
-            if stamp.group not in groups:
+            trace = self.tracer.consumed(message.headers, t_deq)
+            if trace is None:
+                return  # the reference node serves traced groups only; counted by the tracer
+            if trace.group not in groups:
                 stats.filtered += 1  # fanout: another queue's (or node's) group
                 return
             if self.config.faults.server_delay_s:
                 await asyncio.sleep(self.config.faults.server_delay_s)
-            t_emit = now_ns()
-            data = {SOCKETIO_FIELD: socketio_field(stamp, self.config.node_id, t_deq, t_emit),
-                    "group": stamp.group, "body": message.body.decode("latin-1")}
-            await self.sio.emit(EVENT, data, room=room_for(stamp.group))
-            self._record_fanout(stamp.group, now_ns() - t_emit)
+            data = self.tracer.event_data(
+                trace, {"group": trace.group, "body": message.body.decode("latin-1")})
+            await self.sio.emit(EVENT, data, room=room_for(trace.group))
+            self._record_fanout(trace.group, self.tracer.emitted(trace))
             stats.handled += 1
         except Exception:  # a broken message must not stop the consumer
             log.exception("failed to handle a message")
@@ -289,8 +279,8 @@ class Node:
                 try:
                     raw = payload.get(SOCKETIO_FIELD) if isinstance(payload, dict) else None
                     trace = decode_socketio_field(raw)
-                except TraceFormatError:
-                    stats.untraced += 1
+                except TraceFormatError as exc:
+                    self.tracer.count_untraced(exc)
                     await original_handle(message)
                     return
                 if self.config.faults.server_delay_s:

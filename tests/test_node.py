@@ -38,6 +38,6 @@ async def _scenario(amqp_url: str) -> tuple[Node, Swarm]:
 
 def test_malformed_headers_are_counted_and_the_node_goes_on(broker):
     node, swarm = asyncio.run(_scenario(broker.amqp_url))
-    assert node.stats.untraced == 4
+    assert node.tracer.untraced == 4
     assert node.stats.handled == 1
     assert swarm.delivered == 3 and swarm.untraced == 0
