@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -237,6 +238,95 @@ def report_cmd(run: Annotated[Path, typer.Argument(help="A result JSON (or its r
         raise UserError(f"{path} is not an mqprobe result (no 'runs')")
     (print_sweep if "sweep" in result else print_compare)(result, console)
     _pictures(result, html, hdr_dir)
+
+
+# -- trace ---------------------------------------------------------------------------------
+@app.command("trace")
+def trace_cmd(
+    group: Annotated[str, typer.Option("--group", help="The group to follow.")],
+    socketio_url: Annotated[str, typer.Option(help="Your socket.io server(s), comma-separated.")]
+        = "http://127.0.0.1:5000",
+    clients: Annotated[int, typer.Option(help="Listening clients per server URL.")] = 1,
+    publish: Annotated[float, typer.Option(help="Probe messages per second (0: listen only).")]
+        = 0.0,
+    exchange: Annotated[str | None, typer.Option(help="Your exchange, for probes.")] = None,
+    exchange_type: Annotated[str, typer.Option(help="Its type (it must already exist).")]
+        = "topic",
+    routing_key: Annotated[str, typer.Option(help="Routing key of a group's messages.")]
+        = "group.{group}",
+    duration: Annotated[float, typer.Option(help="Seconds to listen (and probe).")] = 10.0,
+    timeout: Annotated[float, typer.Option(help="A probe unseen this long is lost.")] = 5.0,
+    from_run: Annotated[Path | None, typer.Option("--from", help="Replay the group from a "
+                                                  "saved result JSON instead.")] = None,
+    amqp_url: AmqpUrl = None, json_path: JsonPath = None,
+) -> None:
+    """Follow one group's messages hop by hop, live on a running system or from a saved run."""
+    from mqprobe.stamps import check_id
+    from mqprobe.trace import TraceConfig, live_trace, replay
+
+    group = check_id("group", group)
+    if from_run:
+        try:
+            result = json.loads(from_run.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read a result from {from_run}: {exc}") from None
+        runs = replay(result, group)
+        if not runs:
+            raise UserError(f"group {group} is not in {from_run}")
+        for run in runs:
+            _print_replayed(group, run)
+        return
+    urls = _csv(socketio_url, "--socketio-url")
+    config = TraceConfig(group=group, socketio_urls=urls, clients=clients,
+                         exchange=exchange, exchange_type=exchange_type,
+                         routing_key=routing_key, rate=publish, duration_s=duration,
+                         timeout_s=timeout)
+    console.print(f"following group {group} on {', '.join(urls)} for {duration:g} s"
+                  + (f", {publish:g} probes/s into {exchange}" if publish else ""))
+    with (broker_for(amqp_url) if publish else contextlib.nullcontext((None, None))) as (url, _):
+        config.amqp_url = url
+        summary = _run(lambda: live_trace(config, _print_trace_line))
+    _print_trace_summary(summary)
+    if json_path:
+        save(summary, json_path)
+    if summary["probes_lost"]:
+        raise UserError(f"{summary['probes_lost']} of {summary['probes_sent']} probes were lost")
+
+
+def _print_trace_line(line: dict) -> None:
+    if line["kind"] == "lost":
+        console.print(f"[red]lost [/red] seq {line['seq']:>5}  last hop reached: {line['last_hop']}")
+        return
+    console.print(f"{line['kind']:<5} seq {line['seq']:>5}  node {line['node']:<14} "
+                  f"mq {line['mq_ms']:>8.3f}  server {line['server_ms']:>8.3f}  "
+                  f"delivery {line['delivery_ms']:>8.3f}  = e2e {line['e2e_ms']:>8.3f} ms")
+
+
+def _print_trace_summary(summary: dict) -> None:
+    hops = summary["hops"]
+    console.print(f"group {summary['group']}: {summary['received']} messages received by "
+                  f"{summary['listeners']} listener(s); probes sent {summary['probes_sent']}, "
+                  f"lost {summary['probes_lost']}; untraced events {summary['untraced']}")
+    for hop in ("mq", "server", "delivery", "e2e"):
+        if hop in hops:
+            h = hops[hop]
+            console.print(f"  {hop:<9} p50 {h['p50_ms']:>8.3f}  p99 {h['p99_ms']:>8.3f}  "
+                          f"max {h['max_ms']:>8.3f} ms  ({h['count']} messages)")
+
+
+def _print_replayed(group: str, run: dict) -> None:
+    load = f" at load {run['load']:g}" if run.get("load") is not None else ""
+    console.print(f"[bold]{run['topology']}/{run['layout']}{load}[/bold] group {group}: "
+                  f"{run['members']} members, {run['published']} published, "
+                  f"{run['delivered']}/{run['expected_deliveries']} delivered, lost {run['lost']}, "
+                  f"dup {run['duplicated']}; verdict {run.get('verdict', {}).get('culprit', '?')}")
+    for hop, h in run["hops"].items():
+        console.print(f"  {hop:<11} p50 {h['p50_ms']:>8.3f}  p99 {h['p99_ms']:>8.3f}  "
+                      f"max {h['max_ms']:>8.3f} ms")
+    for _g, seq, _plan, t_pub, t_deq, t_emit, t_recv in run["samples"][:200]:
+        console.print(f"  seq {seq:>5}  mq {(t_deq - t_pub) / 1e6:>8.3f}  server "
+                      f"{(t_emit - t_deq) / 1e6:>8.3f}  delivery {(t_recv - t_emit) / 1e6:>8.3f}"
+                      f"  = e2e {(t_recv - t_pub) / 1e6:>8.3f} ms")
 
 
 # -- broker --------------------------------------------------------------------------------

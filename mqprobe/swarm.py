@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -22,7 +23,13 @@ from aiohttp import WSMsgType
 
 from mqprobe.process import emit_event, wait_for_stop
 from mqprobe.records import HopSet, LoopLagMonitor
-from mqprobe.stamps import TraceFormatError, decode_socketio_field, field_from_frame, now_ns
+from mqprobe.stamps import (
+    DeliveryTrace,
+    TraceFormatError,
+    decode_socketio_field,
+    field_from_frame,
+    now_ns,
+)
 
 log = logging.getLogger("mqprobe.swarm")
 _CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
@@ -37,6 +44,8 @@ class SwarmConfig:
     connect_concurrency: int = 200
     connect_timeout_s: float = 120.0
     samples: int = 0  # raw deliveries to keep, for checking hop arithmetic
+    # called for every traced event a member receives (mqprobe trace prints them)
+    on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = None
 
 
 @dataclass
@@ -179,6 +188,8 @@ class Swarm:
         if trace.group != member.group:
             self.misrouted += 1
             return
+        if self.config.on_delivery:  # before the seq check: a watcher dedups by trace id
+            self.config.on_delivery(member, trace, t_recv)
         seq, seen = trace.seq, member.seen
         if seq >= len(seen):
             seen.extend(bytes(seq - len(seen) + 256))

@@ -1,0 +1,166 @@
+"""`mqprobe trace --group N`: one group's messages hop by hop, live or from a saved run.
+
+Live, it joins the group as listening client(s) on a running socket.io system and prints
+each message as it arrives: its hops and the node that handled it. With `--publish RATE`
+it also sends probe messages into the user's exchange (stamped as `mqprobe.embed` does),
+so a probe that never arrives is shown as lost, with the last hop it is known to have
+reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mqprobe.embed import Tracer
+from mqprobe.records import HopSet
+from mqprobe.stamps import TRACEPARENT, DeliveryTrace, check_id, now_ns, parse_traceparent
+from mqprobe.swarm import Member, Swarm, SwarmConfig
+
+
+@dataclass
+class TraceConfig:
+    group: str
+    socketio_urls: list[str]
+    clients: int = 1  # listeners per URL
+    amqp_url: str | None = None
+    exchange: str | None = None
+    exchange_type: str = "topic"
+    routing_key: str = "group.{group}"
+    rate: float = 0.0  # probe messages per second; 0 listens only
+    duration_s: float = 10.0
+    timeout_s: float = 5.0  # a probe not seen this long after it was sent is lost
+
+
+@dataclass
+class Probe:
+    seq: int
+    t_pub: int
+    confirmed: bool = False
+    seen: bool = False
+
+
+Line = Callable[[dict], None]
+
+
+def hop_line(trace: DeliveryTrace, t_recv: int, kind: str) -> dict:
+    ms = 1e6
+    return {"kind": kind, "seq": trace.seq, "node": trace.node, "trace_id": trace.trace_id,
+            "mq_ms": round((trace.t_deq - trace.t_pub) / ms, 3),
+            "server_ms": round((trace.t_emit - trace.t_deq) / ms, 3),
+            "delivery_ms": round((t_recv - trace.t_emit) / ms, 3),
+            "e2e_ms": round((t_recv - trace.t_pub) / ms, 3)}
+
+
+async def live_trace(config: TraceConfig, on_line: Line) -> dict:
+    """Listen (and probe) for `duration_s`; every arrival and every loss goes to on_line."""
+    group = check_id("group", config.group)
+    probes: dict[str, Probe] = {}
+    hops = HopSet()
+    seen_ids: set[str] = set()
+    paths: set[tuple[str, str]] = set()
+
+    def delivered(member: Member, trace: DeliveryTrace, t_recv: int) -> None:
+        # one line per message and node: each node emits it to its own room members
+        if (trace.trace_id, trace.node) in paths:
+            return
+        paths.add((trace.trace_id, trace.node))
+        seen_ids.add(trace.trace_id)
+        probe = probes.get(trace.trace_id)
+        if probe:
+            probe.seen = True
+        for hop, value in (("mq", trace.t_deq - trace.t_pub), ("server", trace.t_emit - trace.t_deq),
+                           ("delivery", t_recv - trace.t_emit), ("e2e", t_recv - trace.t_pub)):
+            hops[hop].record(value)
+        on_line(hop_line(trace, t_recv, "probe" if probe else "live"))
+
+    listeners = config.clients * len(config.socketio_urls)
+    swarm = Swarm(SwarmConfig(node_urls=config.socketio_urls, group_sizes={group: listeners},
+                              on_delivery=delivered))
+    await swarm.start()
+    if swarm.progress()["joined"] == 0:
+        await swarm.stop()
+        raise ConnectionError(f"could not join group {group} at {', '.join(config.socketio_urls)}"
+                              + (f" ({swarm.first_error})" if swarm.first_error else ""))
+    publisher = None
+    try:
+        if config.rate > 0:
+            publisher = await _probe_publisher(config)
+            await _send_probes(config, publisher, probes)
+            deadline = asyncio.get_running_loop().time() + config.timeout_s
+            while any(not p.seen for p in probes.values()):
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+        else:
+            await asyncio.sleep(config.duration_s)
+    finally:
+        if publisher:
+            with contextlib.suppress(Exception):
+                await publisher[0].close()
+        await swarm.stop()
+    lost = [p for p in probes.values() if not p.seen]
+    for probe in sorted(lost, key=lambda p: p.seq):
+        on_line({"kind": "lost", "seq": probe.seq, "last_hop": (
+            "broker (publish confirmed; never reached a listener)" if probe.confirmed
+            else "publisher (the broker did not confirm it)")})
+    return {"group": group, "listeners": swarm.progress()["joined"], "received": len(seen_ids),
+            "probes_sent": len(probes), "probes_lost": len(lost), "untraced": swarm.untraced,
+            "hops": {hop: latency.summary() for hop, latency in hops.items()}}
+
+
+async def _probe_publisher(config: TraceConfig):
+    import aio_pika
+
+    if not (config.amqp_url and config.exchange):
+        raise ValueError("--publish needs --exchange (and a broker: --amqp-url or the managed one)")
+    connection = await aio_pika.connect(config.amqp_url)
+    channel = await connection.channel(publisher_confirms=True)
+    try:  # passive: a probe must never create or change anything in the user's broker
+        exchange = await channel.declare_exchange(config.exchange, config.exchange_type,
+                                                  passive=True)
+    except aio_pika.exceptions.ChannelClosed:
+        await connection.close()
+        raise ValueError(f"exchange {config.exchange!r} does not exist on that broker") from None
+    return connection, exchange
+
+
+async def _send_probes(config: TraceConfig, publisher, probes: dict[str, Probe]) -> None:
+    import aio_pika
+
+    _connection, exchange = publisher
+    tracer = Tracer("mqprobe-trace")
+    key = config.routing_key.format(group=config.group)
+    count = max(1, round(config.rate * config.duration_s))
+    start = now_ns()
+    pending = []
+
+    async def send(headers: dict, probe: Probe) -> None:
+        with contextlib.suppress(aio_pika.exceptions.DeliveryError):
+            await exchange.publish(aio_pika.Message(b"mqprobe trace probe", headers=headers), key)
+            probe.confirmed = True
+
+    for seq in range(count):
+        delay = (start + seq * 1e9 / config.rate - now_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        headers = tracer.publish_headers(config.group)
+        trace_id = parse_traceparent(headers[TRACEPARENT])[0]
+        probe = probes[trace_id] = Probe(seq, now_ns())
+        pending.append(asyncio.get_running_loop().create_task(send(headers, probe)))
+    await asyncio.gather(*pending)
+
+
+def replay(result: dict, group: str) -> list[dict]:
+    """The traced group of a saved run: per run its figures and verdict, and its samples."""
+    out = []
+    for run in result.get("runs", []):
+        figures = run.get("groups", {}).get(group)
+        if figures is None:
+            continue
+        samples = [s for s in run.get("samples", []) if str(s[0]) == group]
+        out.append({"topology": run["topology"], "layout": run["layout"],
+                    "load": run.get("load"), **figures, "samples": samples})
+    return out
