@@ -311,7 +311,7 @@ def _print_trace_summary(summary: dict) -> None:
         if hop in hops:
             h = hops[hop]
             console.print(f"  {hop:<9} p50 {h['p50_ms']:>8.3f}  p99 {h['p99_ms']:>8.3f}  "
-                          f"max {h['max_ms']:>8.3f} ms  ({h['count']} messages)")
+                          f"max {h['max_ms']:>8.3f} ms  ({h['count']} deliveries)")
 
 
 def _print_replayed(group: str, run: dict) -> None:

@@ -1,0 +1,129 @@
+"""mqprobe.embed in a real python-socketio + RabbitMQ server (examples/chat_server.py)."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import urllib.request
+
+import pika
+import pytest
+import socketio
+
+from mqprobe.embed import Tracer
+from mqprobe.stamps import AMQP_HEADER, TRACEPARENT, decode_socketio_field, parse_traceparent
+
+from .conftest import REPO, run_cli
+
+
+def test_publish_consume_emit_round_trip():
+    tracer = Tracer("n1")
+    headers = tracer.publish_headers(7, {"app": "kept"})
+    assert headers["app"] == "kept"
+    trace = tracer.consumed(headers)
+    data = tracer.event_data(trace, {"text": "hi", "mqprobe": "theirs"})
+    assert list(data)[0] == "mqprobe" and data["text"] == "hi"
+    delivered = decode_socketio_field(data["mqprobe"])
+    assert (delivered.group, delivered.seq, delivered.node) == ("7", 0, "n1")
+    assert delivered.t_pub <= delivered.t_deq <= delivered.t_emit
+    assert tracer.publish_headers(7)[AMQP_HEADER].split(";")[2] == "1"  # seq counts per group
+
+
+def test_existing_opentelemetry_parent_is_continued():
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    headers = Tracer().publish_headers("g", {TRACEPARENT: parent})
+    assert parse_traceparent(headers[TRACEPARENT])[0] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize("headers", [None, {}, {AMQP_HEADER: "1;g;x;1;1"}, {AMQP_HEADER: 5},
+                                     {AMQP_HEADER: "1;g;0;1;1", TRACEPARENT: "nonsense"}])
+def test_foreign_headers_never_raise_and_are_counted(headers):
+    tracer = Tracer()
+    assert tracer.consumed(headers) is None
+    assert tracer.event_data(None, {"text": "x"}) == {"text": "x"}
+    assert tracer.stats()["untraced"] == 1 and tracer.stats()["untraced_reasons"]
+
+
+def test_a_group_id_that_cannot_travel_leaves_the_message_untraced():
+    tracer = Tracer()
+    assert tracer.publish_headers("a;b", {"k": 1}) == {"k": 1}
+    assert tracer.untraced == 1
+
+
+@pytest.fixture
+def chat_server(broker):
+    env_url = broker.amqp_url
+    proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "chat_server.py"), "--port",
+                             "0", "--node", "chat-t", "--amqp-url", env_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(proc.stdout.readline())
+        yield f"http://127.0.0.1:{ready['port']}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_trace_follows_a_group_through_the_example_server(broker, chat_server, tmp_path):
+    out = tmp_path / "trace.json"
+    result = run_cli("trace", "--group", "7", "--socketio-url", chat_server, "--exchange",
+                     "chat.groups", "--publish", "5", "--duration", "1.2", "--json", str(out),
+                     amqp_url=broker.amqp_url, timeout=60)
+    assert result.returncode == 0, result.stderr + result.stdout
+    summary = json.loads(out.read_text())
+    assert summary["probes_sent"] == 6 and summary["probes_lost"] == 0
+    assert summary["received"] == 6 and summary["hops"]["e2e"]["count"] == 6
+    probe_lines = [line for line in result.stdout.splitlines() if line.startswith("probe")]
+    assert len(probe_lines) == 6 and all("node chat-t" in line for line in probe_lines)
+
+
+def test_trace_reports_a_missing_exchange_in_one_sentence(broker, chat_server):
+    result = run_cli("trace", "--group", "7", "--socketio-url", chat_server, "--exchange",
+                     "no.such.exchange", "--publish", "2", "--duration", "1",
+                     amqp_url=broker.amqp_url, timeout=60)
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+async def _chat(url: str, amqp_url: str) -> tuple[list, list]:
+    alice, bob = socketio.AsyncClient(), socketio.AsyncClient()
+    got: list = []
+    bob.on("message", lambda data: got.append(data))
+    for client in (alice, bob):
+        await client.connect(url, transports=["websocket"])
+        assert await client.call("join", {"group": "3"}, timeout=5)
+    # a foreign publisher (pika, blocking) with malformed and missing headers, then a traced
+    # message stamped with the embed API through pika
+    params = pika.URLParameters(amqp_url)
+    connection = await asyncio.to_thread(pika.BlockingConnection, params)
+    channel = connection.channel()
+    for headers in ({AMQP_HEADER: "9;3;0;1;1"}, None):
+        channel.basic_publish("chat.groups", "group.3", json.dumps({"text": "foreign"}).encode(),
+                              pika.BasicProperties(headers=headers))
+    channel.basic_publish("chat.groups", "group.3", json.dumps({"text": "via pika"}).encode(),
+                          pika.BasicProperties(headers=Tracer("pika-pub").publish_headers(3)))
+    connection.close()
+    await alice.emit("say", {"group": "3", "text": "hello"})
+    for _ in range(100):
+        if len(got) >= 4:
+            break
+        await asyncio.sleep(0.05)
+    await alice.disconnect()
+    await bob.disconnect()
+    return got
+
+
+def test_embedded_server_traces_its_own_messages_and_passes_foreign_ones(broker, chat_server):
+    got = asyncio.run(_chat(chat_server, broker.amqp_url))
+    texts = sorted(message["text"] for message in got)
+    assert texts == ["foreign", "foreign", "hello", "via pika"]
+    traced = [m for m in got if "mqprobe" in m]
+    assert sorted(m["text"] for m in traced) == ["hello", "via pika"]
+    for message in traced:
+        trace = decode_socketio_field(message["mqprobe"])
+        assert trace.node == "chat-t" and trace.group == "3"
+        assert trace.t_pub <= trace.t_deq <= trace.t_emit
+    with urllib.request.urlopen(chat_server + "/mqprobe", timeout=5) as response:
+        stats = json.loads(response.read())
+    assert (stats["traced"], stats["untraced"], stats["published"]) == (2, 2, 1)
+    assert stats["fanout_ms"]["count"] == 2
