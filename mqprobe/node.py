@@ -125,7 +125,7 @@ class Node:
             self.manager.thread.cancel()
         if self._connection:
             with contextlib.suppress(Exception):
-                await self._connection.close()
+                await asyncio.wait_for(self._connection.close(), 5)
         self.loop_lag.stop()
         result = self.result()
         if self._runner:
