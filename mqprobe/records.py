@@ -15,7 +15,6 @@ from hdrh.histogram import HdrHistogram
 
 HOPS = ("mq", "server", "delivery", "e2e")
 CLIENT_HOPS = HOPS + ("e2e_planned",)  # e2e from the planned send time: no coordinated omission
-NODE_HOPS = ("fanout",)
 PERCENTILES = {"p50_ms": 50.0, "p90_ms": 90.0, "p99_ms": 99.0, "p999_ms": 99.9}
 _HIGHEST_US = 3600 * 1_000_000
 
