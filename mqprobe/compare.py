@@ -230,7 +230,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
     publisher: Child | None = None
     results: dict = {"nodes": [], "swarms": [], "publisher": None}
     error = None
-    sampler: QueueSampler | None = None
+    sampler: QueueSampler | None = None  # made once the nodes have named their queues
     sampling: asyncio.Task | None = None
     try:
         await asyncio.gather(*(n.start() for n in nodes))
@@ -264,7 +264,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         # Loop lag and busy ratios count from here: connecting thousands of clients is
         # set-up, not part of what is measured.
         await asyncio.gather(*(c.send("reset") for c in swarms + nodes))
-        sampling = asyncio.get_running_loop().create_task(sampler.run())  # type: ignore[union-attr]
+        sampling = asyncio.get_running_loop().create_task(sampler.run())
         await publisher.start()
         total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))
         await _watch([publisher], "result", "publishing", total, label, observe,

@@ -20,11 +20,11 @@ from mqprobe.process import emit_event
 from mqprobe.records import Latency
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
-    WIRE_VERSION,
     PublishStamp,
     encode_amqp_headers,
     new_trace_id,
     now_ns,
+    socketio_field,
 )
 from mqprobe.topology import Topology
 
@@ -128,13 +128,14 @@ class Publisher:
         try:
             t_pub = now_ns()
             self.schedule_lag.record(t_pub - t_plan)
+            stamp = PublishStamp(new_trace_id(), group, seq, t_pub, t_plan)
             if self._manager:
-                field = [WIRE_VERSION, new_trace_id(), group, seq, "-", t_pub, 0, 0, t_plan]
+                # the node fills in node, t_deq and t_emit when the manager consumes it
+                field = socketio_field(stamp, "-", t_deq=0, t_emit=0)
                 data = {SOCKETIO_FIELD: field, "group": group, "body": self.body.decode()}
                 # the manager's own emit, as a user's external process publishes
                 await self._manager.emit(EVENT, data, room=room_for(group))
             else:
-                stamp = PublishStamp(new_trace_id(), group, seq, t_pub, t_plan)
                 message = aio_pika.Message(self.body, headers=encode_amqp_headers(stamp),
                                            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
                 exchange = self._exchanges[topo.exchange_for(self.config.prefix, group)]
