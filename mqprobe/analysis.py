@@ -56,7 +56,7 @@ def merge_run(publisher: dict | None, swarms: list[dict], nodes: list[dict]) -> 
         "lost": sum(g["lost"] for g in groups.values()),
         "duplicated": sum(g["duplicated"] for g in groups.values()),
         "hops": {hop: all_hops[hop].summary() for hop in (*CLIENT_HOPS, "fanout")},
-        "self_lag_ms": _lag_summary(self_lag),
+        "self_lag_ms": self_lag.lag_summary(),
         "groups": groups,
         "hdr": {hop: all_hops[hop].hist.encode().decode() for hop in (*CLIENT_HOPS, "fanout")},
         "untraced": sum(s.get("untraced", 0) for s in swarms) + sum(n.get("untraced", 0) for n in nodes),
@@ -80,18 +80,13 @@ def _group_order(group: str) -> tuple:
     return (0, int(group), "") if group.isdigit() else (1, 0, group)
 
 
-def _lag_summary(lag: Latency) -> dict:
-    full = lag.summary()
-    return {"p50": full["p50_ms"], "p99": full["p99_ms"], "max": full["max_ms"]}
-
-
 def _node_summary(node: dict) -> dict:
     return {
         "node": node["node"], "handled": node["handled"], "untraced": node["untraced"],
         "filtered": node["filtered"], "stalls": node.get("stalls", 0),
         "unacked_max": node["unacked_max"],
         "prefetch": node["prefetch"], "busy_ratio": node["busy_ratio"],
-        "loop_lag_ms": _lag_summary(Latency.from_json(node["loop_lag"])),
+        "loop_lag_ms": Latency.from_json(node["loop_lag"]).lag_summary(),
     }
 
 

@@ -53,8 +53,19 @@ class NodeStats:
     stalls: int = 0
     unacked: int = 0
     unacked_max: int = 0
-    fanout: HopSet = field(default_factory=HopSet)  # per group: {"fanout": Latency}
     busy: dict[str, BusyMeter] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def handling(self, meter: BusyMeter):
+        """One message in the consumer's hands: unacked until acked, the consumer busy."""
+        self.unacked += 1
+        self.unacked_max = max(self.unacked_max, self.unacked)
+        meter.enter()
+        try:
+            yield
+        finally:
+            self.unacked -= 1
+            meter.leave()
 
 
 class Node:
@@ -208,9 +219,11 @@ class Node:
         """Stamp, emit to the room, ack as the topology says; never raise into aio-pika."""
         ack = self.config.topology.consumer.ack
         stats = self.stats
-        stats.unacked += 1
-        stats.unacked_max = max(stats.unacked_max, stats.unacked)
-        meter.enter()
+        with stats.handling(meter):
+            await self._handle_one(message, t_deq, groups, ack)
+
+    async def _handle_one(self, message, t_deq: int, groups: set[str], ack: str) -> None:
+        stats = self.stats
         try:
             if ack == "before":
                 await message.ack()
@@ -233,8 +246,6 @@ class Node:
             if ack == "after":
                 with contextlib.suppress(Exception):
                     await message.ack()
-            stats.unacked -= 1
-            meter.leave()
 
     def reset_meters(self) -> None:
         """Measure from now on: loop lag, busy ratio and unacked peak of the set-up are dropped."""
@@ -271,10 +282,8 @@ class Node:
 
         async def tapped_handle_emit(message: dict) -> None:
             t_deq = now_ns()
-            meter.enter()
-            stats.unacked += 1  # the manager acks after this returns (message.process())
-            stats.unacked_max = max(stats.unacked_max, stats.unacked)
-            try:
+            # the manager acks after this returns (message.process())
+            with stats.handling(meter):
                 payload = message.get("data", [None])[0]
                 try:
                     raw = payload.get(SOCKETIO_FIELD) if isinstance(payload, dict) else None
@@ -290,9 +299,6 @@ class Node:
                 await original_handle(message)
                 self._record_fanout(trace.group, now_ns() - t_emit)
                 stats.handled += 1
-            finally:
-                stats.unacked -= 1
-                meter.leave()
 
         manager._queue = observed_queue
         manager._handle_emit = tapped_handle_emit

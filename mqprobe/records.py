@@ -60,6 +60,11 @@ class Latency:
         hist = HdrHistogram.decode(data["hdr"]) if data.get("hdr") else new_histogram()
         return cls(hist, data.get("negative", 0), data.get("min_ns", 0), data.get("max_ns", 0))
 
+    def lag_summary(self) -> dict:
+        """The short form design.md uses for loop lag: p50, p99, max in ms."""
+        full = self.summary()
+        return {"p50": full["p50_ms"], "p99": full["p99_ms"], "max": full["max_ms"]}
+
     def summary(self) -> dict:
         """The design.md hop shape (count, p50..p999, max in ms) plus negative-skew counts."""
         out: dict = {"count": self.count}
@@ -120,10 +125,6 @@ class LoopLagMonitor:
     def stop(self) -> None:
         if self._task:
             self._task.cancel()
-
-    def summary(self) -> dict:
-        full = self.lag.summary()
-        return {"p50": full["p50_ms"], "p99": full["p99_ms"], "max": full["max_ms"]}
 
 
 class BusyMeter:

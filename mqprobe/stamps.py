@@ -59,6 +59,12 @@ class DeliveryTrace:
     t_emit: int
     t_plan: int
 
+    def hops(self, t_recv: int) -> tuple[tuple[str, int], ...]:
+        """Each hop in ns for this delivery received at t_recv (design.md's definitions)."""
+        return (("mq", self.t_deq - self.t_pub), ("server", self.t_emit - self.t_deq),
+                ("delivery", t_recv - self.t_emit), ("e2e", t_recv - self.t_pub),
+                ("e2e_planned", t_recv - self.t_plan))
+
 
 def new_trace_id() -> str:
     return os.urandom(16).hex()

@@ -200,11 +200,8 @@ class Swarm:
         seen[seq] = 1
         tally.delivered += 1
         hops = self.hops[member.group]
-        hops["mq"].record(trace.t_deq - trace.t_pub)
-        hops["server"].record(trace.t_emit - trace.t_deq)
-        hops["delivery"].record(t_recv - trace.t_emit)
-        hops["e2e"].record(t_recv - trace.t_pub)
-        hops["e2e_planned"].record(t_recv - trace.t_plan)
+        for hop, value in trace.hops(t_recv):
+            hops[hop].record(value)
         if len(self.samples) < self.config.samples:
             self.samples.append([int(trace.group) if trace.group.isdigit() else trace.group,
                                  trace.seq, trace.t_plan, trace.t_pub, trace.t_deq,

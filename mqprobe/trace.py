@@ -46,12 +46,8 @@ Line = Callable[[dict], None]
 
 
 def hop_line(trace: DeliveryTrace, t_recv: int, kind: str) -> dict:
-    ms = 1e6
     return {"kind": kind, "seq": trace.seq, "node": trace.node, "trace_id": trace.trace_id,
-            "mq_ms": round((trace.t_deq - trace.t_pub) / ms, 3),
-            "server_ms": round((trace.t_emit - trace.t_deq) / ms, 3),
-            "delivery_ms": round((t_recv - trace.t_emit) / ms, 3),
-            "e2e_ms": round((t_recv - trace.t_pub) / ms, 3)}
+            **{f"{hop}_ms": round(value / 1e6, 3) for hop, value in trace.hops(t_recv)}}
 
 
 async def live_trace(config: TraceConfig, on_line: Line) -> dict:
@@ -71,8 +67,7 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
         probe = probes.get(trace.trace_id)
         if probe:
             probe.seen = True
-        for hop, value in (("mq", trace.t_deq - trace.t_pub), ("server", trace.t_emit - trace.t_deq),
-                           ("delivery", t_recv - trace.t_emit), ("e2e", t_recv - trace.t_pub)):
+        for hop, value in trace.hops(t_recv):
             hops[hop].record(value)
         on_line(hop_line(trace, t_recv, "probe" if probe else "live"))
 
