@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mqprobe.agent import parse_placement
 from mqprobe.broker import BrokerError, ManagedBroker, broker_for, redact_url
 from mqprobe.compare import DEFAULT_TOPOLOGIES, Phase, RunError, Workload, compare, save
 from mqprobe.process import emit_event
@@ -59,6 +61,10 @@ RunDir = Annotated[Path | None, typer.Option(help="Where logs of the pieces go."
 Inject = Annotated[list[str] | None, typer.Option(
     "--inject", help="Fault on purpose, repeatable: server-delay=50ms, broker-delay=50ms, "
                      "prefetch=1, stall=200ms/2s.")]
+Place = Annotated[list[str] | None, typer.Option(
+    "--place", help="Run a role's pieces on other hosts, repeatable: node=hostb,hostc "
+                    "(round robin), swarm=hostd, publisher=local. Each named host runs "
+                    "`mqprobe agent --name NAME` against the same broker.")]
 
 # Typer vendors click in recent releases; find its UsageError without a private import.
 UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -105,7 +111,7 @@ def compare_cmd(
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
     concurrency: Concurrency = None,
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep per run.")] = 0,
-    budget_ms: BudgetMs = 50.0, inject: Inject = None,
+    budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
     amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
 ) -> None:
@@ -115,7 +121,8 @@ def compare_cmd(
         topologies=_csv(topologies, "--topologies"), layouts=_csv(layouts, "--layouts"),
         nodes=nodes, group_sizes=sizes, rate=rate, size=size, duration_s=duration,
         swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
-        concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [])
+        concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [],
+        placement=parse_placement(place or []))
     _measure(workload, amqp_url, management_url, json_path, run_dir, html, hdr_dir, print_compare,
              lambda url, api, path, logs, observe: compare(workload, url, path, logs, observe, api))
 
@@ -157,7 +164,7 @@ def sweep_cmd(
     swarm_processes: SwarmProcesses = 1,
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
     concurrency: Concurrency = None,
-    budget_ms: BudgetMs = 50.0, inject: Inject = None,
+    budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
     amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
 ) -> None:
@@ -179,7 +186,8 @@ def sweep_cmd(
         topologies=_csv(topologies, "--topologies"), layouts=_csv(layouts, "--layouts")[:1],
         nodes=nodes, group_sizes=[group_size] * base_groups, rate=base_rate, size=size,
         duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
-        channel=channel, concurrency=concurrency, budget_ms=budget_ms, inject=inject or [])
+        channel=channel, concurrency=concurrency, budget_ms=budget_ms, inject=inject or [],
+        placement=parse_placement(place or []))
     _measure(workload, amqp_url, management_url, json_path, run_dir, html, hdr_dir, print_sweep,
              lambda url, api, path, logs, observe: sweep(workload, axis, values, url, path,
                                                          logs, observe, api))
@@ -482,6 +490,30 @@ def publish_cmd(
                                rate=rate, size=size, duration_s=duration, prefix=prefix,
                                broker_delay_ms=parse_injections(inject or []).broker_delay_ms)
         _piece(control, json_path, lambda: run_publisher(config, control))
+
+
+@app.command("agent")
+def agent_cmd(
+    name: Annotated[str, typer.Option(help="What `--place` calls this host.")]
+        = socket.gethostname().split(".")[0],
+    listen_host: Annotated[str, typer.Option(
+        help="Address nodes started here listen on, and that swarms elsewhere connect to. "
+             "Loopback by default: give this host's address to be reached from others.")]
+        = "127.0.0.1",
+    amqp_url: AmqpUrl = None,
+) -> None:
+    """Run pieces here for a compare or sweep on another host; records go back over the broker."""
+    from mqprobe.agent import Agent
+    from mqprobe.clocks import clock_id
+
+    with broker_for(amqp_url) as (url, _):
+        agent = Agent(name, url, listen_host)
+
+        def ready(agent: Agent) -> None:
+            err.print(f"agent {agent.name} ready on {redact_url(url)} (clock {clock_id()}); "
+                      f"pieces' logs in {agent.work_dir}; Ctrl-C stops it")
+
+        _run(lambda: agent.run(ready))
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -19,16 +18,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mqprobe import __version__
+from mqprobe.agent import LOCAL, Hub
 from mqprobe.analysis import group_verdicts, merge_run, verdict
 from mqprobe.broker import QueueSampler, redact_url
+from mqprobe.clocks import SAME_CLOCK, ClockOffset, hop_uncertainty
 from mqprobe.inject import Faults, parse_injections
+from mqprobe.process import Child, Piece, RunError
 from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
 
 DEFAULT_TOPOLOGIES = ("single-topic", "per-group", "fanout", "socketio-manager")
-
-
-class RunError(RuntimeError):
-    """A piece failed or timed out; the message is one sentence."""
 
 
 @dataclass
@@ -51,6 +49,7 @@ class Workload:
     budget_ms: float = 50.0
     drain_s: float = 15.0
     inject: list[str] = field(default_factory=list)  # KIND=VALUE, see mqprobe.inject
+    placement: dict[str, list[str]] = field(default_factory=dict)  # role -> agents, see agent
 
     @property
     def faults(self) -> Faults:
@@ -115,91 +114,80 @@ class Phase:
 Observer = Callable[[Phase], None]
 
 
-class Child:
-    """One piece running as `python -m mqprobe <piece> --control`."""
-
-    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str]) -> None:
-        self.name, self.argv, self.env = name, argv, env
-        self.log_path = log_dir / f"{name}.log"
-        self.latest: dict[str, dict] = {}
-        self.changed = asyncio.Event()
-        self.proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        with open(self.log_path, "wb") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mqprobe", *self.argv, "--control",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-                env=self.env, limit=64 * 1024 * 1024)
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc and self.proc.stdout
-        while line := await self.proc.stdout.readline():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                self.latest[event.get("event", "?")] = event
-                self.changed.set()
-        self.latest["exit"] = {"event": "exit"}
-        self.changed.set()
-
-    def failure(self) -> str | None:
-        if "error" in self.latest:
-            return f"{self.name}: {self.latest['error'].get('message', 'failed')}"
-        if "exit" in self.latest and "result" not in self.latest:
-            tail = self.log_tail()
-            return f"{self.name} exited early" + (f": {tail}" if tail else "")
-        return None
-
-    def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
-            return lines[-1][:300] if lines else ""
-        return ""
-
-    async def wait_for(self, kind: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while kind not in self.latest:
-            problem = self.failure()
-            if problem:
-                raise RunError(problem)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RunError(f"{self.name} gave no {kind!r} within {timeout:.0f} s")
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), remaining)
-        return self.latest[kind]
-
-    async def send(self, command: str) -> None:
-        if self.proc and self.proc.returncode is None and self.proc.stdin:
-            with contextlib.suppress(Exception):
-                self.proc.stdin.write(command.encode() + b"\n")
-                await self.proc.stdin.drain()
-
-    async def stop(self, timeout: float = 20.0) -> dict | None:
-        """Ask for the result and wait for the process to end; None if it gave none."""
-        if self.proc is None:
-            return None
-        await self.send("stop")
-        with contextlib.suppress(RunError):
-            await self.wait_for("result", timeout)
-        try:
-            await asyncio.wait_for(self.proc.wait(), 5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await self.proc.wait()
-        if self._reader:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._reader, 5)
-        result = self.latest.get("result")
-        return result.get("data") if result else None
-
-
-async def _stop_all(children: list[Child]) -> list[dict | None]:
+async def _stop_all(children: list[Piece]) -> list[dict | None]:
     return list(await asyncio.gather(*(c.stop() for c in children)))
+
+
+@dataclass
+class Placement:
+    """Where each role's pieces run: here, or on agents reached through the broker."""
+
+    roles: dict[str, list[str]] = field(default_factory=dict)
+    hub: Hub | None = None
+
+    def agent_for(self, role: str, index: int) -> str:
+        names = self.roles.get(role) or [LOCAL]
+        return names[index % len(names)]
+
+    def make(self, role: str, index: int, name: str, argv: list[str], log_dir: Path,
+             env: dict[str, str], label: str, topology: Topology) -> Piece:
+        agent = self.agent_for(role, index)
+        if agent == LOCAL or self.hub is None:
+            return Child(name, argv, log_dir, env)
+        if role == "node":
+            argv = [*argv, "--host", self.hub.agents[agent].listen_host]
+        source = Path(topology.source)
+        files = {topology.source: source.read_text()} if source.is_file() else {}
+        return self.hub.piece(agent, f"{label}.{name}", argv, files)
+
+    async def clock(self, role: str, index: int) -> ClockOffset:
+        agent = self.agent_for(role, index)
+        if agent == LOCAL or self.hub is None:
+            return SAME_CLOCK
+        return await self.hub.clock(agent)
+
+
+@contextlib.asynccontextmanager
+async def placed(workload: Workload, amqp_url: str):
+    """The workload's placement, with a hub on the broker when some piece runs elsewhere."""
+    remote = sorted({a for agents in workload.placement.values() for a in agents} - {LOCAL})
+    if not remote:
+        yield Placement(workload.placement)
+        return
+    hub = Hub(amqp_url)
+    await hub.open()
+    try:
+        for agent in remote:
+            await hub.hello(agent)
+        yield Placement(workload.placement, hub)
+    finally:
+        await hub.close()
+
+
+async def _clocks(placement: Placement, nodes: int, swarms: int) -> dict[str, ClockOffset]:
+    """Each piece's clock against ours, measured now (clocks drift between runs)."""
+    out = {"publisher": await placement.clock("publisher", 0)}
+    for i in range(nodes):
+        out[f"n{i + 1}"] = await placement.clock("node", i)
+    for i in range(swarms):
+        out[f"swarm{i + 1}"] = await placement.clock("swarm", i)
+    return out
+
+
+def clock_command(clocks: dict[str, ClockOffset], swarm: str) -> str:
+    """The `clock` line that puts a swarm's hops onto its own clock."""
+    own = clocks[swarm]
+    table = {"publisher": clocks["publisher"].relative_to(own).offset_ns,
+             "nodes": {name: offset.relative_to(own).offset_ns for name, offset in clocks.items()
+                       if name.startswith("n") and name[1:].isdigit()}}
+    return "clock " + json.dumps(table, separators=(",", ":"))
+
+
+def clocks_json(clocks: dict[str, ClockOffset]) -> dict:
+    nodes = [o for name, o in clocks.items() if name.startswith("n") and name[1:].isdigit()]
+    swarms = [o for name, o in clocks.items() if name.startswith("swarm")]
+    return {"pieces": {name: offset.to_json() for name, offset in clocks.items()},
+            "hop_uncertainty_ms": hop_uncertainty(clocks["publisher"], nodes, swarms)}
 
 
 def _knob_args(topology: Topology) -> list[str]:
@@ -212,22 +200,25 @@ def _knob_args(topology: Topology) -> list[str]:
 
 async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url: str,
                   run_dir: Path, label: str, observe: Observer,
-                  management_url: str | None = None) -> dict:
+                  management_url: str | None = None, placement: Placement | None = None) -> dict:
     """One topology x layout on the workload; returns the design.md run dict."""
+    placement = placement or Placement()
     prefix = f"mqprobe.{uuid.uuid4().hex[:8]}."
     env = dict(os.environ, MQPROBE_AMQP_URL=amqp_url)
     log_dir = run_dir / label
     log_dir.mkdir(parents=True, exist_ok=True)
     groups = ",".join(workload.groups)
     observe(Phase(label, "starting", note=f"{workload.nodes} nodes"))
-    nodes = [Child(f"node{i + 1}", ["node", "--node-id", f"n{i + 1}", "--topology",
-                                    topology.source, "--layout", layout, "--groups", groups,
-                                    "--prefix", prefix, "--port", "0", *_knob_args(topology),
-                                    *workload.inject_for("server-delay"),
-                                    *(workload.inject_for("stall") if i == 0 else [])],
-                   log_dir, env) for i in range(workload.nodes)]
-    swarms: list[Child] = []
-    publisher: Child | None = None
+    nodes = [placement.make("node", i, f"node{i + 1}",
+                            ["node", "--node-id", f"n{i + 1}", "--topology", topology.source,
+                             "--layout", layout, "--groups", groups, "--prefix", prefix,
+                             "--port", "0", *_knob_args(topology),
+                             *workload.inject_for("server-delay"),
+                             *(workload.inject_for("stall") if i == 0 else [])],
+                            log_dir, env, label, topology) for i in range(workload.nodes)]
+    swarms: list[Piece] = []
+    publisher: Piece | None = None
+    clocks: dict[str, ClockOffset] = {}
     results: dict = {"nodes": [], "swarms": [], "publisher": None}
     error = None
     sampler: QueueSampler | None = None  # made once the nodes have named their queues
@@ -239,11 +230,13 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         if workload.faults.broker_delay_ms:
             queues += [f"{name}.delay" for name in topology.exchanges(prefix, workload.groups)]
         sampler = QueueSampler(amqp_url, queues, management_url)
-        urls = ",".join(f"http://127.0.0.1:{event['port']}" for event in ready)
+        urls = ",".join(f"http://{event['host']}:{event['port']}" for event in ready)
         sizes = ",".join(str(s) for s in workload.group_sizes)
-        swarms = [Child(f"swarm{i + 1}", ["swarm", "--node-urls", urls, "--group-sizes", sizes,
-                                          "--slice", f"{i}/{workload.swarm_processes}",
-                                          "--samples", str(workload.samples)], log_dir, env)
+        swarms = [placement.make("swarm", i, f"swarm{i + 1}",
+                                 ["swarm", "--node-urls", urls, "--group-sizes", sizes,
+                                  "--slice", f"{i}/{workload.swarm_processes}",
+                                  "--samples", str(workload.samples)],
+                                 log_dir, env, label, topology)
                   for i in range(workload.swarm_processes)]
         await asyncio.gather(*(s.start() for s in swarms))
         clients = sum(workload.group_sizes)
@@ -255,12 +248,17 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
                           if s.latest["ready"].get("first_error")), "")
             raise RunError(f"only {joined} of {clients} clients joined their group"
                            + (f" ({first})" if first else ""))
-        publisher = Child("publisher", ["publish", "--topology", topology.source,
-                                        "--groups", groups, "--rate", str(workload.rate),
-                                        "--size", str(workload.size), "--duration",
-                                        str(workload.duration_s), "--prefix", prefix,
-                                        *workload.inject_for("broker-delay")],
-                          log_dir, env)
+        publisher = placement.make("publisher", 0, "publisher",
+                                   ["publish", "--topology", topology.source, "--groups", groups,
+                                    "--rate", str(workload.rate), "--size", str(workload.size),
+                                    "--duration", str(workload.duration_s), "--prefix", prefix,
+                                    *workload.inject_for("broker-delay")],
+                                   log_dir, env, label, topology)
+        # Hops whose ends were stamped on different hosts are put onto the swarm's clock.
+        clocks = await _clocks(placement, workload.nodes, len(swarms))
+        if any(not offset.same_clock for offset in clocks.values()):
+            await asyncio.gather(*(s.send(clock_command(clocks, f"swarm{i + 1}"))
+                                   for i, s in enumerate(swarms)))
         # Loop lag and busy ratios count from here: connecting thousands of clients is
         # set-up, not part of what is measured.
         await asyncio.gather(*(c.send("reset") for c in swarms + nodes))
@@ -270,7 +268,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         await _watch([publisher], "result", "publishing", total, label, observe,
                      lambda p: p.latest.get("progress", {}).get("sent", 0),
                      timeout=workload.duration_s + 120)
-        results["publisher"] = publisher.latest["result"]["data"]
+        results["publisher"] = publisher.result_data()
         members = dict(zip(workload.groups, workload.group_sizes, strict=True))
         expected = sum(n * members[g] for g, n in results["publisher"]["published"].items())
         await _drain(swarms, expected, workload.drain_s, label, observe)
@@ -287,11 +285,18 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
     run = {"topology": topology.name, "layout": layout, "knobs": topology.describe_knobs(),
            **merge_run(results["publisher"], results["swarms"], results["nodes"])}
     run["evidence"] = {"broker": sampler.summary() if sampler else {"available": False}}
+    if clocks:
+        run["clocks"] = clocks_json(clocks)
     samples = [s for swarm in results["swarms"] for s in swarm.get("samples", [])]
     if samples:
         run["samples"] = samples
     run["verdict"] = verdict(run, workload.budget_ms)
     group_verdicts(run, workload.budget_ms)
+    bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
+    if any(bars.values()):
+        run["verdict"]["evidence"].append(
+            "hosts' clocks differ (measured over the broker): " + ", ".join(
+                f"{hop} ±{bar:g} ms" for hop, bar in bars.items() if bar))
     run["error"] = error
     if error:
         run["verdict"]["evidence"].insert(0, f"run failed: {error}")
@@ -299,8 +304,8 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
     return run
 
 
-async def _watch(children: list[Child], kind: str, phase: str, total: int, label: str,
-                 observe: Observer, count: Callable[[Child], int], timeout: float) -> None:
+async def _watch(children: list[Piece], kind: str, phase: str, total: int, label: str,
+                 observe: Observer, count: Callable[[Piece], int], timeout: float) -> None:
     """Wait for `kind` from every child, reporting progress as their counts move."""
     deadline = time.monotonic() + timeout
     while not all(kind in c.latest for c in children):
@@ -315,7 +320,7 @@ async def _watch(children: list[Child], kind: str, phase: str, total: int, label
     observe(Phase(label, phase, total, total))
 
 
-async def _drain(swarms: list[Child], expected: int, drain_s: float, label: str,
+async def _drain(swarms: list[Piece], expected: int, drain_s: float, label: str,
                  observe: Observer) -> None:
     """After the last send, wait for the swarm to receive it all, or stop moving."""
     deadline = time.monotonic() + drain_s
@@ -373,10 +378,11 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
               if layout in t.layouts]
     if not combos:
         raise TopologyError("no topology supports the chosen layouts")
-    for topology, layout in combos:
-        label = f"{topology.name}/{layout}"
-        run = await run_one(topology, layout, workload, amqp_url, run_dir,
-                            label.replace("/", "_"), observe, management_url)
-        result["runs"].append(run)
-        save(result, json_path)
+    async with placed(workload, amqp_url) as placement:
+        for topology, layout in combos:
+            label = f"{topology.name}/{layout}"
+            run = await run_one(topology, layout, workload, amqp_url, run_dir,
+                                label.replace("/", "_"), observe, management_url, placement)
+            result["runs"].append(run)
+            save(result, json_path)
     return result

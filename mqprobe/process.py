@@ -2,7 +2,11 @@
 
 A child in control mode writes one JSON object per line on stdout (`ready`, `progress`,
 `result`, `error`) and stops when it reads `stop` on stdin, when stdin closes (its parent
-died), or on SIGINT/SIGTERM. Logs go to stderr. The same pieces run by hand skip stdin.
+died), or on SIGINT/SIGTERM. Other command lines (`reset`, `clock {...}`) go to the piece.
+Logs go to stderr. The same pieces run by hand skip stdin.
+
+`Piece` is the parent's handle on one piece: `Child` runs it here, `mqprobe.agent`'s
+`RemotePiece` has an agent on another host run it and relay its events over the broker.
 """
 
 from __future__ import annotations
@@ -12,7 +16,13 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
+
+
+class RunError(RuntimeError):
+    """A piece failed or timed out; the message is one sentence."""
 
 
 def emit_event(kind: str, **fields: object) -> None:
@@ -62,3 +72,116 @@ async def _read_commands(finish: Callable[[str], None],
             return
         if command and on_command:
             on_command(command)
+
+
+class Piece:
+    """The parent's view of one piece: its latest event of each kind, and commands to it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.latest: dict[str, dict] = {}
+        self.changed = asyncio.Event()
+
+    def record(self, event: dict) -> None:
+        self.latest[event.get("event", "?")] = event
+        self.changed.set()
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def send(self, command: str) -> None:
+        raise NotImplementedError
+
+    async def stop(self, timeout: float = 20.0) -> dict | None:
+        raise NotImplementedError
+
+    def log_tail(self) -> str:
+        return str(self.latest.get("exit", {}).get("log_tail", ""))
+
+    def failure(self) -> str | None:
+        if "error" in self.latest:
+            return f"{self.name}: {self.latest['error'].get('message', 'failed')}"
+        if "exit" in self.latest and "result" not in self.latest:
+            tail = self.log_tail()
+            return f"{self.name} exited early" + (f": {tail}" if tail else "")
+        return None
+
+    async def wait_for(self, kind: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while kind not in self.latest:
+            problem = self.failure()
+            if problem:
+                raise RunError(problem)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RunError(f"{self.name} gave no {kind!r} within {timeout:.0f} s")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+        return self.latest[kind]
+
+    def result_data(self) -> dict | None:
+        result = self.latest.get("result")
+        return result.get("data") if result else None
+
+
+class Child(Piece):
+    """One piece running here as `python -m mqprobe <piece> --control`."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str],
+                 on_event: Callable[[dict], None] | None = None) -> None:
+        super().__init__(name)
+        self.argv, self.env, self.on_event = argv, env, on_event
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task | None = None
+
+    def record(self, event: dict) -> None:
+        super().record(event)
+        if self.on_event:
+            self.on_event(event)
+
+    async def start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mqprobe", *self.argv, "--control",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
+                env=self.env, limit=64 * 1024 * 1024)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        while line := await self.proc.stdout.readline():
+            with contextlib.suppress(ValueError):
+                self.record(json.loads(line))
+        self.record({"event": "exit", "log_tail": self._file_tail()})
+
+    def _file_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            return lines[-1][:300] if lines else ""
+        return ""
+
+    async def send(self, command: str) -> None:
+        if self.proc and self.proc.returncode is None and self.proc.stdin:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.write(command.encode() + b"\n")
+                await self.proc.stdin.drain()
+
+    async def stop(self, timeout: float = 20.0) -> dict | None:
+        """Ask for the result and wait for the process to end; None if it gave none."""
+        if self.proc is None:
+            return None
+        await self.send("stop")
+        with contextlib.suppress(RunError):
+            await self.wait_for("result", timeout)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        if self._reader:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, 5)
+        return self.result_data()

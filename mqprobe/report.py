@@ -38,9 +38,11 @@ def compare_table(result: dict) -> Table:
     table.add_column("verdict")
     for run in result.get("runs", []):
         hops = run["hops"]
-        cells = [f"{_ms(hops[h]['p50_ms'])}/{_ms(hops[h]['p99_ms'])}" for h in HOP_COLUMNS[:-1]]
+        cells = [f"{_ms(hops[h]['p50_ms'])}/{_ms(hops[h]['p99_ms'])}{_pm(run, h)}"
+                 for h in HOP_COLUMNS[:-1]]
         e2e = hops["e2e"]
-        cells.append(f"{_ms(e2e['p50_ms'])}/{_ms(e2e['p99_ms'])}/{_ms(e2e['max_ms'])}")
+        cells.append(f"{_ms(e2e['p50_ms'])}/{_ms(e2e['p99_ms'])}/{_ms(e2e['max_ms'])}"
+                     f"{_pm(run, 'e2e')}")
         verdict = run["verdict"]
         style = _CULPRIT_STYLE.get(verdict["culprit"], "")
         cause = verdict["cause"].split(":")[0]
@@ -53,6 +55,19 @@ def compare_table(result: dict) -> Table:
             _flag(run["lost"]), _flag(run["duplicated"]), *cells,
             _ms(run["self_lag_ms"]["p99"]), f"[{style}]{text}[/{style}]" if style else text)
     return table
+
+
+def _pm(run: dict, hop: str, sep: str = "\n") -> str:
+    """The hop's clock error bar when its two ends were stamped on different hosts."""
+    bar = run.get("clocks", {}).get("hop_uncertainty_ms", {}).get(hop, 0)
+    return f"{sep}±{_ms(bar)}" if bar else ""
+
+
+def _clock_lines(run: dict) -> list[str]:
+    pieces = run.get("clocks", {}).get("pieces", {})
+    return [f"{name}'s clock is {c['offset_ms']:+.3f} ms from ours ±{c['uncertainty_ms']:.3f} "
+            f"({c['exchanges']} exchanges over the broker); its hops are corrected"
+            for name, c in pieces.items() if c["exchanges"]]
 
 
 def _members(workload: dict) -> str:
@@ -70,6 +85,12 @@ def print_compare(result: dict, console: Console) -> None:
     console.print(compare_table(result))
     for run in result.get("runs", []):
         verdict = run["verdict"]
+        clock_lines = _clock_lines(run)
+        if clock_lines:
+            console.print(f"[bold]{run['topology']}/{run['layout']}[/bold] clocks (± in the "
+                          "table: each hop's error bar from them):")
+            for line in clock_lines:
+                console.print(f"  - {line}")
         if verdict["culprit"] == "none" and not run.get("error"):
             continue
         console.print(f"[bold]{run['topology']}/{run['layout']}[/bold]: "
@@ -103,8 +124,10 @@ def sweep_table(result: dict) -> Table:
                 cells.append("")
                 continue
             hops = run["hops"]
-            text = (f"{_ms(hops['mq']['p99_ms'])} / {_ms(hops['server']['p99_ms'])} / "
-                    f"{_ms(hops['delivery']['p99_ms'])} = {_ms(hops['e2e']['p99_ms'])}")
+            text = (f"{_ms(hops['mq']['p99_ms'])}{_pm(run, 'mq', '')} / "
+                    f"{_ms(hops['server']['p99_ms'])} / "
+                    f"{_ms(hops['delivery']['p99_ms'])}{_pm(run, 'delivery', '')} = "
+                    f"{_ms(hops['e2e']['p99_ms'])}{_pm(run, 'e2e', '')}")
             verdict = run["verdict"]
             if verdict["culprit"] != "none":
                 text += f"  {verdict['culprit']}: {verdict['cause'].split(':')[0]}"

@@ -24,7 +24,10 @@ TRACEPARENT = "traceparent"
 SOCKETIO_FIELD = "mqprobe"
 FRAME_MARKER = '{"mqprobe":['
 
-now_ns = time.time_ns  # CLOCK_REALTIME, comparable across processes and (synced) hosts
+# CLOCK_REALTIME, comparable across processes and (synced) hosts. MQPROBE_CLOCK_SKEW_MS makes
+# a process pretend its clock is off, to try mqprobe's offset estimation on one machine.
+CLOCK_SKEW_NS = round(float(os.environ.get("MQPROBE_CLOCK_SKEW_MS") or 0) * 1e6)
+now_ns = time.time_ns if not CLOCK_SKEW_NS else (lambda: time.time_ns() + CLOCK_SKEW_NS)
 
 _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -64,6 +67,12 @@ class DeliveryTrace:
         return (("mq", self.t_deq - self.t_pub), ("server", self.t_emit - self.t_deq),
                 ("delivery", t_recv - self.t_emit), ("e2e", t_recv - self.t_pub),
                 ("e2e_planned", t_recv - self.t_plan))
+
+    def on_clock(self, node_ahead_ns: int, publisher_ahead_ns: int) -> DeliveryTrace:
+        """This trace with its stamps moved onto the receiver's clock (see mqprobe.clocks)."""
+        return DeliveryTrace(self.trace_id, self.group, self.seq, self.node,
+                             self.t_pub - publisher_ahead_ns, self.t_deq - node_ahead_ns,
+                             self.t_emit - node_ahead_ns, self.t_plan - publisher_ahead_ns)
 
 
 def new_trace_id() -> str:

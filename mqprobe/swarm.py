@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import resource
 from collections.abc import Callable
@@ -108,6 +109,9 @@ class Swarm:
         self._joined = 0
         self._settled = asyncio.Event()
         self._gate = asyncio.Semaphore(self.config.connect_concurrency)
+        # node id -> (how far that node's clock, and the publisher's, is ahead of ours) in ns;
+        # empty when all share one clock. Set by compare's `clock` command (mqprobe.clocks).
+        self.clock_shift: dict[str, tuple[int, int]] = {}
 
     @property
     def delivered(self) -> int:
@@ -188,6 +192,8 @@ class Swarm:
         if trace.group != member.group:
             self.misrouted += 1
             return
+        if self.clock_shift and trace.node in self.clock_shift:
+            trace = trace.on_clock(*self.clock_shift[trace.node])
         if self.config.on_delivery:  # before the seq check: a watcher dedups by trace id
             self.config.on_delivery(member, trace, t_recv)
         seq, seen = trace.seq, member.seen
@@ -206,6 +212,17 @@ class Swarm:
             self.samples.append([int(trace.group) if trace.group.isdigit() else trace.group,
                                  trace.seq, trace.t_plan, trace.t_pub, trace.t_deq,
                                  trace.t_emit, t_recv])
+
+    def command(self, line: str) -> None:
+        """A control line from compare: `reset` (measuring starts now) or `clock {...}`."""
+        if line == "reset":
+            self.loop_lag.reset()
+        elif line.startswith("clock "):
+            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                table = json.loads(line[6:])
+                publisher = int(table["publisher"])
+                self.clock_shift = {str(node): (int(ahead), publisher)
+                                    for node, ahead in table["nodes"].items()}
 
     def progress(self) -> dict:
         return {"planned": len(self.members), "connected": self.connected,
@@ -249,8 +266,7 @@ async def run_swarm(config: SwarmConfig, control: bool, progress_s: float = 0.5)
     await swarm.start()
     emit_event("ready", **swarm.progress(), rss_bytes=rss_bytes(), first_error=swarm.first_error)
     try:
-        await wait_for_stop(control,
-                            lambda command: command == "reset" and swarm.loop_lag.reset())
+        await wait_for_stop(control, swarm.command)
     finally:
         if reporter:
             reporter.cancel()

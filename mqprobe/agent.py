@@ -1,0 +1,273 @@
+"""Pieces on other hosts: `mqprobe agent` runs them there; their records come back over the broker.
+
+Every host already reaches the broker, so the broker carries the measurement's own traffic
+too, on two exchanges of their own:
+
+- `mqprobe.control` (direct): commands to an agent, routing key ``agent.<name>``:
+  ``hello``, ``clock`` (an NTP-style exchange, see mqprobe.clocks), ``spawn`` a piece with
+  its arguments, ``send`` it a command line (reset, clock), ``stop`` it.
+- `mqprobe.results` (topic): everything a piece says (ready, progress, result, error, exit)
+  and the agent's replies, routing key ``<session>.<piece>``. The coordinator (compare)
+  reads its session's messages from an exclusive queue bound to ``<session>.#``.
+
+An agent runs each piece exactly as compare runs a local one (`process.Child`), so a remote
+node or swarm is the same code with the same line protocol; only the pipe is longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+
+from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, from_exchanges
+from mqprobe.process import Child, Piece, RunError, wait_for_stop
+from mqprobe.stamps import check_id, now_ns
+
+CONTROL_EXCHANGE = "mqprobe.control"
+RESULTS_EXCHANGE = "mqprobe.results"
+LOCAL = "local"  # the placement name of the coordinator's own host
+ROLES = ("node", "swarm", "publisher")
+
+
+def parse_placement(items: list[str]) -> dict[str, list[str]]:
+    """`--place node=hostb,hostc --place swarm=hostd` -> {"node": ["hostb", "hostc"], ...}."""
+    placement: dict[str, list[str]] = {}
+    for item in items:
+        role, sep, names = item.partition("=")
+        role = role.strip()
+        if not sep or role not in ROLES:
+            raise ValueError(f"--place takes ROLE=AGENT[,AGENT...] with ROLE one of "
+                             f"{', '.join(ROLES)}, got {item!r}")
+        agents = [check_id("agent", n.strip()) for n in names.split(",") if n.strip()]
+        if not agents:
+            raise ValueError(f"--place {role}= names no agent")
+        placement[role] = agents
+    return placement
+
+
+def _body(payload: dict) -> aio_pika.Message:
+    return aio_pika.Message(json.dumps(payload, separators=(",", ":")).encode(),
+                            content_type="application/json")
+
+
+async def _declare(channel: aio_pika.abc.AbstractChannel):
+    control = await channel.declare_exchange(CONTROL_EXCHANGE, aio_pika.ExchangeType.DIRECT)
+    results = await channel.declare_exchange(RESULTS_EXCHANGE, aio_pika.ExchangeType.TOPIC)
+    return control, results
+
+
+class Agent:
+    """Runs pieces on this host for a coordinator elsewhere, relaying their events."""
+
+    def __init__(self, name: str, amqp_url: str, listen_host: str = "127.0.0.1",
+                 work_dir: Path | None = None) -> None:
+        self.name, self.amqp_url, self.listen_host = check_id("agent", name), amqp_url, listen_host
+        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mqprobe-agent-"))
+        self.children: dict[tuple[str, str], Child] = {}
+        self._outbox: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+
+    async def run(self, on_ready=lambda agent: None) -> None:
+        connection = await aio_pika.connect_robust(self.amqp_url, timeout=10)
+        try:
+            channel = await connection.channel()
+            control, self._results = await _declare(channel)
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await queue.bind(control, routing_key=f"agent.{self.name}")
+            await queue.consume(self._on_command, no_ack=True)
+            forwarder = asyncio.get_running_loop().create_task(self._forward())
+            on_ready(self)
+            try:
+                await wait_for_stop(control=False)
+            finally:
+                await asyncio.gather(*(c.stop() for c in self.children.values()))
+                await self._outbox.join()
+                forwarder.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), 5)
+
+    async def _publish(self, session: str, piece: str, event: dict) -> None:
+        await self._results.publish(_body({"piece": piece, **event}),
+                                    routing_key=f"{session}.{piece}")
+
+    async def _forward(self) -> None:
+        while True:
+            session, event = await self._outbox.get()
+            try:
+                with contextlib.suppress(Exception):
+                    await self._publish(session, event.pop("_piece"), event)
+            finally:
+                self._outbox.task_done()
+
+    async def _on_command(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        t1 = now_ns()
+        try:
+            command = json.loads(message.body)
+            op, session = command["op"], str(command["session"])
+        except (ValueError, KeyError, TypeError):
+            return  # not ours: the control exchange is shared, a stray message is ignored
+        if op == "clock":
+            await self._publish(session, "@agent", {"event": "clock", "agent": self.name,
+                                                    "id": command.get("id"), "t0": command.get("t0"),
+                                                    "t1": t1, "t2": now_ns()})
+        elif op == "hello":
+            await self._publish(session, "@agent", {"event": "hello", "agent": self.name,
+                                                    "clock": clock_id(),
+                                                    "listen_host": self.listen_host})
+        elif op == "spawn":
+            await self._spawn(session, command)
+        elif op in ("send", "stop"):
+            child = self.children.get((session, str(command.get("piece"))))
+            if child and op == "send":
+                await child.send(str(command.get("command", "")))
+            elif child:
+                asyncio.get_running_loop().create_task(self._stop(session, child))
+
+    async def _spawn(self, session: str, command: dict) -> None:
+        piece = str(command.get("piece"))
+        run_dir = self.work_dir / session
+        run_dir.mkdir(parents=True, exist_ok=True)
+        argv = [str(a) for a in command.get("argv", [])]
+        for i, (original, text) in enumerate(dict(command.get("files", {})).items()):
+            path = run_dir / f"{piece}.file{i}.toml"
+            path.write_text(str(text))
+            argv = [str(path) if a == original else a for a in argv]
+        env = dict(os.environ, MQPROBE_AMQP_URL=self.amqp_url)
+
+        def relay(event: dict) -> None:
+            self._outbox.put_nowait((session, {"_piece": piece, **event}))
+
+        child = Child(piece, argv, run_dir, env, on_event=relay)
+        self.children[(session, piece)] = child
+        try:
+            await child.start()
+        except OSError as exc:
+            relay({"event": "error", "message": f"agent {self.name} could not start it: {exc}"})
+
+    async def _stop(self, session: str, child: Child) -> None:
+        await child.stop()
+        self.children.pop((session, child.name), None)
+
+
+@dataclass
+class AgentInfo:
+    name: str
+    clock: str
+    listen_host: str
+
+
+class Hub:
+    """The coordinator's end: talks to agents and hands compare a `RemotePiece` per piece."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self.amqp_url = amqp_url
+        self.session = uuid.uuid4().hex[:12]
+        self.pieces: dict[str, RemotePiece] = {}
+        self.agents: dict[str, AgentInfo] = {}
+        self._replies: dict[str, asyncio.Queue[dict]] = {}
+
+    async def open(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.amqp_url, timeout=10)
+        channel = await self._connection.channel()
+        self._control, results = await _declare(channel)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(results, routing_key=f"{self.session}.#")
+        await queue.consume(self._on_result, no_ack=True)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._connection.close(), 5)
+
+    async def _on_result(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        t3 = now_ns()
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            event = json.loads(message.body)
+            if event.get("piece") == "@agent":
+                event["t3"] = t3
+                self._replies.setdefault(f"{event['event']}:{event['agent']}",
+                                         asyncio.Queue()).put_nowait(event)
+            elif event.get("piece") in self.pieces:
+                self.pieces[event["piece"]].record(event)
+
+    async def command(self, agent: str, op: str, **fields: object) -> None:
+        await self._control.publish(_body({"op": op, "session": self.session, **fields}),
+                                    routing_key=f"agent.{agent}")
+
+    async def _reply(self, kind: str, agent: str, timeout: float) -> dict:
+        queue = self._replies.setdefault(f"{kind}:{agent}", asyncio.Queue())
+        return await asyncio.wait_for(queue.get(), timeout)
+
+    async def hello(self, agent: str, timeout: float = 10.0) -> AgentInfo:
+        """Check that the agent runs; raises RunError with a sentence when it does not answer."""
+        await self.command(agent, "hello")
+        try:
+            reply = await self._reply("hello", agent, timeout)
+        except TimeoutError:
+            raise RunError(f"agent {agent!r} did not answer over the broker within "
+                           f"{timeout:.0f} s (is `mqprobe agent --name {agent}` running "
+                           "against the same broker?)") from None
+        info = AgentInfo(agent, str(reply.get("clock")), str(reply.get("listen_host")))
+        self.agents[agent] = info
+        return info
+
+    async def clock(self, agent: str, exchanges: int = 8, timeout: float = 5.0) -> ClockOffset:
+        """The agent's clock against ours; exactly 0 when it is the same clock."""
+        if self.agents[agent].clock == clock_id():
+            return SAME_CLOCK
+        stamps = []
+        for i in range(exchanges):
+            await self.command(agent, "clock", id=i, t0=now_ns())
+            with contextlib.suppress(TimeoutError):
+                reply = await self._reply("clock", agent, timeout)
+                stamps.append((reply["t0"], reply["t1"], reply["t2"], reply["t3"]))
+            await asyncio.sleep(0.02)
+        if not stamps:
+            raise RunError(f"agent {agent!r} answered no clock exchange within {timeout:.0f} s")
+        return from_exchanges(stamps)
+
+    def piece(self, agent: str, name: str, argv: list[str],
+              files: dict[str, str] | None = None) -> RemotePiece:
+        piece = RemotePiece(self, agent, name, argv, files or {})
+        self.pieces[name] = piece
+        return piece
+
+
+class RemotePiece(Piece):
+    """A piece an agent runs on its host; its events arrive through the results exchange."""
+
+    def __init__(self, hub: Hub, agent: str, name: str, argv: list[str],
+                 files: dict[str, str]) -> None:
+        super().__init__(name)
+        self.hub, self.agent, self.argv, self.files = hub, agent, argv, files
+        self.started = False
+
+    async def start(self) -> None:
+        await self.hub.command(self.agent, "spawn", piece=self.name, argv=self.argv,
+                               files=self.files)
+        self.started = True
+
+    async def send(self, command: str) -> None:
+        if self.started:
+            with contextlib.suppress(Exception):
+                await self.hub.command(self.agent, "send", piece=self.name, command=command)
+
+    async def stop(self, timeout: float = 20.0) -> dict | None:
+        if not self.started:
+            return None
+        with contextlib.suppress(Exception):
+            await self.hub.command(self.agent, "stop", piece=self.name)
+        with contextlib.suppress(RunError):
+            await self.wait_for("result", timeout)
+        deadline = time.monotonic() + 5
+        while "exit" not in self.latest and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        return self.result_data()

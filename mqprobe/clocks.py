@@ -1,0 +1,142 @@
+"""Clock offsets between hosts, NTP style, and what they do to each hop's error bar.
+
+A hop whose two stamps come from different hosts (mq: publisher -> node, delivery: node ->
+client) is only as good as the agreement of their clocks. mqprobe estimates how far a
+remote clock is ahead of ours from request/response exchanges over the broker:
+
+    t0 (ours, request sent)  t1 (theirs, received)  t2 (theirs, replied)  t3 (ours, reply in)
+    offset      = ((t1 - t0) + (t2 - t3)) / 2
+    uncertainty = ((t3 - t0) - (t2 - t1)) / 2     (half the round trip spent on the wire)
+
+The true offset lies within offset +- uncertainty whatever the asymmetry of the paths; the
+exchange with the shortest round trip gives the tightest bound (NTP's clock filter).
+
+A probe that mqprobe publishes and then receives back through a server gives the same kind
+of bound without any help from that server: the server's dequeue stamp cannot precede our
+publish, and its emit stamp cannot follow our receive (`bound_from_probe`).
+
+Pieces on one host share one clock: their offset is exactly 0 with no uncertainty, so a
+single-host run never gets error bars it does not have (`clock_id` tells hosts apart).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from mqprobe.stamps import CLOCK_SKEW_NS
+
+# Which clocks each hop compares: (hop, clock that stamped its end, clock of its start).
+HOP_CLOCKS = {"mq": ("node", "publisher"), "server": ("node", "node"),
+              "delivery": ("swarm", "node"), "e2e": ("swarm", "publisher"),
+              "fanout": ("node", "node")}
+
+
+def clock_id() -> str:
+    """One id per clock: the host name and boot id, so two hosts (or two boots) differ."""
+    boot = ""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()[:8]
+    except OSError:
+        pass
+    skew = f"~skew{CLOCK_SKEW_NS}" if CLOCK_SKEW_NS else ""  # a pretend host, for trials
+    return f"{socket.gethostname()}:{boot}{skew}"
+
+
+@dataclass(frozen=True)
+class ClockOffset:
+    """How far a clock is ahead of ours, within +- uncertainty (ns)."""
+
+    offset_ns: int = 0
+    uncertainty_ns: int = 0
+    exchanges: int = 0  # request/response pairs behind the estimate; 0: the same clock
+
+    @property
+    def same_clock(self) -> bool:
+        return self.exchanges == 0
+
+    def to_json(self) -> dict:
+        return {"offset_ms": round(self.offset_ns / 1e6, 3),
+                "uncertainty_ms": round(self.uncertainty_ns / 1e6, 3),
+                "exchanges": self.exchanges}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ClockOffset:
+        return cls(round(data["offset_ms"] * 1e6), round(data["uncertainty_ms"] * 1e6),
+                   int(data["exchanges"]))
+
+    def relative_to(self, other: ClockOffset) -> ClockOffset:
+        """This clock as seen from `other`'s (both measured against ours)."""
+        if self == other:
+            return ClockOffset()
+        return ClockOffset(self.offset_ns - other.offset_ns,
+                           self.uncertainty_ns + other.uncertainty_ns,
+                           self.exchanges + other.exchanges)
+
+
+SAME_CLOCK = ClockOffset()
+
+
+def from_exchanges(stamps: list[tuple[int, int, int, int]]) -> ClockOffset:
+    """The estimate from (t0, t1, t2, t3) exchanges: the one with the shortest round trip."""
+    if not stamps:
+        raise ValueError("no clock exchange completed")
+    t0, t1, t2, t3 = min(stamps, key=lambda s: (s[3] - s[0]) - (s[2] - s[1]))
+    return ClockOffset(((t1 - t0) + (t2 - t3)) // 2, max(0, ((t3 - t0) - (t2 - t1)) // 2),
+                       len(stamps))
+
+
+def bound_from_probe(t_pub: int, t_deq: int, t_emit: int, t_recv: int) -> tuple[int, int]:
+    """Where a server's clock offset must lie, from one probe we published and received.
+
+    t_pub and t_recv are ours, t_deq and t_emit the server's: t_deq - offset >= t_pub and
+    t_emit - offset <= t_recv, so offset is within [t_emit - t_recv, t_deq - t_pub].
+    """
+    return t_emit - t_recv, t_deq - t_pub
+
+
+@dataclass
+class ProbeBounds:
+    """The intersection of probe bounds for one server: narrows with every probe."""
+
+    low: int | None = None
+    high: int | None = None
+    probes: int = 0
+
+    def add(self, bound: tuple[int, int]) -> None:
+        low, high = bound
+        self.low = low if self.low is None else max(self.low, low)
+        self.high = high if self.high is None else min(self.high, high)
+        self.probes += 1
+
+    @property
+    def consistent(self) -> bool:
+        """False when the bounds cross: the server's clock moved (stepped) mid-trace."""
+        return self.low is not None and self.high is not None and self.low <= self.high
+
+    @property
+    def clocks_differ(self) -> bool:
+        """True when the evidence excludes equal clocks, so the hops need correcting."""
+        return self.consistent and (self.low > 0 or self.high < 0)
+
+    def estimate(self) -> ClockOffset:
+        if not self.consistent:
+            return SAME_CLOCK
+        return ClockOffset((self.low + self.high) // 2, (self.high - self.low) // 2,
+                           self.probes)
+
+
+def hop_uncertainty(publisher: ClockOffset, nodes: list[ClockOffset],
+                    swarms: list[ClockOffset]) -> dict[str, float]:
+    """Each hop's error bar in ms from the clocks involved: the worst pair in the run."""
+    pieces = {"publisher": [publisher], "node": nodes or [SAME_CLOCK],
+              "swarm": swarms or [SAME_CLOCK]}
+    out = {}
+    for hop, (end, start) in HOP_CLOCKS.items():
+        if end == start:
+            out[hop] = 0.0
+            continue
+        worst = max(a.relative_to(b).uncertainty_ns for a in pieces[end] for b in pieces[start])
+        out[hop] = round(worst / 1e6, 3)
+    return out
