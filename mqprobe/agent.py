@@ -206,7 +206,7 @@ class Hub:
         queue = self._replies.setdefault(f"{kind}:{agent}", asyncio.Queue())
         return await asyncio.wait_for(queue.get(), timeout)
 
-    async def hello(self, agent: str, timeout: float = 10.0) -> AgentInfo:
+    async def hello(self, agent: str, timeout: float = 5.0) -> AgentInfo:
         """Check that the agent runs; raises RunError with a sentence when it does not answer."""
         await self.command(agent, "hello")
         try:

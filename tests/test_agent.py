@@ -1,0 +1,94 @@
+"""Pieces on "another host": an agent with its own (skewed) clock runs a node for compare.
+
+One machine stands in for two hosts: the agent's process pretends its clock is 400 ms
+ahead (MQPROBE_CLOCK_SKEW_MS), so its clock id differs and every stamp it makes is off.
+Its node's records travel back over the results exchange, the offset is measured over the
+broker, and the hops must come out corrected with an honest error bar.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mqprobe.agent import parse_placement
+from mqprobe.broker import BrokerState
+
+from .conftest import REPO, run_cli
+
+SKEW_MS = 400.0
+
+
+@pytest.fixture(scope="module")
+def agent(broker: BrokerState):
+    env = dict(os.environ, MQPROBE_CLOCK_SKEW_MS=str(SKEW_MS))
+    proc = subprocess.Popen([sys.executable, "-m", "mqprobe", "agent", "--name", "skewed",
+                             "--amqp-url", broker.amqp_url], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    assert "agent skewed ready" in line, line
+    assert broker.password not in line
+    yield proc
+    proc.terminate()  # our own child, by its pid
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def placed_run(broker: BrokerState, agent, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("placed")
+    result = run_cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
+                     "--nodes", "2", "--place", "node=skewed,local", "--group-sizes", "5,7",
+                     "--rate", "20", "--duration", "1.5", "--samples", "100000",
+                     "--json", str(out / "r.json"), "--run-dir", str(out / "logs"),
+                     amqp_url=broker.amqp_url)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return {"run": json.loads((out / "r.json").read_text())["runs"][0], "stdout": result.stdout}
+
+
+def test_records_of_the_remote_node_come_back_over_the_broker(placed_run):
+    run = placed_run["run"]
+    assert run["lost"] == 0 and run["duplicated"] == 0
+    assert run["delivered"] == run["expected_deliveries"] == 30 * 12
+    # node n1 ran under the agent: its result (handled messages) reached compare
+    assert {n["node"] for n in run["nodes"]} == {"n1", "n2"}
+
+
+def test_the_offset_is_measured_within_its_error_bar(placed_run):
+    clocks = placed_run["run"]["clocks"]["pieces"]
+    remote = clocks["n1"]
+    assert remote["exchanges"] > 0
+    assert 0 < remote["uncertainty_ms"] < 20
+    assert abs(remote["offset_ms"] - SKEW_MS) <= remote["uncertainty_ms"] + 0.2
+    assert clocks["n2"] == clocks["publisher"] == clocks["swarm1"] == {
+        "offset_ms": 0.0, "uncertainty_ms": 0.0, "exchanges": 0}
+
+
+def test_hops_are_corrected_and_carry_the_error_bar(placed_run):
+    run = placed_run["run"]
+    bar = run["clocks"]["hop_uncertainty_ms"]
+    assert bar["mq"] == bar["delivery"] == run["clocks"]["pieces"]["n1"]["uncertainty_ms"]
+    assert bar["server"] == bar["e2e"] == 0.0
+    tolerance_ns = bar["mq"] * 1e6 + 1e6
+    for _group, _seq, _plan, t_pub, t_deq, t_emit, t_recv in run["samples"]:
+        # uncorrected, n1's half of these would be off by 400 ms either way
+        assert -tolerance_ns <= t_deq - t_pub < 150e6
+        assert -tolerance_ns <= t_recv - t_emit < 150e6
+    assert "±" in placed_run["stdout"] and "n1's clock is +4" in placed_run["stdout"]
+    assert any("clocks differ" in line for line in run["verdict"]["evidence"])
+
+
+def test_an_agent_nobody_runs_is_one_sentence(broker: BrokerState, tmp_path):
+    result = run_cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
+                     "--place", "swarm=nobody", "--run-dir", str(tmp_path),
+                     amqp_url=broker.amqp_url, timeout=120)
+    assert result.returncode != 0
+    assert "agent 'nobody' did not answer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["nodes=hostb", "node=", "swarm"])
+def test_placement_is_checked(bad):
+    with pytest.raises(ValueError):
+        parse_placement([bad])

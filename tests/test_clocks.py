@@ -1,0 +1,69 @@
+"""Clock offset arithmetic: the NTP estimate, probe bounds, and each hop's error bar."""
+
+from mqprobe.clocks import (
+    SAME_CLOCK,
+    ClockOffset,
+    ProbeBounds,
+    bound_from_probe,
+    from_exchanges,
+    hop_uncertainty,
+)
+
+MS = 1_000_000
+
+
+def exchange(offset: int, out: int, back: int, t0: int = 10**18, held: int = 50_000):
+    """(t0, t1, t2, t3) for a remote clock `offset` ahead, with one-way delays out/back."""
+    t1 = t0 + out + offset
+    t2 = t1 + held
+    t3 = t2 - offset + back
+    return t0, t1, t2, t3
+
+
+def test_symmetric_exchange_recovers_the_offset_exactly():
+    estimate = from_exchanges([exchange(250 * MS, 300_000, 300_000)])
+    assert estimate.offset_ns == 250 * MS
+    assert estimate.uncertainty_ns == 300_000
+
+
+def test_asymmetric_paths_stay_within_the_error_bar_and_the_shortest_round_trip_wins():
+    stamps = [exchange(-40 * MS, 5 * MS, 200_000), exchange(-40 * MS, 900_000, 100_000),
+              exchange(-40 * MS, 3 * MS, 3 * MS)]
+    estimate = from_exchanges(stamps)
+    assert estimate.uncertainty_ns == 500_000  # the 1.0 ms round trip, halved
+    assert abs(estimate.offset_ns - (-40 * MS)) <= estimate.uncertainty_ns
+    assert estimate.exchanges == 3
+
+
+def test_relative_offsets_add_their_error_bars_and_one_clock_has_none():
+    a, b = ClockOffset(10 * MS, MS, 8), ClockOffset(4 * MS, 2 * MS, 8)
+    assert a.relative_to(b) == ClockOffset(6 * MS, 3 * MS, 16)
+    assert a.relative_to(a) == SAME_CLOCK
+    assert ClockOffset.from_json(a.to_json()) == a
+
+
+def test_probe_bounds_narrow_to_the_offset():
+    bounds = ProbeBounds()
+    offset = 300 * MS
+    for mq, server, delivery in ((2 * MS, MS, 3 * MS), (MS, MS, 500_000), (4 * MS, 0, MS)):
+        t_pub = 10**18
+        t_deq = t_pub + mq + offset
+        t_emit = t_deq + server
+        bounds.add(bound_from_probe(t_pub, t_deq, t_emit, t_emit - offset + delivery))
+    assert bounds.clocks_differ
+    estimate = bounds.estimate()
+    assert abs(estimate.offset_ns - offset) <= estimate.uncertainty_ns
+    assert estimate.uncertainty_ns == 750_000  # (min mq 1 ms + min delivery 0.5 ms) / 2
+
+
+def test_probe_bounds_around_zero_do_not_claim_a_difference():
+    bounds = ProbeBounds()
+    bounds.add(bound_from_probe(0, 2 * MS, 3 * MS, 4 * MS))
+    assert bounds.consistent and not bounds.clocks_differ
+
+
+def test_hop_error_bars_come_from_the_clocks_each_hop_compares():
+    remote_node = ClockOffset(250 * MS, 900_000, 8)
+    bars = hop_uncertainty(SAME_CLOCK, [remote_node, SAME_CLOCK], [SAME_CLOCK])
+    assert bars == {"mq": 0.9, "server": 0.0, "delivery": 0.9, "e2e": 0.0, "fanout": 0.0}
+    assert set(hop_uncertainty(SAME_CLOCK, [SAME_CLOCK], [SAME_CLOCK]).values()) == {0.0}
