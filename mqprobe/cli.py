@@ -305,9 +305,10 @@ def _print_trace_line(line: dict) -> None:
     if line["kind"] == "lost":
         console.print(f"[red]lost [/red] seq {line['seq']:>5}  last hop reached: {line['last_hop']}")
         return
+    bar = f"±{line['clock_ms']:.3f}" if line["clock_ms"] else ""
     console.print(f"{line['kind']:<5} seq {line['seq']:>5}  node {line['node']:<14} "
-                  f"mq {line['mq_ms']:>8.3f}  server {line['server_ms']:>8.3f}  "
-                  f"delivery {line['delivery_ms']:>8.3f}  = e2e {line['e2e_ms']:>8.3f} ms")
+                  f"mq {line['mq_ms']:>8.3f}{bar}  server {line['server_ms']:>8.3f}  "
+                  f"delivery {line['delivery_ms']:>8.3f}{bar}  = e2e {line['e2e_ms']:>8.3f} ms")
 
 
 def _print_trace_summary(summary: dict) -> None:
@@ -315,6 +316,17 @@ def _print_trace_summary(summary: dict) -> None:
     console.print(f"group {summary['group']}: {summary['received']} messages received by "
                   f"{summary['listeners']} listener(s); probes sent {summary['probes_sent']}, "
                   f"lost {summary['probes_lost']}; untraced events {summary['untraced']}")
+    for node, clock in summary.get("clocks", {}).items():
+        if clock["corrected"]:
+            console.print(f"  node {node}'s clock is {clock['offset_ms']:+.3f} ms from ours "
+                          f"±{clock['uncertainty_ms']:.3f} (from {clock['probes']} probe round "
+                          "trips); its hops are corrected")
+        elif clock["consistent"]:
+            console.print(f"  node {node}'s clock agrees with ours: its offset lies within "
+                          f"[{clock['low_ms']:+.3f}, {clock['high_ms']:+.3f}] ms")
+        else:
+            console.print(f"  [yellow]node {node}'s clock moved during the trace (the probe "
+                          "bounds cross): hops are uncorrected[/yellow]")
     for hop in ("mq", "server", "delivery", "e2e"):
         if hop in hops:
             h = hops[hop]

@@ -5,6 +5,10 @@ each message as it arrives: its hops and the node that handled it. With `--publi
 it also sends probe messages into the user's exchange (stamped as `mqprobe.embed` does),
 so a probe that never arrives is shown as lost, with the last hop it is known to have
 reached.
+
+Probes also measure the server's clock against ours (mqprobe.clocks.bound_from_probe): a
+probe leaves and comes back on our clock, so its dequeue and emit stamps bound the server's
+offset. When the bounds show the clocks differ, hops are corrected and carry +- the bound.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mqprobe.clocks import ProbeBounds, bound_from_probe
 from mqprobe.embed import Tracer
 from mqprobe.records import HopSet
 from mqprobe.stamps import TRACEPARENT, DeliveryTrace, check_id, now_ns, parse_traceparent
@@ -45,9 +50,11 @@ class Probe:
 Line = Callable[[dict], None]
 
 
-def hop_line(trace: DeliveryTrace, t_recv: int, kind: str) -> dict:
+def hop_line(trace: DeliveryTrace, t_recv: int, kind: str, clock_ms: float = 0.0) -> dict:
+    """One arrival; clock_ms is the +- on mq and delivery when the node's clock differs."""
     return {"kind": kind, "seq": trace.seq, "node": trace.node, "trace_id": trace.trace_id,
-            **{f"{hop}_ms": round(value / 1e6, 3) for hop, value in trace.hops(t_recv)}}
+            **{f"{hop}_ms": round(value / 1e6, 3) for hop, value in trace.hops(t_recv)},
+            "clock_ms": clock_ms}
 
 
 async def live_trace(config: TraceConfig, on_line: Line) -> dict:
@@ -57,6 +64,7 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
     hops = HopSet()
     seen_ids: set[str] = set()
     paths: set[tuple[str, str]] = set()
+    clocks: dict[str, ProbeBounds] = {}
 
     def delivered(member: Member, trace: DeliveryTrace, t_recv: int) -> None:
         # one line per message and node: each node emits it to its own room members
@@ -65,11 +73,18 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
         paths.add((trace.trace_id, trace.node))
         seen_ids.add(trace.trace_id)
         probe = probes.get(trace.trace_id)
+        bounds = clocks.setdefault(trace.node, ProbeBounds())
         if probe:
             probe.seen = True
+            bounds.add(bound_from_probe(trace.t_pub, trace.t_deq, trace.t_emit, t_recv))
+        clock_ms = 0.0
+        if bounds.clocks_differ:
+            offset = bounds.estimate()
+            trace = trace.on_clock(offset.offset_ns, 0)
+            clock_ms = round(offset.uncertainty_ns / 1e6, 3)
         for hop, value in trace.hops(t_recv):
             hops[hop].record(value)
-        on_line(hop_line(trace, t_recv, "probe" if probe else "live"))
+        on_line(hop_line(trace, t_recv, "probe" if probe else "live", clock_ms))
 
     listeners = config.clients * len(config.socketio_urls)
     swarm = Swarm(SwarmConfig(node_urls=config.socketio_urls, group_sizes={group: listeners},
@@ -103,7 +118,18 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
             else "publisher (the broker did not confirm it)")})
     return {"group": group, "listeners": swarm.progress()["joined"], "received": len(seen_ids),
             "probes_sent": len(probes), "probes_lost": len(lost), "untraced": swarm.untraced,
-            "hops": {hop: latency.summary() for hop, latency in hops.items()}}
+            "hops": {hop: latency.summary() for hop, latency in hops.items()},
+            "clocks": {node: _clock_json(b) for node, b in clocks.items() if b.probes}}
+
+
+def _clock_json(bounds: ProbeBounds) -> dict:
+    """What the probes say about one node's clock against ours."""
+    out = {"probes": bounds.probes, "consistent": bounds.consistent,
+           "corrected": bounds.clocks_differ}
+    if bounds.consistent:
+        out.update(low_ms=round(bounds.low / 1e6, 3), high_ms=round(bounds.high / 1e6, 3),
+                   **bounds.estimate().to_json())
+    return out
 
 
 async def _probe_publisher(config: TraceConfig):

@@ -1,7 +1,9 @@
 """mqprobe.embed in a real python-socketio + RabbitMQ server (examples/chat_server.py)."""
 
 import asyncio
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -50,18 +52,25 @@ def test_a_group_id_that_cannot_travel_leaves_the_message_untraced():
     assert tracer.untraced == 1
 
 
-@pytest.fixture
-def chat_server(broker):
-    env_url = broker.amqp_url
+@contextlib.contextmanager
+def _chat_server(amqp_url: str, skew_ms: float = 0):
+    """The example server in a process of its own; skew_ms makes it pretend another host."""
+    env = dict(os.environ, MQPROBE_CLOCK_SKEW_MS=str(skew_ms))
     proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "chat_server.py"), "--port",
-                             "0", "--node", "chat-t", "--amqp-url", env_url],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "0", "--node", "chat-t", "--amqp-url", amqp_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         ready = json.loads(proc.stdout.readline())
         yield f"http://127.0.0.1:{ready['port']}"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def chat_server(broker):
+    with _chat_server(broker.amqp_url) as url:
+        yield url
 
 
 def test_trace_follows_a_group_through_the_example_server(broker, chat_server, tmp_path):
@@ -75,6 +84,36 @@ def test_trace_follows_a_group_through_the_example_server(broker, chat_server, t
     assert summary["received"] == 6 and summary["hops"]["e2e"]["count"] == 6
     probe_lines = [line for line in result.stdout.splitlines() if line.startswith("probe")]
     assert len(probe_lines) == 6 and all("node chat-t" in line for line in probe_lines)
+
+
+def test_trace_measures_a_server_clock_that_differs_and_corrects_the_hops(broker, tmp_path):
+    out = tmp_path / "trace.json"
+    with _chat_server(broker.amqp_url, skew_ms=-300) as url:
+        result = run_cli("trace", "--group", "4", "--socketio-url", url, "--exchange",
+                         "chat.groups", "--publish", "10", "--duration", "1.5", "--json",
+                         str(out), amqp_url=broker.amqp_url, timeout=60)
+    assert result.returncode == 0, result.stderr + result.stdout
+    summary = json.loads(out.read_text())
+    clock = summary["clocks"]["chat-t"]
+    assert clock["corrected"] and clock["probes"] == 15
+    assert abs(clock["offset_ms"] + 300) <= clock["uncertainty_ms"] + 0.2
+    # uncorrected, mq would be near -300 ms and delivery near +300 ms
+    for hop in ("mq", "delivery"):
+        assert summary["hops"][hop]["max_ms"] < 100
+        # early lines are corrected with the first probes' (wider) bounds
+        assert summary["hops"][hop].get("min_ms", 0) > -10
+    assert "±" in result.stdout and "its hops are corrected" in result.stdout
+
+
+def test_trace_on_one_clock_claims_no_difference(broker, chat_server, tmp_path):
+    out = tmp_path / "trace.json"
+    result = run_cli("trace", "--group", "5", "--socketio-url", chat_server, "--exchange",
+                     "chat.groups", "--publish", "10", "--duration", "1", "--json", str(out),
+                     amqp_url=broker.amqp_url, timeout=60)
+    assert result.returncode == 0, result.stderr + result.stdout
+    clock = json.loads(out.read_text())["clocks"]["chat-t"]
+    assert not clock["corrected"] and clock["low_ms"] <= 0 <= clock["high_ms"]
+    assert "±" not in result.stdout
 
 
 def test_trace_reports_a_missing_exchange_in_one_sentence(broker, chat_server):
