@@ -22,7 +22,7 @@ from mqprobe.agent import parse_placement
 from mqprobe.broker import BrokerError, ManagedBroker, broker_for, redact_url
 from mqprobe.compare import DEFAULT_TOPOLOGIES, Phase, RunError, Workload, compare, save
 from mqprobe.process import emit_event
-from mqprobe.report import print_compare, print_sweep
+from mqprobe.report import print_compare, print_hops, print_sweep
 from mqprobe.stamps import TraceFormatError
 from mqprobe.topology import LAYOUTS, TopologyError, resolve
 
@@ -395,7 +395,8 @@ def _print_status(status: dict) -> None:
 
 
 # -- the pieces ----------------------------------------------------------------------------
-def _piece(control: bool, json_path: Path | None, body: Callable[[], Coroutine]) -> None:
+def _piece(control: bool, json_path: Path | None, body: Callable[[], Coroutine],
+           render: Callable[[dict], None] | None = None) -> None:
     """Run a piece; in control mode a failure is an `error` event for the parent."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
@@ -420,6 +421,8 @@ def _piece(control: bool, json_path: Path | None, body: Callable[[], Coroutine])
         console.print_json(data={k: v for k, v in result.items()
                                  if k not in ("hops", "fanout", "loop_lag", "self_lag",
                                               "schedule_lag", "samples")})
+        if render:
+            render(result)
 
 
 @app.command("node")
@@ -475,7 +478,8 @@ def swarm_cmd(
     config = SwarmConfig(node_urls=_csv(node_urls, "--node-urls"),
                          group_sizes={str(i + 1): n for i, n in enumerate(sizes)},
                          slice_index=index, slice_count=count, samples=samples)
-    _piece(control, json_path, lambda: run_swarm(config, control))
+    _piece(control, json_path, lambda: run_swarm(config, control),
+           lambda result: print_hops(result, console))
 
 
 @app.command("publish")

@@ -103,6 +103,26 @@ def print_compare(result: dict, console: Console) -> None:
                       "add --swarm-processes or lower the load.[/magenta]")
 
 
+def print_hops(swarm_result: dict, console: Console) -> None:
+    """A swarm run by hand: its hops over all groups, and its own loop lag."""
+    from mqprobe.records import HopSet, Latency
+
+    hops = HopSet()
+    for raw in swarm_result.get("hops", {}).values():
+        hops.merge(HopSet.from_json(raw))
+    table = Table(title=f"swarm: {swarm_result.get('delivered', 0)} deliveries, latency in ms",
+                  caption="self-lag: this swarm's own event-loop lag, the error bar of t_recv")
+    for column in ("hop", "count", "p50", "p90", "p99", "p99.9", "max"):
+        table.add_column(column, justify="left" if column == "hop" else "right")
+    rows = [(hop, hops[hop].summary()) for hop in (*HOP_COLUMNS, "e2e_planned") if hop in hops]
+    if "self_lag" in swarm_result:
+        rows.append(("self-lag", Latency.from_json(swarm_result["self_lag"]).summary()))
+    for hop, s in rows:
+        table.add_row(hop, str(s["count"]), *(_ms(s[k]) for k in
+                                              ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms")))
+    console.print(table)
+
+
 def sweep_table(result: dict) -> Table:
     sweep = result["sweep"]
     axis = sweep["axis"]

@@ -1,6 +1,12 @@
 """The lean swarm against a foreign python-socketio server."""
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import socketio
 from aiohttp import web
@@ -59,3 +65,34 @@ def test_foreign_trace_fields_are_counted_not_fatal():
     assert swarm.tallies["1"].duplicated == 4  # seq 0 sent twice
     assert swarm.misrouted == 4  # a group-2 message in a group-1 room
     assert swarm.disconnects == 0
+
+
+def test_the_pieces_run_by_hand_and_the_swarm_prints_its_hops(broker):
+    """node, swarm and publish as a user runs them on separate hosts (here: one)."""
+    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
+    piece = [sys.executable, "-m", "mqprobe"]
+    url = ["--amqp-url", broker.amqp_url]
+    node = subprocess.Popen([*piece, "node", "--port", "0", "--groups", "1,2", "--prefix",
+                             "byhand.", *url], stdout=subprocess.PIPE, text=True, env=env)
+    swarm = None
+    try:
+        port = json.loads(node.stdout.readline())["port"]
+        swarm = subprocess.Popen([*piece, "swarm", "--node-urls", f"http://127.0.0.1:{port}",
+                                  "--group-sizes", "3,4"], stdout=subprocess.PIPE, text=True,
+                                 env=env)
+        assert json.loads(swarm.stdout.readline())["joined"] == 7
+        published = subprocess.run([*piece, "publish", "--groups", "1,2", "--rate", "20",
+                                    "--duration", "1", "--prefix", "byhand.", *url],
+                                   capture_output=True, text=True, env=env, timeout=60)
+        assert published.returncode == 0, published.stderr
+        time.sleep(1.0)
+    finally:
+        for proc in (swarm, node):  # ours, by pid
+            if proc:
+                proc.send_signal(signal.SIGINT)
+    out, _ = swarm.communicate(timeout=30)
+    node.communicate(timeout=30)
+    assert '"delivered": 140' in out
+    table = out[out.index("swarm: 140 deliveries"):]
+    for hop in ("mq", "server", "delivery", "e2e", "self-lag"):
+        assert f"│ {hop}" in table
