@@ -36,6 +36,7 @@ CONTROL_EXCHANGE = "mqprobe.control"
 RESULTS_EXCHANGE = "mqprobe.results"
 LOCAL = "local"  # the placement name of the coordinator's own host
 ROLES = ("node", "swarm", "publisher")
+HEARTBEAT_S = 2.0  # an agent silent for 5 of these is taken for gone
 
 
 def parse_placement(items: list[str]) -> dict[str, list[str]]:
@@ -83,11 +84,13 @@ class Agent:
             queue = await channel.declare_queue(exclusive=True, auto_delete=True)
             await queue.bind(control, routing_key=f"agent.{self.name}")
             await queue.consume(self._on_command, no_ack=True)
-            forwarder = asyncio.get_running_loop().create_task(self._forward())
+            loop = asyncio.get_running_loop()
+            forwarder, beat = loop.create_task(self._forward()), loop.create_task(self._beat())
             on_ready(self)
             try:
                 await wait_for_stop(control=False)
             finally:
+                beat.cancel()
                 await asyncio.gather(*(c.stop() for c in self.children.values()))
                 await self._outbox.join()
                 forwarder.cancel()
@@ -98,6 +101,14 @@ class Agent:
     async def _publish(self, session: str, piece: str, event: dict) -> None:
         await self._results.publish(_body({"piece": piece, **event}),
                                     routing_key=f"{session}.{piece}")
+
+    async def _beat(self) -> None:
+        """Tell each coordinator with pieces here that this agent still runs them."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            for session in {session for session, _ in self.children}:
+                with contextlib.suppress(Exception):
+                    await self._publish(session, "@agent", {"event": "alive", "agent": self.name})
 
     async def _forward(self) -> None:
         while True:
@@ -174,6 +185,7 @@ class Hub:
         self.pieces: dict[str, RemotePiece] = {}
         self.agents: dict[str, AgentInfo] = {}
         self._replies: dict[str, asyncio.Queue[dict]] = {}
+        self.heard: dict[str, float] = {}  # agent -> when it last said anything (monotonic)
 
     async def open(self) -> None:
         self._connection = await aio_pika.connect_robust(self.amqp_url, timeout=10)
@@ -192,11 +204,14 @@ class Hub:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             event = json.loads(message.body)
             if event.get("piece") == "@agent":
+                self.heard[str(event.get("agent"))] = time.monotonic()
                 event["t3"] = t3
                 self._replies.setdefault(f"{event['event']}:{event['agent']}",
                                          asyncio.Queue()).put_nowait(event)
             elif event.get("piece") in self.pieces:
-                self.pieces[event["piece"]].record(event)
+                piece = self.pieces[event["piece"]]
+                self.heard[piece.agent] = time.monotonic()
+                piece.record(event)
 
     async def command(self, agent: str, op: str, **fields: object) -> None:
         await self._control.publish(_body({"op": op, "session": self.session, **fields}),
@@ -253,7 +268,15 @@ class RemotePiece(Piece):
     async def start(self) -> None:
         await self.hub.command(self.agent, "spawn", piece=self.name, argv=self.argv,
                                files=self.files)
+        self.hub.heard[self.agent] = time.monotonic()
         self.started = True
+
+    def failure(self) -> str | None:
+        silent = time.monotonic() - self.hub.heard.get(self.agent, time.monotonic())
+        if self.started and "exit" not in self.latest and silent > 5 * HEARTBEAT_S:
+            return (f"{self.name}: agent {self.agent!r} has said nothing for {silent:.0f} s "
+                    "(stopped, or cut off from the broker)")
+        return super().failure()
 
     async def send(self, command: str) -> None:
         if self.started:

@@ -140,11 +140,17 @@ class Placement:
         files = {topology.source: source.read_text()} if source.is_file() else {}
         return self.hub.piece(agent, f"{label}.{name}", argv, files)
 
-    async def clock(self, role: str, index: int) -> ClockOffset:
-        agent = self.agent_for(role, index)
-        if agent == LOCAL or self.hub is None:
-            return SAME_CLOCK
-        return await self.hub.clock(agent)
+    async def clocks(self, nodes: int, swarms: int) -> dict[str, ClockOffset]:
+        """Each piece's clock against ours, measured now (clocks drift between runs); pieces
+        on one agent share one measurement, so a hop between them has no error bar."""
+        pieces = {"publisher": self.agent_for("publisher", 0),
+                  **{f"n{i + 1}": self.agent_for("node", i) for i in range(nodes)},
+                  **{f"swarm{i + 1}": self.agent_for("swarm", i) for i in range(swarms)}}
+        measured = {LOCAL: SAME_CLOCK}
+        for agent in dict.fromkeys(pieces.values()):
+            if agent not in measured and self.hub:
+                measured[agent] = await self.hub.clock(agent)
+        return {piece: measured.get(agent, SAME_CLOCK) for piece, agent in pieces.items()}
 
 
 @contextlib.asynccontextmanager
@@ -162,16 +168,6 @@ async def placed(workload: Workload, amqp_url: str):
         yield Placement(workload.placement, hub)
     finally:
         await hub.close()
-
-
-async def _clocks(placement: Placement, nodes: int, swarms: int) -> dict[str, ClockOffset]:
-    """Each piece's clock against ours, measured now (clocks drift between runs)."""
-    out = {"publisher": await placement.clock("publisher", 0)}
-    for i in range(nodes):
-        out[f"n{i + 1}"] = await placement.clock("node", i)
-    for i in range(swarms):
-        out[f"swarm{i + 1}"] = await placement.clock("swarm", i)
-    return out
 
 
 def clock_command(clocks: dict[str, ClockOffset], swarm: str) -> str:
@@ -241,7 +237,8 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         await asyncio.gather(*(s.start() for s in swarms))
         clients = sum(workload.group_sizes)
         await _watch(swarms, "ready", "connecting", clients, label, observe,
-                     lambda s: s.latest.get("progress", {}).get("joined", 0), timeout=180)
+                     lambda s: s.latest.get("progress", {}).get("joined", 0), timeout=180,
+                     others=nodes)
         joined = sum(s.latest["ready"]["joined"] for s in swarms)
         if joined < clients:
             first = next((s.latest["ready"].get("first_error") for s in swarms
@@ -255,7 +252,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
                                     *workload.inject_for("broker-delay")],
                                    log_dir, env, label, topology)
         # Hops whose ends were stamped on different hosts are put onto the swarm's clock.
-        clocks = await _clocks(placement, workload.nodes, len(swarms))
+        clocks = await placement.clocks(workload.nodes, len(swarms))
         if any(not offset.same_clock for offset in clocks.values()):
             await asyncio.gather(*(s.send(clock_command(clocks, f"swarm{i + 1}"))
                                    for i, s in enumerate(swarms)))
@@ -267,7 +264,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))
         await _watch([publisher], "result", "publishing", total, label, observe,
                      lambda p: p.latest.get("progress", {}).get("sent", 0),
-                     timeout=workload.duration_s + 120)
+                     timeout=workload.duration_s + 120, others=nodes + swarms)
         results["publisher"] = publisher.result_data()
         members = dict(zip(workload.groups, workload.group_sizes, strict=True))
         expected = sum(n * members[g] for g, n in results["publisher"]["published"].items())
@@ -305,11 +302,13 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
 
 
 async def _watch(children: list[Piece], kind: str, phase: str, total: int, label: str,
-                 observe: Observer, count: Callable[[Piece], int], timeout: float) -> None:
-    """Wait for `kind` from every child, reporting progress as their counts move."""
+                 observe: Observer, count: Callable[[Piece], int], timeout: float,
+                 others: list[Piece] = ()) -> None:
+    """Wait for `kind` from every child, reporting progress as their counts move; a failure
+    of any of them, or of the others still running, ends the wait."""
     deadline = time.monotonic() + timeout
     while not all(kind in c.latest for c in children):
-        for child in children:
+        for child in [*children, *others]:
             problem = child.failure()
             if problem:
                 raise RunError(problem)

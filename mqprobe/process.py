@@ -116,8 +116,8 @@ class Piece:
             if remaining <= 0:
                 raise RunError(f"{self.name} gave no {kind!r} within {timeout:.0f} s")
             self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), remaining)
+            with contextlib.suppress(TimeoutError):  # wake each second: failure() may be time's
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
         return self.latest[kind]
 
     def result_data(self) -> dict | None:

@@ -16,7 +16,7 @@ import aio_pika
 import socketio
 
 from mqprobe.node import EVENT, room_for
-from mqprobe.process import emit_event
+from mqprobe.process import emit_event, wait_for_stop
 from mqprobe.records import Latency
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
@@ -66,6 +66,7 @@ class Publisher:
         self.nacked = 0
         self.errors = 0
         self.first_error = ""
+        self.stop_requested = False  # set by a stop: the schedule ends early
         self.schedule_lag = Latency()  # t_pub - t_plan
         self.body = b"x" * config.size
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
@@ -107,6 +108,8 @@ class Publisher:
         last_progress = 0.0
         loop = asyncio.get_running_loop()
         for offset, group, seq in plan:
+            if self.stop_requested:
+                break  # asked to stop half-way: report what was sent
             t_plan = t0 + offset
             delay = (t_plan - now_ns()) / 1e9
             if delay > 0:
@@ -168,11 +171,18 @@ class Publisher:
 
 
 async def run_publisher(config: PublishConfig, control: bool) -> dict:
+    """Publish the schedule; a stop (command or signal) ends it early with what was sent."""
     publisher = Publisher(config)
     await publisher.connect()
     emit_event("ready")
+    loop = asyncio.get_running_loop()
     try:
         report = (lambda fields: emit_event("progress", **fields)) if control else None
-        return await publisher.run(report)
+        running = loop.create_task(publisher.run(report))
+        stopping = loop.create_task(wait_for_stop(control))
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        publisher.stop_requested = True
+        stopping.cancel()
+        return await running
     finally:
         await publisher.close()

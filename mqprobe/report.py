@@ -65,8 +65,8 @@ def _pm(run: dict, hop: str, sep: str = "\n") -> str:
 
 def _clock_lines(run: dict) -> list[str]:
     pieces = run.get("clocks", {}).get("pieces", {})
-    return [f"{name}'s clock is {c['offset_ms']:+.3f} ms from ours ±{c['uncertainty_ms']:.3f} "
-            f"({c['exchanges']} exchanges over the broker); its hops are corrected"
+    return [f"{name}: {c['offset_ms']:+.3f} ms from this host's clock ±{c['uncertainty_ms']:.3f} "
+            f"({c['exchanges']} exchanges over the broker)"
             for name, c in pieces.items() if c["exchanges"]]
 
 
@@ -87,8 +87,8 @@ def print_compare(result: dict, console: Console) -> None:
         verdict = run["verdict"]
         clock_lines = _clock_lines(run)
         if clock_lines:
-            console.print(f"[bold]{run['topology']}/{run['layout']}[/bold] clocks (± in the "
-                          "table: each hop's error bar from them):")
+            console.print(f"[bold]{run['topology']}/{run['layout']}[/bold] clocks (a hop "
+                          "between two clocks is corrected; ± in the table is its error bar):")
             for line in clock_lines:
                 console.print(f"  - {line}")
         if verdict["culprit"] == "none" and not run.get("error"):

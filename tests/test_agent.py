@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_hops_are_corrected_and_carry_the_error_bar(placed_run):
         # uncorrected, n1's half of these would be off by 400 ms either way
         assert -tolerance_ns <= t_deq - t_pub < 150e6
         assert -tolerance_ns <= t_recv - t_emit < 150e6
-    assert "±" in placed_run["stdout"] and "n1's clock is +4" in placed_run["stdout"]
+    assert "±" in placed_run["stdout"] and "n1: +4" in placed_run["stdout"]
     assert any("clocks differ" in line for line in run["verdict"]["evidence"])
 
 
@@ -92,3 +93,30 @@ def test_an_agent_nobody_runs_is_one_sentence(broker: BrokerState, tmp_path):
 def test_placement_is_checked(bad):
     with pytest.raises(ValueError):
         parse_placement([bad])
+
+
+def test_an_agent_that_dies_mid_run_fails_the_run_and_keeps_what_was_measured(broker, tmp_path):
+    doomed = subprocess.Popen([sys.executable, "-m", "mqprobe", "agent", "--name", "doomed",
+                               "--amqp-url", broker.amqp_url], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert "agent doomed ready" in doomed.stderr.readline()
+    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
+    compare = subprocess.Popen(
+        [sys.executable, "-m", "mqprobe", "compare", "--topologies", "single-topic",
+         "--layouts", "per-node", "--nodes", "1", "--place", "node=doomed", "--groups", "1",
+         "--group-size", "3", "--duration", "60", "--json", str(tmp_path / "r.json"),
+         "--run-dir", str(tmp_path / "logs"), "--amqp-url", broker.amqp_url],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(8)  # the node is up under the agent and the run is publishing
+        doomed.kill()  # ours, by pid: no goodbye, as when a host goes away
+        doomed.wait(10)
+        out, errors = compare.communicate(timeout=90)
+    finally:
+        if compare.poll() is None:
+            compare.kill()
+    assert compare.returncode == 1, errors
+    assert "Traceback" not in errors
+    run = json.loads((tmp_path / "r.json").read_text())["runs"][0]
+    assert "agent 'doomed' has said nothing" in run["error"]
+    assert run["published"] > 0  # the publisher (here) kept what it sent
