@@ -341,8 +341,9 @@ def _print_replayed(group: str, run: dict) -> None:
                   f"{run['delivered']}/{run['expected_deliveries']} delivered, lost {run['lost']}, "
                   f"dup {run['duplicated']}; verdict {run.get('verdict', {}).get('culprit', '?')}")
     for hop, h in run["hops"].items():
+        bar = run["clock_ms"].get(hop, 0)
         console.print(f"  {hop:<11} p50 {h['p50_ms']:>8.3f}  p99 {h['p99_ms']:>8.3f}  "
-                      f"max {h['max_ms']:>8.3f} ms")
+                      f"max {h['max_ms']:>8.3f} ms" + (f"  ±{bar:.3f} (clocks)" if bar else ""))
     for _g, seq, _plan, t_pub, t_deq, t_emit, t_recv in run["samples"][:200]:
         console.print(f"  seq {seq:>5}  mq {(t_deq - t_pub) / 1e6:>8.3f}  server "
                       f"{(t_emit - t_deq) / 1e6:>8.3f}  delivery {(t_recv - t_emit) / 1e6:>8.3f}"

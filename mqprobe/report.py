@@ -59,8 +59,11 @@ def compare_table(result: dict) -> Table:
 
 def _pm(run: dict, hop: str, sep: str = "\n") -> str:
     """The hop's clock error bar when its two ends were stamped on different hosts."""
-    bar = run.get("clocks", {}).get("hop_uncertainty_ms", {}).get(hop, 0)
-    return f"{sep}±{_ms(bar)}" if bar else ""
+    bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
+    if not any(bars.values()):
+        return ""  # one clock: no hop has an error bar from clocks
+    bar = bars.get(hop, 0)
+    return f"{sep}±{_ms(bar) if bar else 0}"
 
 
 def _clock_lines(run: dict) -> list[str]:

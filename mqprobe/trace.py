@@ -183,5 +183,6 @@ def replay(result: dict, group: str) -> list[dict]:
             continue
         samples = [s for s in run.get("samples", []) if str(s[0]) == group]
         out.append({"topology": run["topology"], "layout": run["layout"],
-                    "load": run.get("load"), **figures, "samples": samples})
+                    "load": run.get("load"), **figures, "samples": samples,
+                    "clock_ms": run.get("clocks", {}).get("hop_uncertainty_ms", {})})
     return out
