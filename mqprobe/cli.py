@@ -61,6 +61,9 @@ RunDir = Annotated[Path | None, typer.Option(help="Where logs of the pieces go."
 Inject = Annotated[list[str] | None, typer.Option(
     "--inject", help="Fault on purpose, repeatable: server-delay=50ms, broker-delay=50ms, "
                      "prefetch=1, stall=200ms/2s.")]
+ListenHost = Annotated[str, typer.Option(
+    help="Address nodes on this host listen on; with --place swarm=... on another machine, "
+         "one that machine reaches.")]
 Place = Annotated[list[str] | None, typer.Option(
     "--place", help="Run a role's pieces on other hosts, repeatable: node=hostb,hostc "
                     "(round robin), swarm=hostd, publisher=local. Each named host runs "
@@ -112,6 +115,7 @@ def compare_cmd(
     concurrency: Concurrency = None,
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep per run.")] = 0,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
+    listen_host: ListenHost = "127.0.0.1",
     amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
 ) -> None:
@@ -122,7 +126,7 @@ def compare_cmd(
         nodes=nodes, group_sizes=sizes, rate=rate, size=size, duration_s=duration,
         swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
         concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [],
-        placement=parse_placement(place or []))
+        placement=parse_placement(place or []), listen_host=listen_host)
     _measure(workload, amqp_url, management_url, json_path, run_dir, html, hdr_dir, print_compare,
              lambda url, api, path, logs, observe: compare(workload, url, path, logs, observe, api))
 
@@ -165,6 +169,7 @@ def sweep_cmd(
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
     concurrency: Concurrency = None,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
+    listen_host: ListenHost = "127.0.0.1",
     amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
 ) -> None:
@@ -187,7 +192,7 @@ def sweep_cmd(
         nodes=nodes, group_sizes=[group_size] * base_groups, rate=base_rate, size=size,
         duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
         channel=channel, concurrency=concurrency, budget_ms=budget_ms, inject=inject or [],
-        placement=parse_placement(place or []))
+        placement=parse_placement(place or []), listen_host=listen_host)
     _measure(workload, amqp_url, management_url, json_path, run_dir, html, hdr_dir, print_sweep,
              lambda url, api, path, logs, observe: sweep(workload, axis, values, url, path,
                                                          logs, observe, api))

@@ -21,7 +21,7 @@ from mqprobe import __version__
 from mqprobe.agent import LOCAL, Hub
 from mqprobe.analysis import group_verdicts, merge_run, verdict
 from mqprobe.broker import QueueSampler, redact_url
-from mqprobe.clocks import SAME_CLOCK, ClockOffset, hop_uncertainty
+from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.inject import Faults, parse_injections
 from mqprobe.process import Child, Piece, RunError
 from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
@@ -50,6 +50,7 @@ class Workload:
     drain_s: float = 15.0
     inject: list[str] = field(default_factory=list)  # KIND=VALUE, see mqprobe.inject
     placement: dict[str, list[str]] = field(default_factory=dict)  # role -> agents, see agent
+    listen_host: str = "127.0.0.1"  # where nodes on this host listen (agents: their own)
 
     @property
     def faults(self) -> Faults:
@@ -124,6 +125,7 @@ class Placement:
 
     roles: dict[str, list[str]] = field(default_factory=dict)
     hub: Hub | None = None
+    listen_host: str = "127.0.0.1"
 
     def agent_for(self, role: str, index: int) -> str:
         names = self.roles.get(role) or [LOCAL]
@@ -132,13 +134,36 @@ class Placement:
     def make(self, role: str, index: int, name: str, argv: list[str], log_dir: Path,
              env: dict[str, str], label: str, topology: Topology) -> Piece:
         agent = self.agent_for(role, index)
+        if role == "node":
+            argv = [*argv, "--host", self.listen_host_of(agent)]
         if agent == LOCAL or self.hub is None:
             return Child(name, argv, log_dir, env)
-        if role == "node":
-            argv = [*argv, "--host", self.hub.agents[agent].listen_host]
         source = Path(topology.source)
         files = {topology.source: source.read_text()} if source.is_file() else {}
         return self.hub.piece(agent, f"{label}.{name}", argv, files)
+
+    def listen_host_of(self, agent: str) -> str:
+        return self.listen_host if agent == LOCAL or not self.hub else self.hub.agents[agent].listen_host
+
+    def machine_of(self, agent: str) -> str:
+        """Host and boot of an agent (a pretend skew does not make another machine)."""
+        clock = clock_id() if agent == LOCAL or not self.hub else self.hub.agents[agent].clock
+        return clock.split("~")[0]
+
+    def check_reachable(self, nodes: int, swarms: int) -> None:
+        """A swarm on another machine cannot reach a node listening on loopback: say so now."""
+        for i in range(nodes):
+            node = self.agent_for("node", i)
+            host = self.listen_host_of(node)
+            if not (host.startswith("127.") or host in ("::1", "localhost")):
+                continue
+            for j in range(swarms):
+                swarm = self.agent_for("swarm", j)
+                if self.machine_of(swarm) != self.machine_of(node):
+                    where = "--listen-host on this command" if node == LOCAL else \
+                        f"`mqprobe agent --listen-host` on {node}"
+                    raise RunError(f"the swarm on {swarm} cannot reach nodes on {node}'s loopback "
+                                   f"address {host}: give {where} an address it can reach")
 
     async def clocks(self, nodes: int, swarms: int) -> dict[str, ClockOffset]:
         """Each piece's clock against ours, measured now (clocks drift between runs); pieces
@@ -158,14 +183,16 @@ async def placed(workload: Workload, amqp_url: str):
     """The workload's placement, with a hub on the broker when some piece runs elsewhere."""
     remote = sorted({a for agents in workload.placement.values() for a in agents} - {LOCAL})
     if not remote:
-        yield Placement(workload.placement)
+        yield Placement(workload.placement, None, workload.listen_host)
         return
     hub = Hub(amqp_url)
     await hub.open()
     try:
         for agent in remote:
             await hub.hello(agent)
-        yield Placement(workload.placement, hub)
+        placement = Placement(workload.placement, hub, workload.listen_host)
+        placement.check_reachable(workload.nodes, workload.swarm_processes)
+        yield placement
     finally:
         await hub.close()
 

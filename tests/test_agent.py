@@ -14,8 +14,11 @@ import time
 
 import pytest
 
-from mqprobe.agent import parse_placement
+from mqprobe.agent import AgentInfo, Hub, parse_placement
 from mqprobe.broker import BrokerState
+from mqprobe.clocks import clock_id
+from mqprobe.compare import Placement
+from mqprobe.process import RunError
 
 from .conftest import REPO, run_cli
 
@@ -120,3 +123,17 @@ def test_an_agent_that_dies_mid_run_fails_the_run_and_keeps_what_was_measured(br
     run = json.loads((tmp_path / "r.json").read_text())["runs"][0]
     assert "agent 'doomed' has said nothing" in run["error"]
     assert run["published"] > 0  # the publisher (here) kept what it sent
+
+
+def test_a_swarm_on_another_machine_is_not_sent_to_a_loopback_node():
+    hub = Hub("amqp://unused/")
+    here = clock_id().split("~")[0]
+    hub.agents = {"far": AgentInfo("far", "elsewhere:1234abcd", "10.0.0.12"),
+                  "near": AgentInfo("near", here + "~skew5", "127.0.0.1")}
+    with pytest.raises(RunError, match="--listen-host on this command"):
+        Placement({"swarm": ["far"]}, hub).check_reachable(nodes=2, swarms=1)
+    with pytest.raises(RunError, match="`mqprobe agent --listen-host` on near"):
+        Placement({"node": ["near"], "swarm": ["far"]}, hub).check_reachable(1, 1)
+    Placement({"node": ["far"]}, hub).check_reachable(1, 1)  # reachable: 10.0.0.12
+    Placement({"node": ["near"]}, hub).check_reachable(1, 1)  # one machine: loopback is fine
+    Placement({"swarm": ["far"]}, hub, "10.0.0.11").check_reachable(1, 1)
