@@ -73,13 +73,17 @@ def chat_server(broker):
         yield url
 
 
-def test_trace_follows_a_group_through_the_example_server(broker, chat_server, tmp_path):
-    out = tmp_path / "trace.json"
-    result = run_cli("trace", "--group", "7", "--socketio-url", chat_server, "--exchange",
-                     "chat.groups", "--publish", "5", "--duration", "1.2", "--json", str(out),
-                     amqp_url=broker.amqp_url, timeout=60)
+def _trace(broker, url: str, out, group: str, rate: str, duration: str):
+    """`mqprobe trace` probing the example server; its output and its JSON summary."""
+    result = run_cli("trace", "--group", group, "--socketio-url", url, "--exchange",
+                     "chat.groups", "--publish", rate, "--duration", duration, "--json",
+                     str(out / "trace.json"), amqp_url=broker.amqp_url, timeout=60)
     assert result.returncode == 0, result.stderr + result.stdout
-    summary = json.loads(out.read_text())
+    return result, json.loads((out / "trace.json").read_text())
+
+
+def test_trace_follows_a_group_through_the_example_server(broker, chat_server, tmp_path):
+    result, summary = _trace(broker, chat_server, tmp_path, "7", "5", "1.2")
     assert summary["probes_sent"] == 6 and summary["probes_lost"] == 0
     assert summary["received"] == 6 and summary["hops"]["e2e"]["count"] == 6
     probe_lines = [line for line in result.stdout.splitlines() if line.startswith("probe")]
@@ -87,13 +91,8 @@ def test_trace_follows_a_group_through_the_example_server(broker, chat_server, t
 
 
 def test_trace_measures_a_server_clock_that_differs_and_corrects_the_hops(broker, tmp_path):
-    out = tmp_path / "trace.json"
     with _chat_server(broker.amqp_url, skew_ms=-300) as url:
-        result = run_cli("trace", "--group", "4", "--socketio-url", url, "--exchange",
-                         "chat.groups", "--publish", "10", "--duration", "1.5", "--json",
-                         str(out), amqp_url=broker.amqp_url, timeout=60)
-    assert result.returncode == 0, result.stderr + result.stdout
-    summary = json.loads(out.read_text())
+        result, summary = _trace(broker, url, tmp_path, "4", "10", "1.5")
     clock = summary["clocks"]["chat-t"]
     assert clock["corrected"] and clock["probes"] == 15
     assert abs(clock["offset_ms"] + 300) <= clock["uncertainty_ms"] + 0.2
@@ -106,12 +105,8 @@ def test_trace_measures_a_server_clock_that_differs_and_corrects_the_hops(broker
 
 
 def test_trace_on_one_clock_claims_no_difference(broker, chat_server, tmp_path):
-    out = tmp_path / "trace.json"
-    result = run_cli("trace", "--group", "5", "--socketio-url", chat_server, "--exchange",
-                     "chat.groups", "--publish", "10", "--duration", "1", "--json", str(out),
-                     amqp_url=broker.amqp_url, timeout=60)
-    assert result.returncode == 0, result.stderr + result.stdout
-    clock = json.loads(out.read_text())["clocks"]["chat-t"]
+    result, summary = _trace(broker, chat_server, tmp_path, "5", "10", "1")
+    clock = summary["clocks"]["chat-t"]
     assert not clock["corrected"] and clock["low_ms"] <= 0 <= clock["high_ms"]
     assert "±" not in result.stdout
 
