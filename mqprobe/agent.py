@@ -36,6 +36,7 @@ CONTROL_EXCHANGE = "mqprobe.control"
 RESULTS_EXCHANGE = "mqprobe.results"
 LOCAL = "local"  # the placement name of the coordinator's own host
 ROLES = ("node", "swarm", "publisher")
+SPAWNABLE = ("node", "swarm", "publish")
 HEARTBEAT_S = 2.0  # an agent silent for 5 of these is taken for gone
 
 
@@ -123,9 +124,10 @@ class Agent:
         t1 = now_ns()
         try:
             command = json.loads(message.body)
-            op, session = command["op"], str(command["session"])
+            op, session = command["op"], check_id("session", command["session"])
+            command["piece"] = check_id("piece", str(command.get("piece", "-")))
         except (ValueError, KeyError, TypeError):
-            return  # not ours: the control exchange is shared, a stray message is ignored
+            return  # not ours (the control exchange is shared) or unsafe as a file name
         if op == "clock":
             await self._publish(session, "@agent", {"event": "clock", "agent": self.name,
                                                     "id": command.get("id"), "t0": command.get("t0"),
@@ -137,14 +139,14 @@ class Agent:
         elif op == "spawn":
             await self._spawn(session, command)
         elif op in ("send", "stop"):
-            child = self.children.get((session, str(command.get("piece"))))
+            child = self.children.get((session, command["piece"]))
             if child and op == "send":
                 await child.send(str(command.get("command", "")))
             elif child:
                 asyncio.get_running_loop().create_task(self._stop(session, child))
 
     async def _spawn(self, session: str, command: dict) -> None:
-        piece = str(command.get("piece"))
+        piece = command["piece"]
         run_dir = self.work_dir / session
         run_dir.mkdir(parents=True, exist_ok=True)
         argv = [str(a) for a in command.get("argv", [])]
@@ -157,6 +159,11 @@ class Agent:
         def relay(event: dict) -> None:
             self._outbox.put_nowait((session, {"_piece": piece, **event}))
 
+        problem = _refused(argv, run_dir)
+        if problem:
+            relay({"event": "error", "message": f"agent {self.name} refused it: {problem}"})
+            return
+
         child = Child(piece, argv, run_dir, env, on_event=relay)
         self.children[(session, piece)] = child
         try:
@@ -167,6 +174,20 @@ class Agent:
     async def _stop(self, session: str, child: Child) -> None:
         await child.stop()
         self.children.pop((session, child.name), None)
+
+
+def _refused(argv: list[str], run_dir: Path) -> str | None:
+    """Why an agent will not run these arguments, or None. Whoever can publish on the broker
+    can ask: only measuring pieces, reading only topology files sent along, writing nothing."""
+    if not argv or argv[0] not in SPAWNABLE:
+        return f"it runs only {', '.join(SPAWNABLE)}"
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag == "--topology" and Path(value).parent != run_dir:
+            return "a topology must come as a file sent along"
+    if any(arg == "--json" or arg.startswith("--json=") or arg.startswith("--topology=")
+           for arg in argv):
+        return "pieces it runs write no files and take --topology as a separate argument"
+    return None
 
 
 @dataclass

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -140,7 +141,9 @@ class Placement:
             return Child(name, argv, log_dir, env)
         source = Path(topology.source)
         files = {topology.source: source.read_text()} if source.is_file() else {}
-        return self.hub.piece(agent, f"{label}.{name}", argv, files)
+        # the piece's name travels as an id (check_id): label may hold '=' (sweeps)
+        remote_name = re.sub(r"[^A-Za-z0-9_.:-]", "-", f"{label}.{name}")[-64:]
+        return self.hub.piece(agent, remote_name, argv, files)
 
     def listen_host_of(self, agent: str) -> str:
         return self.listen_host if agent == LOCAL or not self.hub else self.hub.agents[agent].listen_host

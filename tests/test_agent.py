@@ -14,11 +14,13 @@ import time
 
 import pytest
 
-from mqprobe.agent import AgentInfo, Hub, parse_placement
+from mqprobe.agent import AgentInfo, Hub, _refused, parse_placement
 from mqprobe.broker import BrokerState
 from mqprobe.clocks import clock_id
 from mqprobe.compare import Placement
 from mqprobe.process import RunError
+from mqprobe.stamps import check_id
+from mqprobe.topology import resolve
 
 from .conftest import REPO, run_cli
 
@@ -137,3 +139,24 @@ def test_a_swarm_on_another_machine_is_not_sent_to_a_loopback_node():
     Placement({"node": ["far"]}, hub).check_reachable(1, 1)  # reachable: 10.0.0.12
     Placement({"node": ["near"]}, hub).check_reachable(1, 1)  # one machine: loopback is fine
     Placement({"swarm": ["far"]}, hub, "10.0.0.11").check_reachable(1, 1)
+
+
+@pytest.mark.parametrize("argv", [["broker", "down"], ["node", "--json", "/tmp/x"],
+                                  ["node", "--topology", "/etc/some.toml"],
+                                  ["publish", "--topology=x.toml"]])
+def test_an_agent_runs_only_measuring_pieces_that_write_nothing(argv, tmp_path):
+    assert _refused(argv, tmp_path)
+
+
+def test_an_agent_runs_a_node_with_a_topology_sent_along(tmp_path):
+    assert _refused(["node", "--topology", str(tmp_path / "n1.file0.toml"), "--port", "0"],
+                    tmp_path) is None
+
+
+def test_remote_piece_names_travel_as_ids_even_for_sweep_labels(tmp_path):
+    hub = Hub("amqp://unused/")
+    hub.agents = {"far": AgentInfo("far", "elsewhere:1", "10.0.0.12")}
+    piece = Placement({"swarm": ["far"]}, hub).make(
+        "swarm", 0, "swarm1", ["swarm"], tmp_path, {}, "single-topic_groups=8",
+        resolve("single-topic"))
+    assert check_id("piece", piece.name) == "single-topic_groups-8.swarm1"
