@@ -61,11 +61,6 @@ class ClockOffset:
                 "uncertainty_ms": round(self.uncertainty_ns / 1e6, 3),
                 "exchanges": self.exchanges}
 
-    @classmethod
-    def from_json(cls, data: dict) -> ClockOffset:
-        return cls(round(data["offset_ms"] * 1e6), round(data["uncertainty_ms"] * 1e6),
-                   int(data["exchanges"]))
-
     def relative_to(self, other: ClockOffset) -> ClockOffset:
         """This clock as seen from `other`'s (both measured against ours)."""
         if self == other:
