@@ -12,6 +12,7 @@ from mqprobe.records import CLIENT_HOPS, HopSet, Latency
 # not the system's. 20 ms is far above a healthy asyncio loop's lag (well under 1 ms).
 CLIENT_LAG_P99_MS = 20.0
 BUSY_SATURATED = 0.9
+SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it computed
 
 
 def merge_run(publisher: dict | None, swarms: list[dict], nodes: list[dict]) -> dict:
@@ -87,6 +88,7 @@ def _node_summary(node: dict) -> dict:
         "unacked_max": node["unacked_max"],
         "prefetch": node["prefetch"], "busy_ratio": node["busy_ratio"],
         "loop_lag_ms": Latency.from_json(node["loop_lag"]).lag_summary(),
+        "loop_worst": node.get("loop_worst", {}),
     }
 
 
@@ -119,9 +121,7 @@ def verdict(run: dict, budget_ms: float) -> dict:
                         f"{stalled['loop_lag_ms']['max']} ms (loop lag p99 "
                         f"{stalled['loop_lag_ms']['p99']} ms): meanwhile nothing is consumed, "
                         "emitted or acked")
-        return _said("server", "server-stall: a node's event loop could not run "
-                     "(blocked or saturated)",
-                     evidence)
+        return _said("server", _stall_cause(stalled.get("loop_worst", {})), evidence)
     dominant = max(tail, key=tail.get)
     busy, busiest = max(((max(n["busy_ratio"].values(), default=0.0), n["node"]) for n in nodes),
                         default=(0.0, "-"))
@@ -152,6 +152,19 @@ def verdict(run: dict, budget_ms: float) -> dict:
         return _said("server", "slow-handler: the node's handler takes long per message",
                      evidence)
     return _said("delivery", "delivery: socket writes, network or client reads", evidence)
+
+
+def _stall_cause(worst: dict) -> str:
+    """Blocked or saturated, from the CPU the node used while its loop could not run."""
+    if "cpu_share" not in worst:
+        return "server-stall: a node's event loop could not run (blocked or saturated)"
+    share = worst["cpu_share"]
+    if share >= SATURATED_CPU_SHARE:
+        return (f"server-stall: a node's event loop was saturated: it computed ({share:.0%} "
+                f"of a core) through its longest stall of {worst['lag_ms']:g} ms")
+    return (f"server-stall: a node's event loop was blocked: it used {share:.0%} of a core "
+            f"through its longest stall of {worst['lag_ms']:g} ms, so a synchronous call "
+            "(sleep, file or network I/O, a lock) held it, not computing")
 
 
 def _said(culprit: str, cause: str, evidence: list[str]) -> dict:

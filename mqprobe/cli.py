@@ -60,7 +60,7 @@ BudgetMs = Annotated[float, typer.Option(help="p99 e2e under this is healthy.")]
 RunDir = Annotated[Path | None, typer.Option(help="Where logs of the pieces go.")]
 Inject = Annotated[list[str] | None, typer.Option(
     "--inject", help="Fault on purpose, repeatable: server-delay=50ms, broker-delay=50ms, "
-                     "prefetch=1, stall=200ms/2s.")]
+                     "prefetch=1, stall=200ms/2s (blocked), spin=200ms/2s (saturated).")]
 ListenHost = Annotated[str, typer.Option(
     help="Address nodes on this host listen on; with --place swarm=... on another machine, "
          "one that machine reaches.")]

@@ -240,7 +240,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
                              "--layout", layout, "--groups", groups, "--prefix", prefix,
                              "--port", "0", *_knob_args(topology),
                              *workload.inject_for("server-delay"),
-                             *(workload.inject_for("stall") if i == 0 else [])],
+                             *(workload.inject_for("stall", "spin") if i == 0 else [])],
                             log_dir, env, label, topology) for i in range(workload.nodes)]
     swarms: list[Piece] = []
     publisher: Piece | None = None

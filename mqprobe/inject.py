@@ -4,7 +4,8 @@
 `--inject broker-delay=50ms`  a real broker-side wait: messages sit in a TTL queue and are
                               dead-lettered to the topology's exchange 50 ms later
 `--inject prefetch=1`         the consumers' prefetch window is 1
-`--inject stall=200ms/2s`     node n1 blocks its event loop for 200 ms every 2 s
+`--inject stall=200ms/2s`     node n1 blocks its event loop for 200 ms every 2 s (sleeping)
+`--inject spin=200ms/2s`      node n1 saturates its event loop for 200 ms every 2 s (computing)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-KINDS = ("server-delay", "broker-delay", "prefetch", "stall")
+KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s)")
 
 
@@ -23,6 +24,7 @@ class Faults:
     prefetch: int | None = None
     stall_s: float = 0.0
     stall_every_s: float = 0.0
+    stall_spin: bool = False  # the stall computes (CPU busy) instead of sleeping
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v}
@@ -58,9 +60,10 @@ def parse_injections(items: list[str]) -> Faults:
         else:
             stall, slash, every = value.partition("/")
             if not slash:
-                raise ValueError(f"--inject stall takes STALL/EVERY like 200ms/2s, got {value!r}")
-            fields["stall_s"] = parse_duration(stall, "--inject stall")
-            fields["stall_every_s"] = parse_duration(every, "--inject stall period")
+                raise ValueError(f"--inject {kind} takes STALL/EVERY like 200ms/2s, got {value!r}")
+            fields["stall_s"] = parse_duration(stall, f"--inject {kind}")
+            fields["stall_every_s"] = parse_duration(every, f"--inject {kind} period")
+            fields["stall_spin"] = kind == "spin"
             if fields["stall_every_s"] <= fields["stall_s"]:
-                raise ValueError("--inject stall: the period must be longer than the stall")
+                raise ValueError(f"--inject {kind}: the period must be longer than the stall")
     return Faults(**fields)

@@ -122,11 +122,17 @@ class Node:
             self._workers.append(asyncio.get_running_loop().create_task(self._stall()))
 
     async def _stall(self) -> None:
-        """Injected fault: block the whole event loop now and then, as a sync call would."""
+        """Injected fault: hold the whole event loop now and then, as a sync call (stall) or
+        a CPU-bound handler (spin) would."""
         faults = self.config.faults
         while True:
             await asyncio.sleep(faults.stall_every_s)
-            time.sleep(faults.stall_s)
+            if faults.stall_spin:  # computing: the loop is saturated, the CPU busy
+                until = time.perf_counter() + faults.stall_s
+                while time.perf_counter() < until:
+                    pass
+            else:  # a synchronous call: the loop is blocked, the CPU idle
+                time.sleep(faults.stall_s)
             self.stats.stalls += 1
 
     async def stop(self) -> dict:
@@ -156,6 +162,7 @@ class Node:
             "prefetch": knobs.prefetch,
             "busy_ratio": {name: meter.ratio() for name, meter in self.stats.busy.items()},
             "loop_lag": self.loop_lag.lag.to_json(),
+            "loop_worst": self.loop_lag.worst(),
             "fanout": {group: hops.to_json() for group, hops in self.per_group.items()},
         }
 

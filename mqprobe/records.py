@@ -105,8 +105,8 @@ class LoopLagMonitor:
 
     def __init__(self, interval: float = 0.01) -> None:
         self.interval = interval
-        self.lag = Latency()
         self._task: asyncio.Task | None = None
+        self.reset()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -114,13 +114,27 @@ class LoopLagMonitor:
     async def _run(self) -> None:
         interval_ns = int(self.interval * 1e9)
         while True:
-            before = time.monotonic_ns()
+            before, cpu_before = time.monotonic_ns(), time.process_time_ns()
             await asyncio.sleep(self.interval)
-            self.lag.record(max(0, time.monotonic_ns() - before - interval_ns))
+            took = time.monotonic_ns() - before
+            lag = max(0, took - interval_ns)
+            self.lag.record(lag)
+            if lag > self.worst_lag_ns:
+                # CPU spent while the loop could not run tells a blocked loop (sleep, I/O,
+                # lock: near 0) from a saturated one (computing: near 1)
+                self.worst_lag_ns = lag
+                self.worst_cpu_share = min(1.0, (time.process_time_ns() - cpu_before) / took)
 
     def reset(self) -> None:
         """Start counting afresh (the set-up phase is not part of a measurement)."""
         self.lag = Latency()
+        self.worst_lag_ns = 0
+        self.worst_cpu_share = 0.0
+
+    def worst(self) -> dict:
+        """The longest time the loop could not run, and the CPU share the process used then."""
+        return {"lag_ms": round(self.worst_lag_ns / 1e6, 3),
+                "cpu_share": round(self.worst_cpu_share, 2)}
 
     def stop(self) -> None:
         if self._task:

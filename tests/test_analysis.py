@@ -54,11 +54,13 @@ def test_queue_wait_from_a_slow_consumer_is_blamed_on_the_server(broker, tmp_pat
     assert any("prefetch window" in line for line in run["verdict"]["evidence"])
 
 
-def test_loop_stall_is_a_server_stall(broker, tmp_path):
+@pytest.mark.parametrize(("kind", "how"), [("stall", "blocked"), ("spin", "saturated")])
+def test_loop_stall_is_a_server_stall_blocked_or_saturated(broker, tmp_path, kind, how):
     run = _compare(broker, tmp_path, "--rate", "10", "--duration", "4",
-                   "--inject", "stall=200ms/1s")
+                   "--inject", f"{kind}=200ms/1s")
     assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
         "server", "server-stall"), run["verdict"]
+    assert f"event loop was {how}" in run["verdict"]["cause"], run["verdict"]
     assert any("n1 event loop could not run" in line for line in run["verdict"]["evidence"])
 
 
