@@ -540,6 +540,11 @@ def agent_cmd(
 
 def main() -> None:
     """Entry point: every expected failure ends in one sentence and a non-zero exit."""
+    from mqprobe.stamps import CLOCK_SKEW_PROBLEM
+
+    if CLOCK_SKEW_PROBLEM:
+        err.print(f"mqprobe: {CLOCK_SKEW_PROBLEM}", markup=False, highlight=False)
+        sys.exit(2)
     try:
         code = app(standalone_mode=False)  # returns the code of a typer.Exit
         if isinstance(code, int) and code:

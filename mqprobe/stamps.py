@@ -24,9 +24,20 @@ TRACEPARENT = "traceparent"
 SOCKETIO_FIELD = "mqprobe"
 FRAME_MARKER = '{"mqprobe":['
 
+
+def _skew_from_env() -> tuple[int, str]:
+    """MQPROBE_CLOCK_SKEW_MS in ns, and a sentence when it is malformed (then: no skew; the
+    CLI refuses to run, an embedding server is never broken by it)."""
+    raw = os.environ.get("MQPROBE_CLOCK_SKEW_MS", "").strip()
+    try:
+        return (round(float(raw) * 1e6) if raw else 0), ""
+    except ValueError:
+        return 0, f"MQPROBE_CLOCK_SKEW_MS must be a number of milliseconds, got {raw!r}"
+
+
 # CLOCK_REALTIME, comparable across processes and (synced) hosts. MQPROBE_CLOCK_SKEW_MS makes
 # a process pretend its clock is off, to try mqprobe's offset estimation on one machine.
-CLOCK_SKEW_NS = round(float(os.environ.get("MQPROBE_CLOCK_SKEW_MS") or 0) * 1e6)
+CLOCK_SKEW_NS, CLOCK_SKEW_PROBLEM = _skew_from_env()
 now_ns = time.time_ns if not CLOCK_SKEW_NS else (lambda: time.time_ns() + CLOCK_SKEW_NS)
 
 _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")

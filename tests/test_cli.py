@@ -62,3 +62,10 @@ def test_missing_rabbitmq_binary_says_how_to_get_one(monkeypatch: pytest.MonkeyP
 def test_redact_url_hides_password_only():
     assert redact_url("amqp://user:pw@host:5672/vh") == "amqp://user:***@host:5672/vh"
     assert redact_url("amqp://host/") == "amqp://host/"
+
+
+def test_malformed_clock_skew_setting(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MQPROBE_CLOCK_SKEW_MS", "soon")
+    result = run_cli("broker", "status")
+    assert result.returncode == 2
+    assert "MQPROBE_CLOCK_SKEW_MS must be a number" in _one_sentence(result.stderr)
