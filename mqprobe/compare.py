@@ -200,18 +200,22 @@ async def placed(workload: Workload, amqp_url: str):
         await hub.close()
 
 
+def _is_node(piece: str) -> bool:
+    return piece.startswith("n") and piece[1:].isdigit()  # n1, n2...: node ids in the trace
+
+
 def clock_command(clocks: dict[str, ClockOffset], swarm: str) -> str:
     """The `clock` line that puts a swarm's hops onto its own clock."""
     own = clocks[swarm]
     table = {"publisher": clocks["publisher"].relative_to(own).offset_ns,
              "nodes": {name: offset.relative_to(own).offset_ns for name, offset in clocks.items()
-                       if name.startswith("n") and name[1:].isdigit()}}
+                       if _is_node(name)}}
     return "clock " + json.dumps(table, separators=(",", ":"))
 
 
 def clocks_json(clocks: dict[str, ClockOffset]) -> dict:
-    nodes = [o for name, o in clocks.items() if name.startswith("n") and name[1:].isdigit()]
-    swarms = [o for name, o in clocks.items() if name.startswith("swarm")]
+    nodes = [offset for name, offset in clocks.items() if _is_node(name)]
+    swarms = [offset for name, offset in clocks.items() if name.startswith("swarm")]
     return {"pieces": {name: offset.to_json() for name, offset in clocks.items()},
             "hop_uncertainty_ms": hop_uncertainty(clocks["publisher"], nodes, swarms)}
 
@@ -228,7 +232,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
                   run_dir: Path, label: str, observe: Observer,
                   management_url: str | None = None, placement: Placement | None = None) -> dict:
     """One topology x layout on the workload; returns the design.md run dict."""
-    placement = placement or Placement()
+    placement = placement or Placement(listen_host=workload.listen_host)
     prefix = f"mqprobe.{uuid.uuid4().hex[:8]}."
     env = dict(os.environ, MQPROBE_AMQP_URL=amqp_url)
     log_dir = run_dir / label

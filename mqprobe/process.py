@@ -95,14 +95,11 @@ class Piece:
     async def stop(self, timeout: float = 20.0) -> dict | None:
         raise NotImplementedError
 
-    def log_tail(self) -> str:
-        return str(self.latest.get("exit", {}).get("log_tail", ""))
-
     def failure(self) -> str | None:
         if "error" in self.latest:
             return f"{self.name}: {self.latest['error'].get('message', 'failed')}"
         if "exit" in self.latest and "result" not in self.latest:
-            tail = self.log_tail()
+            tail = str(self.latest["exit"].get("log_tail", ""))  # its last line of stderr
             return f"{self.name} exited early" + (f": {tail}" if tail else "")
         return None
 
