@@ -28,6 +28,7 @@ from pathlib import Path
 
 import aio_pika
 
+from mqprobe import __version__
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, from_exchanges
 from mqprobe.process import Child, Piece, RunError, wait_for_stop
 from mqprobe.stamps import check_id, now_ns
@@ -134,7 +135,7 @@ class Agent:
                                                     "t1": t1, "t2": now_ns()})
         elif op == "hello":
             await self._publish(session, "@agent", {"event": "hello", "agent": self.name,
-                                                    "clock": clock_id(),
+                                                    "clock": clock_id(), "version": __version__,
                                                     "listen_host": self.listen_host})
         elif op == "spawn":
             await self._spawn(session, command)
@@ -251,6 +252,9 @@ class Hub:
             raise RunError(f"agent {agent!r} did not answer over the broker within "
                            f"{timeout:.0f} s (is `mqprobe agent --name {agent}` running "
                            "against the same broker?)") from None
+        if reply.get("version") != __version__:
+            raise RunError(f"agent {agent!r} runs mqprobe {reply.get('version')}, this is "
+                           f"{__version__}: run the same version on every host")
         info = AgentInfo(agent, str(reply.get("clock")), str(reply.get("listen_host")))
         self.agents[agent] = info
         return info

@@ -17,6 +17,8 @@ publish, and its emit stamp cannot follow our receive (`bound_from_probe`).
 
 Pieces on one host share one clock: their offset is exactly 0 with no uncertainty, so a
 single-host run never gets error bars it does not have (`clock_id` tells hosts apart).
+Clocks drift (NTP slews them), so compare measures before and after each run and widens
+the error bar by the drift in between (`ClockOffset.widened_by`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class ClockOffset:
     offset_ns: int = 0
     uncertainty_ns: int = 0
     exchanges: int = 0  # request/response pairs behind the estimate; 0: the same clock
+    drift_ns: int = 0  # how far the offset moved between measurements (before/after a run)
 
     @property
     def same_clock(self) -> bool:
@@ -59,7 +62,16 @@ class ClockOffset:
     def to_json(self) -> dict:
         return {"offset_ms": round(self.offset_ns / 1e6, 3),
                 "uncertainty_ms": round(self.uncertainty_ns / 1e6, 3),
-                "exchanges": self.exchanges}
+                "exchanges": self.exchanges, "drift_ms": round(self.drift_ns / 1e6, 3)}
+
+    def widened_by(self, later: ClockOffset) -> ClockOffset:
+        """This estimate (the one the hops were corrected with), valid over the time up to a
+        later measurement: its error bar grows by how far the clocks drifted meanwhile."""
+        if self.same_clock:
+            return self
+        drift = abs(later.offset_ns - self.offset_ns)
+        return ClockOffset(self.offset_ns, max(self.uncertainty_ns, later.uncertainty_ns) + drift,
+                           self.exchanges + later.exchanges, drift)
 
     def relative_to(self, other: ClockOffset) -> ClockOffset:
         """This clock as seen from `other`'s (both measured against ours)."""

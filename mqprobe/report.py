@@ -69,7 +69,8 @@ def _pm(run: dict, hop: str, sep: str = "\n") -> str:
 def _clock_lines(run: dict) -> list[str]:
     pieces = run.get("clocks", {}).get("pieces", {})
     return [f"{name}: {c['offset_ms']:+.3f} ms from this host's clock ±{c['uncertainty_ms']:.3f} "
-            f"({c['exchanges']} exchanges over the broker)"
+            f"({c['exchanges']} exchanges over the broker, before and after the run; drift "
+            f"{c.get('drift_ms', 0):.3f} ms)"
             for name, c in pieces.items() if c["exchanges"]]
 
 

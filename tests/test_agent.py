@@ -68,7 +68,9 @@ def test_the_offset_is_measured_within_its_error_bar(placed_run):
     assert 0 < remote["uncertainty_ms"] < 20
     assert abs(remote["offset_ms"] - SKEW_MS) <= remote["uncertainty_ms"] + 0.2
     assert clocks["n2"] == clocks["publisher"] == clocks["swarm1"] == {
-        "offset_ms": 0.0, "uncertainty_ms": 0.0, "exchanges": 0}
+        "offset_ms": 0.0, "uncertainty_ms": 0.0, "exchanges": 0, "drift_ms": 0.0}
+    assert remote["exchanges"] == 16  # measured before and after the run
+    assert 0 <= remote["drift_ms"] < 1  # one machine's clock does not drift from itself
 
 
 def test_hops_are_corrected_and_carry_the_error_bar(placed_run):

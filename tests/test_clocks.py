@@ -66,3 +66,11 @@ def test_hop_error_bars_come_from_the_clocks_each_hop_compares():
     bars = hop_uncertainty(SAME_CLOCK, [remote_node, SAME_CLOCK], [SAME_CLOCK])
     assert bars == {"mq": 0.9, "server": 0.0, "delivery": 0.9, "e2e": 0.0, "fanout": 0.0}
     assert set(hop_uncertainty(SAME_CLOCK, [SAME_CLOCK], [SAME_CLOCK]).values()) == {0.0}
+
+
+def test_drift_between_measurements_widens_the_error_bar():
+    before, after = ClockOffset(250 * MS, 700_000, 8), ClockOffset(250 * MS + 300_000, 900_000, 8)
+    widened = before.widened_by(after)
+    assert widened.offset_ns == before.offset_ns  # the one the hops were corrected with
+    assert widened.uncertainty_ns == 900_000 + 300_000 and widened.drift_ns == 300_000
+    assert SAME_CLOCK.widened_by(SAME_CLOCK) == SAME_CLOCK
