@@ -51,11 +51,13 @@ def compare_svg(result: dict) -> str:
         parts.append(f"<text x='4' y='{y + 15}'>{html.escape(run['topology'])} / "
                      f"{html.escape(run['layout'])}</text>")
         x = left
+        bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
         for hop, colour in HOP_COLOURS.items():
             value = run["hops"][hop]["p50_ms"]
             w = plot * value / scale_max
+            clock = f" ±{bars[hop]:g} ms (clocks)" if bars.get(hop) else ""
             parts.append(f"<rect x='{x:.1f}' y='{y}' width='{w:.1f}' height='{bar}' "
-                         f"fill='{colour}'><title>{hop} p50 {value} ms</title></rect>")
+                         f"fill='{colour}'><title>{hop} p50 {value} ms{clock}</title></rect>")
             x += w
         p99 = run["hops"]["e2e"]["p99_ms"]
         px = left + plot * p99 / scale_max
