@@ -83,7 +83,14 @@ class Agent:
         try:
             channel = await connection.channel()
             control, self._results = await _declare(channel)
-            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            try:  # named and exclusive: a second agent of the same name is refused here
+                queue = await channel.declare_queue(f"mqprobe.agent.{self.name}",
+                                                    exclusive=True, auto_delete=True)
+            except aio_pika.exceptions.ChannelClosed as exc:
+                if "RESOURCE_LOCKED" not in str(exc):
+                    raise
+                raise RunError(f"an agent named {self.name!r} already runs on this broker: "
+                               "give each host its own --name") from None
             await queue.bind(control, routing_key=f"agent.{self.name}")
             await queue.consume(self._on_command, no_ack=True)
             loop = asyncio.get_running_loop()

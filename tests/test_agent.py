@@ -162,3 +162,10 @@ def test_remote_piece_names_travel_as_ids_even_for_sweep_labels(tmp_path):
         "swarm", 0, "swarm1", ["swarm"], tmp_path, {}, "single-topic_groups=8",
         resolve("single-topic"))
     assert check_id("piece", piece.name) == "single-topic_groups-8.swarm1"
+
+
+def test_a_second_agent_of_the_same_name_is_refused(broker: BrokerState, agent):
+    result = run_cli("agent", "--name", "skewed", amqp_url=broker.amqp_url, timeout=60)
+    assert result.returncode == 1
+    assert "an agent named 'skewed' already runs on this broker" in result.stderr
+    assert "Traceback" not in result.stderr
