@@ -176,6 +176,10 @@ def _queue_evidence(broker: dict) -> list[str]:
         return [broker.get("reason", "queue depth not measured")]
     out = [f"deepest queue {broker['max_ready_queue'] or '-'} held {broker['max_ready']} ready "
            "messages"]
+    growth = broker.get("backlog_growth")
+    if growth and growth["net_in_per_s"] > 0:
+        out.append(f"its backlog grew {growth['net_in_per_s']:g} msg/s faster than it drained "
+                   f"(from {growth['from_s']:g} s to {growth['to_s']:g} s of the run)")
     if not broker.get("management_api"):
         out.append("no management API given: alarms and flow control were not checked")
     if broker["alarms"]:

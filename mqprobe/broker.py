@@ -355,6 +355,20 @@ class QueueSampler:
         blocked = sum(1 for c in connections if c.get("state") in ("blocked", "blocking", "flow"))
         self.blocked_max = max(self.blocked_max, blocked)
 
+    def _growth(self, name: str) -> dict | None:
+        """How the deepest queue's backlog built up: from its last empty sample to its peak,
+        the messages a second that came in beyond what its consumer took."""
+        points = self.series.get(name, [])
+        if not points:
+            return None
+        peak_at = max(range(len(points)), key=lambda i: points[i][1])
+        empty_at = max((i for i in range(peak_at) if points[i][1] == 0), default=0)
+        (t0, ready0, _), (t1, ready1, _) = points[empty_at], points[peak_at]
+        if t1 <= t0:
+            return None
+        return {"from_s": t0, "to_s": t1, "ready": ready1,
+                "net_in_per_s": round((ready1 - ready0) / (t1 - t0), 1)}
+
     async def run(self) -> None:
         """Sample until cancelled; a failed sample is counted, never fatal."""
         import asyncio
@@ -393,7 +407,8 @@ class QueueSampler:
                 if ready > peak:
                     peak_queue, peak = name, ready
         return {"available": True, "interval_s": self.interval_s, "max_ready": peak,
-                "max_ready_queue": peak_queue, "management_api": bool(self.management_url),
+                "max_ready_queue": peak_queue, "backlog_growth": self._growth(peak_queue),
+                "management_api": bool(self.management_url),
                 "alarms": sorted(self.alarms), "blocked_connections_max": self.blocked_max,
                 "sample_errors": self.errors,
                 "queues": {"columns": ["t_s", "ready", "consumers"], **self.series}}

@@ -52,6 +52,10 @@ def test_queue_wait_from_a_slow_consumer_is_blamed_on_the_server(broker, tmp_pat
         "server", "consumer-saturated"), run["verdict"]
     assert run["evidence"]["broker"]["max_ready"] >= 3
     assert any("prefetch window" in line for line in run["verdict"]["evidence"])
+    # 20 msg/s in, at most 1/60 ms = 16.7 msg/s out: the backlog builds at about 3 msg/s
+    growth = run["evidence"]["broker"]["backlog_growth"]
+    assert 1 <= growth["net_in_per_s"] <= 10, growth
+    assert any("faster than it drained" in line for line in run["verdict"]["evidence"])
 
 
 @pytest.mark.parametrize(("kind", "how"), [("stall", "blocked"), ("spin", "saturated")])
