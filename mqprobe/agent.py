@@ -5,7 +5,9 @@ too, on two exchanges of their own:
 
 - `mqprobe.control` (direct): commands to an agent, routing key ``agent.<name>``:
   ``hello``, ``clock`` (an NTP-style exchange, see mqprobe.clocks), ``spawn`` a piece with
-  its arguments, ``send`` it a command line (reset, clock), ``stop`` it.
+  its arguments, ``send`` it a command line (reset, clock), ``stop`` it, ``alive``.
+  Both ends beat every 2 s: a coordinator that goes quiet has its pieces stopped, an
+  agent that goes quiet fails the run.
 - `mqprobe.results` (topic): everything a piece says (ready, progress, result, error, exit)
   and the agent's replies, routing key ``<session>.<piece>``. The coordinator (compare)
   reads its session's messages from an exclusive queue bound to ``<session>.#``.
@@ -38,7 +40,7 @@ RESULTS_EXCHANGE = "mqprobe.results"
 LOCAL = "local"  # the placement name of the coordinator's own host
 ROLES = ("node", "swarm", "publisher")
 SPAWNABLE = ("node", "swarm", "publish")
-HEARTBEAT_S = 2.0  # an agent silent for 5 of these is taken for gone
+HEARTBEAT_S = 2.0  # an agent or coordinator silent for 5 of these is taken for gone
 
 
 def parse_placement(items: list[str]) -> dict[str, list[str]]:
@@ -76,6 +78,7 @@ class Agent:
         self.name, self.amqp_url, self.listen_host = check_id("agent", name), amqp_url, listen_host
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mqprobe-agent-"))
         self.children: dict[tuple[str, str], Child] = {}
+        self.coordinators: dict[str, float] = {}  # session -> when it last said anything
         self._outbox: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
 
     async def run(self, on_ready=lambda agent: None) -> None:
@@ -112,10 +115,16 @@ class Agent:
                                     routing_key=f"{session}.{piece}")
 
     async def _beat(self) -> None:
-        """Tell each coordinator with pieces here that this agent still runs them."""
+        """Tell each coordinator with pieces here that this agent still runs them, and stop
+        the pieces of a coordinator that went quiet (interrupted, or cut off)."""
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             for session in {session for session, _ in self.children}:
+                silent = time.monotonic() - self.coordinators.get(session, time.monotonic())
+                if silent > 5 * HEARTBEAT_S:
+                    for key in [key for key in self.children if key[0] == session]:
+                        asyncio.get_running_loop().create_task(self.children.pop(key).stop())
+                    continue
                 with contextlib.suppress(Exception):
                     await self._publish(session, "@agent", {"event": "alive", "agent": self.name})
 
@@ -136,6 +145,7 @@ class Agent:
             command["piece"] = check_id("piece", str(command.get("piece", "-")))
         except (ValueError, KeyError, TypeError):
             return  # not ours (the control exchange is shared) or unsafe as a file name
+        self.coordinators[session] = time.monotonic()
         if op == "clock":
             await self._publish(session, "@agent", {"event": "clock", "agent": self.name,
                                                     "id": command.get("id"), "t0": command.get("t0"),
@@ -223,8 +233,18 @@ class Hub:
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(results, routing_key=f"{self.session}.#")
         await queue.consume(self._on_result, no_ack=True)
+        self._beat_task = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        """Tell the agents this coordinator still runs; they stop its pieces when it stops."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            for agent in self.agents:
+                with contextlib.suppress(Exception):
+                    await self.command(agent, "alive")
 
     async def close(self) -> None:
+        self._beat_task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._connection.close(), 5)
 

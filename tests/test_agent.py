@@ -169,3 +169,48 @@ def test_a_second_agent_of_the_same_name_is_refused(broker: BrokerState, agent):
     assert result.returncode == 1
     assert "an agent named 'skewed' already runs on this broker" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def test_an_agent_stops_the_pieces_of_a_coordinator_that_went_away(broker, tmp_path):
+    agent = subprocess.Popen([sys.executable, "-m", "mqprobe", "agent", "--name", "orphans",
+                              "--amqp-url", broker.amqp_url], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    compare = None
+    try:
+        assert "agent orphans ready" in agent.stderr.readline()
+        compare = subprocess.Popen(
+            [sys.executable, "-m", "mqprobe", "compare", "--topologies", "single-topic",
+             "--layouts", "per-node", "--nodes", "1", "--place", "node=orphans", "--groups",
+             "1", "--group-size", "3", "--duration", "60", "--run-dir", str(tmp_path),
+             "--amqp-url", broker.amqp_url], cwd=REPO, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not _children_of(agent.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _children_of(agent.pid), "the agent never started the node"
+        compare.kill()  # ours, by pid: the coordinator vanishes without a word
+        compare.wait(10)
+        deadline = time.monotonic() + 30
+        while _children_of(agent.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _children_of(agent.pid), "the orphaned node still runs"
+        assert agent.poll() is None  # the agent itself goes on serving
+    finally:
+        for proc in (compare, agent):
+            if proc and proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
