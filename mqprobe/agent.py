@@ -40,7 +40,8 @@ RESULTS_EXCHANGE = "mqprobe.results"
 LOCAL = "local"  # the placement name of the coordinator's own host
 ROLES = ("node", "swarm", "publisher")
 SPAWNABLE = ("node", "swarm", "publish")
-HEARTBEAT_S = 2.0  # an agent or coordinator silent for 5 of these is taken for gone
+HEARTBEAT_S = 2.0  # both ends say they are alive this often
+GONE_AFTER_S = 5 * HEARTBEAT_S  # an agent or coordinator silent this long is taken for gone
 
 
 def parse_placement(items: list[str]) -> dict[str, list[str]]:
@@ -79,7 +80,7 @@ class Agent:
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mqprobe-agent-"))
         self.children: dict[tuple[str, str], Child] = {}
         self.coordinators: dict[str, float] = {}  # session -> when it last said anything
-        self._outbox: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[str, str, dict]] = asyncio.Queue()  # session, piece
 
     async def run(self, on_ready=lambda agent: None) -> None:
         connection = await aio_pika.connect_robust(self.amqp_url, timeout=10)
@@ -103,7 +104,7 @@ class Agent:
                 await wait_for_stop(control=False)
             finally:
                 beat.cancel()
-                await asyncio.gather(*(c.stop() for c in self.children.values()))
+                await asyncio.gather(*(self._stop(key) for key in list(self.children)))
                 await self._outbox.join()
                 forwarder.cancel()
         finally:
@@ -121,19 +122,19 @@ class Agent:
             await asyncio.sleep(HEARTBEAT_S)
             for session in {session for session, _ in self.children}:
                 silent = time.monotonic() - self.coordinators.get(session, time.monotonic())
-                if silent > 5 * HEARTBEAT_S:
+                if silent > GONE_AFTER_S:
                     for key in [key for key in self.children if key[0] == session]:
-                        asyncio.get_running_loop().create_task(self.children.pop(key).stop())
+                        asyncio.get_running_loop().create_task(self._stop(key))
                     continue
                 with contextlib.suppress(Exception):
                     await self._publish(session, "@agent", {"event": "alive", "agent": self.name})
 
     async def _forward(self) -> None:
         while True:
-            session, event = await self._outbox.get()
+            session, piece, event = await self._outbox.get()
             try:
                 with contextlib.suppress(Exception):
-                    await self._publish(session, event.pop("_piece"), event)
+                    await self._publish(session, piece, event)
             finally:
                 self._outbox.task_done()
 
@@ -156,12 +157,10 @@ class Agent:
                                                     "listen_host": self.listen_host})
         elif op == "spawn":
             await self._spawn(session, command)
-        elif op in ("send", "stop"):
-            child = self.children.get((session, command["piece"]))
-            if child and op == "send":
-                await child.send(str(command.get("command", "")))
-            elif child:
-                asyncio.get_running_loop().create_task(self._stop(session, child))
+        elif op == "send" and (session, command["piece"]) in self.children:
+            await self.children[(session, command["piece"])].send(str(command.get("command", "")))
+        elif op == "stop":
+            asyncio.get_running_loop().create_task(self._stop((session, command["piece"])))
 
     async def _spawn(self, session: str, command: dict) -> None:
         piece = command["piece"]
@@ -175,7 +174,7 @@ class Agent:
         env = dict(os.environ, MQPROBE_AMQP_URL=self.amqp_url)
 
         def relay(event: dict) -> None:
-            self._outbox.put_nowait((session, {"_piece": piece, **event}))
+            self._outbox.put_nowait((session, piece, event))
 
         problem = _refused(argv, run_dir)
         if problem:
@@ -189,9 +188,11 @@ class Agent:
         except OSError as exc:
             relay({"event": "error", "message": f"agent {self.name} could not start it: {exc}"})
 
-    async def _stop(self, session: str, child: Child) -> None:
-        await child.stop()
-        self.children.pop((session, child.name), None)
+    async def _stop(self, key: tuple[str, str]) -> None:
+        """Stop one piece (session, name); taken out first, so it is stopped only once."""
+        child = self.children.pop(key, None)
+        if child:
+            await child.stop()
 
 
 def _refused(argv: list[str], run_dir: Path) -> str | None:
@@ -325,7 +326,7 @@ class RemotePiece(Piece):
 
     def failure(self) -> str | None:
         silent = time.monotonic() - self.hub.heard.get(self.agent, time.monotonic())
-        if self.started and "exit" not in self.latest and silent > 5 * HEARTBEAT_S:
+        if self.started and "exit" not in self.latest and silent > GONE_AFTER_S:
             return (f"{self.name}: agent {self.agent!r} has said nothing for {silent:.0f} s "
                     "(stopped, or cut off from the broker)")
         return super().failure()
