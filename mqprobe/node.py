@@ -22,7 +22,13 @@ from mqprobe.embed import Tracer
 from mqprobe.inject import Faults
 from mqprobe.process import emit_event, wait_for_stop
 from mqprobe.records import BusyMeter, HopSet, LoopLagMonitor
-from mqprobe.stamps import SOCKETIO_FIELD, TraceFormatError, decode_socketio_field, now_ns
+from mqprobe.stamps import (
+    SOCKETIO_FIELD,
+    TraceFormatError,
+    complete_socketio_field,
+    decode_socketio_field,
+    now_ns,
+)
 from mqprobe.topology import Topology
 
 log = logging.getLogger("mqprobe.node")
@@ -302,7 +308,7 @@ class Node:
                 if self.config.faults.server_delay_s:
                     await asyncio.sleep(self.config.faults.server_delay_s)
                 t_emit = now_ns()
-                raw[4], raw[6], raw[7] = self.config.node_id, t_deq, t_emit
+                complete_socketio_field(raw, self.config.node_id, t_deq, t_emit)
                 await original_handle(message)
                 self._record_fanout(trace.group, now_ns() - t_emit)
                 stats.handled += 1

@@ -161,6 +161,11 @@ def socketio_field(stamp: PublishStamp, node: str, t_deq: int, t_emit: int) -> l
             stamp.t_pub, t_deq, t_emit, stamp.t_plan]
 
 
+def complete_socketio_field(field: list, node: str, t_deq: int, t_emit: int) -> None:
+    """Fill in the node's stamps on a field its publisher made (socketio-manager's case)."""
+    field[4], field[6], field[7] = node, t_deq, t_emit
+
+
 def decode_socketio_field(value: object) -> DeliveryTrace:
     """The stamps of a received event's `mqprobe` field, or TraceFormatError."""
     if not isinstance(value, list) or not value:
