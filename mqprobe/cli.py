@@ -23,7 +23,7 @@ from mqprobe.broker import BrokerError, ManagedBroker, broker_for, redact_url
 from mqprobe.compare import DEFAULT_TOPOLOGIES, Phase, RunError, Workload, compare, save
 from mqprobe.process import emit_event
 from mqprobe.report import print_compare, print_hops, print_sweep
-from mqprobe.stamps import TraceFormatError
+from mqprobe.stamps import DeliveryTrace, TraceFormatError
 from mqprobe.topology import LAYOUTS, TopologyError, resolve
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -349,10 +349,11 @@ def _print_replayed(group: str, run: dict) -> None:
         bar = run["clock_ms"].get(hop, 0)
         console.print(f"  {hop:<11} p50 {h['p50_ms']:>8.3f}  p99 {h['p99_ms']:>8.3f}  "
                       f"max {h['max_ms']:>8.3f} ms" + (f"  ±{bar:.3f} (clocks)" if bar else ""))
-    for _g, seq, _plan, t_pub, t_deq, t_emit, t_recv in run["samples"][:200]:
-        console.print(f"  seq {seq:>5}  mq {(t_deq - t_pub) / 1e6:>8.3f}  server "
-                      f"{(t_emit - t_deq) / 1e6:>8.3f}  delivery {(t_recv - t_emit) / 1e6:>8.3f}"
-                      f"  = e2e {(t_recv - t_pub) / 1e6:>8.3f} ms")
+    for g, seq, t_plan, t_pub, t_deq, t_emit, t_recv in run["samples"][:200]:
+        hops = dict(DeliveryTrace("", str(g), seq, "", t_pub, t_deq, t_emit, t_plan).hops(t_recv))
+        console.print(f"  seq {seq:>5}  mq {hops['mq'] / 1e6:>8.3f}  server "
+                      f"{hops['server'] / 1e6:>8.3f}  delivery {hops['delivery'] / 1e6:>8.3f}"
+                      f"  = e2e {hops['e2e'] / 1e6:>8.3f} ms")
 
 
 # -- broker --------------------------------------------------------------------------------

@@ -287,7 +287,8 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
                                    log_dir, env, label, topology)
         # Hops whose ends were stamped on different hosts are put onto the swarm's clock.
         clocks = await placement.clocks(workload.nodes, len(swarms))
-        if any(not offset.same_clock for offset in clocks.values()):
+        clocks_differ = any(not offset.same_clock for offset in clocks.values())
+        if clocks_differ:
             await asyncio.gather(*(s.send(clock_command(clocks, f"swarm{i + 1}"))
                                    for i, s in enumerate(swarms)))
         # Loop lag and busy ratios count from here: connecting thousands of clients is
@@ -303,7 +304,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         members = dict(zip(workload.groups, workload.group_sizes, strict=True))
         expected = sum(n * members[g] for g, n in results["publisher"]["published"].items())
         await _drain(swarms, expected, workload.drain_s, label, observe)
-        if any(not offset.same_clock for offset in clocks.values()):
+        if clocks_differ:
             later = await placement.clocks(workload.nodes, len(swarms))
             clocks = {piece: offset.widened_by(later[piece]) for piece, offset in clocks.items()}
     except RunError as exc:
