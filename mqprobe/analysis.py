@@ -1,16 +1,28 @@
-"""From what the pieces recorded to one run's figures, and a verdict naming the culprit.
+"""From what the pieces recorded to one run's figures, its timeline, and a verdict.
 
 Lost and duplicate deliveries are counted against what the publisher actually sent and
-who actually joined. The verdict names only evidence that was measured in this run.
+who actually joined. The verdict rests on the attribution (mqprobe.attribution): the cause
+that explains the largest share of the tail's excess, with the next ones and their
+shares. Faults of the whole run (the broker gone, a piece dead, messages refused, lost
+deliveries) come first, and lost deliveries are never `none`. The verdict names only
+evidence that was measured in this run.
 """
 
 from __future__ import annotations
 
-from mqprobe.records import CLIENT_HOPS, HopSet, Latency
+from dataclasses import dataclass, field
 
-# A swarm that wakes up this late cannot timestamp to better than this: its figures are
-# not the system's. 20 ms is far above a healthy asyncio loop's lag (well under 1 ms).
-CLIENT_LAG_P99_MS = 20.0
+from mqprobe.attribution import (
+    PROSE,
+    Attribution,
+    Cause,
+    MessageDeliveries,
+    Verdict,
+    attribute,
+)
+from mqprobe.records import CLIENT_HOPS, HopSet, Latency
+from mqprobe.timeline import EventKind, TimedEvent
+
 BUSY_SATURATED = 0.9
 SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it computed
 
@@ -70,7 +82,8 @@ def merge_run(publisher: dict | None, swarms: list[dict], nodes: list[dict]) -> 
             "rss_bytes": sum(s.get("rss_bytes", 0) for s in swarms),
             "processes": len(swarms),
         },
-        "publisher": {k: v for k, v in (publisher or {}).items() if k != "schedule_lag"}
+        "publisher": {k: v for k, v in (publisher or {}).items()
+                      if k not in ("schedule_lag", "loop_lag", "timeline")}
         | ({"schedule_lag_ms": Latency.from_json(publisher["schedule_lag"]).summary()}
            if publisher and "schedule_lag" in publisher else {}),
         "nodes": [_node_summary(n) for n in nodes],
@@ -84,7 +97,7 @@ def _group_order(group: str) -> tuple:
 def _node_summary(node: dict) -> dict:
     return {
         "node": node["node"], "handled": node["handled"], "untraced": node["untraced"],
-        "filtered": node["filtered"], "stalls": node.get("stalls", 0),
+        "filtered": node["filtered"], "stalls": node.get("stalls", 0), "gc": node.get("gc", {}),
         "unacked_max": node["unacked_max"],
         "prefetch": node["prefetch"], "busy_ratio": node["busy_ratio"],
         "loop_lag_ms": Latency.from_json(node["loop_lag"]).lag_summary(),
@@ -92,83 +105,246 @@ def _node_summary(node: dict) -> dict:
     }
 
 
-def verdict(run: dict, budget_ms: float) -> dict:
-    """Which hop the tail belongs to, and why, from this run's measured evidence."""
+
+
+# -- the run's timeline and deliveries, on the coordinator's clock --------------------------
+def timeline_events(publisher: dict | None, swarms: list[dict], nodes: list[dict],
+                    broker: list[TimedEvent], shift_ns: dict[str, int]) -> list[TimedEvent]:
+    """Every piece's intervals, named (publisher, n1.., swarm1..) and moved onto our clock
+    (shift_ns: what to add to each piece's stamps; absent: the same clock)."""
+    named = [("publisher", publisher)] if publisher else []
+    named += [(node["node"], node) for node in nodes]
+    named += [(f"swarm{i + 1}", swarm) for i, swarm in enumerate(swarms)]
+    events = list(broker)
+    for piece, result in named:
+        shift = shift_ns.get(piece, 0)
+        for raw in (result.get("timeline") or {}).get("events", []):
+            events.append(TimedEvent.from_wire(piece, raw).shifted(shift))
+    return sorted(events, key=lambda e: e.start_ns)
+
+
+def deliveries(swarms: list[dict], nodes: list[dict],
+               shift_ns: dict[str, int]) -> list[MessageDeliveries]:
+    """Each swarm's per-message receipts, with the node's own wait and fan-out for it."""
+    emits: dict[tuple[str, str, int], tuple[int, int]] = {}
+    for node in nodes:
+        for group, rows in node.get("emits", {}).items():
+            for seq, wait_ns, fanout_ns in rows:
+                emits[(node["node"], group, seq)] = (wait_ns, fanout_ns)
+    out = []
+    for i, swarm in enumerate(swarms):
+        name = f"swarm{i + 1}"
+        shift = shift_ns.get(name, 0)
+        for group, seq, node, _t_plan, t_pub, t_deq, t_emit, receipts in swarm.get("messages", []):
+            wait_ns, fanout_ns = emits.get((node, str(group), seq), (0, 0))
+            out.append(MessageDeliveries(
+                str(group), seq, node, name, t_pub + shift, t_deq + shift, t_emit + shift,
+                [(d, n) for d, n in receipts], wait_ns, fanout_ns))
+    return out
+
+
+def timeline_json(events: list[TimedEvent], t0_ns: int, dropped: int) -> dict:
+    """The run's timeline for the result JSON: ms since the first publish."""
+    return {"t0_ns": t0_ns, "events": [e.to_json(t0_ns) for e in events], "dropped": dropped}
+
+
+# -- the verdict ---------------------------------------------------------------------------
+@dataclass
+class Failure:
+    """A run that ended early: which piece, and its one sentence."""
+
+    piece: str
+    message: str
+
+    @property
+    def role(self) -> str:
+        name = self.piece
+        if name.startswith("node") or (name.startswith("n") and name[1:].isdigit()):
+            return "node"
+        return "swarm" if name.startswith("swarm") else name
+
+
+@dataclass
+class RunFacts:
+    """What a verdict may rest on, beyond the attribution: counts and the run's faults."""
+
+    run: dict
+    events: list[TimedEvent] = field(default_factory=list)
+    t0_ns: int = 0
+    failure: Failure | None = None
+
+
+def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) -> Verdict:
+    """Which part of the path the tail belongs to, and why, from this run's evidence."""
+    run = facts.run
     hops, lag, swarm = run["hops"], run["self_lag_ms"], run["swarm"]
+    counts = _count_evidence(run)
+    down = [e for e in facts.events if e.kind == EventKind.BROKER_UNAVAILABLE]
+    if down:
+        first, last = down[0], down[-1]
+        return Verdict.of(Cause.BROKER_UNAVAILABLE,
+                          f"RabbitMQ could not be reached from {_at(first.start_ns, facts)} "
+                          f"to {_at(last.end_ns, facts)} of the run "
+                          f"({sum(e.duration_ns for e in down) / 1e9:.1f} s in all)",
+                          counts + _failure_evidence(facts))
+    if facts.failure:
+        role = facts.failure.role
+        cause = Cause.NODE_DIED if role == "node" else Cause.INSTRUMENT_FAILED
+        return Verdict.of(cause, f"{PROSE_FAILED[cause]}: {facts.failure.message}",
+                          counts + _failure_evidence(facts))
+    publisher = run.get("publisher", {})
+    refused = publisher.get("nacked", 0) + publisher.get("errors", 0)
+    if refused:
+        first = publisher.get("first_error") or "nacked by the broker"
+        return Verdict.of(Cause.PUBLISH_REJECTED, f"{refused} of {run['published']} messages "
+                          f"were refused or failed at publish ({first})", counts)
+    if swarm["failed"] or swarm["disconnects"]:
+        return Verdict.of(Cause.INSTRUMENT_FAILED,
+                          f"{swarm['failed']} clients failed to connect and {swarm['disconnects']}"
+                          " disconnected during the run (the server may have dropped them: see "
+                          "its log); counts and figures are not to be trusted", counts)
+    if attribution is None:
+        if run["lost"]:
+            return _lost(run, counts)
+        if run["published"] == 0:
+            return Verdict.of(Cause.INSTRUMENT_FAILED, "nothing was published", counts)
+        return Verdict.of(Cause.NOTHING_MEASURED, evidence=counts)
     e2e = hops["e2e"]
-    evidence: list[str] = []
+    evidence = counts + [
+        f"e2e p99 {e2e['p99_ms']} ms (budget {budget_ms:g} ms); p99 by hop: "
+        + ", ".join(f"{hop} {hops[hop]['p99_ms']} ms" for hop in ("mq", "server", "delivery")),
+        _tail_line(attribution, budget_ms)]
+    if attribution.shares:
+        evidence.append("tail excess by cause: " + "; ".join(
+            f"{s.culprit.value}: {s.cause.value} {s.share:.0%} ({s.mean_ms:.2f} ms a delivery)"
+            for s in attribution.shares if s.share >= 0.005))
+    evidence.append(f"swarm loop lag p99 {lag['p99']} ms, max {lag['max']} ms: the error bar of "
+                    f"every receive stamp; it explains "
+                    f"{attribution.share_of(Cause.SWARM_SATURATED):.0%} of the tail excess")
+    if attribution.tail == "p99" and not run["lost"]:
+        return Verdict.of(Cause.WITHIN_BUDGET, evidence=evidence, shares=attribution.shares)
+    if not attribution.shares:
+        return _lost(run, evidence) if run["lost"] else Verdict.of(
+            Cause.WITHIN_BUDGET, evidence=evidence)
+    top = attribution.shares[0]
+    evidence += _cause_evidence(top.cause, run, facts)
+    prose = f"{_cause_prose(top.cause, run, facts)} ({top.share:.0%} of the tail excess)"
+    after = [s.label() for s in attribution.shares[1:3] if s.share >= 0.005]
+    if after:
+        prose += "; then " + ", ".join(after)
+    return Verdict(top.culprit, top.cause, prose, evidence, attribution.shares)
+
+
+PROSE_FAILED = {Cause.NODE_DIED: "a node process ended during the run",
+                Cause.INSTRUMENT_FAILED: "a piece of mqprobe's instrument failed, these figures "
+                                         "are not to be trusted"}
+
+
+def _at(t_ns: int, facts: RunFacts) -> str:
+    return f"{(t_ns - facts.t0_ns) / 1e9:.1f} s" if facts.t0_ns else "?"
+
+
+def _count_evidence(run: dict) -> list[str]:
+    out = []
     if run["lost"]:
-        evidence.append(f"lost {run['lost']} of {run['expected_deliveries']} deliveries")
+        out.append(f"lost {run['lost']} of {run['expected_deliveries']} deliveries")
     if run["duplicated"]:
-        evidence.append(f"{run['duplicated']} duplicate deliveries")
-    if lag["p99"] > CLIENT_LAG_P99_MS or swarm["failed"] or swarm["disconnects"]:
-        evidence.insert(0, f"swarm loop lag p99 {lag['p99']} ms (limit {CLIENT_LAG_P99_MS} ms), "
-                           f"{swarm['failed']} failed connects, {swarm['disconnects']} disconnects")
-        return _said("client", "swarm-saturated: the measuring swarm itself was the bottleneck, "
-                     "these figures are not to be trusted", evidence)
-    if e2e["count"] == 0:
-        return _said("none", "no delivery was measured", evidence)
-    tail = {hop: hops[hop]["p99_ms"] for hop in ("mq", "server", "delivery")}
-    evidence.append(f"e2e p99 {e2e['p99_ms']} ms (budget {budget_ms} ms); p99 by hop: "
-                    + ", ".join(f"{hop} {value} ms" for hop, value in tail.items()))
-    if e2e["p99_ms"] <= budget_ms and not run["lost"]:
-        return _said("none", "every hop within budget", evidence)
+        out.append(f"{run['duplicated']} duplicate deliveries")
+    return out
+
+
+def _failure_evidence(facts: RunFacts) -> list[str]:
+    return [f"run failed: {facts.failure.message}"] if facts.failure else []
+
+
+def _lost(run: dict, evidence: list[str]) -> Verdict:
+    """Where deliveries were lost: before a node's handler, or after its emit."""
+    short = [(n["node"], n["handled"]) for n in run["nodes"] if n["handled"] < run["published"]]
+    if short:
+        detail = ", ".join(f"{node} handled {handled} of {run['published']}"
+                           for node, handled in short)
+        return Verdict.of(Cause.LOST_BEFORE_NODE, f"{run['lost']} deliveries lost: messages "
+                          f"never reached a node's handler ({detail})", evidence)
+    return Verdict.of(Cause.LOST, f"{run['lost']} deliveries lost: every node emitted every "
+                      "message, yet members never received some", evidence)
+
+
+def _tail_line(attribution: Attribution, budget_ms: float) -> str:
+    floors = ", ".join(f"{hop} {value:g}" for hop, value in attribution.floors_ms.items())
+    which = (f"{attribution.tail_deliveries} of {attribution.deliveries} deliveries over the "
+             f"{budget_ms:g} ms budget" if attribution.tail == "over-budget" else
+             f"the p99 tail ({attribution.tail_deliveries} of {attribution.deliveries} "
+             "deliveries; the budget is met)")
+    return (f"tail: {which}, {attribution.excess_ms:.2f} ms each beyond the floor "
+            f"(ms: {floors})")
+
+
+def _cause_prose(cause: Cause, run: dict, facts: RunFacts) -> str:
+    if cause == Cause.SERVER_STALL:
+        return _stall_cause(facts)
+    if cause == Cause.GC_PAUSE:
+        gcs = [e for e in facts.events if e.kind == EventKind.GC and _is_node(e.piece)]
+        if gcs:
+            worst = max(gcs, key=lambda e: e.duration_ns)
+            return (f"a node's garbage collector stopped its event loop ({len(gcs)} "
+                    f"collections over 1 ms, the longest {worst.duration_ns / 1e6:.1f} ms, "
+                    f"gen {worst.detail.get('generation', '?')} on {worst.piece})")
+    return PROSE[cause]
+
+
+def _is_node(piece: str) -> bool:
+    return piece.startswith("n") and piece[1:].isdigit()
+
+
+def _stall_cause(facts: RunFacts) -> str:
+    """Blocked or saturated, from the CPU the node used through its longest stall."""
+    stalls = [e for e in facts.events if e.kind == EventKind.LOOP_STALL and _is_node(e.piece)]
+    if not stalls:
+        return "a node's event loop could not run"
+    worst = max(stalls, key=lambda e: e.duration_ns)
+    share = worst.detail.get("cpu_share", 0.0)
+    ms = f"{worst.duration_ns / 1e6:g}"
+    if share >= SATURATED_CPU_SHARE:
+        return (f"a node's event loop was saturated: it computed ({share:.0%} of a core) "
+                f"through its longest stall of {ms} ms on {worst.piece}")
+    return (f"a node's event loop was blocked: it used {share:.0%} of a core through its "
+            f"longest stall of {ms} ms on {worst.piece}, so a synchronous call (sleep, file or "
+            "network I/O, a lock) held it, not computing")
+
+
+def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
+    """The measurements behind the top cause."""
     nodes = run["nodes"]
     broker = run.get("evidence", {}).get("broker", {})
-    stalled = max(nodes, key=lambda n: n["loop_lag_ms"]["max"], default=None)
-    if stalled and stalled["loop_lag_ms"]["max"] >= max(budget_ms / 2, e2e["p99_ms"] / 2):
-        evidence.append(f"{stalled['node']} event loop could not run for up to "
-                        f"{stalled['loop_lag_ms']['max']} ms (loop lag p99 "
-                        f"{stalled['loop_lag_ms']['p99']} ms): meanwhile nothing is consumed, "
-                        "emitted or acked")
-        return _said("server", _stall_cause(stalled.get("loop_worst", {})), evidence)
-    dominant = max(tail, key=tail.get)
     busy, busiest = max(((max(n["busy_ratio"].values(), default=0.0), n["node"]) for n in nodes),
                         default=(0.0, "-"))
-    full = [n for n in nodes if n["unacked_max"] >= n["prefetch"]]
-    fanout = hops["fanout"]["p99_ms"]
-    if dominant == "mq":
-        if busy >= BUSY_SATURATED or full:
-            evidence.append(f"consumer busy ratio {busy:.2f} on {busiest}")
-            evidence += [f"{n['node']} unacked reached its prefetch window ({n['prefetch']})"
-                         for n in full]
-            evidence += _queue_evidence(broker)
-            return _said("server", "consumer-saturated: messages waited in the queue because "
-                         "a node's consumer could not keep up", evidence)
-        evidence.append(f"consumers mostly idle (busy ratio max {busy:.2f}) and prefetch windows "
-                        "never full, yet messages waited before reaching them")
-        evidence += _queue_evidence(broker)
-        return _said("mq", "broker-side: the wait happened in RabbitMQ, not in a busy consumer",
-                     evidence)
-    if fanout >= tail[dominant] / 2:
-        evidence.append(f"the nodes' room emit loop (fanout) p99 {fanout} ms")
-        return _said("server", "fanout-bound: emitting to the room takes as long as the tail",
-                     evidence)
-    if dominant == "server":
-        evidence.append(f"consumer busy ratio {busy:.2f} on {busiest}")
-        if busy >= BUSY_SATURATED:
-            return _said("server", "consumer-saturated: messages waited in the node's own "
-                         "backlog because its handler could not keep up", evidence)
-        return _said("server", "slow-handler: the node's handler takes long per message",
-                     evidence)
-    return _said("delivery", "delivery: socket writes, network or client reads", evidence)
-
-
-def _stall_cause(worst: dict) -> str:
-    """Blocked or saturated, from the CPU the node used while its loop could not run."""
-    if "cpu_share" not in worst:
-        return "server-stall: a node's event loop could not run (blocked or saturated)"
-    share = worst["cpu_share"]
-    if share >= SATURATED_CPU_SHARE:
-        return (f"server-stall: a node's event loop was saturated: it computed ({share:.0%} "
-                f"of a core) through its longest stall of {worst['lag_ms']:g} ms")
-    return (f"server-stall: a node's event loop was blocked: it used {share:.0%} of a core "
-            f"through its longest stall of {worst['lag_ms']:g} ms, so a synchronous call "
-            "(sleep, file or network I/O, a lock) held it, not computing")
-
-
-def _said(culprit: str, cause: str, evidence: list[str]) -> dict:
-    return {"culprit": culprit, "cause": cause, "evidence": evidence}
+    full = [n for n in nodes if n["prefetch"] and n["unacked_max"] >= n["prefetch"]]
+    windows = [e for e in facts.events if e.kind == EventKind.WINDOW_FULL]
+    if cause == Cause.CONSUMER_SATURATED:
+        out = [f"consumer busy ratio {busy:.2f} on {busiest}"]
+        out += [f"{n['node']} unacked reached its prefetch window ({n['prefetch']})" for n in full]
+        if windows:
+            out.append(f"prefetch windows were full {len(windows)} times, "
+                       f"{sum(e.duration_ns for e in windows) / 1e6:.0f} ms in all")
+        return out + _queue_evidence(broker)
+    if cause == Cause.BROKER_SIDE:
+        return [f"consumers mostly idle (busy ratio max {busy:.2f}) and prefetch windows "
+                f"{'full only ' + str(len(windows)) + ' times' if windows else 'never full'}, "
+                "yet messages waited before reaching them", *_queue_evidence(broker)]
+    if cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
+        worst = max(nodes, key=lambda n: n["loop_lag_ms"]["max"], default=None)
+        if worst:
+            return [f"{worst['node']} event loop could not run for up to "
+                    f"{worst['loop_lag_ms']['max']} ms (loop lag p99 "
+                    f"{worst['loop_lag_ms']['p99']} ms): meanwhile nothing is consumed, "
+                    "emitted or acked"]
+    if cause == Cause.FANOUT_BOUND:
+        return [f"the nodes' room emit loop (fanout) p99 {run['hops']['fanout']['p99_ms']} ms"]
+    if cause == Cause.SLOW_HANDLER:
+        return [f"consumer busy ratio {busy:.2f} on {busiest}"]
+    if cause in (Cause.BROKER_BLOCKED, Cause.BROKER_ALARM):
+        return _queue_evidence(broker)
+    return []
 
 
 def _queue_evidence(broker: dict) -> list[str]:
@@ -181,17 +357,29 @@ def _queue_evidence(broker: dict) -> list[str]:
         out.append(f"its backlog grew {growth['net_in_per_s']:g} msg/s faster than it drained "
                    f"(from {growth['from_s']:g} s to {growth['to_s']:g} s of the run)")
     if not broker.get("management_api"):
-        out.append("no management API given: alarms and flow control were not checked")
-    if broker["alarms"]:
+        out.append("management API not reachable: alarms and flow control were not checked"
+                   + (f" ({broker['management_reason']})" if broker.get("management_reason")
+                      else ""))
+    if broker.get("alarms"):
         out.append("broker alarms: " + ", ".join(broker["alarms"]))
-    if broker["blocked_connections_max"]:
+    if broker.get("blocked_connections_max"):
         out.append(f"{broker['blocked_connections_max']} connections in flow control or blocked")
     return out
 
 
-def group_verdicts(run: dict, budget_ms: float) -> None:
-    """A verdict per group, from that group's hops and counts and the run's node evidence."""
-    for group in run["groups"].values():
-        view = {**run, **{k: group[k] for k in ("lost", "duplicated", "expected_deliveries")}}
+def judge(run: dict, facts: RunFacts, messages: list[MessageDeliveries],
+          budget_ms: float) -> None:
+    """Attribute the run and each group, and write `attribution` and `verdict` into them."""
+    attribution = attribute(messages, facts.events, budget_ms)
+    run["attribution"] = attribution.to_json() if attribution else None
+    run["verdict"] = verdict(facts, attribution, budget_ms).to_json()
+    by_group: dict[str, list[MessageDeliveries]] = {}
+    for message in messages:
+        by_group.setdefault(message.group, []).append(message)
+    for group_id, group in run["groups"].items():
+        view = {**run, **{k: group[k] for k in ("lost", "duplicated", "expected_deliveries",
+                                                "published")}}
         view["hops"] = {**run["hops"], **group["hops"]}
-        group["verdict"] = verdict(view, budget_ms)
+        group_attribution = attribute(by_group.get(group_id, []), facts.events, budget_ms)
+        group["verdict"] = verdict(RunFacts(view, facts.events, facts.t0_ns, facts.failure),
+                                   group_attribution, budget_ms).to_json()

@@ -7,6 +7,7 @@ RABBITMQ_* path pointing into a private data dir, random free ports and random c
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -23,6 +24,9 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from mqprobe.stamps import now_ns
+from mqprobe.timeline import EventKind, IntervalTracker, Recorder, TimedEvent
 
 SERVER_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmq-server", "/usr/lib/rabbitmq/sbin/rabbitmq-server")
 INSTALL_HINT = (
@@ -330,27 +334,60 @@ def broker_for(amqp_url: str | None, state_dir: Path | None = None) -> Iterator[
         broker.down()
 
 
+def default_management_url(amqp_url: str) -> str:
+    """The management API a broker usually has: same host and credentials, port 15672."""
+    parts = urllib.parse.urlsplit(amqp_url)
+    auth = ""
+    if parts.username:
+        auth = urllib.parse.quote(urllib.parse.unquote(parts.username), safe="")
+        if parts.password is not None:
+            auth += ":" + urllib.parse.quote(urllib.parse.unquote(parts.password), safe="")
+        auth += "@"
+    host = parts.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{auth}{host}:15672/"
+
+
 class QueueSampler:
-    """Queue depth over time (AMQP passive declares: exact, no plugin needed), plus alarms
-    and flow-controlled connections from the management API when one is given.
+    """What the coordinator sees of the broker while a run measures.
+
+    Queue depth over time (AMQP passive declares: exact, no plugin needed), turned into
+    backlog intervals on the timeline; when the management API answers, memory and disk
+    alarms (intervals too) and flow-controlled connections. When the broker cannot be
+    reached, that is an interval of its own (broker-unavailable), and sampling goes on
+    reconnecting, so a broker that comes back is seen to.
     """
 
     def __init__(self, amqp_url: str, queues: list[str], management_url: str | None = None,
-                 interval_s: float = 0.5) -> None:
+                 interval_s: float = 0.5, owners: dict[str, str] | None = None,
+                 management_given: bool = True) -> None:
         self.amqp_url, self.management_url, self.interval_s = amqp_url, management_url, interval_s
+        self.management_given = management_given  # False: we guessed the default port
         self.names = list(queues)
+        self.owners = owners or {}  # queue -> the node consuming it
         self.series: dict[str, list[list[float]]] = {}
         self.alarms: set[str] = set()
         self.blocked_max = 0
         self.errors = 0
+        self.management_ok = 0
+        self.management_error = ""
+        self.started_ns = 0
+        self.events = Recorder("broker")
+        self._down = IntervalTracker(self.events, EventKind.BROKER_UNAVAILABLE)
+        self._alarm = IntervalTracker(self.events, EventKind.BROKER_ALARM)
+        self.unavailable_reason = ""
 
     def _management_sample(self) -> None:
         """Memory/disk alarms and connections under flow control."""
+        raised = []
         for node in management_get(self.management_url,
                                    "/api/nodes?columns=name,mem_alarm,disk_free_alarm"):
             for alarm in ("mem_alarm", "disk_free_alarm"):
                 if node.get(alarm):
-                    self.alarms.add(f"{alarm} on {node.get('name')}")
+                    raised.append(f"{alarm} on {node.get('name')}")
+        self.alarms.update(raised)
+        self._alarm.detail = {"alarms": raised}
+        (self._alarm.begin if raised else self._alarm.end)()
         connections = management_get(self.management_url, "/api/connections?columns=state")
         blocked = sum(1 for c in connections if c.get("state") in ("blocked", "blocking", "flow"))
         self.blocked_max = max(self.blocked_max, blocked)
@@ -371,34 +408,82 @@ class QueueSampler:
 
     async def run(self) -> None:
         """Sample until cancelled; a failed sample is counted, never fatal."""
-        import asyncio
-
-        import aio_pika
-
+        self.started_ns = now_ns()
         started = time.monotonic()
-        connection = await aio_pika.connect(self.amqp_url)
-        channel = await connection.channel()
+        connection = channel = None
         try:
             while True:
                 t_s = round(time.monotonic() - started, 2)
                 if self.management_url:
                     try:
                         await asyncio.to_thread(self._management_sample)
-                    except (OSError, ValueError, urllib.error.URLError):
+                        self.management_ok += 1
+                    except (OSError, ValueError, TypeError, AttributeError,
+                            urllib.error.URLError) as exc:
                         self.errors += 1
-                for name in list(self.names):
-                    try:
-                        queue = await channel.declare_queue(name, passive=True)
-                    except Exception:  # gone or not yet there: the channel is closed by it
-                        self.errors += 1
-                        channel = await connection.channel()
-                        continue
-                    self.series.setdefault(name, []).append(
-                        [t_s, queue.declaration_result.message_count,
-                         queue.declaration_result.consumer_count])
+                        self.management_error = _one_line(exc)
+                connection, channel = await self._sample_depths(connection, channel, t_s)
                 await asyncio.sleep(self.interval_s)
         finally:
-            await connection.close()
+            self._down.end()
+            self._alarm.end()
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(connection.close(), 3)
+
+    async def _sample_depths(self, connection, channel, t_s: float):
+        """One depth sample of every queue; (re)connects, and tracks when it cannot."""
+        import aio_pika
+
+        try:
+            if connection is None or connection.is_closed:
+                connection = await aio_pika.connect(self.amqp_url, timeout=2)
+                channel = await connection.channel()
+            self._down.end()
+        except Exception as exc:  # the broker is gone (or going)
+            self.errors += 1
+            self.unavailable_reason = _one_line(exc)
+            self._down.begin()
+            return None, None
+        for name in list(self.names):
+            try:
+                queue = await asyncio.wait_for(channel.declare_queue(name, passive=True), 2)
+            except Exception:  # gone or not yet there: the channel is closed by it
+                self.errors += 1
+                try:
+                    channel = await asyncio.wait_for(connection.channel(), 2)
+                except Exception as exc:
+                    self.unavailable_reason = _one_line(exc)
+                    self._down.begin()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(connection.close(), 1)
+                    return None, None
+                continue
+            self.series.setdefault(name, []).append(
+                [t_s, queue.declaration_result.message_count,
+                 queue.declaration_result.consumer_count])
+        return connection, channel
+
+    def timeline(self) -> list[TimedEvent]:
+        """What the broker went through, as intervals on our clock: unreachable, alarms,
+        and each queue's backlogs (from the first sample that held ready messages to the
+        next that held none)."""
+        events = list(self.events.events)
+        half = int(self.interval_s * 1e9 / 2)
+        for name, points in self.series.items():
+            start, peak = None, 0
+            for t_s, ready, _consumers in [*points, [points[-1][0] + self.interval_s, 0, 0]]:
+                at = self.started_ns + int(t_s * 1e9)
+                if ready and start is None:
+                    start, peak = at - half, ready
+                elif ready:
+                    peak = max(peak, ready)
+                elif start is not None:
+                    events.append(TimedEvent(EventKind.QUEUE_BACKLOG, "broker", start, at - half,
+                                             {"queue": name, "node": self.owners.get(name, ""),
+                                              "ready_max": peak}))
+                    start = None
+        return events
 
     def summary(self) -> dict:
         peak_queue, peak = "", 0
@@ -406,9 +491,21 @@ class QueueSampler:
             for _t, ready, _consumers in points:
                 if ready > peak:
                     peak_queue, peak = name, ready
-        return {"available": True, "interval_s": self.interval_s, "max_ready": peak,
-                "max_ready_queue": peak_queue, "backlog_growth": self._growth(peak_queue),
-                "management_api": bool(self.management_url),
-                "alarms": sorted(self.alarms), "blocked_connections_max": self.blocked_max,
-                "sample_errors": self.errors,
-                "queues": {"columns": ["t_s", "ready", "consumers"], **self.series}}
+        out = {"available": True, "interval_s": self.interval_s, "max_ready": peak,
+               "max_ready_queue": peak_queue, "backlog_growth": self._growth(peak_queue),
+               "management_api": self.management_ok > 0,
+               "alarms": sorted(self.alarms), "blocked_connections_max": self.blocked_max,
+               "sample_errors": self.errors,
+               "queues": {"columns": ["t_s", "ready", "consumers"], **self.series}}
+        if self.management_url and not self.management_ok:
+            how = "given" if self.management_given else "tried on its default port 15672"
+            out["management_reason"] = (f"the management API ({how}) did not answer: "
+                                        f"{self.management_error or 'no sample completed'}")
+        if self.unavailable_reason:
+            out["unavailable_reason"] = self.unavailable_reason
+        return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

@@ -427,7 +427,8 @@ def _piece(control: bool, json_path: Path | None, body: Callable[[], Coroutine],
             save(result, json_path)
         console.print_json(data={k: v for k, v in result.items()
                                  if k not in ("hops", "fanout", "loop_lag", "self_lag",
-                                              "schedule_lag", "samples")})
+                                              "schedule_lag", "samples", "timeline",
+                                              "messages", "emits")})
         if render:
             render(result)
 

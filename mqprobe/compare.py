@@ -20,8 +20,16 @@ from pathlib import Path
 
 from mqprobe import __version__
 from mqprobe.agent import LOCAL, Hub
-from mqprobe.analysis import group_verdicts, merge_run, verdict
-from mqprobe.broker import QueueSampler, redact_url
+from mqprobe.analysis import (
+    Failure,
+    RunFacts,
+    deliveries,
+    judge,
+    merge_run,
+    timeline_events,
+    timeline_json,
+)
+from mqprobe.broker import QueueSampler, default_management_url, redact_url
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.inject import Faults, parse_injections
 from mqprobe.process import Child, Piece, RunError
@@ -251,15 +259,18 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
     clocks: dict[str, ClockOffset] = {}
     results: dict = {"nodes": [], "swarms": [], "publisher": None}
     error = None
+    failure: Failure | None = None
     sampler: QueueSampler | None = None  # made once the nodes have named their queues
     sampling: asyncio.Task | None = None
     try:
         await asyncio.gather(*(n.start() for n in nodes))
         ready = await asyncio.gather(*(n.wait_for("ready", 60) for n in nodes))
-        queues = [name for event in ready for name in event.get("queues", [])]
+        owners = {name: event["node"] for event in ready for name in event.get("queues", [])}
+        queues = list(owners)
         if workload.faults.broker_delay_ms:
             queues += [f"{name}.delay" for name in topology.exchanges(prefix, workload.groups)]
-        sampler = QueueSampler(amqp_url, queues, management_url)
+        sampler = QueueSampler(amqp_url, queues, management_url or default_management_url(amqp_url),
+                               owners=owners, management_given=management_url is not None)
         urls = ",".join(f"http://{event['host']}:{event['port']}" for event in ready)
         sizes = ",".join(str(s) for s in workload.group_sizes)
         swarms = [placement.make("swarm", i, f"swarm{i + 1}",
@@ -309,6 +320,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
             clocks = {piece: offset.widened_by(later[piece]) for piece, offset in clocks.items()}
     except RunError as exc:
         error = str(exc)
+        failure = Failure(exc.piece or "run", error)
     finally:
         if sampling:
             sampling.cancel()
@@ -317,25 +329,48 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
         if results["publisher"] is None and publisher and stopped[-1]:
             results["publisher"] = stopped[-1]
+    run = assemble(topology, layout, workload, results, sampler, clocks, failure)
+    observe(Phase(label, "failed" if error else "done", note=error or run["verdict"]["culprit"]))
+    return run
+
+
+def assemble(topology: Topology, layout: str, workload: Workload, results: dict,
+             sampler: QueueSampler | None, clocks: dict[str, ClockOffset],
+             failure: Failure | None) -> dict:
+    """One run's result: the pieces' figures merged, their timelines on our clock, the
+    attribution and the verdict."""
+    publisher, swarms, nodes = results["publisher"], results["swarms"], results["nodes"]
     run = {"topology": topology.name, "layout": layout, "knobs": topology.describe_knobs(),
-           **merge_run(results["publisher"], results["swarms"], results["nodes"])}
+           **merge_run(publisher, swarms, nodes)}
     run["evidence"] = {"broker": sampler.summary() if sampler else {"available": False}}
     if clocks:
         run["clocks"] = clocks_json(clocks)
-    samples = [s for swarm in results["swarms"] for s in swarm.get("samples", [])]
+    samples = [s for swarm in swarms for s in swarm.get("samples", [])]
     if samples:
         run["samples"] = samples
-    run["verdict"] = verdict(run, workload.budget_ms)
-    group_verdicts(run, workload.budget_ms)
+    # every piece's stamps onto our clock: a piece whose clock is ahead is moved back
+    shift = {piece: -offset.offset_ns for piece, offset in clocks.items()}
+    events = timeline_events(publisher, swarms, nodes, sampler.timeline() if sampler else [],
+                             shift)
+    t0 = (publisher or {}).get("t0_ns", 0) + shift.get("publisher", 0) if publisher else 0
+    t0 = t0 or (sampler.started_ns if sampler else 0)
+    dropped = sum((r.get("timeline") or {}).get("dropped", 0)
+                  for r in [publisher or {}, *swarms, *nodes])
+    run["timeline"] = timeline_json(events, t0, dropped)
+    if clocks:
+        run["timeline"]["clock_uncertainty_ms"] = {
+            piece: round(offset.uncertainty_ns / 1e6, 3) for piece, offset in clocks.items()}
+    messages = deliveries(swarms, nodes, shift)
+    judge(run, RunFacts(run, events, t0, failure), messages, workload.budget_ms)
+    run["attribution_dropped"] = sum(s.get("messages_dropped", 0) for s in swarms)
     bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
     if any(bars.values()):
         run["verdict"]["evidence"].append(
             "hosts' clocks differ (measured over the broker): " + ", ".join(
                 f"{hop} ±{bar:g} ms" for hop, bar in bars.items() if bar))
-    run["error"] = error
-    if error:
-        run["verdict"]["evidence"].insert(0, f"run failed: {error}")
-    observe(Phase(label, "failed" if error else "done", note=error or run["verdict"]["culprit"]))
+    run["error"] = failure.message if failure else None
+    if failure and not any("run failed" in line for line in run["verdict"]["evidence"]):
+        run["verdict"]["evidence"].insert(0, f"run failed: {failure.message}")
     return run
 
 
@@ -349,7 +384,7 @@ async def _watch(children: list[Piece], kind: str, phase: str, total: int, label
         for child in [*children, *others]:
             problem = child.failure()
             if problem:
-                raise RunError(problem)
+                raise RunError(problem, child.name)
         if time.monotonic() > deadline:
             raise RunError(f"{phase} did not finish within {timeout:.0f} s")
         observe(Phase(label, phase, sum(count(c) for c in children), total))
@@ -373,7 +408,7 @@ async def _drain(swarms: list[Piece], expected: int, drain_s: float, label: str,
             return  # nothing moved for 3 s: what is missing is lost, not late
         for swarm in swarms:
             if swarm.failure():
-                raise RunError(swarm.failure())
+                raise RunError(swarm.failure(), swarm.name)
         await asyncio.sleep(0.2)
 
 

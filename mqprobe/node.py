@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from mqprobe.stamps import (
     decode_socketio_field,
     now_ns,
 )
+from mqprobe.timeline import BUSY_MIN_NS, EventKind, IntervalTracker, Recorder
 from mqprobe.topology import Topology
 
 log = logging.getLogger("mqprobe.node")
@@ -52,26 +54,49 @@ class NodeConfig:
     faults: Faults = field(default_factory=Faults)  # injected on purpose (mqprobe.inject)
 
 
+# What each message waited and its fan-out took is kept for the attribution up to this
+# many messages; the per-group histograms count every emit regardless.
+MAX_EMIT_RECORDS = 200_000
+
+
+class Consumer:
+    """One consumer's meters: unacked deliveries against its prefetch window, busy time."""
+
+    __slots__ = ("name", "prefetch", "busy", "window", "unacked", "unacked_max")
+
+    def __init__(self, name: str, prefetch: int, timeline: Recorder, tracks_window: bool) -> None:
+        self.name, self.prefetch = name, prefetch
+        self.busy = BusyMeter(IntervalTracker(timeline, EventKind.CONSUMER_BUSY, BUSY_MIN_NS,
+                                              queue=name))
+        # A window is only a window when acks follow the handling (ack=after)
+        self.window = IntervalTracker(timeline, EventKind.WINDOW_FULL, 1_000_000, queue=name,
+                                      prefetch=prefetch) if tracks_window else None
+        self.unacked = self.unacked_max = 0
+
+    def arrived(self) -> None:
+        """A delivery reached us: unacked until acked."""
+        self.unacked += 1
+        self.unacked_max = max(self.unacked_max, self.unacked)
+        if self.window and self.unacked >= self.prefetch:
+            self.window.begin()
+
+    def acked(self) -> None:
+        self.unacked -= 1
+        if self.window and self.unacked < self.prefetch:
+            self.window.end()
+
+
 @dataclass
 class NodeStats:
     handled: int = 0
     filtered: int = 0
     stalls: int = 0
-    unacked: int = 0
-    unacked_max: int = 0
-    busy: dict[str, BusyMeter] = field(default_factory=dict)
+    consumers: dict[str, Consumer] = field(default_factory=dict)
 
-    @contextlib.contextmanager
-    def handling(self, meter: BusyMeter):
-        """One message in the consumer's hands: unacked until acked, the consumer busy."""
-        self.unacked += 1
-        self.unacked_max = max(self.unacked_max, self.unacked)
-        meter.enter()
-        try:
-            yield
-        finally:
-            self.unacked -= 1
-            meter.leave()
+    @property
+    def unacked_max(self) -> int:
+        """The most unacked deliveries any one consumer held (its window is its prefetch)."""
+        return max((c.unacked_max for c in self.consumers.values()), default=0)
 
 
 class Node:
@@ -82,7 +107,11 @@ class Node:
         self.stats = NodeStats()
         self.tracer = Tracer(config.node_id)
         self.per_group: dict[str, HopSet] = {}
-        self.loop_lag = LoopLagMonitor()
+        # group -> [seq, ns waited in our own backlog, fan-out ns]: for the attribution
+        self.emits: dict[str, list[list[int]]] = {}
+        self._emit_records = 0
+        self.timeline = Recorder(config.node_id)
+        self.loop_lag = LoopLagMonitor(timeline=self.timeline)
         self.manager = None
         if config.topology.manager:
             self.manager = socketio.AsyncAioPikaManager(
@@ -114,6 +143,7 @@ class Node:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
+        self.timeline.watch_gc()
         self.loop_lag.start()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -150,6 +180,7 @@ class Node:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._connection.close(), 5)
         self.loop_lag.stop()
+        self.timeline.unwatch_gc()
         result = self.result()
         if self._runner:
             with contextlib.suppress(Exception):
@@ -166,10 +197,13 @@ class Node:
             "stalls": self.stats.stalls,
             "unacked_max": self.stats.unacked_max,
             "prefetch": knobs.prefetch,
-            "busy_ratio": {name: meter.ratio() for name, meter in self.stats.busy.items()},
+            "busy_ratio": {name: c.busy.ratio() for name, c in self.stats.consumers.items()},
             "loop_lag": self.loop_lag.lag.to_json(),
             "loop_worst": self.loop_lag.worst(),
             "fanout": {group: hops.to_json() for group, hops in self.per_group.items()},
+            "emits": self.emits,
+            "timeline": self.timeline.to_wire(),
+            "gc": {"frozen": gc.get_freeze_count(), "threshold": list(gc.get_threshold())},
         }
 
     # -- our consumers ---------------------------------------------------------------------
@@ -204,15 +238,18 @@ class Node:
                 await queue.bind(exchange, routing_key=key)
                 bound.add((exchange_name, key))
             self.queue_names.append(queue_name)
-            meter = self.stats.busy[queue_name] = BusyMeter()
-            await queue.consume(self._make_callback(set(groups), meter),
+            consumer = self.stats.consumers[queue_name] = Consumer(
+                queue_name, knobs.prefetch, self.timeline, knobs.ack == "after")
+            await queue.consume(self._make_callback(set(groups), consumer),
                                 no_ack=knobs.ack == "auto")
 
-    def _make_callback(self, groups: set[str], meter: BusyMeter):
+    def _make_callback(self, groups: set[str], consumer: Consumer):
         knobs = self.config.topology.consumer
         if knobs.concurrency == "concurrent":
             async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                await self._handle(message, now_ns(), groups, meter)
+                t_deq = now_ns()
+                consumer.arrived()
+                await self._handle(message, t_deq, groups, consumer)
             return on_message
 
         backlog: asyncio.Queue = asyncio.Queue()
@@ -220,26 +257,35 @@ class Node:
         async def worker() -> None:
             while True:
                 message, t_deq = await backlog.get()
-                await self._handle(message, t_deq, groups, meter)
+                await self._handle(message, t_deq, groups, consumer)
 
         self._workers.append(asyncio.get_running_loop().create_task(worker()))
 
         async def enqueue(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            backlog.put_nowait((message, now_ns()))
+            t_deq = now_ns()
+            consumer.arrived()  # unacked from here, though it waits in our own backlog
+            backlog.put_nowait((message, t_deq))
         return enqueue
 
-    async def _handle(self, message, t_deq: int, groups: set[str], meter: BusyMeter) -> None:
+    async def _handle(self, message, t_deq: int, groups: set[str], consumer: Consumer) -> None:
         """Stamp, emit to the room, ack as the topology says; never raise into aio-pika."""
         ack = self.config.topology.consumer.ack
-        stats = self.stats
-        with stats.handling(meter):
-            await self._handle_one(message, t_deq, groups, ack)
+        consumer.busy.enter()
+        try:
+            await self._handle_one(message, t_deq, groups, ack, consumer)
+        finally:
+            consumer.busy.leave()
 
-    async def _handle_one(self, message, t_deq: int, groups: set[str], ack: str) -> None:
+    async def _handle_one(self, message, t_deq: int, groups: set[str], ack: str,
+                          consumer: Consumer) -> None:
         stats = self.stats
+        acked = False
+        wait_ns = now_ns() - t_deq  # how long it sat in our own backlog
         try:
             if ack == "before":
                 await message.ack()
+                consumer.acked()
+                acked = True
             trace = self.tracer.consumed(message.headers, t_deq)
             if trace is None:
                 return  # the reference node serves traced groups only; counted by the tracer
@@ -251,7 +297,7 @@ class Node:
             data = self.tracer.event_data(
                 trace, {"group": trace.group, "body": message.body.decode("latin-1")})
             await self.sio.emit(EVENT, data, room=room_for(trace.group))
-            self._record_fanout(trace.group, self.tracer.emitted(trace))
+            self._record_emit(trace.group, trace.stamp.seq, wait_ns, self.tracer.emitted(trace))
             stats.handled += 1
         except Exception:  # a broken message must not stop the consumer
             log.exception("failed to handle a message")
@@ -259,19 +305,30 @@ class Node:
             if ack == "after":
                 with contextlib.suppress(Exception):
                     await message.ack()
+            if not acked:  # acked now, or never to be (auto): out of the window either way
+                consumer.acked()
 
     def reset_meters(self) -> None:
-        """Measure from now on: loop lag, busy ratio and unacked peak of the set-up are dropped."""
+        """Measure from now on: loop lag, busy ratio, unacked peaks and the timeline of the
+        set-up are dropped, and what set-up allocated (thousands of joined clients) is
+        frozen out of the garbage collector's reach, so that collecting it while measuring
+        does not stall the loop (python's gc.freeze, made for exactly this)."""
+        gc.collect()
+        gc.freeze()
         self.loop_lag.reset()
-        for meter in self.stats.busy.values():
-            meter.reset()
-        self.stats.unacked_max = self.stats.unacked
+        self.timeline.reset()
+        for consumer in self.stats.consumers.values():
+            consumer.busy.reset()
+            consumer.unacked_max = consumer.unacked
 
-    def _record_fanout(self, group: str, value_ns: int) -> None:
+    def _record_emit(self, group: str, seq: int, wait_ns: int, fanout_ns: int) -> None:
         hops = self.per_group.get(group)
         if hops is None:
             hops = self.per_group[group] = HopSet()
-        hops["fanout"].record(value_ns)
+        hops["fanout"].record(fanout_ns)
+        if self._emit_records < MAX_EMIT_RECORDS:
+            self._emit_records += 1
+            self.emits.setdefault(group, []).append([seq, wait_ns, fanout_ns])
 
     # -- python-socketio's AsyncAioPikaManager, unchanged ---------------------------------
     async def _start_socketio_manager(self) -> None:
@@ -284,7 +341,9 @@ class Node:
         manager = self.manager
         queue_bound = asyncio.Event()
         original_queue, original_handle = manager._queue, manager._handle_emit
-        meter = self.stats.busy["socketio-manager"] = BusyMeter()
+        # the manager's channel has prefetch 1 and acks after handling (read its source)
+        consumer = self.stats.consumers["socketio-manager"] = Consumer(
+            "socketio-manager", 1, self.timeline, True)
         stats = self.stats
 
         async def observed_queue(channel, exchange):
@@ -296,7 +355,9 @@ class Node:
         async def tapped_handle_emit(message: dict) -> None:
             t_deq = now_ns()
             # the manager acks after this returns (message.process())
-            with stats.handling(meter):
+            consumer.arrived()
+            consumer.busy.enter()
+            try:
                 payload = message.get("data", [None])[0]
                 try:
                     raw = payload.get(SOCKETIO_FIELD) if isinstance(payload, dict) else None
@@ -310,8 +371,11 @@ class Node:
                 t_emit = now_ns()
                 complete_socketio_field(raw, self.config.node_id, t_deq, t_emit)
                 await original_handle(message)
-                self._record_fanout(trace.group, now_ns() - t_emit)
+                self._record_emit(trace.group, trace.seq, 0, now_ns() - t_emit)
                 stats.handled += 1
+            finally:
+                consumer.busy.leave()
+                consumer.acked()
 
         manager._queue = observed_queue
         manager._handle_emit = tapped_handle_emit

@@ -22,7 +22,11 @@ from pathlib import Path
 
 
 class RunError(RuntimeError):
-    """A piece failed or timed out; the message is one sentence."""
+    """A piece failed or timed out; the message is one sentence, `piece` names the piece."""
+
+    def __init__(self, message: str, piece: str = "") -> None:
+        super().__init__(message)
+        self.piece = piece
 
 
 def emit_event(kind: str, **fields: object) -> None:
@@ -108,7 +112,7 @@ class Piece:
         while kind not in self.latest:
             problem = self.failure()
             if problem:
-                raise RunError(problem)
+                raise RunError(problem, self.name)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RunError(f"{self.name} gave no {kind!r} within {timeout:.0f} s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ import socketio
 
 from mqprobe.node import EVENT, room_for
 from mqprobe.process import emit_event, wait_for_stop
-from mqprobe.records import Latency
+from mqprobe.records import Latency, LoopLagMonitor
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
     PublishStamp,
@@ -26,6 +27,7 @@ from mqprobe.stamps import (
     now_ns,
     socketio_field,
 )
+from mqprobe.timeline import Recorder, close_open_intervals
 from mqprobe.topology import Topology
 
 log = logging.getLogger("mqprobe.publisher")
@@ -68,6 +70,9 @@ class Publisher:
         self.first_error = ""
         self.stop_requested = False  # set by a stop: the schedule ends early
         self.schedule_lag = Latency()  # t_pub - t_plan
+        self.timeline = Recorder()
+        self.loop_lag = LoopLagMonitor(timeline=self.timeline)
+        self.t0_ns = 0  # the schedule's start: the run's time zero
         self.body = b"x" * config.size
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
         self._pending: set[asyncio.Task] = set()
@@ -77,6 +82,7 @@ class Publisher:
 
     async def connect(self) -> None:
         cfg, topo = self.config, self.config.topology
+        self.timeline.watch_connection_blocked()
         if topo.manager:
             self._manager = socketio.AsyncAioPikaManager(
                 cfg.amqp_url, channel=topo.exchange_for(cfg.prefix, ""), write_only=True)
@@ -103,8 +109,12 @@ class Publisher:
 
     async def run(self, on_progress=None) -> dict:
         plan = schedule(self.config.groups, self.config.rate, self.config.duration_s)
+        gc.collect()
+        gc.freeze()  # the schedule and the connection are set-up, not garbage to scan
+        self.timeline.watch_gc()
+        self.loop_lag.start()
         started = now_ns()
-        t0 = started + 50_000_000
+        t0 = self.t0_ns = started + 50_000_000
         last_progress = 0.0
         loop = asyncio.get_running_loop()
         for offset, group, seq in plan:
@@ -124,6 +134,9 @@ class Publisher:
                 on_progress(self.progress())
         if self._pending:
             await asyncio.wait(self._pending, timeout=30)
+        self.loop_lag.stop()
+        self.timeline.unwatch_gc()
+        close_open_intervals(self.timeline)
         return self.result((now_ns() - started) / 1e9)
 
     async def _send(self, group: str, seq: int, t_plan: int) -> None:
@@ -160,7 +173,8 @@ class Publisher:
     def result(self, elapsed_s: float) -> dict:
         return {**self.progress(), "published": dict(self.published),
                 "first_error": self.first_error, "elapsed_s": round(elapsed_s, 3),
-                "schedule_lag": self.schedule_lag.to_json()}
+                "schedule_lag": self.schedule_lag.to_json(), "t0_ns": self.t0_ns,
+                "loop_lag": self.loop_lag.lag.to_json(), "timeline": self.timeline.to_wire()}
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

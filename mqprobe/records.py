@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 from hdrh.histogram import HdrHistogram
 
+from mqprobe.stamps import now_ns
+from mqprobe.timeline import STALL_MIN_NS, EventKind, IntervalTracker, Recorder
+
 HOPS = ("mq", "server", "delivery", "e2e")
 CLIENT_HOPS = HOPS + ("e2e_planned",)  # e2e from the planned send time: no coordinated omission
 PERCENTILES = {"p50_ms": 50.0, "p90_ms": 90.0, "p99_ms": 99.0, "p999_ms": 99.9}
@@ -101,10 +104,14 @@ class HopSet(dict):
 
 
 class LoopLagMonitor:
-    """How late this process's event loop wakes up: the error bar of every stamp it takes."""
+    """How late this process's event loop wakes up: the error bar of every stamp it takes.
 
-    def __init__(self, interval: float = 0.01) -> None:
+    With a timeline recorder, every wake-up later than STALL_MIN_NS is also an interval
+    (a loop stall) with the CPU share the process used through it."""
+
+    def __init__(self, interval: float = 0.01, timeline: Recorder | None = None) -> None:
         self.interval = interval
+        self.timeline = timeline
         self._task: asyncio.Task | None = None
         self.reset()
 
@@ -117,16 +124,26 @@ class LoopLagMonitor:
             before, cpu_before = time.monotonic_ns(), time.process_time_ns()
             await asyncio.sleep(self.interval)
             took = time.monotonic_ns() - before
+            if self._discard:  # began before a reset: set-up's, not the measurement's
+                self._discard = False
+                continue
             lag = max(0, took - interval_ns)
             self.lag.record(lag)
-            if lag > self.worst_lag_ns:
+            if lag > self.worst_lag_ns or (lag >= STALL_MIN_NS and self.timeline):
                 # CPU spent while the loop could not run tells a blocked loop (sleep, I/O,
                 # lock: near 0) from a saturated one (computing: near 1)
-                self.worst_lag_ns = lag
-                self.worst_cpu_share = min(1.0, (time.process_time_ns() - cpu_before) / took)
+                cpu_share = min(1.0, (time.process_time_ns() - cpu_before) / took)
+                if lag > self.worst_lag_ns:
+                    self.worst_lag_ns, self.worst_cpu_share = lag, cpu_share
+                if lag >= STALL_MIN_NS and self.timeline:
+                    end = now_ns()
+                    self.timeline.add(EventKind.LOOP_STALL, end - lag, end,
+                                      cpu_share=round(cpu_share, 2))
 
     def reset(self) -> None:
-        """Start counting afresh (the set-up phase is not part of a measurement)."""
+        """Start counting afresh (the set-up phase is not part of a measurement); the sleep
+        under way began in set-up (a reset may itself block the loop) and is not counted."""
+        self._discard = True
         self.lag = Latency()
         self.worst_lag_ns = 0
         self.worst_cpu_share = 0.0
@@ -142,11 +159,13 @@ class LoopLagMonitor:
 
 
 class BusyMeter:
-    """Share of wall time a consumer spends handling messages (1.0 = never idle)."""
+    """Share of wall time a consumer spends handling messages (1.0 = never idle); with a
+    tracker, each busy period (handling without a break) is also an interval."""
 
-    def __init__(self) -> None:
+    def __init__(self, periods: IntervalTracker | None = None) -> None:
         self._in_flight = 0
         self._since = 0
+        self.periods = periods
         self.reset()
 
     def reset(self) -> None:
@@ -158,12 +177,16 @@ class BusyMeter:
     def enter(self) -> None:
         if self._in_flight == 0:
             self._since = time.monotonic_ns()
+            if self.periods:
+                self.periods.begin()
         self._in_flight += 1
 
     def leave(self) -> None:
         self._in_flight -= 1
         if self._in_flight == 0:
             self.busy_ns += time.monotonic_ns() - self._since
+            if self.periods:
+                self.periods.end()
 
     def ratio(self) -> float:
         now = time.monotonic_ns()

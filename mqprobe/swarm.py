@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import resource
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +33,7 @@ from mqprobe.stamps import (
     field_from_frame,
     now_ns,
 )
+from mqprobe.timeline import Recorder
 
 log = logging.getLogger("mqprobe.swarm")
 _CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
@@ -68,6 +71,34 @@ class Member:
         self.joined = False
 
 
+# Per-delivery records for the attribution: one per (group, seq, node), bounded.
+MAX_MESSAGE_RECORDS = 200_000
+RECEIPTS_KEPT = 32  # beyond this many receipts of one message, keep 32 equal-count buckets
+
+
+class MessageRecord:
+    """One message as one node emitted it, and when each of our members received it."""
+
+    __slots__ = ("t_plan", "t_pub", "t_deq", "t_emit", "receipts")
+
+    def __init__(self, trace: DeliveryTrace) -> None:
+        self.t_plan, self.t_pub = trace.t_plan, trace.t_pub
+        self.t_deq, self.t_emit = trace.t_deq, trace.t_emit
+        self.receipts = array("q")  # t_recv - t_emit, ns
+
+    def compact_receipts(self) -> list[list[int]]:
+        """[[delivery ns, how many], ...]: exact up to RECEIPTS_KEPT receipts, then the
+        mean of each of RECEIPTS_KEPT equal-count slices of the sorted receipts."""
+        values = sorted(self.receipts)
+        if len(values) <= RECEIPTS_KEPT:
+            return [[v, 1] for v in values]
+        out, n = [], len(values)
+        for i in range(RECEIPTS_KEPT):
+            chunk = values[i * n // RECEIPTS_KEPT:(i + 1) * n // RECEIPTS_KEPT]
+            out.append([sum(chunk) // len(chunk), len(chunk)])
+        return out
+
+
 def plan_members(config: SwarmConfig) -> list[Member]:
     """Every member of every group, spread round-robin over nodes; this process's slice."""
     members, k, nodes = [], 0, len(config.node_urls)
@@ -103,7 +134,10 @@ class Swarm:
         for group in self.config.group_sizes:
             self.tallies[group] = GroupTally()
             self.hops[group] = HopSet()
-        self.loop_lag = LoopLagMonitor()
+        self.timeline = Recorder()
+        self.loop_lag = LoopLagMonitor(timeline=self.timeline)
+        self.messages: dict[tuple[str, int, str], MessageRecord] = {}
+        self.messages_dropped = 0
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
         self._joined = 0
@@ -119,6 +153,7 @@ class Swarm:
 
     async def start(self) -> None:
         """Open every connection and join its room; returns when all have joined or failed."""
+        self.timeline.watch_gc()
         self.loop_lag.start()
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         self.session = aiohttp.ClientSession(connector=connector)
@@ -208,6 +243,14 @@ class Swarm:
         hops = self.hops[member.group]
         for hop, value in trace.hops(t_recv):
             hops[hop].record(value)
+        key = (trace.group, seq, trace.node)
+        record = self.messages.get(key)
+        if record is None:
+            if len(self.messages) >= MAX_MESSAGE_RECORDS:
+                self.messages_dropped += 1
+                return
+            record = self.messages[key] = MessageRecord(trace)
+        record.receipts.append(t_recv - trace.t_emit)
         if len(self.samples) < self.config.samples:
             self.samples.append([int(trace.group) if trace.group.isdigit() else trace.group,
                                  trace.seq, trace.t_plan, trace.t_pub, trace.t_deq,
@@ -216,7 +259,11 @@ class Swarm:
     def command(self, line: str) -> None:
         """A control line from compare: `reset` (measuring starts now) or `clock {...}`."""
         if line == "reset":
+            # set-up (thousands of connections) is frozen out of the collector's reach
+            gc.collect()
+            gc.freeze()
             self.loop_lag.reset()
+            self.timeline.reset()
         elif line.startswith("clock "):
             with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
                 table = json.loads(line[6:])
@@ -236,6 +283,7 @@ class Swarm:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.session.close()
         self.loop_lag.stop()
+        self.timeline.unwatch_gc()
         return self.result()
 
     def result(self) -> dict:
@@ -249,6 +297,11 @@ class Swarm:
             "hops": {g: hops.to_json() for g, hops in self.hops.items()},
             "self_lag": self.loop_lag.lag.to_json(),
             "samples": self.samples,
+            "timeline": self.timeline.to_wire(),
+            "messages": [[group, seq, node, r.t_plan, r.t_pub, r.t_deq, r.t_emit,
+                          r.compact_receipts()]
+                         for (group, seq, node), r in self.messages.items()],
+            "messages_dropped": self.messages_dropped,
         }
 
 
