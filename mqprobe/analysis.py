@@ -383,3 +383,33 @@ def judge(run: dict, facts: RunFacts, messages: list[MessageDeliveries],
         group_attribution = attribute(by_group.get(group_id, []), facts.events, budget_ms)
         group["verdict"] = verdict(RunFacts(view, facts.events, facts.t0_ns, facts.failure),
                                    group_attribution, budget_ms).to_json()
+
+
+# -- repeats -------------------------------------------------------------------------------
+def agreement(runs: list[dict]) -> dict[str, int]:
+    """How many repeats named each culprit, the most common first."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        culprit = run["verdict"]["culprit"]
+        counts[culprit] = counts.get(culprit, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def agreement_text(counts: dict[str, int]) -> str:
+    """`none 5/5`, `mq 4/5 + server 1/5`."""
+    total = sum(counts.values())
+    return " + ".join(f"{culprit} {n}/{total}" for culprit, n in counts.items())
+
+
+def representative(runs: list[dict]) -> dict:
+    """The repeat whose e2e p99 is the median: the one a table shows."""
+    ordered = sorted(runs, key=lambda r: r["hops"]["e2e"]["p99_ms"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def by_point(runs: list[dict], key) -> dict:
+    """Runs grouped by key(run), in first-seen order."""
+    groups: dict = {}
+    for run in runs:
+        groups.setdefault(key(run), []).append(run)
+    return groups

@@ -61,6 +61,8 @@ RunDir = Annotated[Path | None, typer.Option(help="Where logs of the pieces go."
 Inject = Annotated[list[str] | None, typer.Option(
     "--inject", help="Fault on purpose, repeatable: server-delay=50ms, broker-delay=50ms, "
                      "prefetch=1, stall=200ms/2s (blocked), spin=200ms/2s (saturated).")]
+Repeat = Annotated[int, typer.Option(
+    help="Run each point this many times; the table shows how often the verdicts agree.")]
 ListenHost = Annotated[str, typer.Option(
     help="Address nodes on this host listen on; with --place swarm=... on another machine, "
          "one that machine reaches.")]
@@ -115,7 +117,7 @@ def compare_cmd(
     concurrency: Concurrency = None,
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep per run.")] = 0,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
-    listen_host: ListenHost = "127.0.0.1",
+    listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1,
     amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
 ) -> None:
@@ -126,7 +128,7 @@ def compare_cmd(
         nodes=nodes, group_sizes=sizes, rate=rate, size=size, duration_s=duration,
         swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
         concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [],
-        placement=parse_placement(place or []), listen_host=listen_host)
+        placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat)
     _measure(workload, amqp_url, management_url, json_path, run_dir, html, hdr_dir, print_compare,
              lambda url, api, path, logs, observe: compare(workload, url, path, logs, observe, api))
 
@@ -147,8 +149,13 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
     render(result, console)
     console.print(f"result JSON: {json_path}")
     _pictures(result, html, hdr_dir)
-    if any(run.get("error") for run in result["runs"]):
-        raise UserError("some runs failed; what they measured is in the table and JSON")
+    failed = sum(1 for run in result["runs"] if run.get("error"))
+    lost = sum(1 for run in result["runs"] if run["lost"])
+    if failed or lost:
+        raise UserError(", ".join(part for part in (
+            f"{failed} run(s) failed" if failed else "",
+            f"{lost} run(s) lost deliveries" if lost else "") if part)
+            + f"; what they measured is in the table and {json_path}")
 
 
 @app.command("sweep")
@@ -169,7 +176,7 @@ def sweep_cmd(
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
     concurrency: Concurrency = None,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
-    listen_host: ListenHost = "127.0.0.1",
+    listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1,
     amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
 ) -> None:
@@ -192,7 +199,7 @@ def sweep_cmd(
         nodes=nodes, group_sizes=[group_size] * base_groups, rate=base_rate, size=size,
         duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
         channel=channel, concurrency=concurrency, budget_ms=budget_ms, inject=inject or [],
-        placement=parse_placement(place or []), listen_host=listen_host)
+        placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat)
     _measure(workload, amqp_url, management_url, json_path, run_dir, html, hdr_dir, print_sweep,
              lambda url, api, path, logs, observe: sweep(workload, axis, values, url, path,
                                                          logs, observe, api))

@@ -23,6 +23,7 @@ from mqprobe.agent import LOCAL, Hub
 from mqprobe.analysis import (
     Failure,
     RunFacts,
+    agreement,
     deliveries,
     judge,
     merge_run,
@@ -60,6 +61,7 @@ class Workload:
     inject: list[str] = field(default_factory=list)  # KIND=VALUE, see mqprobe.inject
     placement: dict[str, list[str]] = field(default_factory=dict)  # role -> agents, see agent
     listen_host: str = "127.0.0.1"  # where nodes on this host listen (agents: their own)
+    repeat: int = 1  # each point this many times: is the verdict stable?
 
     @property
     def faults(self) -> Faults:
@@ -88,6 +90,8 @@ class Workload:
             problems.append("--duration must be above 0")
         if self.swarm_processes < 1:
             problems.append("--swarm-processes must be at least 1")
+        if not 1 <= self.repeat <= 100:
+            problems.append("--repeat must be 1 to 100")
         for layout in self.layouts:
             if layout not in LAYOUTS:
                 problems.append(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
@@ -450,11 +454,32 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
               if layout in t.layouts]
     if not combos:
         raise TopologyError("no topology supports the chosen layouts")
+    if workload.repeat > 1:
+        result["repeats"] = {"count": workload.repeat, "agreement": {}}
     async with placed(workload, amqp_url) as placement:
         for topology, layout in combos:
-            label = f"{topology.name}/{layout}"
-            run = await run_one(topology, layout, workload, amqp_url, run_dir,
-                                label.replace("/", "_"), observe, management_url, placement)
-            result["runs"].append(run)
-            save(result, json_path)
+            for label, repeat in repeats(f"{topology.name}_{layout}", workload.repeat):
+                run = await run_one(topology, layout, workload, amqp_url, run_dir, label,
+                                    observe, management_url, placement)
+                if repeat:
+                    run["repeat"] = repeat
+                result["runs"].append(run)
+                record_agreement(result, f"{topology.name}/{layout}",
+                                 lambda r, t=topology.name, la=layout:
+                                     (r["topology"], r["layout"]) == (t, la))
+                save(result, json_path)
     return result
+
+
+def repeats(label: str, count: int) -> list[tuple[str, int]]:
+    """(log label, repeat number or 0 when not repeating) for each repeat of one point."""
+    if count == 1:
+        return [(label, 0)]
+    return [(f"{label}_r{k}", k) for k in range(1, count + 1)]
+
+
+def record_agreement(result: dict, point: str, belongs) -> None:
+    """The verdicts the repeats of one point gave so far, in result['repeats']."""
+    if "repeats" in result:
+        result["repeats"]["agreement"][point] = agreement(
+            [r for r in result["runs"] if belongs(r)])

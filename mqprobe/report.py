@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from mqprobe.analysis import agreement, agreement_text, by_point, representative
 
 HOP_COLUMNS = ("mq", "server", "delivery", "e2e")
 _CULPRIT_STYLE = {"none": "green", "client": "magenta", "mq": "red", "server": "yellow",
@@ -24,8 +27,13 @@ def compare_table(result: dict) -> Table:
              f"{_members(workload)} members, {workload.get('nodes', '?')} nodes, "
              f"{workload.get('rate', '?')} msg/s per group, {workload.get('size', '?')} B, "
              f"{workload.get('duration_s', '?')} s; RabbitMQ {result.get('broker', {}).get('version', '?')}")
-    table = Table(title=title, caption="latency in ms; self-lag: the swarm's own event-loop lag "
-                  "p99, the error bar of every figure")
+    repeated = result.get("repeats", {}).get("count", 1) > 1
+    caption = ("latency in ms; self-lag: the swarm's own event-loop lag p99, the error bar of "
+               "every figure; the verdict: the top cause and its share of the tail excess")
+    if repeated:
+        caption += (f"; {result['repeats']['count']} repeats per row: figures of the repeat with "
+                    "the median e2e p99, delivered and lost summed, the verdicts of all")
+    table = Table(title=title, caption=caption)
     table.add_column("topology", no_wrap=True)
     table.add_column("layout", no_wrap=True)
     table.add_column("delivered", justify="right", no_wrap=True)
@@ -36,25 +44,44 @@ def compare_table(result: dict) -> Table:
     table.add_column("e2e\np50/p99/max", justify="right", no_wrap=True)
     table.add_column("self-lag\np99", justify="right")
     table.add_column("verdict")
-    for run in result.get("runs", []):
+    points = by_point(result.get("runs", []), lambda r: (r["topology"], r["layout"]))
+    for runs in points.values():
+        run = representative(runs)
         hops = run["hops"]
         cells = [f"{_ms(hops[h]['p50_ms'])}/{_ms(hops[h]['p99_ms'])}{_pm(run, h)}"
                  for h in HOP_COLUMNS[:-1]]
         e2e = hops["e2e"]
         cells.append(f"{_ms(e2e['p50_ms'])}/{_ms(e2e['p99_ms'])}/{_ms(e2e['max_ms'])}"
                      f"{_pm(run, 'e2e')}")
-        verdict = run["verdict"]
-        style = _CULPRIT_STYLE.get(verdict["culprit"], "")
-        cause = verdict["cause"].split(":")[0]
-        text = verdict["culprit"] if verdict["culprit"] == "none" else f"{verdict['culprit']}: {cause}"
-        if run.get("error"):
-            text += " (run failed)"
+        text, style = verdict_cell(run) if len(runs) == 1 else repeats_cell(runs)
         table.add_row(
             run["topology"], run["layout"],
-            f"{run['delivered']}/{run['expected_deliveries']}",
-            _flag(run["lost"]), _flag(run["duplicated"]), *cells,
-            _ms(run["self_lag_ms"]["p99"]), f"[{style}]{text}[/{style}]" if style else text)
+            f"{sum(r['delivered'] for r in runs)}/{sum(r['expected_deliveries'] for r in runs)}",
+            _flag(sum(r["lost"] for r in runs)), _flag(sum(r["duplicated"] for r in runs)),
+            *cells, _ms(run["self_lag_ms"]["p99"]), Text(text, style=style))
     return table
+
+
+def repeats_cell(runs: list[dict]) -> tuple[str, str]:
+    """`none 5/5`, `mq 4/5 + server 1/5`; styled by the most common culprit."""
+    counts = agreement(runs)
+    failed = sum(1 for r in runs if r.get("error"))
+    text = agreement_text(counts) + (f" ({failed} failed)" if failed else "")
+    return text, _CULPRIT_STYLE.get(next(iter(counts)), "")
+
+
+def verdict_cell(run: dict) -> tuple[str, str]:
+    """`mq: broker-side 91%` (the top cause and its share of the tail excess), and a style."""
+    verdict = run["verdict"]
+    culprit = verdict["culprit"]
+    cause = verdict["cause"].split(":")[0]
+    text = culprit if culprit == "none" else f"{culprit}: {cause}"
+    shares = verdict.get("shares") or []
+    if culprit != "none" and shares and shares[0]["cause"] == cause:
+        text += f" {shares[0]['share']:.0%}"
+    if run.get("error"):
+        text += " (run failed)"
+    return text, _CULPRIT_STYLE.get(culprit, "")
 
 
 def _pm(run: dict, hop: str, sep: str = "\n") -> str:
@@ -97,10 +124,11 @@ def print_compare(result: dict, console: Console) -> None:
                 console.print(f"  - {line}")
         if verdict["culprit"] == "none" and not run.get("error"):
             continue
-        console.print(f"[bold]{run['topology']}/{run['layout']}[/bold]: "
-                      f"{verdict['culprit']} - {verdict['cause']}")
+        label = f"{run['topology']}/{run['layout']}" + (
+            f" (repeat {run['repeat']})" if run.get("repeat") else "")
+        console.print(Text.assemble((label, "bold"), f": {verdict['culprit']} - {verdict['cause']}"))
         for line in verdict["evidence"]:
-            console.print(f"  - {line}")
+            console.print(Text(f"  - {line}"))
     untrusted = [r for r in result.get("runs", []) if r["verdict"]["culprit"] == "client"]
     if untrusted:
         console.print("[magenta]Runs marked 'client' measured the swarm, not your system: "
@@ -142,19 +170,20 @@ def sweep_table(result: dict) -> Table:
     for value in sweep["values"]:
         cells = []
         for name in topologies:
-            run = next((r for r in result["runs"]
-                        if r["topology"] == name and r.get("load") == value), None)
-            if run is None:
+            runs = [r for r in result["runs"] if r["topology"] == name and r.get("load") == value]
+            if not runs:
                 cells.append("")
                 continue
+            run = representative(runs)
             hops = run["hops"]
             text = (f"{_ms(hops['mq']['p99_ms'])}{_pm(run, 'mq', '')} / "
                     f"{_ms(hops['server']['p99_ms'])} / "
                     f"{_ms(hops['delivery']['p99_ms'])}{_pm(run, 'delivery', '')} = "
                     f"{_ms(hops['e2e']['p99_ms'])}{_pm(run, 'e2e', '')}")
-            verdict = run["verdict"]
-            if verdict["culprit"] != "none":
-                text += f"  {verdict['culprit']}: {verdict['cause'].split(':')[0]}"
+            if len(runs) > 1:
+                text += f"  {repeats_cell(runs)[0]}"
+            elif run["verdict"]["culprit"] != "none":
+                text += f"  {verdict_cell(run)[0]}"
             if run["lost"]:
                 text += f"  [red]lost {run['lost']}[/red]"
             knee = knees.get(name)

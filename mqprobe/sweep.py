@@ -11,7 +11,17 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from mqprobe.compare import Observer, Workload, new_result, placed, run_one, save
+from mqprobe.analysis import by_point, representative
+from mqprobe.compare import (
+    Observer,
+    Workload,
+    new_result,
+    placed,
+    record_agreement,
+    repeats,
+    run_one,
+    save,
+)
 from mqprobe.topology import TopologyError
 
 AXES = ("groups", "rate")
@@ -89,21 +99,31 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
         raise TopologyError(f"no chosen topology supports layout {layout}")
     result = new_result(workload, amqp_url, await broker_version(amqp_url))
     result["sweep"] = {"axis": axis, "values": values, "layout": layout, "knees": {}}
+    if workload.repeat > 1:
+        result["repeats"] = {"count": workload.repeat, "agreement": {}}
     async with placed(workload, amqp_url) as placement:
         for topology in topologies:
             run_layout = layout if layout in topology.layouts else topology.layouts[0]
             runs = []
             for value in values:
                 point = at_load(workload, axis, value)
-                label = f"{topology.name}_{axis}={value:g}"
-                run = await run_one(topology, run_layout, point, amqp_url, run_dir, label,
-                                    observe, management_url, placement)
-                run["load"] = value
-                run["rate_per_group"] = point.rate
-                result["runs"].append(run)
-                runs.append(run)
-                save(result, json_path)
+                for label, repeat in repeats(f"{topology.name}_{axis}={value:g}",
+                                             workload.repeat):
+                    run = await run_one(topology, run_layout, point, amqp_url, run_dir, label,
+                                        observe, management_url, placement)
+                    run["load"] = value
+                    run["rate_per_group"] = point.rate
+                    if repeat:
+                        run["repeat"] = repeat
+                    result["runs"].append(run)
+                    runs.append(run)
+                    record_agreement(result, f"{topology.name}@{value:g}",
+                                     lambda r, t=topology.name, v=value:
+                                         (r["topology"], r.get("load")) == (t, v))
+                    save(result, json_path)
+            # the knee is found on each point's median repeat
+            points = [representative(group) for group in by_point(runs, lambda r: r["load"]).values()]
             result["sweep"]["knees"][topology.name] = find_knee(
-                runs, workload.budget_ms, lambda r: r["rate_per_group"])
+                points, workload.budget_ms, lambda r: r["rate_per_group"])
             save(result, json_path)
     return result

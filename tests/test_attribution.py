@@ -1,0 +1,215 @@
+"""Attribution and verdicts on synthetic runs: pure functions, no broker (times in ms)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mqprobe.analysis import Failure, RunFacts, verdict
+from mqprobe.attribution import (
+    Cause,
+    Culprit,
+    Intervals,
+    MessageDeliveries,
+    attribute,
+    claimed,
+    weighted_percentile,
+)
+from mqprobe.timeline import EventKind, TimedEvent
+
+MS = 1_000_000
+T0 = 1_700_000_000_000_000_000
+BUDGET = 50.0
+
+
+def messages(count: int = 100, every_ms: float = 20, mq: float = 1, server: float = 0.05,
+             delivery: float = 2, members: int = 50, node: str = "n1", swarm: str = "swarm1",
+             wait: float = 0, fanout: float = 0.3, slow: dict | None = None) -> list:
+    """`count` messages, one every `every_ms`; `slow` maps a message index to hop overrides."""
+    out = []
+    for i in range(count):
+        hops = {"mq": mq, "server": server, "delivery": delivery, "wait": wait, **(slow or {}).get(i, {})}
+        t_pub = T0 + int(i * every_ms * MS)
+        t_deq = t_pub + int(hops["mq"] * MS)
+        t_emit = t_deq + int(hops["server"] * MS)
+        out.append(MessageDeliveries("1", i, node, swarm, t_pub, t_deq, t_emit,
+                                     [(int(hops["delivery"] * MS), members)],
+                                     int(hops["wait"] * MS), int(fanout * MS)))
+    return out
+
+
+def event(kind: EventKind, piece: str, start_ms: float, end_ms: float, **detail) -> TimedEvent:
+    return TimedEvent(kind, piece, T0 + int(start_ms * MS), T0 + int(end_ms * MS), detail)
+
+
+def run_of(msgs: list, lost: int = 0, self_lag_p99: float = 1.0, failed: int = 0,
+           handled: int | None = None, nacked: int = 0) -> dict:
+    """The run dict a verdict reads, with figures taken from the messages."""
+    def p99(values):
+        return round(weighted_percentile(values, 99) / MS, 3)
+
+    mq = [(m.t_deq - m.t_pub, m.count) for m in msgs]
+    server = [(m.t_emit - m.t_deq, m.count) for m in msgs]
+    delivery = [(d, n) for m in msgs for d, n in m.receipts]
+    e2e = [(m.t_emit - m.t_pub + d, n) for m in msgs for d, n in m.receipts]
+    hop = lambda values: {"count": sum(n for _, n in values), "p50_ms": 0.0,  # noqa: E731
+                          "p99_ms": p99(values), "max_ms": p99(values)}
+    delivered = sum(m.count for m in msgs)
+    return {
+        "published": len(msgs), "expected_deliveries": delivered + lost, "delivered": delivered,
+        "lost": lost, "duplicated": 0,
+        "hops": {"mq": hop(mq), "server": hop(server), "delivery": hop(delivery),
+                 "e2e": hop(e2e), "fanout": hop([(0.3 * MS, 1)])},
+        "self_lag_ms": {"p50": 0.5, "p99": self_lag_p99, "max": self_lag_p99 * 2},
+        "swarm": {"failed": failed, "disconnects": 0},
+        "publisher": {"nacked": nacked, "errors": 0, "first_error": ""},
+        "nodes": [{"node": "n1", "handled": len(msgs) if handled is None else handled,
+                   "busy_ratio": {"q": 0.2}, "prefetch": 50, "unacked_max": 3,
+                   "loop_lag_ms": {"p50": 0.1, "p99": 1.0, "max": 5.0}}],
+        "evidence": {"broker": {"available": True, "max_ready": 0, "max_ready_queue": "",
+                                "management_api": True, "alarms": [],
+                                "blocked_connections_max": 0}},
+    }
+
+
+def judged(msgs: list, events: list | None = None, failure: Failure | None = None,
+           **run_kwargs):
+    events = events or []
+    attribution = attribute(msgs, events, BUDGET)
+    facts = RunFacts(run_of(msgs, **run_kwargs), events, T0, failure)
+    return verdict(facts, attribution, BUDGET), attribution
+
+
+# The issue's table: each synthetic run and the cause its verdict must name.
+CASES = [
+    pytest.param(
+        # every message waits 80 ms in the broker; one incidental 50 ms stall on the node
+        lambda: (messages(mq=80), [event(EventKind.LOOP_STALL, "n1", 500, 550, cpu_share=0.1)]),
+        Culprit.MQ, Cause.BROKER_SIDE, id="constant-broker-delay-beats-one-stall"),
+    pytest.param(
+        # a 60 ms gen-2 collection on the node, seen by its loop-lag monitor as a stall too:
+        # the stall is the collector's, and named so
+        lambda: (messages(slow={i: {"mq": 60} for i in range(10, 14)}),
+                 [event(EventKind.GC, "n1", 200, 262, generation=2),
+                  event(EventKind.LOOP_STALL, "n1", 198, 265, cpu_share=1.0)]),
+        Culprit.SERVER, Cause.GC_PAUSE, id="gc-pause-named-as-such"),
+    pytest.param(
+        # the node's loop stalls 300 ms every second: the messages behind it wait
+        lambda: (messages(slow={i: {"mq": 300 - (i % 50) * 20} for i in range(100) if i % 50 < 15}),
+                 [event(EventKind.LOOP_STALL, "n1", 0, 300, cpu_share=0.05),
+                  event(EventKind.LOOP_STALL, "n1", 1000, 1300, cpu_share=0.05)]),
+        Culprit.SERVER, Cause.SERVER_STALL, id="stall-covering-the-tail"),
+    pytest.param(
+        # 4 s in the broker for a third of the messages, beside a 60 ms swarm lag spike
+        lambda: (messages(slow={i: {"mq": 4000} for i in range(30, 60)}),
+                 [event(EventKind.LOOP_STALL, "swarm1", 700, 760, cpu_share=1.0)]),
+        Culprit.MQ, Cause.BROKER_SIDE, id="swarm-lag-beside-a-4s-mq-tail"),
+    pytest.param(
+        # prefetch window full and a queue backlog while messages wait before the node
+        lambda: (messages(slow={i: {"mq": 100 + i * 5} for i in range(20, 80)}),
+                 [event(EventKind.WINDOW_FULL, "n1", 400, 2000, queue="q", prefetch=1),
+                  event(EventKind.QUEUE_BACKLOG, "broker", 400, 2000, queue="q", ready_max=30)]),
+        Culprit.SERVER, Cause.CONSUMER_SATURATED, id="full-window-and-backlog"),
+    pytest.param(
+        # messages wait in the node's own backlog before their handling begins
+        lambda: (messages(server=120, wait=110), []),
+        Culprit.SERVER, Cause.CONSUMER_SATURATED, id="own-backlog-wait"),
+    pytest.param(
+        lambda: (messages(server=70), []),
+        Culprit.SERVER, Cause.SLOW_HANDLER, id="slow-handler"),
+    pytest.param(
+        # the swarm's own loop lag is what made the tail
+        lambda: (messages(slow={i: {"delivery": 200} for i in range(40, 50)}),
+                 [event(EventKind.LOOP_STALL, "swarm1", 800, 1002, cpu_share=1.0)]),
+        Culprit.CLIENT, Cause.SWARM_SATURATED, id="swarm-lag-is-the-tail"),
+    pytest.param(
+        lambda: (messages(slow={i: {"mq": 500} for i in range(10, 20)}),
+                 [event(EventKind.PUBLISHER_BLOCKED, "publisher", 150, 700)]),
+        Culprit.MQ, Cause.BROKER_BLOCKED, id="publisher-blocked"),
+    pytest.param(
+        lambda: (messages(), []), Culprit.NONE, Cause.WITHIN_BUDGET, id="clean-run"),
+]
+
+
+@pytest.mark.parametrize(("make", "culprit", "cause"), CASES)
+def test_verdict_names_the_cause_with_the_largest_share(make, culprit, cause):
+    msgs, events = make()
+    said, attribution = judged(msgs, events)
+    assert (said.culprit, said.cause) == (culprit, cause), (said, attribution.shares)
+    if culprit != Culprit.NONE:
+        assert said.shares[0].cause == cause
+        assert f"{said.shares[0].share:.0%} of the tail excess" in said.prose
+    assert any(line.startswith("tail:") for line in said.evidence)
+
+
+def test_shares_add_up_to_the_whole_excess():
+    msgs = messages(mq=80, slow={i: {"delivery": 30} for i in range(5)})
+    attribution = attribute(msgs, [event(EventKind.GC, "n1", 0, 40, generation=2)], BUDGET)
+    assert sum(s.share for s in attribution.shares) == pytest.approx(1.0)
+    assert sum(attribution.hop_shares.values()) == pytest.approx(1.0)
+    assert attribution.tail == "over-budget" and attribution.tail_deliveries == 100 * 50
+
+
+def test_floor_never_swallows_a_delay_every_message_carries():
+    attribution = attribute(messages(mq=80), [], BUDGET)
+    assert attribution.floors_ms["mq"] == pytest.approx(BUDGET / 10)
+    assert attribution.excess_ms == pytest.approx(75, abs=1)
+
+
+def test_within_budget_reports_the_p99_tail():
+    attribution = attribute(messages(slow={3: {"delivery": 9}}), [], BUDGET)
+    assert attribution.tail == "p99" and attribution.shares[0].cause == Cause.DELIVERY
+
+
+def test_lost_deliveries_are_never_none():
+    said, _ = judged(messages(), lost=10)
+    assert said.culprit != Culprit.NONE
+    assert said.cause == Cause.LOST and "lost 10 of" in said.evidence[0]
+    said, _ = judged(messages(), lost=10, handled=90)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.LOST_BEFORE_NODE)
+
+
+def test_nothing_delivered_and_nothing_lost_is_said_plainly():
+    facts = RunFacts(run_of([], lost=0), [], T0)
+    facts.run["published"] = 0
+    assert verdict(facts, None, BUDGET).cause == Cause.INSTRUMENT_FAILED
+    facts = RunFacts(run_of([], lost=600), [], T0)
+    facts.run["published"] = 12
+    assert verdict(facts, None, BUDGET).culprit != Culprit.NONE
+
+
+def test_broker_gone_is_mq_with_when_and_how_long():
+    events = [event(EventKind.BROKER_UNAVAILABLE, "broker", 1500, 4000)]
+    said, _ = judged(messages(count=60), events, lost=300)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_UNAVAILABLE)
+    assert "from 1.5 s to 4.0 s" in said.prose and "2.5 s in all" in said.prose
+
+
+def test_dead_node_is_named_and_a_dead_swarm_is_the_instrument():
+    said, _ = judged(messages(), lost=5, failure=Failure("node1", "node1 exited early: boom"))
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.NODE_DIED)
+    assert "node1 exited early" in said.prose
+    said, _ = judged(messages(), lost=5, failure=Failure("swarm1", "swarm1 exited early"))
+    assert (said.culprit, said.cause) == (Culprit.CLIENT, Cause.INSTRUMENT_FAILED)
+
+
+def test_refused_publishes_are_the_brokers():
+    said, _ = judged(messages(), nacked=4)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.PUBLISH_REJECTED)
+
+
+def test_verdict_json_keeps_the_design_shape():
+    said, _ = judged(messages(mq=80))
+    data = said.to_json()
+    assert data["culprit"] == "mq" and data["cause"].startswith("broker-side: ")
+    assert isinstance(data["evidence"], list) and data["shares"][0]["cause"] == "broker-side"
+
+
+def test_higher_precedence_wins_overlaps():
+    got = claimed(0, 100, [(Cause.GC_PAUSE, [(10, 30)]), (Cause.SERVER_STALL, [(0, 50)])])
+    assert got == {Cause.GC_PAUSE: 20, Cause.SERVER_STALL: 30}
+
+
+def test_intervals_merge_and_clip():
+    spans = Intervals([(50, 60), (0, 10), (5, 20), (100, 90)])
+    assert spans.within(8, 55) == [(8, 20), (50, 55)]
+    assert spans.within(20, 50) == []
