@@ -337,6 +337,7 @@ class RemotePiece(Piece):
                 await self.hub.command(self.agent, "send", piece=self.name, command=command)
 
     async def stop(self, timeout: float = 20.0) -> dict | None:
+        self.stop_asked_ns = min(self.stop_asked_ns, time.time_ns())
         if not self.started:
             return None
         with contextlib.suppress(Exception):

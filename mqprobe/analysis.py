@@ -155,6 +155,7 @@ class Failure:
 
     piece: str
     message: str
+    at_ns: int = 0  # when it was seen to end, on our clock (0: not known)
 
     @property
     def role(self) -> str:
@@ -182,15 +183,17 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     down = [e for e in facts.events if e.kind == EventKind.BROKER_UNAVAILABLE]
     if down:
         first, last = down[0], down[-1]
+        until = ("until the run ended" if last.detail.get("until_end") else
+                 f"to {_at(last.end_ns, facts)} of the run")
         return Verdict.of(Cause.BROKER_UNAVAILABLE,
                           f"RabbitMQ could not be reached from {_at(first.start_ns, facts)} "
-                          f"to {_at(last.end_ns, facts)} of the run "
-                          f"({sum(e.duration_ns for e in down) / 1e9:.1f} s in all)",
-                          counts + _failure_evidence(facts))
+                          f"{until} ({sum(e.duration_ns for e in down) / 1e9:.1f} s in all, "
+                          f"{len(down)} outage(s))", counts + _failure_evidence(facts))
     if facts.failure:
         role = facts.failure.role
         cause = Cause.NODE_DIED if role == "node" else Cause.INSTRUMENT_FAILED
-        return Verdict.of(cause, f"{PROSE_FAILED[cause]}: {facts.failure.message}",
+        when = f" ({_at(facts.failure.at_ns, facts)} into the run)" if facts.failure.at_ns else ""
+        return Verdict.of(cause, f"{PROSE_FAILED[cause]}{when}: {facts.failure.message}",
                           counts + _failure_evidence(facts))
     publisher = run.get("publisher", {})
     refused = publisher.get("nacked", 0) + publisher.get("errors", 0)

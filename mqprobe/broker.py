@@ -425,6 +425,8 @@ class QueueSampler:
                 connection, channel = await self._sample_depths(connection, channel, t_s)
                 await asyncio.sleep(self.interval_s)
         finally:
+            if self._down.since:  # never came back while we sampled
+                self._down.detail = {"until_end": True}
             self._down.end()
             self._alarm.end()
             if connection is not None:

@@ -139,6 +139,9 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
     """Check the workload, get a broker, measure with progress bars, render, save."""
     workload.check()
     workload.resolved_topologies()  # a bad topology file fails before any broker starts
+    # A broker that goes away is reported in the verdict, not by the AMQP libraries' logs
+    for name in ("aiormq", "aio_pika"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     json_path = json_path or run_dir / "result.json"
     with broker_for(amqp_url) as (url, managed_api), _progress() as (progress, observe):

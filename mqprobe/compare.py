@@ -324,11 +324,17 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
             clocks = {piece: offset.widened_by(later[piece]) for piece, offset in clocks.items()}
     except RunError as exc:
         error = str(exc)
-        failure = Failure(exc.piece or "run", error)
+        failure = Failure(exc.piece or "run", error, time.time_ns())
     finally:
         if sampling:
             sampling.cancel()
         stopped = await _stop_all(swarms + nodes + ([publisher] if publisher else []))
+        # a piece that ended before it was asked to (killed, crashed) fails the run
+        for piece, got in zip(swarms + nodes + ([publisher] if publisher else []), stopped,
+                              strict=True):
+            if failure is None and got is None and piece.died_early:
+                failure = Failure(piece.name, piece.failure() or f"{piece.name} exited early",
+                                  piece.latest["exit"].get("at_ns", 0))
         results["swarms"] = [r for r in stopped[:len(swarms)] if r]
         results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
         if results["publisher"] is None and publisher and stopped[-1]:

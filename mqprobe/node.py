@@ -30,7 +30,7 @@ from mqprobe.stamps import (
     decode_socketio_field,
     now_ns,
 )
-from mqprobe.timeline import BUSY_MIN_NS, EventKind, IntervalTracker, Recorder
+from mqprobe.timeline import BUSY_MIN_NS, EventKind, IntervalTracker, Recorder, freeze_setup
 from mqprobe.topology import Topology
 
 log = logging.getLogger("mqprobe.node")
@@ -310,11 +310,8 @@ class Node:
 
     def reset_meters(self) -> None:
         """Measure from now on: loop lag, busy ratio, unacked peaks and the timeline of the
-        set-up are dropped, and what set-up allocated (thousands of joined clients) is
-        frozen out of the garbage collector's reach, so that collecting it while measuring
-        does not stall the loop (python's gc.freeze, made for exactly this)."""
-        gc.collect()
-        gc.freeze()
+        set-up are dropped, and what set-up allocated is frozen (timeline.freeze_setup)."""
+        freeze_setup()
         self.loop_lag.reset()
         self.timeline.reset()
         for consumer in self.stats.consumers.values():

@@ -87,6 +87,8 @@ class Piece:
         self.changed = asyncio.Event()
 
     def record(self, event: dict) -> None:
+        if event.get("event") == "exit":
+            event.setdefault("at_ns", time.time_ns())  # when we learnt it ended
         self.latest[event.get("event", "?")] = event
         self.changed.set()
 
@@ -98,6 +100,14 @@ class Piece:
 
     async def stop(self, timeout: float = 20.0) -> dict | None:
         raise NotImplementedError
+
+    @property
+    def died_early(self) -> bool:
+        """It ended before anyone asked it to stop."""
+        exit_ = self.latest.get("exit")
+        return bool(exit_) and "result" not in self.latest and exit_.get("at_ns", 0) < self.stop_asked_ns
+
+    stop_asked_ns = 1 << 62  # set when stop() is first called
 
     def failure(self) -> str | None:
         if "error" in self.latest:
@@ -171,6 +181,7 @@ class Child(Piece):
 
     async def stop(self, timeout: float = 20.0) -> dict | None:
         """Ask for the result and wait for the process to end; None if it gave none."""
+        self.stop_asked_ns = min(self.stop_asked_ns, time.time_ns())
         if self.proc is None:
             return None
         await self.send("stop")

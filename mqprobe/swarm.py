@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import resource
@@ -33,7 +32,7 @@ from mqprobe.stamps import (
     field_from_frame,
     now_ns,
 )
-from mqprobe.timeline import Recorder
+from mqprobe.timeline import Recorder, freeze_setup
 
 log = logging.getLogger("mqprobe.swarm")
 _CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
@@ -259,9 +258,7 @@ class Swarm:
     def command(self, line: str) -> None:
         """A control line from compare: `reset` (measuring starts now) or `clock {...}`."""
         if line == "reset":
-            # set-up (thousands of connections) is frozen out of the collector's reach
-            gc.collect()
-            gc.freeze()
+            freeze_setup()  # set-up (thousands of connections) out of the collector's reach
             self.loop_lag.reset()
             self.timeline.reset()
         elif line.startswith("clock "):

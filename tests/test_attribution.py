@@ -181,7 +181,10 @@ def test_broker_gone_is_mq_with_when_and_how_long():
     events = [event(EventKind.BROKER_UNAVAILABLE, "broker", 1500, 4000)]
     said, _ = judged(messages(count=60), events, lost=300)
     assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_UNAVAILABLE)
-    assert "from 1.5 s to 4.0 s" in said.prose and "2.5 s in all" in said.prose
+    assert "from 1.5 s to 4.0 s of the run" in said.prose and "2.5 s in all" in said.prose
+    events = [event(EventKind.BROKER_UNAVAILABLE, "broker", 1500, 4000, until_end=True)]
+    said, _ = judged(messages(count=60), events, lost=300)
+    assert "from 1.5 s until the run ended" in said.prose
 
 
 def test_dead_node_is_named_and_a_dead_swarm_is_the_instrument():
