@@ -12,6 +12,10 @@
     # emitting to the room: stamps t_emit, adds the trace field, times the emit (fan-out)
     await tracer.emit(sio, "message", {"text": text}, room=f"group.{group}", trace=trace)
 
+    # optional, from inside the running loop (e.g. on start-up): garbage collections over
+    # 1 ms and event-loop stalls over 5 ms, as timed intervals (tracer.pauses())
+    tracer.watch_pauses()
+
 Nothing here raises into the host server because of what arrives: a malformed or foreign
 header makes the message go on untraced, and it is counted (`tracer.stats()`). W3C
 `traceparent` stays compatible with OpenTelemetry: an existing one is continued.
@@ -23,7 +27,7 @@ import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from mqprobe.records import Latency
+from mqprobe.records import Latency, LoopLagMonitor
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
     PublishStamp,
@@ -35,6 +39,7 @@ from mqprobe.stamps import (
     now_ns,
     socketio_field,
 )
+from mqprobe.timeline import EventKind, Recorder
 
 _MAX_REASONS = 32
 
@@ -63,6 +68,29 @@ class Tracer:
         self.untraced_reasons: Counter[str] = Counter()
         self.fanout = Latency()
         self._seq: defaultdict[str, itertools.count] = defaultdict(itertools.count)
+        self.timeline = Recorder(self.node, limit=10_000)
+        self._loop_lag: LoopLagMonitor | None = None
+
+    def watch_pauses(self) -> None:
+        """Record this process's GC pauses (over 1 ms) and event-loop stalls (over 5 ms) as
+        intervals, the way mqprobe's own pieces do. Call it inside the running event loop;
+        it costs one short wake-up every 10 ms and a callback per collection."""
+        self.timeline.watch_gc()
+        if self._loop_lag is None:
+            self._loop_lag = LoopLagMonitor(timeline=self.timeline)
+            self._loop_lag.start()
+
+    def stop_watching(self) -> None:
+        self.timeline.unwatch_gc()
+        if self._loop_lag:
+            self._loop_lag.stop()
+            self._loop_lag = None
+
+    def pauses(self) -> list[dict]:
+        """The recorded GC pauses and loop stalls: kind, start_ns, end_ns (CLOCK_REALTIME,
+        like the stamps) and what was measured through them (generation, cpu_share)."""
+        return [{"kind": e.kind.value, "start_ns": e.start_ns, "end_ns": e.end_ns, **e.detail}
+                for e in self.timeline.events]
 
     def publish_headers(self, group: str | int, headers: dict | None = None) -> dict:
         """Headers for an outgoing AMQP message to `group`; existing headers are kept.
@@ -117,9 +145,15 @@ class Tracer:
         self.emitted(trace)
 
     def stats(self) -> dict:
-        return {"node": self.node, "published": self.published, "traced": self.traced,
-                "untraced": self.untraced, "untraced_reasons": dict(self.untraced_reasons),
-                "fanout_ms": self.fanout.summary()}
+        out = {"node": self.node, "published": self.published, "traced": self.traced,
+               "untraced": self.untraced, "untraced_reasons": dict(self.untraced_reasons),
+               "fanout_ms": self.fanout.summary()}
+        if self.timeline.events or self._loop_lag:
+            for kind, name in ((EventKind.GC, "gc"), (EventKind.LOOP_STALL, "stalls")):
+                spans = [e.duration_ns for e in self.timeline.events if e.kind == kind]
+                out[name] = {"count": len(spans),
+                             "longest_ms": round(max(spans, default=0) / 1e6, 3)}
+        return out
 
     def count_untraced(self, exc: TraceFormatError) -> None:
         """Count a message that goes on without a trace, and why."""

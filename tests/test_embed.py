@@ -52,6 +52,34 @@ def test_a_group_id_that_cannot_travel_leaves_the_message_untraced():
     assert tracer.untraced == 1
 
 
+def test_watch_pauses_records_a_blocked_loop_and_a_long_collection():
+    import gc
+    import time
+
+    async def main() -> Tracer:
+        tracer = Tracer("n1")
+        tracer.watch_pauses()
+        await asyncio.sleep(0.05)
+        time.sleep(0.08)  # a synchronous call holds the loop
+        await asyncio.sleep(0.05)
+        garbage = [[i] for i in range(600_000)]  # a gen-2 collection with work to do
+        gc.collect()
+        del garbage
+        await asyncio.sleep(0.02)
+        tracer.stop_watching()
+        return tracer
+
+    tracer = asyncio.run(main())
+    stalls = [p for p in tracer.pauses() if p["kind"] == "loop-stall"]
+    assert any(70 <= (p["end_ns"] - p["start_ns"]) / 1e6 < 200 and p["cpu_share"] < 0.5
+               for p in stalls), stalls
+    assert any(p["kind"] == "gc" and p["generation"] == 2 for p in tracer.pauses())
+    assert tracer.stats()["stalls"]["longest_ms"] >= 70
+    count = len(tracer.pauses())
+    gc.collect()  # no longer watching: nothing more is recorded
+    assert len(tracer.pauses()) == count
+
+
 @contextlib.contextmanager
 def _chat_server(amqp_url: str, skew_ms: float = 0):
     """The example server in a process of its own; skew_ms makes it pretend another host."""
