@@ -1,0 +1,110 @@
+"""Faults of the whole run on real processes: the verdict names them, the run keeps what it
+measured, and compare exits non-zero. Each kills only a process this test started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mqprobe.broker import ManagedBroker
+
+from .conftest import REPO
+
+ARGS = ["compare", "--topologies", "single-topic", "--layouts", "per-node", "--duration", "8"]
+
+
+def _start_compare(tmp_path: Path, amqp_url: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
+    env["MQPROBE_AMQP_URL"] = amqp_url
+    return subprocess.Popen([sys.executable, "-m", "mqprobe", *ARGS, "--json",
+                             str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "logs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=REPO)
+
+
+def _wait_until_publishing(tmp_path: Path, compare: subprocess.Popen) -> None:
+    """The publisher's log appears when it starts; then give it a second of sending."""
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "logs").glob("*/publisher.log")):
+        assert compare.poll() is None, compare.communicate()
+        assert time.monotonic() < deadline, "the run never started publishing"
+        time.sleep(0.2)
+    time.sleep(2.0)
+
+
+def _children(pid: int) -> dict[int, str]:
+    """pid -> command line of this process's direct children."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                out[int(entry.name)] = (entry / "cmdline").read_text().replace("\0", " ")
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def _finish(compare: subprocess.Popen, tmp_path: Path) -> tuple[int, str, dict]:
+    stdout, stderr = compare.communicate(timeout=180)
+    run = json.loads((tmp_path / "r.json").read_text())["runs"][0]
+    return compare.returncode, stdout + stderr, run
+
+
+def test_a_broker_killed_mid_run_is_the_mq_and_fails_the_command(tmp_path):
+    own = ManagedBroker(tmp_path / "broker")  # not the session's: this one dies
+    state = own.up()
+    try:
+        compare = _start_compare(tmp_path, state.amqp_url)
+        _wait_until_publishing(tmp_path, compare)
+        os.killpg(state.pid, signal.SIGKILL)
+        code, output, run = _finish(compare, tmp_path)
+    finally:
+        own.down()
+    assert code == 1, output
+    assert "Traceback" not in output and "error when creating transport" not in output
+    assert run["lost"] > 0 and run["delivered"] > 0  # what was measured before is kept
+    assert run["verdict"]["culprit"] == "mq", run["verdict"]
+    assert run["verdict"]["cause"].startswith("broker-unavailable: RabbitMQ could not be "
+                                              "reached from "), run["verdict"]
+    down = [e for e in run["timeline"]["events"] if e["kind"] == "broker-unavailable"]
+    assert down and down[0]["start_ms"] > 0
+
+
+def test_a_node_killed_mid_run_is_named_not_blamed_on_the_swarm(broker, tmp_path):
+    compare = _start_compare(tmp_path, broker.amqp_url)
+    _wait_until_publishing(tmp_path, compare)
+    nodes = [pid for pid, cmd in _children(compare.pid).items() if "--node-id n1 " in cmd]
+    assert len(nodes) == 1, _children(compare.pid)
+    os.kill(nodes[0], signal.SIGKILL)
+    code, output, run = _finish(compare, tmp_path)
+    assert code == 1, output
+    assert "Traceback" not in output
+    assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
+        "server", "node-died"), run["verdict"]
+    assert "node1" in run["verdict"]["cause"] and "into the run" in run["verdict"]["cause"]
+    assert run["error"] and run["published"] > 0
+
+
+@pytest.mark.parametrize("size", ["200000000"])
+def test_a_run_that_delivers_nothing_is_never_none(broker, tmp_path, size):
+    from .conftest import run_cli
+
+    result = run_cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
+                     "--groups", "1", "--group-size", "3", "--rate", "1", "--duration", "1",
+                     "--size", size, "--json", str(tmp_path / "r.json"),
+                     "--run-dir", str(tmp_path / "logs"), amqp_url=broker.amqp_url)
+    assert result.returncode == 1, result.stderr
+    run = json.loads((tmp_path / "r.json").read_text())["runs"][0]
+    assert run["delivered"] == 0 and run["lost"] == run["expected_deliveries"] > 0
+    assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
+        "mq", "publish-rejected"), run["verdict"]
