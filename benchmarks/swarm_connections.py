@@ -56,6 +56,7 @@ def main() -> None:
         "e2e_p99_ms": full["hops"]["e2e"]["p99_ms"],
         "swarm_self_lag_p99_ms": full["self_lag_ms"]["p99"],
         "verdict": full["verdict"]["culprit"],
+        "cause": full["verdict"]["cause"].split("; then")[0],
     }
     print(json.dumps(report, indent=1))
 
