@@ -264,6 +264,20 @@ class ManagedBroker:
         )
         return env
 
+    def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
+        """Run rabbitmqctl against this node (diagnosis, or a test's fault); its output."""
+        state = self.running_state()
+        if state is None:
+            raise BrokerError(f"no managed broker is running in {self.state_dir}")
+        binary = Path(find_server_binary()).with_name("rabbitmqctl")
+        done = subprocess.run([str(binary), "-n", state.node_name, *args],
+                              env=self._environment(state), capture_output=True, text=True,
+                              timeout=timeout)
+        if done.returncode:
+            raise BrokerError(f"rabbitmqctl {' '.join(args)} failed: "
+                              f"{(done.stderr or done.stdout).strip()[-300:]}")
+        return done.stdout
+
     # -- down --------------------------------------------------------------------------
     def down(self, timeout: float = 30.0) -> bool:
         """Stop the node if it runs; True when one was stopped."""

@@ -15,12 +15,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> BrokerState:
+def managed_broker(tmp_path_factory: pytest.TempPathFactory) -> ManagedBroker:
     """A real RabbitMQ on loopback with random free ports; torn down at the end."""
     managed = ManagedBroker(tmp_path_factory.mktemp("broker"))
-    state = managed.up()
-    yield state
+    managed.up()
+    yield managed
     managed.down()
+
+
+@pytest.fixture(scope="session")
+def broker(managed_broker: ManagedBroker) -> BrokerState:
+    return managed_broker.running_state()
 
 
 def run_cli(*args: str, amqp_url: str | None = None, timeout: float = 300,

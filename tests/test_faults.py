@@ -108,3 +108,22 @@ def test_a_run_that_delivers_nothing_is_never_none(broker, tmp_path, size):
     assert run["delivered"] == 0 and run["lost"] == run["expected_deliveries"] > 0
     assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
         "mq", "publish-rejected"), run["verdict"]
+
+
+def test_a_broker_that_blocks_the_publisher_is_named_with_its_share(managed_broker, tmp_path):
+    # a memory alarm: RabbitMQ blocks publishing connections (connection.blocked) until it
+    # clears; the messages published meanwhile wait for the block to lift
+    compare = _start_compare(tmp_path, managed_broker.running_state().amqp_url)
+    _wait_until_publishing(tmp_path, compare)
+    try:
+        managed_broker.rabbitmqctl("set_vm_memory_high_watermark", "0.0001")
+        time.sleep(2.5)
+    finally:
+        managed_broker.rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+    code, output, run = _finish(compare, tmp_path)
+    assert code == 0, output
+    blocked = [e for e in run["timeline"]["events"] if e["kind"] == "publisher-blocked"]
+    assert blocked and 1500 < blocked[0]["end_ms"] - blocked[0]["start_ms"] < 10_000, blocked
+    assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
+        "mq", "broker-blocked"), run["verdict"]
+    assert run["verdict"]["shares"][0]["share"] > 0.5
