@@ -328,7 +328,9 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
     finally:
         if sampling:
             sampling.cancel()
-        stopped = await _stop_all(swarms + nodes + ([publisher] if publisher else []))
+        # swarms first: a node closing its sockets must not count as a swarm disconnect
+        stopped = await _stop_all(swarms)
+        stopped += await _stop_all(nodes + ([publisher] if publisher else []))
         # a piece that ended before it was asked to (killed, crashed) fails the run
         for piece, got in zip(swarms + nodes + ([publisher] if publisher else []), stopped,
                               strict=True):

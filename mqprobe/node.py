@@ -172,6 +172,8 @@ class Node:
             self.stats.stalls += 1
 
     async def stop(self) -> dict:
+        self.loop_lag.stop()  # shutting down is not part of the run
+        self.timeline.unwatch_gc()
         for worker in self._workers:
             worker.cancel()
         if self.manager and getattr(self.manager, "thread", None):
@@ -179,8 +181,6 @@ class Node:
         if self._connection:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._connection.close(), 5)
-        self.loop_lag.stop()
-        self.timeline.unwatch_gc()
         result = self.result()
         if self._runner:
             with contextlib.suppress(Exception):

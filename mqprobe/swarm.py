@@ -274,13 +274,15 @@ class Swarm:
                 "disconnects": self.disconnects, "delivered": self.delivered}
 
     async def stop(self) -> dict:
+        # the instrument stops measuring first: tearing down thousands of connections is
+        # not a lag of the run
+        self.loop_lag.stop()
+        self.timeline.unwatch_gc()
         self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.session.close()
-        self.loop_lag.stop()
-        self.timeline.unwatch_gc()
         return self.result()
 
     def result(self) -> dict:
