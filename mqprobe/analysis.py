@@ -23,7 +23,6 @@ from mqprobe.attribution import (
 from mqprobe.records import CLIENT_HOPS, HopSet, Latency
 from mqprobe.timeline import EventKind, TimedEvent
 
-BUSY_SATURATED = 0.9
 SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it computed
 
 
@@ -108,6 +107,11 @@ def _node_summary(node: dict) -> dict:
 
 
 # -- the run's timeline and deliveries, on the coordinator's clock --------------------------
+def is_node_piece(piece: str) -> bool:
+    """n1, n2...: the node ids compare gives, in the trace and on the timeline."""
+    return piece.startswith("n") and piece[1:].isdigit()
+
+
 def timeline_events(publisher: dict | None, swarms: list[dict], nodes: list[dict],
                     broker: list[TimedEvent], shift_ns: dict[str, int]) -> list[TimedEvent]:
     """Every piece's intervals, named (publisher, n1.., swarm1..) and moved onto our clock
@@ -160,7 +164,7 @@ class Failure:
     @property
     def role(self) -> str:
         name = self.piece
-        if name.startswith("node") or (name.startswith("n") and name[1:].isdigit()):
+        if name.startswith("node") or is_node_piece(name):  # node1 (its process), n1 (its id)
             return "node"
         return "swarm" if name.startswith("swarm") else name
 
@@ -193,7 +197,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
         role = facts.failure.role
         cause = Cause.NODE_DIED if role == "node" else Cause.INSTRUMENT_FAILED
         when = f" ({_at(facts.failure.at_ns, facts)} into the run)" if facts.failure.at_ns else ""
-        return Verdict.of(cause, f"{PROSE_FAILED[cause]}{when}: {facts.failure.message}",
+        return Verdict.of(cause, f"{PROSE[cause]}{when}: {facts.failure.message}",
                           counts + _failure_evidence(facts))
     publisher = run.get("publisher", {})
     refused = publisher.get("nacked", 0) + publisher.get("errors", 0)
@@ -236,11 +240,6 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     if after:
         prose += "; then " + ", ".join(after)
     return Verdict(top.culprit, top.cause, prose, evidence, attribution.shares)
-
-
-PROSE_FAILED = {Cause.NODE_DIED: "a node process ended during the run",
-                Cause.INSTRUMENT_FAILED: "a piece of mqprobe's instrument failed, these figures "
-                                         "are not to be trusted"}
 
 
 def _at(t_ns: int, facts: RunFacts) -> str:
@@ -286,7 +285,7 @@ def _cause_prose(cause: Cause, run: dict, facts: RunFacts) -> str:
     if cause == Cause.SERVER_STALL:
         return _stall_cause(facts)
     if cause == Cause.GC_PAUSE:
-        gcs = [e for e in facts.events if e.kind == EventKind.GC and _is_node(e.piece)]
+        gcs = [e for e in facts.events if e.kind == EventKind.GC and is_node_piece(e.piece)]
         if gcs:
             worst = max(gcs, key=lambda e: e.duration_ns)
             return (f"a node's garbage collector stopped its event loop ({len(gcs)} "
@@ -295,13 +294,9 @@ def _cause_prose(cause: Cause, run: dict, facts: RunFacts) -> str:
     return PROSE[cause]
 
 
-def _is_node(piece: str) -> bool:
-    return piece.startswith("n") and piece[1:].isdigit()
-
-
 def _stall_cause(facts: RunFacts) -> str:
     """Blocked or saturated, from the CPU the node used through its longest stall."""
-    stalls = [e for e in facts.events if e.kind == EventKind.LOOP_STALL and _is_node(e.piece)]
+    stalls = [e for e in facts.events if e.kind == EventKind.LOOP_STALL and is_node_piece(e.piece)]
     if not stalls:
         return "a node's event loop could not run"
     worst = max(stalls, key=lambda e: e.duration_ns)

@@ -183,10 +183,6 @@ class Attribution:
     def share_of(self, cause: Cause) -> float:
         return next((s.share for s in self.shares if s.cause == cause), 0.0)
 
-    def summary(self, top: int = 3) -> str:
-        """`mq: broker-side (91%); server: gc-pause (4%)`."""
-        return "; ".join(s.label() for s in self.shares[:top] if s.share >= 0.005)
-
     def to_json(self) -> dict:
         return {"floor_ms": self.floors_ms, "tail": self.tail,
                 "tail_deliveries": self.tail_deliveries, "deliveries": self.deliveries,

@@ -25,6 +25,7 @@ from mqprobe.analysis import (
     RunFacts,
     agreement,
     deliveries,
+    is_node_piece,
     judge,
     merge_run,
     timeline_events,
@@ -212,21 +213,17 @@ async def placed(workload: Workload, amqp_url: str):
         await hub.close()
 
 
-def _is_node(piece: str) -> bool:
-    return piece.startswith("n") and piece[1:].isdigit()  # n1, n2...: node ids in the trace
-
-
 def clock_command(clocks: dict[str, ClockOffset], swarm: str) -> str:
     """The `clock` line that puts a swarm's hops onto its own clock."""
     own = clocks[swarm]
     table = {"publisher": clocks["publisher"].relative_to(own).offset_ns,
              "nodes": {name: offset.relative_to(own).offset_ns for name, offset in clocks.items()
-                       if _is_node(name)}}
+                       if is_node_piece(name)}}
     return "clock " + json.dumps(table, separators=(",", ":"))
 
 
 def clocks_json(clocks: dict[str, ClockOffset]) -> dict:
-    nodes = [offset for name, offset in clocks.items() if _is_node(name)]
+    nodes = [offset for name, offset in clocks.items() if is_node_piece(name)]
     swarms = [offset for name, offset in clocks.items() if name.startswith("swarm")]
     return {"pieces": {name: offset.to_json() for name, offset in clocks.items()},
             "hop_uncertainty_ms": hop_uncertainty(clocks["publisher"], nodes, swarms)}

@@ -73,12 +73,6 @@ class TimedEvent:
                 "start_ms": round((self.start_ns - t0_ns) / 1e6, 3),
                 "end_ms": round((self.end_ns - t0_ns) / 1e6, 3), **self.detail}
 
-    @classmethod
-    def from_json(cls, raw: dict, t0_ns: int) -> TimedEvent:
-        detail = {k: v for k, v in raw.items() if k not in ("kind", "piece", "start_ms", "end_ms")}
-        return cls(EventKind(raw["kind"]), raw["piece"], t0_ns + round(raw["start_ms"] * 1e6),
-                   t0_ns + round(raw["end_ms"] * 1e6), detail)
-
 
 class Recorder:
     """A piece's own timeline: bounded, and cleared when measuring starts."""
