@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mqprobe.records import Latency, LoopLagMonitor
@@ -41,7 +42,8 @@ from mqprobe.stamps import (
 )
 from mqprobe.timeline import EventKind, Recorder
 
-_MAX_REASONS = 32
+_MAX_REASONS = 32  # distinct reasons kept; the rest are counted together
+_MAX_REASON_CHARS = 200
 
 
 @dataclass(slots=True)
@@ -98,6 +100,10 @@ class Tracer:
         The sequence number counts per group in this process. A group id that cannot travel
         in a header leaves the message untraced (counted), never an exception.
         """
+        if headers is not None and not isinstance(headers, Mapping):
+            self.count_untraced(TraceFormatError(
+                f"headers are a {type(headers).__name__}, not a mapping"))
+            return headers  # theirs, untouched
         group = str(group)
         try:
             check_id("group", group)
@@ -124,8 +130,8 @@ class Tracer:
 
     def event_data(self, trace: Trace | None, data: dict) -> dict:
         """The event's object with the trace field first (stamps t_emit); as-is if untraced."""
-        if trace is None:
-            return data
+        if trace is None or not isinstance(data, dict):
+            return data  # untraced, or not an object a field can join: sent as it is
         trace.t_emit = now_ns()
         field = socketio_field(trace.stamp, self.node, trace.t_deq, trace.t_emit)
         return {SOCKETIO_FIELD: field, **{k: v for k, v in data.items() if k != SOCKETIO_FIELD}}
@@ -158,6 +164,8 @@ class Tracer:
     def count_untraced(self, exc: TraceFormatError) -> None:
         """Count a message that goes on without a trace, and why."""
         self.untraced += 1
-        reason = str(exc)
+        reason = str(exc)[:_MAX_REASON_CHARS]
         if reason in self.untraced_reasons or len(self.untraced_reasons) < _MAX_REASONS:
             self.untraced_reasons[reason] += 1
+        else:
+            self.untraced_reasons["(other reasons)"] += 1

@@ -13,9 +13,11 @@ used (it holds whole seconds).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 WIRE_VERSION = 1
@@ -25,14 +27,24 @@ SOCKETIO_FIELD = "mqprobe"
 FRAME_MARKER = '{"mqprobe":['
 
 
+MAX_SKEW_MS = 86_400_000.0  # a day: any pretend skew beyond that is a typo
+
+
 def _skew_from_env() -> tuple[int, str]:
     """MQPROBE_CLOCK_SKEW_MS in ns, and a sentence when it is malformed (then: no skew; the
     CLI refuses to run, an embedding server is never broken by it)."""
     raw = os.environ.get("MQPROBE_CLOCK_SKEW_MS", "").strip()
+    problem = (f"MQPROBE_CLOCK_SKEW_MS must be a number of milliseconds within "
+               f"+-{MAX_SKEW_MS:.0f}, got {raw[:40]!r}")
+    if not raw:
+        return 0, ""
     try:
-        return (round(float(raw) * 1e6) if raw else 0), ""
+        value = float(raw)
     except ValueError:
-        return 0, f"MQPROBE_CLOCK_SKEW_MS must be a number of milliseconds, got {raw!r}"
+        return 0, problem
+    if not math.isfinite(value) or abs(value) > MAX_SKEW_MS:
+        return 0, problem
+    return round(value * 1e6), ""
 
 
 # CLOCK_REALTIME, comparable across processes and (synced) hosts. MQPROBE_CLOCK_SKEW_MS makes
@@ -41,7 +53,11 @@ CLOCK_SKEW_NS, CLOCK_SKEW_PROBLEM = _skew_from_env()
 now_ns = time.time_ns if not CLOCK_SKEW_NS else (lambda: time.time_ns() + CLOCK_SKEW_NS)
 
 _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+# W3C Trace Context: version 00 is exactly four fields; a later version may append more
+# after a dash, which a reader of version 00 ignores (https://www.w3.org/TR/trace-context/)
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?",
+                          re.DOTALL)
+_DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 class TraceFormatError(ValueError):
@@ -97,8 +113,15 @@ def new_span_id() -> str:
 def check_id(kind: str, value: str) -> str:
     """Group and node ids travel inside headers: keep them short and separator-free."""
     if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise TraceFormatError(f"{kind} {value!r} must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+        raise TraceFormatError(f"{kind} {_short(value)} must be 1-64 characters of "
+                               "A-Z a-z 0-9 _ . : -")
     return value
+
+
+def _short(value: object) -> str:
+    """A bounded repr for messages: a hostile 4 MB id must not live on in a counter key."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # -- W3C traceparent ---------------------------------------------------------------------
@@ -107,10 +130,13 @@ def parse_traceparent(value: object) -> tuple[str, str, str]:
     text = _text(value, TRACEPARENT)
     match = _TRACEPARENT.fullmatch(text.strip())
     if not match:
-        raise TraceFormatError(f"traceparent {text[:60]!r} is not version-traceid-spanid-flags hex")
-    version, trace_id, span_id, flags = match.groups()
-    if version == "ff" or trace_id == "0" * 32 or span_id == "0" * 16:
-        raise TraceFormatError(f"traceparent {text[:60]!r} holds an invalid version or zero id")
+        raise TraceFormatError(f"traceparent {_short(text)} is not version-traceid-spanid-flags "
+                               "in lowercase hex")
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or trace_id == "0" * 32 or span_id == "0" * 16 or (
+            version == "00" and rest):
+        raise TraceFormatError(f"traceparent {_short(text)} holds an invalid version, a zero id "
+                               "or extra fields in version 00")
     return trace_id, span_id, flags
 
 
@@ -137,21 +163,27 @@ def encode_amqp_headers(stamp: PublishStamp, headers: dict | None = None) -> dic
 
 def decode_amqp_headers(headers: dict | None) -> PublishStamp:
     """The publisher's stamp from a consumed message's headers, or TraceFormatError."""
-    if not headers or AMQP_HEADER not in headers:
+    if not isinstance(headers, Mapping):
+        raise TraceFormatError(f"headers are a {type(headers).__name__}, not a mapping"
+                               if headers is not None else f"no {AMQP_HEADER} header")
+    if AMQP_HEADER not in headers:
         raise TraceFormatError(f"no {AMQP_HEADER} header")
     text = _text(headers[AMQP_HEADER], AMQP_HEADER)
-    parts = text.split(";")
-    if not parts or parts[0] != str(WIRE_VERSION):
-        raise TraceFormatError(f"{AMQP_HEADER} version {parts[0][:8]!r} is not {WIRE_VERSION}")
+    parts = text.split(";", 5)
+    if parts[0] != str(WIRE_VERSION):
+        raise TraceFormatError(f"{AMQP_HEADER} version {_short(parts[0])} is not {WIRE_VERSION}")
     if len(parts) != 5:
         raise TraceFormatError(f"{AMQP_HEADER} has {len(parts)} fields, expected 5")
     group = check_id("group", parts[1])
     seq, t_pub, t_plan = (_nonneg_int(name, raw) for name, raw in
                           zip(("seq", "t_pub", "t_plan"), parts[2:], strict=True))
+    trace_id, parent = new_trace_id(), ""
     if TRACEPARENT in headers:
-        trace_id, parent, _flags = parse_traceparent(headers[TRACEPARENT])
-    else:
-        trace_id, parent = new_trace_id(), ""
+        # W3C: an invalid traceparent is ignored (a new trace starts), the message is not
+        try:
+            trace_id, parent, _flags = parse_traceparent(headers[TRACEPARENT])
+        except TraceFormatError:
+            pass
     return PublishStamp(trace_id, group, seq, t_pub, t_plan, parent)
 
 
@@ -170,8 +202,9 @@ def decode_socketio_field(value: object) -> DeliveryTrace:
     """The stamps of a received event's `mqprobe` field, or TraceFormatError."""
     if not isinstance(value, list) or not value:
         raise TraceFormatError(f"{SOCKETIO_FIELD} field is not a non-empty list")
-    if value[0] != WIRE_VERSION:
-        raise TraceFormatError(f"{SOCKETIO_FIELD} field version {value[0]!r} is not {WIRE_VERSION}")
+    if type(value[0]) is not int or value[0] != WIRE_VERSION:
+        raise TraceFormatError(f"{SOCKETIO_FIELD} field version {_short(value[0])} is not "
+                               f"{WIRE_VERSION}")
     if len(value) != 9:
         raise TraceFormatError(f"{SOCKETIO_FIELD} field has {len(value)} items, expected 9")
     _v, trace_id, group, seq, node, t_pub, t_deq, t_emit, t_plan = value
@@ -182,7 +215,7 @@ def decode_socketio_field(value: object) -> DeliveryTrace:
     for name, number in (("seq", seq), ("t_pub", t_pub), ("t_deq", t_deq),
                          ("t_emit", t_emit), ("t_plan", t_plan)):
         if type(number) is not int or number < 0:
-            raise TraceFormatError(f"{name} {number!r} is not a non-negative integer")
+            raise TraceFormatError(f"{name} {_short(number)} is not a non-negative integer")
     return DeliveryTrace(trace_id, group, seq, node, t_pub, t_deq, t_emit, t_plan)
 
 
@@ -216,6 +249,7 @@ def _text(value: object, name: str) -> str:
 
 
 def _nonneg_int(name: str, raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 20:
-        raise TraceFormatError(f"{name} {raw[:24]!r} is not a non-negative integer")
+    # ASCII digits only: str.isdigit() accepts '²', which int() refuses
+    if not _DIGITS.fullmatch(raw):
+        raise TraceFormatError(f"{name} {_short(raw)} is not a non-negative integer")
     return int(raw)

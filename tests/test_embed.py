@@ -38,7 +38,7 @@ def test_existing_opentelemetry_parent_is_continued():
 
 
 @pytest.mark.parametrize("headers", [None, {}, {AMQP_HEADER: "1;g;x;1;1"}, {AMQP_HEADER: 5},
-                                     {AMQP_HEADER: "1;g;0;1;1", TRACEPARENT: "nonsense"}])
+                                     {AMQP_HEADER: "1;g;²;1;1"}, ["not", "a", "dict"]])
 def test_foreign_headers_never_raise_and_are_counted(headers):
     tracer = Tracer()
     assert tracer.consumed(headers) is None

@@ -56,12 +56,23 @@ def test_existing_traceparent_is_continued_not_overwritten():
     ({AMQP_HEADER: "1;a b;0;5;5"}, "group"),
     ({AMQP_HEADER: b"\xff\xfe"}, "not ASCII"),
     ({AMQP_HEADER: 12}, "not text"),
-    ({AMQP_HEADER: "1;1;0;5;5", TRACEPARENT: "00-xyz-01"}, "traceparent"),
-    ({AMQP_HEADER: "1;1;0;5;5", TRACEPARENT: "00-" + "0" * 32 + "-00f067aa0ba902b7-01"}, "zero"),
+    ({AMQP_HEADER: "1;1;²;5;5"}, "seq"),
+    (["not", "a", "mapping"], "not a mapping"),
 ])
 def test_malformed_amqp_headers_are_rejected_with_a_reason(headers, reason):
     with pytest.raises(TraceFormatError, match=reason):
         decode_amqp_headers(headers)
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("00-xyz-01", "traceparent"),
+    ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", "zero"),
+])
+def test_an_invalid_traceparent_is_refused_and_its_trace_restarted(value, reason):
+    with pytest.raises(TraceFormatError, match=reason):
+        parse_traceparent(value)
+    stamp = decode_amqp_headers({AMQP_HEADER: "1;1;0;5;5", TRACEPARENT: value})
+    assert len(stamp.trace_id) == 32 and stamp.trace_id != "0" * 32 and stamp.parent_span == ""
 
 
 def test_socketio_field_round_trip_through_a_frame():
