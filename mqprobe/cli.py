@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -22,7 +21,7 @@ from mqprobe.agent import parse_placement
 from mqprobe.broker import BrokerError, ManagedBroker, broker_for, redact_url
 from mqprobe.compare import DEFAULT_TOPOLOGIES, Phase, RunError, Workload, compare, save
 from mqprobe.process import emit_event
-from mqprobe.report import print_compare, print_hops, print_sweep
+from mqprobe.report import load_result, print_compare, print_hops, print_sweep
 from mqprobe.stamps import DeliveryTrace, TraceFormatError
 from mqprobe.topology import LAYOUTS, TopologyError, resolve
 
@@ -252,13 +251,7 @@ def _pictures(result: dict, html: Path | None, hdr_dir: Path | None) -> None:
 def report_cmd(run: Annotated[Path, typer.Argument(help="A result JSON (or its run dir).")],
                html: Html = None, hdr_dir: HdrDir = None) -> None:
     """Render a saved run again."""
-    path = run / "result.json" if run.is_dir() else run
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read a result from {path}: {exc}") from None
-    if not isinstance(result, dict) or "runs" not in result:
-        raise UserError(f"{path} is not an mqprobe result (no 'runs')")
+    result = load_result(run)
     (print_sweep if "sweep" in result else print_compare)(result, console)
     _pictures(result, html, hdr_dir)
 
@@ -289,11 +282,7 @@ def trace_cmd(
 
     group = check_id("group", group)
     if from_run:
-        try:
-            result = json.loads(from_run.read_text())
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read a result from {from_run}: {exc}") from None
-        runs = replay(result, group)
+        runs = replay(load_result(from_run), group)
         if not runs:
             raise UserError(f"group {group} is not in {from_run}")
         for run in runs:

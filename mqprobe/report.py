@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -9,6 +13,75 @@ from rich.text import Text
 from mqprobe.analysis import agreement, agreement_text, by_point, representative
 
 HOP_COLUMNS = ("mq", "server", "delivery", "e2e")
+MAX_RESULT_BYTES = 256 * 2**20  # a result JSON past this is not one of ours
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class ResultFormatError(ValueError):
+    """A file that is not a readable mqprobe result; the message is one sentence."""
+
+
+def load_result(path: Path) -> dict:
+    """A saved result, read with a size bound and checked for the shape report, trace and
+    pictures read (design.md's run fields), so a wrong file is one sentence, not a crash."""
+    path = path / "result.json" if path.is_dir() else path
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_RESULT_BYTES + 1)
+    except OSError as exc:
+        raise ResultFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_RESULT_BYTES:
+        raise ResultFormatError(f"{path} is over {MAX_RESULT_BYTES // 2**20} MiB: not an "
+                                "mqprobe result")
+    try:
+        result = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ResultFormatError(f"{path} is not JSON ({str(exc).splitlines()[0][:80]})") from None
+    problem = _shape_problem(result)
+    if problem:
+        raise ResultFormatError(f"{path} is not an mqprobe result: {problem}")
+    return result
+
+
+def _shape_problem(result: object) -> str:
+    if not isinstance(result, dict) or not isinstance(result.get("runs"), list):
+        return "it has no list of 'runs'"
+    for i, run in enumerate(result["runs"], 1):
+        where = f"run {i}"
+        if not isinstance(run, dict):
+            return f"{where} is not an object"
+        for key in ("topology", "layout"):
+            if not isinstance(run.get(key), str) or not _SAFE_NAME.fullmatch(run[key]):
+                return f"{where} has no valid '{key}' (1-64 of A-Z a-z 0-9 _ . -)"
+        for key in ("published", "expected_deliveries", "delivered", "lost", "duplicated"):
+            if not _is_number(run.get(key)):
+                return f"{where} has no number '{key}'"
+        hops = run.get("hops")
+        for hop in HOP_COLUMNS:
+            figures = hops.get(hop) if isinstance(hops, dict) else None
+            if not isinstance(figures, dict) or not all(
+                    _is_number(figures.get(k)) for k in ("count", "p50_ms", "p99_ms", "max_ms")):
+                return f"{where} has no figures for hop '{hop}'"
+        lag = run.get("self_lag_ms")
+        if not isinstance(lag, dict) or not all(_is_number(lag.get(k)) for k in ("p50", "p99", "max")):
+            return f"{where} has no 'self_lag_ms'"
+        verdict = run.get("verdict")
+        if not isinstance(verdict, dict) or not all(isinstance(verdict.get(k), str)
+                                                    for k in ("culprit", "cause")) \
+                or not isinstance(verdict.get("evidence", []), list):
+            return f"{where} has no 'verdict' with a culprit and a cause"
+        if "load" in run and not _is_number(run["load"]):
+            return f"{where} has a 'load' that is not a number"
+    sweep = result.get("sweep")
+    if sweep is not None and not (isinstance(sweep, dict) and isinstance(sweep.get("values"), list)
+                                  and all(_is_number(v) for v in sweep["values"])
+                                  and isinstance(sweep.get("knees", {}), dict)):
+        return "its 'sweep' has no list of numeric 'values'"
+    return ""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 _CULPRIT_STYLE = {"none": "green", "client": "magenta", "mq": "red", "server": "yellow",
                   "delivery": "cyan"}
 

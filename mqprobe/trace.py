@@ -176,13 +176,38 @@ async def _send_probes(config: TraceConfig, publisher, probes: dict[str, Probe])
 
 def replay(result: dict, group: str) -> list[dict]:
     """The traced group of a saved run: per run its figures and verdict, and its samples."""
+    from mqprobe.report import ResultFormatError
+
     out = []
-    for run in result.get("runs", []):
-        figures = run.get("groups", {}).get(group)
+    for i, run in enumerate(result.get("runs", []), 1):
+        groups = run.get("groups", {})
+        figures = groups.get(group) if isinstance(groups, dict) else None
         if figures is None:
             continue
-        samples = [s for s in run.get("samples", []) if str(s[0]) == group]
+        if not _group_figures_ok(figures):
+            raise ResultFormatError(f"run {i}'s group {group} has no counts and hops to show")
+        samples = run.get("samples", [])
+        if not isinstance(samples, list) or not all(
+                isinstance(s, list) and len(s) == 7 and all(type(v) is int for v in s[1:])
+                for s in samples):
+            raise ResultFormatError(f"run {i}'s samples are not [group, seq, t_plan, t_pub, "
+                                    "t_deq, t_emit, t_recv] rows of integers")
+        samples = [s for s in samples if str(s[0]) == group]
         out.append({"topology": run["topology"], "layout": run["layout"],
                     "load": run.get("load"), **figures, "samples": samples,
                     "clock_ms": run.get("clocks", {}).get("hop_uncertainty_ms", {})})
     return out
+
+
+def _group_figures_ok(figures: object) -> bool:
+    """Counts and hop figures, as compare writes them for each group."""
+    numbers = (int, float)
+    if not isinstance(figures, dict) or not all(
+            isinstance(figures.get(k), numbers) for k in
+            ("members", "published", "delivered", "expected_deliveries", "lost", "duplicated")):
+        return False
+    hops = figures.get("hops")
+    return isinstance(hops, dict) and all(
+        isinstance(h, dict) and all(isinstance(h.get(k), numbers)
+                                    for k in ("p50_ms", "p99_ms", "max_ms"))
+        for h in hops.values())

@@ -69,3 +69,53 @@ def test_malformed_clock_skew_setting(monkeypatch: pytest.MonkeyPatch):
     result = run_cli("broker", "status")
     assert result.returncode == 2
     assert "MQPROBE_CLOCK_SKEW_MS must be a number" in _one_sentence(result.stderr)
+
+
+GOOD_RUN = {"topology": "t", "layout": "per-node", "published": 1, "expected_deliveries": 1,
+            "delivered": 1, "lost": 0, "duplicated": 0,
+            "hops": {h: {"count": 1, "p50_ms": 1.0, "p99_ms": 1.0, "max_ms": 1.0}
+                     for h in ("mq", "server", "delivery", "e2e", "fanout")},
+            "self_lag_ms": {"p50": 0.1, "p99": 0.2, "max": 0.3},
+            "verdict": {"culprit": "none", "cause": "within-budget: fine", "evidence": []}}
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"", "is not JSON"),
+    (b'{"runs": [', "is not JSON"),
+    (b"\xff\xfe\x00binary", "is not JSON"),
+    (b"[" * 200_000, "is not JSON"),
+    (b"[]", "no list of 'runs'"),
+    (b'{"runs": [5]}', "run 1 is not an object"),
+    (b'{"runs": [{"topology": "../../x"}]}', "valid 'topology'"),
+    (b'{"runs": [{"topology": "[/red]x", "layout": "l"}]}', "valid 'topology'"),
+])
+def test_report_on_a_file_that_is_not_a_result_is_one_sentence(tmp_path, content, says):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    for args in (("report", str(path)), ("trace", "--group", "1", "--from", str(path))):
+        result = run_cli(*args)
+        assert result.returncode == 1, result
+        assert says in _one_sentence(result.stderr)
+
+
+def test_wrong_shaped_runs_and_groups_are_named(tmp_path):
+    import json
+
+    from mqprobe.report import ResultFormatError, load_result
+    from mqprobe.trace import replay
+
+    for broken, says in (({"hops": {}}, "hop 'mq'"), ({"self_lag_ms": None}, "self_lag_ms"),
+                         ({"verdict": "none"}, "verdict"), ({"lost": "0"}, "'lost'")):
+        path = tmp_path / "r.json"
+        path.write_text(json.dumps({"runs": [{**GOOD_RUN, **broken}]}))
+        with pytest.raises(ResultFormatError, match=says):
+            load_result(path)
+    path.write_text(json.dumps({"runs": [{**GOOD_RUN, "groups": {"1": {"members": "x"}}}]}))
+    with pytest.raises(ResultFormatError, match="group 1"):
+        replay(load_result(path), "1")
+
+
+def test_report_reads_at_most_a_bounded_size():
+    result = run_cli("report", "/dev/zero")
+    assert result.returncode == 1
+    assert "MiB" in _one_sentence(result.stderr)
