@@ -19,7 +19,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mqprobe.agent import parse_placement
 from mqprobe.broker import BrokerError, ManagedBroker, broker_for, redact_url
-from mqprobe.compare import DEFAULT_TOPOLOGIES, Phase, RunError, Workload, compare, save
+from mqprobe.compare import (
+    DEFAULT_TOPOLOGIES,
+    MAX_DURATION_S,
+    MAX_RATE,
+    MAX_SIZE,
+    Phase,
+    RunError,
+    Workload,
+    compare,
+    save,
+    within,
+)
 from mqprobe.process import emit_event
 from mqprobe.report import load_result, print_compare, print_hops, print_sweep
 from mqprobe.stamps import DeliveryTrace, TraceFormatError
@@ -183,7 +194,7 @@ def sweep_cmd(
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
 ) -> None:
     """Grow the load (groups or rate), show latency per hop against it, find the knee."""
-    from mqprobe.sweep import parse_range, sweep
+    from mqprobe.sweep import at_load, parse_range, sweep
 
     rate_is_range = ".." in rate or "," in rate
     if rate_is_range:
@@ -202,6 +213,7 @@ def sweep_cmd(
         duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
         channel=channel, concurrency=concurrency, budget_ms=budget_ms, inject=inject or [],
         placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat)
+    at_load(workload, axis, max(values)).check()  # the heaviest point, before anything starts
     _measure(workload, amqp_url, management_url, json_path, run_dir, html, hdr_dir, print_sweep,
              lambda url, api, path, logs, observe: sweep(workload, axis, values, url, path,
                                                          logs, observe, api))
@@ -457,6 +469,8 @@ def node_cmd(
         raise UserError(f"topology {topo.name} supports layouts {', '.join(topo.layouts)}, "
                         f"not {layout!r}")
     group_ids = [check_id("group", g) for g in _csv(groups, "--groups")]
+    if within("--port", port, 0, 65535):
+        raise UserError(within("--port", port, 0, 65535))
     with broker_for(amqp_url) as (url, _):
         config = NodeConfig(node_id=check_id("node", node_id), amqp_url=url, topology=topo,
                             layout=layout, groups=group_ids, prefix=prefix, host=host, port=port,
@@ -505,8 +519,11 @@ def publish_cmd(
     from mqprobe.publisher import PublishConfig, run_publisher
     from mqprobe.stamps import check_id
 
-    if rate <= 0 or duration <= 0 or size < 0:
-        raise UserError("--rate and --duration must be above 0 and --size not negative")
+    problems = [p for p in (within("--rate", rate, 0, MAX_RATE, above=True),
+                            within("--duration", duration, 0, MAX_DURATION_S, above=True),
+                            within("--size", size, 0, MAX_SIZE)) if p]
+    if problems:
+        raise UserError("; ".join(problems))
     group_ids = [check_id("group", g) for g in _csv(groups, "--groups")]
     with broker_for(amqp_url) as (url, _):
         config = PublishConfig(amqp_url=url, topology=resolve(topology), groups=group_ids,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
+import resource
 import time
 import uuid
 from collections.abc import Callable
@@ -38,6 +40,25 @@ from mqprobe.process import Child, Piece, RunError
 from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
 
 DEFAULT_TOPOLOGIES = ("single-topic", "per-group", "fanout", "socketio-manager")
+
+
+MAX_NODES = 64
+MAX_GROUPS = 10_000
+MAX_RATE = 10_000.0  # messages a second per group
+MAX_DURATION_S = 3600.0
+MAX_MESSAGES = 2_000_000  # per run: the publisher plans its schedule up front
+MAX_SIZE = 128 * 2**20  # RabbitMQ's default max_message_size
+MAX_BUDGET_MS = 3_600_000.0
+FD_RESERVE = 256  # open files a swarm process needs besides its connections
+
+
+def within(name: str, value: float, low: float, high: float, above: bool = False) -> str:
+    """'' when value is finite and within [low, high] (above low, with above=True); else
+    the sentence that names the bound."""
+    if not math.isfinite(value) or value > high or value < low or (above and value <= low):
+        floor = f"above {low:g}" if above else f"at least {low:g}"
+        return f"{name} must be a number {floor} and at most {high:g}, got {value:g}"
+    return ""
 
 
 @dataclass
@@ -78,21 +99,26 @@ class Workload:
         return [str(i + 1) for i in range(len(self.group_sizes))]
 
     def check(self) -> None:
-        problems = []
-        if self.nodes < 1:
-            problems.append("--nodes must be at least 1")
-        if not self.group_sizes or min(self.group_sizes) < 1:
+        """Every number finite and within its bound (named in the sentence), before anything
+        starts."""
+        problems = [p for p in (
+            within("--nodes", self.nodes, 1, MAX_NODES),
+            within("--swarm-processes", self.swarm_processes, 1, 256),
+            within("--rate", self.rate, 0, MAX_RATE, above=True),
+            within("--duration", self.duration_s, 0, MAX_DURATION_S, above=True),
+            within("--size", self.size, 0, MAX_SIZE),
+            within("--budget-ms", self.budget_ms, 0, MAX_BUDGET_MS, above=True),
+            within("--repeat", self.repeat, 1, 100),
+            within("--samples", self.samples, 0, 10_000_000),
+            within("--groups", len(self.group_sizes), 1, MAX_GROUPS)) if p]
+        if self.group_sizes and min(self.group_sizes) < 1:
             problems.append("every group needs at least 1 member")
-        if self.rate <= 0:
-            problems.append("--rate must be above 0")
-        if self.size < 0:
-            problems.append("--size must not be negative")
-        if self.duration_s <= 0:
-            problems.append("--duration must be above 0")
-        if self.swarm_processes < 1:
-            problems.append("--swarm-processes must be at least 1")
-        if not 1 <= self.repeat <= 100:
-            problems.append("--repeat must be 1 to 100")
+        if not problems:
+            messages = len(self.group_sizes) * self.rate * self.duration_s
+            if messages > MAX_MESSAGES:
+                problems.append(f"{messages:.0f} messages in one run (groups x rate x duration) "
+                                f"is over {MAX_MESSAGES:,}: shorten --duration or lower --rate")
+            problems += self._clients_problem()
         for layout in self.layouts:
             if layout not in LAYOUTS:
                 problems.append(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
@@ -102,6 +128,20 @@ class Workload:
         if faults.broker_delay_ms and "socketio-manager" in self.topologies:
             raise ValueError("--inject broker-delay needs a topology mqprobe publishes to; "
                              "socketio-manager publishes by itself (drop it from --topologies)")
+
+    def _clients_problem(self) -> list[str]:
+        """A swarm process holds one open file per connection: the host's limit bounds it."""
+        if self.placement.get("swarm"):
+            return []  # other hosts' limits are theirs to check
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        clients = sum(self.group_sizes)
+        per_process = -(-clients // self.swarm_processes)
+        if limit != resource.RLIM_INFINITY and per_process > limit - FD_RESERVE:
+            need = -(-clients // max(1, limit - FD_RESERVE))
+            return [f"{per_process} clients per swarm process is over this host's open-file "
+                    f"limit ({limit}, less {FD_RESERVE} for the process itself): use "
+                    f"--swarm-processes {need} or more"]
+        return []
 
     def resolved_topologies(self) -> list[Topology]:
         topologies = [resolve(name) for name in self.topologies]

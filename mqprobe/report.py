@@ -29,7 +29,7 @@ def load_result(path: Path) -> dict:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_RESULT_BYTES + 1)
     except OSError as exc:
-        raise ResultFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise ResultFormatError(f"cannot read a result from {path}: {exc.strerror or exc}") from None
     if len(raw) > MAX_RESULT_BYTES:
         raise ResultFormatError(f"{path} is over {MAX_RESULT_BYTES // 2**20} MiB: not an "
                                 "mqprobe result")

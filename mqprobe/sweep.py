@@ -9,6 +9,7 @@ verdict, with the evidence measured there.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 from mqprobe.analysis import by_point, representative
@@ -46,8 +47,8 @@ def parse_range(text: str, axis: str, points: int = 7) -> list[float]:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"--{axis} takes LOW..HIGH or a list like 1,8,16, got {text!r}") from None
-    if not values or min(values) <= 0:
-        raise ValueError(f"--{axis} values must be above 0, got {text!r}")
+    if not values or min(values) <= 0 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"--{axis} values must be finite and above 0, got {text!r}")
     if axis == "groups" and any(v != int(v) for v in values):
         raise ValueError(f"--groups takes whole numbers, got {text!r}")
     return sorted(set(int(v) if axis == "groups" else v for v in values))
@@ -91,6 +92,7 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
     if axis not in AXES:
         raise ValueError(f"sweep axis must be one of {', '.join(AXES)}")
     workload.check()
+    at_load(workload, axis, max(values)).check()  # the heaviest point must fit too
     from mqprobe.compare import broker_version
 
     topologies = workload.resolved_topologies()

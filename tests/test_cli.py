@@ -119,3 +119,22 @@ def test_report_reads_at_most_a_bounded_size():
     result = run_cli("report", "/dev/zero")
     assert result.returncode == 1
     assert "MiB" in _one_sentence(result.stderr)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("compare", "--rate", "inf"), "--rate must be a number above 0 and at most 10000"),
+    (("compare", "--rate", "nan"), "--rate must be a number"),
+    (("compare", "--duration", "inf"), "--duration must be a number above 0"),
+    (("compare", "--budget-ms", "-1"), "--budget-ms must be a number above 0"),
+    (("compare", "--size", "999999999999"), "--size must be a number at least 0 and at most"),
+    (("compare", "--rate", "10000", "--duration", "3600"), "messages in one run"),
+    (("compare", "--group-size", "30000"), "open-file limit"),
+    (("sweep", "--groups", "1..100000"), "--groups must be a number at least 1 and at most"),
+    (("sweep", "--groups", "1,inf"), "finite"),
+    (("publish", "--rate", "nan"), "--rate must be a number"),
+    (("node", "--port", "99999"), "--port must be a number at least 0 and at most 65535"),
+])
+def test_numbers_are_finite_and_bounded_before_anything_starts(args, says):
+    result = run_cli(*args, "--amqp-url", "amqp://127.0.0.1:1/")
+    assert result.returncode == 1, result
+    assert says in _one_sentence(result.stderr)
