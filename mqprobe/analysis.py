@@ -153,6 +153,9 @@ def timeline_json(events: list[TimedEvent], t0_ns: int, dropped: int) -> dict:
 
 
 # -- the verdict ---------------------------------------------------------------------------
+INTERRUPTED = "interrupted"  # the Failure.piece of a run the user stopped
+
+
 @dataclass
 class Failure:
     """A run that ended early: which piece, and its one sentence."""
@@ -193,6 +196,11 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
                           f"RabbitMQ could not be reached from {_at(first.start_ns, facts)} "
                           f"{until} ({sum(e.duration_ns for e in down) / 1e9:.1f} s in all, "
                           f"{len(down)} outage(s))", counts + _failure_evidence(facts))
+    if facts.failure and facts.failure.piece == INTERRUPTED:
+        return Verdict.of(Cause.INTERRUPTED, f"stopped by the user "
+                          f"{_at(facts.failure.at_ns, facts)} into the run: the figures cover "
+                          "what was measured until then, and deliveries still in flight count "
+                          "as lost", counts)
     if facts.failure:
         role = facts.failure.role
         cause = Cause.NODE_DIED if role == "node" else Cause.INSTRUMENT_FAILED

@@ -58,6 +58,7 @@ class Cause(StrEnum):
     SWARM_SATURATED = "swarm-saturated"
     INSTRUMENT_FAILED = "instrument-failed"
     PUBLISHER_STALL = "publisher-stall"
+    INTERRUPTED = "interrupted"
     WITHIN_BUDGET = "within-budget"
     NOTHING_MEASURED = "nothing-measured"
 
@@ -72,7 +73,7 @@ CULPRIT_OF = {
     Cause.LOST_BEFORE_NODE: Culprit.MQ,
     Cause.DELIVERY: Culprit.DELIVERY, Cause.LOST: Culprit.DELIVERY,
     Cause.SWARM_SATURATED: Culprit.CLIENT, Cause.INSTRUMENT_FAILED: Culprit.CLIENT,
-    Cause.PUBLISHER_STALL: Culprit.CLIENT,
+    Cause.PUBLISHER_STALL: Culprit.CLIENT, Cause.INTERRUPTED: Culprit.CLIENT,
     Cause.WITHIN_BUDGET: Culprit.NONE, Cause.NOTHING_MEASURED: Culprit.NONE,
 }
 
@@ -98,6 +99,7 @@ PROSE = {
     Cause.INSTRUMENT_FAILED: "a piece of mqprobe's own instrument failed: these figures are "
                              "not to be trusted",
     Cause.PUBLISHER_STALL: "mqprobe's publisher stalled after stamping",
+    Cause.INTERRUPTED: "the run was stopped before it finished",
     Cause.WITHIN_BUDGET: "every hop within budget",
     Cause.NOTHING_MEASURED: "no delivery was measured",
 }

@@ -341,7 +341,11 @@ def broker_for(amqp_url: str | None, state_dir: Path | None = None) -> Iterator[
     if running:
         yield running.amqp_url, running.management_url
         return
-    state = broker.up()
+    try:
+        state = broker.up()
+    except BaseException:  # interrupted while it started: leave no broker of ours behind
+        broker.down()
+        raise
     try:
         yield state.amqp_url, state.management_url
     finally:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -31,7 +32,7 @@ from mqprobe.compare import (
     save,
     within,
 )
-from mqprobe.process import emit_event
+from mqprobe.process import RunInterrupted, emit_event
 from mqprobe.report import load_result, print_compare, print_hops, print_sweep
 from mqprobe.stamps import DeliveryTrace, TraceFormatError
 from mqprobe.topology import LAYOUTS, TopologyError, resolve
@@ -108,6 +109,42 @@ def _run(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     return asyncio.run(coro_factory())
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: the command stops, after saving and cleaning up; exit 128 + signal."""
+
+    def __init__(self, signum: int, said: bool = False) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+        self.said = said  # the command already told the user what it saved
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _run_measuring(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run a measurement; Ctrl-C or SIGTERM cancels it, so it stops its pieces and saves
+    what it measured (RunInterrupted), instead of dying where it stands."""
+    received: list[int] = []
+
+    async def main() -> Any:
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, lambda s=signum: (received.append(s), task.cancel()))
+        return await coro_factory()
+
+    try:
+        return asyncio.run(main())
+    except RunInterrupted as exc:
+        exc.signum = received[0] if received else signal.SIGINT
+        raise
+    except asyncio.CancelledError:  # cancelled before any run began: nothing to save
+        raise Interrupted(received[0] if received else signal.SIGINT) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_interrupted)
+
+
 # -- compare -------------------------------------------------------------------------------
 @app.command("compare")
 def compare_cmd(
@@ -154,14 +191,22 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
         logging.getLogger(name).setLevel(logging.CRITICAL)
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     json_path = json_path or run_dir / "result.json"
+    interrupted = None
     with broker_for(amqp_url) as (url, managed_api), _progress() as (progress, observe):
         err.print(f"broker: {redact_url(url)}; logs in {run_dir}")
         api = management_url or managed_api
-        result = _run(lambda: measure(url, api, json_path, run_dir, observe))
+        try:
+            result = _run_measuring(lambda: measure(url, api, json_path, run_dir, observe))
+        except RunInterrupted as exc:
+            interrupted, result = exc, exc.result or {"runs": []}
         progress.stop()
     render(result, console)
     console.print(f"result JSON: {json_path}")
     _pictures(result, html, hdr_dir)
+    if interrupted:
+        err.print(f"mqprobe: interrupted; the {len(result['runs'])} run(s) measured so far, "
+                  f"the last one partial, are saved in {json_path}", markup=False)
+        raise Interrupted(interrupted.signum, said=True)
     failed = sum(1 for run in result["runs"] if run.get("error"))
     lost = sum(1 for run in result["runs"] if run["lost"])
     if failed or lost:
@@ -563,6 +608,9 @@ def main() -> None:
     if CLOCK_SKEW_PROBLEM:
         err.print(f"mqprobe: {CLOCK_SKEW_PROBLEM}", markup=False, highlight=False)
         sys.exit(2)
+    # SIGTERM unwinds like Ctrl-C (context managers stop what they started), it never just
+    # kills us with a broker of ours left running
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         code = app(standalone_mode=False)  # returns the code of a typer.Exit
         if isinstance(code, int) and code:
@@ -579,6 +627,10 @@ def main() -> None:
     except typer.Abort:
         err.print("mqprobe: interrupted")
         sys.exit(130)
+    except Interrupted as exc:
+        if not exc.said:
+            err.print(f"mqprobe: interrupted ({exc})", markup=False)
+        sys.exit(exc.exit_code)
     except (UserError, *USER_ERRORS) as exc:
         err.print(f"mqprobe: {_sentence(exc)}", markup=False, highlight=False)
         sys.exit(1)

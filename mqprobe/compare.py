@@ -23,6 +23,7 @@ from pathlib import Path
 from mqprobe import __version__
 from mqprobe.agent import LOCAL, Hub
 from mqprobe.analysis import (
+    INTERRUPTED,
     Failure,
     RunFacts,
     agreement,
@@ -36,7 +37,7 @@ from mqprobe.analysis import (
 from mqprobe.broker import QueueSampler, default_management_url, redact_url
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.inject import Faults, parse_injections
-from mqprobe.process import Child, Piece, RunError
+from mqprobe.process import Child, Piece, RunError, RunInterrupted
 from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
 
 DEFAULT_TOPOLOGIES = ("single-topic", "per-group", "fanout", "socketio-manager")
@@ -362,6 +363,9 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
     except RunError as exc:
         error = str(exc)
         failure = Failure(exc.piece or "run", error, time.time_ns())
+    except asyncio.CancelledError:  # Ctrl-C or SIGTERM: stop the pieces, keep what they have
+        error = "interrupted: stopped before it finished"
+        failure = Failure(INTERRUPTED, error, time.time_ns())
     finally:
         if sampling:
             sampling.cancel()
@@ -380,6 +384,8 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
             results["publisher"] = stopped[-1]
     run = assemble(topology, layout, workload, results, sampler, clocks, failure)
     observe(Phase(label, "failed" if error else "done", note=error or run["verdict"]["culprit"]))
+    if failure and failure.piece == INTERRUPTED:
+        raise RunInterrupted({"runs": [run]})
     return run
 
 
@@ -504,8 +510,9 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
     async with placed(workload, amqp_url) as placement:
         for topology, layout in combos:
             for label, repeat in repeats(f"{topology.name}_{layout}", workload.repeat):
-                run = await run_one(topology, layout, workload, amqp_url, run_dir, label,
-                                    observe, management_url, placement)
+                run = await keep_if_interrupted(result, json_path, run_one(
+                    topology, layout, workload, amqp_url, run_dir, label, observe,
+                    management_url, placement))
                 if repeat:
                     run["repeat"] = repeat
                 result["runs"].append(run)
@@ -514,6 +521,18 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
                                      (r["topology"], r["layout"]) == (t, la))
                 save(result, json_path)
     return result
+
+
+async def keep_if_interrupted(result: dict, json_path: Path | None, running) -> dict:
+    """Await one run; when it was interrupted, save its partial figures into the result
+    first, then let the interruption through with the whole result attached."""
+    try:
+        return await running
+    except RunInterrupted as exc:
+        result["runs"] += (exc.result or {}).get("runs", [])
+        result["interrupted"] = True
+        save(result, json_path)
+        raise RunInterrupted(result) from None
 
 
 def repeats(label: str, count: int) -> list[tuple[str, int]]:

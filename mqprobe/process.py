@@ -29,6 +29,14 @@ class RunError(RuntimeError):
         self.piece = piece
 
 
+class RunInterrupted(Exception):
+    """A measurement was cancelled (Ctrl-C, SIGTERM); `result` holds what it saved."""
+
+    def __init__(self, result: dict | None = None) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
 def emit_event(kind: str, **fields: object) -> None:
     """One event line for the parent (or a script reading a piece's stdout)."""
     sys.stdout.write(json.dumps({"event": kind, **fields}, separators=(",", ":")) + "\n")

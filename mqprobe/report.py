@@ -202,7 +202,8 @@ def print_compare(result: dict, console: Console) -> None:
         console.print(Text.assemble((label, "bold"), f": {verdict['culprit']} - {verdict['cause']}"))
         for line in verdict["evidence"]:
             console.print(Text(f"  - {line}"))
-    untrusted = [r for r in result.get("runs", []) if r["verdict"]["culprit"] == "client"]
+    untrusted = [r for r in result.get("runs", [])
+                 if r["verdict"]["cause"].startswith("swarm-saturated")]
     if untrusted:
         console.print("[magenta]Runs marked 'client' measured the swarm, not your system: "
                       "add --swarm-processes or lower the load.[/magenta]")

@@ -16,6 +16,7 @@ from mqprobe.analysis import by_point, representative
 from mqprobe.compare import (
     Observer,
     Workload,
+    keep_if_interrupted,
     new_result,
     placed,
     record_agreement,
@@ -111,8 +112,9 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
                 point = at_load(workload, axis, value)
                 for label, repeat in repeats(f"{topology.name}_{axis}={value:g}",
                                              workload.repeat):
-                    run = await run_one(topology, run_layout, point, amqp_url, run_dir, label,
-                                        observe, management_url, placement)
+                    run = await keep_if_interrupted(result, json_path, run_one(
+                        topology, run_layout, point, amqp_url, run_dir, label, observe,
+                        management_url, placement))
                     run["load"] = value
                     run["rate_per_group"] = point.rate
                     if repeat:

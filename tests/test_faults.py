@@ -127,3 +127,50 @@ def test_a_broker_that_blocks_the_publisher_is_named_with_its_share(managed_brok
     assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
         "mq", "broker-blocked"), run["verdict"]
     assert run["verdict"]["shares"][0]["share"] > 0.5
+
+
+def _compare_with_own_home(tmp_path: Path) -> subprocess.Popen:
+    """compare on the managed broker of a home of its own: it starts it, it must stop it."""
+    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
+    env["MQPROBE_HOME"] = str(tmp_path / "home")
+    return subprocess.Popen([sys.executable, "-m", "mqprobe", *ARGS, "--json",
+                             str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "logs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=REPO)
+
+
+def _no_broker_left(tmp_path: Path) -> None:
+    from mqprobe.broker import pid_alive
+
+    state_file = tmp_path / "home" / "broker" / "state.json"
+    if state_file.exists():
+        pid = json.loads(state_file.read_text())["pid"]
+        assert not pid_alive(pid), "the managed broker was left running"
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_run_saves_what_was_measured_and_stops_the_broker(tmp_path, signum, code):
+    compare = _compare_with_own_home(tmp_path)
+    _wait_until_publishing(tmp_path, compare)
+    compare.send_signal(signum)
+    stdout, stderr = compare.communicate(timeout=120)
+    assert compare.returncode == code, stdout + stderr
+    assert "Traceback" not in stderr and "saved in" in stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    (run,) = result["runs"]
+    assert result["interrupted"] and run["delivered"] > 0
+    assert run["verdict"]["cause"].startswith("interrupted: stopped by the user")
+    _no_broker_left(tmp_path)
+
+
+def test_sigterm_while_the_broker_starts_leaves_no_broker(tmp_path):
+    compare = _compare_with_own_home(tmp_path)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "home" / "broker" / "state.json").exists():
+        assert time.monotonic() < deadline and compare.poll() is None
+        time.sleep(0.05)
+    compare.send_signal(signal.SIGTERM)
+    _stdout, stderr = compare.communicate(timeout=120)
+    assert compare.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    _no_broker_left(tmp_path)
