@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +27,9 @@ from mqprobe.compare import (
     Phase,
     RunError,
     Workload,
+    check_writable,
     compare,
+    new_run_dir,
     save,
     within,
 )
@@ -189,8 +190,9 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
     # A broker that goes away is reported in the verdict, not by the AMQP libraries' logs
     for name in ("aiormq", "aio_pika"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    run_dir = run_dir or new_run_dir(Path("runs"))
     json_path = json_path or run_dir / "result.json"
+    check_writable(json_path)  # before the run, not after it
     interrupted = None
     with broker_for(amqp_url) as (url, managed_api), _progress() as (progress, observe):
         err.print(f"broker: {redact_url(url)}; logs in {run_dir}")

@@ -378,15 +378,46 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
             if failure is None and got is None and piece.died_early:
                 failure = Failure(piece.name, piece.failure() or f"{piece.name} exited early",
                                   piece.latest["exit"].get("at_ns", 0))
-        results["swarms"] = [r for r in stopped[:len(swarms)] if r]
+        # a swarm that gave no result still had members: they received nothing we can show
+        results["swarms"] = [got or silent_swarm(workload, i, len(swarms))
+                             for i, got in enumerate(stopped[:len(swarms)])]
         results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
-        if results["publisher"] is None and publisher and stopped[-1]:
-            results["publisher"] = stopped[-1]
+        if results["publisher"] is None and publisher:
+            results["publisher"] = stopped[-1] or silent_publisher(workload, publisher)
     run = assemble(topology, layout, workload, results, sampler, clocks, failure)
     observe(Phase(label, "failed" if error else "done", note=error or run["verdict"]["culprit"]))
     if failure and failure.piece == INTERRUPTED:
         raise RunInterrupted({"runs": [run]})
     return run
+
+
+def silent_swarm(workload: Workload, index: int, count: int) -> dict:
+    """What a swarm that gave no result (killed, crashed) stands for: its planned members,
+    each with nothing received, so what they missed counts as lost, not as nothing."""
+    from mqprobe.records import Latency
+    from mqprobe.swarm import SwarmConfig, plan_members
+
+    sizes = dict(zip(workload.groups, workload.group_sizes, strict=True))
+    members = plan_members(SwarmConfig([""] * workload.nodes, sizes, index, count))
+    groups = {g: {"members": 0, "delivered": 0, "duplicated": 0} for g in sizes}
+    for member in members:
+        groups[member.group]["members"] += 1
+    return {"planned": len(members), "joined": 0, "failed": 0, "disconnects": 0,
+            "groups": groups, "self_lag": Latency().to_json(), "silent": True}
+
+
+def silent_publisher(workload: Workload, publisher: Piece) -> dict:
+    """What a publisher that gave no result had sent, from its last progress report: the
+    schedule is fixed, so the first `sent` entries of it say which groups (at least)."""
+    from mqprobe.publisher import schedule
+
+    sent = publisher.latest.get("progress", {}).get("sent", 0)
+    published = dict.fromkeys(workload.groups, 0)
+    for _offset, group, _seq in schedule(workload.groups, workload.rate,
+                                         workload.duration_s)[:sent]:
+        published[group] += 1
+    return {"sent": sent, "published": published, "silent": True,
+            "first_error": "gave no result: counts are from its last progress report"}
 
 
 def assemble(topology: Topology, layout: str, workload: Workload, results: dict,
@@ -471,6 +502,33 @@ def new_result(workload: Workload, amqp_url: str, broker_version: str) -> dict:
     return {"mqprobe_version": __version__, "workload": workload.to_json(),
             "broker": {"version": broker_version, "url": redact_url(amqp_url)},
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": []}
+
+
+def new_run_dir(parent: Path) -> Path:
+    """runs/<time>, made now and never shared: two commands in the same second get two."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = parent / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"could not make a new run directory in {parent}")
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, in one sentence, when the result could not be saved at the end (save
+    writes PATH.tmp, then renames it over PATH)."""
+    if path.is_dir():
+        raise OSError(f"cannot write the result to {path}: it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_suffix(path.suffix + ".tmp")
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"cannot write the result to {path}: {exc.strerror or exc}") from None
 
 
 def save(result: dict, path: Path | None) -> None:

@@ -174,3 +174,22 @@ def test_sigterm_while_the_broker_starts_leaves_no_broker(tmp_path):
     assert compare.returncode == 143, stderr
     assert "Traceback" not in stderr
     _no_broker_left(tmp_path)
+
+
+@pytest.mark.parametrize("piece", ["swarm", "publish"])
+def test_a_dead_swarm_or_publisher_still_counts_the_loss(broker, tmp_path, piece):
+    compare = _start_compare(tmp_path, broker.amqp_url)
+    _wait_until_publishing(tmp_path, compare)
+    pids = [pid for pid, cmd in _children(compare.pid).items() if f" mqprobe {piece} " in cmd]
+    assert len(pids) == 1, _children(compare.pid)
+    os.kill(pids[0], signal.SIGKILL)
+    code, output, run = _finish(compare, tmp_path)
+    assert code == 1, output
+    # counted against what was published (a dead publisher: its last report) and planned
+    assert run["published"] > 0 and run["expected_deliveries"] >= run["published"] * 100
+    assert run["lost"] == max(0, run["expected_deliveries"] - run["delivered"])
+    assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
+        "client", "instrument-failed"), run["verdict"]
+    if piece == "swarm":  # its members received nothing we can show: all of it is lost
+        assert run["delivered"] == 0 and run["swarm"]["clients"] == 600
+        assert run["lost"] == run["expected_deliveries"]
