@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -84,6 +85,7 @@ class BrokerState:
     password: str
     node_name: str
     started_at: float
+    kept: bool = False  # started (or adopted) by `broker up`: stays until `broker down`
 
     @property
     def amqp_url(self) -> str:
@@ -136,7 +138,9 @@ class ManagedBroker:
     # -- state -------------------------------------------------------------------------
     def load_state(self) -> BrokerState | None:
         try:
-            return BrokerState(**json.loads(self.state_file.read_text()))
+            data = json.loads(self.state_file.read_text())
+            data.setdefault("kept", True)  # written before users were counted: never ours to stop
+            return BrokerState(**data)
         except (OSError, ValueError, TypeError):
             return None
 
@@ -278,6 +282,40 @@ class ManagedBroker:
                               f"{(done.stderr or done.stdout).strip()[-300:]}")
         return done.stdout
 
+    # -- who uses it --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One command at a time decides whether to start, join, leave or stop the node."""
+        lock_path = self.state_dir.parent / f"{self.state_dir.name}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _users_file(self) -> Path:
+        return self.state_dir / "users"
+
+    def users(self) -> list[int]:
+        """The processes using the node now (the dead are left out)."""
+        try:
+            pids = [int(line) for line in self._users_file().read_text().split()]
+        except (OSError, ValueError):
+            return []
+        return [pid for pid in pids if pid_alive(pid)]
+
+    def _write_users(self, pids: list[int]) -> None:
+        self._users_file().write_text("".join(f"{pid}\n" for pid in sorted(set(pids))))
+
+    def keep(self) -> None:
+        """`broker up` on a node started on demand: it now stays until `broker down`."""
+        state = self.load_state()
+        if state and not state.kept:
+            state.kept = True
+            self.state_file.write_text(json.dumps(asdict(state)))
+
     # -- down --------------------------------------------------------------------------
     def down(self, timeout: float = 30.0) -> bool:
         """Stop the node if it runs; True when one was stopped."""
@@ -329,27 +367,37 @@ def check_reachable(amqp_url: str, timeout: float = 5.0) -> None:
 def broker_for(amqp_url: str | None, state_dir: Path | None = None) -> Iterator[tuple[str, str | None]]:
     """Yield (amqp_url, management_url or None) for a command that measures.
 
-    With no URL: the managed broker, started on demand and stopped again afterwards when
-    this call started it.
+    With no URL: the managed broker, started on demand. Every command using it is listed
+    as a user; the last one out stops it, unless `broker up` keeps it. So two commands on
+    one MQPROBE_HOME share one node, and neither stops it under the other.
     """
     if amqp_url:
         check_reachable(amqp_url)
         yield amqp_url, None
         return
-    broker = ManagedBroker(state_dir)
-    running = broker.running_state()
-    if running:
-        yield running.amqp_url, running.management_url
-        return
-    try:
-        state = broker.up()
-    except BaseException:  # interrupted while it started: leave no broker of ours behind
-        broker.down()
-        raise
+    broker, me = ManagedBroker(state_dir), os.getpid()
+    with broker.locked():
+        state = broker.running_state()
+        if state is None:
+            try:
+                state = broker.up()
+            except BaseException:  # interrupted while it started: leave no broker behind
+                broker.down()
+                raise
+        # a node started on demand whose users are all gone is a leftover: joining it
+        # makes us its user, so it is stopped when we are done
+        broker._write_users([*broker.users(), me])
     try:
         yield state.amqp_url, state.management_url
     finally:
-        broker.down()
+        with broker.locked():
+            others = [pid for pid in broker.users() if pid != me]
+            current = broker.load_state()
+            if current is not None and current.pid == state.pid:
+                if others or current.kept:
+                    broker._write_users(others)
+                else:
+                    broker.down()
 
 
 def default_management_url(amqp_url: str) -> str:

@@ -423,15 +423,18 @@ StateDir = Annotated[Path | None, typer.Option(
 def broker_up(state_dir: StateDir = None) -> None:
     """Start the throwaway broker (or show the one running)."""
     broker = ManagedBroker(state_dir)
-    with console.status("starting rabbitmq-server on loopback..."):
+    with broker.locked(), console.status("starting rabbitmq-server on loopback..."):
         broker.up()
+        broker.keep()  # started (or adopted) here: it stays until `broker down`
     _print_status(broker.status())
 
 
 @broker_app.command("down")
 def broker_down(state_dir: StateDir = None) -> None:
     """Stop the throwaway broker and delete its files."""
-    stopped = ManagedBroker(state_dir).down()
+    broker = ManagedBroker(state_dir)
+    with broker.locked():
+        stopped = broker.down()
     console.print("broker stopped" if stopped else "no managed broker was running")
 
 

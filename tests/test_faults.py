@@ -29,10 +29,11 @@ def _start_compare(tmp_path: Path, amqp_url: str) -> subprocess.Popen:
                             cwd=REPO)
 
 
-def _wait_until_publishing(tmp_path: Path, compare: subprocess.Popen) -> None:
+def _wait_until_publishing(tmp_path: Path, compare: subprocess.Popen,
+                           logs: str = "logs") -> None:
     """The publisher's log appears when it starts; then give it a second of sending."""
     deadline = time.monotonic() + 120
-    while not list((tmp_path / "logs").glob("*/publisher.log")):
+    while not list((tmp_path / logs).glob("*/publisher.log")):
         assert compare.poll() is None, compare.communicate()
         assert time.monotonic() < deadline, "the run never started publishing"
         time.sleep(0.2)
@@ -193,3 +194,47 @@ def test_a_dead_swarm_or_publisher_still_counts_the_loss(broker, tmp_path, piece
     if piece == "swarm":  # its members received nothing we can show: all of it is lost
         assert run["delivered"] == 0 and run["swarm"]["clients"] == 600
         assert run["lost"] == run["expected_deliveries"]
+
+
+def test_two_commands_on_one_home_share_the_broker_and_the_last_stops_it(tmp_path):
+    # the first starts the managed broker and ends first; the second, still measuring,
+    # must keep it (before: the first stopped it under the second, which lost deliveries)
+    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
+    env["MQPROBE_HOME"] = str(tmp_path / "home")
+    small = ["--topologies", "single-topic", "--layouts", "per-node", "--groups", "2",
+             "--group-size", "20"]
+    first = subprocess.Popen([sys.executable, "-m", "mqprobe", "compare", *small, "--duration",
+                              "2", "--run-dir", str(tmp_path / "l1")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    _wait_until_publishing(tmp_path / "l1", first, logs="")
+    second = subprocess.Popen([sys.executable, "-m", "mqprobe", "compare", *small, "--duration",
+                               "8", "--json", str(tmp_path / "second.json"), "--run-dir",
+                               str(tmp_path / "l2")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    _out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    _out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    run = json.loads((tmp_path / "second.json").read_text())["runs"][0]
+    assert run["lost"] == 0 and run["error"] is None and run["delivered"] > 0
+    _no_broker_left(tmp_path)
+
+
+def test_a_broker_started_by_broker_up_outlives_the_commands_that_use_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
+    env["MQPROBE_HOME"] = str(tmp_path / "home")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "mqprobe", *args], capture_output=True,
+                              text=True, env=env, cwd=REPO, timeout=180)
+
+    assert cli("broker", "up").returncode == 0
+    try:
+        done = cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
+                   "--groups", "1", "--group-size", "5", "--duration", "1",
+                   "--run-dir", str(tmp_path / "logs"))
+        assert done.returncode == 0, done.stderr
+        assert cli("broker", "status").returncode == 0  # still running
+    finally:
+        assert "broker stopped" in cli("broker", "down").stdout
+    _no_broker_left(tmp_path)
