@@ -194,11 +194,18 @@ def parse(data: dict, source: str) -> Topology:
     )
     for template_field in ("exchange_name", "routing_key", "binding_key"):
         template = getattr(topology, template_field)
+        what = f"{source}: exchange.{template_field.removeprefix('exchange_')}"
         try:
-            template.format(group="1")
+            longest = template.format(group="g" * 64)  # a group id is at most 64 characters
         except (KeyError, IndexError, ValueError):
-            raise TopologyError(f"{source}: exchange.{template_field.removeprefix('exchange_')} "
-                                f"{template!r} may only use the placeholder {{group}}") from None
+            raise TopologyError(f"{what} {template!r} may only use the placeholder "
+                                "{group}") from None
+        # AMQP short strings (exchange names, routing keys) hold at most 255 bytes; around
+        # exchange names mqprobe puts a prefix (mqprobe.<8 hex>.) and maybe a .delay suffix
+        limit = 225 if template_field == "exchange_name" else 255
+        if len(longest.encode()) > limit:
+            raise TopologyError(f"{what} is {len(longest.encode())} bytes with a 64-character "
+                                f"group id: AMQP allows at most {limit}")
     if (exchange_type == "fanout" and not topology.exchange_per_group
             and not topology.filter_locally):
         raise TopologyError(f"{source}: exchange.filter_locally must be true for one shared fanout "

@@ -138,3 +138,12 @@ def test_numbers_are_finite_and_bounded_before_anything_starts(args, says):
     result = run_cli(*args, "--amqp-url", "amqp://127.0.0.1:1/")
     assert result.returncode == 1, result
     assert says in _one_sentence(result.stderr)
+
+
+def test_a_topology_whose_keys_amqp_cannot_carry_is_refused_before_anything_starts(tmp_path):
+    path = tmp_path / "longkey.toml"
+    path.write_text('name = "longkey"\n[exchange]\ntype = "topic"\n'
+                    f'routing_key = "{"k" * 200}.{{group}}"\n')
+    result = run_cli("compare", "--topologies", str(path), "--amqp-url", "amqp://127.0.0.1:1/")
+    assert result.returncode == 1
+    assert "AMQP allows at most 255" in _one_sentence(result.stderr)
