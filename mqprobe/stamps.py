@@ -233,7 +233,7 @@ def field_from_frame(frame: str) -> list | None:
         return None
     try:
         return json.loads(frame[start:end + 1])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         return None
 
 

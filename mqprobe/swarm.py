@@ -70,6 +70,10 @@ class Member:
         self.joined = False
 
 
+# A member's seen-set grows with the sequence numbers it receives; a frame whose seq jumps
+# further than this past the highest so far is not one of ours (a foreign server's seq
+# 3e8 would otherwise cost 300 MB per member) and is counted as untraced.
+SEQ_JUMP_MAX = 1 << 16
 # Per-delivery records for the attribution: one per (group, seq, node), bounded.
 MAX_MESSAGE_RECORDS = 200_000
 RECEIPTS_KEPT = 32  # beyond this many receipts of one message, keep 32 equal-count buckets
@@ -232,6 +236,9 @@ class Swarm:
             self.config.on_delivery(member, trace, t_recv)
         seq, seen = trace.seq, member.seen
         if seq >= len(seen):
+            if seq - len(seen) > SEQ_JUMP_MAX:  # no publisher of ours skips that far
+                self.untraced += 1
+                return
             seen.extend(bytes(seq - len(seen) + 256))
         tally = self.tallies[member.group]
         if seen[seq]:

@@ -96,3 +96,24 @@ def test_the_pieces_run_by_hand_and_the_swarm_prints_its_hops(broker):
     table = out[out.index("swarm: 140 deliveries"):]
     for hop in ("mq", "server", "delivery", "e2e", "self-lag"):
         assert f"│ {hop}" in table
+
+
+def test_a_foreign_seq_far_ahead_is_untraced_not_a_huge_allocation():
+    import json
+
+    from mqprobe.stamps import field_from_frame
+    from mqprobe.swarm import SEQ_JUMP_MAX, Swarm, SwarmConfig
+
+    swarm = Swarm(SwarmConfig(node_urls=["http://127.0.0.1:1"], group_sizes={"1": 1}))
+    member = swarm.members[0]
+
+    def frame(seq: int) -> str:
+        field = [1, "a" * 32, "1", seq, "n1", 1, 2, 3, 1]
+        return "42" + json.dumps(["message", {"mqprobe": field}], separators=(",", ":"))
+
+    swarm._on_event(member, frame(5), 10)
+    swarm._on_event(member, frame(300_000_000), 10)
+    assert swarm.untraced == 1 and len(member.seen) < SEQ_JUMP_MAX
+    swarm._on_event(member, frame(5000), 10)  # ahead, but within reach: counted
+    assert swarm.tallies["1"].delivered == 2
+    assert field_from_frame('42["message",{"mqprobe":' + "[" * 200_000 + "]") is None
