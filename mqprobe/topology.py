@@ -8,6 +8,7 @@ group (per-group). Every name is prefixed per run so runs never see each other's
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -108,10 +109,15 @@ def available() -> list[str]:
     return list(dict.fromkeys(names))
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 def resolve(name_or_path: str) -> Topology:
     """A topology by name (a file in topologies/) or by path to a TOML file."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.is_file():
+        if path.is_dir():
+            raise TopologyError(f"topology file {name_or_path} is a directory, not a TOML file")
         if not path.is_file():
             raise TopologyError(f"topology file {name_or_path} does not exist")
         return load(path)
@@ -123,11 +129,22 @@ def resolve(name_or_path: str) -> Topology:
     raise TopologyError(f"unknown topology {name_or_path!r} (known: {known})")
 
 
+MAX_TOPOLOGY_BYTES = 1 << 20  # a topology is a few lines; a megabyte is not one
+
+
 def load(path: Path) -> Topology:
     try:
-        data = tomllib.loads(path.read_text())
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_TOPOLOGY_BYTES + 1)
+        if len(raw) > MAX_TOPOLOGY_BYTES:
+            raise TopologyError(f"{path}: over {MAX_TOPOLOGY_BYTES >> 20} MiB, not a topology file")
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise TopologyError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise TopologyError(f"{path}: nested too deeply to be a topology") from None
     except OSError as exc:
         raise TopologyError(f"{path}: cannot read ({exc.strerror})") from None
     return parse(data, str(path))
@@ -138,6 +155,10 @@ def parse(data: dict, source: str) -> Topology:
     known_top = {"name", "description", "manager", "exchange", "consumer", "layouts"}
     _no_unknown(data, known_top, source, "")
     name = _get(data, "name", str, source, "", required=True)
+    if not _NAME.fullmatch(name):
+        # it names files (logs, HDR logs), queues and table rows: no paths, no markup
+        raise TopologyError(f"{source}: name {name[:40]!r} must be 1-64 characters of "
+                            "A-Z a-z 0-9 _ . - and start with a letter or digit")
     manager = _get(data, "manager", str, source, "", default="")
     if manager and manager != SOCKETIO_MANAGER:
         raise TopologyError(f"{source}: manager must be {SOCKETIO_MANAGER!r}, got {manager!r}")

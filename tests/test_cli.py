@@ -147,3 +147,21 @@ def test_a_topology_whose_keys_amqp_cannot_carry_is_refused_before_anything_star
     result = run_cli("compare", "--topologies", str(path), "--amqp-url", "amqp://127.0.0.1:1/")
     assert result.returncode == 1
     assert "AMQP allows at most 255" in _one_sentence(result.stderr)
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b'name = "x"\n\xff\xfe', "not UTF-8 text"),
+    (b'name = "deep"\nx = ' + b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+    (b'name = "[/red]x"\n', "must be 1-64 characters"),
+    (b'name = "../../x"\n', "must be 1-64 characters"),
+    (None, "is a directory"),
+])
+def test_hostile_topology_files_are_one_sentence_before_anything_starts(tmp_path, content, says):
+    path = tmp_path / "mine.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    result = run_cli("compare", "--topologies", str(path), "--amqp-url", "amqp://127.0.0.1:1/")
+    assert result.returncode == 1
+    assert says in _one_sentence(result.stderr)
