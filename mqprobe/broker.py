@@ -400,6 +400,29 @@ def broker_for(amqp_url: str | None, state_dir: Path | None = None) -> Iterator[
                     broker.down()
 
 
+def connect_problem(exc: BaseException, amqp_url: str) -> BrokerError:
+    """One sentence for why an AMQP connection to amqp_url failed (never the password)."""
+    import ssl
+
+    parts = urllib.parse.urlsplit(amqp_url)
+    where = f"the broker at {redact_url(amqp_url)}"
+    text = str(exc)
+    vhost = urllib.parse.unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    if isinstance(exc, ssl.SSLError) or "[SSL" in text:  # aiormq may wrap it
+        return BrokerError(f"{where} did not answer TLS: amqps:// needs a TLS port; for a "
+                           "plain AMQP port use amqp://")
+    if "ACCESS_REFUSED" in text or type(exc).__name__ == "ProbableAuthenticationError":
+        return BrokerError(f"{where} refused the login of user {parts.username or 'guest'!r}: "
+                           "check the user name and password")
+    if "NOT_ALLOWED" in text or "vhost" in text or "Connection.Close" in text:
+        return BrokerError(f"{where} refused virtual host {vhost!r}: it does not exist, or user "
+                           f"{parts.username or 'guest'!r} may not use it")
+    if isinstance(exc, OSError | TimeoutError):
+        return BrokerError(f"cannot reach {where}: {getattr(exc, 'strerror', None) or exc}")
+    return BrokerError(f"{where} refused the connection: {type(exc).__name__}: "
+                       f"{text.splitlines()[0][:200] if text else ''}")
+
+
 def default_management_url(amqp_url: str) -> str:
     """The management API a broker usually has: same host and credentials, port 15672."""
     parts = urllib.parse.urlsplit(amqp_url)

@@ -34,7 +34,7 @@ from mqprobe.analysis import (
     timeline_events,
     timeline_json,
 )
-from mqprobe.broker import QueueSampler, default_management_url, redact_url
+from mqprobe.broker import QueueSampler, connect_problem, default_management_url, redact_url
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.inject import Faults, parse_injections
 from mqprobe.process import Child, Piece, RunError, RunInterrupted
@@ -543,7 +543,10 @@ def save(result: dict, path: Path | None) -> None:
 async def broker_version(amqp_url: str) -> str:
     import aio_pika
 
-    connection = await aio_pika.connect(amqp_url, timeout=10)
+    try:
+        connection = await aio_pika.connect(amqp_url, timeout=10)
+    except Exception as exc:  # the first connection says, in one sentence, what is wrong
+        raise connect_problem(exc, amqp_url) from None
     try:
         properties = connection.transport.connection.server_properties
         version = properties.get("version", "unknown")

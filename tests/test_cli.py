@@ -165,3 +165,18 @@ def test_hostile_topology_files_are_one_sentence_before_anything_starts(tmp_path
     result = run_cli("compare", "--topologies", str(path), "--amqp-url", "amqp://127.0.0.1:1/")
     assert result.returncode == 1
     assert says in _one_sentence(result.stderr)
+
+
+def test_wrong_vhost_password_or_tls_are_one_sentence_without_the_password(broker):
+    base = f"{broker.user}:{broker.password}@127.0.0.1:{broker.amqp_port}"
+    cases = [(f"amqp://{base}/nosuchvhost", "refused virtual host 'nosuchvhost'"),
+             (f"amqp://{broker.user}:wrong-pw-123@127.0.0.1:{broker.amqp_port}/",
+              "refused the login"),
+             (f"amqps://{base}/", "did not answer TLS")]
+    for url, says in cases:
+        result = run_cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
+                         "--duration", "1", amqp_url=url)
+        assert result.returncode == 1, result.stderr
+        assert says in result.stderr.splitlines()[-1] and "Traceback" not in result.stderr
+        output = result.stdout + result.stderr
+        assert broker.password not in output and "wrong-pw-123" not in output
