@@ -190,18 +190,25 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
     # A broker that goes away is reported in the verdict, not by the AMQP libraries' logs
     for name in ("aiormq", "aio_pika"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    made = run_dir is None
     run_dir = run_dir or new_run_dir(Path("runs"))
     json_path = json_path or run_dir / "result.json"
-    check_writable(json_path)  # before the run, not after it
     interrupted = None
-    with broker_for(amqp_url) as (url, managed_api), _progress() as (progress, observe):
-        err.print(f"broker: {redact_url(url)}; logs in {run_dir}")
-        api = management_url or managed_api
-        try:
-            result = _run_measuring(lambda: measure(url, api, json_path, run_dir, observe))
-        except RunInterrupted as exc:
-            interrupted, result = exc, exc.result or {"runs": []}
-        progress.stop()
+    try:
+        check_writable(json_path)  # before the run, not after it
+        with broker_for(amqp_url) as (url, managed_api), _progress() as (progress, observe):
+            err.print(f"broker: {redact_url(url)}; logs in {run_dir}")
+            api = management_url or managed_api
+            try:
+                result = _run_measuring(lambda: measure(url, api, json_path, run_dir, observe))
+            except RunInterrupted as exc:
+                interrupted, result = exc, exc.result or {"runs": []}
+            progress.stop()
+    except BaseException:
+        if made:  # failed before anything was written: leave no empty runs/<time> behind
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
     render(result, console)
     console.print(f"result JSON: {json_path}")
     _pictures(result, html, hdr_dir)
