@@ -32,6 +32,7 @@ import aio_pika
 
 from mqprobe import __version__
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, from_exchanges
+from mqprobe.errors import InputError
 from mqprobe.process import Child, Piece, RunError, wait_for_stop
 from mqprobe.stamps import check_id, now_ns
 
@@ -51,11 +52,11 @@ def parse_placement(items: list[str]) -> dict[str, list[str]]:
         role, sep, names = item.partition("=")
         role = role.strip()
         if not sep or role not in ROLES:
-            raise ValueError(f"--place takes ROLE=AGENT[,AGENT...] with ROLE one of "
+            raise InputError(f"--place takes ROLE=AGENT[,AGENT...] with ROLE one of "
                              f"{', '.join(ROLES)}, got {item!r}")
         agents = [check_id("agent", n.strip()) for n in names.split(",") if n.strip()]
         if not agents:
-            raise ValueError(f"--place {role}= names no agent")
+            raise InputError(f"--place {role}= names no agent")
         placement[role] = agents
     return placement
 

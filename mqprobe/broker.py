@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mqprobe.errors import MqprobeError
 from mqprobe.stamps import now_ns
 from mqprobe.timeline import EventKind, IntervalTracker, Recorder, TimedEvent
 
@@ -36,7 +37,7 @@ INSTALL_HINT = (
 )
 
 
-class BrokerError(Exception):
+class BrokerError(MqprobeError):
     """A broker could not be started, reached or stopped; the message is one sentence."""
 
 

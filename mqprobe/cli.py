@@ -18,14 +18,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mqprobe.agent import parse_placement
-from mqprobe.broker import BrokerError, ManagedBroker, broker_for, redact_url
+from mqprobe.broker import ManagedBroker, broker_for, redact_url
 from mqprobe.compare import (
     DEFAULT_TOPOLOGIES,
     MAX_DURATION_S,
     MAX_RATE,
     MAX_SIZE,
     Phase,
-    RunError,
     Workload,
     check_writable,
     compare,
@@ -33,10 +32,11 @@ from mqprobe.compare import (
     save,
     within,
 )
+from mqprobe.errors import InputError, MqprobeError
 from mqprobe.process import RunInterrupted, emit_event
 from mqprobe.report import load_result, print_compare, print_hops, print_sweep
-from mqprobe.stamps import DeliveryTrace, TraceFormatError
-from mqprobe.topology import LAYOUTS, TopologyError, resolve
+from mqprobe.stamps import DeliveryTrace
+from mqprobe.topology import LAYOUTS, resolve
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Where does a group message's delay come from: the MQ, the server, "
@@ -85,10 +85,12 @@ Place = Annotated[list[str] | None, typer.Option(
 
 # Typer vendors click in recent releases; find its UsageError without a private import.
 UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-USER_ERRORS = (BrokerError, TopologyError, TraceFormatError, RunError, ValueError, OSError)
+# What is printed as one sentence: mqprobe's expected failures, and the environment's
+# (a file that cannot be read or written). Anything else is a bug: it keeps its traceback.
+USER_ERRORS = (MqprobeError, OSError)
 
 
-class UserError(Exception):
+class UserError(InputError):
     """Raised by the CLI for bad input; printed as one sentence."""
 
 

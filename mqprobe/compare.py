@@ -36,6 +36,7 @@ from mqprobe.analysis import (
 )
 from mqprobe.broker import QueueSampler, connect_problem, default_management_url, redact_url
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
+from mqprobe.errors import InputError
 from mqprobe.inject import Faults, parse_injections
 from mqprobe.process import Child, Piece, RunError, RunInterrupted
 from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
@@ -124,10 +125,10 @@ class Workload:
             if layout not in LAYOUTS:
                 problems.append(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise InputError("; ".join(problems))
         faults = self.faults  # raises with a sentence on a malformed --inject
         if faults.broker_delay_ms and "socketio-manager" in self.topologies:
-            raise ValueError("--inject broker-delay needs a topology mqprobe publishes to; "
+            raise InputError("--inject broker-delay needs a topology mqprobe publishes to; "
                              "socketio-manager publishes by itself (drop it from --topologies)")
 
     def _clients_problem(self) -> list[str]:
@@ -514,21 +515,21 @@ def new_run_dir(parent: Path) -> Path:
             return path
         except FileExistsError:
             continue
-    raise OSError(f"could not make a new run directory in {parent}")
+    raise InputError(f"could not make a new run directory in {parent}")
 
 
 def check_writable(path: Path) -> None:
     """Fail now, in one sentence, when the result could not be saved at the end (save
     writes PATH.tmp, then renames it over PATH)."""
     if path.is_dir():
-        raise OSError(f"cannot write the result to {path}: it is a directory")
+        raise InputError(f"cannot write the result to {path}: it is a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = path.with_suffix(path.suffix + ".tmp")
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise OSError(f"cannot write the result to {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot write the result to {path}: {exc.strerror or exc}") from None
 
 
 def save(result: dict, path: Path | None) -> None:

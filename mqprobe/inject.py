@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from mqprobe.errors import InputError
+
 KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s)")
 
@@ -34,7 +36,7 @@ def parse_duration(text: str, what: str) -> float:
     """Seconds from '50ms' or '2s' (a unit is required: a bare number is ambiguous)."""
     match = _DURATION.fullmatch(text.strip())
     if not match:
-        raise ValueError(f"{what} needs a duration like 50ms or 2s, got {text!r}")
+        raise InputError(f"{what} needs a duration like 50ms or 2s, got {text!r}")
     value = float(match.group(1))
     return value / 1000 if match.group(2) == "ms" else value
 
@@ -46,7 +48,7 @@ def parse_injections(items: list[str]) -> Faults:
         kind, sep, value = item.partition("=")
         kind = kind.strip()
         if not sep or kind not in KINDS:
-            raise ValueError(f"--inject takes KIND=VALUE with KIND one of {', '.join(KINDS)}, "
+            raise InputError(f"--inject takes KIND=VALUE with KIND one of {', '.join(KINDS)}, "
                              f"got {item!r}")
         if kind == "server-delay":
             fields["server_delay_s"] = parse_duration(value, "--inject server-delay")
@@ -55,15 +57,15 @@ def parse_injections(items: list[str]) -> Faults:
             fields["broker_delay_ms"] = max(1, round(delay * 1000))
         elif kind == "prefetch":
             if not value.strip().isdigit() or not 0 < int(value) <= 65535:
-                raise ValueError(f"--inject prefetch takes a whole number 1-65535, got {value!r}")
+                raise InputError(f"--inject prefetch takes a whole number 1-65535, got {value!r}")
             fields["prefetch"] = int(value)
         else:
             stall, slash, every = value.partition("/")
             if not slash:
-                raise ValueError(f"--inject {kind} takes STALL/EVERY like 200ms/2s, got {value!r}")
+                raise InputError(f"--inject {kind} takes STALL/EVERY like 200ms/2s, got {value!r}")
             fields["stall_s"] = parse_duration(stall, f"--inject {kind}")
             fields["stall_every_s"] = parse_duration(every, f"--inject {kind} period")
             fields["stall_spin"] = kind == "spin"
             if fields["stall_every_s"] <= fields["stall_s"]:
-                raise ValueError(f"--inject {kind}: the period must be longer than the stall")
+                raise InputError(f"--inject {kind}: the period must be longer than the stall")
     return Faults(**fields)

@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mqprobe.errors import MqprobeError
 
-class RunError(RuntimeError):
+
+class RunError(MqprobeError, RuntimeError):
     """A piece failed or timed out; the message is one sentence, `piece` names the piece."""
 
     def __init__(self, message: str, piece: str = "") -> None:

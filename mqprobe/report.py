@@ -11,13 +11,14 @@ from rich.table import Table
 from rich.text import Text
 
 from mqprobe.analysis import agreement, agreement_text, by_point, representative
+from mqprobe.errors import InputError
 
 HOP_COLUMNS = ("mq", "server", "delivery", "e2e")
 MAX_RESULT_BYTES = 256 * 2**20  # a result JSON past this is not one of ours
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-class ResultFormatError(ValueError):
+class ResultFormatError(InputError):
     """A file that is not a readable mqprobe result; the message is one sentence."""
 
 

@@ -20,6 +20,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mqprobe.errors import InputError
+
 WIRE_VERSION = 1
 AMQP_HEADER = "x-mqprobe"
 TRACEPARENT = "traceparent"
@@ -60,7 +62,7 @@ _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
-class TraceFormatError(ValueError):
+class TraceFormatError(InputError):
     """A trace header or field that is malformed or foreign; the message says why."""
 
 

@@ -24,6 +24,7 @@ from mqprobe.compare import (
     run_one,
     save,
 )
+from mqprobe.errors import InputError
 from mqprobe.topology import TopologyError
 
 AXES = ("groups", "rate")
@@ -37,7 +38,7 @@ def parse_range(text: str, axis: str, points: int = 7) -> list[float]:
     if match:
         low, high = float(match.group(1)), float(match.group(2))
         if not 0 < low < high:
-            raise ValueError(f"--{axis} {text!r}: need 0 < low < high")
+            raise InputError(f"--{axis} {text!r}: need 0 < low < high")
         if axis == "groups":
             step = max(1, round((high - low) / (points - 1)))
             values = list(range(int(low), int(high), step)) + [int(high)]
@@ -47,11 +48,11 @@ def parse_range(text: str, axis: str, points: int = 7) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--{axis} takes LOW..HIGH or a list like 1,8,16, got {text!r}") from None
+        raise InputError(f"--{axis} takes LOW..HIGH or a list like 1,8,16, got {text!r}") from None
     if not values or min(values) <= 0 or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"--{axis} values must be finite and above 0, got {text!r}")
+        raise InputError(f"--{axis} values must be finite and above 0, got {text!r}")
     if axis == "groups" and any(v != int(v) for v in values):
-        raise ValueError(f"--groups takes whole numbers, got {text!r}")
+        raise InputError(f"--groups takes whole numbers, got {text!r}")
     return sorted(set(int(v) if axis == "groups" else v for v in values))
 
 
@@ -91,7 +92,7 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
                 management_url: str | None = None) -> dict:
     """Every topology (first layout) at every load point; saved after each run."""
     if axis not in AXES:
-        raise ValueError(f"sweep axis must be one of {', '.join(AXES)}")
+        raise InputError(f"sweep axis must be one of {', '.join(AXES)}")
     workload.check()
     at_load(workload, axis, max(values)).check()  # the heaviest point must fit too
     from mqprobe.compare import broker_version

@@ -13,6 +13,8 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mqprobe.errors import InputError
+
 LAYOUTS = ("per-node", "per-group")
 EXCHANGE_TYPES = ("topic", "direct", "fanout")
 ACK_MODES = ("after", "before", "auto")
@@ -22,7 +24,7 @@ SOCKETIO_MANAGER = "socketio"
 REPO_TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 
 
-class TopologyError(ValueError):
+class TopologyError(InputError):
     """A topology file or name that cannot be used; the message names the file and field."""
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from mqprobe.clocks import ProbeBounds, bound_from_probe
 from mqprobe.embed import Tracer
+from mqprobe.errors import InputError
 from mqprobe.records import HopSet
 from mqprobe.stamps import TRACEPARENT, DeliveryTrace, check_id, now_ns, parse_traceparent
 from mqprobe.swarm import Member, Swarm, SwarmConfig
@@ -136,7 +137,7 @@ async def _probe_publisher(config: TraceConfig):
     import aio_pika
 
     if not (config.amqp_url and config.exchange):
-        raise ValueError("--publish needs --exchange (and a broker: --amqp-url or the managed one)")
+        raise InputError("--publish needs --exchange (and a broker: --amqp-url or the managed one)")
     connection = await aio_pika.connect(config.amqp_url)
     channel = await connection.channel(publisher_confirms=True)
     try:  # passive: a probe must never create or change anything in the user's broker
@@ -144,7 +145,7 @@ async def _probe_publisher(config: TraceConfig):
                                                   passive=True)
     except aio_pika.exceptions.ChannelClosed:
         await connection.close()
-        raise ValueError(f"exchange {config.exchange!r} does not exist on that broker") from None
+        raise InputError(f"exchange {config.exchange!r} does not exist on that broker") from None
     return connection, exchange
 
 

@@ -180,3 +180,20 @@ def test_wrong_vhost_password_or_tls_are_one_sentence_without_the_password(broke
         assert says in result.stderr.splitlines()[-1] and "Traceback" not in result.stderr
         output = result.stdout + result.stderr
         assert broker.password not in output and "wrong-pw-123" not in output
+
+
+def test_every_expected_failure_is_one_family_and_bugs_are_not_in_it():
+    from mqprobe.broker import BrokerError
+    from mqprobe.cli import USER_ERRORS
+    from mqprobe.errors import InputError, MqprobeError
+    from mqprobe.process import RunError
+    from mqprobe.report import ResultFormatError
+    from mqprobe.stamps import TraceFormatError
+    from mqprobe.topology import TopologyError
+
+    for error in (TopologyError, TraceFormatError, ResultFormatError):
+        assert issubclass(error, InputError) and issubclass(error, ValueError)
+    for error in (BrokerError, RunError, InputError):
+        assert issubclass(error, MqprobeError)
+    # a plain ValueError, KeyError or TypeError is a bug: it keeps its traceback
+    assert not any(issubclass(bug, USER_ERRORS) for bug in (ValueError, KeyError, TypeError))

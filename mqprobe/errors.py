@@ -1,0 +1,19 @@
+"""The failures mqprobe expects, as one family: the CLI prints their one sentence and exits
+non-zero; anything else is a bug and keeps its traceback.
+
+    MqprobeError            expected: its message is one sentence, safe to print
+      InputError            bad input (a flag, a file, a setting, a header): also ValueError
+        TopologyError, TraceFormatError, ResultFormatError
+      BrokerError           a broker that cannot be started, reached or used
+      RunError              a piece failed or timed out during a run
+"""
+
+from __future__ import annotations
+
+
+class MqprobeError(Exception):
+    """An expected failure; the message is one sentence."""
+
+
+class InputError(MqprobeError, ValueError):
+    """Bad input: a flag, a file or a setting that mqprobe cannot use, and why."""
