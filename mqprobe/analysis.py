@@ -187,15 +187,11 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     run = facts.run
     hops, lag, swarm = run["hops"], run["self_lag_ms"], run["swarm"]
     counts = _count_evidence(run)
-    down = [e for e in facts.events if e.kind == EventKind.BROKER_UNAVAILABLE]
-    if down:
-        first, last = down[0], down[-1]
-        until = ("until the run ended" if last.detail.get("until_end") else
-                 f"to {_at(last.end_ns, facts)} of the run")
-        return Verdict.of(Cause.BROKER_UNAVAILABLE,
-                          f"RabbitMQ could not be reached from {_at(first.start_ns, facts)} "
-                          f"{until} ({sum(e.duration_ns for e in down) / 1e9:.1f} s in all, "
-                          f"{len(down)} outage(s))", counts + _failure_evidence(facts))
+    # a broker that refused connections is a fault of the whole run; one that was slow to
+    # answer (paused, overloaded) is charged by the attribution, like any other interval
+    if any(not e.detail.get("unresponsive") for e in _outages(facts)):
+        return Verdict.of(Cause.BROKER_UNAVAILABLE, _outage_prose(facts),
+                          counts + _failure_evidence(facts))
     if facts.failure and facts.failure.piece == INTERRUPTED:
         return Verdict.of(Cause.INTERRUPTED, f"stopped by the user "
                           f"{_at(facts.failure.at_ns, facts)} into the run: the figures cover "
@@ -250,6 +246,22 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     return Verdict(top.culprit, top.cause, prose, evidence, attribution.shares)
 
 
+def _outages(facts: RunFacts) -> list[TimedEvent]:
+    return [e for e in facts.events if e.kind == EventKind.BROKER_UNAVAILABLE]
+
+
+def _outage_prose(facts: RunFacts) -> str:
+    """When and how long the broker could not be reached (or did not answer)."""
+    down = _outages(facts)
+    first, last = down[0], down[-1]
+    until = ("until the run ended" if last.detail.get("until_end") else
+             f"to {_at(last.end_ns, facts)} of the run")
+    how = ("could not be reached" if any(not e.detail.get("unresponsive") for e in down)
+           else "did not answer")
+    return (f"RabbitMQ {how} from {_at(first.start_ns, facts)} {until} "
+            f"({sum(e.duration_ns for e in down) / 1e9:.1f} s in all, {len(down)} time(s))")
+
+
 def _at(t_ns: int, facts: RunFacts) -> str:
     return f"{(t_ns - facts.t0_ns) / 1e9:.1f} s" if facts.t0_ns else "?"
 
@@ -292,6 +304,8 @@ def _tail_line(attribution: Attribution, budget_ms: float) -> str:
 def _cause_prose(cause: Cause, run: dict, facts: RunFacts) -> str:
     if cause == Cause.SERVER_STALL:
         return _stall_cause(facts)
+    if cause == Cause.BROKER_UNAVAILABLE and _outages(facts):
+        return _outage_prose(facts)
     if cause == Cause.GC_PAUSE:
         gcs = [e for e in facts.events if e.kind == EventKind.GC and is_node_piece(e.piece)]
         if gcs:

@@ -270,9 +270,10 @@ class ManagedBroker:
         return env
 
     def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
-        """Run rabbitmqctl against this node (diagnosis, or a test's fault); its output."""
-        state = self.running_state()
-        if state is None:
+        """Run rabbitmqctl against this node (diagnosis, or a test's fault); its output. The
+        node need not serve AMQP (after `stop_app` it does not): its process must run."""
+        state = self.load_state()
+        if state is None or not pid_alive(state.pid):
             raise BrokerError(f"no managed broker is running in {self.state_dir}")
         binary = Path(find_server_binary()).with_name("rabbitmqctl")
         done = subprocess.run([str(binary), "-n", state.node_name, *args],
@@ -438,6 +439,9 @@ def default_management_url(amqp_url: str) -> str:
     return f"http://{auth}{host}:15672/"
 
 
+UNRESPONSIVE_NS = 1_000_000_000  # a depth sample on loopback takes milliseconds
+
+
 class QueueSampler:
     """What the coordinator sees of the broker while a run measures.
 
@@ -466,6 +470,7 @@ class QueueSampler:
         self._down = IntervalTracker(self.events, EventKind.BROKER_UNAVAILABLE)
         self._alarm = IntervalTracker(self.events, EventKind.BROKER_ALARM)
         self.unavailable_reason = ""
+        self._sample_started = 0
 
     def _management_sample(self) -> None:
         """Memory/disk alarms and connections under flow control."""
@@ -515,6 +520,7 @@ class QueueSampler:
                 connection, channel = await self._sample_depths(connection, channel, t_s)
                 await asyncio.sleep(self.interval_s)
         finally:
+            self._unresponsive_since(self._sample_started)  # still waiting for an answer
             if self._down.since:  # never came back while we sampled
                 self._down.detail = {"until_end": True}
             self._down.end()
@@ -524,7 +530,21 @@ class QueueSampler:
                     await asyncio.wait_for(connection.close(), 3)
 
     async def _sample_depths(self, connection, channel, t_s: float):
-        """One depth sample of every queue; (re)connects, and tracks when it cannot."""
+        """One depth sample of every queue. A broker that did not answer it within a second
+        (paused, swapping, overloaded) was unavailable for that long, as one that refused."""
+        self._sample_started = started = now_ns()
+        connection, channel = await self._depths(connection, channel, t_s, started)
+        self._unresponsive_since(started)
+        self._sample_started = 0
+        return connection, channel
+
+    def _unresponsive_since(self, started: int) -> None:
+        """A sample under way since `started` that is overdue: the broker did not answer."""
+        if started and now_ns() - started > UNRESPONSIVE_NS and not self._down.since:
+            self.events.add(EventKind.BROKER_UNAVAILABLE, started, now_ns(), unresponsive=True)
+
+    async def _depths(self, connection, channel, t_s: float, started: int):
+        """(Re)connect if need be, then read every queue's depth; tracks when it cannot."""
         import aio_pika
 
         try:
@@ -535,7 +555,7 @@ class QueueSampler:
         except Exception as exc:  # the broker is gone (or going)
             self.errors += 1
             self.unavailable_reason = _one_line(exc)
-            self._down.begin()
+            self._down.begin(at=started)
             return None, None
         for name in list(self.names):
             try:
@@ -546,7 +566,7 @@ class QueueSampler:
                     channel = await asyncio.wait_for(connection.channel(), 2)
                 except Exception as exc:
                     self.unavailable_reason = _one_line(exc)
-                    self._down.begin()
+                    self._down.begin(at=started)
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(connection.close(), 1)
                     return None, None

@@ -172,9 +172,10 @@ class IntervalTracker:
         self.recorder, self.kind, self.min_ns, self.detail = recorder, kind, min_ns, detail
         self.since = 0
 
-    def begin(self) -> None:
+    def begin(self, at: int = 0) -> None:
+        """The condition holds from now (or from `at`, when it was seen to start earlier)."""
         if not self.since:
-            self.since = now_ns()
+            self.since = at or now_ns()
 
     def end(self) -> None:
         if self.since:

@@ -216,3 +216,16 @@ def test_intervals_merge_and_clip():
     spans = Intervals([(50, 60), (0, 10), (5, 20), (100, 90)])
     assert spans.within(8, 55) == [(8, 20), (50, 55)]
     assert spans.within(20, 50) == []
+
+
+def test_a_broker_that_did_not_answer_is_charged_not_a_whole_run_fault():
+    # paused for 2 s while a fifth of the messages waited on it; a second blip elsewhere
+    msgs = messages(slow={i: {"mq": 2000 - (i - 50) * 20} for i in range(50, 70)})
+    events = [event(EventKind.BROKER_UNAVAILABLE, "broker", 1000, 3000, unresponsive=True)]
+    said, attribution = judged(msgs, events)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_UNAVAILABLE)
+    assert "did not answer from 1.0 s to 3.0 s" in said.prose
+    assert attribution.shares[0].share > 0.9
+    blip = [event(EventKind.BROKER_UNAVAILABLE, "broker", 100, 1150, unresponsive=True)]
+    said, _ = judged(messages(), blip)  # nothing waited on it: it explains nothing
+    assert said.culprit == Culprit.NONE

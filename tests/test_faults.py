@@ -223,3 +223,44 @@ def test_a_broker_started_by_broker_up_outlives_the_commands_that_use_it(tmp_pat
     finally:
         assert "broker stopped" in cli("broker", "down").stdout
     _no_broker_left(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def fragile_broker(tmp_path_factory):
+    """A broker of these tests' own: they stop its app and pause it."""
+    own = ManagedBroker(tmp_path_factory.mktemp("fragile"))
+    own.up()
+    yield own
+    own.down()
+
+
+def _pause(broker: ManagedBroker) -> None:
+    pid = broker.load_state().pid
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        time.sleep(4)
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+
+
+def _stop_app(broker: ManagedBroker) -> None:
+    broker.rabbitmqctl("stop_app")
+    try:
+        time.sleep(3)
+    finally:
+        broker.rabbitmqctl("start_app")
+
+
+@pytest.mark.parametrize(("fault", "says"), [
+    (_stop_app, "RabbitMQ could not be reached from "),
+    (_pause, "RabbitMQ did not answer from "),
+])
+def test_a_broker_app_stopped_or_paused_is_the_mq(fragile_broker, tmp_path, fault, says):
+    compare = _start_compare(tmp_path, fragile_broker.load_state().amqp_url)
+    _wait_until_publishing(tmp_path, compare)
+    fault(fragile_broker)
+    code, output, run = _finish(compare, tmp_path)
+    assert "Traceback" not in output
+    assert run["verdict"]["culprit"] == "mq", run["verdict"]
+    assert run["verdict"]["cause"].startswith(f"broker-unavailable: {says}"), run["verdict"]
+    assert code == (1 if run["lost"] or run["error"] else 0)
