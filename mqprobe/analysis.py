@@ -17,6 +17,7 @@ from mqprobe.attribution import (
     Attribution,
     Cause,
     MessageDeliveries,
+    Timeline,
     Verdict,
     attribute,
 )
@@ -390,7 +391,8 @@ def _queue_evidence(broker: dict) -> list[str]:
 def judge(run: dict, facts: RunFacts, messages: list[MessageDeliveries],
           budget_ms: float) -> None:
     """Attribute the run and each group, and write `attribution` and `verdict` into them."""
-    attribution = attribute(messages, facts.events, budget_ms)
+    timeline = Timeline(facts.events)  # one index of the intervals for the run and its groups
+    attribution = attribute(messages, timeline, budget_ms)
     run["attribution"] = attribution.to_json() if attribution else None
     run["verdict"] = verdict(facts, attribution, budget_ms).to_json()
     by_group: dict[str, list[MessageDeliveries]] = {}
@@ -400,7 +402,7 @@ def judge(run: dict, facts: RunFacts, messages: list[MessageDeliveries],
         view = {**run, **{k: group[k] for k in ("lost", "duplicated", "expected_deliveries",
                                                 "published")}}
         view["hops"] = {**run["hops"], **group["hops"]}
-        group_attribution = attribute(by_group.get(group_id, []), facts.events, budget_ms)
+        group_attribution = attribute(by_group.get(group_id, []), timeline, budget_ms)
         group["verdict"] = verdict(RunFacts(view, facts.events, facts.t0_ns, facts.failure),
                                    group_attribution, budget_ms).to_json()
 

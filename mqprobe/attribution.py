@@ -7,7 +7,8 @@ beyond its floor is its excess. Within a hop, the excess is charged to the timel
 intervals that overlap the hop (a GC pause, a stall, a full prefetch window, a blocked
 publisher, the broker unreachable), in order of precedence, and what no interval explains
 is charged to the hop itself. The tail is the deliveries over budget, or the p99 tail when
-the budget is met; a cause's share is the part of the tail's excess charged to it.
+the budget is met (p99 e2e within it); a cause's share is the part of the tail's excess
+charged to it.
 
 Everything here is a pure function of recorded data (times in ns on one clock): fast to
 test without a broker, table-driven.
@@ -312,20 +313,23 @@ def floors(messages: list[MessageDeliveries], budget_ns: float) -> dict[str, flo
             for hop, pairs in (("mq", mq), ("server", server), ("delivery", delivery))}
 
 
-def attribute(messages: list[MessageDeliveries], events: Iterable[TimedEvent],
+def attribute(messages: list[MessageDeliveries], events: Iterable[TimedEvent] | Timeline,
               budget_ms: float) -> Attribution | None:
-    """Charge the tail's excess to causes; None when nothing was delivered."""
+    """Charge the tail's excess to causes; None when nothing was delivered. `events` may be
+    a Timeline already built from them (one per run serves every group)."""
     if not messages or not any(m.receipts for m in messages):
         return None
     budget_ns = budget_ms * 1e6
     floor = floors(messages, budget_ns)
     e2e = [(m.t_emit - m.t_pub + d, n) for m in messages for d, n in m.receipts]
     over = sum(n for value, n in e2e if value > budget_ns)
-    if over:
+    # the budget is missed when p99 e2e is over it (a handful of late deliveries is the
+    # p99 tail's story, not a missed budget)
+    if over > sum(n for _, n in e2e) * (100.0 - TAIL_PERCENTILE) / 100.0:
         tail, threshold = "over-budget", budget_ns
     else:
         tail, threshold = "p99", weighted_percentile(e2e, TAIL_PERCENTILE)
-    timeline = Timeline(events)
+    timeline = events if isinstance(events, Timeline) else Timeline(events)
     totals: dict[Cause, float] = defaultdict(float)
     by_hop: dict[str, float] = defaultdict(float)
     tail_count = 0

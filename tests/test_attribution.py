@@ -229,3 +229,13 @@ def test_a_broker_that_did_not_answer_is_charged_not_a_whole_run_fault():
     blip = [event(EventKind.BROKER_UNAVAILABLE, "broker", 100, 1150, unresponsive=True)]
     said, _ = judged(messages(), blip)  # nothing waited on it: it explains nothing
     assert said.culprit == Culprit.NONE
+
+
+def test_a_few_late_deliveries_do_not_miss_the_budget():
+    # 1 message of 200 (0.5% of deliveries) 80 ms late behind a 60 ms stall: p99 is met
+    msgs = messages(count=200, slow={7: {"mq": 80}})
+    said, attribution = judged(msgs, [event(EventKind.LOOP_STALL, "n1", 140, 220)])
+    assert attribution.tail == "p99" and said.culprit == Culprit.NONE
+    msgs = messages(count=200, slow={i: {"mq": 80} for i in range(7, 10)})  # 1.5%: missed
+    said, attribution = judged(msgs, [event(EventKind.LOOP_STALL, "n1", 140, 280)])
+    assert attribution.tail == "over-budget" and said.cause == Cause.SERVER_STALL
