@@ -181,6 +181,12 @@ class Swarm:
                 if opening.type != WSMsgType.TEXT or not opening.data.startswith("0"):
                     raise ConnectionError(f"no engine.io open packet from {member.url}")
                 await ws.send_str("40")
+                # socket.io 4 closes a connection that sends events before its connect reply
+                reply = await asyncio.wait_for(ws.receive(), 30)
+                if reply.type != WSMsgType.TEXT or not reply.data.startswith("40"):
+                    text = reply.data[:80] if reply.type == WSMsgType.TEXT else reply.type.name
+                    raise ConnectionError(f"{member.url} did not accept the socket.io connect "
+                                          f"({text!r})")
                 await ws.send_str(f'420["join",{{"group":"{member.group}"}}]')
         except Exception as exc:  # counted, reported once: one dead node must not hide others
             self.failed += 1
@@ -194,6 +200,11 @@ class Swarm:
         finally:
             if not self._stopping:
                 self.disconnects += 1
+                if not member.joined:  # dropped before its join was acknowledged
+                    self.failed += 1
+                    if not self.first_error:
+                        self.first_error = f"{member.url} closed the connection before the join"
+                    self._settle_check()
             with contextlib.suppress(Exception):
                 await ws.close()
 

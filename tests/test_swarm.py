@@ -1,5 +1,4 @@
-"""The lean swarm against a foreign python-socketio server."""
-
+"""The lean swarm against servers mqprobe did not write: python-socketio and Node socket.io 4."""
 import asyncio
 import json
 import os
@@ -8,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import socketio
 from aiohttp import web
 
@@ -117,3 +117,51 @@ def test_a_foreign_seq_far_ahead_is_untraced_not_a_huge_allocation():
     swarm._on_event(member, frame(5000), 10)  # ahead, but within reach: counted
     assert swarm.tallies["1"].delivered == 2
     assert field_from_frame('42["message",{"mqprobe":' + "[" * 200_000 + "]") is None
+
+
+@pytest.fixture(scope="module")
+def socketio4_server():
+    """The official Node socket.io 4 server (npm, installed once into .venv/node)."""
+    import shutil
+    import urllib.request
+
+    from mqprobe.broker import free_port
+
+    from .conftest import REPO
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node and npm, "Node.js and npm are needed to test against socket.io 4"
+    prefix = REPO / ".venv" / "node"
+    if not (prefix / "node_modules" / "socket.io").is_dir():
+        subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix",
+                        str(prefix), "socket.io@4"], check=True, timeout=300)
+    port = free_port()
+    proc = subprocess.Popen([node, str(REPO / "tests" / "servers" / "socketio4.js"), str(port)],
+                            env={"NODE_PATH": str(prefix / "node_modules"), "PATH": ""},
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening" in proc.stdout.readline()
+        yield f"http://127.0.0.1:{port}", lambda group, seq: urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/emit?group={group}&seq={seq}", timeout=5).read()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_the_swarm_joins_and_times_an_official_socketio4_server(socketio4_server):
+    url, emit = socketio4_server
+
+    async def run() -> dict:
+        swarm = Swarm(SwarmConfig(node_urls=[url], group_sizes={"1": 20, "2": 10},
+                                  connect_timeout_s=20))
+        await swarm.start()
+        assert (swarm._joined, swarm.failed) == (30, 0), swarm.first_error
+        for seq in range(5):
+            await asyncio.to_thread(emit, "1", seq)
+        await asyncio.to_thread(emit, "2", 0)
+        await asyncio.sleep(1.0)
+        return await swarm.stop()
+
+    result = asyncio.run(run())
+    assert result["groups"]["1"]["delivered"] == 100 and result["groups"]["2"]["delivered"] == 10
+    assert (result["disconnects"], result["untraced"], result["misrouted"]) == (0, 0, 0)
