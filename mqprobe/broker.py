@@ -425,6 +425,43 @@ def connect_problem(exc: BaseException, amqp_url: str) -> BrokerError:
                        f"{text.splitlines()[0][:200] if text else ''}")
 
 
+async def remove_declared(amqp_url: str, exchanges: list[str], queues: list[str],
+                          timeout: float = 3.0) -> dict:
+    """Delete what a run declared on the broker (some of it outlives its users: python-
+    socketio's manager declares a permanent exchange). What is already gone is fine;
+    returns what was removed and what could not be, so a result says what is left."""
+    import aio_pika
+
+    removed, left = [], []
+    try:
+        connection = await aio_pika.connect(amqp_url, timeout=timeout)
+    except Exception:
+        return {"removed": [], "left": queues + exchanges}
+    try:
+        channel = await connection.channel()
+        for kind, names in (("queue", queues), ("exchange", exchanges)):
+            for name in names:
+                try:
+                    if kind == "queue":
+                        await asyncio.wait_for(channel.queue_delete(name), timeout)
+                    else:
+                        await asyncio.wait_for(channel.exchange_delete(name), timeout)
+                    removed.append(name)
+                except Exception as exc:
+                    if "NOT_FOUND" in str(exc):  # gone already (auto-delete): fine
+                        removed.append(name)
+                    else:
+                        left.append(name)
+                    if channel.is_closed:
+                        channel = await connection.channel()
+    except Exception:
+        left += [n for n in queues + exchanges if n not in removed and n not in left]
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.close(), 3)
+    return {"removed": removed, "left": left}
+
+
 def default_management_url(amqp_url: str) -> str:
     """The management API a broker usually has: same host and credentials, port 15672."""
     parts = urllib.parse.urlsplit(amqp_url)

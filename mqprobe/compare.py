@@ -34,7 +34,13 @@ from mqprobe.analysis import (
     timeline_events,
     timeline_json,
 )
-from mqprobe.broker import QueueSampler, connect_problem, default_management_url, redact_url
+from mqprobe.broker import (
+    QueueSampler,
+    connect_problem,
+    default_management_url,
+    redact_url,
+    remove_declared,
+)
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.errors import InputError
 from mqprobe.inject import Faults, parse_injections
@@ -385,7 +391,13 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
         if results["publisher"] is None and publisher:
             results["publisher"] = stopped[-1] or silent_publisher(workload, publisher)
+        # nothing a run declared outlives it on the broker (yours, with --amqp-url)
+        exchanges = topology.exchanges(prefix, workload.groups)
+        delays = [f"{name}.delay" for name in exchanges] if workload.faults.broker_delay_ms else []
+        queues = list(dict.fromkeys([*(sampler.names if sampler else []), *delays]))
+        cleanup = await remove_declared(amqp_url, exchanges + delays, queues)
     run = assemble(topology, layout, workload, results, sampler, clocks, failure)
+    run["declared"] = {"prefix": prefix, **cleanup}
     observe(Phase(label, "failed" if error else "done", note=error or run["verdict"]["culprit"]))
     if failure and failure.piece == INTERRUPTED:
         raise RunInterrupted({"runs": [run]})

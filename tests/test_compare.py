@@ -106,3 +106,16 @@ def test_pictures_and_hdr_logs_from_a_saved_run(compared, tmp_path: Path):
     histogram = HistogramLogReader(str(log), HdrHistogram(1, 3600 * 10**6, 3)) \
         .get_next_interval_histogram()
     assert histogram.get_total_count() == run["delivered"]
+
+
+def test_nothing_a_run_declared_is_left_on_the_broker(compared, broker: BrokerState):
+    from mqprobe.broker import management_get
+
+    exchanges = {e["name"] for e in management_get(broker.management_url, "/api/exchanges")}
+    queues = {q["name"] for q in management_get(broker.management_url, "/api/queues")}
+    for run in compared["json"]["runs"]:
+        prefix = run["declared"]["prefix"]
+        assert run["declared"]["left"] == [], run["declared"]
+        assert not [name for name in exchanges | queues if name.startswith(prefix)], prefix
+    manager = next(r for r in compared["json"]["runs"] if r["topology"] == "socketio-manager")
+    assert manager["declared"]["prefix"] + "socketio" in manager["declared"]["removed"]
