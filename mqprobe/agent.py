@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -79,6 +80,7 @@ class Agent:
                  work_dir: Path | None = None) -> None:
         self.name, self.amqp_url, self.listen_host = check_id("agent", name), amqp_url, listen_host
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mqprobe-agent-"))
+        self._own_work_dir = work_dir is None  # made here: removed when the agent stops
         self.children: dict[tuple[str, str], Child] = {}
         self.coordinators: dict[str, float] = {}  # session -> when it last said anything
         self._outbox: asyncio.Queue[tuple[str, str, dict]] = asyncio.Queue()  # session, piece
@@ -111,6 +113,8 @@ class Agent:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), 5)
+            if self._own_work_dir:  # what the pieces wrote has gone back to the coordinator
+                shutil.rmtree(self.work_dir, ignore_errors=True)
 
     async def _publish(self, session: str, piece: str, event: dict) -> None:
         await self._results.publish(_body({"piece": piece, **event}),

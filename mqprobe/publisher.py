@@ -177,6 +177,17 @@ class Publisher:
                 "loop_lag": self.loop_lag.lag.to_json(), "timeline": self.timeline.to_wire()}
 
     async def close(self) -> None:
+        """Close, and delete the exchanges declared here that nothing is bound to (a typo'd
+        --prefix leaves nothing behind; a node's bindings are never touched)."""
+        if self._connection and not self._connection.is_closed:
+            with contextlib.suppress(Exception):
+                channel = await self._connection.channel()
+                for name in self._exchanges:
+                    for unused in (f"{name}.delay", name) if self.config.broker_delay_ms else (name,):
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(channel.exchange_delete(unused, if_unused=True), 3)
+                        if channel.is_closed:
+                            channel = await self._connection.channel()
         with contextlib.suppress(Exception):
             if self._connection:
                 await self._connection.close()

@@ -165,3 +165,4 @@ def test_the_swarm_joins_and_times_an_official_socketio4_server(socketio4_server
     result = asyncio.run(run())
     assert result["groups"]["1"]["delivered"] == 100 and result["groups"]["2"]["delivered"] == 10
     assert (result["disconnects"], result["untraced"], result["misrouted"]) == (0, 0, 0)
+
