@@ -233,11 +233,10 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     evidence.append(f"swarm loop lag p99 {lag['p99']} ms, max {lag['max']} ms: the error bar of "
                     f"every receive stamp; it explains "
                     f"{attribution.share_of(Cause.SWARM_SATURATED):.0%} of the tail excess")
-    if attribution.tail == "p99" and not run["lost"]:
+    if attribution.tail == "p99" or not attribution.shares:  # the budget is met
+        if run["lost"]:  # ...by what arrived: the loss is the story, never `none`
+            return _lost(run, evidence)
         return Verdict.of(Cause.WITHIN_BUDGET, evidence=evidence, shares=attribution.shares)
-    if not attribution.shares:
-        return _lost(run, evidence) if run["lost"] else Verdict.of(
-            Cause.WITHIN_BUDGET, evidence=evidence)
     top = attribution.shares[0]
     evidence += _cause_evidence(top.cause, run, facts)
     prose = f"{_cause_prose(top.cause, run, facts)} ({top.share:.0%} of the tail excess)"

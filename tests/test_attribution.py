@@ -161,10 +161,12 @@ def test_within_budget_reports_the_p99_tail():
 
 
 def test_lost_deliveries_are_never_none():
-    said, _ = judged(messages(), lost=10)
+    # what arrived met the budget, with a p99 tail of its own: the loss is still the story
+    said, attribution = judged(messages(slow={3: {"delivery": 9}}), lost=10)
+    assert attribution.tail == "p99" and attribution.shares
     assert said.culprit != Culprit.NONE
     assert said.cause == Cause.LOST and "lost 10 of" in said.evidence[0]
-    said, _ = judged(messages(), lost=10, handled=90)
+    said, _ = judged(messages(slow={3: {"delivery": 9}}), lost=10, handled=90)
     assert (said.culprit, said.cause) == (Culprit.MQ, Cause.LOST_BEFORE_NODE)
 
 
