@@ -140,7 +140,7 @@ def deliveries(swarms: list[dict], nodes: list[dict],
     for i, swarm in enumerate(swarms):
         name = f"swarm{i + 1}"
         shift = shift_ns.get(name, 0)
-        for group, seq, node, _t_plan, t_pub, t_deq, t_emit, receipts in swarm.get("messages", []):
+        for group, seq, node, t_pub, t_deq, t_emit, receipts in swarm.get("messages", []):
             wait_ns, fanout_ns = emits.get((node, str(group), seq), (0, 0))
             out.append(MessageDeliveries(
                 str(group), seq, node, name, t_pub + shift, t_deq + shift, t_emit + shift,

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -404,8 +405,6 @@ def broker_for(amqp_url: str | None, state_dir: Path | None = None) -> Iterator[
 
 def connect_problem(exc: BaseException, amqp_url: str) -> BrokerError:
     """One sentence for why an AMQP connection to amqp_url failed (never the password)."""
-    import ssl
-
     parts = urllib.parse.urlsplit(amqp_url)
     where = f"the broker at {redact_url(amqp_url)}"
     text = str(exc)

@@ -528,8 +528,9 @@ def node_cmd(
         raise UserError(f"topology {topo.name} supports layouts {', '.join(topo.layouts)}, "
                         f"not {layout!r}")
     group_ids = [check_id("group", g) for g in _csv(groups, "--groups")]
-    if within("--port", port, 0, 65535):
-        raise UserError(within("--port", port, 0, 65535))
+    bad_port = within("--port", port, 0, 65535)
+    if bad_port:
+        raise UserError(bad_port)
     with broker_for(amqp_url) as (url, _):
         config = NodeConfig(node_id=check_id("node", node_id), amqp_url=url, topology=topo,
                             layout=layout, groups=group_ids, prefix=prefix, host=host, port=port,

@@ -512,9 +512,12 @@ async def _drain(swarms: list[Piece], expected: int, drain_s: float, label: str,
 
 
 def new_result(workload: Workload, amqp_url: str, broker_version: str) -> dict:
-    return {"mqprobe_version": __version__, "workload": workload.to_json(),
-            "broker": {"version": broker_version, "url": redact_url(amqp_url)},
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": []}
+    result = {"mqprobe_version": __version__, "workload": workload.to_json(),
+              "broker": {"version": broker_version, "url": redact_url(amqp_url)},
+              "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": []}
+    if workload.repeat > 1:  # filled in by record_agreement as the repeats come in
+        result["repeats"] = {"count": workload.repeat, "agreement": {}}
+    return result
 
 
 def new_run_dir(parent: Path) -> Path:
@@ -579,8 +582,6 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
               if layout in t.layouts]
     if not combos:
         raise TopologyError("no topology supports the chosen layouts")
-    if workload.repeat > 1:
-        result["repeats"] = {"count": workload.repeat, "agreement": {}}
     async with placed(workload, amqp_url) as placement:
         for topology, layout in combos:
             for label, repeat in repeats(f"{topology.name}_{layout}", workload.repeat):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from mqprobe.stamps import (
     now_ns,
     socketio_field,
 )
-from mqprobe.timeline import Recorder, close_open_intervals
+from mqprobe.timeline import Recorder, close_open_intervals, freeze_setup
 from mqprobe.topology import Topology
 
 log = logging.getLogger("mqprobe.publisher")
@@ -109,8 +108,7 @@ class Publisher:
 
     async def run(self, on_progress=None) -> dict:
         plan = schedule(self.config.groups, self.config.rate, self.config.duration_s)
-        gc.collect()
-        gc.freeze()  # the schedule and the connection are set-up, not garbage to scan
+        freeze_setup()  # the schedule and the connection are set-up, not garbage to scan
         self.timeline.watch_gc()
         self.loop_lag.start()
         started = now_ns()

@@ -82,11 +82,10 @@ RECEIPTS_KEPT = 32  # beyond this many receipts of one message, keep 32 equal-co
 class MessageRecord:
     """One message as one node emitted it, and when each of our members received it."""
 
-    __slots__ = ("t_plan", "t_pub", "t_deq", "t_emit", "receipts")
+    __slots__ = ("t_pub", "t_deq", "t_emit", "receipts")
 
     def __init__(self, trace: DeliveryTrace) -> None:
-        self.t_plan, self.t_pub = trace.t_plan, trace.t_pub
-        self.t_deq, self.t_emit = trace.t_deq, trace.t_emit
+        self.t_pub, self.t_deq, self.t_emit = trace.t_pub, trace.t_deq, trace.t_emit
         self.receipts = array("q")  # t_recv - t_emit, ns
 
     def compact_receipts(self) -> list[list[int]]:
@@ -315,8 +314,7 @@ class Swarm:
             "self_lag": self.loop_lag.lag.to_json(),
             "samples": self.samples,
             "timeline": self.timeline.to_wire(),
-            "messages": [[group, seq, node, r.t_plan, r.t_pub, r.t_deq, r.t_emit,
-                          r.compact_receipts()]
+            "messages": [[group, seq, node, r.t_pub, r.t_deq, r.t_emit, r.compact_receipts()]
                          for (group, seq, node), r in self.messages.items()],
             "messages_dropped": self.messages_dropped,
         }

@@ -103,8 +103,6 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
         raise TopologyError(f"no chosen topology supports layout {layout}")
     result = new_result(workload, amqp_url, await broker_version(amqp_url))
     result["sweep"] = {"axis": axis, "values": values, "layout": layout, "knees": {}}
-    if workload.repeat > 1:
-        result["repeats"] = {"count": workload.repeat, "agreement": {}}
     async with placed(workload, amqp_url) as placement:
         for topology in topologies:
             run_layout = layout if layout in topology.layouts else topology.layouts[0]
