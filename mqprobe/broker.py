@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mqprobe.errors import MqprobeError
+from mqprobe.process import signals_deferred
 from mqprobe.stamps import now_ns
 from mqprobe.timeline import EventKind, IntervalTracker, Recorder, TimedEvent
 
@@ -385,7 +386,8 @@ def broker_for(amqp_url: str | None, state_dir: Path | None = None) -> Iterator[
             try:
                 state = broker.up()
             except BaseException:  # interrupted while it started: leave no broker behind
-                broker.down()
+                with signals_deferred():
+                    broker.down()
                 raise
         # a node started on demand whose users are all gone is a leftover: joining it
         # makes us its user, so it is stopped when we are done
@@ -393,7 +395,7 @@ def broker_for(amqp_url: str | None, state_dir: Path | None = None) -> Iterator[
     try:
         yield state.amqp_url, state.management_url
     finally:
-        with broker.locked():
+        with signals_deferred(), broker.locked():
             others = [pid for pid in broker.users() if pid != me]
             current = broker.load_state()
             if current is not None and current.pid == state.pid:

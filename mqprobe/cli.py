@@ -125,6 +125,11 @@ def _raise_interrupted(signum: int, _frame: object) -> None:
     raise Interrupted(signum)
 
 
+def _still_stopping() -> None:
+    """Said on a second Ctrl-C; a plain write, safe inside a signal handler."""
+    os.write(2, b"mqprobe: still stopping the pieces and saving what was measured\n")
+
+
 def _run_measuring(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     """Run a measurement; Ctrl-C or SIGTERM cancels it, so it stops its pieces and saves
     what it measured (RunInterrupted), instead of dying where it stands."""
@@ -132,8 +137,16 @@ def _run_measuring(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
 
     async def main() -> Any:
         task, loop = asyncio.current_task(), asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            if len(received) == 1:
+                task.cancel()
+            else:  # cancelling again would cut the stopping short and leave pieces running
+                _still_stopping()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, lambda s=signum: (received.append(s), task.cancel()))
+            loop.add_signal_handler(signum, on_signal, signum)
         return await coro_factory()
 
     try:
@@ -144,8 +157,12 @@ def _run_measuring(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     except asyncio.CancelledError:  # cancelled before any run began: nothing to save
         raise Interrupted(received[0] if received else signal.SIGINT) from None
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _raise_interrupted)
+        if received:  # already stopping: more signals must not cut the saving short
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: _still_stopping())
+        else:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, _raise_interrupted)
 
 
 # -- compare -------------------------------------------------------------------------------
@@ -195,7 +212,8 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
     made = run_dir is None
     run_dir = run_dir or new_run_dir(Path("runs"))
     json_path = json_path or run_dir / "result.json"
-    interrupted = None
+    interrupted: int | None = None  # the signal that stopped it
+    result = None
     try:
         check_writable(json_path)  # before the run, not after it
         with broker_for(amqp_url) as (url, managed_api), _progress() as (progress, observe):
@@ -204,8 +222,13 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
             try:
                 result = _run_measuring(lambda: measure(url, api, json_path, run_dir, observe))
             except RunInterrupted as exc:
-                interrupted, result = exc, exc.result or {"runs": []}
+                interrupted, result = exc.signum, exc.result or {"runs": []}
             progress.stop()
+    except (KeyboardInterrupt, Interrupted) as exc:
+        if result is None:
+            raise
+        # it came while the broker stopped, after everything was measured and saved
+        interrupted = interrupted or getattr(exc, "exit_code", 130) - 128
     except BaseException:
         if made:  # failed before anything was written: leave no empty runs/<time> behind
             with contextlib.suppress(OSError):
@@ -215,9 +238,11 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
     console.print(f"result JSON: {json_path}")
     _pictures(result, html, hdr_dir)
     if interrupted:
+        what = ("the last one partial" if result.get("interrupted")
+                else "all complete: it came as the broker stopped")
         err.print(f"mqprobe: interrupted; the {len(result['runs'])} run(s) measured so far, "
-                  f"the last one partial, are saved in {json_path}", markup=False)
-        raise Interrupted(interrupted.signum, said=True)
+                  f"{what}, are saved in {json_path}", markup=False)
+        raise Interrupted(interrupted, said=True)
     failed = sum(1 for run in result["runs"] if run.get("error"))
     lost = sum(1 for run in result["runs"] if run["lost"])
     if failed or lost:

@@ -44,7 +44,7 @@ from mqprobe.broker import (
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.errors import InputError
 from mqprobe.inject import Faults, parse_injections
-from mqprobe.process import Child, Piece, RunError, RunInterrupted
+from mqprobe.process import Child, Piece, RunError, RunInterrupted, run_to_the_end
 from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
 
 DEFAULT_TOPOLOGIES = ("single-topic", "per-group", "fanout", "socketio-manager")
@@ -376,26 +376,42 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
     finally:
         if sampling:
             sampling.cancel()
-        # swarms first: a node closing its sockets must not count as a swarm disconnect
-        stopped = await _stop_all(swarms)
-        stopped += await _stop_all(nodes + ([publisher] if publisher else []))
-        # a piece that ended before it was asked to (killed, crashed) fails the run
-        for piece, got in zip(swarms + nodes + ([publisher] if publisher else []), stopped,
-                              strict=True):
-            if failure is None and got is None and piece.died_early:
-                failure = Failure(piece.name, piece.failure() or f"{piece.name} exited early",
-                                  piece.latest["exit"].get("at_ns", 0))
-        # a swarm that gave no result still had members: they received nothing we can show
-        results["swarms"] = [got or silent_swarm(workload, i, len(swarms))
-                             for i, got in enumerate(stopped[:len(swarms)])]
-        results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
-        if results["publisher"] is None and publisher:
-            results["publisher"] = stopped[-1] or silent_publisher(workload, publisher)
-        # nothing a run declared outlives it on the broker (yours, with --amqp-url)
-        exchanges = topology.exchanges(prefix, workload.groups)
-        delays = [f"{name}.delay" for name in exchanges] if workload.faults.broker_delay_ms else []
-        queues = list(dict.fromkeys([*(sampler.names if sampler else []), *delays]))
-        cleanup = await remove_declared(amqp_url, exchanges + delays, queues)
+
+        async def stop_and_clean() -> dict:
+            """Stop every piece, keep what each gave, and remove what the run declared."""
+            nonlocal failure
+            # swarms first: a node closing its sockets must not count as a swarm disconnect
+            stopped = await _stop_all(swarms)
+            stopped += await _stop_all(nodes + ([publisher] if publisher else []))
+            # a piece that ended before it was asked to (killed, crashed) fails the run
+            for piece, got in zip(swarms + nodes + ([publisher] if publisher else []),
+                                  stopped, strict=True):
+                if failure is None and got is None and piece.died_early:
+                    failure = Failure(piece.name, piece.failure() or f"{piece.name} exited early",
+                                      piece.latest["exit"].get("at_ns", 0))
+            # a swarm that gave no result still had members: they received nothing we can show
+            results["swarms"] = [got or silent_swarm(workload, i, len(swarms))
+                                 for i, got in enumerate(stopped[:len(swarms)])]
+            results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
+            if results["publisher"] is None and publisher:
+                results["publisher"] = stopped[-1] or silent_publisher(workload, publisher)
+            # nothing a run declared outlives it on the broker (yours, with --amqp-url), not
+            # even the queues of a node that failed before it said their names
+            exchanges = topology.exchanges(prefix, workload.groups)
+            delays = ([f"{name}.delay" for name in exchanges]
+                      if workload.faults.broker_delay_ms else [])
+            planned = [name for i in range(workload.nodes)
+                       for name, _groups in topology.queue_plan(prefix, layout, f"n{i + 1}",
+                                                                workload.groups)]
+            queues = list(dict.fromkeys([*(sampler.names if sampler else []), *planned,
+                                         *delays]))
+            return await remove_declared(amqp_url, exchanges + delays, queues)
+
+        # a Ctrl-C while the pieces stop waits for them: none is left running
+        cleanup, cancelled = await run_to_the_end(stop_and_clean())
+        if cancelled and failure is None:
+            error = "interrupted: stopped before it finished"
+            failure = Failure(INTERRUPTED, error, time.time_ns())
     run = assemble(topology, layout, workload, results, sampler, clocks, failure)
     run["declared"] = {"prefix": prefix, **cleanup}
     observe(Phase(label, "failed" if error else "done", note=error or run["verdict"]["culprit"]))

@@ -212,11 +212,8 @@ class Node:
         knobs = topo.consumer
         self._connection = await aio_pika.connect_robust(cfg.amqp_url)
         shared = None
-        if cfg.layout == "per-node":
-            plan = [(f"{cfg.prefix}{cfg.node_id}", cfg.groups)]
-        else:
-            plan = [(f"{cfg.prefix}{cfg.node_id}.g{group}", [group]) for group in cfg.groups]
-        for queue_name, groups in plan:
+        for queue_name, groups in topo.queue_plan(cfg.prefix, cfg.layout, cfg.node_id,
+                                                  cfg.groups):
             if knobs.channel == "shared":
                 if shared is None:
                     shared = await self._connection.channel()

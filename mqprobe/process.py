@@ -17,8 +17,9 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 from mqprobe.errors import MqprobeError
 
@@ -37,6 +38,32 @@ class RunInterrupted(Exception):
     def __init__(self, result: dict | None = None) -> None:
         super().__init__("interrupted")
         self.result = result
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done (stopping a broker must not be cut
+    in half); one that arrived meanwhile is delivered at the end, as usual."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+async def run_to_the_end(work: Coroutine[Any, Any, Any]) -> tuple[Any, bool]:
+    """Await `work` to its end even if we are cancelled meanwhile (a Ctrl-C while the
+    pieces stop must not leave them running): its result, and whether a cancel arrived
+    during it, so the caller can still count the run as interrupted."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    return task.result(), cancelled  # or its own error, if it raised one
 
 
 def emit_event(kind: str, **fields: object) -> None:

@@ -63,6 +63,16 @@ class Topology:
         """Every exchange this topology declares for these groups, in order, once each."""
         return list(dict.fromkeys(self.exchange_for(prefix, g) for g in groups))
 
+    def queue_plan(self, prefix: str, layout: str, node_id: str,
+                   groups: list[str]) -> list[tuple[str, list[str]]]:
+        """The queues a node declares, each with the groups it carries; python-socketio's
+        manager names its own queue (server-named, expiring), so it has none here."""
+        if self.manager:
+            return []
+        if layout == "per-node":
+            return [(f"{prefix}{node_id}", list(groups))]
+        return [(f"{prefix}{node_id}.g{group}", [group]) for group in groups]
+
     def routing_key_for(self, group: str) -> str:
         return self.routing_key.format(group=group)
 

@@ -134,11 +134,20 @@ def _no_broker_left(tmp_path: Path) -> None:
         assert not pid_alive(pid), "the managed broker was left running"
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_mid_run_saves_what_was_measured_and_stops_the_broker(tmp_path, signum, code):
+@pytest.mark.parametrize(("signum", "code", "again"), [
+    (signal.SIGTERM, 143, ()), (signal.SIGINT, 130, ()),
+    # impatient: Ctrl-C again while the pieces stop, and while the broker stops
+    (signal.SIGINT, 130, (0.2, 0.3, 0.5, 1.0, 1.0, 1.0))])
+def test_a_signal_mid_run_saves_what_was_measured_and_stops_the_broker(tmp_path, signum, code,
+                                                                      again):
     compare = _compare_with_own_home(tmp_path)
     _wait_until_publishing(tmp_path, compare)
+    pieces = _children(compare.pid)
     compare.send_signal(signum)
+    for pause in again:
+        time.sleep(pause)
+        if compare.poll() is None:
+            compare.send_signal(signum)
     stdout, stderr = compare.communicate(timeout=120)
     assert compare.returncode == code, stdout + stderr
     assert "Traceback" not in stderr and "saved in" in stderr
@@ -146,6 +155,8 @@ def test_a_signal_mid_run_saves_what_was_measured_and_stops_the_broker(tmp_path,
     (run,) = result["runs"]
     assert result["interrupted"] and run["delivered"] > 0
     assert run["verdict"]["cause"].startswith("interrupted: stopped by the user")
+    assert not run["declared"]["left"]
+    assert not [pid for pid in pieces if Path(f"/proc/{pid}").exists()], "a piece was left"
     _no_broker_left(tmp_path)
 
 
