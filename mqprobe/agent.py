@@ -12,6 +12,9 @@ too, on two exchanges of their own:
   and the agent's replies, routing key ``<session>.<piece>``. The coordinator (compare)
   reads its session's messages from an exclusive queue bound to ``<session>.#``.
 
+Every agent's and coordinator's queue is also bound to both exchanges, so they stay while
+anyone uses them, and the last one to stop deletes them: nothing of ours stays behind.
+
 An agent runs each piece exactly as compare runs a local one (`process.Child`), so a remote
 node or swarm is the same code with the same line protocol; only the pipe is longer.
 """
@@ -73,6 +76,22 @@ async def _declare(channel: aio_pika.abc.AbstractChannel):
     return control, results
 
 
+async def _leave(connection: aio_pika.abc.AbstractConnection,
+                 queue: aio_pika.abc.AbstractQueue | None) -> None:
+    """Delete our queue, then each of the two exchanges that nothing is bound to any more:
+    the last agent or coordinator to stop leaves nothing on the broker. Every agent's and
+    coordinator's queue is bound to both (with a key no message carries), so neither
+    exchange goes while anyone still publishes to it."""
+    with contextlib.suppress(Exception):
+        if queue is not None:
+            await asyncio.wait_for(queue.delete(if_unused=False, if_empty=False), 5)
+    for name in (CONTROL_EXCHANGE, RESULTS_EXCHANGE):
+        with contextlib.suppress(Exception):  # still in use (PRECONDITION_FAILED): it stays
+            channel = await asyncio.wait_for(connection.channel(), 5)
+            await asyncio.wait_for(channel.exchange_delete(name, if_unused=True), 5)
+            await channel.close()
+
+
 class Agent:
     """Runs pieces on this host for a coordinator elsewhere, relaying their events."""
 
@@ -87,6 +106,7 @@ class Agent:
 
     async def run(self, on_ready=lambda agent: None) -> None:
         connection = await aio_pika.connect_robust(self.amqp_url, timeout=10)
+        queue = None
         try:
             channel = await connection.channel()
             control, self._results = await _declare(channel)
@@ -99,6 +119,7 @@ class Agent:
                 raise RunError(f"an agent named {self.name!r} already runs on this broker: "
                                "give each host its own --name") from None
             await queue.bind(control, routing_key=f"agent.{self.name}")
+            await queue.bind(self._results, routing_key=f"@holds.{self.name}")  # see _leave
             await queue.consume(self._on_command, no_ack=True)
             loop = asyncio.get_running_loop()
             forwarder, beat = loop.create_task(self._forward()), loop.create_task(self._beat())
@@ -111,6 +132,7 @@ class Agent:
                 await self._outbox.join()
                 forwarder.cancel()
         finally:
+            await _leave(connection, queue)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), 5)
             if self._own_work_dir:  # what the pieces wrote has gone back to the coordinator
@@ -236,9 +258,10 @@ class Hub:
         self._connection = await aio_pika.connect_robust(self.amqp_url, timeout=10)
         channel = await self._connection.channel()
         self._control, results = await _declare(channel)
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(results, routing_key=f"{self.session}.#")
-        await queue.consume(self._on_result, no_ack=True)
+        self._queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await self._queue.bind(results, routing_key=f"{self.session}.#")
+        await self._queue.bind(self._control, routing_key=f"@holds.{self.session}")  # see _leave
+        await self._queue.consume(self._on_result, no_ack=True)
         self._beat_task = asyncio.get_running_loop().create_task(self._beat())
 
     async def _beat(self) -> None:
@@ -251,6 +274,7 @@ class Hub:
 
     async def close(self) -> None:
         self._beat_task.cancel()
+        await _leave(self._connection, self._queue)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._connection.close(), 5)
 

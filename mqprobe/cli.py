@@ -485,6 +485,32 @@ def broker_status(state_dir: StateDir = None,
         raise typer.Exit(1)
 
 
+@app.command("cleanup")
+def cleanup_cmd(
+    amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only list what is left and what would be removed.")] = False,
+) -> None:
+    """List, then remove, the queues and exchanges mqprobe left on a broker (runs remove
+    their own; this is for a run killed with SIGKILL or cut off from the broker)."""
+    from mqprobe.broker import check_reachable, default_management_url, leftovers, remove_leftovers
+    from mqprobe.report import print_leftovers
+
+    if amqp_url:
+        check_reachable(amqp_url)
+    else:
+        state = ManagedBroker().running_state()
+        if state is None:
+            raise UserError("no managed broker runs (its queues go with it when it stops): "
+                            "give --amqp-url to clean up your own broker")
+        amqp_url, management_url = state.amqp_url, management_url or state.management_url
+    found = _run(lambda: leftovers(amqp_url, management_url or default_management_url(amqp_url)))
+    outcome = {"removed": [], "left": []}
+    if found and not dry_run:
+        outcome = _run(lambda: remove_leftovers(amqp_url, found))
+    print_leftovers(found, outcome, dry_run, redact_url(amqp_url), console)
+
+
 def _print_status(status: dict) -> None:
     if not status["running"]:
         console.print(f"no managed broker running (state dir {status['state_dir']})")

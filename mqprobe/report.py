@@ -282,3 +282,23 @@ def print_sweep(result: dict, console: Console) -> None:
         console.print(f"  cause: {knee['culprit']} - {knee['cause']}")
         for line in knee["evidence"]:
             console.print(f"  - {line}")
+
+
+def print_leftovers(found: list, outcome: dict, dry_run: bool, where: str,
+                    console: Console) -> None:
+    """What `cleanup` found of mqprobe's on a broker, and what became of each."""
+    if not found:
+        console.print(f"nothing of mqprobe's is left on {where}")
+        return
+    table = Table("kind", "name", "state", "", title=f"mqprobe's leftovers on {where}")
+    for item in found:
+        if item.in_use:
+            action = "in use: kept"
+        elif dry_run:
+            action = "would be removed"
+        else:
+            action = "removed" if item.name in outcome["removed"] else "in use by now: kept"
+        table.add_row(item.kind, Text(item.name), item.detail, action)
+    console.print(table)
+    console.print(f"{len(found)} left; " + ("nothing removed (--dry-run)" if dry_run
+                                             else f"{len(outcome['removed'])} removed"))

@@ -28,6 +28,18 @@ def broker(managed_broker: ManagedBroker) -> BrokerState:
     return managed_broker.running_state()
 
 
+@pytest.fixture
+def vhost_url(managed_broker: ManagedBroker, request: pytest.FixtureRequest) -> str:
+    """The session broker's AMQP URL on a virtual host of this test's own, so what it
+    finds there is only what it made."""
+    vhost = f"t-{request.node.name[:40]}".replace("[", "-").replace("]", "")
+    managed_broker.rabbitmqctl("add_vhost", vhost)
+    state = managed_broker.running_state()
+    managed_broker.rabbitmqctl("set_permissions", "-p", vhost, state.user, ".*", ".*", ".*")
+    yield f"{state.amqp_url}{vhost}"
+    managed_broker.rabbitmqctl("delete_vhost", vhost)
+
+
 def run_cli(*args: str, amqp_url: str | None = None, timeout: float = 300,
             cwd: Path = REPO) -> subprocess.CompletedProcess:
     """`mqprobe ARGS` as a user runs it, in a process of its own."""

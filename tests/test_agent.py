@@ -214,3 +214,35 @@ def test_an_agent_stops_the_pieces_of_a_coordinator_that_went_away(broker, tmp_p
             if proc and proc.poll() is None:
                 proc.terminate()
                 proc.wait(30)
+
+
+def test_the_last_agent_or_coordinator_to_stop_leaves_no_exchange_behind(vhost_url, tmp_path):
+    import asyncio
+
+    from mqprobe.agent import CONTROL_EXCHANGE, RESULTS_EXCHANGE, Agent
+
+    from .test_broker import _exists
+
+    def ours_left() -> list[str]:
+        return [name for name in (CONTROL_EXCHANGE, RESULTS_EXCHANGE)
+                if _exists(vhost_url, "exchange", name)]
+
+    async def scenario() -> list[list[str]]:
+        ready = asyncio.Event()
+        agent = asyncio.get_running_loop().create_task(
+            Agent("leaver", vhost_url, work_dir=tmp_path).run(lambda _agent: ready.set()))
+        await asyncio.wait_for(ready.wait(), 30)
+        hub = Hub(vhost_url)
+        await hub.open()
+        await hub.hello("leaver")
+        seen = [await asyncio.to_thread(ours_left)]  # both in use
+        await hub.close()
+        seen.append(await asyncio.to_thread(ours_left))  # the agent still holds both
+        agent.cancel()  # as its Ctrl-C does: it stops, the last one out
+        with pytest.raises(asyncio.CancelledError):
+            await agent
+        seen.append(await asyncio.to_thread(ours_left))
+        return seen
+
+    both = [CONTROL_EXCHANGE, RESULTS_EXCHANGE]
+    assert asyncio.run(scenario()) == [both, both, []]

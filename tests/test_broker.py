@@ -47,3 +47,92 @@ def test_up_status_down_and_a_stale_data_dir(tmp_path):
     assert down.returncode == 0 and "stopped" in down.stdout
     assert run_cli("broker", "status", "--state-dir", env_dir).returncode == 1
     assert not pid_alive(state.pid)  # gone, or a zombie waiting for a non-reaping init
+
+
+def _exists(url: str, kind: str, name: str) -> bool:
+    """Is this queue or exchange on the broker (a passive declare)?"""
+    import asyncio
+
+    import aio_pika
+
+    async def check() -> bool:
+        connection = await aio_pika.connect(url)
+        try:
+            channel = await connection.channel()
+            if kind == "queue":
+                await channel.declare_queue(name, passive=True)
+            else:
+                await channel.declare_exchange(name, passive=True)
+            return True
+        except aio_pika.exceptions.ChannelClosed:
+            return False
+        finally:
+            await connection.close()
+
+    return asyncio.run(check())
+
+
+def test_cleanup_lists_then_removes_what_nothing_uses_and_keeps_the_rest(broker, vhost_url):
+    import asyncio
+    import subprocess
+    import sys
+
+    import aio_pika
+
+    async def leave_behind() -> None:
+        connection = await aio_pika.connect(vhost_url)
+        channel = await connection.channel()
+        dead = await channel.declare_queue("mqprobe.dead.n1")
+        await dead.bind(await channel.declare_exchange("mqprobe.dead.groups", "topic"), "#")
+        await channel.declare_exchange("mqprobe.dead.lonely", "fanout")
+        await channel.declare_exchange("theirs.groups", "topic")  # not ours: never touched
+        await connection.close()
+
+    asyncio.run(leave_behind())
+    consumer = subprocess.Popen([sys.executable, "-c", f"""
+import asyncio, aio_pika
+async def main():
+    connection = await aio_pika.connect({vhost_url!r})
+    channel = await connection.channel()
+    queue = await channel.declare_queue("mqprobe.live.n1", auto_delete=True)
+    await queue.bind(await channel.declare_exchange("mqprobe.live.groups", "topic"), "#")
+    async def on_message(message): pass
+    await queue.consume(on_message)
+    print("consuming", flush=True)
+    await asyncio.sleep(120)
+asyncio.run(main())
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert consumer.stdout.readline().strip() == "consuming"
+        api = ("--management-url", broker.management_url)
+        listed = run_cli("cleanup", "--dry-run", *api, amqp_url=vhost_url)
+        assert listed.returncode == 0, listed.stderr
+        rows = {line.split("│")[2].strip(): line.split("│")[4].strip()
+                for line in listed.stdout.splitlines() if line.count("│") == 5}
+        assert rows == {"mqprobe.dead.n1": "would be removed",
+                        "mqprobe.dead.groups": "would be removed",
+                        "mqprobe.dead.lonely": "would be removed",
+                        "mqprobe.live.n1": "in use: kept", "mqprobe.live.groups": "in use: kept"}
+        assert "nothing removed (--dry-run)" in listed.stdout
+        assert _exists(vhost_url, "queue", "mqprobe.dead.n1")  # a dry run removes nothing
+        cleaned = run_cli("cleanup", *api, amqp_url=vhost_url)
+        assert cleaned.returncode == 0 and "3 removed" in cleaned.stdout, cleaned.stdout
+        for kind, name in (("queue", "mqprobe.dead.n1"), ("exchange", "mqprobe.dead.groups"),
+                           ("exchange", "mqprobe.dead.lonely")):
+            assert not _exists(vhost_url, kind, name), name
+        for kind, name in (("queue", "mqprobe.live.n1"), ("exchange", "mqprobe.live.groups"),
+                           ("exchange", "theirs.groups")):
+            assert _exists(vhost_url, kind, name), name
+        password = vhost_url.split(":")[2].split("@")[0]
+        assert password not in listed.stdout + cleaned.stdout
+    finally:
+        consumer.kill()  # ours, by its pid
+        consumer.wait()
+
+
+def test_cleanup_without_a_management_api_says_how_to_get_one(broker):
+    result = run_cli("cleanup", "--management-url", "http://u:secret@127.0.0.1:9/",
+                     amqp_url=broker.amqp_url)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "rabbitmq-plugins enable rabbitmq_management" in result.stderr
+    assert "secret" not in result.stderr
