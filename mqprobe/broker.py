@@ -89,6 +89,7 @@ class BrokerState:
     node_name: str
     started_at: float
     kept: bool = False  # started (or adopted) by `broker up`: stays until `broker down`
+    epmd_port: int = 0  # its own Erlang port mapper, stopped with it (0: the shared 4369)
 
     @property
     def amqp_url(self) -> str:
@@ -192,6 +193,7 @@ class ManagedBroker:
             amqp_port=free_port(),
             management_port=free_port(),
             dist_port=free_port(),
+            epmd_port=free_port(),
             user="mqprobe-" + secrets.token_hex(3),
             password=secrets.token_urlsafe(18),
             node_name="",
@@ -227,6 +229,7 @@ class ManagedBroker:
                     return state
             time.sleep(0.3)
         self._stop_pid(process.pid)
+        _stop_epmd(state.epmd_port)
         raise BrokerError(f"rabbitmq-server did not become ready within {timeout:.0f} s "
                           f"(log in {self.state_dir})")
 
@@ -267,6 +270,7 @@ class ManagedBroker:
             RABBITMQ_PID_FILE=str(base / "rabbitmq.pid"),
             # Erlang distribution and epmd on loopback only.
             ERL_EPMD_ADDRESS="127.0.0.1",
+            **({"ERL_EPMD_PORT": str(state.epmd_port)} if state.epmd_port else {}),
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )
         return env
@@ -329,6 +333,7 @@ class ManagedBroker:
         stopped = pid_alive(state.pid)
         if stopped:
             self._stop_pid(state.pid, timeout)
+        _stop_epmd(state.epmd_port)
         shutil.rmtree(self.state_dir, ignore_errors=True)
         return stopped
 
@@ -349,6 +354,23 @@ class ManagedBroker:
             os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+
+
+def _stop_epmd(port: int) -> None:
+    """Stop the port mapper the node started on a port of its own, found by the port in its
+    environment (it detaches, so it is in no process group of ours); the shared one (4369,
+    other Erlang programs may use it) is never touched."""
+    if not port:
+        return
+    mark = f"ERL_EPMD_PORT={port}".encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry / "comm").read_text().strip() != "epmd":
+                continue
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGTERM)
+        except (OSError, ValueError):
+            continue
 
 
 def check_reachable(amqp_url: str, timeout: float = 5.0) -> None:

@@ -132,6 +132,23 @@ def _no_broker_left(tmp_path: Path) -> None:
     if state_file.exists():
         pid = json.loads(state_file.read_text())["pid"]
         assert not pid_alive(pid), "the managed broker was left running"
+    # nor its Erlang port mapper, which detaches from it (found by the home in its env)
+    mark = f"MQPROBE_HOME={tmp_path / 'home'}".encode()
+    deadline = time.monotonic() + 5
+    while True:
+        left = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if ((entry / "comm").read_text().strip() == "epmd"
+                        and mark in (entry / "environ").read_bytes().split(b"\0")
+                        and pid_alive(int(entry.name))):
+                    left.append(int(entry.name))
+            except (OSError, ValueError):
+                continue
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not left, "the broker's epmd was left running"
 
 
 @pytest.mark.parametrize(("signum", "code", "again"), [
