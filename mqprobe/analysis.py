@@ -153,6 +153,61 @@ def timeline_json(events: list[TimedEvent], t0_ns: int, dropped: int) -> dict:
     return {"t0_ns": t0_ns, "events": [e.to_json(t0_ns) for e in events], "dropped": dropped}
 
 
+MAX_SERIES_POINTS = 600  # buckets of the e2e-over-time series: a picture's worth
+
+
+def e2e_over_time(messages: list[MessageDeliveries], t0_ns: int) -> dict:
+    """Each delivery's e2e by when its message was published, in buckets of 100 ms or
+    more (at most MAX_SERIES_POINTS): count, p50, p99 and max per bucket, so a stall and
+    the messages it delayed can be drawn on one time axis with the timeline's intervals."""
+    if not messages:
+        return {"bucket_ms": 100, "columns": ["t_ms", "count", "p50_ms", "p99_ms", "max_ms"],
+                "rows": []}
+    span_ms = max(0, max(m.t_pub for m in messages) - t0_ns) / 1e6
+    bucket_ms = 100
+    while span_ms / bucket_ms >= MAX_SERIES_POINTS:
+        bucket_ms *= 2
+    buckets: dict[int, list[tuple[int, int]]] = {}
+    for message in messages:
+        index = max(0, int((message.t_pub - t0_ns) / 1e6 // bucket_ms))
+        server_side = message.t_emit - message.t_pub
+        buckets.setdefault(index, []).extend(
+            (server_side + after_emit, count) for after_emit, count in message.receipts)
+    rows = []
+    for index in sorted(buckets):
+        values = sorted(buckets[index])
+        total = sum(count for _, count in values)
+        if not total:
+            continue
+        rows.append([index * bucket_ms, total, _weighted_ms(values, total, 0.50),
+                     _weighted_ms(values, total, 0.99), round(values[-1][0] / 1e6, 3)])
+    return {"bucket_ms": bucket_ms, "columns": ["t_ms", "count", "p50_ms", "p99_ms", "max_ms"],
+            "rows": rows}
+
+
+def _weighted_ms(values: list[tuple[int, int]], total: int, quantile: float) -> float:
+    """The value (ns, sorted, each with its count) below which `quantile` of them lie, ms."""
+    rank, seen = quantile * total, 0
+    for value, count in values:
+        seen += count
+        if seen >= rank:
+            return round(value / 1e6, 3)
+    return round(values[-1][0] / 1e6, 3)
+
+
+def queue_ready_over_time(series: dict[str, list[list[float]]], sampled_from_ns: int,
+                          t0_ns: int) -> dict:
+    """The broker's ready messages summed over the run's queues at each sample, on the
+    timeline's axis (ms since the first publish)."""
+    totals: dict[float, int] = {}
+    for points in series.values():
+        for t_s, ready, _consumers in points:
+            totals[t_s] = totals.get(t_s, 0) + int(ready)
+    shift_ms = (sampled_from_ns - t0_ns) / 1e6 if sampled_from_ns and t0_ns else 0.0
+    return {"columns": ["t_ms", "ready"],
+            "rows": [[round(t_s * 1000 + shift_ms, 1), ready] for t_s, ready in sorted(totals.items())]}
+
+
 # -- the verdict ---------------------------------------------------------------------------
 INTERRUPTED = "interrupted"  # the Failure.piece of a run the user stopped
 

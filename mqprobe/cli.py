@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,6 +59,8 @@ Html = Annotated[Path | None, typer.Option(
     "--html", help="Also write a self-contained HTML picture of the result here.")]
 HdrDir = Annotated[Path | None, typer.Option(
     "--hdr-dir", help="Also write HDR histogram logs (.hlog) per run and hop here.")]
+PngDir = Annotated[Path | None, typer.Option(
+    "--png", help="Also write each picture as a PNG file in this directory.")]
 JsonPath = Annotated[Path | None, typer.Option("--json", help="Write the result JSON here.")]
 Control = Annotated[bool, typer.Option("--control", hidden=True)]
 Prefetch = Annotated[int | None, typer.Option(help="Override the topology's prefetch.")]
@@ -187,6 +190,7 @@ def compare_cmd(
     listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1,
     amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
+    png: PngDir = None,
 ) -> None:
     """Run the same workload on each topology x layout and say where the delay comes from."""
     sizes = _ints(group_sizes, "--group-sizes") if group_sizes else [group_size] * groups
@@ -196,15 +200,17 @@ def compare_cmd(
         swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
         concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [],
         placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat)
-    _measure(workload, amqp_url, management_url, json_path, run_dir, html, hdr_dir, print_compare,
+    _measure(workload, amqp_url, management_url, json_path, run_dir, Outputs(html, hdr_dir, png),
+             print_compare,
              lambda url, api, path, logs, observe: compare(workload, url, path, logs, observe, api))
 
 
 def _measure(workload: Workload, amqp_url: str | None, management_url: str | None,
-             json_path: Path | None, run_dir: Path | None, html: Path | None,
-             hdr_dir: Path | None, render, measure) -> None:
+             json_path: Path | None, run_dir: Path | None, outputs: Outputs, render,
+             measure) -> None:
     """Check the workload, get a broker, measure with progress bars, render, save."""
     workload.check()
+    outputs.check()  # pictures asked for and no way to draw them: say so before measuring
     workload.resolved_topologies()  # a bad topology file fails before any broker starts
     # A broker that goes away is reported in the verdict, not by the AMQP libraries' logs
     for name in ("aiormq", "aio_pika"):
@@ -236,7 +242,7 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
         raise
     render(result, console)
     console.print(f"result JSON: {json_path}")
-    _pictures(result, html, hdr_dir)
+    outputs.write(result)
     if interrupted:
         what = ("the last one partial" if result.get("interrupted")
                 else "all complete: it came as the broker stopped")
@@ -273,6 +279,7 @@ def sweep_cmd(
     listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1,
     amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
+    png: PngDir = None,
 ) -> None:
     """Grow the load (groups or rate), show latency per hop against it, find the knee."""
     from mqprobe.sweep import at_load, parse_range, sweep
@@ -295,7 +302,7 @@ def sweep_cmd(
         channel=channel, concurrency=concurrency, budget_ms=budget_ms, inject=inject or [],
         placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat)
     at_load(workload, axis, max(values)).check()  # the heaviest point, before anything starts
-    _measure(workload, amqp_url, management_url, json_path, run_dir, html, hdr_dir, print_sweep,
+    _measure(workload, amqp_url, management_url, json_path, run_dir, Outputs(html, hdr_dir, png), print_sweep,
              lambda url, api, path, logs, observe: sweep(workload, axis, values, url, path,
                                                          logs, observe, api))
 
@@ -330,23 +337,43 @@ class _progress:
         return False
 
 
-def _pictures(result: dict, html: Path | None, hdr_dir: Path | None) -> None:
-    from mqprobe.pictures import export_hdr_logs, write_html
+@dataclass
+class Outputs:
+    """The files a result is drawn into besides its JSON: HTML page, PNGs, HDR logs."""
 
-    if html:
-        console.print(f"picture: {write_html(result, html)}")
-    if hdr_dir:
-        console.print(f"HDR logs: {len(export_hdr_logs(result, hdr_dir))} files in {hdr_dir}")
+    html: Path | None = None
+    hdr_dir: Path | None = None
+    png_dir: Path | None = None
+
+    def check(self) -> None:
+        if self.html or self.png_dir:
+            from mqprobe.pictures import check_available
+
+            check_available()
+
+    def write(self, result: dict) -> None:
+        from mqprobe.pictures import export_hdr_logs, write_html, write_pngs
+
+        if self.html:
+            console.print(f"pictures: {write_html(result, self.html)}")
+        if self.png_dir:
+            console.print(f"pictures: {len(write_pngs(result, self.png_dir))} PNG files in "
+                          f"{self.png_dir}")
+        if self.hdr_dir:
+            console.print(f"HDR logs: {len(export_hdr_logs(result, self.hdr_dir))} files in "
+                          f"{self.hdr_dir}")
 
 
 # -- report --------------------------------------------------------------------------------
 @app.command("report")
 def report_cmd(run: Annotated[Path, typer.Argument(help="A result JSON (or its run dir).")],
-               html: Html = None, hdr_dir: HdrDir = None) -> None:
+               html: Html = None, hdr_dir: HdrDir = None, png: PngDir = None) -> None:
     """Render a saved run again."""
+    outputs = Outputs(html, hdr_dir, png)
+    outputs.check()
     result = load_result(run)
     (print_sweep if "sweep" in result else print_compare)(result, console)
-    _pictures(result, html, hdr_dir)
+    outputs.write(result)
 
 
 # -- trace ---------------------------------------------------------------------------------

@@ -28,9 +28,11 @@ from mqprobe.analysis import (
     RunFacts,
     agreement,
     deliveries,
+    e2e_over_time,
     is_node_piece,
     judge,
     merge_run,
+    queue_ready_over_time,
     timeline_events,
     timeline_json,
 )
@@ -476,6 +478,10 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: dict,
         run["timeline"]["clock_uncertainty_ms"] = {
             piece: round(offset.uncertainty_ns / 1e6, 3) for piece, offset in clocks.items()}
     messages = deliveries(swarms, nodes, shift)
+    run["timeline"]["e2e"] = e2e_over_time(messages, t0)
+    if sampler:
+        run["timeline"]["queue_ready"] = queue_ready_over_time(sampler.series,
+                                                               sampler.started_ns, t0)
     judge(run, RunFacts(run, events, t0, failure), messages, workload.budget_ms)
     run["attribution_dropped"] = sum(s.get("messages_dropped", 0) for s in swarms)
     bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})

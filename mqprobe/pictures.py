@@ -1,18 +1,395 @@
-"""Pictures of a result: a self-contained HTML page (inline SVG, no scripts, no network),
-and HDR histogram logs that the standard HdrHistogram tools read."""
+"""Pictures of a result, drawn with matplotlib: where the tail is, when it happened, and
+which hop holds it.
+
+- Percentile curves: latency against percentile on HdrHistogram's log axis (50 .. 99.99),
+  one panel per hop, one line per topology x layout, from the run's HDR histograms.
+- The run's timeline: e2e per publish-time bucket (p50, p99, max) above lanes of what the
+  attribution recorded (loop stalls, GC pauses, full prefetch windows, the publisher
+  blocked, backlogs) and the broker's ready messages, all on one time axis.
+- The tail by hop: mq, server and delivery stacked at p50 and at p99, with the verdict.
+- Sweep: p99 by hop against load, one panel per topology, the knee marked.
+
+matplotlib is an optional extra (`pip install 'mqprobe[pictures]'`; ./dev installs it):
+it draws both the SVG that the self-contained HTML page inlines and the PNG files, with
+real axes, ticks and legends. The HDR logs need only hdrhistogram.
+"""
 
 from __future__ import annotations
 
 import html
+import io
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
-HOP_COLOURS = {"mq": "#d9534f", "server": "#f0ad4e", "delivery": "#5bc0de"}
-LINE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+from mqprobe.analysis import by_point, representative
+from mqprobe.errors import InputError
+from mqprobe.records import HOPS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+HOP_COLOURS = {"mq": "#d9534f", "server": "#f0ad4e", "delivery": "#5bc0de", "e2e": "#333333"}
+LINE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                "#7f7f7f", "#bcbd22", "#17becf")
+EVENT_COLOURS = {"loop-stall": "#d62728", "gc": "#9467bd", "window-full": "#ff7f0e",
+                 "consumer-busy": "#fdd49e", "publisher-blocked": "#8c564b",
+                 "queue-backlog": "#1f77b4", "broker-alarm": "#e377c2",
+                 "broker-unavailable": "#000000", "piece-exit": "#7f7f7f"}
+PERCENTILE_TICKS = (50.0, 90.0, 99.0, 99.9, 99.99)
+SHADED_KINDS = ("loop-stall", "gc", "publisher-blocked", "broker-unavailable", "broker-alarm")
+MAX_LANES = 12
+MAX_TIMELINES = 8  # one per run, the worst first: a page stays readable
+MAX_CURVES = 10  # lines per percentile panel
 
 
+class PicturesUnavailable(InputError):
+    """matplotlib is not installed; the message says how to get it."""
+
+
+@dataclass
+class Picture:
+    """One figure, with the file stem it is saved under and the title the page shows."""
+
+    stem: str
+    title: str
+    figure: Figure
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no screen: files only
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PicturesUnavailable(
+            "pictures need matplotlib: pip install 'mqprobe[pictures]' (./dev installs it); "
+            "the result JSON and --hdr-dir do not") from None
+    return plt
+
+
+def check_available() -> None:
+    """Raise PicturesUnavailable (one sentence) when matplotlib cannot be imported."""
+    _pyplot()
+
+
+def _label(run: dict) -> str:
+    load = f" @ {run['load']:g}" if "load" in run else ""
+    return f"{run['topology']} / {run['layout']}{load}"
+
+
+def _stem(run: dict) -> str:
+    load = f"_{run['load']:g}" if "load" in run else ""
+    repeat = f"_r{run['repeat']}" if run.get("repeat") else ""
+    return f"{run['topology']}_{run['layout']}{load}{repeat}"
+
+
+def _verdict_text(run: dict) -> str:
+    from mqprobe.report import verdict_cell
+
+    return verdict_cell(run)[0]
+
+
+def _shown_runs(result: dict) -> list[dict]:
+    """One run per point: the median repeat; in a sweep, each topology's knee (or its
+    heaviest load), so the curves compare like with like."""
+    points = [representative(runs) for runs in by_point(
+        result["runs"], lambda r: (r["topology"], r["layout"], r.get("load"))).values()]
+    if "sweep" not in result:
+        return points
+    knees = result["sweep"].get("knees") or {}
+    chosen = {}
+    for run in points:
+        knee = knees.get(run["topology"])
+        best = chosen.get(run["topology"])
+        if knee and run.get("load") == knee.get("load"):
+            chosen[run["topology"]] = run
+        elif best is None or (not (knee and best.get("load") == knee.get("load"))
+                              and run.get("load", 0) > best.get("load", 0)):
+            chosen[run["topology"]] = run
+    return list(chosen.values())
+
+
+# -- percentile curves ---------------------------------------------------------------------
+def _percentile_points() -> list[float]:
+    """Percentiles evenly spread on the log axis of 1 / (1 - p), from 0 to 99.99."""
+    return [100.0 * (1 - 10 ** (-k / 20)) for k in range(0, 81)]
+
+
+def percentile_curves(result: dict) -> Picture:
+    plt = _pyplot()
+    runs = [r for r in _shown_runs(result) if r.get("hdr")][:MAX_CURVES]
+    figure, axes = plt.subplots(2, 2, figsize=(12, 8), layout="constrained")
+    budget = (result.get("workload") or {}).get("budget_ms")
+    points = _percentile_points()
+    xs = [1 / (1 - p / 100) for p in points]
+    for ax, hop in zip(axes.flat, HOPS, strict=True):
+        for i, run in enumerate(runs):
+            encoded = run["hdr"].get(hop)
+            if not encoded:
+                continue
+            hist = HdrHistogram.decode(encoded)
+            if not hist.get_total_count():
+                continue
+            ys = [hist.get_value_at_percentile(p) / 1000 for p in points]
+            ax.plot(xs, ys, label=_label(run), color=LINE_COLOURS[i % len(LINE_COLOURS)],
+                    linewidth=1.6)
+        if hop == "e2e" and budget:
+            ax.axhline(budget, color="black", linestyle="--", linewidth=1,
+                       label=f"budget {budget:g} ms")
+        ax.set_xscale("log")
+        ax.set_xticks([1 / (1 - p / 100) for p in PERCENTILE_TICKS],
+                      [f"{p:g}%" for p in PERCENTILE_TICKS])
+        ax.minorticks_off()
+        ax.set_xlim(1, 1 / (1 - 0.9999) * 1.05)
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{hop}: latency by percentile")
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("ms")
+        ax.grid(True, which="major", alpha=0.3)
+    handles, labels = axes.flat[-1].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels) or 1))
+    figure.suptitle("Latency by percentile, per hop (HDR histograms of every delivery)")
+    return Picture("percentiles", "Percentile curves per hop", figure)
+
+
+# -- the run's timeline --------------------------------------------------------------------
+def run_timeline(run: dict, budget_ms: float | None = None) -> Picture:
+    plt = _pyplot()
+    timeline = run.get("timeline") or {}
+    series = (timeline.get("e2e") or {}).get("rows", [])
+    events = timeline.get("events", [])
+    lanes = _lanes(events)
+    ready = (timeline.get("queue_ready") or {}).get("rows", [])
+    kinds = list(lanes)
+    count = max(1, len(kinds))
+    figure, (top, middle, bottom) = plt.subplots(
+        3, 1, figsize=(12, 7 + 0.25 * count), sharex=True, layout="constrained",
+        gridspec_kw={"height_ratios": [4, 0.6 + 0.35 * count, 1.6]})
+    if series:
+        t = [row[0] / 1000 for row in series]
+        p50, p99, peak = ([row[i] for row in series] for i in (2, 3, 4))
+        top.fill_between(t, p50, p99, color="#1f77b4", alpha=0.25, step="post",
+                         label="e2e p50..p99")
+        top.step(t, p50, where="post", color="#1f77b4", linewidth=1, label="e2e p50")
+        top.step(t, p99, where="post", color="#d62728", linewidth=1.2, label="e2e p99")
+        top.plot(t, peak, linestyle="none", marker=".", markersize=3, color="#555555",
+                 label="e2e max")
+    if budget_ms:
+        top.axhline(budget_ms, color="black", linestyle="--", linewidth=1,
+                    label=f"budget {budget_ms:g} ms")
+    top.set_ylabel("e2e ms")
+    top.set_ylim(bottom=0)
+    top.grid(True, alpha=0.3)
+    top.legend(loc="upper right", fontsize=8)
+    top.set_title(f"{_label(run)}: {_verdict_text(run)}", loc="left")
+    for lane, (kind, lane_events) in enumerate(lanes.values()):
+        spans = [(e["start_ms"] / 1000, max((e["end_ms"] - e["start_ms"]) / 1000, 0.002))
+                 for e in lane_events]
+        middle.broken_barh(spans, (lane - 0.4, 0.8), color=EVENT_COLOURS.get(kind, "#7f7f7f"))
+        for start, width in spans:  # the same moments, faintly, over the deliveries
+            if width >= 0.02 and kind in SHADED_KINDS:
+                top.axvspan(start, start + width, color=EVENT_COLOURS[kind], alpha=0.12,
+                            linewidth=0)
+    middle.set_yticks(range(len(kinds)), kinds, fontsize=8)
+    middle.set_ylim(-0.6, count - 0.4)
+    middle.invert_yaxis()
+    middle.grid(True, axis="x", alpha=0.3)
+    if not kinds:
+        middle.set_yticks([])
+        middle.text(0.5, 0.5, "nothing recorded on the timeline", transform=middle.transAxes,
+                    ha="center", va="center", fontsize=9, color="#555555")
+    if ready:
+        bottom.step([row[0] / 1000 for row in ready], [row[1] for row in ready], where="post",
+                    color="#1f77b4", label="ready messages (all the run's queues)")
+        bottom.legend(loc="upper right", fontsize=8)
+    else:
+        bottom.text(0.5, 0.5, "no queue depth sampled", transform=bottom.transAxes,
+                    ha="center", va="center", fontsize=9, color="#555555")
+    bottom.set_ylabel("queued")
+    bottom.set_ylim(0, max([1, *(row[1] for row in ready)]) * 1.1)
+    bottom.grid(True, alpha=0.3)
+    bottom.set_xlabel("seconds since the first publish")
+    return Picture(f"timeline_{_stem(run)}", f"Timeline of {_label(run)}", figure)
+
+
+def _lanes(events: list[dict]) -> dict[str, tuple[str, list[dict]]]:
+    """One lane per kind and piece ("loop-stall n1"), in the order of EVENT_COLOURS; past
+    MAX_LANES, one lane per kind with its pieces named."""
+    order = {kind: i for i, kind in enumerate(EVENT_COLOURS)}
+    by_piece: dict[tuple[str, str], list[dict]] = {}
+    for event in events:
+        by_piece.setdefault((event["kind"], event.get("piece", "")), []).append(event)
+    keys = sorted(by_piece, key=lambda k: (order.get(k[0], len(order)), k[0], k[1]))
+    if len(keys) <= MAX_LANES:
+        return {f"{kind} {piece}".strip(): (kind, by_piece[(kind, piece)]) for kind, piece in keys}
+    lanes: dict[str, tuple[str, list[dict]]] = {}
+    for kind in dict.fromkeys(kind for kind, _piece in keys):
+        pieces = [piece for k, piece in keys if k == kind]
+        label = f"{kind} {', '.join(pieces[:3])}{'…' if len(pieces) > 3 else ''}"
+        lanes[label] = (kind, [e for piece in pieces for e in by_piece[(kind, piece)]])
+    return lanes
+
+
+def run_timelines(result: dict) -> list[Picture]:
+    """One timeline per run, the worst p99 e2e first."""
+    budget = (result.get("workload") or {}).get("budget_ms")
+    worst = sorted(result["runs"], key=lambda r: -r["hops"]["e2e"]["p99_ms"])
+    return [run_timeline(run, budget) for run in worst[:MAX_TIMELINES]]
+
+
+# -- the tail by hop -----------------------------------------------------------------------
+def tail_by_hop(result: dict) -> Picture:
+    plt = _pyplot()
+    runs = [representative(runs) for runs in by_point(
+        result["runs"], lambda r: (r["topology"], r["layout"], r.get("load"))).values()]
+    figure, axes = plt.subplots(1, 2, figsize=(13, 1.2 + 0.55 * len(runs)), sharey=True,
+                                layout="constrained")
+    rows = list(range(len(runs)))
+    for ax, (name, key) in zip(axes, (("p50", "p50_ms"), ("p99", "p99_ms")), strict=True):
+        left = [0.0] * len(runs)
+        for hop in ("mq", "server", "delivery"):
+            widths = [run["hops"][hop][key] for run in runs]
+            ax.barh(rows, widths, left=left, color=HOP_COLOURS[hop], label=hop, height=0.6)
+            left = [a + b for a, b in zip(left, widths, strict=True)]
+        e2e = [run["hops"]["e2e"][key] for run in runs]
+        ax.plot(e2e, rows, linestyle="none", marker="|", markersize=18, color="black",
+                markeredgewidth=2, label=f"e2e {name}")
+        ax.set_title(f"hops at {name} (stacked), e2e {name} marked")
+        ax.set_xlabel("ms")
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.set_xlim(left=0)
+    axes[0].set_yticks(rows, [_label(run) for run in runs])
+    axes[0].invert_yaxis()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    for row, run in enumerate(runs):
+        axes[1].annotate(_verdict_text(run), xy=(1.01, row), xycoords=("axes fraction", "data"),
+                         va="center", fontsize=9)
+    figure.suptitle("Where the time goes: each hop at p50 and at p99, and the verdict")
+    return Picture("tail_by_hop", "The tail by hop", figure)
+
+
+# -- sweep ---------------------------------------------------------------------------------
+def sweep_curves(result: dict) -> Picture:
+    plt = _pyplot()
+    sweep = result["sweep"]
+    points = by_point(result["runs"], lambda r: (r["topology"], r.get("load")))
+    topologies = list(dict.fromkeys(topology for topology, _load in points))
+    columns = min(2, len(topologies)) or 1
+    rows = math.ceil(len(topologies) / columns) or 1
+    figure, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 3.8 * rows),
+                                squeeze=False, layout="constrained")
+    budget = (result.get("workload") or {}).get("budget_ms")
+    for ax, topology in zip(axes.flat, topologies, strict=False):
+        runs = sorted((representative(rs) for (t, _l), rs in points.items() if t == topology),
+                      key=lambda r: r.get("load", 0))
+        loads = [r.get("load", 0) for r in runs]
+        for hop in HOPS:
+            ax.plot(loads, [r["hops"][hop]["p99_ms"] for r in runs], marker="o", markersize=3,
+                    color=HOP_COLOURS[hop], label=f"{hop} p99",
+                    linewidth=2 if hop == "e2e" else 1.2)
+        if budget:
+            ax.axhline(budget, color="black", linestyle="--", linewidth=1,
+                       label=f"budget {budget:g} ms")
+        knee = (sweep.get("knees") or {}).get(topology)
+        if knee:
+            ax.axvline(knee["load"], color="#d62728", linestyle=":", linewidth=1.5,
+                       label=f"knee at {knee['load']:g}")
+            ax.annotate(str(knee.get("cause", ""))[:60], xy=(knee["load"], 1.0),
+                        xycoords=("data", "axes fraction"), va="top", ha="left", fontsize=8,
+                        xytext=(4, -4), textcoords="offset points", color="#d62728")
+        ax.set_title(f"{topology} ({sweep.get('layout', '')})")
+        ax.set_xlabel(sweep["axis"])
+        ax.set_ylabel("p99 ms")
+        ax.set_ylim(bottom=0)
+        ax.set_xticks(sorted(set(loads)))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in list(axes.flat)[len(topologies):]:
+        ax.set_visible(False)
+    figure.suptitle(f"p99 by hop against {sweep['axis']}, the knee marked")
+    return Picture("sweep", f"p99 by hop against {sweep['axis']}", figure)
+
+
+# -- what a result gets, and where it goes ---------------------------------------------------
+def pictures_of(result: dict) -> list[Picture]:
+    """Every picture of a compare or sweep result, in the order the page shows them."""
+    made = [sweep_curves(result)] if "sweep" in result else []
+    made += [tail_by_hop(result), percentile_curves(result)]
+    return made + run_timelines(result)
+
+
+def _render(picture: Picture, kind: str) -> bytes:
+    out = io.BytesIO()
+    picture.figure.savefig(out, format=kind, dpi=110 if kind == "png" else None,
+                           metadata={"Date": None} if kind == "svg" else None)
+    return out.getvalue()
+
+
+def _close(pictures: list[Picture]) -> None:
+    plt = _pyplot()
+    for picture in pictures:
+        plt.close(picture.figure)
+
+
+def write_pngs(result: dict, directory: Path) -> list[Path]:
+    """Each picture as a PNG file in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pictures = pictures_of(result)
+    try:
+        written = []
+        for picture in pictures:
+            path = directory / f"{picture.stem}.png"
+            path.write_bytes(_render(picture, "png"))
+            written.append(path)
+        return written
+    finally:
+        _close(pictures)
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            "</title><style>body{font-family:sans-serif;margin:2em;max-width:1300px}"
+            "figure{margin:1.5em 0}figcaption{font-weight:bold;margin-bottom:.4em}"
+            "svg{max-width:100%;height:auto}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def write_html(result: dict, path: Path) -> Path:
+    """One self-contained page: every picture as inline SVG, then the verdicts."""
+    if "sweep" in result:
+        title = f"mqprobe sweep over {result['sweep']['axis']}"
+    else:
+        title = "mqprobe compare: where the time goes, per topology x layout"
+    pictures = pictures_of(result)
+    try:
+        figures = "".join(
+            f"<figure><figcaption>{html.escape(p.title)}</figcaption>"
+            f"{_inline_svg(_render(p, 'svg'))}</figure>" for p in pictures)
+    finally:
+        _close(pictures)
+    verdicts = "".join(
+        f"<li><b>{html.escape(_label(r))}</b>: "
+        f"{html.escape(r['verdict']['culprit'])} - {html.escape(r['verdict']['cause'])}</li>"
+        for r in result["runs"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_page(title, figures + f"<h2>Verdicts</h2><ul>{verdicts}</ul>"))
+    return path
+
+
+def _inline_svg(svg: bytes) -> str:
+    """The SVG element alone (no XML prolog or doctype), to sit inside the page."""
+    text = svg.decode()
+    return text[text.index("<svg"):]
+
+
+# -- HDR logs ------------------------------------------------------------------------------
 def export_hdr_logs(result: dict, directory: Path) -> list[Path]:
     """One .hlog per run and hop (values in microseconds; max column in ms)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -30,99 +407,3 @@ def export_hdr_logs(result: dict, directory: Path) -> list[Path]:
                 writer.output_interval_histogram(HdrHistogram.decode(encoded), 0, 0, 1000.0)
             written.append(path)
     return written
-
-
-def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            "</title><style>body{font-family:sans-serif;margin:2em}text{font-size:12px}"
-            "</style></head><body>" f"<h1>{html.escape(title)}</h1>{body}</body></html>")
-
-
-def compare_svg(result: dict) -> str:
-    """Per run, the p50 of each hop stacked (mq, server, delivery), with the e2e p99 marked."""
-    runs = result["runs"]
-    width, bar, gap, left = 900, 22, 10, 230
-    scale_max = max([r["hops"]["e2e"]["p99_ms"] for r in runs] + [0.001])
-    height = len(runs) * (bar + gap) + 60
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}'>"]
-    plot = width - left - 20
-    for i, run in enumerate(runs):
-        y = 20 + i * (bar + gap)
-        parts.append(f"<text x='4' y='{y + 15}'>{html.escape(run['topology'])} / "
-                     f"{html.escape(run['layout'])}</text>")
-        x = left
-        bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
-        for hop, colour in HOP_COLOURS.items():
-            value = run["hops"][hop]["p50_ms"]
-            w = plot * value / scale_max
-            clock = f" ±{bars[hop]:g} ms (clocks)" if bars.get(hop) else ""
-            parts.append(f"<rect x='{x:.1f}' y='{y}' width='{w:.1f}' height='{bar}' "
-                         f"fill='{colour}'><title>{hop} p50 {value} ms{clock}</title></rect>")
-            x += w
-        p99 = run["hops"]["e2e"]["p99_ms"]
-        px = left + plot * p99 / scale_max
-        parts.append(f"<line x1='{px:.1f}' x2='{px:.1f}' y1='{y - 2}' y2='{y + bar + 2}' "
-                     f"stroke='black' stroke-width='2'><title>e2e p99 {p99} ms</title></line>")
-        parts.append(f"<text x='{min(px + 4, width - 60):.1f}' y='{y + 15}'>{p99:g} ms</text>")
-    legend_y = height - 20
-    for j, (hop, colour) in enumerate(HOP_COLOURS.items()):
-        parts.append(f"<rect x='{left + j * 140}' y='{legend_y - 10}' width='12' height='12' "
-                     f"fill='{colour}'/><text x='{left + j * 140 + 16}' y='{legend_y}'>"
-                     f"{hop} p50</text>")
-    parts.append(f"<text x='{left + 3 * 140}' y='{legend_y}'>| black line: e2e p99</text></svg>")
-    return "".join(parts)
-
-
-def sweep_svg(result: dict) -> str:
-    """p99 e2e against load, one line per topology; the knee is circled."""
-    sweep = result["sweep"]
-    values = sweep["values"]
-    width, height, left, bottom = 900, 420, 60, 40
-    runs = result["runs"]
-    top = max([r["hops"]["e2e"]["p99_ms"] for r in runs] + [0.001])
-    lo, hi = min(values), max(values)
-
-    def xy(load: float, ms: float) -> tuple[float, float]:
-        x = left + (width - left - 20) * ((load - lo) / (hi - lo) if hi > lo else 0.5)
-        return x, height - bottom - (height - bottom - 20) * ms / top
-
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}'>",
-             f"<line x1='{left}' y1='{height - bottom}' x2='{width - 20}' y2='{height - bottom}' "
-             "stroke='black'/>",
-             f"<line x1='{left}' y1='20' x2='{left}' y2='{height - bottom}' stroke='black'/>",
-             f"<text x='{width / 2}' y='{height - 8}'>{sweep['axis']}</text>",
-             f"<text x='4' y='14'>p99 e2e ms (max {top:g})</text>"]
-    for value in values:
-        x, _ = xy(value, 0)
-        parts.append(f"<text x='{x - 6:.1f}' y='{height - bottom + 16}'>{value:g}</text>")
-    topologies = list(dict.fromkeys(r["topology"] for r in runs))
-    for i, name in enumerate(topologies):
-        colour = LINE_COLOURS[i % len(LINE_COLOURS)]
-        points = [(r["load"], r["hops"]["e2e"]["p99_ms"]) for r in runs if r["topology"] == name]
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(*p) for p in points))
-        parts.append(f"<polyline points='{path}' fill='none' stroke='{colour}' stroke-width='2'/>")
-        knee = sweep.get("knees", {}).get(name)
-        if knee:
-            p99 = next(ms for load, ms in points if load == knee["load"])
-            x, y = xy(knee["load"], p99)
-            parts.append(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='7' fill='none' stroke='{colour}'>"
-                         f"<title>knee: {html.escape(knee['cause'])}</title></circle>")
-        parts.append(f"<text x='{left + 10}' y='{34 + 16 * i}' fill='{colour}'>"
-                     f"{html.escape(name)}</text>")
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def write_html(result: dict, path: Path) -> Path:
-    if "sweep" in result:
-        title, svg = f"mqprobe sweep over {result['sweep']['axis']}", sweep_svg(result)
-    else:
-        title, svg = "mqprobe compare: where the time goes, per topology x layout", compare_svg(result)
-    verdicts = "".join(
-        f"<li><b>{html.escape(r['topology'])}/{html.escape(r['layout'])}"
-        f"{' @ ' + format(r['load'], 'g') if 'load' in r else ''}</b>: "
-        f"{html.escape(r['verdict']['culprit'])} - {html.escape(r['verdict']['cause'])}</li>"
-        for r in result["runs"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_page(title, svg + f"<h2>Verdicts</h2><ul>{verdicts}</ul>"))
-    return path

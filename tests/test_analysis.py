@@ -2,8 +2,12 @@
 10 msg/s per group): the verdict names the culprit the fault planted, with its share."""
 
 import json
+from statistics import median
 
 import pytest
+
+from mqprobe.analysis import e2e_over_time, queue_ready_over_time
+from mqprobe.attribution import MessageDeliveries
 
 from .conftest import run_cli
 
@@ -70,6 +74,19 @@ def test_loop_stall_is_a_server_stall_blocked_or_saturated(broker, tmp_path, kin
     assert _said(run) == ("server", "server-stall"), run["verdict"]
     assert f"event loop was {how}" in run["verdict"]["cause"], run["verdict"]
     assert any("n1 event loop could not run" in line for line in run["verdict"]["evidence"])
+    # the e2e series and the timeline share one axis: the tail sits where the stalls were
+    series, events = run["timeline"]["e2e"], run["timeline"]["events"]
+    stalls = [(e["start_ms"], e["end_ms"]) for e in events
+              if e["kind"] == "loop-stall" and e["piece"] == "n1" and e["end_ms"] > 0]
+    width = series["bucket_ms"]
+
+    def near(t_ms: float, margin: float) -> bool:
+        return any(start - margin < t_ms + width and t_ms < end + margin for start, end in stalls)
+
+    during = [row[3] for row in series["rows"] if near(row[0], 0)]
+    apart = [row[3] for row in series["rows"] if not near(row[0], 300)]
+    assert during and apart, (stalls, series["rows"][:5])
+    assert median(during) > 3 * median(apart), (median(during), median(apart))
 
 
 @pytest.mark.parametrize("bad", ["server-delay=50", "stall=200ms", "prefetch=0", "colour=red"])
@@ -77,3 +94,33 @@ def test_malformed_injection_is_one_sentence(bad):
     result = run_cli("compare", "--inject", bad, "--amqp-url", "amqp://127.0.0.1:1/")
     assert result.returncode == 1
     assert "--inject" in result.stderr and "Traceback" not in result.stderr
+
+
+def _message(t_pub_ms: float, server_ms: float, receipts_ms: list[tuple[float, int]]):
+    t_pub = int(t_pub_ms * 1e6)
+    return MessageDeliveries("1", 0, "n1", "swarm1", t_pub, t_pub, t_pub + int(server_ms * 1e6),
+                             [(int(d * 1e6), n) for d, n in receipts_ms])
+
+
+def test_e2e_over_time_weighs_each_member_and_buckets_by_publish_time():
+    t0 = 1_000_000_000
+    messages = [_message(t0 / 1e6 + 10, 1.0, [(1.0, 98), (50.0, 2)]),  # 100 members, bucket 0
+                _message(t0 / 1e6 + 250, 0.5, [(0.5, 10)])]  # bucket 2 (200..300 ms)
+    series = e2e_over_time(messages, t0)
+    assert series["bucket_ms"] == 100
+    assert series["rows"] == [[0, 100, 2.0, 51.0, 51.0], [200, 10, 1.0, 1.0, 1.0]]
+
+
+def test_e2e_over_time_widens_its_buckets_on_long_runs():
+    t0 = 0
+    messages = [_message(t * 1000.0, 1.0, [(1.0, 1)]) for t in range(0, 600)]  # 10 minutes
+    series = e2e_over_time(messages, t0)
+    assert series["bucket_ms"] == 1600 and len(series["rows"]) <= 600
+    assert sum(row[1] for row in series["rows"]) == 600
+
+
+def test_queue_depth_is_summed_over_queues_on_the_timelines_axis():
+    series = {"q1": [[0.0, 5, 1], [0.5, 0, 1]], "q2": [[0.0, 2, 1], [0.5, 3, 1]]}
+    # sampling began 200 ms before the first publish
+    got = queue_ready_over_time(series, sampled_from_ns=800_000_000, t0_ns=1_000_000_000)
+    assert got["rows"] == [[-200.0, 7], [300.0, 3]]
