@@ -11,7 +11,8 @@ which hop holds it.
 
 matplotlib is an optional extra (`pip install 'mqprobe[pictures]'`; ./dev installs it):
 it draws both the SVG that the self-contained HTML page inlines and the PNG files, with
-real axes, ticks and legends. The HDR logs need only hdrhistogram.
+real axes, ticks and legends. Figures are made without pyplot (no global state, nothing
+kept once drawn, no display needed). The HDR logs need only hdrhistogram.
 """
 
 from __future__ import annotations
@@ -60,22 +61,23 @@ class Picture:
     figure: Figure
 
 
-def _pyplot():
+def _figure(rows: int, columns: int, **options):
+    """A figure and its axes, made without pyplot: nothing global keeps it once drawn."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no screen: files only
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         raise PicturesUnavailable(
             "pictures need matplotlib: pip install 'mqprobe[pictures]' (./dev installs it); "
             "the result JSON and --hdr-dir do not") from None
-    return plt
+    subplot_options = {k: options.pop(k) for k in ("sharex", "sharey", "squeeze",
+                                                     "gridspec_kw") if k in options}
+    figure = Figure(layout="constrained", **options)
+    return figure, figure.subplots(rows, columns, **subplot_options)
 
 
 def check_available() -> None:
     """Raise PicturesUnavailable (one sentence) when matplotlib cannot be imported."""
-    _pyplot()
+    _figure(1, 1)
 
 
 def _label(run: dict) -> str:
@@ -122,9 +124,8 @@ def _percentile_points() -> list[float]:
 
 
 def percentile_curves(result: dict) -> Picture:
-    plt = _pyplot()
     runs = [r for r in _shown_runs(result) if r.get("hdr")][:MAX_CURVES]
-    figure, axes = plt.subplots(2, 2, figsize=(12, 8), layout="constrained")
+    figure, axes = _figure(2, 2, figsize=(12, 8))
     budget = (result.get("workload") or {}).get("budget_ms")
     points = _percentile_points()
     xs = [1 / (1 - p / 100) for p in points]
@@ -160,7 +161,6 @@ def percentile_curves(result: dict) -> Picture:
 
 # -- the run's timeline --------------------------------------------------------------------
 def run_timeline(run: dict, budget_ms: float | None = None) -> Picture:
-    plt = _pyplot()
     timeline = run.get("timeline") or {}
     series = (timeline.get("e2e") or {}).get("rows", [])
     events = timeline.get("events", [])
@@ -168,8 +168,8 @@ def run_timeline(run: dict, budget_ms: float | None = None) -> Picture:
     ready = (timeline.get("queue_ready") or {}).get("rows", [])
     kinds = list(lanes)
     count = max(1, len(kinds))
-    figure, (top, middle, bottom) = plt.subplots(
-        3, 1, figsize=(12, 7 + 0.25 * count), sharex=True, layout="constrained",
+    figure, (top, middle, bottom) = _figure(
+        3, 1, figsize=(12, 7 + 0.25 * count), sharex=True,
         gridspec_kw={"height_ratios": [4, 0.6 + 0.35 * count, 1.6]})
     if series:
         t = [row[0] / 1000 for row in series]
@@ -245,11 +245,9 @@ def run_timelines(result: dict) -> list[Picture]:
 
 # -- the tail by hop -----------------------------------------------------------------------
 def tail_by_hop(result: dict) -> Picture:
-    plt = _pyplot()
     runs = [representative(runs) for runs in by_point(
         result["runs"], lambda r: (r["topology"], r["layout"], r.get("load"))).values()]
-    figure, axes = plt.subplots(1, 2, figsize=(13, 1.2 + 0.55 * len(runs)), sharey=True,
-                                layout="constrained")
+    figure, axes = _figure(1, 2, figsize=(13, 1.2 + 0.55 * len(runs)), sharey=True)
     rows = list(range(len(runs)))
     for ax, (name, key) in zip(axes, (("p50", "p50_ms"), ("p99", "p99_ms")), strict=True):
         left = [0.0] * len(runs)
@@ -277,14 +275,12 @@ def tail_by_hop(result: dict) -> Picture:
 
 # -- sweep ---------------------------------------------------------------------------------
 def sweep_curves(result: dict) -> Picture:
-    plt = _pyplot()
     sweep = result["sweep"]
     points = by_point(result["runs"], lambda r: (r["topology"], r.get("load")))
     topologies = list(dict.fromkeys(topology for topology, _load in points))
     columns = min(2, len(topologies)) or 1
     rows = math.ceil(len(topologies) / columns) or 1
-    figure, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 3.8 * rows),
-                                squeeze=False, layout="constrained")
+    figure, axes = _figure(rows, columns, figsize=(6.5 * columns, 3.8 * rows), squeeze=False)
     budget = (result.get("workload") or {}).get("budget_ms")
     for ax, topology in zip(axes.flat, topologies, strict=False):
         runs = sorted((representative(rs) for (t, _l), rs in points.items() if t == topology),
@@ -301,13 +297,20 @@ def sweep_curves(result: dict) -> Picture:
         if knee:
             ax.axvline(knee["load"], color="#d62728", linestyle=":", linewidth=1.5,
                        label=f"knee at {knee['load']:g}")
-            ax.annotate(str(knee.get("cause", ""))[:60], xy=(knee["load"], 1.0),
-                        xycoords=("data", "axes fraction"), va="top", ha="left", fontsize=8,
-                        xytext=(4, -4), textcoords="offset points", color="#d62728")
+            cause = str(knee.get("cause", "")).split(":")[0]
+            ax.annotate(f"{knee.get('culprit', '')}: {cause}" if cause else "",
+                        xy=(knee["load"], 1.0), xycoords=("data", "axes fraction"), va="top",
+                        ha="left", fontsize=8, xytext=(4, -4), textcoords="offset points",
+                        color="#d62728")
         ax.set_title(f"{topology} ({sweep.get('layout', '')})")
         ax.set_xlabel(sweep["axis"])
         ax.set_ylabel("p99 ms")
-        ax.set_ylim(bottom=0)
+        values = [r["hops"][hop]["p99_ms"] for r in runs for hop in HOPS if r["hops"][hop]["p99_ms"] > 0]
+        if values and max(values) > 30 * min(values):  # a cliff: keep the baseline readable
+            ax.set_yscale("log")
+            ax.set_ylabel("p99 ms (log scale)")
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_xticks(sorted(set(loads)))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
@@ -332,25 +335,15 @@ def _render(picture: Picture, kind: str) -> bytes:
     return out.getvalue()
 
 
-def _close(pictures: list[Picture]) -> None:
-    plt = _pyplot()
-    for picture in pictures:
-        plt.close(picture.figure)
-
-
 def write_pngs(result: dict, directory: Path) -> list[Path]:
     """Each picture as a PNG file in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    pictures = pictures_of(result)
-    try:
-        written = []
-        for picture in pictures:
-            path = directory / f"{picture.stem}.png"
-            path.write_bytes(_render(picture, "png"))
-            written.append(path)
-        return written
-    finally:
-        _close(pictures)
+    written = []
+    for picture in pictures_of(result):
+        path = directory / f"{picture.stem}.png"
+        path.write_bytes(_render(picture, "png"))
+        written.append(path)
+    return written
 
 
 def _page(title: str, body: str) -> str:
@@ -367,13 +360,9 @@ def write_html(result: dict, path: Path) -> Path:
         title = f"mqprobe sweep over {result['sweep']['axis']}"
     else:
         title = "mqprobe compare: where the time goes, per topology x layout"
-    pictures = pictures_of(result)
-    try:
-        figures = "".join(
-            f"<figure><figcaption>{html.escape(p.title)}</figcaption>"
-            f"{_inline_svg(_render(p, 'svg'))}</figure>" for p in pictures)
-    finally:
-        _close(pictures)
+    figures = "".join(
+        f"<figure><figcaption>{html.escape(p.title)}</figcaption>"
+        f"{_inline_svg(_render(p, 'svg'))}</figure>" for p in pictures_of(result))
     verdicts = "".join(
         f"<li><b>{html.escape(_label(r))}</b>: "
         f"{html.escape(r['verdict']['culprit'])} - {html.escape(r['verdict']['cause'])}</li>"

@@ -1,0 +1,154 @@
+"""Each kind of picture, drawn from saved results of this machine (a default compare and a
+small sweep, made by the commands in tests/data/README.md): the file is written, and each
+figure holds the series of the result it was drawn from. No broker."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mqprobe.pictures import (
+    MAX_TIMELINES,
+    PicturesUnavailable,
+    check_available,
+    percentile_curves,
+    pictures_of,
+    run_timelines,
+    sweep_curves,
+    tail_by_hop,
+    write_html,
+    write_pngs,
+)
+from mqprobe.records import HOPS
+from mqprobe.report import load_result, verdict_cell
+
+from .conftest import REPO, run_cli
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def compared() -> dict:
+    return load_result(DATA / "compare_result.json")
+
+
+@pytest.fixture(scope="module")
+def swept() -> dict:
+    return load_result(DATA / "sweep_result.json")
+
+
+def _label(run: dict) -> str:
+    return f"{run['topology']} / {run['layout']}"
+
+
+def _lines(ax) -> dict:
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_percentile_curves_draw_each_runs_histogram_per_hop_with_the_budget(compared):
+    figure = percentile_curves(compared).figure
+    panels = figure.axes[:4]
+    assert [ax.get_title().split(":")[0] for ax in panels] == list(HOPS)
+    budget = f"budget {compared['workload']['budget_ms']:g} ms"
+    for ax in panels:
+        assert set(_lines(ax)) - {budget} == {_label(r) for r in compared["runs"]}
+        assert [t.get_text() for t in ax.get_xticklabels()] == [
+            "50%", "90%", "99%", "99.9%", "99.99%"]
+    assert budget in _lines(panels[3])
+    for run in compared["runs"]:  # the curve at 99% is the run's own p99, hop by hop
+        for ax, hop in zip(panels, HOPS, strict=True):
+            xs, ys = _lines(ax)[_label(run)].get_data()
+            at_99 = min(range(len(xs)), key=lambda i: abs(xs[i] - 100))
+            assert ys[at_99] == pytest.approx(run["hops"][hop]["p99_ms"], rel=0.02, abs=0.002)
+
+
+def test_a_timeline_per_run_worst_first_with_its_series_and_recorded_intervals(compared):
+    pictures = run_timelines(compared)
+    runs = sorted(compared["runs"], key=lambda r: -r["hops"]["e2e"]["p99_ms"])
+    assert len(pictures) == min(MAX_TIMELINES, len(runs))
+    for picture, run in zip(pictures, runs, strict=False):
+        top, lanes, queued = picture.figure.axes
+        assert top.get_title(loc="left").startswith(_label(run))
+        rows = run["timeline"]["e2e"]["rows"]
+        assert len(rows) >= 40  # 5 s of publishing in 100 ms buckets
+        _xs, p99 = _lines(top)["e2e p99"].get_data()
+        assert list(p99) == [row[3] for row in rows]
+        expected = {f"{e['kind']} {e['piece']}" for e in run["timeline"]["events"]}
+        assert {t.get_text() for t in lanes.get_yticklabels()} == expected
+        assert len(lanes.collections) == len(expected)  # one band series per lane
+        ready = run["timeline"]["queue_ready"]["rows"]
+        assert list(queued.get_lines()[0].get_data()[1]) == [row[1] for row in ready]
+        assert queued.get_xlabel() == "seconds since the first publish"
+
+
+def test_the_tail_by_hop_stacks_each_hop_at_p50_and_p99_beside_the_verdict(compared):
+    figure = tail_by_hop(compared).figure
+    runs = compared["runs"]
+    for ax, key in zip(figure.axes, ("p50_ms", "p99_ms"), strict=True):
+        bars = ax.patches
+        assert len(bars) == 3 * len(runs)
+        for i, hop in enumerate(("mq", "server", "delivery")):
+            widths = [bar.get_width() for bar in bars[i * len(runs):(i + 1) * len(runs)]]
+            assert widths == pytest.approx([run["hops"][hop][key] for run in runs])
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == [_label(r) for r in runs]
+    assert [t.get_text() for t in figure.axes[1].texts] == [verdict_cell(r)[0] for r in runs]
+
+
+def test_the_sweep_draws_p99_by_hop_against_load_with_the_knee(swept):
+    figure = sweep_curves(swept).figure
+    topologies = list(dict.fromkeys(r["topology"] for r in swept["runs"]))
+    panels = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title().split(" (")[0] for ax in panels] == topologies
+    knees = swept["sweep"]["knees"]
+    for ax, topology in zip(panels, topologies, strict=True):
+        runs = sorted((r for r in swept["runs"] if r["topology"] == topology),
+                      key=lambda r: r["load"])
+        lines = _lines(ax)
+        for hop in HOPS:
+            loads, p99 = lines[f"{hop} p99"].get_data()
+            assert list(loads) == [r["load"] for r in runs]
+            assert list(p99) == [r["hops"][hop]["p99_ms"] for r in runs]
+        assert ax.get_xlabel() == swept["sweep"]["axis"]
+        knee = knees.get(topology)
+        assert (f"knee at {knee['load']:g}" in lines) == bool(knee)
+
+
+def test_the_page_is_one_file_with_every_picture_inline_and_nothing_fetched(compared, tmp_path):
+    page = write_html(compared, tmp_path / "page.html").read_text()
+    assert page.count("<svg") == len(pictures_of(compared)) == 2 + len(compared["runs"])
+    assert "<script" not in page
+    assert not re.findall(r"""(?:href|src)=["']https?:""", page)
+    assert "Percentile curves per hop" in page and "The tail by hop" in page
+
+
+def test_pngs_of_a_sweep_are_written_one_per_picture(swept, tmp_path):
+    written = write_pngs(swept, tmp_path / "png")
+    assert written[0].name == "sweep.png"
+    assert {p.name for p in written} >= {"sweep.png", "tail_by_hop.png", "percentiles.png"}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_report_draws_a_saved_result_again(tmp_path):
+    result = run_cli("report", str(DATA / "sweep_result.json"), "--html",
+                     str(tmp_path / "p.html"), "--png", str(tmp_path / "png"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "p.html").stat().st_size > 10_000
+    assert len(list((tmp_path / "png").glob("*.png"))) >= 4
+
+
+def test_without_matplotlib_pictures_are_one_sentence_before_anything_starts(monkeypatch):
+    for name in [n for n in sys.modules if n.split(".")[0] == "matplotlib"] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
+    with pytest.raises(PicturesUnavailable, match=r"pip install 'mqprobe\[pictures\]'"):
+        check_available()
+    script = ("import sys; sys.modules['matplotlib'] = None; from mqprobe.cli import main; "
+              "sys.argv = ['mqprobe', 'compare', '--png', 'x', '--amqp-url', "
+              "'amqp://127.0.0.1:1/']; main()")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "pictures need matplotlib" in done.stderr  # not the unreachable broker: it came first
