@@ -20,7 +20,13 @@ or load it: clients on both nodes and the standard publisher (its exchange is
         --group-sizes 50,50 &
     .venv/bin/mqprobe publish --prefix chat. --groups 1,2 --rate 10 --duration 10
 
-`GET /mqprobe` on a node shows what its tracer counted (traced, untraced and why, fan-out).
+`GET /mqprobe` on a node shows what its tracer counted (traced, untraced and why, fan-out);
+`GET /metrics` exports per-hop and per-group latency in the Prometheus text format, which
+`mqprobe top` shows live:
+
+    .venv/bin/mqprobe top --metrics-url http://127.0.0.1:8080/metrics,http://127.0.0.1:8081/metrics
+
+`--sample 0.01` traces one message in a hundred (what a production node would leave on).
 """
 
 from __future__ import annotations
@@ -39,12 +45,15 @@ from mqprobe.broker import ManagedBroker
 from mqprobe.embed import Tracer  # mqprobe
 
 
-async def serve(amqp_url: str, host: str, port: int, node: str, exchange_name: str) -> None:
-    tracer = Tracer(node=node)  # mqprobe
+async def serve(amqp_url: str, host: str, port: int, node: str, exchange_name: str,
+                sample: float = 1.0) -> None:
+    tracer = Tracer(node=node, sample=sample)  # mqprobe
+    tracer.watch_pauses()  # mqprobe: GC pauses and loop stalls, exported too
     sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
     app = web.Application()
     sio.attach(app)
     app.router.add_get("/mqprobe", lambda request: web.json_response(tracer.stats()))  # mqprobe
+    tracer.mount_metrics(app)  # mqprobe: GET /metrics
 
     connection = await aio_pika.connect_robust(amqp_url)
     channel = await connection.channel()
@@ -97,6 +106,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--node", default="chat-1")
     parser.add_argument("--exchange", default="chat.groups")
+    parser.add_argument("--sample", type=float, default=1.0,
+                        help="Share of messages traced (by trace id), 0..1.")
     args = parser.parse_args()
     url = args.amqp_url
     if not url:
@@ -105,7 +116,7 @@ def main() -> None:
             sys.exit("chat_server: no broker: run `mqprobe broker up` or pass --amqp-url")
         url = state.amqp_url
     try:
-        asyncio.run(serve(url, args.host, args.port, args.node, args.exchange))
+        asyncio.run(serve(url, args.host, args.port, args.node, args.exchange, args.sample))
     except KeyboardInterrupt:
         pass
 

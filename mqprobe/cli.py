@@ -475,6 +475,55 @@ def _print_replayed(group: str, run: dict) -> None:
                       f"  = e2e {hops['e2e'] / 1e6:>8.3f} ms")
 
 
+# -- top -----------------------------------------------------------------------------------
+@app.command("top")
+def top_cmd(
+    metrics_url: Annotated[str, typer.Option(
+        help="The nodes' metrics endpoints (mqprobe.embed's /metrics), comma-separated.")],
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    groups: Annotated[int, typer.Option(help="Busiest groups to show.")] = 10,
+    once: Annotated[bool, typer.Option(
+        "--once", help="Scrape twice, an interval apart (for rates), print, and end.")] = False,
+) -> None:
+    """Per node and per group, the hop percentiles your servers export, refreshed."""
+    from rich.live import Live
+
+    from mqprobe.compare import within
+    from mqprobe.report import top_view
+    from mqprobe.top import check_urls, scrape
+
+    urls = _csv(metrics_url, "--metrics-url")
+    check_urls(urls)
+    for problem in (within("--interval", interval, 0.2, 3600), within("--groups", groups, 1, 1000)):
+        if problem:
+            raise UserError(problem)
+
+    async def watch() -> None:
+        previous: dict = {}
+
+        def remember(round_) -> None:
+            previous.update({(v.url, v.node): v for v in round_.views})
+
+        first = await scrape(urls)
+        if once:
+            remember(first)
+            await asyncio.sleep(interval)
+            console.print(top_view(await scrape(urls), previous, groups))
+            return
+        with Live(top_view(first, previous, groups), console=console, auto_refresh=False) as live:
+            remember(first)
+            while True:
+                await asyncio.sleep(interval)
+                latest = await scrape(urls)
+                live.update(top_view(latest, previous, groups), refresh=True)
+                remember(latest)
+
+    try:
+        _run(watch)
+    except KeyboardInterrupt:  # the way out of a live view: not a failure
+        pass
+
+
 # -- broker --------------------------------------------------------------------------------
 StateDir = Annotated[Path | None, typer.Option(
     "--state-dir", envvar="MQPROBE_BROKER_DIR", help="Where the broker's files live.")]

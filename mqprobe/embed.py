@@ -16,6 +16,16 @@
     # 1 ms and event-loop stalls over 5 ms, as timed intervals (tracer.pauses())
     tracer.watch_pauses()
 
+Always on: `Tracer(node, sample=0.01)` traces one message in a hundred, chosen by trace id
+so that publisher and consumer agree; per-hop and per-group latency are kept in cheap
+histograms and exported in the Prometheus text format:
+
+    tracer.mount_metrics(app)              # GET /metrics on the host's own aiohttp app
+    await tracer.serve_metrics(9464)       # or on a port of its own (loopback by default)
+
+With OpenTelemetry in the host (`opentelemetry-api`, and an SDK that records), the hop
+timings join the current span as attributes and the span links to the producer's context.
+
 Nothing here raises into the host server because of what arrives: a malformed or foreign
 header makes the message go on untraced, and it is counted (`tracer.stats()`). W3C
 `traceparent` stays compatible with OpenTelemetry: an existing one is continued.
@@ -28,22 +38,36 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mqprobe.records import Latency, LoopLagMonitor
+from mqprobe.metrics import FastHistogram, GroupTable, Hops, PrometheusCollector
+from mqprobe.records import LoopLagMonitor
 from mqprobe.stamps import (
+    AMQP_HEADER,
     SOCKETIO_FIELD,
+    TRACEPARENT,
+    DeliveryTrace,
     PublishStamp,
     TraceFormatError,
     check_id,
     decode_amqp_headers,
+    decode_socketio_field,
     encode_amqp_headers,
+    format_traceparent,
+    new_span_id,
     new_trace_id,
     now_ns,
+    parse_traceparent,
     socketio_field,
 )
 from mqprobe.timeline import EventKind, Recorder
 
+try:  # OpenTelemetry, when the host has it: never a dependency of ours
+    from opentelemetry import trace as _otel_trace
+except ImportError:  # pragma: no cover - depends on the host
+    _otel_trace = None
+
 _MAX_REASONS = 32  # distinct reasons kept; the rest are counted together
 _MAX_REASON_CHARS = 200
+_MAX_SEQ_GROUPS = 4096  # groups whose sequence is followed for gaps
 
 
 @dataclass(slots=True)
@@ -53,6 +77,7 @@ class Trace:
     stamp: PublishStamp
     t_deq: int
     t_emit: int = 0
+    hops: Hops | None = None  # its group's histograms (or "other"), found once
 
     @property
     def group(self) -> str:
@@ -62,16 +87,38 @@ class Trace:
 class Tracer:
     """Stamps and counters for one server process (one node)."""
 
-    def __init__(self, node: str = "node") -> None:
+    def __init__(self, node: str = "node", sample: float = 1.0) -> None:
         self.node = check_id("node", node)
+        if not 0.0 <= sample <= 1.0:  # also refuses nan
+            raise ValueError(f"sample must be between 0 and 1, got {sample!r}")
+        self.sample = sample
+        self._threshold = int(sample * 0x1_0000_0000)  # of the trace id's last 32 bits
         self.published = 0
         self.traced = 0
         self.untraced = 0
+        self.unsampled = 0  # consumed messages that sampling left out (not untraced)
+        self.seq_gaps = 0
         self.untraced_reasons: Counter[str] = Counter()
-        self.fanout = Latency()
+        self.hops = Hops()  # mq, server, fanout; delivery and e2e where a listener reports
+        self.groups = GroupTable()
+        self._next_seq: dict[str, int] = {}
         self._seq: defaultdict[str, itertools.count] = defaultdict(itertools.count)
         self.timeline = Recorder(self.node, limit=10_000)
         self._loop_lag: LoopLagMonitor | None = None
+
+    @property
+    def fanout(self) -> FastHistogram:
+        return self.hops["fanout"]
+
+    def sampled(self, trace_id: str) -> bool:
+        """Whether this trace is traced: its last 32 bits below the sample rate's share.
+        Publisher and consumer decide alike from the id alone (W3C ids are random)."""
+        if self._threshold >= 0x1_0000_0000:
+            return True
+        try:
+            return int(trace_id[-8:], 16) < self._threshold
+        except (TypeError, ValueError):
+            return False
 
     def watch_pauses(self) -> None:
         """Record this process's GC pauses (over 1 ms) and event-loop stalls (over 5 ms) as
@@ -97,8 +144,10 @@ class Tracer:
     def publish_headers(self, group: str | int, headers: dict | None = None) -> dict:
         """Headers for an outgoing AMQP message to `group`; existing headers are kept.
 
-        The sequence number counts per group in this process. A group id that cannot travel
-        in a header leaves the message untraced (counted), never an exception.
+        The sequence number counts per group in this process. A message that sampling
+        leaves out carries only a traceparent (flags 00) so consumers agree. A group id
+        that cannot travel in a header leaves the message untraced (counted), never an
+        exception.
         """
         if headers is not None and not isinstance(headers, Mapping):
             self.count_untraced(TraceFormatError(
@@ -110,29 +159,63 @@ class Tracer:
         except TraceFormatError as exc:
             self.count_untraced(exc)
             return dict(headers or {})
+        trace_id = _trace_id_of(headers) or new_trace_id()
+        if not self.sampled(trace_id):
+            out = dict(headers or {})
+            out.setdefault(TRACEPARENT, format_traceparent(trace_id, new_span_id(), "00"))
+            return out
         t_pub = now_ns()
-        stamp = PublishStamp(new_trace_id(), group, next(self._seq[group]), t_pub, t_pub)
+        stamp = PublishStamp(trace_id, group, next(self._seq[group]), t_pub, t_pub)
         self.published += 1
         return encode_amqp_headers(stamp, headers)
 
     def consumed(self, headers: dict | None, t_deq: int | None = None) -> Trace | None:
-        """Stamp t_deq for a message just taken off the broker; None if it is untraced.
+        """Stamp t_deq for a message just taken off the broker; None if it is untraced
+        (or left out by sampling). Records the mq hop.
 
         Pass `t_deq` when the message was stamped on arrival and handled later."""
         t_deq = t_deq or now_ns()
+        if self._threshold < 0x1_0000_0000 and isinstance(headers, Mapping) \
+                and AMQP_HEADER not in headers:
+            trace_id = _trace_id_of(headers)
+            if trace_id and not self.sampled(trace_id):
+                self.unsampled += 1
+                return None
         try:
             stamp = decode_amqp_headers(headers)
         except TraceFormatError as exc:
             self.count_untraced(exc)
             return None
         self.traced += 1
-        return Trace(stamp, t_deq)
+        hops = self.groups.for_group(stamp.group)
+        mq = t_deq - stamp.t_pub
+        self.hops["mq"].record(mq)
+        hops["mq"].record(mq)
+        self._follow_seq(stamp.group, stamp.seq)
+        if _otel_trace is not None:
+            _otel_consumed(stamp, mq)
+        return Trace(stamp, t_deq, hops=hops)
+
+    def _follow_seq(self, group: str, seq: int) -> None:
+        """Count messages skipped in a group's sequence (one publisher per group: exact)."""
+        expected = self._next_seq.get(group)
+        if expected is not None and seq > expected:
+            self.seq_gaps += seq - expected
+        if expected is None and len(self._next_seq) >= _MAX_SEQ_GROUPS:
+            return
+        if expected is None or seq >= expected:
+            self._next_seq[group] = seq + 1
 
     def event_data(self, trace: Trace | None, data: dict) -> dict:
-        """The event's object with the trace field first (stamps t_emit); as-is if untraced."""
+        """The event's object with the trace field first (stamps t_emit, records the
+        server hop); as-is if untraced."""
         if trace is None or not isinstance(data, dict):
             return data  # untraced, or not an object a field can join: sent as it is
         trace.t_emit = now_ns()
+        server = trace.t_emit - trace.t_deq
+        self.hops["server"].record(server)
+        if trace.hops is not None:
+            trace.hops["server"].record(server)
         field = socketio_field(trace.stamp, self.node, trace.t_deq, trace.t_emit)
         return {SOCKETIO_FIELD: field, **{k: v for k, v in data.items() if k != SOCKETIO_FIELD}}
 
@@ -141,7 +224,11 @@ class Tracer:
         if trace is None or not trace.t_emit:
             return 0
         took = now_ns() - trace.t_emit
-        self.fanout.record(took)
+        self.hops["fanout"].record(took)
+        if trace.hops is not None:
+            trace.hops["fanout"].record(took)
+        if _otel_trace is not None:
+            _otel_emitted(trace, took)
         return took
 
     async def emit(self, sio, event: str, data: dict, *, room: str, trace: Trace | None,
@@ -150,10 +237,71 @@ class Tracer:
         await sio.emit(event, self.event_data(trace, data), room=room, **kwargs)
         self.emitted(trace)
 
+    def received(self, data: object, t_recv: int | None = None) -> DeliveryTrace | None:
+        """For a listener (a socket.io client of yours): the delivery and e2e hops of an
+        event received now; None, counted, if it carries no valid trace field."""
+        t_recv = t_recv or now_ns()
+        try:
+            if not isinstance(data, Mapping) or SOCKETIO_FIELD not in data:
+                raise TraceFormatError(f"no {SOCKETIO_FIELD} field")
+            delivery = decode_socketio_field(data[SOCKETIO_FIELD])
+        except TraceFormatError as exc:
+            self.count_untraced(exc)
+            return None
+        self.traced += 1
+        hops = self.groups.for_group(delivery.group)
+        for hop, value in (("delivery", t_recv - delivery.t_emit),
+                           ("e2e", t_recv - delivery.t_pub)):
+            self.hops[hop].record(value)
+            hops[hop].record(value)
+        return delivery
+
+    # -- export ----------------------------------------------------------------------------
+    def prometheus_collector(self) -> PrometheusCollector:
+        """A collector to register in a prometheus-client registry of the host's."""
+        return PrometheusCollector(self)
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of this tracer alone, and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.prometheus_collector())
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+    def mount_metrics(self, app, path: str = "/metrics") -> None:
+        """Serve the metrics on the host's own aiohttp application."""
+        from aiohttp import web
+
+        async def handler(_request: web.Request) -> web.Response:
+            body, content_type = self.metrics_text()
+            return web.Response(body=body, headers={"Content-Type": content_type})
+
+        app.router.add_get(path, handler)
+
+    async def serve_metrics(self, port: int, host: str = "127.0.0.1", path: str = "/metrics"):
+        """Serve the metrics on a port of their own; returns the aiohttp runner (cleanup()
+        stops it). Loopback unless you give the host's address."""
+        from aiohttp import web
+
+        app = web.Application()
+        self.mount_metrics(app, path)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        return runner
+
+    def pause_totals(self, kind: str) -> tuple[int, float, float]:
+        """GC pauses or loop stalls since watch_pauses(): count, seconds in all, longest s."""
+        count, total_ns, longest_ns = self.timeline.totals.get(EventKind(kind), (0, 0, 0))
+        return count, total_ns / 1e9, longest_ns / 1e9
+
     def stats(self) -> dict:
-        out = {"node": self.node, "published": self.published, "traced": self.traced,
-               "untraced": self.untraced, "untraced_reasons": dict(self.untraced_reasons),
-               "fanout_ms": self.fanout.summary()}
+        out = {"node": self.node, "sample": self.sample, "published": self.published,
+               "traced": self.traced, "untraced": self.untraced, "unsampled": self.unsampled,
+               "seq_gaps": self.seq_gaps, "untraced_reasons": dict(self.untraced_reasons),
+               "fanout_ms": self.fanout.summary(),
+               "hops_ms": {hop: h.summary() for hop, h in self.hops.items()}}
         if self.timeline.events or self._loop_lag:
             for kind, name in ((EventKind.GC, "gc"), (EventKind.LOOP_STALL, "stalls")):
                 spans = [e.duration_ns for e in self.timeline.events if e.kind == kind]
@@ -169,3 +317,37 @@ class Tracer:
             self.untraced_reasons[reason] += 1
         else:
             self.untraced_reasons["(other reasons)"] += 1
+
+
+def _trace_id_of(headers: object) -> str | None:
+    """The trace id of a valid traceparent among these headers, else None."""
+    if not isinstance(headers, Mapping) or TRACEPARENT not in headers:
+        return None
+    try:
+        return parse_traceparent(headers[TRACEPARENT])[0]
+    except TraceFormatError:
+        return None
+
+
+def _otel_consumed(stamp: PublishStamp, mq_ns: int) -> None:
+    """On the host's current OpenTelemetry span, if one records: the mq hop, the group and
+    seq, and a link to the producer's context (which the pika/aio-pika instrumentations
+    do not make)."""
+    span = _otel_trace.get_current_span()
+    if not span.is_recording():
+        return
+    span.set_attributes({"mqprobe.group": stamp.group, "mqprobe.seq": stamp.seq,
+                         "mqprobe.mq_ms": mq_ns / 1e6})
+    if stamp.parent_span and hasattr(span, "add_link"):
+        producer = _otel_trace.SpanContext(
+            int(stamp.trace_id, 16), int(stamp.parent_span, 16), is_remote=True,
+            trace_flags=_otel_trace.TraceFlags(_otel_trace.TraceFlags.SAMPLED))
+        span.add_link(producer, {"mqprobe.link": "producer"})
+
+
+def _otel_emitted(trace: Trace, fanout_ns: int) -> None:
+    """The server and fan-out hops as an event on the current span, if one records."""
+    span = _otel_trace.get_current_span()
+    if span.is_recording():
+        span.add_event("mqprobe.emitted", {"mqprobe.server_ms": (trace.t_emit - trace.t_deq) / 1e6,
+                                           "mqprobe.fanout_ms": fanout_ns / 1e6})

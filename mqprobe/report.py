@@ -302,3 +302,51 @@ def print_leftovers(found: list, outcome: dict, dry_run: bool, where: str,
     console.print(table)
     console.print(f"{len(found)} left; " + ("nothing removed (--dry-run)" if dry_run
                                              else f"{len(outcome['removed'])} removed"))
+
+
+def _p50_p99(quantiles: dict[str, float] | None) -> str:
+    if not quantiles:
+        return "-"
+    return f"{_ms(quantiles.get('0.5', 0))}/{_ms(quantiles.get('0.99', 0))}"
+
+
+def top_view(scrape, previous: dict, groups_shown: int = 10):
+    """`mqprobe top`'s screen: a row per node (rates, hop p50/p99, pauses), then the
+    busiest groups' hops, then the URLs that did not answer."""
+    from rich.console import Group
+
+    from mqprobe.top import rates
+
+    nodes = Table("node", "traced/s", "untraced", "unsampled", "seq gaps", "mq p50/p99",
+                  "server p50/p99", "fanout p50/p99", "GC pauses (longest)",
+                  "loop stalls (longest)", title="mqprobe top: per node (ms)")
+    for view in sorted(scrape.views, key=lambda v: v.node):
+        per_second = rates(view, previous.get((view.url, view.node)))
+        pauses = [f"{int(view.pauses.get(kind, (0, 0))[0])} "
+                  f"({_ms(view.pauses.get(kind, (0, 0))[1])})" for kind in ("gc", "loop_stall")]
+        nodes.add_row(Text(view.node), f"{per_second['traced']:.1f}" if "traced" in per_second
+                      else "…", _flag_count(view.counts.get("untraced", 0)),
+                      str(int(view.counts.get("unsampled", 0))),
+                      _flag_count(view.counts.get("seq_gaps", 0)),
+                      *(_p50_p99(view.hops.get(hop)) for hop in ("mq", "server", "fanout")),
+                      *pauses)
+    groups = Table("node", "group", "messages", "mq p50/p99", "server p50/p99",
+                   "fanout p50/p99", "max", title=f"the {groups_shown} busiest groups (ms)")
+    rows = [(view, group, hops) for view in scrape.views for group, hops in view.groups.items()]
+    rows.sort(key=lambda row: -row[0].group_messages.get(row[1], 0))
+    for view, group, hops in rows[:groups_shown]:
+        worst = max((q.get("1", 0) for q in hops.values()), default=0)
+        groups.add_row(Text(view.node), Text(group),
+                       str(int(view.group_messages.get(group, 0))),
+                       *(_p50_p99(hops.get(hop)) for hop in ("mq", "server", "fanout")),
+                       _ms(worst))
+    parts = [nodes, groups]
+    for url, error in scrape.errors.items():
+        parts.append(Text(f"{url}: no answer ({error})", style="red"))
+    if not scrape.views and not scrape.errors:
+        parts.append(Text("no mqprobe metrics at these URLs yet"))
+    return Group(*parts)
+
+
+def _flag_count(value: float) -> Text:
+    return Text(str(int(value)), style="yellow" if value else "")

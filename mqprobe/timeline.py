@@ -81,10 +81,16 @@ class Recorder:
         self.piece, self.limit = piece, limit
         self.events: list[TimedEvent] = []
         self.dropped = 0
+        # per kind, unbounded by `limit`: count, time in all and the longest (ns)
+        self.totals: dict[EventKind, list[int]] = {}
         self._gc_started = 0
         self._gc_watching = False
 
     def add(self, kind: EventKind, start_ns: int, end_ns: int, **detail: object) -> None:
+        total = self.totals.setdefault(kind, [0, 0, 0])  # count, ns in all, longest ns
+        total[0] += 1
+        total[1] += end_ns - start_ns
+        total[2] = max(total[2], end_ns - start_ns)
         if len(self.events) >= self.limit:
             self.dropped += 1
             return
@@ -94,6 +100,7 @@ class Recorder:
         """Measure from now on: what set-up went through is not part of the run."""
         self.events.clear()
         self.dropped = 0
+        self.totals.clear()
 
     def to_wire(self) -> dict:
         return {"events": [e.to_wire() for e in self.events], "dropped": self.dropped}

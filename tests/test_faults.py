@@ -151,14 +151,26 @@ def _no_broker_left(tmp_path: Path) -> None:
     assert not left, "the broker's epmd was left running"
 
 
-@pytest.mark.parametrize(("signum", "code", "again"), [
-    (signal.SIGTERM, 143, ()), (signal.SIGINT, 130, ()),
+def _wait_until_the_nodes_start(tmp_path: Path, compare: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "logs").glob("*/node*.log")):
+        assert compare.poll() is None, compare.communicate()
+        assert time.monotonic() < deadline, "the run never started its nodes"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("signum", "code", "again", "when"), [
+    (signal.SIGTERM, 143, (), "mid-run"), (signal.SIGINT, 130, (), "mid-run"),
+    (signal.SIGINT, 130, (), "start-up"),  # while the pieces start and clients connect
     # impatient: Ctrl-C again while the pieces stop, and while the broker stops
-    (signal.SIGINT, 130, (0.2, 0.3, 0.5, 1.0, 1.0, 1.0))])
-def test_a_signal_mid_run_saves_what_was_measured_and_stops_the_broker(tmp_path, signum, code,
-                                                                      again):
+    (signal.SIGINT, 130, (0.2, 0.3, 0.5, 1.0, 1.0, 1.0), "mid-run")])
+def test_a_signal_saves_what_was_measured_and_leaves_nothing(tmp_path, signum, code, again,
+                                                             when):
     compare = _compare_with_own_home(tmp_path)
-    _wait_until_publishing(tmp_path, compare)
+    if when == "start-up":
+        _wait_until_the_nodes_start(tmp_path, compare)
+    else:
+        _wait_until_publishing(tmp_path, compare)
     pieces = _children(compare.pid)
     compare.send_signal(signum)
     for pause in again:
@@ -170,7 +182,7 @@ def test_a_signal_mid_run_saves_what_was_measured_and_stops_the_broker(tmp_path,
     assert "Traceback" not in stderr and "saved in" in stderr
     result = json.loads((tmp_path / "r.json").read_text())
     (run,) = result["runs"]
-    assert result["interrupted"] and run["delivered"] > 0
+    assert result["interrupted"] and (run["delivered"] > 0) == (when == "mid-run")
     assert run["verdict"]["cause"].startswith("interrupted: stopped by the user")
     assert not run["declared"]["left"]
     assert not [pid for pid in pieces if Path(f"/proc/{pid}").exists()], "a piece was left"
