@@ -291,6 +291,13 @@ class Tracer:
         await web.TCPSite(runner, host, port).start()
         return runner
 
+    def otel_metrics(self, meter=None) -> None:
+        """Also publish the figures as OpenTelemetry metrics (the host's meter provider, or
+        `meter`); needs opentelemetry-api, and an SDK to record them."""
+        from mqprobe.metrics import register_otel_metrics
+
+        register_otel_metrics(self, meter)
+
     def pause_totals(self, kind: str) -> tuple[int, float, float]:
         """GC pauses or loop stalls since watch_pauses(): count, seconds in all, longest s."""
         count, total_ns, longest_ns = self.timeline.totals.get(EventKind(kind), (0, 0, 0))

@@ -247,3 +247,48 @@ def _add_quantiles(family, labels: list[str], histogram: FastHistogram) -> None:
     for (quantile, _p), value in zip(QUANTILES, values, strict=True):
         family.add_metric([*labels, quantile], value)
     family.add_metric([*labels, "1"], round(histogram.max_ns / 1e6, 3))
+
+
+def register_otel_metrics(tracer, meter=None) -> None:
+    """The same figures as OpenTelemetry observable instruments, read at each collection:
+    per-hop and per-group percentiles (gauges, ms) and the counts (counters). `meter`
+    defaults to the host's global meter provider's; without the OTel API this raises
+    ImportError, with the API alone (no SDK) nothing is recorded."""
+    from opentelemetry import metrics
+    from opentelemetry.metrics import Observation
+
+    meter = meter or metrics.get_meter("mqprobe")
+    node = tracer.node
+
+    def hop_quantiles(_options):
+        out = []
+        for hop, histogram in tracer.hops.items():
+            if histogram.total:
+                values = histogram.percentiles_ms(tuple(p for _q, p in QUANTILES))
+                out += [Observation(v, {"node": node, "hop": hop, "quantile": q})
+                        for (q, _p), v in zip(QUANTILES, values, strict=True)]
+        return out
+
+    def group_quantiles(_options):
+        out = []
+        for group, hops in tracer.groups.items():
+            for hop, histogram in hops.items():
+                if histogram.total:
+                    values = histogram.percentiles_ms(tuple(p for _q, p in QUANTILES))
+                    out += [Observation(v, {"node": node, "group": group, "hop": hop,
+                                            "quantile": q})
+                            for (q, _p), v in zip(QUANTILES, values, strict=True)]
+        return out
+
+    meter.create_observable_gauge("mqprobe.hop.latency", [hop_quantiles], unit="ms",
+                                  description="Per-hop latency percentiles of traced messages")
+    meter.create_observable_gauge("mqprobe.group.latency", [group_quantiles], unit="ms",
+                                  description="Per-group hop percentiles (busiest groups)")
+    for name in ("published", "traced", "untraced", "unsampled", "seq_gaps"):
+        meter.create_observable_counter(
+            f"mqprobe.{name}", [lambda _o, n=name: [Observation(getattr(tracer, n),
+                                                                {"node": node})]])
+    for kind in ("gc", "loop-stall"):
+        meter.create_observable_counter(
+            f"mqprobe.{kind.replace('-', '_')}.pauses",
+            [lambda _o, k=kind: [Observation(tracer.pause_totals(k)[0], {"node": node})]])

@@ -162,3 +162,26 @@ def test_without_a_recording_span_nothing_changes():
     tracer = Tracer("n1")
     trace = tracer.consumed(tracer.publish_headers("5"))  # no span is current
     assert trace is not None and tracer.traced == 1
+
+
+def test_the_same_figures_as_opentelemetry_metrics():
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("host")
+    tracer = Tracer("n1")
+    for i in range(50):
+        trace = tracer.consumed(tracer.publish_headers(str(i % 2)))
+        tracer.event_data(trace, {})
+        tracer.emitted(trace)
+    tracer.otel_metrics(meter)
+    data = reader.get_metrics_data()
+    metrics = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics
+               for m in sm.metrics}
+    assert {"mqprobe.hop.latency", "mqprobe.group.latency", "mqprobe.traced"} <= set(metrics)
+    hops = {(p.attributes["hop"], p.attributes["quantile"]): p.value
+            for p in metrics["mqprobe.hop.latency"].data.data_points}
+    assert hops[("mq", "0.99")] == tracer.hops["mq"].percentiles_ms((99.0,))[0]
+    (traced,) = metrics["mqprobe.traced"].data.data_points
+    assert traced.value == 50
