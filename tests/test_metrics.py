@@ -185,3 +185,24 @@ def test_the_same_figures_as_opentelemetry_metrics():
     assert hops[("mq", "0.99")] == tracer.hops["mq"].percentiles_ms((99.0,))[0]
     (traced,) = metrics["mqprobe.traced"].data.data_points
     assert traced.value == 50
+
+
+def test_metrics_on_a_port_of_their_own_listen_on_loopback():
+    import asyncio
+    import urllib.request
+
+    async def scenario() -> tuple[str, bytes]:
+        tracer = Tracer("n1")
+        tracer.consumed(tracer.publish_headers("1"))
+        runner = await tracer.serve_metrics(0)
+        try:
+            host, port = runner.addresses[0][:2]
+            body = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read())
+            return host, body
+        finally:
+            await runner.cleanup()
+
+    host, body = asyncio.run(scenario())
+    assert host == "127.0.0.1"
+    assert b'mqprobe_traced_total{node="n1"} 1.0' in body
