@@ -548,6 +548,18 @@ def broker_down(state_dir: StateDir = None) -> None:
     console.print("broker stopped" if stopped else "no managed broker was running")
 
 
+@broker_app.command("url")
+def broker_url(state_dir: StateDir = None,
+               show_password: Annotated[bool, typer.Option(
+                   "--show-password", help="Print the password too (for a server of yours "
+                   "to connect with); never shown otherwise.")] = False) -> None:
+    """The managed broker's AMQP URL, for your own server in any language."""
+    state = ManagedBroker(state_dir).running_state()
+    if state is None:
+        raise UserError("no managed broker runs: start one with `mqprobe broker up`")
+    print(state.amqp_url if show_password else redact_url(state.amqp_url))
+
+
 @broker_app.command("status")
 def broker_status(state_dir: StateDir = None,
                   json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -698,6 +710,9 @@ def publish_cmd(
     size: Annotated[int, typer.Option(help="Body bytes.")] = 1024,
     duration: Annotated[float, typer.Option(help="Seconds.")] = 5.0,
     prefix: Annotated[str, typer.Option(help="Prefix of exchange names.")] = "mqprobe.",
+    exchange: Annotated[str | None, typer.Option(
+        help="Publish into this existing exchange as it is (declared passively: nothing is "
+             "created); routing keys come from the topology.")] = None,
     inject: Inject = None,
     amqp_url: AmqpUrl = None, json_path: JsonPath = None, control: Control = False,
 ) -> None:
@@ -712,10 +727,15 @@ def publish_cmd(
     if problems:
         raise UserError("; ".join(problems))
     group_ids = [check_id("group", g) for g in _csv(groups, "--groups")]
+    topo = resolve(topology)
+    if exchange is not None and (topo.manager or not exchange.strip() or len(exchange) > 255):
+        raise UserError("--exchange takes an exchange name of 1 to 255 characters, and does "
+                        "not apply to python-socketio's manager topology")
     with broker_for(amqp_url) as (url, _):
-        config = PublishConfig(amqp_url=url, topology=resolve(topology), groups=group_ids,
+        config = PublishConfig(amqp_url=url, topology=topo, groups=group_ids,
                                rate=rate, size=size, duration_s=duration, prefix=prefix,
-                               broker_delay_ms=parse_injections(inject or []).broker_delay_ms)
+                               broker_delay_ms=parse_injections(inject or []).broker_delay_ms,
+                               exchange=exchange or "")
         _piece(control, json_path, lambda: run_publisher(config, control))
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import aio_pika
 import socketio
 
+from mqprobe.broker import BrokerError
 from mqprobe.node import EVENT, room_for
 from mqprobe.process import emit_event, wait_for_stop
 from mqprobe.records import Latency, LoopLagMonitor
@@ -43,6 +44,7 @@ class PublishConfig:
     prefix: str = "mqprobe."
     max_in_flight: int = 1000
     broker_delay_ms: int = 0  # injected: a TTL queue holds each message this long
+    exchange: str = ""  # an existing exchange to publish into as it is (declared passively)
 
 
 def schedule(groups: list[str], rate: float, duration_s: float) -> list[tuple[int, str, int]]:
@@ -88,11 +90,24 @@ class Publisher:
             return
         self._connection = await aio_pika.connect_robust(cfg.amqp_url)
         channel = await self._connection.channel(publisher_confirms=True)
-        for name in topo.exchanges(cfg.prefix, cfg.groups):
-            exchange = await channel.declare_exchange(name, topo.exchange_type, auto_delete=True)
+        names = [cfg.exchange] if cfg.exchange else topo.exchanges(cfg.prefix, cfg.groups)
+        for name in names:
+            try:
+                if cfg.exchange:
+                    exchange = await channel.declare_exchange(name, passive=True)
+                else:
+                    exchange = await channel.declare_exchange(name, topo.exchange_type,
+                                                              auto_delete=True)
+            except aio_pika.exceptions.ChannelClosed as exc:
+                raise _declare_problem(exc, name, topo, passive=bool(cfg.exchange)) from None
             if cfg.broker_delay_ms:
                 exchange = await self._delay_in_front_of(channel, name)
             self._exchanges[name] = exchange
+
+    def _exchange_for(self, group: str) -> aio_pika.abc.AbstractExchange:
+        if self.config.exchange:
+            return self._exchanges[self.config.exchange]
+        return self._exchanges[self.config.topology.exchange_for(self.config.prefix, group)]
 
     async def _delay_in_front_of(self, channel, target: str) -> aio_pika.abc.AbstractExchange:
         """A real broker-side wait: a fanout exchange into a queue whose messages expire after
@@ -152,8 +167,8 @@ class Publisher:
             else:
                 message = aio_pika.Message(self.body, headers=encode_amqp_headers(stamp),
                                            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
-                exchange = self._exchanges[topo.exchange_for(self.config.prefix, group)]
-                await exchange.publish(message, routing_key=topo.routing_key_for(group))
+                await self._exchange_for(group).publish(message,
+                                                        routing_key=topo.routing_key_for(group))
             self.confirmed += 1
         except aio_pika.exceptions.DeliveryError:
             self.nacked += 1
@@ -180,7 +195,7 @@ class Publisher:
         if self._connection and not self._connection.is_closed:
             with contextlib.suppress(Exception):
                 channel = await self._connection.channel()
-                for name in self._exchanges:
+                for name in [] if self.config.exchange else self._exchanges:
                     for unused in (f"{name}.delay", name) if self.config.broker_delay_ms else (name,):
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(channel.exchange_delete(unused, if_unused=True), 3)
@@ -193,13 +208,28 @@ class Publisher:
                 await self._manager.publisher_connection.close()
 
 
+def _declare_problem(exc: Exception, name: str, topology: Topology, passive: bool) -> BrokerError:
+    """One sentence for an exchange the broker would not declare."""
+    text = str(exc)
+    if passive and "NOT_FOUND" in text:
+        return BrokerError(f"exchange {name!r} does not exist on this broker's virtual host: "
+                           "--exchange publishes into an existing exchange and creates none")
+    if "PRECONDITION_FAILED" in text:
+        return BrokerError(f"exchange {name!r} already exists with other settings (type, "
+                           f"durable, auto-delete) than topology {topology.name} declares: "
+                           f"publish into it as it is with --exchange {name}")
+    if "ACCESS_REFUSED" in text:
+        return BrokerError(f"the broker refused this user access to exchange {name!r}")
+    return BrokerError(f"the broker would not declare exchange {name!r}: {text[:200]}")
+
+
 async def run_publisher(config: PublishConfig, control: bool) -> dict:
     """Publish the schedule; a stop (command or signal) ends it early with what was sent."""
     publisher = Publisher(config)
-    await publisher.connect()
-    emit_event("ready")
     loop = asyncio.get_running_loop()
     try:
+        await publisher.connect()  # a refused declare still closes the connection below
+        emit_event("ready")
         report = (lambda fields: emit_event("progress", **fields)) if control else None
         running = loop.create_task(publisher.run(report))
         stopping = loop.create_task(wait_for_stop(control))

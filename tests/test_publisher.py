@@ -11,3 +11,46 @@ def test_publish_by_hand_leaves_no_unused_exchange(broker):
     assert result.returncode == 0, result.stderr
     exchanges = [e["name"] for e in management_get(broker.management_url, "/api/exchanges")]
     assert not [name for name in exchanges if name.startswith("typo.")], exchanges
+
+
+def _declare_exchange(url: str, name: str, **options) -> None:
+    import asyncio
+
+    import aio_pika
+
+    async def declare() -> None:
+        connection = await aio_pika.connect(url)
+        channel = await connection.channel()
+        await channel.declare_exchange(name, "topic", **options)
+        await connection.close()
+
+    asyncio.run(declare())
+
+
+def test_publish_into_an_existing_exchange_as_it_is(vhost_url, tmp_path):
+    import json
+
+    from .test_broker import _exists
+
+    _declare_exchange(vhost_url, "theirs.durable", durable=True)
+    out = tmp_path / "p.json"
+    result = run_cli("publish", "--exchange", "theirs.durable", "--groups", "1,2", "--rate",
+                     "10", "--duration", "0.5", "--json", str(out), amqp_url=vhost_url)
+    assert result.returncode == 0, result.stderr
+    published = json.loads(out.read_text())
+    assert published["confirmed"] == published["sent"] == 10 and published["errors"] == 0
+    assert _exists(vhost_url, "exchange", "theirs.durable")  # theirs: never deleted
+    assert not _exists(vhost_url, "exchange", "mqprobe.groups")  # nothing of ours made
+
+
+def test_a_missing_or_conflicting_exchange_is_one_sentence(vhost_url):
+    missing = run_cli("publish", "--exchange", "nope", "--duration", "0.5", amqp_url=vhost_url)
+    assert missing.returncode == 1
+    assert "exchange 'nope' does not exist" in missing.stderr
+    _declare_exchange(vhost_url, "mqprobe.groups", durable=True)  # what single-topic declares
+    clash = run_cli("publish", "--duration", "0.5", amqp_url=vhost_url)
+    assert clash.returncode == 1
+    assert "already exists with other settings" in clash.stderr
+    assert "--exchange mqprobe.groups" in clash.stderr
+    for result in (missing, clash):
+        assert "Traceback" not in result.stderr and "ERROR" not in result.stderr
