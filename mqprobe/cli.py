@@ -437,9 +437,12 @@ def _print_trace_line(line: dict) -> None:
 
 def _print_trace_summary(summary: dict) -> None:
     hops = summary["hops"]
+    from mqprobe.report import negative_text, print_untraced
+
     console.print(f"group {summary['group']}: {summary['received']} messages received by "
                   f"{summary['listeners']} listener(s); probes sent {summary['probes_sent']}, "
                   f"lost {summary['probes_lost']}; untraced events {summary['untraced']}")
+    print_untraced(summary, console)
     for node, clock in summary.get("clocks", {}).items():
         if clock["corrected"]:
             console.print(f"  node {node}'s clock is {clock['offset_ms']:+.3f} ms from ours "
@@ -454,8 +457,10 @@ def _print_trace_summary(summary: dict) -> None:
     for hop in ("mq", "server", "delivery", "e2e"):
         if hop in hops:
             h = hops[hop]
+            negative = negative_text(h)
             console.print(f"  {hop:<9} p50 {h['p50_ms']:>8.3f}  p99 {h['p99_ms']:>8.3f}  "
-                          f"max {h['max_ms']:>8.3f} ms  ({h['count']} deliveries)")
+                          f"max {h['max_ms']:>8.3f} ms  ({h['count']} deliveries)"
+                          + (f"  negative {negative}" if negative else ""))
 
 
 def _print_replayed(group: str, run: dict) -> None:

@@ -224,10 +224,34 @@ def print_hops(swarm_result: dict, console: Console) -> None:
     rows = [(hop, hops[hop].summary()) for hop in (*HOP_COLUMNS, "e2e_planned") if hop in hops]
     if "self_lag" in swarm_result:
         rows.append(("self-lag", Latency.from_json(swarm_result["self_lag"]).summary()))
+    negative = any(s.get("negative") for _hop, s in rows)
+    if negative:  # clock skew between hosts: shown, never hidden (README's promise)
+        table.add_column("negative", justify="right")
     for hop, s in rows:
         table.add_row(hop, str(s["count"]), *(_ms(s[k]) for k in
-                                              ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms")))
+                                              ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms")),
+                      *([negative_text(s)] if negative else []))
     console.print(table)
+    print_untraced(swarm_result, console)
+
+
+def negative_text(summary: dict) -> str:
+    """`12 (min -3.21 ms)` for a hop with negative values (clock skew), else ''."""
+    if not summary.get("negative"):
+        return ""
+    return f"{summary['negative']} (min {summary.get('min_ms', 0):.2f} ms)"
+
+
+def print_untraced(result: dict, console: Console, shown: int = 3) -> None:
+    """How many events carried no usable trace, and why: the commonest reasons first."""
+    reasons = result.get("untraced_reasons") or {}
+    if not result.get("untraced"):
+        return
+    ranked = sorted(reasons.items(), key=lambda item: -item[1])
+    text = "; ".join(f"{count} x {reason}" for reason, count in ranked[:shown])
+    rest = sum(count for _reason, count in ranked[shown:])
+    console.print(Text(f"untraced events {result['untraced']}: {text}"
+                       + (f"; {rest} for other reasons" if rest else ""), style="yellow"))
 
 
 def sweep_table(result: dict) -> Table:

@@ -128,6 +128,7 @@ class Swarm:
     failed: int = 0
     disconnects: int = 0
     untraced: int = 0
+    untraced_reasons: dict[str, int] = field(default_factory=dict)  # bounded, see _untraced
     misrouted: int = 0
     first_error: str = ""
 
@@ -233,9 +234,11 @@ class Swarm:
     def _on_event(self, member: Member, frame: str, t_recv: int) -> None:
         raw = field_from_frame(frame)
         try:
+            if raw is None:
+                raise TraceFormatError("no mqprobe list first in the event's object")
             trace = decode_socketio_field(raw)
-        except TraceFormatError:
-            self.untraced += 1
+        except TraceFormatError as exc:
+            self._untraced(str(exc))
             return
         if trace.group != member.group:
             self.misrouted += 1
@@ -247,7 +250,7 @@ class Swarm:
         seq, seen = trace.seq, member.seen
         if seq >= len(seen):
             if seq - len(seen) > SEQ_JUMP_MAX:  # no publisher of ours skips that far
-                self.untraced += 1
+                self._untraced(f"seq more than {SEQ_JUMP_MAX} ahead of its group's last")
                 return
             seen.extend(bytes(seq - len(seen) + 256))
         tally = self.tallies[member.group]
@@ -302,10 +305,20 @@ class Swarm:
         await self.session.close()
         return self.result()
 
+    def _untraced(self, reason: str) -> None:
+        """Count an event that carried no usable trace, and why (at most 16 reasons of 160
+        characters; the rest are counted together)."""
+        self.untraced += 1
+        reason = reason[:160]
+        if reason not in self.untraced_reasons and len(self.untraced_reasons) >= 16:
+            reason = "(other reasons)"
+        self.untraced_reasons[reason] = self.untraced_reasons.get(reason, 0) + 1
+
     def result(self) -> dict:
         return {
             **self.progress(),
             "untraced": self.untraced,
+            "untraced_reasons": dict(self.untraced_reasons),
             "misrouted": self.misrouted,
             "first_error": self.first_error,
             "rss_bytes": rss_bytes(),

@@ -119,6 +119,7 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
             else "publisher (the broker did not confirm it)")})
     return {"group": group, "listeners": swarm.progress()["joined"], "received": len(seen_ids),
             "probes_sent": len(probes), "probes_lost": len(lost), "untraced": swarm.untraced,
+            "untraced_reasons": dict(swarm.untraced_reasons),
             "hops": {hop: latency.summary() for hop, latency in hops.items()},
             "clocks": {node: _clock_json(b) for node, b in clocks.items() if b.probes}}
 

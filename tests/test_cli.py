@@ -197,3 +197,22 @@ def test_every_expected_failure_is_one_family_and_bugs_are_not_in_it():
         assert issubclass(error, MqprobeError)
     # a plain ValueError, KeyError or TypeError is a bug: it keeps its traceback
     assert not any(issubclass(bug, USER_ERRORS) for bug in (ValueError, KeyError, TypeError))
+
+
+def test_negative_hops_and_untraced_reasons_are_shown_never_hidden():
+    from rich.console import Console
+
+    from mqprobe.records import HopSet
+    from mqprobe.report import print_hops
+
+    hops = HopSet()
+    for value in (1_000_000, 2_000_000, -3_210_000):  # the last: a clock behind by 3 ms
+        hops["mq"].record(value)
+    console = Console(record=True, width=120)
+    print_hops({"delivered": 3, "hops": {"1": hops.to_json()}, "untraced": 5,
+                "untraced_reasons": {"no mqprobe list first in the event's object": 4,
+                                     "seq more than 65536 ahead of its group's last": 1}},
+               console)
+    text = console.export_text()
+    assert "negative" in text and "1 (min -3.21 ms)" in text
+    assert "untraced events 5: 4 x no mqprobe list first in the event's object; 1 x seq" in text

@@ -61,6 +61,8 @@ async def _foreign_server_scenario() -> Swarm:
 def test_foreign_trace_fields_are_counted_not_fatal():
     swarm = asyncio.run(_foreign_server_scenario())
     assert swarm.untraced == 3 * 4  # no field, wrong version, not a list: per member
+    assert swarm.result()["untraced_reasons"] == {  # no field and a string field alike
+        "no mqprobe list first in the event's object": 8, "mqprobe field version 7 is not 1": 4}
     assert swarm.tallies["1"].delivered == 2 * 4  # seq 0 and seq 1
     assert swarm.tallies["1"].duplicated == 4  # seq 0 sent twice
     assert swarm.misrouted == 4  # a group-2 message in a group-1 room
@@ -114,6 +116,7 @@ def test_a_foreign_seq_far_ahead_is_untraced_not_a_huge_allocation():
     swarm._on_event(member, frame(5), 10)
     swarm._on_event(member, frame(300_000_000), 10)
     assert swarm.untraced == 1 and len(member.seen) < SEQ_JUMP_MAX
+    assert swarm.untraced_reasons == {f"seq more than {SEQ_JUMP_MAX} ahead of its group's last": 1}
     swarm._on_event(member, frame(5000), 10)  # ahead, but within reach: counted
     assert swarm.tallies["1"].delivered == 2
     assert field_from_frame('42["message",{"mqprobe":' + "[" * 200_000 + "]") is None
