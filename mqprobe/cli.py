@@ -436,9 +436,9 @@ def _print_trace_line(line: dict) -> None:
 
 
 def _print_trace_summary(summary: dict) -> None:
-    hops = summary["hops"]
     from mqprobe.report import negative_text, print_untraced
 
+    hops = summary["hops"]
     console.print(f"group {summary['group']}: {summary['received']} messages received by "
                   f"{summary['listeners']} listener(s); probes sent {summary['probes_sent']}, "
                   f"lost {summary['probes_lost']}; untraced events {summary['untraced']}")
