@@ -241,10 +241,15 @@ def _counter(family, name: str, text: str, node: str, value: float):
     return metric
 
 
-def _add_quantiles(family, labels: list[str], histogram: FastHistogram) -> None:
+def quantiles_of(histogram: FastHistogram) -> list[tuple[str, float]]:
+    """(quantile label, ms) for p50, p90, p99 and p99.9: what Prometheus and OTel export."""
     values = histogram.percentiles_ms(tuple(p for _q, p in QUANTILES))
-    for (quantile, _p), value in zip(QUANTILES, values, strict=True):
-        family.add_metric([*labels, quantile], value)
+    return [(quantile, ms) for (quantile, _p), ms in zip(QUANTILES, values, strict=True)]
+
+
+def _add_quantiles(family, labels: list[str], histogram: FastHistogram) -> None:
+    for quantile, ms in quantiles_of(histogram):
+        family.add_metric([*labels, quantile], ms)
     family.add_metric([*labels, "1"], round(histogram.max_ns / 1e6, 3))
 
 
@@ -260,24 +265,15 @@ def register_otel_metrics(tracer, meter=None) -> None:
     node = tracer.node
 
     def hop_quantiles(_options):
-        out = []
-        for hop, histogram in tracer.hops.items():
-            if histogram.total:
-                values = histogram.percentiles_ms(tuple(p for _q, p in QUANTILES))
-                out += [Observation(v, {"node": node, "hop": hop, "quantile": q})
-                        for (q, _p), v in zip(QUANTILES, values, strict=True)]
-        return out
+        return [Observation(ms, {"node": node, "hop": hop, "quantile": q})
+                for hop, histogram in tracer.hops.items() if histogram.total
+                for q, ms in quantiles_of(histogram)]
 
     def group_quantiles(_options):
-        out = []
-        for group, hops in tracer.groups.items():
-            for hop, histogram in hops.items():
-                if histogram.total:
-                    values = histogram.percentiles_ms(tuple(p for _q, p in QUANTILES))
-                    out += [Observation(v, {"node": node, "group": group, "hop": hop,
-                                            "quantile": q})
-                            for (q, _p), v in zip(QUANTILES, values, strict=True)]
-        return out
+        return [Observation(ms, {"node": node, "group": group, "hop": hop, "quantile": q})
+                for group, hops in tracer.groups.items()
+                for hop, histogram in hops.items() if histogram.total
+                for q, ms in quantiles_of(histogram)]
 
     meter.create_observable_gauge("mqprobe.hop.latency", [hop_quantiles], unit="ms",
                                   description="Per-hop latency percentiles of traced messages")
