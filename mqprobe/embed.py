@@ -34,12 +34,12 @@ header makes the message go on untraced, and it is counted (`tracer.stats()`). W
 from __future__ import annotations
 
 import itertools
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mqprobe.metrics import FastHistogram, GroupTable, Hops, PrometheusCollector
-from mqprobe.records import LoopLagMonitor
+from mqprobe.records import LoopLagMonitor, Reasons
 from mqprobe.stamps import (
     AMQP_HEADER,
     SOCKETIO_FIELD,
@@ -65,8 +65,6 @@ try:  # OpenTelemetry, when the host has it: never a dependency of ours
 except ImportError:  # pragma: no cover - depends on the host
     _otel_trace = None
 
-_MAX_REASONS = 32  # distinct reasons kept; the rest are counted together
-_MAX_REASON_CHARS = 200
 _MAX_SEQ_GROUPS = 4096  # groups whose sequence is followed for gaps
 
 
@@ -98,7 +96,7 @@ class Tracer:
         self.untraced = 0
         self.unsampled = 0  # consumed messages that sampling left out (not untraced)
         self.seq_gaps = 0
-        self.untraced_reasons: Counter[str] = Counter()
+        self.untraced_reasons = Reasons(limit=32, chars=200)
         self.hops = Hops()  # mq, server, fanout; delivery and e2e where a listener reports
         self.groups = GroupTable()
         self._next_seq: dict[str, int] = {}
@@ -320,11 +318,7 @@ class Tracer:
     def count_untraced(self, exc: TraceFormatError) -> None:
         """Count a message that goes on without a trace, and why."""
         self.untraced += 1
-        reason = str(exc)[:_MAX_REASON_CHARS]
-        if reason in self.untraced_reasons or len(self.untraced_reasons) < _MAX_REASONS:
-            self.untraced_reasons[reason] += 1
-        else:
-            self.untraced_reasons["(other reasons)"] += 1
+        self.untraced_reasons.add(str(exc))
 
 
 def _trace_id_of(headers: object) -> str | None:

@@ -81,6 +81,22 @@ class Latency:
         return out
 
 
+class Reasons(dict):
+    """Why events went untraced, each with how often: at most `limit` reasons of `chars`
+    characters (a foreign server must not grow it without end); further reasons are
+    counted together under "(other reasons)"."""
+
+    def __init__(self, limit: int, chars: int) -> None:
+        super().__init__()
+        self.limit, self.chars = limit, chars
+
+    def add(self, reason: str) -> None:
+        reason = reason[:self.chars]
+        if reason not in self and len(self) >= self.limit:
+            reason = "(other reasons)"
+        self[reason] = self.get(reason, 0) + 1
+
+
 class HopSet(dict):
     """Latency per hop name, created on first use."""
 

@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from mqprobe.process import emit_event, wait_for_stop
-from mqprobe.records import HopSet, LoopLagMonitor
+from mqprobe.records import HopSet, LoopLagMonitor, Reasons
 from mqprobe.stamps import (
     DeliveryTrace,
     TraceFormatError,
@@ -128,7 +128,7 @@ class Swarm:
     failed: int = 0
     disconnects: int = 0
     untraced: int = 0
-    untraced_reasons: dict[str, int] = field(default_factory=dict)  # bounded, see _untraced
+    untraced_reasons: Reasons = field(default_factory=lambda: Reasons(16, 160))
     misrouted: int = 0
     first_error: str = ""
 
@@ -306,13 +306,9 @@ class Swarm:
         return self.result()
 
     def _untraced(self, reason: str) -> None:
-        """Count an event that carried no usable trace, and why (at most 16 reasons of 160
-        characters; the rest are counted together)."""
+        """Count an event that carried no usable trace, and why."""
         self.untraced += 1
-        reason = reason[:160]
-        if reason not in self.untraced_reasons and len(self.untraced_reasons) >= 16:
-            reason = "(other reasons)"
-        self.untraced_reasons[reason] = self.untraced_reasons.get(reason, 0) + 1
+        self.untraced_reasons.add(reason)
 
     def result(self) -> dict:
         return {
