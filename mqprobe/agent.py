@@ -35,6 +35,7 @@ from pathlib import Path
 import aio_pika
 
 from mqprobe import __version__
+from mqprobe.broker import delete_declared
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, from_exchanges
 from mqprobe.errors import InputError
 from mqprobe.process import Child, Piece, RunError, wait_for_stop
@@ -82,14 +83,11 @@ async def _leave(connection: aio_pika.abc.AbstractConnection,
     the last agent or coordinator to stop leaves nothing on the broker. Every agent's and
     coordinator's queue is bound to both (with a key no message carries), so neither
     exchange goes while anyone still publishes to it."""
-    with contextlib.suppress(Exception):
-        if queue is not None:
-            await asyncio.wait_for(queue.delete(if_unused=False, if_empty=False), 5)
-    for name in (CONTROL_EXCHANGE, RESULTS_EXCHANGE):
-        with contextlib.suppress(Exception):  # still in use (PRECONDITION_FAILED): it stays
-            channel = await asyncio.wait_for(connection.channel(), 5)
-            await asyncio.wait_for(channel.exchange_delete(name, if_unused=True), 5)
-            await channel.close()
+    if queue is not None:
+        await delete_declared(connection, [], [queue.name], timeout=5)
+    # one still in use (PRECONDITION_FAILED) stays
+    await delete_declared(connection, [CONTROL_EXCHANGE, RESULTS_EXCHANGE], timeout=5,
+                          if_unused=True)
 
 
 class Agent:

@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -451,16 +451,26 @@ def connect_problem(exc: BaseException, amqp_url: str) -> BrokerError:
 async def remove_declared(amqp_url: str, exchanges: list[str], queues: list[str],
                           timeout: float = 3.0, if_unused: bool = False) -> dict:
     """Delete what a run declared on the broker (some of it outlives its users: python-
-    socketio's manager declares a permanent exchange). What is already gone is fine;
-    returns what was removed and what could not be, so a result says what is left.
-    With `if_unused`, a queue someone consumes or an exchange still bound is left."""
+    socketio's manager declares a permanent exchange), over a connection of its own."""
     import aio_pika
 
-    removed, left = [], []
     try:
         connection = await aio_pika.connect(amqp_url, timeout=timeout)
     except Exception:
         return {"removed": [], "left": queues + exchanges}
+    try:
+        return await delete_declared(connection, exchanges, queues, timeout, if_unused)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.close(), 3)
+
+
+async def delete_declared(connection, exchanges: Sequence[str], queues: Sequence[str] = (),
+                          timeout: float = 3.0, if_unused: bool = False) -> dict:
+    """Delete queues, then exchanges, in order, on an open connection. What is already gone
+    is fine; returns what was removed and what could not be, so a result says what is
+    left. With `if_unused`, a queue someone consumes or an exchange still bound is left."""
+    removed, left = [], []
     try:
         channel = await connection.channel()
         for kind, names in (("queue", queues), ("exchange", exchanges)):
@@ -481,10 +491,7 @@ async def remove_declared(amqp_url: str, exchanges: list[str], queues: list[str]
                     if channel.is_closed:
                         channel = await connection.channel()
     except Exception:
-        left += [n for n in queues + exchanges if n not in removed and n not in left]
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(connection.close(), 3)
+        left += [n for n in [*queues, *exchanges] if n not in removed and n not in left]
     return {"removed": removed, "left": left}
 
 

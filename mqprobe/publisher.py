@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aio_pika
 import socketio
 
-from mqprobe.broker import BrokerError
+from mqprobe.broker import BrokerError, delete_declared
 from mqprobe.node import EVENT, room_for
 from mqprobe.process import emit_event, wait_for_stop
 from mqprobe.records import Latency, LoopLagMonitor
@@ -192,15 +192,11 @@ class Publisher:
     async def close(self) -> None:
         """Close, and delete the exchanges declared here that nothing is bound to (a typo'd
         --prefix leaves nothing behind; a node's bindings are never touched)."""
-        if self._connection and not self._connection.is_closed:
-            with contextlib.suppress(Exception):
-                channel = await self._connection.channel()
-                for name in [] if self.config.exchange else self._exchanges:
-                    for unused in (f"{name}.delay", name) if self.config.broker_delay_ms else (name,):
-                        with contextlib.suppress(Exception):
-                            await asyncio.wait_for(channel.exchange_delete(unused, if_unused=True), 3)
-                        if channel.is_closed:
-                            channel = await self._connection.channel()
+        if self._connection and not self._connection.is_closed and not self.config.exchange:
+            delay = self.config.broker_delay_ms
+            ours = [unused for name in self._exchanges
+                    for unused in ((f"{name}.delay", name) if delay else (name,))]
+            await delete_declared(self._connection, ours, if_unused=True)
         with contextlib.suppress(Exception):
             if self._connection:
                 await self._connection.close()
