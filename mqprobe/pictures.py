@@ -97,24 +97,25 @@ def _verdict_text(run: dict) -> str:
     return verdict_cell(run)[0]
 
 
-def _shown_runs(result: dict) -> list[dict]:
-    """One run per point: the median repeat; in a sweep, each topology's knee (or its
-    heaviest load), so the curves compare like with like."""
-    points = [representative(runs) for runs in by_point(
+def _points(result: dict) -> list[dict]:
+    """One run per topology x layout x load: the median repeat."""
+    return [representative(runs) for runs in by_point(
         result["runs"], lambda r: (r["topology"], r["layout"], r.get("load"))).values()]
+
+
+def _shown_runs(result: dict) -> list[dict]:
+    """The runs the percentile curves compare: every point of a compare; in a sweep, each
+    topology at its knee (or at its heaviest load), so like is compared with like."""
+    points = _points(result)
     if "sweep" not in result:
         return points
     knees = result["sweep"].get("knees") or {}
-    chosen = {}
+    by_topology: dict[str, list[dict]] = {}
     for run in points:
-        knee = knees.get(run["topology"])
-        best = chosen.get(run["topology"])
-        if knee and run.get("load") == knee.get("load"):
-            chosen[run["topology"]] = run
-        elif best is None or (not (knee and best.get("load") == knee.get("load"))
-                              and run.get("load", 0) > best.get("load", 0)):
-            chosen[run["topology"]] = run
-    return list(chosen.values())
+        by_topology.setdefault(run["topology"], []).append(run)
+    return [next((r for r in runs if r.get("load") == (knees.get(t) or {}).get("load")),
+                 max(runs, key=lambda r: r.get("load", 0)))
+            for t, runs in by_topology.items()]
 
 
 # -- percentile curves ---------------------------------------------------------------------
@@ -245,8 +246,7 @@ def run_timelines(result: dict) -> list[Picture]:
 
 # -- the tail by hop -----------------------------------------------------------------------
 def tail_by_hop(result: dict) -> Picture:
-    runs = [representative(runs) for runs in by_point(
-        result["runs"], lambda r: (r["topology"], r["layout"], r.get("load"))).values()]
+    runs = _points(result)
     figure, axes = _figure(1, 2, figsize=(13, 1.2 + 0.55 * len(runs)), sharey=True)
     rows = list(range(len(runs)))
     for ax, (name, key) in zip(axes, (("p50", "p50_ms"), ("p99", "p99_ms")), strict=True):
