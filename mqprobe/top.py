@@ -56,6 +56,15 @@ def parse(text: str, url: str, at: float) -> list[NodeView]:
         families = list(text_string_to_metric_families(text))
     except (ValueError, TypeError, IndexError) as exc:
         raise InputError(f"{redact_url(url)} did not answer Prometheus text: {exc}") from None
+    try:
+        _read(families, view)
+    except KeyError as exc:  # a family of our name without our labels: not one of ours
+        raise InputError(f"{redact_url(url)} has mqprobe metrics without the label {exc}") \
+            from None
+    return list(views.values())
+
+
+def _read(families, view) -> None:
     for family in families:
         for sample in family.samples:
             labels = sample.labels
@@ -81,7 +90,6 @@ def parse(text: str, url: str, at: float) -> list[NodeView]:
                 kind = family.name.removeprefix("mqprobe_").removesuffix("_longest_ms")
                 count, _longest = view(labels).pauses.get(kind, (0, 0))
                 view(labels).pauses[kind] = (count, sample.value)
-    return list(views.values())
 
 
 def _fetch(url: str, timeout: float) -> str:

@@ -59,3 +59,13 @@ def test_top_refuses_what_is_not_a_url():
     result = run_cli("top", "--metrics-url", "file:///etc/passwd", "--once")
     assert result.returncode == 1 and "http(s)://" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_foreign_exporter_using_our_names_is_one_sentence_not_a_crash():
+    import pytest
+
+    from mqprobe.errors import InputError
+
+    foreign = "# TYPE mqprobe_hop_quantile_ms gauge\nmqprobe_hop_quantile_ms{node=\"x\"} 1.0\n"
+    with pytest.raises(InputError, match="without the label 'hop'"):
+        parse(foreign, "http://u:secret@h/metrics", at=0.0)
