@@ -79,6 +79,7 @@ def merge_run(publisher: dict | None, swarms: list[dict], nodes: list[dict]) -> 
             "joined": sum(s.get("joined", 0) for s in swarms),
             "failed": sum(s.get("failed", 0) for s in swarms),
             "disconnects": sum(s.get("disconnects", 0) for s in swarms),
+            "reconnects": sum(s.get("reconnects", 0) for s in swarms),
             "rss_bytes": sum(s.get("rss_bytes", 0) for s in swarms),
             "processes": len(swarms),
         },
@@ -268,8 +269,9 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     if swarm["failed"] or swarm["disconnects"]:
         return Verdict.of(Cause.INSTRUMENT_FAILED,
                           f"{swarm['failed']} clients failed to connect and {swarm['disconnects']}"
-                          " disconnected during the run (the server may have dropped them: see "
-                          "its log); counts and figures are not to be trusted", counts)
+                          f" disconnected during the run ({swarm.get('reconnects', 0)} came back; "
+                          "the server may have dropped them: see its log); counts and figures "
+                          "are not to be trusted", counts)
     if attribution is None:
         if run["lost"]:
             return _lost(run, counts)

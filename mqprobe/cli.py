@@ -35,7 +35,7 @@ from mqprobe.compare import (
 )
 from mqprobe.errors import InputError, MqprobeError
 from mqprobe.process import RunInterrupted, emit_event
-from mqprobe.report import load_result, print_compare, print_hops, print_sweep
+from mqprobe.report import load_result, print_compare, print_connections, print_hops, print_sweep
 from mqprobe.stamps import DeliveryTrace
 from mqprobe.topology import LAYOUTS, resolve
 
@@ -63,6 +63,9 @@ PngDir = Annotated[Path | None, typer.Option(
     "--png", help="Also write each picture as a PNG file in this directory.")]
 JsonPath = Annotated[Path | None, typer.Option("--json", help="Write the result JSON here.")]
 Control = Annotated[bool, typer.Option("--control", hidden=True)]
+Eio = Annotated[str, typer.Option(
+    "--eio", help="engine.io protocol: 4 (socket.io 3/4), 3 (socket.io 2) or auto (asked of "
+    "each server).")]
 Prefetch = Annotated[int | None, typer.Option(help="Override the topology's prefetch.")]
 Ack = Annotated[str | None, typer.Option(help="Override ack mode: after | before | auto.")]
 Channel = Annotated[str | None, typer.Option(help="Override: shared | per-consumer.")]
@@ -394,7 +397,7 @@ def trace_cmd(
     timeout: Annotated[float, typer.Option(help="A probe unseen this long is lost.")] = 5.0,
     from_run: Annotated[Path | None, typer.Option("--from", help="Replay the group from a "
                                                   "saved result JSON instead.")] = None,
-    amqp_url: AmqpUrl = None, json_path: JsonPath = None,
+    eio: Eio = "auto", amqp_url: AmqpUrl = None, json_path: JsonPath = None,
 ) -> None:
     """Follow one group's messages hop by hop, live on a running system or from a saved run."""
     from mqprobe.stamps import check_id
@@ -412,7 +415,7 @@ def trace_cmd(
     config = TraceConfig(group=group, socketio_urls=urls, clients=clients,
                          exchange=exchange, exchange_type=exchange_type,
                          routing_key=routing_key, rate=publish, duration_s=duration,
-                         timeout_s=timeout)
+                         timeout_s=timeout, eio=_eio(eio))
     console.print(f"following group {group} on {', '.join(urls)} for {duration:g} s"
                   + (f", {publish:g} probes/s into {exchange}" if publish else ""))
     with (broker_for(amqp_url) if publish else contextlib.nullcontext((None, None))) as (url, _):
@@ -442,6 +445,8 @@ def _print_trace_summary(summary: dict) -> None:
     console.print(f"group {summary['group']}: {summary['received']} messages received by "
                   f"{summary['listeners']} listener(s); probes sent {summary['probes_sent']}, "
                   f"lost {summary['probes_lost']}; untraced events {summary['untraced']}")
+    if summary.get("failed") or summary.get("disconnects"):
+        print_connections(summary, console)
     print_untraced(summary, console)
     for node, clock in summary.get("clocks", {}).items():
         if clock["corrected"]:
@@ -689,7 +694,7 @@ def swarm_cmd(
     group_sizes: Annotated[str, typer.Option(help="Members per group: 100,100,300.")] = "100",
     slice_: Annotated[str, typer.Option("--slice", help="i/K: this process's share.")] = "0/1",
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep.")] = 0,
-    json_path: JsonPath = None, control: Control = False,
+    eio: Eio = "auto", json_path: JsonPath = None, control: Control = False,
 ) -> None:
     """Thousands of socket.io clients in one process, joined to their group rooms."""
     from mqprobe.swarm import SwarmConfig, run_swarm
@@ -702,9 +707,22 @@ def swarm_cmd(
     sizes = _ints(group_sizes, "--group-sizes")
     config = SwarmConfig(node_urls=_csv(node_urls, "--node-urls"),
                          group_sizes={str(i + 1): n for i, n in enumerate(sizes)},
-                         slice_index=index, slice_count=count, samples=samples)
-    _piece(control, json_path, lambda: run_swarm(config, control),
-           lambda result: print_hops(result, console))
+                         slice_index=index, slice_count=count, samples=samples, eio=_eio(eio))
+
+    def render(result: dict) -> None:
+        print_connections(result, console)
+        print_hops(result, console)
+        if result["planned"] and not result["joined"]:
+            raise UserError(f"no client joined its group ({result['first_error']})")
+
+    _piece(control, json_path, lambda: run_swarm(config, control), render)
+
+
+def _eio(value: str) -> int | None:
+    """--eio: 3, 4, or auto (None: each server's preflight handshake finds it)."""
+    if value not in ("3", "4", "auto"):
+        raise UserError(f"--eio must be 3, 4 or auto, got {value!r}")
+    return None if value == "auto" else int(value)
 
 
 @app.command("publish")

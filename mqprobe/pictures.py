@@ -40,7 +40,8 @@ LINE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 EVENT_COLOURS = {"loop-stall": "#d62728", "gc": "#9467bd", "window-full": "#ff7f0e",
                  "consumer-busy": "#fdd49e", "publisher-blocked": "#8c564b",
                  "queue-backlog": "#1f77b4", "broker-alarm": "#e377c2",
-                 "broker-unavailable": "#000000", "piece-exit": "#7f7f7f"}
+                 "broker-unavailable": "#000000", "piece-exit": "#7f7f7f",
+                 "client-down": "#bcbd22"}
 PERCENTILE_TICKS = (50.0, 90.0, 99.0, 99.9, 99.99)
 SHADED_KINDS = ("loop-stall", "gc", "publisher-blocked", "broker-unavailable", "broker-alarm")
 MAX_LANES = 12

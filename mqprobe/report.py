@@ -235,6 +235,22 @@ def print_hops(swarm_result: dict, console: Console) -> None:
     print_untraced(swarm_result, console)
 
 
+def print_connections(result: dict, console: Console) -> None:
+    """The swarm's (or trace's listeners') own connections: who joined, who failed and why,
+    who was dropped and came back. Yellow when any were lost: their deliveries are too."""
+    protocols = sorted(set((result.get("protocols") or {}).values()))
+    text = (f"clients: {result.get('joined', 0)} of {result.get('planned', 0)} joined"
+            + (f" (engine.io {', '.join(map(str, protocols))})" if protocols else "")
+            + f", {result.get('failed', 0)} failed, {result.get('disconnects', 0)} disconnects, "
+            f"{result.get('reconnects', 0)} came back")
+    if result.get("down"):
+        text += f", {result['down']} still down at the end"
+    if result.get("first_error"):
+        text += f"; first error: {result['first_error']}"
+    trouble = result.get("failed") or result.get("disconnects")
+    console.print(Text(text, style="yellow" if trouble else ""))
+
+
 def negative_text(summary: dict) -> str:
     """`12 (min -3.21 ms)` for a hop with negative values (clock skew), else ''."""
     if not summary.get("negative"):

@@ -1,8 +1,21 @@
 """The client swarm: thousands of socket.io connections in one asyncio process.
 
 A python-socketio AsyncClient costs about 50 KB per connection; this lean client speaks
-just enough engine.io v4 / socket.io v5 over aiohttp websockets (open, connect, join with
-ack, ping/pong, events) for a fraction of that. No thread per connection, ever.
+just enough engine.io over aiohttp websockets (open, connect, join with ack, ping/pong,
+events) for a fraction of that. No thread per connection, ever. Two protocol generations:
+
+- engine.io 4 / socket.io 5 (socket.io 3 and 4, python-socketio 5): the client sends `40`
+  and waits for `40{"sid":...}` before its join; the server pings, the client pongs.
+- engine.io 3 / socket.io 4 (socket.io 2, netty-socketio 1.x): the server connects the
+  default namespace itself (a bare `40`); the client must ping every pingInterval, or the
+  server drops it after pingInterval + pingTimeout. One task pings every such connection.
+
+Before its members, each server gets one handshake of its own (`preflight`): it finds the
+version a server speaks, and a server that cannot be joined fails all its members at once,
+with the reason in one sentence, instead of each member waiting out its own timeout.
+
+A member that was joined and loses its connection comes back, with exponential backoff and
+jitter; the time it was down is on the timeline (client-down) and what it missed is lost.
 
 t_recv is stamped the moment a frame is handed over, before the payload is decoded; the
 trace field is read from the first bytes of the frame, never the (large) body. Hops go
@@ -15,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import resource
 from array import array
 from collections.abc import Callable
@@ -32,7 +46,7 @@ from mqprobe.stamps import (
     field_from_frame,
     now_ns,
 )
-from mqprobe.timeline import Recorder, freeze_setup
+from mqprobe.timeline import EventKind, Recorder, freeze_setup
 
 log = logging.getLogger("mqprobe.swarm")
 _CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
@@ -45,7 +59,10 @@ class SwarmConfig:
     slice_index: int = 0  # this process takes every slice_count-th member
     slice_count: int = 1
     connect_concurrency: int = 200
-    connect_timeout_s: float = 120.0
+    connect_timeout_s: float = 120.0  # for all members to join
+    handshake_timeout_s: float = 15.0  # for one connection: open, connect, join
+    # engine.io protocol: 4 (socket.io 3/4), 3 (socket.io 2); None asks each server
+    eio: int | None = None
     samples: int = 0  # raw deliveries to keep, for checking hop arithmetic
     # called for every traced event a member receives (mqprobe trace prints them)
     on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = None
@@ -61,13 +78,40 @@ class GroupTally:
 class Member:
     """One simulated user: its group and which sequence numbers it has seen."""
 
-    __slots__ = ("group", "url", "seen", "joined")
+    __slots__ = ("group", "url", "seen", "joined", "down_since")
 
     def __init__(self, group: str, url: str) -> None:
         self.group = group
         self.url = url
         self.seen = bytearray()
         self.joined = False
+        self.down_since = 0  # ns: lost its connection then, not back yet (0: up)
+
+
+class HandshakeError(ConnectionError):
+    """A server could not be joined; the message is one sentence naming it and why."""
+
+
+class VersionRefused(HandshakeError):
+    """The server said it does not speak the engine.io version asked for."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What one server speaks, as its preflight handshake found it."""
+
+    eio: int  # 3 or 4
+    ping_interval_s: float = 25.0  # engine.io 3: how often the client must ping
+
+    def url(self, base: str) -> str:
+        return base.rstrip("/") + f"/socket.io/?EIO={self.eio}&transport=websocket"
+
+
+# Reconnecting: the first retry after about RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S,
+# each delay drawn from its upper half so thousands of members do not return in step.
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 8.0
+MAX_OUTAGES = 10_000  # member outages kept with their times (all are counted)
 
 
 # A member's seen-set grows with the sequence numbers it receives; a frame whose seq jumps
@@ -127,6 +171,7 @@ class Swarm:
     connected: int = 0
     failed: int = 0
     disconnects: int = 0
+    reconnects: int = 0
     untraced: int = 0
     untraced_reasons: Reasons = field(default_factory=lambda: Reasons(16, 160))
     misrouted: int = 0
@@ -146,6 +191,10 @@ class Swarm:
         self._joined = 0
         self._settled = asyncio.Event()
         self._gate = asyncio.Semaphore(self.config.connect_concurrency)
+        self.protocols: dict[str, Protocol] = {}  # node URL -> what it speaks
+        self._eio3_sockets: set[aiohttp.ClientWebSocketResponse] = set()
+        # (member, down from ns, back at ns) for trace, which names probes lost meanwhile
+        self.outages: list[tuple[Member, int, int]] = []
         # node id -> (how far that node's clock, and the publisher's, is ahead of ours) in ns;
         # empty when all share one clock. Set by compare's `clock` command (mqprobe.clocks).
         self.clock_shift: dict[str, tuple[int, int]] = {}
@@ -161,9 +210,18 @@ class Swarm:
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         self.session = aiohttp.ClientSession(connector=connector)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._client(m)) for m in self.members]
-        if not self.members:
-            self._settled.set()
+        urls = list(dict.fromkeys(m.url for m in self.members))
+        found = await asyncio.gather(*(self._preflight(url) for url in urls))
+        unusable = {url: reason for url, reason in zip(urls, found, strict=True)
+                    if isinstance(reason, str)}
+        for member in self.members:
+            if member.url in unusable:
+                self._failed(unusable[member.url])
+        self._tasks = [loop.create_task(self._client(m)) for m in self.members
+                       if m.url not in unusable]
+        if any(p.eio == 3 for p in self.protocols.values()):
+            self._tasks.append(loop.create_task(self._ping_eio3()))
+        self._settle_check()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._settled.wait(), self.config.connect_timeout_s)
 
@@ -171,42 +229,162 @@ class Swarm:
         if self._joined + self.failed >= len(self.members):
             self._settled.set()
 
-    async def _client(self, member: Member) -> None:
-        try:
-            async with self._gate:
-                ws = await self.session.ws_connect(
-                    member.url.rstrip("/") + "/socket.io/?EIO=4&transport=websocket",
-                    max_msg_size=0, autoping=True, compress=0)
-                opening = await asyncio.wait_for(ws.receive(), 30)
-                if opening.type != WSMsgType.TEXT or not opening.data.startswith("0"):
-                    raise ConnectionError(f"no engine.io open packet from {member.url}")
+    def _failed(self, reason: str) -> None:
+        """A member that never joined: counted, and the first reason kept."""
+        self.failed += 1
+        if not self.first_error:
+            self.first_error = reason
+
+    async def _preflight(self, url: str) -> Protocol | str:
+        """One handshake with a server before its members: the protocol it speaks, or why
+        it cannot be joined (one sentence)."""
+        tries = (self.config.eio,) if self.config.eio else (4, 3)
+        reason = ""
+        for eio in tries:
+            try:
+                async with asyncio.timeout(self.config.handshake_timeout_s):
+                    protocol = await self._probe(url, eio)
+            except Exception as exc:
+                reason = reason or self._reason(exc, url, eio)
+                if isinstance(exc, VersionRefused | aiohttp.WSServerHandshakeError):
+                    continue  # it may speak only the other version
+                return reason
+            self.protocols[url] = protocol
+            return protocol
+        return reason
+
+    async def _probe(self, url: str, eio: int) -> Protocol:
+        async with self.session.ws_connect(Protocol(eio).url(url), max_msg_size=0,
+                                           compress=0) as ws:
+            opening = await ws.receive()
+            if opening.type != WSMsgType.TEXT and (refusal := await self._refusal(url, eio)):
+                raise VersionRefused(f"{url} refuses engine.io {eio} ({refusal})"
+                                     + (": leave --eio out" if self.config.eio else ""))
+            interval = _open_packet(opening, url)
+            if eio == 4:
                 await ws.send_str("40")
-                # socket.io 4 closes a connection that sends events before its connect reply
-                reply = await asyncio.wait_for(ws.receive(), 30)
-                if reply.type != WSMsgType.TEXT or not reply.data.startswith("40"):
-                    text = reply.data[:80] if reply.type == WSMsgType.TEXT else reply.type.name
-                    raise ConnectionError(f"{member.url} did not accept the socket.io connect "
-                                          f"({text!r})")
-                await ws.send_str(f'420["join",{{"group":"{member.group}"}}]')
-        except Exception as exc:  # counted, reported once: one dead node must not hide others
-            self.failed += 1
-            if not self.first_error:
-                self.first_error = f"{type(exc).__name__}: {exc}"
-            self._settle_check()
-            return
-        self.connected += 1
+            reply = await ws.receive()
+            if reply.type == WSMsgType.TEXT and reply.data == "40":
+                # an engine.io 3 server connects the default namespace by itself
+                if self.config.eio == 4:
+                    raise HandshakeError(f"{url} speaks socket.io 2 (engine.io 3): pass --eio 3 "
+                                         "or leave --eio out")
+                return Protocol(3, interval)
+            _connect_reply(reply, url)
+            if eio == 3:
+                raise HandshakeError(f"{url} did not connect the socket.io namespace by itself, "
+                                     "as engine.io 3 servers do: pass --eio 4 or leave --eio out")
+            return Protocol(4, interval)
+
+    async def _refusal(self, url: str, eio: int) -> str:
+        """What a server says to a plain HTTP handshake in engine.io `eio` when its websocket
+        gave no open packet: engine.io servers name a version they refuse (socket.io 4 writes
+        its HTTP 400 into the upgraded socket, where a websocket client cannot read it)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                async with self.session.get(
+                        url.rstrip("/") + f"/socket.io/?EIO={eio}&transport=polling") as response:
+                    if response.status >= 400:
+                        text = (await response.text())[:200]
+                        with contextlib.suppress(ValueError, AttributeError):
+                            text = json.loads(text).get("message", text)
+                        return f"HTTP {response.status}: {text}"
+        return ""
+
+    def _reason(self, exc: BaseException, url: str, eio: int) -> str:
+        """Why a handshake failed, in one sentence that names the server."""
+        if isinstance(exc, HandshakeError):
+            return str(exc)
+        if isinstance(exc, TimeoutError):
+            return (f"{url} did not finish the socket.io handshake within "
+                    f"{self.config.handshake_timeout_s:g} s")
+        if isinstance(exc, aiohttp.WSServerHandshakeError):
+            hint = (" (or one that refuses this engine.io version: leave --eio out)"
+                    if self.config.eio else "")
+            return (f"{url} answered HTTP {exc.status} to a socket.io websocket (engine.io {eio}): "
+                    f"is it a socket.io server, on the default path /socket.io/{hint}?")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            why = ("connection refused" if isinstance(exc.os_error, ConnectionRefusedError)
+                   else exc.os_error.strerror or exc.os_error)
+            return f"cannot connect to {url}: {why}"
+        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+            return f"{url} closed the connection during the socket.io handshake"
+        return f"{url}: {type(exc).__name__}: {exc}"
+
+    async def _handshake(self, member: Member) -> aiohttp.ClientWebSocketResponse:
+        """Open, connect and send the join of one member, in the server's protocol."""
+        protocol = self.protocols[member.url]
+        ws = await self.session.ws_connect(protocol.url(member.url), max_msg_size=0,
+                                           autoping=True, compress=0)
         try:
-            await self._receive_loop(ws, member)
-        finally:
-            if not self._stopping:
-                self.disconnects += 1
-                if not member.joined:  # dropped before its join was acknowledged
-                    self.failed += 1
-                    if not self.first_error:
-                        self.first_error = f"{member.url} closed the connection before the join"
+            _open_packet(await ws.receive(), member.url)
+            if protocol.eio == 4:
+                await ws.send_str("40")
+            # socket.io 4 closes a connection that sends events before its connect reply
+            _connect_reply(await ws.receive(), member.url)
+            await ws.send_str(f'420["join",{{"group":"{member.group}"}}]')
+        except BaseException:
+            await ws.close()
+            raise
+        if protocol.eio == 3:
+            self._eio3_sockets.add(ws)
+        return ws
+
+    async def _client(self, member: Member) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with self._gate:
+                    async with asyncio.timeout(self.config.handshake_timeout_s):
+                        ws = await self._handshake(member)
+            except Exception as exc:
+                if not member.joined:  # counted, reported once: one dead node must not hide others
+                    self._failed(self._reason(exc, member.url, self.protocols[member.url].eio))
                     self._settle_check()
-            with contextlib.suppress(Exception):
-                await ws.close()
+                    return
+                attempt += 1  # a member that was joined keeps coming back
+                await asyncio.sleep(_backoff(attempt))
+                continue
+            if not member.joined:
+                self.connected += 1
+            try:
+                await self._receive_loop(ws, member)
+                attempt = 0
+            finally:
+                self._eio3_sockets.discard(ws)
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            if self._stopping:
+                return
+            self.disconnects += 1
+            if not member.joined:  # dropped before its join was acknowledged
+                self._failed(f"{member.url} closed the connection before the join was acknowledged")
+                self._settle_check()
+                return
+            member.down_since = member.down_since or now_ns()
+            attempt += 1
+            await asyncio.sleep(_backoff(attempt))
+
+    def _back_up(self, member: Member) -> None:
+        """A member that lost its connection has joined again: its outage goes on record."""
+        down, member.down_since = member.down_since, 0
+        up = now_ns()
+        self.reconnects += 1
+        self.timeline.add(EventKind.CLIENT_DOWN, down, up, group=member.group)
+        if len(self.outages) < MAX_OUTAGES:
+            self.outages.append((member, down, up))
+
+    async def _ping_eio3(self) -> None:
+        """Ping every engine.io 3 connection well within its server's ping interval; one
+        task for all of them, in slices, so no connection needs a timer of its own."""
+        interval = min(p.ping_interval_s for p in self.protocols.values() if p.eio == 3)
+        while True:
+            await asyncio.sleep(interval / 2)
+            for i, ws in enumerate(list(self._eio3_sockets)):
+                with contextlib.suppress(Exception):
+                    await ws.send_str("2")
+                if i % 500 == 499:
+                    await asyncio.sleep(0)
 
     async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse, member: Member) -> None:
         receive = ws.receive
@@ -223,11 +401,14 @@ class Swarm:
                 self._on_event(member, frame, t_recv)
             elif frame == "2":
                 await ws.send_str("3")
-            elif kind == "43" and not member.joined:
-                member.joined = True
-                self._joined += 1
-                self.tallies[member.group].members += 1
-                self._settle_check()
+            elif kind == "43":
+                if not member.joined:
+                    member.joined = True
+                    self._joined += 1
+                    self.tallies[member.group].members += 1
+                    self._settle_check()
+                elif member.down_since:
+                    self._back_up(member)
             elif kind in ("41", "44") or frame[:1] == "1":
                 return  # socket.io disconnect / error, engine.io close
 
@@ -291,7 +472,9 @@ class Swarm:
     def progress(self) -> dict:
         return {"planned": len(self.members), "connected": self.connected,
                 "joined": self._joined, "failed": self.failed,
-                "disconnects": self.disconnects, "delivered": self.delivered}
+                "disconnects": self.disconnects, "reconnects": self.reconnects,
+                "down": sum(1 for m in self.members if m.down_since),
+                "delivered": self.delivered}
 
     async def stop(self) -> dict:
         # the instrument stops measuring first: tearing down thousands of connections is
@@ -317,6 +500,7 @@ class Swarm:
             "untraced_reasons": dict(self.untraced_reasons),
             "misrouted": self.misrouted,
             "first_error": self.first_error,
+            "protocols": {url: p.eio for url, p in self.protocols.items()},
             "rss_bytes": rss_bytes(),
             "groups": {g: vars(t) for g, t in self.tallies.items()},
             "hops": {g: hops.to_json() for g, hops in self.hops.items()},
@@ -327,6 +511,35 @@ class Swarm:
                          for (group, seq, node), r in self.messages.items()],
             "messages_dropped": self.messages_dropped,
         }
+
+
+def _open_packet(message: aiohttp.WSMessage, url: str) -> float:
+    """The engine.io open packet (`0{...}`); returns its pingInterval in seconds."""
+    if message.type != WSMsgType.TEXT or not message.data.startswith("0"):
+        raise HandshakeError(f"{url} sent no engine.io open packet ({_shown(message)})")
+    try:
+        return float(json.loads(message.data[1:]).get("pingInterval", 25000)) / 1000
+    except (ValueError, TypeError, AttributeError):
+        raise HandshakeError(f"{url} sent an engine.io open packet that is not JSON") from None
+
+
+def _connect_reply(message: aiohttp.WSMessage, url: str) -> None:
+    """The server's reply to the namespace connect: `40...`, anything else is refused."""
+    if message.type != WSMsgType.TEXT or not message.data.startswith("40"):
+        refused = message.type == WSMsgType.TEXT and message.data.startswith("44")
+        raise HandshakeError(f"{url} {'refused' if refused else 'did not accept'} the socket.io "
+                             f"connect ({_shown(message)})")
+
+
+def _shown(message: aiohttp.WSMessage) -> str:
+    """A frame as an error shows it: the first 80 characters, or the frame's type."""
+    return repr(message.data[:80]) if message.type == WSMsgType.TEXT else message.type.name.lower()
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before reconnect attempt n: exponential, capped, drawn from its upper half."""
+    delay = min(RECONNECT_MAX_S, RECONNECT_FIRST_S * 2 ** (attempt - 1))
+    return random.uniform(delay / 2, delay)
 
 
 async def run_swarm(config: SwarmConfig, control: bool, progress_s: float = 0.5) -> dict:
@@ -342,6 +555,8 @@ async def run_swarm(config: SwarmConfig, control: bool, progress_s: float = 0.5)
         reporter = asyncio.get_running_loop().create_task(report())
     await swarm.start()
     emit_event("ready", **swarm.progress(), rss_bytes=rss_bytes(), first_error=swarm.first_error)
+    if not control and swarm.members and not swarm.progress()["joined"]:
+        return await swarm.stop()  # by hand, with nobody to measure: say why at once
     try:
         await wait_for_stop(control, swarm.command)
     finally:

@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     BROKER_ALARM = "broker-alarm"  # a memory or disk alarm (management API)
     BROKER_UNAVAILABLE = "broker-unavailable"  # the broker could not be reached
     PIECE_EXIT = "piece-exit"  # a piece ended before it was asked to (an instant)
+    CLIENT_DOWN = "client-down"  # a swarm member lost its connection until it joined again
 
 
 @dataclass(slots=True)

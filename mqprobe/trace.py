@@ -38,6 +38,7 @@ class TraceConfig:
     rate: float = 0.0  # probe messages per second; 0 listens only
     duration_s: float = 10.0
     timeout_s: float = 5.0  # a probe not seen this long after it was sent is lost
+    eio: int | None = None  # engine.io protocol; None asks each server
 
 
 @dataclass
@@ -89,7 +90,7 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
 
     listeners = config.clients * len(config.socketio_urls)
     swarm = Swarm(SwarmConfig(node_urls=config.socketio_urls, group_sizes={group: listeners},
-                              on_delivery=delivered))
+                              on_delivery=delivered, eio=config.eio))
     await swarm.start()
     if swarm.progress()["joined"] == 0:
         await swarm.stop()
@@ -113,15 +114,39 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
                 await publisher[0].close()
         await swarm.stop()
     lost = [p for p in probes.values() if not p.seen]
+    due_ns = int(config.timeout_s * 1e9)
     for probe in sorted(lost, key=lambda p: p.seq):
-        on_line({"kind": "lost", "seq": probe.seq, "last_hop": (
-            "broker (publish confirmed; never reached a listener)" if probe.confirmed
-            else "publisher (the broker did not confirm it)")})
-    return {"group": group, "listeners": swarm.progress()["joined"], "received": len(seen_ids),
+        on_line({"kind": "lost", "seq": probe.seq,
+                 "last_hop": _last_hop(probe, listeners_down(swarm, probe.t_pub, probe.t_pub + due_ns),
+                                       listeners)})
+    progress = swarm.progress()
+    return {"group": group, "listeners": progress["joined"], "received": len(seen_ids),
             "probes_sent": len(probes), "probes_lost": len(lost), "untraced": swarm.untraced,
             "untraced_reasons": dict(swarm.untraced_reasons),
+            **{key: progress[key] for key in ("planned", "joined", "failed", "disconnects",
+                                              "reconnects", "down")},
+            "first_error": swarm.first_error,
+            "protocols": {url: p.eio for url, p in swarm.protocols.items()},
             "hops": {hop: latency.summary() for hop, latency in hops.items()},
             "clocks": {node: _clock_json(b) for node, b in clocks.items() if b.probes}}
+
+
+def listeners_down(swarm: Swarm, start_ns: int, end_ns: int) -> int:
+    """How many of the swarm's members were disconnected at some time in [start, end]."""
+    down = {id(member) for member, since, back in swarm.outages
+            if since <= end_ns and back >= start_ns}
+    down |= {id(m) for m in swarm.members if m.down_since and m.down_since <= end_ns}
+    return len(down)
+
+
+def _last_hop(probe: Probe, down: int, listeners: int) -> str:
+    """Where a lost probe was last known to be, and whether a listener was away for it."""
+    if not probe.confirmed:
+        return "publisher (the broker did not confirm it)"
+    if down:
+        return (f"broker (publish confirmed); {down} of {listeners} listener(s) were "
+                "disconnected while it was due")
+    return "broker (publish confirmed; never reached a listener)"
 
 
 def _clock_json(bounds: ProbeBounds) -> dict:

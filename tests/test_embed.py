@@ -81,11 +81,11 @@ def test_watch_pauses_records_a_blocked_loop_and_a_long_collection():
 
 
 @contextlib.contextmanager
-def _chat_server(amqp_url: str, skew_ms: float = 0):
+def _chat_server(amqp_url: str, skew_ms: float = 0, port: int = 0):
     """The example server in a process of its own; skew_ms makes it pretend another host."""
     env = dict(os.environ, MQPROBE_CLOCK_SKEW_MS=str(skew_ms))
     proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "chat_server.py"), "--port",
-                             "0", "--node", "chat-t", "--amqp-url", amqp_url],
+                             str(port), "--node", "chat-t", "--amqp-url", amqp_url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         ready = json.loads(proc.stdout.readline())
@@ -137,6 +137,44 @@ def test_trace_on_one_clock_claims_no_difference(broker, chat_server, tmp_path):
     clock = summary["clocks"]["chat-t"]
     assert not clock["corrected"] and clock["low_ms"] <= 0 <= clock["high_ms"]
     assert "±" not in result.stdout
+
+
+def test_trace_names_probes_lost_while_its_listener_was_down(vhost_url):
+    """The server goes away for a second and comes back on its port: the listener reconnects,
+    and each probe lost meanwhile says its listener was disconnected, not that the broker
+    lost it."""
+    from mqprobe.broker import free_port
+    from mqprobe.trace import TraceConfig, live_trace
+
+    port, lines = free_port(), []
+    config = TraceConfig(group="3", socketio_urls=[f"http://127.0.0.1:{port}"],
+                         amqp_url=vhost_url, exchange="chat.groups", rate=5, duration_s=8,
+                         timeout_s=2)
+
+    async def run() -> dict:
+        with contextlib.ExitStack() as first, contextlib.ExitStack() as second:
+            # started and stopped off the loop, which the trace keeps running meanwhile
+            await asyncio.to_thread(first.enter_context, _chat_server(vhost_url, port=port))
+            # a binding of ours keeps the server's auto-delete exchange while it is away
+            keep = pika.BlockingConnection(pika.URLParameters(vhost_url))
+            first.callback(keep.close)
+            keep.channel().queue_declare("keep", auto_delete=True)
+            keep.channel().queue_bind("keep", "chat.groups", routing_key="nothing")
+            trace = asyncio.get_running_loop().create_task(live_trace(config, lines.append))
+            await asyncio.sleep(2)
+            await asyncio.to_thread(first.pop_all().close)  # its terminate, by pid
+            await asyncio.sleep(1)  # down: the probes of this second reach nobody
+            await asyncio.to_thread(second.enter_context, _chat_server(vhost_url, port=port))
+            return await trace
+
+    summary = asyncio.run(run())
+    assert (summary["disconnects"], summary["reconnects"], summary["down"]) == (1, 1, 0)
+    lost = [line for line in lines if line["kind"] == "lost"]
+    assert 3 <= len(lost) == summary["probes_lost"] <= 25, lost
+    assert all("1 of 1 listener(s) were disconnected while it was due" in line["last_hop"]
+               for line in lost), lost
+    arrived = sorted(line["seq"] for line in lines if line["kind"] == "probe")
+    assert arrived[0] == 0 and arrived[-1] == summary["probes_sent"] - 1  # before and after
 
 
 def test_trace_reports_a_missing_exchange_in_one_sentence(broker, chat_server):

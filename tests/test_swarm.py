@@ -1,5 +1,6 @@
-"""The lean swarm against servers mqprobe did not write: python-socketio and Node socket.io 4."""
+"""The lean swarm against servers mqprobe did not write: python-socketio, Node socket.io 4 and 2."""
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,8 @@ from aiohttp import web
 
 from mqprobe.stamps import new_trace_id, now_ns
 from mqprobe.swarm import Swarm, SwarmConfig, plan_members
+
+from .conftest import run_cli
 
 
 def test_members_spread_over_nodes_and_slices():
@@ -122,9 +125,13 @@ def test_a_foreign_seq_far_ahead_is_untraced_not_a_huge_allocation():
     assert field_from_frame('42["message",{"mqprobe":' + "[" * 200_000 + "]") is None
 
 
-@pytest.fixture(scope="module")
-def socketio4_server():
-    """The official Node socket.io 4 server (npm, installed once into .venv/node)."""
+NPM_SERVERS = ("socket.io@4", "sio2@npm:socket.io@2")  # socket.io 2 under an alias of its own
+
+
+@contextlib.contextmanager
+def _node_server(script: str, *args: str):
+    """An official Node socket.io server (npm, installed once into .venv/node) running
+    tests/servers/<script>; yields its URL and emit(group, seq) and get(path)."""
     import shutil
     import urllib.request
 
@@ -133,26 +140,45 @@ def socketio4_server():
     from .conftest import REPO
 
     node, npm = shutil.which("node"), shutil.which("npm")
-    assert node and npm, "Node.js and npm are needed to test against socket.io 4"
+    assert node and npm, "Node.js and npm are needed to test against socket.io 4 and 2"
     prefix = REPO / ".venv" / "node"
-    if not (prefix / "node_modules" / "socket.io").is_dir():
+    if not all((prefix / "node_modules" / name).is_dir() for name in ("socket.io", "sio2")):
         subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix",
-                        str(prefix), "socket.io@4"], check=True, timeout=300)
+                        str(prefix), *NPM_SERVERS], check=True, timeout=300)
     port = free_port()
-    proc = subprocess.Popen([node, str(REPO / "tests" / "servers" / "socketio4.js"), str(port)],
+    proc = subprocess.Popen([node, str(REPO / "tests" / "servers" / script), str(port), *args],
                             env={"NODE_PATH": str(prefix / "node_modules"), "PATH": ""},
                             stdout=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> bytes:
+        return urllib.request.urlopen(url + path, timeout=5).read()
+
     try:
         assert "listening" in proc.stdout.readline()
-        yield f"http://127.0.0.1:{port}", lambda group, seq: urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/emit?group={group}&seq={seq}", timeout=5).read()
+        yield url, lambda group, seq: get(f"/emit?group={group}&seq={seq}"), get
     finally:
-        proc.terminate()
+        proc.terminate()  # ours, by pid
         proc.wait(10)
 
 
+@pytest.fixture(scope="module")
+def socketio4_server():
+    """The official Node socket.io 4 server."""
+    with _node_server("socketio4.js") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def socketio2_server():
+    """The official Node socket.io 2 server (engine.io 3), pinging fast: a client that does
+    not ping it is dropped after 2 s instead of 45."""
+    with _node_server("socketio2.js", "1000") as server:
+        yield server
+
+
 def test_the_swarm_joins_and_times_an_official_socketio4_server(socketio4_server):
-    url, emit = socketio4_server
+    url, emit, _get = socketio4_server
 
     async def run() -> dict:
         swarm = Swarm(SwarmConfig(node_urls=[url], group_sizes={"1": 20, "2": 10},
@@ -169,3 +195,83 @@ def test_the_swarm_joins_and_times_an_official_socketio4_server(socketio4_server
     assert result["groups"]["1"]["delivered"] == 100 and result["groups"]["2"]["delivered"] == 10
     assert (result["disconnects"], result["untraced"], result["misrouted"]) == (0, 0, 0)
 
+
+
+def test_the_swarm_finds_socketio2_and_pings_it_through_a_run_longer_than_its_timeout(
+        socketio2_server):
+    """engine.io 3 drops a client that does not ping within pingInterval + pingTimeout
+    (here 1 s + 1 s); the run lasts 5 s."""
+    url, emit, _get = socketio2_server
+
+    async def run() -> dict:
+        swarm = Swarm(SwarmConfig(node_urls=[url], group_sizes={"1": 20, "2": 10},
+                                  connect_timeout_s=20))
+        await swarm.start()
+        assert (swarm._joined, swarm.failed) == (30, 0), swarm.first_error
+        for seq in range(5):
+            await asyncio.to_thread(emit, "1", seq)
+            await asyncio.to_thread(emit, "2", seq)
+            await asyncio.sleep(1.0)
+        return await swarm.stop()
+
+    result = asyncio.run(run())
+    assert result["protocols"] == {url: 3}
+    assert result["groups"]["1"]["delivered"] == 100 and result["groups"]["2"]["delivered"] == 50
+    assert (result["disconnects"], result["untraced"], result["misrouted"]) == (0, 0, 0)
+
+
+def test_a_server_that_cannot_be_joined_fails_every_member_at_once_with_its_reason(
+        socketio2_server, socketio4_server):
+    """One sentence per cause, quickly: not each of 300 members waiting out a timeout."""
+    cases = [
+        (socketio2_server[0], 4, "speaks socket.io 2 (engine.io 3): pass --eio 3"),
+        (socketio4_server[0], 3, "refuses engine.io 3 (HTTP 400: Unsupported protocol version)"),
+        ("http://127.0.0.1:1", None, "cannot connect to http://127.0.0.1:1: connection refused"),
+    ]
+
+    async def run(url: str, eio: int | None) -> tuple[dict, float]:
+        swarm = Swarm(SwarmConfig(node_urls=[url], group_sizes={"1": 300}, eio=eio))
+        started = time.monotonic()
+        await swarm.start()
+        return await swarm.stop(), time.monotonic() - started
+
+    for url, eio, reason in cases:
+        result, took = asyncio.run(run(url, eio))
+        assert (result["failed"], result["joined"]) == (300, 0)
+        assert reason in result["first_error"], result["first_error"]
+        assert took < 5, took
+
+
+def test_a_dropped_member_comes_back_and_its_outage_is_on_the_timeline(socketio4_server):
+    url, emit, get = socketio4_server
+
+    async def run() -> dict:
+        swarm = Swarm(SwarmConfig(node_urls=[url], group_sizes={"1": 10}, connect_timeout_s=20))
+        await swarm.start()
+        await asyncio.to_thread(emit, "1", 0)
+        await asyncio.to_thread(get, "/kick")  # the server closes every connection
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if swarm.reconnects == 10:
+                break
+        assert swarm.progress()["down"] == 0
+        await asyncio.to_thread(emit, "1", 1)
+        await asyncio.sleep(0.5)
+        return await swarm.stop()
+
+    result = asyncio.run(run())
+    assert (result["disconnects"], result["reconnects"], result["failed"]) == (10, 10, 0)
+    assert result["groups"]["1"]["delivered"] == 20  # before the drop and after the return
+    outages = [e for e in result["timeline"]["events"] if e[0] == "client-down"]
+    assert len(outages) == 10 and all(0 < end - start < 10e9 for _k, start, end, _d in outages)
+
+
+def test_the_swarm_command_says_why_no_client_joined():
+    result = run_cli("swarm", "--node-urls", "http://127.0.0.1:1", "--group-sizes", "5",
+                     timeout=60)
+    assert result.returncode == 1
+    assert "no client joined its group (cannot connect to http://127.0.0.1:1: connection refused)" \
+        in result.stderr.replace("\n", " ")
+    assert "Traceback" not in result.stderr
+    result = run_cli("swarm", "--eio", "5", timeout=60)
+    assert result.returncode != 0 and "--eio must be 3, 4 or auto" in result.stderr

@@ -1,5 +1,6 @@
 // The official socket.io 4 server, unchanged; clients join a group room, GET /emit?group=G&seq=N
-// sends one traced event to it (the trace field first in the object, as mqprobe.embed does).
+// sends one traced event to it (the trace field first in the object, as mqprobe.embed does);
+// GET /kick closes every client's connection.
 const http = require("http");
 const { Server } = require("socket.io");
 const port = parseInt(process.argv[2] || "0");
@@ -13,6 +14,7 @@ const server = http.createServer((req, res) => {
     io.to(`group.${group}`).emit("message", JSON.parse(`{"mqprobe":${field},"body":"x"}`));
     res.end("ok"); return;
   }
+  if (url.pathname === "/kick") { io.disconnectSockets(true); res.end("ok"); return; }
   res.end();
 });
 const io = new Server(server, { cors: { origin: "*" } });
