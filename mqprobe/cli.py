@@ -388,11 +388,19 @@ def trace_cmd(
     clients: Annotated[int, typer.Option(help="Listening clients per server URL.")] = 1,
     publish: Annotated[float, typer.Option(help="Probe messages per second (0: listen only).")]
         = 0.0,
-    exchange: Annotated[str | None, typer.Option(help="Your exchange, for probes.")] = None,
+    exchange: Annotated[str | None, typer.Option(
+        help="Your exchange, for probes (with --via socketio-manager: the manager's channel, "
+        "default socketio).")] = None,
     exchange_type: Annotated[str, typer.Option(help="Its type (it must already exist).")]
         = "topic",
     routing_key: Annotated[str, typer.Option(help="Routing key of a group's messages.")]
         = "group.{group}",
+    via: Annotated[str, typer.Option(
+        help="How probes travel: amqp (mqprobe's headers, for servers that embed mqprobe) or "
+        "socketio-manager (python-socketio's own manager format: no mqprobe code needed, "
+        "e2e only).")] = "amqp",
+    room: Annotated[str, typer.Option(help="With --via socketio-manager: the room a group's "
+                                      "members are in.")] = "group.{group}",
     duration: Annotated[float, typer.Option(help="Seconds to listen (and probe).")] = 10.0,
     timeout: Annotated[float, typer.Option(help="A probe unseen this long is lost.")] = 5.0,
     from_run: Annotated[Path | None, typer.Option("--from", help="Replay the group from a "
@@ -412,10 +420,12 @@ def trace_cmd(
             _print_replayed(group, run)
         return
     urls = _csv(socketio_url, "--socketio-url")
+    if via == "socketio-manager":
+        exchange = exchange or "socketio"
     config = TraceConfig(group=group, socketio_urls=urls, clients=clients,
                          exchange=exchange, exchange_type=exchange_type,
                          routing_key=routing_key, rate=publish, duration_s=duration,
-                         timeout_s=timeout, eio=_eio(eio))
+                         timeout_s=timeout, eio=_eio(eio), via=via, room=room)
     console.print(f"following group {group} on {', '.join(urls)} for {duration:g} s"
                   + (f", {publish:g} probes/s into {exchange}" if publish else ""))
     with (broker_for(amqp_url) if publish else contextlib.nullcontext((None, None))) as (url, _):
@@ -433,9 +443,14 @@ def _print_trace_line(line: dict) -> None:
         console.print(f"[red]lost [/red] seq {line['seq']:>5}  last hop reached: {line['last_hop']}")
         return
     bar = f"±{line['clock_ms']:.3f}" if line["clock_ms"] else ""
+
+    def hop(name: str, clocked: bool = False) -> str:  # n/a: a stamp that was not taken
+        value = line.get(f"{name}_ms")
+        return f"{'n/a':>8}" if value is None else f"{value:>8.3f}{bar if clocked else ''}"
+
     console.print(f"{line['kind']:<5} seq {line['seq']:>5}  node {line['node']:<14} "
-                  f"mq {line['mq_ms']:>8.3f}{bar}  server {line['server_ms']:>8.3f}  "
-                  f"delivery {line['delivery_ms']:>8.3f}{bar}  = e2e {line['e2e_ms']:>8.3f} ms")
+                  f"mq {hop('mq', True)}  server {hop('server')}  "
+                  f"delivery {hop('delivery', True)}  = e2e {line['e2e_ms']:>8.3f} ms")
 
 
 def _print_trace_summary(summary: dict) -> None:
@@ -459,13 +474,26 @@ def _print_trace_summary(summary: dict) -> None:
         else:
             console.print(f"  [yellow]node {node}'s clock moved during the trace (the probe "
                           "bounds cross): hops are uncorrected[/yellow]")
+    if summary.get("e2e_only"):
+        console.print("  e2e only: no server stamped these messages (no mqprobe code in them), "
+                      "so mq, server and delivery are n/a")
     for hop in ("mq", "server", "delivery", "e2e"):
-        if hop in hops:
-            h = hops[hop]
-            negative = negative_text(h)
-            console.print(f"  {hop:<9} p50 {h['p50_ms']:>8.3f}  p99 {h['p99_ms']:>8.3f}  "
-                          f"max {h['max_ms']:>8.3f} ms  ({h['count']} deliveries)"
-                          + (f"  negative {negative}" if negative else ""))
+        if hop not in hops:
+            console.print(f"  {hop:<9} n/a")
+            continue
+        h = hops[hop]
+        negative = negative_text(h)
+        console.print(f"  {hop:<9} p50 {h['p50_ms']:>8.3f}  p99 {h['p99_ms']:>8.3f}  "
+                      f"max {h['max_ms']:>8.3f} ms  ({h['count']} deliveries)"
+                      + (f"  negative {negative}" if negative else ""))
+    nodes = summary.get("nodes", {})
+    if len(nodes) > 1:
+        for node, node_hops in nodes.items():
+            if "e2e" in node_hops:
+                e2e = node_hops["e2e"]
+                console.print(f"  node {node}: e2e p50 {e2e['p50_ms']:.3f}  p99 "
+                              f"{e2e['p99_ms']:.3f}  max {e2e['max_ms']:.3f} ms "
+                              f"({e2e['count']} messages)")
 
 
 def _print_replayed(group: str, run: dict) -> None:

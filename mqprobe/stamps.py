@@ -92,16 +92,31 @@ class DeliveryTrace:
     t_plan: int
 
     def hops(self, t_recv: int) -> tuple[tuple[str, int], ...]:
-        """Each hop in ns for this delivery received at t_recv (design.md's definitions)."""
-        return (("mq", self.t_deq - self.t_pub), ("server", self.t_emit - self.t_deq),
-                ("delivery", t_recv - self.t_emit), ("e2e", t_recv - self.t_pub),
-                ("e2e_planned", t_recv - self.t_plan))
+        """Each hop in ns for this delivery received at t_recv (design.md's definitions).
+
+        A stamp of 0 was not taken (a server with no mqprobe code, reached by a probe in its
+        own manager's format): the hops that need it are left out, never computed from 0."""
+        if self.t_deq and self.t_emit:
+            return (("mq", self.t_deq - self.t_pub), ("server", self.t_emit - self.t_deq),
+                    ("delivery", t_recv - self.t_emit), ("e2e", t_recv - self.t_pub),
+                    ("e2e_planned", t_recv - self.t_plan))
+        return ((("mq", self.t_deq - self.t_pub),) if self.t_deq else ()) + (
+            (("delivery", t_recv - self.t_emit),) if self.t_emit else ()) + (
+            ("e2e", t_recv - self.t_pub), ("e2e_planned", t_recv - self.t_plan))
+
+    @property
+    def server_stamped(self) -> bool:
+        """Whether a server stamped this message (dequeue and emit), not only its publisher."""
+        return bool(self.t_deq and self.t_emit)
 
     def on_clock(self, node_ahead_ns: int, publisher_ahead_ns: int) -> DeliveryTrace:
-        """This trace with its stamps moved onto the receiver's clock (see mqprobe.clocks)."""
+        """This trace with its stamps moved onto the receiver's clock (see mqprobe.clocks);
+        a stamp that was not taken stays 0."""
         return DeliveryTrace(self.trace_id, self.group, self.seq, self.node,
-                             self.t_pub - publisher_ahead_ns, self.t_deq - node_ahead_ns,
-                             self.t_emit - node_ahead_ns, self.t_plan - publisher_ahead_ns)
+                             self.t_pub - publisher_ahead_ns,
+                             self.t_deq and self.t_deq - node_ahead_ns,
+                             self.t_emit and self.t_emit - node_ahead_ns,
+                             self.t_plan - publisher_ahead_ns)
 
 
 def new_trace_id() -> str:

@@ -443,6 +443,8 @@ class Swarm:
         hops = self.hops[member.group]
         for hop, value in trace.hops(t_recv):
             hops[hop].record(value)
+        if not trace.server_stamped:  # nothing of a server's to attribute
+            return
         key = (trace.group, seq, trace.node)
         record = self.messages.get(key)
         if record is None:

@@ -6,6 +6,12 @@ it also sends probe messages into the user's exchange (stamped as `mqprobe.embed
 so a probe that never arrives is shown as lost, with the last hop it is known to have
 reached.
 
+With `via="socketio-manager"` the probes go in python-socketio's own manager format (an
+`emit` message, JSON, into the manager's fanout exchange, as AsyncAioPikaManager publishes
+them), so a cluster with no mqprobe code emits them to the group's room itself. No server
+stamps them: they give publish-to-receive latency per node (the listener's URL) and per
+group, labelled e2e only; mq, server and delivery are n/a.
+
 Probes also measure the server's clock against ours (mqprobe.clocks.bound_from_probe): a
 probe leaves and comes back on our clock, so its dequeue and emit stamps bound the server's
 offset. When the bounds show the clocks differ, hops are corrected and carry +- the bound.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +29,16 @@ from mqprobe.clocks import ProbeBounds, bound_from_probe
 from mqprobe.embed import Tracer
 from mqprobe.errors import InputError
 from mqprobe.records import HopSet
-from mqprobe.stamps import TRACEPARENT, DeliveryTrace, check_id, now_ns, parse_traceparent
+from mqprobe.stamps import (
+    TRACEPARENT,
+    DeliveryTrace,
+    PublishStamp,
+    check_id,
+    new_trace_id,
+    now_ns,
+    parse_traceparent,
+    socketio_field,
+)
 from mqprobe.swarm import Member, Swarm, SwarmConfig
 
 
@@ -39,6 +55,14 @@ class TraceConfig:
     duration_s: float = 10.0
     timeout_s: float = 5.0  # a probe not seen this long after it was sent is lost
     eio: int | None = None  # engine.io protocol; None asks each server
+    via: str = "amqp"  # amqp: mqprobe's headers | socketio-manager: python-socketio's format
+    room: str = "group.{group}"  # socketio-manager: the room a group's members are in
+    event: str = "message"  # socketio-manager: the event the servers emit
+
+
+VIA_MANAGER = "socketio-manager"
+VIA = ("amqp", VIA_MANAGER)
+UNSTAMPED_NODE = "-"  # the node field of a manager-format probe: no server stamps it
 
 
 @dataclass
@@ -52,9 +76,12 @@ class Probe:
 Line = Callable[[dict], None]
 
 
-def hop_line(trace: DeliveryTrace, t_recv: int, kind: str, clock_ms: float = 0.0) -> dict:
-    """One arrival; clock_ms is the +- on mq and delivery when the node's clock differs."""
-    return {"kind": kind, "seq": trace.seq, "node": trace.node, "trace_id": trace.trace_id,
+def hop_line(trace: DeliveryTrace, t_recv: int, kind: str, clock_ms: float = 0.0,
+             node: str = "") -> dict:
+    """One arrival; clock_ms is the +- on mq and delivery when the node's clock differs.
+    Hops whose stamps were not taken are absent (shown n/a)."""
+    return {"kind": kind, "seq": trace.seq, "node": node or trace.node,
+            "trace_id": trace.trace_id,
             **{f"{hop}_ms": round(value / 1e6, 3) for hop, value in trace.hops(t_recv)},
             "clock_ms": clock_ms}
 
@@ -62,31 +89,42 @@ def hop_line(trace: DeliveryTrace, t_recv: int, kind: str, clock_ms: float = 0.0
 async def live_trace(config: TraceConfig, on_line: Line) -> dict:
     """Listen (and probe) for `duration_s`; every arrival and every loss goes to on_line."""
     group = check_id("group", config.group)
+    if config.via not in VIA:
+        raise InputError(f"--via must be {' or '.join(VIA)}, got {config.via!r}")
     probes: dict[str, Probe] = {}
     hops = HopSet()
+    by_node: dict[str, HopSet] = {}
     seen_ids: set[str] = set()
     paths: set[tuple[str, str]] = set()
     clocks: dict[str, ProbeBounds] = {}
+    stamped = [0, 0]  # arrivals stamped by a server, and not
 
     def delivered(member: Member, trace: DeliveryTrace, t_recv: int) -> None:
-        # one line per message and node: each node emits it to its own room members
-        if (trace.trace_id, trace.node) in paths:
+        # one line per message and node: each node emits it to its own room members; a
+        # message no server stamped is known by the URL its listener is connected to
+        node = trace.node if trace.server_stamped else member.url
+        if (trace.trace_id, node) in paths:
             return
-        paths.add((trace.trace_id, trace.node))
+        paths.add((trace.trace_id, node))
         seen_ids.add(trace.trace_id)
+        stamped[0 if trace.server_stamped else 1] += 1
         probe = probes.get(trace.trace_id)
-        bounds = clocks.setdefault(trace.node, ProbeBounds())
         if probe:
             probe.seen = True
-            bounds.add(bound_from_probe(trace.t_pub, trace.t_deq, trace.t_emit, t_recv))
         clock_ms = 0.0
-        if bounds.clocks_differ:
-            offset = bounds.estimate()
-            trace = trace.on_clock(offset.offset_ns, 0)
-            clock_ms = round(offset.uncertainty_ns / 1e6, 3)
+        if trace.server_stamped:
+            bounds = clocks.setdefault(node, ProbeBounds())
+            if probe:
+                bounds.add(bound_from_probe(trace.t_pub, trace.t_deq, trace.t_emit, t_recv))
+            if bounds.clocks_differ:
+                offset = bounds.estimate()
+                trace = trace.on_clock(offset.offset_ns, 0)
+                clock_ms = round(offset.uncertainty_ns / 1e6, 3)
+        node_hops = by_node.setdefault(node, HopSet())
         for hop, value in trace.hops(t_recv):
             hops[hop].record(value)
-        on_line(hop_line(trace, t_recv, "probe" if probe else "live", clock_ms))
+            node_hops[hop].record(value)
+        on_line(hop_line(trace, t_recv, "probe" if probe else "live", clock_ms, node))
 
     listeners = config.clients * len(config.socketio_urls)
     swarm = Swarm(SwarmConfig(node_urls=config.socketio_urls, group_sizes={group: listeners},
@@ -128,6 +166,9 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
             "first_error": swarm.first_error,
             "protocols": {url: p.eio for url, p in swarm.protocols.items()},
             "hops": {hop: latency.summary() for hop, latency in hops.items()},
+            "e2e_only": stamped[1] > 0 and stamped[0] == 0,
+            "nodes": {node: {hop: latency.summary() for hop, latency in node_hops.items()}
+                      for node, node_hops in by_node.items()},
             "clocks": {node: _clock_json(b) for node, b in clocks.items() if b.probes}}
 
 
@@ -180,25 +221,45 @@ async def _send_probes(config: TraceConfig, publisher, probes: dict[str, Probe])
 
     _connection, exchange = publisher
     tracer = Tracer("mqprobe-trace")
-    key = config.routing_key.format(group=config.group)
     count = max(1, round(config.rate * config.duration_s))
     start = now_ns()
     pending = []
 
-    async def send(headers: dict, probe: Probe) -> None:
+    async def send(message: aio_pika.Message, key: str, probe: Probe) -> None:
         with contextlib.suppress(aio_pika.exceptions.DeliveryError):
-            await exchange.publish(aio_pika.Message(b"mqprobe trace probe", headers=headers), key)
+            await exchange.publish(message, key)
             probe.confirmed = True
 
     for seq in range(count):
         delay = (start + seq * 1e9 / config.rate - now_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
-        headers = tracer.publish_headers(config.group)
-        trace_id = parse_traceparent(headers[TRACEPARENT])[0]
-        probe = probes[trace_id] = Probe(seq, now_ns())
-        pending.append(asyncio.get_running_loop().create_task(send(headers, probe)))
+        if config.via == VIA_MANAGER:
+            trace_id, t_pub = new_trace_id(), now_ns()
+            message, key = manager_probe(config, PublishStamp(trace_id, config.group, seq,
+                                                              t_pub, t_pub)), "*"
+        else:
+            headers = tracer.publish_headers(config.group)
+            trace_id, t_pub = parse_traceparent(headers[TRACEPARENT])[0], now_ns()
+            message = aio_pika.Message(b"mqprobe trace probe", headers=headers)
+            key = config.routing_key.format(group=config.group)
+        probe = probes[trace_id] = Probe(seq, t_pub)
+        pending.append(asyncio.get_running_loop().create_task(send(message, key, probe)))
     await asyncio.gather(*pending)
+
+
+def manager_probe(config: TraceConfig, stamp: PublishStamp):
+    """A probe as python-socketio's AsyncAioPikaManager publishes an emit: JSON, persistent,
+    routing key `*`; its data starts with the mqprobe field, unstamped by any server."""
+    import aio_pika
+
+    message = {"method": "emit", "event": config.event,
+               "data": {"mqprobe": socketio_field(stamp, UNSTAMPED_NODE, 0, 0),
+                        "probe": "mqprobe trace"},
+               "namespace": "/", "room": config.room.format(group=config.group),
+               "skip_sid": None, "callback": None, "host_id": f"mqprobe-trace-{stamp.trace_id}"}
+    return aio_pika.Message(json.dumps(message).encode(),
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
 
 
 def replay(result: dict, group: str) -> list[dict]:

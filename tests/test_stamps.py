@@ -103,3 +103,19 @@ def test_malformed_socketio_field_is_rejected_with_a_reason(value, reason):
 def test_frame_without_field_gives_none():
     assert field_from_frame('42["message",{"text":"hi"}]') is None
     assert field_from_frame('42["message",{"mqprobe":[1,"a"') is None
+
+
+def test_hops_whose_stamps_were_not_taken_are_absent_never_numbers():
+    """0 is a stamp no server took (a probe in python-socketio's manager format)."""
+    from mqprobe.stamps import DeliveryTrace
+
+    unstamped = DeliveryTrace("a" * 32, "7", 1, "-", 1_000, 0, 0, 900)
+    assert dict(unstamped.hops(5_000)) == {"e2e": 4_000, "e2e_planned": 4_100}
+    assert not unstamped.server_stamped
+    shifted = unstamped.on_clock(node_ahead_ns=300, publisher_ahead_ns=100)
+    assert (shifted.t_deq, shifted.t_emit, shifted.t_pub) == (0, 0, 900)  # 0 stays not taken
+    stamped = DeliveryTrace("a" * 32, "7", 1, "n1", 1_000, 1_500, 1_700, 900)
+    hops = dict(stamped.hops(2_000))
+    assert stamped.server_stamped and hops["mq"] + hops["server"] + hops["delivery"] == hops["e2e"]
+    emitted_only = DeliveryTrace("a" * 32, "7", 1, "n1", 1_000, 0, 1_700, 900)
+    assert set(dict(emitted_only.hops(2_000))) == {"delivery", "e2e", "e2e_planned"}
