@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from array import array
+from collections import Counter
 
 from hdrh.histogram import HdrHistogram
 
@@ -20,29 +21,55 @@ HOPS = ("mq", "server", "delivery", "e2e")
 CLIENT_HOPS = HOPS + ("e2e_planned",)  # e2e from the planned send time: no coordinated omission
 PERCENTILES = {"p50_ms": 50.0, "p90_ms": 90.0, "p99_ms": 99.0, "p999_ms": 99.9}
 _HIGHEST_US = 3600 * 1_000_000
+FLUSH_AT = 4096  # values a Latency holds before they go into its histogram
 
 
 def new_histogram() -> HdrHistogram:
     return HdrHistogram(1, _HIGHEST_US, 3)
 
 
-@dataclass
 class Latency:
-    """One hop's distribution: an HDR histogram plus what it cannot hold."""
+    """One hop's distribution: an HDR histogram plus what it cannot hold.
 
-    hist: HdrHistogram = field(default_factory=new_histogram)
-    negative: int = 0
-    min_ns: int = 0
-    max_ns: int = 0
+    Values wait in a plain array and go into the histogram a batch at a time, each distinct
+    microsecond once with its count: the same histogram as recording them one by one, at a
+    fraction of hdrh's cost per value (about 2.5 us, five times per delivery in the swarm).
+    Everything that reads the histogram flushes first."""
+
+    __slots__ = ("_hist", "negative", "min_ns", "max_ns", "_pending")
+
+    def __init__(self, hist: HdrHistogram | None = None, negative: int = 0, min_ns: int = 0,
+                 max_ns: int = 0) -> None:
+        self._hist = hist if hist is not None else new_histogram()
+        self.negative, self.min_ns, self.max_ns = negative, min_ns, max_ns
+        self._pending = array("q")
 
     def record(self, value_ns: int) -> None:
-        if value_ns < 0:
-            self.negative += 1
-            self.min_ns = min(self.min_ns, value_ns)
+        pending = self._pending
+        pending.append(value_ns)
+        if len(pending) >= FLUSH_AT:
+            self._flush()
+
+    def _flush(self) -> None:
+        values = self._pending
+        if not values:
             return
-        if value_ns > self.max_ns:
-            self.max_ns = value_ns
-        self.hist.record_value(min(value_ns // 1000, _HIGHEST_US))
+        self._pending = array("q")
+        lowest, highest = min(values), max(values)
+        self.max_ns = max(self.max_ns, highest)
+        if lowest < 0:  # clock skew: counted and its extreme kept, never in the histogram
+            negatives = [v for v in values if v < 0]
+            self.negative += len(negatives)
+            self.min_ns = min(self.min_ns, lowest)
+            values = [v for v in values if v >= 0]
+        record = self._hist.record_value
+        for micros, count in Counter([v // 1000 for v in values]).items():
+            record(min(micros, _HIGHEST_US), count)
+
+    @property
+    def hist(self) -> HdrHistogram:
+        self._flush()
+        return self._hist
 
     @property
     def count(self) -> int:

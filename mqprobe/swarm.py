@@ -1,8 +1,9 @@
 """The client swarm: thousands of socket.io connections in one asyncio process.
 
 A python-socketio AsyncClient costs about 50 KB per connection; this lean client speaks
-just enough engine.io over aiohttp websockets (open, connect, join with ack, ping/pong,
-events) for a fraction of that. No thread per connection, ever. Two protocol generations:
+just enough engine.io (open, connect, join with ack, ping/pong, events) over the lean
+websocket of mqprobe.websocket: a socket and a callback per connection, no task, no thread.
+Two protocol generations:
 
 - engine.io 4 / socket.io 5 (socket.io 3 and 4, python-socketio 5): the client sends `40`
   and waits for `40{"sid":...}` before its join; the server pings, the client pongs.
@@ -17,8 +18,10 @@ with the reason in one sentence, instead of each member waiting out its own time
 A member that was joined and loses its connection comes back, with exponential backoff and
 jitter; the time it was down is on the timeline (client-down) and what it missed is lost.
 
-t_recv is stamped the moment a frame is handed over, before the payload is decoded; the
-trace field is read from the first bytes of the frame, never the (large) body. Hops go
+t_recv is the kernel's receive stamp of the frame's last packet (SO_TIMESTAMPNS) where
+the kernel gives one, else the moment it was read: the result counts each (`t_recv_source`).
+The trace field is read from the first bytes of the frame, never the (large) body; a room
+emit arrives as the same frame at every member, so it is decoded once, not once per member. Hops go
 into HDR histograms per group on the fly; raw samples are kept only when asked.
 """
 
@@ -30,12 +33,10 @@ import json
 import logging
 import random
 import resource
+import socket
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import aiohttp
-from aiohttp import WSMsgType
 
 from mqprobe.process import emit_event, wait_for_stop
 from mqprobe.records import HopSet, LoopLagMonitor, Reasons
@@ -47,9 +48,9 @@ from mqprobe.stamps import (
     now_ns,
 )
 from mqprobe.timeline import EventKind, Recorder, freeze_setup
+from mqprobe.websocket import ConnectionClosed, UpgradeRefused, WebSocket
 
 log = logging.getLogger("mqprobe.swarm")
-_CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 
 
 @dataclass
@@ -78,7 +79,7 @@ class GroupTally:
 class Member:
     """One simulated user: its group and which sequence numbers it has seen."""
 
-    __slots__ = ("group", "url", "seen", "joined", "down_since")
+    __slots__ = ("group", "url", "seen", "joined", "down_since", "ws")
 
     def __init__(self, group: str, url: str) -> None:
         self.group = group
@@ -86,6 +87,7 @@ class Member:
         self.seen = bytearray()
         self.joined = False
         self.down_since = 0  # ns: lost its connection then, not back yet (0: up)
+        self.ws: WebSocket | None = None
 
 
 class HandshakeError(ConnectionError):
@@ -103,8 +105,9 @@ class Protocol:
     eio: int  # 3 or 4
     ping_interval_s: float = 25.0  # engine.io 3: how often the client must ping
 
-    def url(self, base: str) -> str:
-        return base.rstrip("/") + f"/socket.io/?EIO={self.eio}&transport=websocket"
+    @property
+    def resource(self) -> str:
+        return f"/socket.io/?EIO={self.eio}&transport=websocket"
 
 
 # Reconnecting: the first retry after about RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S,
@@ -112,6 +115,7 @@ class Protocol:
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 8.0
 MAX_OUTAGES = 10_000  # member outages kept with their times (all are counted)
+DECODED_KEPT = 64  # frames whose decoded trace is kept for the members that follow
 
 
 # A member's seen-set grows with the sequence numbers it receives; a frame whose seq jumps
@@ -192,7 +196,10 @@ class Swarm:
         self._settled = asyncio.Event()
         self._gate = asyncio.Semaphore(self.config.connect_concurrency)
         self.protocols: dict[str, Protocol] = {}  # node URL -> what it speaks
-        self._eio3_sockets: set[aiohttp.ClientWebSocketResponse] = set()
+        self._eio3_sockets: set[WebSocket] = set()
+        self.stamp_sources = [0, 0]  # deliveries stamped at the read, by the kernel
+        # the last frames decoded: a room emit reaches every member as the same text
+        self._decoded: dict[str, DeliveryTrace | str] = {}
         # (member, down from ns, back at ns) for trace, which names probes lost meanwhile
         self.outages: list[tuple[Member, int, int]] = []
         # node id -> (how far that node's clock, and the publisher's, is ahead of ours) in ns;
@@ -207,8 +214,6 @@ class Swarm:
         """Open every connection and join its room; returns when all have joined or failed."""
         self.timeline.watch_gc()
         self.loop_lag.start()
-        connector = aiohttp.TCPConnector(limit=0, force_close=False)
-        self.session = aiohttp.ClientSession(connector=connector)
         loop = asyncio.get_running_loop()
         urls = list(dict.fromkeys(m.url for m in self.members))
         found = await asyncio.gather(*(self._preflight(url) for url in urls))
@@ -224,6 +229,8 @@ class Swarm:
         self._settle_check()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._settled.wait(), self.config.connect_timeout_s)
+        # a connected member needs no task: its socket's callback does the rest
+        self._tasks = [task for task in self._tasks if not task.done()]
 
     def _settle_check(self) -> None:
         if self._joined + self.failed >= len(self.members):
@@ -246,7 +253,7 @@ class Swarm:
                     protocol = await self._probe(url, eio)
             except Exception as exc:
                 reason = reason or self._reason(exc, url, eio)
-                if isinstance(exc, VersionRefused | aiohttp.WSServerHandshakeError):
+                if isinstance(exc, VersionRefused | UpgradeRefused):
                     continue  # it may speak only the other version
                 return reason
             self.protocols[url] = protocol
@@ -254,18 +261,21 @@ class Swarm:
         return reason
 
     async def _probe(self, url: str, eio: int) -> Protocol:
-        async with self.session.ws_connect(Protocol(eio).url(url), max_msg_size=0,
-                                           compress=0) as ws:
-            opening = await ws.receive()
-            if opening.type != WSMsgType.TEXT and (refusal := await self._refusal(url, eio)):
-                raise VersionRefused(f"{url} refuses engine.io {eio} ({refusal})"
-                                     + (": leave --eio out" if self.config.eio else ""))
+        ws = await WebSocket.connect(url, Protocol(eio).resource)
+        try:
+            try:
+                opening = await ws.receive()
+            except ConnectionClosed:
+                if refusal := await _refusal(url, eio):
+                    raise VersionRefused(f"{url} refuses engine.io {eio} ({refusal})"
+                                         + (": leave --eio out" if self.config.eio else "")
+                                         ) from None
+                raise
             interval = _open_packet(opening, url)
             if eio == 4:
-                await ws.send_str("40")
+                ws.send_text("40")
             reply = await ws.receive()
-            if reply.type == WSMsgType.TEXT and reply.data == "40":
-                # an engine.io 3 server connects the default namespace by itself
+            if reply == "40":  # an engine.io 3 server connects the default namespace by itself
                 if self.config.eio == 4:
                     raise HandshakeError(f"{url} speaks socket.io 2 (engine.io 3): pass --eio 3 "
                                          "or leave --eio out")
@@ -275,21 +285,8 @@ class Swarm:
                 raise HandshakeError(f"{url} did not connect the socket.io namespace by itself, "
                                      "as engine.io 3 servers do: pass --eio 4 or leave --eio out")
             return Protocol(4, interval)
-
-    async def _refusal(self, url: str, eio: int) -> str:
-        """What a server says to a plain HTTP handshake in engine.io `eio` when its websocket
-        gave no open packet: engine.io servers name a version they refuse (socket.io 4 writes
-        its HTTP 400 into the upgraded socket, where a websocket client cannot read it)."""
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                async with self.session.get(
-                        url.rstrip("/") + f"/socket.io/?EIO={eio}&transport=polling") as response:
-                    if response.status >= 400:
-                        text = (await response.text())[:200]
-                        with contextlib.suppress(ValueError, AttributeError):
-                            text = json.loads(text).get("message", text)
-                        return f"HTTP {response.status}: {text}"
-        return ""
+        finally:
+            ws.close()
 
     def _reason(self, exc: BaseException, url: str, eio: int) -> str:
         """Why a handshake failed, in one sentence that names the server."""
@@ -298,41 +295,44 @@ class Swarm:
         if isinstance(exc, TimeoutError):
             return (f"{url} did not finish the socket.io handshake within "
                     f"{self.config.handshake_timeout_s:g} s")
-        if isinstance(exc, aiohttp.WSServerHandshakeError):
+        if isinstance(exc, UpgradeRefused):
             hint = (" (or one that refuses this engine.io version: leave --eio out)"
                     if self.config.eio else "")
             return (f"{url} answered HTTP {exc.status} to a socket.io websocket (engine.io {eio}): "
                     f"is it a socket.io server, on the default path /socket.io/{hint}?")
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            why = ("connection refused" if isinstance(exc.os_error, ConnectionRefusedError)
-                   else exc.os_error.strerror or exc.os_error)
-            return f"cannot connect to {url}: {why}"
-        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        if isinstance(exc, ConnectionRefusedError):
+            return f"cannot connect to {url}: connection refused"
+        if isinstance(exc, socket.gaierror):
+            return f"cannot connect to {url}: {exc.strerror}"
+        if isinstance(exc, ConnectionClosed | ConnectionResetError | BrokenPipeError):
             return f"{url} closed the connection during the socket.io handshake"
-        return f"{url}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError) and exc.strerror:
+            return f"cannot connect to {url}: {exc.strerror}"
+        return f"{url}: {exc}" if isinstance(exc, ConnectionError) else \
+            f"{url}: {type(exc).__name__}: {exc}"
 
-    async def _handshake(self, member: Member) -> aiohttp.ClientWebSocketResponse:
+    async def _handshake(self, member: Member) -> WebSocket:
         """Open, connect and send the join of one member, in the server's protocol."""
         protocol = self.protocols[member.url]
-        ws = await self.session.ws_connect(protocol.url(member.url), max_msg_size=0,
-                                           autoping=True, compress=0)
+        ws = await WebSocket.connect(member.url, protocol.resource)
         try:
             _open_packet(await ws.receive(), member.url)
             if protocol.eio == 4:
-                await ws.send_str("40")
+                ws.send_text("40")
             # socket.io 4 closes a connection that sends events before its connect reply
             _connect_reply(await ws.receive(), member.url)
-            await ws.send_str(f'420["join",{{"group":"{member.group}"}}]')
+            ws.send_text(f'420["join",{{"group":"{member.group}"}}]')
         except BaseException:
-            await ws.close()
+            ws.close()
             raise
-        if protocol.eio == 3:
-            self._eio3_sockets.add(ws)
         return ws
 
-    async def _client(self, member: Member) -> None:
-        attempt = 0
+    async def _client(self, member: Member, attempt: int = 0) -> None:
+        """Connect one member (again, after `attempt` failures); once it is connected its
+        socket's callback takes over and this task ends."""
         while True:
+            if attempt:
+                await asyncio.sleep(_backoff(attempt))
             try:
                 async with self._gate:
                     async with asyncio.timeout(self.config.handshake_timeout_s):
@@ -343,27 +343,38 @@ class Swarm:
                     self._settle_check()
                     return
                 attempt += 1  # a member that was joined keeps coming back
-                await asyncio.sleep(_backoff(attempt))
                 continue
+            if self._stopping:
+                ws.close()
+                return
             if not member.joined:
                 self.connected += 1
-            try:
-                await self._receive_loop(ws, member)
-                attempt = 0
-            finally:
-                self._eio3_sockets.discard(ws)
-                with contextlib.suppress(Exception):
-                    await ws.close()
-            if self._stopping:
-                return
-            self.disconnects += 1
-            if not member.joined:  # dropped before its join was acknowledged
-                self._failed(f"{member.url} closed the connection before the join was acknowledged")
-                self._settle_check()
-                return
-            member.down_since = member.down_since or now_ns()
-            attempt += 1
-            await asyncio.sleep(_backoff(attempt))
+            member.ws = ws
+            if self.protocols[member.url].eio == 3:
+                self._eio3_sockets.add(ws)
+            ws.listen(lambda text, t_recv, kernel: self._on_frame(member, text, t_recv, kernel),
+                      lambda: self._on_close(member))
+            return
+
+    def _on_close(self, member: Member) -> None:
+        """The server closed a member's connection (or it broke)."""
+        ws, member.ws = member.ws, None
+        self._eio3_sockets.discard(ws)
+        if self._stopping:
+            return
+        self.disconnects += 1
+        if not member.joined:  # dropped before its join was acknowledged
+            self._failed(f"{member.url} closed the connection before the join was acknowledged")
+            self._settle_check()
+            return
+        member.down_since = member.down_since or now_ns()
+        task = asyncio.get_running_loop().create_task(self._client(member, attempt=1))
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
 
     def _back_up(self, member: Member) -> None:
         """A member that lost its connection has joined again: its outage goes on record."""
@@ -381,45 +392,36 @@ class Swarm:
         while True:
             await asyncio.sleep(interval / 2)
             for i, ws in enumerate(list(self._eio3_sockets)):
-                with contextlib.suppress(Exception):
-                    await ws.send_str("2")
+                ws.send_text("2")
                 if i % 500 == 499:
                     await asyncio.sleep(0)
 
-    async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse, member: Member) -> None:
-        receive = ws.receive
-        while True:
-            message = await receive()
-            t_recv = now_ns()
-            if message.type is not WSMsgType.TEXT:
-                if message.type in _CLOSED:
-                    return
-                continue
-            frame = message.data
-            kind = frame[:2]
-            if kind == "42":
-                self._on_event(member, frame, t_recv)
-            elif frame == "2":
-                await ws.send_str("3")
-            elif kind == "43":
-                if not member.joined:
-                    member.joined = True
-                    self._joined += 1
-                    self.tallies[member.group].members += 1
-                    self._settle_check()
-                elif member.down_since:
-                    self._back_up(member)
-            elif kind in ("41", "44") or frame[:1] == "1":
-                return  # socket.io disconnect / error, engine.io close
+    def _on_frame(self, member: Member, frame: str, t_recv: int, kernel: bool) -> None:
+        """One socket.io packet from a member's server, stamped t_recv."""
+        kind = frame[:2]
+        if kind == "42":
+            self.stamp_sources[kernel] += 1
+            self._on_event(member, frame, t_recv)
+        elif frame == "2":
+            member.ws.send_text("3")
+        elif kind == "43":
+            if not member.joined:
+                member.joined = True
+                self._joined += 1
+                self.tallies[member.group].members += 1
+                self._settle_check()
+            elif member.down_since:
+                self._back_up(member)
+        elif kind in ("41", "44") or frame[:1] == "1":  # socket.io disconnect / error, engine.io close
+            member.ws.close()
+            self._on_close(member)
 
     def _on_event(self, member: Member, frame: str, t_recv: int) -> None:
-        raw = field_from_frame(frame)
-        try:
-            if raw is None:
-                raise TraceFormatError("no mqprobe list first in the event's object")
-            trace = decode_socketio_field(raw)
-        except TraceFormatError as exc:
-            self._untraced(str(exc))
+        trace = self._decoded.get(frame)
+        if trace is None:
+            trace = self._decode(frame)
+        if type(trace) is str:
+            self._untraced(trace)
             return
         if trace.group != member.group:
             self.misrouted += 1
@@ -458,6 +460,21 @@ class Swarm:
                                  trace.seq, trace.t_plan, trace.t_pub, trace.t_deq,
                                  trace.t_emit, t_recv])
 
+    def _decode(self, frame: str) -> DeliveryTrace | str:
+        """The trace of an event frame, or why it has none; kept for the next members that
+        receive the same frame (a few frames: a room emit's copies arrive together)."""
+        raw = field_from_frame(frame)
+        try:
+            if raw is None:
+                raise TraceFormatError("no mqprobe list first in the event's object")
+            trace: DeliveryTrace | str = decode_socketio_field(raw)
+        except TraceFormatError as exc:
+            trace = str(exc)
+        if len(self._decoded) >= DECODED_KEPT:
+            self._decoded.clear()
+        self._decoded[frame] = trace
+        return trace
+
     def command(self, line: str) -> None:
         """A control line from compare: `reset` (measuring starts now) or `clock {...}`."""
         if line == "reset":
@@ -484,10 +501,14 @@ class Swarm:
         self.loop_lag.stop()
         self.timeline.unwatch_gc()
         self._stopping = True
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.session.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for member in self.members:
+            if member.ws is not None:
+                member.ws.close()
+                member.ws = None
         return self.result()
 
     def _untraced(self, reason: str) -> None:
@@ -503,6 +524,7 @@ class Swarm:
             "misrouted": self.misrouted,
             "first_error": self.first_error,
             "protocols": {url: p.eio for url, p in self.protocols.items()},
+            "t_recv_source": {"read": self.stamp_sources[0], "kernel": self.stamp_sources[1]},
             "rss_bytes": rss_bytes(),
             "groups": {g: vars(t) for g, t in self.tallies.items()},
             "hops": {g: hops.to_json() for g, hops in self.hops.items()},
@@ -515,27 +537,40 @@ class Swarm:
         }
 
 
-def _open_packet(message: aiohttp.WSMessage, url: str) -> float:
+def _open_packet(frame: str, url: str) -> float:
     """The engine.io open packet (`0{...}`); returns its pingInterval in seconds."""
-    if message.type != WSMsgType.TEXT or not message.data.startswith("0"):
-        raise HandshakeError(f"{url} sent no engine.io open packet ({_shown(message)})")
+    if not frame.startswith("0"):
+        raise HandshakeError(f"{url} sent no engine.io open packet ({frame[:80]!r})")
     try:
-        return float(json.loads(message.data[1:]).get("pingInterval", 25000)) / 1000
+        return float(json.loads(frame[1:]).get("pingInterval", 25000)) / 1000
     except (ValueError, TypeError, AttributeError):
         raise HandshakeError(f"{url} sent an engine.io open packet that is not JSON") from None
 
 
-def _connect_reply(message: aiohttp.WSMessage, url: str) -> None:
+def _connect_reply(frame: str, url: str) -> None:
     """The server's reply to the namespace connect: `40...`, anything else is refused."""
-    if message.type != WSMsgType.TEXT or not message.data.startswith("40"):
-        refused = message.type == WSMsgType.TEXT and message.data.startswith("44")
+    if not frame.startswith("40"):
+        refused = frame.startswith("44")
         raise HandshakeError(f"{url} {'refused' if refused else 'did not accept'} the socket.io "
-                             f"connect ({_shown(message)})")
+                             f"connect ({frame[:80]!r})")
 
 
-def _shown(message: aiohttp.WSMessage) -> str:
-    """A frame as an error shows it: the first 80 characters, or the frame's type."""
-    return repr(message.data[:80]) if message.type == WSMsgType.TEXT else message.type.name.lower()
+async def _refusal(url: str, eio: int) -> str:
+    """What a server says to a plain HTTP (polling) handshake in engine.io `eio` when its
+    websocket gave no open packet: engine.io servers name a version they refuse (socket.io
+    4 writes its HTTP 400 into the upgraded socket, where a websocket client cannot read it)."""
+    import aiohttp
+
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(5), aiohttp.ClientSession() as session:
+            async with session.get(
+                    url.rstrip("/") + f"/socket.io/?EIO={eio}&transport=polling") as response:
+                if response.status >= 400:
+                    text = (await response.text())[:200]
+                    with contextlib.suppress(ValueError, AttributeError):
+                        text = json.loads(text).get("message", text)
+                    return f"HTTP {response.status}: {text}"
+    return ""
 
 
 def _backoff(attempt: int) -> float:
