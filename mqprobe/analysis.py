@@ -80,6 +80,8 @@ def merge_run(publisher: dict | None, swarms: list[dict], nodes: list[dict]) -> 
             "failed": sum(s.get("failed", 0) for s in swarms),
             "disconnects": sum(s.get("disconnects", 0) for s in swarms),
             "reconnects": sum(s.get("reconnects", 0) for s in swarms),
+            "t_recv_source": {source: sum(s.get("t_recv_source", {}).get(source, 0) for s in swarms)
+                              for source in ("read", "kernel", "kernel_shared")},
             "rss_bytes": sum(s.get("rss_bytes", 0) for s in swarms),
             "processes": len(swarms),
         },
@@ -287,9 +289,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
         evidence.append("tail excess by cause: " + "; ".join(
             f"{s.culprit.value}: {s.cause.value} {s.share:.0%} ({s.mean_ms:.2f} ms a delivery)"
             for s in attribution.shares if s.share >= 0.005))
-    evidence.append(f"swarm loop lag p99 {lag['p99']} ms, max {lag['max']} ms: the error bar of "
-                    f"every receive stamp; it explains "
-                    f"{attribution.share_of(Cause.SWARM_SATURATED):.0%} of the tail excess")
+    evidence.append(_self_lag_line(lag, swarm, attribution))
     if attribution.tail == "p99" or not attribution.shares:  # the budget is met
         if run["lost"]:  # ...by what arrived: the loss is the story, never `none`
             return _lost(run, evidence)
@@ -301,6 +301,35 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     if after:
         prose += "; then " + ", ".join(after)
     return Verdict(top.culprit, top.cause, prose, evidence, attribution.shares)
+
+
+def kernel_stamped(swarm: dict) -> bool:
+    """Whether the run's receive stamps are the kernel's: on every delivery, and at most 1%
+    shared by frames that queued in one read. Then the swarm's loop stalls and GC pauses
+    delayed its reading, not t_recv, and are no cause of `delivery`."""
+    source = swarm.get("t_recv_source") or {}
+    total = sum(source.values())
+    return bool(total) and not source.get("read") and source.get("kernel_shared", 0) * 100 <= total
+
+
+def charged_events(run: dict, events: list[TimedEvent]) -> list[TimedEvent]:
+    """The intervals the attribution may charge a delivery to: all of them, but the swarm's
+    own stalls and collections when its receive stamps are the kernel's."""
+    if not kernel_stamped(run["swarm"]):
+        return list(events)
+    return [e for e in events if not (e.piece.startswith("swarm")
+                                      and e.kind in (EventKind.GC, EventKind.LOOP_STALL))]
+
+
+def _self_lag_line(lag: dict, swarm: dict, attribution: Attribution) -> str:
+    """The swarm's own loop lag, and what it means for this run's receive stamps."""
+    head = f"swarm loop lag p99 {lag['p99']} ms, max {lag['max']} ms"
+    if kernel_stamped(swarm):
+        source = swarm["t_recv_source"]
+        return (f"{head}; receive stamps are the kernel's ({sum(source.values())} deliveries, "
+                f"{source.get('kernel_shared', 0)} sharing a read), so it is not in delivery")
+    return (f"{head}: the error bar of every receive stamp; it explains "
+            f"{attribution.share_of(Cause.SWARM_SATURATED):.0%} of the tail excess")
 
 
 def _outages(facts: RunFacts) -> list[TimedEvent]:
@@ -447,7 +476,8 @@ def _queue_evidence(broker: dict) -> list[str]:
 def judge(run: dict, facts: RunFacts, messages: list[MessageDeliveries],
           budget_ms: float) -> None:
     """Attribute the run and each group, and write `attribution` and `verdict` into them."""
-    timeline = Timeline(facts.events)  # one index of the intervals for the run and its groups
+    # one index of the intervals for the run and its groups
+    timeline = Timeline(charged_events(run, facts.events))
     attribution = attribute(messages, timeline, budget_ms)
     run["attribution"] = attribution.to_json() if attribution else None
     run["verdict"] = verdict(facts, attribution, budget_ms).to_json()

@@ -73,7 +73,9 @@ Concurrency = Annotated[str | None, typer.Option(help="Override: sequential | co
 Nodes = Annotated[int, typer.Option(help="socket.io server processes.")]
 GroupSize = Annotated[int, typer.Option(help="Members per group.")]
 Size = Annotated[int, typer.Option(help="Message body bytes.")]
-SwarmProcesses = Annotated[int, typer.Option(help="Client swarm processes.")]
+SwarmProcesses = Annotated[int, typer.Option(
+    help="Client swarm processes; 0: enough for the open-file limit and the load (one per "
+    "25,000 deliveries/s, at most one per core).")]
 BudgetMs = Annotated[float, typer.Option(help="p99 e2e under this is healthy.")]
 RunDir = Annotated[Path | None, typer.Option(help="Where logs of the pieces go.")]
 Inject = Annotated[list[str] | None, typer.Option(
@@ -185,7 +187,7 @@ def compare_cmd(
     rate: Annotated[float, typer.Option(help="Messages per second per group.")] = 10.0,
     size: Size = 1024,
     duration: Annotated[float, typer.Option(help="Seconds of publishing per run.")] = 5.0,
-    swarm_processes: SwarmProcesses = 1,
+    swarm_processes: SwarmProcesses = 0,
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
     concurrency: Concurrency = None,
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep per run.")] = 0,
@@ -275,7 +277,7 @@ def sweep_cmd(
     group_size: GroupSize = 100,
     size: Size = 1024,
     duration: Annotated[float, typer.Option(help="Seconds of publishing per point.")] = 4.0,
-    swarm_processes: SwarmProcesses = 1,
+    swarm_processes: SwarmProcesses = 0,
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
     concurrency: Concurrency = None,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,

@@ -60,6 +60,9 @@ MAX_MESSAGES = 2_000_000  # per run: the publisher plans its schedule up front
 MAX_SIZE = 128 * 2**20  # RabbitMQ's default max_message_size
 MAX_BUDGET_MS = 3_600_000.0
 FD_RESERVE = 256  # open files a swarm process needs besides its connections
+# deliveries a second one swarm process records with room to spare: it records 50,000 on
+# half a core, but shares the host with nodes and broker (BENCHMARKS.md)
+SWARM_DELIVERIES_PER_S = 25_000
 
 
 def within(name: str, value: float, low: float, high: float, above: bool = False) -> str:
@@ -82,7 +85,7 @@ class Workload:
     rate: float = 10.0
     size: int = 1024
     duration_s: float = 5.0
-    swarm_processes: int = 1
+    swarm_processes: int = 0  # 0: `swarms` chooses
     prefetch: int | None = None
     ack: str | None = None
     channel: str | None = None
@@ -105,6 +108,19 @@ class Workload:
                 for arg in ("--inject", item)]
 
     @property
+    def swarms(self) -> int:
+        """Swarm processes: as asked, or enough for this host's open-file limit and for the
+        deliveries a second (SWARM_DELIVERIES_PER_S each), the latter at most one per core."""
+        if self.swarm_processes:
+            return self.swarm_processes
+        clients = sum(self.group_sizes)
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        for_files = (1 if limit == resource.RLIM_INFINITY
+                     else -(-clients // max(1, limit - FD_RESERVE)))
+        for_load = -(-int(clients * self.rate) // SWARM_DELIVERIES_PER_S)
+        return max(1, for_files, min(for_load, os.cpu_count() or 1))
+
+    @property
     def groups(self) -> list[str]:
         return [str(i + 1) for i in range(len(self.group_sizes))]
 
@@ -113,7 +129,7 @@ class Workload:
         starts."""
         problems = [p for p in (
             within("--nodes", self.nodes, 1, MAX_NODES),
-            within("--swarm-processes", self.swarm_processes, 1, 256),
+            within("--swarm-processes", self.swarm_processes, 0, 256),
             within("--rate", self.rate, 0, MAX_RATE, above=True),
             within("--duration", self.duration_s, 0, MAX_DURATION_S, above=True),
             within("--size", self.size, 0, MAX_SIZE),
@@ -145,7 +161,7 @@ class Workload:
             return []  # other hosts' limits are theirs to check
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         clients = sum(self.group_sizes)
-        per_process = -(-clients // self.swarm_processes)
+        per_process = -(-clients // self.swarms)
         if limit != resource.RLIM_INFINITY and per_process > limit - FD_RESERVE:
             need = -(-clients // max(1, limit - FD_RESERVE))
             return [f"{per_process} clients per swarm process is over this host's open-file "
@@ -257,7 +273,7 @@ async def placed(workload: Workload, amqp_url: str):
         for agent in remote:
             await hub.hello(agent)
         placement = Placement(workload.placement, hub, workload.listen_host)
-        placement.check_reachable(workload.nodes, workload.swarm_processes)
+        placement.check_reachable(workload.nodes, workload.swarms)
         yield placement
     finally:
         await hub.close()
@@ -326,10 +342,10 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         sizes = ",".join(str(s) for s in workload.group_sizes)
         swarms = [placement.make("swarm", i, f"swarm{i + 1}",
                                  ["swarm", "--node-urls", urls, "--group-sizes", sizes,
-                                  "--slice", f"{i}/{workload.swarm_processes}",
+                                  "--slice", f"{i}/{workload.swarms}",
                                   "--samples", str(workload.samples)],
                                  log_dir, env, label, topology)
-                  for i in range(workload.swarm_processes)]
+                  for i in range(workload.swarms)]
         await asyncio.gather(*(s.start() for s in swarms))
         clients = sum(workload.group_sizes)
         await _watch(swarms, "ready", "connecting", clients, label, observe,

@@ -64,6 +64,7 @@ class SwarmConfig:
     handshake_timeout_s: float = 15.0  # for one connection: open, connect, join
     # engine.io protocol: 4 (socket.io 3/4), 3 (socket.io 2); None asks each server
     eio: int | None = None
+    kernel_stamps: bool = True  # t_recv from the kernel's receive stamp where it gives one
     samples: int = 0  # raw deliveries to keep, for checking hop arithmetic
     # called for every traced event a member receives (mqprobe trace prints them)
     on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = None
@@ -197,7 +198,7 @@ class Swarm:
         self._gate = asyncio.Semaphore(self.config.connect_concurrency)
         self.protocols: dict[str, Protocol] = {}  # node URL -> what it speaks
         self._eio3_sockets: set[WebSocket] = set()
-        self.stamp_sources = [0, 0]  # deliveries stamped at the read, by the kernel
+        self.stamp_sources = [0, 0, 0]  # event frames by t_recv source (websocket.STAMP_*)
         # the last frames decoded: a room emit reaches every member as the same text
         self._decoded: dict[str, DeliveryTrace | str] = {}
         # (member, down from ns, back at ns) for trace, which names probes lost meanwhile
@@ -314,7 +315,7 @@ class Swarm:
     async def _handshake(self, member: Member) -> WebSocket:
         """Open, connect and send the join of one member, in the server's protocol."""
         protocol = self.protocols[member.url]
-        ws = await WebSocket.connect(member.url, protocol.resource)
+        ws = await WebSocket.connect(member.url, protocol.resource, self.config.kernel_stamps)
         try:
             _open_packet(await ws.receive(), member.url)
             if protocol.eio == 4:
@@ -352,7 +353,7 @@ class Swarm:
             member.ws = ws
             if self.protocols[member.url].eio == 3:
                 self._eio3_sockets.add(ws)
-            ws.listen(lambda text, t_recv, kernel: self._on_frame(member, text, t_recv, kernel),
+            ws.listen(lambda text, t_recv, source: self._on_frame(member, text, t_recv, source),
                       lambda: self._on_close(member))
             return
 
@@ -396,11 +397,11 @@ class Swarm:
                 if i % 500 == 499:
                     await asyncio.sleep(0)
 
-    def _on_frame(self, member: Member, frame: str, t_recv: int, kernel: bool) -> None:
-        """One socket.io packet from a member's server, stamped t_recv."""
+    def _on_frame(self, member: Member, frame: str, t_recv: int, source: int) -> None:
+        """One socket.io packet from a member's server, stamped t_recv (from `source`)."""
         kind = frame[:2]
         if kind == "42":
-            self.stamp_sources[kernel] += 1
+            self.stamp_sources[source] += 1
             self._on_event(member, frame, t_recv)
         elif frame == "2":
             member.ws.send_text("3")
@@ -524,7 +525,8 @@ class Swarm:
             "misrouted": self.misrouted,
             "first_error": self.first_error,
             "protocols": {url: p.eio for url, p in self.protocols.items()},
-            "t_recv_source": {"read": self.stamp_sources[0], "kernel": self.stamp_sources[1]},
+            "t_recv_source": dict(zip(("read", "kernel", "kernel_shared"), self.stamp_sources,
+                                      strict=True)),
             "rss_bytes": rss_bytes(),
             "groups": {g: vars(t) for g, t in self.tallies.items()},
             "hops": {g: hops.to_json() for g, hops in self.hops.items()},

@@ -9,8 +9,10 @@ swarm's handler with its receive stamp. No task, no queue, no thread per connect
 Receive stamps. With SO_TIMESTAMPNS the kernel stamps every packet when it arrives, and
 recvmsg hands the stamp over with the bytes (TCP: the stamp of the last packet read), so
 t_recv is when the frame reached this host, not when a busy loop got round to it: the
-swarm's own loop lag stops inflating `delivery`. Where the kernel gives no stamp, t_recv
-is the moment of the read, and `kernel_stamps` says which it was.
+swarm's own loop lag stops inflating `delivery`. Each frame goes out with its stamp's
+source (STAMP_*): the moment of the read where the kernel gives no stamp, the kernel's,
+or the kernel's shared by several frames of one read (frames that queued while the loop
+was busy: the stamp is the last one's, an upper bound for the earlier ones).
 
 Only what socket.io servers send is spoken: plain ws:// (http URLs), text frames, possibly
 fragmented, ping, pong and close; no extensions. Frames to the server are masked, as
@@ -38,7 +40,8 @@ _MAGIC = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 READ_SIZE = 65536
 MAX_FRAME = 64 << 20  # a frame larger than this is not a socket.io event we can use
 
-TextHandler = Callable[[str, int, bool], None]  # (frame text, t_recv ns, stamped by the kernel)
+STAMP_READ, STAMP_KERNEL, STAMP_KERNEL_SHARED = 0, 1, 2  # where a frame's t_recv came from
+TextHandler = Callable[[str, int, int], None]  # (frame text, t_recv ns, STAMP_*)
 
 
 class ConnectionClosed(ConnectionError):
@@ -60,23 +63,25 @@ class WebSocket:
     __slots__ = ("sock", "loop", "kernel_stamps", "_buffer", "_fragments", "_on_text",
                  "_on_close", "_waiter", "_pending", "_out", "closed")
 
-    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop, rest: bytes) -> None:
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop, rest: bytes,
+                 kernel_stamps: bool = True) -> None:
         self.sock, self.loop = sock, loop
-        self.kernel_stamps = _stamp_kernel(sock)
+        self.kernel_stamps = kernel_stamps and _stamp_kernel(sock)
         self._buffer = bytearray(rest)
         self._fragments: list[bytes] | None = None
         self._on_text: TextHandler | None = None
         self._on_close: Callable[[], None] | None = None
         self._waiter: asyncio.Future | None = None
-        self._pending: list[tuple[str, int, bool]] = []  # frames cut before anyone listened
+        self._pending: list[tuple[str, int, int]] = []  # frames cut before anyone listened
         self._out = bytearray()
         self.closed = False
         self._cut_frames(now_ns(), False)  # frames that came with the upgrade reply
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
-    async def connect(cls, url: str, resource: str) -> WebSocket:
-        """Open a websocket to `resource` (path and query) on the server of an http URL."""
+    async def connect(cls, url: str, resource: str, kernel_stamps: bool = True) -> WebSocket:
+        """Open a websocket to `resource` (path and query) on the server of an http URL;
+        kernel_stamps=False stamps frames when they are read (to compare the two)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "ws"):
             raise ConnectionError(f"{url}: the swarm speaks plain http (ws://) only")
@@ -99,7 +104,7 @@ class WebSocket:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, loop, rest)
+        return cls(sock, loop, rest, kernel_stamps)
 
     # -- handshake: one frame at a time --------------------------------------------------
     async def receive(self) -> str:
@@ -118,7 +123,7 @@ class WebSocket:
         return self._pending.pop(0)[0]
 
     def listen(self, on_text: TextHandler, on_close: Callable[[], None]) -> None:
-        """From now on every text frame goes to on_text(text, t_recv, kernel); on_close
+        """From now on every text frame goes to on_text(text, t_recv, source); on_close
         once, when the connection ends (not after `close`)."""
         self._on_text, self._on_close = on_text, on_close
         pending, self._pending = self._pending, []
@@ -150,6 +155,7 @@ class WebSocket:
     def _cut_frames(self, t_recv: int, kernel: bool) -> None:
         """Every complete frame in the buffer, in order; a partial one waits for more."""
         buffer, at, end = self._buffer, 0, len(self._buffer)
+        frames = []
         while end - at >= 2:
             first, second = buffer[at], buffer[at + 1]
             length, head = second & 0x7F, 2
@@ -169,18 +175,21 @@ class WebSocket:
                 return
             if end - at < head + length:
                 break
-            payload = bytes(buffer[at + head:at + head + length])
+            frames.append((first, bytes(buffer[at + head:at + head + length])))
             at += head + length
-            self._frame(first & 0x80, first & 0x0F, payload, t_recv, kernel)
-            if self.closed:
-                return
         if at:
             del buffer[:at]
+        source = (STAMP_READ if not kernel else STAMP_KERNEL if len(frames) == 1
+                  else STAMP_KERNEL_SHARED)
+        for first, payload in frames:
+            self._frame(first & 0x80, first & 0x0F, payload, t_recv, source)
+            if self.closed:
+                return
 
-    def _frame(self, fin: int, opcode: int, payload: bytes, t_recv: int, kernel: bool) -> None:
+    def _frame(self, fin: int, opcode: int, payload: bytes, t_recv: int, source: int) -> None:
         if opcode == 0x1 or opcode == 0x0:  # text, or a continuation of one
             if opcode == 0x1 and fin:
-                self._text(payload, t_recv, kernel)
+                self._text(payload, t_recv, source)
                 return
             if opcode == 0x1:
                 self._fragments = [payload]
@@ -188,21 +197,21 @@ class WebSocket:
                 self._fragments.append(payload)
             if fin and self._fragments is not None:
                 whole, self._fragments = b"".join(self._fragments), None
-                self._text(whole, t_recv, kernel)
+                self._text(whole, t_recv, source)
         elif opcode == 0x9:  # ping: the same payload back
             self._send(0xA, payload)
         elif opcode == 0x8:  # close
             self._ended()
 
-    def _text(self, payload: bytes, t_recv: int, kernel: bool) -> None:
+    def _text(self, payload: bytes, t_recv: int, source: int) -> None:
         try:
             text = payload.decode()
         except UnicodeDecodeError:
             text = payload.decode(errors="replace")
         if self._on_text is not None:
-            self._on_text(text, t_recv, kernel)
+            self._on_text(text, t_recv, source)
             return
-        self._pending.append((text, t_recv, kernel))
+        self._pending.append((text, t_recv, source))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 

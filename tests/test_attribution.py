@@ -241,3 +241,28 @@ def test_a_few_late_deliveries_do_not_miss_the_budget():
     msgs = messages(count=200, slow={i: {"mq": 80} for i in range(7, 10)})  # 1.5%: missed
     said, attribution = judged(msgs, [event(EventKind.LOOP_STALL, "n1", 140, 280)])
     assert attribution.tail == "over-budget" and said.cause == Cause.SERVER_STALL
+
+
+def test_a_swarm_stall_is_not_charged_to_delivery_when_the_kernel_stamped_receipts():
+    """The same late receipts beside the same swarm stall: with t_recv taken when the swarm
+    read the frame, the stall is the tail (client); with the kernel's receive stamps the
+    stall only delayed the reading, so the tail is the delivery path's own."""
+    from mqprobe.analysis import charged_events, kernel_stamped
+
+    msgs = messages(slow={i: {"delivery": 200} for i in range(40, 50)})
+    stall = [event(EventKind.LOOP_STALL, "swarm1", 800, 1002, cpu_share=1.0),
+             event(EventKind.LOOP_STALL, "n1", 5000, 5010, cpu_share=1.0)]
+    for source, culprit, cause in (
+            ({"read": 5000, "kernel": 0, "kernel_shared": 0}, Culprit.CLIENT, Cause.SWARM_SATURATED),
+            ({"read": 0, "kernel": 4990, "kernel_shared": 10}, Culprit.DELIVERY, Cause.DELIVERY),
+            # frames that queued in one read share its stamp: more than 1% and it is not trusted
+            ({"read": 0, "kernel": 4900, "kernel_shared": 100}, Culprit.CLIENT, Cause.SWARM_SATURATED)):
+        run = run_of(msgs)
+        run["swarm"]["t_recv_source"] = source
+        events = charged_events(run, stall)
+        assert len(events) == (1 if kernel_stamped(run["swarm"]) else 2)  # n1's stall stays
+        attribution = attribute(msgs, events, BUDGET)
+        judged_verdict = verdict(RunFacts(run, stall, T0, None), attribution, BUDGET)
+        assert (judged_verdict.culprit, judged_verdict.cause) == (culprit, cause), source
+        lag_line = next(line for line in judged_verdict.evidence if "swarm loop lag" in line)
+        assert ("receive stamps are the kernel's" in lag_line) == kernel_stamped(run["swarm"])

@@ -128,7 +128,7 @@ def test_report_reads_at_most_a_bounded_size():
     (("compare", "--budget-ms", "-1"), "--budget-ms must be a number above 0"),
     (("compare", "--size", "999999999999"), "--size must be a number at least 0 and at most"),
     (("compare", "--rate", "10000", "--duration", "3600"), "messages in one run"),
-    (("compare", "--group-size", "30000"), "open-file limit"),
+    (("compare", "--group-size", "30000", "--swarm-processes", "1"), "open-file limit"),
     (("sweep", "--groups", "1..100000"), "--groups must be a number at least 1 and at most"),
     (("sweep", "--groups", "1,inf"), "finite"),
     (("publish", "--rate", "nan"), "--rate must be a number"),

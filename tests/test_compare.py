@@ -119,3 +119,21 @@ def test_nothing_a_run_declared_is_left_on_the_broker(compared, broker: BrokerSt
         assert not [name for name in exchanges | queues if name.startswith(prefix)], prefix
     manager = next(r for r in compared["json"]["runs"] if r["topology"] == "socketio-manager")
     assert manager["declared"]["prefix"] + "socketio" in manager["declared"]["removed"]
+
+
+def test_swarm_processes_by_default_cover_the_open_file_limit_and_the_load():
+    import os
+    import resource
+
+    from mqprobe.compare import FD_RESERVE, SWARM_DELIVERIES_PER_S, Workload
+
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    per_process = limit - FD_RESERVE
+    assert Workload().swarms == 1  # the default workload: 600 clients, 6,000 deliveries/s
+    assert Workload(swarm_processes=5).swarms == 5  # as asked
+    # 3 processes' worth of connections, at a trickle: the open-file limit decides
+    assert Workload(group_sizes=[per_process] * 3, rate=0.01).swarms == 3
+    # few connections, many deliveries: one per SWARM_DELIVERIES_PER_S, at most one per core
+    busy = Workload(group_sizes=[1000] * 16, rate=SWARM_DELIVERIES_PER_S * 64 / 16_000)
+    assert busy.swarms == min(64, os.cpu_count())
+    busy.check()  # and nothing to object to
