@@ -21,7 +21,8 @@ from mqprobe.attribution import (
     Verdict,
     attribute,
 )
-from mqprobe.records import CLIENT_HOPS, HopSet, Latency
+from mqprobe.model import PATH_HOPS, RUN_HOPS
+from mqprobe.records import HopSet, Latency
 from mqprobe.timeline import EventKind, TimedEvent
 
 SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it computed
@@ -68,10 +69,10 @@ def merge_run(publisher: dict | None, swarms: list[dict], nodes: list[dict]) -> 
         "delivered": delivered_total,
         "lost": sum(g["lost"] for g in groups.values()),
         "duplicated": sum(g["duplicated"] for g in groups.values()),
-        "hops": {hop: all_hops[hop].summary() for hop in (*CLIENT_HOPS, "fanout")},
+        "hops": {hop: all_hops[hop].summary() for hop in RUN_HOPS},
         "self_lag_ms": self_lag.lag_summary(),
         "groups": groups,
-        "hdr": {hop: all_hops[hop].hist.encode().decode() for hop in (*CLIENT_HOPS, "fanout")},
+        "hdr": {hop: all_hops[hop].hist.encode().decode() for hop in RUN_HOPS},
         "untraced": sum(s.get("untraced", 0) for s in swarms) + sum(n.get("untraced", 0) for n in nodes),
         "misrouted": sum(s.get("misrouted", 0) for s in swarms),
         "swarm": {
@@ -222,6 +223,7 @@ class Failure:
     piece: str
     message: str
     at_ns: int = 0  # when it was seen to end, on our clock (0: not known)
+    gave_no_result: bool = False  # it ran to the end but its figures never arrived
 
     @property
     def role(self) -> str:
@@ -258,7 +260,8 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
                           "as lost", counts)
     if facts.failure:
         role = facts.failure.role
-        cause = Cause.NODE_DIED if role == "node" else Cause.INSTRUMENT_FAILED
+        cause = (Cause.NODE_DIED if role == "node" and not facts.failure.gave_no_result
+                 else Cause.INSTRUMENT_FAILED)
         when = f" ({_at(facts.failure.at_ns, facts)} into the run)" if facts.failure.at_ns else ""
         return Verdict.of(cause, f"{PROSE[cause]}{when}: {facts.failure.message}",
                           counts + _failure_evidence(facts))
@@ -283,7 +286,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     e2e = hops["e2e"]
     evidence = counts + [
         f"e2e p99 {e2e['p99_ms']} ms (budget {budget_ms:g} ms); p99 by hop: "
-        + ", ".join(f"{hop} {hops[hop]['p99_ms']} ms" for hop in ("mq", "server", "delivery")),
+        + ", ".join(f"{hop} {hops[hop]['p99_ms']} ms" for hop in PATH_HOPS),
         _tail_line(attribution, budget_ms)]
     if attribution.shares:
         evidence.append("tail excess by cause: " + "; ".join(

@@ -20,48 +20,13 @@ import bisect
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from mqprobe.model import PATH_HOPS, Cause, Culprit
 from mqprobe.timeline import EventKind, TimedEvent
 
 FLOOR_PERCENTILE = 10.0
 FLOOR_BUDGET_SHARE = 0.1  # a hop's floor is never above this share of the budget
 TAIL_PERCENTILE = 99.0
-
-
-class Culprit(StrEnum):
-    """Which part of the path a delay belongs to (design.md)."""
-
-    MQ = "mq"
-    SERVER = "server"
-    DELIVERY = "delivery"
-    CLIENT = "client"  # the measuring instrument itself: its figures are not to be trusted
-    NONE = "none"
-
-
-class Cause(StrEnum):
-    """Why; each belongs to one culprit (CULPRIT_OF)."""
-
-    BROKER_SIDE = "broker-side"
-    BROKER_BLOCKED = "broker-blocked"
-    BROKER_ALARM = "broker-alarm"
-    BROKER_UNAVAILABLE = "broker-unavailable"
-    PUBLISH_REJECTED = "publish-rejected"
-    CONSUMER_SATURATED = "consumer-saturated"
-    GC_PAUSE = "gc-pause"
-    SERVER_STALL = "server-stall"
-    SLOW_HANDLER = "slow-handler"
-    FANOUT_BOUND = "fanout-bound"
-    NODE_DIED = "node-died"
-    DELIVERY = "delivery"
-    LOST_BEFORE_NODE = "lost-before-node"
-    LOST = "lost-deliveries"
-    SWARM_SATURATED = "swarm-saturated"
-    INSTRUMENT_FAILED = "instrument-failed"
-    PUBLISHER_STALL = "publisher-stall"
-    INTERRUPTED = "interrupted"
-    WITHIN_BUDGET = "within-budget"
-    NOTHING_MEASURED = "nothing-measured"
 
 
 CULPRIT_OF = {
@@ -127,7 +92,6 @@ CHARGES = {
                  ("swarm", EventKind.LOOP_STALL, Cause.SWARM_SATURATED)),
 }
 REMAINDER = {"mq": Cause.BROKER_SIDE, "server": Cause.SLOW_HANDLER, "delivery": Cause.DELIVERY}
-HOPS = ("mq", "server", "delivery")
 
 
 @dataclass(slots=True)
@@ -357,7 +321,7 @@ def attribute(messages: list[MessageDeliveries], events: Iterable[TimedEvent] | 
         floors_ms={hop: round(v / 1e6, 3) for hop, v in floor.items()}, tail=tail,
         tail_deliveries=tail_count, deliveries=sum(n for _, n in e2e),
         excess_ms=excess / tail_count / 1e6 if tail_count else 0.0, shares=shares,
-        hop_shares={hop: by_hop[hop] / excess for hop in HOPS} if excess else {})
+        hop_shares={hop: by_hop[hop] / excess for hop in PATH_HOPS} if excess else {})
 
 
 @dataclass

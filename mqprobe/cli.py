@@ -34,6 +34,7 @@ from mqprobe.compare import (
     within,
 )
 from mqprobe.errors import InputError, MqprobeError
+from mqprobe.model import HOPS, EngineIO, RunPhase
 from mqprobe.process import RunInterrupted, emit_event
 from mqprobe.report import load_result, print_compare, print_connections, print_hops, print_sweep
 from mqprobe.stamps import DeliveryTrace
@@ -333,7 +334,7 @@ class _progress:
             self.progress.update(task, completed=phase.done, total=phase.total, phase=note)
         else:
             self.progress.update(task, phase=note)
-        if phase.phase in ("done", "failed"):
+        if phase.phase in (RunPhase.DONE, RunPhase.FAILED):
             total = self.progress.tasks[task].total or 1
             self.progress.update(task, completed=total, total=total)
 
@@ -479,7 +480,7 @@ def _print_trace_summary(summary: dict) -> None:
     if summary.get("e2e_only"):
         console.print("  e2e only: no server stamped these messages (no mqprobe code in them), "
                       "so mq, server and delivery are n/a")
-    for hop in ("mq", "server", "delivery", "e2e"):
+    for hop in HOPS:
         if hop not in hops:
             console.print(f"  {hop:<9} n/a")
             continue
@@ -750,9 +751,11 @@ def swarm_cmd(
 
 def _eio(value: str) -> int | None:
     """--eio: 3, 4, or auto (None: each server's preflight handshake finds it)."""
-    if value not in ("3", "4", "auto"):
-        raise UserError(f"--eio must be 3, 4 or auto, got {value!r}")
-    return None if value == "auto" else int(value)
+    try:
+        eio = EngineIO(value)
+    except ValueError:
+        raise UserError(f"--eio must be 3, 4 or auto, got {value!r}") from None
+    return None if eio is EngineIO.AUTO else int(eio)
 
 
 @app.command("publish")

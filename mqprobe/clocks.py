@@ -26,12 +26,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from mqprobe.model import HOP_CLOCKS
 from mqprobe.stamps import CLOCK_SKEW_NS
-
-# Which clocks each hop compares: (hop, clock that stamped its end, clock of its start).
-HOP_CLOCKS = {"mq": ("node", "publisher"), "server": ("node", "node"),
-              "delivery": ("swarm", "node"), "e2e": ("swarm", "publisher"),
-              "fanout": ("node", "node")}
 
 
 def clock_id() -> str:

@@ -46,6 +46,7 @@ from mqprobe.broker import (
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.errors import InputError
 from mqprobe.inject import Faults, parse_injections
+from mqprobe.model import RunPhase
 from mqprobe.process import Child, Piece, RunError, RunInterrupted, run_to_the_end
 from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
 
@@ -186,7 +187,7 @@ class Phase:
     """What the caller's progress display is told."""
 
     run: str
-    phase: str  # starting | connecting | publishing | draining | done | failed
+    phase: RunPhase
     done: int = 0
     total: int = 0
     note: str = ""
@@ -195,8 +196,12 @@ class Phase:
 Observer = Callable[[Phase], None]
 
 
-async def _stop_all(children: list[Piece]) -> list[dict | None]:
-    return list(await asyncio.gather(*(c.stop() for c in children)))
+STOP_S = 20.0  # for a piece to hand over its result once asked to stop...
+STOP_S_PER_CLIENT = 0.002  # ...and for each client a node was serving (it sees each one go)
+
+
+async def _stop_all(children: list[Piece], timeout: float = STOP_S) -> list[dict | None]:
+    return list(await asyncio.gather(*(c.stop(timeout) for c in children)))
 
 
 @dataclass
@@ -313,7 +318,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
     log_dir = run_dir / label
     log_dir.mkdir(parents=True, exist_ok=True)
     groups = ",".join(workload.groups)
-    observe(Phase(label, "starting", note=f"{workload.nodes} nodes"))
+    observe(Phase(label, RunPhase.STARTING, note=f"{workload.nodes} nodes"))
     nodes = [placement.make("node", i, f"node{i + 1}",
                             ["node", "--node-id", f"n{i + 1}", "--topology", topology.source,
                              "--layout", layout, "--groups", groups, "--prefix", prefix,
@@ -348,7 +353,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
                   for i in range(workload.swarms)]
         await asyncio.gather(*(s.start() for s in swarms))
         clients = sum(workload.group_sizes)
-        await _watch(swarms, "ready", "connecting", clients, label, observe,
+        await _watch(swarms, "ready", RunPhase.CONNECTING, clients, label, observe,
                      lambda s: s.latest.get("progress", {}).get("joined", 0), timeout=180,
                      others=nodes)
         joined = sum(s.latest["ready"]["joined"] for s in swarms)
@@ -375,7 +380,7 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         sampling = asyncio.get_running_loop().create_task(sampler.run())
         await publisher.start()
         total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))
-        await _watch([publisher], "result", "publishing", total, label, observe,
+        await _watch([publisher], "result", RunPhase.PUBLISHING, total, label, observe,
                      lambda p: p.latest.get("progress", {}).get("sent", 0),
                      timeout=workload.duration_s + 120, others=nodes + swarms)
         results["publisher"] = publisher.result_data()
@@ -400,13 +405,23 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
             nonlocal failure
             # swarms first: a node closing its sockets must not count as a swarm disconnect
             stopped = await _stop_all(swarms)
-            stopped += await _stop_all(nodes + ([publisher] if publisher else []))
+            per_node = sum(workload.group_sizes) / workload.nodes
+            stopped += await _stop_all(nodes + ([publisher] if publisher else []),
+                                       STOP_S + per_node * STOP_S_PER_CLIENT)
             # a piece that ended before it was asked to (killed, crashed) fails the run
             for piece, got in zip(swarms + nodes + ([publisher] if publisher else []),
                                   stopped, strict=True):
                 if failure is None and got is None and piece.died_early:
                     failure = Failure(piece.name, piece.failure() or f"{piece.name} exited early",
                                       piece.latest["exit"].get("at_ns", 0))
+            # one that ran to the end but whose figures never came: the verdict must not
+            # read their absence as idle consumers or a quiet publisher
+            for piece, got in zip(swarms + nodes + ([publisher] if publisher else []),
+                                  stopped, strict=True):
+                if failure is None and got is None and not piece.died_early:
+                    failure = Failure(piece.name, f"{piece.name} gave no result when asked to "
+                                      "stop: its figures are missing", time.time_ns(),
+                                      gave_no_result=True)
             # a swarm that gave no result still had members: they received nothing we can show
             results["swarms"] = [got or silent_swarm(workload, i, len(swarms))
                                  for i, got in enumerate(stopped[:len(swarms)])]
@@ -432,7 +447,8 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
             failure = Failure(INTERRUPTED, error, time.time_ns())
     run = assemble(topology, layout, workload, results, sampler, clocks, failure)
     run["declared"] = {"prefix": prefix, **cleanup}
-    observe(Phase(label, "failed" if error else "done", note=error or run["verdict"]["culprit"]))
+    observe(Phase(label, RunPhase.FAILED if error else RunPhase.DONE,
+                  note=error or run["verdict"]["culprit"]))
     if failure and failure.piece == INTERRUPTED:
         raise RunInterrupted({"runs": [run]})
     return run
@@ -511,7 +527,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: dict,
     return run
 
 
-async def _watch(children: list[Piece], kind: str, phase: str, total: int, label: str,
+async def _watch(children: list[Piece], kind: str, phase: RunPhase, total: int, label: str,
                  observe: Observer, count: Callable[[Piece], int], timeout: float,
                  others: list[Piece] = ()) -> None:
     """Wait for `kind` from every child, reporting progress as their counts move; a failure
@@ -536,7 +552,7 @@ async def _drain(swarms: list[Piece], expected: int, drain_s: float, label: str,
     last, last_change = -1, time.monotonic()
     while time.monotonic() < deadline:
         delivered = sum(s.latest.get("progress", {}).get("delivered", 0) for s in swarms)
-        observe(Phase(label, "draining", min(delivered, expected), expected))
+        observe(Phase(label, RunPhase.DRAINING, min(delivered, expected), expected))
         if delivered >= expected:
             return
         if delivered != last:

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -179,12 +180,10 @@ class Node:
         if self.manager and getattr(self.manager, "thread", None):
             self.manager.thread.cancel()
         if self._connection:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.close(), 5)
+            await _at_most(self._connection.close(), 5)
         result = self.result()
-        if self._runner:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._runner.cleanup(), 5)
+        if self._runner:  # thousands of websockets to close: the result is taken already
+            await _at_most(self._runner.cleanup(), 5)
         return result
 
     def result(self) -> dict:
@@ -378,6 +377,18 @@ class Node:
         self.sio.manager_initialized = True
         manager.initialize()
         await asyncio.wait_for(queue_bound.wait(), 30)
+
+
+async def _at_most(work: Coroutine, seconds: float) -> None:
+    """Let work run for at most `seconds` and go on: unlike wait_for, never wait for its
+    cancellation to finish (closing thousands of connections can take that long too)."""
+    task = asyncio.ensure_future(work)
+    done, _pending = await asyncio.wait({task}, timeout=seconds)
+    if done:
+        with contextlib.suppress(Exception):
+            task.result()
+    else:
+        task.cancel()
 
 
 async def run_node(config: NodeConfig, control: bool) -> dict:

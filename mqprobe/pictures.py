@@ -29,12 +29,11 @@ from hdrh.log import HistogramLogWriter
 
 from mqprobe.analysis import by_point, representative
 from mqprobe.errors import InputError
-from mqprobe.records import HOPS
+from mqprobe.model import HOP_COLOURS, HOPS, PATH_HOPS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-HOP_COLOURS = {"mq": "#d9534f", "server": "#f0ad4e", "delivery": "#5bc0de", "e2e": "#333333"}
 LINE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                 "#7f7f7f", "#bcbd22", "#17becf")
 EVENT_COLOURS = {"loop-stall": "#d62728", "gc": "#9467bd", "window-full": "#ff7f0e",
@@ -252,7 +251,7 @@ def tail_by_hop(result: dict) -> Picture:
     rows = list(range(len(runs)))
     for ax, (name, key) in zip(axes, (("p50", "p50_ms"), ("p99", "p99_ms")), strict=True):
         left = [0.0] * len(runs)
-        for hop in ("mq", "server", "delivery"):
+        for hop in PATH_HOPS:
             widths = [run["hops"][hop][key] for run in runs]
             ax.barh(rows, widths, left=left, color=HOP_COLOURS[hop], label=hop, height=0.6)
             left = [a + b for a, b in zip(left, widths, strict=True)]

@@ -17,8 +17,6 @@ from hdrh.histogram import HdrHistogram
 from mqprobe.stamps import now_ns
 from mqprobe.timeline import STALL_MIN_NS, EventKind, IntervalTracker, Recorder
 
-HOPS = ("mq", "server", "delivery", "e2e")
-CLIENT_HOPS = HOPS + ("e2e_planned",)  # e2e from the planned send time: no coordinated omission
 PERCENTILES = {"p50_ms": 50.0, "p90_ms": 90.0, "p99_ms": 99.0, "p999_ms": 99.9}
 _HIGHEST_US = 3600 * 1_000_000
 FLUSH_AT = 4096  # values a Latency holds before they go into its histogram

@@ -12,8 +12,8 @@ from rich.text import Text
 
 from mqprobe.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.errors import InputError
+from mqprobe.model import HOPS
 
-HOP_COLUMNS = ("mq", "server", "delivery", "e2e")
 MAX_RESULT_BYTES = 256 * 2**20  # a result JSON past this is not one of ours
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -58,7 +58,7 @@ def _shape_problem(result: object) -> str:
             if not _is_number(run.get(key)):
                 return f"{where} has no number '{key}'"
         hops = run.get("hops")
-        for hop in HOP_COLUMNS:
+        for hop in HOPS:
             figures = hops.get(hop) if isinstance(hops, dict) else None
             if not isinstance(figures, dict) or not all(
                     _is_number(figures.get(k)) for k in ("count", "p50_ms", "p99_ms", "max_ms")):
@@ -113,7 +113,7 @@ def compare_table(result: dict) -> Table:
     table.add_column("delivered", justify="right", no_wrap=True)
     table.add_column("lost", justify="right")
     table.add_column("dup", justify="right")
-    for hop in HOP_COLUMNS[:-1]:
+    for hop in HOPS[:-1]:
         table.add_column(f"{hop}\np50/p99", justify="right", no_wrap=True)
     table.add_column("e2e\np50/p99/max", justify="right", no_wrap=True)
     table.add_column("self-lag\np99", justify="right")
@@ -123,7 +123,7 @@ def compare_table(result: dict) -> Table:
         run = representative(runs)
         hops = run["hops"]
         cells = [f"{_ms(hops[h]['p50_ms'])}/{_ms(hops[h]['p99_ms'])}{_pm(run, h)}"
-                 for h in HOP_COLUMNS[:-1]]
+                 for h in HOPS[:-1]]
         e2e = hops["e2e"]
         cells.append(f"{_ms(e2e['p50_ms'])}/{_ms(e2e['p99_ms'])}/{_ms(e2e['max_ms'])}"
                      f"{_pm(run, 'e2e')}")
@@ -221,7 +221,7 @@ def print_hops(swarm_result: dict, console: Console) -> None:
                   caption="self-lag: this swarm's own event-loop lag, the error bar of t_recv")
     for column in ("hop", "count", "p50", "p90", "p99", "p99.9", "max"):
         table.add_column(column, justify="left" if column == "hop" else "right")
-    rows = [(hop, hops[hop].summary()) for hop in (*HOP_COLUMNS, "e2e_planned") if hop in hops]
+    rows = [(hop, hops[hop].summary()) for hop in (*HOPS, "e2e_planned") if hop in hops]
     if "self_lag" in swarm_result:
         rows.append(("self-lag", Latency.from_json(swarm_result["self_lag"]).summary()))
     negative = any(s.get("negative") for _hop, s in rows)

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mqprobe.errors import InputError
+from mqprobe.model import AckMode, ChannelMode, Layout
 
-LAYOUTS = ("per-node", "per-group")
+LAYOUTS = tuple(Layout)
 EXCHANGE_TYPES = ("topic", "direct", "fanout")
-ACK_MODES = ("after", "before", "auto")
-CHANNEL_MODES = ("shared", "per-consumer")
+ACK_MODES = tuple(AckMode)
+CHANNEL_MODES = tuple(ChannelMode)
 CONCURRENCY_MODES = ("sequential", "concurrent")
 SOCKETIO_MANAGER = "socketio"
 REPO_TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"

@@ -13,6 +13,22 @@ from mqprobe.broker import BrokerState, ManagedBroker
 
 REPO = Path(__file__).resolve().parent.parent
 
+# A test that needs a real broker or a real server is an integration test (these fixtures,
+# or @pytest.mark.integration for one that starts its own); every other test is a unit
+# test: pure decisions, and the command line's answers to bad input, without a broker.
+# `./dev test -m unit` runs the unit tests, `./dev test -m integration` the others, and
+# `./dev test` both.
+REAL_FIXTURES = {"managed_broker", "broker", "vhost_url", "chat_server", "compared",
+                 "fragile_broker", "placed_run", "swept", "agent", "socketio2_server",
+                 "socketio4_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        real = REAL_FIXTURES & set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.integration if real or item.get_closest_marker("integration")
+                        else pytest.mark.unit)
+
 
 @pytest.fixture(scope="session")
 def managed_broker(tmp_path_factory: pytest.TempPathFactory) -> ManagedBroker:

@@ -266,3 +266,16 @@ def test_a_swarm_stall_is_not_charged_to_delivery_when_the_kernel_stamped_receip
         assert (judged_verdict.culprit, judged_verdict.cause) == (culprit, cause), source
         lag_line = next(line for line in judged_verdict.evidence if "swarm loop lag" in line)
         assert ("receive stamps are the kernel's" in lag_line) == kernel_stamped(run["swarm"])
+
+
+def test_a_piece_that_gave_no_result_is_the_instrument_never_idle_consumers():
+    """Nodes whose figures never arrived must not read as consumers with busy ratio 0."""
+    msgs = messages(slow={i: {"mq": 900} for i in range(40, 60)})
+    failure = Failure("node1", "node1 gave no result when asked to stop: its figures are "
+                      "missing", T0, gave_no_result=True)
+    judged_verdict, _ = judged(msgs, failure=failure)
+    assert (judged_verdict.culprit, judged_verdict.cause) == (Culprit.CLIENT,
+                                                              Cause.INSTRUMENT_FAILED)
+    assert "node1 gave no result" in judged_verdict.prose
+    died, _ = judged(msgs, failure=Failure("node1", "node1 exited early", T0))
+    assert died.cause == Cause.NODE_DIED  # one that ended by itself is still a dead node

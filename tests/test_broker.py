@@ -4,6 +4,8 @@ import json
 import os
 import socket
 
+import pytest
+
 from mqprobe.broker import ManagedBroker, management_get, pid_alive
 
 from .conftest import run_cli
@@ -18,6 +20,7 @@ def test_session_broker_serves_amqp_and_management_on_loopback(broker):
     assert ("amqp", "127.0.0.1") in listeners
 
 
+@pytest.mark.integration  # a broker of its own
 def test_up_status_down_and_a_stale_data_dir(tmp_path):
     state_dir = tmp_path / "b"
     # leftovers of a crashed broker: a dead pid and an old data dir
@@ -138,6 +141,7 @@ def test_cleanup_without_a_management_api_says_how_to_get_one(broker):
     assert "secret" not in result.stderr
 
 
+@pytest.mark.integration  # a broker of its own
 def test_broker_url_shows_the_password_only_when_asked(tmp_path):
     env_home = {"MQPROBE_HOME": str(tmp_path / "home")}
     import subprocess

@@ -17,6 +17,8 @@ from mqprobe.broker import ManagedBroker
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.integration  # every test here runs a broker of its own
+
 ARGS = ["compare", "--topologies", "single-topic", "--layouts", "per-node", "--duration", "8"]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mqprobe.model import HOPS
 from mqprobe.pictures import (
     MAX_TIMELINES,
     PicturesUnavailable,
@@ -23,7 +24,6 @@ from mqprobe.pictures import (
     write_html,
     write_pngs,
 )
-from mqprobe.records import HOPS
 from mqprobe.report import load_result, verdict_cell
 
 from .conftest import REPO, run_cli
@@ -132,6 +132,7 @@ def test_pngs_of_a_sweep_are_written_one_per_picture(swept, tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
 
 
+@pytest.mark.integration  # matplotlib in a process of its own: seconds
 def test_report_draws_a_saved_result_again(tmp_path):
     result = run_cli("report", str(DATA / "sweep_result.json"), "--html",
                      str(tmp_path / "p.html"), "--png", str(tmp_path / "png"))

@@ -1,0 +1,130 @@
+"""mqprobe's shared vocabulary, defined once: the hops, the culprits and causes a verdict
+names, the layouts and consumer modes a topology takes, the phases of a run.
+
+Like aio-pika's `abc.py`, this module holds nouns, not behaviour: every other module
+derives its lists from here (records its histograms, clocks which clocks a hop compares,
+report its columns, pictures its colours, attribution the hops it charges), so a new hop
+or cause is added in one place. The enums are `StrEnum`s: in JSON and on the command line
+they are the plain strings they always were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One measured span of a message's path: from stamp `start` to stamp `end`, each
+    taken on the clock of one kind of piece (design.md's definitions)."""
+
+    name: str
+    start: str  # the stamp it starts at: t_pub, t_deq, t_emit, t_plan
+    end: str  # the stamp it ends at: t_deq, t_emit, t_recv, t_emit_done
+    start_clock: str  # which piece's clock stamped `start`: publisher | node | swarm
+    end_clock: str
+    colour: str = ""  # in pictures; "" for hops that are not drawn
+    on_path: bool = False  # one of the consecutive hops that add up to e2e
+    meaning: str = ""
+
+
+HOP_REGISTRY: tuple[Hop, ...] = (
+    Hop("mq", "t_pub", "t_deq", "publisher", "node", "#d9534f", True,
+        "publish, routing, queue wait, delivery to the node's consumer"),
+    Hop("server", "t_deq", "t_emit", "node", "node", "#f0ad4e", True,
+        "the node's own work before it starts emitting"),
+    Hop("delivery", "t_emit", "t_recv", "node", "swarm", "#5bc0de", True,
+        "the room fan-out writes, the socket, the network, up to the client"),
+    Hop("e2e", "t_pub", "t_recv", "publisher", "swarm", "#333333", False,
+        "exactly mq + server + delivery"),
+    Hop("e2e_planned", "t_plan", "t_recv", "publisher", "swarm", "", False,
+        "e2e from when the message should have been sent: no coordinated omission"),
+    Hop("fanout", "t_emit", "t_emit_done", "node", "node", "", False,
+        "per message and node: the node's emit loop (charged to the server)"),
+)
+HOP = {hop.name: hop for hop in HOP_REGISTRY}
+
+PATH_HOPS = tuple(h.name for h in HOP_REGISTRY if h.on_path)  # mq, server, delivery
+HOPS = PATH_HOPS + ("e2e",)  # the table's columns
+CLIENT_HOPS = HOPS + ("e2e_planned",)  # what a client records per delivery
+RUN_HOPS = CLIENT_HOPS + ("fanout",)  # what a run reports
+# (hop, clock that stamped its end, clock of its start)
+HOP_CLOCKS = {h.name: (h.end_clock, h.start_clock) for h in HOP_REGISTRY if h.name != "e2e_planned"}
+HOP_COLOURS = {h.name: h.colour for h in HOP_REGISTRY if h.colour}
+
+
+class Culprit(StrEnum):
+    """Which part of the path a delay belongs to (design.md)."""
+
+    MQ = "mq"
+    SERVER = "server"
+    DELIVERY = "delivery"
+    CLIENT = "client"  # the measuring instrument itself: its figures are not to be trusted
+    NONE = "none"
+
+
+class Cause(StrEnum):
+    """Why; each belongs to one culprit (attribution.CULPRIT_OF)."""
+
+    BROKER_SIDE = "broker-side"
+    BROKER_BLOCKED = "broker-blocked"
+    BROKER_ALARM = "broker-alarm"
+    BROKER_UNAVAILABLE = "broker-unavailable"
+    PUBLISH_REJECTED = "publish-rejected"
+    CONSUMER_SATURATED = "consumer-saturated"
+    GC_PAUSE = "gc-pause"
+    SERVER_STALL = "server-stall"
+    SLOW_HANDLER = "slow-handler"
+    FANOUT_BOUND = "fanout-bound"
+    NODE_DIED = "node-died"
+    DELIVERY = "delivery"
+    LOST_BEFORE_NODE = "lost-before-node"
+    LOST = "lost-deliveries"
+    SWARM_SATURATED = "swarm-saturated"
+    INSTRUMENT_FAILED = "instrument-failed"
+    PUBLISHER_STALL = "publisher-stall"
+    INTERRUPTED = "interrupted"
+    WITHIN_BUDGET = "within-budget"
+    NOTHING_MEASURED = "nothing-measured"
+
+
+class Layout(StrEnum):
+    """How a node subscribes: one queue for all its groups, or one per group."""
+
+    PER_NODE = "per-node"
+    PER_GROUP = "per-group"
+
+
+class AckMode(StrEnum):
+    """When a node acknowledges a message: after handling it, before, or never (auto)."""
+
+    AFTER = "after"
+    BEFORE = "before"
+    AUTO = "auto"
+
+
+class ChannelMode(StrEnum):
+    """Whether a node's consumers share one AMQP channel or each has its own."""
+
+    SHARED = "shared"
+    PER_CONSUMER = "per-consumer"
+
+
+class RunPhase(StrEnum):
+    """Where a run is, as compare reports it."""
+
+    STARTING = "starting"
+    CONNECTING = "connecting"
+    PUBLISHING = "publishing"
+    DRAINING = "draining"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class EngineIO(StrEnum):
+    """The engine.io protocol a socket.io server speaks (mqprobe.swarm)."""
+
+    AUTO = "auto"  # ask each server
+    V3 = "3"  # socket.io 2, netty-socketio 1.x
+    V4 = "4"  # socket.io 3 and 4, python-socketio 5
