@@ -371,12 +371,12 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
         # Hops whose ends were stamped on different hosts are put onto the swarm's clock.
         clocks = await placement.clocks(workload.nodes, len(swarms))
         clocks_differ = any(not offset.same_clock for offset in clocks.values())
-        if clocks_differ:
-            await asyncio.gather(*(s.send(clock_command(clocks, f"swarm{i + 1}"))
+        if clocks_differ:  # applied by every swarm, or the run fails: never a silent `±`
+            await asyncio.gather(*(s.command(clock_command(clocks, f"swarm{i + 1}"))
                                    for i, s in enumerate(swarms)))
         # Loop lag and busy ratios count from here: connecting thousands of clients is
         # set-up, not part of what is measured.
-        await asyncio.gather(*(c.send("reset") for c in swarms + nodes))
+        await asyncio.gather(*(c.command("reset") for c in swarms + nodes))
         sampling = asyncio.get_running_loop().create_task(sampler.run())
         await publisher.start()
         total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from mqprobe.embed import Tracer
 from mqprobe.inject import Faults
-from mqprobe.process import emit_event, wait_for_stop
+from mqprobe.process import CommandRefused, emit_event, wait_for_stop
 from mqprobe.records import BusyMeter, HopSet, LoopLagMonitor
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
@@ -304,6 +304,12 @@ class Node:
             if not acked:  # acked now, or never to be (auto): out of the window either way
                 consumer.acked()
 
+    def command(self, line: str) -> None:
+        """A control line from compare: `reset`; anything else is refused."""
+        if line != "reset":
+            raise CommandRefused(f"a node knows `reset`, not {line[:40]!r}")
+        self.reset_meters()
+
     def reset_meters(self) -> None:
         """Measure from now on: loop lag, busy ratio, unacked peaks and the timeline of the
         set-up are dropped, and what set-up allocated is frozen (timeline.freeze_setup)."""
@@ -405,7 +411,7 @@ async def run_node(config: NodeConfig, control: bool) -> dict:
 
     reporter = asyncio.get_running_loop().create_task(report_progress()) if control else None
     try:
-        await wait_for_stop(control, lambda command: command == "reset" and node.reset_meters())
+        await wait_for_stop(control, node.command)
     finally:
         if reporter:
             reporter.cancel()

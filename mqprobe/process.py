@@ -32,6 +32,10 @@ class RunError(MqprobeError, RuntimeError):
         self.piece = piece
 
 
+class CommandRefused(ValueError):
+    """A piece cannot apply a command (unknown, or malformed); the message says why."""
+
+
 class RunInterrupted(Exception):
     """A measurement was cancelled (Ctrl-C, SIGTERM); `result` holds what it saved."""
 
@@ -112,7 +116,15 @@ async def _read_commands(finish: Callable[[str], None],
             finish("stop")
             return
         if command and on_command:
-            on_command(command)
+            # every command is answered: applied, or refused with why (compare fails the
+            # run on a refusal it depends on, rather than measuring with it half-applied)
+            name = command.split(" ", 1)[0][:40]
+            try:
+                on_command(command)
+            except CommandRefused as exc:
+                emit_event("refused", command=name, message=str(exc))
+            else:
+                emit_event("applied", command=name)
 
 
 class Piece:
@@ -153,6 +165,32 @@ class Piece:
             tail = str(self.latest["exit"].get("log_tail", ""))  # its last line of stderr
             return f"{self.name} exited early" + (f": {tail}" if tail else "")
         return None
+
+    async def command(self, command: str, timeout: float = 10.0) -> None:
+        """Send a command and wait until the piece says it applied it; RunError when it
+        refuses it or does not answer."""
+        self.latest.pop("applied", None)
+        self.latest.pop("refused", None)
+        await self.send(command)
+        deadline = time.monotonic() + timeout
+        name = command.split(" ", 1)[0]
+        while True:
+            refused = self.latest.get("refused")
+            if refused and refused.get("command") == name:
+                raise RunError(f"{self.name} could not apply {name!r}: {refused.get('message')}",
+                               self.name)
+            applied = self.latest.get("applied")
+            if applied and applied.get("command") == name:
+                return
+            if problem := self.failure():
+                raise RunError(problem, self.name)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RunError(f"{self.name} did not answer the command {name!r} within "
+                               f"{timeout:.0f} s", self.name)
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
 
     async def wait_for(self, kind: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout

@@ -38,7 +38,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mqprobe.process import emit_event, wait_for_stop
+from mqprobe.process import CommandRefused, emit_event, wait_for_stop
 from mqprobe.records import HopSet, LoopLagMonitor, Reasons
 from mqprobe.stamps import (
     DeliveryTrace,
@@ -477,17 +477,23 @@ class Swarm:
         return trace
 
     def command(self, line: str) -> None:
-        """A control line from compare: `reset` (measuring starts now) or `clock {...}`."""
+        """A control line from compare: `reset` (measuring starts now) or `clock {...}`;
+        anything else, or a clock table it cannot read, is refused (CommandRefused)."""
         if line == "reset":
             freeze_setup()  # set-up (thousands of connections) out of the collector's reach
             self.loop_lag.reset()
             self.timeline.reset()
         elif line.startswith("clock "):
-            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+            try:
                 table = json.loads(line[6:])
                 publisher = int(table["publisher"])
-                self.clock_shift = {str(node): (int(ahead), publisher)
-                                    for node, ahead in table["nodes"].items()}
+                shift = {str(node): (int(ahead), publisher) for node, ahead in table["nodes"].items()}
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise CommandRefused("the clock table is not {\"publisher\": ns, \"nodes\": "
+                                     f"{{node: ns}}}} ({type(exc).__name__}: {exc})") from None
+            self.clock_shift = shift
+        else:
+            raise CommandRefused(f"the swarm knows `reset` and `clock`, not {line[:40]!r}")
 
     def progress(self) -> dict:
         return {"planned": len(self.members), "connected": self.connected,

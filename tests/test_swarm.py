@@ -275,3 +275,41 @@ def test_the_swarm_command_says_why_no_client_joined():
     assert "Traceback" not in result.stderr
     result = run_cli("swarm", "--eio", "5", timeout=60)
     assert result.returncode != 0 and "--eio must be 3, 4 or auto" in result.stderr
+
+
+def test_a_command_a_piece_cannot_apply_fails_loudly_and_its_figures_still_arrive(tmp_path):
+    """compare depends on `clock` being applied (or hops print a ± they do not have): a
+    piece answers every command, and a refusal is a RunError naming piece and reason."""
+    from mqprobe.process import Child, RunError
+
+    async def run() -> dict | None:
+        swarm = Child("swarm1", ["swarm", "--node-urls", "http://127.0.0.1:1", "--group-sizes",
+                                 "1"], tmp_path, dict(os.environ))
+        await swarm.start()
+        try:
+            await swarm.wait_for("ready", 30)
+            await swarm.command("reset")
+            await swarm.command('clock {"publisher": 0, "nodes": {"n1": 250000000}}')
+            for bad, says in (("clock {not json", "the clock table is not"),
+                              ('clock {"publisher": 0}', "the clock table is not"),
+                              ("dance", "knows `reset` and `clock`")):
+                with pytest.raises(RunError) as refused:
+                    await swarm.command(bad)
+                assert "swarm1 could not apply" in str(refused.value) and says in str(refused.value)
+        finally:
+            result = await swarm.stop()
+        return result
+
+    result = asyncio.run(run())
+    assert result is not None and result["planned"] == 1  # what it had is not lost
+
+
+def test_the_swarm_refuses_what_it_cannot_apply_and_keeps_the_last_clock_table():
+    from mqprobe.process import CommandRefused
+
+    swarm = Swarm(SwarmConfig(node_urls=["http://127.0.0.1:1"], group_sizes={"1": 1}))
+    swarm.command('clock {"publisher": 5, "nodes": {"n1": 7}}')
+    assert swarm.clock_shift == {"n1": (7, 5)}
+    with pytest.raises(CommandRefused):
+        swarm.command('clock {"publisher": "x", "nodes": {}}')
+    assert swarm.clock_shift == {"n1": (7, 5)}
