@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from array import array
-from collections import Counter
 
 from hdrh.histogram import HdrHistogram
 
@@ -19,7 +17,8 @@ from mqprobe.timeline import STALL_MIN_NS, EventKind, IntervalTracker, Recorder
 
 PERCENTILES = {"p50_ms": 50.0, "p90_ms": 90.0, "p99_ms": 99.0, "p999_ms": 99.9}
 _HIGHEST_US = 3600 * 1_000_000
-FLUSH_AT = 4096  # values a Latency holds before they go into its histogram
+_EXACT_BITS = 11  # 3 significant digits: HDR counts each value below 2**11 us exactly
+_EXACT_US = 1 << _EXACT_BITS
 
 
 def new_histogram() -> HdrHistogram:
@@ -29,40 +28,43 @@ def new_histogram() -> HdrHistogram:
 class Latency:
     """One hop's distribution: an HDR histogram plus what it cannot hold.
 
-    Values wait in a plain array and go into the histogram a batch at a time, each distinct
-    microsecond once with its count: the same histogram as recording them one by one, at a
-    fraction of hdrh's cost per value (about 2.5 us, five times per delivery in the swarm).
-    Everything that reads the histogram flushes first."""
+    Values are counted in a dict by the HDR bucket they fall in (each microsecond below
+    2,048 us, above it the bucket's lowest value: 3 significant digits) and go into the
+    histogram when it is read, each bucket once with its count. The histogram is the same as
+    recording each value one by one; recording costs a dict increment, not hdrh's 2.5 us,
+    and never a pause to catch up (the swarm records five hops per delivery)."""
 
-    __slots__ = ("_hist", "negative", "min_ns", "max_ns", "_pending")
+    __slots__ = ("_hist", "negative", "min_ns", "max_ns", "_counts")
 
     def __init__(self, hist: HdrHistogram | None = None, negative: int = 0, min_ns: int = 0,
                  max_ns: int = 0) -> None:
         self._hist = hist if hist is not None else new_histogram()
         self.negative, self.min_ns, self.max_ns = negative, min_ns, max_ns
-        self._pending = array("q")
+        self._counts: dict[int, int] = {}
 
     def record(self, value_ns: int) -> None:
-        pending = self._pending
-        pending.append(value_ns)
-        if len(pending) >= FLUSH_AT:
-            self._flush()
+        if value_ns < 0:  # clock skew: counted and its extreme kept, never in the histogram
+            self.negative += 1
+            if value_ns < self.min_ns:
+                self.min_ns = value_ns
+            return
+        if value_ns > self.max_ns:
+            self.max_ns = value_ns
+        micros = value_ns // 1000
+        if micros >= _EXACT_US:  # the lowest value of its HDR bucket: the same counter
+            if micros > _HIGHEST_US:
+                micros = _HIGHEST_US
+            shift = micros.bit_length() - _EXACT_BITS
+            micros = micros >> shift << shift
+        counts = self._counts
+        counts[micros] = counts.get(micros, 0) + 1
 
     def _flush(self) -> None:
-        values = self._pending
-        if not values:
-            return
-        self._pending = array("q")
-        lowest, highest = min(values), max(values)
-        self.max_ns = max(self.max_ns, highest)
-        if lowest < 0:  # clock skew: counted and its extreme kept, never in the histogram
-            negatives = [v for v in values if v < 0]
-            self.negative += len(negatives)
-            self.min_ns = min(self.min_ns, lowest)
-            values = [v for v in values if v >= 0]
-        record = self._hist.record_value
-        for micros, count in Counter([v // 1000 for v in values]).items():
-            record(min(micros, _HIGHEST_US), count)
+        if self._counts:
+            record = self._hist.record_value
+            for micros, count in self._counts.items():
+                record(micros, count)
+            self._counts.clear()
 
     @property
     def hist(self) -> HdrHistogram:
