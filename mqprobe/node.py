@@ -13,7 +13,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -113,11 +113,10 @@ class Node:
         self._emit_records = 0
         self.timeline = Recorder(config.node_id)
         self.loop_lag = LoopLagMonitor(timeline=self.timeline)
-        self.manager = None
+        self.manager: ObservedManager | None = None
         if config.topology.manager:
-            self.manager = socketio.AsyncAioPikaManager(
-                config.amqp_url, channel=config.topology.exchange_for(config.prefix, "")
-            )
+            self.manager = ObservedManager(self, config.amqp_url,
+                                           config.topology.exchange_for(config.prefix, ""))
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp", client_manager=self.manager, cors_allowed_origins="*",
             logger=False, engineio_logger=False, max_http_buffer_size=16 * 1024 * 1024,
@@ -331,58 +330,64 @@ class Node:
 
     # -- python-socketio's AsyncAioPikaManager, unchanged ---------------------------------
     async def _start_socketio_manager(self) -> None:
-        """Run the manager as users do; only observe it (stamps, timing), never alter it.
-
-        `_handle_emit` is where the manager turns a consumed message into a room emit: a tap
-        there stamps t_deq/t_emit into our field and times the emit. `_queue` is wrapped only
-        to learn when the manager's queue is bound, so the node reports ready truthfully.
-        """
-        manager = self.manager
-        queue_bound = asyncio.Event()
-        original_queue, original_handle = manager._queue, manager._handle_emit
-        # the manager's channel has prefetch 1 and acks after handling (read its source)
-        consumer = self.stats.consumers["socketio-manager"] = Consumer(
-            "socketio-manager", 1, self.timeline, True)
-        stats = self.stats
-
-        async def observed_queue(channel, exchange):
-            queue = await original_queue(channel, exchange)
-            self.queue_names.append(queue.name)
-            queue_bound.set()
-            return queue
-
-        async def tapped_handle_emit(message: dict) -> None:
-            t_deq = now_ns()
-            # the manager acks after this returns (message.process())
-            consumer.arrived()
-            consumer.busy.enter()
-            try:
-                payload = message.get("data", [None])[0]
-                try:
-                    raw = payload.get(SOCKETIO_FIELD) if isinstance(payload, dict) else None
-                    trace = decode_socketio_field(raw)
-                except TraceFormatError as exc:
-                    self.tracer.count_untraced(exc)
-                    await original_handle(message)
-                    return
-                if self.config.faults.server_delay_s:
-                    await asyncio.sleep(self.config.faults.server_delay_s)
-                t_emit = now_ns()
-                complete_socketio_field(raw, self.config.node_id, t_deq, t_emit)
-                await original_handle(message)
-                self._record_emit(trace.group, trace.seq, 0, now_ns() - t_emit)
-                stats.handled += 1
-            finally:
-                consumer.busy.leave()
-                consumer.acked()
-
-        manager._queue = observed_queue
-        manager._handle_emit = tapped_handle_emit
-        # The server would start the manager on its first client; start it now so the
-        # queue exists before anything is published.
+        """Run python-socketio's manager as users do, observed (ObservedManager); start it
+        now, not on the first client, so its queue exists before anything is published."""
+        self._manager_consumer = self.stats.consumers["socketio-manager"] = Consumer(
+            "socketio-manager", 1, self.timeline, True)  # prefetch 1, acks after handling
         self.sio.manager_initialized = True
-        manager.initialize()
-        await asyncio.wait_for(queue_bound.wait(), 30)
+        self.manager.initialize()
+        await asyncio.wait_for(self.manager.queue_bound.wait(), 30)
+
+    async def _observe_manager_emit(self, message: dict,
+                                    handle: Callable[[dict], Awaitable[None]]) -> None:
+        """One message the manager consumed, on its way to the room: stamp t_deq and t_emit
+        into our field, time the emit; the manager acks after this returns."""
+        t_deq = now_ns()
+        consumer = self._manager_consumer
+        consumer.arrived()
+        consumer.busy.enter()
+        try:
+            payload = message.get("data", [None])[0]
+            try:
+                raw = payload.get(SOCKETIO_FIELD) if isinstance(payload, dict) else None
+                trace = decode_socketio_field(raw)
+            except TraceFormatError as exc:
+                self.tracer.count_untraced(exc)
+                await handle(message)
+                return
+            if self.config.faults.server_delay_s:
+                await asyncio.sleep(self.config.faults.server_delay_s)
+            t_emit = now_ns()
+            complete_socketio_field(raw, self.config.node_id, t_deq, t_emit)
+            await handle(message)
+            self._record_emit(trace.group, trace.seq, 0, now_ns() - t_emit)
+            self.stats.handled += 1
+        finally:
+            consumer.busy.leave()
+            consumer.acked()
+
+
+class ObservedManager(socketio.AsyncAioPikaManager):
+    """python-socketio's AsyncAioPikaManager as users run it, observed through the two hooks
+    it consumes by, never altered: `_queue`, to learn the queue's name once it is bound (the
+    node reports ready truthfully), and `_handle_emit`, where a consumed message becomes a
+    room emit (the node stamps and times it). Both are private: pyproject.toml pins
+    python-socketio to the versions this was tested on."""
+
+    def __init__(self, node: Node, url: str, channel: str) -> None:
+        super().__init__(url, channel=channel)
+        self.node = node
+        self.queue_bound = asyncio.Event()
+
+    async def _queue(self, channel: aio_pika.abc.AbstractChannel,
+                     exchange: aio_pika.abc.AbstractExchange) -> aio_pika.abc.AbstractQueue:
+        queue = await super()._queue(channel, exchange)
+        self.node.queue_names.append(queue.name)
+        self.queue_bound.set()
+        return queue
+
+    async def _handle_emit(self, message: dict) -> None:
+        await self.node._observe_manager_emit(message, super()._handle_emit)
 
 
 async def _at_most(work: Coroutine, seconds: float) -> None:

@@ -12,7 +12,9 @@ t_recv is when the frame reached this host, not when a busy loop got round to it
 swarm's own loop lag stops inflating `delivery`. Each frame goes out with its stamp's
 source (STAMP_*): the moment of the read where the kernel gives no stamp, the kernel's,
 or the kernel's shared by several frames of one read (frames that queued while the loop
-was busy: the stamp is the last one's, an upper bound for the earlier ones).
+was busy: the stamp is the last one's, an upper bound for the earlier ones). The kernel
+starts stamping shortly after the first socket of the host asks (a deferred switch): the
+first frames of a process may carry read stamps, and are counted as such.
 
 Only what socket.io servers send is spoken: plain ws:// (http URLs), text frames, possibly
 fragmented, ping, pong and close; no extensions. Frames to the server are masked, as
@@ -153,9 +155,11 @@ class WebSocket:
         self._cut_frames(t_recv or now_ns(), bool(t_recv))
 
     def _cut_frames(self, t_recv: int, kernel: bool) -> None:
-        """Every complete frame in the buffer, in order; a partial one waits for more."""
+        """Every complete frame in the buffer, in order; a partial one waits for more. A
+        frame no server may send (masked, or over MAX_FRAME) ends the connection after the
+        frames before it."""
         buffer, at, end = self._buffer, 0, len(self._buffer)
-        frames = []
+        frames, broken = [], False
         while end - at >= 2:
             first, second = buffer[at], buffer[at + 1]
             length, head = second & 0x7F, 2
@@ -167,12 +171,9 @@ class WebSocket:
                 if end - at < 10:
                     break
                 length, head = int.from_bytes(buffer[at + 2:at + 10], "big"), 10
-            if second & 0x80:  # a masked frame from a server: not RFC 6455
-                self._fail()
-                return
-            if length > MAX_FRAME:
-                self._fail()
-                return
+            if second & 0x80 or length > MAX_FRAME:
+                broken = True
+                break
             if end - at < head + length:
                 break
             frames.append((first, bytes(buffer[at + head:at + head + length])))
@@ -185,6 +186,8 @@ class WebSocket:
             self._frame(first & 0x80, first & 0x0F, payload, t_recv, source)
             if self.closed:
                 return
+        if broken:
+            self._ended()
 
     def _frame(self, fin: int, opcode: int, payload: bytes, t_recv: int, source: int) -> None:
         if opcode == 0x1 or opcode == 0x0:  # text, or a continuation of one
@@ -264,10 +267,6 @@ class WebSocket:
         """Close without telling anyone (on_close is for the server's doing)."""
         self._on_close = None
         self._shut()
-
-    def _fail(self) -> None:
-        """A protocol error from the server: the connection is over."""
-        self._ended()
 
     def _ended(self) -> None:
         on_close = self._on_close

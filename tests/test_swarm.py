@@ -177,14 +177,20 @@ def socketio2_server():
         yield server
 
 
+async def _joined_swarm(url: str) -> Swarm:
+    """30 members in groups 1 (20) and 2 (10) on one server, every one joined."""
+    swarm = Swarm(SwarmConfig(node_urls=[url], group_sizes={"1": 20, "2": 10},
+                              connect_timeout_s=20))
+    await swarm.start()
+    assert (swarm._joined, swarm.failed) == (30, 0), swarm.first_error
+    return swarm
+
+
 def test_the_swarm_joins_and_times_an_official_socketio4_server(socketio4_server):
     url, emit, _get = socketio4_server
 
     async def run() -> dict:
-        swarm = Swarm(SwarmConfig(node_urls=[url], group_sizes={"1": 20, "2": 10},
-                                  connect_timeout_s=20))
-        await swarm.start()
-        assert (swarm._joined, swarm.failed) == (30, 0), swarm.first_error
+        swarm = await _joined_swarm(url)
         for seq in range(5):
             await asyncio.to_thread(emit, "1", seq)
         await asyncio.to_thread(emit, "2", 0)
@@ -196,7 +202,6 @@ def test_the_swarm_joins_and_times_an_official_socketio4_server(socketio4_server
     assert (result["disconnects"], result["untraced"], result["misrouted"]) == (0, 0, 0)
 
 
-
 def test_the_swarm_finds_socketio2_and_pings_it_through_a_run_longer_than_its_timeout(
         socketio2_server):
     """engine.io 3 drops a client that does not ping within pingInterval + pingTimeout
@@ -204,10 +209,7 @@ def test_the_swarm_finds_socketio2_and_pings_it_through_a_run_longer_than_its_ti
     url, emit, _get = socketio2_server
 
     async def run() -> dict:
-        swarm = Swarm(SwarmConfig(node_urls=[url], group_sizes={"1": 20, "2": 10},
-                                  connect_timeout_s=20))
-        await swarm.start()
-        assert (swarm._joined, swarm.failed) == (30, 0), swarm.first_error
+        swarm = await _joined_swarm(url)
         for seq in range(5):
             await asyncio.to_thread(emit, "1", seq)
             await asyncio.to_thread(emit, "2", seq)
