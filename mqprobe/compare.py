@@ -152,9 +152,11 @@ class Workload:
         if problems:
             raise InputError("; ".join(problems))
         faults = self.faults  # raises with a sentence on a malformed --inject
-        if faults.broker_delay_ms and "socketio-manager" in self.topologies:
+        managed = [t.name for t in map(resolve, self.topologies) if t.manager]
+        if faults.broker_delay_ms and managed:  # any manager topology, under any name
             raise InputError("--inject broker-delay needs a topology mqprobe publishes to; "
-                             "socketio-manager publishes by itself (drop it from --topologies)")
+                             f"{', '.join(managed)} publishes through python-socketio's manager "
+                             "(drop it from --topologies)")
 
     def _clients_problem(self) -> list[str]:
         """A swarm process holds one open file per connection: the host's limit bounds it."""

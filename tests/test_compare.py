@@ -137,3 +137,16 @@ def test_swarm_processes_by_default_cover_the_open_file_limit_and_the_load():
     busy = Workload(group_sizes=[1000] * 16, rate=SWARM_DELIVERIES_PER_S * 64 / 16_000)
     assert busy.swarms == min(64, os.cpu_count())
     busy.check()  # and nothing to object to
+
+
+def test_a_manager_topology_under_any_name_refuses_an_injected_broker_delay(tmp_path: Path):
+    """It is the topology's `manager`, not its name, that says mqprobe does not publish."""
+    from mqprobe.compare import Workload
+    from mqprobe.errors import InputError
+
+    mine = tmp_path / "our-cluster.toml"
+    mine.write_text((Path(__file__).parents[1] / "topologies" / "socketio-manager.toml")
+                    .read_text().replace('name = "socketio-manager"', 'name = "our-cluster"'))
+    with pytest.raises(InputError, match="our-cluster publishes through python-socketio's manager"):
+        Workload(topologies=["single-topic", str(mine)], inject=["broker-delay=80ms"]).check()
+    Workload(topologies=["single-topic", str(mine)]).check()  # without the delay: fine
