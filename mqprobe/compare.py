@@ -313,147 +313,193 @@ def _knob_args(topology: Topology) -> list[str]:
 async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url: str,
                   run_dir: Path, label: str, observe: Observer,
                   management_url: str | None = None, placement: Placement | None = None) -> dict:
-    """One topology x layout on the workload; returns the design.md run dict."""
-    placement = placement or Placement(listen_host=workload.listen_host)
-    prefix = f"mqprobe.{uuid.uuid4().hex[:8]}."
-    env = dict(os.environ, MQPROBE_AMQP_URL=amqp_url)
-    log_dir = run_dir / label
-    log_dir.mkdir(parents=True, exist_ok=True)
-    groups = ",".join(workload.groups)
-    observe(Phase(label, RunPhase.STARTING, note=f"{workload.nodes} nodes"))
-    nodes = [placement.make("node", i, f"node{i + 1}",
-                            ["node", "--node-id", f"n{i + 1}", "--topology", topology.source,
-                             "--layout", layout, "--groups", groups, "--prefix", prefix,
-                             "--port", "0", *_knob_args(topology),
-                             *workload.inject_for("server-delay"),
-                             *(workload.inject_for("stall", "spin") if i == 0 else [])],
-                            log_dir, env, label, topology) for i in range(workload.nodes)]
-    swarms: list[Piece] = []
-    publisher: Piece | None = None
-    clocks: dict[str, ClockOffset] = {}
-    results: dict = {"nodes": [], "swarms": [], "publisher": None}
-    error = None
-    failure: Failure | None = None
-    sampler: QueueSampler | None = None  # made once the nodes have named their queues
-    sampling: asyncio.Task | None = None
+    """One topology x layout on the workload; returns the design.md run dict. The phases
+    are OneRun's; whatever happens in them, every piece is stopped, what each measured is
+    kept, and what the run declared is removed."""
+    run = OneRun(topology, layout, workload, amqp_url, run_dir / label, label, observe,
+                 management_url, placement or Placement(listen_host=workload.listen_host))
     try:
-        await asyncio.gather(*(n.start() for n in nodes))
-        ready = await asyncio.gather(*(n.wait_for("ready", 60) for n in nodes))
-        owners = {name: event["node"] for event in ready for name in event.get("queues", [])}
+        await run.start_nodes()
+        await run.connect_swarms()
+        await run.set_clocks()
+        await run.measure()
+    except RunError as exc:
+        run.fail(exc.piece or "run", str(exc))
+    except asyncio.CancelledError:  # Ctrl-C or SIGTERM: stop the pieces, keep what they have
+        run.fail(INTERRUPTED, INTERRUPTED_PROSE)
+    finally:
+        if run.sampling:
+            run.sampling.cancel()
+        # a Ctrl-C while the pieces stop waits for them: none is left running
+        cleanup, cancelled = await run_to_the_end(run.stop_and_clean())
+        if cancelled:
+            run.fail(INTERRUPTED, INTERRUPTED_PROSE)
+    return run.result(cleanup)
+
+
+INTERRUPTED_PROSE = "interrupted: stopped before it finished"
+
+
+class OneRun:
+    """The pieces of one run and what they gave, phase by phase: start_nodes,
+    connect_swarms, set_clocks, measure, then (always) stop_and_clean and result."""
+
+    def __init__(self, topology: Topology, layout: str, workload: Workload, amqp_url: str,
+                 log_dir: Path, label: str, observe: Observer, management_url: str | None,
+                 placement: Placement) -> None:
+        self.topology, self.layout, self.workload = topology, layout, workload
+        self.amqp_url, self.management_url, self.placement = amqp_url, management_url, placement
+        self.log_dir, self.label, self.observe = log_dir, label, observe
+        self.prefix = f"mqprobe.{uuid.uuid4().hex[:8]}."
+        self.env = dict(os.environ, MQPROBE_AMQP_URL=amqp_url)
+        self.groups = ",".join(workload.groups)
+        self.nodes: list[Piece] = []
+        self.ready: list[dict] = []  # each node's ready event: its address and queues
+        self.swarms: list[Piece] = []
+        self.publisher: Piece | None = None
+        self.clocks: dict[str, ClockOffset] = {}
+        self.clocks_differ = False
+        self.results: dict = {"nodes": [], "swarms": [], "publisher": None}
+        self.failure: Failure | None = None
+        self.error = ""  # set by fail(): what stopped the run before it finished
+        self.sampler: QueueSampler | None = None  # made once the nodes have named their queues
+        self.sampling: asyncio.Task | None = None
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def _piece(self, role: str, index: int, name: str, argv: list[str]) -> Piece:
+        return self.placement.make(role, index, name, argv, self.log_dir, self.env, self.label,
+                                   self.topology)
+
+    def fail(self, piece: str, message: str) -> None:
+        """The run stopped on an error or a signal: the first one seen is the one the
+        verdict names, and the progress shows the run as failed."""
+        if self.failure is None:
+            self.failure = Failure(piece, message, time.time_ns())
+            self.error = message
+
+    async def start_nodes(self) -> None:
+        """The nodes, ready, with the queues they consume (the sampler watches those)."""
+        workload, topology = self.workload, self.topology
+        self.observe(Phase(self.label, RunPhase.STARTING, note=f"{workload.nodes} nodes"))
+        self.nodes = [self._piece("node", i, f"node{i + 1}", [
+            "node", "--node-id", f"n{i + 1}", "--topology", topology.source, "--layout",
+            self.layout, "--groups", self.groups, "--prefix", self.prefix, "--port", "0",
+            *_knob_args(topology), *workload.inject_for("server-delay"),
+            *(workload.inject_for("stall", "spin") if i == 0 else [])])
+            for i in range(workload.nodes)]
+        await asyncio.gather(*(n.start() for n in self.nodes))
+        self.ready = await asyncio.gather(*(n.wait_for("ready", 60) for n in self.nodes))
+        owners = {name: event["node"] for event in self.ready for name in event.get("queues", [])}
         queues = list(owners)
         if workload.faults.broker_delay_ms:
-            queues += [f"{name}.delay" for name in topology.exchanges(prefix, workload.groups)]
-        sampler = QueueSampler(amqp_url, queues, management_url or default_management_url(amqp_url),
-                               owners=owners, management_given=management_url is not None)
-        urls = ",".join(f"http://{event['host']}:{event['port']}" for event in ready)
+            queues += [f"{name}.delay" for name in topology.exchanges(self.prefix, workload.groups)]
+        self.sampler = QueueSampler(
+            self.amqp_url, queues, self.management_url or default_management_url(self.amqp_url),
+            owners=owners, management_given=self.management_url is not None)
+
+    async def connect_swarms(self) -> None:
+        """Every client joined, or RunError; then the publisher is made (not started)."""
+        workload = self.workload
+        urls = ",".join(f"http://{event['host']}:{event['port']}" for event in self.ready)
         sizes = ",".join(str(s) for s in workload.group_sizes)
-        swarms = [placement.make("swarm", i, f"swarm{i + 1}",
-                                 ["swarm", "--node-urls", urls, "--group-sizes", sizes,
-                                  "--slice", f"{i}/{workload.swarms}",
-                                  "--samples", str(workload.samples)],
-                                 log_dir, env, label, topology)
-                  for i in range(workload.swarms)]
-        await asyncio.gather(*(s.start() for s in swarms))
+        self.swarms = [self._piece("swarm", i, f"swarm{i + 1}", [
+            "swarm", "--node-urls", urls, "--group-sizes", sizes,
+            "--slice", f"{i}/{workload.swarms}", "--samples", str(workload.samples)])
+            for i in range(workload.swarms)]
+        await asyncio.gather(*(s.start() for s in self.swarms))
         clients = sum(workload.group_sizes)
-        await _watch(swarms, "ready", RunPhase.CONNECTING, clients, label, observe,
+        await _watch(self.swarms, "ready", RunPhase.CONNECTING, clients, self.label, self.observe,
                      lambda s: s.latest.get("progress", {}).get("joined", 0), timeout=180,
-                     others=nodes)
-        joined = sum(s.latest["ready"]["joined"] for s in swarms)
+                     others=self.nodes)
+        joined = sum(s.latest["ready"]["joined"] for s in self.swarms)
         if joined < clients:
-            first = next((s.latest["ready"].get("first_error") for s in swarms
+            first = next((s.latest["ready"].get("first_error") for s in self.swarms
                           if s.latest["ready"].get("first_error")), "")
             raise RunError(f"only {joined} of {clients} clients joined their group"
                            + (f" ({first})" if first else ""))
-        publisher = placement.make("publisher", 0, "publisher",
-                                   ["publish", "--topology", topology.source, "--groups", groups,
-                                    "--rate", str(workload.rate), "--size", str(workload.size),
-                                    "--duration", str(workload.duration_s), "--prefix", prefix,
-                                    *workload.inject_for("broker-delay")],
-                                   log_dir, env, label, topology)
-        # Hops whose ends were stamped on different hosts are put onto the swarm's clock.
-        clocks = await placement.clocks(workload.nodes, len(swarms))
-        clocks_differ = any(not offset.same_clock for offset in clocks.values())
-        if clocks_differ:  # applied by every swarm, or the run fails: never a silent `±`
-            await asyncio.gather(*(s.command(clock_command(clocks, f"swarm{i + 1}"))
-                                   for i, s in enumerate(swarms)))
+        self.publisher = self._piece("publisher", 0, "publisher", [
+            "publish", "--topology", self.topology.source, "--groups", self.groups,
+            "--rate", str(workload.rate), "--size", str(workload.size),
+            "--duration", str(workload.duration_s), "--prefix", self.prefix,
+            *workload.inject_for("broker-delay")])
+
+    async def set_clocks(self) -> None:
+        """Hops whose ends were stamped on different hosts are put onto the swarm's clock:
+        applied by every swarm, or the run fails (never a silent `±`)."""
+        self.clocks = await self.placement.clocks(self.workload.nodes, len(self.swarms))
+        self.clocks_differ = any(not offset.same_clock for offset in self.clocks.values())
+        if self.clocks_differ:
+            await asyncio.gather(*(s.command(clock_command(self.clocks, f"swarm{i + 1}"))
+                                   for i, s in enumerate(self.swarms)))
+
+    async def measure(self) -> None:
+        """Measuring starts (reset), the publisher sends, the swarms drain."""
+        workload, publisher = self.workload, self.publisher
         # Loop lag and busy ratios count from here: connecting thousands of clients is
         # set-up, not part of what is measured.
-        await asyncio.gather(*(c.command("reset") for c in swarms + nodes))
-        sampling = asyncio.get_running_loop().create_task(sampler.run())
+        await asyncio.gather(*(c.command("reset") for c in self.swarms + self.nodes))
+        self.sampling = asyncio.get_running_loop().create_task(self.sampler.run())
         await publisher.start()
         total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))
-        await _watch([publisher], "result", RunPhase.PUBLISHING, total, label, observe,
-                     lambda p: p.latest.get("progress", {}).get("sent", 0),
-                     timeout=workload.duration_s + 120, others=nodes + swarms)
-        results["publisher"] = publisher.result_data()
+        await _watch([publisher], "result", RunPhase.PUBLISHING, total, self.label,
+                     self.observe, lambda p: p.latest.get("progress", {}).get("sent", 0),
+                     timeout=workload.duration_s + 120, others=self.nodes + self.swarms)
+        self.results["publisher"] = publisher.result_data()
         members = dict(zip(workload.groups, workload.group_sizes, strict=True))
-        expected = sum(n * members[g] for g, n in results["publisher"]["published"].items())
-        await _drain(swarms, expected, workload.drain_s, label, observe)
-        if clocks_differ:
-            later = await placement.clocks(workload.nodes, len(swarms))
-            clocks = {piece: offset.widened_by(later[piece]) for piece, offset in clocks.items()}
-    except RunError as exc:
-        error = str(exc)
-        failure = Failure(exc.piece or "run", error, time.time_ns())
-    except asyncio.CancelledError:  # Ctrl-C or SIGTERM: stop the pieces, keep what they have
-        error = "interrupted: stopped before it finished"
-        failure = Failure(INTERRUPTED, error, time.time_ns())
-    finally:
-        if sampling:
-            sampling.cancel()
+        expected = sum(n * members[g] for g, n in self.results["publisher"]["published"].items())
+        await _drain(self.swarms, expected, workload.drain_s, self.label, self.observe)
+        if self.clocks_differ:
+            later = await self.placement.clocks(workload.nodes, len(self.swarms))
+            self.clocks = {piece: offset.widened_by(later[piece])
+                           for piece, offset in self.clocks.items()}
 
-        async def stop_and_clean() -> dict:
-            """Stop every piece, keep what each gave, and remove what the run declared."""
-            nonlocal failure
-            # swarms first: a node closing its sockets must not count as a swarm disconnect
-            stopped = await _stop_all(swarms)
-            per_node = sum(workload.group_sizes) / workload.nodes
-            stopped += await _stop_all(nodes + ([publisher] if publisher else []),
-                                       STOP_S + per_node * STOP_S_PER_CLIENT)
-            # a piece that ended before it was asked to (killed, crashed) fails the run
-            for piece, got in zip(swarms + nodes + ([publisher] if publisher else []),
-                                  stopped, strict=True):
-                if failure is None and got is None and piece.died_early:
-                    failure = Failure(piece.name, piece.failure() or f"{piece.name} exited early",
-                                      piece.latest["exit"].get("at_ns", 0))
-            # one that ran to the end but whose figures never came: the verdict must not
-            # read their absence as idle consumers or a quiet publisher
-            for piece, got in zip(swarms + nodes + ([publisher] if publisher else []),
-                                  stopped, strict=True):
-                if failure is None and got is None and not piece.died_early:
-                    failure = Failure(piece.name, f"{piece.name} gave no result when asked to "
-                                      "stop: its figures are missing", time.time_ns(),
-                                      gave_no_result=True)
-            # a swarm that gave no result still had members: they received nothing we can show
-            results["swarms"] = [got or silent_swarm(workload, i, len(swarms))
-                                 for i, got in enumerate(stopped[:len(swarms)])]
-            results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
-            if results["publisher"] is None and publisher:
-                results["publisher"] = stopped[-1] or silent_publisher(workload, publisher)
-            # nothing a run declared outlives it on the broker (yours, with --amqp-url), not
-            # even the queues of a node that failed before it said their names
-            exchanges = topology.exchanges(prefix, workload.groups)
-            delays = ([f"{name}.delay" for name in exchanges]
-                      if workload.faults.broker_delay_ms else [])
-            planned = [name for i in range(workload.nodes)
-                       for name, _groups in topology.queue_plan(prefix, layout, f"n{i + 1}",
-                                                                workload.groups)]
-            queues = list(dict.fromkeys([*(sampler.names if sampler else []), *planned,
-                                         *delays]))
-            return await remove_declared(amqp_url, exchanges + delays, queues)
+    async def stop_and_clean(self) -> dict:
+        """Stop every piece, keep what each gave, and remove what the run declared."""
+        workload, swarms, nodes = self.workload, self.swarms, self.nodes
+        others = nodes + ([self.publisher] if self.publisher else [])
+        # swarms first: a node closing its sockets must not count as a swarm disconnect
+        stopped = await _stop_all(swarms)
+        per_node = sum(workload.group_sizes) / workload.nodes
+        stopped += await _stop_all(others, STOP_S + per_node * STOP_S_PER_CLIENT)
+        # a piece that ended before it was asked to (killed, crashed) fails the run
+        for piece, got in zip(swarms + others, stopped, strict=True):
+            if self.failure is None and got is None and piece.died_early:
+                self.failure = Failure(piece.name, piece.failure() or f"{piece.name} exited early",
+                                       piece.latest["exit"].get("at_ns", 0))
+        # one that ran to the end but whose figures never came: the verdict must not read
+        # their absence as idle consumers or a quiet publisher
+        for piece, got in zip(swarms + others, stopped, strict=True):
+            if self.failure is None and got is None and not piece.died_early:
+                self.failure = Failure(piece.name, f"{piece.name} gave no result when asked to "
+                                       "stop: its figures are missing", time.time_ns(),
+                                       gave_no_result=True)
+        # a swarm that gave no result still had members: they received nothing we can show
+        self.results["swarms"] = [got or silent_swarm(workload, i, len(swarms))
+                                  for i, got in enumerate(stopped[:len(swarms)])]
+        self.results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
+        if self.results["publisher"] is None and self.publisher:
+            self.results["publisher"] = stopped[-1] or silent_publisher(workload, self.publisher)
+        # nothing a run declared outlives it on the broker (yours, with --amqp-url), not
+        # even the queues of a node that failed before it said their names
+        exchanges = self.topology.exchanges(self.prefix, workload.groups)
+        delays = [f"{name}.delay" for name in exchanges] if workload.faults.broker_delay_ms else []
+        planned = [name for i in range(workload.nodes)
+                   for name, _groups in self.topology.queue_plan(self.prefix, self.layout,
+                                                                 f"n{i + 1}", workload.groups)]
+        queues = list(dict.fromkeys([*(self.sampler.names if self.sampler else []), *planned,
+                                     *delays]))
+        return await remove_declared(self.amqp_url, exchanges + delays, queues)
 
-        # a Ctrl-C while the pieces stop waits for them: none is left running
-        cleanup, cancelled = await run_to_the_end(stop_and_clean())
-        if cancelled and failure is None:
-            error = "interrupted: stopped before it finished"
-            failure = Failure(INTERRUPTED, error, time.time_ns())
-    run = assemble(topology, layout, workload, results, sampler, clocks, failure)
-    run["declared"] = {"prefix": prefix, **cleanup}
-    observe(Phase(label, RunPhase.FAILED if error else RunPhase.DONE,
-                  note=error or run["verdict"]["culprit"]))
-    if failure and failure.piece == INTERRUPTED:
-        raise RunInterrupted({"runs": [run]})
-    return run
+    def result(self, cleanup: dict) -> dict:
+        """The design.md run dict, with its verdict; RunInterrupted carries it on a Ctrl-C."""
+        run = assemble(self.topology, self.layout, self.workload, self.results, self.sampler,
+                       self.clocks, self.failure)
+        run["declared"] = {"prefix": self.prefix, **cleanup}
+        self.observe(Phase(self.label, RunPhase.FAILED if self.error else RunPhase.DONE,
+                           note=self.error or run["verdict"]["culprit"]))
+        if self.failure and self.failure.piece == INTERRUPTED:
+            raise RunInterrupted({"runs": [run]})
+        return run
 
 
 def silent_swarm(workload: Workload, index: int, count: int) -> dict:
