@@ -19,9 +19,11 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mqprobe.errors import MqprobeError
+
+T = TypeVar("T")
 
 
 class RunError(MqprobeError, RuntimeError):
@@ -172,39 +174,39 @@ class Piece:
         self.latest.pop("applied", None)
         self.latest.pop("refused", None)
         await self.send(command)
-        deadline = time.monotonic() + timeout
         name = command.split(" ", 1)[0]
-        while True:
+
+        def answer() -> bool | None:
             refused = self.latest.get("refused")
             if refused and refused.get("command") == name:
                 raise RunError(f"{self.name} could not apply {name!r}: {refused.get('message')}",
                                self.name)
             applied = self.latest.get("applied")
-            if applied and applied.get("command") == name:
-                return
+            return True if applied and applied.get("command") == name else None
+
+        await self._until(answer, timeout, f"{self.name} did not answer the command {name!r} "
+                          f"within {timeout:.0f} s", self.name)
+
+    async def wait_for(self, kind: str, timeout: float) -> dict:
+        return await self._until(lambda: self.latest.get(kind), timeout,
+                                 f"{self.name} gave no {kind!r} within {timeout:.0f} s")
+
+    async def _until(self, answer: Callable[[], T | None], timeout: float, silence: str,
+                     piece: str = "") -> T:
+        """answer() once it is not None; RunError when the piece fails first, or with
+        `silence` when the timeout passes. Wakes on each event, and each second: failure()
+        may be time's (an agent gone quiet)."""
+        deadline = time.monotonic() + timeout
+        while (value := answer()) is None:
             if problem := self.failure():
                 raise RunError(problem, self.name)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise RunError(f"{self.name} did not answer the command {name!r} within "
-                               f"{timeout:.0f} s", self.name)
+                raise RunError(silence, piece)
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
-
-    async def wait_for(self, kind: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while kind not in self.latest:
-            problem = self.failure()
-            if problem:
-                raise RunError(problem, self.name)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RunError(f"{self.name} gave no {kind!r} within {timeout:.0f} s")
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):  # wake each second: failure() may be time's
-                await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
-        return self.latest[kind]
+        return value
 
     def result_data(self) -> dict | None:
         result = self.latest.get("result")
