@@ -24,6 +24,7 @@ from mqprobe.attribution import (
 from mqprobe.model import PATH_HOPS, RUN_HOPS
 from mqprobe.records import HopSet, Latency
 from mqprobe.timeline import EventKind, TimedEvent
+from mqprobe.websocket import STAMP_SOURCES
 
 SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it computed
 
@@ -82,7 +83,7 @@ def merge_run(publisher: dict | None, swarms: list[dict], nodes: list[dict]) -> 
             "disconnects": sum(s.get("disconnects", 0) for s in swarms),
             "reconnects": sum(s.get("reconnects", 0) for s in swarms),
             "t_recv_source": {source: sum(s.get("t_recv_source", {}).get(source, 0) for s in swarms)
-                              for source in ("read", "kernel", "kernel_shared")},
+                              for source in STAMP_SOURCES},
             "rss_bytes": sum(s.get("rss_bytes", 0) for s in swarms),
             "processes": len(swarms),
         },

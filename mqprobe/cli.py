@@ -423,14 +423,12 @@ def trace_cmd(
             _print_replayed(group, run)
         return
     urls = _csv(socketio_url, "--socketio-url")
-    if via == "socketio-manager":
-        exchange = exchange or "socketio"
     config = TraceConfig(group=group, socketio_urls=urls, clients=clients,
                          exchange=exchange, exchange_type=exchange_type,
                          routing_key=routing_key, rate=publish, duration_s=duration,
                          timeout_s=timeout, eio=_eio(eio), via=via, room=room)
     console.print(f"following group {group} on {', '.join(urls)} for {duration:g} s"
-                  + (f", {publish:g} probes/s into {exchange}" if publish else ""))
+                  + (f", {publish:g} probes/s into {config.probe_exchange}" if publish else ""))
     with (broker_for(amqp_url) if publish else contextlib.nullcontext((None, None))) as (url, _):
         config.amqp_url = url
         summary = _run(lambda: live_trace(config, _print_trace_line))

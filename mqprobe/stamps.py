@@ -96,13 +96,17 @@ class DeliveryTrace:
 
         A stamp of 0 was not taken (a server with no mqprobe code, reached by a probe in its
         own manager's format): the hops that need it are left out, never computed from 0."""
-        if self.t_deq and self.t_emit:
+        if self.t_deq and self.t_emit:  # every stamp taken: the swarm's hot path
             return (("mq", self.t_deq - self.t_pub), ("server", self.t_emit - self.t_deq),
                     ("delivery", t_recv - self.t_emit), ("e2e", t_recv - self.t_pub),
                     ("e2e_planned", t_recv - self.t_plan))
-        return ((("mq", self.t_deq - self.t_pub),) if self.t_deq else ()) + (
-            (("delivery", t_recv - self.t_emit),) if self.t_emit else ()) + (
-            ("e2e", t_recv - self.t_pub), ("e2e_planned", t_recv - self.t_plan))
+        ends = (("e2e", t_recv - self.t_pub), ("e2e_planned", t_recv - self.t_plan))
+        taken = []
+        if self.t_deq:
+            taken.append(("mq", self.t_deq - self.t_pub))
+        if self.t_emit:
+            taken.append(("delivery", t_recv - self.t_emit))
+        return (*taken, *ends)
 
     @property
     def server_stamped(self) -> bool:

@@ -48,7 +48,7 @@ from mqprobe.stamps import (
     now_ns,
 )
 from mqprobe.timeline import EventKind, Recorder, freeze_setup
-from mqprobe.websocket import ConnectionClosed, UpgradeRefused, WebSocket
+from mqprobe.websocket import STAMP_SOURCES, ConnectionClosed, UpgradeRefused, WebSocket
 
 log = logging.getLogger("mqprobe.swarm")
 
@@ -531,8 +531,7 @@ class Swarm:
             "misrouted": self.misrouted,
             "first_error": self.first_error,
             "protocols": {url: p.eio for url, p in self.protocols.items()},
-            "t_recv_source": dict(zip(("read", "kernel", "kernel_shared"), self.stamp_sources,
-                                      strict=True)),
+            "t_recv_source": dict(zip(STAMP_SOURCES, self.stamp_sources, strict=True)),
             "rss_bytes": rss_bytes(),
             "groups": {g: vars(t) for g, t in self.tallies.items()},
             "hops": {g: hops.to_json() for g, hops in self.hops.items()},

@@ -59,9 +59,16 @@ class TraceConfig:
     room: str = "group.{group}"  # socketio-manager: the room a group's members are in
     event: str = "message"  # socketio-manager: the event the servers emit
 
+    @property
+    def probe_exchange(self) -> str | None:
+        """Where probes go: `exchange`, or with via=socketio-manager the manager's default
+        channel (python-socketio's `socketio`)."""
+        return self.exchange or (MANAGER_CHANNEL if self.via == VIA_MANAGER else None)
+
 
 VIA_MANAGER = "socketio-manager"
 VIA = ("amqp", VIA_MANAGER)
+MANAGER_CHANNEL = "socketio"  # AsyncAioPikaManager's default channel: its exchange's name
 UNSTAMPED_NODE = "-"  # the node field of a manager-format probe: no server stamps it
 
 
@@ -203,16 +210,17 @@ def _clock_json(bounds: ProbeBounds) -> dict:
 async def _probe_publisher(config: TraceConfig):
     import aio_pika
 
-    if not (config.amqp_url and config.exchange):
+    if not (config.amqp_url and config.probe_exchange):
         raise InputError("--publish needs --exchange (and a broker: --amqp-url or the managed one)")
     connection = await aio_pika.connect(config.amqp_url)
     channel = await connection.channel(publisher_confirms=True)
     try:  # passive: a probe must never create or change anything in the user's broker
-        exchange = await channel.declare_exchange(config.exchange, config.exchange_type,
+        exchange = await channel.declare_exchange(config.probe_exchange, config.exchange_type,
                                                   passive=True)
     except aio_pika.exceptions.ChannelClosed:
         await connection.close()
-        raise InputError(f"exchange {config.exchange!r} does not exist on that broker") from None
+        raise InputError(f"exchange {config.probe_exchange!r} does not exist on that broker"
+                         ) from None
     return connection, exchange
 
 

@@ -43,6 +43,7 @@ READ_SIZE = 65536
 MAX_FRAME = 64 << 20  # a frame larger than this is not a socket.io event we can use
 
 STAMP_READ, STAMP_KERNEL, STAMP_KERNEL_SHARED = 0, 1, 2  # where a frame's t_recv came from
+STAMP_SOURCES = ("read", "kernel", "kernel_shared")  # their names in results, by index
 TextHandler = Callable[[str, int, int], None]  # (frame text, t_recv ns, STAMP_*)
 
 
@@ -89,8 +90,7 @@ class WebSocket:
             raise ConnectionError(f"{url}: the swarm speaks plain http (ws://) only")
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         loop = asyncio.get_running_loop()
-        family, kind, proto, _name, address = (await loop.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM))[0]
+        family, kind, proto, address = await _resolve(loop, host, port)
         sock = socket.socket(family, kind, proto)
         try:
             sock.setblocking(False)
@@ -288,6 +288,20 @@ class WebSocket:
             if not self._out:  # a polite close frame when it can go at once
                 self.sock.send(bytes((0x88, 0x82)) + b"\0\0\0\0" + (1000).to_bytes(2, "big"))
         self.sock.close()
+
+
+_RESOLVED: dict[tuple[str, int], tuple] = {}
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> tuple:
+    """(family, type, proto, address) of host:port, resolved once per process: thousands of
+    members of one server must not each take a trip through the resolver's thread pool."""
+    found = _RESOLVED.get((host, port))
+    if found is None:
+        family, kind, proto, _name, address = (await loop.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM))[0]
+        found = _RESOLVED[(host, port)] = (family, kind, proto, address)
+    return found
 
 
 async def _upgrade_reply(loop: asyncio.AbstractEventLoop, sock: socket.socket, key: str) -> bytes:
