@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from mqprobe.broker import free_port
+from mqprobe.protocol import Reset
 from mqprobe.swarm import Swarm, SwarmConfig, rss_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ async def measure(urls: list[str], clients: int, hold_s: float) -> dict:
     await swarm.start()
     connect_s = time.monotonic() - started
     joined = swarm.progress()["joined"]
-    swarm.command("reset")
+    swarm.command(Reset())
     await asyncio.sleep(hold_s)
     gc.collect()
     held = rss_bytes()

@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 from mqprobe.broker import free_port
+from mqprobe.protocol import Reset
 from mqprobe.records import HopSet
 from mqprobe.swarm import Swarm, SwarmConfig
 
@@ -48,7 +49,7 @@ async def measure(url: str, groups: int, members: int, rate: float, seconds: flo
                               kernel_stamps=stamps == "kernel"))
     await swarm.start()
     assert swarm.progress()["joined"] == groups * members, swarm.first_error
-    swarm.command("reset")
+    swarm.command(Reset())
     busy = asyncio.get_running_loop().create_task(_busy(busy_ms)) if busy_ms else None
     started, cpu = time.monotonic(), cpu_s()
     for group in sizes:

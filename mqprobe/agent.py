@@ -4,8 +4,9 @@ Every host already reaches the broker, so the broker carries the measurement's o
 too, on two exchanges of their own:
 
 - `mqprobe.control` (direct): commands to an agent, routing key ``agent.<name>``:
-  ``hello``, ``clock`` (an NTP-style exchange, see mqprobe.clocks), ``spawn`` a piece with
-  its arguments, ``send`` it a command line (reset, clock), ``stop`` it, ``alive``.
+  ``hello``, ``clock`` (an NTP-style exchange, see mqprobe.clocks), ``spawn`` a piece from
+  its spec (mqprobe.protocol.PieceSpec), ``send`` it a command line (reset, clock), ``stop``
+  it, ``alive``.
   Both ends beat every 2 s: a coordinator that goes quiet has its pieces stopped, an
   agent that goes quiet fails the run.
 - `mqprobe.results` (topic): everything a piece says (ready, progress, result, error, exit)
@@ -16,7 +17,8 @@ Every agent's and coordinator's queue is also bound to both exchanges, so they s
 anyone uses them, and the last one to stop deletes them: nothing of ours stays behind.
 
 An agent runs each piece exactly as compare runs a local one (`process.Child`), so a remote
-node or swarm is the same code with the same line protocol; only the pipe is longer.
+node or swarm is the same code with the same protocol (mqprobe.protocol); only the
+pipe is longer.
 """
 
 from __future__ import annotations
@@ -39,13 +41,13 @@ from mqprobe.broker import delete_declared
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, from_exchanges
 from mqprobe.errors import InputError
 from mqprobe.process import Child, Piece, RunError, wait_for_stop
+from mqprobe.protocol import PieceSpec, Role, SpecError
 from mqprobe.stamps import check_id, now_ns
 
 CONTROL_EXCHANGE = "mqprobe.control"
 RESULTS_EXCHANGE = "mqprobe.results"
 LOCAL = "local"  # the placement name of the coordinator's own host
-ROLES = ("node", "swarm", "publisher")
-SPAWNABLE = ("node", "swarm", "publish")
+ROLES = tuple(Role)
 HEARTBEAT_S = 2.0  # both ends say they are alive this often
 GONE_AFTER_S = 5 * HEARTBEAT_S  # an agent or coordinator silent this long is taken for gone
 
@@ -188,25 +190,23 @@ class Agent:
             asyncio.get_running_loop().create_task(self._stop((session, command["piece"])))
 
     async def _spawn(self, session: str, command: dict) -> None:
+        """Run the piece a spec describes. Whoever can publish on the broker can ask: only a
+        measuring piece, configured wholly by the document (nothing read, nothing written
+        but its log), and the piece itself checks every field of it."""
         piece = command["piece"]
         run_dir = self.work_dir / session
         run_dir.mkdir(parents=True, exist_ok=True)
-        argv = [str(a) for a in command.get("argv", [])]
-        for i, (original, text) in enumerate(dict(command.get("files", {})).items()):
-            path = run_dir / f"{piece}.file{i}.toml"
-            path.write_text(str(text))
-            argv = [str(path) if a == original else a for a in argv]
         env = dict(os.environ, MQPROBE_AMQP_URL=self.amqp_url)
 
         def relay(event: dict) -> None:
             self._outbox.put_nowait((session, piece, event))
 
-        problem = _refused(argv, run_dir)
-        if problem:
-            relay({"event": "error", "message": f"agent {self.name} refused it: {problem}"})
+        try:
+            spec = PieceSpec.from_json(command.get("spec"))
+        except SpecError as exc:
+            relay({"event": "error", "message": f"agent {self.name} refused it: {exc}"})
             return
-
-        child = Child(piece, argv, run_dir, env, on_event=relay)
+        child = Child(piece, spec, run_dir, env, on_event=relay)
         self.children[(session, piece)] = child
         try:
             await child.start()
@@ -218,20 +218,6 @@ class Agent:
         child = self.children.pop(key, None)
         if child:
             await child.stop()
-
-
-def _refused(argv: list[str], run_dir: Path) -> str | None:
-    """Why an agent will not run these arguments, or None. Whoever can publish on the broker
-    can ask: only measuring pieces, reading only topology files sent along, writing nothing."""
-    if not argv or argv[0] not in SPAWNABLE:
-        return f"it runs only {', '.join(SPAWNABLE)}"
-    for flag, value in zip(argv, argv[1:], strict=False):
-        if flag == "--topology" and Path(value).parent != run_dir:
-            return "a topology must come as a file sent along"
-    if any(arg == "--json" or arg.startswith("--json=") or arg.startswith("--topology=")
-           for arg in argv):
-        return "pieces it runs write no files and take --topology as a separate argument"
-    return None
 
 
 @dataclass
@@ -329,9 +315,8 @@ class Hub:
             raise RunError(f"agent {agent!r} answered no clock exchange within {timeout:.0f} s")
         return from_exchanges(stamps)
 
-    def piece(self, agent: str, name: str, argv: list[str],
-              files: dict[str, str] | None = None) -> RemotePiece:
-        piece = RemotePiece(self, agent, name, argv, files or {})
+    def piece(self, agent: str, name: str, spec: PieceSpec) -> RemotePiece:
+        piece = RemotePiece(self, agent, name, spec)
         self.pieces[name] = piece
         return piece
 
@@ -339,15 +324,13 @@ class Hub:
 class RemotePiece(Piece):
     """A piece an agent runs on its host; its events arrive through the results exchange."""
 
-    def __init__(self, hub: Hub, agent: str, name: str, argv: list[str],
-                 files: dict[str, str]) -> None:
+    def __init__(self, hub: Hub, agent: str, name: str, spec: PieceSpec) -> None:
         super().__init__(name)
-        self.hub, self.agent, self.argv, self.files = hub, agent, argv, files
+        self.hub, self.agent, self.spec = hub, agent, spec
         self.started = False
 
     async def start(self) -> None:
-        await self.hub.command(self.agent, "spawn", piece=self.name, argv=self.argv,
-                               files=self.files)
+        await self.hub.command(self.agent, "spawn", piece=self.name, spec=self.spec.to_json())
         self.hub.heard[self.agent] = time.monotonic()
         self.started = True
 
@@ -358,10 +341,10 @@ class RemotePiece(Piece):
                     "(stopped, or cut off from the broker)")
         return super().failure()
 
-    async def send(self, command: str) -> None:
+    async def send(self, line: str) -> None:
         if self.started:
             with contextlib.suppress(Exception):
-                await self.hub.command(self.agent, "send", piece=self.name, command=command)
+                await self.hub.command(self.agent, "send", piece=self.name, command=line)
 
     async def stop(self, timeout: float = 20.0) -> dict | None:
         self.stop_asked_ns = min(self.stop_asked_ns, time.time_ns())

@@ -10,9 +10,9 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,9 +22,6 @@ from mqprobe.agent import parse_placement
 from mqprobe.broker import ManagedBroker, broker_for, redact_url
 from mqprobe.compare import (
     DEFAULT_TOPOLOGIES,
-    MAX_DURATION_S,
-    MAX_RATE,
-    MAX_SIZE,
     Phase,
     Workload,
     check_writable,
@@ -35,10 +32,16 @@ from mqprobe.compare import (
 )
 from mqprobe.errors import InputError, MqprobeError
 from mqprobe.model import HOPS, EngineIO, RunPhase
-from mqprobe.process import RunInterrupted, emit_event
+from mqprobe.process import PieceRuntime, RunInterrupted, emit_event, serve
+from mqprobe.protocol import EventName
 from mqprobe.report import load_result, print_compare, print_connections, print_hops, print_sweep
 from mqprobe.stamps import DeliveryTrace
 from mqprobe.topology import LAYOUTS, resolve
+
+if TYPE_CHECKING:
+    from mqprobe.node import NodeConfig
+    from mqprobe.publisher import PublishConfig
+    from mqprobe.swarm import SwarmConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Where does a group message's delay come from: the MQ, the server, "
@@ -527,7 +530,6 @@ def top_cmd(
     """Per node and per group, the hop percentiles your servers export, refreshed."""
     from rich.live import Live
 
-    from mqprobe.compare import within
     from mqprobe.report import top_view
     from mqprobe.top import check_urls, scrape
 
@@ -650,17 +652,18 @@ def _print_status(status: dict) -> None:
 
 
 # -- the pieces ----------------------------------------------------------------------------
-def _piece(control: bool, json_path: Path | None, body: Callable[[], Coroutine],
+def _piece(control: bool, json_path: Path | None, runtime: Callable[[], PieceRuntime],
            render: Callable[[dict], None] | None = None) -> None:
-    """Run a piece; in control mode a failure is an `error` event for the parent."""
+    """Run a piece through process.serve; in control mode a failure is an `error` event for
+    the parent."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
     async def measured() -> dict:
-        result = await body()
+        result = await serve(runtime(), control)
         if control:
             # Hand the result over before asyncio tears down: a library task that retries
             # on cancellation (python-socketio's manager does) must not hold it back.
-            emit_event("result", data=result)
+            emit_event(EventName.RESULT, data=result)
             os._exit(0)
         return result
 
@@ -668,7 +671,7 @@ def _piece(control: bool, json_path: Path | None, body: Callable[[], Coroutine],
         result = _run(measured)
     except USER_ERRORS as exc:
         if control:
-            emit_event("error", message=str(exc))
+            emit_event(EventName.ERROR, message=str(exc))
         raise
     else:
         if json_path:
@@ -679,6 +682,65 @@ def _piece(control: bool, json_path: Path | None, body: Callable[[], Coroutine],
                                               "messages", "emits")})
         if render:
             render(result)
+
+
+def _node(config: NodeConfig, amqp_url: str | None, control: bool,
+          json_path: Path | None = None) -> None:
+    """A node on the broker (ours, started on demand, without --amqp-url), once its
+    config is known to be usable."""
+    from mqprobe.node import Node
+
+    config.check()
+    with broker_for(amqp_url) as (url, _):
+        _piece(control, json_path, lambda: Node(replace(config, amqp_url=url)))
+
+
+def _swarm(config: SwarmConfig, control: bool, json_path: Path | None = None) -> None:
+    from mqprobe.swarm import Swarm
+
+    config.check()
+
+    def render(result: dict) -> None:
+        print_connections(result, console)
+        print_hops(result, console)
+        if result["planned"] and not result["joined"]:
+            raise UserError(f"no client joined its group ({result['first_error']})")
+
+    _piece(control, json_path, lambda: Swarm(config), render)
+
+
+def _publisher(config: PublishConfig, amqp_url: str | None, control: bool,
+               json_path: Path | None = None) -> None:
+    from mqprobe.publisher import Publisher
+
+    config.check()
+    with broker_for(amqp_url) as (url, _):
+        _piece(control, json_path, lambda: Publisher(replace(config, amqp_url=url)))
+
+
+@app.command("piece", hidden=True)
+def piece_cmd(spec_path: Annotated[Path, typer.Argument(help="A piece spec (mqprobe.protocol).")],
+              amqp_url: AmqpUrl = None, control: Control = False) -> None:
+    """One piece as compare (or an agent) runs it: its whole configuration in one document."""
+    from mqprobe.node import NodeConfig
+    from mqprobe.protocol import PieceSpec, Role, from_document
+    from mqprobe.publisher import PublishConfig
+    from mqprobe.swarm import SwarmConfig
+
+    try:
+        spec = PieceSpec.load(spec_path)
+        if spec.role is Role.SWARM:
+            _swarm(from_document(SwarmConfig, spec.config, "the swarm's config"), control)
+        elif spec.role is Role.NODE:
+            _node(from_document(NodeConfig, spec.config, "the node's config", amqp_url=""),
+                  amqp_url, control)
+        else:
+            _publisher(from_document(PublishConfig, spec.config, "the publisher's config",
+                                     amqp_url=""), amqp_url, control)
+    except USER_ERRORS as exc:
+        if control:  # a spec it cannot use is the parent's to report, in one sentence
+            emit_event(EventName.ERROR, message=str(exc))
+        raise
 
 
 @app.command("node")
@@ -692,28 +754,18 @@ def node_cmd(
     prefix: Annotated[str, typer.Option(help="Prefix of exchange and queue names.")] = "mqprobe.",
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
     concurrency: Concurrency = None, inject: Inject = None,
-    amqp_url: AmqpUrl = None, json_path: JsonPath = None, control: Control = False,
+    amqp_url: AmqpUrl = None, json_path: JsonPath = None,
 ) -> None:
     """A reference socket.io node consuming group messages (runs until stopped)."""
     from mqprobe.inject import parse_injections
-    from mqprobe.node import NodeConfig, run_node
-    from mqprobe.stamps import check_id
+    from mqprobe.node import NodeConfig
 
     faults = parse_injections(inject or [])
     topo = resolve(topology).with_knobs(prefetch=faults.prefetch or prefetch, ack=ack,
                                         channel=channel, concurrency=concurrency)
-    if layout not in topo.layouts:
-        raise UserError(f"topology {topo.name} supports layouts {', '.join(topo.layouts)}, "
-                        f"not {layout!r}")
-    group_ids = [check_id("group", g) for g in _csv(groups, "--groups")]
-    bad_port = within("--port", port, 0, 65535)
-    if bad_port:
-        raise UserError(bad_port)
-    with broker_for(amqp_url) as (url, _):
-        config = NodeConfig(node_id=check_id("node", node_id), amqp_url=url, topology=topo,
-                            layout=layout, groups=group_ids, prefix=prefix, host=host, port=port,
-                            faults=faults)
-        _piece(control, json_path, lambda: run_node(config, control))
+    _node(NodeConfig(node_id=node_id, amqp_url="", topology=topo, layout=layout,
+                     groups=_csv(groups, "--groups"), prefix=prefix, host=host, port=port,
+                     faults=faults), amqp_url, control=False, json_path=json_path)
 
 
 @app.command("swarm")
@@ -723,28 +775,20 @@ def swarm_cmd(
     group_sizes: Annotated[str, typer.Option(help="Members per group: 100,100,300.")] = "100",
     slice_: Annotated[str, typer.Option("--slice", help="i/K: this process's share.")] = "0/1",
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep.")] = 0,
-    eio: Eio = "auto", json_path: JsonPath = None, control: Control = False,
+    eio: Eio = "auto", json_path: JsonPath = None,
 ) -> None:
     """Thousands of socket.io clients in one process, joined to their group rooms."""
-    from mqprobe.swarm import SwarmConfig, run_swarm
+    from mqprobe.swarm import SwarmConfig
 
     try:
         index, count = (int(part) for part in slice_.split("/"))
-        assert 0 <= index < count
-    except (ValueError, AssertionError):
+    except ValueError:
         raise UserError(f"--slice must be i/K with 0 <= i < K, got {slice_!r}") from None
     sizes = _ints(group_sizes, "--group-sizes")
-    config = SwarmConfig(node_urls=_csv(node_urls, "--node-urls"),
-                         group_sizes={str(i + 1): n for i, n in enumerate(sizes)},
-                         slice_index=index, slice_count=count, samples=samples, eio=_eio(eio))
-
-    def render(result: dict) -> None:
-        print_connections(result, console)
-        print_hops(result, console)
-        if result["planned"] and not result["joined"]:
-            raise UserError(f"no client joined its group ({result['first_error']})")
-
-    _piece(control, json_path, lambda: run_swarm(config, control), render)
+    _swarm(SwarmConfig(node_urls=_csv(node_urls, "--node-urls"),
+                       group_sizes={str(i + 1): n for i, n in enumerate(sizes)},
+                       slice_index=index, slice_count=count, samples=samples, eio=_eio(eio)),
+           control=False, json_path=json_path)
 
 
 def _eio(value: str) -> int | None:
@@ -768,29 +812,17 @@ def publish_cmd(
         help="Publish into this existing exchange as it is (declared passively: nothing is "
              "created); routing keys come from the topology.")] = None,
     inject: Inject = None,
-    amqp_url: AmqpUrl = None, json_path: JsonPath = None, control: Control = False,
+    amqp_url: AmqpUrl = None, json_path: JsonPath = None,
 ) -> None:
     """Publish stamped group messages on a fixed schedule, with publisher confirms."""
     from mqprobe.inject import parse_injections
-    from mqprobe.publisher import PublishConfig, run_publisher
-    from mqprobe.stamps import check_id
+    from mqprobe.publisher import PublishConfig
 
-    problems = [p for p in (within("--rate", rate, 0, MAX_RATE, above=True),
-                            within("--duration", duration, 0, MAX_DURATION_S, above=True),
-                            within("--size", size, 0, MAX_SIZE)) if p]
-    if problems:
-        raise UserError("; ".join(problems))
-    group_ids = [check_id("group", g) for g in _csv(groups, "--groups")]
-    topo = resolve(topology)
-    if exchange is not None and (topo.manager or not exchange.strip() or len(exchange) > 255):
-        raise UserError("--exchange takes an exchange name of 1 to 255 characters, and does "
-                        "not apply to python-socketio's manager topology")
-    with broker_for(amqp_url) as (url, _):
-        config = PublishConfig(amqp_url=url, topology=topo, groups=group_ids,
-                               rate=rate, size=size, duration_s=duration, prefix=prefix,
-                               broker_delay_ms=parse_injections(inject or []).broker_delay_ms,
-                               exchange=exchange or "")
-        _piece(control, json_path, lambda: run_publisher(config, control))
+    _publisher(PublishConfig(amqp_url="", topology=resolve(topology),
+                             groups=_csv(groups, "--groups"), rate=rate, size=size,
+                             duration_s=duration, prefix=prefix, exchange=exchange,
+                             broker_delay_ms=parse_injections(inject or []).broker_delay_ms),
+               amqp_url, control=False, json_path=json_path)
 
 
 @app.command("agent")

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import re
 import resource
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mqprobe import __version__
@@ -44,10 +43,14 @@ from mqprobe.broker import (
     remove_declared,
 )
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
-from mqprobe.errors import InputError
+from mqprobe.errors import InputError, within
 from mqprobe.inject import Faults, parse_injections
 from mqprobe.model import RunPhase
+from mqprobe.node import NodeConfig
 from mqprobe.process import Child, Piece, RunError, RunInterrupted, run_to_the_end
+from mqprobe.protocol import PieceSpec, Reset, Role, SetClock, to_document
+from mqprobe.publisher import MAX_DURATION_S, MAX_MESSAGES, MAX_RATE, MAX_SIZE, PublishConfig
+from mqprobe.swarm import SwarmConfig, plan_members
 from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
 
 DEFAULT_TOPOLOGIES = ("single-topic", "per-group", "fanout", "socketio-manager")
@@ -55,24 +58,11 @@ DEFAULT_TOPOLOGIES = ("single-topic", "per-group", "fanout", "socketio-manager")
 
 MAX_NODES = 64
 MAX_GROUPS = 10_000
-MAX_RATE = 10_000.0  # messages a second per group
-MAX_DURATION_S = 3600.0
-MAX_MESSAGES = 2_000_000  # per run: the publisher plans its schedule up front
-MAX_SIZE = 128 * 2**20  # RabbitMQ's default max_message_size
 MAX_BUDGET_MS = 3_600_000.0
 FD_RESERVE = 256  # open files a swarm process needs besides its connections
 # deliveries a second one swarm process records with room to spare: it records 50,000 on
 # half a core, but shares the host with nodes and broker (BENCHMARKS.md)
 SWARM_DELIVERIES_PER_S = 25_000
-
-
-def within(name: str, value: float, low: float, high: float, above: bool = False) -> str:
-    """'' when value is finite and within [low, high] (above low, with above=True); else
-    the sentence that names the bound."""
-    if not math.isfinite(value) or value > high or value < low or (above and value <= low):
-        floor = f"above {low:g}" if above else f"at least {low:g}"
-        return f"{name} must be a number {floor} and at most {high:g}, got {value:g}"
-    return ""
 
 
 @dataclass
@@ -102,11 +92,6 @@ class Workload:
     @property
     def faults(self) -> Faults:
         return parse_injections(self.inject)
-
-    def inject_for(self, *kinds: str) -> list[str]:
-        """The --inject arguments a piece needs: the ones of these kinds."""
-        return [arg for item in self.inject if item.partition("=")[0].strip() in kinds
-                for arg in ("--inject", item)]
 
     @property
     def swarms(self) -> int:
@@ -206,6 +191,9 @@ async def _stop_all(children: list[Piece], timeout: float = STOP_S) -> list[dict
     return list(await asyncio.gather(*(c.stop(timeout) for c in children)))
 
 
+PieceConfig = NodeConfig | SwarmConfig | PublishConfig
+
+
 @dataclass
 class Placement:
     """Where each role's pieces run: here, or on agents reached through the broker."""
@@ -218,18 +206,19 @@ class Placement:
         names = self.roles.get(role) or [LOCAL]
         return names[index % len(names)]
 
-    def make(self, role: str, index: int, name: str, argv: list[str], log_dir: Path,
-             env: dict[str, str], label: str, topology: Topology) -> Piece:
+    def make(self, role: Role, index: int, name: str, config: PieceConfig, log_dir: Path,
+             env: dict[str, str], label: str) -> Piece:
+        """The piece for one role's config: run here, or by the agent placed for it (a node
+        listens on the address that agent said it can be reached at)."""
         agent = self.agent_for(role, index)
-        if role == "node":
-            argv = [*argv, "--host", self.listen_host_of(agent)]
+        if role is Role.NODE:
+            config = replace(config, host=self.listen_host_of(agent))
+        spec = PieceSpec(role, to_document(config))
         if agent == LOCAL or self.hub is None:
-            return Child(name, argv, log_dir, env)
-        source = Path(topology.source)
-        files = {topology.source: source.read_text()} if source.is_file() else {}
+            return Child(name, spec, log_dir, env)
         # the piece's name travels as an id (check_id): label may hold '=' (sweeps)
         remote_name = re.sub(r"[^A-Za-z0-9_.:-]", "-", f"{label}.{name}")[-64:]
-        return self.hub.piece(agent, remote_name, argv, files)
+        return self.hub.piece(agent, remote_name, spec)
 
     def listen_host_of(self, agent: str) -> str:
         return self.listen_host if agent == LOCAL or not self.hub else self.hub.agents[agent].listen_host
@@ -286,13 +275,12 @@ async def placed(workload: Workload, amqp_url: str):
         await hub.close()
 
 
-def clock_command(clocks: dict[str, ClockOffset], swarm: str) -> str:
-    """The `clock` line that puts a swarm's hops onto its own clock."""
+def clock_command(clocks: dict[str, ClockOffset], swarm: str) -> SetClock:
+    """The command that puts a swarm's hops onto its own clock."""
     own = clocks[swarm]
-    table = {"publisher": clocks["publisher"].relative_to(own).offset_ns,
-             "nodes": {name: offset.relative_to(own).offset_ns for name, offset in clocks.items()
-                       if is_node_piece(name)}}
-    return "clock " + json.dumps(table, separators=(",", ":"))
+    return SetClock(publisher_ns=clocks["publisher"].relative_to(own).offset_ns,
+                    nodes_ns={name: offset.relative_to(own).offset_ns
+                              for name, offset in clocks.items() if is_node_piece(name)})
 
 
 def clocks_json(clocks: dict[str, ClockOffset]) -> dict:
@@ -300,14 +288,6 @@ def clocks_json(clocks: dict[str, ClockOffset]) -> dict:
     swarms = [offset for name, offset in clocks.items() if name.startswith("swarm")]
     return {"pieces": {name: offset.to_json() for name, offset in clocks.items()},
             "hop_uncertainty_ms": hop_uncertainty(clocks["publisher"], nodes, swarms)}
-
-
-def _knob_args(topology: Topology) -> list[str]:
-    if topology.manager:
-        return []
-    k = topology.consumer
-    return ["--prefetch", str(k.prefetch), "--ack", k.ack, "--channel", k.channel,
-            "--concurrency", k.concurrency]
 
 
 async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url: str,
@@ -352,7 +332,6 @@ class OneRun:
         self.log_dir, self.label, self.observe = log_dir, label, observe
         self.prefix = f"mqprobe.{uuid.uuid4().hex[:8]}."
         self.env = dict(os.environ, MQPROBE_AMQP_URL=amqp_url)
-        self.groups = ",".join(workload.groups)
         self.nodes: list[Piece] = []
         self.ready: list[dict] = []  # each node's ready event: its address and queues
         self.swarms: list[Piece] = []
@@ -366,9 +345,8 @@ class OneRun:
         self.sampling: asyncio.Task | None = None
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def _piece(self, role: str, index: int, name: str, argv: list[str]) -> Piece:
-        return self.placement.make(role, index, name, argv, self.log_dir, self.env, self.label,
-                                   self.topology)
+    def _piece(self, role: Role, index: int, name: str, config: PieceConfig) -> Piece:
+        return self.placement.make(role, index, name, config, self.log_dir, self.env, self.label)
 
     def fail(self, piece: str, message: str) -> None:
         """The run stopped on an error or a signal: the first one seen is the one the
@@ -381,11 +359,14 @@ class OneRun:
         """The nodes, ready, with the queues they consume (the sampler watches those)."""
         workload, topology = self.workload, self.topology
         self.observe(Phase(self.label, RunPhase.STARTING, note=f"{workload.nodes} nodes"))
-        self.nodes = [self._piece("node", i, f"node{i + 1}", [
-            "node", "--node-id", f"n{i + 1}", "--topology", topology.source, "--layout",
-            self.layout, "--groups", self.groups, "--prefix", self.prefix, "--port", "0",
-            *_knob_args(topology), *workload.inject_for("server-delay"),
-            *(workload.inject_for("stall", "spin") if i == 0 else [])])
+        faults = workload.faults
+        # only node n1 stalls: a stall on every node would hide which one the verdict names
+        stall = {"stall_s": faults.stall_s, "stall_every_s": faults.stall_every_s,
+                 "stall_spin": faults.stall_spin}
+        self.nodes = [self._piece(Role.NODE, i, f"node{i + 1}", NodeConfig(
+            node_id=f"n{i + 1}", amqp_url="", topology=topology, layout=self.layout,
+            groups=workload.groups, prefix=self.prefix, port=0,
+            faults=Faults(server_delay_s=faults.server_delay_s, **(stall if i == 0 else {}))))
             for i in range(workload.nodes)]
         await asyncio.gather(*(n.start() for n in self.nodes))
         self.ready = await asyncio.gather(*(n.wait_for("ready", 60) for n in self.nodes))
@@ -400,12 +381,11 @@ class OneRun:
     async def connect_swarms(self) -> None:
         """Every client joined, or RunError; then the publisher is made (not started)."""
         workload = self.workload
-        urls = ",".join(f"http://{event['host']}:{event['port']}" for event in self.ready)
-        sizes = ",".join(str(s) for s in workload.group_sizes)
-        self.swarms = [self._piece("swarm", i, f"swarm{i + 1}", [
-            "swarm", "--node-urls", urls, "--group-sizes", sizes,
-            "--slice", f"{i}/{workload.swarms}", "--samples", str(workload.samples)])
-            for i in range(workload.swarms)]
+        urls = [f"http://{event['host']}:{event['port']}" for event in self.ready]
+        sizes = dict(zip(workload.groups, workload.group_sizes, strict=True))
+        self.swarms = [self._piece(Role.SWARM, i, f"swarm{i + 1}", SwarmConfig(
+            node_urls=urls, group_sizes=sizes, slice_index=i, slice_count=workload.swarms,
+            samples=workload.samples)) for i in range(workload.swarms)]
         await asyncio.gather(*(s.start() for s in self.swarms))
         clients = sum(workload.group_sizes)
         await _watch(self.swarms, "ready", RunPhase.CONNECTING, clients, self.label, self.observe,
@@ -417,11 +397,10 @@ class OneRun:
                           if s.latest["ready"].get("first_error")), "")
             raise RunError(f"only {joined} of {clients} clients joined their group"
                            + (f" ({first})" if first else ""))
-        self.publisher = self._piece("publisher", 0, "publisher", [
-            "publish", "--topology", self.topology.source, "--groups", self.groups,
-            "--rate", str(workload.rate), "--size", str(workload.size),
-            "--duration", str(workload.duration_s), "--prefix", self.prefix,
-            *workload.inject_for("broker-delay")])
+        self.publisher = self._piece(Role.PUBLISHER, 0, "publisher", PublishConfig(
+            amqp_url="", topology=self.topology, groups=workload.groups, rate=workload.rate,
+            size=workload.size, duration_s=workload.duration_s, prefix=self.prefix,
+            broker_delay_ms=workload.faults.broker_delay_ms))
 
     async def set_clocks(self) -> None:
         """Hops whose ends were stamped on different hosts are put onto the swarm's clock:
@@ -437,7 +416,7 @@ class OneRun:
         workload, publisher = self.workload, self.publisher
         # Loop lag and busy ratios count from here: connecting thousands of clients is
         # set-up, not part of what is measured.
-        await asyncio.gather(*(c.command("reset") for c in self.swarms + self.nodes))
+        await asyncio.gather(*(c.command(Reset()) for c in self.swarms + self.nodes))
         self.sampling = asyncio.get_running_loop().create_task(self.sampler.run())
         await publisher.start()
         total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))
@@ -506,7 +485,6 @@ def silent_swarm(workload: Workload, index: int, count: int) -> dict:
     """What a swarm that gave no result (killed, crashed) stands for: its planned members,
     each with nothing received, so what they missed counts as lost, not as nothing."""
     from mqprobe.records import Latency
-    from mqprobe.swarm import SwarmConfig, plan_members
 
     sizes = dict(zip(workload.groups, workload.group_sizes, strict=True))
     members = plan_members(SwarmConfig([""] * workload.nodes, sizes, index, count))

@@ -10,6 +10,8 @@ non-zero; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import math
+
 
 class MqprobeError(Exception):
     """An expected failure; the message is one sentence."""
@@ -17,3 +19,12 @@ class MqprobeError(Exception):
 
 class InputError(MqprobeError, ValueError):
     """Bad input: a flag, a file or a setting that mqprobe cannot use, and why."""
+
+
+def within(name: str, value: float, low: float, high: float, above: bool = False) -> str:
+    """'' when value is finite and within [low, high] (above low, with above=True); else
+    the sentence that names the bound."""
+    if not math.isfinite(value) or value > high or value < low or (above and value <= low):
+        floor = f"above {low:g}" if above else f"at least {low:g}"
+        return f"{name} must be a number {floor} and at most {high:g}, got {value:g}"
+    return ""

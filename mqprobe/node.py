@@ -21,12 +21,22 @@ import socketio
 from aiohttp import web
 
 from mqprobe.embed import Tracer
+from mqprobe.errors import InputError, within
 from mqprobe.inject import Faults
-from mqprobe.process import CommandRefused, emit_event, wait_for_stop
+from mqprobe.process import PieceRuntime
+from mqprobe.protocol import (
+    Command,
+    CommandRefused,
+    NodeProgress,
+    NodeReady,
+    Reset,
+    local_field,
+)
 from mqprobe.records import BusyMeter, HopSet, LoopLagMonitor
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
     TraceFormatError,
+    check_id,
     complete_socketio_field,
     decode_socketio_field,
     now_ns,
@@ -45,7 +55,7 @@ def room_for(group: str) -> str:
 @dataclass
 class NodeConfig:
     node_id: str
-    amqp_url: str
+    amqp_url: str = local_field()
     topology: Topology
     layout: str
     groups: list[str]
@@ -53,6 +63,17 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 0
     faults: Faults = field(default_factory=Faults)  # injected on purpose (mqprobe.inject)
+
+    def check(self) -> None:
+        """Ids, port and layout usable, before anything listens (by hand, or from a spec)."""
+        check_id("node", self.node_id)
+        for group in self.groups:
+            check_id("group", group)
+        if problem := within("--port", self.port, 0, 65535):
+            raise InputError(problem)
+        if self.layout not in self.topology.layouts:
+            raise InputError(f"topology {self.topology.name} supports layouts "
+                             f"{', '.join(self.topology.layouts)}, not {self.layout!r}")
 
 
 # What each message waited and its fan-out took is kept for the attribution up to this
@@ -100,7 +121,7 @@ class NodeStats:
         return max((c.unacked_max for c in self.consumers.values()), default=0)
 
 
-class Node:
+class Node(PieceRuntime):
     """One socket.io node and its consumers; `start()`, then `stop()` returns its stats."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -142,7 +163,7 @@ class Node:
         return sum(1 for _ in self.sio.manager.get_participants("/", None))
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self) -> NodeReady:
         self.timeline.watch_gc()
         self.loop_lag.start()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -156,6 +177,12 @@ class Node:
             await self._start_consumers()
         if self.config.faults.stall_s:
             self._workers.append(asyncio.get_running_loop().create_task(self._stall()))
+        return NodeReady(node=self.config.node_id, host=self.config.host, port=self.port,
+                         queues=self.queue_names)
+
+    def progress(self) -> NodeProgress:
+        return NodeProgress(node=self.config.node_id, handled=self.stats.handled,
+                            clients=self.client_count())
 
     async def _stall(self) -> None:
         """Injected fault: hold the whole event loop now and then, as a sync call (stall) or
@@ -303,10 +330,10 @@ class Node:
             if not acked:  # acked now, or never to be (auto): out of the window either way
                 consumer.acked()
 
-    def command(self, line: str) -> None:
-        """A control line from compare: `reset`; anything else is refused."""
-        if line != "reset":
-            raise CommandRefused(f"a node knows `reset`, not {line[:40]!r}")
+    def command(self, command: Command) -> None:
+        """A command from compare: Reset; anything else is refused."""
+        if not isinstance(command, Reset):
+            raise CommandRefused(f"a node knows `reset`, not {command.name!r}")
         self.reset_meters()
 
     def reset_meters(self) -> None:
@@ -400,24 +427,3 @@ async def _at_most(work: Coroutine, seconds: float) -> None:
             task.result()
     else:
         task.cancel()
-
-
-async def run_node(config: NodeConfig, control: bool) -> dict:
-    node = Node(config)
-    await node.start()
-    emit_event("ready", node=config.node_id, port=node.port, host=config.host,
-               queues=node.queue_names)
-
-    async def report_progress() -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            emit_event("progress", node=config.node_id, handled=node.stats.handled,
-                       clients=node.client_count())
-
-    reporter = asyncio.get_running_loop().create_task(report_progress()) if control else None
-    try:
-        await wait_for_stop(control, node.command)
-    finally:
-        if reporter:
-            reporter.cancel()
-    return await node.stop()

@@ -1,9 +1,11 @@
-"""The line protocol between `mqprobe compare` and the pieces it runs as child processes.
+"""The runtime of the pieces `mqprobe compare` runs as child processes, and the parent's
+handle on them; what travels between the two is mqprobe.protocol's types.
 
-A child in control mode writes one JSON object per line on stdout (`ready`, `progress`,
-`result`, `error`) and stops when it reads `stop` on stdin, when stdin closes (its parent
-died), or on SIGINT/SIGTERM. Other command lines (`reset`, `clock {...}`) go to the piece.
-Logs go to stderr. The same pieces run by hand skip stdin.
+A piece (node, swarm, publisher) is a `PieceRuntime` subclass that fills its hooks, as a
+python-socketio manager fills its own; `serve` runs every piece the same way: start, the
+`ready` event, `progress` events, commands (each answered `applied` or `refused`), and the
+result when asked to stop: by the `stop` command, when stdin closes (its parent died), or on
+SIGINT/SIGTERM. Logs go to stderr. The same pieces run by hand skip stdin.
 
 `Piece` is the parent's handle on one piece: `Child` runs it here, `mqprobe.agent`'s
 `RemotePiece` has an agent on another host run it and relay its events over the broker.
@@ -17,11 +19,20 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mqprobe.errors import MqprobeError
+from mqprobe.protocol import (
+    Command,
+    CommandRefused,
+    EventName,
+    PieceSpec,
+    Stop,
+    command_line,
+    parse_command,
+)
 
 T = TypeVar("T")
 
@@ -32,10 +43,6 @@ class RunError(MqprobeError, RuntimeError):
     def __init__(self, message: str, piece: str = "") -> None:
         super().__init__(message)
         self.piece = piece
-
-
-class CommandRefused(ValueError):
-    """A piece cannot apply a command (unknown, or malformed); the message says why."""
 
 
 class RunInterrupted(Exception):
@@ -78,7 +85,8 @@ def emit_event(kind: str, **fields: object) -> None:
     sys.stdout.flush()
 
 
-async def wait_for_stop(control: bool, on_command: Callable[[str], None] | None = None) -> str:
+async def wait_for_stop(control: bool,
+                        on_command: Callable[[Command], None] | None = None) -> str:
     """Block until asked to stop; returns why ('stop', 'stdin closed', 'signal')."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[str] = loop.create_future()
@@ -104,7 +112,7 @@ async def wait_for_stop(control: bool, on_command: Callable[[str], None] | None 
 
 
 async def _read_commands(finish: Callable[[str], None],
-                         on_command: Callable[[str], None] | None) -> None:
+                         on_command: Callable[[Command], None] | None) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -113,20 +121,89 @@ async def _read_commands(finish: Callable[[str], None],
         if not line:
             finish("stdin closed")
             return
-        command = line.decode().strip()
-        if command == "stop":
-            finish("stop")
-            return
-        if command and on_command:
-            # every command is answered: applied, or refused with why (compare fails the
-            # run on a refusal it depends on, rather than measuring with it half-applied)
-            name = command.split(" ", 1)[0][:40]
-            try:
-                on_command(command)
-            except CommandRefused as exc:
-                emit_event("refused", command=name, message=str(exc))
-            else:
-                emit_event("applied", command=name)
+        if not line.strip():
+            continue
+        # every command is answered: applied, or refused with why (compare fails the run on
+        # a refusal it depends on, rather than measuring with it half-applied)
+        name = "?"
+        try:
+            command = parse_command(line.decode(errors="replace"))
+            name = command.name
+            if isinstance(command, Stop):
+                finish("stop")
+                return
+            if on_command is None:
+                raise CommandRefused(f"this piece takes no commands but stop, not {name!r}")
+            on_command(command)
+        except CommandRefused as exc:
+            emit_event(EventName.REFUSED, command=name, message=str(exc))
+        else:
+            emit_event(EventName.APPLIED, command=name)
+
+
+class PieceRuntime:
+    """What a piece fills in for `serve`: start (set up, then the ready event's fields),
+    progress, command, work (its own; by default none: it serves until stopped), halt (a
+    stop was asked: end the work soon), stop (its result), close (always, even when start
+    failed)."""
+
+    progress_s = 1.0  # between progress events
+    controlled = False  # set by serve: a parent reads the events and sends commands
+
+    async def start(self) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+    def progress(self) -> Mapping[str, Any]:
+        return {}
+
+    def command(self, command: Command) -> None:
+        raise CommandRefused(f"this piece knows no {command.name!r} command")
+
+    async def work(self) -> None:
+        await self._halted().wait()
+
+    def halt(self) -> None:
+        self._halted().set()
+
+    def _halted(self) -> asyncio.Event:
+        if not hasattr(self, "_halt_event"):
+            self._halt_event = asyncio.Event()
+        return self._halt_event
+
+    async def stop(self) -> dict:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+async def serve(piece: PieceRuntime, control: bool) -> dict:
+    """Run one piece through its life; its result. In control mode it reports progress and
+    takes commands; by hand it runs until its work is done or a signal stops it."""
+    piece.controlled = control
+    loop = asyncio.get_running_loop()
+    try:
+        emit_event(EventName.READY, **await piece.start())
+        reporter = loop.create_task(_report(piece)) if control else None
+        working = loop.create_task(piece.work())
+        stopping = loop.create_task(wait_for_stop(control, piece.command))
+        try:
+            await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if reporter:
+                reporter.cancel()
+        piece.halt()
+        await working  # a piece's own failure is the run's
+        return await piece.stop()
+    finally:
+        await piece.close()
+
+
+async def _report(piece: PieceRuntime) -> None:
+    while True:
+        await asyncio.sleep(piece.progress_s)
+        emit_event(EventName.PROGRESS, **piece.progress())
 
 
 class Piece:
@@ -146,7 +223,7 @@ class Piece:
     async def start(self) -> None:
         raise NotImplementedError
 
-    async def send(self, command: str) -> None:
+    async def send(self, line: str) -> None:
         raise NotImplementedError
 
     async def stop(self, timeout: float = 20.0) -> dict | None:
@@ -168,20 +245,20 @@ class Piece:
             return f"{self.name} exited early" + (f": {tail}" if tail else "")
         return None
 
-    async def command(self, command: str, timeout: float = 10.0) -> None:
+    async def command(self, command: Command, timeout: float = 10.0) -> None:
         """Send a command and wait until the piece says it applied it; RunError when it
         refuses it or does not answer."""
-        self.latest.pop("applied", None)
-        self.latest.pop("refused", None)
-        await self.send(command)
-        name = command.split(" ", 1)[0]
+        self.latest.pop(EventName.APPLIED, None)
+        self.latest.pop(EventName.REFUSED, None)
+        await self.send(command_line(command))
+        name = command.name
 
         def answer() -> bool | None:
-            refused = self.latest.get("refused")
-            if refused and refused.get("command") == name:
+            refused = self.latest.get(EventName.REFUSED)
+            if refused and refused.get("command") in (name, "?"):
                 raise RunError(f"{self.name} could not apply {name!r}: {refused.get('message')}",
                                self.name)
-            applied = self.latest.get("applied")
+            applied = self.latest.get(EventName.APPLIED)
             return True if applied and applied.get("command") == name else None
 
         await self._until(answer, timeout, f"{self.name} did not answer the command {name!r} "
@@ -214,13 +291,15 @@ class Piece:
 
 
 class Child(Piece):
-    """One piece running here as `python -m mqprobe <piece> --control`."""
+    """One piece running here: its spec saved as `<name>.spec.json` beside its log, run as
+    `python -m mqprobe piece <spec> --control`."""
 
-    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str],
+    def __init__(self, name: str, spec: PieceSpec, log_dir: Path, env: dict[str, str],
                  on_event: Callable[[dict], None] | None = None) -> None:
         super().__init__(name)
-        self.argv, self.env, self.on_event = argv, env, on_event
+        self.spec, self.env, self.on_event = spec, env, on_event
         self.log_path = log_dir / f"{name}.log"
+        self.spec_path = log_dir / f"{name}.spec.json"
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task | None = None
 
@@ -230,9 +309,10 @@ class Child(Piece):
             self.on_event(event)
 
     async def start(self) -> None:
+        self.spec.save(self.spec_path)
         with open(self.log_path, "wb") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mqprobe", *self.argv, "--control",
+                sys.executable, "-m", "mqprobe", "piece", str(self.spec_path), "--control",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
                 env=self.env, limit=64 * 1024 * 1024)
         self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -250,10 +330,11 @@ class Child(Piece):
             return lines[-1][:300] if lines else ""
         return ""
 
-    async def send(self, command: str) -> None:
+    async def send(self, line: str) -> None:
+        """One command line to the piece (command_line made it); lost if it has ended."""
         if self.proc and self.proc.returncode is None and self.proc.stdin:
             with contextlib.suppress(Exception):
-                self.proc.stdin.write(command.encode() + b"\n")
+                self.proc.stdin.write(line.encode() + b"\n")
                 await self.proc.stdin.drain()
 
     async def stop(self, timeout: float = 20.0) -> dict | None:
@@ -261,7 +342,7 @@ class Child(Piece):
         self.stop_asked_ns = min(self.stop_asked_ns, time.time_ns())
         if self.proc is None:
             return None
-        await self.send("stop")
+        await self.send(command_line(Stop()))
         with contextlib.suppress(RunError):
             await self.wait_for("result", timeout)
         try:

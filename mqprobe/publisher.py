@@ -16,12 +16,15 @@ import aio_pika
 import socketio
 
 from mqprobe.broker import BrokerError, delete_declared
+from mqprobe.errors import InputError, within
 from mqprobe.node import EVENT, room_for
-from mqprobe.process import emit_event, wait_for_stop
+from mqprobe.process import PieceRuntime
+from mqprobe.protocol import PublisherProgress, local_field
 from mqprobe.records import Latency, LoopLagMonitor
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
     PublishStamp,
+    check_id,
     encode_amqp_headers,
     new_trace_id,
     now_ns,
@@ -32,10 +35,15 @@ from mqprobe.topology import Topology
 
 log = logging.getLogger("mqprobe.publisher")
 
+MAX_RATE = 10_000.0  # messages a second per group
+MAX_DURATION_S = 3600.0
+MAX_MESSAGES = 2_000_000  # per run: the schedule is planned up front
+MAX_SIZE = 128 * 2**20  # RabbitMQ's default max_message_size
+
 
 @dataclass
 class PublishConfig:
-    amqp_url: str
+    amqp_url: str = local_field()
     topology: Topology
     groups: list[str]
     rate: float  # messages per second per group
@@ -44,7 +52,25 @@ class PublishConfig:
     prefix: str = "mqprobe."
     max_in_flight: int = 1000
     broker_delay_ms: int = 0  # injected: a TTL queue holds each message this long
-    exchange: str = ""  # an existing exchange to publish into as it is (declared passively)
+    exchange: str | None = None  # an existing exchange to publish into as it is (passively)
+
+    def check(self) -> None:
+        """Every bound, before anything connects (by hand, or from a spec sent to an agent)."""
+        problems = [p for p in (within("--rate", self.rate, 0, MAX_RATE, above=True),
+                                within("--duration", self.duration_s, 0, MAX_DURATION_S, above=True),
+                                within("--size", self.size, 0, MAX_SIZE),
+                                within("max_in_flight", self.max_in_flight, 1, 100_000),
+                                within("broker_delay_ms", self.broker_delay_ms, 0, 3_600_000)) if p]
+        if not problems and len(self.groups) * self.rate * self.duration_s > MAX_MESSAGES:
+            problems.append(f"over {MAX_MESSAGES:,} messages (groups x rate x duration)")
+        if problems:
+            raise InputError("; ".join(problems))
+        for group in self.groups:
+            check_id("group", group)
+        if self.exchange is not None and (self.topology.manager or not self.exchange.strip()
+                                          or len(self.exchange) > 255):
+            raise InputError("--exchange takes an exchange name of 1 to 255 characters, and does "
+                             "not apply to python-socketio's manager topology")
 
 
 def schedule(groups: list[str], rate: float, duration_s: float) -> list[tuple[int, str, int]]:
@@ -61,7 +87,12 @@ def schedule(groups: list[str], rate: float, duration_s: float) -> list[tuple[in
     return plan
 
 
-class Publisher:
+class Publisher(PieceRuntime):
+    """Sends the schedule once (work), then hands over what it sent (stop); a stop asked
+    half-way (halt) ends the schedule early with what was sent."""
+
+    progress_s = 0.5
+
     def __init__(self, config: PublishConfig) -> None:
         self.config = config
         self.published = {group: 0 for group in config.groups}
@@ -70,6 +101,7 @@ class Publisher:
         self.errors = 0
         self.first_error = ""
         self.stop_requested = False  # set by a stop: the schedule ends early
+        self.elapsed_s = 0.0
         self.schedule_lag = Latency()  # t_pub - t_plan
         self.timeline = Recorder()
         self.loop_lag = LoopLagMonitor(timeline=self.timeline)
@@ -80,6 +112,19 @@ class Publisher:
         self._connection = None
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         self._manager: socketio.AsyncAioPikaManager | None = None
+
+    async def start(self) -> dict:
+        await self.connect()
+        return {}
+
+    async def work(self) -> None:
+        await self.run()
+
+    def halt(self) -> None:
+        self.stop_requested = True
+
+    async def stop(self) -> dict:
+        return self.result(self.elapsed_s)
 
     async def connect(self) -> None:
         cfg, topo = self.config, self.config.topology
@@ -121,14 +166,13 @@ class Publisher:
         await queue.bind(delay)
         return delay
 
-    async def run(self, on_progress=None) -> dict:
+    async def run(self) -> dict:
         plan = schedule(self.config.groups, self.config.rate, self.config.duration_s)
         freeze_setup()  # the schedule and the connection are set-up, not garbage to scan
         self.timeline.watch_gc()
         self.loop_lag.start()
         started = now_ns()
         t0 = self.t0_ns = started + 50_000_000
-        last_progress = 0.0
         loop = asyncio.get_running_loop()
         for offset, group, seq in plan:
             if self.stop_requested:
@@ -142,15 +186,13 @@ class Publisher:
             task = loop.create_task(self._send(group, seq, t_plan))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
-            if on_progress and loop.time() - last_progress > 0.5:
-                last_progress = loop.time()
-                on_progress(self.progress())
         if self._pending:
             await asyncio.wait(self._pending, timeout=30)
         self.loop_lag.stop()
         self.timeline.unwatch_gc()
         close_open_intervals(self.timeline)
-        return self.result((now_ns() - started) / 1e9)
+        self.elapsed_s = (now_ns() - started) / 1e9
+        return self.result(self.elapsed_s)
 
     async def _send(self, group: str, seq: int, t_plan: int) -> None:
         topo = self.config.topology
@@ -179,9 +221,9 @@ class Publisher:
         finally:
             self._in_flight.release()
 
-    def progress(self) -> dict:
-        return {"sent": sum(self.published.values()), "confirmed": self.confirmed,
-                "nacked": self.nacked, "errors": self.errors}
+    def progress(self) -> PublisherProgress:
+        return PublisherProgress(sent=sum(self.published.values()), confirmed=self.confirmed,
+                                 nacked=self.nacked, errors=self.errors)
 
     def result(self, elapsed_s: float) -> dict:
         return {**self.progress(), "published": dict(self.published),
@@ -217,21 +259,3 @@ def _declare_problem(exc: Exception, name: str, topology: Topology, passive: boo
     if "ACCESS_REFUSED" in text:
         return BrokerError(f"the broker refused this user access to exchange {name!r}")
     return BrokerError(f"the broker would not declare exchange {name!r}: {text[:200]}")
-
-
-async def run_publisher(config: PublishConfig, control: bool) -> dict:
-    """Publish the schedule; a stop (command or signal) ends it early with what was sent."""
-    publisher = Publisher(config)
-    loop = asyncio.get_running_loop()
-    try:
-        await publisher.connect()  # a refused declare still closes the connection below
-        emit_event("ready")
-        report = (lambda fields: emit_event("progress", **fields)) if control else None
-        running = loop.create_task(publisher.run(report))
-        stopping = loop.create_task(wait_for_stop(control))
-        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        publisher.stop_requested = True
-        stopping.cancel()
-        return await running
-    finally:
-        await publisher.close()

@@ -38,7 +38,17 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mqprobe.process import CommandRefused, emit_event, wait_for_stop
+from mqprobe.errors import InputError
+from mqprobe.process import PieceRuntime
+from mqprobe.protocol import (
+    Command,
+    CommandRefused,
+    Reset,
+    SetClock,
+    SwarmProgress,
+    SwarmReady,
+    local_field,
+)
 from mqprobe.records import HopSet, LoopLagMonitor, Reasons
 from mqprobe.stamps import (
     DeliveryTrace,
@@ -67,7 +77,20 @@ class SwarmConfig:
     kernel_stamps: bool = True  # t_recv from the kernel's receive stamp where it gives one
     samples: int = 0  # raw deliveries to keep, for checking hop arithmetic
     # called for every traced event a member receives (mqprobe trace prints them)
-    on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = None
+    on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = local_field(default=None)
+
+    def check(self) -> None:
+        """A slice this process can take, a protocol it speaks, members it can plan."""
+        if not 0 <= self.slice_index < self.slice_count:
+            raise InputError(f"--slice must be i/K with 0 <= i < K, got "
+                             f"{self.slice_index}/{self.slice_count}")
+        if self.eio not in (None, 3, 4):
+            raise InputError(f"--eio must be 3, 4 or auto, got {self.eio!r}")
+        if not self.node_urls:
+            raise InputError("a swarm needs at least one socket.io server URL")
+        if any(size < 0 for size in self.group_sizes.values()) or \
+                sum(self.group_sizes.values()) > 10_000_000:
+            raise InputError("group sizes must be whole numbers from 0, 10,000,000 in all")
 
 
 @dataclass
@@ -167,7 +190,7 @@ def rss_bytes() -> int:
 
 
 @dataclass
-class Swarm:
+class Swarm(PieceRuntime):
     config: SwarmConfig
     members: list[Member] = field(default_factory=list)
     tallies: dict[str, GroupTally] = field(default_factory=dict)
@@ -211,7 +234,9 @@ class Swarm:
     def delivered(self) -> int:
         return sum(t.delivered for t in self.tallies.values())
 
-    async def start(self) -> None:
+    progress_s = 0.5
+
+    async def start(self) -> SwarmReady:
         """Open every connection and join its room; returns when all have joined or failed."""
         self.timeline.watch_gc()
         self.loop_lag.start()
@@ -232,6 +257,12 @@ class Swarm:
             await asyncio.wait_for(self._settled.wait(), self.config.connect_timeout_s)
         # a connected member needs no task: its socket's callback does the rest
         self._tasks = [task for task in self._tasks if not task.done()]
+        return SwarmReady(**self.progress(), rss_bytes=rss_bytes(), first_error=self.first_error)
+
+    async def work(self) -> None:
+        if not self.controlled and self.members and not self._joined:
+            return  # by hand, with nobody to measure: say why at once
+        await super().work()
 
     def _settle_check(self) -> None:
         if self._joined + self.failed >= len(self.members):
@@ -476,31 +507,25 @@ class Swarm:
         self._decoded[frame] = trace
         return trace
 
-    def command(self, line: str) -> None:
-        """A control line from compare: `reset` (measuring starts now) or `clock {...}`;
-        anything else, or a clock table it cannot read, is refused (CommandRefused)."""
-        if line == "reset":
+    def command(self, command: Command) -> None:
+        """A command from compare: Reset (measuring starts now) or SetClock; anything else is
+        refused (CommandRefused)."""
+        if isinstance(command, Reset):
             freeze_setup()  # set-up (thousands of connections) out of the collector's reach
             self.loop_lag.reset()
             self.timeline.reset()
-        elif line.startswith("clock "):
-            try:
-                table = json.loads(line[6:])
-                publisher = int(table["publisher"])
-                shift = {str(node): (int(ahead), publisher) for node, ahead in table["nodes"].items()}
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                raise CommandRefused("the clock table is not {\"publisher\": ns, \"nodes\": "
-                                     f"{{node: ns}}}} ({type(exc).__name__}: {exc})") from None
-            self.clock_shift = shift
+        elif isinstance(command, SetClock):
+            self.clock_shift = {node: (ahead, command.publisher_ns)
+                                for node, ahead in command.nodes_ns.items()}
         else:
-            raise CommandRefused(f"the swarm knows `reset` and `clock`, not {line[:40]!r}")
+            raise CommandRefused(f"the swarm knows `reset` and `clock`, not {command.name!r}")
 
-    def progress(self) -> dict:
-        return {"planned": len(self.members), "connected": self.connected,
-                "joined": self._joined, "failed": self.failed,
-                "disconnects": self.disconnects, "reconnects": self.reconnects,
-                "down": sum(1 for m in self.members if m.down_since),
-                "delivered": self.delivered}
+    def progress(self) -> SwarmProgress:
+        return SwarmProgress(planned=len(self.members), connected=self.connected,
+                             joined=self._joined, failed=self.failed,
+                             disconnects=self.disconnects, reconnects=self.reconnects,
+                             down=sum(1 for m in self.members if m.down_since),
+                             delivered=self.delivered)
 
     async def stop(self) -> dict:
         # the instrument stops measuring first: tearing down thousands of connections is
@@ -584,26 +609,3 @@ def _backoff(attempt: int) -> float:
     """Seconds before reconnect attempt n: exponential, capped, drawn from its upper half."""
     delay = min(RECONNECT_MAX_S, RECONNECT_FIRST_S * 2 ** (attempt - 1))
     return random.uniform(delay / 2, delay)
-
-
-async def run_swarm(config: SwarmConfig, control: bool, progress_s: float = 0.5) -> dict:
-    swarm = Swarm(config)
-    reporter = None
-
-    async def report() -> None:
-        while True:
-            await asyncio.sleep(progress_s)
-            emit_event("progress", **swarm.progress())
-
-    if control:
-        reporter = asyncio.get_running_loop().create_task(report())
-    await swarm.start()
-    emit_event("ready", **swarm.progress(), rss_bytes=rss_bytes(), first_error=swarm.first_error)
-    if not control and swarm.members and not swarm.progress()["joined"]:
-        return await swarm.stop()  # by hand, with nobody to measure: say why at once
-    try:
-        await wait_for_stop(control, swarm.command)
-    finally:
-        if reporter:
-            reporter.cancel()
-    return await swarm.stop()

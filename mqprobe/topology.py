@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mqprobe.errors import InputError
@@ -93,6 +93,27 @@ class Topology:
         knobs = replace(self.consumer, **changes)
         _check_knobs(knobs, self.source or self.name)
         return replace(self, consumer=knobs)
+
+    def to_json(self) -> dict:
+        """The topology as its TOML table and where it came from: what from_json (through
+        parse, every field checked again) reads back; a piece gets it whole, no file."""
+        table: dict = {"name": self.name, "description": self.description,
+                       "layouts": list(self.layouts)}
+        if self.manager:
+            table |= {"manager": self.manager, "exchange": {"name": self.exchange_name}}
+        else:
+            table |= {"exchange": {"type": self.exchange_type, "name": self.exchange_name,
+                                   "routing_key": self.routing_key, "binding_key": self.binding_key,
+                                   "filter_locally": self.filter_locally},
+                      "consumer": asdict(self.consumer)}
+        return {"source": self.source, "table": table}
+
+    @classmethod
+    def from_json(cls, doc: object) -> Topology:
+        if not (isinstance(doc, dict) and isinstance(doc.get("source"), str)
+                and isinstance(doc.get("table"), dict)):
+            raise TopologyError("a topology document is {\"source\": text, \"table\": {...}}")
+        return parse(doc["table"], doc["source"])
 
     def describe_knobs(self) -> dict:
         return {

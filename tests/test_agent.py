@@ -14,12 +14,15 @@ import time
 
 import pytest
 
-from mqprobe.agent import AgentInfo, Hub, _refused, parse_placement
+from mqprobe.agent import AgentInfo, Hub, parse_placement
 from mqprobe.broker import BrokerState
 from mqprobe.clocks import clock_id
 from mqprobe.compare import Placement
+from mqprobe.node import NodeConfig
 from mqprobe.process import RunError
+from mqprobe.protocol import Role
 from mqprobe.stamps import check_id
+from mqprobe.swarm import SwarmConfig
 from mqprobe.topology import resolve
 
 from .conftest import REPO, run_cli
@@ -145,25 +148,25 @@ def test_a_swarm_on_another_machine_is_not_sent_to_a_loopback_node():
     Placement({"swarm": ["far"]}, hub, "10.0.0.11").check_reachable(1, 1)
 
 
-@pytest.mark.parametrize("argv", [["broker", "down"], ["node", "--json", "/tmp/x"],
-                                  ["node", "--topology", "/etc/some.toml"],
-                                  ["publish", "--topology=x.toml"]])
-def test_an_agent_runs_only_measuring_pieces_that_write_nothing(argv, tmp_path):
-    assert _refused(argv, tmp_path)
-
-
-def test_an_agent_runs_a_node_with_a_topology_sent_along(tmp_path):
-    assert _refused(["node", "--topology", str(tmp_path / "n1.file0.toml"), "--port", "0"],
-                    tmp_path) is None
-
-
 def test_remote_piece_names_travel_as_ids_even_for_sweep_labels(tmp_path):
     hub = Hub("amqp://unused/")
     hub.agents = {"far": AgentInfo("far", "elsewhere:1", "10.0.0.12")}
     piece = Placement({"swarm": ["far"]}, hub).make(
-        "swarm", 0, "swarm1", ["swarm"], tmp_path, {}, "single-topic_groups=8",
-        resolve("single-topic"))
+        Role.SWARM, 0, "swarm1", SwarmConfig(["http://10.0.0.12:5000"], {"1": 3}), tmp_path, {},
+        "single-topic_groups=8")
     assert check_id("piece", piece.name) == "single-topic_groups-8.swarm1"
+    assert piece.spec.config["group_sizes"] == {"1": 3}  # the whole config, as one document
+
+
+def test_a_node_placed_on_an_agent_listens_where_that_agent_is_reached(tmp_path):
+    hub = Hub("amqp://unused/")
+    hub.agents = {"far": AgentInfo("far", "elsewhere:1", "10.0.0.12")}
+    config = NodeConfig("n1", "amqp://secret@x/", resolve("per-group"), "per-group", ["1"])
+    piece = Placement({"node": ["far"]}, hub).make(Role.NODE, 0, "node1", config, tmp_path, {},
+                                                   "run")
+    assert piece.spec.config["host"] == "10.0.0.12"
+    assert "amqp_url" not in piece.spec.config and "secret" not in json.dumps(piece.spec.to_json())
+    assert piece.spec.config["topology"]["table"]["name"] == "per-group"  # inline, no file
 
 
 def test_a_second_agent_of_the_same_name_is_refused(broker: BrokerState, agent):

@@ -86,7 +86,7 @@ def test_a_broker_killed_mid_run_is_the_mq_and_fails_the_command(tmp_path):
 def test_a_node_killed_mid_run_is_named_not_blamed_on_the_swarm(broker, tmp_path):
     compare = _start_compare(tmp_path, broker.amqp_url)
     _wait_until_publishing(tmp_path, compare)
-    nodes = [pid for pid, cmd in _children(compare.pid).items() if "--node-id n1 " in cmd]
+    nodes = [pid for pid, cmd in _children(compare.pid).items() if "/node1.spec.json " in cmd]
     assert len(nodes) == 1, _children(compare.pid)
     os.kill(nodes[0], signal.SIGKILL)
     code, output, run = _finish(compare, tmp_path)
@@ -204,11 +204,11 @@ def test_sigterm_while_the_broker_starts_leaves_no_broker(tmp_path):
     _no_broker_left(tmp_path)
 
 
-@pytest.mark.parametrize("piece", ["swarm", "publish"])
+@pytest.mark.parametrize("piece", ["swarm1", "publisher"])
 def test_a_dead_swarm_or_publisher_still_counts_the_loss(broker, tmp_path, piece):
     compare = _start_compare(tmp_path, broker.amqp_url)
     _wait_until_publishing(tmp_path, compare)
-    pids = [pid for pid, cmd in _children(compare.pid).items() if f" mqprobe {piece} " in cmd]
+    pids = [pid for pid, cmd in _children(compare.pid).items() if f"/{piece}.spec.json " in cmd]
     assert len(pids) == 1, _children(compare.pid)
     os.kill(pids[0], signal.SIGKILL)
     code, output, run = _finish(compare, tmp_path)
@@ -218,7 +218,7 @@ def test_a_dead_swarm_or_publisher_still_counts_the_loss(broker, tmp_path, piece
     assert run["lost"] == max(0, run["expected_deliveries"] - run["delivered"])
     assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
         "client", "instrument-failed"), run["verdict"]
-    if piece == "swarm":  # its members received nothing we can show: all of it is lost
+    if piece == "swarm1":  # its members received nothing we can show: all of it is lost
         assert run["delivered"] == 0 and run["swarm"]["clients"] == 600
         assert run["lost"] == run["expected_deliveries"]
 

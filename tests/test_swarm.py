@@ -279,39 +279,48 @@ def test_the_swarm_command_says_why_no_client_joined():
     assert result.returncode != 0 and "--eio must be 3, 4 or auto" in result.stderr
 
 
-def test_a_command_a_piece_cannot_apply_fails_loudly_and_its_figures_still_arrive(tmp_path):
+def test_a_command_a_piece_cannot_apply_is_refused_and_its_figures_still_arrive(tmp_path):
     """compare depends on `clock` being applied (or hops print a ± they do not have): a
-    piece answers every command, and a refusal is a RunError naming piece and reason."""
-    from mqprobe.process import Child, RunError
+    piece started from its spec answers every command line, refusing with why what it
+    cannot read or apply; a refusal is a RunError naming piece and reason (test_process)."""
+    from mqprobe.process import Child
+    from mqprobe.protocol import PieceSpec, Reset, Role, SetClock, command_line, to_document
 
-    async def run() -> dict | None:
-        swarm = Child("swarm1", ["swarm", "--node-urls", "http://127.0.0.1:1", "--group-sizes",
-                                 "1"], tmp_path, dict(os.environ))
+    config = SwarmConfig(node_urls=["http://127.0.0.1:1"], group_sizes={"1": 1})
+
+    async def run() -> tuple[dict | None, list[str]]:
+        swarm = Child("swarm1", PieceSpec(Role.SWARM, to_document(config)), tmp_path,
+                      dict(os.environ))
         await swarm.start()
+        refusals = []
         try:
             await swarm.wait_for("ready", 30)
-            await swarm.command("reset")
-            await swarm.command('clock {"publisher": 0, "nodes": {"n1": 250000000}}')
-            for bad, says in (("clock {not json", "the clock table is not"),
-                              ('clock {"publisher": 0}', "the clock table is not"),
-                              ("dance", "knows `reset` and `clock`")):
-                with pytest.raises(RunError) as refused:
-                    await swarm.command(bad)
-                assert "swarm1 could not apply" in str(refused.value) and says in str(refused.value)
+            await swarm.command(Reset())
+            await swarm.command(SetClock(publisher_ns=0, nodes_ns={"n1": 250_000_000}))
+            for bad in ('{"command": "clock", "publisher_ns": "x", "nodes_ns": {}}',
+                        '{"command": "clock"', "dance", command_line(SetClock(0, {})) + "x"):
+                swarm.latest.pop("refused", None)
+                await swarm.send(bad)
+                refusals.append((await swarm.wait_for("refused", 10))["message"])
         finally:
             result = await swarm.stop()
-        return result
+        return result, refusals
 
-    result = asyncio.run(run())
+    result, refusals = asyncio.run(run())
     assert result is not None and result["planned"] == 1  # what it had is not lost
+    assert "publisher_ns must be a whole number" in refusals[0]
+    assert "not a JSON command" in refusals[1]
+    assert "unknown command 'dance'" in refusals[2]
+    assert "not a JSON command" in refusals[3]
+    assert (tmp_path / "swarm1.spec.json").is_file()  # what it was given, beside its log
 
 
-def test_the_swarm_refuses_what_it_cannot_apply_and_keeps_the_last_clock_table():
-    from mqprobe.process import CommandRefused
+def test_the_swarm_applies_a_clock_table_and_refuses_what_it_does_not_know():
+    from mqprobe.protocol import CommandRefused, SetClock, Stop
 
     swarm = Swarm(SwarmConfig(node_urls=["http://127.0.0.1:1"], group_sizes={"1": 1}))
-    swarm.command('clock {"publisher": 5, "nodes": {"n1": 7}}')
+    swarm.command(SetClock(publisher_ns=5, nodes_ns={"n1": 7}))
     assert swarm.clock_shift == {"n1": (7, 5)}
-    with pytest.raises(CommandRefused):
-        swarm.command('clock {"publisher": "x", "nodes": {}}')
+    with pytest.raises(CommandRefused, match="knows `reset` and `clock`"):
+        swarm.command(Stop())
     assert swarm.clock_shift == {"n1": (7, 5)}

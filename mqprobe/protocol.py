@@ -1,0 +1,300 @@
+"""The typed protocol between `mqprobe compare` and the pieces it runs (node, swarm,
+publisher), here or on an agent's host.
+
+Like locust's one `Message` type between master and workers, everything that crosses the
+process boundary is one of these types, as one JSON document or line:
+
+- a piece is started with a `PieceSpec`: its role and its whole configuration (the role's
+  config dataclass as a document, the topology inline), written to `<name>.spec.json` in
+  the run's log directory and run as `python -m mqprobe piece SPEC --control`. The broker
+  URL is not in it (it holds credentials): the piece takes it from MQPROBE_AMQP_URL;
+- the parent sends `Command`s, one JSON line each on the piece's stdin (`Reset`,
+  `SetClock`, `Stop`); a piece answers every one `applied` or `refused`;
+- the piece writes events, one JSON line each on stdout, named by `EventName`.
+
+`to_document` / `from_document` turn a config dataclass into a document and back; the way
+back checks every field's type against the dataclass's hints, so a malformed document (an
+agent takes them from anyone who can publish on its broker) is one sentence, not a crash.
+Fields marked `LOCAL` (the broker URL, callbacks) never travel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NotRequired, TypedDict, TypeVar, Union
+
+from mqprobe.errors import InputError
+
+T = TypeVar("T")
+
+LOCAL = {"local": True}  # field metadata: this field stays in the process that has it
+
+
+def local_field(**kwargs: Any) -> Any:
+    """A dataclass field that never travels in a document (a URL with credentials, a
+    callback); from_document takes it as a keyword argument instead."""
+    return field(metadata=LOCAL, **kwargs)
+
+
+class SpecError(InputError):
+    """A piece's configuration document that cannot be used; the message names the field."""
+
+
+class CommandRefused(ValueError):
+    """A piece cannot apply a command (unknown, or malformed); the message says why."""
+
+
+# -- events a piece writes ------------------------------------------------------------------
+class EventName(StrEnum):
+    READY = "ready"  # set up: a node listens, a swarm's members joined, a publisher connected
+    PROGRESS = "progress"  # every fraction of a second while it runs
+    RESULT = "result"  # its figures, once asked to stop (or done)
+    ERROR = "error"  # it failed; `message` is one sentence
+    APPLIED = "applied"  # a command was applied
+    REFUSED = "refused"  # a command could not be; `message` says why
+    EXIT = "exit"  # written by the parent's side when the process ended
+
+
+class NodeReady(TypedDict):
+    node: str
+    host: str
+    port: int
+    queues: list[str]
+
+
+class NodeProgress(TypedDict):
+    node: str
+    handled: int
+    clients: int
+
+
+class SwarmProgress(TypedDict):
+    planned: int
+    connected: int
+    joined: int
+    failed: int
+    disconnects: int
+    reconnects: int
+    down: int
+    delivered: int
+
+
+class SwarmReady(SwarmProgress):
+    rss_bytes: int
+    first_error: str
+
+
+class PublisherProgress(TypedDict):
+    sent: int
+    confirmed: int
+    nacked: int
+    errors: int
+
+
+class Answer(TypedDict):
+    """What `applied` and `refused` carry."""
+
+    command: str
+    message: NotRequired[str]
+
+
+# -- commands the parent sends ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Reset:
+    """Measuring starts now: loop lag, busy ratios and the set-up's timeline are dropped."""
+
+    name = "reset"
+
+
+@dataclass(frozen=True)
+class SetClock:
+    """How far other pieces' clocks are ahead of this swarm's: hops that end here are put
+    onto its clock (compare measures the offsets over the broker)."""
+
+    publisher_ns: int
+    nodes_ns: dict[str, int]
+    name = "clock"
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Hand over the result and end."""
+
+    name = "stop"
+
+
+Command = Reset | SetClock | Stop
+COMMANDS: dict[str, type] = {c.name: c for c in (Reset, SetClock, Stop)}
+
+
+def command_line(command: Command) -> str:
+    """The JSON line that carries a command."""
+    return json.dumps({"command": command.name, **to_document(command)}, separators=(",", ":"))
+
+
+def parse_command(line: str) -> Command:
+    """A command from its line; a bare word (`stop`, typed by hand) is one without fields.
+    CommandRefused, with why, for anything else."""
+    line = line.strip()
+    try:
+        doc = json.loads(line) if line.startswith("{") else {"command": line}
+    except ValueError as exc:
+        raise CommandRefused(f"not a JSON command ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("command") not in COMMANDS:
+        name = doc.get("command") if isinstance(doc, dict) else doc
+        raise CommandRefused(f"unknown command {str(name)[:40]!r} (known: {', '.join(COMMANDS)})")
+    kind = COMMANDS[doc.pop("command")]
+    try:
+        return from_document(kind, doc, f"the {kind.name} command")
+    except SpecError as exc:
+        raise CommandRefused(str(exc)) from None
+
+
+# -- what starts a piece ---------------------------------------------------------------------
+class Role(StrEnum):
+    """The pieces of a run (and the roles `--place` puts on agents)."""
+
+    NODE = "node"
+    SWARM = "swarm"
+    PUBLISHER = "publisher"
+
+
+@dataclass(frozen=True)
+class PieceSpec:
+    """One piece: its role and its configuration document (NodeConfig, SwarmConfig or
+    PublishConfig as to_document made it; the piece reads it back with from_document)."""
+
+    role: Role
+    config: dict[str, Any]
+
+    def to_json(self) -> dict:
+        return {"role": str(self.role), "config": self.config}
+
+    @classmethod
+    def from_json(cls, doc: object) -> PieceSpec:
+        if not isinstance(doc, dict) or set(doc) != {"role", "config"}:
+            raise SpecError("a piece spec is a JSON object with exactly `role` and `config`")
+        if doc["role"] not in tuple(Role):
+            raise SpecError(f"a piece's role is one of {', '.join(Role)}, got {str(doc['role'])[:40]!r}")
+        if not isinstance(doc["config"], dict):
+            raise SpecError("a piece spec's `config` must be a JSON object")
+        return cls(Role(doc["role"]), doc["config"])
+
+    def save(self, path: Path) -> Path:
+        path.write_text(json.dumps(self.to_json(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> PieceSpec:
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except OSError as exc:
+            raise SpecError(f"cannot read the piece spec {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            if isinstance(exc, SpecError):
+                raise
+            raise SpecError(f"the piece spec {path} is not JSON ({exc})") from None
+
+
+# -- documents -------------------------------------------------------------------------------
+def to_document(obj: Any) -> Any:
+    """A dataclass (and what it holds) as plain JSON values; LOCAL fields left out. A class
+    with its own to_json (Topology) gives that."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        if hasattr(obj, "to_json"):
+            return obj.to_json()
+        return {f.name: to_document(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not f.metadata.get("local")}
+    if isinstance(obj, StrEnum):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_document(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_document(v) for v in obj]
+    return obj
+
+
+def from_document(cls: type[T], doc: object, what: str, **local: Any) -> T:
+    """A `cls` from its document, every field checked against the class's type hints;
+    LOCAL fields come as keywords. SpecError names the first field that is wrong."""
+    if not isinstance(doc, dict):
+        raise SpecError(f"{what} must be a JSON object")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    travelling = {name for name, f in fields.items() if not f.metadata.get("local")}
+    unknown = sorted(set(doc) - travelling)
+    if unknown:
+        raise SpecError(f"{what} has unknown field {unknown[0][:40]!r} "
+                        f"(known: {', '.join(sorted(travelling))})")
+    hints = typing.get_type_hints(cls)
+    values = {name: _typed(value, hints[name], f"{what}: {name}") for name, value in doc.items()}
+    missing = [name for name in travelling - set(doc)
+               if fields[name].default is dataclasses.MISSING
+               and fields[name].default_factory is dataclasses.MISSING]
+    if missing:
+        raise SpecError(f"{what} is missing {sorted(missing)[0]!r}")
+    return cls(**values, **local)
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """value, checked (and converted where JSON has no such type) against one type hint."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _typed(value, arg, where)
+            except SpecError:
+                continue
+        raise SpecError(f"{where} must be {' or '.join(_kind(a) for a in args)}, got {_short(value)}")
+    if hint is Any:
+        return value
+    if origin is list or origin is tuple:
+        if not isinstance(value, list):
+            raise SpecError(f"{where} must be a list, got {_short(value)}")
+        items = [_typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{where} must be an object, got {_short(value)}")
+        return {str(k): _typed(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        if value not in tuple(hint):
+            raise SpecError(f"{where} must be one of {', '.join(hint)}, got {_short(value)}")
+        return hint(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if hasattr(hint, "from_json"):
+            return hint.from_json(value)
+        return from_document(hint, value, where)
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = type(value) is int
+    elif hint is float:
+        ok = type(value) in (int, float) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise SpecError(f"{where} must be {_kind(hint)}, got {_short(value)}")
+    return value
+
+
+def _kind(hint: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+             type(None): "null"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value) if isinstance(value, str | int | float | bool | None) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
