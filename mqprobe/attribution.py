@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from mqprobe.errors import ResultFormatError
 from mqprobe.model import PATH_HOPS, Cause, Culprit
 from mqprobe.timeline import EventKind, TimedEvent
 
@@ -133,6 +134,10 @@ class Share:
     def to_json(self) -> dict:
         return {"culprit": self.culprit.value, "cause": self.cause.value,
                 "share": round(self.share, 4), "mean_ms": round(self.mean_ms, 3)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Share:
+        return cls(Cause(doc["cause"]), float(doc["share"]), float(doc.get("mean_ms", 0.0)))
 
 
 @dataclass
@@ -342,6 +347,17 @@ class Verdict:
     def to_json(self) -> dict:
         return {"culprit": self.culprit.value, "cause": self.cause_text,
                 "evidence": self.evidence, "shares": [s.to_json() for s in self.shares]}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Verdict:
+        """A verdict from a result's JSON (report, sweep and the tests read it this way)."""
+        cause = Cause.of(doc.get("cause", ""))
+        if cause is None:
+            raise ResultFormatError(f"a verdict's cause opens with no cause mqprobe knows: "
+                                    f"{str(doc.get('cause', ''))[:60]!r}")
+        return cls(Culprit(doc.get("culprit", CULPRIT_OF[cause])), cause,
+                   str(doc["cause"]).partition(":")[2].strip(), list(doc.get("evidence", [])),
+                   [Share.from_json(s) for s in doc.get("shares", [])])
 
     @classmethod
     def of(cls, cause: Cause, prose: str = "", evidence: list[str] | None = None,

@@ -21,6 +21,10 @@ class InputError(MqprobeError, ValueError):
     """Bad input: a flag, a file or a setting that mqprobe cannot use, and why."""
 
 
+class ResultFormatError(InputError):
+    """A result JSON that cannot be read back; the message names the file or the field."""
+
+
 def within(name: str, value: float, low: float, high: float, above: bool = False) -> str:
     """'' when value is finite and within [low, high] (above low, with above=True); else
     the sentence that names the bound."""

@@ -88,6 +88,13 @@ class Cause(StrEnum):
     WITHIN_BUDGET = "within-budget"
     NOTHING_MEASURED = "nothing-measured"
 
+    @classmethod
+    def of(cls, text: str) -> Cause | None:
+        """The code that opens design.md's `cause` text (`broker-side: the broker held...`);
+        None when the text opens with none we know (a result from another version)."""
+        code = str(text).partition(":")[0].strip()
+        return cls(code) if code in cls._value2member_map_ else None
+
 
 class Layout(StrEnum):
     """How a node subscribes: one queue for all its groups, or one per group."""

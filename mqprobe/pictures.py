@@ -29,7 +29,7 @@ from hdrh.log import HistogramLogWriter
 
 from mqprobe.analysis import by_point, representative
 from mqprobe.errors import InputError
-from mqprobe.model import HOP_COLOURS, HOPS, PATH_HOPS
+from mqprobe.model import HOP_COLOURS, HOPS, PATH_HOPS, Cause
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -297,7 +297,7 @@ def sweep_curves(result: dict) -> Picture:
         if knee:
             ax.axvline(knee["load"], color="#d62728", linestyle=":", linewidth=1.5,
                        label=f"knee at {knee['load']:g}")
-            cause = str(knee.get("cause", "")).split(":")[0]
+            cause = Cause.of(knee.get("cause", "")) or ""
             ax.annotate(f"{knee.get('culprit', '')}: {cause}" if cause else "",
                         xy=(knee["load"], 1.0), xycoords=("data", "axes fraction"), va="top",
                         ha="left", fontsize=8, xytext=(4, -4), textcoords="offset points",

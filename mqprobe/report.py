@@ -11,15 +11,12 @@ from rich.table import Table
 from rich.text import Text
 
 from mqprobe.analysis import agreement, agreement_text, by_point, representative
-from mqprobe.errors import InputError
-from mqprobe.model import HOPS
+from mqprobe.attribution import Verdict
+from mqprobe.errors import ResultFormatError
+from mqprobe.model import HOPS, Culprit
 
 MAX_RESULT_BYTES = 256 * 2**20  # a result JSON past this is not one of ours
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-class ResultFormatError(InputError):
-    """A file that is not a readable mqprobe result; the message is one sentence."""
 
 
 def load_result(path: Path) -> dict:
@@ -146,13 +143,12 @@ def repeats_cell(runs: list[dict]) -> tuple[str, str]:
 
 def verdict_cell(run: dict) -> tuple[str, str]:
     """`mq: broker-side 91%` (the top cause and its share of the tail excess), and a style."""
-    verdict = run["verdict"]
-    culprit = verdict["culprit"]
-    cause = verdict["cause"].split(":")[0]
-    text = culprit if culprit == "none" else f"{culprit}: {cause}"
-    shares = verdict.get("shares") or []
-    if culprit != "none" and shares and shares[0]["cause"] == cause:
-        text += f" {shares[0]['share']:.0%}"
+    verdict = Verdict.from_json(run["verdict"])
+    culprit = verdict.culprit
+    text = str(culprit) if culprit is Culprit.NONE else f"{culprit}: {verdict.cause}"
+    shares = verdict.shares
+    if culprit is not Culprit.NONE and shares and shares[0].cause is verdict.cause:
+        text += f" {shares[0].share:.0%}"
     if run.get("error"):
         text += " (run failed)"
     return text, _CULPRIT_STYLE.get(culprit, "")

@@ -272,7 +272,7 @@ def manager_probe(config: TraceConfig, stamp: PublishStamp):
 
 def replay(result: dict, group: str) -> list[dict]:
     """The traced group of a saved run: per run its figures and verdict, and its samples."""
-    from mqprobe.report import ResultFormatError
+    from mqprobe.errors import ResultFormatError
 
     out = []
     for i, run in enumerate(result.get("runs", []), 1):

@@ -8,6 +8,7 @@ import pytest
 
 from mqprobe.analysis import e2e_over_time, queue_ready_over_time
 from mqprobe.attribution import MessageDeliveries
+from mqprobe.model import Cause
 
 from .conftest import run_cli
 
@@ -26,7 +27,7 @@ def _compare(broker, tmp_path, *extra: str) -> dict:
 
 
 def _said(run: dict) -> tuple[str, str]:
-    return run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]
+    return run["verdict"]["culprit"], Cause.of(run["verdict"]["cause"])
 
 
 def test_clean_run_is_none_and_the_nodes_do_not_fake_stalls(broker, tmp_path):

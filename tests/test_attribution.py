@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mqprobe.analysis import Failure, RunFacts, verdict
@@ -10,6 +12,8 @@ from mqprobe.attribution import (
     Culprit,
     Intervals,
     MessageDeliveries,
+    Share,
+    Verdict,
     attribute,
     claimed,
     weighted_percentile,
@@ -279,3 +283,19 @@ def test_a_piece_that_gave_no_result_is_the_instrument_never_idle_consumers():
     assert "node1 gave no result" in judged_verdict.prose
     died, _ = judged(msgs, failure=Failure("node1", "node1 exited early", T0))
     assert died.cause == Cause.NODE_DIED  # one that ended by itself is still a dead node
+
+
+@pytest.mark.parametrize("cause", list(Cause))
+def test_a_verdict_reads_back_from_its_json_with_its_cause_typed(cause):
+    verdict = Verdict.of(cause, evidence=["measured: 3 stalls"],
+                         shares=[Share(cause, 0.75, 12.5)])
+    assert Verdict.from_json(json.loads(json.dumps(verdict.to_json()))) == verdict
+    assert Cause.of(verdict.to_json()["cause"]) is cause
+
+
+def test_a_cause_text_with_no_known_code_is_said_not_guessed():
+    from mqprobe.errors import ResultFormatError
+
+    assert Cause.of("broker-side") is Cause.BROKER_SIDE and Cause.of("elves: busy") is None
+    with pytest.raises(ResultFormatError, match="no cause mqprobe knows"):
+        Verdict.from_json({"culprit": "mq", "cause": "elves: busy"})

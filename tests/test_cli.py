@@ -101,7 +101,8 @@ def test_report_on_a_file_that_is_not_a_result_is_one_sentence(tmp_path, content
 def test_wrong_shaped_runs_and_groups_are_named(tmp_path):
     import json
 
-    from mqprobe.report import ResultFormatError, load_result
+    from mqprobe.errors import ResultFormatError
+    from mqprobe.report import load_result
     from mqprobe.trace import replay
 
     for broken, says in (({"hops": {}}, "hop 'mq'"), ({"self_lag_ms": None}, "self_lag_ms"),
@@ -185,9 +186,8 @@ def test_wrong_vhost_password_or_tls_are_one_sentence_without_the_password(broke
 def test_every_expected_failure_is_one_family_and_bugs_are_not_in_it():
     from mqprobe.broker import BrokerError
     from mqprobe.cli import USER_ERRORS
-    from mqprobe.errors import InputError, MqprobeError
+    from mqprobe.errors import InputError, MqprobeError, ResultFormatError
     from mqprobe.process import RunError
-    from mqprobe.report import ResultFormatError
     from mqprobe.stamps import TraceFormatError
     from mqprobe.topology import TopologyError
 

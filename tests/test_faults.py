@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mqprobe.broker import ManagedBroker
+from mqprobe.model import Cause
 
 from .conftest import REPO
 
@@ -92,7 +93,7 @@ def test_a_node_killed_mid_run_is_named_not_blamed_on_the_swarm(broker, tmp_path
     code, output, run = _finish(compare, tmp_path)
     assert code == 1, output
     assert "Traceback" not in output
-    assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
+    assert (run["verdict"]["culprit"], Cause.of(run["verdict"]["cause"])) == (
         "server", "node-died"), run["verdict"]
     assert "node1" in run["verdict"]["cause"] and "into the run" in run["verdict"]["cause"]
     assert run["error"] and run["published"] > 0
@@ -112,7 +113,7 @@ def test_a_broker_that_blocks_the_publisher_is_named_with_its_share(managed_brok
     assert code == 0, output
     blocked = [e for e in run["timeline"]["events"] if e["kind"] == "publisher-blocked"]
     assert blocked and 1500 < blocked[0]["end_ms"] - blocked[0]["start_ms"] < 10_000, blocked
-    assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
+    assert (run["verdict"]["culprit"], Cause.of(run["verdict"]["cause"])) == (
         "mq", "broker-blocked"), run["verdict"]
     assert run["verdict"]["shares"][0]["share"] > 0.5
 
@@ -216,7 +217,7 @@ def test_a_dead_swarm_or_publisher_still_counts_the_loss(broker, tmp_path, piece
     # counted against what was published (a dead publisher: its last report) and planned
     assert run["published"] > 0 and run["expected_deliveries"] >= run["published"] * 100
     assert run["lost"] == max(0, run["expected_deliveries"] - run["delivered"])
-    assert (run["verdict"]["culprit"], run["verdict"]["cause"].split(":")[0]) == (
+    assert (run["verdict"]["culprit"], Cause.of(run["verdict"]["cause"])) == (
         "client", "instrument-failed"), run["verdict"]
     if piece == "swarm1":  # its members received nothing we can show: all of it is lost
         assert run["delivered"] == 0 and run["swarm"]["clients"] == 600
