@@ -134,19 +134,16 @@ class Node(PieceRuntime):
         self._emit_records = 0
         self.timeline = Recorder(config.node_id)
         self.loop_lag = LoopLagMonitor(timeline=self.timeline)
-        self.manager: ObservedManager | None = None
-        if config.topology.manager:
-            self.manager = ObservedManager(self, config.amqp_url,
-                                           config.topology.exchange_for(config.prefix, ""))
+        self.intake = (ManagerIntake if config.topology.manager else ConsumerIntake)(self)
         self.sio = socketio.AsyncServer(
-            async_mode="aiohttp", client_manager=self.manager, cors_allowed_origins="*",
+            async_mode="aiohttp", client_manager=self.intake.client_manager,
+            cors_allowed_origins="*",
             logger=False, engineio_logger=False, max_http_buffer_size=16 * 1024 * 1024,
         )
         self.sio.on("join", self._on_join)
         self.app = web.Application()
         self.sio.attach(self.app)
         self._runner: web.AppRunner | None = None
-        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._workers: list[asyncio.Task] = []
         self.port = config.port
         self.queue_names: list[str] = []  # what this node consumes from, for depth sampling
@@ -171,10 +168,7 @@ class Node(PieceRuntime):
         site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=4096)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked
-        if self.manager:
-            await self._start_socketio_manager()
-        else:
-            await self._start_consumers()
+        await self.intake.start()
         if self.config.faults.stall_s:
             self._workers.append(asyncio.get_running_loop().create_task(self._stall()))
         return NodeReady(node=self.config.node_id, host=self.config.host, port=self.port,
@@ -203,10 +197,7 @@ class Node(PieceRuntime):
         self.timeline.unwatch_gc()
         for worker in self._workers:
             worker.cancel()
-        if self.manager and getattr(self.manager, "thread", None):
-            self.manager.thread.cancel()
-        if self._connection:
-            await _at_most(self._connection.close(), 5)
+        await self.intake.stop()
         result = self.result()
         if self._runner:  # thousands of websockets to close: the result is taken already
             await _at_most(self._runner.cleanup(), 5)
@@ -231,9 +222,61 @@ class Node(PieceRuntime):
             "gc": {"frozen": gc.get_freeze_count(), "threshold": list(gc.get_threshold())},
         }
 
-    # -- our consumers ---------------------------------------------------------------------
-    async def _start_consumers(self) -> None:
-        cfg, topo = self.config, self.config.topology
+    def command(self, command: Command) -> None:
+        """A command from compare: Reset; anything else is refused."""
+        if not isinstance(command, Reset):
+            raise CommandRefused(f"a node knows `reset`, not {command.name!r}")
+        self.reset_meters()
+
+    def reset_meters(self) -> None:
+        """Measure from now on: loop lag, busy ratio, unacked peaks and the timeline of the
+        set-up are dropped, and what set-up allocated is frozen (timeline.freeze_setup)."""
+        freeze_setup()
+        self.loop_lag.reset()
+        self.timeline.reset()
+        for consumer in self.stats.consumers.values():
+            consumer.busy.reset()
+            consumer.unacked_max = consumer.unacked
+
+    def record_emit(self, group: str, seq: int, wait_ns: int, fanout_ns: int) -> None:
+        hops = self.per_group.get(group)
+        if hops is None:
+            hops = self.per_group[group] = HopSet()
+        hops["fanout"].record(fanout_ns)
+        if self._emit_records < MAX_EMIT_RECORDS:
+            self._emit_records += 1
+            self.emits.setdefault(group, []).append([seq, wait_ns, fanout_ns])
+
+
+class Intake:
+    """How a node takes group messages off the broker and hands them to its rooms; a
+    subclass fills start and stop, and names the socket.io client manager the server runs
+    with (None: python-socketio's own, in-process). The node's stamps, counts and emit
+    records are the same for every intake."""
+
+    client_manager: socketio.AsyncManager | None = None
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+
+class ConsumerIntake(Intake):
+    """mqprobe's own consumers: the topology's queues (per node or per group), its knobs
+    (prefetch, ack, channel, concurrency), the stamp in the AMQP headers."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+
+    async def start(self) -> None:
+        node = self.node
+        cfg, topo = node.config, node.config.topology
         knobs = topo.consumer
         self._connection = await aio_pika.connect_robust(cfg.amqp_url)
         shared = None
@@ -259,14 +302,18 @@ class Node(PieceRuntime):
                     exchange_name, topo.exchange_type, auto_delete=True)
                 await queue.bind(exchange, routing_key=key)
                 bound.add((exchange_name, key))
-            self.queue_names.append(queue_name)
-            consumer = self.stats.consumers[queue_name] = Consumer(
-                queue_name, knobs.prefetch, self.timeline, knobs.ack == "after")
+            node.queue_names.append(queue_name)
+            consumer = node.stats.consumers[queue_name] = Consumer(
+                queue_name, knobs.prefetch, node.timeline, knobs.ack == "after")
             await queue.consume(self._make_callback(set(groups), consumer),
                                 no_ack=knobs.ack == "auto")
 
+    async def stop(self) -> None:
+        if self._connection:
+            await _at_most(self._connection.close(), 5)
+
     def _make_callback(self, groups: set[str], consumer: Consumer):
-        knobs = self.config.topology.consumer
+        knobs = self.node.config.topology.consumer
         if knobs.concurrency == "concurrent":
             async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
                 t_deq = now_ns()
@@ -281,7 +328,7 @@ class Node(PieceRuntime):
                 message, t_deq = await backlog.get()
                 await self._handle(message, t_deq, groups, consumer)
 
-        self._workers.append(asyncio.get_running_loop().create_task(worker()))
+        self.node._workers.append(asyncio.get_running_loop().create_task(worker()))
 
         async def enqueue(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             t_deq = now_ns()
@@ -291,7 +338,7 @@ class Node(PieceRuntime):
 
     async def _handle(self, message, t_deq: int, groups: set[str], consumer: Consumer) -> None:
         """Stamp, emit to the room, ack as the topology says; never raise into aio-pika."""
-        ack = self.config.topology.consumer.ack
+        ack = self.node.config.topology.consumer.ack
         consumer.busy.enter()
         try:
             await self._handle_one(message, t_deq, groups, ack, consumer)
@@ -300,7 +347,8 @@ class Node(PieceRuntime):
 
     async def _handle_one(self, message, t_deq: int, groups: set[str], ack: str,
                           consumer: Consumer) -> None:
-        stats = self.stats
+        node = self.node
+        stats = node.stats
         acked = False
         wait_ns = now_ns() - t_deq  # how long it sat in our own backlog
         try:
@@ -308,18 +356,18 @@ class Node(PieceRuntime):
                 await message.ack()
                 consumer.acked()
                 acked = True
-            trace = self.tracer.consumed(message.headers, t_deq)
+            trace = node.tracer.consumed(message.headers, t_deq)
             if trace is None:
                 return  # the reference node serves traced groups only; counted by the tracer
             if trace.group not in groups:
                 stats.filtered += 1  # fanout: another queue's (or node's) group
                 return
-            if self.config.faults.server_delay_s:
-                await asyncio.sleep(self.config.faults.server_delay_s)
-            data = self.tracer.event_data(
+            if node.config.faults.server_delay_s:
+                await asyncio.sleep(node.config.faults.server_delay_s)
+            data = node.tracer.event_data(
                 trace, {"group": trace.group, "body": message.body.decode("latin-1")})
-            await self.sio.emit(EVENT, data, room=room_for(trace.group))
-            self._record_emit(trace.group, trace.stamp.seq, wait_ns, self.tracer.emitted(trace))
+            await node.sio.emit(EVENT, data, room=room_for(trace.group))
+            node.record_emit(trace.group, trace.stamp.seq, wait_ns, node.tracer.emitted(trace))
             stats.handled += 1
         except Exception:  # a broken message must not stop the consumer
             log.exception("failed to handle a message")
@@ -330,47 +378,38 @@ class Node(PieceRuntime):
             if not acked:  # acked now, or never to be (auto): out of the window either way
                 consumer.acked()
 
-    def command(self, command: Command) -> None:
-        """A command from compare: Reset; anything else is refused."""
-        if not isinstance(command, Reset):
-            raise CommandRefused(f"a node knows `reset`, not {command.name!r}")
-        self.reset_meters()
 
-    def reset_meters(self) -> None:
-        """Measure from now on: loop lag, busy ratio, unacked peaks and the timeline of the
-        set-up are dropped, and what set-up allocated is frozen (timeline.freeze_setup)."""
-        freeze_setup()
-        self.loop_lag.reset()
-        self.timeline.reset()
-        for consumer in self.stats.consumers.values():
-            consumer.busy.reset()
-            consumer.unacked_max = consumer.unacked
+class ManagerIntake(Intake):
+    """python-socketio's AsyncAioPikaManager as users run it (ObservedManager): its own
+    queue, prefetch 1, ack after handling; the stamp in the emitted event's data."""
 
-    def _record_emit(self, group: str, seq: int, wait_ns: int, fanout_ns: int) -> None:
-        hops = self.per_group.get(group)
-        if hops is None:
-            hops = self.per_group[group] = HopSet()
-        hops["fanout"].record(fanout_ns)
-        if self._emit_records < MAX_EMIT_RECORDS:
-            self._emit_records += 1
-            self.emits.setdefault(group, []).append([seq, wait_ns, fanout_ns])
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        cfg = node.config
+        self.client_manager = ObservedManager(self, cfg.amqp_url,
+                                              cfg.topology.exchange_for(cfg.prefix, ""))
 
-    # -- python-socketio's AsyncAioPikaManager, unchanged ---------------------------------
-    async def _start_socketio_manager(self) -> None:
-        """Run python-socketio's manager as users do, observed (ObservedManager); start it
-        now, not on the first client, so its queue exists before anything is published."""
-        self._manager_consumer = self.stats.consumers["socketio-manager"] = Consumer(
-            "socketio-manager", 1, self.timeline, True)  # prefetch 1, acks after handling
-        self.sio.manager_initialized = True
-        self.manager.initialize()
-        await asyncio.wait_for(self.manager.queue_bound.wait(), 30)
+    async def start(self) -> None:
+        """Start the manager now, not on the first client, so its queue exists before
+        anything is published."""
+        node = self.node
+        self._consumer = node.stats.consumers["socketio-manager"] = Consumer(
+            "socketio-manager", 1, node.timeline, True)  # prefetch 1, acks after handling
+        node.sio.manager_initialized = True
+        self.client_manager.initialize()
+        await asyncio.wait_for(self.client_manager.queue_bound.wait(), 30)
 
-    async def _observe_manager_emit(self, message: dict,
-                                    handle: Callable[[dict], Awaitable[None]]) -> None:
+    async def stop(self) -> None:
+        thread = getattr(self.client_manager, "thread", None)  # its listening task
+        if thread:
+            thread.cancel()
+
+    async def observe_emit(self, message: dict,
+                           handle: Callable[[dict], Awaitable[None]]) -> None:
         """One message the manager consumed, on its way to the room: stamp t_deq and t_emit
         into our field, time the emit; the manager acks after this returns."""
         t_deq = now_ns()
-        consumer = self._manager_consumer
+        node, consumer = self.node, self._consumer
         consumer.arrived()
         consumer.busy.enter()
         try:
@@ -379,16 +418,16 @@ class Node(PieceRuntime):
                 raw = payload.get(SOCKETIO_FIELD) if isinstance(payload, dict) else None
                 trace = decode_socketio_field(raw)
             except TraceFormatError as exc:
-                self.tracer.count_untraced(exc)
+                node.tracer.count_untraced(exc)
                 await handle(message)
                 return
-            if self.config.faults.server_delay_s:
-                await asyncio.sleep(self.config.faults.server_delay_s)
+            if node.config.faults.server_delay_s:
+                await asyncio.sleep(node.config.faults.server_delay_s)
             t_emit = now_ns()
-            complete_socketio_field(raw, self.config.node_id, t_deq, t_emit)
+            complete_socketio_field(raw, node.config.node_id, t_deq, t_emit)
             await handle(message)
-            self._record_emit(trace.group, trace.seq, 0, now_ns() - t_emit)
-            self.stats.handled += 1
+            node.record_emit(trace.group, trace.seq, 0, now_ns() - t_emit)
+            node.stats.handled += 1
         finally:
             consumer.busy.leave()
             consumer.acked()
@@ -401,20 +440,20 @@ class ObservedManager(socketio.AsyncAioPikaManager):
     room emit (the node stamps and times it). Both are private: pyproject.toml pins
     python-socketio to the versions this was tested on."""
 
-    def __init__(self, node: Node, url: str, channel: str) -> None:
+    def __init__(self, intake: ManagerIntake, url: str, channel: str) -> None:
         super().__init__(url, channel=channel)
-        self.node = node
+        self.intake = intake
         self.queue_bound = asyncio.Event()
 
     async def _queue(self, channel: aio_pika.abc.AbstractChannel,
                      exchange: aio_pika.abc.AbstractExchange) -> aio_pika.abc.AbstractQueue:
         queue = await super()._queue(channel, exchange)
-        self.node.queue_names.append(queue.name)
+        self.intake.node.queue_names.append(queue.name)
         self.queue_bound.set()
         return queue
 
     async def _handle_emit(self, message: dict) -> None:
-        await self.node._observe_manager_emit(message, super()._handle_emit)
+        await self.intake.observe_emit(message, super()._handle_emit)
 
 
 async def _at_most(work: Coroutine, seconds: float) -> None:

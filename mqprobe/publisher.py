@@ -87,6 +87,110 @@ def schedule(groups: list[str], rate: float, duration_s: float) -> list[tuple[in
     return plan
 
 
+class Transport:
+    """How the publisher's stamped messages reach the groups' exchanges; a subclass fills
+    connect, send and close, as python-socketio's managers fill theirs. The schedule, the
+    counts and the stamps are the publisher's, the same for every transport."""
+
+    def __init__(self, config: PublishConfig) -> None:
+        self.config = config
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def send(self, stamp: PublishStamp, body: bytes) -> None:
+        """One message, confirmed by the broker when this returns; DeliveryError if nacked."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class AmqpTransport(Transport):
+    """mqprobe's own publishing: the stamp in AMQP headers, into the topology's exchanges
+    (or one existing exchange, or a delay queue in front of each, as injected)."""
+
+    def __init__(self, config: PublishConfig) -> None:
+        super().__init__(config)
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+
+    async def connect(self) -> None:
+        cfg, topo = self.config, self.config.topology
+        self._connection = await aio_pika.connect_robust(cfg.amqp_url)
+        channel = await self._connection.channel(publisher_confirms=True)
+        names = [cfg.exchange] if cfg.exchange else topo.exchanges(cfg.prefix, cfg.groups)
+        for name in names:
+            try:
+                if cfg.exchange:
+                    exchange = await channel.declare_exchange(name, passive=True)
+                else:
+                    exchange = await channel.declare_exchange(name, topo.exchange_type,
+                                                              auto_delete=True)
+            except aio_pika.exceptions.ChannelClosed as exc:
+                raise _declare_problem(exc, name, topo, passive=bool(cfg.exchange)) from None
+            if cfg.broker_delay_ms:
+                exchange = await self._delay_in_front_of(channel, name)
+            self._exchanges[name] = exchange
+
+    async def _delay_in_front_of(self, channel, target: str) -> aio_pika.abc.AbstractExchange:
+        """A real broker-side wait: a fanout exchange into a queue whose messages expire after
+        the delay and are dead-lettered, routing key kept, to the target exchange."""
+        delay = await channel.declare_exchange(f"{target}.delay", "fanout", auto_delete=True)
+        queue = await channel.declare_queue(f"{target}.delay", arguments={
+            "x-message-ttl": self.config.broker_delay_ms,
+            "x-dead-letter-exchange": target,
+            "x-expires": 120_000,  # gone two minutes after the run, never piles up
+        })
+        await queue.bind(delay)
+        return delay
+
+    async def send(self, stamp: PublishStamp, body: bytes) -> None:
+        cfg = self.config
+        exchange = cfg.exchange or cfg.topology.exchange_for(cfg.prefix, stamp.group)
+        message = aio_pika.Message(body, headers=encode_amqp_headers(stamp),
+                                   delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
+        await self._exchanges[exchange].publish(
+            message, routing_key=cfg.topology.routing_key_for(stamp.group))
+
+    async def close(self) -> None:
+        """Close, and delete the exchanges declared here that nothing is bound to (a typo'd
+        --prefix leaves nothing behind; a node's bindings are never touched)."""
+        if self._connection and not self._connection.is_closed and not self.config.exchange:
+            delay = self.config.broker_delay_ms
+            ours = [unused for name in self._exchanges
+                    for unused in ((f"{name}.delay", name) if delay else (name,))]
+            await delete_declared(self._connection, ours, if_unused=True)
+        if self._connection:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+
+
+class ManagerTransport(Transport):
+    """python-socketio's own AsyncAioPikaManager, write-only, as a user's external process
+    publishes: its JSON emit into the fanout exchange, the stamp in the event's data (the
+    node fills in node, t_deq and t_emit when its manager consumes it)."""
+
+    def __init__(self, config: PublishConfig) -> None:
+        super().__init__(config)
+        self._manager: socketio.AsyncAioPikaManager | None = None
+
+    async def connect(self) -> None:
+        cfg = self.config
+        self._manager = socketio.AsyncAioPikaManager(
+            cfg.amqp_url, channel=cfg.topology.exchange_for(cfg.prefix, ""), write_only=True)
+
+    async def send(self, stamp: PublishStamp, body: bytes) -> None:
+        field = socketio_field(stamp, "-", t_deq=0, t_emit=0)
+        data = {SOCKETIO_FIELD: field, "group": stamp.group, "body": body.decode()}
+        await self._manager.emit(EVENT, data, room=room_for(stamp.group))
+
+    async def close(self) -> None:
+        if self._manager and self._manager.publisher_connection:
+            with contextlib.suppress(Exception):
+                await self._manager.publisher_connection.close()
+
+
 class Publisher(PieceRuntime):
     """Sends the schedule once (work), then hands over what it sent (stop); a stop asked
     half-way (halt) ends the schedule early with what was sent."""
@@ -109,9 +213,7 @@ class Publisher(PieceRuntime):
         self.body = b"x" * config.size
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
         self._pending: set[asyncio.Task] = set()
-        self._connection = None
-        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
-        self._manager: socketio.AsyncAioPikaManager | None = None
+        self.transport = (ManagerTransport if config.topology.manager else AmqpTransport)(config)
 
     async def start(self) -> dict:
         await self.connect()
@@ -127,44 +229,8 @@ class Publisher(PieceRuntime):
         return self.result(self.elapsed_s)
 
     async def connect(self) -> None:
-        cfg, topo = self.config, self.config.topology
         self.timeline.watch_connection_blocked()
-        if topo.manager:
-            self._manager = socketio.AsyncAioPikaManager(
-                cfg.amqp_url, channel=topo.exchange_for(cfg.prefix, ""), write_only=True)
-            return
-        self._connection = await aio_pika.connect_robust(cfg.amqp_url)
-        channel = await self._connection.channel(publisher_confirms=True)
-        names = [cfg.exchange] if cfg.exchange else topo.exchanges(cfg.prefix, cfg.groups)
-        for name in names:
-            try:
-                if cfg.exchange:
-                    exchange = await channel.declare_exchange(name, passive=True)
-                else:
-                    exchange = await channel.declare_exchange(name, topo.exchange_type,
-                                                              auto_delete=True)
-            except aio_pika.exceptions.ChannelClosed as exc:
-                raise _declare_problem(exc, name, topo, passive=bool(cfg.exchange)) from None
-            if cfg.broker_delay_ms:
-                exchange = await self._delay_in_front_of(channel, name)
-            self._exchanges[name] = exchange
-
-    def _exchange_for(self, group: str) -> aio_pika.abc.AbstractExchange:
-        if self.config.exchange:
-            return self._exchanges[self.config.exchange]
-        return self._exchanges[self.config.topology.exchange_for(self.config.prefix, group)]
-
-    async def _delay_in_front_of(self, channel, target: str) -> aio_pika.abc.AbstractExchange:
-        """A real broker-side wait: a fanout exchange into a queue whose messages expire after
-        the delay and are dead-lettered, routing key kept, to the target exchange."""
-        delay = await channel.declare_exchange(f"{target}.delay", "fanout", auto_delete=True)
-        queue = await channel.declare_queue(f"{target}.delay", arguments={
-            "x-message-ttl": self.config.broker_delay_ms,
-            "x-dead-letter-exchange": target,
-            "x-expires": 120_000,  # gone two minutes after the run, never piles up
-        })
-        await queue.bind(delay)
-        return delay
+        await self.transport.connect()
 
     async def run(self) -> dict:
         plan = schedule(self.config.groups, self.config.rate, self.config.duration_s)
@@ -195,22 +261,11 @@ class Publisher(PieceRuntime):
         return self.result(self.elapsed_s)
 
     async def _send(self, group: str, seq: int, t_plan: int) -> None:
-        topo = self.config.topology
         try:
             t_pub = now_ns()
             self.schedule_lag.record(t_pub - t_plan)
             stamp = PublishStamp(new_trace_id(), group, seq, t_pub, t_plan)
-            if self._manager:
-                # the node fills in node, t_deq and t_emit when the manager consumes it
-                field = socketio_field(stamp, "-", t_deq=0, t_emit=0)
-                data = {SOCKETIO_FIELD: field, "group": group, "body": self.body.decode()}
-                # the manager's own emit, as a user's external process publishes
-                await self._manager.emit(EVENT, data, room=room_for(group))
-            else:
-                message = aio_pika.Message(self.body, headers=encode_amqp_headers(stamp),
-                                           delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
-                await self._exchange_for(group).publish(message,
-                                                        routing_key=topo.routing_key_for(group))
+            await self.transport.send(stamp, self.body)
             self.confirmed += 1
         except aio_pika.exceptions.DeliveryError:
             self.nacked += 1
@@ -232,18 +287,7 @@ class Publisher(PieceRuntime):
                 "loop_lag": self.loop_lag.lag.to_json(), "timeline": self.timeline.to_wire()}
 
     async def close(self) -> None:
-        """Close, and delete the exchanges declared here that nothing is bound to (a typo'd
-        --prefix leaves nothing behind; a node's bindings are never touched)."""
-        if self._connection and not self._connection.is_closed and not self.config.exchange:
-            delay = self.config.broker_delay_ms
-            ours = [unused for name in self._exchanges
-                    for unused in ((f"{name}.delay", name) if delay else (name,))]
-            await delete_declared(self._connection, ours, if_unused=True)
-        with contextlib.suppress(Exception):
-            if self._connection:
-                await self._connection.close()
-            if self._manager and self._manager.publisher_connection:
-                await self._manager.publisher_connection.close()
+        await self.transport.close()
 
 
 def _declare_problem(exc: Exception, name: str, topology: Topology, passive: bool) -> BrokerError:
