@@ -388,9 +388,10 @@ class OneRun:
             samples=workload.samples)) for i in range(workload.swarms)]
         await asyncio.gather(*(s.start() for s in self.swarms))
         clients = sum(workload.group_sizes)
-        await _watch(self.swarms, "ready", RunPhase.CONNECTING, clients, self.label, self.observe,
-                     lambda s: s.latest.get("progress", {}).get("joined", 0), timeout=180,
-                     others=self.nodes)
+        await _follow(self.swarms + self.nodes, RunPhase.CONNECTING, self.label, self.observe,
+                      lambda: _latest(self.swarms, "progress", "joined"), clients,
+                      lambda: all("ready" in s.latest for s in self.swarms), timeout=180,
+                      late=f"{RunPhase.CONNECTING} did not finish within 180 s")
         joined = sum(s.latest["ready"]["joined"] for s in self.swarms)
         if joined < clients:
             first = next((s.latest["ready"].get("first_error") for s in self.swarms
@@ -420,13 +421,20 @@ class OneRun:
         self.sampling = asyncio.get_running_loop().create_task(self.sampler.run())
         await publisher.start()
         total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))
-        await _watch([publisher], "result", RunPhase.PUBLISHING, total, self.label,
-                     self.observe, lambda p: p.latest.get("progress", {}).get("sent", 0),
-                     timeout=workload.duration_s + 120, others=self.nodes + self.swarms)
+        limit = workload.duration_s + 120
+        await _follow([publisher, *self.nodes, *self.swarms], RunPhase.PUBLISHING, self.label,
+                      self.observe, lambda: _latest([publisher], "progress", "sent"), total,
+                      lambda: "result" in publisher.latest, timeout=limit,
+                      late=f"{RunPhase.PUBLISHING} did not finish within {limit:.0f} s")
         self.results["publisher"] = publisher.result_data()
         members = dict(zip(workload.groups, workload.group_sizes, strict=True))
         expected = sum(n * members[g] for g, n in self.results["publisher"]["published"].items())
-        await _drain(self.swarms, expected, workload.drain_s, self.label, self.observe)
+        # after the last send, the swarms receive it all, or stop moving for 3 s: what is
+        # missing then is lost, not late
+        await _follow(self.swarms, RunPhase.DRAINING, self.label, self.observe,
+                      lambda: _latest(self.swarms, "progress", "delivered"), expected,
+                      lambda: _latest(self.swarms, "progress", "delivered") >= expected,
+                      timeout=workload.drain_s, still_s=3.0)
         if self.clocks_differ:
             later = await self.placement.clocks(workload.nodes, len(self.swarms))
             self.clocks = {piece: offset.widened_by(later[piece])
@@ -553,42 +561,36 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: dict,
     return run
 
 
-async def _watch(children: list[Piece], kind: str, phase: RunPhase, total: int, label: str,
-                 observe: Observer, count: Callable[[Piece], int], timeout: float,
-                 others: list[Piece] = ()) -> None:
-    """Wait for `kind` from every child, reporting progress as their counts move; a failure
-    of any of them, or of the others still running, ends the wait."""
+async def _follow(watched: list[Piece], phase: RunPhase, label: str, observe: Observer,
+                  count: Callable[[], int], total: int, done: Callable[[], bool], timeout: float,
+                  *, late: str = "", still_s: float = 0.0) -> None:
+    """Report a phase's progress (count() of total) every 0.2 s until done(). A failure of
+    any watched piece ends it with RunError; so does the timeout, when `late` says why (else
+    the phase just ends there), and, with still_s, a count that stopped moving that long."""
     deadline = time.monotonic() + timeout
-    while not all(kind in c.latest for c in children):
-        for child in [*children, *others]:
-            problem = child.failure()
-            if problem:
-                raise RunError(problem, child.name)
-        if time.monotonic() > deadline:
-            raise RunError(f"{phase} did not finish within {timeout:.0f} s")
-        observe(Phase(label, phase, sum(count(c) for c in children), total))
+    last, last_change = -1, time.monotonic()
+    while not done():
+        for piece in watched:
+            if problem := piece.failure():
+                raise RunError(problem, piece.name)
+        now = time.monotonic()
+        if now > deadline:
+            if late:
+                raise RunError(late)
+            return
+        counted = count()
+        observe(Phase(label, phase, min(counted, total), total))
+        if counted != last:
+            last, last_change = counted, now
+        elif still_s and now - last_change > still_s:
+            return
         await asyncio.sleep(0.2)
     observe(Phase(label, phase, total, total))
 
 
-async def _drain(swarms: list[Piece], expected: int, drain_s: float, label: str,
-                 observe: Observer) -> None:
-    """After the last send, wait for the swarm to receive it all, or stop moving."""
-    deadline = time.monotonic() + drain_s
-    last, last_change = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        delivered = sum(s.latest.get("progress", {}).get("delivered", 0) for s in swarms)
-        observe(Phase(label, RunPhase.DRAINING, min(delivered, expected), expected))
-        if delivered >= expected:
-            return
-        if delivered != last:
-            last, last_change = delivered, time.monotonic()
-        elif time.monotonic() - last_change > 3.0:
-            return  # nothing moved for 3 s: what is missing is lost, not late
-        for swarm in swarms:
-            if swarm.failure():
-                raise RunError(swarm.failure(), swarm.name)
-        await asyncio.sleep(0.2)
+def _latest(pieces: list[Piece], kind: str, field: str) -> int:
+    """The sum of one field of the pieces' latest `kind` events."""
+    return sum(p.latest.get(kind, {}).get(field, 0) for p in pieces)
 
 
 def new_result(workload: Workload, amqp_url: str, broker_version: str) -> dict:

@@ -98,6 +98,66 @@ class PublisherProgress(TypedDict):
     errors: int
 
 
+class GroupTallyJson(TypedDict):
+    members: int
+    delivered: int
+    duplicated: int
+
+
+class PublisherResult(PublisherProgress, total=False):
+    """What a publisher's `result` event carries (Publisher.result); compare's stand-in for
+    one that gave none (compare.silent_publisher) has only some of it, and `silent`."""
+
+    published: dict[str, int]  # group -> messages sent
+    first_error: str
+    elapsed_s: float
+    schedule_lag: dict  # records.Latency.to_json: t_pub - t_plan
+    t0_ns: int  # the schedule's start: the run's time zero
+    loop_lag: dict
+    timeline: dict  # timeline.Recorder.to_wire
+    silent: bool
+
+
+class NodeResult(TypedDict):
+    """What a node's `result` event carries (Node.result)."""
+
+    node: str
+    handled: int
+    untraced: int
+    filtered: int
+    stalls: int
+    unacked_max: int
+    prefetch: int
+    busy_ratio: dict[str, float]  # consumer -> share of the run it was busy
+    loop_lag: dict
+    loop_worst: dict  # the longest the loop could not run, and the CPU share then
+    fanout: dict[str, dict]  # group -> records.HopSet.to_json of the fanout hop
+    emits: dict[str, list[list[int]]]  # group -> [seq, ns waited in the backlog, fan-out ns]
+    timeline: dict
+    gc: dict
+
+
+class SwarmResult(SwarmProgress, total=False):
+    """What a swarm's `result` event carries (Swarm.result); compare's stand-in for one
+    that gave none (compare.silent_swarm) has only some of it, and `silent`."""
+
+    untraced: int
+    untraced_reasons: dict[str, int]
+    misrouted: int
+    first_error: str
+    protocols: dict[str, int]  # server URL -> engine.io version
+    t_recv_source: dict[str, int]  # websocket.STAMP_SOURCES -> deliveries
+    rss_bytes: int
+    groups: dict[str, GroupTallyJson]
+    hops: dict[str, dict]  # group -> records.HopSet.to_json
+    self_lag: dict
+    samples: list[list[int]]
+    timeline: dict
+    messages: list[list]  # [group, seq, node, t_pub, t_deq, t_emit, receipts]
+    messages_dropped: int
+    silent: bool
+
+
 class Answer(TypedDict):
     """What `applied` and `refused` carry."""
 

@@ -99,43 +99,10 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
     if config.via not in VIA:
         raise InputError(f"--via must be {' or '.join(VIA)}, got {config.via!r}")
     probes: dict[str, Probe] = {}
-    hops = HopSet()
-    by_node: dict[str, HopSet] = {}
-    seen_ids: set[str] = set()
-    paths: set[tuple[str, str]] = set()
-    clocks: dict[str, ProbeBounds] = {}
-    stamped = [0, 0]  # arrivals stamped by a server, and not
-
-    def delivered(member: Member, trace: DeliveryTrace, t_recv: int) -> None:
-        # one line per message and node: each node emits it to its own room members; a
-        # message no server stamped is known by the URL its listener is connected to
-        node = trace.node if trace.server_stamped else member.url
-        if (trace.trace_id, node) in paths:
-            return
-        paths.add((trace.trace_id, node))
-        seen_ids.add(trace.trace_id)
-        stamped[0 if trace.server_stamped else 1] += 1
-        probe = probes.get(trace.trace_id)
-        if probe:
-            probe.seen = True
-        clock_ms = 0.0
-        if trace.server_stamped:
-            bounds = clocks.setdefault(node, ProbeBounds())
-            if probe:
-                bounds.add(bound_from_probe(trace.t_pub, trace.t_deq, trace.t_emit, t_recv))
-            if bounds.clocks_differ:
-                offset = bounds.estimate()
-                trace = trace.on_clock(offset.offset_ns, 0)
-                clock_ms = round(offset.uncertainty_ns / 1e6, 3)
-        node_hops = by_node.setdefault(node, HopSet())
-        for hop, value in trace.hops(t_recv):
-            hops[hop].record(value)
-            node_hops[hop].record(value)
-        on_line(hop_line(trace, t_recv, "probe" if probe else "live", clock_ms, node))
-
+    tally = Arrivals(probes, on_line)
     listeners = config.clients * len(config.socketio_urls)
     swarm = Swarm(SwarmConfig(node_urls=config.socketio_urls, group_sizes={group: listeners},
-                              on_delivery=delivered, eio=config.eio))
+                              on_delivery=tally.delivered, eio=config.eio))
     await swarm.start()
     if swarm.progress()["joined"] == 0:
         await swarm.stop()
@@ -165,18 +132,66 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
                  "last_hop": _last_hop(probe, listeners_down(swarm, probe.t_pub, probe.t_pub + due_ns),
                                        listeners)})
     progress = swarm.progress()
-    return {"group": group, "listeners": progress["joined"], "received": len(seen_ids),
+    return {"group": group, "listeners": progress["joined"], "received": len(tally.seen_ids),
             "probes_sent": len(probes), "probes_lost": len(lost), "untraced": swarm.untraced,
             "untraced_reasons": dict(swarm.untraced_reasons),
             **{key: progress[key] for key in ("planned", "joined", "failed", "disconnects",
                                               "reconnects", "down")},
             "first_error": swarm.first_error,
             "protocols": {url: p.eio for url, p in swarm.protocols.items()},
-            "hops": {hop: latency.summary() for hop, latency in hops.items()},
-            "e2e_only": stamped[1] > 0 and stamped[0] == 0,
-            "nodes": {node: {hop: latency.summary() for hop, latency in node_hops.items()}
-                      for node, node_hops in by_node.items()},
-            "clocks": {node: _clock_json(b) for node, b in clocks.items() if b.probes}}
+            **tally.to_json()}
+
+
+class Arrivals:
+    """What a live trace has received: each message once per node (every node emits it to
+    its own room members), its hops for the group and per node, and what the probes among
+    them say of each node's clock."""
+
+    def __init__(self, probes: dict[str, Probe], on_line: Line) -> None:
+        self.probes, self.on_line = probes, on_line
+        self.hops = HopSet()
+        self.by_node: dict[str, HopSet] = {}
+        self.seen_ids: set[str] = set()
+        self.paths: set[tuple[str, str]] = set()  # (trace id, node) already counted
+        self.clocks: dict[str, ProbeBounds] = {}
+        self.stamped = self.unstamped = 0  # arrivals a server stamped, and not
+
+    def delivered(self, member: Member, trace: DeliveryTrace, t_recv: int) -> None:
+        """The swarm's on_delivery: a message no server stamped is known by the URL its
+        listener is connected to."""
+        node = trace.node if trace.server_stamped else member.url
+        if (trace.trace_id, node) in self.paths:
+            return
+        self.paths.add((trace.trace_id, node))
+        self.seen_ids.add(trace.trace_id)
+        if trace.server_stamped:
+            self.stamped += 1
+        else:
+            self.unstamped += 1
+        probe = self.probes.get(trace.trace_id)
+        if probe:
+            probe.seen = True
+        clock_ms = 0.0
+        if trace.server_stamped:
+            bounds = self.clocks.setdefault(node, ProbeBounds())
+            if probe:
+                bounds.add(bound_from_probe(trace.t_pub, trace.t_deq, trace.t_emit, t_recv))
+            if bounds.clocks_differ:
+                offset = bounds.estimate()
+                trace = trace.on_clock(offset.offset_ns, 0)
+                clock_ms = round(offset.uncertainty_ns / 1e6, 3)
+        node_hops = self.by_node.setdefault(node, HopSet())
+        for hop, value in trace.hops(t_recv):
+            self.hops[hop].record(value)
+            node_hops[hop].record(value)
+        self.on_line(hop_line(trace, t_recv, "probe" if probe else "live", clock_ms, node))
+
+    def to_json(self) -> dict:
+        return {"hops": {hop: latency.summary() for hop, latency in self.hops.items()},
+                "e2e_only": self.unstamped > 0 and self.stamped == 0,
+                "nodes": {node: {hop: latency.summary() for hop, latency in node_hops.items()}
+                          for node, node_hops in self.by_node.items()},
+                "clocks": {node: _clock_json(b) for node, b in self.clocks.items() if b.probes}}
 
 
 def listeners_down(swarm: Swarm, start_ns: int, end_ns: int) -> int:
