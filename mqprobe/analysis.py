@@ -22,6 +22,7 @@ from mqprobe.attribution import (
     attribute,
 )
 from mqprobe.model import PATH_HOPS, RUN_HOPS
+from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.records import HopSet, Latency
 from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.websocket import STAMP_SOURCES
@@ -29,7 +30,8 @@ from mqprobe.websocket import STAMP_SOURCES
 SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it computed
 
 
-def merge_run(publisher: dict | None, swarms: list[dict], nodes: list[dict]) -> dict:
+def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
+              nodes: list[NodeResult]) -> dict:
     """The design.md run fields (counts, hops, self-lag) plus per-group and per-node detail."""
     published = (publisher or {}).get("published", {})
     all_hops = HopSet()
@@ -118,7 +120,8 @@ def is_node_piece(piece: str) -> bool:
     return piece.startswith("n") and piece[1:].isdigit()
 
 
-def timeline_events(publisher: dict | None, swarms: list[dict], nodes: list[dict],
+def timeline_events(publisher: PublisherResult | None, swarms: list[SwarmResult],
+                    nodes: list[NodeResult],
                     broker: list[TimedEvent], shift_ns: dict[str, int]) -> list[TimedEvent]:
     """Every piece's intervals, named (publisher, n1.., swarm1..) and moved onto our clock
     (shift_ns: what to add to each piece's stamps; absent: the same clock)."""
@@ -133,7 +136,7 @@ def timeline_events(publisher: dict | None, swarms: list[dict], nodes: list[dict
     return sorted(events, key=lambda e: e.start_ns)
 
 
-def deliveries(swarms: list[dict], nodes: list[dict],
+def deliveries(swarms: list[SwarmResult], nodes: list[NodeResult],
                shift_ns: dict[str, int]) -> list[MessageDeliveries]:
     """Each swarm's per-message receipts, with the node's own wait and fan-out for it."""
     emits: dict[tuple[str, str, int], tuple[int, int]] = {}

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TypedDict
 
 from mqprobe import __version__
 from mqprobe.agent import LOCAL, Hub
@@ -48,7 +49,16 @@ from mqprobe.inject import Faults, parse_injections
 from mqprobe.model import RunPhase
 from mqprobe.node import NodeConfig
 from mqprobe.process import Child, Piece, RunError, RunInterrupted, run_to_the_end
-from mqprobe.protocol import PieceSpec, Reset, Role, SetClock, to_document
+from mqprobe.protocol import (
+    NodeResult,
+    PieceSpec,
+    PublisherResult,
+    Reset,
+    Role,
+    SetClock,
+    SwarmResult,
+    to_document,
+)
 from mqprobe.publisher import MAX_DURATION_S, MAX_MESSAGES, MAX_RATE, MAX_SIZE, PublishConfig
 from mqprobe.swarm import SwarmConfig, plan_members
 from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
@@ -192,6 +202,14 @@ async def _stop_all(children: list[Piece], timeout: float = STOP_S) -> list[dict
 
 
 PieceConfig = NodeConfig | SwarmConfig | PublishConfig
+
+
+class PieceResults(TypedDict):
+    """What a run's pieces gave, as their result events carried it."""
+
+    nodes: list[NodeResult]
+    swarms: list[SwarmResult]
+    publisher: PublisherResult | None
 
 
 @dataclass
@@ -338,7 +356,7 @@ class OneRun:
         self.publisher: Piece | None = None
         self.clocks: dict[str, ClockOffset] = {}
         self.clocks_differ = False
-        self.results: dict = {"nodes": [], "swarms": [], "publisher": None}
+        self.results = PieceResults(nodes=[], swarms=[], publisher=None)
         self.failure: Failure | None = None
         self.error = ""  # set by fail(): what stopped the run before it finished
         self.sampler: QueueSampler | None = None  # made once the nodes have named their queues
@@ -489,7 +507,7 @@ class OneRun:
         return run
 
 
-def silent_swarm(workload: Workload, index: int, count: int) -> dict:
+def silent_swarm(workload: Workload, index: int, count: int) -> SwarmResult:
     """What a swarm that gave no result (killed, crashed) stands for: its planned members,
     each with nothing received, so what they missed counts as lost, not as nothing."""
     from mqprobe.records import Latency
@@ -503,7 +521,7 @@ def silent_swarm(workload: Workload, index: int, count: int) -> dict:
             "groups": groups, "self_lag": Latency().to_json(), "silent": True}
 
 
-def silent_publisher(workload: Workload, publisher: Piece) -> dict:
+def silent_publisher(workload: Workload, publisher: Piece) -> PublisherResult:
     """What a publisher that gave no result had sent, from its last progress report: the
     schedule is fixed, so the first `sent` entries of it say which groups (at least)."""
     from mqprobe.publisher import schedule
@@ -517,7 +535,7 @@ def silent_publisher(workload: Workload, publisher: Piece) -> dict:
             "first_error": "gave no result: counts are from its last progress report"}
 
 
-def assemble(topology: Topology, layout: str, workload: Workload, results: dict,
+def assemble(topology: Topology, layout: str, workload: Workload, results: PieceResults,
              sampler: QueueSampler | None, clocks: dict[str, ClockOffset],
              failure: Failure | None) -> dict:
     """One run's result: the pieces' figures merged, their timelines on our clock, the

@@ -4,9 +4,10 @@ names, the layouts and consumer modes a topology takes, the phases of a run.
 Like aio-pika's `abc.py`, this module holds nouns, not behaviour: every other module
 derives its lists from here (records its histograms, clocks which clocks a hop compares,
 report its columns, pictures its colours, attribution the hops it charges), so a new hop
-or cause is added in one place. What travels between the pieces (specs, commands, events)
-is typed in mqprobe.protocol; a run's verdict reads back as attribution.Verdict. The enums are `StrEnum`s: in JSON and on the command line
-they are the plain strings they always were.
+or cause is added in one place. The enums are `StrEnum`s: in JSON and on the command line
+they are the plain strings they always were. What travels between the pieces (specs,
+commands, events, results) is typed in mqprobe.protocol; a run's verdict reads back as
+attribution.Verdict.
 """
 
 from __future__ import annotations

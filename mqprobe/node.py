@@ -29,6 +29,7 @@ from mqprobe.protocol import (
     CommandRefused,
     NodeProgress,
     NodeReady,
+    NodeResult,
     Reset,
     local_field,
 )
@@ -192,7 +193,7 @@ class Node(PieceRuntime):
                 time.sleep(faults.stall_s)
             self.stats.stalls += 1
 
-    async def stop(self) -> dict:
+    async def stop(self) -> NodeResult:
         self.loop_lag.stop()  # shutting down is not part of the run
         self.timeline.unwatch_gc()
         for worker in self._workers:
@@ -203,7 +204,7 @@ class Node(PieceRuntime):
             await _at_most(self._runner.cleanup(), 5)
         return result
 
-    def result(self) -> dict:
+    def result(self) -> NodeResult:
         knobs = self.config.topology.consumer
         return {
             "node": self.config.node_id,

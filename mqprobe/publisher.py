@@ -19,7 +19,7 @@ from mqprobe.broker import BrokerError, delete_declared
 from mqprobe.errors import InputError, within
 from mqprobe.node import EVENT, room_for
 from mqprobe.process import PieceRuntime
-from mqprobe.protocol import PublisherProgress, local_field
+from mqprobe.protocol import PublisherProgress, PublisherResult, local_field
 from mqprobe.records import Latency, LoopLagMonitor
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
@@ -225,7 +225,7 @@ class Publisher(PieceRuntime):
     def halt(self) -> None:
         self.stop_requested = True
 
-    async def stop(self) -> dict:
+    async def stop(self) -> PublisherResult:
         return self.result(self.elapsed_s)
 
     async def connect(self) -> None:
@@ -280,7 +280,7 @@ class Publisher(PieceRuntime):
         return PublisherProgress(sent=sum(self.published.values()), confirmed=self.confirmed,
                                  nacked=self.nacked, errors=self.errors)
 
-    def result(self, elapsed_s: float) -> dict:
+    def result(self, elapsed_s: float) -> PublisherResult:
         return {**self.progress(), "published": dict(self.published),
                 "first_error": self.first_error, "elapsed_s": round(elapsed_s, 3),
                 "schedule_lag": self.schedule_lag.to_json(), "t0_ns": self.t0_ns,

@@ -47,6 +47,7 @@ from mqprobe.protocol import (
     SetClock,
     SwarmProgress,
     SwarmReady,
+    SwarmResult,
     local_field,
 )
 from mqprobe.records import HopSet, LoopLagMonitor, Reasons
@@ -527,7 +528,7 @@ class Swarm(PieceRuntime):
                              down=sum(1 for m in self.members if m.down_since),
                              delivered=self.delivered)
 
-    async def stop(self) -> dict:
+    async def stop(self) -> SwarmResult:
         # the instrument stops measuring first: tearing down thousands of connections is
         # not a lag of the run
         self.loop_lag.stop()
@@ -548,7 +549,7 @@ class Swarm(PieceRuntime):
         self.untraced += 1
         self.untraced_reasons.add(reason)
 
-    def result(self) -> dict:
+    def result(self) -> SwarmResult:
         return {
             **self.progress(),
             "untraced": self.untraced,
