@@ -19,16 +19,13 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
-from mqprobe.broker import free_port
+from node_servers import socketio4_servers  # benchmarks/, beside this script
+
 from mqprobe.protocol import Reset
 from mqprobe.swarm import Swarm, SwarmConfig, rss_bytes
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 async def measure(urls: list[str], clients: int, hold_s: float) -> dict:
@@ -67,22 +64,8 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=2)
     parser.add_argument("--hold", type=float, default=30.0)
     args = parser.parse_args()
-    modules = REPO / ".venv" / "node" / "node_modules"
-    servers, urls = [], []
-    try:
-        for _ in range(args.servers):
-            port = free_port()
-            server = subprocess.Popen(
-                ["node", str(REPO / "tests" / "servers" / "socketio4.js"), str(port)],
-                env={**os.environ, "NODE_PATH": str(modules)}, stdout=subprocess.PIPE, text=True)
-            servers.append(server)
-            assert "listening" in server.stdout.readline()
-            urls.append(f"http://127.0.0.1:{port}")
+    with socketio4_servers(args.servers) as urls:
         row = asyncio.run(measure(urls, args.clients, args.hold))
-    finally:
-        for server in servers:  # ours, by pid
-            server.terminate()
-            server.wait(10)
     print(json.dumps({"machine": f"{platform.machine()}, {platform.python_implementation()} "
                                  f"{platform.python_version()}, {os.cpu_count()} cores",
                       "servers": args.servers, **row}, indent=2))

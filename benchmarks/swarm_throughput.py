@@ -24,17 +24,14 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
-from mqprobe.broker import free_port
+from node_servers import socketio4_servers  # benchmarks/, beside this script
+
 from mqprobe.protocol import Reset
 from mqprobe.records import HopSet
 from mqprobe.swarm import Swarm, SwarmConfig
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def cpu_s() -> float:
@@ -97,19 +94,10 @@ def main() -> None:
     parser.add_argument("--stamps", default="kernel", help="kernel, read, or both: kernel,read")
     parser.add_argument("--busy", type=float, default=0.0, help="ms of loop blocking per 100 ms")
     args = parser.parse_args()
-    port = free_port()
-    modules = REPO / ".venv" / "node" / "node_modules"
-    server = subprocess.Popen(["node", str(REPO / "tests" / "servers" / "socketio4.js"), str(port)],
-                              env={**os.environ, "NODE_PATH": str(modules)},
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert "listening" in server.stdout.readline()
-        rows = [asyncio.run(measure(f"http://127.0.0.1:{port}", args.groups, args.members,
-                                    float(rate), args.seconds, stamps, args.busy))
+    with socketio4_servers(1) as (url,):
+        rows = [asyncio.run(measure(url, args.groups, args.members, float(rate), args.seconds,
+                                    stamps, args.busy))
                 for rate in args.rates.split(",") for stamps in args.stamps.split(",")]
-    finally:
-        server.terminate()  # ours, by pid
-        server.wait(10)
     print(json.dumps({"machine": f"{platform.machine()}, {platform.python_implementation()} "
                                  f"{platform.python_version()}, {os.cpu_count()} cores",
                       "seconds": args.seconds, "runs": rows}, indent=2))
