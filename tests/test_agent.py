@@ -6,6 +6,7 @@ Its node's records travel back over the results exchange, the offset is measured
 broker, and the hops must come out corrected with an honest error bar.
 """
 
+import asyncio
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ from mqprobe.clocks import clock_id
 from mqprobe.compare import Placement
 from mqprobe.node import NodeConfig
 from mqprobe.process import RunError
-from mqprobe.protocol import Role
+from mqprobe.protocol import PieceSpec, Role
 from mqprobe.stamps import check_id
 from mqprobe.swarm import SwarmConfig
 from mqprobe.topology import resolve
@@ -251,3 +252,26 @@ def test_the_last_agent_or_coordinator_to_stop_leaves_no_exchange_behind(vhost_u
 
     both = [CONTROL_EXCHANGE, RESULTS_EXCHANGE]
     assert asyncio.run(scenario()) == [both, both, []]
+
+
+@pytest.mark.parametrize("spec, says", [
+    ({"role": "node", "config": {"node_id": "n1", "shell": "rm -rf /"}}, "unknown field 'shell'"),
+    ({"role": "broker", "config": {}}, "refused it: a piece's role is one of"),
+])
+def test_an_agent_runs_only_a_spec_every_field_of_which_checks_out(broker, agent, spec, says):
+    """Whoever can publish on the broker can ask an agent for a piece: a role it does not run
+    is refused by the agent, a config with a field no piece has by the piece, each in one
+    sentence that comes back as the piece's error."""
+    async def run() -> str:
+        hub = Hub(broker.amqp_url)
+        await hub.open()
+        try:
+            await hub.hello("skewed")
+            piece = hub.piece("skewed", "hostile", PieceSpec(Role.NODE, {}))
+            await hub.command("skewed", "spawn", piece=piece.name, spec=spec)  # as sent
+            piece.started = True
+            return (await piece.wait_for("error", 30))["message"]
+        finally:
+            await hub.close()
+
+    assert says in asyncio.run(run())
