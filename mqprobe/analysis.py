@@ -21,7 +21,7 @@ from mqprobe.attribution import (
     Verdict,
     attribute,
 )
-from mqprobe.model import PATH_HOPS, RUN_HOPS
+from mqprobe.model import PATH_HOPS, RUN_HOPS, RunResult
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.records import HopSet, Latency
 from mqprobe.timeline import EventKind, TimedEvent
@@ -480,7 +480,7 @@ def _queue_evidence(broker: dict) -> list[str]:
     return out
 
 
-def judge(run: dict, facts: RunFacts, messages: list[MessageDeliveries],
+def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
           budget_ms: float) -> None:
     """Attribute the run and each group, and write `attribution` and `verdict` into them."""
     # one index of the intervals for the run and its groups
@@ -501,7 +501,7 @@ def judge(run: dict, facts: RunFacts, messages: list[MessageDeliveries],
 
 
 # -- repeats -------------------------------------------------------------------------------
-def agreement(runs: list[dict]) -> dict[str, int]:
+def agreement(runs: list[RunResult]) -> dict[str, int]:
     """How many repeats named each culprit, the most common first."""
     counts: dict[str, int] = {}
     for run in runs:
@@ -516,13 +516,13 @@ def agreement_text(counts: dict[str, int]) -> str:
     return " + ".join(f"{culprit} {n}/{total}" for culprit, n in counts.items())
 
 
-def representative(runs: list[dict]) -> dict:
+def representative(runs: list[RunResult]) -> RunResult:
     """The repeat whose e2e p99 is the median: the one a table shows."""
     ordered = sorted(runs, key=lambda r: r["hops"]["e2e"]["p99_ms"])
     return ordered[(len(ordered) - 1) // 2]
 
 
-def by_point(runs: list[dict], key) -> dict:
+def by_point(runs: list[RunResult], key) -> dict[object, list[RunResult]]:
     """Runs grouped by key(run), in first-seen order."""
     groups: dict = {}
     for run in runs:

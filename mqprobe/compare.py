@@ -46,7 +46,7 @@ from mqprobe.broker import (
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.errors import InputError, within
 from mqprobe.inject import Faults, parse_injections
-from mqprobe.model import RunPhase
+from mqprobe.model import ComparisonResult, RunPhase, RunResult
 from mqprobe.node import NodeConfig
 from mqprobe.process import Child, Piece, RunError, RunInterrupted, run_to_the_end
 from mqprobe.protocol import (
@@ -59,7 +59,15 @@ from mqprobe.protocol import (
     SwarmResult,
     to_document,
 )
-from mqprobe.publisher import MAX_DURATION_S, MAX_MESSAGES, MAX_RATE, MAX_SIZE, PublishConfig
+from mqprobe.publisher import (
+    MAX_DURATION_S,
+    MAX_MESSAGES,
+    MAX_RATE,
+    MAX_SIZE,
+    PublishConfig,
+    schedule,
+)
+from mqprobe.records import Latency
 from mqprobe.swarm import SwarmConfig, plan_members
 from mqprobe.topology import LAYOUTS, Topology, TopologyError, resolve
 
@@ -229,7 +237,7 @@ class Placement:
         """The piece for one role's config: run here, or by the agent placed for it (a node
         listens on the address that agent said it can be reached at)."""
         agent = self.agent_for(role, index)
-        if role is Role.NODE:
+        if isinstance(config, NodeConfig):
             config = replace(config, host=self.listen_host_of(agent))
         spec = PieceSpec(role, to_document(config))
         if agent == LOCAL or self.hub is None:
@@ -310,7 +318,8 @@ def clocks_json(clocks: dict[str, ClockOffset]) -> dict:
 
 async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url: str,
                   run_dir: Path, label: str, observe: Observer,
-                  management_url: str | None = None, placement: Placement | None = None) -> dict:
+                  management_url: str | None = None, placement: Placement | None = None,
+                  ) -> RunResult:
     """One topology x layout on the workload; returns the design.md run dict. The phases
     are OneRun's; whatever happens in them, every piece is stopped, what each measured is
     kept, and what the run declared is removed."""
@@ -378,13 +387,14 @@ class OneRun:
         workload, topology = self.workload, self.topology
         self.observe(Phase(self.label, RunPhase.STARTING, note=f"{workload.nodes} nodes"))
         faults = workload.faults
+        every_node = Faults(server_delay_s=faults.server_delay_s)
         # only node n1 stalls: a stall on every node would hide which one the verdict names
-        stall = {"stall_s": faults.stall_s, "stall_every_s": faults.stall_every_s,
-                 "stall_spin": faults.stall_spin}
+        first_node = replace(every_node, stall_s=faults.stall_s,
+                             stall_every_s=faults.stall_every_s, stall_spin=faults.stall_spin)
         self.nodes = [self._piece(Role.NODE, i, f"node{i + 1}", NodeConfig(
             node_id=f"n{i + 1}", amqp_url="", topology=topology, layout=self.layout,
             groups=workload.groups, prefix=self.prefix, port=0,
-            faults=Faults(server_delay_s=faults.server_delay_s, **(stall if i == 0 else {}))))
+            faults=first_node if i == 0 else every_node))
             for i in range(workload.nodes)]
         await asyncio.gather(*(n.start() for n in self.nodes))
         self.ready = await asyncio.gather(*(n.wait_for("ready", 60) for n in self.nodes))
@@ -495,7 +505,7 @@ class OneRun:
                                      *delays]))
         return await remove_declared(self.amqp_url, exchanges + delays, queues)
 
-    def result(self, cleanup: dict) -> dict:
+    def result(self, cleanup: dict) -> RunResult:
         """The design.md run dict, with its verdict; RunInterrupted carries it on a Ctrl-C."""
         run = assemble(self.topology, self.layout, self.workload, self.results, self.sampler,
                        self.clocks, self.failure)
@@ -510,8 +520,6 @@ class OneRun:
 def silent_swarm(workload: Workload, index: int, count: int) -> SwarmResult:
     """What a swarm that gave no result (killed, crashed) stands for: its planned members,
     each with nothing received, so what they missed counts as lost, not as nothing."""
-    from mqprobe.records import Latency
-
     sizes = dict(zip(workload.groups, workload.group_sizes, strict=True))
     members = plan_members(SwarmConfig([""] * workload.nodes, sizes, index, count))
     groups = {g: {"members": 0, "delivered": 0, "duplicated": 0} for g in sizes}
@@ -524,8 +532,6 @@ def silent_swarm(workload: Workload, index: int, count: int) -> SwarmResult:
 def silent_publisher(workload: Workload, publisher: Piece) -> PublisherResult:
     """What a publisher that gave no result had sent, from its last progress report: the
     schedule is fixed, so the first `sent` entries of it say which groups (at least)."""
-    from mqprobe.publisher import schedule
-
     sent = publisher.latest.get("progress", {}).get("sent", 0)
     published = dict.fromkeys(workload.groups, 0)
     for _offset, group, _seq in schedule(workload.groups, workload.rate,
@@ -537,12 +543,12 @@ def silent_publisher(workload: Workload, publisher: Piece) -> PublisherResult:
 
 def assemble(topology: Topology, layout: str, workload: Workload, results: PieceResults,
              sampler: QueueSampler | None, clocks: dict[str, ClockOffset],
-             failure: Failure | None) -> dict:
+             failure: Failure | None) -> RunResult:
     """One run's result: the pieces' figures merged, their timelines on our clock, the
     attribution and the verdict."""
     publisher, swarms, nodes = results["publisher"], results["swarms"], results["nodes"]
-    run = {"topology": topology.name, "layout": layout, "knobs": topology.describe_knobs(),
-           **merge_run(publisher, swarms, nodes)}
+    run: RunResult = {"topology": topology.name, "layout": layout,
+                      "knobs": topology.describe_knobs(), **merge_run(publisher, swarms, nodes)}
     run["evidence"] = {"broker": sampler.summary() if sampler else {"available": False}}
     if clocks:
         run["clocks"] = clocks_json(clocks)
@@ -611,10 +617,11 @@ def _latest(pieces: list[Piece], kind: str, field: str) -> int:
     return sum(p.latest.get(kind, {}).get(field, 0) for p in pieces)
 
 
-def new_result(workload: Workload, amqp_url: str, broker_version: str) -> dict:
-    result = {"mqprobe_version": __version__, "workload": workload.to_json(),
-              "broker": {"version": broker_version, "url": redact_url(amqp_url)},
-              "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": []}
+def new_result(workload: Workload, amqp_url: str, broker_version: str) -> ComparisonResult:
+    result: ComparisonResult = {
+        "mqprobe_version": __version__, "workload": workload.to_json(),
+        "broker": {"version": broker_version, "url": redact_url(amqp_url)},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": []}
     if workload.repeat > 1:  # filled in by record_agreement as the repeats come in
         result["repeats"] = {"count": workload.repeat, "agreement": {}}
     return result
@@ -673,7 +680,7 @@ async def broker_version(amqp_url: str) -> str:
 
 async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
                   run_dir: Path, observe: Observer = lambda phase: None,
-                  management_url: str | None = None) -> dict:
+                  management_url: str | None = None) -> ComparisonResult:
     """Every topology x layout on the workload; the result is saved after each run."""
     workload.check()
     topologies = workload.resolved_topologies()
@@ -698,7 +705,8 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
     return result
 
 
-async def keep_if_interrupted(result: dict, json_path: Path | None, running) -> dict:
+async def keep_if_interrupted(result: ComparisonResult, json_path: Path | None,
+                              running) -> RunResult:
     """Await one run; when it was interrupted, save its partial figures into the result
     first, then let the interruption through with the whole result attached."""
     try:
@@ -717,7 +725,7 @@ def repeats(label: str, count: int) -> list[tuple[str, int]]:
     return [(f"{label}_r{k}", k) for k in range(1, count + 1)]
 
 
-def record_agreement(result: dict, point: str, belongs) -> None:
+def record_agreement(result: ComparisonResult, point: str, belongs) -> None:
     """The verdicts the repeats of one point gave so far, in result['repeats']."""
     if "repeats" in result:
         result["repeats"]["agreement"][point] = agreement(

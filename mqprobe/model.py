@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NotRequired, TypedDict
 
 
 @dataclass(frozen=True)
@@ -137,3 +138,87 @@ class EngineIO(StrEnum):
     AUTO = "auto"  # ask each server
     V3 = "3"  # socket.io 2, netty-socketio 1.x
     V4 = "4"  # socket.io 3 and 4, python-socketio 5
+
+
+# -- the result JSON (design.md's shape, and what mqprobe adds to it compatibly) -----------
+class HopSummary(TypedDict):
+    """One hop's latency (records.Latency.summary)."""
+
+    count: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    negative: NotRequired[int]  # stamps that came out of order (clocks)
+
+
+class LagSummary(TypedDict):
+    """A loop's lag in the short form (records.Latency.lag_summary)."""
+
+    p50: float
+    p99: float
+    max: float
+
+
+class ShareJson(TypedDict):
+    culprit: str
+    cause: str  # a Cause
+    share: float  # of the tail's excess
+    mean_ms: float
+
+
+class VerdictJson(TypedDict):
+    """attribution.Verdict.to_json; Verdict.from_json reads it back typed."""
+
+    culprit: str  # a Culprit
+    cause: str  # "<Cause>: <sentence>"
+    evidence: list[str]
+    shares: NotRequired[list[ShareJson]]
+
+
+class RunResult(TypedDict, total=False):
+    """One topology x layout run (compare.assemble): design.md's fields first, then what
+    mqprobe adds (groups, nodes, the swarm's own figures, evidence, timeline, clocks)."""
+
+    topology: str
+    layout: str
+    published: int
+    expected_deliveries: int
+    delivered: int
+    lost: int
+    duplicated: int
+    hops: dict[str, HopSummary]  # RUN_HOPS
+    self_lag_ms: LagSummary
+    verdict: VerdictJson
+    knobs: dict
+    groups: dict[str, dict]  # per group: counts, hops, its own verdict
+    hdr: dict[str, str]  # hop -> the HDR histogram, encoded
+    untraced: int
+    misrouted: int
+    swarm: dict
+    publisher: dict
+    nodes: list[dict]
+    evidence: dict
+    clocks: dict
+    samples: list[list[int]]
+    timeline: dict
+    attribution: dict | None
+    attribution_dropped: int
+    error: str | None
+    declared: dict
+    repeat: int
+    load: float  # sweep: the point's load (groups, or messages a second per group)
+    rate_per_group: float  # sweep
+
+
+class ComparisonResult(TypedDict, total=False):
+    """What `mqprobe compare --json` writes (compare.new_result, then a run at a time)."""
+
+    mqprobe_version: str
+    workload: dict
+    broker: dict
+    started_at: str
+    runs: list[RunResult]
+    repeats: dict
+    interrupted: bool

@@ -25,13 +25,13 @@ from mqprobe.errors import InputError, within
 from mqprobe.inject import Faults
 from mqprobe.process import PieceRuntime
 from mqprobe.protocol import (
+    LOCAL,
     Command,
     CommandRefused,
     NodeProgress,
     NodeReady,
     NodeResult,
     Reset,
-    local_field,
 )
 from mqprobe.records import BusyMeter, HopSet, LoopLagMonitor
 from mqprobe.stamps import (
@@ -56,7 +56,7 @@ def room_for(group: str) -> str:
 @dataclass
 class NodeConfig:
     node_id: str
-    amqp_url: str = local_field()
+    amqp_url: str = field(metadata=LOCAL)
     topology: Topology
     layout: str
     groups: list[str]

@@ -170,14 +170,14 @@ class PieceRuntime:
             self._halt_event = asyncio.Event()
         return self._halt_event
 
-    async def stop(self) -> dict:
+    async def stop(self) -> Mapping[str, Any]:
         raise NotImplementedError
 
     async def close(self) -> None:
         return None
 
 
-async def serve(piece: PieceRuntime, control: bool) -> dict:
+async def serve(piece: PieceRuntime, control: bool) -> Mapping[str, Any]:
     """Run one piece through its life; its result. In control mode it reports progress and
     takes commands; by hand it runs until its work is done or a signal stops it."""
     piece.controlled = control

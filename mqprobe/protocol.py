@@ -25,7 +25,7 @@ import json
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, TypeVar, Union
@@ -34,13 +34,9 @@ from mqprobe.errors import InputError
 
 T = TypeVar("T")
 
-LOCAL = {"local": True}  # field metadata: this field stays in the process that has it
-
-
-def local_field(**kwargs: Any) -> Any:
-    """A dataclass field that never travels in a document (a URL with credentials, a
-    callback); from_document takes it as a keyword argument instead."""
-    return field(metadata=LOCAL, **kwargs)
+# Field metadata, `field(metadata=LOCAL)`: the field never travels in a document (a URL
+# with credentials, a callback); from_document takes it as a keyword argument instead.
+LOCAL = {"local": True}
 
 
 class SpecError(InputError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aio_pika
 import socketio
@@ -19,7 +19,7 @@ from mqprobe.broker import BrokerError, delete_declared
 from mqprobe.errors import InputError, within
 from mqprobe.node import EVENT, room_for
 from mqprobe.process import PieceRuntime
-from mqprobe.protocol import PublisherProgress, PublisherResult, local_field
+from mqprobe.protocol import LOCAL, PublisherProgress, PublisherResult
 from mqprobe.records import Latency, LoopLagMonitor
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
@@ -43,7 +43,7 @@ MAX_SIZE = 128 * 2**20  # RabbitMQ's default max_message_size
 
 @dataclass
 class PublishConfig:
-    amqp_url: str = local_field()
+    amqp_url: str = field(metadata=LOCAL)
     topology: Topology
     groups: list[str]
     rate: float  # messages per second per group

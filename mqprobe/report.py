@@ -13,7 +13,7 @@ from rich.text import Text
 from mqprobe.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.attribution import Verdict
 from mqprobe.errors import ResultFormatError
-from mqprobe.model import HOPS, Culprit
+from mqprobe.model import HOPS, ComparisonResult, Culprit, RunResult
 
 MAX_RESULT_BYTES = 256 * 2**20  # a result JSON past this is not one of ours
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -141,7 +141,7 @@ def repeats_cell(runs: list[dict]) -> tuple[str, str]:
     return text, _CULPRIT_STYLE.get(next(iter(counts)), "")
 
 
-def verdict_cell(run: dict) -> tuple[str, str]:
+def verdict_cell(run: RunResult) -> tuple[str, str]:
     """`mq: broker-side 91%` (the top cause and its share of the tail excess), and a style."""
     verdict = Verdict.from_json(run["verdict"])
     culprit = verdict.culprit
@@ -154,7 +154,7 @@ def verdict_cell(run: dict) -> tuple[str, str]:
     return text, _CULPRIT_STYLE.get(culprit, "")
 
 
-def _pm(run: dict, hop: str, sep: str = "\n") -> str:
+def _pm(run: RunResult, hop: str, sep: str = "\n") -> str:
     """The hop's clock error bar when its two ends were stamped on different hosts."""
     bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
     if not any(bars.values()):
@@ -182,7 +182,7 @@ def _flag(count: int) -> str:
     return f"[red]{count}[/red]" if count else "0"
 
 
-def print_compare(result: dict, console: Console) -> None:
+def print_compare(result: ComparisonResult, console: Console) -> None:
     console.print(compare_table(result))
     for run in result.get("runs", []):
         verdict = run["verdict"]

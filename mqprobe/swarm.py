@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from mqprobe.errors import InputError
 from mqprobe.process import PieceRuntime
 from mqprobe.protocol import (
+    LOCAL,
     Command,
     CommandRefused,
     Reset,
@@ -48,7 +49,6 @@ from mqprobe.protocol import (
     SwarmProgress,
     SwarmReady,
     SwarmResult,
-    local_field,
 )
 from mqprobe.records import HopSet, LoopLagMonitor, Reasons
 from mqprobe.stamps import (
@@ -78,7 +78,8 @@ class SwarmConfig:
     kernel_stamps: bool = True  # t_recv from the kernel's receive stamp where it gives one
     samples: int = 0  # raw deliveries to keep, for checking hop arithmetic
     # called for every traced event a member receives (mqprobe trace prints them)
-    on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = local_field(default=None)
+    on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = field(
+        default=None, metadata=LOCAL)
 
     def check(self) -> None:
         """A slice this process can take, a protocol it speaks, members it can plan."""
