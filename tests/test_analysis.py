@@ -75,10 +75,13 @@ def test_loop_stall_is_a_server_stall_blocked_or_saturated(broker, tmp_path, kin
     assert _said(run) == ("server", "server-stall"), run["verdict"]
     assert f"event loop was {how}" in run["verdict"]["cause"], run["verdict"]
     assert any("n1 event loop could not run" in line for line in run["verdict"]["evidence"])
-    # the e2e series and the timeline share one axis: the tail sits where the stalls were
+    # the e2e series and the timeline share one axis: the tail sits where the stalls were.
+    # The planted stalls are 200 ms; n1 also records 5-15 ms ones on two busy cores, and
+    # counting those as "during" once put most quiet buckets there.
     series, events = run["timeline"]["e2e"], run["timeline"]["events"]
     stalls = [(e["start_ms"], e["end_ms"]) for e in events
-              if e["kind"] == "loop-stall" and e["piece"] == "n1" and e["end_ms"] > 0]
+              if e["kind"] == "loop-stall" and e["piece"] == "n1" and e["end_ms"] > 0
+              and e["end_ms"] - e["start_ms"] >= 100]
     width = series["bucket_ms"]
 
     def near(t_ms: float, margin: float) -> bool:
