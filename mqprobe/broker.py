@@ -339,21 +339,20 @@ class ManagedBroker:
 
     @staticmethod
     def _stop_pid(pid: int, timeout: float = 30.0) -> None:
-        """SIGTERM the wrapper (it runs a clean shutdown), then SIGKILL its group if it hangs."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            if not pid_alive(pid):
-                break
-            time.sleep(0.2)
-        # The wrapper is the leader of its own session: end what is left of that group only.
+        """End the node's process group at once (the wrapper leads its own session, so the
+        group is the node's and nothing else). It is a throwaway node whose data dir goes
+        next: a clean shutdown keeps nothing, and took 7 s of every managed run."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # until no process of the group is left
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            try:
+                os.killpg(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.05)
 
 
 def _stop_epmd(port: int) -> None:
