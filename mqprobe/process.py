@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from mqprobe.errors import MqprobeError
 from mqprobe.protocol import (
+    Answer,
     Command,
     CommandRefused,
     EventName,
@@ -136,9 +137,11 @@ async def _read_commands(finish: Callable[[str], None],
                 raise CommandRefused(f"this piece takes no commands but stop, not {name!r}")
             on_command(command)
         except CommandRefused as exc:
-            emit_event(EventName.REFUSED, command=name, message=str(exc))
+            refused: Answer = {"command": name, "message": str(exc)}
+            emit_event(EventName.REFUSED, **refused)
         else:
-            emit_event(EventName.APPLIED, command=name)
+            applied: Answer = {"command": name}
+            emit_event(EventName.APPLIED, **applied)
 
 
 class PieceRuntime:
