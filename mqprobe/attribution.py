@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mqprobe.errors import ResultFormatError
-from mqprobe.model import PATH_HOPS, Cause, Culprit
+from mqprobe.model import PATH_HOPS, Cause, Culprit, ShareJson, VerdictJson
 from mqprobe.timeline import EventKind, TimedEvent
 
 FLOOR_PERCENTILE = 10.0
@@ -131,12 +131,12 @@ class Share:
     def label(self) -> str:
         return f"{self.culprit.value}: {self.cause.value} ({self.share:.0%})"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> ShareJson:
         return {"culprit": self.culprit.value, "cause": self.cause.value,
                 "share": round(self.share, 4), "mean_ms": round(self.mean_ms, 3)}
 
     @classmethod
-    def from_json(cls, doc: dict) -> Share:
+    def from_json(cls, doc: ShareJson) -> Share:
         return cls(Cause(doc["cause"]), float(doc["share"]), float(doc.get("mean_ms", 0.0)))
 
 
@@ -344,12 +344,12 @@ class Verdict:
         """design.md's `cause`: the code first, then the sentence."""
         return f"{self.cause.value}: {self.prose}"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> VerdictJson:
         return {"culprit": self.culprit.value, "cause": self.cause_text,
                 "evidence": self.evidence, "shares": [s.to_json() for s in self.shares]}
 
     @classmethod
-    def from_json(cls, doc: dict) -> Verdict:
+    def from_json(cls, doc: VerdictJson) -> Verdict:
         """A verdict from a result's JSON (report, sweep and the tests read it this way)."""
         cause = Cause.of(doc.get("cause", ""))
         if cause is None:

@@ -151,6 +151,7 @@ class HopSummary(TypedDict):
     p999_ms: float
     max_ms: float
     negative: NotRequired[int]  # stamps that came out of order (clocks)
+    min_ms: NotRequired[float]  # the most negative of them, with `negative`
 
 
 class LagSummary(TypedDict):

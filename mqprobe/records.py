@@ -12,10 +12,10 @@ import time
 
 from hdrh.histogram import HdrHistogram
 
+from mqprobe.model import HopSummary, LagSummary
 from mqprobe.stamps import now_ns
 from mqprobe.timeline import STALL_MIN_NS, EventKind, IntervalTracker, Recorder
 
-PERCENTILES = {"p50_ms": 50.0, "p90_ms": 90.0, "p99_ms": 99.0, "p999_ms": 99.9}
 _HIGHEST_US = 3600 * 1_000_000
 _EXACT_BITS = 11  # 3 significant digits: HDR counts each value below 2**11 us exactly
 _EXACT_US = 1 << _EXACT_BITS
@@ -90,18 +90,21 @@ class Latency:
         hist = HdrHistogram.decode(data["hdr"]) if data.get("hdr") else new_histogram()
         return cls(hist, data.get("negative", 0), data.get("min_ns", 0), data.get("max_ns", 0))
 
-    def lag_summary(self) -> dict:
+    def lag_summary(self) -> LagSummary:
         """The short form design.md uses for loop lag: p50, p99, max in ms."""
         full = self.summary()
         return {"p50": full["p50_ms"], "p99": full["p99_ms"], "max": full["max_ms"]}
 
-    def summary(self) -> dict:
+    def summary(self) -> HopSummary:
         """The design.md hop shape (count, p50..p999, max in ms) plus negative-skew counts."""
-        out: dict = {"count": self.count}
         recorded = self.hist.get_total_count()
-        for name, pct in PERCENTILES.items():
-            out[name] = round(self.hist.get_value_at_percentile(pct) / 1000, 3) if recorded else 0.0
-        out["max_ms"] = round(self.max_ns / 1e6, 3)
+
+        def ms_at(pct: float) -> float:
+            return round(self.hist.get_value_at_percentile(pct) / 1000, 3) if recorded else 0.0
+
+        out: HopSummary = {"count": self.count, "p50_ms": ms_at(50.0), "p90_ms": ms_at(90.0),
+                           "p99_ms": ms_at(99.0), "p999_ms": ms_at(99.9),
+                           "max_ms": round(self.max_ns / 1e6, 3)}
         if self.negative:
             out["negative"] = self.negative
             out["min_ms"] = round(self.min_ns / 1e6, 3)
