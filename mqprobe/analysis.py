@@ -16,12 +16,14 @@ from mqprobe.attribution import (
     PROSE,
     Attribution,
     Cause,
+    Charger,
     MessageDeliveries,
     Timeline,
     Verdict,
     attribute,
+    stall_cause,
 )
-from mqprobe.model import PATH_HOPS, RUN_HOPS, RunResult
+from mqprobe.model import PATH_HOPS, RUN_HOPS, Culprit, RunResult
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.records import HopSet, Latency
 from mqprobe.timeline import EventKind, TimedEvent
@@ -109,7 +111,26 @@ def _node_summary(node: dict) -> dict:
         "prefetch": node["prefetch"], "busy_ratio": node["busy_ratio"],
         "loop_lag_ms": Latency.from_json(node["loop_lag"]).lag_summary(),
         "loop_worst": node.get("loop_worst", {}),
+        "loop_cpu": {k: v for k, v in node.get("loop_cpu", {}).items()
+                     if k in ("source", "on_cpu", "waiting", "throttled")},
     }
+
+
+def cpu_series(nodes: list[NodeResult], shift_ns: dict[str, int]) -> dict[str, list[list[int]]]:
+    """Each node's loop CPU windows (loop.CpuWindows rows), moved onto our clock."""
+    out = {}
+    for node in nodes:
+        rows = (node.get("loop_cpu") or {}).get("rows") or []
+        shift = shift_ns.get(node["node"], 0)
+        out[node["node"]] = [[row[0] + shift, *row[1:5]] for row in rows]
+    return out
+
+
+def cpu_json(series: dict[str, list[list[int]]], t0_ns: int) -> dict:
+    """The nodes' loop CPU windows for the result JSON: ms since the first publish."""
+    return {"columns": ["t_ms", "wall_ms", "on_cpu_ms", "waiting_ms", "throttled_ms"],
+            "nodes": {node: [[round((r[0] - t0_ns) / 1e6, 1), *(round(v / 1e6, 2) for v in r[1:5])]
+                             for r in rows] for node, rows in series.items()}}
 
 
 
@@ -245,6 +266,7 @@ class RunFacts:
     events: list[TimedEvent] = field(default_factory=list)
     t0_ns: int = 0
     failure: Failure | None = None
+    cpu: dict[str, list[list[int]]] = field(default_factory=dict)  # cpu_series
 
 
 def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) -> Verdict:
@@ -301,13 +323,26 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
         if run["lost"]:  # ...by what arrived: the loss is the story, never `none`
             return _lost(run, evidence)
         return Verdict.of(Cause.WITHIN_BUDGET, evidence=evidence, shares=attribution.shares)
-    top = attribution.shares[0]
+    culprit, together = top_culprit(attribution)
+    top = next(s for s in attribution.shares if s.culprit == culprit)
     evidence += _cause_evidence(top.cause, run, facts)
-    prose = f"{_cause_prose(top.cause, run, facts)} ({top.share:.0%} of the tail excess)"
-    after = [s.label() for s in attribution.shares[1:3] if s.share >= 0.005]
+    prose = f"{_cause_prose(top.cause, run, facts)} ({top.share:.0%} of the tail excess"
+    prose += (f"; {culprit.value} causes {together:.0%} in all)" if together - top.share >= 0.005
+              else ")")
+    after = [s.label() for s in attribution.shares if s is not top and s.share >= 0.005][:2]
     if after:
         prose += "; then " + ", ".join(after)
     return Verdict(top.culprit, top.cause, prose, evidence, attribution.shares)
+
+
+def top_culprit(attribution: Attribution) -> tuple[Culprit, float]:
+    """The culprit whose causes together explain the largest share of the tail's excess
+    (its largest single cause need not be the largest of all), and that share."""
+    sums: dict[Culprit, float] = {}
+    for share in attribution.shares:
+        sums[share.culprit] = sums.get(share.culprit, 0.0) + share.share
+    culprit = max(sums, key=sums.__getitem__)
+    return culprit, sums[culprit]
 
 
 def kernel_stamped(swarm: dict) -> bool:
@@ -397,6 +432,8 @@ def _tail_line(attribution: Attribution, budget_ms: float) -> str:
 def _cause_prose(cause: Cause, run: dict, facts: RunFacts) -> str:
     if cause == Cause.SERVER_STALL:
         return _stall_cause(facts)
+    if cause in (Cause.CPU_STARVED, Cause.CPU_THROTTLED):
+        return _cpu_cause(cause, run, facts)
     if cause == Cause.BROKER_UNAVAILABLE and _outages(facts):
         return _outage_prose(facts)
     if cause == Cause.GC_PAUSE:
@@ -409,20 +446,64 @@ def _cause_prose(cause: Cause, run: dict, facts: RunFacts) -> str:
     return PROSE[cause]
 
 
+def node_stalls(facts: RunFacts, cause: Cause | None = None) -> list[TimedEvent]:
+    """The nodes' loop stalls (of one cause, by attribution.stall_cause), longest first."""
+    return sorted((e for e in facts.events if e.kind == EventKind.LOOP_STALL
+                   and is_node_piece(e.piece) and (cause is None or stall_cause(e.detail) == cause)),
+                  key=lambda e: -e.duration_ns)
+
+
+def anatomy_text(detail: dict) -> str:
+    """`120 ms computing, 80 ms waiting for a CPU`: a stall's parts, the ones over 0.5 ms."""
+    parts = [(detail.get("on_cpu_ms", 0), "computing"), (detail.get("waiting_ms", 0),
+             "waiting for a CPU"), (detail.get("throttled_ms", 0), "throttled by its CPU quota"),
+             (detail.get("off_cpu_ms", 0), "off the CPU")]
+    return ", ".join(f"{ms:.0f} ms {what}" for ms, what in parts if ms >= 0.5)
+
+
 def _stall_cause(facts: RunFacts) -> str:
-    """Blocked or saturated, from the CPU the node used through its longest stall."""
-    stalls = [e for e in facts.events if e.kind == EventKind.LOOP_STALL and is_node_piece(e.piece)]
+    """Blocked or computing, from the longest stall charged to the node's own code: off the
+    CPU (or, without Linux's counters, a low CPU share) is blocked, else it computed; the
+    code the watchdog saw hold the loop, when it saw one."""
+    stalls = node_stalls(facts, Cause.SERVER_STALL)
     if not stalls:
         return "a node's event loop could not run"
-    worst = max(stalls, key=lambda e: e.duration_ns)
-    share = worst.detail.get("cpu_share", 0.0)
-    ms = f"{worst.duration_ns / 1e6:g}"
-    if share >= SATURATED_CPU_SHARE:
-        return (f"a node's event loop was saturated: it computed ({share:.0%} of a core) "
-                f"through its longest stall of {ms} ms on {worst.piece}")
-    return (f"a node's event loop was blocked: it used {share:.0%} of a core through its "
-            f"longest stall of {ms} ms on {worst.piece}, so a synchronous call (sleep, file or "
-            "network I/O, a lock) held it, not computing")
+    worst = stalls[0]
+    detail, ms = worst.detail, f"{worst.duration_ns / 1e6:.0f}"
+    where = f" in {detail['held_by']}" if detail.get("held_by") else ""
+    if "off_cpu_ms" in detail:
+        blocked = detail["off_cpu_ms"] > detail.get("on_cpu_ms", 0) + detail.get("waiting_ms", 0)
+        parts = f" ({anatomy_text(detail)})"
+    else:
+        blocked = detail.get("cpu_share", 0.0) < SATURATED_CPU_SHARE
+        parts = f" ({detail.get('cpu_share', 0.0):.0%} of a core; Linux's thread counters unread)"
+    if blocked:
+        return (f"a node's event loop was blocked: {worst.piece} held {ms} ms{where}{parts}; "
+                "off the CPU, so a synchronous call (sleep, file or network I/O, a lock) held "
+                "it, not computing")
+    return (f"a node's event loop was saturated: {worst.piece} computed through its longest "
+            f"stall of {ms} ms{where}{parts}")
+
+
+def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
+    """Starved or throttled: how long the nodes' loops waited, in their stalls and through
+    the run, and (from compare's sampler) who had the CPU meanwhile."""
+    stalls = node_stalls(facts, cause)
+    part = "waiting_ms" if cause == Cause.CPU_STARVED else "throttled_ms"
+    share = "waiting" if cause == Cause.CPU_STARVED else "throttled"
+    nodes = [n for n in run["nodes"] if n.get("loop_cpu", {}).get(share)]
+    worst = max(nodes, key=lambda n: n["loop_cpu"][share], default=None)
+    what = ("was ready to run and waited for a CPU" if cause == Cause.CPU_STARVED else
+            "was ready to run and held back by its cgroup's CPU quota")
+    text = f"a node {what}"
+    if worst:
+        text = (f"{worst['node']} {what} {worst['loop_cpu'][share]:.0%} of the run (its loop "
+                f"computed {worst['loop_cpu'].get('on_cpu', 0):.0%})")
+    if stalls:
+        text += (f"; {len(stalls)} stalls, {sum(e.detail.get(part, 0) for e in stalls):.0f} ms "
+                 f"of it, the longest {stalls[0].duration_ns / 1e6:.0f} ms on {stalls[0].piece} "
+                 f"({anatomy_text(stalls[0].detail)})")
+    return text
 
 
 def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
@@ -434,7 +515,7 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
     full = [n for n in nodes if n["prefetch"] and n["unacked_max"] >= n["prefetch"]]
     windows = [e for e in facts.events if e.kind == EventKind.WINDOW_FULL]
     if cause == Cause.CONSUMER_SATURATED:
-        out = [f"consumer busy ratio {busy:.2f} on {busiest}"]
+        out = [f"consumer busy ratio {busy:.2f} on {busiest}", *_loop_cpu_evidence(nodes)]
         out += [f"{n['node']} unacked reached its prefetch window ({n['prefetch']})" for n in full]
         if windows:
             out.append(f"prefetch windows were full {len(windows)} times, "
@@ -443,14 +524,15 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
     if cause == Cause.BROKER_SIDE:
         return [f"consumers mostly idle (busy ratio max {busy:.2f}) and prefetch windows "
                 f"{'full only ' + str(len(windows)) + ' times' if windows else 'never full'}, "
-                "yet messages waited before reaching them", *_queue_evidence(broker)]
-    if cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
+                "yet messages waited before reaching them", *_loop_cpu_evidence(nodes),
+                *_queue_evidence(broker)]
+    if cause in (Cause.SERVER_STALL, Cause.GC_PAUSE, Cause.CPU_STARVED, Cause.CPU_THROTTLED):
         worst = max(nodes, key=lambda n: n["loop_lag_ms"]["max"], default=None)
         if worst:
             return [f"{worst['node']} event loop could not run for up to "
                     f"{worst['loop_lag_ms']['max']} ms (loop lag p99 "
                     f"{worst['loop_lag_ms']['p99']} ms): meanwhile nothing is consumed, "
-                    "emitted or acked"]
+                    "emitted or acked", *_loop_cpu_evidence(nodes)]
     if cause == Cause.FANOUT_BOUND:
         return [f"the nodes' room emit loop (fanout) p99 {run['hops']['fanout']['p99_ms']} ms"]
     if cause == Cause.SLOW_HANDLER:
@@ -458,6 +540,25 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
     if cause in (Cause.BROKER_BLOCKED, Cause.BROKER_ALARM):
         return _queue_evidence(broker)
     return []
+
+
+def _loop_cpu_evidence(nodes: list[dict]) -> list[str]:
+    """Each node's loop thread through the run: computing, waiting for a CPU, throttled
+    (Linux's counters), or why they were not read."""
+    out = []
+    for node in nodes:
+        cpu = node.get("loop_cpu") or {}
+        if not cpu:
+            continue
+        if str(cpu.get("source", "")).startswith("unavailable"):
+            out.append(f"{node['node']} loop CPU not split: {cpu['source']}")
+            continue
+        text = (f"{node['node']} loop computed {cpu.get('on_cpu', 0):.0%} of the run and "
+                f"waited for a CPU {cpu.get('waiting', 0):.0%}")
+        if cpu.get("throttled"):
+            text += f", throttled {cpu['throttled']:.0%}"
+        out.append(text)
+    return out
 
 
 def _queue_evidence(broker: dict) -> list[str]:
@@ -483,9 +584,9 @@ def _queue_evidence(broker: dict) -> list[str]:
 def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
           budget_ms: float) -> None:
     """Attribute the run and each group, and write `attribution` and `verdict` into them."""
-    # one index of the intervals for the run and its groups
-    timeline = Timeline(charged_events(run, facts.events))
-    attribution = attribute(messages, timeline, budget_ms)
+    # one index of the intervals, and of the nodes' backlogs, for the run and its groups
+    charger = Charger(Timeline(charged_events(run, facts.events), facts.cpu), messages)
+    attribution = attribute(messages, charger, budget_ms)
     run["attribution"] = attribution.to_json() if attribution else None
     run["verdict"] = verdict(facts, attribution, budget_ms).to_json()
     by_group: dict[str, list[MessageDeliveries]] = {}
@@ -495,9 +596,9 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
         view = {**run, **{k: group[k] for k in ("lost", "duplicated", "expected_deliveries",
                                                 "published")}}
         view["hops"] = {**run["hops"], **group["hops"]}
-        group_attribution = attribute(by_group.get(group_id, []), timeline, budget_ms)
-        group["verdict"] = verdict(RunFacts(view, facts.events, facts.t0_ns, facts.failure),
-                                   group_attribution, budget_ms).to_json()
+        group_attribution = attribute(by_group.get(group_id, []), charger, budget_ms)
+        group["verdict"] = verdict(RunFacts(view, facts.events, facts.t0_ns, facts.failure,
+                                            facts.cpu), group_attribution, budget_ms).to_json()
 
 
 # -- repeats -------------------------------------------------------------------------------

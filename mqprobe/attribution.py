@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from mqprobe.errors import ResultFormatError
 from mqprobe.model import PATH_HOPS, Cause, Culprit, ShareJson, VerdictJson
-from mqprobe.timeline import EventKind, TimedEvent
+from mqprobe.timeline import STALL_MIN_NS, EventKind, TimedEvent
 
 FLOOR_PERCENTILE = 10.0
 FLOOR_BUDGET_SHARE = 0.1  # a hop's floor is never above this share of the budget
@@ -35,7 +35,8 @@ CULPRIT_OF = {
     Cause.BROKER_ALARM: Culprit.MQ, Cause.BROKER_UNAVAILABLE: Culprit.MQ,
     Cause.PUBLISH_REJECTED: Culprit.MQ,
     Cause.CONSUMER_SATURATED: Culprit.SERVER, Cause.GC_PAUSE: Culprit.SERVER,
-    Cause.SERVER_STALL: Culprit.SERVER, Cause.SLOW_HANDLER: Culprit.SERVER,
+    Cause.SERVER_STALL: Culprit.SERVER, Cause.CPU_STARVED: Culprit.SERVER,
+    Cause.CPU_THROTTLED: Culprit.SERVER, Cause.SLOW_HANDLER: Culprit.SERVER,
     Cause.FANOUT_BOUND: Culprit.SERVER, Cause.NODE_DIED: Culprit.SERVER,
     Cause.LOST_BEFORE_NODE: Culprit.MQ,
     Cause.DELIVERY: Culprit.DELIVERY, Cause.LOST: Culprit.DELIVERY,
@@ -55,6 +56,8 @@ PROSE = {
                               "(its prefetch window full, or its own backlog)",
     Cause.GC_PAUSE: "a node's garbage collector stopped its event loop",
     Cause.SERVER_STALL: "a node's event loop could not run",
+    Cause.CPU_STARVED: "a node was ready to run and waited for a CPU that other processes had",
+    Cause.CPU_THROTTLED: "a node was ready to run and its cgroup's CPU quota held it back",
     Cause.SLOW_HANDLER: "the node's handler takes long per message",
     Cause.FANOUT_BOUND: "the node's emit loop to the room took the time",
     Cause.NODE_DIED: "a node process ended during the run",
@@ -71,27 +74,26 @@ PROSE = {
     Cause.NOTHING_MEASURED: "no delivery was measured",
 }
 
-# Per hop: which timeline intervals may explain its excess, highest precedence first, as
-# (whose: "broker" | "publisher" | "node" | "swarm", kind, cause). What none of them
-# explains is the hop's own cause (REMAINDER); the server hop's own backlog wait, which
-# the node reports per message, is charged before it.
-CHARGES = {
-    "mq": (("broker", EventKind.BROKER_UNAVAILABLE, Cause.BROKER_UNAVAILABLE),
-           ("publisher", EventKind.PUBLISHER_BLOCKED, Cause.BROKER_BLOCKED),
-           ("broker", EventKind.BROKER_ALARM, Cause.BROKER_ALARM),
-           ("node", EventKind.GC, Cause.GC_PAUSE),
-           ("node", EventKind.LOOP_STALL, Cause.SERVER_STALL),
-           ("node", EventKind.WINDOW_FULL, Cause.CONSUMER_SATURATED),
-           ("publisher", EventKind.GC, Cause.PUBLISHER_STALL),
-           ("publisher", EventKind.LOOP_STALL, Cause.PUBLISHER_STALL)),
-    "server": (("node", EventKind.GC, Cause.GC_PAUSE),
-               ("node", EventKind.LOOP_STALL, Cause.SERVER_STALL)),
-    "delivery": (("node", EventKind.GC, Cause.GC_PAUSE),
-                 ("node", EventKind.LOOP_STALL, Cause.SERVER_STALL),
-                 ("node", None, Cause.FANOUT_BOUND),  # the message's own emit loop
-                 ("swarm", EventKind.GC, Cause.SWARM_SATURATED),
-                 ("swarm", EventKind.LOOP_STALL, Cause.SWARM_SATURATED)),
-}
+# Where a message waited decides what may explain the wait:
+# - on the broker's side of the mq hop (before its node was behind): the broker and the
+#   publisher (BROKER_SIDE), and what they leave is the broker's own (broker-side);
+# - while its node was behind (a backlog period, Charger) and in the node: the node's own
+#   impediments (NODE_SIDE, highest precedence first), then the time its loop waited for a
+#   CPU or was throttled, then whatever began that backlog earlier, and only what all of
+#   them leave to `consumer-saturated`: arrival outpacing a consumer that ran unimpeded;
+# - after the emit: the node's impediments, its emit loop, the swarm's (SWARM_SIDE).
+BROKER_SIDE = (("broker", EventKind.BROKER_UNAVAILABLE, Cause.BROKER_UNAVAILABLE),
+               ("publisher", EventKind.PUBLISHER_BLOCKED, Cause.BROKER_BLOCKED),
+               ("broker", EventKind.BROKER_ALARM, Cause.BROKER_ALARM),
+               ("publisher", EventKind.GC, Cause.PUBLISHER_STALL),
+               ("publisher", EventKind.LOOP_STALL, Cause.PUBLISHER_STALL))
+BACKLOG_BUILDERS = BROKER_SIDE[:3]  # broker faults whose aftermath is a backlog at the node
+NODE_SIDE = ((EventKind.GC, Cause.GC_PAUSE),
+             (EventKind.LOOP_STALL, Cause.SERVER_STALL),
+             (EventKind.LOOP_STALL, Cause.CPU_THROTTLED),
+             (EventKind.LOOP_STALL, Cause.CPU_STARVED))
+SWARM_SIDE = ((EventKind.GC, Cause.SWARM_SATURATED),
+              (EventKind.LOOP_STALL, Cause.SWARM_SATURATED))
 REMAINDER = {"mq": Cause.BROKER_SIDE, "server": Cause.SLOW_HANDLER, "delivery": Cause.DELIVERY}
 
 
@@ -168,12 +170,13 @@ class Intervals:
 
     __slots__ = ("starts", "ends")
 
-    def __init__(self, spans: Iterable[tuple[int, int]]) -> None:
+    def __init__(self, spans: Iterable[tuple[int, int]], gap: int = 0) -> None:
+        """Spans closer than `gap` ns to each other are merged into one."""
         merged: list[list[int]] = []
         for start, end in sorted(spans):
             if end <= start:
                 continue
-            if merged and start <= merged[-1][1]:
+            if merged and start <= merged[-1][1] + gap:
                 merged[-1][1] = max(merged[-1][1], end)
             else:
                 merged.append([start, end])
@@ -189,37 +192,85 @@ class Intervals:
             i += 1
         return out
 
+    def overlapping(self, a: int, b: int) -> list[tuple[int, int]]:
+        """These intervals that overlap [a, b], whole."""
+        i = bisect.bisect_right(self.ends, a)
+        out = []
+        while i < len(self.starts) and self.starts[i] < b:
+            out.append((self.starts[i], self.ends[i]))
+            i += 1
+        return out
+
+
+def stall_cause(detail: dict) -> Cause:
+    """Why a loop stall happened, from what was measured through it (loop.LoopLagMonitor):
+    the code held it when the watchdog saw one place hold the loop and that code's own time
+    (on and off the CPU, without its wait for one) was a stall by itself; otherwise the
+    largest part: on or off the CPU (server-stall), waiting for a CPU (cpu-starved), or
+    held back by a CPU quota (cpu-throttled). Without the counters: server-stall."""
+    if "on_cpu_ms" not in detail:
+        return Cause.SERVER_STALL
+    own = float(detail.get("on_cpu_ms", 0)) + float(detail.get("off_cpu_ms", 0))
+    if detail.get("held_by") and own * 1e6 >= STALL_MIN_NS:
+        return Cause.SERVER_STALL
+    parts = {Cause.SERVER_STALL: own, Cause.CPU_STARVED: float(detail.get("waiting_ms", 0)),
+             Cause.CPU_THROTTLED: float(detail.get("throttled_ms", 0))}
+    return max(parts, key=parts.__getitem__)
+
+
+class CpuSeries:
+    """One loop thread's CPU in windows (loop.CpuWindows rows, on our clock): how much of a
+    span it spent waiting for a CPU, or throttled, pro rata of the windows it overlaps."""
+
+    def __init__(self, rows: Iterable[list[int]] = ()) -> None:
+        self.rows = sorted((r for r in rows if r[1] > 0), key=lambda r: r[0])
+        self.starts = [r[0] for r in self.rows]
+
+    def waits_in(self, spans: Iterable[tuple[int, int]]) -> tuple[float, float]:
+        """ns waiting for a CPU, and ns throttled, within the spans."""
+        waiting = throttled = 0.0
+        for a, b in spans:
+            i = max(0, bisect.bisect_right(self.starts, a) - 1)
+            while i < len(self.rows) and self.rows[i][0] < b:
+                start, wall, _on, wait, thr = self.rows[i][:5]
+                overlap = min(b, start + wall) - max(a, start)
+                if overlap > 0:
+                    waiting += wait * overlap / wall
+                    throttled += thr * overlap / wall
+                i += 1
+        return waiting, throttled
+
+    def busy(self, share: float) -> list[tuple[int, int]]:
+        """The windows in which the thread was on a CPU or waiting for one at least `share`
+        of the time: its loop was saturated, and messages for it waited."""
+        return [(r[0], r[0] + r[1]) for r in self.rows if r[2] + r[3] + r[4] >= share * r[1]]
+
 
 class Timeline:
-    """The run's intervals by (piece, kind), on one clock."""
+    """The run's intervals by (piece, kind), on one clock; a loop stall also by its cause
+    (stall_cause); and each piece's loop CPU series."""
 
-    def __init__(self, events: Iterable[TimedEvent]) -> None:
-        spans: dict[tuple[str, EventKind], list[tuple[int, int]]] = defaultdict(list)
+    def __init__(self, events: Iterable[TimedEvent],
+                 cpu: dict[str, list[list[int]]] | None = None) -> None:
+        spans: dict[tuple[str, EventKind, Cause | None], list[tuple[int, int]]] = defaultdict(list)
         for event in events:
-            spans[(event.piece, event.kind)].append((event.start_ns, event.end_ns))
-        self._by: dict[tuple[str, EventKind], Intervals] = {
-            key: Intervals(value) for key, value in spans.items()}
+            span = (event.start_ns, event.end_ns)
+            spans[(event.piece, event.kind, None)].append(span)
+            if event.kind == EventKind.LOOP_STALL:
+                spans[(event.piece, event.kind, stall_cause(event.detail))].append(span)
+        self._by = {key: Intervals(value) for key, value in spans.items()}
         self._empty = Intervals(())
+        self._cpu = {piece: CpuSeries(rows) for piece, rows in (cpu or {}).items()}
+        self._no_cpu = CpuSeries()
 
-    def get(self, piece: str, kind: EventKind) -> Intervals:
-        return self._by.get((piece, kind), self._empty)
+    def get(self, piece: str, kind: EventKind, cause: Cause | None = None) -> Intervals:
+        """The piece's intervals of a kind; of loop stalls, those of one cause only (all of
+        them when `cause` is None). Other kinds have one cause each: `cause` is not read."""
+        key = cause if kind == EventKind.LOOP_STALL else None
+        return self._by.get((piece, kind, key), self._empty)
 
-
-def claimed(a: int, b: int, candidates: list[tuple[Cause, list[tuple[int, int]]]]) -> dict:
-    """ns of [a, b] each cause claims, a higher-precedence cause (earlier) winning overlaps."""
-    out: dict[Cause, int] = {}
-    taken: list[tuple[int, int]] = []  # disjoint, what earlier causes claimed
-    for cause, spans in candidates:
-        got = 0
-        for start, end in spans:
-            free = [(start, end)]
-            for t0, t1 in taken:
-                free = [piece for s, e in free for piece in _minus(s, e, t0, t1)]
-            got += sum(e - s for s, e in free)
-            taken += free
-        if got > 0:
-            out[cause] = out.get(cause, 0) + got
-    return out
+    def cpu(self, piece: str) -> CpuSeries:
+        return self._cpu.get(piece, self._no_cpu)
 
 
 def _minus(s: int, e: int, t0: int, t1: int) -> list[tuple[int, int]]:
@@ -228,34 +279,185 @@ def _minus(s: int, e: int, t0: int, t1: int) -> list[tuple[int, int]]:
     return [p for p in ((s, t0), (t1, e)) if p[1] > p[0]]
 
 
-def charge_hop(hop: str, a: int, b: int, floor_ns: float, timeline: Timeline,
-               message: MessageDeliveries) -> dict[Cause, float]:
-    """The hop [a, b]'s excess over its floor, charged to causes (ns)."""
-    excess = (b - a) - floor_ns
+GAP_NS = STALL_MIN_NS  # backlog periods of a node this close together are one
+LEAD_NS = STALL_MIN_NS  # a broker fault that ended this close before a backlog began it
+BUSY_SHARE = 0.9  # a CPU window this full (computing or waiting for a CPU): the loop was behind
+
+
+def claim(segments: list[tuple[int, int]], candidates: list[tuple[Cause, list[tuple[int, int]]]]
+          ) -> tuple[dict[Cause, float], list[tuple[int, int]]]:
+    """ns of the segments each cause claims, earlier causes winning overlaps, and the
+    parts no cause claimed."""
+    got: dict[Cause, float] = {}
+    free = list(segments)
+    for cause, spans in candidates:
+        for start, end in spans:
+            left = []
+            for s, e in free:
+                overlap = min(e, end) - max(s, start)
+                if overlap > 0:
+                    got[cause] = got.get(cause, 0.0) + overlap
+                left += _minus(s, e, start, end)
+            free = left
+    return got, free
+
+
+def _add(into: dict[Cause, float], more: dict[Cause, float]) -> None:
+    for cause, ns in more.items():
+        if ns > 0:
+            into[cause] = into.get(cause, 0.0) + ns
+
+
+def _length(spans: list[tuple[int, int]]) -> int:
+    return sum(e - s for s, e in spans)
+
+
+def excess_of(charged: dict[Cause, float], length: int, floor_ns: float,
+              remainder: Cause) -> dict[Cause, float]:
+    """A hop's excess over its floor, charged: the floor comes off what nothing explained
+    first (the hop's own), then off every charge alike."""
+    excess = length - floor_ns
     if excess <= 0:
         return {}
-    candidates = []
-    if hop == "server" and message.wait_ns > 0:  # waited behind other messages in the node
-        candidates.append((Cause.CONSUMER_SATURATED, [(a, min(b, a + message.wait_ns))]))
-    for whose, kind, cause in CHARGES[hop]:
-        piece = {"broker": "broker", "publisher": "publisher", "node": message.node,
-                 "swarm": message.swarm}[whose]
-        if kind is None:  # the message's own fan-out: [t_emit, t_emit + fanout]
-            spans = [(a, min(b, a + message.fanout_ns))] if message.fanout_ns > 0 else []
-        else:
-            spans = timeline.get(piece, kind).within(a, b)
-        if spans:
-            candidates.append((cause, spans))
-    charges: dict[Cause, float] = {}
-    if candidates:
-        got = claimed(a, b, candidates)
-        total = sum(got.values())
-        scale = min(1.0, excess / total) if total else 0.0
-        charges = {cause: ns * scale for cause, ns in got.items()}
-    rest = excess - sum(charges.values())
+    total = sum(charged.values())
+    scale = min(1.0, excess / total) if total else 0.0
+    out = {cause: ns * scale for cause, ns in charged.items() if ns > 0}
+    rest = excess - sum(out.values())
     if rest > 0:
-        charges[REMAINDER[hop]] = charges.get(REMAINDER[hop], 0.0) + rest
-    return charges
+        out[remainder] = out.get(remainder, 0.0) + rest
+    return out
+
+
+class Charger:
+    """Charges each wait of a message to what caused it. Built once per run: the timeline,
+    and each node's backlog periods, when it was behind: its loop stalled, collected, or
+    was saturated (a CPU window at least BUSY_SHARE on a CPU or waiting for one), its
+    prefetch window was full, or messages waited in its own backlog."""
+
+    def __init__(self, timeline: Timeline, messages: Iterable[MessageDeliveries]) -> None:
+        self.timeline = timeline
+        spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for m in messages:
+            spans[m.node]
+            if m.wait_ns > 0:
+                spans[m.node].append((m.t_deq, m.t_deq + m.wait_ns))
+        for node, node_spans in spans.items():
+            for kind in (EventKind.GC, EventKind.LOOP_STALL, EventKind.WINDOW_FULL):
+                found = timeline.get(node, kind)
+                node_spans += zip(found.starts, found.ends, strict=True)
+            node_spans += timeline.cpu(node).busy(BUSY_SHARE)
+        self.backlogs = {node: Intervals(s, gap=GAP_NS) for node, s in spans.items()}
+
+    def backlog_at(self, node: str, t: int) -> tuple[int, int] | None:
+        """The node's backlog period that holds time t, if it was behind then."""
+        periods = self.backlogs.get(node)
+        if periods is None:
+            return None
+        i = bisect.bisect_right(periods.starts, t) - 1
+        if i >= 0 and periods.ends[i] >= t:
+            return periods.starts[i], periods.ends[i]
+        return None
+
+    def head(self, m: MessageDeliveries, floor: dict[str, float]
+             ) -> tuple[dict[Cause, float], dict[Cause, float]]:
+        """The mq and server hops' excess, charged (ns by cause). The mq hop waited for its
+        node from when the node's backlog began (or the publish, if later) to t_deq; before
+        that, on the broker's side."""
+        a, b, c = m.t_pub, m.t_deq, m.t_emit
+        mq: dict[Cause, float] = {}
+        server: dict[Cause, float] = {}
+        backlog = self.backlog_at(m.node, b)
+        waited_from = max(a, backlog[0]) if backlog else b
+        debt = self._began(m.node, backlog[0], waited_from) if backlog else {}
+        self._broker_side(a, waited_from, mq)
+        self._node_side(m.node, waited_from, b, mq, debt, behind=True)
+        handled_from = min(c, b + m.wait_ns)  # its wait in the node's own backlog, then handling
+        self._node_side(m.node, b, handled_from, server, debt, behind=True)
+        self._node_side(m.node, handled_from, c, server, {}, behind=False)
+        return (excess_of(mq, b - a, floor["mq"], REMAINDER["mq"]),
+                excess_of(server, c - b, floor["server"], REMAINDER["server"]))
+
+    def delivery(self, m: MessageDeliveries, after_emit: int, floor_ns: float
+                 ) -> dict[Cause, float]:
+        """The delivery hop of a receipt `after_emit` ns after the emit, charged."""
+        a, b = m.t_emit, m.t_emit + after_emit
+        out: dict[Cause, float] = {}
+        free, waited = self._impeded(m.node, [(a, b)], out)
+        later = [(Cause.FANOUT_BOUND, [(a, min(b, a + m.fanout_ns))] if m.fanout_ns > 0 else [])]
+        later += [(cause, self.timeline.get(m.swarm, kind).within(a, b))
+                  for kind, cause in SWARM_SIDE]
+        got, _ = claim(free, later)
+        _add(out, _fit(got, _length(free) - waited))
+        return excess_of(out, after_emit, floor_ns, REMAINDER["delivery"])
+
+    def _broker_side(self, a: int, b: int, out: dict[Cause, float]) -> None:
+        if b <= a:
+            return
+        got, _ = claim([(a, b)], [(cause, self.timeline.get(whose, kind).within(a, b))
+                                  for whose, kind, cause in BROKER_SIDE])
+        _add(out, got)
+
+    def _impeded(self, node: str, segments: list[tuple[int, int]], out: dict[Cause, float]
+                 ) -> tuple[list[tuple[int, int]], float]:
+        """Charge what impeded the node within the segments: its collections and stalls by
+        their cause, then its loop's waits for a CPU on what they left. Returns the parts
+        no interval claimed, and the ns of them charged to waits (pro rata, not placed)."""
+        timeline = self.timeline
+        got, free = claim(segments, [
+            (cause, [s for a, b in segments for s in timeline.get(node, kind, cause).within(a, b)])
+            for kind, cause in NODE_SIDE])
+        _add(out, got)
+        waiting, throttled = timeline.cpu(node).waits_in(free)
+        waits = _fit({Cause.CPU_STARVED: waiting, Cause.CPU_THROTTLED: throttled}, _length(free))
+        _add(out, waits)
+        return free, sum(waits.values())
+
+    def _node_side(self, node: str, u: int, v: int, out: dict[Cause, float],
+                   debt: dict[Cause, float], behind: bool) -> None:
+        """[u, v] of a message at its node: what impeded the node then; while the node was
+        behind, also what began its backlog (debt, used up as it is charged), and the rest
+        to the consumer's saturation."""
+        if v <= u:
+            return
+        free, waited = self._impeded(node, [(u, v)], out)
+        if not behind:
+            return
+        room = _length(free) - waited
+        total = sum(debt.values())
+        if total > 0 and room > 0:
+            take = min(room, total)
+            for cause in list(debt):
+                share = debt[cause] * take / total
+                out[cause] = out.get(cause, 0.0) + share
+                debt[cause] -= share
+            room -= take
+        if room > 0:
+            out[Cause.CONSUMER_SATURATED] = out.get(Cause.CONSUMER_SATURATED, 0.0) + room
+
+    def _began(self, node: str, backlog_start: int, until: int) -> dict[Cause, float]:
+        """What impeded the node from the start of its backlog until `until`, and a broker
+        fault that ended just before it began: the backlog's builders, in ns."""
+        start = backlog_start - LEAD_NS
+        if until <= start:
+            return {}
+        built: dict[Cause, float] = {}
+        broker = [(cause, [(s, min(e, until))
+                           for s, e in self.timeline.get(whose, kind).overlapping(start, until)])
+                  for whose, kind, cause in BACKLOG_BUILDERS]
+        earliest = min([start] + [s for _cause, spans in broker for s, _e in spans])
+        got, free = claim([(earliest, until)], broker)
+        _add(built, got)
+        self._impeded(node, free, built)
+        return built
+
+
+def _fit(charges: dict[Cause, float], room: float) -> dict[Cause, float]:
+    """Charges scaled down to fit in `room` ns, if they do not."""
+    total = sum(charges.values())
+    if total <= room or total <= 0:
+        return charges
+    scale = max(0.0, room) / total
+    return {cause: ns * scale for cause, ns in charges.items()}
 
 
 def weighted_percentile(pairs: list[tuple[float, int]], pct: float) -> float:
@@ -282,10 +484,12 @@ def floors(messages: list[MessageDeliveries], budget_ns: float) -> dict[str, flo
             for hop, pairs in (("mq", mq), ("server", server), ("delivery", delivery))}
 
 
-def attribute(messages: list[MessageDeliveries], events: Iterable[TimedEvent] | Timeline,
-              budget_ms: float) -> Attribution | None:
+def attribute(messages: list[MessageDeliveries],
+              events: Iterable[TimedEvent] | Timeline | Charger, budget_ms: float,
+              ) -> Attribution | None:
     """Charge the tail's excess to causes; None when nothing was delivered. `events` may be
-    a Timeline already built from them (one per run serves every group)."""
+    a Timeline or a Charger already built (one per run serves every group: a node's
+    backlog is the same whichever group's message waited in it)."""
     if not messages or not any(m.receipts for m in messages):
         return None
     budget_ns = budget_ms * 1e6
@@ -298,7 +502,10 @@ def attribute(messages: list[MessageDeliveries], events: Iterable[TimedEvent] | 
         tail, threshold = "over-budget", budget_ns
     else:
         tail, threshold = "p99", weighted_percentile(e2e, TAIL_PERCENTILE)
-    timeline = events if isinstance(events, Timeline) else Timeline(events)
+    if isinstance(events, Charger):
+        charger = events
+    else:
+        charger = Charger(events if isinstance(events, Timeline) else Timeline(events), messages)
     totals: dict[Cause, float] = defaultdict(float)
     by_hop: dict[str, float] = defaultdict(float)
     tail_count = 0
@@ -310,13 +517,12 @@ def attribute(messages: list[MessageDeliveries], events: Iterable[TimedEvent] | 
             continue
         weight = sum(n for _, n in in_tail)
         tail_count += weight
-        for hop, a, b in (("mq", m.t_pub, m.t_deq), ("server", m.t_deq, m.t_emit)):
-            for cause, ns in charge_hop(hop, a, b, floor[hop], timeline, m).items():
+        for hop, charges in zip(("mq", "server"), charger.head(m, floor), strict=True):
+            for cause, ns in charges.items():
                 totals[cause] += ns * weight
                 by_hop[hop] += ns * weight
         for d, n in in_tail:
-            for cause, ns in charge_hop("delivery", m.t_emit, m.t_emit + d, floor["delivery"],
-                                        timeline, m).items():
+            for cause, ns in charger.delivery(m, d, floor["delivery"]).items():
                 totals[cause] += ns * n
                 by_hop["delivery"] += ns * n
     excess = sum(totals.values())

@@ -27,6 +27,8 @@ from mqprobe.analysis import (
     Failure,
     RunFacts,
     agreement,
+    cpu_json,
+    cpu_series,
     deliveries,
     e2e_over_time,
     is_node_piece,
@@ -572,7 +574,9 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     if sampler:
         run["timeline"]["queue_ready"] = queue_ready_over_time(sampler.series,
                                                                sampler.started_ns, t0)
-    judge(run, RunFacts(run, events, t0, failure), messages, workload.budget_ms)
+    cpu = cpu_series(nodes, shift)
+    run["timeline"]["loop_cpu"] = cpu_json(cpu, t0)
+    judge(run, RunFacts(run, events, t0, failure, cpu), messages, workload.budget_ms)
     run["attribution_dropped"] = sum(s.get("messages_dropped", 0) for s in swarms)
     bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
     if any(bars.values()):

@@ -38,8 +38,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mqprobe.loop import LoopLagMonitor
 from mqprobe.metrics import FastHistogram, GroupTable, Hops, PrometheusCollector
-from mqprobe.records import LoopLagMonitor, Reasons
+from mqprobe.records import Reasons
 from mqprobe.stamps import (
     AMQP_HEADER,
     SOCKETIO_FIELD,
@@ -118,13 +119,16 @@ class Tracer:
         except (TypeError, ValueError):
             return False
 
-    def watch_pauses(self) -> None:
+    def watch_pauses(self, stacks: bool = True) -> None:
         """Record this process's GC pauses (over 1 ms) and event-loop stalls (over 5 ms) as
-        intervals, the way mqprobe's own pieces do. Call it inside the running event loop;
-        it costs one short wake-up every 10 ms and a callback per collection."""
+        intervals, the way mqprobe's own pieces do: each stall split into time computing,
+        waiting for a CPU, throttled and off the CPU (Linux's counters), and with `stacks`,
+        the code that held the loop (a watchdog thread samples the loop thread's stack
+        while it is late). Call it inside the running event loop; it costs one short
+        wake-up every 10 ms (two with stacks) and a callback per collection."""
         self.timeline.watch_gc()
         if self._loop_lag is None:
-            self._loop_lag = LoopLagMonitor(timeline=self.timeline)
+            self._loop_lag = LoopLagMonitor(timeline=self.timeline, watchdog=stacks)
             self._loop_lag.start()
 
     def stop_watching(self) -> None:
@@ -135,7 +139,9 @@ class Tracer:
 
     def pauses(self) -> list[dict]:
         """The recorded GC pauses and loop stalls: kind, start_ns, end_ns (CLOCK_REALTIME,
-        like the stamps) and what was measured through them (generation, cpu_share)."""
+        like the stamps) and what was measured through them (generation; for a stall its
+        cpu_share, on_cpu_ms, waiting_ms, throttled_ms, off_cpu_ms, and the code that held
+        the loop, `held_by`)."""
         return [{"kind": e.kind.value, "start_ns": e.start_ns, "end_ns": e.end_ns, **e.detail}
                 for e in self.timeline.events]
 

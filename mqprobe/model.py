@@ -78,6 +78,8 @@ class Cause(StrEnum):
     CONSUMER_SATURATED = "consumer-saturated"
     GC_PAUSE = "gc-pause"
     SERVER_STALL = "server-stall"
+    CPU_STARVED = "cpu-starved"
+    CPU_THROTTLED = "cpu-throttled"
     SLOW_HANDLER = "slow-handler"
     FANOUT_BOUND = "fanout-bound"
     NODE_DIED = "node-died"

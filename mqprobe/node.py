@@ -23,6 +23,7 @@ from aiohttp import web
 from mqprobe.embed import Tracer
 from mqprobe.errors import InputError, within
 from mqprobe.inject import Faults
+from mqprobe.loop import LoopLagMonitor
 from mqprobe.process import PieceRuntime
 from mqprobe.protocol import (
     LOCAL,
@@ -33,7 +34,7 @@ from mqprobe.protocol import (
     NodeResult,
     Reset,
 )
-from mqprobe.records import BusyMeter, HopSet, LoopLagMonitor
+from mqprobe.records import BusyMeter, HopSet
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
     TraceFormatError,
@@ -134,7 +135,7 @@ class Node(PieceRuntime):
         self.emits: dict[str, list[list[int]]] = {}
         self._emit_records = 0
         self.timeline = Recorder(config.node_id)
-        self.loop_lag = LoopLagMonitor(timeline=self.timeline)
+        self.loop_lag = LoopLagMonitor(timeline=self.timeline, watchdog=True)
         self.intake = (ManagerIntake if config.topology.manager else ConsumerIntake)(self)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp", client_manager=self.intake.client_manager,
@@ -217,6 +218,7 @@ class Node(PieceRuntime):
             "busy_ratio": {name: c.busy.ratio() for name, c in self.stats.consumers.items()},
             "loop_lag": self.loop_lag.lag.to_json(),
             "loop_worst": self.loop_lag.worst(),
+            "loop_cpu": self.loop_lag.cpu(),
             "fanout": {group: hops.to_json() for group, hops in self.per_group.items()},
             "emits": self.emits,
             "timeline": self.timeline.to_wire(),

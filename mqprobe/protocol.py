@@ -127,6 +127,7 @@ class NodeResult(TypedDict):
     busy_ratio: dict[str, float]  # consumer -> share of the run it was busy
     loop_lag: dict
     loop_worst: dict  # the longest the loop could not run, and the CPU share then
+    loop_cpu: dict  # the loop thread's CPU in windows: loop.CpuWindows.to_json
     fanout: dict[str, dict]  # group -> records.HopSet.to_json of the fanout hop
     emits: dict[str, list[list[int]]]  # group -> [seq, ns waited in the backlog, fan-out ns]
     timeline: dict

@@ -17,10 +17,11 @@ import socketio
 
 from mqprobe.broker import BrokerError, delete_declared
 from mqprobe.errors import InputError, within
+from mqprobe.loop import LoopLagMonitor
 from mqprobe.node import EVENT, room_for
 from mqprobe.process import PieceRuntime
 from mqprobe.protocol import LOCAL, PublisherProgress, PublisherResult
-from mqprobe.records import Latency, LoopLagMonitor
+from mqprobe.records import Latency
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
     PublishStamp,

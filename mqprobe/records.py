@@ -7,14 +7,12 @@ positive: it is counted, with the most negative value kept, and reported beside 
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from hdrh.histogram import HdrHistogram
 
 from mqprobe.model import HopSummary, LagSummary
-from mqprobe.stamps import now_ns
-from mqprobe.timeline import STALL_MIN_NS, EventKind, IntervalTracker, Recorder
+from mqprobe.timeline import IntervalTracker
 
 _HIGHEST_US = 3600 * 1_000_000
 _EXACT_BITS = 11  # 3 significant digits: HDR counts each value below 2**11 us exactly
@@ -147,61 +145,6 @@ class HopSet(dict):
         for hop, raw in data.items():
             hops[hop] = Latency.from_json(raw)
         return hops
-
-
-class LoopLagMonitor:
-    """How late this process's event loop wakes up: the error bar of every stamp it takes.
-
-    With a timeline recorder, every wake-up later than STALL_MIN_NS is also an interval
-    (a loop stall) with the CPU share the process used through it."""
-
-    def __init__(self, interval: float = 0.01, timeline: Recorder | None = None) -> None:
-        self.interval = interval
-        self.timeline = timeline
-        self._task: asyncio.Task | None = None
-        self.reset()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        interval_ns = int(self.interval * 1e9)
-        while True:
-            before, cpu_before = time.monotonic_ns(), time.process_time_ns()
-            await asyncio.sleep(self.interval)
-            took = time.monotonic_ns() - before
-            if self._discard:  # began before a reset: set-up's, not the measurement's
-                self._discard = False
-                continue
-            lag = max(0, took - interval_ns)
-            self.lag.record(lag)
-            if lag > self.worst_lag_ns or (lag >= STALL_MIN_NS and self.timeline):
-                # CPU spent while the loop could not run tells a blocked loop (sleep, I/O,
-                # lock: near 0) from a saturated one (computing: near 1)
-                cpu_share = min(1.0, (time.process_time_ns() - cpu_before) / took)
-                if lag > self.worst_lag_ns:
-                    self.worst_lag_ns, self.worst_cpu_share = lag, cpu_share
-                if lag >= STALL_MIN_NS and self.timeline:
-                    end = now_ns()
-                    self.timeline.add(EventKind.LOOP_STALL, end - lag, end,
-                                      cpu_share=round(cpu_share, 2))
-
-    def reset(self) -> None:
-        """Start counting afresh (the set-up phase is not part of a measurement); the sleep
-        under way began in set-up (a reset may itself block the loop) and is not counted."""
-        self._discard = True
-        self.lag = Latency()
-        self.worst_lag_ns = 0
-        self.worst_cpu_share = 0.0
-
-    def worst(self) -> dict:
-        """The longest time the loop could not run, and the CPU share the process used then."""
-        return {"lag_ms": round(self.worst_lag_ns / 1e6, 3),
-                "cpu_share": round(self.worst_cpu_share, 2)}
-
-    def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
 
 
 class BusyMeter:

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mqprobe.errors import InputError
+from mqprobe.loop import LoopLagMonitor
 from mqprobe.process import PieceRuntime
 from mqprobe.protocol import (
     LOCAL,
@@ -50,7 +51,7 @@ from mqprobe.protocol import (
     SwarmReady,
     SwarmResult,
 )
-from mqprobe.records import HopSet, LoopLagMonitor, Reasons
+from mqprobe.records import HopSet, Reasons
 from mqprobe.stamps import (
     DeliveryTrace,
     TraceFormatError,

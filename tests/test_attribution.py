@@ -13,9 +13,10 @@ from mqprobe.attribution import (
     Intervals,
     MessageDeliveries,
     Share,
+    Timeline,
     Verdict,
     attribute,
-    claimed,
+    claim,
     weighted_percentile,
 )
 from mqprobe.timeline import EventKind, TimedEvent
@@ -90,11 +91,12 @@ CASES = [
         lambda: (messages(mq=80), [event(EventKind.LOOP_STALL, "n1", 500, 550, cpu_share=0.1)]),
         Culprit.MQ, Cause.BROKER_SIDE, id="constant-broker-delay-beats-one-stall"),
     pytest.param(
-        # a 60 ms gen-2 collection on the node, seen by its loop-lag monitor as a stall too:
-        # the stall is the collector's, and named so
-        lambda: (messages(slow={i: {"mq": 60} for i in range(10, 14)}),
-                 [event(EventKind.GC, "n1", 200, 262, generation=2),
-                  event(EventKind.LOOP_STALL, "n1", 198, 265, cpu_share=1.0)]),
+        # a 130 ms gen-2 collection on the node, seen by its loop-lag monitor as a stall
+        # too: the messages published meanwhile are dequeued when it ends, and the stall
+        # is the collector's, named so
+        lambda: (messages(slow={i: {"mq": 332 - 20 * i} for i in range(10, 16)}),
+                 [event(EventKind.GC, "n1", 200, 330, generation=2),
+                  event(EventKind.LOOP_STALL, "n1", 198, 332, cpu_share=1.0)]),
         Culprit.SERVER, Cause.GC_PAUSE, id="gc-pause-named-as-such"),
     pytest.param(
         # the node's loop stalls 300 ms every second: the messages behind it wait
@@ -213,9 +215,9 @@ def test_verdict_json_keeps_the_design_shape():
     assert isinstance(data["evidence"], list) and data["shares"][0]["cause"] == "broker-side"
 
 
-def test_higher_precedence_wins_overlaps():
-    got = claimed(0, 100, [(Cause.GC_PAUSE, [(10, 30)]), (Cause.SERVER_STALL, [(0, 50)])])
-    assert got == {Cause.GC_PAUSE: 20, Cause.SERVER_STALL: 30}
+def test_higher_precedence_wins_overlaps_and_the_rest_is_left_free():
+    got, free = claim([(0, 100)], [(Cause.GC_PAUSE, [(10, 30)]), (Cause.SERVER_STALL, [(0, 50)])])
+    assert got == {Cause.GC_PAUSE: 20, Cause.SERVER_STALL: 30} and free == [(50, 100)]
 
 
 def test_intervals_merge_and_clip():
@@ -299,3 +301,125 @@ def test_a_cause_text_with_no_known_code_is_said_not_guessed():
     assert Cause.of("broker-side") is Cause.BROKER_SIDE and Cause.of("elves: busy") is None
     with pytest.raises(ResultFormatError, match="no cause mqprobe knows"):
         Verdict.from_json({"culprit": "mq", "cause": "elves: busy"})
+
+
+# -- what built a backlog, and why a loop could not run (issue 19) --------------------------
+def consumer(count: int = 300, every_ms: float = 10, service_ms: float = 5,
+             stall: tuple[float, float] | None = None, members: int = 50) -> list:
+    """A sequential consumer, simulated: a message reaches the node 1 ms after its publish;
+    while the loop is stalled nothing is dequeued; then each waits in the node's backlog
+    until the one before it is served (service_ms each, emit included)."""
+    out, free_at = [], 0.0
+    for i in range(count):
+        published = i * every_ms
+        arrived = published + 1
+        if stall and stall[0] <= arrived < stall[1]:
+            arrived = stall[1]
+        start = max(arrived, free_at)
+        free_at = start + service_ms
+        if stall and stall[0] <= start < stall[1]:
+            start = free_at = stall[1]
+            free_at += service_ms
+        out.append(MessageDeliveries(
+            "1", i, "n1", "swarm1", T0 + int(published * MS), T0 + int(arrived * MS),
+            T0 + int((start + 0.05) * MS), [(2 * MS, members)], int((start - arrived) * MS),
+            int(0.3 * MS)))
+    return out
+
+
+def cpu_rows(until_ms: float, waiting: float, on: float = 0.2) -> dict:
+    """n1's loop CPU windows of 100 ms: `waiting` and `on` are shares of each window."""
+    return {"n1": [[T0 + int(t * MS), 100 * MS, int(on * 100 * MS), int(waiting * 100 * MS), 0]
+                   for t in range(0, int(until_ms), 100)]}
+
+
+STARVED = {"on_cpu_ms": 8.0, "waiting_ms": 180.0, "throttled_ms": 0.0, "off_cpu_ms": 12.0}
+BLOCKED = {"on_cpu_ms": 1.0, "waiting_ms": 0.0, "throttled_ms": 0.0, "off_cpu_ms": 199.0}
+
+
+@pytest.mark.parametrize(("detail", "cause"), [
+    ({"cpu_share": 0.1}, Cause.SERVER_STALL),  # no counters: today's reading
+    (BLOCKED, Cause.SERVER_STALL),
+    ({"on_cpu_ms": 190.0, "waiting_ms": 10.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0},
+     Cause.SERVER_STALL),
+    (STARVED, Cause.CPU_STARVED),
+    ({"on_cpu_ms": 20.0, "waiting_ms": 20.0, "throttled_ms": 150.0, "off_cpu_ms": 0.0},
+     Cause.CPU_THROTTLED),
+    # a planted spin on a crowded core: half of it waiting, but the code held the loop and
+    # its own 95 ms were a stall by themselves
+    ({"on_cpu_ms": 95.0, "waiting_ms": 105.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0,
+      "held_by": "mqprobe/node.py:190 in _stall: pass"}, Cause.SERVER_STALL),
+    # a callback caught by the samples while the thread mostly waited: not its stall
+    ({"on_cpu_ms": 2.0, "waiting_ms": 30.0, "throttled_ms": 0.0, "off_cpu_ms": 0.5,
+      "held_by": "socketio/async_server.py:180 in emit"}, Cause.CPU_STARVED),
+])
+def test_a_stall_is_charged_by_what_its_time_was_spent_on(detail, cause):
+    from mqprobe.attribution import stall_cause
+
+    assert stall_cause(detail) == cause
+
+
+@pytest.mark.parametrize("service_ms", [4, 9])  # a fast host, and one where the drain is long
+def test_a_stall_then_its_drain_is_the_stalls(service_ms):
+    msgs = consumer(service_ms=service_ms, stall=(1000, 1200))
+    events = [event(EventKind.LOOP_STALL, "n1", 1000, 1200, **BLOCKED)]
+    assert max(m.wait_ns for m in msgs) > 50 * MS  # the drain waited in the node's backlog
+    said, attribution = judged(msgs, events)
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.SERVER_STALL), attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) > 0.9
+    assert attribution.share_of(Cause.CONSUMER_SATURATED) < 0.05
+    assert "event loop was blocked" in said.prose
+
+
+def test_true_saturation_with_no_stall_is_the_consumers():
+    msgs = consumer(service_ms=12)  # arrivals every 10 ms, 12 ms each: the backlog grows
+    said, attribution = judged(msgs, [])
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.CONSUMER_SATURATED)
+    assert attribution.share_of(Cause.CONSUMER_SATURATED) > 0.9
+
+
+def test_saturation_on_a_starved_loop_is_the_starvation():
+    """The same growing backlog, while the node's loop waited for a CPU half of the time:
+    the wait is charged to the starvation first, the consumer only for what is left."""
+    msgs = consumer(service_ms=12)
+    _said, plain = judged(msgs, [])
+    attribution = attribute(msgs, Timeline([], cpu_rows(3000, waiting=0.5)), BUDGET)
+    assert attribution.share_of(Cause.CPU_STARVED) >= 0.45
+    assert attribution.share_of(Cause.CONSUMER_SATURATED) < plain.share_of(Cause.CONSUMER_SATURATED)
+
+
+def test_messages_queued_at_the_broker_while_the_node_could_not_run_are_the_nodes():
+    """Prefetch 1: while n1 waited 200 ms for a CPU the messages stayed at the broker; the
+    mq hop is long, and the node is charged, not RabbitMQ."""
+    msgs = consumer(service_ms=4, stall=(1000, 1200))
+    events = [event(EventKind.LOOP_STALL, "n1", 1000, 1200, **STARVED),
+              event(EventKind.WINDOW_FULL, "n1", 1000, 1200, queue="q", prefetch=1)]
+    said, attribution = judged(msgs, events)
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.CPU_STARVED), attribution.shares
+    assert attribution.share_of(Cause.BROKER_SIDE) < 0.05
+    assert "waited for a CPU" in said.prose
+
+
+def test_a_node_starved_while_messages_waited_in_the_broker_is_not_charged_for_them():
+    """80 ms in RabbitMQ for every message while n1's loop waited for a CPU 30% of the time:
+    the node was not behind, so its waits delayed nothing."""
+    msgs = messages(mq=80)
+    attribution = attribute(msgs, Timeline([], cpu_rows(2000, waiting=0.3)), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_SIDE
+    assert attribution.share_of(Cause.BROKER_SIDE) > 0.95
+
+
+def test_the_culprit_is_the_one_whose_causes_explain_the_most():
+    """The seed's cliff as it was misread: RabbitMQ's largest single cause, the server's
+    three causes larger together."""
+    from mqprobe.analysis import top_culprit
+    from mqprobe.attribution import Attribution
+
+    attribution = Attribution({}, "over-budget", 10, 10, 100.0, [
+        Share(Cause.BROKER_SIDE, 0.37, 37), Share(Cause.SERVER_STALL, 0.32, 32),
+        Share(Cause.CONSUMER_SATURATED, 0.20, 20), Share(Cause.GC_PAUSE, 0.11, 11)])
+    assert top_culprit(attribution) == (Culprit.SERVER, pytest.approx(0.63))
+    facts = RunFacts(run_of(messages()), [], T0)
+    said = verdict(facts, attribution, BUDGET)
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.SERVER_STALL)
+    assert "server causes 63% in all" in said.prose and "mq: broker-side (37%)" in said.prose

@@ -1,0 +1,270 @@
+"""How a process's event loop kept time, and why it did not when it was late.
+
+- its lag: how late a 10 ms timer wakes up, the error bar of every stamp the loop takes;
+- each stall (a wake-up 5 ms late or more) split by the thread's own counters into time
+  computing, waiting for a CPU, throttled by a CPU quota, and off the CPU (a sleep, I/O,
+  a lock): "blocked" and "no CPU free" read the same from process CPU share alone;
+- the loop thread's CPU in 100 ms windows through the run (the same four parts), so a
+  node that was starved between stalls is seen too;
+- optionally, a watchdog thread that costs one short wake-up per tick while the loop
+  keeps time and, while it is late, samples the loop thread's stack: the stall's evidence
+  names the code that held it (`mqprobe/node.py:190 in _stall: time.sleep(...)`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import linecache
+import os
+import sys
+import sysconfig
+import threading
+import time
+from collections import Counter, deque
+from types import FrameType
+
+from mqprobe.cpu import Anatomy, ThreadCounters
+from mqprobe.records import Latency
+from mqprobe.stamps import now_ns
+from mqprobe.timeline import STALL_MIN_NS, EventKind, Recorder
+
+WINDOW_NS = 100_000_000  # the loop thread's CPU series: one row per this much wall time
+MAX_WINDOWS = 36_000  # an hour of rows; later ones are counted, not kept
+HELD_SHARE = 0.6  # of a stall's samples in one code location: that code held the loop
+
+
+class LoopLagMonitor:
+    """How late this process's event loop wakes up, and why.
+
+    With a timeline recorder, every wake-up later than STALL_MIN_NS is also an interval
+    (a loop stall) with its anatomy (cpu.Anatomy's four parts, and `cpu_share`, the part
+    on a CPU) and, with a watchdog, the code the loop was in meanwhile."""
+
+    def __init__(self, interval: float = 0.01, timeline: Recorder | None = None,
+                 watchdog: bool = False) -> None:
+        self.interval = interval
+        self.timeline = timeline
+        self.watch = watchdog
+        self.counters: ThreadCounters | None = None
+        self.source = "unavailable: not started"  # what the CPU figures rest on
+        self.watchdog: Watchdog | None = None
+        self._task: asyncio.Task | None = None
+        self.reset()
+
+    def start(self) -> None:
+        """In the loop's own thread: its counters are that thread's."""
+        self.counters = ThreadCounters()
+        self.source = self.counters.source
+        if self.watch:
+            self.watchdog = Watchdog(int(self.interval * 1e9) + STALL_MIN_NS)
+            self.watchdog.start()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        interval_ns = int(self.interval * 1e9)
+        counters = self.counters
+        before, reading = time.monotonic_ns(), counters.read()
+        while True:
+            if self.watchdog:
+                self.watchdog.beat = before
+            await asyncio.sleep(self.interval)
+            after, now_reading = time.monotonic_ns(), counters.read()
+            took = after - before
+            tick = Anatomy.between(reading, now_reading, took)
+            before, reading = after, now_reading
+            if self._discard:  # began before a reset: set-up's, not the measurement's
+                self._discard = False
+                continue
+            self.windows.add(tick, after)
+            lag = max(0, took - interval_ns)
+            self.lag.record(lag)
+            if lag > self.worst_lag_ns or (lag >= STALL_MIN_NS and self.timeline):
+                stall = tick.minus_sleep(interval_ns) if counters.available else None
+                # without the counters: the CPU share through the tick tells blocked (near
+                # 0) from computing (near 1), and no more
+                cpu_share = min(1.0, tick.on_cpu_ns / took) if counters.available else \
+                    self._process_share(took)
+                if lag > self.worst_lag_ns:
+                    self.worst_lag_ns, self.worst_cpu_share = lag, cpu_share
+                if lag >= STALL_MIN_NS and self.timeline:
+                    end = now_ns()
+                    detail: dict = {"cpu_share": round(cpu_share, 2)}
+                    if stall is not None:
+                        detail.update(stall.to_detail())
+                    if self.watchdog:
+                        detail.update(self.watchdog.held(after - took, after))
+                    self.timeline.add(EventKind.LOOP_STALL, end - lag, end, **detail)
+            self._cpu_before = time.process_time_ns()
+
+    def _process_share(self, took: int) -> float:
+        return min(1.0, max(0, time.process_time_ns() - self._cpu_before) / max(1, took))
+
+    def reset(self) -> None:
+        """Start counting afresh (the set-up phase is not part of a measurement); the sleep
+        under way began in set-up (a reset may itself block the loop) and is not counted."""
+        self._discard = True
+        self.lag = Latency()
+        self.worst_lag_ns = 0
+        self.worst_cpu_share = 0.0
+        self.windows = CpuWindows()
+        self._cpu_before = time.process_time_ns()
+
+    def worst(self) -> dict:
+        """The longest time the loop could not run, and the CPU share the process used then."""
+        return {"lag_ms": round(self.worst_lag_ns / 1e6, 3),
+                "cpu_share": round(self.worst_cpu_share, 2)}
+
+    def cpu(self) -> dict:
+        """The loop thread's CPU through the run, for a piece's result (cpu_json)."""
+        return self.windows.to_json(self.source)
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self.watchdog:
+            self.watchdog.stop()
+            self.watchdog = None
+        if self.counters:
+            self.counters.close()
+
+
+class CpuWindows:
+    """The loop thread's wall time in windows of WINDOW_NS, each split into its parts:
+    rows of [start_ns (CLOCK_REALTIME), wall_ns, on_cpu_ns, waiting_ns, throttled_ns]."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[int]] = []
+        self.dropped = 0
+        self.totals = [0, 0, 0, 0]  # wall, on, waiting, throttled: every tick, kept or not
+        self._open: list[int] | None = None
+
+    def add(self, tick: Anatomy, ended_mono: int) -> None:
+        self.totals[0] += tick.wall_ns
+        self.totals[1] += tick.on_cpu_ns
+        self.totals[2] += tick.waiting_ns
+        self.totals[3] += tick.throttled_ns
+        row = self._open
+        if row is None:
+            row = self._open = [now_ns() - tick.wall_ns, 0, 0, 0, 0]
+        row[1] += tick.wall_ns
+        row[2] += tick.on_cpu_ns
+        row[3] += tick.waiting_ns
+        row[4] += tick.throttled_ns
+        if row[1] >= WINDOW_NS:
+            self._close()
+
+    def _close(self) -> None:
+        if self._open is None:
+            return
+        if len(self.rows) < MAX_WINDOWS:
+            self.rows.append(self._open)
+        else:
+            self.dropped += 1
+        self._open = None
+
+    def to_json(self, source: str) -> dict:
+        self._close()
+        wall, on, waiting, throttled = self.totals
+        share = (lambda ns: round(ns / wall, 4)) if wall else (lambda ns: 0.0)
+        return {"source": source, "columns": ["start_ns", "wall_ns", "on_cpu_ns", "waiting_ns",
+                                              "throttled_ns"],
+                "rows": self.rows, "dropped": self.dropped,
+                "on_cpu": share(on), "waiting": share(waiting), "throttled": share(throttled)}
+
+
+# -- the watchdog ----------------------------------------------------------------------------
+_STDLIB = tuple(p for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
+_CALLBACK = ("events.py", "_run")  # asyncio's Handle._run: the loop runs a callback from here
+_LOOP = ("base_events.py", "_run_once")  # the loop's own iteration: select, then callbacks
+IN_THE_LOOP = "the event loop itself (select, timers)"
+
+
+class Watchdog(threading.Thread):
+    """A thread that sleeps until the loop's next beat is due; while the loop is late, it
+    samples the loop thread's innermost frame outside asyncio and the standard library
+    (sys._current_frames) and the thread's state (R running or runnable, S sleeping, D
+    uninterruptible), every `every_s`, and keeps the last `keep` samples."""
+
+    def __init__(self, late_ns: int, every_s: float = 0.005, keep: int = 4096) -> None:
+        super().__init__(name="mqprobe-watchdog", daemon=True)
+        self.loop_thread = threading.get_ident()
+        self.loop_native = threading.get_native_id()
+        self.late_ns, self.every_s = late_ns, every_s
+        self.beat = time.monotonic_ns()
+        self.samples: deque[tuple[int, str, str]] = deque(maxlen=keep)
+        self.wakeups = 0
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            self.wakeups += 1
+            due = self.beat + self.late_ns
+            now = time.monotonic_ns()
+            if now < due:
+                self._stopped.wait((due - now) / 1e9)
+                continue
+            frame = sys._current_frames().get(self.loop_thread)
+            self.samples.append((now, code_location(frame), thread_state(self.loop_native)))
+            del frame
+            self._stopped.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def held(self, start_mono: int, end_mono: int) -> dict:
+        """What the samples between two monotonic times say, for a stall's detail: the code
+        location most seen (`held_by`, when it holds HELD_SHARE of them, else `in`), and
+        the thread states seen."""
+        taken = [(where, state) for t, where, state in self.samples if start_mono <= t <= end_mono]
+        if not taken:
+            return {}
+        places = Counter(where for where, _state in taken)
+        where, seen = places.most_common(1)[0]
+        states = dict(Counter(state for _where, state in taken))
+        key = "held_by" if seen >= HELD_SHARE * len(taken) and where != IN_THE_LOOP else "in"
+        return {key: where, "samples": len(taken), "states": states}
+
+
+def code_location(frame: FrameType | None) -> str:
+    """The innermost frame of the callback the loop is running that is outside asyncio
+    and the standard library, as `path:line in function: source`; IN_THE_LOOP when the
+    loop runs no callback (it waits in select, or runs its timers)."""
+    inside: list[FrameType] = []
+    while frame is not None:
+        code = frame.f_code
+        where = (os.path.basename(code.co_filename), code.co_name)
+        if where == _CALLBACK:
+            break
+        if where == _LOOP:  # reached the loop's iteration without a callback: its own work
+            return IN_THE_LOOP
+        inside.append(frame)
+        frame = frame.f_back
+    if frame is None or not inside:  # not inside an event loop's callback
+        return IN_THE_LOOP
+    chosen = next((f for f in inside if not f.f_code.co_filename.startswith(_STDLIB)), inside[0])
+    code = chosen.f_code
+    source = linecache.getline(code.co_filename, chosen.f_lineno).strip()
+    return f"{_short_path(code.co_filename)}:{chosen.f_lineno} in {code.co_name}" + (
+        f": {source[:80]}" if source else "")
+
+
+def _short_path(path: str) -> str:
+    """From the package down (mqprobe/node.py, socketio/async_server.py)."""
+    parts = path.split(os.sep)
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            return "/".join(parts[parts.index(marker) + 1:])
+    if "mqprobe" in parts:
+        return "/".join(parts[len(parts) - 1 - parts[::-1].index("mqprobe"):])
+    return "/".join(parts[-2:])
+
+
+def thread_state(native_id: int) -> str:
+    """A thread's scheduler state letter (R, S, D...), or '?' where it cannot be read."""
+    try:
+        with open(f"/proc/self/task/{native_id}/stat", "rb") as file:
+            text = file.read()
+        return text[text.rindex(b")") + 2:text.rindex(b")") + 3].decode()
+    except (OSError, ValueError):
+        return "?"
+
