@@ -23,6 +23,7 @@ from mqprobe.attribution import (
     attribute,
     stall_cause,
 )
+from mqprobe.footprint import INSTRUMENT_ROLES, CpuSampler, role_of
 from mqprobe.model import PATH_HOPS, RUN_HOPS, Culprit, RunResult
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.records import HopSet, Latency
@@ -267,6 +268,7 @@ class RunFacts:
     t0_ns: int = 0
     failure: Failure | None = None
     cpu: dict[str, list[list[int]]] = field(default_factory=dict)  # cpu_series
+    footprint: CpuSampler | None = None  # every local piece's CPU through the run
 
 
 def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) -> Verdict:
@@ -319,6 +321,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
             f"{s.culprit.value}: {s.cause.value} {s.share:.0%} ({s.mean_ms:.2f} ms a delivery)"
             for s in attribution.shares if s.share >= 0.005))
     evidence.append(_self_lag_line(lag, swarm, attribution))
+    evidence += footprint_lines(run.get("cpu") or {})
     if attribution.tail == "p99" or not attribution.shares:  # the budget is met
         if run["lost"]:  # ...by what arrived: the loss is the story, never `none`
             return _lost(run, evidence)
@@ -478,7 +481,8 @@ def _stall_cause(facts: RunFacts) -> str:
         blocked = detail.get("cpu_share", 0.0) < SATURATED_CPU_SHARE
         parts = f" ({detail.get('cpu_share', 0.0):.0%} of a core; Linux's thread counters unread)"
     if blocked:
-        return (f"a node's event loop was blocked: {worst.piece} held {ms} ms{where}{parts}; "
+        return (f"a node's event loop was blocked: {worst.piece}'s loop was held {ms} ms"
+                f"{where}{parts}; "
                 "off the CPU, so a synchronous call (sleep, file or network I/O, a lock) held "
                 "it, not computing")
     return (f"a node's event loop was saturated: {worst.piece} computed through its longest "
@@ -503,7 +507,53 @@ def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
         text += (f"; {len(stalls)} stalls, {sum(e.detail.get(part, 0) for e in stalls):.0f} ms "
                  f"of it, the longest {stalls[0].duration_ns / 1e6:.0f} ms on {stalls[0].piece} "
                  f"({anatomy_text(stalls[0].detail)})")
+    if cause == Cause.CPU_STARVED and facts.footprint:
+        text += who_had_the_cpu(facts.footprint, [(e.start_ns, e.end_ns) for e in stalls]
+                                or [(facts.footprint.times[0], facts.footprint.times[-1])]
+                                if facts.footprint.times else [])
     return text
+
+
+INSTRUMENT_HEAVY = 0.25  # of the CPU others used while a node waited: the run measured the host
+
+
+def who_had_the_cpu(footprint: CpuSampler, spans: list[tuple[int, int]]) -> str:
+    """Who used the CPU while the nodes waited for one, largest first (mqprobe's own
+    pieces among them), and what to do when the instrument had much of it."""
+    used = footprint.during(spans)
+    wall = sum(b - a for a, b in spans)
+    if not wall or not any(used.values()):
+        return ""
+    ranked = sorted(((ns, piece) for piece, ns in used.items() if ns > 0), reverse=True)
+    text = "; meanwhile the CPU went to " + ", ".join(
+        f"{piece} {ns / wall:.0%}" for ns, piece in ranked[:6]) + " (of one core)"
+    ours = sum(ns for ns, piece in ranked if role_of(piece) in INSTRUMENT_ROLES)
+    if ours >= INSTRUMENT_HEAVY * sum(ns for ns, _ in ranked):
+        names = ", ".join(piece for _ns, piece in ranked if role_of(piece) in INSTRUMENT_ROLES)
+        text += (f". mqprobe's own pieces ({names}) had {ours / sum(ns for ns, _ in ranked):.0%}"
+                 " of it: this run measured the host as much as the topology; put the swarms "
+                 "on other hosts (--place), or lower the load")
+    return text
+
+
+def footprint_lines(cpu: dict) -> list[str]:
+    """The CPU each piece used (cores), the system's apart from the instrument's, and the
+    host's busy share and CPU pressure: every figure's context."""
+    if not cpu.get("available"):
+        return [f"CPU per piece not measured: {cpu.get('reason', 'no sampler')}"] if cpu else []
+    pieces = cpu["pieces"]
+    system = [f"{p} {v['core_share']:.2f}" for p, v in pieces.items() if not v["instrument"]]
+    ours = [f"{p} {v['core_share']:.2f}" for p, v in pieces.items() if v["instrument"]]
+    host = cpu.get("host", {})
+    line = f"CPU in cores: {', '.join(system)}; mqprobe's own: {', '.join(ours)}"
+    if host.get("busy_share") is not None:
+        line += f"; host {host['busy_share']:.0%} busy of {cpu.get('cores', '?')} cores"
+    if host.get("pressure_share") is not None:
+        line += f", runnable tasks waited for a CPU {host['pressure_share']:.0%} of the time (PSI)"
+    out = [line]
+    if cpu.get("not_seen"):
+        out.append("not seen: " + "; ".join(f"{p} ({why})" for p, why in cpu["not_seen"].items()))
+    return out
 
 
 def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
@@ -598,7 +648,8 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
         view["hops"] = {**run["hops"], **group["hops"]}
         group_attribution = attribute(by_group.get(group_id, []), charger, budget_ms)
         group["verdict"] = verdict(RunFacts(view, facts.events, facts.t0_ns, facts.failure,
-                                            facts.cpu), group_attribution, budget_ms).to_json()
+                                            facts.cpu, facts.footprint),
+                                   group_attribution, budget_ms).to_json()
 
 
 # -- repeats -------------------------------------------------------------------------------

@@ -258,6 +258,9 @@ class Timeline:
             spans[(event.piece, event.kind, None)].append(span)
             if event.kind == EventKind.LOOP_STALL:
                 spans[(event.piece, event.kind, stall_cause(event.detail))].append(span)
+            elif event.kind == EventKind.QUEUE_BACKLOG and event.detail.get("node"):
+                # ready messages in a node's own queue: RabbitMQ held them for that node
+                spans[(event.detail["node"], event.kind, None)].append(span)
         self._by = {key: Intervals(value) for key, value in spans.items()}
         self._empty = Intervals(())
         self._cpu = {piece: CpuSeries(rows) for piece, rows in (cpu or {}).items()}
@@ -332,7 +335,9 @@ class Charger:
     """Charges each wait of a message to what caused it. Built once per run: the timeline,
     and each node's backlog periods, when it was behind: its loop stalled, collected, or
     was saturated (a CPU window at least BUSY_SHARE on a CPU or waiting for one), its
-    prefetch window was full, or messages waited in its own backlog."""
+    prefetch window was full, RabbitMQ held ready messages in its queue (it holds them
+    only for a consumer whose window is full, or that is gone), or messages waited in its
+    own backlog."""
 
     def __init__(self, timeline: Timeline, messages: Iterable[MessageDeliveries]) -> None:
         self.timeline = timeline
@@ -342,7 +347,8 @@ class Charger:
             if m.wait_ns > 0:
                 spans[m.node].append((m.t_deq, m.t_deq + m.wait_ns))
         for node, node_spans in spans.items():
-            for kind in (EventKind.GC, EventKind.LOOP_STALL, EventKind.WINDOW_FULL):
+            for kind in (EventKind.GC, EventKind.LOOP_STALL, EventKind.WINDOW_FULL,
+                         EventKind.QUEUE_BACKLOG):
                 found = timeline.get(node, kind)
                 node_spans += zip(found.starts, found.ends, strict=True)
             node_spans += timeline.cpu(node).busy(BUSY_SHARE)

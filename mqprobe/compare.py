@@ -42,11 +42,13 @@ from mqprobe.broker import (
     QueueSampler,
     connect_problem,
     default_management_url,
+    local_broker_pid,
     redact_url,
     remove_declared,
 )
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.errors import InputError, within
+from mqprobe.footprint import CpuSampler
 from mqprobe.inject import Faults, parse_injections
 from mqprobe.model import ComparisonResult, RunPhase, RunResult
 from mqprobe.node import NodeConfig
@@ -337,8 +339,9 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
     except asyncio.CancelledError:  # Ctrl-C or SIGTERM: stop the pieces, keep what they have
         run.fail(INTERRUPTED, INTERRUPTED_PROSE)
     finally:
-        if run.sampling:
-            run.sampling.cancel()
+        for sampling in (run.sampling, run.cpu_sampling):
+            if sampling:
+                sampling.cancel()
         # a Ctrl-C while the pieces stop waits for them: none is left running
         cleanup, cancelled = await run_to_the_end(run.stop_and_clean())
         if cancelled:
@@ -372,6 +375,8 @@ class OneRun:
         self.error = ""  # set by fail(): what stopped the run before it finished
         self.sampler: QueueSampler | None = None  # made once the nodes have named their queues
         self.sampling: asyncio.Task | None = None
+        self.cpu: CpuSampler | None = None  # every local piece's CPU, while measuring
+        self.cpu_sampling: asyncio.Task | None = None
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def _piece(self, role: Role, index: int, name: str, config: PieceConfig) -> Piece:
@@ -450,6 +455,8 @@ class OneRun:
         await asyncio.gather(*(c.command(Reset()) for c in self.swarms + self.nodes))
         self.sampling = asyncio.get_running_loop().create_task(self.sampler.run())
         await publisher.start()
+        self.cpu = self._cpu_sampler()
+        self.cpu_sampling = asyncio.get_running_loop().create_task(self.cpu.run())
         total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))
         limit = workload.duration_s + 120
         await _follow([publisher, *self.nodes, *self.swarms], RunPhase.PUBLISHING, self.label,
@@ -469,6 +476,26 @@ class OneRun:
             later = await self.placement.clocks(workload.nodes, len(self.swarms))
             self.clocks = {piece: offset.widened_by(later[piece])
                            for piece, offset in self.clocks.items()}
+
+    def _cpu_sampler(self) -> CpuSampler:
+        """Every piece on this host by its pid, the broker by the process listening on its
+        port when it is local, and compare itself; the others named as not seen."""
+        pids: dict[str, int] = {}
+        not_seen: dict[str, str] = {}
+        named = [(f"n{i + 1}", n) for i, n in enumerate(self.nodes)]
+        named += [(s.name, s) for s in self.swarms] + [("publisher", self.publisher)]
+        for name, piece in named:
+            if piece is not None and piece.pid:
+                pids[name] = piece.pid
+            else:
+                not_seen[name] = "runs on another host (an agent)"
+        broker = local_broker_pid(self.amqp_url)
+        if broker:
+            pids["broker"] = broker
+        else:
+            not_seen["broker"] = "not a process on this host (its CPU is not measured)"
+        pids["compare"] = os.getpid()
+        return CpuSampler(pids, not_seen)
 
     async def stop_and_clean(self) -> dict:
         """Stop every piece, keep what each gave, and remove what the run declared."""
@@ -510,7 +537,7 @@ class OneRun:
     def result(self, cleanup: dict) -> RunResult:
         """The design.md run dict, with its verdict; RunInterrupted carries it on a Ctrl-C."""
         run = assemble(self.topology, self.layout, self.workload, self.results, self.sampler,
-                       self.clocks, self.failure)
+                       self.clocks, self.failure, self.cpu)
         run["declared"] = {"prefix": self.prefix, **cleanup}
         self.observe(Phase(self.label, RunPhase.FAILED if self.error else RunPhase.DONE,
                            note=self.error or run["verdict"]["culprit"]))
@@ -545,7 +572,7 @@ def silent_publisher(workload: Workload, publisher: Piece) -> PublisherResult:
 
 def assemble(topology: Topology, layout: str, workload: Workload, results: PieceResults,
              sampler: QueueSampler | None, clocks: dict[str, ClockOffset],
-             failure: Failure | None) -> RunResult:
+             failure: Failure | None, cpu_sampler: CpuSampler | None = None) -> RunResult:
     """One run's result: the pieces' figures merged, their timelines on our clock, the
     attribution and the verdict."""
     publisher, swarms, nodes = results["publisher"], results["swarms"], results["nodes"]
@@ -576,7 +603,10 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
                                                                sampler.started_ns, t0)
     cpu = cpu_series(nodes, shift)
     run["timeline"]["loop_cpu"] = cpu_json(cpu, t0)
-    judge(run, RunFacts(run, events, t0, failure, cpu), messages, workload.budget_ms)
+    run["cpu"] = (cpu_sampler.summary(t0) if cpu_sampler else
+                  {"available": False, "reason": "not sampled (the run ended before measuring)"})
+    judge(run, RunFacts(run, events, t0, failure, cpu, cpu_sampler), messages,
+          workload.budget_ms)
     run["attribution_dropped"] = sum(s.get("messages_dropped", 0) for s in swarms)
     bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
     if any(bars.values()):

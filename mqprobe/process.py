@@ -288,6 +288,11 @@ class Piece:
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
         return value
 
+    @property
+    def pid(self) -> int | None:
+        """Its process on this host, when it has one here (a sampler outside reads its CPU)."""
+        return None
+
     def result_data(self) -> dict | None:
         result = self.latest.get("result")
         return result.get("data") if result else None
@@ -305,6 +310,10 @@ class Child(Piece):
         self.spec_path = log_dir / f"{name}.spec.json"
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
 
     def record(self, event: dict) -> None:
         super().record(event)

@@ -69,12 +69,23 @@ def test_queue_wait_from_a_slow_consumer_is_blamed_on_the_server(broker, tmp_pat
     assert any(e["kind"] == "queue-backlog" for e in run["timeline"]["events"])
 
 
-@pytest.mark.parametrize(("kind", "how"), [("stall", "blocked"), ("spin", "saturated")])
-def test_loop_stall_is_a_server_stall_blocked_or_saturated(broker, tmp_path, kind, how):
+@pytest.mark.parametrize(("kind", "how", "code"), [
+    ("stall", "blocked", "time.sleep(faults.stall_s)"),
+    ("spin", "saturated", "while time.perf_counter() < until")])
+def test_loop_stall_is_a_server_stall_blocked_or_saturated(broker, tmp_path, kind, how, code):
     run = _compare(broker, tmp_path, "--inject", f"{kind}=200ms/1s")
     assert _said(run) == ("server", "server-stall"), run["verdict"]
     assert f"event loop was {how}" in run["verdict"]["cause"], run["verdict"]
+    # the watchdog saw the planted line hold the loop, and the stall's parts are measured
+    assert "in mqprobe/node.py:" in run["verdict"]["cause"] and code in run["verdict"]["cause"]
+    assert ("ms off the CPU" if kind == "stall" else "ms computing") in run["verdict"]["cause"]
     assert any("n1 event loop could not run" in line for line in run["verdict"]["evidence"])
+    # every local piece's CPU is recorded: the system's and the instrument's
+    pieces = run["cpu"]["pieces"]
+    assert {"n1", "n2", "swarm1", "publisher", "compare", "broker"} <= set(pieces), pieces
+    assert 0 < pieces["broker"]["core_share"] < run["cpu"]["cores"]
+    assert pieces["swarm1"]["instrument"] and not pieces["n1"]["instrument"]
+    assert any(line.startswith("CPU in cores:") for line in run["verdict"]["evidence"])
     # the e2e series and the timeline share one axis: the tail sits where the stalls were.
     # The planted stalls are 200 ms; n1 also records 5-15 ms ones on two busy cores, and
     # counting those as "during" once put most quiet buckets there.

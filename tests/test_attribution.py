@@ -423,3 +423,20 @@ def test_the_culprit_is_the_one_whose_causes_explain_the_most():
     said = verdict(facts, attribution, BUDGET)
     assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.SERVER_STALL)
     assert "server causes 63% in all" in said.prose and "mq: broker-side (37%)" in said.prose
+
+
+def test_ready_messages_in_a_nodes_queue_are_that_nodes_backlog():
+    """Prefetch 1 on a slow host: the full windows are parted by ack round trips, but the
+    broker held ready messages in n1's queue throughout: the wait is the consumer's."""
+    msgs = consumer(count=100, service_ms=12)
+    for m in msgs:  # the backlog waited at the broker, not in the node (prefetch 1)
+        m.t_deq, m.wait_ns = m.t_emit - int(0.05 * MS), 0
+    windows = [event(EventKind.WINDOW_FULL, "n1", i * 12 + 2, i * 12 + 6, queue="q", prefetch=1)
+               for i in range(100)]
+    backlog = event(EventKind.QUEUE_BACKLOG, "broker", 50, 1300, queue="q", node="n1", ready_max=9)
+    without, _ = judged(msgs, windows)
+    said, attribution = judged(msgs, [*windows, backlog])
+    assert without.cause == Cause.BROKER_SIDE  # the windows alone, parted by 8 ms gaps
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.CONSUMER_SATURATED)
+    other = event(EventKind.QUEUE_BACKLOG, "broker", 50, 1300, queue="q2", node="n2", ready_max=9)
+    assert judged(msgs, [*windows, other])[0].cause == Cause.BROKER_SIDE  # another node's

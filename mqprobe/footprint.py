@@ -1,0 +1,112 @@
+"""What each piece of a run cost in CPU, sampled from outside every 100 ms on the run's
+clock: the system measured (the broker, the nodes) beside the instrument measuring it
+(swarms, publisher, compare itself), and the host's CPU pressure.
+
+A node that waited for a CPU waited for someone: this is where the verdict finds who. A
+piece it cannot see (on another host, or a broker that is not local) is named as not seen,
+never counted as idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import os
+from dataclasses import dataclass, field
+
+from mqprobe.cpu import host_cpu_ns, host_pressure_ns, process_cpu_ns, process_tree
+from mqprobe.stamps import now_ns
+
+PERIOD_S = 0.1
+INSTRUMENT_ROLES = ("swarm", "publisher", "compare")  # mqprobe's own, not the system's
+
+
+def role_of(piece: str) -> str:
+    """broker, node, swarm, publisher or compare, from a piece's name (n1, swarm2...)."""
+    if piece.startswith("swarm"):
+        return "swarm"
+    if piece[:1] == "n" and piece[1:].isdigit():
+        return "node"
+    return piece
+
+
+@dataclass
+class CpuSampler:
+    """Samples the CPU time of named local processes and the host's, every PERIOD_S until
+    cancelled. The broker counts with its descendants (its Erlang VM's helpers); every
+    other piece is its own process (compare's children are the other pieces)."""
+
+    pids: dict[str, int]  # piece -> the pid of its process
+    not_seen: dict[str, str] = field(default_factory=dict)  # piece -> why it is not sampled
+    times: list[int] = field(default_factory=list)  # ns, CLOCK_REALTIME, at each sample
+    used: dict[str, list[int]] = field(default_factory=dict)  # piece -> CPU ns at each sample
+    host: list[tuple[int, int]] = field(default_factory=list)  # (all, busy) CPU ns
+    pressure: list[int] = field(default_factory=list)  # the host's PSI `some` ns so far
+
+    def __post_init__(self) -> None:
+        self._trees = {piece: process_tree(pid) if piece == "broker" else [pid]
+                       for piece, pid in self.pids.items()}
+        self.used = {piece: [] for piece in self.pids}
+        self._last: dict[int, int] = {}  # pid -> its CPU when last seen (it may have ended)
+
+    def sample(self) -> None:
+        self.times.append(now_ns())
+        for piece, tree in self._trees.items():
+            self.used[piece].append(sum(self._cpu(pid) for pid in tree))
+        self.host.append(host_cpu_ns() or (0, 0))
+        self.pressure.append(host_pressure_ns() or 0)
+
+    def _cpu(self, pid: int) -> int:
+        """A process's CPU so far; one that has ended keeps what it had used."""
+        used = process_cpu_ns(pid)
+        if used is None:
+            return self._last.get(pid, 0)
+        self._last[pid] = used
+        return used
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(PERIOD_S)
+
+    def during(self, spans: list[tuple[int, int]]) -> dict[str, float]:
+        """The CPU ns each piece used within the spans, pro rata of the samples' windows."""
+        out = dict.fromkeys(self.used, 0.0)
+        for a, b in spans:
+            i = max(1, bisect.bisect_right(self.times, a))
+            while i < len(self.times) and self.times[i - 1] < b:
+                t0, t1 = self.times[i - 1], self.times[i]
+                overlap = min(b, t1) - max(a, t0)
+                if overlap > 0 and t1 > t0:
+                    for piece, series in self.used.items():
+                        out[piece] += (series[i] - series[i - 1]) * overlap / (t1 - t0)
+                i += 1
+        return out
+
+    def summary(self, t0_ns: int) -> dict:
+        """For the result JSON: each piece's CPU in all and as a share of one core, whether
+        it is the system or the instrument, the host's busy share and pressure, and the
+        series (ms of CPU per sample window, on the timeline's axis)."""
+        if len(self.times) < 2:
+            return {"available": False, "reason": "too few samples", "not_seen": self.not_seen}
+        wall = self.times[-1] - self.times[0]
+        pieces = {}
+        for piece, series in self.used.items():
+            used = series[-1] - series[0]
+            pieces[piece] = {"role": role_of(piece), "cpu_ms": round(used / 1e6, 1),
+                             "core_share": round(used / wall, 3),
+                             "instrument": role_of(piece) in INSTRUMENT_ROLES}
+        (all0, busy0), (all1, busy1) = self.host[0], self.host[-1]
+        pressure = self.pressure[-1] - self.pressure[0] if self.pressure[0] else None
+        names = list(self.used)
+        rows = []
+        for i in range(1, len(self.times)):
+            rows.append([round((self.times[i] - t0_ns) / 1e6, 1)]
+                        + [round((self.used[n][i] - self.used[n][i - 1]) / 1e6, 1) for n in names])
+        return {
+            "available": True, "wall_s": round(wall / 1e9, 2), "cores": os.cpu_count() or 1,
+            "pieces": pieces, "not_seen": self.not_seen,
+            "host": {"busy_share": round((busy1 - busy0) / (all1 - all0), 3) if all1 > all0 else None,
+                     "pressure_share": round(pressure / wall, 3) if pressure is not None else None},
+            "series": {"columns": ["t_ms", *names], "rows": rows},
+        }

@@ -1,0 +1,42 @@
+"""The CPU each piece used, from outside: pro rata of the sample windows (pure), and a
+real sample of this process while it computes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from mqprobe.footprint import CpuSampler, role_of
+
+MS = 1_000_000
+
+
+def test_cpu_during_spans_is_pro_rata_of_the_windows():
+    sampler = CpuSampler({})
+    sampler.times = [0, 100 * MS, 200 * MS, 300 * MS]
+    sampler.used = {"broker": [0, 50 * MS, 60 * MS, 160 * MS], "swarm1": [0, 0, 80 * MS, 80 * MS]}
+    used = sampler.during([(50 * MS, 150 * MS)])
+    assert used == {"broker": pytest.approx(30 * MS), "swarm1": pytest.approx(40 * MS)}
+    assert sampler.during([(250 * MS, 400 * MS)]) == {"broker": pytest.approx(50 * MS),
+                                                     "swarm1": 0.0}
+
+
+def test_roles_tell_the_system_from_the_instrument():
+    assert [role_of(p) for p in ("n1", "n12", "swarm3", "broker", "publisher", "compare",
+                                 "node")] == ["node", "node", "swarm", "broker", "publisher",
+                                              "compare", "node"]
+
+
+def test_a_process_that_computes_is_seen_computing():
+    sampler = CpuSampler({"compare": os.getpid(), "gone": 2**22 + 7})
+    sampler.sample()
+    until = time.perf_counter() + 0.2
+    while time.perf_counter() < until:
+        pass
+    sampler.sample()
+    summary = sampler.summary(sampler.times[0])
+    assert summary["pieces"]["compare"]["core_share"] > 0.3
+    assert summary["pieces"]["compare"]["instrument"]
+    assert summary["pieces"]["gone"]["cpu_ms"] == 0  # not negative: it keeps what it had

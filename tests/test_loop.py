@@ -1,0 +1,78 @@
+"""The loop monitor on a real event loop in this process: a planted sleep and a planted
+spin are each one stall, split into their parts, naming the line that held the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+
+from mqprobe.attribution import Cause, stall_cause
+from mqprobe.loop import IN_THE_LOOP, CpuWindows, LoopLagMonitor, code_location
+from mqprobe.timeline import EventKind, Recorder
+
+MS = 1_000_000
+
+
+def _sleep_in_the_loop() -> None:
+    time.sleep(0.12)
+
+
+def _spin_in_the_loop() -> None:
+    until = time.perf_counter() + 0.12
+    while time.perf_counter() < until:
+        pass
+
+
+async def _stall_with(hold) -> list:
+    timeline = Recorder("n1")
+    monitor = LoopLagMonitor(timeline=timeline, watchdog=True)
+    monitor.start()
+    await asyncio.sleep(0.05)
+    monitor.reset()
+    await asyncio.sleep(0.05)
+    hold()
+    await asyncio.sleep(0.05)
+    monitor.stop()
+    if monitor.source.startswith("unavailable"):
+        pytest.skip(monitor.source)
+    return [e for e in timeline.events if e.kind == EventKind.LOOP_STALL and e.duration_ns > 80 * MS]
+
+
+@pytest.mark.parametrize(("hold", "line", "part"), [
+    (_sleep_in_the_loop, "time.sleep(0.12)", "off_cpu_ms"),
+    (_spin_in_the_loop, "while time.perf_counter() < until", "on_cpu_ms")])
+def test_a_planted_stall_is_split_and_names_its_code(hold, line, part):
+    (stall,) = asyncio.run(_stall_with(hold))
+    detail = stall.detail
+    assert "tests/test_loop.py" in detail["held_by"] and line in detail["held_by"], detail
+    # a busy machine may keep a spin waiting for a CPU part of the time: its own time
+    # (computing) and its wait add up to the stall, and it is still the code's
+    own = detail[part] + (detail["waiting_ms"] if part == "on_cpu_ms" else 0)
+    assert own >= 90, detail
+    assert stall_cause(detail) == Cause.SERVER_STALL
+
+
+def test_a_loop_waiting_in_select_is_the_loop_itself():
+    async def frames() -> tuple[str, str]:
+        here = code_location(sys._getframe())
+        loop_thread = __import__("threading").get_ident()
+        await asyncio.sleep(0)
+        return here, loop_thread
+
+    here, _ = asyncio.run(frames())
+    assert "tests/test_loop.py" in here and "in frames" in here
+    assert code_location(None) == IN_THE_LOOP
+
+
+def test_cpu_windows_close_every_100_ms_and_keep_every_tick_in_the_totals():
+    from mqprobe.cpu import Anatomy
+
+    windows = CpuWindows()
+    for _ in range(25):  # 25 ticks of 10 ms: two whole windows and an open one
+        windows.add(Anatomy(10 * MS, 3 * MS, 1 * MS, 0, 6 * MS), 0)
+    data = windows.to_json("schedstat")
+    assert [row[1] for row in data["rows"]] == [100 * MS, 100 * MS, 50 * MS]
+    assert (data["on_cpu"], data["waiting"], data["throttled"]) == (0.3, 0.1, 0.0)
