@@ -29,6 +29,7 @@ INJECTIONS = [  # (what, extra flags, culprit: cause expected)
      "server: consumer-saturated"),
     ("stall=200ms/1s", ["--inject", "stall=200ms/1s"], "server: server-stall"),
     ("spin=200ms/1s", ["--inject", "spin=200ms/1s"], "server: server-stall"),
+    ("throttle=8%", ["--inject", "throttle=8%"], "server: cpu-throttled"),
 ]
 
 

@@ -202,16 +202,24 @@ class Intervals:
         return out
 
 
+STRETCH_MAX = 3.0  # a wait that stretched the code's own stall at most this much is the code's
+
+
 def stall_cause(detail: dict) -> Cause:
-    """Why a loop stall happened, from what was measured through it (loop.LoopLagMonitor):
-    the code held it when the watchdog saw one place hold the loop and that code's own time
-    (on and off the CPU, without its wait for one) was a stall by itself; otherwise the
-    largest part: on or off the CPU (server-stall), waiting for a CPU (cpu-starved), or
-    held back by a CPU quota (cpu-throttled). Without the counters: server-stall."""
+    """Why a loop stall happened, from what was measured through it (loop.LoopLagMonitor).
+
+    The code held it when the watchdog saw one place hold the loop, and that code's own
+    time (on and off the CPU) was a stall by itself that the wait for a CPU stretched at
+    most STRETCH_MAX-fold: a spin on a crowded core, whose wait happened only because it
+    was running. Otherwise the largest part names it: on or off the CPU (server-stall),
+    waiting for a CPU (cpu-starved), held back by a CPU quota (cpu-throttled); a process
+    that is throttled has its watchdog throttled too, which then samples wherever the loop
+    was stopped. Without the counters: server-stall."""
     if "on_cpu_ms" not in detail:
         return Cause.SERVER_STALL
     own = float(detail.get("on_cpu_ms", 0)) + float(detail.get("off_cpu_ms", 0))
-    if detail.get("held_by") and own * 1e6 >= STALL_MIN_NS:
+    waits = float(detail.get("waiting_ms", 0)) + float(detail.get("throttled_ms", 0))
+    if detail.get("held_by") and own * 1e6 >= STALL_MIN_NS and own * STRETCH_MAX >= own + waits:
         return Cause.SERVER_STALL
     parts = {Cause.SERVER_STALL: own, Cause.CPU_STARVED: float(detail.get("waiting_ms", 0)),
              Cause.CPU_THROTTLED: float(detail.get("throttled_ms", 0))}

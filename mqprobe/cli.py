@@ -84,7 +84,8 @@ BudgetMs = Annotated[float, typer.Option(help="p99 e2e under this is healthy.")]
 RunDir = Annotated[Path | None, typer.Option(help="Where logs of the pieces go.")]
 Inject = Annotated[list[str] | None, typer.Option(
     "--inject", help="Fault on purpose, repeatable: server-delay=50ms, broker-delay=50ms, "
-                     "prefetch=1, stall=200ms/2s (blocked), spin=200ms/2s (saturated).")]
+                     "prefetch=1, stall=200ms/2s (blocked), spin=200ms/2s (saturated), "
+                     "throttle=10% (node n1 under a CPU quota; Linux cgroups).")]
 Repeat = Annotated[int, typer.Option(
     help="Run each point this many times; the table shows how often the verdicts agree.")]
 ListenHost = Annotated[str, typer.Option(

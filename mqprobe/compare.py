@@ -397,7 +397,8 @@ class OneRun:
         every_node = Faults(server_delay_s=faults.server_delay_s)
         # only node n1 stalls: a stall on every node would hide which one the verdict names
         first_node = replace(every_node, stall_s=faults.stall_s,
-                             stall_every_s=faults.stall_every_s, stall_spin=faults.stall_spin)
+                             stall_every_s=faults.stall_every_s, stall_spin=faults.stall_spin,
+                             throttle_share=faults.throttle_share)
         self.nodes = [self._piece(Role.NODE, i, f"node{i + 1}", NodeConfig(
             node_id=f"n{i + 1}", amqp_url="", topology=topology, layout=self.layout,
             groups=workload.groups, prefix=self.prefix, port=0,

@@ -6,16 +6,22 @@
 `--inject prefetch=1`         the consumers' prefetch window is 1
 `--inject stall=200ms/2s`     node n1 blocks its event loop for 200 ms every 2 s (sleeping)
 `--inject spin=200ms/2s`      node n1 saturates its event loop for 200 ms every 2 s (computing)
+`--inject throttle=10%`       node n1 runs in a cgroup whose CPU quota is 10% of one CPU, the
+                              way a container's CPU limit holds a server back (Linux, with a
+                              writable cgroup CPU controller; refused in one sentence elsewhere)
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass
 
 from mqprobe.errors import InputError
 
-KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin")
+KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin", "throttle")
+CGROUP_ROOT = "/sys/fs/cgroup"
+QUOTA_PERIOD_US = 100_000
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s)")
 
 
@@ -27,6 +33,7 @@ class Faults:
     stall_s: float = 0.0
     stall_every_s: float = 0.0
     stall_spin: bool = False  # the stall computes (CPU busy) instead of sleeping
+    throttle_share: float = 0.0  # a CPU quota, as a share of one CPU (0: none)
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v}
@@ -55,6 +62,15 @@ def parse_injections(items: list[str]) -> Faults:
         elif kind == "broker-delay":
             delay = parse_duration(value, "--inject broker-delay")
             fields["broker_delay_ms"] = max(1, round(delay * 1000))
+        elif kind == "throttle":
+            text = value.strip()
+            if not (text.endswith("%") and text[:-1].isascii() and text[:-1].isdigit()
+                    and 1 <= int(text[:-1]) <= 100):
+                raise InputError(f"--inject throttle takes a CPU quota of 1% to 100% of one CPU, "
+                                 f"like 10%, got {value!r}")
+            if problem := CpuQuota.problem():
+                raise InputError(f"--inject throttle cannot be applied on this machine: {problem}")
+            fields["throttle_share"] = int(text[:-1]) / 100
         elif kind == "prefetch":
             if not value.strip().isdigit() or not 0 < int(value) <= 65535:
                 raise InputError(f"--inject prefetch takes a whole number 1-65535, got {value!r}")
@@ -69,3 +85,58 @@ def parse_injections(items: list[str]) -> Faults:
             if fields["stall_every_s"] <= fields["stall_s"]:
                 raise InputError(f"--inject {kind}: the period must be longer than the stall")
     return Faults(**fields)
+
+
+class CpuQuota:
+    """A cgroup with a CPU quota that this process joins, and leaves before removing it:
+    cgroup v1's `cpu` controller (cpu.cfs_quota_us), else v2's cpu.max."""
+
+    def __init__(self, name: str, share: float, root: str = CGROUP_ROOT) -> None:
+        self.v1 = os.path.exists(f"{root}/cpu/cpu.cfs_quota_us")
+        base = f"{root}/cpu" if self.v1 else root
+        self.path, self.base = f"{base}/{name}", base
+        quota = max(1000, int(share * QUOTA_PERIOD_US))
+        os.makedirs(self.path, exist_ok=True)
+        if self.v1:
+            _write(f"{self.path}/cpu.cfs_period_us", str(QUOTA_PERIOD_US))
+            _write(f"{self.path}/cpu.cfs_quota_us", str(quota))
+        else:
+            _write(f"{self.path}/cpu.max", f"{quota} {QUOTA_PERIOD_US}")
+
+    @staticmethod
+    def problem(root: str = CGROUP_ROOT) -> str:
+        """Why a quota cannot be set here, in one sentence; '' when it can."""
+        if os.path.exists(f"{root}/cpu/cpu.cfs_quota_us"):
+            base = f"{root}/cpu"
+        elif "cpu" in _read(f"{root}/cgroup.controllers").split():
+            base = root
+        else:
+            return (f"no cgroup CPU controller under {root} (not Linux, or a container that "
+                    "hides it)")
+        if not os.access(base, os.W_OK):
+            return f"{base} is not writable (run as root, or with a delegated cgroup)"
+        return ""
+
+    def join(self) -> None:
+        _write(f"{self.path}/cgroup.procs", str(os.getpid()))
+
+    def remove(self) -> None:
+        """Back to the parent cgroup, then the quota's own is removed (it must be empty)."""
+        try:
+            _write(f"{self.base}/cgroup.procs", str(os.getpid()))
+            os.rmdir(self.path)
+        except OSError:
+            pass
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as file:
+        file.write(text)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:
+        return ""

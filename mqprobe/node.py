@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from aiohttp import web
 
 from mqprobe.embed import Tracer
 from mqprobe.errors import InputError, within
-from mqprobe.inject import Faults
+from mqprobe.inject import CpuQuota, Faults
 from mqprobe.loop import LoopLagMonitor
 from mqprobe.process import PieceRuntime
 from mqprobe.protocol import (
@@ -149,6 +150,7 @@ class Node(PieceRuntime):
         self._workers: list[asyncio.Task] = []
         self.port = config.port
         self.queue_names: list[str] = []  # what this node consumes from, for depth sampling
+        self._quota: CpuQuota | None = None  # --inject throttle: the cgroup it runs in
 
     # -- socket.io side --------------------------------------------------------------------
     async def _on_join(self, sid: str, data: object) -> bool:
@@ -163,6 +165,10 @@ class Node(PieceRuntime):
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> NodeReady:
+        if self.config.faults.throttle_share:  # before anything runs: all of it is held back
+            self._quota = CpuQuota(f"mqprobe-{self.config.node_id}-{os.getpid()}",
+                                   self.config.faults.throttle_share)
+            self._quota.join()
         self.timeline.watch_gc()
         self.loop_lag.start()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -203,6 +209,8 @@ class Node(PieceRuntime):
         result = self.result()
         if self._runner:  # thousands of websockets to close: the result is taken already
             await _at_most(self._runner.cleanup(), 5)
+        if self._quota:
+            self._quota.remove()
         return result
 
     def result(self) -> NodeResult:

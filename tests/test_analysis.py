@@ -2,6 +2,7 @@
 10 msg/s per group): the verdict names the culprit the fault planted, with its share."""
 
 import json
+import os
 from statistics import median
 
 import pytest
@@ -104,7 +105,23 @@ def test_loop_stall_is_a_server_stall_blocked_or_saturated(broker, tmp_path, kin
     assert median(during) > 3 * median(apart), (median(during), median(apart))
 
 
-@pytest.mark.parametrize("bad", ["server-delay=50", "stall=200ms", "prefetch=0", "colour=red"])
+def test_a_cpu_quota_on_a_node_is_named_throttled(broker, tmp_path):
+    from mqprobe.inject import CGROUP_ROOT, CpuQuota
+
+    if problem := CpuQuota.problem():
+        pytest.skip(problem)
+    run = _compare(broker, tmp_path, "--inject", "throttle=8%")
+    assert _said(run) == ("server", "cpu-throttled"), run["verdict"]
+    assert "CPU quota" in run["verdict"]["cause"]
+    loop = {n["node"]: n["loop_cpu"] for n in run["nodes"]}
+    assert loop["n1"]["throttled"] > 0.3 and loop["n2"]["throttled"] == 0, loop
+    leftovers = [p for root in (CGROUP_ROOT, f"{CGROUP_ROOT}/cpu") if os.path.isdir(root)
+                 for p in os.listdir(root) if p.startswith("mqprobe-")]
+    assert not leftovers  # each node leaves its cgroup and removes it when it stops
+
+
+@pytest.mark.parametrize("bad", ["server-delay=50", "stall=200ms", "prefetch=0", "colour=red",
+                                 "throttle=0%", "throttle=10", "throttle=²0%"])
 def test_malformed_injection_is_one_sentence(bad):
     result = run_cli("compare", "--inject", bad, "--amqp-url", "amqp://127.0.0.1:1/")
     assert result.returncode == 1

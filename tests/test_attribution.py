@@ -352,6 +352,10 @@ BLOCKED = {"on_cpu_ms": 1.0, "waiting_ms": 0.0, "throttled_ms": 0.0, "off_cpu_ms
     # a callback caught by the samples while the thread mostly waited: not its stall
     ({"on_cpu_ms": 2.0, "waiting_ms": 30.0, "throttled_ms": 0.0, "off_cpu_ms": 0.5,
       "held_by": "socketio/async_server.py:180 in emit"}, Cause.CPU_STARVED),
+    # a throttled node: its watchdog, throttled too, caught the loop where it was stopped;
+    # 11 ms of its own in a 138 ms stall is not the code's stall
+    ({"on_cpu_ms": 11.4, "waiting_ms": 9.7, "throttled_ms": 127.0, "off_cpu_ms": 0.0,
+      "held_by": "asyncio/selector_events.py:1057 in write"}, Cause.CPU_THROTTLED),
 ])
 def test_a_stall_is_charged_by_what_its_time_was_spent_on(detail, cause):
     from mqprobe.attribution import stall_cause
@@ -440,3 +444,12 @@ def test_ready_messages_in_a_nodes_queue_are_that_nodes_backlog():
     assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.CONSUMER_SATURATED)
     other = event(EventKind.QUEUE_BACKLOG, "broker", 50, 1300, queue="q2", node="n2", ready_max=9)
     assert judged(msgs, [*windows, other])[0].cause == Cause.BROKER_SIDE  # another node's
+
+
+def test_a_throttled_node_is_named_throttled():
+    """n1's cgroup quota held its loop back through the stalls: cpu-throttled, not blocked."""
+    throttled = {"on_cpu_ms": 20.0, "waiting_ms": 5.0, "throttled_ms": 75.0, "off_cpu_ms": 0.0}
+    msgs = consumer(service_ms=4, stall=(1000, 1100))
+    said, _ = judged(msgs, [event(EventKind.LOOP_STALL, "n1", 1000, 1100, **throttled)])
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.CPU_THROTTLED)
+    assert "CPU quota" in said.prose and "75 ms throttled" in said.prose
