@@ -1,12 +1,17 @@
-"""Are the verdicts stable from run to run, and does the reference node fake faults?
+"""Are the verdicts stable from run to run, on any host, and does the node fake faults?
 
     .venv/bin/python benchmarks/verdicts.py [--repeat 5] [--only clean,gc,inject]
+    .venv/bin/python benchmarks/verdicts.py --only matrix --host as-is|one-core|hog
 
 1. The default compare (every topology x layout) with --repeat N: how often each verdict.
 2. Each --inject kind at the default workload (single-topic, per-node), --repeat N: how
    often the planted culprit is named, and its share of the tail excess.
 3. The nodes' garbage-collection pauses in a default compare, with the set-up frozen out
    of the collector's reach (the default) and without (MQPROBE_GC_FREEZE=0).
+4. matrix: 1 and 2 together under one host condition: the machine as it is, the whole
+   compare pinned to one core (taskset -c 0: a host half as fast), or beside a CPU hog
+   (two busy processes at the same priority, ended by pid). A clean run that crosses the
+   budget on a host short of CPU must say so (cpu-starved), never blame the topology.
 
 Everything runs on the managed broker, as a user runs it; prints Markdown for BENCHMARKS.md.
 """
@@ -14,6 +19,7 @@ Everything runs on the managed broker, as a user runs it; prints Markdown for BE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -33,10 +39,15 @@ INJECTIONS = [  # (what, extra flags, culprit: cause expected)
 ]
 
 
+PREFIX: list[str] = []  # what the compare command runs under (taskset -c 0, or nothing)
+CLEAN_ON_A_SHORT_HOST = {"none: within-budget", "server: cpu-starved"}
+
+
 def compare(args: list[str], env: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
-        done = subprocess.run([sys.executable, "-m", "mqprobe", "compare", *args, "--json", str(out),
+        done = subprocess.run([*PREFIX, sys.executable, "-m", "mqprobe", "compare", *args,
+                               "--json", str(out),
                                "--run-dir", str(Path(tmp) / "logs")],
                               capture_output=True, text=True, env={**os.environ, **(env or {})})
         if not out.exists():
@@ -100,12 +111,70 @@ def gc_before(repeat: int) -> None:
     print("verdicts without the freeze: " + ", ".join(f"{k} {n}" for k, n in counts.items()))
 
 
+def matrix(repeat: int, host: str) -> None:
+    """The clean default compare and every injection under one host condition."""
+    print(f"\n### Verdict matrix, host: {host}, --repeat {repeat}\n")
+    print("| case | expected | named | verdicts | top share per repeat | e2e p99 (ms) | "
+          "host busy, PSI |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    result = compare(["--repeat", str(repeat)])
+    _matrix_row("clean default compare (every topology x layout)",
+                CLEAN_ON_A_SHORT_HOST if host != "as-is" else {"none: within-budget"},
+                result["runs"])
+    for what, flags, expected in INJECTIONS:
+        result = compare(["--topologies", "single-topic", "--layouts", "per-node",
+                          "--repeat", str(repeat), *flags])
+        _matrix_row(f"`{what}`", {expected}, result["runs"])
+
+
+def _matrix_row(what: str, accepted: set[str], runs: list[dict]) -> None:
+    counts: dict = {}
+    for run in runs:
+        counts[said(run)] = counts.get(said(run), 0) + 1
+    named = sum(n for verdict, n in counts.items() if verdict in accepted)
+    shares = ", ".join(f"{r['verdict']['shares'][0]['share']:.0%}" if r["verdict"].get("shares")
+                       else "-" for r in runs[:5])
+    p99 = sorted(r["hops"]["e2e"]["p99_ms"] for r in runs)
+    hosts = [r.get("cpu", {}).get("host", {}) for r in runs]
+    busy = [h["busy_share"] for h in hosts if h.get("busy_share") is not None]
+    psi = [h["pressure_share"] for h in hosts if h.get("pressure_share") is not None]
+    load = (f"{min(busy):.0%}-{max(busy):.0%}, {min(psi):.0%}-{max(psi):.0%}" if busy and psi
+            else "-")
+    print(f"| {what} | {' or '.join(sorted(accepted))} | **{named}/{len(runs)}** | "
+          f"{', '.join(f'{k} {n}' for k, n in counts.items())} | {shares} | "
+          f"{p99[0]:.1f}-{p99[-1]:.1f} | {load} |")
+
+
+@contextlib.contextmanager
+def host_condition(host: str):
+    """The machine as it is, one core for the whole compare, or two busy processes beside
+    it (ended by pid when the matrix is done)."""
+    hogs: list[subprocess.Popen] = []
+    if host == "one-core":
+        PREFIX[:] = ["taskset", "-c", "0"]
+    elif host == "hog":
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    elif host != "as-is":
+        sys.exit(f"--host is as-is, one-core or hog, not {host!r}")
+    try:
+        yield
+    finally:
+        PREFIX[:] = []
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default="clean,gc,inject")
+    parser.add_argument("--host", default="as-is", help="as-is | one-core | hog (matrix)")
     args = parser.parse_args()
     parts = args.only.split(",")
+    if "matrix" in parts:
+        with host_condition(args.host):
+            matrix(args.repeat, args.host)
     if "clean" in parts:
         clean(args.repeat)
     if "gc" in parts:

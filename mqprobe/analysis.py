@@ -1,11 +1,11 @@
 """From what the pieces recorded to one run's figures, its timeline, and a verdict.
 
 Lost and duplicate deliveries are counted against what the publisher actually sent and
-who actually joined. The verdict rests on the attribution (mqprobe.attribution): the cause
-that explains the largest share of the tail's excess, with the next ones and their
-shares. Faults of the whole run (the broker gone, a piece dead, messages refused, lost
-deliveries) come first, and lost deliveries are never `none`. The verdict names only
-evidence that was measured in this run.
+who actually joined. The verdict rests on the attribution (mqprobe.attribution): the
+culprit whose causes together explain the largest share of the tail's excess, its largest
+cause, and the next ones with their shares. Faults of the whole run (the broker gone, a
+piece dead, messages refused, lost deliveries) come first, and lost deliveries are never
+`none`. The verdict names only evidence that was measured in this run.
 """
 
 from __future__ import annotations

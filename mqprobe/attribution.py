@@ -3,12 +3,20 @@
 Each delivery's hops (mq, server, delivery) are compared with the run's floor: the hop's
 typical value at light load (its 10th percentile in that run, never more than a tenth of
 the budget, so that a delay every message carries is excess, not floor). What a hop took
-beyond its floor is its excess. Within a hop, the excess is charged to the timeline's
-intervals that overlap the hop (a GC pause, a stall, a full prefetch window, a blocked
-publisher, the broker unreachable), in order of precedence, and what no interval explains
-is charged to the hop itself. The tail is the deliveries over budget, or the p99 tail when
-the budget is met (p99 e2e within it); a cause's share is the part of the tail's excess
-charged to it.
+beyond its floor is its excess, charged by where the message waited:
+
+- a loop stall or a collection is charged by what its time was spent on (stall_cause,
+  gc_cause): the node's own code, a wait for a CPU (cpu-starved) or a CPU quota
+  (cpu-throttled), from Linux's counters and the watchdog's samples;
+- an mq wait is the node's only while the node was behind (its backlog periods:
+  Charger); before that it waited on the broker's side;
+- inside a backlog, what impeded the node then comes first, then what began the backlog
+  (a stall, a collection, a wait for a CPU, a broker fault), and only the rest is
+  consumer-saturated: a backlog is a symptom, charged to what built it;
+- what nothing explains is the hop's own (REMAINDER).
+
+The tail is the deliveries over budget, or the p99 tail when the budget is met (p99 e2e
+within it); a cause's share is the part of the tail's excess charged to it.
 
 Everything here is a pure function of recorded data (times in ns on one clock): fast to
 test without a broker, table-driven.
@@ -89,6 +97,8 @@ BROKER_SIDE = (("broker", EventKind.BROKER_UNAVAILABLE, Cause.BROKER_UNAVAILABLE
                ("publisher", EventKind.LOOP_STALL, Cause.PUBLISHER_STALL))
 BACKLOG_BUILDERS = BROKER_SIDE[:3]  # broker faults whose aftermath is a backlog at the node
 NODE_SIDE = ((EventKind.GC, Cause.GC_PAUSE),
+             (EventKind.GC, Cause.CPU_THROTTLED),
+             (EventKind.GC, Cause.CPU_STARVED),
              (EventKind.LOOP_STALL, Cause.SERVER_STALL),
              (EventKind.LOOP_STALL, Cause.CPU_THROTTLED),
              (EventKind.LOOP_STALL, Cause.CPU_STARVED))
@@ -205,6 +215,15 @@ class Intervals:
 STRETCH_MAX = 3.0  # a wait that stretched the code's own stall at most this much is the code's
 
 
+def gc_cause(detail: dict) -> Cause:
+    """Why a collection took its time: the collector's (on the CPU), or a wait for a CPU or
+    a quota the collection happened to be stretched by (the larger part names it)."""
+    own = float(detail.get("on_cpu_ms", 0)) + float(detail.get("off_cpu_ms", 0))
+    parts = {Cause.GC_PAUSE: own, Cause.CPU_STARVED: float(detail.get("waiting_ms", 0)),
+             Cause.CPU_THROTTLED: float(detail.get("throttled_ms", 0))}
+    return max(parts, key=parts.__getitem__) if "on_cpu_ms" in detail else Cause.GC_PAUSE
+
+
 def stall_cause(detail: dict) -> Cause:
     """Why a loop stall happened, from what was measured through it (loop.LoopLagMonitor).
 
@@ -224,6 +243,10 @@ def stall_cause(detail: dict) -> Cause:
     parts = {Cause.SERVER_STALL: own, Cause.CPU_STARVED: float(detail.get("waiting_ms", 0)),
              Cause.CPU_THROTTLED: float(detail.get("throttled_ms", 0))}
     return max(parts, key=parts.__getitem__)
+
+
+# kinds whose events are charged by what each one's time was spent on
+CLASSIFIED = {EventKind.LOOP_STALL: stall_cause, EventKind.GC: gc_cause}
 
 
 class CpuSeries:
@@ -255,8 +278,9 @@ class CpuSeries:
 
 
 class Timeline:
-    """The run's intervals by (piece, kind), on one clock; a loop stall also by its cause
-    (stall_cause); and each piece's loop CPU series."""
+    """The run's intervals by (piece, kind), on one clock; loop stalls and collections
+    also by their cause (CLASSIFIED); a queue's backlog also under the node consuming it;
+    and each piece's loop CPU series."""
 
     def __init__(self, events: Iterable[TimedEvent],
                  cpu: dict[str, list[list[int]]] | None = None) -> None:
@@ -264,8 +288,8 @@ class Timeline:
         for event in events:
             span = (event.start_ns, event.end_ns)
             spans[(event.piece, event.kind, None)].append(span)
-            if event.kind == EventKind.LOOP_STALL:
-                spans[(event.piece, event.kind, stall_cause(event.detail))].append(span)
+            if event.kind in CLASSIFIED:
+                spans[(event.piece, event.kind, CLASSIFIED[event.kind](event.detail))].append(span)
             elif event.kind == EventKind.QUEUE_BACKLOG and event.detail.get("node"):
                 # ready messages in a node's own queue: RabbitMQ held them for that node
                 spans[(event.detail["node"], event.kind, None)].append(span)
@@ -275,9 +299,10 @@ class Timeline:
         self._no_cpu = CpuSeries()
 
     def get(self, piece: str, kind: EventKind, cause: Cause | None = None) -> Intervals:
-        """The piece's intervals of a kind; of loop stalls, those of one cause only (all of
-        them when `cause` is None). Other kinds have one cause each: `cause` is not read."""
-        key = cause if kind == EventKind.LOOP_STALL else None
+        """The piece's intervals of a kind; of a kind whose events are classified one by one
+        (stalls, collections), those of one cause only, or all of them when `cause` is
+        None. Other kinds have one cause each: `cause` is not read."""
+        key = cause if kind in CLASSIFIED else None
         return self._by.get((piece, kind, key), self._empty)
 
     def cpu(self, piece: str) -> CpuSeries:
@@ -351,9 +376,9 @@ class Charger:
         self.timeline = timeline
         spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for m in messages:
-            spans[m.node]
+            node_spans = spans.setdefault(m.node, [])
             if m.wait_ns > 0:
-                spans[m.node].append((m.t_deq, m.t_deq + m.wait_ns))
+                node_spans.append((m.t_deq, m.t_deq + m.wait_ns))
         for node, node_spans in spans.items():
             for kind in (EventKind.GC, EventKind.LOOP_STALL, EventKind.WINDOW_FULL,
                          EventKind.QUEUE_BACKLOG):

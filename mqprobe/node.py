@@ -169,7 +169,7 @@ class Node(PieceRuntime):
             self._quota = CpuQuota(f"mqprobe-{self.config.node_id}-{os.getpid()}",
                                    self.config.faults.throttle_share)
             self._quota.join()
-        self.timeline.watch_gc()
+        self.timeline.watch_gc(anatomy=True)
         self.loop_lag.start()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()

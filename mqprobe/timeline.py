@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from mqprobe.cpu import Anatomy, CpuReading, ThreadCounters
 from mqprobe.stamps import now_ns
 
 GC_MIN_NS = 1_000_000  # a collection shorter than this is not worth an event
@@ -86,6 +87,8 @@ class Recorder:
         self.totals: dict[EventKind, list[int]] = {}
         self._gc_started = 0
         self._gc_watching = False
+        self._gc_counters: ThreadCounters | None = None  # watch_gc(anatomy=True)
+        self._gc_reading: CpuReading | None = None
 
     def add(self, kind: EventKind, start_ns: int, end_ns: int, **detail: object) -> None:
         total = self.totals.setdefault(kind, [0, 0, 0])  # count, ns in all, longest ns
@@ -107,8 +110,14 @@ class Recorder:
         return {"events": [e.to_wire() for e in self.events], "dropped": self.dropped}
 
     # -- garbage collections -------------------------------------------------------------
-    def watch_gc(self) -> None:
-        """Record every collection over GC_MIN_NS (gc.callbacks: two calls per collection)."""
+    def watch_gc(self, anatomy: bool = False) -> None:
+        """Record every collection over GC_MIN_NS (gc.callbacks: two calls per collection).
+        With `anatomy` (from the thread that runs the loop), each is also split like a
+        loop stall (cpu.Anatomy): a collection stretched by waiting for a CPU is not the
+        collector's doing. It costs two reads of the thread's counters per collection."""
+        if anatomy and self._gc_counters is None:
+            counters = ThreadCounters()
+            self._gc_counters = counters if counters.available else None
         if not self._gc_watching:
             gc.callbacks.append(self._on_gc)
             self._gc_watching = True
@@ -117,17 +126,26 @@ class Recorder:
         if self._gc_watching:
             gc.callbacks.remove(self._on_gc)
             self._gc_watching = False
+        if self._gc_counters:
+            self._gc_counters.close()
+            self._gc_counters = None
 
     def _on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":
             self._gc_started = now_ns()
+            if self._gc_counters:
+                self._gc_reading = self._gc_counters.read()
             return
         if not self._gc_started:
             return
         end = now_ns()
         if end - self._gc_started >= GC_MIN_NS:
-            self.add(EventKind.GC, self._gc_started, end, generation=info.get("generation", -1),
-                     collected=info.get("collected", 0))
+            detail = {"generation": info.get("generation", -1),
+                      "collected": info.get("collected", 0)}
+            if self._gc_counters and self._gc_reading:
+                detail.update(Anatomy.between(self._gc_reading, self._gc_counters.read(),
+                                              end - self._gc_started).to_detail())
+            self.add(EventKind.GC, self._gc_started, end, **detail)
         self._gc_started = 0
 
     # -- the broker blocking a connection -------------------------------------------------

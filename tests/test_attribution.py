@@ -453,3 +453,15 @@ def test_a_throttled_node_is_named_throttled():
     said, _ = judged(msgs, [event(EventKind.LOOP_STALL, "n1", 1000, 1100, **throttled)])
     assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.CPU_THROTTLED)
     assert "CPU quota" in said.prose and "75 ms throttled" in said.prose
+
+
+@pytest.mark.parametrize(("parts", "cause"), [
+    ({}, Cause.GC_PAUSE),  # no counters: the collector's
+    ({"on_cpu_ms": 145.0, "waiting_ms": 5.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0},
+     Cause.GC_PAUSE),
+    ({"on_cpu_ms": 8.0, "waiting_ms": 142.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0},
+     Cause.CPU_STARVED)])
+def test_a_collection_stretched_by_a_wait_for_a_cpu_is_the_wait(parts, cause):
+    msgs = consumer(service_ms=4, stall=(1000, 1150))
+    said, _ = judged(msgs, [event(EventKind.GC, "n1", 1000, 1150, generation=2, **parts)])
+    assert said.cause == cause, said
