@@ -572,7 +572,12 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
                        f"{sum(e.duration_ns for e in windows) / 1e6:.0f} ms in all")
         return out + _queue_evidence(broker)
     if cause == Cause.BROKER_SIDE:
-        return [f"consumers mostly idle (busy ratio max {busy:.2f}) and prefetch windows "
+        loop, loop_node = max(((_loop_busy(n), n["node"]) for n in nodes), default=(0.0, "-"))
+        idle = ("consumers mostly idle" if loop < LOOP_BUSY_SHARE else
+                f"consumer callbacks mostly idle, though {loop_node}'s loop was busy "
+                f"{loop:.0%} of the run (computing or waiting for a CPU: the emits and writes "
+                "its messages caused)")
+        return [f"{idle} (busy ratio max {busy:.2f}) and prefetch windows "
                 f"{'full only ' + str(len(windows)) + ' times' if windows else 'never full'}, "
                 "yet messages waited before reaching them", *_loop_cpu_evidence(nodes),
                 *_queue_evidence(broker)]
@@ -590,6 +595,15 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
     if cause in (Cause.BROKER_BLOCKED, Cause.BROKER_ALARM):
         return _queue_evidence(broker)
     return []
+
+
+LOOP_BUSY_SHARE = 0.5  # a loop busy this share of the run is no idle consumer
+
+
+def _loop_busy(node: dict) -> float:
+    """The share of the run a node's loop thread computed or waited for a CPU."""
+    cpu = node.get("loop_cpu") or {}
+    return float(cpu.get("on_cpu", 0)) + float(cpu.get("waiting", 0)) + float(cpu.get("throttled", 0))
 
 
 def _loop_cpu_evidence(nodes: list[dict]) -> list[str]:

@@ -465,3 +465,14 @@ def test_a_collection_stretched_by_a_wait_for_a_cpu_is_the_wait(parts, cause):
     msgs = consumer(service_ms=4, stall=(1000, 1150))
     said, _ = judged(msgs, [event(EventKind.GC, "n1", 1000, 1150, generation=2, **parts)])
     assert said.cause == cause, said
+
+
+def test_a_busy_loop_is_not_called_an_idle_consumer():
+    """The seed's cliff as it was misread: callbacks idle, the loop computing flat out."""
+    run = run_of(messages(mq=80))
+    run["nodes"][0]["loop_cpu"] = {"source": "schedstat", "on_cpu": 0.93, "waiting": 0.05,
+                                   "throttled": 0.0}
+    said = verdict(RunFacts(run, [], T0), attribute(messages(mq=80), [], BUDGET), BUDGET)
+    line = next(line for line in said.evidence if "busy ratio max" in line)
+    assert "n1's loop was busy 98% of the run" in line and "consumers mostly idle" not in line
+    assert "n1 loop computed 93% of the run and waited for a CPU 5%" in said.evidence
