@@ -212,9 +212,6 @@ class Intervals:
         return out
 
 
-STRETCH_MAX = 3.0  # a wait that stretched the code's own stall at most this much is the code's
-
-
 def gc_cause(detail: dict) -> Cause:
     """Why a collection took its time: the collector's (on the CPU), or a wait for a CPU or
     a quota the collection happened to be stretched by (the larger part names it)."""
@@ -227,18 +224,17 @@ def gc_cause(detail: dict) -> Cause:
 def stall_cause(detail: dict) -> Cause:
     """Why a loop stall happened, from what was measured through it (loop.LoopLagMonitor).
 
-    The code held it when the watchdog saw one place hold the loop, and that code's own
-    time (on and off the CPU) was a stall by itself that the wait for a CPU stretched at
-    most STRETCH_MAX-fold: a spin on a crowded core, whose wait happened only because it
-    was running. Otherwise the largest part names it: on or off the CPU (server-stall),
-    waiting for a CPU (cpu-starved), held back by a CPU quota (cpu-throttled); a process
-    that is throttled has its watchdog throttled too, which then samples wherever the loop
-    was stopped. Without the counters: server-stall."""
+    The code held it when the watchdog saw the loop thread blocked in, or running in, one
+    function through the stall (`held_by`: a thread that only waits for a CPU makes no
+    progress between samples, and is not evidence), and that code's own time (on and off
+    the CPU) was a stall by itself: a spin on a crowded core waits only because it runs,
+    and the loop could run nothing else meanwhile. Otherwise the largest part names it: on
+    or off the CPU (server-stall), waiting for a CPU (cpu-starved), held back by a CPU
+    quota (cpu-throttled). Without the counters: server-stall."""
     if "on_cpu_ms" not in detail:
         return Cause.SERVER_STALL
     own = float(detail.get("on_cpu_ms", 0)) + float(detail.get("off_cpu_ms", 0))
-    waits = float(detail.get("waiting_ms", 0)) + float(detail.get("throttled_ms", 0))
-    if detail.get("held_by") and own * 1e6 >= STALL_MIN_NS and own * STRETCH_MAX >= own + waits:
+    if detail.get("held_by") and own * 1e6 >= STALL_MIN_NS:
         return Cause.SERVER_STALL
     parts = {Cause.SERVER_STALL: own, Cause.CPU_STARVED: float(detail.get("waiting_ms", 0)),
              Cause.CPU_THROTTLED: float(detail.get("throttled_ms", 0))}
@@ -258,16 +254,20 @@ class CpuSeries:
         self.starts = [r[0] for r in self.rows]
 
     def waits_in(self, spans: Iterable[tuple[int, int]]) -> tuple[float, float]:
-        """ns waiting for a CPU, and ns throttled, within the spans."""
+        """ns of the spans lost to waiting for a CPU, and to throttling: each window's waits
+        pro rata of the overlap, and in proportion to how busy the loop was in it. A loop
+        busy all the window (computing or waiting) loses service to every wait; one that
+        mostly slept (handlers awaiting timers or I/O) loses only its wake-ups."""
         waiting = throttled = 0.0
         for a, b in spans:
             i = max(0, bisect.bisect_right(self.starts, a) - 1)
             while i < len(self.rows) and self.rows[i][0] < b:
-                start, wall, _on, wait, thr = self.rows[i][:5]
+                start, wall, on, wait, thr = self.rows[i][:5]
                 overlap = min(b, start + wall) - max(a, start)
                 if overlap > 0:
-                    waiting += wait * overlap / wall
-                    throttled += thr * overlap / wall
+                    lost = overlap / wall * min(1.0, (on + wait + thr) / wall)
+                    waiting += wait * lost
+                    throttled += thr * lost
                 i += 1
         return waiting, throttled
 
@@ -436,16 +436,19 @@ class Charger:
                                   for whose, kind, cause in BROKER_SIDE])
         _add(out, got)
 
-    def _impeded(self, node: str, segments: list[tuple[int, int]], out: dict[Cause, float]
-                 ) -> tuple[list[tuple[int, int]], float]:
+    def _impeded(self, node: str, segments: list[tuple[int, int]], out: dict[Cause, float],
+                 waits: bool = True) -> tuple[list[tuple[int, int]], float]:
         """Charge what impeded the node within the segments: its collections and stalls by
-        their cause, then its loop's waits for a CPU on what they left. Returns the parts
-        no interval claimed, and the ns of them charged to waits (pro rata, not placed)."""
+        their cause, then (with `waits`) its loop's waits for a CPU on what they left.
+        Returns the parts no interval claimed, and the ns of them charged to waits (pro
+        rata, not placed)."""
         timeline = self.timeline
         got, free = claim(segments, [
             (cause, [s for a, b in segments for s in timeline.get(node, kind, cause).within(a, b)])
             for kind, cause in NODE_SIDE])
         _add(out, got)
+        if not waits:
+            return free, 0.0
         waiting, throttled = timeline.cpu(node).waits_in(free)
         waits = _fit({Cause.CPU_STARVED: waiting, Cause.CPU_THROTTLED: throttled}, _length(free))
         _add(out, waits)
@@ -454,11 +457,13 @@ class Charger:
     def _node_side(self, node: str, u: int, v: int, out: dict[Cause, float],
                    debt: dict[Cause, float], behind: bool) -> None:
         """[u, v] of a message at its node: what impeded the node then; while the node was
-        behind, also what began its backlog (debt, used up as it is charged), and the rest
-        to the consumer's saturation."""
+        behind, also the loop's waits for a CPU, what began its backlog (debt, used up as it
+        is charged), and the rest to the consumer's saturation. Once its handling began, the
+        handler's own span: the loop's waits then were for other work (the handler may be
+        awaiting a timer or I/O), so only stalls and collections count."""
         if v <= u:
             return
-        free, waited = self._impeded(node, [(u, v)], out)
+        free, waited = self._impeded(node, [(u, v)], out, waits=behind)
         if not behind:
             return
         room = _length(free) - waited

@@ -181,9 +181,13 @@ IN_THE_LOOP = "the event loop itself (select, timers)"
 
 class Watchdog(threading.Thread):
     """A thread that sleeps until the loop's next beat is due; while the loop is late, it
-    samples the loop thread's innermost frame outside asyncio and the standard library
-    (sys._current_frames) and the thread's state (R running or runnable, S sleeping, D
-    uninterruptible), every `every_s`, and keeps the last `keep` samples."""
+    samples, every `every_s`, the loop thread's innermost frame outside asyncio and the
+    standard library (sys._current_frames), its state (R running or runnable, S sleeping,
+    D uninterruptible) and its time on a CPU so far; it keeps the last `keep` samples.
+
+    A sample is evidence that code held the loop when the thread was blocked in it (S, D)
+    or ran in it since the sample before. A thread that waits for a CPU, or is throttled,
+    stays where it was stopped: the same frame, again and again, with no progress."""
 
     def __init__(self, late_ns: int, every_s: float = 0.005, keep: int = 4096) -> None:
         super().__init__(name="mqprobe-watchdog", daemon=True)
@@ -191,9 +195,14 @@ class Watchdog(threading.Thread):
         self.loop_native = threading.get_native_id()
         self.late_ns, self.every_s = late_ns, every_s
         self.beat = time.monotonic_ns()
-        self.samples: deque[tuple[int, str, str]] = deque(maxlen=keep)
+        self.samples: deque[tuple[int, str, str, int]] = deque(maxlen=keep)
         self.wakeups = 0
         self._stopped = threading.Event()
+        try:
+            self._schedstat: int | None = os.open(
+                f"/proc/self/task/{self.loop_native}/schedstat", os.O_RDONLY)
+        except OSError:
+            self._schedstat = None
 
     def run(self) -> None:
         while not self._stopped.is_set():
@@ -204,25 +213,61 @@ class Watchdog(threading.Thread):
                 self._stopped.wait((due - now) / 1e9)
                 continue
             frame = sys._current_frames().get(self.loop_thread)
-            self.samples.append((now, code_location(frame), thread_state(self.loop_native)))
+            self.samples.append((now, code_location(frame), thread_state(self.loop_native),
+                                 self._loop_on_cpu()))
             del frame
             self._stopped.wait(self.every_s)
 
+    def _loop_on_cpu(self) -> int:
+        """The loop thread's time on a CPU so far (ns); -1 where it cannot be read."""
+        if self._schedstat is None:
+            return -1
+        try:
+            return int(os.pread(self._schedstat, 64, 0).split()[0])
+        except (OSError, ValueError, IndexError):
+            return -1
+
     def stop(self) -> None:
         self._stopped.set()
+        if self._schedstat is not None:
+            os.close(self._schedstat)
+            self._schedstat = None
 
     def held(self, start_mono: int, end_mono: int) -> dict:
         """What the samples between two monotonic times say, for a stall's detail: the code
-        location most seen (`held_by`, when it holds HELD_SHARE of them, else `in`), and
-        the thread states seen."""
-        taken = [(where, state) for t, where, state in self.samples if start_mono <= t <= end_mono]
+        the loop was held in (`held_by`: one function in HELD_SHARE of the samples that
+        show the thread blocked or running there, at least two), else where it was seen
+        most (`in`); how many samples, how many were evidence, and the states seen."""
+        previous = -1
+        taken, evidence = [], []
+        for t, where, state, on_cpu in self.samples:
+            if t > end_mono:
+                break
+            if t >= start_mono:
+                taken.append((where, state))
+                ran = on_cpu < 0 or (previous >= 0 and on_cpu > previous)
+                if where != IN_THE_LOOP and (state in ("S", "D") or ran):
+                    evidence.append(where)
+            previous = on_cpu
         if not taken:
             return {}
-        places = Counter(where for where, _state in taken)
-        where, seen = places.most_common(1)[0]
-        states = dict(Counter(state for _where, state in taken))
-        key = "held_by" if seen >= HELD_SHARE * len(taken) and where != IN_THE_LOOP else "in"
-        return {key: where, "samples": len(taken), "states": states}
+        out = {"samples": len(taken), "evidence": len(evidence),
+               "states": dict(Counter(state for _where, state in taken))}
+        functions = Counter(_function_of(where) for where in evidence)
+        if len(evidence) >= 2:
+            function, seen = functions.most_common(1)[0]
+            if seen >= HELD_SHARE * len(evidence):
+                out["held_by"] = Counter(w for w in evidence
+                                         if _function_of(w) == function).most_common(1)[0][0]
+                return out
+        out["in"] = Counter(where for where, _state in taken).most_common(1)[0][0]
+        return out
+
+
+def _function_of(where: str) -> str:
+    """`mqprobe/node.py in _stall` from `mqprobe/node.py:194 in _stall: ...`."""
+    path, _, rest = where.partition(":")
+    return f"{path} {rest.split(':', 1)[0].split(' ', 1)[-1]}"
 
 
 def code_location(frame: FrameType | None) -> str:

@@ -352,10 +352,12 @@ BLOCKED = {"on_cpu_ms": 1.0, "waiting_ms": 0.0, "throttled_ms": 0.0, "off_cpu_ms
     # a callback caught by the samples while the thread mostly waited: not its stall
     ({"on_cpu_ms": 2.0, "waiting_ms": 30.0, "throttled_ms": 0.0, "off_cpu_ms": 0.5,
       "held_by": "socketio/async_server.py:180 in emit"}, Cause.CPU_STARVED),
-    # a throttled node: its watchdog, throttled too, caught the loop where it was stopped;
-    # 11 ms of its own in a 138 ms stall is not the code's stall
+    # a spin on one crowded core: a quarter of it computing, seen running in its code
+    ({"on_cpu_ms": 52.0, "waiting_ms": 148.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0,
+      "held_by": "mqprobe/node.py:192 in _stall: pass"}, Cause.SERVER_STALL),
+    # a throttled node: the watchdog saw the loop stopped in a write, never running there
     ({"on_cpu_ms": 11.4, "waiting_ms": 9.7, "throttled_ms": 127.0, "off_cpu_ms": 0.0,
-      "held_by": "asyncio/selector_events.py:1057 in write"}, Cause.CPU_THROTTLED),
+      "in": "asyncio/selector_events.py:1057 in write"}, Cause.CPU_THROTTLED),
 ])
 def test_a_stall_is_charged_by_what_its_time_was_spent_on(detail, cause):
     from mqprobe.attribution import stall_cause
@@ -476,3 +478,22 @@ def test_a_busy_loop_is_not_called_an_idle_consumer():
     line = next(line for line in said.evidence if "busy ratio max" in line)
     assert "n1's loop was busy 98% of the run" in line and "consumers mostly idle" not in line
     assert "n1 loop computed 93% of the run and waited for a CPU 5%" in said.evidence
+
+
+def test_a_slow_handler_on_a_starved_host_is_still_the_handler():
+    """Every message's handler awaits 60 ms while the node's loop waits for a CPU 40% of
+    the time (for other work): the handler's own span is not charged to the starvation."""
+    msgs = messages(server=60)
+    attribution = attribute(msgs, Timeline([], cpu_rows(2000, waiting=0.4, on=0.1)), BUDGET)
+    assert attribution.shares[0].cause == Cause.SLOW_HANDLER, attribution.shares
+    assert attribution.share_of(Cause.CPU_STARVED) < 0.05
+
+
+def test_the_waits_of_a_mostly_idle_loop_cost_little_of_a_backlog():
+    """The same backlog, the same 10% of waiting: a loop busy 20% of each window (awaiting
+    its handlers) lost less service to it than one busy all the time (computing)."""
+    msgs = consumer(service_ms=12)
+    idle = attribute(msgs, Timeline([], cpu_rows(3000, waiting=0.1, on=0.1)), BUDGET)
+    busy = attribute(msgs, Timeline([], cpu_rows(3000, waiting=0.1, on=0.9)), BUDGET)
+    assert idle.share_of(Cause.CPU_STARVED) < busy.share_of(Cause.CPU_STARVED) / 3
+    assert idle.shares[0].cause == Cause.CONSUMER_SATURATED

@@ -76,3 +76,24 @@ def test_cpu_windows_close_every_100_ms_and_keep_every_tick_in_the_totals():
     data = windows.to_json("schedstat")
     assert [row[1] for row in data["rows"]] == [100 * MS, 100 * MS, 50 * MS]
     assert (data["on_cpu"], data["waiting"], data["throttled"]) == (0.3, 0.1, 0.0)
+
+
+def test_only_samples_of_a_thread_blocked_or_running_in_the_code_are_evidence():
+    """A thread stopped by a quota stays in the frame it was stopped in, making no
+    progress: the same place again and again is not evidence that the code held the loop."""
+    from mqprobe.loop import Watchdog
+
+    watchdog = Watchdog(late_ns=15 * MS)
+    write = "asyncio/selector_events.py:1057 in write: n = self._sock.send(data)"
+    spin = "mqprobe/node.py:192 in _stall: pass"
+    watchdog.samples.extend([(t * MS, write, "R", 5 * MS) for t in range(10, 50, 5)])
+    stopped = watchdog.held(10 * MS, 50 * MS)
+    assert "held_by" not in stopped and stopped["in"] == write and stopped["evidence"] == 0
+    watchdog.samples.clear()  # the same place, the thread running between samples
+    watchdog.samples.extend([(t * MS, spin, "R", t * MS) for t in range(10, 50, 5)])
+    running = watchdog.held(10 * MS, 50 * MS)
+    assert running["held_by"] == spin and running["evidence"] == 7  # the first has no before
+    watchdog.samples.clear()  # blocked in a sleep: no CPU progress, but state S
+    watchdog.samples.extend([(t * MS, spin, "S", 0) for t in range(10, 50, 5)])
+    assert watchdog.held(10 * MS, 50 * MS)["held_by"] == spin
+    watchdog.stop()
