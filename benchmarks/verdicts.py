@@ -153,7 +153,9 @@ def host_condition(host: str):
     if host == "one-core":
         PREFIX[:] = ["taskset", "-c", "0"]
     elif host == "hog":
-        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+        # each busy loop also ends by itself when this process goes (even killed)
+        spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+        hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
     elif host != "as-is":
         sys.exit(f"--host is as-is, one-core or hog, not {host!r}")
     try:

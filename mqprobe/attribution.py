@@ -5,8 +5,8 @@ typical value at light load (its 10th percentile in that run, never more than a 
 the budget, so that a delay every message carries is excess, not floor). What a hop took
 beyond its floor is its excess, charged by where the message waited:
 
-- a loop stall or a collection is charged by what its time was spent on (stall_cause,
-  gc_cause): the node's own code, a wait for a CPU (cpu-starved) or a CPU quota
+- a loop stall or a collection is split by what its time was spent on (stall_parts,
+  gc_parts): the node's own code, a wait for a CPU (cpu-starved) or a CPU quota
   (cpu-throttled), from Linux's counters and the watchdog's samples;
 - an mq wait is the node's only while the node was behind (its backlog periods:
   Charger); before that it waited on the broker's side;
@@ -96,12 +96,7 @@ BROKER_SIDE = (("broker", EventKind.BROKER_UNAVAILABLE, Cause.BROKER_UNAVAILABLE
                ("publisher", EventKind.GC, Cause.PUBLISHER_STALL),
                ("publisher", EventKind.LOOP_STALL, Cause.PUBLISHER_STALL))
 BACKLOG_BUILDERS = BROKER_SIDE[:3]  # broker faults whose aftermath is a backlog at the node
-NODE_SIDE = ((EventKind.GC, Cause.GC_PAUSE),
-             (EventKind.GC, Cause.CPU_THROTTLED),
-             (EventKind.GC, Cause.CPU_STARVED),
-             (EventKind.LOOP_STALL, Cause.SERVER_STALL),
-             (EventKind.LOOP_STALL, Cause.CPU_THROTTLED),
-             (EventKind.LOOP_STALL, Cause.CPU_STARVED))
+NODE_SIDE = (EventKind.GC, EventKind.LOOP_STALL)  # each split by its parts (CLASSIFIED)
 SWARM_SIDE = ((EventKind.GC, Cause.SWARM_SATURATED),
               (EventKind.LOOP_STALL, Cause.SWARM_SATURATED))
 REMAINDER = {"mq": Cause.BROKER_SIDE, "server": Cause.SLOW_HANDLER, "delivery": Cause.DELIVERY}
@@ -212,37 +207,67 @@ class Intervals:
         return out
 
 
-def gc_cause(detail: dict) -> Cause:
-    """Why a collection took its time: the collector's (on the CPU), or a wait for a CPU or
-    a quota the collection happened to be stretched by (the larger part names it)."""
+# An interval's time, as shares (summing to 1) of the causes it goes to; WORK is the part
+# in which the loop did its own work (computing callbacks): no impediment, it is left to
+# what the waiting message's hop is made of (the consumer serving a backlog, its handler).
+Parts = dict["Cause | None", float]
+WORK = None
+
+
+def _split(detail: dict, own_cause: Cause, computing: Cause | None) -> Parts:
+    """An interval's time by what it was spent on (cpu.Anatomy's parts, in its detail):
+    computing, off the CPU, waiting for a CPU, held back by a quota."""
+    on, off = float(detail.get("on_cpu_ms", 0)), float(detail.get("off_cpu_ms", 0))
+    waiting, throttled = float(detail.get("waiting_ms", 0)), float(detail.get("throttled_ms", 0))
+    total = on + off + waiting + throttled
+    if "on_cpu_ms" not in detail or total <= 0:
+        return {own_cause: 1.0}
+    parts: Parts = {}
+    for cause, ms in ((computing, on), (own_cause, off), (Cause.CPU_STARVED, waiting),
+                      (Cause.CPU_THROTTLED, throttled)):
+        if ms > 0:
+            parts[cause] = parts.get(cause, 0.0) + ms / total
+    return parts
+
+
+def gc_parts(detail: dict) -> Parts:
+    """A collection: the collector's own time (all of it stops the loop), and the waits
+    for a CPU or a quota that stretched it."""
+    return _split(detail, Cause.GC_PAUSE, Cause.GC_PAUSE)
+
+
+def stall_parts(detail: dict) -> Parts:
+    """A loop stall, from what was measured through it (loop.LoopLagMonitor).
+
+    All of it is the code's when the watchdog saw the loop thread blocked in, or running
+    in, one function through the stall (`held_by`: a thread that only waits for a CPU makes
+    no progress between samples, and is not evidence) and that code's own time (on and off
+    the CPU) was a stall by itself: a spin on a crowded core waits only because it runs, and
+    the loop could run nothing else meanwhile. Otherwise it is split by its parts: off the
+    CPU (server-stall: blocked), waiting for a CPU (cpu-starved), held back by a quota
+    (cpu-throttled), and computing: the loop's own work through many callbacks (WORK),
+    which no one callback held. Without the counters: server-stall."""
     own = float(detail.get("on_cpu_ms", 0)) + float(detail.get("off_cpu_ms", 0))
-    parts = {Cause.GC_PAUSE: own, Cause.CPU_STARVED: float(detail.get("waiting_ms", 0)),
-             Cause.CPU_THROTTLED: float(detail.get("throttled_ms", 0))}
-    return max(parts, key=parts.__getitem__) if "on_cpu_ms" in detail else Cause.GC_PAUSE
+    if detail.get("held_by") and own * 1e6 >= STALL_MIN_NS:
+        return {Cause.SERVER_STALL: 1.0}
+    return _split(detail, Cause.SERVER_STALL, WORK)
 
 
 def stall_cause(detail: dict) -> Cause:
-    """Why a loop stall happened, from what was measured through it (loop.LoopLagMonitor).
+    """What took most of a stall, for its name: computing names it server-stall (a loop
+    saturated by its own work)."""
+    parts = stall_parts(detail)
+    largest = max(parts, key=parts.__getitem__)
+    return Cause.SERVER_STALL if largest is WORK else largest
 
-    The code held it when the watchdog saw the loop thread blocked in, or running in, one
-    function through the stall (`held_by`: a thread that only waits for a CPU makes no
-    progress between samples, and is not evidence), and that code's own time (on and off
-    the CPU) was a stall by itself: a spin on a crowded core waits only because it runs,
-    and the loop could run nothing else meanwhile. Otherwise the largest part names it: on
-    or off the CPU (server-stall), waiting for a CPU (cpu-starved), held back by a CPU
-    quota (cpu-throttled). Without the counters: server-stall."""
-    if "on_cpu_ms" not in detail:
-        return Cause.SERVER_STALL
-    own = float(detail.get("on_cpu_ms", 0)) + float(detail.get("off_cpu_ms", 0))
-    if detail.get("held_by") and own * 1e6 >= STALL_MIN_NS:
-        return Cause.SERVER_STALL
-    parts = {Cause.SERVER_STALL: own, Cause.CPU_STARVED: float(detail.get("waiting_ms", 0)),
-             Cause.CPU_THROTTLED: float(detail.get("throttled_ms", 0))}
+
+def gc_cause(detail: dict) -> Cause:
+    parts = gc_parts(detail)
     return max(parts, key=parts.__getitem__)
 
 
-# kinds whose events are charged by what each one's time was spent on
-CLASSIFIED = {EventKind.LOOP_STALL: stall_cause, EventKind.GC: gc_cause}
+# kinds whose events are split one by one by what their time was spent on
+CLASSIFIED = {EventKind.LOOP_STALL: stall_parts, EventKind.GC: gc_parts}
 
 
 class CpuSeries:
@@ -278,35 +303,61 @@ class CpuSeries:
 
 
 class Timeline:
-    """The run's intervals by (piece, kind), on one clock; loop stalls and collections
-    also by their cause (CLASSIFIED); a queue's backlog also under the node consuming it;
-    and each piece's loop CPU series."""
+    """The run's intervals by (piece, kind), on one clock: merged, for overlap queries;
+    loop stalls and collections also one by one with their parts (CLASSIFIED); a queue's
+    backlog also under the node consuming it; and each piece's loop CPU series."""
 
     def __init__(self, events: Iterable[TimedEvent],
                  cpu: dict[str, list[list[int]]] | None = None) -> None:
-        spans: dict[tuple[str, EventKind, Cause | None], list[tuple[int, int]]] = defaultdict(list)
+        spans: dict[tuple[str, EventKind], list[tuple[int, int]]] = defaultdict(list)
+        split: dict[tuple[str, EventKind], list[tuple[int, int, Parts]]] = defaultdict(list)
         for event in events:
             span = (event.start_ns, event.end_ns)
-            spans[(event.piece, event.kind, None)].append(span)
+            spans[(event.piece, event.kind)].append(span)
             if event.kind in CLASSIFIED:
-                spans[(event.piece, event.kind, CLASSIFIED[event.kind](event.detail))].append(span)
+                split[(event.piece, event.kind)].append(
+                    (*span, CLASSIFIED[event.kind](event.detail)))
             elif event.kind == EventKind.QUEUE_BACKLOG and event.detail.get("node"):
                 # ready messages in a node's own queue: RabbitMQ held them for that node
-                spans[(event.detail["node"], event.kind, None)].append(span)
+                spans[(event.detail["node"], event.kind)].append(span)
         self._by = {key: Intervals(value) for key, value in spans.items()}
+        self._split = {key: sorted(value, key=lambda item: item[0]) for key, value in split.items()}
+        self._split_ends = {key: _running_max(value) for key, value in self._split.items()}
         self._empty = Intervals(())
         self._cpu = {piece: CpuSeries(rows) for piece, rows in (cpu or {}).items()}
         self._no_cpu = CpuSeries()
 
-    def get(self, piece: str, kind: EventKind, cause: Cause | None = None) -> Intervals:
-        """The piece's intervals of a kind; of a kind whose events are classified one by one
-        (stalls, collections), those of one cause only, or all of them when `cause` is
-        None. Other kinds have one cause each: `cause` is not read."""
-        key = cause if kind in CLASSIFIED else None
-        return self._by.get((piece, kind, key), self._empty)
+    def get(self, piece: str, kind: EventKind) -> Intervals:
+        """The piece's intervals of a kind, merged."""
+        return self._by.get((piece, kind), self._empty)
+
+    def parts_within(self, piece: str, kind: EventKind, a: int, b: int
+                     ) -> list[tuple[int, int, Parts]]:
+        """The piece's stalls or collections inside [a, b], clipped, each with its parts."""
+        events = self._split.get((piece, kind))
+        if not events:
+            return []
+        ends = self._split_ends[(piece, kind)]
+        i = bisect.bisect_right(ends, a)  # the first whose end (or an earlier one's) is past a
+        out = []
+        while i < len(events) and events[i][0] < b:
+            start, end, parts = events[i]
+            if end > a:
+                out.append((max(a, start), min(b, end), parts))
+            i += 1
+        return out
 
     def cpu(self, piece: str) -> CpuSeries:
         return self._cpu.get(piece, self._no_cpu)
+
+
+def _running_max(events: list[tuple[int, int, Parts]]) -> list[int]:
+    """The largest end so far, event by event (sorted by start): bisectable."""
+    out, most = [], 0
+    for _start, end, _parts in events:
+        most = max(most, end)
+        out.append(most)
+    return out
 
 
 def _minus(s: int, e: int, t0: int, t1: int) -> list[tuple[int, int]]:
@@ -320,22 +371,31 @@ LEAD_NS = STALL_MIN_NS  # a broker fault that ended this close before a backlog 
 BUSY_SHARE = 0.9  # a CPU window this full (computing or waiting for a CPU): the loop was behind
 
 
-def claim(segments: list[tuple[int, int]], candidates: list[tuple[Cause, list[tuple[int, int]]]]
+Span = tuple[int, int, Parts]  # an interval that claims time for its causes, in shares
+
+
+def claim(segments: list[tuple[int, int]], candidates: Iterable[Span]
           ) -> tuple[dict[Cause, float], list[tuple[int, int]]]:
-    """ns of the segments each cause claims, earlier causes winning overlaps, and the
-    parts no cause claimed."""
+    """ns of the segments each cause claims, earlier candidates winning overlaps (an
+    interval's claim is shared by its parts), and the parts no candidate claimed."""
     got: dict[Cause, float] = {}
     free = list(segments)
-    for cause, spans in candidates:
-        for start, end in spans:
-            left = []
-            for s, e in free:
-                overlap = min(e, end) - max(s, start)
-                if overlap > 0:
-                    got[cause] = got.get(cause, 0.0) + overlap
-                left += _minus(s, e, start, end)
-            free = left
+    for start, end, parts in candidates:
+        left = []
+        for s, e in free:
+            overlap = min(e, end) - max(s, start)
+            if overlap > 0:
+                for cause, share in parts.items():
+                    got[cause] = got.get(cause, 0.0) + overlap * share
+            left += _minus(s, e, start, end)
+        free = left
     return got, free
+
+
+def whole(cause: Cause, spans: Iterable[tuple[int, int]]) -> list[Span]:
+    """Spans that claim all their time for one cause."""
+    parts = {cause: 1.0}
+    return [(s, e, parts) for s, e in spans]
 
 
 def _add(into: dict[Cause, float], more: dict[Cause, float]) -> None:
@@ -421,38 +481,39 @@ class Charger:
         """The delivery hop of a receipt `after_emit` ns after the emit, charged."""
         a, b = m.t_emit, m.t_emit + after_emit
         out: dict[Cause, float] = {}
-        free, waited = self._impeded(m.node, [(a, b)], out)
-        later = [(Cause.FANOUT_BOUND, [(a, min(b, a + m.fanout_ns))] if m.fanout_ns > 0 else [])]
-        later += [(cause, self.timeline.get(m.swarm, kind).within(a, b))
-                  for kind, cause in SWARM_SIDE]
+        free, room = self._impeded(m.node, [(a, b)], out)
+        later = whole(Cause.FANOUT_BOUND, [(a, min(b, a + m.fanout_ns))] if m.fanout_ns > 0 else [])
+        for kind, cause in SWARM_SIDE:
+            later += whole(cause, self.timeline.get(m.swarm, kind).within(a, b))
         got, _ = claim(free, later)
-        _add(out, _fit(got, _length(free) - waited))
+        _add(out, _fit(got, room))
         return excess_of(out, after_emit, floor_ns, REMAINDER["delivery"])
 
     def _broker_side(self, a: int, b: int, out: dict[Cause, float]) -> None:
         if b <= a:
             return
-        got, _ = claim([(a, b)], [(cause, self.timeline.get(whose, kind).within(a, b))
-                                  for whose, kind, cause in BROKER_SIDE])
+        got, _ = claim([(a, b)], [span for whose, kind, cause in BROKER_SIDE
+                                  for span in whole(cause, self.timeline.get(whose, kind).within(a, b))])
         _add(out, got)
 
     def _impeded(self, node: str, segments: list[tuple[int, int]], out: dict[Cause, float],
                  waits: bool = True) -> tuple[list[tuple[int, int]], float]:
         """Charge what impeded the node within the segments: its collections and stalls by
-        their cause, then (with `waits`) its loop's waits for a CPU on what they left.
-        Returns the parts no interval claimed, and the ns of them charged to waits (pro
-        rata, not placed)."""
+        their parts, then (with `waits`) its loop's waits for a CPU on what they left.
+        Returns the parts no interval claimed, and the ns left to the hop's own cause: what
+        no interval claimed, and the loop's own work in its stalls, less the waits charged
+        pro rata."""
         timeline = self.timeline
-        got, free = claim(segments, [
-            (cause, [s for a, b in segments for s in timeline.get(node, kind, cause).within(a, b)])
-            for kind, cause in NODE_SIDE])
+        got, free = claim(segments, [span for kind in NODE_SIDE for a, b in segments
+                                     for span in timeline.parts_within(node, kind, a, b)])
+        work = got.pop(WORK, 0.0)
         _add(out, got)
         if not waits:
-            return free, 0.0
+            return free, _length(free) + work
         waiting, throttled = timeline.cpu(node).waits_in(free)
-        waits = _fit({Cause.CPU_STARVED: waiting, Cause.CPU_THROTTLED: throttled}, _length(free))
-        _add(out, waits)
-        return free, sum(waits.values())
+        charged = _fit({Cause.CPU_STARVED: waiting, Cause.CPU_THROTTLED: throttled}, _length(free))
+        _add(out, charged)
+        return free, _length(free) + work - sum(charged.values())
 
     def _node_side(self, node: str, u: int, v: int, out: dict[Cause, float],
                    debt: dict[Cause, float], behind: bool) -> None:
@@ -463,10 +524,9 @@ class Charger:
         awaiting a timer or I/O), so only stalls and collections count."""
         if v <= u:
             return
-        free, waited = self._impeded(node, [(u, v)], out, waits=behind)
+        _free, room = self._impeded(node, [(u, v)], out, waits=behind)
         if not behind:
             return
-        room = _length(free) - waited
         total = sum(debt.values())
         if total > 0 and room > 0:
             take = min(room, total)
@@ -485,10 +545,10 @@ class Charger:
         if until <= start:
             return {}
         built: dict[Cause, float] = {}
-        broker = [(cause, [(s, min(e, until))
-                           for s, e in self.timeline.get(whose, kind).overlapping(start, until)])
-                  for whose, kind, cause in BACKLOG_BUILDERS]
-        earliest = min([start] + [s for _cause, spans in broker for s, _e in spans])
+        broker = [span for whose, kind, cause in BACKLOG_BUILDERS
+                  for span in whole(cause, [(s, min(e, until)) for s, e in
+                                            self.timeline.get(whose, kind).overlapping(start, until)])]
+        earliest = min([start] + [s for s, _e, _parts in broker])
         got, free = claim([(earliest, until)], broker)
         _add(built, got)
         self._impeded(node, free, built)

@@ -216,8 +216,12 @@ def test_verdict_json_keeps_the_design_shape():
 
 
 def test_higher_precedence_wins_overlaps_and_the_rest_is_left_free():
-    got, free = claim([(0, 100)], [(Cause.GC_PAUSE, [(10, 30)]), (Cause.SERVER_STALL, [(0, 50)])])
+    got, free = claim([(0, 100)], [(10, 30, {Cause.GC_PAUSE: 1.0}),
+                                   (0, 50, {Cause.SERVER_STALL: 1.0})])
     assert got == {Cause.GC_PAUSE: 20, Cause.SERVER_STALL: 30} and free == [(50, 100)]
+    # a stall's claim is shared by its parts: a quarter computing, the rest waiting
+    got, _ = claim([(0, 100)], [(20, 60, {Cause.SERVER_STALL: 0.25, Cause.CPU_STARVED: 0.75})])
+    assert got == {Cause.SERVER_STALL: 10, Cause.CPU_STARVED: 30}
 
 
 def test_intervals_merge_and_clip():
@@ -497,3 +501,22 @@ def test_the_waits_of_a_mostly_idle_loop_cost_little_of_a_backlog():
     busy = attribute(msgs, Timeline([], cpu_rows(3000, waiting=0.1, on=0.9)), BUDGET)
     assert idle.share_of(Cause.CPU_STARVED) < busy.share_of(Cause.CPU_STARVED) / 3
     assert idle.shares[0].cause == Cause.CONSUMER_SATURATED
+
+
+def test_a_loop_computing_through_a_backlog_is_the_consumer_working_not_a_stall():
+    """Every 20 ms a stall of 8, three quarters of it the loop computing (serving the
+    backlog through many callbacks, none of which held it) and a quarter waiting for a CPU.
+    The consumer needs 12 ms a message, one arrives every 10: saturated; the waits (10% of
+    the time) stretch its service to 13.3 ms. Without them its wait would grow 0.2 ms a ms,
+    with them 0.33: the starvation's share of the wait is 40%, the rest the consumer's, and
+    the computing is the consumer's work, not a stall."""
+    msgs = consumer(service_ms=12 / 0.9)
+    parts = {"on_cpu_ms": 6.0, "waiting_ms": 2.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0}
+    ticks = [event(EventKind.LOOP_STALL, "n1", t, t + 8, **parts) for t in range(0, 3600, 20)]
+    attribution = attribute(msgs, ticks, BUDGET)
+    assert attribution.share_of(Cause.SERVER_STALL) == 0
+    assert attribution.shares[0].cause == Cause.CONSUMER_SATURATED, attribution.shares
+    assert attribution.share_of(Cause.CPU_STARVED) == pytest.approx(0.4, abs=0.08)
+    held = {**parts, "held_by": "mqprobe/node.py:192 in _stall: pass"}  # one callback held it
+    ticks = [event(EventKind.LOOP_STALL, "n1", t, t + 8, **held) for t in range(0, 3600, 20)]
+    assert attribute(msgs, ticks, BUDGET).share_of(Cause.SERVER_STALL) > 0.3
