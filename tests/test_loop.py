@@ -97,3 +97,28 @@ def test_only_samples_of_a_thread_blocked_or_running_in_the_code_are_evidence():
     watchdog.samples.extend([(t * MS, spin, "S", 0) for t in range(10, 50, 5)])
     assert watchdog.held(10 * MS, 50 * MS)["held_by"] == spin
     watchdog.stop()
+
+
+def test_without_the_threads_counters_a_stall_falls_back_to_the_cpu_share_and_says_why(
+        monkeypatch):
+    import mqprobe.cpu
+
+    monkeypatch.setattr(mqprobe.cpu, "_open", lambda path: None)  # as on another OS
+
+    async def run() -> tuple[list, dict]:
+        timeline = Recorder("n1")
+        monitor = LoopLagMonitor(timeline=timeline)
+        monitor.start()
+        await asyncio.sleep(0.05)
+        monitor.reset()
+        await asyncio.sleep(0.03)
+        _spin_in_the_loop()
+        await asyncio.sleep(0.03)
+        monitor.stop()
+        return timeline.events, monitor.cpu()
+
+    events, cpu = asyncio.run(run())
+    (stall,) = [e for e in events if e.duration_ns > 80 * MS]
+    assert "on_cpu_ms" not in stall.detail and stall.detail["cpu_share"] > 0.5
+    assert stall_cause(stall.detail) == Cause.SERVER_STALL
+    assert cpu["source"].startswith("unavailable: /proc/thread-self/schedstat")
