@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from statistics import median
 
 VARIANTS = ("none", "share-only", "counters", "counters+watchdog")
 
@@ -123,6 +124,7 @@ def child(args: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3, help="variants interleaved, N times")
     parser.add_argument("--child", nargs="*")
     args = parser.parse_args()
     if args.child is not None:
@@ -131,18 +133,27 @@ def main() -> None:
                   "busy": lambda: busy(rest[0] == "1")}[kind]()
         print(json.dumps(result))
         return
-    print(f"\n| idle loop, {args.seconds:g} s | CPU ms per s |\n| --- | --- |")
-    for variant in VARIANTS:
-        print(f"| {variant} | {child(['idle', variant, str(args.seconds)])['cpu_ms_per_s']} |")
+    idle_runs: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    busy_runs: dict[bool, list[dict]] = {False: [], True: []}
+    for _ in range(args.rounds):  # interleaved: the machine's drift falls on every variant
+        for variant in VARIANTS:
+            idle_runs[variant].append(child(["idle", variant, str(args.seconds)])["cpu_ms_per_s"])
+        for watchdog in (False, True):
+            busy_runs[watchdog].append(child(["busy", "1" if watchdog else "0"]))
+    print(f"\n| idle loop, {args.seconds:g} s, {args.rounds} rounds | CPU ms per s, median "
+          "(range) |\n| --- | --- |")
+    for variant, runs in idle_runs.items():
+        print(f"| {variant} | {median(runs):.1f} ({min(runs):.1f}-{max(runs):.1f}) |")
     cost = child(["sample"])
     print(f"\nOne counter reading (two preads): {cost['reading_us']} us; one stack sample "
           f"(frames, code location, thread state): {cost['sample_us']} us.")
-    print("\n| busy loop | callbacks/s | 200 ms spin took (ms) | samples in it |\n"
+    print("\n| busy loop | callbacks/s, median (range) | 200 ms spin took (ms) | samples in it |\n"
           "| --- | --- | --- | --- |")
-    for watchdog in (False, True):
-        got = child(["busy", "1" if watchdog else "0"])
-        print(f"| {'with' if watchdog else 'without'} the watchdog | {got['callbacks_per_s']} | "
-              f"{got['spin_ms']} | {got['samples']} |")
+    for watchdog, runs in busy_runs.items():
+        rate = [r["callbacks_per_s"] for r in runs]
+        print(f"| {'with' if watchdog else 'without'} the watchdog | {median(rate):.0f} "
+              f"({min(rate)}-{max(rate)}) | {median(r['spin_ms'] for r in runs):.1f} | "
+              f"{', '.join(str(r['samples']) for r in runs)} |")
 
 
 if __name__ == "__main__":

@@ -180,17 +180,20 @@ IN_THE_LOOP = "the event loop itself (select, timers)"
 
 
 class Watchdog(threading.Thread):
-    """A thread that sleeps until the loop's next beat is due; while the loop is late, it
-    samples, every `every_s`, the loop thread's innermost frame outside asyncio and the
-    standard library (sys._current_frames), its state (R running or runnable, S sleeping,
-    D uninterruptible) and its time on a CPU so far; it keeps the last `keep` samples.
+    """A thread that looks at the loop's last beat every `poll_s` (or when it is due);
+    while the loop is late, it samples, every `every_s`, the loop thread's innermost frame
+    outside asyncio and the standard library (sys._current_frames), its state (R running
+    or runnable, S sleeping, D uninterruptible) and its time on a CPU so far; it keeps the
+    last `keep` samples.
 
     A sample is evidence that code held the loop when the thread was blocked in it (S, D)
     or ran in it since the sample before. A thread that waits for a CPU, or is throttled,
     stays where it was stopped: the same frame, again and again, with no progress."""
 
-    def __init__(self, late_ns: int, every_s: float = 0.005, keep: int = 4096) -> None:
+    def __init__(self, late_ns: int, every_s: float = 0.005, keep: int = 4096,
+                 poll_s: float = 0.025) -> None:
         super().__init__(name="mqprobe-watchdog", daemon=True)
+        self.poll_s = poll_s  # how often it looks while the loop keeps time
         self.loop_thread = threading.get_ident()
         self.loop_native = threading.get_native_id()
         self.late_ns, self.every_s = late_ns, every_s
@@ -209,8 +212,8 @@ class Watchdog(threading.Thread):
             self.wakeups += 1
             due = self.beat + self.late_ns
             now = time.monotonic_ns()
-            if now < due:
-                self._stopped.wait((due - now) / 1e9)
+            if now < due:  # in time: look again later (every wake-up costs the host)
+                self._stopped.wait(max((due - now) / 1e9, self.poll_s))
                 continue
             frame = sys._current_frames().get(self.loop_thread)
             self.samples.append((now, code_location(frame), thread_state(self.loop_native),
