@@ -27,7 +27,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mqprobe.cpu import listening_pid
 from mqprobe.errors import MqprobeError
 from mqprobe.process import signals_deferred
 from mqprobe.stamps import now_ns
@@ -606,20 +605,6 @@ def default_management_url(amqp_url: str) -> str:
     host = parts.hostname or "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     return f"http://{auth}{host}:15672/"
-
-
-def local_broker_pid(amqp_url: str) -> int | None:
-    """The broker's process, when its AMQP port is on this host (the managed one, or a
-    user's local RabbitMQ): found by the socket listening on the port."""
-    parts = urllib.parse.urlsplit(amqp_url)
-    host = parts.hostname or "127.0.0.1"
-    try:
-        port = parts.port or 5672
-    except ValueError:
-        return None
-    if host not in ("localhost", "::1") and not host.startswith("127."):
-        return None
-    return listening_pid(port)
 
 
 UNRESPONSIVE_NS = 1_000_000_000  # a depth sample on loopback takes milliseconds

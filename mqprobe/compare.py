@@ -42,13 +42,12 @@ from mqprobe.broker import (
     QueueSampler,
     connect_problem,
     default_management_url,
-    local_broker_pid,
     redact_url,
     remove_declared,
 )
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.errors import InputError, within
-from mqprobe.footprint import CpuSampler
+from mqprobe.footprint import CpuSampler, broker_processes
 from mqprobe.inject import Faults, parse_injections
 from mqprobe.model import ComparisonResult, RunPhase, RunResult
 from mqprobe.node import NodeConfig
@@ -376,6 +375,7 @@ class OneRun:
         self.sampler: QueueSampler | None = None  # made once the nodes have named their queues
         self.sampling: asyncio.Task | None = None
         self.cpu: CpuSampler | None = None  # every local piece's CPU, while measuring
+        self.broker_processes: list[int] = []  # found before measuring (a scan of /proc)
         self.cpu_sampling: asyncio.Task | None = None
         log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -405,6 +405,7 @@ class OneRun:
             faults=first_node if i == 0 else every_node))
             for i in range(workload.nodes)]
         await asyncio.gather(*(n.start() for n in self.nodes))
+        self.broker_processes = broker_processes(self.amqp_url)
         self.ready = await asyncio.gather(*(n.wait_for("ready", 60) for n in self.nodes))
         owners = {name: event["node"] for event in self.ready for name in event.get("queues", [])}
         queues = list(owners)
@@ -481,21 +482,20 @@ class OneRun:
     def _cpu_sampler(self) -> CpuSampler:
         """Every piece on this host by its pid, the broker by the process listening on its
         port when it is local, and compare itself; the others named as not seen."""
-        pids: dict[str, int] = {}
+        pids: dict[str, list[int]] = {}
         not_seen: dict[str, str] = {}
         named = [(f"n{i + 1}", n) for i, n in enumerate(self.nodes)]
         named += [(s.name, s) for s in self.swarms] + [("publisher", self.publisher)]
         for name, piece in named:
             if piece is not None and piece.pid:
-                pids[name] = piece.pid
+                pids[name] = [piece.pid]
             else:
                 not_seen[name] = "runs on another host (an agent)"
-        broker = local_broker_pid(self.amqp_url)
-        if broker:
-            pids["broker"] = broker
+        if self.broker_processes:
+            pids["broker"] = self.broker_processes
         else:
             not_seen["broker"] = "not a process on this host (its CPU is not measured)"
-        pids["compare"] = os.getpid()
+        pids["compare"] = [os.getpid()]
         return CpuSampler(pids, not_seen)
 
     async def stop_and_clean(self) -> dict:

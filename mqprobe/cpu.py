@@ -14,18 +14,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 
 CLOCK_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 10_000_000
-
-
-class StallPart(StrEnum):
-    """Where a thread's wall time went while its loop was late."""
-
-    ON_CPU = "on-cpu"  # computing
-    WAITING = "waiting"  # runnable, no CPU free (another process or thread had it)
-    THROTTLED = "throttled"  # runnable, held back by its cgroup's CPU quota
-    OFF_CPU = "off-cpu"  # not runnable: sleeping, blocked on I/O or a lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +29,9 @@ class CpuReading:
 
 @dataclass(frozen=True, slots=True)
 class Anatomy:
-    """Where `wall_ns` of one thread went, in four parts that add up to it."""
+    """Where `wall_ns` of one thread went, in four parts that add up to it: computing,
+    runnable and waiting for a CPU, held back by its cgroup's quota, and off the CPU (a
+    sleep, I/O, a lock)."""
 
     wall_ns: int
     on_cpu_ns: int
@@ -56,13 +48,6 @@ class Anatomy:
         wait = min(wall - on, max(0, after.wait_ns - before.wait_ns))
         throttled = min(wait, max(0, after.throttled_ns - before.throttled_ns))
         return cls(wall, on, wait - throttled, throttled, wall - on - wait)
-
-    def part(self, part: StallPart) -> int:
-        return {StallPart.ON_CPU: self.on_cpu_ns, StallPart.WAITING: self.waiting_ns,
-                StallPart.THROTTLED: self.throttled_ns, StallPart.OFF_CPU: self.off_cpu_ns}[part]
-
-    def largest(self) -> StallPart:
-        return max(StallPart, key=self.part)
 
     def minus_sleep(self, slept_ns: int) -> Anatomy:
         """The same span without the `slept_ns` it meant to sleep (a loop-lag tick: the

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 
-from mqprobe.cpu import host_cpu_ns, host_pressure_ns, process_cpu_ns, process_tree
+from mqprobe.cpu import host_cpu_ns, host_pressure_ns, listening_pid, process_cpu_ns, process_tree
 from mqprobe.stamps import now_ns
 
 PERIOD_S = 0.1
@@ -33,10 +34,10 @@ def role_of(piece: str) -> str:
 @dataclass
 class CpuSampler:
     """Samples the CPU time of named local processes and the host's, every PERIOD_S until
-    cancelled. The broker counts with its descendants (its Erlang VM's helpers); every
-    other piece is its own process (compare's children are the other pieces)."""
+    cancelled. A piece may be several processes (the broker's Erlang VM and its helpers,
+    found by broker_processes before measuring: finding them scans /proc)."""
 
-    pids: dict[str, int]  # piece -> the pid of its process
+    pids: dict[str, list[int]]  # piece -> its processes (the broker's with its helpers)
     not_seen: dict[str, str] = field(default_factory=dict)  # piece -> why it is not sampled
     times: list[int] = field(default_factory=list)  # ns, CLOCK_REALTIME, at each sample
     used: dict[str, list[int]] = field(default_factory=dict)  # piece -> CPU ns at each sample
@@ -44,15 +45,13 @@ class CpuSampler:
     pressure: list[int] = field(default_factory=list)  # the host's PSI `some` ns so far
 
     def __post_init__(self) -> None:
-        self._trees = {piece: process_tree(pid) if piece == "broker" else [pid]
-                       for piece, pid in self.pids.items()}
         self.used = {piece: [] for piece in self.pids}
         self._last: dict[int, int] = {}  # pid -> its CPU when last seen (it may have ended)
 
     def sample(self) -> None:
         self.times.append(now_ns())
-        for piece, tree in self._trees.items():
-            self.used[piece].append(sum(self._cpu(pid) for pid in tree))
+        for piece, pids in self.pids.items():
+            self.used[piece].append(sum(self._cpu(pid) for pid in pids))
         self.host.append(host_cpu_ns() or (0, 0))
         self.pressure.append(host_pressure_ns() or 0)
 
@@ -110,3 +109,19 @@ class CpuSampler:
                      "pressure_share": round(pressure / wall, 3) if pressure is not None else None},
             "series": {"columns": ["t_ms", *names], "rows": rows},
         }
+
+
+def broker_processes(amqp_url: str) -> list[int]:
+    """The broker's processes when its AMQP port is on this host (the managed one, or a
+    user's local RabbitMQ): the one listening on the port, and its descendants. Empty for
+    a broker elsewhere."""
+    parts = urllib.parse.urlsplit(amqp_url)
+    host = parts.hostname or "127.0.0.1"
+    try:
+        port = parts.port or 5672
+    except ValueError:
+        return []
+    if host not in ("localhost", "::1") and not host.startswith("127."):
+        return []
+    pid = listening_pid(port)
+    return process_tree(pid) if pid else []

@@ -199,7 +199,6 @@ class Watchdog(threading.Thread):
         self.late_ns, self.every_s = late_ns, every_s
         self.beat = time.monotonic_ns()
         self.samples: deque[tuple[int, str, str, int]] = deque(maxlen=keep)
-        self.wakeups = 0
         self._stopped = threading.Event()
         try:
             self._schedstat: int | None = os.open(
@@ -209,7 +208,6 @@ class Watchdog(threading.Thread):
 
     def run(self) -> None:
         while not self._stopped.is_set():
-            self.wakeups += 1
             due = self.beat + self.late_ns
             now = time.monotonic_ns()
             if now < due:  # in time: look again later (every wake-up costs the host)

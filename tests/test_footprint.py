@@ -30,7 +30,7 @@ def test_roles_tell_the_system_from_the_instrument():
 
 
 def test_a_process_that_computes_is_seen_computing():
-    sampler = CpuSampler({"compare": os.getpid(), "gone": 2**22 + 7})
+    sampler = CpuSampler({"compare": [os.getpid()], "gone": [2**22 + 7]})
     sampler.sample()
     until = time.perf_counter() + 0.2
     while time.perf_counter() < until:
@@ -40,3 +40,17 @@ def test_a_process_that_computes_is_seen_computing():
     assert summary["pieces"]["compare"]["core_share"] > 0.3
     assert summary["pieces"]["compare"]["instrument"]
     assert summary["pieces"]["gone"]["cpu_ms"] == 0  # not negative: it keeps what it had
+
+
+def test_a_broker_elsewhere_has_no_local_processes_and_a_local_one_is_found():
+    import socket
+
+    from mqprobe.footprint import broker_processes
+
+    assert broker_processes("amqp://user:secret@rabbit.example:5672/") == []
+    assert broker_processes("amqp://127.0.0.1:99999/") == []  # a port no process can have
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert broker_processes(f"amqp://u:p@127.0.0.1:{port}/")[0] == os.getpid()
