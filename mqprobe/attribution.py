@@ -296,11 +296,6 @@ class CpuSeries:
                 i += 1
         return waiting, throttled
 
-    def busy(self, share: float) -> list[tuple[int, int]]:
-        """The windows in which the thread was on a CPU or waiting for one at least `share`
-        of the time: its loop was saturated, and messages for it waited."""
-        return [(r[0], r[0] + r[1]) for r in self.rows if r[2] + r[3] + r[4] >= share * r[1]]
-
 
 class Timeline:
     """The run's intervals by (piece, kind), on one clock: merged, for overlap queries;
@@ -367,8 +362,9 @@ def _minus(s: int, e: int, t0: int, t1: int) -> list[tuple[int, int]]:
 
 
 GAP_NS = STALL_MIN_NS  # backlog periods of a node this close together are one
-LEAD_NS = STALL_MIN_NS  # a broker fault that ended this close before a backlog began it
-BUSY_SHARE = 0.9  # a CPU window this full (computing or waiting for a CPU): the loop was behind
+# a broker fault that ended this close before a node's backlog began it: the queue sampler
+# sees the broker every 0.5 s, so the fault's end is known that coarsely
+LEAD_NS = 1_000_000_000
 
 
 Span = tuple[int, int, Parts]  # an interval that claims time for its causes, in shares
@@ -426,11 +422,11 @@ def excess_of(charged: dict[Cause, float], length: int, floor_ns: float,
 
 class Charger:
     """Charges each wait of a message to what caused it. Built once per run: the timeline,
-    and each node's backlog periods, when it was behind: its loop stalled, collected, or
-    was saturated (a CPU window at least BUSY_SHARE on a CPU or waiting for one), its
-    prefetch window was full, RabbitMQ held ready messages in its queue (it holds them
-    only for a consumer whose window is full, or that is gone), or messages waited in its
-    own backlog."""
+    and each node's backlog periods, when messages waited for it: its loop stalled or
+    collected, its prefetch window was full, RabbitMQ held ready messages in its queue (it
+    holds them only for a consumer whose window is full, or that is gone), or messages
+    waited in its own backlog. (A loop busy on the CPU is no backlog by itself: a backlog
+    of messages shows in the queue or the node.)"""
 
     def __init__(self, timeline: Timeline, messages: Iterable[MessageDeliveries]) -> None:
         self.timeline = timeline
@@ -444,7 +440,6 @@ class Charger:
                          EventKind.QUEUE_BACKLOG):
                 found = timeline.get(node, kind)
                 node_spans += zip(found.starts, found.ends, strict=True)
-            node_spans += timeline.cpu(node).busy(BUSY_SHARE)
         self.backlogs = {node: Intervals(s, gap=GAP_NS) for node, s in spans.items()}
 
     def backlog_at(self, node: str, t: int) -> tuple[int, int] | None:
@@ -467,12 +462,12 @@ class Charger:
         server: dict[Cause, float] = {}
         backlog = self.backlog_at(m.node, b)
         waited_from = max(a, backlog[0]) if backlog else b
-        debt = self._began(m.node, backlog[0], waited_from) if backlog else {}
+        debt = self._began(m.node, backlog[0], waited_from) if backlog else []
         self._broker_side(a, waited_from, mq)
         self._node_side(m.node, waited_from, b, mq, debt, behind=True)
         handled_from = min(c, b + m.wait_ns)  # its wait in the node's own backlog, then handling
         self._node_side(m.node, b, handled_from, server, debt, behind=True)
-        self._node_side(m.node, handled_from, c, server, {}, behind=False)
+        self._node_side(m.node, handled_from, c, server, [], behind=False)
         return (excess_of(mq, b - a, floor["mq"], REMAINDER["mq"]),
                 excess_of(server, c - b, floor["server"], REMAINDER["server"]))
 
@@ -516,7 +511,7 @@ class Charger:
         return free, _length(free) + work - sum(charged.values())
 
     def _node_side(self, node: str, u: int, v: int, out: dict[Cause, float],
-                   debt: dict[Cause, float], behind: bool) -> None:
+                   debt: list[list], behind: bool) -> None:
         """[u, v] of a message at its node: what impeded the node then; while the node was
         behind, also the loop's waits for a CPU, what began its backlog (debt, used up as it
         is charged), and the rest to the consumer's saturation. Once its handling began, the
@@ -527,32 +522,56 @@ class Charger:
         _free, room = self._impeded(node, [(u, v)], out, waits=behind)
         if not behind:
             return
-        total = sum(debt.values())
-        if total > 0 and room > 0:
-            take = min(room, total)
-            for cause in list(debt):
-                share = debt[cause] * take / total
-                out[cause] = out.get(cause, 0.0) + share
-                debt[cause] -= share
+        for item in debt:  # what began the backlog first, then what kept it from draining
+            if room <= 0:
+                break
+            take = min(room, item[1])
+            out[item[0]] = out.get(item[0], 0.0) + take
+            item[1] -= take
             room -= take
         if room > 0:
             out[Cause.CONSUMER_SATURATED] = out.get(Cause.CONSUMER_SATURATED, 0.0) + room
 
-    def _began(self, node: str, backlog_start: int, until: int) -> dict[Cause, float]:
+    def _began(self, node: str, backlog_start: int, until: int) -> list[list]:
         """What impeded the node from the start of its backlog until `until`, and a broker
-        fault that ended just before it began: the backlog's builders, in ns."""
+        fault that ended up to LEAD_NS before it began: the backlog's builders, as
+        [cause, ns] in the order they happened (a message's wait is charged to what began
+        its backlog first, then to what kept the backlog from draining)."""
         start = backlog_start - LEAD_NS
         if until <= start:
-            return {}
-        built: dict[Cause, float] = {}
+            return []
+        timeline = self.timeline
         broker = [span for whose, kind, cause in BACKLOG_BUILDERS
                   for span in whole(cause, [(s, min(e, until)) for s, e in
-                                            self.timeline.get(whose, kind).overlapping(start, until)])]
-        earliest = min([start] + [s for s, _e, _parts in broker])
-        got, free = claim([(earliest, until)], broker)
-        _add(built, got)
-        self._impeded(node, free, built)
-        return built
+                                            timeline.get(whose, kind).overlapping(start, until)])]
+        node_spans = [span for kind in NODE_SIDE
+                      for span in timeline.parts_within(node, kind, backlog_start, until)]
+        earliest = min([backlog_start] + [s for s, _e, _parts in broker])
+        happened: list[tuple[int, Cause, float]] = []  # (when, cause, ns)
+        for s, e, parts in broker + node_spans:
+            got, _ = claim([(max(s, earliest), e)], [(s, e, parts)])
+            happened += [(s, cause, ns) for cause, ns in got.items() if cause is not WORK and ns > 0]
+        # the loop's waits for a CPU between those intervals (its 100 ms windows)
+        series = timeline.cpu(node)
+        for s, e in _gaps(backlog_start, until, sorted((s, e) for s, e, _p in node_spans)):
+            waiting, throttled = series.waits_in([(s, e)])
+            happened += [(s, cause, ns) for cause, ns in ((Cause.CPU_STARVED, waiting),
+                                                          (Cause.CPU_THROTTLED, throttled)) if ns > 0]
+        return [[cause, ns] for _when, cause, ns in sorted(happened, key=lambda item: item[0])]
+
+
+def _gaps(a: int, b: int, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [a, b] no span covers (spans sorted by start)."""
+    out, at = [], a
+    for s, e in spans:
+        if s > at:
+            out.append((at, min(s, b)))
+        at = max(at, e)
+        if at >= b:
+            break
+    if at < b:
+        out.append((at, b))
+    return [(s, e) for s, e in out if e > s]
 
 
 def _fit(charges: dict[Cause, float], room: float) -> dict[Cause, float]:

@@ -520,3 +520,13 @@ def test_a_loop_computing_through_a_backlog_is_the_consumer_working_not_a_stall(
     held = {**parts, "held_by": "mqprobe/node.py:192 in _stall: pass"}  # one callback held it
     ticks = [event(EventKind.LOOP_STALL, "n1", t, t + 8, **held) for t in range(0, 3600, 20)]
     assert attribute(msgs, ticks, BUDGET).share_of(Cause.SERVER_STALL) > 0.3
+
+
+def test_what_began_a_backlog_is_charged_before_what_slowed_its_drain():
+    """A 200 ms stall, then a drain on a loop that waits for a CPU 30% of the time: each
+    message's wait goes first to the stall that built the backlog it waited in."""
+    msgs = consumer(service_ms=9, stall=(1000, 1200))
+    events = [event(EventKind.LOOP_STALL, "n1", 1000, 1200, **BLOCKED)]
+    attribution = attribute(msgs, Timeline(events, cpu_rows(4000, waiting=0.3, on=0.6)), BUDGET)
+    assert attribution.shares[0].cause == Cause.SERVER_STALL, attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) > 2 * attribution.share_of(Cause.CPU_STARVED)
