@@ -26,9 +26,10 @@ def _spin_in_the_loop() -> None:
         pass
 
 
-async def _stall_with(hold) -> list:
+async def _watched(hold, watchdog: bool = True) -> tuple[list, LoopLagMonitor]:
+    """The long stalls a monitor recorded around `hold()`, and the monitor (stopped)."""
     timeline = Recorder("n1")
-    monitor = LoopLagMonitor(timeline=timeline, watchdog=True)
+    monitor = LoopLagMonitor(timeline=timeline, watchdog=watchdog)
     monitor.start()
     await asyncio.sleep(0.05)
     monitor.reset()
@@ -36,9 +37,15 @@ async def _stall_with(hold) -> list:
     hold()
     await asyncio.sleep(0.05)
     monitor.stop()
+    return [e for e in timeline.events
+            if e.kind == EventKind.LOOP_STALL and e.duration_ns > 80 * MS], monitor
+
+
+async def _stall_with(hold) -> list:
+    stalls, monitor = await _watched(hold)
     if monitor.source.startswith("unavailable"):
         pytest.skip(monitor.source)
-    return [e for e in timeline.events if e.kind == EventKind.LOOP_STALL and e.duration_ns > 80 * MS]
+    return stalls
 
 
 @pytest.mark.parametrize(("hold", "line", "part"), [
@@ -105,20 +112,8 @@ def test_without_the_threads_counters_a_stall_falls_back_to_the_cpu_share_and_sa
 
     monkeypatch.setattr(mqprobe.cpu, "_open", lambda path: None)  # as on another OS
 
-    async def run() -> tuple[list, dict]:
-        timeline = Recorder("n1")
-        monitor = LoopLagMonitor(timeline=timeline)
-        monitor.start()
-        await asyncio.sleep(0.05)
-        monitor.reset()
-        await asyncio.sleep(0.03)
-        _spin_in_the_loop()
-        await asyncio.sleep(0.03)
-        monitor.stop()
-        return timeline.events, monitor.cpu()
-
-    events, cpu = asyncio.run(run())
-    (stall,) = [e for e in events if e.duration_ns > 80 * MS]
+    (stall,), monitor = asyncio.run(_watched(_spin_in_the_loop, watchdog=False))
+    cpu = monitor.cpu()
     assert "on_cpu_ms" not in stall.detail and stall.detail["cpu_share"] > 0.5
     assert stall_cause(stall.detail) == Cause.SERVER_STALL
     assert cpu["source"].startswith("unavailable: /proc/thread-self/schedstat")
