@@ -261,11 +261,6 @@ def stall_cause(detail: dict) -> Cause:
     return Cause.SERVER_STALL if largest is WORK else largest
 
 
-def gc_cause(detail: dict) -> Cause:
-    parts = gc_parts(detail)
-    return max(parts, key=parts.__getitem__)
-
-
 # kinds whose events are split one by one by what their time was spent on
 CLASSIFIED = {EventKind.LOOP_STALL: stall_parts, EventKind.GC: gc_parts}
 
@@ -370,13 +365,15 @@ LEAD_NS = 1_000_000_000
 Span = tuple[int, int, Parts]  # an interval that claims time for its causes, in shares
 
 
-def claim(segments: list[tuple[int, int]], candidates: Iterable[Span]
-          ) -> tuple[dict[Cause, float], list[tuple[int, int]]]:
-    """ns of the segments each cause claims, earlier candidates winning overlaps (an
+def claim_each(segments: list[tuple[int, int]], candidates: Iterable[Span]
+               ) -> tuple[list[tuple[Span, dict[Cause, float]]], list[tuple[int, int]]]:
+    """What each candidate claims of the segments, earlier candidates winning overlaps (an
     interval's claim is shared by its parts), and the parts no candidate claimed."""
-    got: dict[Cause, float] = {}
+    each: list[tuple[Span, dict[Cause, float]]] = []
     free = list(segments)
-    for start, end, parts in candidates:
+    for span in candidates:
+        start, end, parts = span
+        got: dict[Cause, float] = {}
         left = []
         for s, e in free:
             overlap = min(e, end) - max(s, start)
@@ -385,6 +382,19 @@ def claim(segments: list[tuple[int, int]], candidates: Iterable[Span]
                     got[cause] = got.get(cause, 0.0) + overlap * share
             left += _minus(s, e, start, end)
         free = left
+        if got:
+            each.append((span, got))
+    return each, free
+
+
+def claim(segments: list[tuple[int, int]], candidates: Iterable[Span]
+          ) -> tuple[dict[Cause, float], list[tuple[int, int]]]:
+    """claim_each, summed by cause."""
+    each, free = claim_each(segments, candidates)
+    got: dict[Cause, float] = {}
+    for _span, claimed in each:
+        for cause, ns in claimed.items():
+            got[cause] = got.get(cause, 0.0) + ns
     return got, free
 
 
@@ -411,9 +421,7 @@ def excess_of(charged: dict[Cause, float], length: int, floor_ns: float,
     excess = length - floor_ns
     if excess <= 0:
         return {}
-    total = sum(charged.values())
-    scale = min(1.0, excess / total) if total else 0.0
-    out = {cause: ns * scale for cause, ns in charged.items() if ns > 0}
+    out = {cause: ns for cause, ns in _fit(charged, excess).items() if ns > 0}
     rest = excess - sum(out.values())
     if rest > 0:
         out[remainder] = out.get(remainder, 0.0) + rest
@@ -547,31 +555,21 @@ class Charger:
         node_spans = [span for kind in NODE_SIDE
                       for span in timeline.parts_within(node, kind, backlog_start, until)]
         earliest = min([backlog_start] + [s for s, _e, _parts in broker])
-        happened: list[tuple[int, Cause, float]] = []  # (when, cause, ns)
-        for s, e, parts in broker + node_spans:
-            got, _ = claim([(max(s, earliest), e)], [(s, e, parts)])
-            happened += [(s, cause, ns) for cause, ns in got.items() if cause is not WORK and ns > 0]
+        # the same precedence as a message's own span (a collection inside a stall counts
+        # once), each interval's claim kept with when it began
+        each, free = claim_each([(earliest, until)], broker + node_spans)
+        happened = [(span[0], cause, ns) for span, got in each for cause, ns in got.items()
+                    if cause is not WORK]
         # the loop's waits for a CPU between those intervals (its 100 ms windows)
         series = timeline.cpu(node)
-        for s, e in _gaps(backlog_start, until, sorted((s, e) for s, e, _p in node_spans)):
+        for s, e in free:
+            s = max(s, backlog_start)
+            if e <= s:
+                continue
             waiting, throttled = series.waits_in([(s, e)])
             happened += [(s, cause, ns) for cause, ns in ((Cause.CPU_STARVED, waiting),
                                                           (Cause.CPU_THROTTLED, throttled)) if ns > 0]
         return [[cause, ns] for _when, cause, ns in sorted(happened, key=lambda item: item[0])]
-
-
-def _gaps(a: int, b: int, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The parts of [a, b] no span covers (spans sorted by start)."""
-    out, at = [], a
-    for s, e in spans:
-        if s > at:
-            out.append((at, min(s, b)))
-        at = max(at, e)
-        if at >= b:
-            break
-    if at < b:
-        out.append((at, b))
-    return [(s, e) for s, e in out if e > s]
 
 
 def _fit(charges: dict[Cause, float], room: float) -> dict[Cause, float]:
