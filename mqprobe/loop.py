@@ -67,6 +67,8 @@ class LoopLagMonitor:
         while True:
             if self.watchdog:
                 self.watchdog.beat = before
+            if not counters.available:  # the fallback reads the process's CPU around a tick
+                self._cpu_before = time.process_time_ns()
             await asyncio.sleep(self.interval)
             after, now_reading = time.monotonic_ns(), counters.read()
             took = after - before
@@ -75,7 +77,7 @@ class LoopLagMonitor:
             if self._discard:  # began before a reset: set-up's, not the measurement's
                 self._discard = False
                 continue
-            self.windows.add(tick, after)
+            self.windows.add(tick)
             lag = max(0, took - interval_ns)
             self.lag.record(lag)
             if lag > self.worst_lag_ns or (lag >= STALL_MIN_NS and self.timeline):
@@ -94,7 +96,6 @@ class LoopLagMonitor:
                     if self.watchdog:
                         detail.update(self.watchdog.held(after - took, after))
                     self.timeline.add(EventKind.LOOP_STALL, end - lag, end, **detail)
-            self._cpu_before = time.process_time_ns()
 
     def _process_share(self, took: int) -> float:
         return min(1.0, max(0, time.process_time_ns() - self._cpu_before) / max(1, took))
@@ -115,7 +116,7 @@ class LoopLagMonitor:
                 "cpu_share": round(self.worst_cpu_share, 2)}
 
     def cpu(self) -> dict:
-        """The loop thread's CPU through the run, for a piece's result (cpu_json)."""
+        """The loop thread's CPU through the run, for a node's result (loop_cpu)."""
         return self.windows.to_json(self.source)
 
     def stop(self) -> None:
@@ -138,7 +139,7 @@ class CpuWindows:
         self.totals = [0, 0, 0, 0]  # wall, on, waiting, throttled: every tick, kept or not
         self._open: list[int] | None = None
 
-    def add(self, tick: Anatomy, ended_mono: int) -> None:
+    def add(self, tick: Anatomy) -> None:
         self.totals[0] += tick.wall_ns
         self.totals[1] += tick.on_cpu_ns
         self.totals[2] += tick.waiting_ns

@@ -79,7 +79,7 @@ def test_cpu_windows_close_every_100_ms_and_keep_every_tick_in_the_totals():
 
     windows = CpuWindows()
     for _ in range(25):  # 25 ticks of 10 ms: two whole windows and an open one
-        windows.add(Anatomy(10 * MS, 3 * MS, 1 * MS, 0, 6 * MS), 0)
+        windows.add(Anatomy(10 * MS, 3 * MS, 1 * MS, 0, 6 * MS))
     data = windows.to_json("schedstat")
     assert [row[1] for row in data["rows"]] == [100 * MS, 100 * MS, 50 * MS]
     assert (data["on_cpu"], data["waiting"], data["throttled"]) == (0.3, 0.1, 0.0)
