@@ -24,7 +24,7 @@ from mqprobe.attribution import (
     stall_cause,
 )
 from mqprobe.footprint import INSTRUMENT_ROLES, CpuSampler, role_of
-from mqprobe.model import PATH_HOPS, RUN_HOPS, Culprit, RunResult
+from mqprobe.model import PATH_HOPS, RUN_HOPS, Culprit, RunResult, is_node_piece
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.records import HopSet, Latency
 from mqprobe.timeline import EventKind, TimedEvent
@@ -137,11 +137,6 @@ def cpu_json(series: dict[str, list[list[int]]], t0_ns: int) -> dict:
 
 
 # -- the run's timeline and deliveries, on the coordinator's clock --------------------------
-def is_node_piece(piece: str) -> bool:
-    """n1, n2...: the node ids compare gives, in the trace and on the timeline."""
-    return piece.startswith("n") and piece[1:].isdigit()
-
-
 def timeline_events(publisher: PublisherResult | None, swarms: list[SwarmResult],
                     nodes: list[NodeResult],
                     broker: list[TimedEvent], shift_ns: dict[str, int]) -> list[TimedEvent]:

@@ -31,7 +31,6 @@ from mqprobe.analysis import (
     cpu_series,
     deliveries,
     e2e_over_time,
-    is_node_piece,
     judge,
     merge_run,
     queue_ready_over_time,
@@ -49,7 +48,7 @@ from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.errors import InputError, within
 from mqprobe.footprint import CpuSampler, broker_processes
 from mqprobe.inject import Faults, parse_injections
-from mqprobe.model import ComparisonResult, RunPhase, RunResult
+from mqprobe.model import ComparisonResult, RunPhase, RunResult, is_node_piece
 from mqprobe.node import NodeConfig
 from mqprobe.process import Child, Piece, RunError, RunInterrupted, run_to_the_end
 from mqprobe.protocol import (

@@ -16,6 +16,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from mqprobe.cpu import host_cpu_ns, host_pressure_ns, listening_pid, process_cpu_ns, process_tree
+from mqprobe.model import is_node_piece
 from mqprobe.stamps import now_ns
 
 PERIOD_S = 0.1
@@ -26,9 +27,7 @@ def role_of(piece: str) -> str:
     """broker, node, swarm, publisher or compare, from a piece's name (n1, swarm2...)."""
     if piece.startswith("swarm"):
         return "swarm"
-    if piece[:1] == "n" and piece[1:].isdigit():
-        return "node"
-    return piece
+    return "node" if is_node_piece(piece) else piece
 
 
 @dataclass

@@ -57,6 +57,12 @@ HOP_CLOCKS = {h.name: (h.end_clock, h.start_clock) for h in HOP_REGISTRY if h.na
 HOP_COLOURS = {h.name: h.colour for h in HOP_REGISTRY if h.colour}
 
 
+def is_node_piece(piece: str) -> bool:
+    """n1, n2...: the node ids compare gives, in the trace, on the timeline, in the CPU
+    footprint."""
+    return piece.startswith("n") and piece[1:].isdigit()
+
+
 class Culprit(StrEnum):
     """Which part of the path a delay belongs to (design.md)."""
 
