@@ -92,12 +92,11 @@ class CpuQuota:
     cgroup v1's `cpu` controller (cpu.cfs_quota_us), else v2's cpu.max."""
 
     def __init__(self, name: str, share: float, root: str = CGROUP_ROOT) -> None:
-        self.v1 = os.path.exists(f"{root}/cpu/cpu.cfs_quota_us")
-        base = f"{root}/cpu" if self.v1 else root
+        base, v1 = _cpu_controller(root) or (root, False)
         self.path, self.base = f"{base}/{name}", base
         quota = max(1000, int(share * QUOTA_PERIOD_US))
         os.makedirs(self.path, exist_ok=True)
-        if self.v1:
+        if v1:
             _write(f"{self.path}/cpu.cfs_period_us", str(QUOTA_PERIOD_US))
             _write(f"{self.path}/cpu.cfs_quota_us", str(quota))
         else:
@@ -106,15 +105,12 @@ class CpuQuota:
     @staticmethod
     def problem(root: str = CGROUP_ROOT) -> str:
         """Why a quota cannot be set here, in one sentence; '' when it can."""
-        if os.path.exists(f"{root}/cpu/cpu.cfs_quota_us"):
-            base = f"{root}/cpu"
-        elif "cpu" in _read(f"{root}/cgroup.controllers").split():
-            base = root
-        else:
+        found = _cpu_controller(root)
+        if found is None:
             return (f"no cgroup CPU controller under {root} (not Linux, or a container that "
                     "hides it)")
-        if not os.access(base, os.W_OK):
-            return f"{base} is not writable (run as root, or with a delegated cgroup)"
+        if not os.access(found[0], os.W_OK):
+            return f"{found[0]} is not writable (run as root, or with a delegated cgroup)"
         return ""
 
     def join(self) -> None:
@@ -127,6 +123,15 @@ class CpuQuota:
             os.rmdir(self.path)
         except OSError:
             pass
+
+
+def _cpu_controller(root: str) -> tuple[str, bool] | None:
+    """Where CPU quotas are set (and whether it is cgroup v1), or None where nowhere."""
+    if os.path.exists(f"{root}/cpu/cpu.cfs_quota_us"):
+        return f"{root}/cpu", True
+    if "cpu" in _read(f"{root}/cgroup.controllers").split():
+        return root, False
+    return None
 
 
 def _write(path: str, text: str) -> None:
