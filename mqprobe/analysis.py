@@ -502,10 +502,12 @@ def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
         text += (f"; {len(stalls)} stalls, {sum(e.detail.get(part, 0) for e in stalls):.0f} ms "
                  f"of it, the longest {stalls[0].duration_ns / 1e6:.0f} ms on {stalls[0].piece} "
                  f"({anatomy_text(stalls[0].detail)})")
-    if cause == Cause.CPU_STARVED and facts.footprint:
-        text += who_had_the_cpu(facts.footprint, [(e.start_ns, e.end_ns) for e in stalls]
-                                or [(facts.footprint.times[0], facts.footprint.times[-1])]
-                                if facts.footprint.times else [])
+    footprint = facts.footprint
+    if cause == Cause.CPU_STARVED and footprint and footprint.times:
+        # who had the CPU through the starved stalls, or through the run when none was long
+        spans = ([(e.start_ns, e.end_ns) for e in stalls]
+                 or [(footprint.times[0], footprint.times[-1])])
+        text += who_had_the_cpu(footprint, spans)
     return text
 
 
@@ -522,10 +524,11 @@ def who_had_the_cpu(footprint: CpuSampler, spans: list[tuple[int, int]]) -> str:
     ranked = sorted(((ns, piece) for piece, ns in used.items() if ns > 0), reverse=True)
     text = "; meanwhile the CPU went to " + ", ".join(
         f"{piece} {ns / wall:.0%}" for ns, piece in ranked[:6]) + " (of one core)"
-    ours = sum(ns for ns, piece in ranked if role_of(piece) in INSTRUMENT_ROLES)
-    if ours >= INSTRUMENT_HEAVY * sum(ns for ns, _ in ranked):
-        names = ", ".join(piece for _ns, piece in ranked if role_of(piece) in INSTRUMENT_ROLES)
-        text += (f". mqprobe's own pieces ({names}) had {ours / sum(ns for ns, _ in ranked):.0%}"
+    instrument = [(ns, piece) for ns, piece in ranked if role_of(piece) in INSTRUMENT_ROLES]
+    ours, total = sum(ns for ns, _ in instrument), sum(ns for ns, _ in ranked)
+    if ours >= INSTRUMENT_HEAVY * total:
+        names = ", ".join(piece for _ns, piece in instrument)
+        text += (f". mqprobe's own pieces ({names}) had {ours / total:.0%}"
                  " of it: this run measured the host as much as the topology; put the swarms "
                  "on other hosts (--place), or lower the load")
     return text
