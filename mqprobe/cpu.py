@@ -73,8 +73,13 @@ class ThreadCounters:
     `available` is False, with `reason`, where the kernel does not give them (then every
     reading is zeros and nothing may be concluded from them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: bool = True) -> None:
         self.reason = ""
+        self._schedstat: int | None = None
+        self._throttle: CgroupThrottle | None = None
+        if not wanted:  # a piece whose stalls nothing splits: no reads on its every tick
+            self.reason = "not read by this piece (its stalls are read by the CPU share)"
+            return
         self._schedstat = _open("/proc/thread-self/schedstat")
         if self._schedstat is None:
             self.reason = "/proc/thread-self/schedstat is not readable (not Linux, or hidden)"
@@ -94,7 +99,8 @@ class ThreadCounters:
         """What the readings rest on, for the result (or why there are none)."""
         if not self.available:
             return f"unavailable: {self.reason}"
-        return "schedstat" + (f" + {self._throttle.source}" if self._throttle.available else "")
+        return "schedstat" + (f" + {self._throttle.source}"
+                              if self._throttle and self._throttle.available else "")
 
     def _read_schedstat(self) -> tuple[int, int]:
         try:
@@ -113,7 +119,8 @@ class ThreadCounters:
         if self._schedstat is not None:
             os.close(self._schedstat)
             self._schedstat = None
-        self._throttle.close()
+        if self._throttle:
+            self._throttle.close()
 
 
 class CgroupThrottle:

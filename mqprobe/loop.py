@@ -41,10 +41,10 @@ class LoopLagMonitor:
     on a CPU) and, with a watchdog, the code the loop was in meanwhile."""
 
     def __init__(self, interval: float = 0.01, timeline: Recorder | None = None,
-                 watchdog: bool = False) -> None:
+                 watchdog: bool = False, counters: bool = True) -> None:
         self.interval = interval
         self.timeline = timeline
-        self.watch = watchdog
+        self.watch, self.read_counters = watchdog, counters
         self.counters: ThreadCounters | None = None
         self.source = "unavailable: not started"  # what the CPU figures rest on
         self.watchdog: Watchdog | None = None
@@ -53,7 +53,7 @@ class LoopLagMonitor:
 
     def start(self) -> None:
         """In the loop's own thread: its counters are that thread's."""
-        self.counters = ThreadCounters()
+        self.counters = ThreadCounters(wanted=self.read_counters)
         self.source = self.counters.source
         if self.watch:
             self.watchdog = Watchdog(int(self.interval * 1e9) + STALL_MIN_NS)

@@ -214,7 +214,8 @@ class Swarm(PieceRuntime):
             self.tallies[group] = GroupTally()
             self.hops[group] = HopSet()
         self.timeline = Recorder()
-        self.loop_lag = LoopLagMonitor(timeline=self.timeline)
+        # its stalls are the instrument's error bar, charged whole: not split by parts
+        self.loop_lag = LoopLagMonitor(timeline=self.timeline, counters=False)
         self.messages: dict[tuple[str, int, str], MessageRecord] = {}
         self.messages_dropped = 0
         self._stopping = False
