@@ -438,7 +438,7 @@ class Charger:
 
     def __init__(self, timeline: Timeline, messages: Iterable[MessageDeliveries]) -> None:
         self.timeline = timeline
-        spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        spans: dict[str, list[tuple[int, int]]] = {}
         for m in messages:
             node_spans = spans.setdefault(m.node, [])
             if m.wait_ns > 0:
