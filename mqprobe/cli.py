@@ -145,23 +145,31 @@ def _still_stopping() -> None:
 
 def _run_measuring(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     """Run a measurement; Ctrl-C or SIGTERM cancels it, so it stops its pieces and saves
-    what it measured (RunInterrupted), instead of dying where it stands."""
+    what it measured (RunInterrupted), instead of dying where it stands.
+
+    The handlers are Python's, not the loop's: asyncio puts the defaults back as its loop
+    closes, and a SIGTERM in that moment would kill us with our broker left running."""
     received: list[int] = []
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if len(received) > 1:  # cancelling again would cut the stopping short
+            _still_stopping()
+        elif running:
+            loop, task = running[0]
+            loop.call_soon_threadsafe(task.cancel)
 
     async def main() -> Any:
-        task, loop = asyncio.current_task(), asyncio.get_running_loop()
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            if len(received) == 1:
-                task.cancel()
-            else:  # cancelling again would cut the stopping short and leave pieces running
-                _still_stopping()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
+        task = asyncio.current_task()
+        assert task is not None
+        running.append((asyncio.get_running_loop(), task))
+        if received:  # it came before the loop ran
+            raise asyncio.CancelledError
         return await coro_factory()
 
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)  # after a first signal, later ones say "still stopping"
     try:
         return asyncio.run(main())
     except RunInterrupted as exc:
@@ -170,10 +178,7 @@ def _run_measuring(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     except asyncio.CancelledError:  # cancelled before any run began: nothing to save
         raise Interrupted(received[0] if received else signal.SIGINT) from None
     finally:
-        if received:  # already stopping: more signals must not cut the saving short
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, lambda *_: _still_stopping())
-        else:
+        if not received:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, _raise_interrupted)
 
@@ -860,6 +865,16 @@ def main() -> None:
     # SIGTERM unwinds like Ctrl-C (context managers stop what they started), it never just
     # kills us with a broker of ours left running
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        _main()
+    finally:
+        # Python resets its handlers to the default (die by the signal) as it shuts down: a
+        # last impatient Ctrl-C then would kill us with -2 instead of the exit code we chose
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _main() -> None:
     try:
         code = app(standalone_mode=False)  # returns the code of a typer.Exit
         if isinstance(code, int) and code:
