@@ -711,6 +711,14 @@ class QueueSampler:
         if started and now_ns() - started > UNRESPONSIVE_NS and not self._down.since:
             self.events.add(EventKind.BROKER_UNAVAILABLE, started, now_ns(), unresponsive=True)
 
+    def _lost_touch(self, exc: BaseException, started: int) -> None:
+        """A broker that refused or closed the connection is down from `started`; one that
+        only did not answer in time (paused, swapping) is not: the overdue sample says it
+        was unresponsive (_unresponsive_since)."""
+        self.unavailable_reason = _one_line(exc) or type(exc).__name__
+        if not isinstance(exc, TimeoutError):
+            self._down.begin(at=started)
+
     async def _depths(self, connection, channel, t_s: float, started: int):
         """(Re)connect if need be, then read every queue's depth; tracks when it cannot."""
         import aio_pika
@@ -720,10 +728,9 @@ class QueueSampler:
                 connection = await aio_pika.connect(self.amqp_url, timeout=2)
                 channel = await connection.channel()
             self._down.end()
-        except Exception as exc:  # the broker is gone (or going)
+        except Exception as exc:  # the broker is gone (or going), or did not answer
             self.errors += 1
-            self.unavailable_reason = _one_line(exc)
-            self._down.begin(at=started)
+            self._lost_touch(exc, started)
             return None, None
         for name in list(self.names):
             try:
@@ -733,8 +740,7 @@ class QueueSampler:
                 try:
                     channel = await asyncio.wait_for(connection.channel(), 2)
                 except Exception as exc:
-                    self.unavailable_reason = _one_line(exc)
-                    self._down.begin(at=started)
+                    self._lost_touch(exc, started)
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(connection.close(), 1)
                     return None, None

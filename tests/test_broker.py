@@ -1,12 +1,15 @@
 """The managed broker, started and stopped through the code users run."""
 
+import asyncio
+import contextlib
 import json
 import os
 import socket
 
 import pytest
 
-from mqprobe.broker import ManagedBroker, management_get, pid_alive
+from mqprobe.broker import ManagedBroker, QueueSampler, management_get, pid_alive
+from mqprobe.timeline import EventKind
 
 from .conftest import run_cli
 
@@ -167,3 +170,32 @@ def test_broker_url_shows_the_password_only_when_asked(tmp_path):
         assert shown == f"amqp://{state['user']}:{state['password']}@127.0.0.1:{state['amqp_port']}/"
     finally:
         mqprobe("broker", "down")
+
+
+@pytest.mark.parametrize(("answers", "unresponsive"), [
+    ("accepts and never speaks", True),  # a paused or swapping broker: the kernel accepts
+    ("refuses", False)])  # a stopped one: the port is closed
+def test_a_broker_that_does_not_answer_is_unresponsive_not_unreachable(answers, unresponsive):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if unresponsive:
+        listener.listen(8)
+    else:
+        listener.close()
+    sampler = QueueSampler(f"amqp://guest:guest@127.0.0.1:{port}/", ["q"], interval_s=0.1)
+
+    async def sample_for(seconds: float) -> None:
+        task = asyncio.create_task(sampler.run())
+        await asyncio.sleep(seconds)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(sample_for(3.5))  # a connection attempt waits 2 s for the handshake
+    finally:
+        listener.close()
+    (kinds,) = {e.kind for e in sampler.timeline()}
+    assert kinds == EventKind.BROKER_UNAVAILABLE
+    assert {bool(e.detail.get("unresponsive")) for e in sampler.timeline()} == {unresponsive}
