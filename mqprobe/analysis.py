@@ -549,6 +549,11 @@ def footprint_lines(cpu: dict) -> list[str]:
     if host.get("pressure_share") is not None:
         line += f", runnable tasks waited for a CPU {host['pressure_share']:.0%} of the time (PSI)"
     out = [line]
+    waited = {p: v["waited_ms"] / (v["waited_ms"] + v["cpu_ms"]) for p, v in pieces.items()
+              if v.get("waited_ms") and v["waited_ms"] + v["cpu_ms"] > 0}
+    if waited:
+        out.append("of the time each was ready to run, it waited for a CPU: " + ", ".join(
+            f"{p} {share:.0%}" for p, share in sorted(waited.items(), key=lambda kv: -kv[1])))
     if cpu.get("not_seen"):
         out.append("not seen: " + "; ".join(f"{p} ({why})" for p, why in cpu["not_seen"].items()))
     return out

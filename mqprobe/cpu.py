@@ -123,6 +123,47 @@ class ThreadCounters:
             self._throttle.close()
 
 
+class ProcessWaits:
+    """How long every thread of some processes waited on a run queue for a CPU (ns, summed):
+    a multi-threaded piece such as RabbitMQ's Erlang VM waits thread by thread, and no
+    per-process counter sums it. Each thread's schedstat is held open and re-read with one
+    pread; threads started later are picked up by `refresh`, and one that ended keeps what
+    it had waited."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._files: dict[str, int] = {}  # /proc/<pid>/task/<tid>/schedstat -> fd
+        self._last: dict[str, int] = {}  # its run-queue wait when last read
+        self.refresh(pids)
+
+    def refresh(self, pids: list[int]) -> None:
+        for pid in pids:
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                path = f"/proc/{pid}/task/{tid}/schedstat"
+                if path not in self._files and (fd := _open(path)) is not None:
+                    self._files[path] = fd
+
+    @property
+    def available(self) -> bool:
+        return bool(self._files)
+
+    def read(self) -> int:
+        for path, fd in self._files.items():
+            try:
+                self._last[path] = int(os.pread(fd, 128, 0).split()[1])
+            except (OSError, ValueError, IndexError):  # the thread ended: keep what it had
+                pass
+        return sum(self._last.values())
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+
 class CgroupThrottle:
     """The time this process's CPU cgroup was held back by its quota (ns), from cpu.stat:
     cgroup v2 `throttled_usec`, v1 `throttled_time` (ns)."""

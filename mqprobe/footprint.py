@@ -15,11 +15,19 @@ import os
 import urllib.parse
 from dataclasses import dataclass, field
 
-from mqprobe.cpu import host_cpu_ns, host_pressure_ns, listening_pid, process_cpu_ns, process_tree
+from mqprobe.cpu import (
+    ProcessWaits,
+    host_cpu_ns,
+    host_pressure_ns,
+    listening_pid,
+    process_cpu_ns,
+    process_tree,
+)
 from mqprobe.model import is_node_piece
 from mqprobe.stamps import now_ns
 
 PERIOD_S = 0.1
+THREADS_EVERY = 10  # samples between looks for threads a piece started since
 INSTRUMENT_ROLES = ("swarm", "publisher", "compare")  # mqprobe's own, not the system's
 
 
@@ -42,15 +50,25 @@ class CpuSampler:
     used: dict[str, list[int]] = field(default_factory=dict)  # piece -> CPU ns at each sample
     host: list[tuple[int, int]] = field(default_factory=list)  # (all, busy) CPU ns
     pressure: list[int] = field(default_factory=list)  # the host's PSI `some` ns so far
+    # piece -> its threads' run-queue wait so far (ns) at each sample: the broker's too,
+    # which measures nothing of itself
+    waited: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.used = {piece: [] for piece in self.pids}
+        self.waited = {piece: [] for piece in self.pids}
+        self._waits = {piece: ProcessWaits(pids) for piece, pids in self.pids.items()}
         self._last: dict[int, int] = {}  # pid -> its CPU when last seen (it may have ended)
 
     def sample(self) -> None:
         self.times.append(now_ns())
+        refresh = len(self.times) % THREADS_EVERY == 0
         for piece, pids in self.pids.items():
             self.used[piece].append(sum(self._cpu(pid) for pid in pids))
+            waits = self._waits[piece]
+            if refresh:
+                waits.refresh(pids)
+            self.waited[piece].append(waits.read())
         self.host.append(host_cpu_ns() or (0, 0))
         self.pressure.append(host_pressure_ns() or 0)
 
@@ -63,9 +81,13 @@ class CpuSampler:
         return used
 
     async def run(self) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(PERIOD_S)
+        try:
+            while True:
+                self.sample()
+                await asyncio.sleep(PERIOD_S)
+        finally:
+            for waits in self._waits.values():
+                waits.close()
 
     def during(self, spans: list[tuple[int, int]]) -> dict[str, float]:
         """The CPU ns each piece used within the spans, pro rata of the samples' windows."""
@@ -94,6 +116,11 @@ class CpuSampler:
             pieces[piece] = {"role": role_of(piece), "cpu_ms": round(used / 1e6, 1),
                              "core_share": round(used / wall, 3),
                              "instrument": role_of(piece) in INSTRUMENT_ROLES}
+            waited = self.waited[piece]
+            if self._waits[piece].available and waited:
+                # its threads' waits for a CPU, summed: against what they ran, how much of
+                # its progress waited
+                pieces[piece]["waited_ms"] = round((waited[-1] - waited[0]) / 1e6, 1)
         (all0, busy0), (all1, busy1) = self.host[0], self.host[-1]
         pressure = self.pressure[-1] - self.pressure[0] if self.pressure[0] else None
         names = list(self.used)
@@ -106,7 +133,12 @@ class CpuSampler:
             "pieces": pieces, "not_seen": self.not_seen,
             "host": {"busy_share": round((busy1 - busy0) / (all1 - all0), 3) if all1 > all0 else None,
                      "pressure_share": round(pressure / wall, 3) if pressure is not None else None},
-            "series": {"columns": ["t_ms", *names], "rows": rows},
+            "series": {"columns": ["t_ms", *names], "rows": rows,
+                       # each piece's threads' waits for a CPU (ms per window), -1: not read
+                       "waited_rows": [
+                           [row[0]] + [round((self.waited[n][i] - self.waited[n][i - 1]) / 1e6, 1)
+                                       if self._waits[n].available else -1 for n in names]
+                           for i, row in enumerate(rows, start=1)]},
         }
 
 

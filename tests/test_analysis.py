@@ -157,3 +157,14 @@ def test_queue_depth_is_summed_over_queues_on_the_timelines_axis():
     # sampling began 200 ms before the first publish
     got = queue_ready_over_time(series, sampled_from_ns=800_000_000, t0_ns=1_000_000_000)
     assert got["rows"] == [[-200.0, 7], [300.0, 3]]
+
+
+def test_footprint_says_how_long_each_piece_waited_for_a_cpu_when_it_was_read():
+    from mqprobe.analysis import footprint_lines
+
+    cpu = {"available": True, "cores": 2, "host": {}, "pieces": {
+        "broker": {"core_share": 0.4, "cpu_ms": 300.0, "waited_ms": 100.0, "instrument": False},
+        "n1": {"core_share": 0.3, "cpu_ms": 200.0, "waited_ms": 200.0, "instrument": False},
+        "swarm1": {"core_share": 0.2, "cpu_ms": 100.0, "instrument": True}}}
+    lines = footprint_lines(cpu)
+    assert lines[1] == "of the time each was ready to run, it waited for a CPU: n1 50%, broker 25%"

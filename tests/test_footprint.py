@@ -4,6 +4,8 @@ real sample of this process while it computes."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -40,6 +42,30 @@ def test_a_process_that_computes_is_seen_computing():
     assert summary["pieces"]["compare"]["core_share"] > 0.3
     assert summary["pieces"]["compare"]["instrument"]
     assert summary["pieces"]["gone"]["cpu_ms"] == 0  # not negative: it keeps what it had
+    assert "waited_ms" not in summary["pieces"]["gone"]  # nothing was read: not "0 waited"
+
+
+def test_two_busy_processes_on_one_core_are_seen_waiting_for_it():
+    """The waits of a piece that measures nothing itself (the broker), from its threads'
+    schedstat: two spinners pinned to one CPU each wait about half the time."""
+    spin = "import time\nuntil = time.time() + 1.5\nwhile time.time() < until: pass"
+    cpu = max(os.sched_getaffinity(0))
+    spinners = [subprocess.Popen([sys.executable, "-c", spin],
+                                 preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+                for _ in range(2)]
+    try:
+        sampler = CpuSampler({"a": [spinners[0].pid], "b": [spinners[1].pid]})
+        sampler.sample()
+        time.sleep(0.8)
+        sampler.sample()
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    pieces = sampler.summary(sampler.times[0])["pieces"]
+    for piece in ("a", "b"):
+        ran, waited = pieces[piece]["cpu_ms"], pieces[piece]["waited_ms"]
+        assert 0.25 < waited / (ran + waited) < 0.9, pieces  # about half, or more beside others
 
 
 def test_a_broker_elsewhere_has_no_local_processes_and_a_local_one_is_found():
