@@ -1,7 +1,7 @@
 """Are the verdicts stable from run to run, on any host, and does the node fake faults?
 
     .venv/bin/python benchmarks/verdicts.py [--repeat 5] [--only clean,gc,inject]
-    .venv/bin/python benchmarks/verdicts.py --only matrix --host as-is|one-core|hog
+    .venv/bin/python benchmarks/verdicts.py --only matrix --host as-is|one-core|hog [--keep DIR]
 
 1. The default compare (every topology x layout) with --repeat N: how often each verdict.
 2. Each --inject kind at the default workload (single-topic, per-node), --repeat N: how
@@ -40,6 +40,7 @@ INJECTIONS = [  # (what, extra flags, culprit: cause expected)
 
 
 PREFIX: list[str] = []  # what the compare command runs under (taskset -c 0, or nothing)
+KEEP: list[Path] = []  # a directory to keep each compare's result JSON in (--keep)
 CLEAN_ON_A_SHORT_HOST = {"none: within-budget", "server: cpu-starved"}
 
 
@@ -52,6 +53,11 @@ def compare(args: list[str], env: dict | None = None) -> dict:
                               capture_output=True, text=True, env={**os.environ, **(env or {})})
         if not out.exists():
             sys.exit(f"compare failed: {done.stderr[-2000:]}")
+        if KEEP:
+            KEEP[0].mkdir(parents=True, exist_ok=True)
+            name = "_".join(a.replace("/", "-") for a in args if not a.startswith("--"))
+            (KEEP[0] / f"{len(list(KEEP[0].iterdir())):02d}_{name or 'default'}.json").write_text(
+                out.read_text())
         return json.loads(out.read_text())
 
 
@@ -172,7 +178,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default="clean,gc,inject")
     parser.add_argument("--host", default="as-is", help="as-is | one-core | hog (matrix)")
+    parser.add_argument("--keep", type=Path, help="keep each compare's result JSON here")
     args = parser.parse_args()
+    KEEP[:] = [args.keep] if args.keep else []
     parts = args.only.split(",")
     if "matrix" in parts:
         with host_condition(args.host):
