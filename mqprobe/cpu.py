@@ -133,6 +133,7 @@ class ProcessWaits:
     def __init__(self, pids: list[int]) -> None:
         self._files: dict[str, int] = {}  # /proc/<pid>/task/<tid>/schedstat -> fd
         self._last: dict[str, int] = {}  # its run-queue wait when last read
+        self.available = False  # some thread's counters could be read (closing keeps it so)
         self.refresh(pids)
 
     def refresh(self, pids: list[int]) -> None:
@@ -145,10 +146,7 @@ class ProcessWaits:
                 path = f"/proc/{pid}/task/{tid}/schedstat"
                 if path not in self._files and (fd := _open(path)) is not None:
                     self._files[path] = fd
-
-    @property
-    def available(self) -> bool:
-        return bool(self._files)
+                    self.available = True
 
     def read(self) -> int:
         for path, fd in self._files.items():

@@ -3,6 +3,8 @@ real sample of this process while it computes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -53,11 +55,17 @@ def test_two_busy_processes_on_one_core_are_seen_waiting_for_it():
     spinners = [subprocess.Popen([sys.executable, "-c", spin],
                                  preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
                 for _ in range(2)]
+    sampler = CpuSampler({"a": [spinners[0].pid], "b": [spinners[1].pid]})
+
+    async def sample_for(seconds: float) -> None:  # as compare runs it, until cancelled
+        task = asyncio.create_task(sampler.run())
+        await asyncio.sleep(seconds)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     try:
-        sampler = CpuSampler({"a": [spinners[0].pid], "b": [spinners[1].pid]})
-        sampler.sample()
-        time.sleep(0.8)
-        sampler.sample()
+        asyncio.run(sample_for(0.8))
     finally:
         for spinner in spinners:
             spinner.kill()
@@ -66,6 +74,8 @@ def test_two_busy_processes_on_one_core_are_seen_waiting_for_it():
     for piece in ("a", "b"):
         ran, waited = pieces[piece]["cpu_ms"], pieces[piece]["waited_ms"]
         assert 0.25 < waited / (ran + waited) < 0.9, pieces  # about half, or more beside others
+    rows = sampler.summary(sampler.times[0])["series"]["waited_rows"]
+    assert all(row[1] >= 0 for row in rows) and sum(row[1] for row in rows) > 0, rows
 
 
 def test_a_broker_elsewhere_has_no_local_processes_and_a_local_one_is_found():
