@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mqprobe.errors import ResultFormatError
@@ -85,10 +85,13 @@ PROSE = {
 # Where a message waited decides what may explain the wait:
 # - on the broker's side of the mq hop (before its node was behind): the broker and the
 #   publisher (BROKER_SIDE), and what they leave is the broker's own (broker-side);
-# - while its node was behind (a backlog period, Charger) and in the node: the node's own
-#   impediments (NODE_SIDE, highest precedence first), then the time its loop waited for a
-#   CPU or was throttled, then whatever began that backlog earlier, and only what all of
-#   them leave to `consumer-saturated`: arrival outpacing a consumer that ran unimpeded;
+# - while its node was behind (a backlog period, Charger) and in the node: first what
+#   builds a backlog, the node's stalls and collections while it waited (NODE_SIDE, highest
+#   precedence first), then those and broker faults that began the backlog before the
+#   message came; then what slows a drain, the loop's waits for a CPU (or its quota) while
+#   it waited, then before; and only what all of them leave to `consumer-saturated`:
+#   arrival outpacing a consumer that ran unimpeded. (A loop waits for a CPU during a drain
+#   because it has a backlog to work on: the waits slow a drain that a stall began);
 # - after the emit: the node's impediments, its emit loop, the swarm's (SWARM_SIDE).
 BROKER_SIDE = (("broker", EventKind.BROKER_UNAVAILABLE, Cause.BROKER_UNAVAILABLE),
                ("publisher", EventKind.PUBLISHER_BLOCKED, Cause.BROKER_BLOCKED),
@@ -100,6 +103,7 @@ NODE_SIDE = (EventKind.GC, EventKind.LOOP_STALL)  # each split by its parts (CLA
 SWARM_SIDE = ((EventKind.GC, Cause.SWARM_SATURATED),
               (EventKind.LOOP_STALL, Cause.SWARM_SATURATED))
 REMAINDER = {"mq": Cause.BROKER_SIDE, "server": Cause.SLOW_HANDLER, "delivery": Cause.DELIVERY}
+DRAIN_SLOWERS = frozenset((Cause.CPU_STARVED, Cause.CPU_THROTTLED))  # never a backlog's builder
 
 
 @dataclass(slots=True)
@@ -520,31 +524,33 @@ class Charger:
 
     def _node_side(self, node: str, u: int, v: int, out: dict[Cause, float],
                    debt: list[list], behind: bool) -> None:
-        """[u, v] of a message at its node: what impeded the node then; while the node was
-        behind, also the loop's waits for a CPU, what began its backlog (debt, used up as it
-        is charged), and the rest to the consumer's saturation. Once its handling began, the
-        handler's own span: the loop's waits then were for other work (the handler may be
-        awaiting a timer or I/O), so only stalls and collections count."""
+        """[u, v] of a message at its node. While the node was behind: its stalls and
+        collections meanwhile, then what began its backlog before (debt, used up as it is
+        charged), then its loop's waits for a CPU meanwhile, then those that slowed the
+        drain before, and the rest to the consumer's saturation. Once its handling began,
+        the handler's own span: the loop's waits then were for other work (the handler may
+        be awaiting a timer or I/O), so only stalls and collections count."""
         if v <= u:
             return
-        _free, room = self._impeded(node, [(u, v)], out, waits=behind)
         if not behind:
+            self._impeded(node, [(u, v)], out, waits=False)
             return
-        for item in debt:  # what began the backlog first, then what kept it from draining
-            if room <= 0:
-                break
-            take = min(room, item[1])
-            out[item[0]] = out.get(item[0], 0.0) + take
-            item[1] -= take
-            room -= take
-        if room > 0:
-            out[Cause.CONSUMER_SATURATED] = out.get(Cause.CONSUMER_SATURATED, 0.0) + room
+        own: dict[Cause, float] = {}
+        self._impeded(node, [(u, v)], own)
+        left = float(v - u)
+        for slows in (False, True):  # what builds a backlog first, then what slows a drain
+            fitted = _fit({c: ns for c, ns in own.items() if (c in DRAIN_SLOWERS) == slows}, left)
+            _add(out, fitted)
+            left = _pay(debt, left - sum(fitted.values()), out,
+                        lambda cause, slows=slows: (cause in DRAIN_SLOWERS) == slows)
+        if left > 0:
+            out[Cause.CONSUMER_SATURATED] = out.get(Cause.CONSUMER_SATURATED, 0.0) + left
 
     def _began(self, node: str, backlog_start: int, until: int) -> list[list]:
         """What impeded the node from the start of its backlog until `until`, and a broker
         fault that ended up to LEAD_NS before it began: the backlog's builders, as
-        [cause, ns] in the order they happened (a message's wait is charged to what began
-        its backlog first, then to what kept the backlog from draining)."""
+        [cause, ns] in the order they happened (_node_side charges what began it before
+        the waits for a CPU that kept it from draining)."""
         start = backlog_start - LEAD_NS
         if until <= start:
             return []
@@ -570,6 +576,22 @@ class Charger:
             happened += [(s, cause, ns) for cause, ns in ((Cause.CPU_STARVED, waiting),
                                                           (Cause.CPU_THROTTLED, throttled)) if ns > 0]
         return [[cause, ns] for _when, cause, ns in sorted(happened, key=lambda item: item[0])]
+
+
+def _pay(debt: list[list], room: float, out: dict[Cause, float],
+         which: Callable[[Cause], bool]) -> float:
+    """Charge `room` ns to the debt's items `which` picks, in order, using them up; returns
+    the ns left."""
+    for item in debt:
+        if room <= 0:
+            break
+        if not which(item[0]) or item[1] <= 0:
+            continue
+        take = min(room, item[1])
+        out[item[0]] = out.get(item[0], 0.0) + take
+        item[1] -= take
+        room -= take
+    return max(0.0, room)
 
 
 def _fit(charges: dict[Cause, float], room: float) -> dict[Cause, float]:

@@ -530,3 +530,19 @@ def test_what_began_a_backlog_is_charged_before_what_slowed_its_drain():
     attribution = attribute(msgs, Timeline(events, cpu_rows(4000, waiting=0.3, on=0.6)), BUDGET)
     assert attribution.shares[0].cause == Cause.SERVER_STALL, attribution.shares
     assert attribution.share_of(Cause.SERVER_STALL) > 2 * attribution.share_of(Cause.CPU_STARVED)
+
+
+def test_a_stall_on_a_crowded_host_is_charged_before_the_waits_that_slowed_its_drain():
+    """Beside a CPU hog: a 200 ms stall, then a drain on a loop that waits for a CPU 35%
+    of the time (9 ms of work a message takes 13.8), seen as short stalls spent mostly
+    waiting (14 ms in every 40). The waits came because the loop had a backlog to work
+    on: they slowed the drain the stall began, so the stall is charged first, and the
+    waits only for what a wait took beyond it (this read cpu-starved 3 times in 5)."""
+    msgs = consumer(every_ms=20, service_ms=9 / 0.65, stall=(1000, 1200))
+    waiting = {"on_cpu_ms": 2.0, "waiting_ms": 12.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0}
+    events = [event(EventKind.LOOP_STALL, "n1", 1000, 1200, **BLOCKED)]
+    events += [event(EventKind.LOOP_STALL, "n1", t, t + 14, **waiting)
+               for t in range(0, 6000, 40) if not 990 <= t < 1200]
+    attribution = attribute(msgs, Timeline(events, cpu_rows(6000, waiting=0.35, on=0.5)), BUDGET)
+    assert attribution.shares[0].cause == Cause.SERVER_STALL, attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) > 1.5 * attribution.share_of(Cause.CPU_STARVED)
