@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mqprobe.attribution import (
+    BROKER,
     PROSE,
     Attribution,
     Cause,
@@ -511,6 +512,32 @@ def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
     return text
 
 
+AROUND_NS = 300_000_000  # either side of the worst e2e moment, for the broker's waits there
+
+
+def _broker_waits(run: dict, facts: RunFacts) -> list[str]:
+    """How much of its ready time RabbitMQ's threads waited for a CPU, over the run and
+    around the worst e2e moment: a broker that waits for a CPU holds messages without
+    being busy, and only compare's sampler sees it (the broker measures nothing itself)."""
+    piece = (run.get("cpu") or {}).get("pieces", {}).get(BROKER, {})
+    waited, ran = piece.get("waited_ms"), piece.get("cpu_ms", 0)
+    if waited is None or waited + ran <= 0:
+        return []
+    line = (f"RabbitMQ's threads waited for a CPU {waited / (waited + ran):.0%} of the time "
+            "they were ready to run")
+    rows = (run.get("timeline", {}).get("e2e") or {}).get("rows") or []
+    windows = facts.footprint.windows(BROKER) if facts.footprint else []
+    if rows and windows:
+        t_ms, *_rest, worst_ms = max(rows, key=lambda row: row[-1])
+        at = facts.t0_ns + int(t_ms * 1e6)
+        near = [w for w in windows if at - AROUND_NS <= w[0] <= at + AROUND_NS]
+        on, wait = sum(w[2] for w in near), sum(w[3] for w in near)
+        if on + wait > 0:
+            line += (f", {wait / (on + wait):.0%} around the worst e2e ({worst_ms:.0f} ms, "
+                     f"{t_ms / 1000:.1f} s into the run)")
+    return [line]
+
+
 INSTRUMENT_HEAVY = 0.25  # of the CPU others used while a node waited: the run measured the host
 
 
@@ -583,7 +610,7 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
         return [f"{idle} (busy ratio max {busy:.2f}) and prefetch windows "
                 f"{'full only ' + str(len(windows)) + ' times' if windows else 'never full'}, "
                 "yet messages waited before reaching them", *_loop_cpu_evidence(nodes),
-                *_queue_evidence(broker)]
+                *_queue_evidence(broker), *_broker_waits(run, facts)]
     if cause in (Cause.SERVER_STALL, Cause.GC_PAUSE, Cause.CPU_STARVED, Cause.CPU_THROTTLED):
         worst = max(nodes, key=lambda n: n["loop_lag_ms"]["max"], default=None)
         if worst:

@@ -93,9 +93,10 @@ PROSE = {
 #   arrival outpacing a consumer that ran unimpeded. (A loop waits for a CPU during a drain
 #   because it has a backlog to work on: the waits slow a drain that a stall began);
 # - after the emit: the node's impediments, its emit loop, the swarm's (SWARM_SIDE).
-BROKER_SIDE = (("broker", EventKind.BROKER_UNAVAILABLE, Cause.BROKER_UNAVAILABLE),
+BROKER = "broker"  # the broker's piece name on the timeline and in compare's CPU sampler
+BROKER_SIDE = ((BROKER, EventKind.BROKER_UNAVAILABLE, Cause.BROKER_UNAVAILABLE),
                ("publisher", EventKind.PUBLISHER_BLOCKED, Cause.BROKER_BLOCKED),
-               ("broker", EventKind.BROKER_ALARM, Cause.BROKER_ALARM),
+               (BROKER, EventKind.BROKER_ALARM, Cause.BROKER_ALARM),
                ("publisher", EventKind.GC, Cause.PUBLISHER_STALL),
                ("publisher", EventKind.LOOP_STALL, Cause.PUBLISHER_STALL))
 BACKLOG_BUILDERS = BROKER_SIDE[:3]  # broker faults whose aftermath is a backlog at the node

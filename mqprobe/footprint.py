@@ -103,6 +103,15 @@ class CpuSampler:
                 i += 1
         return out
 
+    def windows(self, piece: str) -> list[list[int]]:
+        """A piece's CPU per sample window: [start_ns, wall_ns, on_cpu_ns, waited_ns (its
+        threads summed)]; none when its waits were not read."""
+        if piece not in self.used or not self._waits[piece].available:
+            return []
+        used, waited, times = self.used[piece], self.waited[piece], self.times
+        return [[times[i - 1], times[i] - times[i - 1], used[i] - used[i - 1],
+                 waited[i] - waited[i - 1]] for i in range(1, len(times))]
+
     def summary(self, t0_ns: int) -> dict:
         """For the result JSON: each piece's CPU in all and as a share of one core, whether
         it is the system or the instrument, the host's busy share and pressure, and the

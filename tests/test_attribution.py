@@ -546,3 +546,31 @@ def test_a_stall_on_a_crowded_host_is_charged_before_the_waits_that_slowed_its_d
     attribution = attribute(msgs, Timeline(events, cpu_rows(6000, waiting=0.35, on=0.5)), BUDGET)
     assert attribution.shares[0].cause == Cause.SERVER_STALL, attribution.shares
     assert attribution.share_of(Cause.SERVER_STALL) > 1.5 * attribution.share_of(Cause.CPU_STARVED)
+
+
+def test_a_broker_side_verdict_says_how_long_rabbitmq_waited_for_a_cpu_and_when():
+    """Beside a hog, a broker-side tail came where RabbitMQ's threads waited for a CPU most
+    of their ready time: the evidence says so, over the run and around the worst e2e."""
+    from mqprobe.footprint import CpuSampler
+
+    msgs = messages(slow={i: {"mq": 120} for i in range(50, 60)})  # 1.0 s to 1.2 s
+    footprint = CpuSampler({"broker": []})
+    footprint._waits["broker"].available = True  # as if its threads had been read
+    footprint.times = [T0 + t * 100 * MS for t in range(21)]
+    footprint.used["broker"] = [t * 20 * MS for t in range(21)]  # 20 ms a window
+    footprint.waited["broker"] = [sum(60 if 8 <= k < 14 else 2 for k in range(t)) * MS
+                                  for t in range(21)]  # 60 ms a window from 0.8 s to 1.4 s
+    run = run_of(msgs)
+    run["cpu"] = {"available": True, "pieces": {"broker": {
+        "cpu_ms": 400.0, "waited_ms": footprint.waited["broker"][-1] / MS, "core_share": 0.2,
+        "instrument": False}}}
+    from mqprobe.analysis import e2e_over_time
+
+    run["timeline"] = {"e2e": e2e_over_time(msgs, T0)}
+    attribution = attribute(msgs, [], BUDGET)
+    said = verdict(RunFacts(run, [], T0, footprint=footprint), attribution, BUDGET)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_SIDE), attribution.shares
+    line = next(e for e in said.evidence if e.startswith("RabbitMQ's threads waited"))
+    # 388 ms waited beside 400 computed; from 0.7 s to 1.3 s, 362 beside 140
+    assert line == ("RabbitMQ's threads waited for a CPU 49% of the time they were ready to "
+                    "run, 72% around the worst e2e (122 ms, 1.0 s into the run)"), line
