@@ -471,7 +471,8 @@ def _stall_cause(facts: RunFacts) -> str:
     detail, ms = worst.detail, f"{worst.duration_ns / 1e6:.0f}"
     where = f" in {detail['held_by']}" if detail.get("held_by") else ""
     if "off_cpu_ms" in detail:
-        blocked = detail["off_cpu_ms"] > detail.get("on_cpu_ms", 0) + detail.get("waiting_ms", 0)
+        # its wait for a CPU is charged apart (cpu-starved): held off the CPU, or computing
+        blocked = detail["off_cpu_ms"] > detail.get("on_cpu_ms", 0)
         parts = f" ({anatomy_text(detail)})"
     else:
         blocked = detail.get("cpu_share", 0.0) < SATURATED_CPU_SHARE
@@ -575,6 +576,9 @@ def footprint_lines(cpu: dict) -> list[str]:
         line += f"; host {host['busy_share']:.0%} busy of {cpu.get('cores', '?')} cores"
     if host.get("pressure_share") is not None:
         line += f", runnable tasks waited for a CPU {host['pressure_share']:.0%} of the time (PSI)"
+    if host.get("stolen_ms"):
+        line += (f"; the hypervisor held this machine's CPUs {host['stolen_ms']:.0f} ms (steal: "
+                 "every piece paused, asleep or not)")
     out = [line]
     waited = {p: v["waited_ms"] / (v["waited_ms"] + v["cpu_ms"]) for p, v in pieces.items()
               if v.get("waited_ms") and v["waited_ms"] + v["cpu_ms"] > 0}

@@ -265,8 +265,10 @@ def process_tree(root_pid: int) -> list[int]:
     return tree
 
 
-def host_cpu_ns() -> tuple[int, int] | None:
-    """The host's CPU time in all, and of it busy (not idle or iowait), over all CPUs."""
+def host_cpu_ns() -> tuple[int, int, int] | None:
+    """The host's CPU time in all, of it busy (not idle or iowait), and stolen (a virtual
+    machine's CPUs held by its hypervisor: every thread paused, whatever it was doing),
+    over all CPUs."""
     try:
         with open("/proc/stat") as file:
             first = file.readline().split()
@@ -274,7 +276,7 @@ def host_cpu_ns() -> tuple[int, int] | None:
         return None
     values = [int(v) * CLOCK_TICK_NS for v in first[1:9]]
     idle = values[3] + values[4]
-    return sum(values), sum(values) - idle
+    return sum(values), sum(values) - idle, values[7]
 
 
 def host_pressure_ns() -> int | None:

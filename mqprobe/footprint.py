@@ -48,7 +48,7 @@ class CpuSampler:
     not_seen: dict[str, str] = field(default_factory=dict)  # piece -> why it is not sampled
     times: list[int] = field(default_factory=list)  # ns, CLOCK_REALTIME, at each sample
     used: dict[str, list[int]] = field(default_factory=dict)  # piece -> CPU ns at each sample
-    host: list[tuple[int, int]] = field(default_factory=list)  # (all, busy) CPU ns
+    host: list[tuple[int, int, int]] = field(default_factory=list)  # (all, busy, stolen) ns
     pressure: list[int] = field(default_factory=list)  # the host's PSI `some` ns so far
     # piece -> its threads' run-queue wait so far (ns) at each sample: the broker's too,
     # which measures nothing of itself
@@ -69,7 +69,7 @@ class CpuSampler:
             if refresh:
                 waits.refresh(pids)
             self.waited[piece].append(waits.read())
-        self.host.append(host_cpu_ns() or (0, 0))
+        self.host.append(host_cpu_ns() or (0, 0, 0))
         self.pressure.append(host_pressure_ns() or 0)
 
     def _cpu(self, pid: int) -> int:
@@ -130,7 +130,7 @@ class CpuSampler:
                 # its threads' waits for a CPU, summed: against what they ran, how much of
                 # its progress waited
                 pieces[piece]["waited_ms"] = round((waited[-1] - waited[0]) / 1e6, 1)
-        (all0, busy0), (all1, busy1) = self.host[0], self.host[-1]
+        (all0, busy0, stolen0), (all1, busy1, stolen1) = self.host[0], self.host[-1]
         pressure = self.pressure[-1] - self.pressure[0] if self.pressure[0] else None
         names = list(self.used)
         rows = []
@@ -141,6 +141,7 @@ class CpuSampler:
             "available": True, "wall_s": round(wall / 1e9, 2), "cores": os.cpu_count() or 1,
             "pieces": pieces, "not_seen": self.not_seen,
             "host": {"busy_share": round((busy1 - busy0) / (all1 - all0), 3) if all1 > all0 else None,
+                     "stolen_ms": round((stolen1 - stolen0) / 1e6, 1),
                      "pressure_share": round(pressure / wall, 3) if pressure is not None else None},
             "series": {"columns": ["t_ms", *names], "rows": rows,
                        # each piece's threads' waits for a CPU (ms per window), -1: not read
