@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,6 +58,18 @@ def vhost_url(managed_broker: ManagedBroker, request: pytest.FixtureRequest) -> 
     managed_broker.rabbitmqctl("set_permissions", "-p", vhost, state.user, ".*", ".*", ".*")
     yield f"{state.amqp_url}{vhost}"
     managed_broker.rabbitmqctl("delete_vhost", vhost)
+
+
+def run_until_cancelled(seconds: float, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """Run a sampler's loop for `seconds`, then cancel it, as compare does."""
+    async def main() -> None:
+        task = asyncio.create_task(work())
+        await asyncio.sleep(seconds)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
 
 
 def run_cli(*args: str, amqp_url: str | None = None, timeout: float = 300,

@@ -1,7 +1,5 @@
 """The managed broker, started and stopped through the code users run."""
 
-import asyncio
-import contextlib
 import json
 import os
 import socket
@@ -11,7 +9,7 @@ import pytest
 from mqprobe.broker import ManagedBroker, QueueSampler, management_get, pid_alive
 from mqprobe.timeline import EventKind
 
-from .conftest import run_cli
+from .conftest import run_cli, run_until_cancelled
 
 
 def test_session_broker_serves_amqp_and_management_on_loopback(broker):
@@ -184,16 +182,8 @@ def test_a_broker_that_does_not_answer_is_unresponsive_not_unreachable(answers, 
     else:
         listener.close()
     sampler = QueueSampler(f"amqp://guest:guest@127.0.0.1:{port}/", ["q"], interval_s=0.1)
-
-    async def sample_for(seconds: float) -> None:
-        task = asyncio.create_task(sampler.run())
-        await asyncio.sleep(seconds)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
     try:
-        asyncio.run(sample_for(3.5))  # a connection attempt waits 2 s for the handshake
+        run_until_cancelled(3.5, sampler.run)  # a connection attempt waits 2 s for its answer
     finally:
         listener.close()
     (kinds,) = {e.kind for e in sampler.timeline()}

@@ -3,8 +3,6 @@ real sample of this process while it computes."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import subprocess
 import sys
@@ -13,6 +11,8 @@ import time
 import pytest
 
 from mqprobe.footprint import CpuSampler, role_of
+
+from .conftest import run_until_cancelled
 
 MS = 1_000_000
 
@@ -56,16 +56,8 @@ def test_two_busy_processes_on_one_core_are_seen_waiting_for_it():
                                  preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
                 for _ in range(2)]
     sampler = CpuSampler({"a": [spinners[0].pid], "b": [spinners[1].pid]})
-
-    async def sample_for(seconds: float) -> None:  # as compare runs it, until cancelled
-        task = asyncio.create_task(sampler.run())
-        await asyncio.sleep(seconds)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
     try:
-        asyncio.run(sample_for(0.8))
+        run_until_cancelled(0.8, sampler.run)
     finally:
         for spinner in spinners:
             spinner.kill()
