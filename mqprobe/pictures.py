@@ -380,13 +380,13 @@ def _inline_svg(svg: bytes) -> str:
 
 # -- HDR logs ------------------------------------------------------------------------------
 def export_hdr_logs(result: dict, directory: Path) -> list[Path]:
-    """One .hlog per run and hop (values in microseconds; max column in ms)."""
+    """One .hlog per run and hop (values in microseconds; max column in ms), named like
+    the run's pictures: a repeat's number keeps it from overwriting the one before."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for run in result["runs"]:
-        load = f"_{run['load']:g}" if "load" in run else ""
         for hop, encoded in run.get("hdr", {}).items():
-            path = directory / f"{run['topology']}_{run['layout']}{load}_{hop}.hlog"
+            path = directory / f"{_stem(run)}_{hop}.hlog"
             with open(path, "w") as out:
                 writer = HistogramLogWriter(out)
                 writer.output_comment(f"mqprobe {result.get('mqprobe_version')} hop {hop}, "

@@ -153,3 +153,18 @@ def test_without_matplotlib_pictures_are_one_sentence_before_anything_starts(mon
                           cwd=REPO, timeout=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "pictures need matplotlib" in done.stderr  # not the unreachable broker: it came first
+
+
+def test_hdr_logs_of_repeats_are_one_file_each_never_overwritten(compared, tmp_path):
+    """--repeat N --hdr-dir DIR: each repeat's logs keep its number (they overwrote each
+    other before)."""
+    import copy
+
+    from mqprobe.pictures import export_hdr_logs
+
+    run = compared["runs"][0]
+    repeats = {"runs": [{**copy.deepcopy(run), "repeat": n} for n in (1, 2, 3)]}
+    written = export_hdr_logs(repeats, tmp_path)
+    assert len(written) == len(set(written)) == 3 * len(run["hdr"])
+    assert {p.name for p in written} >= {f"{run['topology']}_{run['layout']}_r{n}_e2e.hlog"
+                                         for n in (1, 2, 3)}
