@@ -66,14 +66,17 @@ def test_every_message_reached_every_member_exactly_once(compared):
         assert run["hops"]["fanout"]["count"] == 2 * run["published"], label
 
 
-def test_hops_add_up_exactly_for_each_sampled_delivery(compared):
+def test_each_sampled_delivery_is_stamped_in_path_order_and_agrees_with_the_histograms(compared):
     for run in compared["json"]["runs"]:
         samples = run["samples"]
         assert len(samples) == run["delivered"]
+        e2e = []
         for _group, _seq, t_plan, t_pub, t_deq, t_emit, t_recv in samples:
-            mq, server, delivery = t_deq - t_pub, t_emit - t_deq, t_recv - t_emit
-            assert mq + server + delivery == t_recv - t_pub
+            assert t_pub <= t_deq <= t_emit <= t_recv  # one host, one clock: the path's order
             assert t_pub >= t_plan - 1_000_000  # sent on schedule, never much early
+            e2e.append(t_recv - t_pub)
+        # the raw stamps and the run's e2e histogram are two records of the same deliveries
+        assert max(e2e) / 1e6 == pytest.approx(run["hops"]["e2e"]["max_ms"], rel=0.01, abs=0.01)
 
 
 def test_table_is_printed(compared):

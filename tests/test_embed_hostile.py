@@ -71,6 +71,10 @@ def test_publish_headers_never_raises(group, existing):
     out = tracer.publish_headers(group, existing)
     if tracer.untraced == 0:
         assert decode_amqp_headers(out).group == str(group)
+    elif existing is None or isinstance(existing, dict):  # refused: theirs kept, no stamp
+        assert out == dict(existing or {})
+    else:  # not headers at all: handed back untouched
+        assert out is existing
 
 
 @FAST
@@ -87,11 +91,14 @@ def test_event_data_passes_anything_it_cannot_stamp(data):
 @given(values)
 def test_socketio_fields_and_frames_parse_or_refuse(raw):
     try:
-        decode_socketio_field(raw)
+        decoded = decode_socketio_field(raw)
     except ValueError:
-        pass
+        decoded = None
+    else:  # what parses is a whole stamp, not a partial one
+        assert isinstance(decoded.seq, int) and decoded.group
     frame = '42["message",{"mqprobe":' + repr(raw).replace("'", '"') + "}]"
-    field_from_frame(frame)  # None or a list; never an exception
+    field = field_from_frame(frame)  # None or a list; never an exception
+    assert field is None or isinstance(field, list)
 
 
 @FAST
