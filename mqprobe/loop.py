@@ -23,7 +23,7 @@ import time
 from collections import Counter, deque
 from types import FrameType
 
-from mqprobe.cpu import Anatomy, ThreadCounters
+from mqprobe.cpu import Anatomy, CpuReading, ThreadCounters
 from mqprobe.records import Latency
 from mqprobe.stamps import now_ns
 from mqprobe.timeline import STALL_MIN_NS, EventKind, Recorder
@@ -49,6 +49,8 @@ class LoopLagMonitor:
         self.source = "unavailable: not started"  # what the CPU figures rest on
         self.watchdog: Watchdog | None = None
         self._task: asyncio.Task | None = None
+        self._before: int | None = None  # when the wake-up under way began (monotonic ns)
+        self._reading = CpuReading(0, 0, 0)  # the loop thread's counters then
         self.reset()
 
     def start(self) -> None:
@@ -61,41 +63,47 @@ class LoopLagMonitor:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        interval_ns = int(self.interval * 1e9)
         counters = self.counters
-        before, reading = time.monotonic_ns(), counters.read()
+        self._before, self._reading = time.monotonic_ns(), counters.read()
         while True:
             if self.watchdog:
-                self.watchdog.beat = before
+                self.watchdog.beat = self._before
             if not counters.available:  # the fallback reads the process's CPU around a tick
                 self._cpu_before = time.process_time_ns()
             await asyncio.sleep(self.interval)
-            after, now_reading = time.monotonic_ns(), counters.read()
-            took = after - before
-            tick = Anatomy.between(reading, now_reading, took)
-            before, reading = after, now_reading
-            if self._discard:  # began before a reset: set-up's, not the measurement's
-                self._discard = False
-                continue
-            self.windows.add(tick)
-            lag = max(0, took - interval_ns)
-            self.lag.record(lag)
-            if lag > self.worst_lag_ns or (lag >= STALL_MIN_NS and self.timeline):
-                stall = tick.minus_sleep(interval_ns) if counters.available else None
-                # without the counters: the CPU share through the tick tells blocked (near
-                # 0) from computing (near 1), and no more
-                cpu_share = min(1.0, tick.on_cpu_ns / took) if counters.available else \
-                    self._process_share(took)
-                if lag > self.worst_lag_ns:
-                    self.worst_lag_ns, self.worst_cpu_share = lag, cpu_share
-                if lag >= STALL_MIN_NS and self.timeline:
-                    end = now_ns()
-                    detail: dict = {"cpu_share": round(cpu_share, 2)}
-                    if stall is not None:
-                        detail.update(stall.to_detail())
-                    if self.watchdog:
-                        detail.update(self.watchdog.held(after - took, after))
-                    self.timeline.add(EventKind.LOOP_STALL, end - lag, end, **detail)
+            self._tick()
+
+    def _tick(self) -> None:
+        """The wake-up just now (or the one under way, at stop): one tick of the CPU
+        series, of the lag, and a stall when it came late."""
+        counters = self.counters
+        after, now_reading = time.monotonic_ns(), counters.read()
+        took = after - self._before
+        tick = Anatomy.between(self._reading, now_reading, took)
+        self._before, self._reading = after, now_reading
+        if self._discard:  # began before a reset: set-up's, not the measurement's
+            self._discard = False
+            return
+        self.windows.add(tick)
+        interval_ns = int(self.interval * 1e9)
+        lag = max(0, took - interval_ns)
+        self.lag.record(lag)
+        if lag > self.worst_lag_ns or (lag >= STALL_MIN_NS and self.timeline):
+            stall = tick.minus_sleep(interval_ns) if counters.available else None
+            # without the counters: the CPU share through the tick tells blocked (near
+            # 0) from computing (near 1), and no more
+            cpu_share = min(1.0, tick.on_cpu_ns / took) if counters.available else \
+                self._process_share(took)
+            if lag > self.worst_lag_ns:
+                self.worst_lag_ns, self.worst_cpu_share = lag, cpu_share
+            if lag >= STALL_MIN_NS and self.timeline:
+                end = now_ns()
+                detail: dict = {"cpu_share": round(cpu_share, 2)}
+                if stall is not None:
+                    detail.update(stall.to_detail())
+                if self.watchdog:
+                    detail.update(self.watchdog.held(after - took, after))
+                self.timeline.add(EventKind.LOOP_STALL, end - lag, end, **detail)
 
     def _process_share(self, took: int) -> float:
         return min(1.0, max(0, time.process_time_ns() - self._cpu_before) / max(1, took))
@@ -120,7 +128,11 @@ class LoopLagMonitor:
         return self.windows.to_json(self.source)
 
     def stop(self) -> None:
-        if self._task:
+        if self._task and not self._task.done():
+            if self._before is not None:
+                # the wake-up under way is part of the run: a loop held until it stopped (a
+                # throttled node that never caught up) is a stall, never nothing
+                self._tick()
             self._task.cancel()
         if self.watchdog:
             self.watchdog.stop()

@@ -117,3 +117,25 @@ def test_without_the_threads_counters_a_stall_falls_back_to_the_cpu_share_and_sa
     assert "on_cpu_ms" not in stall.detail and stall.detail["cpu_share"] > 0.5
     assert stall_cause(stall.detail) == Cause.SERVER_STALL
     assert cpu["source"].startswith("unavailable: /proc/thread-self/schedstat")
+
+
+def test_a_loop_held_until_the_monitor_stops_is_a_stall_not_nothing():
+    """A throttled node that never caught up: its last wake-up came only at stop. That
+    tick is part of the run (it was lost, and the node read 2 s of its CPU out of 13)."""
+    async def held_to_the_end() -> tuple[list, LoopLagMonitor]:
+        timeline = Recorder("n1")
+        monitor = LoopLagMonitor(timeline=timeline)
+        monitor.start()
+        await asyncio.sleep(0.05)
+        monitor.reset()
+        await asyncio.sleep(0.05)
+        _sleep_in_the_loop()  # 120 ms, and the monitor is stopped before it wakes up
+        monitor.stop()
+        return [e for e in timeline.events if e.kind == EventKind.LOOP_STALL], monitor
+
+    stalls, monitor = asyncio.run(held_to_the_end())
+    (stall,) = stalls  # its 120 ms, less the 10 ms the monitor's tick sleeps anyway
+    assert 100 * MS <= stall.duration_ns <= 150 * MS, stall
+    assert stall.detail["off_cpu_ms"] >= 90, stall
+    cpu = monitor.cpu()
+    assert sum(row[1] for row in cpu["rows"]) >= 150 * MS  # the held tick is in the series
