@@ -33,7 +33,13 @@ def _said(run: dict) -> tuple[str, str]:
 
 def test_clean_run_is_none_and_the_nodes_do_not_fake_stalls(broker, tmp_path):
     run = _compare(broker, tmp_path)
-    assert _said(run) == ("none", "within-budget"), run["verdict"]
+    loop = {n["node"]: n["loop_cpu"] for n in run["nodes"]}
+    if _said(run) == ("server", "cpu-starved"):
+        # a host short of CPU (the suite pinned to one core): allowed only when it was
+        # measured so, the nodes waiting for a CPU longer than they computed
+        assert any(c["waiting"] > c["on_cpu"] for c in loop.values()), (loop, run["verdict"])
+        return
+    assert _said(run) == ("none", "within-budget"), (loop, run["verdict"])
     assert all(g["verdict"]["culprit"] == "none" for g in run["groups"].values())
     # the reference node's own collector must not manufacture a fault (gc.freeze at reset):
     # its own time, without what a busy host kept it waiting for a CPU
