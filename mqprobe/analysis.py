@@ -513,6 +513,15 @@ def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
     return text
 
 
+def ready_wait_share(piece: dict) -> float | None:
+    """Of the time a piece's threads were ready to run (computing or waiting), the share
+    they waited for a CPU; None where their waits were not read (cpu.pieces[] JSON)."""
+    waited, ran = piece.get("waited_ms"), piece.get("cpu_ms", 0)
+    if waited is None or waited + ran <= 0:
+        return None
+    return waited / (waited + ran)
+
+
 AROUND_NS = 300_000_000  # either side of the worst e2e moment, for the broker's waits there
 
 
@@ -520,12 +529,10 @@ def _broker_waits(run: dict, facts: RunFacts) -> list[str]:
     """How much of its ready time RabbitMQ's threads waited for a CPU, over the run and
     around the worst e2e moment: a broker that waits for a CPU holds messages without
     being busy, and only compare's sampler sees it (the broker measures nothing itself)."""
-    piece = (run.get("cpu") or {}).get("pieces", {}).get(BROKER, {})
-    waited, ran = piece.get("waited_ms"), piece.get("cpu_ms", 0)
-    if waited is None or waited + ran <= 0:
+    share = ready_wait_share((run.get("cpu") or {}).get("pieces", {}).get(BROKER, {}))
+    if share is None:
         return []
-    line = (f"RabbitMQ's threads waited for a CPU {waited / (waited + ran):.0%} of the time "
-            "they were ready to run")
+    line = f"RabbitMQ's threads waited for a CPU {share:.0%} of the time they were ready to run"
     rows = (run.get("timeline", {}).get("e2e") or {}).get("rows") or []
     windows = facts.footprint.windows(BROKER) if facts.footprint else []
     if rows and windows:
@@ -580,8 +587,7 @@ def footprint_lines(cpu: dict) -> list[str]:
         line += (f"; the hypervisor held this machine's CPUs {host['stolen_ms']:.0f} ms (steal: "
                  "every piece paused, asleep or not)")
     out = [line]
-    waited = {p: v["waited_ms"] / (v["waited_ms"] + v["cpu_ms"]) for p, v in pieces.items()
-              if v.get("waited_ms") and v["waited_ms"] + v["cpu_ms"] > 0}
+    waited = {p: share for p, v in pieces.items() if (share := ready_wait_share(v))}
     if waited:
         out.append("of the time each was ready to run, it waited for a CPU: " + ", ".join(
             f"{p} {share:.0%}" for p, share in sorted(waited.items(), key=lambda kv: -kv[1])))

@@ -133,23 +133,27 @@ class CpuSampler:
         (all0, busy0, stolen0), (all1, busy1, stolen1) = self.host[0], self.host[-1]
         pressure = self.pressure[-1] - self.pressure[0] if self.pressure[0] else None
         names = list(self.used)
-        rows = []
+        read = [self._waits[n].available for n in names]
+        rows, waited_rows = [], []
         for i in range(1, len(self.times)):
-            rows.append([round((self.times[i] - t0_ns) / 1e6, 1)]
-                        + [round((self.used[n][i] - self.used[n][i - 1]) / 1e6, 1) for n in names])
+            t_ms = round((self.times[i] - t0_ns) / 1e6, 1)
+            rows.append([t_ms] + [_window_ms(self.used[n], i) for n in names])
+            waited_rows.append([t_ms] + [_window_ms(self.waited[n], i) if was_read else -1
+                                         for n, was_read in zip(names, read, strict=True)])
         return {
             "available": True, "wall_s": round(wall / 1e9, 2), "cores": os.cpu_count() or 1,
             "pieces": pieces, "not_seen": self.not_seen,
             "host": {"busy_share": round((busy1 - busy0) / (all1 - all0), 3) if all1 > all0 else None,
                      "stolen_ms": round((stolen1 - stolen0) / 1e6, 1),
                      "pressure_share": round(pressure / wall, 3) if pressure is not None else None},
-            "series": {"columns": ["t_ms", *names], "rows": rows,
-                       # each piece's threads' waits for a CPU (ms per window), -1: not read
-                       "waited_rows": [
-                           [row[0]] + [round((self.waited[n][i] - self.waited[n][i - 1]) / 1e6, 1)
-                                       if self._waits[n].available else -1 for n in names]
-                           for i, row in enumerate(rows, start=1)]},
+            # waited_rows: each piece's threads' waits for a CPU (ms per window), -1: not read
+            "series": {"columns": ["t_ms", *names], "rows": rows, "waited_rows": waited_rows},
         }
+
+
+def _window_ms(series: list[int], i: int) -> float:
+    """What a cumulative ns counter gained in sample window i, in ms."""
+    return round((series[i] - series[i - 1]) / 1e6, 1)
 
 
 def broker_processes(amqp_url: str) -> list[int]:

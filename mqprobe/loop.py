@@ -42,7 +42,7 @@ class LoopLagMonitor:
 
     def __init__(self, interval: float = 0.01, timeline: Recorder | None = None,
                  watchdog: bool = False, counters: bool = True) -> None:
-        self.interval = interval
+        self.interval, self.interval_ns = interval, int(interval * 1e9)
         self.timeline = timeline
         self.watch, self.read_counters = watchdog, counters
         self.counters: ThreadCounters | None = None
@@ -58,7 +58,7 @@ class LoopLagMonitor:
         self.counters = ThreadCounters(wanted=self.read_counters)
         self.source = self.counters.source
         if self.watch:
-            self.watchdog = Watchdog(int(self.interval * 1e9) + STALL_MIN_NS)
+            self.watchdog = Watchdog(self.interval_ns + STALL_MIN_NS)
             self.watchdog.start()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -85,7 +85,7 @@ class LoopLagMonitor:
             self._discard = False
             return
         self.windows.add(tick)
-        interval_ns = int(self.interval * 1e9)
+        interval_ns = self.interval_ns
         lag = max(0, took - interval_ns)
         self.lag.record(lag)
         if lag > self.worst_lag_ns or (lag >= STALL_MIN_NS and self.timeline):
