@@ -8,8 +8,9 @@ beyond its floor is its excess, charged by where the message waited:
 - a loop stall or a collection is split by what its time was spent on (stall_parts,
   gc_parts): the node's own code, a wait for a CPU (cpu-starved) or a CPU quota
   (cpu-throttled), from Linux's counters and the watchdog's samples;
-- an mq wait is the node's only while the node was behind (its backlog periods:
-  Charger); before that it waited on the broker's side;
+- an mq wait is the node's only while the node was behind (its backlog periods, or its
+  loop ready to run through whole CPU windows: Charger); before that it waited on the
+  broker's side;
 - inside a backlog, what impeded the node then comes first, then what began the backlog
   (a stall, a collection, a wait for a CPU, a broker fault), and only the rest is
   consumer-saturated: a backlog is a symptom, charged to what built it;
@@ -269,6 +270,8 @@ def stall_cause(detail: dict) -> Cause:
 # kinds whose events are split one by one by what their time was spent on
 CLASSIFIED = {EventKind.LOOP_STALL: stall_parts, EventKind.GC: gc_parts}
 
+BUSY_BACKLOG = 0.9  # of a CPU window its loop was ready to run: it had work queued
+
 
 class CpuSeries:
     """One loop thread's CPU in windows (loop.CpuWindows rows, on our clock): how much of a
@@ -277,6 +280,14 @@ class CpuSeries:
     def __init__(self, rows: Iterable[list[int]] = ()) -> None:
         self.rows = sorted((r for r in rows if r[1] > 0), key=lambda r: r[0])
         self.starts = [r[0] for r in self.rows]
+
+    def busy_spans(self) -> list[tuple[int, int]]:
+        """The windows the loop was ready to run nearly throughout (computing, waiting for a
+        CPU or throttled): a loop with nothing queued sleeps in its poll, so this one had
+        work queued, and a message that reached it meanwhile waited to be read, unseen by
+        the broker's queue and the prefetch window."""
+        return [(start, start + wall) for start, wall, on, wait, thr, *_ in self.rows
+                if on + wait + thr >= BUSY_BACKLOG * wall]
 
     def waits_in(self, spans: Iterable[tuple[int, int]]) -> tuple[float, float]:
         """ns of the spans lost to waiting for a CPU, and to throttling: each window's waits
@@ -438,8 +449,10 @@ class Charger:
     and each node's backlog periods, when messages waited for it: its loop stalled or
     collected, its prefetch window was full, RabbitMQ held ready messages in its queue (it
     holds them only for a consumer whose window is full, or that is gone), or messages
-    waited in its own backlog. (A loop busy on the CPU is no backlog by itself: a backlog
-    of messages shows in the queue or the node.)"""
+    waited in its own backlog. Apart from them, the windows its loop was ready to run
+    throughout (busy): a message that reached it then waited its turn to be read. What was
+    busy began nothing measured (no stall, no full window): its waits are the loop's waits
+    for a CPU meanwhile, and the rest its own work (consumer-saturated)."""
 
     def __init__(self, timeline: Timeline, messages: Iterable[MessageDeliveries]) -> None:
         self.timeline = timeline
@@ -454,10 +467,11 @@ class Charger:
                 found = timeline.get(node, kind)
                 node_spans += zip(found.starts, found.ends, strict=True)
         self.backlogs = {node: Intervals(s, gap=GAP_NS) for node, s in spans.items()}
+        self.busy = {node: Intervals(timeline.cpu(node).busy_spans(), gap=GAP_NS) for node in spans}
 
-    def backlog_at(self, node: str, t: int) -> tuple[int, int] | None:
-        """The node's backlog period that holds time t, if it was behind then."""
-        periods = self.backlogs.get(node)
+    def backlog_at(self, node: str, t: int, busy: bool = False) -> tuple[int, int] | None:
+        """The node's backlog period (or with `busy`, its busy period) that holds time t."""
+        periods = (self.busy if busy else self.backlogs).get(node)
         if periods is None:
             return None
         i = bisect.bisect_right(periods.starts, t) - 1
@@ -474,8 +488,12 @@ class Charger:
         mq: dict[Cause, float] = {}
         server: dict[Cause, float] = {}
         backlog = self.backlog_at(m.node, b)
-        waited_from = max(a, backlog[0]) if backlog else b
-        debt = self._began(m.node, backlog[0], waited_from) if backlog else []
+        if backlog:
+            waited_from = max(a, backlog[0])
+            debt = self._began(m.node, backlog[0], waited_from)
+        else:  # unread behind a busy loop's work, if it was busy: nothing measured began it
+            busy = self.backlog_at(m.node, b, busy=True)
+            waited_from, debt = (max(a, busy[0]) if busy else b), []
         self._broker_side(a, waited_from, mq)
         self._node_side(m.node, waited_from, b, mq, debt, behind=True)
         handled_from = min(c, b + m.wait_ns)  # its wait in the node's own backlog, then handling

@@ -574,3 +574,31 @@ def test_a_broker_side_verdict_says_how_long_rabbitmq_waited_for_a_cpu_and_when(
     # 388 ms waited beside 400 computed; from 0.7 s to 1.3 s, 362 beside 140
     assert line == ("RabbitMQ's threads waited for a CPU 49% of the time they were ready to "
                     "run, 72% around the worst e2e (122 ms, 1.0 s into the run)"), line
+
+
+@pytest.mark.parametrize(("on", "waiting", "cause"), [
+    (0.3, 0.7, Cause.CPU_STARVED),  # ready to run all along, mostly waiting for a CPU
+    (0.9, 0.05, Cause.CONSUMER_SATURATED),  # ready all along, computing: its own work
+    (0.2, 0.3, Cause.BROKER_SIDE)])  # half asleep in its poll: it would have read a message
+def test_a_message_waiting_to_be_read_by_a_loop_that_never_slept_is_the_nodes(on, waiting, cause):
+    """On one core, fanout per group: 40 ms before every dequeue, no ready messages in the
+    queues, no full window. A loop ready to run through whole windows was behind: the
+    message sat unread in its socket, not in RabbitMQ, and the loop's waits for a CPU take
+    their share of that wait, never more (a loop that computed 90% of each window and
+    waited 5% is its own work, not a starved one)."""
+    attribution = attribute(messages(mq=40), Timeline([], cpu_rows(2000, waiting=waiting, on=on)),
+                            BUDGET)
+    assert attribution.shares[0].cause == cause, attribution.shares
+    if cause == Cause.CONSUMER_SATURATED:
+        assert attribution.share_of(Cause.CPU_STARVED) < 0.1, attribution.shares
+
+
+def test_a_stall_long_past_is_not_charged_to_a_busy_loops_later_waits():
+    """A 200 ms stall at 100 ms, then a loop that computed through every window: messages a
+    second later waited behind its work, not behind a stall it drained long before."""
+    late = {i: {"mq": 40} for i in range(60, 100)}
+    msgs = messages(slow=late)
+    events = [event(EventKind.LOOP_STALL, "n1", 100, 300, **BLOCKED)]
+    attribution = attribute(msgs, Timeline(events, cpu_rows(2000, waiting=0.05, on=0.9)), BUDGET)
+    assert attribution.shares[0].cause == Cause.CONSUMER_SATURATED, attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) < 0.05
