@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from mqprobe.attribution import (
     BROKER,
+    PAUSED_WITH,
     PROSE,
     Attribution,
     Cause,
@@ -433,6 +434,8 @@ def _cause_prose(cause: Cause, run: dict, facts: RunFacts) -> str:
         return _stall_cause(facts)
     if cause in (Cause.CPU_STARVED, Cause.CPU_THROTTLED):
         return _cpu_cause(cause, run, facts)
+    if cause == Cause.HOST_PAUSE:
+        return _host_pause(run, facts)
     if cause == Cause.BROKER_UNAVAILABLE and _outages(facts):
         return _outage_prose(facts)
     if cause == Cause.GC_PAUSE:
@@ -484,6 +487,29 @@ def _stall_cause(facts: RunFacts) -> str:
                 "it, not computing")
     return (f"a node's event loop was saturated: {worst.piece} computed through its longest "
             f"stall of {ms} ms{where}{parts}")
+
+
+def _host_pause(run: dict, facts: RunFacts) -> str:
+    """Which processes stopped together, when and how long, what the longest node stall
+    was spent on, and what the hypervisor took."""
+    paused = node_stalls(facts, Cause.HOST_PAUSE)
+    if not paused:
+        return PROSE[Cause.HOST_PAUSE]
+    worst = paused[0]
+    together = [e for e in facts.events if e.kind == EventKind.LOOP_STALL
+                and (e is worst or e.piece in worst.detail[PAUSED_WITH])
+                and e.start_ns < worst.end_ns and e.end_ns > worst.start_ns]
+    lengths = sorted(e.duration_ns / 1e6 for e in together)
+    text = (f"every process on this machine stopped at once: "
+            f"{', '.join(sorted({e.piece for e in together}))} together "
+            f"{_at(worst.start_ns, facts)} into the run for {lengths[0]:.0f}-{lengths[-1]:.0f} ms "
+            f"({worst.piece}: {anatomy_text(worst.detail)}), mqprobe's own pieces with the "
+            "nodes: the machine paused them (a hypervisor taking its CPUs, the kernel), not "
+            "the code; the figures of that moment measured the machine")
+    stolen = ((run.get("cpu") or {}).get("host") or {}).get("stolen_ms")
+    if stolen:
+        text += f"; the hypervisor took {stolen:.0f} ms of this machine's CPUs in the run (steal)"
+    return text
 
 
 def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:

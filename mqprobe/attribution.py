@@ -50,6 +50,7 @@ CULPRIT_OF = {
     Cause.LOST_BEFORE_NODE: Culprit.MQ,
     Cause.DELIVERY: Culprit.DELIVERY, Cause.LOST: Culprit.DELIVERY,
     Cause.SWARM_SATURATED: Culprit.CLIENT, Cause.INSTRUMENT_FAILED: Culprit.CLIENT,
+    Cause.HOST_PAUSE: Culprit.CLIENT,
     Cause.PUBLISHER_STALL: Culprit.CLIENT, Cause.INTERRUPTED: Culprit.CLIENT,
     Cause.WITHIN_BUDGET: Culprit.NONE, Cause.NOTHING_MEASURED: Culprit.NONE,
 }
@@ -65,6 +66,10 @@ PROSE = {
                               "(its prefetch window full, or its own backlog)",
     Cause.GC_PAUSE: "a node's garbage collector stopped its event loop",
     Cause.SERVER_STALL: "a node's event loop could not run",
+    Cause.HOST_PAUSE: "every process on this machine stopped at once, mqprobe's own with the "
+                      "nodes, off the CPU and not waiting for one: the machine paused them "
+                      "(a hypervisor taking its CPUs, the kernel), not the code; the figures "
+                      "of that moment measured the machine",
     Cause.CPU_STARVED: "a node was ready to run and waited for a CPU that other processes had",
     Cause.CPU_THROTTLED: "a node was ready to run and its cgroup's CPU quota held it back",
     Cause.SLOW_HANDLER: "the node's handler takes long per message",
@@ -220,7 +225,8 @@ Parts = dict["Cause | None", float]
 WORK = None
 
 
-def _split(detail: dict, own_cause: Cause, computing: Cause | None) -> Parts:
+def _split(detail: dict, own_cause: Cause, computing: Cause | None,
+           waiting_cause: Cause = Cause.CPU_STARVED) -> Parts:
     """An interval's time by what it was spent on (cpu.Anatomy's parts, in its detail):
     computing, off the CPU, waiting for a CPU, held back by a quota."""
     on, off = float(detail.get("on_cpu_ms", 0)), float(detail.get("off_cpu_ms", 0))
@@ -229,7 +235,7 @@ def _split(detail: dict, own_cause: Cause, computing: Cause | None) -> Parts:
     if "on_cpu_ms" not in detail or total <= 0:
         return {own_cause: 1.0}
     parts: Parts = {}
-    for cause, ms in ((computing, on), (own_cause, off), (Cause.CPU_STARVED, waiting),
+    for cause, ms in ((computing, on), (own_cause, off), (waiting_cause, waiting),
                       (Cause.CPU_THROTTLED, throttled)):
         if ms > 0:
             parts[cause] = parts.get(cause, 0.0) + ms / total
@@ -242,6 +248,39 @@ def gc_parts(detail: dict) -> Parts:
     return _split(detail, Cause.GC_PAUSE, Cause.GC_PAUSE)
 
 
+PAUSED_WITH = "paused_with"  # a loop stall's detail: the other pieces stalled at once
+HOST_PAUSE_PIECES = 3  # processes whose loops stalled at once: the machine paused them
+
+
+def paused_together(events: list[TimedEvent]) -> list[TimedEvent]:
+    """The events, each loop stall that HOST_PAUSE_PIECES or more processes' loops shared
+    (two stalls overlapping by half the longer: alike in start and length) marked with
+    the others in its detail (PAUSED_WITH). Processes that share no code, no lock and no CPU quota
+    stalling together were stopped by what they share: the machine. Stalls of one piece
+    never overlap, so the sweep keeps only a handful of open stalls at a time."""
+    stalls = sorted((e for e in events if e.kind == EventKind.LOOP_STALL),
+                    key=lambda e: e.start_ns)
+    others: dict[int, set[str]] = defaultdict(set)
+    open_stalls: list[TimedEvent] = []
+    for stall in stalls:
+        open_stalls = [e for e in open_stalls if e.end_ns > stall.start_ns]
+        for other in open_stalls:
+            overlap = min(other.end_ns, stall.end_ns) - stall.start_ns
+            if other.piece != stall.piece and overlap * 2 >= max(other.duration_ns,
+                                                                 stall.duration_ns):
+                others[id(stall)].add(other.piece)
+                others[id(other)].add(stall.piece)
+        open_stalls.append(stall)
+    out = []
+    for event in events:
+        with_ = others.get(id(event), set())
+        if len(with_) + 1 >= HOST_PAUSE_PIECES:
+            event = TimedEvent(event.kind, event.piece, event.start_ns, event.end_ns,
+                               {**event.detail, PAUSED_WITH: sorted(with_)})
+        out.append(event)
+    return out
+
+
 def stall_parts(detail: dict) -> Parts:
     """A loop stall, from what was measured through it (loop.LoopLagMonitor).
 
@@ -252,11 +291,20 @@ def stall_parts(detail: dict) -> Parts:
     the loop could run nothing else meanwhile. Otherwise it is split by its parts: off the
     CPU (server-stall: blocked), waiting for a CPU (cpu-starved), held back by a quota
     (cpu-throttled), and computing: the loop's own work through many callbacks (WORK),
-    which no one callback held. Without the counters: server-stall."""
+    which no one callback held. Without the counters: server-stall.
+
+    A stall other processes shared (PAUSED_WITH) is the machine's (host-pause) where it was
+    not computing: its time off the CPU, and its wait for a CPU too when that was the
+    smaller part (a vCPU the hypervisor took leaves sleepers asleep and the runnable
+    waiting; a crowded host leaves every loop mostly waiting: cpu-starved)."""
     own = float(detail.get("on_cpu_ms", 0)) + float(detail.get("off_cpu_ms", 0))
     if detail.get("held_by") and own * 1e6 >= STALL_MIN_NS:
         return {Cause.SERVER_STALL: 1.0}
-    return _split(detail, Cause.SERVER_STALL, WORK)
+    if not detail.get(PAUSED_WITH):
+        return _split(detail, Cause.SERVER_STALL, WORK)
+    paused = float(detail.get("off_cpu_ms", 0)) >= float(detail.get("waiting_ms", 0))
+    return _split(detail, Cause.HOST_PAUSE, WORK,
+                  Cause.HOST_PAUSE if paused else Cause.CPU_STARVED)
 
 
 def stall_cause(detail: dict) -> Cause:

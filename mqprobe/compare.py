@@ -37,6 +37,7 @@ from mqprobe.analysis import (
     timeline_events,
     timeline_json,
 )
+from mqprobe.attribution import paused_together
 from mqprobe.broker import (
     QueueSampler,
     connect_problem,
@@ -586,8 +587,8 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
         run["samples"] = samples
     # every piece's stamps onto our clock: a piece whose clock is ahead is moved back
     shift = {piece: -offset.offset_ns for piece, offset in clocks.items()}
-    events = timeline_events(publisher, swarms, nodes, sampler.timeline() if sampler else [],
-                             shift)
+    events = paused_together(timeline_events(publisher, swarms, nodes,
+                                             sampler.timeline() if sampler else [], shift))
     t0 = (publisher or {}).get("t0_ns", 0) + shift.get("publisher", 0) if publisher else 0
     t0 = t0 or (sampler.started_ns if sampler else 0)
     dropped = sum((r.get("timeline") or {}).get("dropped", 0)

@@ -86,6 +86,7 @@ class Cause(StrEnum):
     SERVER_STALL = "server-stall"
     CPU_STARVED = "cpu-starved"
     CPU_THROTTLED = "cpu-throttled"
+    HOST_PAUSE = "host-pause"
     SLOW_HANDLER = "slow-handler"
     FANOUT_BOUND = "fanout-bound"
     NODE_DIED = "node-died"

@@ -8,6 +8,7 @@ import pytest
 
 from mqprobe.analysis import Failure, RunFacts, verdict
 from mqprobe.attribution import (
+    PAUSED_WITH,
     Cause,
     Culprit,
     Intervals,
@@ -17,6 +18,7 @@ from mqprobe.attribution import (
     Verdict,
     attribute,
     claim,
+    paused_together,
     weighted_percentile,
 )
 from mqprobe.timeline import EventKind, TimedEvent
@@ -602,3 +604,50 @@ def test_a_stall_long_past_is_not_charged_to_a_busy_loops_later_waits():
     attribution = attribute(msgs, Timeline(events, cpu_rows(2000, waiting=0.05, on=0.9)), BUDGET)
     assert attribution.shares[0].cause == Cause.CONSUMER_SATURATED, attribution.shares
     assert attribution.share_of(Cause.SERVER_STALL) < 0.05
+
+
+PAUSED = {"on_cpu_ms": 4.0, "waiting_ms": 45.0, "throttled_ms": 0.0, "off_cpu_ms": 46.0}
+
+
+def _paused_machine(n1: dict, n2: dict) -> list:
+    """As the machine was in one clean run in 35: the publisher, the swarm and both nodes
+    stopped within 7 ms of each other for 73-95 ms."""
+    return paused_together([
+        event(EventKind.LOOP_STALL, "publisher", 995, 1068, cpu_share=0.01),
+        event(EventKind.LOOP_STALL, "swarm1", 998, 1086, cpu_share=0.02),
+        event(EventKind.LOOP_STALL, "n1", 1000, 1095, **n1),
+        event(EventKind.LOOP_STALL, "n2", 1002, 1091, **n2)])
+
+
+def test_every_process_stalled_at_once_is_the_machine_not_a_blocking_call():
+    """No code, lock or quota is shared by the swarm, the publisher and the nodes: stopped
+    together, mostly off the CPU, the machine paused them. The verdict must not send the
+    user hunting for a synchronous call (it said server-stall, "blocked")."""
+    msgs = messages(slow={i: {"mq": 1095 - 20 * i} for i in range(50, 55)})
+    events = _paused_machine(PAUSED, {**PAUSED, "waiting_ms": 20.0, "off_cpu_ms": 66.0})
+    assert [e.detail.get(PAUSED_WITH) for e in events] == [
+        ["n1", "n2", "swarm1"], ["n1", "n2", "publisher"], ["n2", "publisher", "swarm1"],
+        ["n1", "publisher", "swarm1"]]
+    said, attribution = judged(msgs, events)
+    assert (said.culprit, said.cause) == (Culprit.CLIENT, Cause.HOST_PAUSE), attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) == 0
+    assert ("stopped at once: n1, n2, publisher, swarm1 together 1.0 s into the run for "
+            "73-95 ms (n1: 4 ms computing, 45 ms waiting for a CPU, 46 ms off the CPU)") in said.prose
+
+
+@pytest.mark.parametrize(("n1", "cause"), [
+    (STARVED, Cause.CPU_STARVED),  # every loop waited for a CPU: a crowded host, not a pause
+    ({**BLOCKED, "held_by": "mqprobe/inject.py:41 in _stall: time.sleep"}, Cause.SERVER_STALL)])
+def test_stalls_together_that_waited_for_a_cpu_or_ran_code_are_not_a_pause(n1, cause):
+    msgs = messages(slow={i: {"mq": 1095 - 20 * i} for i in range(50, 55)})
+    said, attribution = judged(msgs, _paused_machine(n1, STARVED))
+    assert said.cause == cause, attribution.shares
+
+
+def test_a_long_stall_beside_short_ones_of_others_is_not_shared():
+    """An injected 200 ms stall on n1 while the swarm and the publisher each lag 25 ms on
+    a crowded host: alike neither in start nor in length, so not one pause."""
+    events = paused_together([event(EventKind.LOOP_STALL, "n1", 1000, 1200, **BLOCKED),
+                              event(EventKind.LOOP_STALL, "swarm1", 1050, 1075, cpu_share=0.5),
+                              event(EventKind.LOOP_STALL, "publisher", 1060, 1085, cpu_share=0.5)])
+    assert not any(e.detail.get(PAUSED_WITH) for e in events)
