@@ -536,12 +536,11 @@ class Charger:
         mq: dict[Cause, float] = {}
         server: dict[Cause, float] = {}
         backlog = self.backlog_at(m.node, b)
-        if backlog:
-            waited_from = max(a, backlog[0])
-            debt = self._began(m.node, backlog[0], waited_from)
-        else:  # unread behind a busy loop's work, if it was busy: nothing measured began it
-            busy = self.backlog_at(m.node, b, busy=True)
-            waited_from, debt = (max(a, busy[0]) if busy else b), []
+        behind_from = backlog[0] if backlog else b
+        # unread behind a busy loop's work before that, if it was busy
+        busy = self.backlog_at(m.node, behind_from, busy=True)
+        waited_from = max(a, min(behind_from, busy[0]) if busy else behind_from)
+        debt = self._began(m.node, backlog[0], waited_from) if backlog else []
         self._broker_side(a, waited_from, mq)
         self._node_side(m.node, waited_from, b, mq, debt, behind=True)
         handled_from = min(c, b + m.wait_ns)  # its wait in the node's own backlog, then handling

@@ -651,3 +651,14 @@ def test_a_long_stall_beside_short_ones_of_others_is_not_shared():
                               event(EventKind.LOOP_STALL, "swarm1", 1050, 1075, cpu_share=0.5),
                               event(EventKind.LOOP_STALL, "publisher", 1060, 1085, cpu_share=0.5)])
     assert not any(e.detail.get(PAUSED_WITH) for e in events)
+
+
+def test_a_busy_loop_was_behind_before_its_stall_began():
+    """One core, fanout per group: the loop ready to run through every window and
+    stalling 20 ms now and then. A message dequeued in such a stall had waited unread
+    since long before it began, behind the same busy loop: all of it the node's."""
+    stalls = [event(EventKind.LOOP_STALL, "n1", t, t + 20, **STARVED) for t in range(50, 2000, 100)]
+    attribution = attribute(messages(mq=60), Timeline(stalls, cpu_rows(2000, waiting=0.7, on=0.3)),
+                            BUDGET)
+    assert attribution.shares[0].cause == Cause.CPU_STARVED, attribution.shares
+    assert attribution.share_of(Cause.BROKER_SIDE) < 0.05, attribution.shares
