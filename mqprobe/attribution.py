@@ -367,13 +367,15 @@ class Timeline:
         split: dict[tuple[str, EventKind], list[tuple[int, int, Parts]]] = defaultdict(list)
         for event in events:
             span = (event.start_ns, event.end_ns)
+            if event.kind == EventKind.QUEUE_BACKLOG and event.detail.get("node"):
+                # ready messages in a node's own queue: RabbitMQ held them for that node
+                spans[(event.detail["node"], event.kind)].append(span)
+                continue
+            # (the broker's backlogs are those of queues no node consumes: a delay queue)
             spans[(event.piece, event.kind)].append(span)
             if event.kind in CLASSIFIED:
                 split[(event.piece, event.kind)].append(
                     (*span, CLASSIFIED[event.kind](event.detail)))
-            elif event.kind == EventKind.QUEUE_BACKLOG and event.detail.get("node"):
-                # ready messages in a node's own queue: RabbitMQ held them for that node
-                spans[(event.detail["node"], event.kind)].append(span)
         self._by = {key: Intervals(value) for key, value in spans.items()}
         self._split = {key: sorted(value, key=lambda item: item[0]) for key, value in split.items()}
         self._split_ends = {key: _running_max(value) for key, value in self._split.items()}
@@ -537,9 +539,13 @@ class Charger:
         server: dict[Cause, float] = {}
         backlog = self.backlog_at(m.node, b)
         behind_from = backlog[0] if backlog else b
-        # unread behind a busy loop's work before that, if it was busy
+        # unread behind a busy loop's work before that, if it was busy, unless RabbitMQ
+        # held messages apart from every consumer meanwhile (a delay or retry queue): then
+        # the message may have been there, and a busy loop is no evidence it was not
         busy = self.backlog_at(m.node, behind_from, busy=True)
-        waited_from = max(a, min(behind_from, busy[0]) if busy else behind_from)
+        if busy and not self.timeline.get(BROKER, EventKind.QUEUE_BACKLOG).within(a, behind_from):
+            behind_from = min(behind_from, busy[0])
+        waited_from = max(a, behind_from)
         debt = self._began(m.node, backlog[0], waited_from) if backlog else []
         self._broker_side(a, waited_from, mq)
         self._node_side(m.node, waited_from, b, mq, debt, behind=True)

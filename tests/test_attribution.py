@@ -662,3 +662,16 @@ def test_a_busy_loop_was_behind_before_its_stall_began():
                             BUDGET)
     assert attribution.shares[0].cause == Cause.CPU_STARVED, attribution.shares
     assert attribution.share_of(Cause.BROKER_SIDE) < 0.05, attribution.shares
+
+
+def test_a_busy_loop_does_not_take_a_wait_that_rabbitmq_held_in_a_delay_queue():
+    """80 ms in a TTL queue for every message (broker-delay) on a crowded host where the
+    node's loop was ready to run through every window: RabbitMQ held ready messages in a
+    queue no node consumes all along, so the message may have been there; it stays the
+    broker's."""
+    cpu = cpu_rows(2000, waiting=0.7, on=0.3)
+    held = [event(EventKind.QUEUE_BACKLOG, "broker", -100, 2100, queue="groups.delay", node="",
+                  ready_max=5)]
+    attribution = attribute(messages(mq=80), Timeline(held, cpu), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_SIDE, attribution.shares
+    assert attribution.share_of(Cause.BROKER_SIDE) > 0.9
