@@ -212,6 +212,7 @@ class Watchdog(threading.Thread):
         self.late_ns, self.every_s = late_ns, every_s
         self.beat = time.monotonic_ns()
         self.samples: deque[tuple[int, str, str, int]] = deque(maxlen=keep)
+        self.failed = 0  # samples whose frame could not be read
         self._stopped = threading.Event()
         try:
             self._schedstat: int | None = os.open(
@@ -227,8 +228,12 @@ class Watchdog(threading.Thread):
                 self._stopped.wait(max((due - now) / 1e9, self.poll_s))
                 continue
             frame = sys._current_frames().get(self.loop_thread)
-            self.samples.append((now, code_location(frame), thread_state(self.loop_native),
-                                 self._loop_on_cpu()))
+            try:
+                where = code_location(frame)
+            except Exception:  # a frame caught mid-change: this sample only, never the thread
+                where = IN_THE_LOOP
+                self.failed += 1
+            self.samples.append((now, where, thread_state(self.loop_native), self._loop_on_cpu()))
             del frame
             self._stopped.wait(self.every_s)
 
@@ -302,8 +307,10 @@ def code_location(frame: FrameType | None) -> str:
         return IN_THE_LOOP
     chosen = next((f for f in inside if not f.f_code.co_filename.startswith(_STDLIB)), inside[0])
     code = chosen.f_code
-    source = linecache.getline(code.co_filename, chosen.f_lineno).strip()
-    return f"{_short_path(code.co_filename)}:{chosen.f_lineno} in {code.co_name}" + (
+    # another thread's frame, read while it runs, may be between two lines (f_lineno None)
+    line = chosen.f_lineno
+    source = linecache.getline(code.co_filename, line).strip() if line else ""
+    return f"{_short_path(code.co_filename)}:{line or '?'} in {code.co_name}" + (
         f": {source[:80]}" if source else "")
 
 
