@@ -142,34 +142,6 @@ def test_cleanup_without_a_management_api_says_how_to_get_one(broker):
     assert "secret" not in result.stderr
 
 
-@pytest.mark.integration  # a broker of its own
-def test_broker_url_shows_the_password_only_when_asked(tmp_path):
-    env_home = {"MQPROBE_HOME": str(tmp_path / "home")}
-    import subprocess
-    import sys
-
-    from .conftest import REPO
-
-    def mqprobe(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "mqprobe", *args], capture_output=True,
-                              text=True, timeout=120, cwd=REPO,
-                              env={**{k: v for k, v in os.environ.items()
-                                      if k != "MQPROBE_AMQP_URL"}, **env_home})
-
-    absent = mqprobe("broker", "url")
-    assert absent.returncode == 1 and "mqprobe broker up" in absent.stderr
-    assert mqprobe("broker", "up").returncode == 0
-    try:
-        state = json.loads((tmp_path / "home" / "broker" / "state.json").read_text())
-        redacted = mqprobe("broker", "url").stdout.strip()
-        assert state["password"] not in redacted and redacted.endswith(
-            f"@127.0.0.1:{state['amqp_port']}/")
-        shown = mqprobe("broker", "url", "--show-password").stdout.strip()
-        assert shown == f"amqp://{state['user']}:{state['password']}@127.0.0.1:{state['amqp_port']}/"
-    finally:
-        mqprobe("broker", "down")
-
-
 @pytest.mark.parametrize(("answers", "unresponsive"), [
     ("accepts and never speaks", True),  # a paused or swapping broker: the kernel accepts
     ("refuses", False)])  # a stopped one: the port is closed

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mqprobe.broker import ManagedBroker
+from mqprobe.broker import BrokerState, ManagedBroker, management_get
 from mqprobe.model import Cause
 
 from .conftest import REPO
@@ -32,15 +32,34 @@ def _start_compare(tmp_path: Path, amqp_url: str) -> subprocess.Popen:
                             cwd=REPO)
 
 
-def _wait_until_publishing(tmp_path: Path, compare: subprocess.Popen,
-                           logs: str = "logs") -> None:
-    """The publisher's log appears when it starts; then give it a second of sending."""
+def _wait_until_publishing(tmp_path: Path, compare: subprocess.Popen, broker: BrokerState | Path,
+                           logs: str = "logs", at_least: int = 100) -> None:
+    """Until the run measures: its publisher started (its log appears), then the broker
+    delivered `at_least` of its messages (a second's worth of the default workload; the
+    management API's count, sampled every second). A fixed wait was too short on a
+    crowded host: nothing published yet."""
     deadline = time.monotonic() + 120
-    while not list((tmp_path / logs).glob("*/publisher.log")):
+
+    def waiting(what: str) -> None:
         assert compare.poll() is None, compare.communicate()
-        assert time.monotonic() < deadline, "the run never started publishing"
+        assert time.monotonic() < deadline, f"the run never {what}"
         time.sleep(0.2)
-    time.sleep(2.0)
+
+    while not list((tmp_path / logs).glob("*/publisher.log")):
+        waiting("started publishing")
+    state = broker if isinstance(broker, BrokerState) else ManagedBroker(broker).load_state()
+    before = _delivered(state)
+    while _delivered(state) < before + at_least:
+        waiting("delivered")
+
+
+def _delivered(broker: BrokerState) -> int:
+    """Messages the broker delivered to consumers so far."""
+    try:
+        stats = management_get(broker.management_url, "/api/overview", timeout=2)["message_stats"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    return int(stats.get("deliver_get", 0))
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -69,7 +88,7 @@ def test_a_broker_killed_mid_run_is_the_mq_and_fails_the_command(tmp_path):
     state = own.up()
     try:
         compare = _start_compare(tmp_path, state.amqp_url)
-        _wait_until_publishing(tmp_path, compare)
+        _wait_until_publishing(tmp_path, compare, state)
         os.killpg(state.pid, signal.SIGKILL)
         code, output, run = _finish(compare, tmp_path)
     finally:
@@ -86,7 +105,7 @@ def test_a_broker_killed_mid_run_is_the_mq_and_fails_the_command(tmp_path):
 
 def test_a_node_killed_mid_run_is_named_not_blamed_on_the_swarm(broker, tmp_path):
     compare = _start_compare(tmp_path, broker.amqp_url)
-    _wait_until_publishing(tmp_path, compare)
+    _wait_until_publishing(tmp_path, compare, broker)
     nodes = [pid for pid, cmd in _children(compare.pid).items() if "/node1.spec.json " in cmd]
     assert len(nodes) == 1, _children(compare.pid)
     os.kill(nodes[0], signal.SIGKILL)
@@ -99,11 +118,12 @@ def test_a_node_killed_mid_run_is_named_not_blamed_on_the_swarm(broker, tmp_path
     assert run["error"] and run["published"] > 0
 
 
+@pytest.mark.measuring  # the block's share of the tail
 def test_a_broker_that_blocks_the_publisher_is_named_with_its_share(managed_broker, tmp_path):
     # a memory alarm: RabbitMQ blocks publishing connections (connection.blocked) until it
     # clears; the messages published meanwhile wait for the block to lift
     compare = _start_compare(tmp_path, managed_broker.running_state().amqp_url)
-    _wait_until_publishing(tmp_path, compare)
+    _wait_until_publishing(tmp_path, compare, managed_broker.running_state())
     try:
         managed_broker.rabbitmqctl("set_vm_memory_high_watermark", "0.0001")
         time.sleep(2.5)
@@ -163,9 +183,9 @@ def _wait_until_the_nodes_start(tmp_path: Path, compare: subprocess.Popen) -> No
 
 
 @pytest.mark.parametrize(("signum", "code", "again", "when"), [
-    (signal.SIGTERM, 143, (), "mid-run"), (signal.SIGINT, 130, (), "mid-run"),
+    (signal.SIGTERM, 143, (), "mid-run"),  # one signal: the whole orderly stop
     (signal.SIGINT, 130, (), "start-up"),  # while the pieces start and clients connect
-    # impatient: Ctrl-C again while the pieces stop, and while the broker stops
+    # impatient: Ctrl-C, then again while the pieces stop, and while the broker stops
     (signal.SIGINT, 130, (0.2, 0.3, 0.5, 1.0, 1.0, 1.0), "mid-run")])
 def test_a_signal_saves_what_was_measured_and_leaves_nothing(tmp_path, signum, code, again,
                                                              when):
@@ -173,7 +193,7 @@ def test_a_signal_saves_what_was_measured_and_leaves_nothing(tmp_path, signum, c
     if when == "start-up":
         _wait_until_the_nodes_start(tmp_path, compare)
     else:
-        _wait_until_publishing(tmp_path, compare)
+        _wait_until_publishing(tmp_path, compare, tmp_path / "home" / "broker")
     pieces = _children(compare.pid)
     compare.send_signal(signum)
     for pause in again:
@@ -208,7 +228,7 @@ def test_sigterm_while_the_broker_starts_leaves_no_broker(tmp_path):
 @pytest.mark.parametrize("piece", ["swarm1", "publisher"])
 def test_a_dead_swarm_or_publisher_still_counts_the_loss(broker, tmp_path, piece):
     compare = _start_compare(tmp_path, broker.amqp_url)
-    _wait_until_publishing(tmp_path, compare)
+    _wait_until_publishing(tmp_path, compare, broker)
     pids = [pid for pid, cmd in _children(compare.pid).items() if f"/{piece}.spec.json " in cmd]
     assert len(pids) == 1, _children(compare.pid)
     os.kill(pids[0], signal.SIGKILL)
@@ -234,9 +254,10 @@ def test_two_commands_on_one_home_share_the_broker_and_the_last_stops_it(tmp_pat
     first = subprocess.Popen([sys.executable, "-m", "mqprobe", "compare", *small, "--duration",
                               "2", "--run-dir", str(tmp_path / "l1")], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    _wait_until_publishing(tmp_path / "l1", first, logs="")
+    _wait_until_publishing(tmp_path / "l1", first, tmp_path / "home" / "broker", logs="",
+                           at_least=10)
     second = subprocess.Popen([sys.executable, "-m", "mqprobe", "compare", *small, "--duration",
-                               "8", "--json", str(tmp_path / "second.json"), "--run-dir",
+                               "5", "--json", str(tmp_path / "second.json"), "--run-dir",
                                str(tmp_path / "l2")], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     _out, err = first.communicate(timeout=120)
@@ -248,7 +269,8 @@ def test_two_commands_on_one_home_share_the_broker_and_the_last_stops_it(tmp_pat
     _no_broker_left(tmp_path)
 
 
-def test_a_broker_started_by_broker_up_outlives_the_commands_that_use_it(tmp_path):
+def test_a_broker_started_by_broker_up_shows_its_url_and_outlives_the_commands_that_use_it(
+        tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
     env["MQPROBE_HOME"] = str(tmp_path / "home")
 
@@ -256,8 +278,16 @@ def test_a_broker_started_by_broker_up_outlives_the_commands_that_use_it(tmp_pat
         return subprocess.run([sys.executable, "-m", "mqprobe", *args], capture_output=True,
                               text=True, env=env, cwd=REPO, timeout=180)
 
+    absent = cli("broker", "url")
+    assert absent.returncode == 1 and "mqprobe broker up" in absent.stderr
     assert cli("broker", "up").returncode == 0
     try:
+        state = json.loads((tmp_path / "home" / "broker" / "state.json").read_text())
+        redacted = cli("broker", "url").stdout.strip()
+        assert state["password"] not in redacted and redacted.endswith(
+            f"@127.0.0.1:{state['amqp_port']}/")
+        shown = cli("broker", "url", "--show-password").stdout.strip()
+        assert shown == f"amqp://{state['user']}:{state['password']}@127.0.0.1:{state['amqp_port']}/"
         done = cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
                    "--groups", "1", "--group-size", "5", "--duration", "1",
                    "--run-dir", str(tmp_path / "logs"))
@@ -294,13 +324,14 @@ def _stop_app(broker: ManagedBroker) -> None:
         broker.rabbitmqctl("start_app")
 
 
+@pytest.mark.measuring  # the outage's share of the tail
 @pytest.mark.parametrize(("fault", "says"), [
     (_stop_app, "RabbitMQ could not be reached from "),
     (_pause, "RabbitMQ did not answer from "),
 ])
 def test_a_broker_app_stopped_or_paused_is_the_mq(fragile_broker, tmp_path, fault, says):
     compare = _start_compare(tmp_path, fragile_broker.load_state().amqp_url)
-    _wait_until_publishing(tmp_path, compare)
+    _wait_until_publishing(tmp_path, compare, fragile_broker.load_state())
     fault(fragile_broker)
     code, output, run = _finish(compare, tmp_path)
     assert "Traceback" not in output
