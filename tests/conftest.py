@@ -26,12 +26,30 @@ REAL_FIXTURES = {"managed_broker", "broker", "vhost_url", "chat_server", "compar
                  "fragile_broker", "placed_run", "swept", "agent", "socketio2_server",
                  "socketio4_server"}
 
+# A test whose assertions are figures a busy neighbour could change (a verdict, a share, a
+# stall's CPU split, a clock offset within its error bar) is `measuring`: `./dev test` runs
+# the others two at a time (pytest-xdist), then these alone. The verdict must hold on a
+# crowded host too (BENCHMARKS.md), but a test is a poor place to find out by chance.
+MEASURING_MODULES = {"test_analysis", "test_sweep", "test_loop", "test_cpu", "test_footprint",
+                     "test_timeline"}
+# (compared asserts no figure, but its seven runs beside another worker's took the suite from
+# 6m40s to 7m24s: it is the heaviest run of all, so it runs alone too)
+MEASURING_FIXTURES = {"placed_run", "swept", "compared"}
+# module-scoped pieces of their own: the tests that share one go to one worker
+SHARED_BY_A_MODULE = ("fragile_broker", "agent")
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        real = REAL_FIXTURES & set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.integration if real or item.get_closest_marker("integration")
-                        else pytest.mark.unit)
+        fixtures = set(getattr(item, "fixturenames", ()))
+        real = REAL_FIXTURES & fixtures or item.get_closest_marker("integration")
+        item.add_marker(pytest.mark.integration if real else pytest.mark.unit)
+        if (item.module.__name__.rpartition(".")[2] in MEASURING_MODULES
+                or MEASURING_FIXTURES & fixtures):
+            item.add_marker(pytest.mark.measuring)
+        shared = [name for name in SHARED_BY_A_MODULE if name in fixtures]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
 
 
 @pytest.fixture(scope="session")

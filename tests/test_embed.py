@@ -52,6 +52,7 @@ def test_a_group_id_that_cannot_travel_leaves_the_message_untraced():
     assert tracer.untraced == 1
 
 
+@pytest.mark.measuring  # a stall and a collection, timed on this host
 def test_watch_pauses_records_a_blocked_loop_and_a_long_collection():
     import gc
     import time
@@ -118,6 +119,7 @@ def test_trace_follows_a_group_through_the_example_server(broker, chat_server, t
     assert len(probe_lines) == 6 and all("node chat-t" in line for line in probe_lines)
 
 
+@pytest.mark.measuring  # a clock difference within its error bar
 def test_trace_measures_a_server_clock_that_differs_and_corrects_the_hops(broker, tmp_path):
     with _chat_server(broker.amqp_url, skew_ms=-300) as url:
         result, summary = _trace(broker, url, tmp_path, "4", "10", "1.5")
@@ -132,6 +134,7 @@ def test_trace_measures_a_server_clock_that_differs_and_corrects_the_hops(broker
     assert "±" in result.stdout and "its hops are corrected" in result.stdout
 
 
+@pytest.mark.measuring  # a clock difference within its error bar
 def test_trace_on_one_clock_claims_no_difference(broker, chat_server, tmp_path):
     result, summary = _trace(broker, chat_server, tmp_path, "5", "10", "1")
     clock = summary["clocks"]["chat-t"]
