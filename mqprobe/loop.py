@@ -51,6 +51,7 @@ class LoopLagMonitor:
         self._task: asyncio.Task | None = None
         self._before: int | None = None  # when the wake-up under way began (monotonic ns)
         self._reading = CpuReading(0, 0, 0)  # the loop thread's counters then
+        self.failed_ticks = 0
         self.reset()
 
     def start(self) -> None:
@@ -71,7 +72,10 @@ class LoopLagMonitor:
             if not counters.available:  # the fallback reads the process's CPU around a tick
                 self._cpu_before = time.process_time_ns()
             await asyncio.sleep(self.interval)
-            self._tick()
+            try:
+                self._tick()
+            except Exception:  # one tick lost is counted; the monitor must not end with it
+                self.failed_ticks += 1
 
     def _tick(self) -> None:
         """The wake-up just now (or the one under way, at stop): one tick of the CPU
@@ -124,8 +128,12 @@ class LoopLagMonitor:
                 "cpu_share": round(self.worst_cpu_share, 2)}
 
     def cpu(self) -> dict:
-        """The loop thread's CPU through the run, for a node's result (loop_cpu)."""
-        return self.windows.to_json(self.source)
+        """The loop thread's CPU through the run, for a node's result (loop_cpu), and the
+        ticks the monitor lost to an error of its own (failed_ticks), if any."""
+        out = self.windows.to_json(self.source)
+        if self.failed_ticks:
+            out["failed_ticks"] = self.failed_ticks
+        return out
 
     def stop(self) -> None:
         if self._task and not self._task.done():
@@ -259,7 +267,8 @@ class Watchdog(threading.Thread):
         most (`in`); how many samples, how many were evidence, and the states seen."""
         previous = -1
         taken, evidence = [], []
-        for t, where, state, on_cpu in self.samples:
+        # a copy, made at once (no Python code runs in it): the watchdog may be appending
+        for t, where, state, on_cpu in tuple(self.samples):
             if t > end_mono:
                 break
             if t >= start_mono:

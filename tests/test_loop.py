@@ -155,3 +155,34 @@ def test_a_frame_between_two_lines_is_named_without_its_line_and_the_watchdog_go
     callback = frame("_run", asyncio.events.__file__, 88)
     spinning = frame("_stall", "/work/main/mqprobe/node.py", None, back=callback)
     assert code_location(spinning) == "mqprobe/node.py:? in _stall"
+
+
+def test_the_samples_are_read_while_the_watchdog_adds_to_them():
+    """The watchdog samples while the loop is late, and the loop reads the samples as soon
+    as it wakes: iterating the deque itself then raised "deque mutated during iteration"
+    inside the loop monitor's tick, which ended the monitor. Beside a CPU hog one node of
+    five planted stalls recorded no stall, no lag and no CPU at all, and its planted stall
+    read consumer-saturated."""
+    import threading
+
+    from mqprobe.loop import Watchdog
+
+    watchdog = Watchdog(late_ns=10**9)
+    watchdog.samples.extend((t, IN_THE_LOOP, "R", t) for t in range(4096))
+    done = threading.Event()
+
+    def sampling() -> None:
+        t = 4096
+        while not done.is_set():
+            watchdog.samples.append((t, "mqprobe/node.py:1 in _stall", "R", t))
+            t += 1
+
+    thread = threading.Thread(target=sampling)
+    thread.start()
+    try:
+        for _ in range(300):
+            watchdog.held(0, 2**62)
+    finally:
+        done.set()
+        thread.join()
+        watchdog.stop()
