@@ -67,7 +67,7 @@ PROSE = {
     Cause.GC_PAUSE: "a node's garbage collector stopped its event loop",
     Cause.SERVER_STALL: "a node's event loop could not run",
     Cause.HOST_PAUSE: "every process on this machine stopped at once, mqprobe's own with the "
-                      "nodes, off the CPU and not waiting for one: the machine paused them "
+                      "nodes, mostly off the CPU: the machine paused them "
                       "(a hypervisor taking its CPUs, the kernel), not the code; the figures "
                       "of that moment measured the machine",
     Cause.CPU_STARVED: "a node was ready to run and waited for a CPU that other processes had",
