@@ -209,7 +209,12 @@ class Watchdog(threading.Thread):
 
     A sample is evidence that code held the loop when the thread was blocked in it (S, D)
     or ran in it since the sample before. A thread that waits for a CPU, or is throttled,
-    stays where it was stopped: the same frame, again and again, with no progress."""
+    stays where it was stopped: the same frame, again and again, with no progress.
+
+    Each sample also says which callback the loop ran (a number, 0 for none): the same
+    place in different callbacks is a loop busy with many, not held by one. On a crowded
+    core a thread is preempted where it wakes another, in a socket write to a local peer:
+    one write after another, every sample there, each after some progress."""
 
     def __init__(self, late_ns: int, every_s: float = 0.005, keep: int = 4096,
                  poll_s: float = 0.025) -> None:
@@ -219,7 +224,10 @@ class Watchdog(threading.Thread):
         self.loop_native = threading.get_native_id()
         self.late_ns, self.every_s = late_ns, every_s
         self.beat = time.monotonic_ns()
-        self.samples: deque[tuple[int, str, str, int]] = deque(maxlen=keep)
+        # (monotonic ns, code location, thread state, the thread's CPU ns, callback number)
+        self.samples: deque[tuple[int, str, str, int, int]] = deque(maxlen=keep)
+        self._runner: FrameType | None = None  # asyncio's frame running the last callback seen
+        self._callbacks = 0  # callbacks seen while late: a number names each in its samples
         self._stopped = threading.Event()
         try:
             self._schedstat: int | None = os.open(
@@ -232,15 +240,22 @@ class Watchdog(threading.Thread):
             due = self.beat + self.late_ns
             now = time.monotonic_ns()
             if now < due:  # in time: look again later (every wake-up costs the host)
+                self._runner = None  # the callback's frame keeps its locals alive
                 self._stopped.wait(max((due - now) / 1e9, self.poll_s))
                 continue
             frame = sys._current_frames().get(self.loop_thread)
+            inside, runner = [], None
             try:
-                where = code_location(frame)
+                inside, runner = callback_frames(frame)
+                where = location(inside) if runner is not None else IN_THE_LOOP
             except Exception:  # a frame caught mid-change: this sample only, never the thread
-                where = IN_THE_LOOP  # (never evidence)
-            self.samples.append((now, where, thread_state(self.loop_native), self._loop_on_cpu()))
-            del frame
+                where, runner = IN_THE_LOOP, None  # (never evidence)
+            if runner is not None and runner is not self._runner:
+                # held, so never freed and reused: `is` tells this callback from the last
+                self._runner, self._callbacks = runner, self._callbacks + 1
+            self.samples.append((now, where, thread_state(self.loop_native), self._loop_on_cpu(),
+                                 self._callbacks if runner is not None else 0))
+            del frame, inside, runner
             self._stopped.wait(self.every_s)
 
     def _loop_on_cpu(self) -> int:
@@ -260,31 +275,32 @@ class Watchdog(threading.Thread):
 
     def held(self, start_mono: int, end_mono: int) -> dict:
         """What the samples between two monotonic times say, for a stall's detail: the code
-        the loop was held in (`held_by`: one function in HELD_SHARE of the samples that
-        show the thread blocked or running there, at least two), else where it was seen
-        most (`in`); how many samples, how many were evidence, and the states seen."""
+        the loop was held in (`held_by`: one callback, and one function in it, in HELD_SHARE
+        of the samples that show the thread blocked or running there, at least two), else
+        where it was seen most (`in`); how many samples, how many were evidence, in how many
+        callbacks, and the states seen."""
         previous = -1
         taken, evidence = [], []
         # a copy, made at once (no Python code runs in it): the watchdog may be appending
-        for t, where, state, on_cpu in tuple(self.samples):
+        for t, where, state, on_cpu, callback in tuple(self.samples):
             if t > end_mono:
                 break
             if t >= start_mono:
                 taken.append((where, state))
                 ran = on_cpu < 0 or (previous >= 0 and on_cpu > previous)
                 if where != IN_THE_LOOP and (state in ("S", "D") or ran):
-                    evidence.append(where)
+                    evidence.append((callback, _function_of(where), where))
             previous = on_cpu
         if not taken:
             return {}
         out = {"samples": len(taken), "evidence": len(evidence),
+               "callbacks": len({callback for callback, _f, _w in evidence}),
                "states": dict(Counter(state for _where, state in taken))}
-        functions = Counter(_function_of(where) for where in evidence)
         if len(evidence) >= 2:
-            function, seen = functions.most_common(1)[0]
+            (callback, function), seen = Counter(e[:2] for e in evidence).most_common(1)[0]
             if seen >= HELD_SHARE * len(evidence):
-                out["held_by"] = Counter(w for w in evidence
-                                         if _function_of(w) == function).most_common(1)[0][0]
+                out["held_by"] = Counter(w for c, f, w in evidence
+                                         if (c, f) == (callback, function)).most_common(1)[0][0]
                 return out
         out["in"] = Counter(where for where, _state in taken).most_common(1)[0][0]
         return out
@@ -300,18 +316,30 @@ def code_location(frame: FrameType | None) -> str:
     """The innermost frame of the callback the loop is running that is outside asyncio
     and the standard library, as `path:line in function: source`; IN_THE_LOOP when the
     loop runs no callback (it waits in select, or runs its timers)."""
+    inside, runner = callback_frames(frame)
+    return location(inside) if runner is not None else IN_THE_LOOP
+
+
+def callback_frames(frame: FrameType | None) -> tuple[list[FrameType], FrameType | None]:
+    """From a thread's innermost frame: the frames of the callback its event loop runs,
+    innermost first, and asyncio's frame that runs it (Handle._run); ([], None) when the
+    loop runs no callback."""
     inside: list[FrameType] = []
     while frame is not None:
         code = frame.f_code
         where = (os.path.basename(code.co_filename), code.co_name)
         if where == _CALLBACK:
-            break
+            return (inside, frame) if inside else ([], None)
         if where == _LOOP:  # reached the loop's iteration without a callback: its own work
-            return IN_THE_LOOP
+            return [], None
         inside.append(frame)
         frame = frame.f_back
-    if frame is None or not inside:  # not inside an event loop's callback
-        return IN_THE_LOOP
+    return [], None  # not inside an event loop's callback
+
+
+def location(inside: list[FrameType]) -> str:
+    """The innermost of a callback's frames outside the standard library (else its
+    innermost), as `path:line in function: source`."""
     chosen = next((f for f in inside if not f.f_code.co_filename.startswith(_STDLIB)), inside[0])
     code = chosen.f_code
     # another thread's frame, read while it runs, may be between two lines (f_lineno None)

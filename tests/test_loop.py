@@ -26,8 +26,9 @@ def _spin_in_the_loop() -> None:
         pass
 
 
-async def _watched(hold, watchdog: bool = True) -> tuple[list, LoopLagMonitor]:
-    """The long stalls a monitor recorded around `hold()`, and the monitor (stopped)."""
+async def _watched(hold, watchdog: bool = True, hold_async=None) -> tuple[list, LoopLagMonitor]:
+    """The long stalls a monitor recorded around `hold()` (or the callbacks `hold_async()`
+    schedules), and the monitor (stopped)."""
     timeline = Recorder("n1")
     monitor = LoopLagMonitor(timeline=timeline, watchdog=watchdog)
     monitor.start()
@@ -35,7 +36,9 @@ async def _watched(hold, watchdog: bool = True) -> tuple[list, LoopLagMonitor]:
     monitor.reset()
     await asyncio.sleep(0.05)
     hold()
-    await asyncio.sleep(0.05)
+    if hold_async is not None:
+        hold_async()
+    await asyncio.sleep(0.2)
     monitor.stop()
     return [e for e in timeline.events
             if e.kind == EventKind.LOOP_STALL and e.duration_ns > 80 * MS], monitor
@@ -93,17 +96,64 @@ def test_only_samples_of_a_thread_blocked_or_running_in_the_code_are_evidence():
     watchdog = Watchdog(late_ns=15 * MS)
     write = "asyncio/selector_events.py:1057 in write: n = self._sock.send(data)"
     spin = "mqprobe/node.py:192 in _stall: pass"
-    watchdog.samples.extend([(t * MS, write, "R", 5 * MS) for t in range(10, 50, 5)])
+    watchdog.samples.extend([(t * MS, write, "R", 5 * MS, 1) for t in range(10, 50, 5)])
     stopped = watchdog.held(10 * MS, 50 * MS)
     assert "held_by" not in stopped and stopped["in"] == write and stopped["evidence"] == 0
     watchdog.samples.clear()  # the same place, the thread running between samples
-    watchdog.samples.extend([(t * MS, spin, "R", t * MS) for t in range(10, 50, 5)])
+    watchdog.samples.extend([(t * MS, spin, "R", t * MS, 1) for t in range(10, 50, 5)])
     running = watchdog.held(10 * MS, 50 * MS)
     assert running["held_by"] == spin and running["evidence"] == 7  # the first has no before
     watchdog.samples.clear()  # blocked in a sleep: no CPU progress, but state S
-    watchdog.samples.extend([(t * MS, spin, "S", 0) for t in range(10, 50, 5)])
+    watchdog.samples.extend([(t * MS, spin, "S", 0, 1) for t in range(10, 50, 5)])
     assert watchdog.held(10 * MS, 50 * MS)["held_by"] == spin
     watchdog.stop()
+
+
+def test_the_same_place_in_one_callback_after_another_is_a_busy_loop_not_one_held():
+    """The one-core miss of 041a44a's matrix: a clean per-group node's 129 ms stall (19 ms
+    computing, 120 ms waiting for a CPU) read "held in selector_events.py in write:
+    self._sock.send(data)", all of it the code's. A thread on a crowded core is preempted
+    where it wakes its peer, in each socket write: every sample there, each after progress,
+    in a different callback each time."""
+    from mqprobe.loop import Watchdog
+
+    watchdog = Watchdog(late_ns=15 * MS)
+    write = "asyncio/selector_events.py:1057 in write: n = self._sock.send(data)"
+    watchdog.samples.extend([(t * MS, write, "R", t * MS, t) for t in range(10, 50, 5)])
+    busy = watchdog.held(10 * MS, 50 * MS)
+    assert "held_by" not in busy and busy["in"] == write, busy
+    assert (busy["evidence"], busy["callbacks"]) == (7, 7)
+    watchdog.samples.clear()  # one callback writing through the stall holds the loop
+    watchdog.samples.extend([(t * MS, write, "R", t * MS, 3) for t in range(10, 50, 5)])
+    assert watchdog.held(10 * MS, 50 * MS)["held_by"] == write
+    watchdog.stop()
+
+
+def _one_write(until_ns: int) -> None:
+    while time.perf_counter_ns() < until_ns:
+        pass
+
+
+def test_a_loop_busy_with_many_short_callbacks_names_no_one_of_them():
+    """On a real loop: 100 callbacks of 3 ms, each in the same function, keep the loop from
+    its timer for about 300 ms. No one of them held it: the watchdog saw many callbacks
+    (it samples one in 20-40 ms here: the loop thread holds the GIL), and the stall is the
+    loop's work, split by its parts, not a held_by."""
+    def many_short() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(100):
+            loop.call_soon(lambda: _one_write(time.perf_counter_ns() + 3 * MS))
+
+    async def run() -> list:
+        stalls, monitor = await _watched(lambda: None, hold_async=many_short)
+        if monitor.source.startswith("unavailable"):
+            pytest.skip(monitor.source)
+        return stalls
+
+    (stall,) = asyncio.run(run())
+    assert "held_by" not in stall.detail, stall.detail
+    assert stall.detail["callbacks"] >= 3 and "in _one_write" in stall.detail["in"], str(
+        stall.detail)
 
 
 def test_without_the_threads_counters_a_stall_falls_back_to_the_cpu_share_and_says_why(
@@ -168,13 +218,13 @@ def test_the_samples_are_read_while_the_watchdog_adds_to_them():
     from mqprobe.loop import Watchdog
 
     watchdog = Watchdog(late_ns=10**9)
-    watchdog.samples.extend((t, IN_THE_LOOP, "R", t) for t in range(4096))
+    watchdog.samples.extend((t, IN_THE_LOOP, "R", t, 0) for t in range(4096))
     done = threading.Event()
 
     def sampling() -> None:
         t = 4096
         while not done.is_set():
-            watchdog.samples.append((t, "mqprobe/node.py:1 in _stall", "R", t))
+            watchdog.samples.append((t, "mqprobe/node.py:1 in _stall", "R", t, 1))
             t += 1
 
     thread = threading.Thread(target=sampling)
