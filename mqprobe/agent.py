@@ -41,7 +41,7 @@ from mqprobe.broker import delete_declared
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, from_exchanges
 from mqprobe.errors import InputError
 from mqprobe.process import Child, Piece, RunError, wait_for_stop
-from mqprobe.protocol import PieceSpec, Role, SpecError
+from mqprobe.protocol import EventName, PieceSpec, Role, SpecError
 from mqprobe.stamps import check_id, now_ns
 
 CONTROL_EXCHANGE = "mqprobe.control"
@@ -204,14 +204,14 @@ class Agent:
         try:
             spec = PieceSpec.from_json(command.get("spec"))
         except SpecError as exc:
-            relay({"event": "error", "message": f"agent {self.name} refused it: {exc}"})
+            relay({"event": EventName.ERROR, "message": f"agent {self.name} refused it: {exc}"})
             return
         child = Child(piece, spec, run_dir, env, on_event=relay)
         self.children[(session, piece)] = child
         try:
             await child.start()
         except OSError as exc:
-            relay({"event": "error", "message": f"agent {self.name} could not start it: {exc}"})
+            relay({"event": EventName.ERROR, "message": f"agent {self.name} could not start it: {exc}"})
 
     async def _stop(self, key: tuple[str, str]) -> None:
         """Stop one piece (session, name); taken out first, so it is stopped only once."""
@@ -336,7 +336,7 @@ class RemotePiece(Piece):
 
     def failure(self) -> str | None:
         silent = time.monotonic() - self.hub.heard.get(self.agent, time.monotonic())
-        if self.started and "exit" not in self.latest and silent > GONE_AFTER_S:
+        if self.started and EventName.EXIT not in self.latest and silent > GONE_AFTER_S:
             return (f"{self.name}: agent {self.agent!r} has said nothing for {silent:.0f} s "
                     "(stopped, or cut off from the broker)")
         return super().failure()
@@ -353,8 +353,8 @@ class RemotePiece(Piece):
         with contextlib.suppress(Exception):
             await self.hub.command(self.agent, "stop", piece=self.name)
         with contextlib.suppress(RunError):
-            await self.wait_for("result", timeout)
+            await self.wait_for(EventName.RESULT, timeout)
         deadline = time.monotonic() + 5
-        while "exit" not in self.latest and time.monotonic() < deadline:
+        while EventName.EXIT not in self.latest and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         return self.result_data()

@@ -26,8 +26,8 @@ from mqprobe.attribution import (
     stall_cause,
 )
 from mqprobe.footprint import INSTRUMENT_ROLES, CpuSampler, role_of
-from mqprobe.model import PATH_HOPS, RUN_HOPS, Culprit, RunResult, is_node_piece
-from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
+from mqprobe.model import PATH_HOPS, RUN_HOPS, Culprit, HopName, RunResult, is_node_piece
+from mqprobe.protocol import NodeResult, PublisherResult, Role, SwarmResult
 from mqprobe.records import HopSet, Latency
 from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.websocket import STAMP_SOURCES
@@ -285,7 +285,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
                           "as lost", counts)
     if facts.failure:
         role = facts.failure.role
-        cause = (Cause.NODE_DIED if role == "node" and not facts.failure.gave_no_result
+        cause = (Cause.NODE_DIED if role == Role.NODE and not facts.failure.gave_no_result
                  else Cause.INSTRUMENT_FAILED)
         when = f" ({_at(facts.failure.at_ns, facts)} into the run)" if facts.failure.at_ns else ""
         return Verdict.of(cause, f"{PROSE[cause]}{when}: {facts.failure.message}",
@@ -308,7 +308,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
         if run["published"] == 0:
             return Verdict.of(Cause.INSTRUMENT_FAILED, "nothing was published", counts)
         return Verdict.of(Cause.NOTHING_MEASURED, evidence=counts)
-    e2e = hops["e2e"]
+    e2e = hops[HopName.E2E]
     evidence = counts + [
         f"e2e p99 {e2e['p99_ms']} ms (budget {budget_ms:g} ms); p99 by hop: "
         + ", ".join(f"{hop} {hops[hop]['p99_ms']} ms" for hop in PATH_HOPS),
@@ -559,7 +559,7 @@ def _broker_waits(run: dict, facts: RunFacts) -> list[str]:
     if share is None:
         return []
     line = f"RabbitMQ's threads waited for a CPU {share:.0%} of the time they were ready to run"
-    rows = (run.get("timeline", {}).get("e2e") or {}).get("rows") or []
+    rows = (run.get("timeline", {}).get(HopName.E2E) or {}).get("rows") or []
     windows = facts.footprint.windows(BROKER) if facts.footprint else []
     if rows and windows:
         t_ms, *_rest, worst_ms = max(rows, key=lambda row: row[-1])
@@ -750,7 +750,7 @@ def agreement_text(counts: dict[str, int]) -> str:
 
 def representative(runs: list[RunResult]) -> RunResult:
     """The repeat whose e2e p99 is the median: the one a table shows."""
-    ordered = sorted(runs, key=lambda r: r["hops"]["e2e"]["p99_ms"])
+    ordered = sorted(runs, key=lambda r: r["hops"][HopName.E2E]["p99_ms"])
     return ordered[(len(ordered) - 1) // 2]
 
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mqprobe.errors import ResultFormatError
-from mqprobe.model import PATH_HOPS, Cause, Culprit, ShareJson, VerdictJson
+from mqprobe.model import PATH_HOPS, Cause, Culprit, HopName, ShareJson, VerdictJson
 from mqprobe.timeline import STALL_MIN_NS, EventKind, TimedEvent
 
 FLOOR_PERCENTILE = 10.0
@@ -109,7 +109,8 @@ BACKLOG_BUILDERS = BROKER_SIDE[:3]  # broker faults whose aftermath is a backlog
 NODE_SIDE = (EventKind.GC, EventKind.LOOP_STALL)  # each split by its parts (CLASSIFIED)
 SWARM_SIDE = ((EventKind.GC, Cause.SWARM_SATURATED),
               (EventKind.LOOP_STALL, Cause.SWARM_SATURATED))
-REMAINDER = {"mq": Cause.BROKER_SIDE, "server": Cause.SLOW_HANDLER, "delivery": Cause.DELIVERY}
+REMAINDER = {HopName.MQ: Cause.BROKER_SIDE, HopName.SERVER: Cause.SLOW_HANDLER,
+             HopName.DELIVERY: Cause.DELIVERY}
 DRAIN_SLOWERS = frozenset((Cause.CPU_STARVED, Cause.CPU_THROTTLED))  # never a backlog's builder
 
 
@@ -285,13 +286,13 @@ def stall_parts(detail: dict) -> Parts:
     """A loop stall, from what was measured through it (loop.LoopLagMonitor).
 
     All of it is the code's when the watchdog saw the loop thread blocked in, or running
-    in, one function through the stall (`held_by`: a thread that only waits for a CPU makes
-    no progress between samples, and is not evidence) and that code's own time (on and off
-    the CPU) was a stall by itself: a spin on a crowded core waits only because it runs, and
-    the loop could run nothing else meanwhile. Otherwise it is split by its parts: off the
-    CPU (server-stall: blocked), waiting for a CPU (cpu-starved), held back by a quota
-    (cpu-throttled), and computing: the loop's own work through many callbacks (WORK),
-    which no one callback held. Without the counters: server-stall.
+    in, one function of one callback through the stall (`held_by`: a thread that only
+    waits for a CPU makes no progress between samples, and is not evidence) and that
+    code's own time (on and off the CPU) was a stall by itself: a spin on a crowded core
+    waits only because it runs, and the loop could run nothing else meanwhile. Otherwise
+    it is split by its parts: off the CPU (server-stall: blocked), waiting for a CPU
+    (cpu-starved), held back by a quota (cpu-throttled), and computing: the loop's own
+    work through many callbacks (WORK), which no one callback held. Without the counters: server-stall.
 
     A stall other processes shared (PAUSED_WITH) is the machine's (host-pause) where it was
     not computing: its time off the CPU, and its wait for a CPU too when that was the
@@ -552,8 +553,8 @@ class Charger:
         handled_from = min(c, b + m.wait_ns)  # its wait in the node's own backlog, then handling
         self._node_side(m.node, b, handled_from, server, debt, behind=True)
         self._node_side(m.node, handled_from, c, server, [], behind=False)
-        return (excess_of(mq, b - a, floor["mq"], REMAINDER["mq"]),
-                excess_of(server, c - b, floor["server"], REMAINDER["server"]))
+        return (excess_of(mq, b - a, floor[HopName.MQ], REMAINDER[HopName.MQ]),
+                excess_of(server, c - b, floor[HopName.SERVER], REMAINDER[HopName.SERVER]))
 
     def delivery(self, m: MessageDeliveries, after_emit: int, floor_ns: float
                  ) -> dict[Cause, float]:
@@ -566,7 +567,7 @@ class Charger:
             later += whole(cause, self.timeline.get(m.swarm, kind).within(a, b))
         got, _ = claim(free, later)
         _add(out, _fit(got, room))
-        return excess_of(out, after_emit, floor_ns, REMAINDER["delivery"])
+        return excess_of(out, after_emit, floor_ns, REMAINDER[HopName.DELIVERY])
 
     def _broker_side(self, a: int, b: int, out: dict[Cause, float]) -> None:
         if b <= a:
@@ -696,7 +697,7 @@ def floors(messages: list[MessageDeliveries], budget_ns: float) -> dict[str, flo
     delivery = [(d, n) for m in messages for d, n in m.receipts]
     cap = budget_ns * FLOOR_BUDGET_SHARE
     return {hop: max(0.0, min(cap, weighted_percentile(pairs, FLOOR_PERCENTILE)))
-            for hop, pairs in (("mq", mq), ("server", server), ("delivery", delivery))}
+            for hop, pairs in ((HopName.MQ, mq), (HopName.SERVER, server), (HopName.DELIVERY, delivery))}
 
 
 def attribute(messages: list[MessageDeliveries],
@@ -732,14 +733,14 @@ def attribute(messages: list[MessageDeliveries],
             continue
         weight = sum(n for _, n in in_tail)
         tail_count += weight
-        for hop, charges in zip(("mq", "server"), charger.head(m, floor), strict=True):
+        for hop, charges in zip((HopName.MQ, HopName.SERVER), charger.head(m, floor), strict=True):
             for cause, ns in charges.items():
                 totals[cause] += ns * weight
                 by_hop[hop] += ns * weight
         for d, n in in_tail:
-            for cause, ns in charger.delivery(m, d, floor["delivery"]).items():
+            for cause, ns in charger.delivery(m, d, floor[HopName.DELIVERY]).items():
                 totals[cause] += ns * n
-                by_hop["delivery"] += ns * n
+                by_hop[HopName.DELIVERY] += ns * n
     excess = sum(totals.values())
     shares = sorted((Share(cause, ns / excess, ns / tail_count / 1e6)
                      for cause, ns in totals.items()), key=lambda s: -s.share) if excess else []

@@ -31,7 +31,7 @@ from mqprobe.compare import (
     within,
 )
 from mqprobe.errors import InputError, MqprobeError
-from mqprobe.model import HOPS, EngineIO, RunPhase
+from mqprobe.model import HOPS, EngineIO, HopName, RunPhase
 from mqprobe.process import PieceRuntime, RunInterrupted, emit_event, serve
 from mqprobe.protocol import EventName
 from mqprobe.report import load_result, print_compare, print_connections, print_hops, print_sweep
@@ -499,8 +499,8 @@ def _print_trace_summary(summary: dict) -> None:
     nodes = summary.get("nodes", {})
     if len(nodes) > 1:
         for node, node_hops in nodes.items():
-            if "e2e" in node_hops:
-                e2e = node_hops["e2e"]
+            if HopName.E2E in node_hops:
+                e2e = node_hops[HopName.E2E]
                 console.print(f"  node {node}: e2e p50 {e2e['p50_ms']:.3f}  p99 "
                               f"{e2e['p99_ms']:.3f}  max {e2e['max_ms']:.3f} ms "
                               f"({e2e['count']} messages)")

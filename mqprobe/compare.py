@@ -49,10 +49,11 @@ from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
 from mqprobe.errors import InputError, within
 from mqprobe.footprint import CpuSampler, broker_processes
 from mqprobe.inject import Faults, parse_injections
-from mqprobe.model import ComparisonResult, RunPhase, RunResult, is_node_piece
+from mqprobe.model import ComparisonResult, HopName, RunPhase, RunResult, is_node_piece
 from mqprobe.node import NodeConfig
 from mqprobe.process import Child, Piece, RunError, RunInterrupted, run_to_the_end
 from mqprobe.protocol import (
+    EventName,
     NodeResult,
     PieceSpec,
     PublisherResult,
@@ -406,7 +407,7 @@ class OneRun:
             for i in range(workload.nodes)]
         await asyncio.gather(*(n.start() for n in self.nodes))
         self.broker_processes = broker_processes(self.amqp_url)
-        self.ready = await asyncio.gather(*(n.wait_for("ready", 60) for n in self.nodes))
+        self.ready = await asyncio.gather(*(n.wait_for(EventName.READY, 60) for n in self.nodes))
         owners = {name: event["node"] for event in self.ready for name in event.get("queues", [])}
         queues = list(owners)
         if workload.faults.broker_delay_ms:
@@ -426,13 +427,13 @@ class OneRun:
         await asyncio.gather(*(s.start() for s in self.swarms))
         clients = sum(workload.group_sizes)
         await _follow(self.swarms + self.nodes, RunPhase.CONNECTING, self.label, self.observe,
-                      lambda: _latest(self.swarms, "progress", "joined"), clients,
-                      lambda: all("ready" in s.latest for s in self.swarms), timeout=180,
+                      lambda: _latest(self.swarms, EventName.PROGRESS, "joined"), clients,
+                      lambda: all(EventName.READY in s.latest for s in self.swarms), timeout=180,
                       late=f"{RunPhase.CONNECTING} did not finish within 180 s")
-        joined = sum(s.latest["ready"]["joined"] for s in self.swarms)
+        joined = sum(s.latest[EventName.READY]["joined"] for s in self.swarms)
         if joined < clients:
-            first = next((s.latest["ready"].get("first_error") for s in self.swarms
-                          if s.latest["ready"].get("first_error")), "")
+            first = next((s.latest[EventName.READY].get("first_error") for s in self.swarms
+                          if s.latest[EventName.READY].get("first_error")), "")
             raise RunError(f"only {joined} of {clients} clients joined their group"
                            + (f" ({first})" if first else ""))
         self.publisher = self._piece(Role.PUBLISHER, 0, "publisher", PublishConfig(
@@ -462,8 +463,8 @@ class OneRun:
         total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))
         limit = workload.duration_s + 120
         await _follow([publisher, *self.nodes, *self.swarms], RunPhase.PUBLISHING, self.label,
-                      self.observe, lambda: _latest([publisher], "progress", "sent"), total,
-                      lambda: "result" in publisher.latest, timeout=limit,
+                      self.observe, lambda: _latest([publisher], EventName.PROGRESS, "sent"), total,
+                      lambda: EventName.RESULT in publisher.latest, timeout=limit,
                       late=f"{RunPhase.PUBLISHING} did not finish within {limit:.0f} s")
         self.results["publisher"] = publisher.result_data()
         members = dict(zip(workload.groups, workload.group_sizes, strict=True))
@@ -471,8 +472,8 @@ class OneRun:
         # after the last send, the swarms receive it all, or stop moving for 3 s: what is
         # missing then is lost, not late
         await _follow(self.swarms, RunPhase.DRAINING, self.label, self.observe,
-                      lambda: _latest(self.swarms, "progress", "delivered"), expected,
-                      lambda: _latest(self.swarms, "progress", "delivered") >= expected,
+                      lambda: _latest(self.swarms, EventName.PROGRESS, "delivered"), expected,
+                      lambda: _latest(self.swarms, EventName.PROGRESS, "delivered") >= expected,
                       timeout=workload.drain_s, still_s=3.0)
         if self.clocks_differ:
             later = await self.placement.clocks(workload.nodes, len(self.swarms))
@@ -510,7 +511,7 @@ class OneRun:
         for piece, got in zip(swarms + others, stopped, strict=True):
             if self.failure is None and got is None and piece.died_early:
                 self.failure = Failure(piece.name, piece.failure() or f"{piece.name} exited early",
-                                       piece.latest["exit"].get("at_ns", 0))
+                                       piece.latest[EventName.EXIT].get("at_ns", 0))
         # one that ran to the end but whose figures never came: the verdict must not read
         # their absence as idle consumers or a quiet publisher
         for piece, got in zip(swarms + others, stopped, strict=True):
@@ -562,7 +563,7 @@ def silent_swarm(workload: Workload, index: int, count: int) -> SwarmResult:
 def silent_publisher(workload: Workload, publisher: Piece) -> PublisherResult:
     """What a publisher that gave no result had sent, from its last progress report: the
     schedule is fixed, so the first `sent` entries of it say which groups (at least)."""
-    sent = publisher.latest.get("progress", {}).get("sent", 0)
+    sent = publisher.latest.get(EventName.PROGRESS, {}).get("sent", 0)
     published = dict.fromkeys(workload.groups, 0)
     for _offset, group, _seq in schedule(workload.groups, workload.rate,
                                          workload.duration_s)[:sent]:
@@ -598,7 +599,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
         run["timeline"]["clock_uncertainty_ms"] = {
             piece: round(offset.uncertainty_ns / 1e6, 3) for piece, offset in clocks.items()}
     messages = deliveries(swarms, nodes, shift)
-    run["timeline"]["e2e"] = e2e_over_time(messages, t0)
+    run["timeline"][HopName.E2E] = e2e_over_time(messages, t0)
     if sampler:
         run["timeline"]["queue_ready"] = queue_ready_over_time(sampler.series,
                                                                sampler.started_ns, t0)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 from mqprobe.loop import LoopLagMonitor
 from mqprobe.metrics import FastHistogram, GroupTable, Hops, PrometheusCollector
+from mqprobe.model import HOP_DELIVERY, HOP_E2E, HOP_FANOUT, HOP_MQ, HOP_SERVER
 from mqprobe.records import Reasons
 from mqprobe.stamps import (
     AMQP_HEADER,
@@ -107,7 +108,7 @@ class Tracer:
 
     @property
     def fanout(self) -> FastHistogram:
-        return self.hops["fanout"]
+        return self.hops[HOP_FANOUT]
 
     def sampled(self, trace_id: str) -> bool:
         """Whether this trace is traced: its last 32 bits below the sample rate's share.
@@ -195,8 +196,8 @@ class Tracer:
         mq = t_deq - stamp.t_pub
         # each hop goes into the node's histogram and its group's, written out in place:
         # a shared helper's extra call cost 0.1-0.3 us a message (benchmarks/embed_overhead.py)
-        self.hops["mq"].record(mq)
-        hops["mq"].record(mq)
+        self.hops[HOP_MQ].record(mq)
+        hops[HOP_MQ].record(mq)
         self._follow_seq(stamp.group, stamp.seq)
         if _otel_trace is not None:
             _otel_consumed(stamp, mq)
@@ -219,9 +220,9 @@ class Tracer:
             return data  # untraced, or not an object a field can join: sent as it is
         trace.t_emit = now_ns()
         server = trace.t_emit - trace.t_deq
-        self.hops["server"].record(server)
+        self.hops[HOP_SERVER].record(server)
         if trace.hops is not None:
-            trace.hops["server"].record(server)
+            trace.hops[HOP_SERVER].record(server)
         field = socketio_field(trace.stamp, self.node, trace.t_deq, trace.t_emit)
         return {SOCKETIO_FIELD: field, **{k: v for k, v in data.items() if k != SOCKETIO_FIELD}}
 
@@ -230,9 +231,9 @@ class Tracer:
         if trace is None or not trace.t_emit:
             return 0
         took = now_ns() - trace.t_emit
-        self.hops["fanout"].record(took)
+        self.hops[HOP_FANOUT].record(took)
         if trace.hops is not None:
-            trace.hops["fanout"].record(took)
+            trace.hops[HOP_FANOUT].record(took)
         if _otel_trace is not None:
             _otel_emitted(trace, took)
         return took
@@ -256,8 +257,8 @@ class Tracer:
             return None
         self.traced += 1
         hops = self.groups.for_group(delivery.group)
-        for hop, value in (("delivery", t_recv - delivery.t_emit),
-                           ("e2e", t_recv - delivery.t_pub)):
+        for hop, value in ((HOP_DELIVERY, t_recv - delivery.t_emit),
+                           (HOP_E2E, t_recv - delivery.t_pub)):
             self.hops[hop].record(value)
             hops[hop].record(value)
         return delivery
@@ -304,7 +305,7 @@ class Tracer:
 
         register_otel_metrics(self, meter)
 
-    def pause_totals(self, kind: str) -> tuple[int, float, float]:
+    def pause_totals(self, kind: EventKind | str) -> tuple[int, float, float]:
         """GC pauses or loop stalls since watch_pauses(): count, seconds in all, longest s."""
         count, total_ns, longest_ns = self.timeline.totals.get(EventKind(kind), (0, 0, 0))
         return count, total_ns / 1e9, longest_ns / 1e9

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from mqprobe.timeline import EventKind
+
 PROMETHEUS_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500,
                          5000, 10000)
 QUANTILES = (("0.5", 50.0), ("0.9", 90.0), ("0.99", 99.0), ("0.999", 99.9))
@@ -283,7 +285,7 @@ def register_otel_metrics(tracer, meter=None) -> None:
         meter.create_observable_counter(
             f"mqprobe.{name}", [lambda _o, n=name: [Observation(getattr(tracer, n),
                                                                 {"node": node})]])
-    for kind in ("gc", "loop-stall"):
+    for kind in (EventKind.GC, EventKind.LOOP_STALL):
         meter.create_observable_counter(
             f"mqprobe.{kind.replace('-', '_')}.pauses",
             [lambda _o, k=kind: [Observation(tracer.pause_totals(k)[0], {"node": node})]])

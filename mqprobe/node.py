@@ -25,6 +25,7 @@ from mqprobe.embed import Tracer
 from mqprobe.errors import InputError, within
 from mqprobe.inject import CpuQuota, Faults
 from mqprobe.loop import LoopLagMonitor
+from mqprobe.model import AckMode, ChannelMode, Concurrency
 from mqprobe.process import PieceRuntime
 from mqprobe.protocol import (
     LOCAL,
@@ -293,7 +294,7 @@ class ConsumerIntake(Intake):
         shared = None
         for queue_name, groups in topo.queue_plan(cfg.prefix, cfg.layout, cfg.node_id,
                                                   cfg.groups):
-            if knobs.channel == "shared":
+            if knobs.channel == ChannelMode.SHARED:
                 if shared is None:
                     shared = await self._connection.channel()
                     await shared.set_qos(prefetch_count=knobs.prefetch)
@@ -315,9 +316,9 @@ class ConsumerIntake(Intake):
                 bound.add((exchange_name, key))
             node.queue_names.append(queue_name)
             consumer = node.stats.consumers[queue_name] = Consumer(
-                queue_name, knobs.prefetch, node.timeline, knobs.ack == "after")
+                queue_name, knobs.prefetch, node.timeline, knobs.ack == AckMode.AFTER)
             await queue.consume(self._make_callback(set(groups), consumer),
-                                no_ack=knobs.ack == "auto")
+                                no_ack=knobs.ack == AckMode.AUTO)
 
     async def stop(self) -> None:
         if self._connection:
@@ -325,7 +326,7 @@ class ConsumerIntake(Intake):
 
     def _make_callback(self, groups: set[str], consumer: Consumer):
         knobs = self.node.config.topology.consumer
-        if knobs.concurrency == "concurrent":
+        if knobs.concurrency == Concurrency.CONCURRENT:
             async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
                 t_deq = now_ns()
                 consumer.arrived()
@@ -356,14 +357,14 @@ class ConsumerIntake(Intake):
         finally:
             consumer.busy.leave()
 
-    async def _handle_one(self, message, t_deq: int, groups: set[str], ack: str,
+    async def _handle_one(self, message, t_deq: int, groups: set[str], ack: AckMode,
                           consumer: Consumer) -> None:
         node = self.node
         stats = node.stats
         acked = False
         wait_ns = now_ns() - t_deq  # how long it sat in our own backlog
         try:
-            if ack == "before":
+            if ack == AckMode.BEFORE:
                 await message.ack()
                 consumer.acked()
                 acked = True
@@ -383,7 +384,7 @@ class ConsumerIntake(Intake):
         except Exception:  # a broken message must not stop the consumer
             log.exception("failed to handle a message")
         finally:
-            if ack == "after":
+            if ack == AckMode.AFTER:
                 with contextlib.suppress(Exception):
                     await message.ack()
             if not acked:  # acked now, or never to be (auto): out of the window either way

@@ -29,18 +29,19 @@ from hdrh.log import HistogramLogWriter
 
 from mqprobe.analysis import by_point, representative
 from mqprobe.errors import InputError
-from mqprobe.model import HOP_COLOURS, HOPS, PATH_HOPS, Cause
+from mqprobe.model import HOP_COLOURS, HOPS, PATH_HOPS, Cause, HopName
+from mqprobe.timeline import EventKind
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 LINE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                 "#7f7f7f", "#bcbd22", "#17becf")
-EVENT_COLOURS = {"loop-stall": "#d62728", "gc": "#9467bd", "window-full": "#ff7f0e",
-                 "consumer-busy": "#fdd49e", "publisher-blocked": "#8c564b",
-                 "queue-backlog": "#1f77b4", "broker-alarm": "#e377c2",
-                 "broker-unavailable": "#000000", "piece-exit": "#7f7f7f",
-                 "client-down": "#bcbd22"}
+EVENT_COLOURS = {EventKind.LOOP_STALL: "#d62728", EventKind.GC: "#9467bd",
+                 EventKind.WINDOW_FULL: "#ff7f0e", EventKind.CONSUMER_BUSY: "#fdd49e",
+                 EventKind.PUBLISHER_BLOCKED: "#8c564b", EventKind.QUEUE_BACKLOG: "#1f77b4",
+                 EventKind.BROKER_ALARM: "#e377c2", EventKind.BROKER_UNAVAILABLE: "#000000",
+                 EventKind.CLIENT_DOWN: "#bcbd22"}
 PERCENTILE_TICKS = (50.0, 90.0, 99.0, 99.9, 99.99)
 SHADED_KINDS = ("loop-stall", "gc", "publisher-blocked", "broker-unavailable", "broker-alarm")
 MAX_LANES = 12
@@ -141,7 +142,7 @@ def percentile_curves(result: dict) -> Picture:
             ys = [hist.get_value_at_percentile(p) / 1000 for p in points]
             ax.plot(xs, ys, label=_label(run), color=LINE_COLOURS[i % len(LINE_COLOURS)],
                     linewidth=1.6)
-        if hop == "e2e" and budget:
+        if hop == HopName.E2E and budget:
             ax.axhline(budget, color="black", linestyle="--", linewidth=1,
                        label=f"budget {budget:g} ms")
         ax.set_xscale("log")
@@ -163,7 +164,7 @@ def percentile_curves(result: dict) -> Picture:
 # -- the run's timeline --------------------------------------------------------------------
 def run_timeline(run: dict, budget_ms: float | None = None) -> Picture:
     timeline = run.get("timeline") or {}
-    series = (timeline.get("e2e") or {}).get("rows", [])
+    series = (timeline.get(HopName.E2E) or {}).get("rows", [])
     events = timeline.get("events", [])
     lanes = _lanes(events)
     ready = (timeline.get("queue_ready") or {}).get("rows", [])
@@ -240,7 +241,7 @@ def _lanes(events: list[dict]) -> dict[str, tuple[str, list[dict]]]:
 def run_timelines(result: dict) -> list[Picture]:
     """One timeline per run, the worst p99 e2e first."""
     budget = (result.get("workload") or {}).get("budget_ms")
-    worst = sorted(result["runs"], key=lambda r: -r["hops"]["e2e"]["p99_ms"])
+    worst = sorted(result["runs"], key=lambda r: -r["hops"][HopName.E2E]["p99_ms"])
     return [run_timeline(run, budget) for run in worst[:MAX_TIMELINES]]
 
 
@@ -255,7 +256,7 @@ def tail_by_hop(result: dict) -> Picture:
             widths = [run["hops"][hop][key] for run in runs]
             ax.barh(rows, widths, left=left, color=HOP_COLOURS[hop], label=hop, height=0.6)
             left = [a + b for a, b in zip(left, widths, strict=True)]
-        e2e = [run["hops"]["e2e"][key] for run in runs]
+        e2e = [run["hops"][HopName.E2E][key] for run in runs]
         ax.plot(e2e, rows, linestyle="none", marker="|", markersize=18, color="black",
                 markeredgewidth=2, label=f"e2e {name}")
         ax.set_title(f"hops at {name} (stacked), e2e {name} marked")
@@ -289,7 +290,7 @@ def sweep_curves(result: dict) -> Picture:
         for hop in HOPS:
             ax.plot(loads, [r["hops"][hop]["p99_ms"] for r in runs], marker="o", markersize=3,
                     color=HOP_COLOURS[hop], label=f"{hop} p99",
-                    linewidth=2 if hop == "e2e" else 1.2)
+                    linewidth=2 if hop == HopName.E2E else 1.2)
         if budget:
             ax.axhline(budget, color="black", linestyle="--", linewidth=1,
                        label=f"budget {budget:g} ms")

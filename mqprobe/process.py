@@ -218,7 +218,7 @@ class Piece:
         self.changed = asyncio.Event()
 
     def record(self, event: dict) -> None:
-        if event.get("event") == "exit":
+        if event.get("event") == EventName.EXIT:
             event.setdefault("at_ns", time.time_ns())  # when we learnt it ended
         self.latest[event.get("event", "?")] = event
         self.changed.set()
@@ -235,16 +235,17 @@ class Piece:
     @property
     def died_early(self) -> bool:
         """It ended before anyone asked it to stop."""
-        exit_ = self.latest.get("exit")
-        return bool(exit_) and "result" not in self.latest and exit_.get("at_ns", 0) < self.stop_asked_ns
+        exit_ = self.latest.get(EventName.EXIT)
+        return (bool(exit_) and EventName.RESULT not in self.latest
+                and exit_.get("at_ns", 0) < self.stop_asked_ns)
 
     stop_asked_ns = 1 << 62  # set when stop() is first called
 
     def failure(self) -> str | None:
-        if "error" in self.latest:
-            return f"{self.name}: {self.latest['error'].get('message', 'failed')}"
-        if "exit" in self.latest and "result" not in self.latest:
-            tail = str(self.latest["exit"].get("log_tail", ""))  # its last line of stderr
+        if EventName.ERROR in self.latest:
+            return f"{self.name}: {self.latest[EventName.ERROR].get('message', 'failed')}"
+        if EventName.EXIT in self.latest and EventName.RESULT not in self.latest:
+            tail = str(self.latest[EventName.EXIT].get("log_tail", ""))  # its last line of stderr
             return f"{self.name} exited early" + (f": {tail}" if tail else "")
         return None
 
@@ -294,7 +295,7 @@ class Piece:
         return None
 
     def result_data(self) -> dict | None:
-        result = self.latest.get("result")
+        result = self.latest.get(EventName.RESULT)
         return result.get("data") if result else None
 
 
@@ -334,7 +335,7 @@ class Child(Piece):
         while line := await self.proc.stdout.readline():
             with contextlib.suppress(ValueError):
                 self.record(json.loads(line))
-        self.record({"event": "exit", "log_tail": self._file_tail()})
+        self.record({"event": EventName.EXIT, "log_tail": self._file_tail()})
 
     def _file_tail(self) -> str:
         with contextlib.suppress(OSError):
@@ -356,7 +357,7 @@ class Child(Piece):
             return None
         await self.send(command_line(Stop()))
         with contextlib.suppress(RunError):
-            await self.wait_for("result", timeout)
+            await self.wait_for(EventName.RESULT, timeout)
         try:
             await asyncio.wait_for(self.proc.wait(), 5)
         except TimeoutError:

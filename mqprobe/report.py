@@ -13,7 +13,7 @@ from rich.text import Text
 from mqprobe.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.attribution import Verdict
 from mqprobe.errors import ResultFormatError
-from mqprobe.model import HOPS, ComparisonResult, Culprit, RunResult
+from mqprobe.model import HOPS, ComparisonResult, Culprit, HopName, RunResult
 
 MAX_RESULT_BYTES = 256 * 2**20  # a result JSON past this is not one of ours
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -80,8 +80,9 @@ def _shape_problem(result: object) -> str:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-_CULPRIT_STYLE = {"none": "green", "client": "magenta", "mq": "red", "server": "yellow",
-                  "delivery": "cyan"}
+NODE_HOPS = (HopName.MQ, HopName.SERVER, HopName.FANOUT)  # what a node records (top)
+_CULPRIT_STYLE = {Culprit.NONE: "green", Culprit.CLIENT: "magenta", Culprit.MQ: "red",
+                  Culprit.SERVER: "yellow", Culprit.DELIVERY: "cyan"}
 
 
 def _ms(value: float) -> str:
@@ -121,7 +122,7 @@ def compare_table(result: dict) -> Table:
         hops = run["hops"]
         cells = [f"{_ms(hops[h]['p50_ms'])}/{_ms(hops[h]['p99_ms'])}{_pm(run, h)}"
                  for h in HOPS[:-1]]
-        e2e = hops["e2e"]
+        e2e = hops[HopName.E2E]
         cells.append(f"{_ms(e2e['p50_ms'])}/{_ms(e2e['p99_ms'])}/{_ms(e2e['max_ms'])}"
                      f"{_pm(run, 'e2e')}")
         text, style = verdict_cell(run) if len(runs) == 1 else repeats_cell(runs)
@@ -192,7 +193,7 @@ def print_compare(result: ComparisonResult, console: Console) -> None:
                           "between two clocks is corrected; ± in the table is its error bar):")
             for line in clock_lines:
                 console.print(f"  - {line}")
-        if verdict["culprit"] == "none" and not run.get("error"):
+        if verdict["culprit"] == Culprit.NONE and not run.get("error"):
             continue
         label = f"{run['topology']}/{run['layout']}" + (
             f" (repeat {run['repeat']})" if run.get("repeat") else "")
@@ -217,7 +218,7 @@ def print_hops(swarm_result: dict, console: Console) -> None:
                   caption="self-lag: this swarm's own event-loop lag, the error bar of t_recv")
     for column in ("hop", "count", "p50", "p90", "p99", "p99.9", "max"):
         table.add_column(column, justify="left" if column == "hop" else "right")
-    rows = [(hop, hops[hop].summary()) for hop in (*HOPS, "e2e_planned") if hop in hops]
+    rows = [(hop, hops[hop].summary()) for hop in (*HOPS, HopName.E2E_PLANNED) if hop in hops]
     if "self_lag" in swarm_result:
         rows.append(("self-lag", Latency.from_json(swarm_result["self_lag"]).summary()))
     negative = any(s.get("negative") for _hop, s in rows)
@@ -293,7 +294,7 @@ def sweep_table(result: dict) -> Table:
                     f"{_ms(hops['e2e']['p99_ms'])}{_pm(run, 'e2e', '')}")
             if len(runs) > 1:
                 text += f"  {repeats_cell(runs)[0]}"
-            elif run["verdict"]["culprit"] != "none":
+            elif run["verdict"]["culprit"] != Culprit.NONE:
                 text += f"  {verdict_cell(run)[0]}"
             if run["lost"]:
                 text += f"  [red]lost {run['lost']}[/red]"
@@ -364,7 +365,7 @@ def top_view(scrape, previous: dict, groups_shown: int = 10):
                       else "…", _flag_count(view.counts.get("untraced", 0)),
                       str(int(view.counts.get("unsampled", 0))),
                       _flag_count(view.counts.get("seq_gaps", 0)),
-                      *(_p50_p99(view.hops.get(hop)) for hop in ("mq", "server", "fanout")),
+                      *(_p50_p99(view.hops.get(hop)) for hop in NODE_HOPS),
                       *pauses)
     groups = Table("node", "group", "messages", "mq p50/p99", "server p50/p99",
                    "fanout p50/p99", "max", title=f"the {groups_shown} busiest groups (ms)")
@@ -374,7 +375,7 @@ def top_view(scrape, previous: dict, groups_shown: int = 10):
         worst = max((q.get("1", 0) for q in hops.values()), default=0)
         groups.add_row(Text(view.node), Text(group),
                        str(int(view.group_messages.get(group, 0))),
-                       *(_p50_p99(hops.get(hop)) for hop in ("mq", "server", "fanout")),
+                       *(_p50_p99(hops.get(hop)) for hop in NODE_HOPS),
                        _ms(worst))
     parts = [nodes, groups]
     for url, error in scrape.errors.items():

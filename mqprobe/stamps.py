@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mqprobe.errors import InputError
+from mqprobe.model import HOP_DELIVERY, HOP_E2E, HOP_E2E_PLANNED, HOP_MQ, HOP_SERVER
 
 WIRE_VERSION = 1
 AMQP_HEADER = "x-mqprobe"
@@ -97,15 +98,15 @@ class DeliveryTrace:
         A stamp of 0 was not taken (a server with no mqprobe code, reached by a probe in its
         own manager's format): the hops that need it are left out, never computed from 0."""
         if self.t_deq and self.t_emit:  # every stamp taken: the swarm's hot path
-            return (("mq", self.t_deq - self.t_pub), ("server", self.t_emit - self.t_deq),
-                    ("delivery", t_recv - self.t_emit), ("e2e", t_recv - self.t_pub),
-                    ("e2e_planned", t_recv - self.t_plan))
-        ends = (("e2e", t_recv - self.t_pub), ("e2e_planned", t_recv - self.t_plan))
+            return ((HOP_MQ, self.t_deq - self.t_pub), (HOP_SERVER, self.t_emit - self.t_deq),
+                    (HOP_DELIVERY, t_recv - self.t_emit), (HOP_E2E, t_recv - self.t_pub),
+                    (HOP_E2E_PLANNED, t_recv - self.t_plan))
+        ends = ((HOP_E2E, t_recv - self.t_pub), (HOP_E2E_PLANNED, t_recv - self.t_plan))
         taken = []
         if self.t_deq:
-            taken.append(("mq", self.t_deq - self.t_pub))
+            taken.append((HOP_MQ, self.t_deq - self.t_pub))
         if self.t_emit:
-            taken.append(("delivery", t_recv - self.t_emit))
+            taken.append((HOP_DELIVERY, t_recv - self.t_emit))
         return (*taken, *ends)
 
     @property

@@ -137,6 +137,13 @@ class Protocol:
         return f"/socket.io/?EIO={self.eio}&transport=websocket"
 
 
+# The text frames the swarm reads and writes begin with an engine.io packet type (python-
+# engineio's packet.py: OPEN 0, CLOSE 1, PING 2, PONG 3, MESSAGE 4); a MESSAGE carries a
+# socket.io packet, its type next (python-socketio's packet.py: CONNECT 0, DISCONNECT 1,
+# EVENT 2, ACK 3, CONNECT_ERROR 4).
+EIO_OPEN, EIO_CLOSE, EIO_PING, EIO_PONG = "0", "1", "2", "3"
+SIO_CONNECT, SIO_DISCONNECT, SIO_EVENT, SIO_ACK, SIO_CONNECT_ERROR = "40", "41", "42", "43", "44"
+
 # Reconnecting: the first retry after about RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S,
 # each delay drawn from its upper half so thousands of members do not return in step.
 RECONNECT_FIRST_S = 0.5
@@ -309,9 +316,9 @@ class Swarm(PieceRuntime):
                 raise
             interval = _open_packet(opening, url)
             if eio == 4:
-                ws.send_text("40")
+                ws.send_text(SIO_CONNECT)
             reply = await ws.receive()
-            if reply == "40":  # an engine.io 3 server connects the default namespace by itself
+            if reply == SIO_CONNECT:  # an engine.io 3 server connects the default namespace by itself
                 if self.config.eio == 4:
                     raise HandshakeError(f"{url} speaks socket.io 2 (engine.io 3): pass --eio 3 "
                                          "or leave --eio out")
@@ -354,10 +361,10 @@ class Swarm(PieceRuntime):
         try:
             _open_packet(await ws.receive(), member.url)
             if protocol.eio == 4:
-                ws.send_text("40")
+                ws.send_text(SIO_CONNECT)
             # socket.io 4 closes a connection that sends events before its connect reply
             _connect_reply(await ws.receive(), member.url)
-            ws.send_text(f'420["join",{{"group":"{member.group}"}}]')
+            ws.send_text(f'{SIO_EVENT}0["join",{{"group":"{member.group}"}}]')  # ack id 0
         except BaseException:
             ws.close()
             raise
@@ -428,19 +435,19 @@ class Swarm(PieceRuntime):
         while True:
             await asyncio.sleep(interval / 2)
             for i, ws in enumerate(list(self._eio3_sockets)):
-                ws.send_text("2")
+                ws.send_text(EIO_PING)
                 if i % 500 == 499:
                     await asyncio.sleep(0)
 
     def _on_frame(self, member: Member, frame: str, t_recv: int, source: int) -> None:
         """One socket.io packet from a member's server, stamped t_recv (from `source`)."""
         kind = frame[:2]
-        if kind == "42":
+        if kind == SIO_EVENT:
             self.stamp_sources[source] += 1
             self._on_event(member, frame, t_recv)
-        elif frame == "2":
-            member.ws.send_text("3")
-        elif kind == "43":
+        elif frame == EIO_PING:
+            member.ws.send_text(EIO_PONG)
+        elif kind == SIO_ACK:
             if not member.joined:
                 member.joined = True
                 self._joined += 1
@@ -448,7 +455,7 @@ class Swarm(PieceRuntime):
                 self._settle_check()
             elif member.down_since:
                 self._back_up(member)
-        elif kind in ("41", "44") or frame[:1] == "1":  # socket.io disconnect / error, engine.io close
+        elif kind in (SIO_DISCONNECT, SIO_CONNECT_ERROR) or frame[:1] == EIO_CLOSE:
             member.ws.close()
             self._on_close(member)
 
@@ -575,7 +582,7 @@ class Swarm(PieceRuntime):
 
 def _open_packet(frame: str, url: str) -> float:
     """The engine.io open packet (`0{...}`); returns its pingInterval in seconds."""
-    if not frame.startswith("0"):
+    if not frame.startswith(EIO_OPEN):
         raise HandshakeError(f"{url} sent no engine.io open packet ({frame[:80]!r})")
     try:
         return float(json.loads(frame[1:]).get("pingInterval", 25000)) / 1000
@@ -585,8 +592,8 @@ def _open_packet(frame: str, url: str) -> float:
 
 def _connect_reply(frame: str, url: str) -> None:
     """The server's reply to the namespace connect: `40...`, anything else is refused."""
-    if not frame.startswith("40"):
-        refused = frame.startswith("44")
+    if not frame.startswith(SIO_CONNECT):
+        refused = frame.startswith(SIO_CONNECT_ERROR)
         raise HandshakeError(f"{url} {'refused' if refused else 'did not accept'} the socket.io "
                              f"connect ({frame[:80]!r})")
 

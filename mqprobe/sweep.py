@@ -25,6 +25,7 @@ from mqprobe.compare import (
     save,
 )
 from mqprobe.errors import InputError
+from mqprobe.model import HopName
 from mqprobe.topology import TopologyError
 
 AXES = ("groups", "rate")
@@ -68,11 +69,11 @@ def find_knee(runs: list[dict], budget_ms: float, rate_of) -> dict | None:
     """The first run (in load order) that left the baseline, with why; None if none did."""
     if not runs:
         return None
-    baseline = min(r["hops"]["e2e"]["p99_ms"] for r in runs[:2])
+    baseline = min(r["hops"][HopName.E2E]["p99_ms"] for r in runs[:2])
     limit = max(KNEE_FACTOR * baseline, budget_ms)
     for run in runs:
         reasons = []
-        p99 = run["hops"]["e2e"]["p99_ms"]
+        p99 = run["hops"][HopName.E2E]["p99_ms"]
         if p99 > limit:
             reasons.append(f"p99 e2e {p99} ms > {limit:.1f} ms ({KNEE_FACTOR:g}x the baseline "
                            f"{baseline} ms, at least the budget)")

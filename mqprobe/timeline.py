@@ -38,7 +38,6 @@ class EventKind(StrEnum):
     QUEUE_BACKLOG = "queue-backlog"  # a queue held ready messages (depth samples)
     BROKER_ALARM = "broker-alarm"  # a memory or disk alarm (management API)
     BROKER_UNAVAILABLE = "broker-unavailable"  # the broker could not be reached
-    PIECE_EXIT = "piece-exit"  # a piece ended before it was asked to (an instant)
     CLIENT_DOWN = "client-down"  # a swarm member lost its connection until it joined again
 
 

@@ -13,14 +13,13 @@ import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from aio_pika.abc import ExchangeType
+
 from mqprobe.errors import InputError
-from mqprobe.model import AckMode, ChannelMode, Layout
+from mqprobe.model import AckMode, ChannelMode, Concurrency, Layout
 
 LAYOUTS = tuple(Layout)
-EXCHANGE_TYPES = ("topic", "direct", "fanout")
-ACK_MODES = tuple(AckMode)
-CHANNEL_MODES = tuple(ChannelMode)
-CONCURRENCY_MODES = ("sequential", "concurrent")
+EXCHANGE_TYPES = (ExchangeType.TOPIC, ExchangeType.DIRECT, ExchangeType.FANOUT)
 SOCKETIO_MANAGER = "socketio"
 REPO_TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 
@@ -34,9 +33,9 @@ class ConsumerKnobs:
     """How a node consumes: the knobs every run records."""
 
     prefetch: int = 50
-    ack: str = "after"
-    channel: str = "shared"
-    concurrency: str = "sequential"
+    ack: AckMode = AckMode.AFTER
+    channel: ChannelMode = ChannelMode.SHARED
+    concurrency: Concurrency = Concurrency.SEQUENTIAL
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class Topology:
     name: str
     description: str = ""
     manager: str = ""  # "socketio": python-socketio's AsyncAioPikaManager, used unchanged
-    exchange_type: str = "topic"
+    exchange_type: ExchangeType = ExchangeType.TOPIC
     exchange_name: str = "groups"  # "{group}" in it means one exchange per group
     routing_key: str = "group.{group}"
     binding_key: str = "group.{group}"
@@ -90,8 +89,7 @@ class Topology:
                 f"{self.name}: consumer knobs are fixed by python-socketio's manager "
                 "(prefetch 1, ack after handling); they cannot be overridden"
             )
-        knobs = replace(self.consumer, **changes)
-        _check_knobs(knobs, self.source or self.name)
+        knobs = _checked(replace(self.consumer, **changes), self.source or self.name)
         return replace(self, consumer=knobs)
 
     def to_json(self) -> dict:
@@ -102,7 +100,7 @@ class Topology:
         if self.manager:
             table |= {"manager": self.manager, "exchange": {"name": self.exchange_name}}
         else:
-            table |= {"exchange": {"type": self.exchange_type, "name": self.exchange_name,
+            table |= {"exchange": {"type": self.exchange_type.value, "name": self.exchange_name,
                                    "routing_key": self.routing_key, "binding_key": self.binding_key,
                                    "filter_locally": self.filter_locally},
                       "consumer": asdict(self.consumer)}
@@ -117,7 +115,7 @@ class Topology:
 
     def describe_knobs(self) -> dict:
         return {
-            "exchange_type": "fanout" if self.manager else self.exchange_type,
+            "exchange_type": (ExchangeType.FANOUT if self.manager else self.exchange_type).value,
             "exchange_per_group": self.exchange_per_group,
             "filter_locally": self.filter_locally or bool(self.manager),
             "prefetch": self.consumer.prefetch,
@@ -212,13 +210,12 @@ def parse(data: dict, source: str) -> Topology:
             name=name,
             description=_get(data, "description", str, source, "", default=""),
             manager=manager,
-            exchange_type="fanout",
+            exchange_type=ExchangeType.FANOUT,
             exchange_name=_get(exchange, "name", str, source, "exchange.", default="socketio"),
             routing_key="*",
             binding_key="",
             filter_locally=True,
-            consumer=ConsumerKnobs(prefetch=1, ack="after", channel="shared",
-                                   concurrency="sequential"),
+            consumer=ConsumerKnobs(prefetch=1),
             layouts=("per-node",),
             source=source,
         )
@@ -226,13 +223,13 @@ def parse(data: dict, source: str) -> Topology:
     if exchange_type not in EXCHANGE_TYPES:
         raise TopologyError(f"{source}: exchange.type must be one of {', '.join(EXCHANGE_TYPES)}, "
                             f"got {exchange_type!r}")
-    knobs = ConsumerKnobs(
+    exchange_type = ExchangeType(exchange_type)
+    knobs = _checked(ConsumerKnobs(
         prefetch=_get(consumer, "prefetch", int, source, "consumer.", default=50),
         ack=_get(consumer, "ack", str, source, "consumer.", default="after"),
         channel=_get(consumer, "channel", str, source, "consumer.", default="shared"),
         concurrency=_get(consumer, "concurrency", str, source, "consumer.", default="sequential"),
-    )
-    _check_knobs(knobs, source)
+    ), source)
     topology = Topology(
         name=name,
         description=_get(data, "description", str, source, "", default=""),
@@ -240,9 +237,9 @@ def parse(data: dict, source: str) -> Topology:
         exchange_name=_get(exchange, "name", str, source, "exchange.", default="groups"),
         routing_key=_get(exchange, "routing_key", str, source, "exchange.", default="group.{group}"),
         binding_key=_get(exchange, "binding_key", str, source, "exchange.",
-                         default="" if exchange_type == "fanout" else "group.{group}"),
+                         default="" if exchange_type == ExchangeType.FANOUT else "group.{group}"),
         filter_locally=_get(exchange, "filter_locally", bool, source, "exchange.",
-                            default=exchange_type == "fanout"),
+                            default=exchange_type == ExchangeType.FANOUT),
         consumer=knobs,
         layouts=layouts,
         source=source,
@@ -261,23 +258,27 @@ def parse(data: dict, source: str) -> Topology:
         if len(longest.encode()) > limit:
             raise TopologyError(f"{what} is {len(longest.encode())} bytes with a 64-character "
                                 f"group id: AMQP allows at most {limit}")
-    if (exchange_type == "fanout" and not topology.exchange_per_group
+    if (exchange_type == ExchangeType.FANOUT and not topology.exchange_per_group
             and not topology.filter_locally):
         raise TopologyError(f"{source}: exchange.filter_locally must be true for one shared fanout "
                             "exchange (every node receives every group's messages)")
     return topology
 
 
-def _check_knobs(knobs: ConsumerKnobs, source: str) -> None:
+def _checked(knobs: ConsumerKnobs, source: str) -> ConsumerKnobs:
+    """The knobs with each mode as its enum, once every field was checked (as a file or the
+    command line gives them: plain strings)."""
     if type(knobs.prefetch) is not int or not 0 < knobs.prefetch <= 65535:
         raise TopologyError(f"{source}: consumer.prefetch must be an integer from 1 to 65535, "
                             f"got {knobs.prefetch!r}")
-    for name, allowed in (("ack", ACK_MODES), ("channel", CHANNEL_MODES),
-                          ("concurrency", CONCURRENCY_MODES)):
+    modes = {}
+    for name, mode in (("ack", AckMode), ("channel", ChannelMode), ("concurrency", Concurrency)):
         value = getattr(knobs, name)
-        if value not in allowed:
-            raise TopologyError(f"{source}: consumer.{name} must be one of {', '.join(allowed)}, "
-                                f"got {value!r}")
+        if value not in tuple(mode):
+            raise TopologyError(f"{source}: consumer.{name} must be one of "
+                                f"{', '.join(mode)}, got {value!r}")
+        modes[name] = mode(value)
+    return replace(knobs, **modes)
 
 
 def _no_unknown(table: dict, known: set[str], source: str, prefix: str) -> None:
