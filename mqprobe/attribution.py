@@ -507,6 +507,7 @@ class Charger:
 
     def __init__(self, timeline: Timeline, messages: Iterable[MessageDeliveries]) -> None:
         self.timeline = timeline
+        messages = list(messages)
         spans: dict[str, list[tuple[int, int]]] = {}
         for m in messages:
             node_spans = spans.setdefault(m.node, [])
@@ -519,6 +520,7 @@ class Charger:
                 node_spans += zip(found.starts, found.ends, strict=True)
         self.backlogs = {node: Intervals(s, gap=GAP_NS) for node, s in spans.items()}
         self.busy = {node: Intervals(timeline.cpu(node).busy_spans(), gap=GAP_NS) for node in spans}
+        self.held_apart_ns = held_apart(timeline, messages)
 
     def backlog_at(self, node: str, t: int, busy: bool = False) -> tuple[int, int] | None:
         """The node's backlog period (or with `busy`, its busy period) that holds time t."""
@@ -544,9 +546,12 @@ class Charger:
         # held messages apart from every consumer meanwhile (a delay or retry queue): then
         # the message may have been there, and a busy loop is no evidence it was not
         busy = self.backlog_at(m.node, behind_from, busy=True)
-        if busy and not self.timeline.get(BROKER, EventKind.QUEUE_BACKLOG).within(a, behind_from):
+        apart = self.timeline.get(BROKER, EventKind.QUEUE_BACKLOG)
+        if busy and not apart.within(a, behind_from):
             behind_from = min(behind_from, busy[0])
         waited_from = max(a, behind_from)
+        if self.held_apart_ns and apart.within(a, b):  # (no message got through quicker)
+            waited_from = max(waited_from, min(b, a + self.held_apart_ns))
         debt = self._began(m.node, backlog[0], waited_from) if backlog else []
         self._broker_side(a, waited_from, mq)
         self._node_side(m.node, waited_from, b, mq, debt, behind=True)
@@ -688,6 +693,19 @@ def weighted_percentile(pairs: list[tuple[float, int]], pct: float) -> float:
         if seen >= target:
             return value
     return pairs[-1][0]
+
+
+def held_apart(timeline: Timeline, messages: Iterable[MessageDeliveries]) -> int:
+    """The least mq hop (ns) of the messages on their way while RabbitMQ held ready
+    messages in a queue no node consumes (a delay or retry queue; 0 when it held none):
+    each such message may have been there, and none got through quicker, so that much of
+    its trip was the broker's whatever its node was doing. On a crowded core the node's
+    backlog began before a message could have left an 80 ms TTL queue, and took half of it."""
+    apart = timeline.get(BROKER, EventKind.QUEUE_BACKLOG)
+    if not apart.starts:
+        return 0
+    return min((m.t_deq - m.t_pub for m in messages if apart.within(m.t_pub, m.t_deq)),
+               default=0)
 
 
 def floors(messages: list[MessageDeliveries], budget_ns: float) -> dict[str, float]:

@@ -675,3 +675,19 @@ def test_a_busy_loop_does_not_take_a_wait_that_rabbitmq_held_in_a_delay_queue():
     attribution = attribute(messages(mq=80), Timeline(held, cpu), BUDGET)
     assert attribution.shares[0].cause == Cause.BROKER_SIDE, attribution.shares
     assert attribution.share_of(Cause.BROKER_SIDE) > 0.9
+
+
+def test_a_node_behind_all_along_does_not_take_what_a_message_spent_in_a_delay_queue():
+    """One core, broker-delay=80ms, at fcdb98e: the node was behind all along (each
+    message waited in its own backlog until the next came), so its backlog began before a
+    message could have left the 80 ms TTL queue, and cpu-starved took 45% of the tail to
+    broker-side's 42%. No message got through RabbitMQ in less than 85 ms while it held
+    messages in a queue no node consumes: that much of each trip is the broker's."""
+    cpu = cpu_rows(2000, waiting=0.5, on=0.3)
+    held = [event(EventKind.QUEUE_BACKLOG, "broker", -100, 2100, queue="groups.delay", node="",
+                  ready_max=5)]
+    msgs = messages(wait=25, slow={i: {"mq": 85 + (i % 5) * 10} for i in range(100)})
+    attribution = attribute(msgs, Timeline(held, cpu), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_SIDE, attribution.shares
+    assert attribution.share_of(Cause.BROKER_SIDE) > 0.7, attribution.shares
+    assert attribution.share_of(Cause.CPU_STARVED) > 0.05  # the node's part is still its own
