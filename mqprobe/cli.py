@@ -32,8 +32,7 @@ from mqprobe.compare import (
 )
 from mqprobe.errors import InputError, MqprobeError
 from mqprobe.model import HOPS, EngineIO, HopName, RunPhase
-from mqprobe.process import PieceRuntime, RunInterrupted, emit_event, serve
-from mqprobe.protocol import EventName
+from mqprobe.process import PieceRuntime, RunInterrupted, serve
 from mqprobe.report import load_result, print_compare, print_connections, print_hops, print_sweep
 from mqprobe.stamps import DeliveryTrace
 from mqprobe.topology import LAYOUTS, resolve
@@ -66,7 +65,6 @@ HdrDir = Annotated[Path | None, typer.Option(
 PngDir = Annotated[Path | None, typer.Option(
     "--png", help="Also write each picture as a PNG file in this directory.")]
 JsonPath = Annotated[Path | None, typer.Option("--json", help="Write the result JSON here.")]
-Control = Annotated[bool, typer.Option("--control", hidden=True)]
 Eio = Annotated[str, typer.Option(
     "--eio", help="engine.io protocol: 4 (socket.io 3/4), 3 (socket.io 2) or auto (asked of "
     "each server).")]
@@ -658,50 +656,37 @@ def _print_status(status: dict) -> None:
 
 
 # -- the pieces ----------------------------------------------------------------------------
-def _piece(control: bool, json_path: Path | None, runtime: Callable[[], PieceRuntime],
+def _piece(json_path: Path | None, runtime: Callable[[], PieceRuntime],
            render: Callable[[dict], None] | None = None) -> None:
-    """Run a piece through process.serve; in control mode a failure is an `error` event for
-    the parent."""
+    """Run a piece by hand through process.serve, until its work is done or a signal
+    stops it; its result printed (and saved). Compare's pieces run as mqprobe.piece."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
     async def measured() -> dict:
-        result = await serve(runtime(), control)
-        if control:
-            # Hand the result over before asyncio tears down: a library task that retries
-            # on cancellation (python-socketio's manager does) must not hold it back.
-            emit_event(EventName.RESULT, data=result)
-            os._exit(0)
-        return result
+        return await serve(runtime(), control=False)
 
-    try:
-        result = _run(measured)
-    except USER_ERRORS as exc:
-        if control:
-            emit_event(EventName.ERROR, message=str(exc))
-        raise
-    else:
-        if json_path:
-            save(result, json_path)
-        console.print_json(data={k: v for k, v in result.items()
-                                 if k not in ("hops", "fanout", "loop_lag", "self_lag",
-                                              "schedule_lag", "samples", "timeline",
-                                              "messages", "emits")})
-        if render:
-            render(result)
+    result = _run(measured)
+    if json_path:
+        save(result, json_path)
+    console.print_json(data={k: v for k, v in result.items()
+                             if k not in ("hops", "fanout", "loop_lag", "self_lag",
+                                          "schedule_lag", "samples", "timeline",
+                                          "messages", "emits")})
+    if render:
+        render(result)
 
 
-def _node(config: NodeConfig, amqp_url: str | None, control: bool,
-          json_path: Path | None = None) -> None:
+def _node(config: NodeConfig, amqp_url: str | None, json_path: Path | None = None) -> None:
     """A node on the broker (ours, started on demand, without --amqp-url), once its
     config is known to be usable."""
     from mqprobe.node import Node
 
     config.check()
     with broker_for(amqp_url) as (url, _):
-        _piece(control, json_path, lambda: Node(replace(config, amqp_url=url)))
+        _piece(json_path, lambda: Node(replace(config, amqp_url=url)))
 
 
-def _swarm(config: SwarmConfig, control: bool, json_path: Path | None = None) -> None:
+def _swarm(config: SwarmConfig, json_path: Path | None = None) -> None:
     from mqprobe.swarm import Swarm
 
     config.check()
@@ -712,41 +697,15 @@ def _swarm(config: SwarmConfig, control: bool, json_path: Path | None = None) ->
         if result["planned"] and not result["joined"]:
             raise UserError(f"no client joined its group ({result['first_error']})")
 
-    _piece(control, json_path, lambda: Swarm(config), render)
+    _piece(json_path, lambda: Swarm(config), render)
 
 
-def _publisher(config: PublishConfig, amqp_url: str | None, control: bool,
-               json_path: Path | None = None) -> None:
+def _publisher(config: PublishConfig, amqp_url: str | None, json_path: Path | None = None) -> None:
     from mqprobe.publisher import Publisher
 
     config.check()
     with broker_for(amqp_url) as (url, _):
-        _piece(control, json_path, lambda: Publisher(replace(config, amqp_url=url)))
-
-
-@app.command("piece", hidden=True)
-def piece_cmd(spec_path: Annotated[Path, typer.Argument(help="A piece spec (mqprobe.protocol).")],
-              amqp_url: AmqpUrl = None, control: Control = False) -> None:
-    """One piece as compare (or an agent) runs it: its whole configuration in one document."""
-    from mqprobe.node import NodeConfig
-    from mqprobe.protocol import PieceSpec, Role, from_document
-    from mqprobe.publisher import PublishConfig
-    from mqprobe.swarm import SwarmConfig
-
-    try:
-        spec = PieceSpec.load(spec_path)
-        if spec.role is Role.SWARM:
-            _swarm(from_document(SwarmConfig, spec.config, "the swarm's config"), control)
-        elif spec.role is Role.NODE:
-            _node(from_document(NodeConfig, spec.config, "the node's config", amqp_url=""),
-                  amqp_url, control)
-        else:
-            _publisher(from_document(PublishConfig, spec.config, "the publisher's config",
-                                     amqp_url=""), amqp_url, control)
-    except USER_ERRORS as exc:
-        if control:  # a spec it cannot use is the parent's to report, in one sentence
-            emit_event(EventName.ERROR, message=str(exc))
-        raise
+        _piece(json_path, lambda: Publisher(replace(config, amqp_url=url)))
 
 
 @app.command("node")
@@ -771,7 +730,7 @@ def node_cmd(
                                         channel=channel, concurrency=concurrency)
     _node(NodeConfig(node_id=node_id, amqp_url="", topology=topo, layout=layout,
                      groups=_csv(groups, "--groups"), prefix=prefix, host=host, port=port,
-                     faults=faults), amqp_url, control=False, json_path=json_path)
+                     faults=faults), amqp_url, json_path=json_path)
 
 
 @app.command("swarm")
@@ -794,7 +753,7 @@ def swarm_cmd(
     _swarm(SwarmConfig(node_urls=_csv(node_urls, "--node-urls"),
                        group_sizes={str(i + 1): n for i, n in enumerate(sizes)},
                        slice_index=index, slice_count=count, samples=samples, eio=_eio(eio)),
-           control=False, json_path=json_path)
+           json_path=json_path)
 
 
 def _eio(value: str) -> int | None:
@@ -828,7 +787,7 @@ def publish_cmd(
                              groups=_csv(groups, "--groups"), rate=rate, size=size,
                              duration_s=duration, prefix=prefix, exchange=exchange,
                              broker_delay_ms=parse_injections(inject or []).broker_delay_ms),
-               amqp_url, control=False, json_path=json_path)
+               amqp_url, json_path=json_path)
 
 
 @app.command("agent")

@@ -301,7 +301,7 @@ class Piece:
 
 class Child(Piece):
     """One piece running here: its spec saved as `<name>.spec.json` beside its log, run as
-    `python -m mqprobe piece <spec> --control`."""
+    `python -m mqprobe.piece <spec>` (mqprobe.piece: no command line to import)."""
 
     def __init__(self, name: str, spec: PieceSpec, log_dir: Path, env: dict[str, str],
                  on_event: Callable[[dict], None] | None = None) -> None:
@@ -325,7 +325,7 @@ class Child(Piece):
         self.spec.save(self.spec_path)
         with open(self.log_path, "wb") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mqprobe", "piece", str(self.spec_path), "--control",
+                sys.executable, "-m", "mqprobe.piece", str(self.spec_path),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
                 env=self.env, limit=64 * 1024 * 1024)
         self._reader = asyncio.get_running_loop().create_task(self._read())
