@@ -417,7 +417,8 @@ class OneRun:
             owners=owners, management_given=self.management_url is not None)
 
     async def connect_swarms(self) -> None:
-        """Every client joined, or RunError; then the publisher is made (not started)."""
+        """Every client joined, or RunError; the publisher started meanwhile (it sends from
+        its Reset, in measure)."""
         workload = self.workload
         urls = [f"http://{event['host']}:{event['port']}" for event in self.ready]
         sizes = dict(zip(workload.groups, workload.group_sizes, strict=True))
@@ -425,8 +426,15 @@ class OneRun:
             node_urls=urls, group_sizes=sizes, slice_index=i, slice_count=workload.swarms,
             samples=workload.samples)) for i in range(workload.swarms)]
         await asyncio.gather(*(s.start() for s in self.swarms))
+        # the publisher starts meanwhile (a process, a connection): it sends from its Reset
+        self.publisher = self._piece(Role.PUBLISHER, 0, "publisher", PublishConfig(
+            amqp_url="", topology=self.topology, groups=workload.groups, rate=workload.rate,
+            size=workload.size, duration_s=workload.duration_s, prefix=self.prefix,
+            broker_delay_ms=workload.faults.broker_delay_ms))
+        await self.publisher.start()
         clients = sum(workload.group_sizes)
-        await _follow(self.swarms + self.nodes, RunPhase.CONNECTING, self.label, self.observe,
+        await _follow([*self.swarms, *self.nodes, self.publisher], RunPhase.CONNECTING,
+                      self.label, self.observe,
                       lambda: _latest(self.swarms, EventName.PROGRESS, "joined"), clients,
                       lambda: all(EventName.READY in s.latest for s in self.swarms), timeout=180,
                       late=f"{RunPhase.CONNECTING} did not finish within 180 s")
@@ -436,10 +444,6 @@ class OneRun:
                           if s.latest[EventName.READY].get("first_error")), "")
             raise RunError(f"only {joined} of {clients} clients joined their group"
                            + (f" ({first})" if first else ""))
-        self.publisher = self._piece(Role.PUBLISHER, 0, "publisher", PublishConfig(
-            amqp_url="", topology=self.topology, groups=workload.groups, rate=workload.rate,
-            size=workload.size, duration_s=workload.duration_s, prefix=self.prefix,
-            broker_delay_ms=workload.faults.broker_delay_ms))
 
     async def set_clocks(self) -> None:
         """Hops whose ends were stamped on different hosts are put onto the swarm's clock:
@@ -456,10 +460,11 @@ class OneRun:
         # Loop lag and busy ratios count from here: connecting thousands of clients is
         # set-up, not part of what is measured.
         await asyncio.gather(*(c.command(Reset()) for c in self.swarms + self.nodes))
+        await publisher.wait_for(EventName.READY, 60)
         self.sampling = asyncio.get_running_loop().create_task(self.sampler.run())
-        await publisher.start()
         self.cpu = self._cpu_sampler()
         self.cpu_sampling = asyncio.get_running_loop().create_task(self.cpu.run())
+        await publisher.command(Reset())  # it sends from here
         total = len(workload.group_sizes) * max(1, round(workload.rate * workload.duration_s))
         limit = workload.duration_s + 120
         await _follow([publisher, *self.nodes, *self.swarms], RunPhase.PUBLISHING, self.label,

@@ -20,7 +20,14 @@ from mqprobe.errors import InputError, within
 from mqprobe.loop import LoopLagMonitor
 from mqprobe.node import EVENT, room_for
 from mqprobe.process import PieceRuntime
-from mqprobe.protocol import LOCAL, PublisherProgress, PublisherResult
+from mqprobe.protocol import (
+    LOCAL,
+    Command,
+    CommandRefused,
+    PublisherProgress,
+    PublisherResult,
+    Reset,
+)
 from mqprobe.records import Latency
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
@@ -194,7 +201,9 @@ class ManagerTransport(Transport):
 
 class Publisher(PieceRuntime):
     """Sends the schedule once (work), then hands over what it sent (stop); a stop asked
-    half-way (halt) ends the schedule early with what was sent."""
+    half-way (halt) ends the schedule early with what was sent. Under a parent it is
+    started while the swarms connect (its start-up is not measuring time) and sends from
+    the parent's Reset: measuring starts when every piece measures."""
 
     progress_s = 0.5
 
@@ -221,11 +230,25 @@ class Publisher(PieceRuntime):
         await self.connect()
         return {}
 
+    def command(self, command: Command) -> None:
+        """Reset from compare: send the schedule now; anything else is refused."""
+        if not isinstance(command, Reset):
+            raise CommandRefused(f"a publisher knows `reset`, not {command.name!r}")
+        self._go().set()
+
+    def _go(self) -> asyncio.Event:
+        if not hasattr(self, "_go_event"):
+            self._go_event = asyncio.Event()
+        return self._go_event
+
     async def work(self) -> None:
+        if self.controlled:
+            await self._go().wait()
         await self.run()
 
     def halt(self) -> None:
         self.stop_requested = True
+        self._go().set()  # asked to stop before it began: it ends, having sent nothing
 
     async def stop(self) -> PublisherResult:
         return self.result(self.elapsed_s)

@@ -47,7 +47,7 @@ class ScriptedPiece(Piece):
             self.record({"event": EventName.PROGRESS, "joined": planned, "delivered": 0})
             self.record({"event": EventName.READY, "joined": planned})
         else:
-            asyncio.get_running_loop().create_task(self._publish())
+            self.record({"event": EventName.READY})
 
     async def _publish(self) -> None:
         await asyncio.sleep(0.05)
@@ -63,11 +63,14 @@ class ScriptedPiece(Piece):
     async def send(self, line: str) -> None:
         command = parse_command(line)
         self.commands.append(command.name)
+        self.reset_at = time.monotonic_ns()
         if self.script.get("refuses") == (self.name, command.name):
             self.record({"event": EventName.REFUSED, "command": command.name,
                          "message": "not now"})
         else:
             self.record({"event": EventName.APPLIED, "command": command.name})
+            if self.role == Role.PUBLISHER:  # it sends from its reset
+                asyncio.get_running_loop().create_task(self._publish())
         if self.script.get("cancel_at") == (self.name, command.name):
             self.script["run_task"].cancel()
 
@@ -183,7 +186,7 @@ def test_a_swarm_that_gives_no_result_is_named_and_its_members_count_as_lost(tmp
 def test_a_command_a_piece_refuses_fails_the_run_with_its_reason(tmp_path, no_broker):
     run, placement, _ = _run(tmp_path, {"refuses": ("node2", "reset")})
     assert run["error"] == "node2 could not apply 'reset': not now", run["error"]
-    assert "publisher" not in placement.pieces or not placement.pieces["publisher"].latest
+    assert placement.pieces["publisher"].commands == []  # never told to send
     assert all(piece.stopped for piece in placement.pieces.values())
 
 
@@ -205,6 +208,8 @@ def test_every_piece_gets_the_configuration_of_its_role(tmp_path, no_broker):
     swarms = [pieces[n].config for n in ("swarm1", "swarm2")]
     assert all(isinstance(s, SwarmConfig) for s in swarms)
     assert [s.slice_index for s in swarms] == [0, 1] and {s.slice_count for s in swarms} == {2}
-    # every node and swarm was reset before the publisher started (measuring begins there)
-    assert all(pieces[n].commands == ["reset"] for n in ("node1", "node2", "swarm1", "swarm2"))
+    # every piece was reset: the nodes and swarms measure, then the publisher sends
+    assert all(pieces[n].commands == ["reset"] for n in pieces)
+    assert pieces["publisher"].reset_at > max(pieces[n].reset_at for n in pieces
+                                              if n != "publisher")
     assert run["error"] is None and run["published"] == 3
