@@ -177,3 +177,23 @@ def test_footprint_says_who_waited_for_a_cpu_and_what_the_hypervisor_stole():
     # a virtual machine's CPUs held by its hypervisor pause every piece at once
     assert lines[0].endswith("; the hypervisor held this machine's CPUs 90 ms (steal: every "
                              "piece paused, asleep or not)")
+
+
+def test_a_silent_publishers_counts_are_at_least_what_arrived():
+    """A publisher killed mid-run gives no result: its counts come from its last report,
+    read against the schedule, and a group may have had one more sent than that says. What
+    arrived proves it: no group is both short (lost) and over (beyond the expected)."""
+    from mqprobe.analysis import merge_run
+    from mqprobe.records import Latency
+
+    def swarm(delivered: dict[str, int]) -> dict:
+        return {"self_lag": Latency().to_json(), "groups": {
+            g: {"members": 50, "delivered": n, "duplicated": 0} for g, n in delivered.items()}}
+
+    reported = {"sent": 9, "published": {"1": 5, "2": 4}, "silent": True}
+    run = merge_run(reported, [swarm({"1": 250, "2": 250})], [])
+    assert (run["published"], run["expected_deliveries"], run["lost"]) == (10, 500, 0), run
+    short = merge_run(reported, [swarm({"1": 200, "2": 200})], [])  # 1 of group 1's lost
+    assert (short["published"], short["lost"]) == (9, 50), short
+    trusted = merge_run({**reported, "silent": False}, [swarm({"1": 250, "2": 250})], [])
+    assert trusted["published"] == 9  # a publisher's own result is its count
