@@ -30,10 +30,11 @@ REAL_FIXTURES = {"managed_broker", "broker", "vhost_url", "chat_server", "compar
 # stall's CPU split, a clock offset within its error bar) is `measuring`: `./dev test` runs
 # the others two at a time (pytest-xdist), then these alone. The verdict must hold on a
 # crowded host too (BENCHMARKS.md), but a test is a poor place to find out by chance.
-MEASURING_MODULES = {"test_analysis", "test_sweep", "test_loop", "test_cpu", "test_footprint",
-                     "test_timeline"}
-# (compared asserts no figure, but its seven runs beside another worker's took the suite from
-# 6m40s to 7m24s: it is the heaviest run of all, so it runs alone too)
+MEASURING_MODULES = {"test_sweep", "test_loop", "test_cpu", "test_footprint", "test_timeline"}
+# modules whose tests on a real broker measure, and whose pure ones (input checks) do not
+MEASURING_WHEN_REAL = {"test_analysis"}
+# (compared asserts no figure, but its seven runs beside other workers' took phase one from
+# 164 s to 231 s: it is the heaviest run of all, so it runs alone too)
 MEASURING_FIXTURES = {"placed_run", "swept", "compared"}
 # module-scoped pieces of their own: the tests that share one go to one worker
 SHARED_BY_A_MODULE = ("fragile_broker", "agent")
@@ -44,7 +45,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = set(getattr(item, "fixturenames", ()))
         real = REAL_FIXTURES & fixtures or item.get_closest_marker("integration")
         item.add_marker(pytest.mark.integration if real else pytest.mark.unit)
-        if (item.module.__name__.rpartition(".")[2] in MEASURING_MODULES
+        module = item.module.__name__.rpartition(".")[2]
+        if (module in MEASURING_MODULES or (real and module in MEASURING_WHEN_REAL)
                 or MEASURING_FIXTURES & fixtures):
             item.add_marker(pytest.mark.measuring)
         shared = [name for name in SHARED_BY_A_MODULE if name in fixtures]

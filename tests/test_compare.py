@@ -10,7 +10,7 @@ from mqprobe.broker import BrokerState
 from .conftest import run_cli
 
 GROUP_SIZES = [8, 15, 25]
-RATE, DURATION = 20, 1.5
+RATE, DURATION = 20, 1.0
 PER_GROUP = round(RATE * DURATION)
 
 

@@ -173,7 +173,9 @@ def test_trace_names_probes_lost_while_its_listener_was_down(vhost_url):
     summary = asyncio.run(run())
     assert (summary["disconnects"], summary["reconnects"], summary["down"]) == (1, 1, 0)
     lost = [line for line in lines if line["kind"] == "lost"]
-    assert 3 <= len(lost) == summary["probes_lost"] <= 25, lost
+    # as many as were due while it was away: a second, and the server's restart (about 4 s
+    # on a host crowded by three test workers: 26 lost once); those after it arrived
+    assert 3 <= len(lost) == summary["probes_lost"] < summary["probes_sent"] - 10, lost
     assert all("1 of 1 listener(s) were disconnected while it was due" in line["last_hop"]
                for line in lost), lost
     arrived = sorted(line["seq"] for line in lines if line["kind"] == "probe")

@@ -20,7 +20,7 @@ from .conftest import REPO
 
 pytestmark = pytest.mark.integration  # every test here runs a broker of its own
 
-ARGS = ["compare", "--topologies", "single-topic", "--layouts", "per-node", "--duration", "8"]
+ARGS = ["compare", "--topologies", "single-topic", "--layouts", "per-node", "--duration", "6"]
 
 
 def _start_compare(tmp_path: Path, amqp_url: str) -> subprocess.Popen:
@@ -252,10 +252,13 @@ def test_two_commands_on_one_home_share_the_broker_and_the_last_stops_it(tmp_pat
     small = ["--topologies", "single-topic", "--layouts", "per-node", "--groups", "2",
              "--group-size", "20"]
     first = subprocess.Popen([sys.executable, "-m", "mqprobe", "compare", *small, "--duration",
-                              "2", "--run-dir", str(tmp_path / "l1")], stdout=subprocess.PIPE,
+                              "4", "--run-dir", str(tmp_path / "l1")], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    # once it publishes it holds the broker; the second joins well within its 4 s (waiting
+    # for the broker's delivery count as well outlasted a 2 s, then a 4 s run on a host
+    # crowded by three test workers: the management API's figures lag)
     _wait_until_publishing(tmp_path / "l1", first, tmp_path / "home" / "broker", logs="",
-                           at_least=10)
+                           at_least=0)
     second = subprocess.Popen([sys.executable, "-m", "mqprobe", "compare", *small, "--duration",
                                "5", "--json", str(tmp_path / "second.json"), "--run-dir",
                                str(tmp_path / "l2")], stdout=subprocess.PIPE,

@@ -32,12 +32,12 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
-def compared() -> dict:
+def saved_compare() -> dict:
     return load_result(DATA / "compare_result.json")
 
 
 @pytest.fixture(scope="module")
-def swept() -> dict:
+def saved_sweep() -> dict:
     return load_result(DATA / "sweep_result.json")
 
 
@@ -49,26 +49,26 @@ def _lines(ax) -> dict:
     return {line.get_label(): line for line in ax.get_lines()}
 
 
-def test_percentile_curves_draw_each_runs_histogram_per_hop_with_the_budget(compared):
-    figure = percentile_curves(compared).figure
+def test_percentile_curves_draw_each_runs_histogram_per_hop_with_the_budget(saved_compare):
+    figure = percentile_curves(saved_compare).figure
     panels = figure.axes[:4]
     assert [ax.get_title().split(":")[0] for ax in panels] == list(HOPS)
-    budget = f"budget {compared['workload']['budget_ms']:g} ms"
+    budget = f"budget {saved_compare['workload']['budget_ms']:g} ms"
     for ax in panels:
-        assert set(_lines(ax)) - {budget} == {_label(r) for r in compared["runs"]}
+        assert set(_lines(ax)) - {budget} == {_label(r) for r in saved_compare["runs"]}
         assert [t.get_text() for t in ax.get_xticklabels()] == [
             "50%", "90%", "99%", "99.9%", "99.99%"]
     assert budget in _lines(panels[3])
-    for run in compared["runs"]:  # the curve at 99% is the run's own p99, hop by hop
+    for run in saved_compare["runs"]:  # the curve at 99% is the run's own p99, hop by hop
         for ax, hop in zip(panels, HOPS, strict=True):
             xs, ys = _lines(ax)[_label(run)].get_data()
             at_99 = min(range(len(xs)), key=lambda i: abs(xs[i] - 100))
             assert ys[at_99] == pytest.approx(run["hops"][hop]["p99_ms"], rel=0.02, abs=0.002)
 
 
-def test_a_timeline_per_run_worst_first_with_its_series_and_recorded_intervals(compared):
-    pictures = run_timelines(compared)
-    runs = sorted(compared["runs"], key=lambda r: -r["hops"]["e2e"]["p99_ms"])
+def test_a_timeline_per_run_worst_first_with_its_series_and_recorded_intervals(saved_compare):
+    pictures = run_timelines(saved_compare)
+    runs = sorted(saved_compare["runs"], key=lambda r: -r["hops"]["e2e"]["p99_ms"])
     assert len(pictures) == min(MAX_TIMELINES, len(runs))
     for picture, run in zip(pictures, runs, strict=False):
         top, lanes, queued = picture.figure.axes
@@ -85,9 +85,9 @@ def test_a_timeline_per_run_worst_first_with_its_series_and_recorded_intervals(c
         assert queued.get_xlabel() == "seconds since the first publish"
 
 
-def test_the_tail_by_hop_stacks_each_hop_at_p50_and_p99_beside_the_verdict(compared):
-    figure = tail_by_hop(compared).figure
-    runs = compared["runs"]
+def test_the_tail_by_hop_stacks_each_hop_at_p50_and_p99_beside_the_verdict(saved_compare):
+    figure = tail_by_hop(saved_compare).figure
+    runs = saved_compare["runs"]
     for ax, key in zip(figure.axes, ("p50_ms", "p99_ms"), strict=True):
         bars = ax.patches
         assert len(bars) == 3 * len(runs)
@@ -98,35 +98,35 @@ def test_the_tail_by_hop_stacks_each_hop_at_p50_and_p99_beside_the_verdict(compa
     assert [t.get_text() for t in figure.axes[1].texts] == [verdict_cell(r)[0] for r in runs]
 
 
-def test_the_sweep_draws_p99_by_hop_against_load_with_the_knee(swept):
-    figure = sweep_curves(swept).figure
-    topologies = list(dict.fromkeys(r["topology"] for r in swept["runs"]))
+def test_the_sweep_draws_p99_by_hop_against_load_with_the_knee(saved_sweep):
+    figure = sweep_curves(saved_sweep).figure
+    topologies = list(dict.fromkeys(r["topology"] for r in saved_sweep["runs"]))
     panels = [ax for ax in figure.axes if ax.get_visible()]
     assert [ax.get_title().split(" (")[0] for ax in panels] == topologies
-    knees = swept["sweep"]["knees"]
+    knees = saved_sweep["sweep"]["knees"]
     for ax, topology in zip(panels, topologies, strict=True):
-        runs = sorted((r for r in swept["runs"] if r["topology"] == topology),
+        runs = sorted((r for r in saved_sweep["runs"] if r["topology"] == topology),
                       key=lambda r: r["load"])
         lines = _lines(ax)
         for hop in HOPS:
             loads, p99 = lines[f"{hop} p99"].get_data()
             assert list(loads) == [r["load"] for r in runs]
             assert list(p99) == [r["hops"][hop]["p99_ms"] for r in runs]
-        assert ax.get_xlabel() == swept["sweep"]["axis"]
+        assert ax.get_xlabel() == saved_sweep["sweep"]["axis"]
         knee = knees.get(topology)
         assert (f"knee at {knee['load']:g}" in lines) == bool(knee)
 
 
-def test_the_page_is_one_file_with_every_picture_inline_and_nothing_fetched(compared, tmp_path):
-    page = write_html(compared, tmp_path / "page.html").read_text()
-    assert page.count("<svg") == len(pictures_of(compared)) == 2 + len(compared["runs"])
+def test_the_page_is_one_file_with_every_picture_inline_and_nothing_fetched(saved_compare, tmp_path):
+    page = write_html(saved_compare, tmp_path / "page.html").read_text()
+    assert page.count("<svg") == len(pictures_of(saved_compare)) == 2 + len(saved_compare["runs"])
     assert "<script" not in page
     assert not re.findall(r"""(?:href|src)=["']https?:""", page)
     assert "Percentile curves per hop" in page and "The tail by hop" in page
 
 
-def test_pngs_of_a_sweep_are_written_one_per_picture(swept, tmp_path):
-    written = write_pngs(swept, tmp_path / "png")
+def test_pngs_of_a_sweep_are_written_one_per_picture(saved_sweep, tmp_path):
+    written = write_pngs(saved_sweep, tmp_path / "png")
     assert written[0].name == "sweep.png"
     assert {p.name for p in written} >= {"sweep.png", "tail_by_hop.png", "percentiles.png"}
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
@@ -155,14 +155,14 @@ def test_without_matplotlib_pictures_are_one_sentence_before_anything_starts(mon
     assert "pictures need matplotlib" in done.stderr  # not the unreachable broker: it came first
 
 
-def test_hdr_logs_of_repeats_are_one_file_each_never_overwritten(compared, tmp_path):
+def test_hdr_logs_of_repeats_are_one_file_each_never_overwritten(saved_compare, tmp_path):
     """--repeat N --hdr-dir DIR: each repeat's logs keep its number (they overwrote each
     other before)."""
     import copy
 
     from mqprobe.pictures import export_hdr_logs
 
-    run = compared["runs"][0]
+    run = saved_compare["runs"][0]
     repeats = {"runs": [{**copy.deepcopy(run), "repeat": n} for n in (1, 2, 3)]}
     written = export_hdr_logs(repeats, tmp_path)
     assert len(written) == len(set(written)) == 3 * len(run["hdr"])
