@@ -57,12 +57,26 @@ def counters():
 
 
 def test_this_threads_counters_tell_computing_from_sleeping(counters):
-    before, t0 = counters.read(), time.monotonic_ns()
-    until = time.perf_counter() + 0.05
-    while time.perf_counter() < until:
-        pass
-    spun = Anatomy.between(before, counters.read(), time.monotonic_ns() - t0)
-    assert spun.on_cpu_ns + spun.waiting_ns >= 45 * MS and spun.off_cpu_ns < 5 * MS
+    from mqprobe.cpu import CLOCK_TICK_NS, host_cpu_ns
+
+    def spin() -> tuple[Anatomy, int]:
+        stolen0, before, t0 = host_cpu_ns()[2], counters.read(), time.monotonic_ns()
+        until = time.perf_counter() + 0.05
+        while time.perf_counter() < until:
+            pass
+        return (Anatomy.between(before, counters.read(), time.monotonic_ns() - t0),
+                host_cpu_ns()[2] - stolen0)
+
+    # what the hypervisor took meanwhile (steal, in /proc/stat's ticks: every thread paused,
+    # neither running nor waiting) is no one's: a suite run saw a spin 15 ms "off the CPU".
+    # The spin is measured again while it was disturbed so, at most three times.
+    for _ in range(3):
+        spun, stolen = spin()
+        if not stolen:
+            break
+    slack = stolen + (CLOCK_TICK_NS if stolen else 0)
+    assert spun.on_cpu_ns + spun.waiting_ns + slack >= 45 * MS, (spun, stolen)
+    assert spun.off_cpu_ns < 5 * MS + slack, (spun, stolen)
     before, t0 = counters.read(), time.monotonic_ns()
     time.sleep(0.05)
     slept = Anatomy.between(before, counters.read(), time.monotonic_ns() - t0)
