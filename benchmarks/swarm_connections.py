@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 from mqprobe.broker import broker_for
-from mqprobe.compare import Workload, compare
+from mqprobe.compare import compare
+from mqprobe.workload import Workload
 
 
 def measure(url: str, groups: int, members: int, nodes: int, rate: float, workdir: Path) -> dict:

@@ -20,22 +20,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mqprobe.agent import parse_placement
 from mqprobe.broker import ManagedBroker, broker_for, redact_url
-from mqprobe.compare import (
-    DEFAULT_TOPOLOGIES,
-    Phase,
-    Workload,
-    check_writable,
-    compare,
-    new_run_dir,
-    save,
-    within,
-)
-from mqprobe.errors import InputError, MqprobeError
+from mqprobe.compare import Phase, check_writable, compare, new_run_dir, save
+from mqprobe.errors import InputError, MqprobeError, within
 from mqprobe.model import HOPS, EngineIO, HopName, RunPhase
 from mqprobe.process import PieceRuntime, RunInterrupted, serve
 from mqprobe.report import load_result, print_compare, print_connections, print_hops, print_sweep
 from mqprobe.stamps import DeliveryTrace
 from mqprobe.topology import LAYOUTS, resolve
+from mqprobe.workload import DEFAULT_TOPOLOGIES, Workload
 
 if TYPE_CHECKING:
     from mqprobe.node import NodeConfig

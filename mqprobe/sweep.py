@@ -15,7 +15,6 @@ import re
 from mqprobe.analysis import by_point, representative
 from mqprobe.compare import (
     Observer,
-    Workload,
     keep_if_interrupted,
     new_result,
     placed,
@@ -27,6 +26,7 @@ from mqprobe.compare import (
 from mqprobe.errors import InputError
 from mqprobe.model import HopName
 from mqprobe.topology import TopologyError
+from mqprobe.workload import Workload
 
 AXES = ("groups", "rate")
 KNEE_FACTOR = 3.0

@@ -128,7 +128,7 @@ def test_swarm_processes_by_default_cover_the_open_file_limit_and_the_load():
     import os
     import resource
 
-    from mqprobe.compare import FD_RESERVE, SWARM_DELIVERIES_PER_S, Workload
+    from mqprobe.workload import FD_RESERVE, SWARM_DELIVERIES_PER_S, Workload
 
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     per_process = limit - FD_RESERVE
@@ -144,8 +144,8 @@ def test_swarm_processes_by_default_cover_the_open_file_limit_and_the_load():
 
 def test_a_manager_topology_under_any_name_refuses_an_injected_broker_delay(tmp_path: Path):
     """It is the topology's `manager`, not its name, that says mqprobe does not publish."""
-    from mqprobe.compare import Workload
     from mqprobe.errors import InputError
+    from mqprobe.workload import Workload
 
     mine = tmp_path / "our-cluster.toml"
     mine.write_text((Path(__file__).parents[1] / "topologies" / "socketio-manager.toml")

@@ -15,7 +15,7 @@ import pytest
 
 import mqprobe.compare as compare
 from mqprobe.broker import QueueSampler
-from mqprobe.compare import Placement, Workload, run_one, silent_swarm
+from mqprobe.compare import Placement, run_one, silent_swarm
 from mqprobe.model import Culprit
 from mqprobe.node import NodeConfig
 from mqprobe.process import Piece, RunInterrupted
@@ -24,6 +24,7 @@ from mqprobe.publisher import PublishConfig
 from mqprobe.records import Latency
 from mqprobe.swarm import SwarmConfig
 from mqprobe.topology import resolve
+from mqprobe.workload import Workload
 
 AMQP_URL = "amqp://user:secret@127.0.0.1:1/"  # never dialled: nothing here talks to a broker
 
