@@ -109,7 +109,9 @@ def test_loop_stall_is_a_server_stall_blocked_or_saturated(broker, tmp_path, kin
     during = [row[3] for row in series["rows"] if near(row[0], 0)]
     apart = [row[3] for row in series["rows"] if not near(row[0], 300)]
     assert during and apart, (stalls, series["rows"][:5])
-    assert median(during) > 3 * median(apart), (median(during), median(apart))
+    # (by what a 200 ms stall adds, not a ratio: on one core the quiet buckets' p99 is
+    # already 110-155 ms, and a stall's 230-330)
+    assert median(during) > median(apart) + 100, (median(during), median(apart))
 
 
 def test_a_cpu_quota_on_a_node_is_named_throttled(broker, tmp_path):

@@ -3,6 +3,7 @@ measured, and compare exits non-zero. Each kills only a process this test starte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -51,6 +52,18 @@ def _wait_until_publishing(tmp_path: Path, compare: subprocess.Popen, broker: Br
     before = _delivered(state)
     while _delivered(state) < before + at_least:
         waiting("delivered")
+
+
+def _until_memory_alarm(broker: BrokerState, within_s: float = 20) -> None:
+    """Until RabbitMQ raised its memory alarm (its management API says so): on one core
+    the block a test planted for 2.5 s had not begun when it was lifted."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError, IndexError, TypeError):
+            if management_get(broker.management_url, "/api/nodes", timeout=2)[0]["mem_alarm"]:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"no memory alarm within {within_s:g} s")
 
 
 def _delivered(broker: BrokerState) -> int:
@@ -126,6 +139,7 @@ def test_a_broker_that_blocks_the_publisher_is_named_with_its_share(managed_brok
     _wait_until_publishing(tmp_path, compare, managed_broker.running_state())
     try:
         managed_broker.rabbitmqctl("set_vm_memory_high_watermark", "0.0001")
+        _until_memory_alarm(managed_broker.running_state())  # (one core: seconds later)
         time.sleep(2.5)
     finally:
         managed_broker.rabbitmqctl("set_vm_memory_high_watermark", "0.4")
