@@ -21,7 +21,7 @@ from .conftest import REPO
 
 pytestmark = pytest.mark.integration  # every test here runs a broker of its own
 
-ARGS = ["compare", "--topologies", "single-topic", "--layouts", "per-node", "--duration", "6"]
+ARGS = ["compare", "--topologies", "single-topic", "--layouts", "per-node", "--duration", "8"]
 
 
 def _start_compare(tmp_path: Path, amqp_url: str) -> subprocess.Popen:
