@@ -292,7 +292,8 @@ def stall_parts(detail: dict) -> Parts:
     waits only because it runs, and the loop could run nothing else meanwhile. Otherwise
     it is split by its parts: off the CPU (server-stall: blocked), waiting for a CPU
     (cpu-starved), held back by a quota (cpu-throttled), and computing: the loop's own
-    work through many callbacks (WORK), which no one callback held. Without the counters: server-stall.
+    work through many callbacks (WORK), which no one callback held. Without the counters:
+    server-stall.
 
     A stall other processes shared (PAUSED_WITH) is the machine's (host-pause) where it was
     not computing: its time off the CPU, and its wait for a CPU too when that was the

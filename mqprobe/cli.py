@@ -653,11 +653,7 @@ def _piece(json_path: Path | None, runtime: Callable[[], PieceRuntime],
     """Run a piece by hand through process.serve, until its work is done or a signal
     stops it; its result printed (and saved). Compare's pieces run as mqprobe.piece."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-
-    async def measured() -> dict:
-        return await serve(runtime(), control=False)
-
-    result = _run(measured)
+    result = _run(lambda: serve(runtime(), control=False))
     if json_path:
         save(result, json_path)
     console.print_json(data={k: v for k, v in result.items()

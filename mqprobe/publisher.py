@@ -223,6 +223,7 @@ class Publisher(PieceRuntime):
         self.t0_ns = 0  # the schedule's start: the run's time zero
         self.body = b"x" * config.size
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
+        self._go = asyncio.Event()  # set by the parent's Reset (or a stop): send the schedule
         self._pending: set[asyncio.Task] = set()
         self.transport = (ManagerTransport if config.topology.manager else AmqpTransport)(config)
 
@@ -234,21 +235,16 @@ class Publisher(PieceRuntime):
         """Reset from compare: send the schedule now; anything else is refused."""
         if not isinstance(command, Reset):
             raise CommandRefused(f"a publisher knows `reset`, not {command.name!r}")
-        self._go().set()
-
-    def _go(self) -> asyncio.Event:
-        if not hasattr(self, "_go_event"):
-            self._go_event = asyncio.Event()
-        return self._go_event
+        self._go.set()
 
     async def work(self) -> None:
         if self.controlled:
-            await self._go().wait()
+            await self._go.wait()
         await self.run()
 
     def halt(self) -> None:
         self.stop_requested = True
-        self._go().set()  # asked to stop before it began: it ends, having sent nothing
+        self._go.set()  # asked to stop before it began: it ends, having sent nothing
 
     async def stop(self) -> PublisherResult:
         return self.result(self.elapsed_s)

@@ -26,9 +26,9 @@ def _spin_in_the_loop() -> None:
         pass
 
 
-async def _watched(hold, watchdog: bool = True, hold_async=None) -> tuple[list, LoopLagMonitor]:
-    """The long stalls a monitor recorded around `hold()` (or the callbacks `hold_async()`
-    schedules), and the monitor (stopped)."""
+async def _watched(hold, watchdog: bool = True) -> tuple[list, LoopLagMonitor]:
+    """The long stalls a monitor recorded around `hold()` (and the callbacks it schedules),
+    and the monitor (stopped)."""
     timeline = Recorder("n1")
     monitor = LoopLagMonitor(timeline=timeline, watchdog=watchdog)
     monitor.start()
@@ -36,9 +36,7 @@ async def _watched(hold, watchdog: bool = True, hold_async=None) -> tuple[list, 
     monitor.reset()
     await asyncio.sleep(0.05)
     hold()
-    if hold_async is not None:
-        hold_async()
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.05)
     monitor.stop()
     return [e for e in timeline.events
             if e.kind == EventKind.LOOP_STALL and e.duration_ns > 80 * MS], monitor
@@ -144,13 +142,7 @@ def test_a_loop_busy_with_many_short_callbacks_names_no_one_of_them():
         for _ in range(100):
             loop.call_soon(lambda: _one_write(time.perf_counter_ns() + 3 * MS))
 
-    async def run() -> list:
-        stalls, monitor = await _watched(lambda: None, hold_async=many_short)
-        if monitor.source.startswith("unavailable"):
-            pytest.skip(monitor.source)
-        return stalls
-
-    (stall,) = asyncio.run(run())
+    (stall,) = asyncio.run(_stall_with(many_short))
     assert "held_by" not in stall.detail, stall.detail
     assert stall.detail["callbacks"] >= 3 and "in _one_write" in stall.detail["in"], str(
         stall.detail)
