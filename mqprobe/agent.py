@@ -105,6 +105,13 @@ class Agent:
         self._outbox: asyncio.Queue[tuple[str, str, dict]] = asyncio.Queue()  # session, piece
 
     async def run(self, on_ready=lambda agent: None) -> None:
+        try:
+            await self._serve(on_ready)
+        finally:  # also when it never logged in: no empty directory left behind each time
+            if self._own_work_dir:  # what the pieces wrote has gone back to the coordinator
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    async def _serve(self, on_ready) -> None:
         connection = await aio_pika.connect_robust(self.amqp_url, timeout=10)
         queue = None
         try:
@@ -135,8 +142,6 @@ class Agent:
             await _leave(connection, queue)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), 5)
-            if self._own_work_dir:  # what the pieces wrote has gone back to the coordinator
-                shutil.rmtree(self.work_dir, ignore_errors=True)
 
     async def _publish(self, session: str, piece: str, event: dict) -> None:
         await self._results.publish(_body({"piece": piece, **event}),

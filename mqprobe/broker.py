@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mqprobe.errors import MqprobeError
+from mqprobe.errors import MqprobeError, url_problem
 from mqprobe.process import signals_deferred
 from mqprobe.stamps import now_ns
 from mqprobe.timeline import EventKind, IntervalTracker, Recorder, TimedEvent
@@ -45,12 +45,16 @@ class BrokerError(MqprobeError):
 
 def redact_url(url: str) -> str:
     """The URL with its password replaced, safe to print or save."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:  # not a URL we can take apart: say nothing of it
+        return "<a URL that cannot be read>"
     if parts.password is None:
         return url
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if port:
+        host = f"{host}:{port}"
     netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
@@ -110,6 +114,18 @@ def management_get(management_url: str, path: str, timeout: float = 3.0) -> obje
         request.add_header("Authorization", f"Basic {token}")
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+def check_management(management_url: str) -> None:
+    """A management API the user named must answer (a wrong password or a wrong port would
+    otherwise cost the run its alarms and queue evidence without a word)."""
+    try:
+        management_get(management_url, "/api/overview")
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise BrokerError(f"the management API at {redact_url(management_url)} did not answer: "
+                          f"{str(reason).splitlines()[0][:160] if str(reason) else type(exc).__name__}"
+                          ) from None
 
 
 def pid_alive(pid: int) -> bool:
@@ -294,17 +310,26 @@ class ManagedBroker:
     def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
         """Run rabbitmqctl against this node (diagnosis, or a test's fault); its output. The
         node need not serve AMQP (after `stop_app` it does not): its process must run."""
-        state = self.load_state()
-        if state is None or not pid_alive(state.pid):
-            raise BrokerError(f"no managed broker is running in {self.state_dir}")
-        binary = Path(find_server_binary()).with_name("rabbitmqctl")
-        done = subprocess.run([str(binary), "-n", state.node_name, *args],
-                              env=self._environment(state), capture_output=True, text=True,
-                              timeout=timeout)
+        command, env = self._rabbitmqctl(args)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
         if done.returncode:
             raise BrokerError(f"rabbitmqctl {' '.join(args)} failed: "
                               f"{(done.stderr or done.stdout).strip()[-300:]}")
         return done.stdout
+
+    def rabbitmqctl_started(self, *args: str) -> subprocess.Popen:
+        """rabbitmqctl started and left running (its Erlang VM takes seconds to boot on a
+        busy core: a test arms a fault with it ahead of the moment it needs it)."""
+        command, env = self._rabbitmqctl(args)
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def _rabbitmqctl(self, args: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+        state = self.load_state()
+        if state is None or not pid_alive(state.pid):
+            raise BrokerError(f"no managed broker is running in {self.state_dir}")
+        binary = Path(find_server_binary()).with_name("rabbitmqctl")
+        return [str(binary), "-n", state.node_name, *args], self._environment(state)
 
     # -- who uses it --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -390,10 +415,10 @@ def _stop_epmd(port: int) -> None:
 
 def check_reachable(amqp_url: str, timeout: float = 5.0) -> None:
     """Raise BrokerError with one sentence when the broker at `amqp_url` cannot be reached."""
+    if problem := url_problem("--amqp-url", amqp_url, ("amqp", "amqps"),
+                              "amqp://user:pass@host:5672/"):
+        raise BrokerError(problem)
     parts = urllib.parse.urlsplit(amqp_url)
-    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-        raise BrokerError("--amqp-url must look like amqp://user:pass@host:5672/, "
-                          f"got {redact_url(amqp_url)!r}")
     port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
     try:
         with socket.create_connection((parts.hostname, port), timeout=timeout):

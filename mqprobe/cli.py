@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mqprobe.agent import parse_placement
-from mqprobe.broker import ManagedBroker, broker_for, redact_url
+from mqprobe.broker import ManagedBroker, broker_for, check_management, redact_url
 from mqprobe.compare import Phase, check_writable, compare, new_run_dir, save
-from mqprobe.errors import InputError, MqprobeError, within
+from mqprobe.errors import InputError, MqprobeError, url_problem, within
 from mqprobe.model import HOPS, EngineIO, HopName, RunPhase
 from mqprobe.process import PieceRuntime, RunInterrupted, serve
 from mqprobe.report import load_result, print_compare, print_connections, print_hops, print_sweep
@@ -43,11 +43,24 @@ app.add_typer(broker_app, name="broker")
 console = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True, soft_wrap=True)
 
+
+
+def _checked_url(option: str, schemes: tuple[str, ...], example: str) -> Callable[[str | None], str | None]:
+    """A URL option checked where it enters, with one sentence (not where a piece uses it)."""
+    def check(url: str | None) -> str | None:
+        if url and (problem := url_problem(option, url, schemes, example)):
+            raise UserError(problem)
+        return url
+    return check
+
+
 AmqpUrl = Annotated[str | None, typer.Option(
     "--amqp-url", envvar="MQPROBE_AMQP_URL", show_envvar=True,
+    callback=_checked_url("--amqp-url", ("amqp", "amqps"), "amqp://user:pass@host:5672/"),
     help="Broker to use; default: the managed local broker, started on demand.")]
 ManagementUrl = Annotated[str | None, typer.Option(
     "--management-url", envvar="MQPROBE_MANAGEMENT_URL",
+    callback=_checked_url("--management-url", ("http", "https"), "http://user:pass@host:15672/"),
     help="RabbitMQ management API (http://user:pass@host:15672/) for queue depth evidence; "
          "automatic with the managed broker.")]
 Html = Annotated[Path | None, typer.Option(
@@ -217,6 +230,8 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
     workload.check()
     outputs.check()  # pictures asked for and no way to draw them: say so before measuring
     workload.resolved_topologies()  # a bad topology file fails before any broker starts
+    if note := workload.unapplied_knobs():
+        err.print(f"note: {note}", markup=False, highlight=False)
     # A broker that goes away is reported in the verdict, not by the AMQP libraries' logs
     for name in ("aiormq", "aio_pika"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -229,6 +244,8 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
         check_writable(json_path)  # before the run, not after it
         with broker_for(amqp_url) as (url, managed_api), _progress() as (progress, observe):
             err.print(f"broker: {redact_url(url)}; logs in {run_dir}")
+            if management_url:
+                check_management(management_url)
             api = management_url or managed_api
             try:
                 result = _run_measuring(lambda: measure(url, api, json_path, run_dir, observe))
@@ -545,7 +562,11 @@ def top_cmd(
         if once:
             remember(first)
             await asyncio.sleep(interval)
-            console.print(top_view(await scrape(urls), previous, groups))
+            latest = await scrape(urls)
+            console.print(top_view(latest, previous, groups))
+            if not latest.views:  # a script reading --once must not take silence for health
+                raise UserError(f"none of the {len(urls)} --metrics-url endpoint(s) answered "
+                                 "with mqprobe's metrics")
             return
         with Live(top_view(first, previous, groups), console=console, auto_refresh=False) as live:
             remember(first)

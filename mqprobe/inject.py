@@ -17,12 +17,12 @@ import os
 import re
 from dataclasses import asdict, dataclass
 
-from mqprobe.errors import InputError
+from mqprobe.errors import InputError, whole_number
 
 KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin", "throttle")
 CGROUP_ROOT = "/sys/fs/cgroup"
 QUOTA_PERIOD_US = 100_000
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s)")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s)", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -63,18 +63,18 @@ def parse_injections(items: list[str]) -> Faults:
             delay = parse_duration(value, "--inject broker-delay")
             fields["broker_delay_ms"] = max(1, round(delay * 1000))
         elif kind == "throttle":
-            text = value.strip()
-            if not (text.endswith("%") and text[:-1].isascii() and text[:-1].isdigit()
-                    and 1 <= int(text[:-1]) <= 100):
+            percent = whole_number(value.strip().removesuffix("%"))
+            if not value.strip().endswith("%") or percent is None or not 1 <= percent <= 100:
                 raise InputError(f"--inject throttle takes a CPU quota of 1% to 100% of one CPU, "
                                  f"like 10%, got {value!r}")
             if problem := CpuQuota.problem():
                 raise InputError(f"--inject throttle cannot be applied on this machine: {problem}")
-            fields["throttle_share"] = int(text[:-1]) / 100
+            fields["throttle_share"] = percent / 100
         elif kind == "prefetch":
-            if not value.strip().isdigit() or not 0 < int(value) <= 65535:
+            prefetch = whole_number(value)
+            if prefetch is None or not 0 < prefetch <= 65535:
                 raise InputError(f"--inject prefetch takes a whole number 1-65535, got {value!r}")
-            fields["prefetch"] = int(value)
+            fields["prefetch"] = prefetch
         else:
             stall, slash, every = value.partition("/")
             if not slash:

@@ -78,6 +78,9 @@ class NodeConfig:
         if self.layout not in self.topology.layouts:
             raise InputError(f"topology {self.topology.name} supports layouts "
                              f"{', '.join(self.topology.layouts)}, not {self.layout!r}")
+        if problem := self.topology.names_problem(self.prefix, self.groups, self.layout,
+                                                  self.node_id):
+            raise InputError(problem)
 
 
 # What each message waited and its fan-out took is kept for the attribution up to this

@@ -40,13 +40,16 @@ from mqprobe.stamps import (
 )
 from mqprobe.timeline import Recorder, close_open_intervals, freeze_setup
 from mqprobe.topology import Topology
+from mqprobe.websocket import MAX_FRAME
 
 log = logging.getLogger("mqprobe.publisher")
 
 MAX_RATE = 10_000.0  # messages a second per group
 MAX_DURATION_S = 3600.0
 MAX_MESSAGES = 2_000_000  # per run: the schedule is planned up front
-MAX_SIZE = 128 * 2**20  # RabbitMQ's default max_message_size
+# One limit for a body, up front: RabbitMQ takes 128 MiB, but every delivery must reach a
+# client in one websocket frame the swarm reads (MAX_FRAME, 64 MiB) with its event around it
+MAX_SIZE = MAX_FRAME // 2
 
 
 @dataclass
@@ -75,6 +78,9 @@ class PublishConfig:
             raise InputError("; ".join(problems))
         for group in self.groups:
             check_id("group", group)
+        if self.exchange is None and (problem := self.topology.names_problem(self.prefix,
+                                                                             self.groups)):
+            raise InputError(problem)
         if self.exchange is not None and (self.topology.manager or not self.exchange.strip()
                                           or len(self.exchange) > 255):
             raise InputError("--exchange takes an exchange name of 1 to 255 characters, and does "

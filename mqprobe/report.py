@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
+import os
+import stat
 from pathlib import Path
 
 from rich.console import Console
@@ -14,9 +15,20 @@ from mqprobe.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.attribution import Verdict
 from mqprobe.errors import ResultFormatError
 from mqprobe.model import HOPS, ComparisonResult, Culprit, HopName, RunResult
+from mqprobe.result_check import result_problem
 
 MAX_RESULT_BYTES = 256 * 2**20  # a result JSON past this is not one of ours
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _regular_only(path: str, flags: int) -> int:
+    """Open without blocking (a FIFO with no writer would wait forever), then refuse what
+    is not a regular file."""
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ResultFormatError(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def load_result(path: Path) -> dict:
@@ -24,7 +36,8 @@ def load_result(path: Path) -> dict:
     pictures read (design.md's run fields), so a wrong file is one sentence, not a crash."""
     path = path / "result.json" if path.is_dir() else path
     try:
-        with open(path, "rb") as handle:
+        # only a regular file: a FIFO (or a device) given by mistake would block or never end
+        with open(path, "rb", opener=_regular_only) as handle:
             raw = handle.read(MAX_RESULT_BYTES + 1)
     except OSError as exc:
         raise ResultFormatError(f"cannot read a result from {path}: {exc.strerror or exc}") from None
@@ -35,51 +48,11 @@ def load_result(path: Path) -> dict:
         result = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ResultFormatError(f"{path} is not JSON ({str(exc).splitlines()[0][:80]})") from None
-    problem = _shape_problem(result)
-    if problem:
+    if problem := result_problem(result):
         raise ResultFormatError(f"{path} is not an mqprobe result: {problem}")
     return result
 
 
-def _shape_problem(result: object) -> str:
-    if not isinstance(result, dict) or not isinstance(result.get("runs"), list):
-        return "it has no list of 'runs'"
-    for i, run in enumerate(result["runs"], 1):
-        where = f"run {i}"
-        if not isinstance(run, dict):
-            return f"{where} is not an object"
-        for key in ("topology", "layout"):
-            if not isinstance(run.get(key), str) or not _SAFE_NAME.fullmatch(run[key]):
-                return f"{where} has no valid '{key}' (1-64 of A-Z a-z 0-9 _ . -)"
-        for key in ("published", "expected_deliveries", "delivered", "lost", "duplicated"):
-            if not _is_number(run.get(key)):
-                return f"{where} has no number '{key}'"
-        hops = run.get("hops")
-        for hop in HOPS:
-            figures = hops.get(hop) if isinstance(hops, dict) else None
-            if not isinstance(figures, dict) or not all(
-                    _is_number(figures.get(k)) for k in ("count", "p50_ms", "p99_ms", "max_ms")):
-                return f"{where} has no figures for hop '{hop}'"
-        lag = run.get("self_lag_ms")
-        if not isinstance(lag, dict) or not all(_is_number(lag.get(k)) for k in ("p50", "p99", "max")):
-            return f"{where} has no 'self_lag_ms'"
-        verdict = run.get("verdict")
-        if not isinstance(verdict, dict) or not all(isinstance(verdict.get(k), str)
-                                                    for k in ("culprit", "cause")) \
-                or not isinstance(verdict.get("evidence", []), list):
-            return f"{where} has no 'verdict' with a culprit and a cause"
-        if "load" in run and not _is_number(run["load"]):
-            return f"{where} has a 'load' that is not a number"
-    sweep = result.get("sweep")
-    if sweep is not None and not (isinstance(sweep, dict) and isinstance(sweep.get("values"), list)
-                                  and all(_is_number(v) for v in sweep["values"])
-                                  and isinstance(sweep.get("knees", {}), dict)):
-        return "its 'sweep' has no list of numeric 'values'"
-    return ""
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 NODE_HOPS = (HopName.MQ, HopName.SERVER, HopName.FANOUT)  # what a node records (top)
 _CULPRIT_STYLE = {Culprit.NONE: "green", Culprit.CLIENT: "magenta", Culprit.MQ: "red",
                   Culprit.SERVER: "yellow", Culprit.DELIVERY: "cyan"}
@@ -105,7 +78,7 @@ def compare_table(result: dict) -> Table:
     if repeated:
         caption += (f"; {result['repeats']['count']} repeats per row: figures of the repeat with "
                     "the median e2e p99, delivered and lost summed, the verdicts of all")
-    table = Table(title=title, caption=caption)
+    table = Table(title=Text(title), caption=caption)
     table.add_column("topology", no_wrap=True)
     table.add_column("layout", no_wrap=True)
     table.add_column("delivered", justify="right", no_wrap=True)
@@ -192,7 +165,7 @@ def print_compare(result: ComparisonResult, console: Console) -> None:
             console.print(f"[bold]{run['topology']}/{run['layout']}[/bold] clocks (a hop "
                           "between two clocks is corrected; ± in the table is its error bar):")
             for line in clock_lines:
-                console.print(f"  - {line}")
+                console.print(Text(f"  - {line}"))
         if verdict["culprit"] == Culprit.NONE and not run.get("error"):
             continue
         label = f"{run['topology']}/{run['layout']}" + (
@@ -311,14 +284,14 @@ def print_sweep(result: dict, console: Console) -> None:
     axis = result["sweep"]["axis"]
     for name, knee in result["sweep"].get("knees", {}).items():
         if knee is None:
-            console.print(f"[green]{name}[/green]: no knee up to {axis} = "
-                          f"{max(result['sweep']['values']):g}")
+            console.print(Text.assemble((name, "green"), f": no knee up to {axis} = "
+                                        f"{max(result['sweep']['values']):g}"))
             continue
-        console.print(f"[bold]{name}[/bold]: knee at {axis} = {knee['load']:g}: "
-                      f"{'; '.join(knee['reasons'])}")
-        console.print(f"  cause: {knee['culprit']} - {knee['cause']}")
+        console.print(Text.assemble((name, "bold"), f": knee at {axis} = {knee['load']:g}: "
+                                    f"{'; '.join(knee['reasons'])}"))
+        console.print(Text(f"  cause: {knee['culprit']} - {knee['cause']}"))
         for line in knee["evidence"]:
-            console.print(f"  - {line}")
+            console.print(Text(f"  - {line}"))
 
 
 def print_leftovers(found: list, outcome: dict, dry_run: bool, where: str,

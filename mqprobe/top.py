@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from mqprobe.broker import redact_url
-from mqprobe.errors import InputError
+from mqprobe.errors import InputError, url_problem
 
 MAX_SCRAPE_BYTES = 16 * 2**20
 COUNTERS = ("traced", "untraced", "unsampled", "published", "seq_gaps")
@@ -102,8 +102,9 @@ def _fetch(url: str, timeout: float) -> str:
 
 def check_urls(urls: list[str]) -> None:
     for url in urls:
-        if not url.startswith(("http://", "https://")):
-            raise InputError(f"--metrics-url takes http(s):// URLs, got {redact_url(url)!r}")
+        if problem := url_problem("--metrics-url", url, ("http", "https"),
+                                  "http://host:port/metrics"):
+            raise InputError(problem)
 
 
 async def scrape(urls: list[str], timeout: float = 3.0) -> Scrape:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -72,6 +73,19 @@ class Topology:
         if layout == "per-node":
             return [(f"{prefix}{node_id}", list(groups))]
         return [(f"{prefix}{node_id}.g{group}", [group]) for group in groups]
+
+    def names_problem(self, prefix: str, groups: list[str], layout: str = "per-node",
+                      node_id: str = "") -> str:
+        """'' when every exchange and queue name the run would declare fits AMQP's 255
+        bytes (with the .delay suffix a delay queue adds), else the sentence naming the
+        longest: RabbitMQ refuses it mid-run, a traceback in a piece."""
+        names = [f"{name}.delay" for name in self.exchanges(prefix, groups)]
+        names += [queue for queue, _ in self.queue_plan(prefix, layout, node_id or "n1", groups)]
+        longest = max(names, key=lambda n: len(n.encode()), default="")
+        if len(longest.encode()) > 255:
+            return (f"the name {longest[:40]!r}... would be {len(longest.encode())} bytes: "
+                    "RabbitMQ allows at most 255 (shorten --prefix)")
+        return ""
 
     def routing_key_for(self, group: str) -> str:
         return self.routing_key.format(group=group)
@@ -247,11 +261,10 @@ def parse(data: dict, source: str) -> Topology:
     for template_field in ("exchange_name", "routing_key", "binding_key"):
         template = getattr(topology, template_field)
         what = f"{source}: exchange.{template_field.removeprefix('exchange_')}"
-        try:
-            longest = template.format(group="g" * 64)  # a group id is at most 64 characters
-        except (KeyError, IndexError, ValueError):
+        if not _only_group_placeholders(template):
             raise TopologyError(f"{what} {template!r} may only use the placeholder "
-                                "{group}") from None
+                                "{group}, as it is (no attribute, index or format)")
+        longest = template.format(group="g" * 64)  # a group id is at most 64 characters
         # AMQP short strings (exchange names, routing keys) hold at most 255 bytes; around
         # exchange names mqprobe puts a prefix (mqprobe.<8 hex>.) and maybe a .delay suffix
         limit = 225 if template_field == "exchange_name" else 255
@@ -263,6 +276,17 @@ def parse(data: dict, source: str) -> Topology:
         raise TopologyError(f"{source}: exchange.filter_locally must be true for one shared fanout "
                             "exchange (every node receives every group's messages)")
     return topology
+
+
+def _only_group_placeholders(template: str) -> bool:
+    """Every replacement field is a bare {group}: '{group.x}' or '{group[0]}' would reach
+    str.format in the node and fail there, not here."""
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError:  # an unmatched brace
+        return False
+    return all(name is None or (name == "group" and not spec and conversion is None)
+               for _text, name, spec, conversion in fields)
 
 
 def _checked(knobs: ConsumerKnobs, source: str) -> ConsumerKnobs:

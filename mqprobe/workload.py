@@ -117,11 +117,23 @@ class Workload:
                     f"--swarm-processes {need} or more"]
         return []
 
+    def _knobs(self) -> dict:
+        return {"prefetch": self.faults.prefetch or self.prefetch, "ack": self.ack,
+                "channel": self.channel, "concurrency": self.concurrency}
+
     def resolved_topologies(self) -> list[Topology]:
         topologies = [resolve(name) for name in self.topologies]
-        knobs = {"prefetch": self.faults.prefetch or self.prefetch, "ack": self.ack,
-                 "channel": self.channel, "concurrency": self.concurrency}
-        return [t if t.manager else t.with_knobs(**knobs) for t in topologies]
+        return [t if t.manager else t.with_knobs(**self._knobs()) for t in topologies]
+
+    def unapplied_knobs(self) -> str:
+        """The sentence for consumer knobs asked for that a topology cannot take
+        (python-socketio's manager fixes its own), '' when every one applies."""
+        asked = [name for name, value in self._knobs().items() if value is not None]
+        fixed = [t.name for t in self.resolved_topologies() if t.manager]
+        if not asked or not fixed:
+            return ""
+        return (f"{', '.join(asked)} not applied to {', '.join(fixed)}: python-socketio's "
+                "manager fixes its own (prefetch 1, ack after handling)")
 
     def to_json(self) -> dict:
         out = asdict(self)

@@ -275,3 +275,15 @@ def test_an_agent_runs_only_a_spec_every_field_of_which_checks_out(broker, agent
             await hub.close()
 
     assert says in asyncio.run(run())
+
+
+def test_an_agent_that_cannot_log_in_leaves_no_directory(tmp_path):
+    """Its work directory is made before it connects: each failed start left one behind."""
+    from mqprobe.agent import Agent
+    from mqprobe.broker import free_port
+
+    agent = Agent("lonely", f"amqp://u:p@127.0.0.1:{free_port()}/")
+    assert agent.work_dir.is_dir()
+    with pytest.raises(Exception):  # noqa: B017 - whichever aio-pika raises: not ours to name
+        asyncio.run(agent.run())
+    assert not agent.work_dir.exists()

@@ -84,10 +84,11 @@ GOOD_RUN = {"topology": "t", "layout": "per-node", "published": 1, "expected_del
     (b'{"runs": [', "is not JSON"),
     (b"\xff\xfe\x00binary", "is not JSON"),
     (b"[" * 200_000, "is not JSON"),
-    (b"[]", "no list of 'runs'"),
-    (b'{"runs": [5]}', "run 1 is not an object"),
-    (b'{"runs": [{"topology": "../../x"}]}', "valid 'topology'"),
-    (b'{"runs": [{"topology": "[/red]x", "layout": "l"}]}', "valid 'topology'"),
+    (b"[]", "it is not an object"),
+    (b"{}", "runs is missing"),
+    (b'{"runs": [5]}', "runs[0] is not an object"),
+    (b'{"runs": [{"topology": "../../x"}]}', "runs[0].topology is not a name"),
+    (b'{"runs": [{"topology": "[/red]x", "layout": "l"}]}', "runs[0].topology is not a name"),
 ])
 def test_report_on_a_file_that_is_not_a_result_is_one_sentence(tmp_path, content, says):
     path = tmp_path / "bad.json"
@@ -105,8 +106,10 @@ def test_wrong_shaped_runs_and_groups_are_named(tmp_path):
     from mqprobe.report import load_result
     from mqprobe.trace import replay
 
-    for broken, says in (({"hops": {}}, "hop 'mq'"), ({"self_lag_ms": None}, "self_lag_ms"),
-                         ({"verdict": "none"}, "verdict"), ({"lost": "0"}, "'lost'")):
+    for broken, says in (({"hops": {}}, "hops.mq is missing"),
+                         ({"self_lag_ms": None}, "self_lag_ms is not an object"),
+                         ({"verdict": "none"}, "verdict is not an object"),
+                         ({"lost": "0"}, "lost is not a number")):
         path = tmp_path / "r.json"
         path.write_text(json.dumps({"runs": [{**GOOD_RUN, **broken}]}))
         with pytest.raises(ResultFormatError, match=says):
@@ -116,8 +119,13 @@ def test_wrong_shaped_runs_and_groups_are_named(tmp_path):
         replay(load_result(path), "1")
 
 
-def test_report_reads_at_most_a_bounded_size():
-    result = run_cli("report", "/dev/zero")
+def test_report_reads_at_most_a_bounded_size(tmp_path):
+    from mqprobe.report import MAX_RESULT_BYTES
+
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as handle:  # sparse: no disk used
+        handle.truncate(MAX_RESULT_BYTES + 2)
+    result = run_cli("report", str(huge))
     assert result.returncode == 1
     assert "MiB" in _one_sentence(result.stderr)
 
@@ -183,6 +191,19 @@ def test_wrong_vhost_password_or_tls_are_one_sentence_without_the_password(broke
         assert broker.password not in output and "wrong-pw-123" not in output
 
 
+def test_a_management_api_that_refuses_is_said_before_the_run(broker):
+    """It once cost the run its alarms and queue evidence without a word (issue 23)."""
+    management = broker.management_url.replace(f"{broker.user}:{broker.password}@",
+                                               f"{broker.user}:wrong-pw-123@")
+    result = run_cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
+                     "--duration", "1", "--management-url", management,
+                     amqp_url=broker.amqp_url)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert "the management API at" in last and "did not answer: Unauthorized" in last, last
+    assert "wrong-pw-123" not in result.stdout + result.stderr
+
+
 def test_every_expected_failure_is_one_family_and_bugs_are_not_in_it():
     from mqprobe.broker import BrokerError
     from mqprobe.cli import USER_ERRORS
@@ -216,3 +237,113 @@ def test_negative_hops_and_untraced_reasons_are_shown_never_hidden():
     text = console.export_text()
     assert "negative" in text and "1 (min -3.21 ms)" in text
     assert "untraced events 5: 4 x no mqprobe list first in the event's object; 1 x seq" in text
+
+
+def _leaves(node: object, path: tuple = ()) -> list[tuple]:
+    """Every path into a JSON document (lists: their first two entries)."""
+    found = [path]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _leaves(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node[:2]):
+            found += _leaves(value, (*path, i))
+    return found
+
+
+@pytest.mark.parametrize("saved", ["compare_result.json", "sweep_result.json"])
+def test_a_result_with_any_field_replaced_by_a_hostile_value_is_read_or_refused(saved, tmp_path):
+    """Every field of a real saved result replaced by a value of the wrong type, an integer
+    too large for a float, rich markup, an unknown cause: report reads the file or refuses
+    it with ResultFormatError, never another exception (issue 23: 18 crash sites before)."""
+    import copy
+    import io
+    import json
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from rich.console import Console
+
+    from mqprobe.errors import ResultFormatError
+    from mqprobe.report import load_result, print_compare, print_sweep
+
+    original = json.loads((Path(__file__).parent / "data" / saved).read_text())
+    paths = _leaves(original)
+    hostile = st.sampled_from(["[/]", "[red]x", 10**400, -1, None, [], {}, "", "x", 1e308,
+                               True, 0, [1], {"a": 1}, "AAAA!!", "within-budget: x"])
+
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(st.sampled_from(paths), hostile)
+    def replaced(path: tuple, value: object) -> None:
+        doc = copy.deepcopy(original)
+        if not path:
+            doc = value
+        else:
+            node = doc
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+        target = tmp_path / "r.json"
+        target.write_text(json.dumps(doc))
+        try:
+            result = load_result(target)
+        except ResultFormatError:
+            return
+        (print_sweep if "sweep" in result else print_compare)(
+            result, Console(file=io.StringIO(), width=160))
+
+    replaced()
+
+
+def test_a_fifo_or_a_device_is_not_read_as_a_result(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/null")):
+        result = run_cli("report", str(path), timeout=20)  # a FIFO once blocked forever
+        assert result.returncode == 1, result
+        assert "is not a regular file" in _one_sentence(result.stderr)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("compare", "--inject", "prefetch=²"), "--inject prefetch takes a whole number"),
+    (("compare", "--inject", "throttle=²%"), "--inject throttle takes a CPU quota"),
+    (("compare", "--inject", "stall=²ms/1s"), "needs a duration like 50ms"),
+    (("compare", "--amqp-url", "amqp://u:secret-pw@127.0.0.1:99999/"),
+     "--amqp-url is not a usable URL (Port out of range"),
+    (("compare", "--amqp-url", "amqp://[::1/"), "--amqp-url is not a usable URL"),
+    (("compare", "--amqp-url", "http://127.0.0.1:5672/"), "--amqp-url must look like amqp://"),
+    (("compare", "--management-url", "garbage"), "--management-url must look like http://"),
+    (("compare", "--management-url", "http://u:secret-pw@127.0.0.1:123456/"),
+     "--management-url is not a usable URL"),
+    (("top", "--once", "--metrics-url", "http://[::1"), "--metrics-url is not a usable URL"),
+    (("node", "--prefix", "p" * 300), "RabbitMQ allows at most 255"),
+    (("publish", "--prefix", "p" * 300), "RabbitMQ allows at most 255"),
+    (("compare", "--size", str(48 * 2**20)), "--size must be a number at least 0 and at most "
+                                             "33554432"),
+])
+def test_inputs_are_checked_where_they_enter(args, says):
+    """Each one was a traceback, or a failure later in a piece with the reason in its log."""
+    env_url = () if "--amqp-url" in args or args[0] == "top" else ("--amqp-url",
+                                                                    "amqp://127.0.0.1:1/")
+    result = run_cli(*args, *env_url)
+    assert result.returncode in (1, 2), result
+    line = _one_sentence(result.stderr)
+    assert says in line
+    assert "secret-pw" not in result.stderr + result.stdout
+
+
+def test_top_once_with_no_endpoint_answering_fails():
+    """A script reading `top --once` must not take empty tables for health."""
+    result = run_cli("top", "--once", "--interval", "0.2", "--metrics-url",
+                     f"http://127.0.0.1:{free_port()}/metrics")
+    assert result.returncode == 1
+    assert "none of the 1 --metrics-url endpoint(s) answered" in result.stderr
+
+
+def test_knobs_a_topology_fixes_are_said_not_applied(tmp_path):
+    result = run_cli("compare", "--prefetch", "5", "--amqp-url", f"amqp://127.0.0.1:{free_port()}/")
+    assert result.returncode == 1
+    assert ("note: prefetch not applied to socketio-manager: python-socketio's manager fixes "
+            "its own") in result.stderr

@@ -43,6 +43,12 @@ def test_knob_override_is_validated():
     ('name = "x"\n[exchange]\ncolour = "red"\n', "exchange.colour"),
     ('[exchange]\ntype = "topic"\n', "name"),
     ('name = "x"\n[exchange]\nrouting_key = "group.{id}"\n', "routing_key"),
+    # accepted once, then the node failed as "Event loop is closed" (issue 23)
+    ('name = "x"\n[exchange]\nrouting_key = "group.{group.x}"\n', "routing_key"),
+    ('name = "x"\n[exchange]\nbinding_key = "group.{group[0]}"\n', "binding_key"),
+    ('name = "x"\n[exchange]\nname = "g.{group!r}"\n', "exchange.name"),
+    ('name = "x"\n[exchange]\nrouting_key = "{group:>300}"\n', "routing_key"),
+    ('name = "x"\n[exchange]\nrouting_key = "{group"\n', "routing_key"),
     ('name = "x"\nlayouts = ["per-host"]\n', "layouts"),
     ('name = "x"\n[exchange]\ntype = "fanout"\nfilter_locally = false\n', "filter_locally"),
     ('name = "x"\n[consumer\n', "not valid TOML"),
@@ -59,3 +65,10 @@ def test_malformed_file_names_file_and_field(tmp_path: Path, text, field):
 def test_unknown_name_lists_known_ones():
     with pytest.raises(TopologyError, match="single-topic"):
         resolve("no-such-topology")
+
+
+def test_names_over_amqps_limit_are_named_before_anything_declares_them():
+    topology = resolve("per-group")
+    assert topology.names_problem("mqprobe.", ["1", "2"], "per-group", "n1") == ""
+    problem = topology.names_problem("p" * 250, ["1"], "per-group", "n1")
+    assert "RabbitMQ allows at most 255" in problem and "--prefix" in problem

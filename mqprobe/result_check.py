@@ -1,0 +1,142 @@
+"""What a saved result must hold for report, trace and pictures to read it, checked once
+when the file is loaded: a wrong or hostile file (a field of the wrong type, a number too
+large for a float, an unknown cause) is one sentence naming the field, never a traceback
+in whichever reader touches it first.
+
+A check takes a value and where it is ("run 2: verdict.shares[0].share") and returns ''
+or the problem. The shapes below list the fields the readers use; others pass as they are.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from enum import StrEnum
+
+from mqprobe.model import HOPS, Cause, Culprit
+
+Check = Callable[[object, str], str]
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _say(where: str, what: str) -> str:
+    return f"{where} {what}" if where else f"it {what}"
+
+
+def number(value: object, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _say(where, "is not a number")
+    try:
+        finite = math.isfinite(float(value))
+    except OverflowError:
+        finite = False
+    return "" if finite else _say(where, "is not a finite number a float can hold")
+
+
+def count(value: object, where: str) -> str:
+    if number(value, where) or not isinstance(value, int) or value < 0:
+        return _say(where, "is not a whole number of 0 or more")
+    return ""
+
+
+def text(value: object, where: str) -> str:
+    return "" if isinstance(value, str) else _say(where, "is not text")
+
+
+def name(value: object, where: str) -> str:
+    if isinstance(value, str) and _SAFE_NAME.fullmatch(value):
+        return ""
+    return _say(where, "is not a name of 1-64 of A-Z a-z 0-9 _ . -")
+
+
+def one_of(kind: type[StrEnum]) -> Check:
+    def check(value: object, where: str) -> str:
+        if isinstance(value, str) and value in kind._value2member_map_:
+            return ""
+        return _say(where, f"is not a {kind.__name__.lower()} mqprobe knows")
+    return check
+
+
+def cause_text(value: object, where: str) -> str:
+    """A verdict's cause: the cause's name, then its prose ('broker-side: the wait ...')."""
+    if isinstance(value, str) and Cause.of(value) is not None:
+        return ""
+    return _say(where, "does not open with a cause mqprobe knows")
+
+
+def or_none(check: Check) -> Check:
+    return lambda value, where: "" if value is None else check(value, where)
+
+
+def each(check: Check, at_least: int = 0) -> Check:
+    def check_list(value: object, where: str) -> str:
+        if not isinstance(value, list):
+            return _say(where, "is not a list")
+        if len(value) < at_least:
+            return _say(where, f"has fewer than {at_least} entries")
+        return next((p for i, item in enumerate(value) if (p := check(item, f"{where}[{i}]"))), "")
+    return check_list
+
+
+def values(check: Check) -> Check:
+    """An object of any keys, each value passing `check`."""
+    def check_map(value: object, where: str) -> str:
+        if not isinstance(value, dict):
+            return _say(where, "is not an object")
+        return next((p for key, item in value.items() if (p := check(item, f"{where}.{key}"))), "")
+    return check_map
+
+
+def fields(required: dict[str, Check], optional: dict[str, Check] | None = None) -> Check:
+    """An object with every `required` key, and `optional` keys checked where present."""
+    def check_object(value: object, where: str) -> str:
+        if not isinstance(value, dict):
+            return _say(where, "is not an object")
+        for key, check in required.items():
+            inner = f"{where}.{key}" if where else key
+            if key not in value:
+                return _say(inner, "is missing")
+            if problem := check(value[key], inner):
+                return problem
+        for key, check in (optional or {}).items():
+            if key in value and (problem := check(value[key], f"{where}.{key}" if where else key)):
+                return problem
+        return ""
+    return check_object
+
+
+HOP = fields({k: number for k in ("count", "p50_ms", "p99_ms", "max_ms")})
+VERDICT = fields({"culprit": one_of(Culprit), "cause": cause_text},
+                 {"evidence": each(text),
+                  "shares": each(fields({"cause": one_of(Cause), "share": number},
+                                        {"mean_ms": number}))})
+CLOCKS = fields({}, {"hop_uncertainty_ms": values(number),
+                     "pieces": values(fields({"offset_ms": number, "uncertainty_ms": number,
+                                              "exchanges": count}, {"drift_ms": number}))})
+RUN = fields(
+    {"topology": name, "layout": name,
+     **{k: number for k in ("published", "expected_deliveries", "delivered", "lost",
+                            "duplicated")},
+     "hops": fields({hop: HOP for hop in HOPS}),
+     "self_lag_ms": fields({k: number for k in ("p50", "p99", "max")}),
+     "verdict": VERDICT},
+    {"load": number, "repeat": count, "error": or_none(text), "clocks": CLOCKS},
+)
+KNEE = fields({"load": number, "reasons": each(text), "culprit": text, "cause": text,
+               "evidence": each(text)})
+RESULT = fields(
+    {"runs": each(RUN)},
+    {"workload": fields({}, {**{k: number for k in ("groups", "nodes", "rate", "size",
+                                                     "duration_s")},
+                             "group_sizes": each(count)}),
+     "broker": fields({}, {"version": text}),
+     "repeats": fields({}, {"count": count}),
+     "sweep": fields({"axis": name, "layout": name, "values": each(number, at_least=1)},
+                     {"knees": values(or_none(KNEE))})},
+)
+
+
+def result_problem(result: object) -> str:
+    """'' for a result every reader can use, else the first problem, naming its field."""
+    return RESULT(result, "")
