@@ -36,8 +36,14 @@ SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it 
 
 
 def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
-              nodes: list[NodeResult]) -> dict:
-    """The design.md run fields (counts, hops, self-lag) plus per-group and per-node detail."""
+              nodes: list[NodeResult], broker_ready_at_end: int = 0) -> dict:
+    """The design.md run fields (counts, hops, self-lag) plus per-group and per-node detail.
+
+    A delivery that did not arrive is `lost` (it never will: a hole deeper in a member's
+    seqs than the run ever reordered, a member that went down, nothing held anywhere) or
+    `not_delivered` (still on its way when the run stopped: past a live member's highest
+    seq, or a gap within the reordering seen below it, while the broker's queues or the
+    nodes still held messages: `broker_ready_at_end`, each node's `in_hand_at_end`)."""
     published = (publisher or {}).get("published", {})
     all_hops = HopSet()
     groups: dict[str, dict] = {}
@@ -46,12 +52,18 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
     members: dict[str, int] = {}
     delivered: dict[str, int] = {}
     duplicated: dict[str, int] = {}
+    live: dict[str, int] = {}
+    reached: dict[str, int] = {}
+    near_top: dict[str, int] = {}
     for swarm in swarms:
         self_lag.merge(Latency.from_json(swarm["self_lag"]))
         for group, tally in swarm.get("groups", {}).items():
             members[group] = members.get(group, 0) + tally["members"]
             delivered[group] = delivered.get(group, 0) + tally["delivered"]
             duplicated[group] = duplicated.get(group, 0) + tally["duplicated"]
+            live[group] = live.get(group, 0) + tally.get("live", 0)
+            reached[group] = reached.get(group, 0) + tally.get("reached", 0)
+            near_top[group] = near_top.get(group, 0) + tally.get("gaps_near_top", 0)
         for group, raw in swarm.get("hops", {}).items():
             hops = HopSet.from_json(raw)
             group_hops.setdefault(group, HopSet()).merge(hops)
@@ -66,15 +78,21 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
         # one group, 50 beyond the expected in another, of a publisher killed mid-run)
         published = {g: max(published.get(g, 0), -(-delivered.get(g, 0) // members[g])
                             if members.get(g) else 0) for g in set(published) | set(members)}
+    behind: dict[str, int] = {}
     for group in sorted(set(published) | set(members), key=_group_order):
         expected = published.get(group, 0) * members.get(group, 0)
         got = delivered.get(group, 0)
+        missing = max(0, expected - got)
+        past_top = max(0, live.get(group, 0) * published.get(group, 0) - reached.get(group, 0))
+        behind[group] = min(missing, past_top + near_top.get(group, 0))
         groups[group] = {
             "members": members.get(group, 0), "published": published.get(group, 0),
-            "expected_deliveries": expected, "delivered": got, "lost": max(0, expected - got),
-            "duplicated": duplicated.get(group, 0),
+            "expected_deliveries": expected, "delivered": got, "lost": missing,
+            "not_delivered": 0, "duplicated": duplicated.get(group, 0),
             "hops": {hop: lat.summary() for hop, lat in group_hops.get(group, HopSet()).items()},
         }
+    in_hand = sum(n.get("in_hand_at_end", 0) for n in nodes)
+    _still_on_the_way(groups, behind, broker_ready_at_end + in_hand)
     expected_total = sum(g["expected_deliveries"] for g in groups.values())
     delivered_total = sum(g["delivered"] for g in groups.values())
     return {
@@ -82,6 +100,8 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
         "expected_deliveries": expected_total,
         "delivered": delivered_total,
         "lost": sum(g["lost"] for g in groups.values()),
+        "not_delivered": sum(g["not_delivered"] for g in groups.values()),
+        "held_at_end": {"broker_ready": broker_ready_at_end, "nodes_in_hand": in_hand},
         "duplicated": sum(g["duplicated"] for g in groups.values()),
         "hops": {hop: all_hops[hop].summary() for hop in RUN_HOPS},
         "self_lag_ms": self_lag.lag_summary(),
@@ -108,6 +128,20 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
     }
 
 
+def _still_on_the_way(groups: dict[str, dict], behind: dict[str, int], held: int) -> None:
+    """Move what members missed past their highest seq from `lost` to `not_delivered`, as
+    far as the messages held at the end can carry: each one reaches at most its group's
+    members, so more than `held` x the largest group is lost whatever its seqs say."""
+    if not held:
+        return  # nothing held anywhere: what did not arrive never will
+    room = held * max((g["members"] for g in groups.values()), default=0)
+    wanted = sum(behind.values())
+    for group, count in behind.items():
+        moved = count if wanted <= room else count * room // wanted
+        groups[group]["lost"] -= moved
+        groups[group]["not_delivered"] = moved
+
+
 def _group_order(group: str) -> tuple:
     return (0, int(group), "") if group.isdigit() else (1, 0, group)
 
@@ -116,7 +150,7 @@ def _node_summary(node: dict) -> dict:
     return {
         "node": node["node"], "handled": node["handled"], "untraced": node["untraced"],
         "filtered": node["filtered"], "stalls": node.get("stalls", 0), "gc": node.get("gc", {}),
-        "unacked_max": node["unacked_max"],
+        "unacked_max": node["unacked_max"], "in_hand_at_end": node.get("in_hand_at_end", 0),
         "prefetch": node["prefetch"], "busy_ratio": node["busy_ratio"],
         "loop_lag_ms": Latency.from_json(node["loop_lag"]).lag_summary(),
         "loop_worst": node.get("loop_worst", {}),
@@ -287,8 +321,8 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     if facts.failure and facts.failure.piece == INTERRUPTED:
         return Verdict.of(Cause.INTERRUPTED, f"stopped by the user "
                           f"{_at(facts.failure.at_ns, facts)} into the run: the figures cover "
-                          "what was measured until then, and deliveries still in flight count "
-                          "as lost", counts)
+                          "what was measured until then; deliveries still on their way count as "
+                          "not delivered", counts)
     if facts.failure:
         role = facts.failure.role
         cause = (Cause.NODE_DIED if role == Role.NODE and not facts.failure.gave_no_result
@@ -404,6 +438,12 @@ def _count_evidence(run: dict) -> list[str]:
     out = []
     if run["lost"]:
         out.append(f"lost {run['lost']} of {run['expected_deliveries']} deliveries")
+    if run.get("not_delivered"):
+        held = run.get("held_at_end", {})
+        out.append(f"fell behind: {run['not_delivered']} of {run['expected_deliveries']} "
+                   "deliveries were still on their way when the run stopped (RabbitMQ held "
+                   f"{held.get('broker_ready', 0)} ready messages, the nodes "
+                   f"{held.get('nodes_in_hand', 0)} unhandled): late, not lost")
     if run["duplicated"]:
         out.append(f"{run['duplicated']} duplicate deliveries")
     return out

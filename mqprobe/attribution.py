@@ -435,21 +435,29 @@ Span = tuple[int, int, Parts]  # an interval that claims time for its causes, in
 
 def claim_each(segments: list[tuple[int, int]], candidates: Iterable[Span]
                ) -> tuple[list[tuple[Span, dict[Cause, float]]], list[tuple[int, int]]]:
-    """What each candidate claims of the segments, earlier candidates winning overlaps (an
-    interval's claim is shared by its parts), and the parts no candidate claimed."""
+    """What each candidate claims of the segments (disjoint), earlier candidates winning
+    overlaps (an interval's claim is shared by its parts), and the parts no candidate
+    claimed. Each candidate visits only the free parts it overlaps (bisect): a message
+    that waited seconds through hundreds of stalls once cost minutes of assembly."""
     each: list[tuple[Span, dict[Cause, float]]] = []
-    free = list(segments)
+    free = sorted(segments)
+    ends = [e for _s, e in free]
     for span in candidates:
         start, end, parts = span
+        first = last = bisect.bisect_right(ends, start)  # the first free part ending past it
         got: dict[Cause, float] = {}
-        left = []
-        for s, e in free:
+        left: list[tuple[int, int]] = []
+        while last < len(free) and free[last][0] < end:
+            s, e = free[last]
             overlap = min(e, end) - max(s, start)
             if overlap > 0:
                 for cause, share in parts.items():
                     got[cause] = got.get(cause, 0.0) + overlap * share
             left += _minus(s, e, start, end)
-        free = left
+            last += 1
+        if last > first:
+            free[first:last] = left
+            ends[first:last] = [e for _s, e in left]
         if got:
             each.append((span, got))
     return each, free

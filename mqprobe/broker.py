@@ -796,6 +796,10 @@ class QueueSampler:
                     start = None
         return events
 
+    def ready_at_end(self) -> int:
+        """Messages ready in the run's queues at the last sample: still on their way."""
+        return sum(points[-1][1] for points in self.series.values() if points)
+
     def summary(self) -> dict:
         peak_queue, peak = "", 0
         for name, points in self.series.items():

@@ -22,7 +22,7 @@ from mqprobe.agent import parse_placement
 from mqprobe.broker import ManagedBroker, broker_for, check_management, redact_url
 from mqprobe.compare import Phase, check_writable, compare, new_run_dir, save
 from mqprobe.errors import InputError, MqprobeError, url_problem, within
-from mqprobe.model import HOPS, EngineIO, HopName, RunPhase
+from mqprobe.model import HOPS, Culprit, EngineIO, HopName, RunPhase
 from mqprobe.process import PieceRuntime, RunInterrupted, serve
 from mqprobe.report import load_result, print_compare, print_connections, print_hops, print_sweep
 from mqprobe.stamps import DeliveryTrace
@@ -89,6 +89,12 @@ Inject = Annotated[list[str] | None, typer.Option(
     "--inject", help="Fault on purpose, repeatable: server-delay=50ms, broker-delay=50ms, "
                      "prefetch=1, stall=200ms/2s (blocked), spin=200ms/2s (saturated), "
                      "throttle=10% (node n1 under a CPU quota; Linux cgroups).")]
+Drain = Annotated[float, typer.Option(
+    "--drain", help="After the last publish, wait up to this many seconds for what is still "
+    "queued to arrive (a run stops sooner once nothing moves for 3 s).")]
+Gate = Annotated[bool, typer.Option(
+    "--gate", help="Exit 3 when a run is over budget or fell behind (0: every run within "
+    "budget; 1: a run lost deliveries or failed, with or without --gate).")]
 Repeat = Annotated[int, typer.Option(
     help="Run each point this many times; the table shows how often the verdicts agree.")]
 ListenHost = Annotated[str, typer.Option(
@@ -205,8 +211,8 @@ def compare_cmd(
     concurrency: Concurrency = None,
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep per run.")] = 0,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
-    listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1,
-    amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
+    listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1, drain: Drain = 15.0,
+    gate: Gate = False, amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
     png: PngDir = None,
 ) -> None:
@@ -217,15 +223,16 @@ def compare_cmd(
         nodes=nodes, group_sizes=sizes, rate=rate, size=size, duration_s=duration,
         swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
         concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [],
-        placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat)
+        placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat,
+        drain_s=drain)
     _measure(workload, amqp_url, management_url, json_path, run_dir, Outputs(html, hdr_dir, png),
-             print_compare,
+             gate, print_compare,
              lambda url, api, path, logs, observe: compare(workload, url, path, logs, observe, api))
 
 
 def _measure(workload: Workload, amqp_url: str | None, management_url: str | None,
-             json_path: Path | None, run_dir: Path | None, outputs: Outputs, render,
-             measure) -> None:
+             json_path: Path | None, run_dir: Path | None, outputs: Outputs, gate: bool,
+             render, measure) -> None:
     """Check the workload, get a broker, measure with progress bars, render, save."""
     workload.check()
     outputs.check()  # pictures asked for and no way to draw them: say so before measuring
@@ -271,13 +278,30 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
         err.print(f"mqprobe: interrupted; the {len(result['runs'])} run(s) measured so far, "
                   f"{what}, are saved in {json_path}", markup=False)
         raise Interrupted(interrupted, said=True)
-    failed = sum(1 for run in result["runs"] if run.get("error"))
-    lost = sum(1 for run in result["runs"] if run["lost"])
+    _exit_as_measured(result["runs"], json_path, gate)
+
+
+OVER_BUDGET_EXIT = 3  # --gate: a run over budget or behind (README: "Exit codes")
+
+
+def _exit_as_measured(runs: list[dict], json_path: Path, gate: bool) -> None:
+    """1 when a run failed or lost deliveries; with --gate, 3 when one was over budget or
+    still had deliveries on their way at the end; else 0."""
+    failed = sum(1 for run in runs if run.get("error"))
+    lost = sum(1 for run in runs if run["lost"])
     if failed or lost:
         raise UserError(", ".join(part for part in (
             f"{failed} run(s) failed" if failed else "",
             f"{lost} run(s) lost deliveries" if lost else "") if part)
             + f"; what they measured is in the table and {json_path}")
+    behind = sum(1 for run in runs if run.get("not_delivered"))
+    over = sum(1 for run in runs if run["verdict"]["culprit"] != Culprit.NONE)
+    if gate and (behind or over):
+        err.print("mqprobe: " + ", ".join(part for part in (
+            f"{over} run(s) over budget" if over else "",
+            f"{behind} run(s) fell behind (deliveries still queued at the end)" if behind
+            else "") if part) + f" (--gate); the figures are in {json_path}", markup=False)
+        raise typer.Exit(OVER_BUDGET_EXIT)
 
 
 @app.command("sweep")
@@ -298,8 +322,8 @@ def sweep_cmd(
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
     concurrency: Concurrency = None,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
-    listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1,
-    amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
+    listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1, drain: Drain = 15.0,
+    gate: Gate = False, amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
     png: PngDir = None,
 ) -> None:
@@ -322,9 +346,11 @@ def sweep_cmd(
         nodes=nodes, group_sizes=[group_size] * base_groups, rate=base_rate, size=size,
         duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
         channel=channel, concurrency=concurrency, budget_ms=budget_ms, inject=inject or [],
-        placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat)
+        placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat,
+        drain_s=drain)
     at_load(workload, axis, max(values)).check()  # the heaviest point, before anything starts
-    _measure(workload, amqp_url, management_url, json_path, run_dir, Outputs(html, hdr_dir, png), print_sweep,
+    _measure(workload, amqp_url, management_url, json_path, run_dir, Outputs(html, hdr_dir, png),
+             gate, print_sweep,
              lambda url, api, path, logs, observe: sweep(workload, axis, values, url, path,
                                                          logs, observe, api))
 

@@ -465,7 +465,9 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     attribution and the verdict."""
     publisher, swarms, nodes = results["publisher"], results["swarms"], results["nodes"]
     run: RunResult = {"topology": topology.name, "layout": layout,
-                      "knobs": topology.describe_knobs(), **merge_run(publisher, swarms, nodes)}
+                      "knobs": topology.describe_knobs(),
+                      **merge_run(publisher, swarms, nodes,
+                                  sampler.ready_at_end() if sampler else 0)}
     run["evidence"] = {"broker": sampler.summary() if sampler else {"available": False}}
     if clocks:
         run["clocks"] = clocks_json(clocks)

@@ -226,6 +226,8 @@ class Node(PieceRuntime):
             "filtered": self.stats.filtered,
             "stalls": self.stats.stalls,
             "unacked_max": self.stats.unacked_max,
+            # received and not yet handled when it was stopped: a backlog, not a loss
+            "in_hand_at_end": sum(c.unacked for c in self.stats.consumers.values()),
             "prefetch": knobs.prefetch,
             "busy_ratio": {name: c.busy.ratio() for name, c in self.stats.consumers.items()},
             "loop_lag": self.loop_lag.lag.to_json(),

@@ -94,10 +94,13 @@ class PublisherProgress(TypedDict):
     errors: int
 
 
-class GroupTallyJson(TypedDict):
+class GroupTallyJson(TypedDict, total=False):
     members: int
     delivered: int
     duplicated: int
+    reached: int  # the sum of each live member's highest seq + 1 (Swarm._group_tallies)
+    gaps_near_top: int  # seqs missed within the run's deepest reordering below the highest
+    live: int  # members connected at the end
 
 
 class PublisherResult(PublisherProgress, total=False):
@@ -123,6 +126,7 @@ class NodeResult(TypedDict):
     filtered: int
     stalls: int
     unacked_max: int
+    in_hand_at_end: int  # received, not yet handled, when it was stopped
     prefetch: int
     busy_ratio: dict[str, float]  # consumer -> share of the run it was busy
     loop_lag: dict

@@ -190,9 +190,19 @@ class ManagerTransport(Transport):
         self._manager: socketio.AsyncAioPikaManager | None = None
 
     async def connect(self) -> None:
+        """The manager connects on its first emit, and emits that come while it does are
+        dropped: the first caller sets `publisher_connection` before the exchange exists,
+        so a concurrent one publishes on None, fails twice and 'gives up' (python-socketio
+        5.x `_publish`; seq 0 of some groups at 100 msg/s). Connect here, before measuring,
+        the way its own first emit would."""
         cfg = self.config
-        self._manager = socketio.AsyncAioPikaManager(
+        manager = self._manager = socketio.AsyncAioPikaManager(
             cfg.amqp_url, channel=cfg.topology.exchange_for(cfg.prefix, ""), write_only=True)
+        connection = await manager._connection()
+        channel = await manager._channel(connection)
+        manager.publisher_exchange = await manager._exchange(channel)
+        manager.publisher_channel = channel
+        manager.publisher_connection = connection
 
     async def send(self, stamp: PublishStamp, body: bytes) -> None:
         field = socketio_field(stamp, "-", t_deq=0, t_emit=0)

@@ -73,7 +73,8 @@ def compare_table(result: dict) -> Table:
              f"{workload.get('rate', '?')} msg/s per group, {workload.get('size', '?')} B, "
              f"{workload.get('duration_s', '?')} s; RabbitMQ {result.get('broker', {}).get('version', '?')}")
     repeated = result.get("repeats", {}).get("count", 1) > 1
-    caption = ("latency in ms; self-lag: the swarm's own event-loop lag p99, the error bar of "
+    caption = ("latency in ms; lost: will never arrive, late: still queued when the run "
+               "stopped; self-lag: the swarm's own event-loop lag p99, the error bar of "
                "every figure; the verdict: the top cause and its share of the tail excess")
     if repeated:
         caption += (f"; {result['repeats']['count']} repeats per row: figures of the repeat with "
@@ -102,7 +103,7 @@ def compare_table(result: dict) -> Table:
         table.add_row(
             run["topology"], run["layout"],
             f"{sum(r['delivered'] for r in runs)}/{sum(r['expected_deliveries'] for r in runs)}",
-            _flag(sum(r["lost"] for r in runs)), _flag(sum(r["duplicated"] for r in runs)),
+            _lost_cell(runs), _flag(sum(r["duplicated"] for r in runs)),
             *cells, _ms(run["self_lag_ms"]["p99"]), Text(text, style=style))
     return table
 
@@ -150,6 +151,13 @@ def _members(workload: dict) -> str:
     if sizes and min(sizes) == max(sizes):
         return str(sizes[0])
     return f"{min(sizes)}-{max(sizes)}" if sizes else "?"
+
+
+def _lost_cell(runs: list[dict]) -> str:
+    """Lost (will never arrive), and below it what was still on its way at the end."""
+    lost = _flag(sum(r["lost"] for r in runs))
+    behind = sum(r.get("not_delivered", 0) for r in runs)
+    return f"{lost}\n[yellow]+{behind} late[/yellow]" if behind else lost
 
 
 def _flag(count: int) -> str:

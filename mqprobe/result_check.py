@@ -121,7 +121,8 @@ RUN = fields(
      "hops": fields({hop: HOP for hop in HOPS}),
      "self_lag_ms": fields({k: number for k in ("p50", "p99", "max")}),
      "verdict": VERDICT},
-    {"load": number, "repeat": count, "error": or_none(text), "clocks": CLOCKS},
+    {"load": number, "repeat": count, "error": or_none(text), "clocks": CLOCKS,
+     "not_delivered": number},
 )
 KNEE = fields({"load": number, "reasons": each(text), "culprit": text, "cause": text,
                "evidence": each(text)})

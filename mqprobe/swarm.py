@@ -106,12 +106,13 @@ class GroupTally:
 class Member:
     """One simulated user: its group and which sequence numbers it has seen."""
 
-    __slots__ = ("group", "url", "seen", "joined", "down_since", "ws")
+    __slots__ = ("group", "url", "seen", "highest", "joined", "down_since", "ws")
 
     def __init__(self, group: str, url: str) -> None:
         self.group = group
         self.url = url
         self.seen = bytearray()
+        self.highest = -1  # the highest seq received
         self.joined = False
         self.down_since = 0  # ns: lost its connection then, not back yet (0: up)
         self.ws: WebSocket | None = None
@@ -214,6 +215,7 @@ class Swarm(PieceRuntime):
     untraced_reasons: Reasons = field(default_factory=lambda: Reasons(16, 160))
     misrouted: int = 0
     first_error: str = ""
+    reorder_max: int = 0  # the furthest a seq arrived below its member's highest
 
     def __post_init__(self) -> None:
         self.members = plan_members(self.config)
@@ -487,6 +489,10 @@ class Swarm(PieceRuntime):
             return
         seen[seq] = 1
         tally.delivered += 1
+        if seq > member.highest:
+            member.highest = seq
+        elif member.highest - seq > self.reorder_max:
+            self.reorder_max = member.highest - seq
         hops = self.hops[member.group]
         for hop, value in trace.hops(t_recv):
             hops[hop].record(value)
@@ -561,17 +567,36 @@ class Swarm(PieceRuntime):
         self.untraced += 1
         self.untraced_reasons.add(reason)
 
+    def _group_tallies(self) -> dict[str, dict]:
+        """Per group: members, deliveries, duplicates, and how far its live members got:
+        `reached`, the sum of each one's highest seq + 1, and `gaps_near_top`, the seqs it
+        misses within the deepest reordering this run showed below its highest. What a
+        live member misses past its highest, or that near it, may still have been on its
+        way when the run stopped; a deeper hole, or anything a member that went down
+        missed, will never arrive."""
+        out = {g: {**vars(t), "reached": 0, "gaps_near_top": 0, "live": 0}
+               for g, t in self.tallies.items()}
+        for member in self.members:
+            tally = out.get(member.group)
+            if tally is not None and member.joined and not member.down_since:
+                top = member.highest + 1
+                tally["live"] += 1
+                tally["reached"] += top
+                tally["gaps_near_top"] += member.seen[max(0, top - self.reorder_max):top].count(0)
+        return out
+
     def result(self) -> SwarmResult:
         return {
             **self.progress(),
             "untraced": self.untraced,
             "untraced_reasons": dict(self.untraced_reasons),
             "misrouted": self.misrouted,
+            "reorder_max": self.reorder_max,
             "first_error": self.first_error,
             "protocols": {url: p.eio for url, p in self.protocols.items()},
             "t_recv_source": dict(zip(STAMP_SOURCES, self.stamp_sources, strict=True)),
             "rss_bytes": rss_bytes(),
-            "groups": {g: vars(t) for g, t in self.tallies.items()},
+            "groups": self._group_tallies(),
             "hops": {g: hops.to_json() for g, hops in self.hops.items()},
             "self_lag": self.loop_lag.lag.to_json(),
             "samples": self.samples,

@@ -82,6 +82,7 @@ class Workload:
             within("--budget-ms", self.budget_ms, 0, MAX_BUDGET_MS, above=True),
             within("--repeat", self.repeat, 1, 100),
             within("--samples", self.samples, 0, 10_000_000),
+            within("--drain", self.drain_s, 0, MAX_DURATION_S),
             within("--groups", len(self.group_sizes), 1, MAX_GROUPS)) if p]
         if self.group_sizes and min(self.group_sizes) < 1:
             problems.append("every group needs at least 1 member")

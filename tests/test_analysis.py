@@ -77,6 +77,24 @@ def test_queue_wait_from_a_slow_consumer_is_blamed_on_the_server(broker, tmp_pat
     assert any(e["kind"] == "queue-backlog" for e in run["timeline"]["events"])
 
 
+def test_a_run_that_fell_behind_is_late_not_lost_and_gated(broker, tmp_path):
+    """The node cannot keep up (60 msg/s in, at most 50 served) and the run does not wait
+    for its backlog (--drain 0): what was still queued is late, not lost, and --gate exits
+    3 for it ('lost 22268 of 48000' and exit 1 once, with nothing dropped: issue 23)."""
+    out = tmp_path / "r.json"
+    result = run_cli("compare", *BASE, "--inject", "prefetch=1", "--inject", "server-delay=20ms",
+                     "--drain", "0", "--gate", "--json", str(out), "--run-dir",
+                     str(tmp_path / "logs"), amqp_url=broker.amqp_url)
+    (run,) = json.loads(out.read_text())["runs"]
+    assert result.returncode == 3, result.stderr + result.stdout
+    assert "fell behind" in result.stderr.splitlines()[-1]
+    assert run["lost"] == 0 and run["not_delivered"] > 0, (run["lost"], run["not_delivered"])
+    assert run["delivered"] + run["not_delivered"] == run["expected_deliveries"]
+    assert run["held_at_end"]["broker_ready"] > 0, run["held_at_end"]
+    assert any(line.startswith("fell behind: ") for line in run["verdict"]["evidence"])
+    assert "late" in result.stdout
+
+
 @pytest.mark.parametrize(("kind", "how", "code"), [
     ("stall", "blocked", "time.sleep(faults.stall_s)"),
     ("spin", "saturated", "while time.perf_counter() < until")])
@@ -199,3 +217,43 @@ def test_a_silent_publishers_counts_are_at_least_what_arrived():
     assert (short["published"], short["lost"]) == (9, 50), short
     trusted = merge_run({**reported, "silent": False}, [swarm({"1": 250, "2": 250})], [])
     assert trusted["published"] == 9  # a publisher's own result is its count
+
+
+def _tallied(groups: dict[str, tuple[int, ...]]) -> dict:
+    """A swarm result: group -> (members, delivered, live members, reached, gaps near top)."""
+    from mqprobe.records import Latency
+
+    return {"self_lag": Latency().to_json(), "groups": {
+        g: {"members": m, "delivered": d, "duplicated": 0, "live": live, "reached": reached,
+            "gaps_near_top": near} for g, (m, d, live, reached, near) in groups.items()}}
+
+
+@pytest.mark.parametrize(("swarm", "broker_ready", "in_hand", "lost", "late"), [
+    # 10 members, 100 messages: each live member got seqs 0-59, the broker still holds 40
+    ({"1": (10, 600, 10, 600, 0)}, 40, 0, 0, 400),
+    # the same, but nothing was held anywhere at the end: the tail never comes
+    ({"1": (10, 600, 10, 600, 0)}, 0, 0, 400, 0),
+    # the node holds them (its prefetch window), none ready at the broker
+    ({"1": (10, 600, 10, 600, 0)}, 0, 40, 0, 400),
+    # holes: each member got 60 of seqs 0-79; 20 below its highest are lost, 20 past it late
+    ({"1": (10, 600, 10, 800, 0)}, 20, 0, 200, 200),
+    # ...unless they are within the reordering the run showed below the highest: 5 each
+    ({"1": (10, 600, 10, 800, 50)}, 30, 0, 150, 250),
+    # 2 members went down with nothing: the 200 they missed are lost, however much is
+    # queued; the 8 live ones got seqs 0-59, their 320 are late
+    ({"1": (10, 480, 8, 480, 0)}, 40, 0, 200, 320),
+    # 1 message held at the end reaches at most 10 members: 400 behind is not all late
+    ({"1": (10, 600, 10, 600, 0)}, 1, 0, 390, 10),
+])
+def test_what_did_not_arrive_is_lost_or_late(swarm, broker_ready, in_hand, lost, late):
+    """'lost 22268 of 48000' once stood for a node that was simply behind (issue 23)."""
+    from mqprobe.analysis import merge_run
+    from mqprobe.records import Latency
+
+    node = {"node": "n1", "handled": 60, "untraced": 0, "filtered": 0, "unacked_max": 50,
+            "prefetch": 50, "busy_ratio": {}, "loop_lag": Latency().to_json(),
+            "in_hand_at_end": in_hand}
+    run = merge_run({"published": {"1": 100}}, [_tallied(swarm)], [node], broker_ready)
+    assert (run["lost"], run["not_delivered"]) == (lost, late), run
+    assert run["groups"]["1"]["lost"] + run["groups"]["1"]["not_delivered"] == 1000 - run["delivered"]
+    assert run["held_at_end"] == {"broker_ready": broker_ready, "nodes_in_hand": in_hand}

@@ -186,6 +186,34 @@ async def _joined_swarm(url: str) -> Swarm:
     return swarm
 
 
+def test_how_far_each_member_got_and_the_reordering_it_saw():
+    """What a member misses past its highest seq, or within the deepest reordering the run
+    showed below it, may still be on its way; a deeper hole is not (merge_run decides)."""
+    import json
+
+    from mqprobe.swarm import Swarm, SwarmConfig
+
+    swarm = Swarm(SwarmConfig(node_urls=["http://127.0.0.1:1"], group_sizes={"1": 2}))
+    first, second = swarm.members
+    for member in swarm.members:
+        member.joined = True
+
+    def frame(seq: int) -> str:
+        field = [1, "a" * 32, "1", seq, "n1", 1, 2, 3, 1]
+        return "42" + json.dumps(["message", {"mqprobe": field}], separators=(",", ":"))
+
+    for seq in (0, 1, 3, 5, 9, 7):  # 7 came 2 below its highest: a reordering of 2
+        swarm._on_event(first, frame(seq), 10)
+    for seq in (0, 1, 2):
+        swarm._on_event(second, frame(seq), 10)
+    tally = swarm.result()["groups"]["1"]
+    assert swarm.reorder_max == 2
+    # first: top 10, misses 8 (within 2 of it) and 2, 4, 6 (deeper); second: top 3, none
+    assert (tally["reached"], tally["gaps_near_top"], tally["live"]) == (13, 1, 2)
+    second.down_since = 1  # down at the end: what it missed is lost, not on its way
+    assert swarm.result()["groups"]["1"]["live"] == 1
+
+
 def test_the_swarm_joins_and_times_an_official_socketio4_server(socketio4_server):
     url, emit, _get = socketio4_server
 
