@@ -45,6 +45,7 @@ from mqprobe.broker import (
     remove_declared,
 )
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
+from mqprobe.conclusion import conclude, cost_of
 from mqprobe.errors import InputError
 from mqprobe.footprint import CpuSampler, broker_processes
 from mqprobe.inject import Faults
@@ -495,6 +496,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     run["timeline"]["loop_cpu"] = cpu_json(cpu, t0)
     run["cpu"] = (cpu_sampler.summary(t0) if cpu_sampler else
                   {"available": False, "reason": "not sampled (the run ended before measuring)"})
+    run["cost"] = cost_of(run).to_json()
     judge(run, RunFacts(run, events, t0, failure, cpu, cpu_sampler), messages,
           workload.budget_ms)
     run["attribution_dropped"] = sum(s.get("messages_dropped", 0) for s in swarms)
@@ -625,6 +627,7 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
                 record_agreement(result, f"{topology.name}/{layout}",
                                  lambda r, t=topology.name, la=layout:
                                      (r["topology"], r["layout"]) == (t, la))
+                result["conclusion"] = conclude(result["runs"]).to_json()
                 save(result, json_path)
     return result
 

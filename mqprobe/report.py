@@ -13,6 +13,7 @@ from rich.text import Text
 
 from mqprobe.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.attribution import Verdict
+from mqprobe.conclusion import conclude
 from mqprobe.errors import ResultFormatError
 from mqprobe.model import HOPS, ComparisonResult, Culprit, HopName, RunResult
 from mqprobe.result_check import result_problem
@@ -75,7 +76,8 @@ def compare_table(result: dict) -> Table:
     repeated = result.get("repeats", {}).get("count", 1) > 1
     caption = ("latency in ms; lost: will never arrive, late: still queued when the run "
                "stopped; self-lag: the swarm's own event-loop lag p99, the error bar of "
-               "every figure; the verdict: the top cause and its share of the tail excess")
+               "every figure; CPU: ms per 1,000 deliveries on this host; the verdict: the "
+               "top cause and its share of the tail excess")
     if repeated:
         caption += (f"; {result['repeats']['count']} repeats per row: figures of the repeat with "
                     "the median e2e p99, delivered and lost summed, the verdicts of all")
@@ -89,6 +91,7 @@ def compare_table(result: dict) -> Table:
         table.add_column(f"{hop}\np50/p99", justify="right", no_wrap=True)
     table.add_column("e2e\np50/p99/max", justify="right", no_wrap=True)
     table.add_column("self-lag\np99", justify="right")
+    table.add_column("CPU ms/1k\nbroker/nodes", justify="right")
     table.add_column("verdict")
     points = by_point(result.get("runs", []), lambda r: (r["topology"], r["layout"]))
     for runs in points.values():
@@ -104,7 +107,7 @@ def compare_table(result: dict) -> Table:
             run["topology"], run["layout"],
             f"{sum(r['delivered'] for r in runs)}/{sum(r['expected_deliveries'] for r in runs)}",
             _lost_cell(runs), _flag(sum(r["duplicated"] for r in runs)),
-            *cells, _ms(run["self_lag_ms"]["p99"]), Text(text, style=style))
+            *cells, _ms(run["self_lag_ms"]["p99"]), _cost_cell(run), Text(text, style=style))
     return table
 
 
@@ -153,6 +156,13 @@ def _members(workload: dict) -> str:
     return f"{min(sizes)}-{max(sizes)}" if sizes else "?"
 
 
+def _cost_cell(run: dict) -> str:
+    """CPU ms per 1,000 deliveries of the broker and of the nodes ('-': not measured)."""
+    cost = run.get("cost") or {}
+    return "/".join("-" if cost.get(k) is None else _ms(cost[k])
+                    for k in ("broker_per_1k_deliveries", "nodes_per_1k_deliveries"))
+
+
 def _lost_cell(runs: list[dict]) -> str:
     """Lost (will never arrive), and below it what was still on its way at the end."""
     lost = _flag(sum(r["lost"] for r in runs))
@@ -166,6 +176,9 @@ def _flag(count: int) -> str:
 
 def print_compare(result: ComparisonResult, console: Console) -> None:
     console.print(compare_table(result))
+    # a result saved before conclusions were drawn gets one from its runs
+    sentence = (result.get("conclusion") or {}).get("sentence") or conclude(result["runs"]).sentence
+    console.print(Text.assemble(("conclusion: ", "bold"), sentence))
     for run in result.get("runs", []):
         verdict = run["verdict"]
         clock_lines = _clock_lines(run)

@@ -122,7 +122,8 @@ RUN = fields(
      "self_lag_ms": fields({k: number for k in ("p50", "p99", "max")}),
      "verdict": VERDICT},
     {"load": number, "repeat": count, "error": or_none(text), "clocks": CLOCKS,
-     "not_delivered": number},
+     "not_delivered": number, "cost": values(or_none(number)),
+     "cpu": fields({}, {"pieces": values(fields({"cpu_ms": number}, {"role": text}))})},
 )
 KNEE = fields({"load": number, "reasons": each(text), "culprit": text, "cause": text,
                "evidence": each(text)})
@@ -132,6 +133,7 @@ RESULT = fields(
                                                      "duration_s")},
                              "group_sizes": each(count)}),
      "broker": fields({}, {"version": text}),
+     "conclusion": fields({"sentence": text}),
      "repeats": fields({}, {"count": count}),
      "sweep": fields({"axis": name, "layout": name, "values": each(number, at_least=1)},
                      {"knees": values(or_none(KNEE))})},

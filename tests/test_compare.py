@@ -85,6 +85,21 @@ def test_table_is_printed(compared):
         assert name in out
 
 
+def test_each_row_says_what_it_cost_and_the_comparison_concludes(compared):
+    """Real CPU samples: the managed broker did work for every row (and was not the whole
+    machine); the conclusion ranks every row that ran clean and says so on the screen."""
+    result = compared["json"]
+    for run in result["runs"]:
+        cost, cores = run["cost"], run["cpu"]["cores"]
+        assert cost["broker_per_1k_deliveries"] > 0 and cost["nodes_per_1k_deliveries"] > 0, cost
+        broker = run["cpu"]["pieces"]["broker"]
+        assert 0 < broker["core_share"] < cores, broker
+    conclusion = result["conclusion"]
+    assert len(conclusion["ranking"]) == 7 and all(r["ranked"] for r in conclusion["ranking"])
+    said = " ".join(f"conclusion: {conclusion['sentence']}".split())
+    assert said in " ".join(compared["stdout"].split())  # wrapped on screen, same words
+
+
 def test_report_renders_a_saved_run(compared, tmp_path: Path):
     path = tmp_path / "saved.json"
     path.write_text(json.dumps(compared["json"]))
