@@ -169,3 +169,32 @@ def conclude(runs: list[RunResult]) -> Conclusion:
     dearer = _dearer(best, ranked[1:])
     sentence += (f"; {dearer}" if dearer else "") + (f"; {left_out}" if left_out else "")
     return Conclusion(ordered, winner, sentence)
+
+
+def conclude_sweep(sweep: dict) -> Conclusion:
+    """Which topology holds the most load before its knee: one with no knee over the
+    whole range, else the highest knee; two that hold equally long are no clear winner.
+    (`sweep` is a result's sweep section: axis, values, knees by topology.)"""
+    axis, knees = sweep["axis"], sweep.get("knees", {})
+    if not knees:
+        return Conclusion((), None, "no topology finished its sweep")
+    top = max(sweep["values"])
+    held = {name: (top * 2 if knee is None else knee["load"]) for name, knee in knees.items()}
+    best = max(held.values())
+    leaders = [name for name, load in held.items() if load == best]
+
+    def said(name: str) -> str:
+        knee = knees[name]
+        if knee is None:
+            return f"{name} holds to {axis} = {top:g} (no knee)"
+        return f"{name} has its knee at {axis} = {knee['load']:g} ({knee['culprit']}: " \
+               f"{str(knee['cause']).partition(':')[0]})"
+
+    others = sorted((n for n in held if n not in leaders), key=lambda n: -held[n])
+    if len(leaders) > 1:
+        sentence = "no clear winner: " + "; ".join(said(n) for n in leaders)
+    else:
+        sentence = said(leaders[0]) + ": it holds the most load"
+    if others:
+        sentence += "; " + "; ".join(said(n) for n in others)
+    return Conclusion((), leaders[0] if len(leaders) == 1 else None, sentence)

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from mqprobe.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.attribution import Verdict
-from mqprobe.conclusion import conclude
+from mqprobe.conclusion import conclude, conclude_sweep
 from mqprobe.errors import ResultFormatError
 from mqprobe.model import HOPS, ComparisonResult, Culprit, HopName, RunResult
 from mqprobe.result_check import result_problem
@@ -313,6 +313,9 @@ def print_sweep(result: dict, console: Console) -> None:
         console.print(Text(f"  cause: {knee['culprit']} - {knee['cause']}"))
         for line in knee["evidence"]:
             console.print(Text(f"  - {line}"))
+    sentence = ((result.get("conclusion") or {}).get("sentence")
+                or conclude_sweep(result["sweep"]).sentence)
+    console.print(Text.assemble(("conclusion: ", "bold"), sentence))
 
 
 def print_leftovers(found: list, outcome: dict, dry_run: bool, where: str,

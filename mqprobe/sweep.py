@@ -23,6 +23,7 @@ from mqprobe.compare import (
     run_one,
     save,
 )
+from mqprobe.conclusion import conclude_sweep
 from mqprobe.errors import InputError
 from mqprobe.model import HopName
 from mqprobe.topology import TopologyError
@@ -129,5 +130,6 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
             points = [representative(group) for group in by_point(runs, lambda r: r["load"]).values()]
             result["sweep"]["knees"][topology.name] = find_knee(
                 points, workload.budget_ms, lambda r: r["rate_per_group"])
+            result["conclusion"] = conclude_sweep(result["sweep"]).to_json()
             save(result, json_path)
     return result

@@ -45,3 +45,7 @@ def test_sweep_on_a_real_broker(broker, tmp_path):
                for r in data["runs"])
     assert "single-topic" in data["sweep"]["knees"]
     assert "sweep over groups" in result.stdout
+    assert data["conclusion"]["winner"] == "single-topic"  # the only one swept
+    assert " ".join(f"conclusion: {data['conclusion']['sentence']}".split()) in " ".join(
+        result.stdout.split())
+    assert all(r["cost"]["broker_per_1k_deliveries"] > 0 for r in data["runs"])
