@@ -91,6 +91,13 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
             "not_delivered": 0, "duplicated": duplicated.get(group, 0),
             "hops": {hop: lat.summary() for hop, lat in group_hops.get(group, HopSet()).items()},
         }
+    bounds = [f"swarm{i + 1} gave no result: its members' deliveries "
+              f"({sum(t['delivered'] for t in s.get('groups', {}).values())}) are from its last "
+              "progress report, a lower bound, and its hop figures are missing"
+              for i, s in enumerate(swarms) if s.get("silent")]
+    if (publisher or {}).get("silent"):
+        bounds.append("the publisher gave no result: what it published is from its last "
+                      "progress report and what arrived, a lower bound")
     in_hand = sum(n.get("in_hand_at_end", 0) for n in nodes)
     _still_on_the_way(groups, behind, broker_ready_at_end + in_hand)
     expected_total = sum(g["expected_deliveries"] for g in groups.values())
@@ -102,6 +109,7 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
         "lost": sum(g["lost"] for g in groups.values()),
         "not_delivered": sum(g["not_delivered"] for g in groups.values()),
         "held_at_end": {"broker_ready": broker_ready_at_end, "nodes_in_hand": in_hand},
+        "bounds": bounds,
         "duplicated": sum(g["duplicated"] for g in groups.values()),
         "hops": {hop: all_hops[hop].summary() for hop in RUN_HOPS},
         "self_lag_ms": self_lag.lag_summary(),
@@ -435,7 +443,7 @@ def _at(t_ns: int, facts: RunFacts) -> str:
 
 
 def _count_evidence(run: dict) -> list[str]:
-    out = []
+    out = list(run.get("bounds", []))
     if run["lost"]:
         out.append(f"lost {run['lost']} of {run['expected_deliveries']} deliveries")
     if run.get("not_delivered"):

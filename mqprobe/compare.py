@@ -407,8 +407,9 @@ class OneRun:
                                        "stop: its figures are missing", time.time_ns(),
                                        gave_no_result=True)
         # a swarm that gave no result still had members: they received nothing we can show
-        self.results["swarms"] = [got or silent_swarm(workload, i, len(swarms))
-                                  for i, got in enumerate(stopped[:len(swarms)])]
+        self.results["swarms"] = [
+            got or silent_swarm(workload, i, len(swarms), swarms[i].latest.get(EventName.PROGRESS))
+            for i, got in enumerate(stopped[:len(swarms)])]
         self.results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
         if self.results["publisher"] is None and self.publisher:
             self.results["publisher"] = stopped[-1] or silent_publisher(workload, self.publisher)
@@ -435,16 +436,20 @@ class OneRun:
         return run
 
 
-def silent_swarm(workload: Workload, index: int, count: int) -> SwarmResult:
+def silent_swarm(workload: Workload, index: int, count: int,
+                 last: dict | None = None) -> SwarmResult:
     """What a swarm that gave no result (killed, crashed) stands for: its planned members,
-    each with nothing received, so what they missed counts as lost, not as nothing."""
+    with what they had received by its last progress report (a lower bound; its hop
+    figures are gone), so what they missed counts as lost, not as nothing."""
     sizes = dict(zip(workload.groups, workload.group_sizes, strict=True))
     members = plan_members(SwarmConfig([""] * workload.nodes, sizes, index, count))
-    groups = {g: {"members": 0, "delivered": 0, "duplicated": 0} for g in sizes}
+    reported = (last or {}).get("delivered_by_group") or {}
+    groups = {g: {"members": 0, "delivered": int(reported.get(g, 0)), "duplicated": 0}
+              for g in sizes}
     for member in members:
         groups[member.group]["members"] += 1
-    return {"planned": len(members), "joined": 0, "failed": 0, "disconnects": 0,
-            "groups": groups, "self_lag": Latency().to_json(), "silent": True}
+    return {"planned": len(members), "joined": (last or {}).get("joined", 0), "failed": 0,
+            "disconnects": 0, "groups": groups, "self_lag": Latency().to_json(), "silent": True}
 
 
 def silent_publisher(workload: Workload, publisher: Piece) -> PublisherResult:

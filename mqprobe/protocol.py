@@ -80,6 +80,8 @@ class SwarmProgress(TypedDict):
     reconnects: int
     down: int
     delivered: int
+    # what survives a swarm killed before its result: compare counts from its last report
+    delivered_by_group: dict[str, int]
 
 
 class SwarmReady(SwarmProgress):

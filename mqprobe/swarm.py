@@ -544,7 +544,8 @@ class Swarm(PieceRuntime):
                              joined=self._joined, failed=self.failed,
                              disconnects=self.disconnects, reconnects=self.reconnects,
                              down=sum(1 for m in self.members if m.down_since),
-                             delivered=self.delivered)
+                             delivered=self.delivered,
+                             delivered_by_group={g: t.delivered for g, t in self.tallies.items()})
 
     async def stop(self) -> SwarmResult:
         # the instrument stops measuring first: tearing down thousands of connections is
