@@ -170,9 +170,9 @@ def run_timeline(run: dict, budget_ms: float | None = None) -> Picture:
     ready = (timeline.get("queue_ready") or {}).get("rows", [])
     kinds = list(lanes)
     count = max(1, len(kinds))
-    figure, (top, middle, bottom) = _figure(
-        3, 1, figsize=(12, 7 + 0.25 * count), sharex=True,
-        gridspec_kw={"height_ratios": [4, 0.6 + 0.35 * count, 1.6]})
+    figure, (top, middle, bottom, cpu_axes) = _figure(
+        4, 1, figsize=(12, 8.5 + 0.25 * count), sharex=True,
+        gridspec_kw={"height_ratios": [4, 0.6 + 0.35 * count, 1.6, 1.8]})
     if series:
         t = [row[0] / 1000 for row in series]
         p50, p99, peak = ([row[i] for row in series] for i in (2, 3, 4))
@@ -216,8 +216,32 @@ def run_timeline(run: dict, budget_ms: float | None = None) -> Picture:
     bottom.set_ylabel("queued")
     bottom.set_ylim(0, max([1, *(row[1] for row in ready)]) * 1.1)
     bottom.grid(True, alpha=0.3)
-    bottom.set_xlabel("seconds since the first publish")
+    _cpu_lanes(cpu_axes, (run.get("cpu") or {}).get("series") or {})
+    cpu_axes.set_xlabel("seconds since the first publish")
     return Picture(f"timeline_{_stem(run)}", f"Timeline of {_label(run)}", figure)
+
+
+def _cpu_lanes(axes, series: dict) -> None:
+    """A line per piece: the cores it used in each sample (ms of CPU over the sample's
+    length), so a wave of CPU shows under the e2e line it may explain."""
+    columns = series.get("columns") or []
+    rows = [row for row in series.get("rows") or [] if len(row) >= len(columns)]
+    if len(rows) < 2 or len(columns) < 2:
+        axes.text(0.5, 0.5, "no CPU sampled", transform=axes.transAxes, ha="center",
+                  va="center", fontsize=9, color="#555555")
+        axes.set_ylabel("CPU cores")
+        return
+    t = [row[0] for row in rows]
+    widths = [later - earlier for earlier, later in zip(t, t[1:], strict=False)]
+    widths = [widths[0], *widths]
+    for i, piece in enumerate(columns[1:], 1):
+        cores = [row[i] / width if width > 0 else 0.0 for row, width in zip(rows, widths,
+                                                                              strict=True)]
+        axes.step([x / 1000 for x in t], cores, where="post", linewidth=1, label=piece)
+    axes.set_ylabel("CPU cores")
+    axes.set_ylim(bottom=0)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="upper right", fontsize=7, ncol=min(8, len(columns) - 1))
 
 
 def _lanes(events: list[dict]) -> dict[str, tuple[str, list[dict]]]:

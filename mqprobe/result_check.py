@@ -123,7 +123,9 @@ RUN = fields(
      "verdict": VERDICT},
     {"load": number, "repeat": count, "error": or_none(text), "clocks": CLOCKS,
      "not_delivered": number, "cost": values(or_none(number)),
-     "cpu": fields({}, {"pieces": values(fields({"cpu_ms": number}, {"role": text}))})},
+     "cpu": fields({}, {"pieces": values(fields({"cpu_ms": number}, {"role": text})),
+                        "series": fields({}, {"columns": each(text),
+                                              "rows": each(each(number))})})},
 )
 KNEE = fields({"load": number, "reasons": each(text), "culprit": text, "cause": text,
                "evidence": each(text)})

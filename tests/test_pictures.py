@@ -71,7 +71,7 @@ def test_a_timeline_per_run_worst_first_with_its_series_and_recorded_intervals(s
     runs = sorted(saved_compare["runs"], key=lambda r: -r["hops"]["e2e"]["p99_ms"])
     assert len(pictures) == min(MAX_TIMELINES, len(runs))
     for picture, run in zip(pictures, runs, strict=False):
-        top, lanes, queued = picture.figure.axes
+        top, lanes, queued, cpu = picture.figure.axes
         assert top.get_title(loc="left").startswith(_label(run))
         rows = run["timeline"]["e2e"]["rows"]
         assert len(rows) >= 40  # 5 s of publishing in 100 ms buckets
@@ -82,7 +82,14 @@ def test_a_timeline_per_run_worst_first_with_its_series_and_recorded_intervals(s
         assert len(lanes.collections) == len(expected)  # one band series per lane
         ready = run["timeline"]["queue_ready"]["rows"]
         assert list(queued.get_lines()[0].get_data()[1]) == [row[1] for row in ready]
-        assert queued.get_xlabel() == "seconds since the first publish"
+        assert cpu.get_xlabel() == "seconds since the first publish"
+        # a CPU line per piece, in cores: ms of CPU over each sample's length
+        series = run["cpu"]["series"]
+        assert set(_lines(cpu)) == set(series["columns"][1:])
+        piece = series["columns"][1]
+        t, cores = _lines(cpu)[piece].get_data()
+        first, second = series["rows"][0], series["rows"][1]
+        assert cores[1] == pytest.approx(second[1] / (second[0] - first[0]))
 
 
 def test_the_tail_by_hop_stacks_each_hop_at_p50_and_p99_beside_the_verdict(saved_compare):
