@@ -647,11 +647,12 @@ class QueueSampler:
 
     def __init__(self, amqp_url: str, queues: list[str], management_url: str | None = None,
                  interval_s: float = 0.5, owners: dict[str, str] | None = None,
-                 management_given: bool = True) -> None:
+                 management_given: bool = True, not_sampled: str = "") -> None:
         self.amqp_url, self.management_url, self.interval_s = amqp_url, management_url, interval_s
         self.management_given = management_given  # False: we guessed the default port
         self.names = list(queues)
         self.owners = owners or {}  # queue -> the node consuming it
+        self.not_sampled = not_sampled  # why some queues' depth is not read
         self.series: dict[str, list[list[float]]] = {}
         self.alarms: set[str] = set()
         self.blocked_max = 0
@@ -818,6 +819,8 @@ class QueueSampler:
                                         f"{self.management_error or 'no sample completed'}")
         if self.unavailable_reason:
             out["unavailable_reason"] = self.unavailable_reason
+        if self.not_sampled:
+            out["depth_not_sampled"] = self.not_sampled
         return out
 
 

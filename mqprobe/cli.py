@@ -89,6 +89,10 @@ Inject = Annotated[list[str] | None, typer.Option(
     "--inject", help="Fault on purpose, repeatable: server-delay=50ms, broker-delay=50ms, "
                      "prefetch=1, stall=200ms/2s (blocked), spin=200ms/2s (saturated), "
                      "throttle=10% (node n1 under a CPU quota; Linux cgroups).")]
+QueueTypes = Annotated[str | None, typer.Option(
+    "--queue-types", help="Run each topology on each of these RabbitMQ queue types, "
+    "comma-separated: classic, quorum, stream (a row each: single-topic.quorum). Default: "
+    "each topology file's own (classic).")]
 Drain = Annotated[float, typer.Option(
     "--drain", help="After the last publish, wait up to this many seconds for what is still "
     "queued to arrive (a run stops sooner once nothing moves for 3 s).")]
@@ -212,9 +216,9 @@ def compare_cmd(
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep per run.")] = 0,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
     listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1, drain: Drain = 15.0,
-    gate: Gate = False, amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
-    json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
-    png: PngDir = None,
+    gate: Gate = False, queue_types: QueueTypes = None, amqp_url: AmqpUrl = None,
+    management_url: ManagementUrl = None, json_path: JsonPath = None, run_dir: RunDir = None,
+    html: Html = None, hdr_dir: HdrDir = None, png: PngDir = None,
 ) -> None:
     """Run the same workload on each topology x layout and say where the delay comes from."""
     sizes = _ints(group_sizes, "--group-sizes") if group_sizes else [group_size] * groups
@@ -224,7 +228,7 @@ def compare_cmd(
         swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
         concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [],
         placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat,
-        drain_s=drain)
+        drain_s=drain, queue_types=_csv(queue_types, "--queue-types") if queue_types else [])
     _measure(workload, amqp_url, management_url, json_path, run_dir, Outputs(html, hdr_dir, png),
              gate, print_compare,
              lambda url, api, path, logs, observe: compare(workload, url, path, logs, observe, api))

@@ -49,7 +49,14 @@ from mqprobe.conclusion import conclude, cost_of
 from mqprobe.errors import InputError
 from mqprobe.footprint import CpuSampler, broker_processes
 from mqprobe.inject import Faults
-from mqprobe.model import ComparisonResult, HopName, RunPhase, RunResult, is_node_piece
+from mqprobe.model import (
+    ComparisonResult,
+    HopName,
+    QueueType,
+    RunPhase,
+    RunResult,
+    is_node_piece,
+)
 from mqprobe.node import NodeConfig
 from mqprobe.process import Child, Piece, RunError, RunInterrupted, run_to_the_end
 from mqprobe.protocol import (
@@ -291,12 +298,16 @@ class OneRun:
         self.broker_processes = broker_processes(self.amqp_url)
         self.ready = await asyncio.gather(*(n.wait_for(EventName.READY, 60) for n in self.nodes))
         owners = {name: event["node"] for event in self.ready for name in event.get("queues", [])}
-        queues = list(owners)
+        # a stream's message count is its length, not what waits: no backlog to read in it
+        stream = topology.queue_type == QueueType.STREAM
+        queues = [] if stream else list(owners)
         if workload.faults.broker_delay_ms:
             queues += [f"{name}.delay" for name in topology.exchanges(self.prefix, workload.groups)]
         self.sampler = QueueSampler(
             self.amqp_url, queues, self.management_url or default_management_url(self.amqp_url),
-            owners=owners, management_given=self.management_url is not None)
+            owners=owners, management_given=self.management_url is not None,
+            not_sampled="stream queues: a stream's count is its length, not a backlog"
+            if stream else "")
 
     async def connect_swarms(self) -> None:
         """Every client joined, or RunError; the publisher started meanwhile (it sends from

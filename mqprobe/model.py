@@ -123,6 +123,15 @@ class Layout(StrEnum):
     PER_GROUP = "per-group"
 
 
+class QueueType(StrEnum):
+    """RabbitMQ's queue types (the x-queue-type argument): classic, quorum (replicated by
+    Raft, durable), stream (an append-only log read from an offset)."""
+
+    CLASSIC = "classic"
+    QUORUM = "quorum"
+    STREAM = "stream"
+
+
 class AckMode(StrEnum):
     """When a node acknowledges a message: after handling it, before, or never (auto)."""
 

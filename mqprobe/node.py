@@ -307,8 +307,9 @@ class ConsumerIntake(Intake):
             else:
                 channel = await self._connection.channel()
                 await channel.set_qos(prefetch_count=knobs.prefetch)
-            # auto-delete, not exclusive: the sampler must be able to read its depth
-            queue = await channel.declare_queue(queue_name, auto_delete=True)
+            # not exclusive: the sampler must be able to read its depth
+            declare, consume_arguments = topo.queue_arguments()
+            queue = await channel.declare_queue(queue_name, **declare)
             bound: set[tuple[str, str]] = set()
             for group in groups:
                 exchange_name = topo.exchange_for(cfg.prefix, group)
@@ -323,7 +324,8 @@ class ConsumerIntake(Intake):
             consumer = node.stats.consumers[queue_name] = Consumer(
                 queue_name, knobs.prefetch, node.timeline, knobs.ack == AckMode.AFTER)
             await queue.consume(self._make_callback(set(groups), consumer),
-                                no_ack=knobs.ack == AckMode.AUTO)
+                                no_ack=knobs.ack == AckMode.AUTO,
+                                arguments=consume_arguments or None)
 
     async def stop(self) -> None:
         if self._connection:

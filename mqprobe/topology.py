@@ -17,7 +17,7 @@ from pathlib import Path
 from aio_pika.abc import ExchangeType
 
 from mqprobe.errors import InputError
-from mqprobe.model import AckMode, ChannelMode, Concurrency, Layout
+from mqprobe.model import AckMode, ChannelMode, Concurrency, Layout, QueueType
 
 LAYOUTS = tuple(Layout)
 EXCHANGE_TYPES = (ExchangeType.TOPIC, ExchangeType.DIRECT, ExchangeType.FANOUT)
@@ -52,6 +52,7 @@ class Topology:
     consumer: ConsumerKnobs = field(default_factory=ConsumerKnobs)
     layouts: tuple[str, ...] = LAYOUTS
     source: str = ""
+    queue_type: QueueType = QueueType.CLASSIC
 
     @property
     def exchange_per_group(self) -> bool:
@@ -104,7 +105,31 @@ class Topology:
                 "(prefetch 1, ack after handling); they cannot be overridden"
             )
         knobs = _checked(replace(self.consumer, **changes), self.source or self.name)
-        return replace(self, consumer=knobs)
+        changed = replace(self, consumer=knobs)
+        if problem := _queue_type_problem(changed):
+            raise TopologyError(f"{self.name}: {problem}")
+        return changed
+
+    def queue_arguments(self) -> tuple[dict, dict]:
+        """(declare options, consume arguments) for the run's queues of this type. A classic
+        queue goes when its node does (auto-delete); quorum queues and streams must be
+        durable and cannot auto-delete, so compare deletes them by name at the end (as it
+        deletes everything a run declared). A stream is read from the next message on."""
+        if self.queue_type == QueueType.CLASSIC:
+            return {"auto_delete": True}, {}
+        declare = {"durable": True, "arguments": {"x-queue-type": self.queue_type.value}}
+        return declare, ({"x-stream-offset": "next"} if self.queue_type == QueueType.STREAM
+                         else {})
+
+    def with_queue_type(self, queue_type: QueueType) -> Topology:
+        """This topology on another queue type, named for it ('single-topic.quorum'): a row
+        of its own in the table."""
+        if queue_type == self.queue_type:
+            return self
+        changed = replace(self, queue_type=queue_type, name=f"{self.name}.{queue_type.value}")
+        if problem := _queue_type_problem(changed):
+            raise TopologyError(f"{self.name}: {problem}")
+        return changed
 
     def to_json(self) -> dict:
         """The topology as its TOML table and where it came from: what from_json (through
@@ -117,7 +142,7 @@ class Topology:
             table |= {"exchange": {"type": self.exchange_type.value, "name": self.exchange_name,
                                    "routing_key": self.routing_key, "binding_key": self.binding_key,
                                    "filter_locally": self.filter_locally},
-                      "consumer": asdict(self.consumer)}
+                      "consumer": asdict(self.consumer), "queue_type": self.queue_type.value}
         return {"source": self.source, "table": table}
 
     @classmethod
@@ -131,6 +156,7 @@ class Topology:
         return {
             "exchange_type": (ExchangeType.FANOUT if self.manager else self.exchange_type).value,
             "exchange_per_group": self.exchange_per_group,
+            "queue_type": self.queue_type.value,
             "filter_locally": self.filter_locally or bool(self.manager),
             "prefetch": self.consumer.prefetch,
             "ack": self.consumer.ack,
@@ -198,7 +224,8 @@ def load(path: Path) -> Topology:
 
 def parse(data: dict, source: str) -> Topology:
     """Validate a topology table; every error names the file and the field."""
-    known_top = {"name", "description", "manager", "exchange", "consumer", "layouts"}
+    known_top = {"name", "description", "manager", "exchange", "consumer", "layouts",
+                 "queue_type"}
     _no_unknown(data, known_top, source, "")
     name = _get(data, "name", str, source, "", required=True)
     if not _NAME.fullmatch(name):
@@ -217,9 +244,16 @@ def parse(data: dict, source: str) -> Topology:
     for layout in layouts:
         if layout not in LAYOUTS:
             raise TopologyError(f"{source}: layouts has {layout!r}; choose from {', '.join(LAYOUTS)}")
+    queue_type = _get(data, "queue_type", str, source, "", default="classic")
+    if queue_type not in QueueType._value2member_map_:
+        raise TopologyError(f"{source}: queue_type must be one of "
+                            f"{', '.join(QueueType)}, got {queue_type!r}")
     if manager:
         if consumer:
             raise TopologyError(f"{source}: [consumer] is fixed by the socketio manager; remove it")
+        if queue_type != QueueType.CLASSIC:
+            raise TopologyError(f"{source}: queue_type is fixed by the socketio manager "
+                                "(it declares its own classic queue); remove it")
         return Topology(
             name=name,
             description=_get(data, "description", str, source, "", default=""),
@@ -257,7 +291,10 @@ def parse(data: dict, source: str) -> Topology:
         consumer=knobs,
         layouts=layouts,
         source=source,
+        queue_type=QueueType(queue_type),
     )
+    if problem := _queue_type_problem(topology):
+        raise TopologyError(f"{source}: {problem}")
     for template_field in ("exchange_name", "routing_key", "binding_key"):
         template = getattr(topology, template_field)
         what = f"{source}: exchange.{template_field.removeprefix('exchange_')}"
@@ -276,6 +313,13 @@ def parse(data: dict, source: str) -> Topology:
         raise TopologyError(f"{source}: exchange.filter_locally must be true for one shared fanout "
                             "exchange (every node receives every group's messages)")
     return topology
+
+
+def _queue_type_problem(topology: Topology) -> str:
+    """A stream is read with acknowledgements (RabbitMQ refuses auto-ack on one)."""
+    if topology.queue_type == QueueType.STREAM and topology.consumer.ack == AckMode.AUTO:
+        return "a stream queue needs consumer.ack 'after' or 'before', not 'auto'"
+    return ""
 
 
 def _only_group_placeholders(template: str) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from mqprobe.errors import InputError, within
 from mqprobe.inject import Faults, parse_injections
+from mqprobe.model import QueueType
 from mqprobe.publisher import MAX_DURATION_S, MAX_MESSAGES, MAX_RATE, MAX_SIZE
 from mqprobe.topology import LAYOUTS, Topology, resolve
 
@@ -48,6 +49,7 @@ class Workload:
     placement: dict[str, list[str]] = field(default_factory=dict)  # role -> agents, see agent
     listen_host: str = "127.0.0.1"  # where nodes on this host listen (agents: their own)
     repeat: int = 1  # each point this many times: is the verdict stable?
+    queue_types: list[str] = field(default_factory=list)  # each topology on each; []: its own
 
     @property
     def faults(self) -> Faults:
@@ -92,6 +94,10 @@ class Workload:
                 problems.append(f"{messages:.0f} messages in one run (groups x rate x duration) "
                                 f"is over {MAX_MESSAGES:,}: shorten --duration or lower --rate")
             problems += self._clients_problem()
+        for queue_type in self.queue_types:
+            if queue_type not in QueueType._value2member_map_:
+                problems.append(f"unknown queue type {queue_type!r} (choose from "
+                                f"{', '.join(QueueType)})")
         for layout in self.layouts:
             if layout not in LAYOUTS:
                 problems.append(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
@@ -123,18 +129,28 @@ class Workload:
                 "channel": self.channel, "concurrency": self.concurrency}
 
     def resolved_topologies(self) -> list[Topology]:
+        """Each topology with the knobs asked for, on each queue type asked for (python-
+        socketio's manager declares its own queue: it runs once, as it is)."""
         topologies = [resolve(name) for name in self.topologies]
-        return [t if t.manager else t.with_knobs(**self._knobs()) for t in topologies]
+        out = []
+        for topology in topologies:
+            if topology.manager:
+                out.append(topology)
+                continue
+            tuned = topology.with_knobs(**self._knobs())
+            out += [tuned.with_queue_type(QueueType(q)) for q in self.queue_types] or [tuned]
+        return out
 
     def unapplied_knobs(self) -> str:
         """The sentence for consumer knobs asked for that a topology cannot take
         (python-socketio's manager fixes its own), '' when every one applies."""
         asked = [name for name, value in self._knobs().items() if value is not None]
+        asked += ["queue types"] if self.queue_types else []
         fixed = [t.name for t in self.resolved_topologies() if t.manager]
         if not asked or not fixed:
             return ""
         return (f"{', '.join(asked)} not applied to {', '.join(fixed)}: python-socketio's "
-                "manager fixes its own (prefetch 1, ack after handling)")
+                "manager fixes its own (prefetch 1, ack after handling, a classic queue)")
 
     def to_json(self) -> dict:
         out = asdict(self)

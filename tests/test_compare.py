@@ -168,3 +168,32 @@ def test_a_manager_topology_under_any_name_refuses_an_injected_broker_delay(tmp_
     with pytest.raises(InputError, match="our-cluster publishes through python-socketio's manager"):
         Workload(topologies=["single-topic", str(mine)], inject=["broker-delay=80ms"]).check()
     Workload(topologies=["single-topic", str(mine)]).check()  # without the delay: fine
+
+
+def test_quorum_queues_and_streams_carry_a_run_as_rows_of_their_own(vhost_url, managed_broker,
+                                                                    tmp_path: Path):
+    """--queue-types: a row per type, every message to every member, a stream's depth not
+    read as a backlog (its count is its length), and nothing left on the broker."""
+    import urllib.parse
+
+    from mqprobe.broker import management_get
+
+    out = tmp_path / "r.json"
+    result = run_cli("compare", "--topologies", "single-topic,socketio-manager", "--layouts",
+                     "per-node", "--queue-types", "quorum,stream", "--group-sizes", "8,15",
+                     "--rate", "20", "--duration", "1", "--json", str(out), "--run-dir",
+                     str(tmp_path / "logs"), amqp_url=vhost_url)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "queue types not applied to socketio-manager" in result.stderr
+    runs = {r["topology"]: r for r in json.loads(out.read_text())["runs"]}
+    assert sorted(runs) == ["single-topic.quorum", "single-topic.stream", "socketio-manager"]
+    for name, queue_type in (("single-topic.quorum", "quorum"), ("single-topic.stream", "stream")):
+        run = runs[name]
+        assert run["knobs"]["queue_type"] == queue_type
+        assert run["delivered"] == run["expected_deliveries"] == 20 * 23 and run["lost"] == 0
+    broker = runs["single-topic.stream"]["evidence"]["broker"]
+    assert "a stream's count is its length" in broker["depth_not_sampled"]
+    assert runs["single-topic.quorum"]["evidence"]["broker"]["queues"]  # sampled as ever
+    vhost = urllib.parse.quote(vhost_url.rsplit("/", 1)[1], safe="")
+    state = managed_broker.running_state()
+    assert management_get(state.management_url, f"/api/queues/{vhost}?columns=name") == []

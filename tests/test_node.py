@@ -41,3 +41,40 @@ def test_malformed_headers_are_counted_and_the_node_goes_on(broker):
     assert node.tracer.untraced == 4
     assert node.stats.handled == 1
     assert swarm.delivered == 3 and swarm.untraced == 0
+
+
+def test_a_node_declares_its_queues_as_the_topologys_queue_type(vhost_url, managed_broker):
+    """Quorum and stream queues as RabbitMQ reports them (its management API); the node
+    stopped, what it declared is deleted by name (they cannot auto-delete), as compare
+    does. That they carry a run is tests/test_compare.py's."""
+    import urllib.parse
+
+    from mqprobe.broker import management_get, remove_declared
+    from mqprobe.model import QueueType
+
+    state = managed_broker.running_state()
+    vhost = urllib.parse.quote(vhost_url.rsplit("/", 1)[1], safe="")
+
+    async def declared(queue_type: QueueType) -> dict:
+        topology = resolve("per-group").with_queue_type(queue_type)
+        node = Node(NodeConfig(node_id="n1", amqp_url=vhost_url, topology=topology,
+                               layout="per-group", groups=["1", "2"], prefix="test.qt.", port=0))
+        await node.start()
+        try:
+            found = {q["name"]: q for q in management_get(
+                state.management_url, f"/api/queues/{vhost}?columns=name,type,durable,"
+                "auto_delete")}
+        finally:
+            await node.stop()
+            await remove_declared(vhost_url, topology.exchanges("test.qt.", ["1", "2"]),
+                                  node.queue_names)
+        left = management_get(state.management_url, f"/api/queues/{vhost}?columns=name")
+        assert not left, left
+        return {name: found[name] for name in node.queue_names}
+
+    for queue_type in (QueueType.QUORUM, QueueType.STREAM):
+        queues = asyncio.run(declared(queue_type))
+        assert sorted(queues) == ["test.qt.n1.g1", "test.qt.n1.g2"]
+        for queue in queues.values():
+            assert (queue["type"], queue["durable"], queue["auto_delete"]) == (
+                queue_type.value, True, False), queue

@@ -52,6 +52,9 @@ def test_knob_override_is_validated():
     ('name = "x"\nlayouts = ["per-host"]\n', "layouts"),
     ('name = "x"\n[exchange]\ntype = "fanout"\nfilter_locally = false\n', "filter_locally"),
     ('name = "x"\n[consumer\n', "not valid TOML"),
+    ('name = "x"\nqueue_type = "mirrored"\n', "queue_type must be one of classic, quorum, stream"),
+    ('name = "x"\nqueue_type = "stream"\n[consumer]\nack = "auto"\n', "a stream queue needs"),
+    ('name = "x"\nmanager = "socketio"\nqueue_type = "quorum"\n', "queue_type is fixed"),
 ])
 def test_malformed_file_names_file_and_field(tmp_path: Path, text, field):
     path = tmp_path / "broken.toml"
@@ -72,3 +75,19 @@ def test_names_over_amqps_limit_are_named_before_anything_declares_them():
     assert topology.names_problem("mqprobe.", ["1", "2"], "per-group", "n1") == ""
     problem = topology.names_problem("p" * 250, ["1"], "per-group", "n1")
     assert "RabbitMQ allows at most 255" in problem and "--prefix" in problem
+
+
+def test_queue_types_are_declared_as_rabbitmq_needs_them():
+    from mqprobe.model import QueueType
+
+    topology = resolve("single-topic")
+    assert topology.queue_arguments() == ({"auto_delete": True}, {})
+    quorum = topology.with_queue_type(QueueType.QUORUM)
+    assert quorum.name == "single-topic.quorum"
+    assert quorum.queue_arguments() == ({"durable": True, "arguments": {"x-queue-type": "quorum"}}, {})
+    stream = topology.with_queue_type(QueueType.STREAM)
+    assert stream.queue_arguments()[1] == {"x-stream-offset": "next"}
+    assert stream.to_json()["table"]["queue_type"] == "stream"
+    assert type(stream).from_json(stream.to_json()) == stream  # what a piece is sent
+    with pytest.raises(TopologyError, match="a stream queue needs"):
+        stream.with_knobs(ack="auto")
