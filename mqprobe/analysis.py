@@ -755,11 +755,19 @@ def _queue_evidence(broker: dict) -> list[str]:
         out.append(f"its backlog grew {growth['net_in_per_s']:g} msg/s faster than it drained "
                    f"(from {growth['from_s']:g} s to {growth['to_s']:g} s of the run)")
     if not broker.get("management_api"):
-        out.append("management API not reachable: alarms and flow control were not checked"
+        checked = ("flow control was not checked" if broker.get("prometheus") else
+                   "alarms and flow control were not checked")
+        out.append(f"management API not reachable: {checked}"
                    + (f" ({broker['management_reason']})" if broker.get("management_reason")
                       else ""))
+    if broker.get("prometheus_reason"):
+        out.append(broker["prometheus_reason"])
     if broker.get("alarms"):
-        out.append("broker alarms: " + ", ".join(broker["alarms"]))
+        source = " (its Prometheus endpoint)" if broker.get("prometheus") else ""
+        out.append("broker alarms" + source + ": " + ", ".join(broker["alarms"]))
+    if broker.get("erlang_run_queue_max", 0) >= 1:
+        out.append(f"RabbitMQ's Erlang run queue reached {broker['erlang_run_queue_max']:g} "
+                   "(its processes ready to run, waiting for a scheduler)")
     if broker.get("blocked_connections_max"):
         out.append(f"{broker['blocked_connections_max']} connections in flow control or blocked")
     return out

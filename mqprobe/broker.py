@@ -94,6 +94,7 @@ class BrokerState:
     started_at: float
     kept: bool = False  # started (or adopted) by `broker up`: stays until `broker down`
     epmd_port: int = 0  # its own Erlang port mapper, stopped with it (0: the shared 4369)
+    prometheus_port: int = 0  # rabbitmq_prometheus on loopback (0: a node from before it)
 
     @property
     def amqp_url(self) -> str:
@@ -102,6 +103,11 @@ class BrokerState:
     @property
     def management_url(self) -> str:
         return f"http://{self.user}:{self.password}@127.0.0.1:{self.management_port}/"
+
+    @property
+    def prometheus_url(self) -> str:
+        """rabbitmq_prometheus's endpoint ('' when this node runs without it)."""
+        return f"http://127.0.0.1:{self.prometheus_port}/" if self.prometheus_port else ""
 
 
 def management_get(management_url: str, path: str, timeout: float = 3.0) -> object:
@@ -225,6 +231,7 @@ class ManagedBroker:
             management_port=free_port(),
             dist_port=free_port(),
             epmd_port=free_port(),
+            prometheus_port=free_port(),
             user="mqprobe-" + secrets.token_hex(3),
             password=secrets.token_urlsafe(18),
             node_name="",
@@ -280,11 +287,15 @@ class ManagedBroker:
                     "log.file.level = warning",
                     # management samples every 1 s so queue depth over time has resolution
                     "collect_statistics_interval = 1000",
+                    *([] if not state.prometheus_port else [
+                        "prometheus.tcp.ip = 127.0.0.1",
+                        f"prometheus.tcp.port = {state.prometheus_port}"]),
                     "",
                 ]
             )
         )
-        (base / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        plugins = "rabbitmq_management" + (",rabbitmq_prometheus" if state.prometheus_port else "")
+        (base / "enabled_plugins").write_text(f"[{plugins}].\n")
         (base / "rabbitmq-env.conf").write_text("")
         env = dict(os.environ)
         env.update(
@@ -430,7 +441,8 @@ def check_reachable(amqp_url: str, timeout: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def broker_for(amqp_url: str | None, state_dir: Path | None = None) -> Iterator[tuple[str, str | None]]:
+def broker_for(amqp_url: str | None, state_dir: Path | None = None
+               ) -> Iterator[tuple[str, str | None, str]]:
     """Yield (amqp_url, management_url or None) for a command that measures.
 
     With no URL: the managed broker, started on demand. Every command using it is listed
@@ -439,7 +451,7 @@ def broker_for(amqp_url: str | None, state_dir: Path | None = None) -> Iterator[
     """
     if amqp_url:
         check_reachable(amqp_url)
-        yield amqp_url, None
+        yield amqp_url, None, ""
         return
     broker, me = ManagedBroker(state_dir), os.getpid()
     with broker.locked():
@@ -455,7 +467,7 @@ def broker_for(amqp_url: str | None, state_dir: Path | None = None) -> Iterator[
         # makes us its user, so it is stopped when we are done
         broker._write_users([*broker.users(), me])
     try:
-        yield state.amqp_url, state.management_url
+        yield state.amqp_url, state.management_url, state.prometheus_url
     finally:
         with signals_deferred(), broker.locked():
             others = [pid for pid in broker.users() if pid != me]
@@ -647,12 +659,17 @@ class QueueSampler:
 
     def __init__(self, amqp_url: str, queues: list[str], management_url: str | None = None,
                  interval_s: float = 0.5, owners: dict[str, str] | None = None,
-                 management_given: bool = True, not_sampled: str = "") -> None:
+                 management_given: bool = True, not_sampled: str = "",
+                 prometheus_url: str = "") -> None:
         self.amqp_url, self.management_url, self.interval_s = amqp_url, management_url, interval_s
         self.management_given = management_given  # False: we guessed the default port
         self.names = list(queues)
         self.owners = owners or {}  # queue -> the node consuming it
         self.not_sampled = not_sampled  # why some queues' depth is not read
+        self.prometheus_url = prometheus_url
+        self.prometheus_ok = 0
+        self.prometheus_error = ""
+        self.run_queue_max = 0.0
         self.series: dict[str, list[list[float]]] = {}
         self.alarms: set[str] = set()
         self.blocked_max = 0
@@ -666,6 +683,24 @@ class QueueSampler:
         self.unavailable_reason = ""
         self._sample_started = 0
 
+    def _raised(self, raised: list[str]) -> None:
+        """An alarm interval begins with the first sample that shows one, and ends with the
+        first that shows none (which keeps the alarms it had: it is what it ends)."""
+        self.alarms.update(raised)
+        if raised:
+            self._alarm.detail = {"alarms": raised}
+            self._alarm.begin()
+        else:
+            self._alarm.end()
+
+    def _prometheus_sample(self) -> None:
+        """Alarms and the Erlang run queue from rabbitmq_prometheus."""
+        from mqprobe.prometheus import read_broker
+
+        metrics = read_broker(self.prometheus_url, set(self.names))
+        self._raised(list(metrics.alarms))
+        self.run_queue_max = max(self.run_queue_max, metrics.run_queue)
+
     def _management_sample(self) -> None:
         """Memory/disk alarms and connections under flow control."""
         raised = []
@@ -674,9 +709,8 @@ class QueueSampler:
             for alarm in ("mem_alarm", "disk_free_alarm"):
                 if node.get(alarm):
                     raised.append(f"{alarm} on {node.get('name')}")
-        self.alarms.update(raised)
-        self._alarm.detail = {"alarms": raised}
-        (self._alarm.begin if raised else self._alarm.end)()
+        if not self.prometheus_ok:  # alarms come from one source: the endpoint if it answers
+            self._raised(raised)
         connections = management_get(self.management_url, "/api/connections?columns=state")
         blocked = sum(1 for c in connections if c.get("state") in ("blocked", "blocking", "flow"))
         self.blocked_max = max(self.blocked_max, blocked)
@@ -703,6 +737,13 @@ class QueueSampler:
         try:
             while True:
                 t_s = round(time.monotonic() - started, 2)
+                if self.prometheus_url:
+                    try:
+                        await asyncio.to_thread(self._prometheus_sample)
+                        self.prometheus_ok += 1
+                    except (OSError, ValueError, TypeError, urllib.error.URLError) as exc:
+                        self.errors += 1
+                        self.prometheus_error = _one_line(exc)
                 if self.management_url:
                     try:
                         await asyncio.to_thread(self._management_sample)
@@ -821,6 +862,16 @@ class QueueSampler:
             out["unavailable_reason"] = self.unavailable_reason
         if self.not_sampled:
             out["depth_not_sampled"] = self.not_sampled
+        # which source answered: queue depth always over AMQP; alarms from the Prometheus
+        # endpoint when it answered, else the management API; flow control from the latter
+        out["sources"] = ["amqp"] + (["prometheus"] if self.prometheus_ok else []) + (
+            ["management"] if self.management_ok else [])
+        if self.prometheus_url:
+            out["prometheus"] = self.prometheus_ok > 0
+            out["erlang_run_queue_max"] = self.run_queue_max
+            if not self.prometheus_ok:
+                out["prometheus_reason"] = ("the Prometheus endpoint did not answer: "
+                                            f"{self.prometheus_error or 'no sample completed'}")
         return out
 
 

@@ -63,6 +63,11 @@ ManagementUrl = Annotated[str | None, typer.Option(
     callback=_checked_url("--management-url", ("http", "https"), "http://user:pass@host:15672/"),
     help="RabbitMQ management API (http://user:pass@host:15672/) for queue depth evidence; "
          "automatic with the managed broker.")]
+PrometheusUrl = Annotated[str | None, typer.Option(
+    "--prometheus-url", envvar="MQPROBE_PROMETHEUS_URL",
+    callback=_checked_url("--prometheus-url", ("http", "https"), "http://host:15692/"),
+    help="RabbitMQ's Prometheus endpoint (rabbitmq_prometheus) for alarms and the Erlang run "
+         "queue; automatic with the managed broker.")]
 Html = Annotated[Path | None, typer.Option(
     "--html", help="Also write a self-contained HTML picture of the result here.")]
 HdrDir = Annotated[Path | None, typer.Option(
@@ -217,7 +222,8 @@ def compare_cmd(
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
     listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1, drain: Drain = 15.0,
     gate: Gate = False, queue_types: QueueTypes = None, amqp_url: AmqpUrl = None,
-    management_url: ManagementUrl = None, json_path: JsonPath = None, run_dir: RunDir = None,
+    management_url: ManagementUrl = None, prometheus_url: PrometheusUrl = None,
+    json_path: JsonPath = None, run_dir: RunDir = None,
     html: Html = None, hdr_dir: HdrDir = None, png: PngDir = None,
 ) -> None:
     """Run the same workload on each topology x layout and say where the delay comes from."""
@@ -229,12 +235,15 @@ def compare_cmd(
         concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [],
         placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat,
         drain_s=drain, queue_types=_csv(queue_types, "--queue-types") if queue_types else [])
-    _measure(workload, amqp_url, management_url, json_path, run_dir, Outputs(html, hdr_dir, png),
+    _measure(workload, amqp_url, management_url, prometheus_url, json_path, run_dir,
+             Outputs(html, hdr_dir, png),
              gate, print_compare,
-             lambda url, api, path, logs, observe: compare(workload, url, path, logs, observe, api))
+             lambda url, apis, path, logs, observe: compare(workload, url, path, logs, observe,
+                                                            *apis))
 
 
 def _measure(workload: Workload, amqp_url: str | None, management_url: str | None,
+             prometheus_url: str | None,
              json_path: Path | None, run_dir: Path | None, outputs: Outputs, gate: bool,
              render, measure) -> None:
     """Check the workload, get a broker, measure with progress bars, render, save."""
@@ -253,13 +262,14 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
     result = None
     try:
         check_writable(json_path)  # before the run, not after it
-        with broker_for(amqp_url) as (url, managed_api), _progress() as (progress, observe):
+        with broker_for(amqp_url) as (url, managed_api, managed_prometheus), \
+                _progress() as (progress, observe):
             err.print(f"broker: {redact_url(url)}; logs in {run_dir}")
             if management_url:
                 check_management(management_url)
-            api = management_url or managed_api
+            apis = (management_url or managed_api, prometheus_url or managed_prometheus)
             try:
-                result = _run_measuring(lambda: measure(url, api, json_path, run_dir, observe))
+                result = _run_measuring(lambda: measure(url, apis, json_path, run_dir, observe))
             except RunInterrupted as exc:
                 interrupted, result = exc.signum, exc.result or {"runs": []}
             progress.stop()
@@ -328,6 +338,7 @@ def sweep_cmd(
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
     listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1, drain: Drain = 15.0,
     gate: Gate = False, amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
+    prometheus_url: PrometheusUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
     png: PngDir = None,
 ) -> None:
@@ -353,10 +364,11 @@ def sweep_cmd(
         placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat,
         drain_s=drain)
     at_load(workload, axis, max(values)).check()  # the heaviest point, before anything starts
-    _measure(workload, amqp_url, management_url, json_path, run_dir, Outputs(html, hdr_dir, png),
+    _measure(workload, amqp_url, management_url, prometheus_url, json_path, run_dir,
+             Outputs(html, hdr_dir, png),
              gate, print_sweep,
-             lambda url, api, path, logs, observe: sweep(workload, axis, values, url, path,
-                                                         logs, observe, api))
+             lambda url, apis, path, logs, observe: sweep(workload, axis, values, url, path,
+                                                          logs, observe, *apis))
 
 
 class _progress:
@@ -475,7 +487,7 @@ def trace_cmd(
                          timeout_s=timeout, eio=_eio(eio), via=via, room=room)
     console.print(f"following group {group} on {', '.join(urls)} for {duration:g} s"
                   + (f", {publish:g} probes/s into {config.probe_exchange}" if publish else ""))
-    with (broker_for(amqp_url) if publish else contextlib.nullcontext((None, None))) as (url, _):
+    with (broker_for(amqp_url) if publish else contextlib.nullcontext((None, None, ""))) as (url, _, _):
         config.amqp_url = url
         summary = _run(lambda: live_trace(config, _print_trace_line))
     _print_trace_summary(summary)
@@ -721,7 +733,7 @@ def _node(config: NodeConfig, amqp_url: str | None, json_path: Path | None = Non
     from mqprobe.node import Node
 
     config.check()
-    with broker_for(amqp_url) as (url, _):
+    with broker_for(amqp_url) as (url, _, _):
         _piece(json_path, lambda: Node(replace(config, amqp_url=url)))
 
 
@@ -743,7 +755,7 @@ def _publisher(config: PublishConfig, amqp_url: str | None, json_path: Path | No
     from mqprobe.publisher import Publisher
 
     config.check()
-    with broker_for(amqp_url) as (url, _):
+    with broker_for(amqp_url) as (url, _, _):
         _piece(json_path, lambda: Publisher(replace(config, amqp_url=url)))
 
 
@@ -843,7 +855,7 @@ def agent_cmd(
     from mqprobe.agent import Agent
     from mqprobe.clocks import clock_id
 
-    with broker_for(amqp_url) as (url, _):
+    with broker_for(amqp_url) as (url, _, _):
         agent = Agent(name, url, listen_host)
 
         def ready(agent: Agent) -> None:

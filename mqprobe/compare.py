@@ -212,12 +212,13 @@ def clocks_json(clocks: dict[str, ClockOffset]) -> dict:
 async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url: str,
                   run_dir: Path, label: str, observe: Observer,
                   management_url: str | None = None, placement: Placement | None = None,
-                  ) -> RunResult:
+                  prometheus_url: str = "") -> RunResult:
     """One topology x layout on the workload; returns the design.md run dict. The phases
     are OneRun's; whatever happens in them, every piece is stopped, what each measured is
     kept, and what the run declared is removed."""
     run = OneRun(topology, layout, workload, amqp_url, run_dir / label, label, observe,
-                 management_url, placement or Placement(listen_host=workload.listen_host))
+                 management_url, placement or Placement(listen_host=workload.listen_host),
+                 prometheus_url)
     try:
         await run.start_nodes()
         await run.connect_swarms()
@@ -247,9 +248,10 @@ class OneRun:
 
     def __init__(self, topology: Topology, layout: str, workload: Workload, amqp_url: str,
                  log_dir: Path, label: str, observe: Observer, management_url: str | None,
-                 placement: Placement) -> None:
+                 placement: Placement, prometheus_url: str = "") -> None:
         self.topology, self.layout, self.workload = topology, layout, workload
         self.amqp_url, self.management_url, self.placement = amqp_url, management_url, placement
+        self.prometheus_url = prometheus_url
         self.log_dir, self.label, self.observe = log_dir, label, observe
         self.prefix = f"mqprobe.{uuid.uuid4().hex[:8]}."
         self.env = dict(os.environ, MQPROBE_AMQP_URL=amqp_url)
@@ -307,7 +309,7 @@ class OneRun:
             self.amqp_url, queues, self.management_url or default_management_url(self.amqp_url),
             owners=owners, management_given=self.management_url is not None,
             not_sampled="stream queues: a stream's count is its length, not a backlog"
-            if stream else "")
+            if stream else "", prometheus_url=self.prometheus_url)
 
     async def connect_swarms(self) -> None:
         """Every client joined, or RunError; the publisher started meanwhile (it sends from
@@ -622,7 +624,8 @@ async def broker_version(amqp_url: str) -> str:
 
 async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
                   run_dir: Path, observe: Observer = lambda phase: None,
-                  management_url: str | None = None) -> ComparisonResult:
+                  management_url: str | None = None,
+                  prometheus_url: str = "") -> ComparisonResult:
     """Every topology x layout on the workload; the result is saved after each run."""
     workload.check()
     topologies = workload.resolved_topologies()
@@ -636,7 +639,7 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
             for label, repeat in repeats(f"{topology.name}_{layout}", workload.repeat):
                 run = await keep_if_interrupted(result, json_path, run_one(
                     topology, layout, workload, amqp_url, run_dir, label, observe,
-                    management_url, placement))
+                    management_url, placement, prometheus_url))
                 if repeat:
                     run["repeat"] = repeat
                 result["runs"].append(run)

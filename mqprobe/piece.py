@@ -58,7 +58,7 @@ def run(spec_path: Path, amqp_url: str | None) -> int:
         else:
             from mqprobe.broker import broker_for
 
-            with broker_for(amqp_url) as (url, _management):
+            with broker_for(amqp_url) as (url, _management, _prometheus):
                 _serve(lambda: make(url))
     except (MqprobeError, OSError) as exc:
         emit_event(EventName.ERROR, message=str(exc))

@@ -91,7 +91,7 @@ def find_knee(runs: list[dict], budget_ms: float, rate_of) -> dict | None:
 
 async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: str,
                 json_path, run_dir, observe: Observer = lambda phase: None,
-                management_url: str | None = None) -> dict:
+                management_url: str | None = None, prometheus_url: str = "") -> dict:
     """Every topology (first layout) at every load point; saved after each run."""
     if axis not in AXES:
         raise InputError(f"sweep axis must be one of {', '.join(AXES)}")
@@ -115,7 +115,7 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
                                              workload.repeat):
                     run = await keep_if_interrupted(result, json_path, run_one(
                         topology, run_layout, point, amqp_url, run_dir, label, observe,
-                        management_url, placement))
+                        management_url, placement, prometheus_url))
                     run["load"] = value
                     run["rate_per_group"] = point.rate
                     if repeat:

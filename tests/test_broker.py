@@ -161,3 +161,47 @@ def test_a_broker_that_does_not_answer_is_unresponsive_not_unreachable(answers, 
     (kinds,) = {e.kind for e in sampler.timeline()}
     assert kinds == EventKind.BROKER_UNAVAILABLE
     assert {bool(e.detail.get("unresponsive")) for e in sampler.timeline()} == {unresponsive}
+
+
+def test_a_queue_backlog_as_rabbitmqs_prometheus_endpoint_reports_it(managed_broker):
+    """The managed broker serves rabbitmq_prometheus on loopback: a queue's ready
+    messages and the Erlang run queue, read the way compare's broker sampler reads them."""
+    import asyncio
+    import time
+
+    import aio_pika
+
+    from mqprobe.prometheus import read_broker
+
+    state = managed_broker.running_state()
+    assert state.prometheus_url.startswith("http://127.0.0.1:")
+
+    async def backlog() -> aio_pika.abc.AbstractConnection:
+        connection = await aio_pika.connect(state.amqp_url)
+        channel = await connection.channel()
+        await channel.declare_queue("test.prometheus.backlog", auto_delete=False)
+        for _ in range(7):
+            await channel.default_exchange.publish(aio_pika.Message(b"x"),
+                                                   "test.prometheus.backlog")
+        return connection
+
+    async def scenario():
+        connection = await backlog()
+        try:
+            deadline = time.monotonic() + 15  # its figures refresh every statistics interval
+            while time.monotonic() < deadline:
+                seen = await asyncio.to_thread(read_broker, state.prometheus_url,
+                                               {"test.prometheus.backlog"})
+                if seen.ready.get("test.prometheus.backlog") == 7:
+                    return seen
+                await asyncio.sleep(0.5)
+            return seen
+        finally:
+            channel = await connection.channel()
+            await channel.queue_delete("test.prometheus.backlog")
+            await connection.close()
+
+    seen = asyncio.run(scenario())
+    assert seen.ready == {"test.prometheus.backlog": 7} and seen.unacked == {
+        "test.prometheus.backlog": 0}, seen
+    assert seen.alarms == () and seen.run_queue >= 0

@@ -1,0 +1,64 @@
+"""Broker evidence from RabbitMQ's Prometheus endpoint (the rabbitmq_prometheus plugin),
+the alternative to the management API that RabbitMQ is moving its statistics to: alarms,
+the Erlang scheduler's run queue, and each queue's ready and unacked messages and
+consumers (`/metrics/detailed?family=queue_coarse_metrics&family=queue_consumer_count`).
+The managed broker enables it on loopback; `--prometheus-url` names a user's."""
+
+from __future__ import annotations
+
+import urllib.request
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+MAX_SCRAPE_BYTES = 32 * 2**20
+DETAILED = "metrics/detailed?family=queue_coarse_metrics&family=queue_consumer_count"
+ALARMS = {"rabbitmq_alarms_memory_used_watermark": "memory alarm",
+          "rabbitmq_alarms_free_disk_space_watermark": "disk alarm",
+          "rabbitmq_alarms_file_descriptor_limit": "file descriptor alarm"}
+
+
+@dataclass(frozen=True)
+class BrokerMetrics:
+    """One scrape of the broker, the queues asked for only."""
+
+    alarms: tuple[str, ...]
+    run_queue: float  # rabbitmq_erlang_scheduler_run_queue: runnable Erlang processes waiting
+    ready: dict[str, int] = field(default_factory=dict)
+    unacked: dict[str, int] = field(default_factory=dict)
+    consumers: dict[str, int] = field(default_factory=dict)
+
+
+def _get(url: str, timeout: float) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s)
+        body = response.read(MAX_SCRAPE_BYTES + 1)
+    if len(body) > MAX_SCRAPE_BYTES:
+        raise ValueError(f"more than {MAX_SCRAPE_BYTES // 2**20} MiB")
+    return body.decode("utf-8", "replace")
+
+
+def parse_broker(aggregated: str, detailed: str, queues: set[str]) -> BrokerMetrics:
+    """The figures mqprobe reads, from the two expositions' text."""
+    alarms, run_queue = [], 0.0
+    for family in text_string_to_metric_families(aggregated):
+        for sample in family.samples:
+            if sample.name in ALARMS and sample.value:
+                alarms.append(ALARMS[sample.name])
+            elif sample.name == "rabbitmq_erlang_scheduler_run_queue":
+                run_queue = sample.value
+    per_queue: dict[str, dict[str, int]] = {"ready": {}, "unacked": {}, "consumers": {}}
+    names = {"rabbitmq_detailed_queue_messages_ready": "ready",
+             "rabbitmq_detailed_queue_messages_unacked": "unacked",
+             "rabbitmq_detailed_queue_consumers": "consumers"}
+    for family in text_string_to_metric_families(detailed):
+        for sample in family.samples:
+            what, queue = names.get(sample.name), sample.labels.get("queue", "")
+            if what and queue in queues:
+                per_queue[what][queue] = int(sample.value)
+    return BrokerMetrics(tuple(alarms), run_queue, **per_queue)
+
+
+def read_broker(prometheus_url: str, queues: set[str], timeout: float = 3.0) -> BrokerMetrics:
+    """Scrape the endpoint now (blocking: run it in a thread)."""
+    base = prometheus_url if prometheus_url.endswith("/") else prometheus_url + "/"
+    return parse_broker(_get(base + "metrics", timeout), _get(base + DETAILED, timeout), queues)
