@@ -164,6 +164,9 @@ def _node_summary(node: dict) -> dict:
         "loop_worst": node.get("loop_worst", {}),
         "loop_cpu": {k: v for k, v in node.get("loop_cpu", {}).items()
                      if k in ("source", "on_cpu", "waiting", "throttled")},
+        **({"mq_split": {part: lat.summary()
+                         for part, lat in HopSet.from_json(node["mq_split"]).items()}}
+           if node.get("mq_split") else {}),
     }
 
 

@@ -41,14 +41,16 @@ from dataclasses import dataclass
 from mqprobe.loop import LoopLagMonitor
 from mqprobe.metrics import FastHistogram, GroupTable, Hops, PrometheusCollector
 from mqprobe.model import HOP_DELIVERY, HOP_E2E, HOP_FANOUT, HOP_MQ, HOP_SERVER
-from mqprobe.records import Reasons
+from mqprobe.records import HopSet, Reasons
 from mqprobe.stamps import (
     AMQP_HEADER,
+    BROKER_IN_HEADER,
     SOCKETIO_FIELD,
     TRACEPARENT,
     DeliveryTrace,
     PublishStamp,
     TraceFormatError,
+    broker_times,
     check_id,
     decode_amqp_headers,
     decode_socketio_field,
@@ -100,6 +102,8 @@ class Tracer:
         self.seq_gaps = 0
         self.untraced_reasons = Reasons(limit=32, chars=200)
         self.hops = Hops()  # mq, server, fanout; delivery and e2e where a listener reports
+        self.mq_split = HopSet()  # the mq hop in RabbitMQ's own stamps, when it stamps
+        self.broker_stamps_unreadable = 0
         self.groups = GroupTable()
         self._next_seq: dict[str, int] = {}
         self._seq: defaultdict[str, itertools.count] = defaultdict(itertools.count)
@@ -198,10 +202,28 @@ class Tracer:
         # a shared helper's extra call cost 0.1-0.3 us a message (benchmarks/embed_overhead.py)
         self.hops[HOP_MQ].record(mq)
         hops[HOP_MQ].record(mq)
+        if BROKER_IN_HEADER in headers:  # RabbitMQ stamped it too: split the mq hop
+            self._split_mq(headers, stamp.t_pub, t_deq)
         self._follow_seq(stamp.group, stamp.seq)
         if _otel_trace is not None:
             _otel_consumed(stamp, mq)
         return Trace(stamp, t_deq, hops=hops)
+
+    def _split_mq(self, headers: dict, t_pub: int, t_deq: int) -> None:
+        """The mq hop in the broker's own stamps (ms, its clock): before it (publish to
+        arrival), in it (arrival to sent, RabbitMQ 4.x), after it (sent, or arrival where
+        only that is stamped, to our dequeue). Negative parts (clock skew, ms truncation)
+        are counted as such, as every hop's are."""
+        times = broker_times(headers)
+        if times is None:
+            self.broker_stamps_unreadable += 1
+            return
+        arrived, sent = times
+        split = self.mq_split
+        split["before-broker"].record(arrived - t_pub)
+        if sent:
+            split["in-broker"].record(sent - arrived)
+        split["after-broker"].record(t_deq - (sent or arrived))
 
     def _follow_seq(self, group: str, seq: int) -> None:
         """Count messages skipped in a group's sequence (one publisher per group: exact)."""

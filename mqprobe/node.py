@@ -237,6 +237,9 @@ class Node(PieceRuntime):
             "emits": self.emits,
             "timeline": self.timeline.to_wire(),
             "gc": {"frozen": gc.get_freeze_count(), "threshold": list(gc.get_threshold())},
+            # the mq hop in RabbitMQ's own stamps, when its message interceptors stamp
+            "mq_split": self.tracer.mq_split.to_json(),
+            "broker_stamps_unreadable": self.tracer.broker_stamps_unreadable,
         }
 
     def command(self, command: Command) -> None:

@@ -138,6 +138,8 @@ class NodeResult(TypedDict):
     emits: dict[str, list[list[int]]]  # group -> [seq, ns waited in the backlog, fan-out ns]
     timeline: dict
     gc: dict
+    mq_split: dict  # records.HopSet.to_json: before-broker, in-broker, after-broker
+    broker_stamps_unreadable: int
 
 
 class SwarmResult(SwarmProgress, total=False):

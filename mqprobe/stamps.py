@@ -183,6 +183,28 @@ def encode_amqp_headers(stamp: PublishStamp, headers: dict | None = None) -> dic
     return out
 
 
+# RabbitMQ's own stamps, in ms on the broker's clock, when its message interceptors are on
+# (3.12+): `timestamp_in_ms` as a message enters (message_interceptors.incoming.
+# set_header_timestamp), `x-opt-rabbitmq-sent-time` as it is sent to a consumer (4.x,
+# message_interceptors.outgoing.timestamp); an AMQP 0.9.1 consumer sees both as headers.
+BROKER_IN_HEADER = "timestamp_in_ms"
+BROKER_SENT_HEADER = "x-opt-rabbitmq-sent-time"
+
+
+def broker_times(headers: dict) -> tuple[int, int] | None:
+    """(arrived, sent) in ns from RabbitMQ's stamps (sent 0 when only the arrival is
+    stamped); None when there are none, or they are not whole milliseconds a clock could
+    read (a foreign or garbled header says nothing, and is not taken for one)."""
+    arrived = headers.get(BROKER_IN_HEADER)
+    if arrived is None:
+        return None
+    sent = headers.get(BROKER_SENT_HEADER, 0)
+    for value in (arrived, sent):
+        if type(value) is not int or not 0 <= value < 2**53:
+            return None
+    return arrived * 1_000_000, sent * 1_000_000
+
+
 def decode_amqp_headers(headers: dict | None) -> PublishStamp:
     """The publisher's stamp from a consumed message's headers, or TraceFormatError."""
     if not isinstance(headers, Mapping):

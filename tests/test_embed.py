@@ -232,3 +232,34 @@ def test_embedded_server_traces_its_own_messages_and_passes_foreign_ones(broker,
         stats = json.loads(response.read())
     assert (stats["traced"], stats["untraced"], stats["published"]) == (2, 2, 1)
     assert stats["fanout_ms"]["count"] == 2
+
+
+def test_rabbitmqs_own_stamps_split_the_mq_hop_when_present():
+    """RabbitMQ 3.12+ stamps arrival (timestamp_in_ms), 4.x sending
+    (x-opt-rabbitmq-sent-time), in ms on its clock; only 3.10 installs here, so the headers
+    are set by hand. Garbled ones are counted, not read; none leaves the hop whole."""
+    from mqprobe.embed import Tracer
+    from mqprobe.stamps import PublishStamp, encode_amqp_headers, new_trace_id
+
+    tracer = Tracer("n1")
+    t_pub = 1_700_000_000_000_000_000  # ns, on a whole millisecond
+    stamp = PublishStamp(new_trace_id(), "7", 0, t_pub, t_pub)
+    both = {**encode_amqp_headers(stamp), "timestamp_in_ms": t_pub // 10**6 + 2,
+            "x-opt-rabbitmq-sent-time": t_pub // 10**6 + 5}
+    assert tracer.consumed(both, t_pub + 6_000_000) is not None
+    split = {part: lat.summary() for part, lat in tracer.mq_split.items()}
+    assert {part: s["max_ms"] for part, s in split.items()} == pytest.approx(
+        {"before-broker": 2.0, "in-broker": 3.0, "after-broker": 1.0}, abs=0.01)
+    arrival_only = {**encode_amqp_headers(PublishStamp(new_trace_id(), "7", 1, t_pub, t_pub)),
+                    "timestamp_in_ms": t_pub // 10**6 + 1}
+    tracer.consumed(arrival_only, t_pub + 4_000_000)
+    assert tracer.mq_split["after-broker"].count == 2 and tracer.mq_split["in-broker"].count == 1
+    for garbled in ("12", -5, True, 2**60):
+        headers = {**encode_amqp_headers(PublishStamp(new_trace_id(), "7", 2, t_pub, t_pub)),
+                   "timestamp_in_ms": garbled}
+        assert tracer.consumed(headers, t_pub + 1) is not None  # the message is still ours
+    assert tracer.broker_stamps_unreadable == 4
+    assert tracer.mq_split["before-broker"].count == 2
+    plain = Tracer("n2")
+    plain.consumed(encode_amqp_headers(stamp), t_pub + 6_000_000)
+    assert not plain.mq_split and plain.hops["mq"].total == 1
