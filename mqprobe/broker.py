@@ -443,7 +443,8 @@ def check_reachable(amqp_url: str, timeout: float = 5.0) -> None:
 @contextlib.contextmanager
 def broker_for(amqp_url: str | None, state_dir: Path | None = None
                ) -> Iterator[tuple[str, str | None, str]]:
-    """Yield (amqp_url, management_url or None) for a command that measures.
+    """Yield (amqp_url, management_url or None, prometheus_url or '') for a command that
+    measures: the two APIs are known for the managed broker only.
 
     With no URL: the managed broker, started on demand. Every command using it is listed
     as a user; the last one out stops it, unless `broker up` keeps it. So two commands on
