@@ -328,7 +328,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     # answer (paused, overloaded) is charged by the attribution, like any other interval
     if any(not e.detail.get("unresponsive") for e in _outages(facts)):
         return Verdict.of(Cause.BROKER_UNAVAILABLE, _outage_prose(facts),
-                          counts + _failure_evidence(facts))
+                          _failure_evidence(facts) + counts)
     if facts.failure and facts.failure.piece == INTERRUPTED:
         return Verdict.of(Cause.INTERRUPTED, f"stopped by the user "
                           f"{_at(facts.failure.at_ns, facts)} into the run: the figures cover "
@@ -340,7 +340,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
                  else Cause.INSTRUMENT_FAILED)
         when = f" ({_at(facts.failure.at_ns, facts)} into the run)" if facts.failure.at_ns else ""
         return Verdict.of(cause, f"{PROSE[cause]}{when}: {facts.failure.message}",
-                          counts + _failure_evidence(facts))
+                          _failure_evidence(facts) + counts)
     publisher = run.get("publisher", {})
     refused = publisher.get("nacked", 0) + publisher.get("errors", 0)
     if refused:

@@ -14,7 +14,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypedDict
@@ -220,10 +220,10 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
                  management_url, placement or Placement(listen_host=workload.listen_host),
                  prometheus_url)
     try:
-        await run.start_nodes()
-        await run.connect_swarms()
-        await run.set_clocks()
-        await run.measure()
+        for phase, step in (("start", run.start_nodes), ("join", run.connect_swarms),
+                            ("clocks", run.set_clocks), ("measure", run.measure)):
+            with run.timed(phase):
+                await step()
     except RunError as exc:
         run.fail(exc.piece or "run", str(exc))
     except asyncio.CancelledError:  # Ctrl-C or SIGTERM: stop the pieces, keep what they have
@@ -233,7 +233,8 @@ async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url:
             if sampling:
                 sampling.cancel()
         # a Ctrl-C while the pieces stop waits for them: none is left running
-        cleanup, cancelled = await run_to_the_end(run.stop_and_clean())
+        with run.timed("stop"):
+            cleanup, cancelled = await run_to_the_end(run.stop_and_clean())
         if cancelled:
             run.fail(INTERRUPTED, INTERRUPTED_PROSE)
     return run.result(cleanup)
@@ -252,6 +253,7 @@ class OneRun:
         self.topology, self.layout, self.workload = topology, layout, workload
         self.amqp_url, self.management_url, self.placement = amqp_url, management_url, placement
         self.prometheus_url = prometheus_url
+        self.phases_s: dict[str, float] = {}
         self.log_dir, self.label, self.observe = log_dir, label, observe
         self.prefix = f"mqprobe.{uuid.uuid4().hex[:8]}."
         self.env = dict(os.environ, MQPROBE_AMQP_URL=amqp_url)
@@ -371,10 +373,12 @@ class OneRun:
         expected = sum(n * members[g] for g, n in self.results["publisher"]["published"].items())
         # after the last send, the swarms receive it all, or stop moving for 3 s: what is
         # missing then is lost, not late
-        await _follow(self.swarms, RunPhase.DRAINING, self.label, self.observe,
-                      lambda: _latest(self.swarms, EventName.PROGRESS, "delivered"), expected,
-                      lambda: _latest(self.swarms, EventName.PROGRESS, "delivered") >= expected,
-                      timeout=workload.drain_s, still_s=3.0)
+        with self.timed("drain"):
+            await _follow(self.swarms, RunPhase.DRAINING, self.label, self.observe,
+                          lambda: _latest(self.swarms, EventName.PROGRESS, "delivered"),
+                          expected,
+                          lambda: _latest(self.swarms, EventName.PROGRESS, "delivered")
+                          >= expected, timeout=workload.drain_s, still_s=3.0)
         if self.clocks_differ:
             later = await self.placement.clocks(workload.nodes, len(self.swarms))
             self.clocks = {piece: offset.widened_by(later[piece])
@@ -437,11 +441,27 @@ class OneRun:
                                      *delays]))
         return await remove_declared(self.amqp_url, exchanges + delays, queues)
 
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Where a run's wall time goes (issue: a default compare is mostly not measuring):
+        seconds per phase, in the result as `phases_s`."""
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases_s[phase] = round(self.phases_s.get(phase, 0.0)
+                                         + time.monotonic() - began, 3)
+
     def result(self, cleanup: dict) -> RunResult:
         """The design.md run dict, with its verdict; RunInterrupted carries it on a Ctrl-C."""
-        run = assemble(self.topology, self.layout, self.workload, self.results, self.sampler,
-                       self.clocks, self.failure, self.cpu)
+        with self.timed("assemble"):
+            run = assemble(self.topology, self.layout, self.workload, self.results,
+                           self.sampler, self.clocks, self.failure, self.cpu)
         run["declared"] = {"prefix": self.prefix, **cleanup}
+        phases = dict(self.phases_s)
+        if "drain" in phases and "measure" in phases:  # measure's own time, drain apart
+            phases["measure"] = round(phases["measure"] - phases["drain"], 3)
+        run["phases_s"] = phases
         self.observe(Phase(self.label, RunPhase.FAILED if self.error else RunPhase.DONE,
                            note=self.error or run["verdict"]["culprit"]))
         if self.failure and self.failure.piece == INTERRUPTED:

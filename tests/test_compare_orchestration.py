@@ -214,3 +214,13 @@ def test_every_piece_gets_the_configuration_of_its_role(tmp_path, no_broker):
     assert pieces["publisher"].reset_at > max(pieces[n].reset_at for n in pieces
                                               if n != "publisher")
     assert run["error"] is None and run["published"] == 3
+
+
+def test_each_phase_of_a_run_is_timed_in_its_result(tmp_path, no_broker):
+    """Where a run's wall time goes: a default compare is mostly not measuring (issue 24)."""
+    run, _placement, _ = _run(tmp_path, {})
+    phases = run["phases_s"]
+    assert list(phases) == ["start", "join", "clocks", "drain", "measure", "stop", "assemble"]
+    assert all(seconds >= 0 for seconds in phases.values()), phases
+    failed, _, _ = _run(tmp_path / "failed", {"dies": "publisher"})
+    assert "stop" in failed["phases_s"] and "assemble" in failed["phases_s"]
