@@ -125,10 +125,17 @@ def _when_a_file_appears(broker: ManagedBroker, go: Path, erlang: str):
     appears; returns what makes it appear and waits until the fault is over. On one core
     rabbitmqctl took 7-12 s to boot, so a fault asked for once the run published came after
     the run had measured, and nothing was on its timeline to name: the CLI boots here,
-    while the run starts."""
+    before the run starts, and the broker says (a file of its own) when it waits."""
+    armed = go.with_name(go.name + ".armed")
     waiting = broker.rabbitmqctl_started(
-        "eval", f'Go = "{go}", W = fun Wait() -> case filelib:is_regular(Go) of true -> ok; '
-        f'false -> timer:sleep(20), Wait() end end, W(), {erlang}')
+        "eval", f'ok = file:write_file("{armed}", <<>>), Go = "{go}", W = fun Wait() -> '
+        'case filelib:is_regular(Go) of true -> ok; false -> timer:sleep(20), Wait() end '
+        f'end, W(), {erlang}')
+    deadline = time.monotonic() + 120  # until the broker waits for it: the CLI has booted
+    while not armed.exists():
+        assert waiting.poll() is None, waiting.communicate()
+        assert time.monotonic() < deadline, "rabbitmqctl eval never started"
+        time.sleep(0.1)
 
     def now() -> None:
         go.touch()
