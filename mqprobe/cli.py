@@ -337,8 +337,8 @@ def sweep_cmd(
     concurrency: Concurrency = None,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
     listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1, drain: Drain = 15.0,
-    gate: Gate = False, amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
-    prometheus_url: PrometheusUrl = None,
+    gate: Gate = False, queue_types: QueueTypes = None, amqp_url: AmqpUrl = None,
+    management_url: ManagementUrl = None, prometheus_url: PrometheusUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
     png: PngDir = None,
 ) -> None:
@@ -362,7 +362,7 @@ def sweep_cmd(
         duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
         channel=channel, concurrency=concurrency, budget_ms=budget_ms, inject=inject or [],
         placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat,
-        drain_s=drain)
+        drain_s=drain, queue_types=_csv(queue_types, "--queue-types") if queue_types else [])
     at_load(workload, axis, max(values)).check()  # the heaviest point, before anything starts
     _measure(workload, amqp_url, management_url, prometheus_url, json_path, run_dir,
              Outputs(html, hdr_dir, png),

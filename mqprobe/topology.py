@@ -40,6 +40,20 @@ class ConsumerKnobs:
 
 
 @dataclass(frozen=True)
+class QueueKnobs:
+    """What matters for a queue type beyond its name ([queue] in a topology file): a
+    quorum queue's delivery limit (redeliveries before it drops or dead-letters), a single
+    active consumer (quorum or classic), and where a stream consumer starts reading."""
+
+    delivery_limit: int = 0  # 0: RabbitMQ's default (none in 3.10)
+    single_active_consumer: bool = False
+    stream_offset: str = "next"  # next | first | last
+
+
+STREAM_OFFSETS = ("next", "first", "last")
+
+
+@dataclass(frozen=True)
 class Topology:
     name: str
     description: str = ""
@@ -53,6 +67,7 @@ class Topology:
     layouts: tuple[str, ...] = LAYOUTS
     source: str = ""
     queue_type: QueueType = QueueType.CLASSIC
+    queue: QueueKnobs = field(default_factory=QueueKnobs)
 
     @property
     def exchange_per_group(self) -> bool:
@@ -115,11 +130,17 @@ class Topology:
         queue goes when its node does (auto-delete); quorum queues and streams must be
         durable and cannot auto-delete, so compare deletes them by name at the end (as it
         deletes everything a run declared). A stream is read from the next message on."""
+        arguments: dict = {}
+        if self.queue.single_active_consumer:
+            arguments["x-single-active-consumer"] = True
+        if self.queue.delivery_limit:
+            arguments["x-delivery-limit"] = self.queue.delivery_limit
         if self.queue_type == QueueType.CLASSIC:
-            return {"auto_delete": True}, {}
-        declare = {"durable": True, "arguments": {"x-queue-type": self.queue_type.value}}
-        return declare, ({"x-stream-offset": "next"} if self.queue_type == QueueType.STREAM
-                         else {})
+            return {"auto_delete": True, **({"arguments": arguments} if arguments else {})}, {}
+        declare = {"durable": True,
+                   "arguments": {"x-queue-type": self.queue_type.value, **arguments}}
+        return declare, ({"x-stream-offset": self.queue.stream_offset}
+                         if self.queue_type == QueueType.STREAM else {})
 
     def with_queue_type(self, queue_type: QueueType) -> Topology:
         """This topology on another queue type, named for it ('single-topic.quorum'): a row
@@ -142,7 +163,8 @@ class Topology:
             table |= {"exchange": {"type": self.exchange_type.value, "name": self.exchange_name,
                                    "routing_key": self.routing_key, "binding_key": self.binding_key,
                                    "filter_locally": self.filter_locally},
-                      "consumer": asdict(self.consumer), "queue_type": self.queue_type.value}
+                      "consumer": asdict(self.consumer), "queue_type": self.queue_type.value,
+                      "queue": asdict(self.queue)}
         return {"source": self.source, "table": table}
 
     @classmethod
@@ -157,6 +179,8 @@ class Topology:
             "exchange_type": (ExchangeType.FANOUT if self.manager else self.exchange_type).value,
             "exchange_per_group": self.exchange_per_group,
             "queue_type": self.queue_type.value,
+            **{f"queue_{k}": v for k, v in asdict(self.queue).items()
+               if v != getattr(QueueKnobs(), k)},
             "filter_locally": self.filter_locally or bool(self.manager),
             "prefetch": self.consumer.prefetch,
             "ack": self.consumer.ack,
@@ -225,7 +249,7 @@ def load(path: Path) -> Topology:
 def parse(data: dict, source: str) -> Topology:
     """Validate a topology table; every error names the file and the field."""
     known_top = {"name", "description", "manager", "exchange", "consumer", "layouts",
-                 "queue_type"}
+                 "queue_type", "queue"}
     _no_unknown(data, known_top, source, "")
     name = _get(data, "name", str, source, "", required=True)
     if not _NAME.fullmatch(name):
@@ -251,9 +275,9 @@ def parse(data: dict, source: str) -> Topology:
     if manager:
         if consumer:
             raise TopologyError(f"{source}: [consumer] is fixed by the socketio manager; remove it")
-        if queue_type != QueueType.CLASSIC:
-            raise TopologyError(f"{source}: queue_type is fixed by the socketio manager "
-                                "(it declares its own classic queue); remove it")
+        if queue_type != QueueType.CLASSIC or "queue" in data:
+            raise TopologyError(f"{source}: queue_type and [queue] are fixed by the socketio "
+                                "manager (it declares its own classic queue); remove them")
         return Topology(
             name=name,
             description=_get(data, "description", str, source, "", default=""),
@@ -292,6 +316,7 @@ def parse(data: dict, source: str) -> Topology:
         layouts=layouts,
         source=source,
         queue_type=QueueType(queue_type),
+        queue=_queue_knobs(_get(data, "queue", dict, source, "", default={}), source),
     )
     if problem := _queue_type_problem(topology):
         raise TopologyError(f"{source}: {problem}")
@@ -315,10 +340,33 @@ def parse(data: dict, source: str) -> Topology:
     return topology
 
 
+def _queue_knobs(table: dict, source: str) -> QueueKnobs:
+    _no_unknown(table, {"delivery_limit", "single_active_consumer", "stream_offset"}, source,
+                "queue.")
+    knobs = QueueKnobs(
+        delivery_limit=_get(table, "delivery_limit", int, source, "queue.", default=0),
+        single_active_consumer=_get(table, "single_active_consumer", bool, source, "queue.",
+                                    default=False),
+        stream_offset=_get(table, "stream_offset", str, source, "queue.", default="next"))
+    if type(knobs.delivery_limit) is not int or not 0 <= knobs.delivery_limit <= 1_000_000:
+        raise TopologyError(f"{source}: queue.delivery_limit must be an integer from 0 to "
+                            f"1000000, got {knobs.delivery_limit!r}")
+    if knobs.stream_offset not in STREAM_OFFSETS:
+        raise TopologyError(f"{source}: queue.stream_offset must be one of "
+                            f"{', '.join(STREAM_OFFSETS)}, got {knobs.stream_offset!r}")
+    return knobs
+
+
 def _queue_type_problem(topology: Topology) -> str:
-    """A stream is read with acknowledgements (RabbitMQ refuses auto-ack on one)."""
-    if topology.queue_type == QueueType.STREAM and topology.consumer.ack == AckMode.AUTO:
+    """A stream is read with acknowledgements (RabbitMQ refuses auto-ack on one); a delivery
+    limit is a quorum queue's, a single active consumer not a stream's (3.10)."""
+    kind, queue = topology.queue_type, topology.queue
+    if kind == QueueType.STREAM and topology.consumer.ack == AckMode.AUTO:
         return "a stream queue needs consumer.ack 'after' or 'before', not 'auto'"
+    if queue.delivery_limit and kind != QueueType.QUORUM:
+        return f"queue.delivery_limit is a quorum queue's, not a {kind.value} queue's"
+    if queue.single_active_consumer and kind == QueueType.STREAM:
+        return "queue.single_active_consumer is not offered for a stream over AMQP 0.9.1 here"
     return ""
 
 

@@ -48,22 +48,27 @@ def test_a_node_declares_its_queues_as_the_topologys_queue_type(vhost_url, manag
     stopped, what it declared is deleted by name (they cannot auto-delete), as compare
     does. That they carry a run is tests/test_compare.py's."""
     import urllib.parse
+    from dataclasses import replace
 
     from mqprobe.broker import management_get, remove_declared
     from mqprobe.model import QueueType
+    from mqprobe.topology import QueueKnobs
 
     state = managed_broker.running_state()
     vhost = urllib.parse.quote(vhost_url.rsplit("/", 1)[1], safe="")
 
     async def declared(queue_type: QueueType) -> dict:
         topology = resolve("per-group").with_queue_type(queue_type)
+        if queue_type == QueueType.QUORUM:  # and its knobs, as RabbitMQ's arguments
+            topology = replace(topology, queue=QueueKnobs(delivery_limit=3,
+                                                          single_active_consumer=True))
         node = Node(NodeConfig(node_id="n1", amqp_url=vhost_url, topology=topology,
                                layout="per-group", groups=["1", "2"], prefix="test.qt.", port=0))
         await node.start()
         try:
             found = {q["name"]: q for q in management_get(
                 state.management_url, f"/api/queues/{vhost}?columns=name,type,durable,"
-                "auto_delete")}
+                "auto_delete,arguments")}
         finally:
             await node.stop()
             await remove_declared(vhost_url, topology.exchanges("test.qt.", ["1", "2"]),
@@ -78,3 +83,6 @@ def test_a_node_declares_its_queues_as_the_topologys_queue_type(vhost_url, manag
         for queue in queues.values():
             assert (queue["type"], queue["durable"], queue["auto_delete"]) == (
                 queue_type.value, True, False), queue
+            if queue_type == QueueType.QUORUM:
+                assert queue["arguments"]["x-delivery-limit"] == 3, queue
+                assert queue["arguments"]["x-single-active-consumer"] is True, queue

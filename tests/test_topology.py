@@ -54,7 +54,12 @@ def test_knob_override_is_validated():
     ('name = "x"\n[consumer\n', "not valid TOML"),
     ('name = "x"\nqueue_type = "mirrored"\n', "queue_type must be one of classic, quorum, stream"),
     ('name = "x"\nqueue_type = "stream"\n[consumer]\nack = "auto"\n', "a stream queue needs"),
-    ('name = "x"\nmanager = "socketio"\nqueue_type = "quorum"\n', "queue_type is fixed"),
+    ('name = "x"\nmanager = "socketio"\nqueue_type = "quorum"\n', "queue_type and [queue] are fixed"),
+    ('name = "x"\n[queue]\ndelivery_limit = 3\n', "queue.delivery_limit is a quorum queue's"),
+    ('name = "x"\nqueue_type = "stream"\n[queue]\nstream_offset = "yesterday"\n',
+     "queue.stream_offset must be one of next, first, last"),
+    ('name = "x"\nqueue_type = "quorum"\n[queue]\ndelivery_limit = -1\n', "queue.delivery_limit"),
+    ('name = "x"\n[queue]\nprefetch = 3\n', "queue.prefetch"),
 ])
 def test_malformed_file_names_file_and_field(tmp_path: Path, text, field):
     path = tmp_path / "broken.toml"
@@ -91,3 +96,15 @@ def test_queue_types_are_declared_as_rabbitmq_needs_them():
     assert type(stream).from_json(stream.to_json()) == stream  # what a piece is sent
     with pytest.raises(TopologyError, match="a stream queue needs"):
         stream.with_knobs(ack="auto")
+
+
+def test_queue_knobs_become_rabbitmqs_arguments(tmp_path: Path):
+    path = tmp_path / "q.toml"
+    path.write_text('name = "q"\nqueue_type = "quorum"\n[queue]\ndelivery_limit = 5\n'
+                    'single_active_consumer = true\n')
+    declare, consume = load(path).queue_arguments()
+    assert declare["arguments"] == {"x-queue-type": "quorum", "x-delivery-limit": 5,
+                                    "x-single-active-consumer": True} and consume == {}
+    path.write_text('name = "s"\nqueue_type = "stream"\n[queue]\nstream_offset = "first"\n')
+    assert load(path).queue_arguments()[1] == {"x-stream-offset": "first"}
+    assert load(path).describe_knobs()["queue_stream_offset"] == "first"
