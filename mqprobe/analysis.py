@@ -27,6 +27,7 @@ from mqprobe.attribution import (
 )
 from mqprobe.footprint import INSTRUMENT_ROLES, CpuSampler, role_of
 from mqprobe.model import PATH_HOPS, RUN_HOPS, Culprit, HopName, RunResult, is_node_piece
+from mqprobe.profile import busy_line
 from mqprobe.protocol import NodeResult, PublisherResult, Role, SwarmResult
 from mqprobe.records import HopSet, Latency
 from mqprobe.timeline import EventKind, TimedEvent
@@ -164,6 +165,7 @@ def _node_summary(node: dict) -> dict:
         "loop_worst": node.get("loop_worst", {}),
         "loop_cpu": {k: v for k, v in node.get("loop_cpu", {}).items()
                      if k in ("source", "on_cpu", "waiting", "throttled")},
+        "profile": node.get("profile", {"samples": 0}),
         **({"mq_split": {part: lat.summary()
                          for part, lat in HopSet.from_json(node["mq_split"]).items()}}
            if node.get("mq_split") else {}),
@@ -370,6 +372,8 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
             for s in attribution.shares if s.share >= 0.005))
     evidence.append(_self_lag_line(lag, swarm, attribution))
     evidence += footprint_lines(run.get("cpu") or {})
+    evidence += [line for node in run.get("nodes", [])
+                 if (line := busy_line(node["node"], node.get("profile") or {}))]
     if attribution.tail == "p99" or not attribution.shares:  # the budget is met
         if run["lost"]:  # ...by what arrived: the loss is the story, never `none`
             return _lost(run, evidence)

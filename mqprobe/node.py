@@ -27,6 +27,7 @@ from mqprobe.inject import CpuQuota, Faults
 from mqprobe.loop import LoopLagMonitor
 from mqprobe.model import AckMode, ChannelMode, Concurrency
 from mqprobe.process import PieceRuntime
+from mqprobe.profile import LoopProfiler
 from mqprobe.protocol import (
     LOCAL,
     Command,
@@ -141,6 +142,7 @@ class Node(PieceRuntime):
         self._emit_records = 0
         self.timeline = Recorder(config.node_id)
         self.loop_lag = LoopLagMonitor(timeline=self.timeline, watchdog=True)
+        self.profiler: LoopProfiler | None = None  # what the loop spends its time on
         self.intake = (ManagerIntake if config.topology.manager else ConsumerIntake)(self)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp", client_manager=self.intake.client_manager,
@@ -239,6 +241,7 @@ class Node(PieceRuntime):
             "gc": {"frozen": gc.get_freeze_count(), "threshold": list(gc.get_threshold())},
             # the mq hop in RabbitMQ's own stamps, when its message interceptors stamp
             "mq_split": self.tracer.mq_split.to_json(),
+            "profile": self._profile(),
             "broker_stamps_unreadable": self.tracer.broker_stamps_unreadable,
         }
 
@@ -248,12 +251,22 @@ class Node(PieceRuntime):
             raise CommandRefused(f"a node knows `reset`, not {command.name!r}")
         self.reset_meters()
 
+    def _profile(self) -> dict:
+        if self.profiler is None:
+            return {"samples": 0}
+        self.profiler.stop()
+        return self.profiler.summary()
+
     def reset_meters(self) -> None:
         """Measure from now on: loop lag, busy ratio, unacked peaks and the timeline of the
         set-up are dropped, and what set-up allocated is frozen (timeline.freeze_setup)."""
         freeze_setup()
         self.loop_lag.reset()
         self.timeline.reset()
+        if self.profiler is not None:
+            self.profiler.stop()
+        self.profiler = LoopProfiler()  # made here, on the loop's thread: the one it samples
+        self.profiler.start()
         for consumer in self.stats.consumers.values():
             consumer.busy.reset()
             consumer.unacked_max = consumer.unacked

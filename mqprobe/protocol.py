@@ -139,6 +139,7 @@ class NodeResult(TypedDict):
     timeline: dict
     gc: dict
     mq_split: dict  # records.HopSet.to_json: before-broker, in-broker, after-broker
+    profile: dict  # profile.LoopProfiler.summary: what the loop spent its time on
     broker_stamps_unreadable: int
 
 

@@ -112,6 +112,14 @@ def test_loop_stall_is_a_server_stall_blocked_or_saturated(broker, tmp_path, kin
     assert 0 < pieces["broker"]["core_share"] < run["cpu"]["cores"]
     assert pieces["swarm1"]["instrument"] and not pieces["n1"]["instrument"]
     assert any(line.startswith("CPU in cores:") for line in run["verdict"]["evidence"])
+    # the loop's profile names the planted function: spinning, its busiest (a sleep is
+    # in it too, but a blocked thread is sampled there as well: both are the loop's time)
+    n1 = next(n for n in run["nodes"] if n["node"] == "n1")
+    assert n1["profile"]["samples"] > 100
+    busiest, share = n1["profile"]["top"][0]
+    assert busiest == "mqprobe/node.py in _stall" and share > 0.1, n1["profile"]
+    assert any(line.startswith("n1's loop (profiled 100/s): ")
+               for line in run["verdict"]["evidence"]), run["verdict"]["evidence"]
     # the e2e series and the timeline share one axis: the tail sits where the stalls were.
     # The planted stalls are 200 ms; n1 also records 5-15 ms ones on two busy cores, and
     # counting those as "during" once put most quiet buckets there.

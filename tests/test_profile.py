@@ -1,0 +1,54 @@
+"""The loop profiler on a real event loop: no broker, no node."""
+
+import asyncio
+import gc
+import time
+
+from mqprobe.profile import GC, IDLE, LoopProfiler, busy_line
+
+
+def _planted_hot(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def _profiled(work) -> dict:
+    async def main() -> dict:
+        profiler = LoopProfiler(every_s=0.002)
+        profiler.start()
+        try:
+            await work()
+        finally:
+            profiler.stop()
+            profiler.join()
+        return profiler.summary()
+    return asyncio.run(main())
+
+
+def test_a_planted_hot_function_is_the_busiest_and_a_sleeping_loop_is_idle():
+    async def hot_then_idle() -> None:
+        asyncio.get_running_loop().call_soon(_planted_hot, 0.3)
+        await asyncio.sleep(0.45)  # 0.3 s hot, then 0.15 s waiting in select
+
+    profile = _profiled(hot_then_idle)
+    assert profile["samples"] > 50
+    (busiest, share), *_ = profile["top"]
+    assert busiest.endswith("test_profile.py in _planted_hot") and share > 0.4, profile
+    assert 0.15 < profile["kinds"][IDLE] < 0.6, profile
+    line = busy_line("n1", profile)
+    assert line.startswith("n1's loop (profiled 500/s): ") and "_planted_hot" in line
+
+
+def test_collections_are_counted_as_garbage_collection():
+    async def collecting() -> None:
+        loop = asyncio.get_running_loop()
+        junk = [[[] for _ in range(50)] for _ in range(20_000)]  # much for the collector
+        for _ in range(20):
+            loop.call_soon(gc.collect)
+            await asyncio.sleep(0.01)
+        del junk
+
+    profile = _profiled(collecting)
+    assert profile["kinds"].get(GC, 0) > 0, profile
+    assert busy_line("n1", {"samples": 0}) == ""
