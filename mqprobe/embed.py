@@ -109,6 +109,7 @@ class Tracer:
         self._seq: defaultdict[str, itertools.count] = defaultdict(itertools.count)
         self.timeline = Recorder(self.node, limit=10_000)
         self._loop_lag: LoopLagMonitor | None = None
+        self._profiler = None  # profile.LoopProfiler, with watch_loop_time
 
     @property
     def fanout(self) -> FastHistogram:
@@ -141,6 +142,23 @@ class Tracer:
         if self._loop_lag:
             self._loop_lag.stop()
             self._loop_lag = None
+        if self._profiler:
+            self._profiler.stop()
+
+    def watch_loop_time(self, every_s: float = 0.01) -> None:
+        """Opt-in: what this thread's event loop spends its time on, its stack sampled
+        every `every_s` from another thread (AMQP consume and ack, socket.io encode,
+        websocket write, GC, idle; the busiest functions): `loop_time()` says it. Costs
+        the host about what BENCHMARKS.md ("What profiling the loop costs") measured."""
+        from mqprobe.profile import LoopProfiler
+
+        if self._profiler is None:
+            self._profiler = LoopProfiler(every_s)
+            self._profiler.start()
+
+    def loop_time(self) -> dict:
+        """What watch_loop_time saw so far (LoopProfiler.summary); {"samples": 0} without it."""
+        return self._profiler.summary() if self._profiler else {"samples": 0}
 
     def pauses(self) -> list[dict]:
         """The recorded GC pauses and loop stalls: kind, start_ns, end_ns (CLOCK_REALTIME,

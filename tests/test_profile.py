@@ -52,3 +52,20 @@ def test_collections_are_counted_as_garbage_collection():
     profile = _profiled(collecting)
     assert profile["kinds"].get(GC, 0) > 0, profile
     assert busy_line("n1", {"samples": 0}) == ""
+
+
+def test_the_embed_api_profiles_its_hosts_loop_when_asked():
+    from mqprobe.embed import Tracer
+
+    tracer = Tracer("n1")
+    assert tracer.loop_time() == {"samples": 0}
+
+    async def host() -> dict:
+        tracer.watch_loop_time(every_s=0.002)
+        asyncio.get_running_loop().call_soon(_planted_hot, 0.2)
+        await asyncio.sleep(0.3)
+        tracer.stop_watching()
+        return tracer.loop_time()
+
+    seen = asyncio.run(host())
+    assert seen["samples"] > 20 and seen["top"][0][0].endswith("in _planted_hot"), seen
