@@ -112,12 +112,13 @@ def test_loop_stall_is_a_server_stall_blocked_or_saturated(broker, tmp_path, kin
     assert 0 < pieces["broker"]["core_share"] < run["cpu"]["cores"]
     assert pieces["swarm1"]["instrument"] and not pieces["n1"]["instrument"]
     assert any(line.startswith("CPU in cores:") for line in run["verdict"]["evidence"])
-    # the loop's profile names the planted function: spinning, its busiest (a sleep is
-    # in it too, but a blocked thread is sampled there as well: both are the loop's time)
+    # the loop's profile names the planted function with about its share (200 ms of each
+    # second: spinning or asleep, a held loop is sampled there; asyncio's socket writes are
+    # the other big one, 15-21% on both nodes)
     n1 = next(n for n in run["nodes"] if n["node"] == "n1")
     assert n1["profile"]["samples"] > 100
-    busiest, share = n1["profile"]["top"][0]
-    assert busiest == "mqprobe/node.py in _stall" and share > 0.1, n1["profile"]
+    top = dict(n1["profile"]["top"][:3])
+    assert 0.1 < top.get("mqprobe/node.py in _stall", 0) < 0.35, n1["profile"]
     assert any(line.startswith("n1's loop (profiled 100/s): ")
                for line in run["verdict"]["evidence"]), run["verdict"]["evidence"]
     # the e2e series and the timeline share one axis: the tail sits where the stalls were.

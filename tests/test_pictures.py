@@ -108,10 +108,16 @@ def test_the_tail_by_hop_stacks_each_hop_at_p50_and_p99_beside_the_verdict(saved
 def test_the_sweep_draws_p99_by_hop_against_load_with_the_knee(saved_sweep):
     figure = sweep_curves(saved_sweep).figure
     topologies = list(dict.fromkeys(r["topology"] for r in saved_sweep["runs"]))
-    panels = [ax for ax in figure.axes if ax.get_visible()]
+    panels = [ax for ax in figure.axes if ax.get_visible() and ax.get_title()]
+    costs = [ax for ax in figure.axes if ax.get_ylabel() == "CPU ms per 1,000 deliveries"]
     assert [ax.get_title().split(" (")[0] for ax in panels] == topologies
+    assert len(costs) == len(topologies)  # what each point cost, beside how fast it was
     knees = saved_sweep["sweep"]["knees"]
-    for ax, topology in zip(panels, topologies, strict=True):
+    for ax, cost_ax, topology in zip(panels, costs, topologies, strict=True):
+        ordered = sorted((r for r in saved_sweep["runs"] if r["topology"] == topology),
+                         key=lambda r: r["load"])
+        _loads, broker = _lines(cost_ax)["broker CPU ms/1k"].get_data()
+        assert list(broker) == [r["cost"]["broker_per_1k_deliveries"] for r in ordered]
         runs = sorted((r for r in saved_sweep["runs"] if r["topology"] == topology),
                       key=lambda r: r["load"])
         lines = _lines(ax)
