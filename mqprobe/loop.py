@@ -194,7 +194,7 @@ class CpuWindows:
 
 
 # -- the watchdog ----------------------------------------------------------------------------
-_STDLIB = tuple(p for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
+STDLIB = tuple(p for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
 _CALLBACK = ("events.py", "_run")  # asyncio's Handle._run: the loop runs a callback from here
 _LOOP = ("base_events.py", "_run_once")  # the loop's own iteration: select, then callbacks
 IN_THE_LOOP = "the event loop itself (select, timers)"
@@ -340,16 +340,16 @@ def callback_frames(frame: FrameType | None) -> tuple[list[FrameType], FrameType
 def location(inside: list[FrameType]) -> str:
     """The innermost of a callback's frames outside the standard library (else its
     innermost), as `path:line in function: source`."""
-    chosen = next((f for f in inside if not f.f_code.co_filename.startswith(_STDLIB)), inside[0])
+    chosen = next((f for f in inside if not f.f_code.co_filename.startswith(STDLIB)), inside[0])
     code = chosen.f_code
     # another thread's frame, read while it runs, may be between two lines (f_lineno None)
     line = chosen.f_lineno
     source = linecache.getline(code.co_filename, line).strip() if line else ""
-    return f"{_short_path(code.co_filename)}:{line or '?'} in {code.co_name}" + (
+    return f"{short_path(code.co_filename)}:{line or '?'} in {code.co_name}" + (
         f": {source[:80]}" if source else "")
 
 
-def _short_path(path: str) -> str:
+def short_path(path: str) -> str:
     """From the package down (mqprobe/node.py, socketio/async_server.py)."""
     parts = path.split(os.sep)
     for marker in ("site-packages", "dist-packages"):

@@ -13,9 +13,10 @@ import time
 from collections import Counter
 from types import FrameType
 
-from mqprobe.loop import _STDLIB, _short_path, callback_frames
+from mqprobe.loop import STDLIB, callback_frames, short_path
 
-# the first module of a callback's frames (innermost first) that names its kind of work
+# kinds of work, in the order they are looked for among a callback's frames: a node's emit
+# runs mqprobe's code around socket.io's around aiohttp's, and is the innermost kind
 KINDS = (
     ("websocket write", ("aiohttp/web_ws", "aiohttp/_websocket", "aiohttp/http_websocket",
                          "engineio/async_drivers/aiohttp", "engineio/async_socket",
@@ -29,8 +30,8 @@ IDLE, GC, LOOP, OTHER = "idle (waiting in select)", "garbage collection", "the l
 
 
 def kind_of(inside: list[FrameType]) -> str:
-    """The kind of work a callback's frames (innermost first) are doing."""
-    paths = [_short_path(frame.f_code.co_filename) for frame in inside]
+    """The kind of work a callback's frames are doing: the first of KINDS among them."""
+    paths = [short_path(frame.f_code.co_filename) for frame in inside]
     for kind, prefixes in KINDS:
         if any(path.startswith(prefixes) for path in paths):
             return kind
@@ -39,8 +40,8 @@ def kind_of(inside: list[FrameType]) -> str:
 
 def function_of(inside: list[FrameType]) -> str:
     """`aiohttp/web_ws.py in send_str`: the innermost frame outside the standard library."""
-    frame = next((f for f in inside if not f.f_code.co_filename.startswith(_STDLIB)), inside[0])
-    return f"{_short_path(frame.f_code.co_filename)} in {frame.f_code.co_name}"
+    frame = next((f for f in inside if not f.f_code.co_filename.startswith(STDLIB)), inside[0])
+    return f"{short_path(frame.f_code.co_filename)} in {frame.f_code.co_name}"
 
 
 class LoopProfiler(threading.Thread):
