@@ -106,7 +106,30 @@ def fields(required: dict[str, Check], optional: dict[str, Check] | None = None)
     return check_object
 
 
+def histogram(value: object, where: str) -> str:
+    """An HDR histogram as the result keeps it (base64 of hdrhistogram's encoding)."""
+    from hdrh.histogram import HdrHistogram
+
+    if not isinstance(value, str):
+        return _say(where, "is not an encoded histogram")
+    try:
+        HdrHistogram.decode(value)
+    except Exception:  # hdrh raises its own, and binascii's, and zlib's
+        return _say(where, "is not a histogram hdrhistogram can decode")
+    return ""
+
+
+def rows(width: int) -> Check:
+    """A series' rows: lists of at least `width` numbers."""
+    return each(lambda row, where: (
+        _say(where, f"is not a row of {width} or more numbers")
+        if not isinstance(row, list) or len(row) < width else each(number)(row, where)))
+
+
 HOP = fields({k: number for k in ("count", "p50_ms", "p99_ms", "max_ms")})
+EVENT = fields({"kind": text, "start_ms": number, "end_ms": number}, {"piece": text})
+TIMELINE = fields({}, {"events": each(EVENT), "e2e": fields({}, {"rows": rows(5)}),
+                       "queue_ready": fields({}, {"rows": rows(2)})})
 VERDICT = fields({"culprit": one_of(Culprit), "cause": cause_text},
                  {"evidence": each(text),
                   "shares": each(fields({"cause": one_of(Cause), "share": number},
@@ -123,6 +146,7 @@ RUN = fields(
      "verdict": VERDICT},
     {"load": number, "repeat": count, "error": or_none(text), "clocks": CLOCKS,
      "not_delivered": number, "cost": values(or_none(number)),
+     "hdr": values(histogram), "timeline": TIMELINE,
      "cpu": fields({}, {"pieces": values(fields({"cpu_ms": number}, {"role": text})),
                         "series": fields({}, {"columns": each(text),
                                               "rows": each(each(number))})})},

@@ -1,5 +1,6 @@
 """Bad input gets one clear sentence and a non-zero exit, never a traceback."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -347,3 +348,30 @@ def test_knobs_a_topology_fixes_are_said_not_applied(tmp_path):
     assert result.returncode == 1
     assert ("note: prefetch not applied to socketio-manager: python-socketio's manager fixes "
             "its own") in result.stderr
+
+
+@pytest.mark.parametrize(("path", "value", "says"), [
+    (("runs", 0, "hdr", "e2e"), "AAAA!!", "runs[0].hdr.e2e is not a histogram"),
+    (("runs", 0, "hdr"), "x", "runs[0].hdr is not an object"),
+    (("runs", 0, "timeline", "events", 0, "start_ms"), "x", "start_ms is not a number"),
+    (("runs", 0, "timeline", "e2e", "rows", 0), [1, 2], "is not a row of 5 or more numbers"),
+    (("runs", 0, "cpu", "series", "rows", 0, 1), None, "is not a number"),
+])
+def test_what_the_pictures_and_hdr_logs_read_is_checked_when_the_file_loads(
+        tmp_path, path, value, says):
+    """--html and --hdr-dir read the histograms, the timeline and the CPU series: a wrong
+    one was a traceback in whichever picture touched it first."""
+    import json
+
+    from mqprobe.errors import ResultFormatError
+    from mqprobe.report import load_result
+
+    doc = json.loads((Path(__file__).parent / "data" / "compare_result.json").read_text())
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    target = tmp_path / "r.json"
+    target.write_text(json.dumps(doc))
+    with pytest.raises(ResultFormatError, match=re.escape(says)):
+        load_result(target)
