@@ -53,9 +53,17 @@ async def _stall_with(hold) -> list:
     (_sleep_in_the_loop, "time.sleep(0.12)", "off_cpu_ms"),
     (_spin_in_the_loop, "while time.perf_counter() < until", "on_cpu_ms")])
 def test_a_planted_stall_is_split_and_names_its_code(hold, line, part):
-    (stall,) = asyncio.run(_stall_with(hold))
-    detail = stall.detail
-    assert "tests/test_loop.py" in detail["held_by"] and line in detail["held_by"], detail
+    # the watchdog must have been able to look: a hypervisor that stops this VM (steal),
+    # or a crowded host, can keep its thread from running through most of a 120 ms stall
+    # (seen once in a fresh-clone CI: no held_by). Such a run says nothing; up to 3 tries.
+    for _attempt in range(3):
+        (stall,) = asyncio.run(_stall_with(hold))
+        detail = stall.detail
+        if detail.get("samples", 0) >= 3:
+            break
+    assert detail.get("samples", 0) >= 3, detail
+    assert "tests/test_loop.py" in detail.get("held_by", ""), detail
+    assert line in detail["held_by"], detail
     # a busy machine may keep a spin waiting for a CPU part of the time: its own time
     # (computing) and its wait add up to the stall, and it is still the code's
     own = detail[part] + (detail["waiting_ms"] if part == "on_cpu_ms" else 0)
