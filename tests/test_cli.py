@@ -240,6 +240,22 @@ def test_negative_hops_and_untraced_reasons_are_shown_never_hidden():
     assert "untraced events 5: 4 x no mqprobe list first in the event's object; 1 x seq" in text
 
 
+def _saved_with(doc: object, path: tuple, value: object, directory: Path) -> Path:
+    """`doc` with the field at `path` (the whole of it for ()) set to `value`, saved."""
+    import json
+
+    if not path:
+        doc = value
+    else:
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    target = directory / "r.json"
+    target.write_text(json.dumps(doc))
+    return target
+
+
 def _leaves(node: object, path: tuple = ()) -> list[tuple]:
     """Every path into a JSON document (lists: their first two entries)."""
     found = [path]
@@ -276,16 +292,7 @@ def test_a_result_with_any_field_replaced_by_a_hostile_value_is_read_or_refused(
     @settings(max_examples=40, deadline=None, database=None)
     @given(st.sampled_from(paths), hostile)
     def replaced(path: tuple, value: object) -> None:
-        doc = copy.deepcopy(original)
-        if not path:
-            doc = value
-        else:
-            node = doc
-            for key in path[:-1]:
-                node = node[key]
-            node[path[-1]] = value
-        target = tmp_path / "r.json"
-        target.write_text(json.dumps(doc))
+        target = _saved_with(copy.deepcopy(original), path, value, tmp_path)
         try:
             result = load_result(target)
         except ResultFormatError:
@@ -367,11 +374,5 @@ def test_what_the_pictures_and_hdr_logs_read_is_checked_when_the_file_loads(
     from mqprobe.report import load_result
 
     doc = json.loads((Path(__file__).parent / "data" / "compare_result.json").read_text())
-    node = doc
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    target = tmp_path / "r.json"
-    target.write_text(json.dumps(doc))
     with pytest.raises(ResultFormatError, match=re.escape(says)):
-        load_result(target)
+        load_result(_saved_with(doc, path, value, tmp_path))
