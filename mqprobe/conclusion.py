@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from mqprobe.analysis import by_point
+from mqprobe.analysis import by_point, representative
 from mqprobe.model import Culprit, HopName, RunResult
 
 COST_RATIO_WORTH_SAYING = 1.5  # a row that costs this many times the winner's CPU is named
@@ -84,11 +84,11 @@ class Conclusion:
 
 
 def _row(point: str, runs: list[RunResult]) -> Row:
-    ordered = sorted(runs, key=lambda r: r["hops"][HopName.E2E]["p99_ms"])
-    median = ordered[(len(ordered) - 1) // 2]
+    median = representative(runs)  # the repeat the table shows
     p99 = median["hops"][HopName.E2E]["p99_ms"]
     if len(runs) > 1:
-        low, high = ordered[0]["hops"][HopName.E2E]["p99_ms"], ordered[-1]["hops"][HopName.E2E]["p99_ms"]
+        p99s = [r["hops"][HopName.E2E]["p99_ms"] for r in runs]
+        low, high = min(p99s), max(p99s)
     else:
         lag = median["self_lag_ms"]["p99"]
         low, high = max(0.0, p99 - lag), p99 + lag
