@@ -698,7 +698,7 @@ class QueueSampler:
         """Alarms and the Erlang run queue from rabbitmq_prometheus."""
         from mqprobe.prometheus import read_broker
 
-        metrics = read_broker(self.prometheus_url, set(self.names))
+        metrics = read_broker(self.prometheus_url, set())  # depth comes over AMQP
         self._raised(list(metrics.alarms))
         self.run_queue_max = max(self.run_queue_max, metrics.run_queue)
 

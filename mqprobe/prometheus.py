@@ -29,11 +29,12 @@ class BrokerMetrics:
     consumers: dict[str, int] = field(default_factory=dict)
 
 
-def _get(url: str, timeout: float) -> str:
+def fetch_text(url: str, timeout: float, limit: int = MAX_SCRAPE_BYTES) -> str:
+    """A Prometheus exposition's text, read up to `limit` bytes (more is refused)."""
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s)
-        body = response.read(MAX_SCRAPE_BYTES + 1)
-    if len(body) > MAX_SCRAPE_BYTES:
-        raise ValueError(f"more than {MAX_SCRAPE_BYTES // 2**20} MiB")
+        body = response.read(limit + 1)
+    if len(body) > limit:
+        raise ValueError(f"more than {limit // 2**20} MiB")
     return body.decode("utf-8", "replace")
 
 
@@ -59,6 +60,8 @@ def parse_broker(aggregated: str, detailed: str, queues: set[str]) -> BrokerMetr
 
 
 def read_broker(prometheus_url: str, queues: set[str], timeout: float = 3.0) -> BrokerMetrics:
-    """Scrape the endpoint now (blocking: run it in a thread)."""
+    """Scrape the endpoint now (blocking: run it in a thread); the per-queue exposition
+    only when queues are asked for."""
     base = prometheus_url if prometheus_url.endswith("/") else prometheus_url + "/"
-    return parse_broker(_get(base + "metrics", timeout), _get(base + DETAILED, timeout), queues)
+    detailed = fetch_text(base + DETAILED, timeout) if queues else ""
+    return parse_broker(fetch_text(base + "metrics", timeout), detailed, queues)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from mqprobe.broker import redact_url
 from mqprobe.errors import InputError, url_problem
+from mqprobe.prometheus import fetch_text
 
 MAX_SCRAPE_BYTES = 16 * 2**20
 COUNTERS = ("traced", "untraced", "unsampled", "published", "seq_gaps")
@@ -92,14 +92,6 @@ def _read(families, view) -> None:
                 view(labels).pauses[kind] = (count, sample.value)
 
 
-def _fetch(url: str, timeout: float) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only
-        body = response.read(MAX_SCRAPE_BYTES + 1)
-    if len(body) > MAX_SCRAPE_BYTES:
-        raise ValueError(f"more than {MAX_SCRAPE_BYTES // 2**20} MiB")
-    return body.decode("utf-8", "replace")
-
-
 def check_urls(urls: list[str]) -> None:
     for url in urls:
         if problem := url_problem("--metrics-url", url, ("http", "https"),
@@ -111,7 +103,7 @@ async def scrape(urls: list[str], timeout: float = 3.0) -> Scrape:
     """Every URL at once; one that fails is an error line, never the end of the view."""
     async def one(url: str) -> list[NodeView] | str:
         try:
-            text = await asyncio.to_thread(_fetch, url, timeout)
+            text = await asyncio.to_thread(fetch_text, url, timeout, MAX_SCRAPE_BYTES)
             return parse(text, url, time.monotonic())
         except (OSError, ValueError, urllib.error.URLError, InputError) as exc:
             reason = getattr(exc, "reason", None) or exc
