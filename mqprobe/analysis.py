@@ -678,6 +678,9 @@ def footprint_lines(cpu: dict) -> list[str]:
     if waited:
         out.append("of the time each was ready to run, it waited for a CPU: " + ", ".join(
             f"{p} {share:.0%}" for p, share in sorted(waited.items(), key=lambda kv: -kv[1])))
+    reported = [f"{p} from {v['source']}" for p, v in pieces.items() if v.get("source")]
+    if reported:
+        out.append("read elsewhere, not from /proc: " + "; ".join(reported))
     if cpu.get("not_seen"):
         out.append("not seen: " + "; ".join(f"{p} ({why})" for p, why in cpu["not_seen"].items()))
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import sys
@@ -20,11 +19,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mqprobe.agent import parse_placement
 from mqprobe.broker import ManagedBroker, broker_for, check_management, redact_url
-from mqprobe.compare import Phase, check_writable, compare, new_run_dir, save
+from mqprobe.compare import compare
 from mqprobe.errors import InputError, MqprobeError, url_problem, within
-from mqprobe.model import HOPS, Culprit, EngineIO, HopName, RunPhase
+from mqprobe.interrupts import Interrupted, raise_interrupted, run_measuring
+from mqprobe.model import HOPS, EngineIO, HopName, RunPhase
+from mqprobe.one_run import Phase
 from mqprobe.process import PieceRuntime, RunInterrupted, serve
 from mqprobe.report import load_result, print_compare, print_connections, print_hops, print_sweep
+from mqprobe.runner import FAILED_EXIT, check_writable, exit_policy, new_run_dir, save
 from mqprobe.stamps import DeliveryTrace
 from mqprobe.topology import LAYOUTS, resolve
 from mqprobe.workload import DEFAULT_TOPOLOGIES, Workload
@@ -143,64 +145,6 @@ def _run(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     return asyncio.run(coro_factory())
 
 
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM: the command stops, after saving and cleaning up; exit 128 + signal."""
-
-    def __init__(self, signum: int, said: bool = False) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.exit_code = 128 + signum
-        self.said = said  # the command already told the user what it saved
-
-
-def _raise_interrupted(signum: int, _frame: object) -> None:
-    raise Interrupted(signum)
-
-
-def _still_stopping() -> None:
-    """Said on a second Ctrl-C; a plain write, safe inside a signal handler."""
-    os.write(2, b"mqprobe: still stopping the pieces and saving what was measured\n")
-
-
-def _run_measuring(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run a measurement; Ctrl-C or SIGTERM cancels it, so it stops its pieces and saves
-    what it measured (RunInterrupted), instead of dying where it stands.
-
-    The handlers are Python's, not the loop's: asyncio puts the defaults back as its loop
-    closes, and a SIGTERM in that moment would kill us with our broker left running."""
-    received: list[int] = []
-    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        if len(received) > 1:  # cancelling again would cut the stopping short
-            _still_stopping()
-        elif running:
-            loop, task = running[0]
-            loop.call_soon_threadsafe(task.cancel)
-
-    async def main() -> Any:
-        task = asyncio.current_task()
-        assert task is not None
-        running.append((asyncio.get_running_loop(), task))
-        if received:  # it came before the loop ran
-            raise asyncio.CancelledError
-        return await coro_factory()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)  # after a first signal, later ones say "still stopping"
-    try:
-        return asyncio.run(main())
-    except RunInterrupted as exc:
-        exc.signum = received[0] if received else signal.SIGINT
-        raise
-    except asyncio.CancelledError:  # cancelled before any run began: nothing to save
-        raise Interrupted(received[0] if received else signal.SIGINT) from None
-    finally:
-        if not received:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, _raise_interrupted)
-
-
 # -- compare -------------------------------------------------------------------------------
 @app.command("compare")
 def compare_cmd(
@@ -269,7 +213,7 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
                 check_management(management_url)
             apis = (management_url or managed_api, prometheus_url or managed_prometheus)
             try:
-                result = _run_measuring(lambda: measure(url, apis, json_path, run_dir, observe))
+                result = run_measuring(lambda: measure(url, apis, json_path, run_dir, observe))
             except RunInterrupted as exc:
                 interrupted, result = exc.signum, exc.result or {"runs": []}
             progress.stop()
@@ -295,27 +239,14 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
     _exit_as_measured(result["runs"], json_path, gate)
 
 
-OVER_BUDGET_EXIT = 3  # --gate: a run over budget or behind (README: "Exit codes")
-
-
 def _exit_as_measured(runs: list[dict], json_path: Path, gate: bool) -> None:
-    """1 when a run failed or lost deliveries; with --gate, 3 when one was over budget or
-    still had deliveries on their way at the end; else 0."""
-    failed = sum(1 for run in runs if run.get("error"))
-    lost = sum(1 for run in runs if run["lost"])
-    if failed or lost:
-        raise UserError(", ".join(part for part in (
-            f"{failed} run(s) failed" if failed else "",
-            f"{lost} run(s) lost deliveries" if lost else "") if part)
-            + f"; what they measured is in the table and {json_path}")
-    behind = sum(1 for run in runs if run.get("not_delivered"))
-    over = sum(1 for run in runs if run["verdict"]["culprit"] != Culprit.NONE)
-    if gate and (behind or over):
-        err.print("mqprobe: " + ", ".join(part for part in (
-            f"{over} run(s) over budget" if over else "",
-            f"{behind} run(s) fell behind (deliveries still queued at the end)" if behind
-            else "") if part) + f" (--gate); the figures are in {json_path}", markup=False)
-        raise typer.Exit(OVER_BUDGET_EXIT)
+    """Exit as runner.exit_policy says, naming where the figures are."""
+    code, why = exit_policy(runs, gate)
+    if code == FAILED_EXIT:
+        raise UserError(f"{why}; what they measured is in the table and {json_path}")
+    if code:
+        err.print(f"mqprobe: {why}; the figures are in {json_path}", markup=False)
+        raise typer.Exit(code)
 
 
 @app.command("sweep")
@@ -874,7 +805,7 @@ def main() -> None:
         sys.exit(2)
     # SIGTERM unwinds like Ctrl-C (context managers stop what they started), it never just
     # kills us with a broker of ours left running
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGTERM, raise_interrupted)
     try:
         _main()
     finally:

@@ -4,7 +4,8 @@ clock: the system measured (the broker, the nodes) beside the instrument measuri
 
 A node that waited for a CPU waited for someone: this is where the verdict finds who. A
 piece it cannot see (on another host, or a broker that is not local) is named as not seen,
-never counted as idle.
+never counted as idle; a broker elsewhere whose Prometheus endpoint answers is counted from
+what it reports (Reported), and the result says so.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import bisect
 import os
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mqprobe.cpu import (
@@ -29,6 +31,7 @@ from mqprobe.stamps import now_ns
 PERIOD_S = 0.1
 THREADS_EVERY = 10  # samples between looks for threads a piece started since
 INSTRUMENT_ROLES = ("swarm", "publisher", "compare")  # mqprobe's own, not the system's
+REPORTED_EVERY_S = 1.0  # a reported counter is a scrape: once a second, in a thread
 
 
 def role_of(piece: str) -> str:
@@ -36,6 +39,15 @@ def role_of(piece: str) -> str:
     if piece.startswith("swarm"):
         return "swarm"
     return "node" if is_node_piece(piece) else piece
+
+
+@dataclass(frozen=True)
+class Reported:
+    """A piece's CPU as something other than /proc reports it (a remote broker's
+    Prometheus endpoint): `read` gives its CPU ms so far, or None (blocking: a scrape)."""
+
+    source: str  # said in the result beside the figure
+    read: Callable[[], float | None]
 
 
 @dataclass
@@ -53,6 +65,8 @@ class CpuSampler:
     # piece -> its threads' run-queue wait so far (ns) at each sample: the broker's too,
     # which measures nothing of itself
     waited: dict[str, list[int]] = field(default_factory=dict)
+    reported: dict[str, Reported] = field(default_factory=dict)  # piece -> where its CPU is read
+    readings: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # (ns, CPU ms)
 
     def __post_init__(self) -> None:
         self.used = {piece: [] for piece in self.pids}
@@ -81,13 +95,24 @@ class CpuSampler:
         return used
 
     async def run(self) -> None:
+        follow = asyncio.get_running_loop().create_task(self._follow_reported())
         try:
             while True:
                 self.sample()
                 await asyncio.sleep(PERIOD_S)
         finally:
+            follow.cancel()
             for waits in self._waits.values():
                 waits.close()
+
+    async def _follow_reported(self) -> None:
+        """Each reported counter once a second (a scrape must not hold the loop)."""
+        while self.reported:
+            for piece, reported in self.reported.items():
+                value = await asyncio.to_thread(reported.read)
+                if value is not None:
+                    self.readings.setdefault(piece, []).append((now_ns(), value))
+            await asyncio.sleep(REPORTED_EVERY_S)
 
     def during(self, spans: list[tuple[int, int]]) -> dict[str, float]:
         """The CPU ns each piece used within the spans, pro rata of the samples' windows."""
@@ -130,6 +155,19 @@ class CpuSampler:
                 # its threads' waits for a CPU, summed: against what they ran, how much of
                 # its progress waited
                 pieces[piece]["waited_ms"] = round((waited[-1] - waited[0]) / 1e6, 1)
+        not_seen = dict(self.not_seen)
+        for piece, reported in self.reported.items():
+            readings = self.readings.get(piece, [])
+            if len(readings) < 2 or readings[-1][0] <= readings[0][0]:
+                not_seen[piece] = (f"{not_seen.get(piece, 'not local')}; {reported.source} "
+                                   f"answered {len(readings)} of its scrapes")
+                continue
+            (t0, ms0), (t1, ms1) = readings[0], readings[-1]
+            rate = max(0.0, ms1 - ms0) * 1e6 / (t1 - t0)  # cores, over the readings' span
+            not_seen.pop(piece, None)
+            pieces[piece] = {"role": role_of(piece), "cpu_ms": round(rate * wall / 1e6, 1),
+                             "core_share": round(rate, 3), "instrument": False,
+                             "source": reported.source}
         (all0, busy0, stolen0), (all1, busy1, stolen1) = self.host[0], self.host[-1]
         pressure = self.pressure[-1] - self.pressure[0] if self.pressure[0] else None
         names = list(self.used)
@@ -142,7 +180,7 @@ class CpuSampler:
                                          for n, was_read in zip(names, read, strict=True)])
         return {
             "available": True, "wall_s": round(wall / 1e9, 2), "cores": os.cpu_count() or 1,
-            "pieces": pieces, "not_seen": self.not_seen,
+            "pieces": pieces, "not_seen": not_seen,
             "host": {"busy_share": round((busy1 - busy0) / (all1 - all0), 3) if all1 > all0 else None,
                      "stolen_ms": round((stolen1 - stolen0) / 1e6, 1),
                      "pressure_share": round(pressure / wall, 3) if pressure is not None else None},

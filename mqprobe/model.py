@@ -212,7 +212,7 @@ class VerdictJson(TypedDict):
 
 
 class RunResult(TypedDict, total=False):
-    """One topology x layout run (compare.assemble): design.md's fields first, then what
+    """One topology x layout run (assemble.assemble): design.md's fields first, then what
     mqprobe adds (groups, nodes, the swarm's own figures, evidence, timeline, clocks)."""
 
     topology: str
@@ -247,7 +247,7 @@ class RunResult(TypedDict, total=False):
 
 
 class ComparisonResult(TypedDict, total=False):
-    """What `mqprobe compare --json` writes (compare.new_result, then a run at a time)."""
+    """What `mqprobe compare --json` writes (runner.new_result, then a run at a time)."""
 
     mqprobe_version: str
     workload: dict

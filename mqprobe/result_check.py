@@ -147,7 +147,7 @@ RUN = fields(
     {"load": number, "repeat": count, "error": or_none(text), "clocks": CLOCKS,
      "not_delivered": number, "cost": values(or_none(number)),
      "hdr": values(histogram), "timeline": TIMELINE,
-     "cpu": fields({}, {"pieces": values(fields({"cpu_ms": number}, {"role": text})),
+     "cpu": fields({}, {"pieces": values(fields({"cpu_ms": number}, {"role": text, "source": text})),
                         "series": fields({}, {"columns": each(text),
                                               "rows": each(each(number))})})},
 )

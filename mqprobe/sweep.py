@@ -13,19 +13,11 @@ import math
 import re
 
 from mqprobe.analysis import by_point, representative
-from mqprobe.compare import (
-    Observer,
-    keep_if_interrupted,
-    new_result,
-    placed,
-    record_agreement,
-    repeats,
-    run_one,
-    save,
-)
 from mqprobe.conclusion import conclude_sweep
 from mqprobe.errors import InputError
 from mqprobe.model import HopName
+from mqprobe.one_run import Observer
+from mqprobe.runner import Point, broker_version, new_result, run_points
 from mqprobe.topology import TopologyError
 from mqprobe.workload import Workload
 
@@ -97,39 +89,31 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
         raise InputError(f"sweep axis must be one of {', '.join(AXES)}")
     workload.check()
     at_load(workload, axis, max(values)).check()  # the heaviest point must fit too
-    from mqprobe.compare import broker_version
-
     topologies = workload.resolved_topologies()
     layout = workload.layouts[0]
     if not any(layout in t.layouts for t in topologies):
         raise TopologyError(f"no chosen topology supports layout {layout}")
     result = new_result(workload, amqp_url, await broker_version(amqp_url))
     result["sweep"] = {"axis": axis, "values": values, "layout": layout, "knees": {}}
-    async with placed(workload, amqp_url) as placement:
-        for topology in topologies:
-            run_layout = layout if layout in topology.layouts else topology.layouts[0]
-            runs = []
-            for value in values:
-                point = at_load(workload, axis, value)
-                for label, repeat in repeats(f"{topology.name}_{axis}={value:g}",
-                                             workload.repeat):
-                    run = await keep_if_interrupted(result, json_path, run_one(
-                        topology, run_layout, point, amqp_url, run_dir, label, observe,
-                        management_url, placement, prometheus_url))
-                    run["load"] = value
-                    run["rate_per_group"] = point.rate
-                    if repeat:
-                        run["repeat"] = repeat
-                    result["runs"].append(run)
-                    runs.append(run)
-                    record_agreement(result, f"{topology.name}@{value:g}",
-                                     lambda r, t=topology.name, v=value:
-                                         (r["topology"], r.get("load")) == (t, v))
-                    save(result, json_path)
-            # the knee is found on each point's median repeat
-            points = [representative(group) for group in by_point(runs, lambda r: r["load"]).values()]
-            result["sweep"]["knees"][topology.name] = find_knee(
-                points, workload.budget_ms, lambda r: r["rate_per_group"])
-            result["conclusion"] = conclude_sweep(result["sweep"]).to_json()
-            save(result, json_path)
+    points = []
+    for topology in topologies:
+        run_layout = layout if layout in topology.layouts else topology.layouts[0]
+        for value in values:
+            point = at_load(workload, axis, value)
+            points.append(Point(topology, run_layout, point, f"{topology.name}_{axis}={value:g}",
+                                f"{topology.name}@{value:g}",
+                                {"load": value, "rate_per_group": point.rate}))
+
+    def knee_once_swept(point: Point, _runs: list) -> None:
+        """A topology's knee, on each point's median repeat, once its last point is in."""
+        if point.fields["load"] != values[-1]:
+            return
+        runs = [r for r in result["runs"] if r["topology"] == point.topology.name]
+        medians = [representative(group) for group in by_point(runs, lambda r: r["load"]).values()]
+        result["sweep"]["knees"][point.topology.name] = find_knee(
+            medians, workload.budget_ms, lambda r: r["rate_per_group"])
+        result["conclusion"] = conclude_sweep(result["sweep"]).to_json()
+
+    await run_points(result, points, amqp_url, json_path, run_dir, observe, management_url,
+                     prometheus_url, knee_once_swept)
     return result

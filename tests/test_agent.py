@@ -18,8 +18,8 @@ import pytest
 from mqprobe.agent import AgentInfo, Hub, parse_placement
 from mqprobe.broker import BrokerState
 from mqprobe.clocks import clock_id
-from mqprobe.compare import Placement
 from mqprobe.node import NodeConfig
+from mqprobe.placement import Placement
 from mqprobe.process import RunError
 from mqprobe.protocol import PieceSpec, Role
 from mqprobe.stamps import check_id

@@ -205,3 +205,35 @@ def test_a_queue_backlog_as_rabbitmqs_prometheus_endpoint_reports_it(managed_bro
     assert seen.ready == {"test.prometheus.backlog": 7} and seen.unacked == {
         "test.prometheus.backlog": 0}, seen
     assert seen.alarms == () and seen.run_queue >= 0
+
+
+def test_the_brokers_cpu_as_its_prometheus_endpoint_reports_it(managed_broker):
+    """For a broker compare cannot see by pid: Erlang's runtime counter on the endpoint
+    grows with the work, and is the VM's user CPU (at most what /proc gives it in all)."""
+    import asyncio
+
+    import aio_pika
+
+    from mqprobe.cpu import process_cpu_ns
+    from mqprobe.footprint import broker_processes
+    from mqprobe.prometheus import read_runtime_ms
+
+    state = managed_broker.running_state()
+    pids = broker_processes(state.amqp_url)
+
+    async def work() -> None:
+        connection = await aio_pika.connect(state.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue("test.prometheus.runtime", auto_delete=True)
+            for _ in range(3000):
+                await channel.default_exchange.publish(aio_pika.Message(b"x" * 512), queue.name)
+            await channel.queue_delete(queue.name)
+
+    before_ms, before_ns = read_runtime_ms(state.prometheus_url), sum(map(process_cpu_ns, pids))
+    asyncio.run(work())
+    after_ms, after_ns = read_runtime_ms(state.prometheus_url), sum(map(process_cpu_ns, pids))
+    assert before_ms is not None and after_ms is not None
+    reported, seen = after_ms - before_ms, (after_ns - before_ns) / 1e6
+    assert 0 < reported <= seen * 1.1 + 20, (reported, seen)
+    assert read_runtime_ms("http://127.0.0.1:9/") is None  # nothing there: None, not a raise

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mqprobe.footprint import CpuSampler, role_of
+from mqprobe.footprint import CpuSampler, Reported, role_of
 
 from .conftest import run_until_cancelled
 
@@ -82,3 +82,38 @@ def test_a_broker_elsewhere_has_no_local_processes_and_a_local_one_is_found():
         listener.listen()
         port = listener.getsockname()[1]
         assert broker_processes(f"amqp://u:p@127.0.0.1:{port}/")[0] == os.getpid()
+
+
+def test_a_broker_elsewhere_is_counted_from_what_its_endpoint_reports():
+    """A reported counter is read once a second in the sampler's run: its rate over the
+    readings, over the sampler's wall, with its source; none answering keeps it not seen."""
+    counter = iter([1000.0, 1150.0, 1300.0, 1450.0])
+    sampler = CpuSampler({"compare": [os.getpid()]}, {"broker": "not a process on this host"},
+                         reported={"broker": Reported("its endpoint", lambda: next(counter))})
+    run_until_cancelled(2.5, sampler.run)
+    summary = sampler.summary(sampler.times[0])
+    broker = summary["pieces"]["broker"]
+    assert broker["role"] == "broker" and broker["source"] == "its endpoint"
+    assert not broker["instrument"] and "broker" not in summary["not_seen"]
+    assert broker["core_share"] == pytest.approx(0.15, rel=0.1)  # 150 ms a second
+    assert broker["cpu_ms"] == pytest.approx(0.15 * summary["wall_s"] * 1000, rel=0.1)
+
+    silent = CpuSampler({"compare": [os.getpid()]}, {"broker": "not a process on this host"},
+                        reported={"broker": Reported("its endpoint", lambda: None)})
+    run_until_cancelled(1.5, silent.run)
+    summary = silent.summary(silent.times[0])
+    assert "broker" not in summary["pieces"]
+    assert summary["not_seen"]["broker"] == ("not a process on this host; its endpoint answered "
+                                             "0 of its scrapes")
+
+
+def test_the_erlang_runtime_counter_is_read_from_the_exposition_as_rabbitmq_writes_it():
+    from mqprobe.prometheus import parse_runtime_ms
+
+    text = ("# TYPE erlang_vm_statistics_runtime_milliseconds counter\n"
+            "# HELP erlang_vm_statistics_runtime_milliseconds The sum of the runtime.\n"
+            "erlang_vm_statistics_runtime_milliseconds 4213\n"
+            "# TYPE erlang_vm_statistics_wallclock_time_milliseconds counter\n"
+            "erlang_vm_statistics_wallclock_time_milliseconds 99999\n")
+    assert parse_runtime_ms(text) == 4213
+    assert parse_runtime_ms("# TYPE other counter\nother 5\n") is None

@@ -1,4 +1,4 @@
-"""compare's orchestration of one run (OneRun, _follow, stop_and_clean) with scripted
+"""One run's orchestration (one_run: OneRun, _follow, stop_and_clean) with scripted
 pieces in place of processes, and no broker: what happens to the run when a piece dies, gives
 no result, refuses a command, or the run is cancelled. (httpx ships a MockTransport beside
 its transport base; python-socketio swaps `_publish` for an AsyncMock: the same habit.)
@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-import mqprobe.compare as compare
+import mqprobe.one_run as one_run
 from mqprobe.broker import QueueSampler
-from mqprobe.compare import Placement, run_one, silent_swarm
 from mqprobe.model import Culprit
 from mqprobe.node import NodeConfig
+from mqprobe.one_run import run_one, silent_swarm
+from mqprobe.placement import Placement
 from mqprobe.process import Piece, RunInterrupted
 from mqprobe.protocol import EventName, NodeResult, Role, parse_command
 from mqprobe.publisher import PublishConfig
@@ -123,8 +124,8 @@ def no_broker(monkeypatch: pytest.MonkeyPatch) -> list:
     async def sampling_nothing(self: QueueSampler) -> None:
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(compare, "remove_declared", remove_declared)
-    monkeypatch.setattr(compare, "broker_processes", lambda url: [])
+    monkeypatch.setattr(one_run, "remove_declared", remove_declared)
+    monkeypatch.setattr(one_run, "broker_processes", lambda url: [])
     monkeypatch.setattr(QueueSampler, "run", sampling_nothing)
     return removed
 
@@ -165,7 +166,7 @@ def test_a_publisher_that_dies_mid_run_fails_it_and_every_piece_is_still_stopped
     assert run["verdict"]["culprit"] == Culprit.CLIENT, run["verdict"]
     assert run["verdict"]["evidence"][0].startswith("run failed: publisher exited early")
     assert all(piece.stopped for piece in placement.pieces.values()), placement.pieces
-    assert phases[-1].phase == compare.RunPhase.FAILED
+    assert phases[-1].phase == one_run.RunPhase.FAILED
     # what the run declared is removed, even what no node named (they named no queue here)
     ((exchanges, queues),) = no_broker
     prefix = run["declared"]["prefix"]
@@ -195,7 +196,7 @@ def test_a_cancelled_run_stops_every_piece_and_hands_over_what_it_had(tmp_path, 
     interrupted, placement, _ = _run(tmp_path, {"cancel_at": ("swarm1", "reset")})
     assert isinstance(interrupted, RunInterrupted), interrupted
     (run,) = interrupted.result["runs"]
-    assert run["error"] == compare.INTERRUPTED_PROSE
+    assert run["error"] == one_run.INTERRUPTED_PROSE
     assert all(piece.stopped for piece in placement.pieces.values())
     assert no_broker, "what the run declared was not removed"
 

@@ -1,0 +1,96 @@
+"""One run's result, built from what its pieces gave: their figures merged, their timelines
+on our clock, the CPU each used, the attribution and the verdict."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from mqprobe.analysis import (
+    Failure,
+    RunFacts,
+    cpu_json,
+    cpu_series,
+    deliveries,
+    e2e_over_time,
+    judge,
+    merge_run,
+    queue_ready_over_time,
+    timeline_events,
+    timeline_json,
+)
+from mqprobe.attribution import paused_together
+from mqprobe.broker import (
+    QueueSampler,
+)
+from mqprobe.clocks import ClockOffset
+from mqprobe.conclusion import cost_of
+from mqprobe.footprint import CpuSampler
+from mqprobe.model import (
+    HopName,
+    RunResult,
+)
+from mqprobe.placement import clocks_json
+from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
+from mqprobe.topology import Topology
+from mqprobe.workload import Workload
+
+
+class PieceResults(TypedDict):
+    """What a run's pieces gave, as their result events carried it."""
+
+    nodes: list[NodeResult]
+    swarms: list[SwarmResult]
+    publisher: PublisherResult | None
+
+
+def assemble(topology: Topology, layout: str, workload: Workload, results: PieceResults,
+             sampler: QueueSampler | None, clocks: dict[str, ClockOffset],
+             failure: Failure | None, cpu_sampler: CpuSampler | None = None) -> RunResult:
+    """One run's result: the pieces' figures merged, their timelines on our clock, the
+    attribution and the verdict."""
+    publisher, swarms, nodes = results["publisher"], results["swarms"], results["nodes"]
+    run: RunResult = {"topology": topology.name, "layout": layout,
+                      "knobs": topology.describe_knobs(),
+                      **merge_run(publisher, swarms, nodes,
+                                  sampler.ready_at_end() if sampler else 0)}
+    run["evidence"] = {"broker": sampler.summary() if sampler else {"available": False}}
+    if clocks:
+        run["clocks"] = clocks_json(clocks)
+    samples = [s for swarm in swarms for s in swarm.get("samples", [])]
+    if samples:
+        run["samples"] = samples
+    # every piece's stamps onto our clock: a piece whose clock is ahead is moved back
+    shift = {piece: -offset.offset_ns for piece, offset in clocks.items()}
+    events = paused_together(timeline_events(publisher, swarms, nodes,
+                                             sampler.timeline() if sampler else [], shift))
+    t0 = (publisher or {}).get("t0_ns", 0) + shift.get("publisher", 0) if publisher else 0
+    t0 = t0 or (sampler.started_ns if sampler else 0)
+    dropped = sum((r.get("timeline") or {}).get("dropped", 0)
+                  for r in [publisher or {}, *swarms, *nodes])
+    run["timeline"] = timeline_json(events, t0, dropped)
+    if clocks:
+        run["timeline"]["clock_uncertainty_ms"] = {
+            piece: round(offset.uncertainty_ns / 1e6, 3) for piece, offset in clocks.items()}
+    messages = deliveries(swarms, nodes, shift)
+    run["timeline"][HopName.E2E] = e2e_over_time(messages, t0)
+    if sampler:
+        run["timeline"]["queue_ready"] = queue_ready_over_time(sampler.series,
+                                                               sampler.started_ns, t0)
+    cpu = cpu_series(nodes, shift)
+    run["timeline"]["loop_cpu"] = cpu_json(cpu, t0)
+    run["cpu"] = (cpu_sampler.summary(t0) if cpu_sampler else
+                  {"available": False, "reason": "not sampled (the run ended before measuring)"})
+    run["cost"] = cost_of(run).to_json()
+    judge(run, RunFacts(run, events, t0, failure, cpu, cpu_sampler), messages,
+          workload.budget_ms)
+    run["attribution_dropped"] = sum(s.get("messages_dropped", 0) for s in swarms)
+    bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
+    if any(bars.values()):
+        run["verdict"]["evidence"].append(
+            "hosts' clocks differ (measured over the broker): " + ", ".join(
+                f"{hop} ±{bar:g} ms" for hop, bar in bars.items() if bar))
+    run["error"] = failure.message if failure else None
+    if failure and not any("run failed" in line for line in run["verdict"]["evidence"]):
+        run["verdict"]["evidence"].insert(0, f"run failed: {failure.message}")
+    return run
+
