@@ -783,25 +783,36 @@ def _queue_evidence(broker: dict) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """What analysis concludes of a run: the attribution of its tail, its verdict, and each
+    group's verdict. It reads the run; the caller writes the judgement into the result."""
+
+    attribution: Attribution | None
+    verdict: Verdict
+    groups: dict[str, Verdict]
+
+
 def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
-          budget_ms: float) -> None:
-    """Attribute the run and each group, and write `attribution` and `verdict` into them."""
+          budget_ms: float) -> Judgement:
+    """Attribute the run and each group, and give their verdicts."""
     # one index of the intervals, and of the nodes' backlogs, for the run and its groups
     charger = Charger(Timeline(charged_events(run, facts.events), facts.cpu), messages)
     attribution = attribute(messages, charger, budget_ms)
-    run["attribution"] = attribution.to_json() if attribution else None
-    run["verdict"] = verdict(facts, attribution, budget_ms).to_json()
     by_group: dict[str, list[MessageDeliveries]] = {}
     for message in messages:
         by_group.setdefault(message.group, []).append(message)
+    groups = {}
     for group_id, group in run["groups"].items():
+        # the group's own counts and hops, over the run's: what its verdict reads
         view = {**run, **{k: group[k] for k in ("lost", "duplicated", "expected_deliveries",
                                                 "published")}}
         view["hops"] = {**run["hops"], **group["hops"]}
-        group_attribution = attribute(by_group.get(group_id, []), charger, budget_ms)
-        group["verdict"] = verdict(RunFacts(view, facts.events, facts.t0_ns, facts.failure,
+        groups[group_id] = verdict(RunFacts(view, facts.events, facts.t0_ns, facts.failure,
                                             facts.cpu, facts.footprint),
-                                   group_attribution, budget_ms).to_json()
+                                   attribute(by_group.get(group_id, []), charger, budget_ms),
+                                   budget_ms)
+    return Judgement(attribution, verdict(facts, attribution, budget_ms), groups)
 
 
 # -- repeats -------------------------------------------------------------------------------

@@ -19,9 +19,7 @@ from mqprobe.analysis import (
     timeline_json,
 )
 from mqprobe.attribution import paused_together
-from mqprobe.broker import (
-    QueueSampler,
-)
+from mqprobe.broker.sampler import QueueSampler
 from mqprobe.clocks import ClockOffset
 from mqprobe.conclusion import cost_of
 from mqprobe.footprint import CpuSampler
@@ -81,16 +79,20 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     run["cpu"] = (cpu_sampler.summary(t0) if cpu_sampler else
                   {"available": False, "reason": "not sampled (the run ended before measuring)"})
     run["cost"] = cost_of(run).to_json()
-    judge(run, RunFacts(run, events, t0, failure, cpu, cpu_sampler), messages,
-          workload.budget_ms)
-    run["attribution_dropped"] = sum(s.get("messages_dropped", 0) for s in swarms)
+    judged = judge(run, RunFacts(run, events, t0, failure, cpu, cpu_sampler), messages,
+                   workload.budget_ms)
+    evidence = judged.verdict.evidence
     bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
     if any(bars.values()):
-        run["verdict"]["evidence"].append(
-            "hosts' clocks differ (measured over the broker): " + ", ".join(
-                f"{hop} ±{bar:g} ms" for hop, bar in bars.items() if bar))
+        evidence.append("hosts' clocks differ (measured over the broker): " + ", ".join(
+            f"{hop} ±{bar:g} ms" for hop, bar in bars.items() if bar))
+    if failure and not any("run failed" in line for line in evidence):
+        evidence.insert(0, f"run failed: {failure.message}")
+    run["attribution"] = judged.attribution.to_json() if judged.attribution else None
+    run["verdict"] = judged.verdict.to_json()
+    for group_id, group_verdict in judged.groups.items():
+        run["groups"][group_id]["verdict"] = group_verdict.to_json()
+    run["attribution_dropped"] = sum(s.get("messages_dropped", 0) for s in swarms)
     run["error"] = failure.message if failure else None
-    if failure and not any("run failed" in line for line in run["verdict"]["evidence"]):
-        run["verdict"]["evidence"].insert(0, f"run failed: {failure.message}")
     return run
 
