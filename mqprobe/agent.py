@@ -37,7 +37,7 @@ from pathlib import Path
 import aio_pika
 
 from mqprobe import __version__
-from mqprobe.broker import delete_declared
+from mqprobe.broker.cleanup import delete_declared
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, from_exchanges
 from mqprobe.errors import InputError
 from mqprobe.process import Child, Piece, RunError, wait_for_stop

@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mqprobe.agent import parse_placement
-from mqprobe.broker import ManagedBroker, broker_for, check_management, redact_url
+from mqprobe.broker.connect import check_management, redact_url
+from mqprobe.broker.managed import ManagedBroker, broker_for
 from mqprobe.compare import compare
 from mqprobe.errors import InputError, MqprobeError, url_problem, within
 from mqprobe.interrupts import Interrupted, raise_interrupted, run_measuring
@@ -612,7 +613,8 @@ def cleanup_cmd(
 ) -> None:
     """List, then remove, the queues and exchanges mqprobe left on a broker (runs remove
     their own; this is for a run killed with SIGKILL or cut off from the broker)."""
-    from mqprobe.broker import check_reachable, default_management_url, leftovers, remove_leftovers
+    from mqprobe.broker.cleanup import leftovers, remove_leftovers
+    from mqprobe.broker.connect import check_reachable, default_management_url
     from mqprobe.report import print_leftovers
 
     if amqp_url:

@@ -23,11 +23,9 @@ from mqprobe.analysis import (
     Failure,
 )
 from mqprobe.assemble import PieceResults, assemble
-from mqprobe.broker import (
-    QueueSampler,
-    default_management_url,
-    remove_declared,
-)
+from mqprobe.broker.cleanup import remove_declared
+from mqprobe.broker.connect import default_management_url
+from mqprobe.broker.sampler import QueueSampler
 from mqprobe.clocks import ClockOffset
 from mqprobe.footprint import CpuSampler, Reported, broker_processes
 from mqprobe.inject import Faults

@@ -56,7 +56,7 @@ def run(spec_path: Path, amqp_url: str | None) -> int:
         if not needs_broker:
             _serve(lambda: make(""))
         else:
-            from mqprobe.broker import broker_for
+            from mqprobe.broker.managed import broker_for
 
             with broker_for(amqp_url) as (url, _management, _prometheus):
                 _serve(lambda: make(url))

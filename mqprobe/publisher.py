@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import aio_pika
 import socketio
 
-from mqprobe.broker import BrokerError, delete_declared
+from mqprobe.broker.cleanup import delete_declared
+from mqprobe.broker.connect import BrokerError
 from mqprobe.errors import InputError, within
 from mqprobe.loop import LoopLagMonitor
 from mqprobe.node import EVENT, room_for

@@ -14,10 +14,7 @@ from mqprobe import __version__
 from mqprobe.analysis import (
     agreement,
 )
-from mqprobe.broker import (
-    connect_problem,
-    redact_url,
-)
+from mqprobe.broker.connect import connect_problem, redact_url
 from mqprobe.errors import InputError
 from mqprobe.model import (
     ComparisonResult,

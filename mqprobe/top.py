@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from mqprobe.broker import redact_url
+from mqprobe.broker.connect import redact_url
 from mqprobe.errors import InputError, url_problem
 from mqprobe.prometheus import fetch_text
 

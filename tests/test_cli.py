@@ -54,7 +54,7 @@ def test_report_of_a_missing_run(tmp_path: Path):
 
 
 def test_missing_rabbitmq_binary_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("mqprobe.broker.SERVER_CANDIDATES", ("/nonexistent/rabbitmq-server",))
+    monkeypatch.setattr("mqprobe.broker.managed.SERVER_CANDIDATES", ("/nonexistent/rabbitmq-server",))
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(BrokerError, match="apt-get install rabbitmq-server"):
         find_server_binary()

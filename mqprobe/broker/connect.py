@@ -1,0 +1,115 @@
+"""Reaching a broker: its URL (never printed with its password), one sentence for why a
+connection failed, and its management API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from mqprobe.errors import MqprobeError, url_problem
+
+
+class BrokerError(MqprobeError):
+    """A broker could not be started, reached or stopped; the message is one sentence."""
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, safe to print or save."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:  # not a URL we can take apart: say nothing of it
+        return "<a URL that cannot be read>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if port:
+        host = f"{host}:{port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def management_get(management_url: str, path: str, timeout: float = 3.0) -> object:
+    """GET a management API path (e.g. '/api/overview') and return the decoded JSON."""
+    parts = urllib.parse.urlsplit(management_url)
+    base = f"{parts.scheme}://{parts.hostname}:{parts.port}"
+    request = urllib.request.Request(base + path)
+    if parts.username:
+        token = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def check_management(management_url: str) -> None:
+    """A management API the user named must answer (a wrong password or a wrong port would
+    otherwise cost the run its alarms and queue evidence without a word)."""
+    try:
+        management_get(management_url, "/api/overview")
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise BrokerError(f"the management API at {redact_url(management_url)} did not answer: "
+                          f"{str(reason).splitlines()[0][:160] if str(reason) else type(exc).__name__}"
+                          ) from None
+
+
+def check_reachable(amqp_url: str, timeout: float = 5.0) -> None:
+    """Raise BrokerError with one sentence when the broker at `amqp_url` cannot be reached."""
+    if problem := url_problem("--amqp-url", amqp_url, ("amqp", "amqps"),
+                              "amqp://user:pass@host:5672/"):
+        raise BrokerError(problem)
+    parts = urllib.parse.urlsplit(amqp_url)
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise BrokerError(
+            f"cannot reach the broker at {redact_url(amqp_url)}: {exc.strerror or exc}"
+        ) from None
+
+
+def connect_problem(exc: BaseException, amqp_url: str) -> BrokerError:
+    """One sentence for why an AMQP connection to amqp_url failed (never the password)."""
+    parts = urllib.parse.urlsplit(amqp_url)
+    where = f"the broker at {redact_url(amqp_url)}"
+    text = str(exc)
+    vhost = urllib.parse.unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    if isinstance(exc, ssl.SSLError) or "[SSL" in text:  # aiormq may wrap it
+        return BrokerError(f"{where} did not answer TLS: amqps:// needs a TLS port; for a "
+                           "plain AMQP port use amqp://")
+    if "ACCESS_REFUSED" in text or type(exc).__name__ == "ProbableAuthenticationError":
+        return BrokerError(f"{where} refused the login of user {parts.username or 'guest'!r}: "
+                           "check the user name and password")
+    if "NOT_ALLOWED" in text or "vhost" in text or "Connection.Close" in text:
+        return BrokerError(f"{where} refused virtual host {vhost!r}: it does not exist, or user "
+                           f"{parts.username or 'guest'!r} may not use it")
+    if isinstance(exc, OSError | TimeoutError):
+        return BrokerError(f"cannot reach {where}: {getattr(exc, 'strerror', None) or exc}")
+    return BrokerError(f"{where} refused the connection: {type(exc).__name__}: "
+                       f"{text.splitlines()[0][:200] if text else ''}")
+
+
+def default_management_url(amqp_url: str) -> str:
+    """The management API a broker usually has: same host and credentials, port 15672."""
+    parts = urllib.parse.urlsplit(amqp_url)
+    auth = ""
+    if parts.username:
+        auth = urllib.parse.quote(urllib.parse.unquote(parts.username), safe="")
+        if parts.password is not None:
+            auth += ":" + urllib.parse.quote(urllib.parse.unquote(parts.password), safe="")
+        auth += "@"
+    host = parts.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{auth}{host}:15672/"
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
