@@ -1,15 +1,9 @@
 """The client swarm: thousands of socket.io connections in one asyncio process.
 
-A python-socketio AsyncClient costs about 50 KB per connection; this lean client speaks
-just enough engine.io (open, connect, join with ack, ping/pong, events) over the lean
-websocket of mqprobe.websocket: a socket and a callback per connection, no task, no thread.
-Two protocol generations:
-
-- engine.io 4 / socket.io 5 (socket.io 3 and 4, python-socketio 5): the client sends `40`
-  and waits for `40{"sid":...}` before its join; the server pings, the client pongs.
-- engine.io 3 / socket.io 4 (socket.io 2, netty-socketio 1.x): the server connects the
-  default namespace itself (a bare `40`); the client must ping every pingInterval, or the
-  server drops it after pingInterval + pingTimeout. One task pings every such connection.
+A python-socketio AsyncClient costs about 50 KB per connection; these lean members speak
+just enough engine.io (mqprobe.sio_client: open, connect, join with ack, ping/pong, events)
+over the lean websocket of mqprobe.websocket: a socket and a callback per connection, no
+task, no thread. One task pings every engine.io 3 connection.
 
 Before its members, each server gets one handshake of its own (`preflight`): it finds the
 version a server speaks, and a server that cannot be joined fails all its members at once,
@@ -29,11 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import random
 import resource
-import socket
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +43,20 @@ from mqprobe.protocol import (
     SwarmResult,
 )
 from mqprobe.records import HopSet, Reasons
+from mqprobe.sio_client import (
+    EIO_CLOSE,
+    EIO_PING,
+    EIO_PONG,
+    SIO_ACK,
+    SIO_CONNECT_ERROR,
+    SIO_DISCONNECT,
+    SIO_EVENT,
+    Protocol,
+    backoff,
+    handshake,
+    preflight,
+    why_failed,
+)
 from mqprobe.stamps import (
     DeliveryTrace,
     TraceFormatError,
@@ -60,7 +65,7 @@ from mqprobe.stamps import (
     now_ns,
 )
 from mqprobe.timeline import EventKind, Recorder, freeze_setup
-from mqprobe.websocket import STAMP_SOURCES, ConnectionClosed, UpgradeRefused, WebSocket
+from mqprobe.websocket import STAMP_SOURCES, WebSocket
 
 log = logging.getLogger("mqprobe.swarm")
 
@@ -118,37 +123,6 @@ class Member:
         self.ws: WebSocket | None = None
 
 
-class HandshakeError(ConnectionError):
-    """A server could not be joined; the message is one sentence naming it and why."""
-
-
-class VersionRefused(HandshakeError):
-    """The server said it does not speak the engine.io version asked for."""
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """What one server speaks, as its preflight handshake found it."""
-
-    eio: int  # 3 or 4
-    ping_interval_s: float = 25.0  # engine.io 3: how often the client must ping
-
-    @property
-    def resource(self) -> str:
-        return f"/socket.io/?EIO={self.eio}&transport=websocket"
-
-
-# The text frames the swarm reads and writes begin with an engine.io packet type (python-
-# engineio's packet.py: OPEN 0, CLOSE 1, PING 2, PONG 3, MESSAGE 4); a MESSAGE carries a
-# socket.io packet, its type next (python-socketio's packet.py: CONNECT 0, DISCONNECT 1,
-# EVENT 2, ACK 3, CONNECT_ERROR 4).
-EIO_OPEN, EIO_CLOSE, EIO_PING, EIO_PONG = "0", "1", "2", "3"
-SIO_CONNECT, SIO_DISCONNECT, SIO_EVENT, SIO_ACK, SIO_CONNECT_ERROR = "40", "41", "42", "43", "44"
-
-# Reconnecting: the first retry after about RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S,
-# each delay drawn from its upper half so thousands of members do not return in step.
-RECONNECT_FIRST_S = 0.5
-RECONNECT_MAX_S = 8.0
 MAX_OUTAGES = 10_000  # member outages kept with their times (all are counted)
 DECODED_KEPT = 64  # frames whose decoded trace is kept for the members that follow
 
@@ -257,9 +231,12 @@ class Swarm(PieceRuntime):
         self.loop_lag.start()
         loop = asyncio.get_running_loop()
         urls = list(dict.fromkeys(m.url for m in self.members))
-        found = await asyncio.gather(*(self._preflight(url) for url in urls))
+        found = await asyncio.gather(*(preflight(url, self.config.eio, self.config.handshake_timeout_s)
+                                       for url in urls))
         unusable = {url: reason for url, reason in zip(urls, found, strict=True)
                     if isinstance(reason, str)}
+        self.protocols = {url: p for url, p in zip(urls, found, strict=True)
+                          if isinstance(p, Protocol)}
         for member in self.members:
             if member.url in unusable:
                 self._failed(unusable[member.url])
@@ -289,104 +266,21 @@ class Swarm(PieceRuntime):
         if not self.first_error:
             self.first_error = reason
 
-    async def _preflight(self, url: str) -> Protocol | str:
-        """One handshake with a server before its members: the protocol it speaks, or why
-        it cannot be joined (one sentence)."""
-        tries = (self.config.eio,) if self.config.eio else (4, 3)
-        reason = ""
-        for eio in tries:
-            try:
-                async with asyncio.timeout(self.config.handshake_timeout_s):
-                    protocol = await self._probe(url, eio)
-            except Exception as exc:
-                reason = reason or self._reason(exc, url, eio)
-                if isinstance(exc, VersionRefused | UpgradeRefused):
-                    continue  # it may speak only the other version
-                return reason
-            self.protocols[url] = protocol
-            return protocol
-        return reason
-
-    async def _probe(self, url: str, eio: int) -> Protocol:
-        ws = await WebSocket.connect(url, Protocol(eio).resource)
-        try:
-            try:
-                opening = await ws.receive()
-            except ConnectionClosed:
-                if refusal := await _refusal(url, eio):
-                    raise VersionRefused(f"{url} refuses engine.io {eio} ({refusal})"
-                                         + (": leave --eio out" if self.config.eio else "")
-                                         ) from None
-                raise
-            interval = _open_packet(opening, url)
-            if eio == 4:
-                ws.send_text(SIO_CONNECT)
-            reply = await ws.receive()
-            if reply == SIO_CONNECT:  # an engine.io 3 server connects the default namespace by itself
-                if self.config.eio == 4:
-                    raise HandshakeError(f"{url} speaks socket.io 2 (engine.io 3): pass --eio 3 "
-                                         "or leave --eio out")
-                return Protocol(3, interval)
-            _connect_reply(reply, url)
-            if eio == 3:
-                raise HandshakeError(f"{url} did not connect the socket.io namespace by itself, "
-                                     "as engine.io 3 servers do: pass --eio 4 or leave --eio out")
-            return Protocol(4, interval)
-        finally:
-            ws.close()
-
-    def _reason(self, exc: BaseException, url: str, eio: int) -> str:
-        """Why a handshake failed, in one sentence that names the server."""
-        if isinstance(exc, HandshakeError):
-            return str(exc)
-        if isinstance(exc, TimeoutError):
-            return (f"{url} did not finish the socket.io handshake within "
-                    f"{self.config.handshake_timeout_s:g} s")
-        if isinstance(exc, UpgradeRefused):
-            hint = (" (or one that refuses this engine.io version: leave --eio out)"
-                    if self.config.eio else "")
-            return (f"{url} answered HTTP {exc.status} to a socket.io websocket (engine.io {eio}): "
-                    f"is it a socket.io server, on the default path /socket.io/{hint}?")
-        if isinstance(exc, ConnectionRefusedError):
-            return f"cannot connect to {url}: connection refused"
-        if isinstance(exc, socket.gaierror):
-            return f"cannot connect to {url}: {exc.strerror}"
-        if isinstance(exc, ConnectionClosed | ConnectionResetError | BrokenPipeError):
-            return f"{url} closed the connection during the socket.io handshake"
-        if isinstance(exc, OSError) and exc.strerror:
-            return f"cannot connect to {url}: {exc.strerror}"
-        return f"{url}: {exc}" if isinstance(exc, ConnectionError) else \
-            f"{url}: {type(exc).__name__}: {exc}"
-
-    async def _handshake(self, member: Member) -> WebSocket:
-        """Open, connect and send the join of one member, in the server's protocol."""
-        protocol = self.protocols[member.url]
-        ws = await WebSocket.connect(member.url, protocol.resource, self.config.kernel_stamps)
-        try:
-            _open_packet(await ws.receive(), member.url)
-            if protocol.eio == 4:
-                ws.send_text(SIO_CONNECT)
-            # socket.io 4 closes a connection that sends events before its connect reply
-            _connect_reply(await ws.receive(), member.url)
-            ws.send_text(f'{SIO_EVENT}0["join",{{"group":"{member.group}"}}]')  # ack id 0
-        except BaseException:
-            ws.close()
-            raise
-        return ws
-
     async def _client(self, member: Member, attempt: int = 0) -> None:
         """Connect one member (again, after `attempt` failures); once it is connected its
         socket's callback takes over and this task ends."""
         while True:
             if attempt:
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
             try:
                 async with self._gate:
                     async with asyncio.timeout(self.config.handshake_timeout_s):
-                        ws = await self._handshake(member)
+                        ws = await handshake(member.url, self.protocols[member.url],
+                                             member.group, self.config.kernel_stamps)
             except Exception as exc:
                 if not member.joined:  # counted, reported once: one dead node must not hide others
-                    self._failed(self._reason(exc, member.url, self.protocols[member.url].eio))
+                    self._failed(why_failed(exc, member.url, self.protocols[member.url].eio,
+                                            self.config.eio, self.config.handshake_timeout_s))
                     self._settle_check()
                     return
                 attempt += 1  # a member that was joined keeps coming back
@@ -606,45 +500,3 @@ class Swarm(PieceRuntime):
                          for (group, seq, node), r in self.messages.items()],
             "messages_dropped": self.messages_dropped,
         }
-
-
-def _open_packet(frame: str, url: str) -> float:
-    """The engine.io open packet (`0{...}`); returns its pingInterval in seconds."""
-    if not frame.startswith(EIO_OPEN):
-        raise HandshakeError(f"{url} sent no engine.io open packet ({frame[:80]!r})")
-    try:
-        return float(json.loads(frame[1:]).get("pingInterval", 25000)) / 1000
-    except (ValueError, TypeError, AttributeError):
-        raise HandshakeError(f"{url} sent an engine.io open packet that is not JSON") from None
-
-
-def _connect_reply(frame: str, url: str) -> None:
-    """The server's reply to the namespace connect: `40...`, anything else is refused."""
-    if not frame.startswith(SIO_CONNECT):
-        refused = frame.startswith(SIO_CONNECT_ERROR)
-        raise HandshakeError(f"{url} {'refused' if refused else 'did not accept'} the socket.io "
-                             f"connect ({frame[:80]!r})")
-
-
-async def _refusal(url: str, eio: int) -> str:
-    """What a server says to a plain HTTP (polling) handshake in engine.io `eio` when its
-    websocket gave no open packet: engine.io servers name a version they refuse (socket.io
-    4 writes its HTTP 400 into the upgraded socket, where a websocket client cannot read it)."""
-    import aiohttp
-
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(5), aiohttp.ClientSession() as session:
-            async with session.get(
-                    url.rstrip("/") + f"/socket.io/?EIO={eio}&transport=polling") as response:
-                if response.status >= 400:
-                    text = (await response.text())[:200]
-                    with contextlib.suppress(ValueError, AttributeError):
-                        text = json.loads(text).get("message", text)
-                    return f"HTTP {response.status}: {text}"
-    return ""
-
-
-def _backoff(attempt: int) -> float:
-    """Seconds before reconnect attempt n: exponential, capped, drawn from its upper half."""
-    delay = min(RECONNECT_MAX_S, RECONNECT_FIRST_S * 2 ** (attempt - 1))
-    return random.uniform(delay / 2, delay)
