@@ -5,6 +5,8 @@ in whichever reader touches it first.
 
 A check takes a value and where it is ("run 2: verdict.shares[0].share") and returns ''
 or the problem. The shapes below list the fields the readers use; others pass as they are.
+Each shape also says itself as JSON Schema (`.schema`): `RESULT.schema` is the result's
+schema, published as docs/result.schema.json (`python -m mqprobe.result_check` writes it).
 """
 
 from __future__ import annotations
@@ -12,11 +14,28 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from mqprobe.model import HOPS, Cause, Culprit
 
-Check = Callable[[object, str], str]
+
+@dataclass(frozen=True)
+class Check:
+    """A shape: called with (value, where), it gives '' or the problem; `schema` says the
+    same shape as JSON Schema."""
+
+    check: Callable[[object, str], str]
+    schema: dict
+
+    def __call__(self, value: object, where: str) -> str:
+        return self.check(value, where)
+
+
+def shape(schema: dict) -> Callable[[Callable[[object, str], str]], Check]:
+    """A check function, with the JSON Schema it enforces."""
+    return lambda check: Check(check, schema)
+
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -24,6 +43,7 @@ def _say(where: str, what: str) -> str:
     return f"{where} {what}" if where else f"it {what}"
 
 
+@shape({"type": "number"})
 def number(value: object, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return _say(where, "is not a number")
@@ -34,16 +54,19 @@ def number(value: object, where: str) -> str:
     return "" if finite else _say(where, "is not a finite number a float can hold")
 
 
+@shape({"type": "integer", "minimum": 0})
 def count(value: object, where: str) -> str:
     if number(value, where) or not isinstance(value, int) or value < 0:
         return _say(where, "is not a whole number of 0 or more")
     return ""
 
 
+@shape({"type": "string"})
 def text(value: object, where: str) -> str:
     return "" if isinstance(value, str) else _say(where, "is not text")
 
 
+@shape({"type": "string", "pattern": f"^{_SAFE_NAME.pattern}$"})
 def name(value: object, where: str) -> str:
     if isinstance(value, str) and _SAFE_NAME.fullmatch(value):
         return ""
@@ -51,6 +74,7 @@ def name(value: object, where: str) -> str:
 
 
 def one_of(kind: type[StrEnum]) -> Check:
+    @shape({"enum": [member.value for member in kind]})
     def check(value: object, where: str) -> str:
         if isinstance(value, str) and value in kind._value2member_map_:
             return ""
@@ -58,6 +82,8 @@ def one_of(kind: type[StrEnum]) -> Check:
     return check
 
 
+@shape({"type": "string",
+        "pattern": "^(" + "|".join(re.escape(c.value) for c in Cause) + ")(:|$)"})
 def cause_text(value: object, where: str) -> str:
     """A verdict's cause: the cause's name, then its prose ('broker-side: the wait ...')."""
     if isinstance(value, str) and Cause.of(value) is not None:
@@ -66,10 +92,12 @@ def cause_text(value: object, where: str) -> str:
 
 
 def or_none(check: Check) -> Check:
-    return lambda value, where: "" if value is None else check(value, where)
+    return Check(lambda value, where: "" if value is None else check(value, where),
+                 {"anyOf": [check.schema, {"type": "null"}]})
 
 
 def each(check: Check, at_least: int = 0) -> Check:
+    @shape({"type": "array", "items": check.schema, **({"minItems": at_least} if at_least else {})})
     def check_list(value: object, where: str) -> str:
         if not isinstance(value, list):
             return _say(where, "is not a list")
@@ -81,6 +109,7 @@ def each(check: Check, at_least: int = 0) -> Check:
 
 def values(check: Check) -> Check:
     """An object of any keys, each value passing `check`."""
+    @shape({"type": "object", "additionalProperties": check.schema})
     def check_map(value: object, where: str) -> str:
         if not isinstance(value, dict):
             return _say(where, "is not an object")
@@ -90,6 +119,9 @@ def values(check: Check) -> Check:
 
 def fields(required: dict[str, Check], optional: dict[str, Check] | None = None) -> Check:
     """An object with every `required` key, and `optional` keys checked where present."""
+    @shape({"type": "object",
+            "properties": {key: c.schema for key, c in {**required, **(optional or {})}.items()},
+            **({"required": list(required)} if required else {})})
     def check_object(value: object, where: str) -> str:
         if not isinstance(value, dict):
             return _say(where, "is not an object")
@@ -106,6 +138,8 @@ def fields(required: dict[str, Check], optional: dict[str, Check] | None = None)
     return check_object
 
 
+@shape({"type": "string", "contentEncoding": "base64",
+        "description": "an HDR histogram in hdrhistogram's compressed encoding"})
 def histogram(value: object, where: str) -> str:
     """An HDR histogram as the result keeps it (base64 of hdrhistogram's encoding)."""
     from hdrh.histogram import HdrHistogram
@@ -121,9 +155,12 @@ def histogram(value: object, where: str) -> str:
 
 def rows(width: int) -> Check:
     """A series' rows: lists of at least `width` numbers."""
-    return each(lambda row, where: (
-        _say(where, f"is not a row of {width} or more numbers")
-        if not isinstance(row, list) or len(row) < width else each(number)(row, where)))
+    @shape({"type": "array", "items": number.schema, "minItems": width})
+    def row(value: object, where: str) -> str:
+        if not isinstance(value, list) or len(value) < width:
+            return _say(where, f"is not a row of {width} or more numbers")
+        return each(number)(value, where)
+    return each(row)
 
 
 HOP = fields({k: number for k in ("count", "p50_ms", "p99_ms", "max_ms")})
@@ -169,3 +206,20 @@ RESULT = fields(
 def result_problem(result: object) -> str:
     """'' for a result every reader can use, else the first problem, naming its field."""
     return RESULT(result, "")
+
+
+def result_schema() -> dict:
+    """The result's JSON Schema: what RESULT checks, said as a schema (fields not listed
+    pass as they are, as they do here)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "mqprobe result (compare or sweep --json)",
+            "description": "The fields report, trace and pictures read, checked when a result "
+                           "loads (mqprobe/result_check.py, which generates this file).",
+            **RESULT.schema}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(result_schema(), indent=1) + "\n")
