@@ -23,10 +23,7 @@ from mqprobe.broker.sampler import QueueSampler
 from mqprobe.clocks import ClockOffset
 from mqprobe.conclusion import cost_of
 from mqprobe.footprint import CpuSampler
-from mqprobe.model import (
-    HopName,
-    RunResult,
-)
+from mqprobe.model import HopName, RunResult
 from mqprobe.placement import clocks_json
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.topology import Topology

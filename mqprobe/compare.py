@@ -6,10 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mqprobe.conclusion import conclude
-from mqprobe.model import (
-    ComparisonResult,
-    RunResult,
-)
+from mqprobe.model import ComparisonResult, RunResult
 from mqprobe.one_run import Observer
 from mqprobe.runner import Point, broker_version, new_result, run_points
 from mqprobe.topology import TopologyError

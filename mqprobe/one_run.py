@@ -18,10 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mqprobe.analysis import (
-    INTERRUPTED,
-    Failure,
-)
+from mqprobe.analysis import INTERRUPTED, Failure
 from mqprobe.assemble import PieceResults, assemble
 from mqprobe.broker.cleanup import remove_declared
 from mqprobe.broker.connect import default_management_url
@@ -29,26 +26,13 @@ from mqprobe.broker.sampler import QueueSampler
 from mqprobe.clocks import ClockOffset
 from mqprobe.footprint import CpuSampler, Reported, broker_processes
 from mqprobe.inject import Faults
-from mqprobe.model import (
-    QueueType,
-    RunPhase,
-    RunResult,
-)
+from mqprobe.model import QueueType, RunPhase, RunResult
 from mqprobe.node import NodeConfig
 from mqprobe.placement import PieceConfig, Placement, clock_command
 from mqprobe.process import Piece, RunError, RunInterrupted, run_to_the_end
 from mqprobe.prometheus import RUNTIME_SOURCE, read_runtime_ms
-from mqprobe.protocol import (
-    EventName,
-    PublisherResult,
-    Reset,
-    Role,
-    SwarmResult,
-)
-from mqprobe.publisher import (
-    PublishConfig,
-    schedule,
-)
+from mqprobe.protocol import EventName, PublisherResult, Reset, Role, SwarmResult
+from mqprobe.publisher import PublishConfig, schedule
 from mqprobe.records import Latency
 from mqprobe.swarm import SwarmConfig, plan_members
 from mqprobe.topology import Topology
@@ -75,7 +59,6 @@ STOP_S_PER_CLIENT = 0.002  # ...and for each client a node was serving (it sees 
 
 async def _stop_all(children: list[Piece], timeout: float = STOP_S) -> list[dict | None]:
     return list(await asyncio.gather(*(c.stop(timeout) for c in children)))
-
 
 
 async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url: str,

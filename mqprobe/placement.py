@@ -10,17 +10,10 @@ from pathlib import Path
 
 from mqprobe.agent import LOCAL, Hub
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
-from mqprobe.model import (
-    is_node_piece,
-)
+from mqprobe.model import is_node_piece
 from mqprobe.node import NodeConfig
 from mqprobe.process import Child, Piece, RunError
-from mqprobe.protocol import (
-    PieceSpec,
-    Role,
-    SetClock,
-    to_document,
-)
+from mqprobe.protocol import PieceSpec, Role, SetClock, to_document
 from mqprobe.publisher import PublishConfig
 from mqprobe.swarm import SwarmConfig
 from mqprobe.workload import Workload

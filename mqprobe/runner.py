@@ -11,16 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mqprobe import __version__
-from mqprobe.analysis import (
-    agreement,
-)
+from mqprobe.analysis import agreement
 from mqprobe.broker.connect import connect_problem, redact_url
 from mqprobe.errors import InputError
-from mqprobe.model import (
-    ComparisonResult,
-    Culprit,
-    RunResult,
-)
+from mqprobe.model import ComparisonResult, Culprit, RunResult
 from mqprobe.one_run import Observer, run_one
 from mqprobe.placement import placed
 from mqprobe.process import RunInterrupted
@@ -33,7 +27,7 @@ def new_result(workload: Workload, amqp_url: str, broker_version: str) -> Compar
         "mqprobe_version": __version__, "workload": workload.to_json(),
         "broker": {"version": broker_version, "url": redact_url(amqp_url)},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": []}
-    if workload.repeat > 1:  # filled in by record_agreement as the repeats come in
+    if workload.repeat > 1:  # filled in by run_points as the repeats come in
         result["repeats"] = {"count": workload.repeat, "agreement": {}}
     return result
 
