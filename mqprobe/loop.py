@@ -139,8 +139,12 @@ class LoopLagMonitor:
         if self._task and not self._task.done():
             if self._before is not None:
                 # the wake-up under way is part of the run: a loop held until it stopped (a
-                # throttled node that never caught up) is a stall, never nothing
-                self._tick()
+                # throttled node that never caught up) is a stall, never nothing; an error in
+                # it is a lost tick, as in _run, never a lost result
+                try:
+                    self._tick()
+                except Exception:
+                    self.failed_ticks += 1
             self._task.cancel()
         if self.watchdog:
             self.watchdog.stop()

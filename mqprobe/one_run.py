@@ -278,9 +278,12 @@ class OneRun:
         # their absence as idle consumers or a quiet publisher
         for piece, got in zip(swarms + others, stopped, strict=True):
             if self.failure is None and got is None and not piece.died_early:
+                # it ended without one (its log's last line says why), or never answered
+                said = str(piece.latest.get(EventName.EXIT, {}).get("log_tail", ""))
                 self.failure = Failure(piece.name, f"{piece.name} gave no result when asked to "
-                                       "stop: its figures are missing", time.time_ns(),
-                                       gave_no_result=True)
+                                       "stop: its figures are missing"
+                                       + (f" (its log ends: {said})" if said else ""),
+                                       time.time_ns(), gave_no_result=True)
         # a swarm that gave no result still had members: they received nothing we can show
         self.results["swarms"] = [
             got or silent_swarm(workload, i, len(swarms), swarms[i].latest.get(EventName.PROGRESS))

@@ -79,6 +79,8 @@ class ScriptedPiece(Piece):
     async def stop(self, timeout: float = 20.0) -> dict | None:
         self.stop_asked_ns = min(self.stop_asked_ns, time.time_ns())
         self.stopped = True
+        if self.script.get("exits_on_stop") == self.name:  # it crashed as it stopped
+            self.record({"event": EventName.EXIT, "log_tail": "TypeError: not serializable"})
         if self.script.get("no_result") == self.name or EventName.EXIT in self.latest:
             return None
         if self.role == Role.SWARM:
@@ -183,6 +185,13 @@ def test_a_swarm_that_gives_no_result_is_named_and_its_members_count_as_lost(tmp
     assert members > 0
     assert run["lost"] == run["expected_deliveries"] - run["delivered"] > 0
     assert json.dumps(run)  # the whole run is JSON as it is
+
+
+def test_a_piece_that_ends_without_its_result_is_named_with_its_last_log_line(tmp_path,
+                                                                              no_broker):
+    run, _placement, _ = _run(tmp_path, {"exits_on_stop": "node2"})
+    assert run["error"] == ("node2 gave no result when asked to stop: its figures are missing "
+                            "(its log ends: TypeError: not serializable)"), run["error"]
 
 
 def test_a_command_a_piece_refuses_fails_the_run_with_its_reason(tmp_path, no_broker):
