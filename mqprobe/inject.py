@@ -13,14 +13,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
+import time
 from dataclasses import asdict, dataclass
 
 from mqprobe.errors import InputError, whole_number
 
 KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin", "throttle")
 CGROUP_ROOT = "/sys/fs/cgroup"
+REMOVE_TRIES = 100  # 10 ms apart: a cgroup the kernel still counts as busy, at most 1 s
 QUOTA_PERIOD_US = 100_000
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s)", re.ASCII)
 
@@ -94,6 +98,7 @@ class CpuQuota:
     def __init__(self, name: str, share: float, root: str = CGROUP_ROOT) -> None:
         base, v1 = _cpu_controller(root) or (root, False)
         self.path, self.base = f"{base}/{name}", base
+        _remove_stale(base)
         quota = max(1000, int(share * QUOTA_PERIOD_US))
         os.makedirs(self.path, exist_ok=True)
         if v1:
@@ -117,12 +122,32 @@ class CpuQuota:
         _write(f"{self.path}/cgroup.procs", str(os.getpid()))
 
     def remove(self) -> None:
-        """Back to the parent cgroup, then the quota's own is removed (it must be empty)."""
+        """Back to the parent cgroup, then the quota's own is removed (it must be empty).
+        The kernel may still count the process in it for a moment after it moved (a fresh
+        clone's suite once found the cgroup left behind): busy is tried again, briefly."""
         try:
             _write(f"{self.base}/cgroup.procs", str(os.getpid()))
-            os.rmdir(self.path)
         except OSError:
-            pass
+            return
+        for _ in range(REMOVE_TRIES):
+            try:
+                os.rmdir(self.path)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    return
+                time.sleep(0.01)
+
+
+def _remove_stale(base: str) -> None:
+    """The quota cgroups of nodes that ended without removing theirs (mqprobe-<node>-<pid>,
+    the pid gone): empty, so removable; one of a live node is left alone."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            pid = name.rpartition("-")[2]
+            if name.startswith("mqprobe-") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(f"{base}/{name}")
 
 
 def _cpu_controller(root: str) -> tuple[str, bool] | None:

@@ -207,17 +207,19 @@ class Node(PieceRuntime):
             self.stats.stalls += 1
 
     async def stop(self) -> NodeResult:
-        self.loop_lag.stop()  # shutting down is not part of the run
-        self.timeline.unwatch_gc()
-        for worker in self._workers:
-            worker.cancel()
-        await self.intake.stop()
-        result = self.result()
-        if self._runner:  # thousands of websockets to close: the result is taken already
-            await _at_most(self._runner.cleanup(), 5)
-        if self._quota:
-            self._quota.remove()
-        return result
+        try:
+            self.loop_lag.stop()  # shutting down is not part of the run
+            self.timeline.unwatch_gc()
+            for worker in self._workers:
+                worker.cancel()
+            await self.intake.stop()
+            result = self.result()
+            if self._runner:  # thousands of websockets to close: the result is taken already
+                await _at_most(self._runner.cleanup(), 5)
+            return result
+        finally:  # whatever stopping met, the quota's cgroup does not outlive the node
+            if self._quota:
+                self._quota.remove()
 
     def result(self) -> NodeResult:
         knobs = self.config.topology.consumer
