@@ -5,7 +5,7 @@ clock: the system measured (the broker, the nodes) beside the instrument measuri
 A node that waited for a CPU waited for someone: this is where the verdict finds who. A
 piece it cannot see (on another host, or a broker that is not local) is named as not seen,
 never counted as idle; a broker elsewhere whose Prometheus endpoint answers is counted from
-what it reports (Reported), and the result says so.
+what the broker sampler's scrapes of it read (Reported), and the result says so.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import asyncio
 import bisect
 import os
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mqprobe.cpu import (
@@ -31,7 +30,6 @@ from mqprobe.stamps import now_ns
 PERIOD_S = 0.1
 THREADS_EVERY = 10  # samples between looks for threads a piece started since
 INSTRUMENT_ROLES = ("swarm", "publisher", "compare")  # mqprobe's own, not the system's
-REPORTED_EVERY_S = 1.0  # a reported counter is a scrape: once a second, in a thread
 
 
 def role_of(piece: str) -> str:
@@ -44,10 +42,11 @@ def role_of(piece: str) -> str:
 @dataclass(frozen=True)
 class Reported:
     """A piece's CPU as something other than /proc reports it (a remote broker's
-    Prometheus endpoint): `read` gives its CPU ms so far, or None (blocking: a scrape)."""
+    Prometheus endpoint): `readings`, (ns, its CPU ms so far), filled by whoever reads it
+    (the broker sampler, from the scrape it makes anyway)."""
 
     source: str  # said in the result beside the figure
-    read: Callable[[], float | None]
+    readings: list[tuple[int, float]]
 
 
 @dataclass
@@ -66,7 +65,6 @@ class CpuSampler:
     # which measures nothing of itself
     waited: dict[str, list[int]] = field(default_factory=dict)
     reported: dict[str, Reported] = field(default_factory=dict)  # piece -> where its CPU is read
-    readings: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # (ns, CPU ms)
 
     def __post_init__(self) -> None:
         self.used = {piece: [] for piece in self.pids}
@@ -95,24 +93,13 @@ class CpuSampler:
         return used
 
     async def run(self) -> None:
-        follow = asyncio.get_running_loop().create_task(self._follow_reported())
         try:
             while True:
                 self.sample()
                 await asyncio.sleep(PERIOD_S)
         finally:
-            follow.cancel()
             for waits in self._waits.values():
                 waits.close()
-
-    async def _follow_reported(self) -> None:
-        """Each reported counter once a second (a scrape must not hold the loop)."""
-        while self.reported:
-            for piece, reported in self.reported.items():
-                value = await asyncio.to_thread(reported.read)
-                if value is not None:
-                    self.readings.setdefault(piece, []).append((now_ns(), value))
-            await asyncio.sleep(REPORTED_EVERY_S)
 
     def during(self, spans: list[tuple[int, int]]) -> dict[str, float]:
         """The CPU ns each piece used within the spans, pro rata of the samples' windows."""
@@ -157,7 +144,7 @@ class CpuSampler:
                 pieces[piece]["waited_ms"] = round((waited[-1] - waited[0]) / 1e6, 1)
         not_seen = dict(self.not_seen)
         for piece, reported in self.reported.items():
-            readings = self.readings.get(piece, [])
+            readings = list(reported.readings)  # its reader may still be adding to it
             if len(readings) < 2 or readings[-1][0] <= readings[0][0]:
                 not_seen[piece] = (f"{not_seen.get(piece, 'not local')}; {reported.source} "
                                    f"answered {len(readings)} of its scrapes")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import time
 import uuid
@@ -30,7 +29,7 @@ from mqprobe.model import QueueType, RunPhase, RunResult
 from mqprobe.node import NodeConfig
 from mqprobe.placement import PieceConfig, Placement, clock_command
 from mqprobe.process import Piece, RunError, RunInterrupted, run_to_the_end
-from mqprobe.prometheus import RUNTIME_SOURCE, read_runtime_ms
+from mqprobe.prometheus import RUNTIME_SOURCE
 from mqprobe.protocol import EventName, PublisherResult, Reset, Role, SwarmResult
 from mqprobe.publisher import PublishConfig, schedule
 from mqprobe.records import Latency
@@ -253,8 +252,7 @@ class OneRun:
             pids["broker"] = self.broker_processes
         elif self.prometheus_url:  # a broker elsewhere: its CPU as its endpoint reports it
             not_seen["broker"] = "not a process on this host"
-            reported["broker"] = Reported(RUNTIME_SOURCE,
-                                          functools.partial(read_runtime_ms, self.prometheus_url))
+            reported["broker"] = Reported(RUNTIME_SOURCE, self.sampler.runtime)
         else:
             not_seen["broker"] = ("not a process on this host, and no --prometheus-url to read "
                                   "its CPU from (the management API reports none)")

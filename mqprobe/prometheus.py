@@ -3,7 +3,7 @@ the alternative to the management API that RabbitMQ is moving its statistics to:
 the Erlang scheduler's run queue, and each queue's ready and unacked messages and
 consumers (`/metrics/detailed?family=queue_coarse_metrics&family=queue_consumer_count`).
 The managed broker enables it on loopback; `--prometheus-url` names a user's. For a broker
-on another host, it is also where its CPU is read (ERLANG_RUNTIME)."""
+on another host, the same scrape is where its CPU is read (ERLANG_RUNTIME)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ class BrokerMetrics:
     ready: dict[str, int] = field(default_factory=dict)
     unacked: dict[str, int] = field(default_factory=dict)
     consumers: dict[str, int] = field(default_factory=dict)
+    runtime_ms: float | None = None  # ERLANG_RUNTIME, when the endpoint has it
 
 
 def fetch_text(url: str, timeout: float, limit: int = MAX_SCRAPE_BYTES) -> str:
@@ -47,8 +48,11 @@ def fetch_text(url: str, timeout: float, limit: int = MAX_SCRAPE_BYTES) -> str:
 
 def parse_broker(aggregated: str, detailed: str, queues: set[str]) -> BrokerMetrics:
     """The figures mqprobe reads, from the two expositions' text."""
-    alarms, run_queue = [], 0.0
+    alarms, run_queue, runtime_ms = [], 0.0, None
     for family in text_string_to_metric_families(aggregated):
+        # a counter's samples come back named `<family>_total` from the parser
+        if family.name == ERLANG_RUNTIME and family.samples:
+            runtime_ms = family.samples[0].value
         for sample in family.samples:
             if sample.name in ALARMS and sample.value:
                 alarms.append(ALARMS[sample.name])
@@ -63,7 +67,7 @@ def parse_broker(aggregated: str, detailed: str, queues: set[str]) -> BrokerMetr
             what, queue = names.get(sample.name), sample.labels.get("queue", "")
             if what and queue in queues:
                 per_queue[what][queue] = int(sample.value)
-    return BrokerMetrics(tuple(alarms), run_queue, **per_queue)
+    return BrokerMetrics(tuple(alarms), run_queue, **per_queue, runtime_ms=runtime_ms)
 
 
 def read_broker(prometheus_url: str, queues: set[str], timeout: float = 3.0) -> BrokerMetrics:
@@ -72,22 +76,3 @@ def read_broker(prometheus_url: str, queues: set[str], timeout: float = 3.0) -> 
     base = prometheus_url if prometheus_url.endswith("/") else prometheus_url + "/"
     detailed = fetch_text(base + DETAILED, timeout) if queues else ""
     return parse_broker(fetch_text(base + "metrics", timeout), detailed, queues)
-
-
-def parse_runtime_ms(aggregated: str) -> float | None:
-    """ERLANG_RUNTIME from the aggregated exposition's text, or None when it is not there."""
-    for family in text_string_to_metric_families(aggregated):
-        # a counter's samples come back named `<family>_total` from the parser
-        if family.name == ERLANG_RUNTIME and family.samples:
-            return family.samples[0].value
-    return None
-
-
-def read_runtime_ms(prometheus_url: str, timeout: float = 3.0) -> float | None:
-    """The broker's CPU ms so far, as its endpoint reports it; None when it does not answer
-    or says something else (blocking: run it in a thread)."""
-    base = prometheus_url if prometheus_url.endswith("/") else prometheus_url + "/"
-    try:
-        return parse_runtime_ms(fetch_text(base + "metrics", timeout))
-    except (OSError, ValueError, TypeError):
-        return None

@@ -209,14 +209,16 @@ def test_a_queue_backlog_as_rabbitmqs_prometheus_endpoint_reports_it(managed_bro
 
 def test_the_brokers_cpu_as_its_prometheus_endpoint_reports_it(managed_broker):
     """For a broker compare cannot see by pid: Erlang's runtime counter on the endpoint
-    grows with the work, and is the VM's user CPU (at most what /proc gives it in all)."""
+    grows with the work, and is the VM's user CPU (at most what /proc gives it in all); the
+    broker sampler keeps it from the scrape it makes anyway, and an endpoint that does not
+    answer gives no reading, never a raise."""
     import asyncio
 
     import aio_pika
 
     from mqprobe.cpu import process_cpu_ns
     from mqprobe.footprint import broker_processes
-    from mqprobe.prometheus import read_runtime_ms
+    from mqprobe.prometheus import read_broker
 
     state = managed_broker.running_state()
     pids = broker_processes(state.amqp_url)
@@ -230,10 +232,19 @@ def test_the_brokers_cpu_as_its_prometheus_endpoint_reports_it(managed_broker):
                 await channel.default_exchange.publish(aio_pika.Message(b"x" * 512), queue.name)
             await channel.queue_delete(queue.name)
 
-    before_ms, before_ns = read_runtime_ms(state.prometheus_url), sum(map(process_cpu_ns, pids))
+    def runtime_ms() -> float | None:
+        return read_broker(state.prometheus_url, set()).runtime_ms
+
+    before_ms, before_ns = runtime_ms(), sum(map(process_cpu_ns, pids))
     asyncio.run(work())
-    after_ms, after_ns = read_runtime_ms(state.prometheus_url), sum(map(process_cpu_ns, pids))
+    after_ms, after_ns = runtime_ms(), sum(map(process_cpu_ns, pids))
     assert before_ms is not None and after_ms is not None
     reported, seen = after_ms - before_ms, (after_ns - before_ns) / 1e6
     assert 0 < reported <= seen * 1.1 + 20, (reported, seen)
-    assert read_runtime_ms("http://127.0.0.1:9/") is None  # nothing there: None, not a raise
+
+    answering = QueueSampler(state.amqp_url, [], prometheus_url=state.prometheus_url)
+    silent = QueueSampler(state.amqp_url, [], prometheus_url="http://127.0.0.1:9/")
+    for sampler in (answering, silent):
+        run_until_cancelled(1.8, sampler.run)
+    assert len(answering.runtime) >= 2 and answering.runtime[-1][1] >= after_ms
+    assert silent.runtime == [] and silent.prometheus_error  # nothing there: no reading

@@ -85,11 +85,13 @@ def test_a_broker_elsewhere_has_no_local_processes_and_a_local_one_is_found():
 
 
 def test_a_broker_elsewhere_is_counted_from_what_its_endpoint_reports():
-    """A reported counter is read once a second in the sampler's run: its rate over the
-    readings, over the sampler's wall, with its source; none answering keeps it not seen."""
-    counter = iter([1000.0, 1150.0, 1300.0, 1450.0])
+    """A reported counter's readings (the broker sampler's scrapes, once a second): its rate
+    over the readings, over the sampler's wall, with its source; none read keeps it not
+    seen."""
+    t0 = time.time_ns()
+    readings = [(t0 + k * 1_000_000_000, 1000.0 + 150 * k) for k in range(4)]
     sampler = CpuSampler({"compare": [os.getpid()]}, {"broker": "not a process on this host"},
-                         reported={"broker": Reported("its endpoint", lambda: next(counter))})
+                         reported={"broker": Reported("its endpoint", readings)})
     run_until_cancelled(2.5, sampler.run)
     summary = sampler.summary(sampler.times[0])
     broker = summary["pieces"]["broker"]
@@ -99,7 +101,7 @@ def test_a_broker_elsewhere_is_counted_from_what_its_endpoint_reports():
     assert broker["cpu_ms"] == pytest.approx(0.15 * summary["wall_s"] * 1000, rel=0.1)
 
     silent = CpuSampler({"compare": [os.getpid()]}, {"broker": "not a process on this host"},
-                        reported={"broker": Reported("its endpoint", lambda: None)})
+                        reported={"broker": Reported("its endpoint", [])})
     run_until_cancelled(1.5, silent.run)
     summary = silent.summary(silent.times[0])
     assert "broker" not in summary["pieces"]
@@ -108,12 +110,12 @@ def test_a_broker_elsewhere_is_counted_from_what_its_endpoint_reports():
 
 
 def test_the_erlang_runtime_counter_is_read_from_the_exposition_as_rabbitmq_writes_it():
-    from mqprobe.prometheus import parse_runtime_ms
+    from mqprobe.prometheus import parse_broker
 
     text = ("# TYPE erlang_vm_statistics_runtime_milliseconds counter\n"
             "# HELP erlang_vm_statistics_runtime_milliseconds The sum of the runtime.\n"
             "erlang_vm_statistics_runtime_milliseconds 4213\n"
             "# TYPE erlang_vm_statistics_wallclock_time_milliseconds counter\n"
             "erlang_vm_statistics_wallclock_time_milliseconds 99999\n")
-    assert parse_runtime_ms(text) == 4213
-    assert parse_runtime_ms("# TYPE other counter\nother 5\n") is None
+    assert parse_broker(text, "", set()).runtime_ms == 4213
+    assert parse_broker("# TYPE other counter\nother 5\n", "", set()).runtime_ms is None

@@ -49,6 +49,8 @@ class QueueSampler:
         self.prometheus_ok = 0
         self.prometheus_error = ""
         self.run_queue_max = 0.0
+        # (ns, ms) of the Erlang VM's CPU at each scrape that gave it: a remote broker's CPU
+        self.runtime: list[tuple[int, float]] = []
         self.series: dict[str, list[list[float]]] = {}
         self.alarms: set[str] = set()
         self.blocked_max = 0
@@ -73,12 +75,14 @@ class QueueSampler:
             self._alarm.end()
 
     def _prometheus_sample(self) -> None:
-        """Alarms and the Erlang run queue from rabbitmq_prometheus."""
+        """Alarms, the Erlang run queue and the VM's CPU from rabbitmq_prometheus."""
         from mqprobe.prometheus import read_broker
 
         metrics = read_broker(self.prometheus_url, set())  # depth comes over AMQP
         self._raised(list(metrics.alarms))
         self.run_queue_max = max(self.run_queue_max, metrics.run_queue)
+        if metrics.runtime_ms is not None:
+            self.runtime.append((now_ns(), metrics.runtime_ms))
 
     def _management_sample(self) -> None:
         """Memory/disk alarms and connections under flow control."""
