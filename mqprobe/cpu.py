@@ -233,6 +233,21 @@ def _open(path: str) -> int | None:
 
 
 # -- processes and the host, as a sampler outside them sees them ---------------------------
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie does not; one we may not signal does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 def process_cpu_ns(pid: int) -> int | None:
     """A process's CPU time so far, user + system, all its threads (ns); None when gone."""
     try:

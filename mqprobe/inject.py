@@ -20,6 +20,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 
+from mqprobe.cpu import pid_alive
 from mqprobe.errors import InputError, whole_number
 
 KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin", "throttle")
@@ -145,7 +146,7 @@ def _remove_stale(base: str) -> None:
     with contextlib.suppress(OSError):
         for name in os.listdir(base):
             pid = name.rpartition("-")[2]
-            if name.startswith("mqprobe-") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            if name.startswith("mqprobe-") and pid.isdigit() and not pid_alive(int(pid)):
                 with contextlib.suppress(OSError):
                     os.rmdir(f"{base}/{name}")
 

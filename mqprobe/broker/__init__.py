@@ -27,9 +27,9 @@ from mqprobe.broker.managed import (
     broker_for,
     find_server_binary,
     free_port,
-    pid_alive,
 )
 from mqprobe.broker.sampler import QueueSampler
+from mqprobe.cpu import pid_alive
 
 __all__ = [
     "INSTALL_HINT", "OUR_PREFIX", "BrokerError", "BrokerState", "Leftover", "ManagedBroker",

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mqprobe.broker.connect import BrokerError, check_reachable, management_get, redact_url
+from mqprobe.cpu import pid_alive
 from mqprobe.process import signals_deferred
 
 SERVER_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmq-server", "/usr/lib/rabbitmq/sbin/rabbitmq-server")
@@ -84,20 +85,6 @@ class BrokerState:
     def prometheus_url(self) -> str:
         """rabbitmq_prometheus's endpoint ('' when this node runs without it)."""
         return f"http://127.0.0.1:{self.prometheus_port}/" if self.prometheus_port else ""
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _amqp_answers(amqp_url: str) -> bool:
