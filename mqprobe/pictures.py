@@ -349,7 +349,6 @@ def sweep_curves(result: dict) -> Picture:
 def _cost_curves(ax, loads: list[float], runs: list[dict]) -> None:
     """Beside the latency curves, on an axis of its own: CPU ms per 1,000 deliveries of the
     broker and of the nodes at each load (what each point cost, not only how fast it was)."""
-    drawn = False
     cost_ax = None
     for key, label, colour in (("broker_per_1k_deliveries", "broker CPU ms/1k", "#8c564b"),
                                ("nodes_per_1k_deliveries", "nodes CPU ms/1k", "#7f7f7f")):
@@ -361,8 +360,7 @@ def _cost_curves(ax, loads: list[float], runs: list[dict]) -> None:
         cost_ax = cost_ax or ax.twinx()
         cost_ax.plot([load for load, _ in values], [v for _, v in values], linestyle="--",
                      marker="s", markersize=3, color=colour, linewidth=1, label=label)
-        drawn = True
-    if drawn:
+    if cost_ax is not None:
         cost_ax.set_ylabel("CPU ms per 1,000 deliveries")
         cost_ax.set_ylim(bottom=0)
         cost_ax.legend(fontsize=7, loc="upper right")

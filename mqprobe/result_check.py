@@ -155,11 +155,13 @@ def histogram(value: object, where: str) -> str:
 
 def rows(width: int) -> Check:
     """A series' rows: lists of at least `width` numbers."""
+    numbers = each(number)  # made once, not once a row: a result holds thousands
+
     @shape({"type": "array", "items": number.schema, "minItems": width})
     def row(value: object, where: str) -> str:
         if not isinstance(value, list) or len(value) < width:
             return _say(where, f"is not a row of {width} or more numbers")
-        return each(number)(value, where)
+        return numbers(value, where)
     return each(row)
 
 
