@@ -276,11 +276,9 @@ class OneRun:
         # their absence as idle consumers or a quiet publisher
         for piece, got in zip(swarms + others, stopped, strict=True):
             if self.failure is None and got is None and not piece.died_early:
-                # it ended without one (its log's last line says why), or never answered
-                said = str(piece.latest.get(EventName.EXIT, {}).get("log_tail", ""))
+                # it ended without one (how, and its log's last line, say why), or never answered
                 self.failure = Failure(piece.name, f"{piece.name} gave no result when asked to "
-                                       "stop: its figures are missing"
-                                       + (f" (its log ends: {said})" if said else ""),
+                                       f"stop: its figures are missing{piece.how_it_ended()}",
                                        time.time_ns(), gave_no_result=True)
         # a swarm that gave no result still had members: they received nothing we can show
         self.results["swarms"] = [

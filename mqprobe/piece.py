@@ -13,6 +13,7 @@ without it a node or publisher uses the managed broker, started on demand.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import sys
@@ -51,6 +52,9 @@ def run(spec_path: Path, amqp_url: str | None) -> int:
     """Run the piece of a spec file to its end; its exit status. A spec or a broker it
     cannot use is an `error` event for the parent, and one sentence on stderr."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # a crash (SIGSEGV in the interpreter or a C extension) leaves no traceback of its own:
+    # this writes every thread's stack to the log, and the parent names the signal
+    faulthandler.enable()
     try:
         make, needs_broker = runtime_of(PieceSpec.load(spec_path))
         if not needs_broker:

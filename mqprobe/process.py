@@ -245,9 +245,21 @@ class Piece:
         if EventName.ERROR in self.latest:
             return f"{self.name}: {self.latest[EventName.ERROR].get('message', 'failed')}"
         if EventName.EXIT in self.latest and EventName.RESULT not in self.latest:
-            tail = str(self.latest[EventName.EXIT].get("log_tail", ""))  # its last line of stderr
-            return f"{self.name} exited early" + (f": {tail}" if tail else "")
+            return f"{self.name} exited early{self.how_it_ended()}"
         return None
+
+    def how_it_ended(self) -> str:
+        """` (killed by SIGSEGV ...; 1 line of its output unreadable: ...; its log ends:
+        ...)`, from its exit event; '' before it ended or when it said nothing of it."""
+        exit_ = self.latest.get(EventName.EXIT) or {}
+        parts = [str(exit_.get("ended") or "")]
+        if exit_.get("unreadable"):
+            parts.append(f"{exit_['unreadable']} line(s) of its output unreadable, the first: "
+                         f"{exit_.get('first_unreadable', '')}")
+        if exit_.get("log_tail"):  # its last line of stderr
+            parts.append(f"its log ends: {exit_['log_tail']}")
+        said = "; ".join(p for p in parts if p)
+        return f" ({said})" if said else ""
 
     async def command(self, command: Command, timeout: float = 10.0) -> None:
         """Send a command and wait until the piece says it applied it; RunError when it
@@ -299,6 +311,24 @@ class Piece:
         return result.get("data") if result else None
 
 
+def ended_how(returncode: int | None) -> str:
+    """`exited with status 1`, `killed by SIGSEGV (a crash: its log has the stack)`, or ''
+    while it runs: a piece that ended without its result must say which."""
+    if returncode is None:
+        return ""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    crash = " (a crash: its log has the stack)" if -returncode in CRASH_SIGNALS else ""
+    return f"killed by {name}{crash}"
+
+
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
+
+
 class Child(Piece):
     """One piece running here: its spec saved as `<name>.spec.json` beside its log, run as
     `python -m mqprobe.piece <spec>` (mqprobe.piece: no command line to import)."""
@@ -331,11 +361,27 @@ class Child(Piece):
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
+        """Each stdout line as an event; at its end, an `exit` event that says how the
+        process ended and what could not be read (a result lost that way must say so)."""
         assert self.proc and self.proc.stdout
-        while line := await self.proc.stdout.readline():
-            with contextlib.suppress(ValueError):
+        unreadable, first = 0, ""
+        while True:
+            try:
+                line = await self.proc.stdout.readline()
+            except ValueError as exc:  # longer than the reader's limit: skipped
+                unreadable, first = unreadable + 1, first or str(exc)
+                continue
+            if not line:
+                break
+            try:
                 self.record(json.loads(line))
-        self.record({"event": EventName.EXIT, "log_tail": self._file_tail()})
+            except ValueError:
+                unreadable, first = unreadable + 1, first or repr(line[:80])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), 5)
+        self.record({"event": EventName.EXIT, "log_tail": self._file_tail(),
+                     "ended": ended_how(self.proc.returncode),
+                     **({"unreadable": unreadable, "first_unreadable": first} if unreadable else {})})
 
     def _file_tail(self) -> str:
         with contextlib.suppress(OSError):

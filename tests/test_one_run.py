@@ -54,7 +54,8 @@ class ScriptedPiece(Piece):
     async def _publish(self) -> None:
         await asyncio.sleep(0.05)
         if self.script.get("dies") == self.name:  # the process ended before its result
-            self.record({"event": EventName.EXIT, "log_tail": "Killed"})
+            self.record({"event": EventName.EXIT, "log_tail": "Killed",
+                         "ended": "killed by SIGKILL"})
             return
         published = {g: 1 for g in self.config.groups}
         self.record({"event": EventName.PROGRESS, "sent": len(published)})
@@ -80,7 +81,8 @@ class ScriptedPiece(Piece):
         self.stop_asked_ns = min(self.stop_asked_ns, time.time_ns())
         self.stopped = True
         if self.script.get("exits_on_stop") == self.name:  # it crashed as it stopped
-            self.record({"event": EventName.EXIT, "log_tail": "TypeError: not serializable"})
+            self.record({"event": EventName.EXIT, "log_tail": "TypeError: not serializable",
+                         "ended": "exited with status 1"})
         if self.script.get("no_result") == self.name or EventName.EXIT in self.latest:
             return None
         if self.role == Role.SWARM:
@@ -164,7 +166,8 @@ def _planned_queues(layout: str) -> set[str]:
 def test_a_publisher_that_dies_mid_run_fails_it_and_every_piece_is_still_stopped(
         tmp_path, no_broker):
     run, placement, phases = _run(tmp_path, {"dies": "publisher"})
-    assert run["error"] == "publisher exited early: Killed", run["error"]
+    assert run["error"] == "publisher exited early (killed by SIGKILL; its log ends: Killed)", \
+        run["error"]
     assert run["verdict"]["culprit"] == Culprit.CLIENT, run["verdict"]
     assert run["verdict"]["evidence"][0].startswith("run failed: publisher exited early")
     assert all(piece.stopped for piece in placement.pieces.values()), placement.pieces
@@ -191,7 +194,8 @@ def test_a_piece_that_ends_without_its_result_is_named_with_its_last_log_line(tm
                                                                               no_broker):
     run, _placement, _ = _run(tmp_path, {"exits_on_stop": "node2"})
     assert run["error"] == ("node2 gave no result when asked to stop: its figures are missing "
-                            "(its log ends: TypeError: not serializable)"), run["error"]
+                            "(exited with status 1; its log ends: TypeError: not serializable)"), \
+        run["error"]
 
 
 def test_a_command_a_piece_refuses_fails_the_run_with_its_reason(tmp_path, no_broker):
