@@ -198,6 +198,13 @@ class CpuWindows:
 
 
 # -- the watchdog ----------------------------------------------------------------------------
+def join_sampler(thread: threading.Thread, timeout_s: float = 2.0) -> None:
+    """Wait for a sampling thread told to stop (it ends within one sample's work): nothing
+    of ours walks the loop thread's frames once its owner goes on to tear the loop down."""
+    if thread.is_alive() and thread is not threading.current_thread():
+        thread.join(timeout_s)
+
+
 STDLIB = tuple(p for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
 _CALLBACK = ("events.py", "_run")  # asyncio's Handle._run: the loop runs a callback from here
 _LOOP = ("base_events.py", "_run_once")  # the loop's own iteration: select, then callbacks
@@ -272,7 +279,11 @@ class Watchdog(threading.Thread):
             return -1
 
     def stop(self) -> None:
+        """Stop sampling and wait for the thread to end: it reads the loop thread's frames and
+        a descriptor, neither of which may change under it (a loop tearing down its tasks; a
+        closed descriptor's number reused by the next open)."""
         self._stopped.set()
+        join_sampler(self)
         if self._schedstat is not None:
             os.close(self._schedstat)
             self._schedstat = None

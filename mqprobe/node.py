@@ -209,6 +209,8 @@ class Node(PieceRuntime):
     async def stop(self) -> NodeResult:
         try:
             self.loop_lag.stop()  # shutting down is not part of the run
+            if self.profiler is not None:  # nor does it profile (nor a frame read as it goes)
+                self.profiler.stop()
             self.timeline.unwatch_gc()
             for worker in self._workers:
                 worker.cancel()

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from types import FrameType
 
-from mqprobe.loop import STDLIB, callback_frames, short_path
+from mqprobe.loop import STDLIB, callback_frames, join_sampler, short_path
 
 # kinds of work, in the order they are looked for among a callback's frames: a node's emit
 # runs mqprobe's code around socket.io's around aiohttp's, and is the innermost kind
@@ -99,6 +99,7 @@ class LoopProfiler(threading.Thread):
 
     def stop(self) -> None:
         self._stopped.set()
+        join_sampler(self)
 
     def summary(self) -> dict:
         """Shares of the loop's sampled time by kind of work, and the busiest functions

@@ -69,3 +69,24 @@ def test_the_embed_api_profiles_its_hosts_loop_when_asked():
 
     seen = asyncio.run(host())
     assert seen["samples"] > 20 and seen["top"][0][0].endswith("in _planted_hot"), seen
+
+
+def test_the_samplers_have_ended_when_stop_returns():
+    """Both threads read the loop thread's frames (and the watchdog a descriptor of its own):
+    once stop() returns, neither runs, so the loop can tear its tasks down under nobody."""
+    from mqprobe.loop import Watchdog
+
+    async def main() -> list[bool]:
+        profiler, watchdog = LoopProfiler(every_s=0.001), Watchdog(late_ns=1, every_s=0.001)
+        profiler.start()
+        watchdog.start()
+        await asyncio.sleep(0.05)
+        assert profiler.samples and watchdog.samples
+        alive = []
+        for sampler in (profiler, watchdog):
+            sampler.stop()
+            alive.append(sampler.is_alive())
+        assert watchdog._schedstat is None
+        return alive
+
+    assert asyncio.run(main()) == [False, False]
