@@ -103,14 +103,18 @@ class LoopProfiler(threading.Thread):
 
     def summary(self) -> dict:
         """Shares of the loop's sampled time by kind of work, and the busiest functions
-        (shares of all of it, idle included): what the loop's time went to."""
-        total = sum(self.kinds.values())
+        (shares of all of it, idle included): what the loop's time went to. Read from
+        copies (dict.copy runs in C, under the GIL: whole): a sampler still running, as one
+        a throttled node's stop waited on in vain, adds functions while this reads, and
+        iterating the live dict then raised, losing the node's whole result."""
+        kinds, functions = Counter(dict.copy(self.kinds)), Counter(dict.copy(self.functions))
+        total = sum(kinds.values())
         if not total:
             return {"samples": 0}
         return {"samples": self.samples, "every_ms": round(self.every_s * 1000, 3),
                 "own_cpu_ms": round(self.cpu_ns / 1e6, 1),
-                "kinds": {k: round(n / total, 4) for k, n in self.kinds.most_common()},
-                "top": [[f, round(n / total, 4)] for f, n in self.functions.most_common(self.top)]}
+                "kinds": {k: round(n / total, 4) for k, n in kinds.most_common()},
+                "top": [[f, round(n / total, 4)] for f, n in functions.most_common(self.top)]}
 
 
 def _selecting(frame: FrameType | None) -> bool:

@@ -90,3 +90,35 @@ def test_the_samplers_have_ended_when_stop_returns():
         return alive
 
     assert asyncio.run(main()) == [False, False]
+
+
+def test_a_summary_read_while_the_sampler_still_counts_never_raises():
+    """Two matrix runs (of 210) lost a node's result to `dictionary changed size during
+    iteration`: its stop read the summary while the sampler thread, throttled, still added
+    functions. A writer thread stands in for it here, with the GIL handed over often."""
+    import sys
+    import threading
+
+    profiler = LoopProfiler()
+    profiler.kinds[IDLE] = 1
+    done = threading.Event()
+
+    def add_functions() -> None:  # the dict grows and shrinks: its size always changing
+        n = 0
+        while not done.is_set():
+            profiler.functions[f"f{n % 2000}"] += 1
+            n += 1
+            if n % 2000 == 0:
+                profiler.functions.clear()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    writer = threading.Thread(target=add_functions)
+    writer.start()
+    try:
+        for _ in range(300):
+            profiler.summary()
+    finally:
+        done.set()
+        writer.join()
+        sys.setswitchinterval(interval)
