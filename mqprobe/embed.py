@@ -47,6 +47,7 @@ from mqprobe.stamps import (
     BROKER_IN_HEADER,
     SOCKETIO_FIELD,
     TRACEPARENT,
+    WIRE_VERSION,
     DeliveryTrace,
     PublishStamp,
     TraceFormatError,
@@ -192,9 +193,12 @@ class Tracer:
             out.setdefault(TRACEPARENT, format_traceparent(trace_id, new_span_id(), "00"))
             return out
         t_pub = now_ns()
-        stamp = PublishStamp(trace_id, group, next(self._seq[group]), t_pub, t_pub)
+        seq = next(self._seq[group])
         self.published += 1
-        return encode_amqp_headers(stamp, headers)
+        if not headers:  # none of the host's own to keep or continue: the two built here
+            return {TRACEPARENT: f"00-{trace_id}-{new_span_id()}-01",
+                    AMQP_HEADER: f"{WIRE_VERSION};{group};{seq};{t_pub};{t_pub}"}
+        return encode_amqp_headers(PublishStamp(trace_id, group, seq, t_pub, t_pub), headers)
 
     def consumed(self, headers: dict | None, t_deq: int | None = None) -> Trace | None:
         """Stamp t_deq for a message just taken off the broker; None if it is untraced
@@ -264,7 +268,12 @@ class Tracer:
         if trace.hops is not None:
             trace.hops[HOP_SERVER].record(server)
         field = socketio_field(trace.stamp, self.node, trace.t_deq, trace.t_emit)
-        return {SOCKETIO_FIELD: field, **{k: v for k, v in data.items() if k != SOCKETIO_FIELD}}
+        if SOCKETIO_FIELD in data:  # one of its own by that name: ours replaces it, first
+            return {SOCKETIO_FIELD: field, **{k: v for k, v in data.items()
+                                              if k != SOCKETIO_FIELD}}
+        out = {SOCKETIO_FIELD: field}
+        out.update(data)
+        return out
 
     def emitted(self, trace: Trace | None) -> int:
         """Record how long the emit took since t_emit (fan-out); returns it in ns."""

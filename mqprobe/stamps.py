@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from random import getrandbits
 
 from mqprobe.errors import InputError
 from mqprobe.model import HOP_DELIVERY, HOP_E2E, HOP_E2E_PLANNED, HOP_MQ, HOP_SERVER
@@ -61,6 +62,11 @@ _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?",
                           re.DOTALL)
 _DIGITS = re.compile(r"[0-9]{1,20}")
+# the common cases in one match each (a message costs one regex, not one per field): a
+# header that does not match goes the long way, which says what is wrong with it
+_TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_AMQP_V1 = re.compile(r"1;([A-Za-z0-9_.:\-]{1,64});([0-9]{1,20});([0-9]{1,20});([0-9]{1,20})")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
 class TraceFormatError(InputError):
@@ -125,18 +131,29 @@ class DeliveryTrace:
 
 
 def new_trace_id() -> str:
-    return os.urandom(16).hex()
+    """32 random lowercase hex digits, never all zero (W3C). random, as OpenTelemetry's own
+    id generator uses: an id needs to be unique, not secret, and os.urandom's system call
+    cost twice as much a message (random reseeds in a forked child)."""
+    return f"{getrandbits(128) or 1:032x}"
 
 
 def new_span_id() -> str:
-    return os.urandom(8).hex()
+    return f"{getrandbits(64) or 1:016x}"
+
+
+_GOOD_IDS: set[str] = set()  # ids already checked (groups, nodes): a set lookup, not a regex
+_GOOD_IDS_MAX = 65_536  # past this, ids are checked each time (memory stays bounded)
 
 
 def check_id(kind: str, value: str) -> str:
     """Group and node ids travel inside headers: keep them short and separator-free."""
+    if type(value) is str and value in _GOOD_IDS:  # a list would not hash; a str subclass
+        return value                                # could compare equal to anything
     if not isinstance(value, str) or not _ID.fullmatch(value):
         raise TraceFormatError(f"{kind} {_short(value)} must be 1-64 characters of "
                                "A-Z a-z 0-9 _ . : -")
+    if len(_GOOD_IDS) < _GOOD_IDS_MAX:
+        _GOOD_IDS.add(value)
     return value
 
 
@@ -149,6 +166,10 @@ def _short(value: object) -> str:
 # -- W3C traceparent ---------------------------------------------------------------------
 def parse_traceparent(value: object) -> tuple[str, str, str]:
     """(trace_id, parent_span_id, flags) of a W3C traceparent, or TraceFormatError."""
+    if type(value) is str and (match := _TRACEPARENT_00.fullmatch(value)):
+        trace_id, span_id, flags = match.groups()
+        if trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
+            return trace_id, span_id, flags
     text = _text(value, TRACEPARENT)
     match = _TRACEPARENT.fullmatch(text.strip())
     if not match:
@@ -212,7 +233,25 @@ def decode_amqp_headers(headers: dict | None) -> PublishStamp:
                                if headers is not None else f"no {AMQP_HEADER} header")
     if AMQP_HEADER not in headers:
         raise TraceFormatError(f"no {AMQP_HEADER} header")
-    text = _text(headers[AMQP_HEADER], AMQP_HEADER)
+    raw = headers[AMQP_HEADER]
+    if type(raw) is str and (match := _AMQP_V1.fullmatch(raw)):
+        group, seq, t_pub, t_plan = match.groups()
+        seq, t_pub, t_plan = int(seq), int(t_pub), int(t_plan)
+    else:
+        group, seq, t_pub, t_plan = _amqp_fields(_text(raw, AMQP_HEADER))
+    trace_id, parent = "", ""
+    if TRACEPARENT in headers:
+        # W3C: an invalid traceparent is ignored (a new trace starts), the message is not
+        try:
+            trace_id, parent, _flags = parse_traceparent(headers[TRACEPARENT])
+        except TraceFormatError:
+            pass
+    return PublishStamp(trace_id or new_trace_id(), group, seq, t_pub, t_plan, parent)
+
+
+def _amqp_fields(text: str) -> tuple[str, int, int, int]:
+    """group, seq, t_pub, t_plan of an x-mqprobe header the quick match refused, or the
+    TraceFormatError that says why."""
     parts = text.split(";", 5)
     if parts[0] != str(WIRE_VERSION):
         raise TraceFormatError(f"{AMQP_HEADER} version {_short(parts[0])} is not {WIRE_VERSION}")
@@ -221,14 +260,7 @@ def decode_amqp_headers(headers: dict | None) -> PublishStamp:
     group = check_id("group", parts[1])
     seq, t_pub, t_plan = (_nonneg_int(name, raw) for name, raw in
                           zip(("seq", "t_pub", "t_plan"), parts[2:], strict=True))
-    trace_id, parent = new_trace_id(), ""
-    if TRACEPARENT in headers:
-        # W3C: an invalid traceparent is ignored (a new trace starts), the message is not
-        try:
-            trace_id, parent, _flags = parse_traceparent(headers[TRACEPARENT])
-        except TraceFormatError:
-            pass
-    return PublishStamp(trace_id, group, seq, t_pub, t_plan, parent)
+    return group, seq, t_pub, t_plan
 
 
 # -- socket.io field ---------------------------------------------------------------------

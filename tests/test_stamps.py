@@ -1,4 +1,8 @@
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mqprobe.stamps import (
     AMQP_HEADER,
@@ -119,3 +123,109 @@ def test_hops_whose_stamps_were_not_taken_are_absent_never_numbers():
     assert stamped.server_stamped and hops["mq"] + hops["server"] + hops["delivery"] == hops["e2e"]
     emitted_only = DeliveryTrace("a" * 32, "7", 1, "n1", 1_000, 0, 1_700, 900)
     assert set(dict(emitted_only.hops(2_000))) == {"delivery", "e2e", "e2e_planned"}
+
+
+# the quick matches (one regex a header) must accept exactly what the long way accepts, and
+# read the same values: valid headers, and each with one character changed, put in or taken
+# out (the near misses a quick check gets wrong)
+_ODD = st.sampled_from(list("0a9fAFG-; :_.\n²١x"))
+
+
+def _near_misses(valid: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    def change(args: tuple[str, int, str, str]) -> str:
+        text, at, odd, how = args
+        at %= len(text) + 1
+        return (text[:at] + odd + text[at + 1:] if how == "replace" else
+                text[:at] + odd + text[at:] if how == "insert" else text[:at] + text[at + 1:])
+
+    return valid | st.tuples(valid, st.integers(0, 80), _ODD,
+                             st.sampled_from(["replace", "insert", "delete"])).map(change)
+
+
+# ids and numbers up to the lengths allowed and one past (64 characters, 20 digits)
+_GROUP = st.text(alphabet="azAZ09_.:-", min_size=1, max_size=3) | st.text(
+    alphabet="azAZ09_.:-", min_size=63, max_size=65)
+_NUMBER = st.integers(0, 10**21).map(str) | st.integers(10**19 - 5, 10**20 + 5).map(str)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_near_misses(st.builds("1;{};{};{};{}".format, _GROUP, _NUMBER, _NUMBER, _NUMBER)))
+def test_the_quick_header_match_agrees_with_the_long_way(text):
+    from mqprobe.stamps import _amqp_fields
+
+    try:
+        long_way = _amqp_fields(text)
+    except TraceFormatError:
+        long_way = None
+    try:
+        stamp = decode_amqp_headers({AMQP_HEADER: text})
+        quick = (stamp.group, stamp.seq, stamp.t_pub, stamp.t_plan)
+    except TraceFormatError:
+        quick = None
+    assert quick == long_way
+
+
+def _hex(size: int) -> st.SearchStrategy[str]:
+    return st.text(alphabet="0123456789abcdef", min_size=size, max_size=size) | st.just("0" * size)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_near_misses(st.builds("{}-{}-{}-{}".format, st.sampled_from(["00", "01", "ff"]),
+                              _hex(32), _hex(16), _hex(2))))
+def test_the_quick_traceparent_match_agrees_with_the_long_way(text):
+    from mqprobe import stamps
+
+    def long_way(value):  # the general pattern alone, as before the quick match
+        quick, stamps._TRACEPARENT_00 = stamps._TRACEPARENT_00, re.compile(r"(?!)")
+        try:
+            return stamps.parse_traceparent(value)
+        except TraceFormatError:
+            return None
+        finally:
+            stamps._TRACEPARENT_00 = quick
+
+    try:
+        quick = parse_traceparent(text)
+    except TraceFormatError:
+        quick = None
+    assert quick == long_way(text)
+    assert parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") == (
+        "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "01")
+
+
+@pytest.mark.parametrize("text", [
+    "1;" + "g" * 64 + ";1;2;3", "1;" + "g" * 65 + ";1;2;3", "1;g;" + "9" * 20 + ";2;3",
+    "1;g;" + "9" * 21 + ";2;3", "1;g;1;2;" + "9" * 21, "1;g;1;" + "9" * 21 + ";3",
+    "1;g;1;\u0661;3", "1;g;1;2;\u00b2", "1;g;1;2;3;", "1;g;1;2;3\n",
+    "1;g;+1;2;3", "1;g h;1;2;3", "1;;1;2;3"])
+def test_the_quick_header_match_on_the_edges_the_long_way_draws(text):
+    from mqprobe.stamps import _amqp_fields
+
+    try:
+        long_way = _amqp_fields(text)
+    except TraceFormatError:
+        long_way = None
+    try:
+        stamp = decode_amqp_headers({AMQP_HEADER: text})
+        quick = (stamp.group, stamp.seq, stamp.t_pub, stamp.t_plan)
+    except TraceFormatError:
+        quick = None
+    assert quick == long_way
+
+
+@pytest.mark.parametrize(("text", "valid"), [
+    ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", True),
+    ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0", False),
+    ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", False),
+    ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", False),
+    ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", True),
+    (" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n", True),
+    ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", False),
+    ("00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01", False)])
+def test_the_quick_traceparent_match_on_the_edges(text, valid):
+    try:
+        parse_traceparent(text)
+        parsed = True
+    except TraceFormatError:
+        parsed = False
+    assert parsed is valid
