@@ -311,6 +311,9 @@ class Piece:
         return result.get("data") if result else None
 
 
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
+
+
 def ended_how(returncode: int | None) -> str:
     """`exited with status 1`, `killed by SIGSEGV (a crash: its log has the stack)`, or ''
     while it runs: a piece that ended without its result must say which."""
@@ -324,9 +327,6 @@ def ended_how(returncode: int | None) -> str:
         name = f"signal {-returncode}"
     crash = " (a crash: its log has the stack)" if -returncode in CRASH_SIGNALS else ""
     return f"killed by {name}{crash}"
-
-
-CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
 
 
 class Child(Piece):

@@ -147,8 +147,10 @@ _GOOD_IDS_MAX = 65_536  # past this, ids are checked each time (memory stays bou
 
 def check_id(kind: str, value: str) -> str:
     """Group and node ids travel inside headers: keep them short and separator-free."""
-    if type(value) is str and value in _GOOD_IDS:  # a list would not hash; a str subclass
-        return value                                # could compare equal to anything
+    # only a plain str is looked up: a list would not hash, a str subclass could claim to
+    # equal anything
+    if type(value) is str and value in _GOOD_IDS:
+        return value
     if not isinstance(value, str) or not _ID.fullmatch(value):
         raise TraceFormatError(f"{kind} {_short(value)} must be 1-64 characters of "
                                "A-Z a-z 0-9 _ . : -")
