@@ -25,10 +25,20 @@ from mqprobe.attribution import (
     attribute,
     stall_cause,
 )
-from mqprobe.footprint import INSTRUMENT_ROLES, CpuSampler, role_of
-from mqprobe.model import PATH_HOPS, RUN_HOPS, Culprit, HopName, RunResult, is_node_piece
+from mqprobe.footprint import CpuSampler
+from mqprobe.model import (
+    INSTRUMENT_ROLES,
+    PATH_HOPS,
+    RUN_HOPS,
+    Culprit,
+    HopName,
+    PieceRole,
+    RunResult,
+    is_node_piece,
+    role_of,
+)
 from mqprobe.profile import busy_line
-from mqprobe.protocol import NodeResult, PublisherResult, Role, SwarmResult
+from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.records import HopSet, Latency
 from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.websocket import STAMP_SOURCES
@@ -302,11 +312,8 @@ class Failure:
     gave_no_result: bool = False  # it ran to the end but its figures never arrived
 
     @property
-    def role(self) -> str:
-        name = self.piece
-        if name.startswith("node") or is_node_piece(name):  # node1 (its process), n1 (its id)
-            return "node"
-        return "swarm" if name.startswith("swarm") else name
+    def role(self) -> PieceRole | str:
+        return role_of(self.piece)
 
 
 @dataclass
@@ -338,7 +345,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
                           "not delivered", counts)
     if facts.failure:
         role = facts.failure.role
-        cause = (Cause.NODE_DIED if role == Role.NODE and not facts.failure.gave_no_result
+        cause = (Cause.NODE_DIED if role == PieceRole.NODE and not facts.failure.gave_no_result
                  else Cause.INSTRUMENT_FAILED)
         when = f" ({_at(facts.failure.at_ns, facts)} into the run)" if facts.failure.at_ns else ""
         return Verdict.of(cause, f"{PROSE[cause]}{when}: {facts.failure.message}",

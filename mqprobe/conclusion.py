@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from mqprobe.analysis import by_point, representative
-from mqprobe.model import Culprit, HopName, RunResult
+from mqprobe.model import Culprit, HopName, PieceRole, RunResult
 
 COST_RATIO_WORTH_SAYING = 1.5  # a row that costs this many times the winner's CPU is named
 
@@ -44,8 +44,8 @@ def cost_of(run: RunResult) -> Cost:
             return None
         return round(sum(p["cpu_ms"] for p in chosen) * 1000 / per, 3)
 
-    broker = [p for p in pieces.values() if p.get("role") == "broker"]
-    nodes = [p for p in pieces.values() if p.get("role") == "node"]
+    broker = [p for p in pieces.values() if p.get("role") == PieceRole.BROKER]
+    nodes = [p for p in pieces.values() if p.get("role") == PieceRole.NODE]
     ours = [p for p in pieces.values() if p.get("instrument")]
     return Cost(spent(broker, delivered), spent(nodes, delivered), spent(ours, delivered),
                 spent(broker, published), spent(nodes, published))

@@ -24,19 +24,11 @@ from mqprobe.cpu import (
     process_cpu_ns,
     process_tree,
 )
-from mqprobe.model import is_node_piece
+from mqprobe.model import INSTRUMENT_ROLES, role_of
 from mqprobe.stamps import now_ns
 
 PERIOD_S = 0.1
 THREADS_EVERY = 10  # samples between looks for threads a piece started since
-INSTRUMENT_ROLES = ("swarm", "publisher", "compare")  # mqprobe's own, not the system's
-
-
-def role_of(piece: str) -> str:
-    """broker, node, swarm, publisher or compare, from a piece's name (n1, swarm2...)."""
-    if piece.startswith("swarm"):
-        return "swarm"
-    return "node" if is_node_piece(piece) else piece
 
 
 @dataclass(frozen=True)

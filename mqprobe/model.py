@@ -71,6 +71,30 @@ def is_node_piece(piece: str) -> bool:
     return piece.startswith("n") and piece[1:].isdigit()
 
 
+class PieceRole(StrEnum):
+    """What a process of a run is, in its CPU footprint and its failures: the system
+    measured (broker, nodes) or mqprobe's own instrument (swarm, publisher, compare)."""
+
+    NODE = "node"
+    BROKER = "broker"
+    SWARM = "swarm"
+    PUBLISHER = "publisher"
+    COMPARE = "compare"
+
+
+INSTRUMENT_ROLES = frozenset((PieceRole.SWARM, PieceRole.PUBLISHER, PieceRole.COMPARE))
+
+
+def role_of(piece: str) -> PieceRole | str:
+    """A piece's role from its name: n1 or node1 (a node's id, its process), swarm2,
+    broker, publisher, compare; a name of no role (an agent's) as it is."""
+    if piece.startswith("swarm"):
+        return PieceRole.SWARM
+    if is_node_piece(piece) or (piece.startswith("node") and piece[4:].isdigit()):
+        return PieceRole.NODE
+    return PieceRole(piece) if piece in PieceRole._value2member_map_ else piece
+
+
 class Culprit(StrEnum):
     """Which part of the path a delay belongs to (design.md)."""
 

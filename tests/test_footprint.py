@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from mqprobe.footprint import CpuSampler, Reported, role_of
+from mqprobe.footprint import CpuSampler, Reported
+from mqprobe.model import INSTRUMENT_ROLES, role_of
 
 from .conftest import run_until_cancelled
 
@@ -28,9 +29,11 @@ def test_cpu_during_spans_is_pro_rata_of_the_windows():
 
 
 def test_roles_tell_the_system_from_the_instrument():
-    assert [role_of(p) for p in ("n1", "n12", "swarm3", "broker", "publisher", "compare",
-                                 "node")] == ["node", "node", "swarm", "broker", "publisher",
-                                              "compare", "node"]
+    assert [role_of(p) for p in ("n1", "n12", "node2", "swarm3", "broker", "publisher",
+                                 "compare", "node", "agent-b")] == [
+        "node", "node", "node", "swarm", "broker", "publisher", "compare", "node", "agent-b"]
+    assert {p for p in ("n1", "swarm3", "broker", "publisher", "compare")
+            if role_of(p) in INSTRUMENT_ROLES} == {"swarm3", "publisher", "compare"}
 
 
 def test_a_process_that_computes_is_seen_computing():
