@@ -125,6 +125,35 @@ def test_a_foreign_seq_far_ahead_is_untraced_not_a_huge_allocation():
     assert field_from_frame('42["message",{"mqprobe":' + "[" * 200_000 + "]") is None
 
 
+def test_a_frame_is_read_by_its_head_and_the_longest_field_fits_in_it():
+    """The trace is read from a frame's first FIELD_HEAD characters (a 20 KB body is never
+    hashed per member): copies of one message share it, another message with the same body
+    is its own, and a field longest in every part fits in the head."""
+    import json
+
+    from mqprobe.swarm import FIELD_HEAD, Swarm, SwarmConfig
+
+    swarm = Swarm(SwarmConfig(node_urls=["http://127.0.0.1:1"], group_sizes={"g" * 64: 2}))
+    first, second = swarm.members
+
+    def frame(trace_id: str, seq: int, body: str) -> str:
+        field = [1, trace_id, "g" * 64, seq, "n" * 64, 10**19, 10**19, 10**19, 10**19]
+        return "42" + json.dumps(["m" * 46, {"mqprobe": field, "body": body}],  # marker at 52
+                                 separators=(",", ":"))
+
+    longest = frame("a" * 32, 5, "x" * 20_000)  # but for its seq (a far one is refused)
+    assert longest.index("]") + 19 < FIELD_HEAD  # with a 20-digit seq too
+    swarm._on_event(first, longest, 10**19 + 5)
+    swarm._on_event(second, frame("a" * 32, 5, "x" * 20_000), 10**19 + 5)  # its copy
+    assert swarm.untraced == 0 and len(swarm._decoded) == 1  # one message, read once
+    small = frame("b" * 32, 6, "x" * 20_000)
+    swarm._on_event(first, small, 10**19 + 5)
+    assert len(swarm._decoded) == 2 and swarm.tallies["g" * 64].delivered == 3
+    late = '42["message",{"mqprobe":[1,"' + "c" * 32 + '","' + " " * FIELD_HEAD + '"]}]'
+    swarm._on_event(first, late, 1)  # a field that has not closed by the head is none
+    assert swarm.untraced_reasons == {"no mqprobe list first in the event's object": 1}
+
+
 NPM_SERVERS = ("socket.io@4", "sio2@npm:socket.io@2")  # socket.io 2 under an alias of its own
 
 
