@@ -47,10 +47,10 @@ from mqprobe.stamps import (
     BROKER_IN_HEADER,
     SOCKETIO_FIELD,
     TRACEPARENT,
-    WIRE_VERSION,
     DeliveryTrace,
     PublishStamp,
     TraceFormatError,
+    amqp_header,
     broker_times,
     check_id,
     decode_amqp_headers,
@@ -196,8 +196,8 @@ class Tracer:
         seq = next(self._seq[group])
         self.published += 1
         if not headers:  # none of the host's own to keep or continue: the two built here
-            return {TRACEPARENT: f"00-{trace_id}-{new_span_id()}-01",
-                    AMQP_HEADER: f"{WIRE_VERSION};{group};{seq};{t_pub};{t_pub}"}
+            return {TRACEPARENT: format_traceparent(trace_id, new_span_id()),
+                    AMQP_HEADER: amqp_header(group, seq, t_pub, t_pub)}
         return encode_amqp_headers(PublishStamp(trace_id, group, seq, t_pub, t_pub), headers)
 
     def consumed(self, headers: dict | None, t_deq: int | None = None) -> Trace | None:

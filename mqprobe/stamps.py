@@ -202,8 +202,13 @@ def encode_amqp_headers(stamp: PublishStamp, headers: dict | None = None) -> dic
         except TraceFormatError:
             pass  # a broken parent is replaced, not propagated
     out[TRACEPARENT] = format_traceparent(trace_id, new_span_id(), flags)
-    out[AMQP_HEADER] = f"{WIRE_VERSION};{stamp.group};{stamp.seq};{stamp.t_pub};{stamp.t_plan}"
+    out[AMQP_HEADER] = amqp_header(stamp.group, stamp.seq, stamp.t_pub, stamp.t_plan)
     return out
+
+
+def amqp_header(group: str, seq: int, t_pub: int, t_plan: int) -> str:
+    """The x-mqprobe header's value: `1;<group>;<seq>;<t_pub_ns>;<t_plan_ns>`."""
+    return f"{WIRE_VERSION};{group};{seq};{t_pub};{t_plan}"
 
 
 # RabbitMQ's own stamps, in ms on the broker's clock, when its message interceptors are on

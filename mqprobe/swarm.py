@@ -127,9 +127,10 @@ MAX_OUTAGES = 10_000  # member outages kept with their times (all are counted)
 DECODED_KEPT = 64  # frames whose decoded trace is kept for the members that follow
 # A frame's trace is read from its head alone: the field opens the event's object and holds
 # the message's trace id, so the head names the message. Keyed by its head, a 20 KB frame
-# costs a 512-character hash, not a 20 KB one per member (6.4 -> 1.8 us a delivery with its
-# decode). A field longest in every part (64-character ids, 20-digit numbers) ends within
-# 341 characters of the frame's start (its marker within the first 64).
+# costs a 512-character hash, not a 20 KB one per member (5.4 -> 1.3 us a delivery with its
+# decode: benchmarks/swarm_frame_key.py). A field longest in every part (64-character ids,
+# 20-digit numbers) ends within 341 characters of the frame's start (its marker within the
+# first 64).
 FIELD_HEAD = 512
 
 
