@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from mqprobe.broker import ManagedBroker, QueueSampler, management_get, pid_alive
+from mqprobe.broker import BrokerState, ManagedBroker, QueueSampler, management_get, pid_alive
 from mqprobe.timeline import EventKind
 
 from .conftest import run_cli, run_until_cancelled
@@ -51,6 +51,18 @@ def test_up_status_down_and_a_stale_data_dir(tmp_path):
     assert down.returncode == 0 and "stopped" in down.stdout
     assert run_cli("broker", "status", "--state-dir", env_dir).returncode == 1
     assert not pid_alive(state.pid)  # gone, or a zombie waiting for a non-reaping init
+
+
+def test_the_broker_keeps_its_files_in_its_data_dir(tmp_path):
+    """Every path the node writes (a crash dump among them: a node that failed to start
+    once left one in the repository) is under its data dir."""
+    state = BrokerState(pid=0, amqp_port=1, management_port=2, dist_port=3, user="u",
+                        password="p", node_name="x@localhost", started_at=0)
+    env = ManagedBroker(tmp_path)._environment(state)
+    paths = {k: v for k, v in env.items() if k in ("ERL_CRASH_DUMP", "HOME", "RABBITMQ_LOG_BASE",
+                                                  "RABBITMQ_MNESIA_BASE", "RABBITMQ_PID_FILE")}
+    assert len(paths) == 5
+    assert all(v.startswith(str(tmp_path)) for v in paths.values()), paths
 
 
 def _exists(url: str, kind: str, name: str) -> bool:

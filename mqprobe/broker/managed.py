@@ -250,6 +250,8 @@ class ManagedBroker:
             RABBITMQ_MNESIA_BASE=str(base / "mnesia"),
             RABBITMQ_LOG_BASE=str(base / "log"),
             RABBITMQ_PID_FILE=str(base / "rabbitmq.pid"),
+            # a node that fails to start dumps here, not in the user's working directory
+            ERL_CRASH_DUMP=str(base / "erl_crash.dump"),
             # Erlang distribution and epmd on loopback only.
             ERL_EPMD_ADDRESS="127.0.0.1",
             **({"ERL_EPMD_PORT": str(state.epmd_port)} if state.epmd_port else {}),
