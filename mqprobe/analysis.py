@@ -25,6 +25,7 @@ from mqprobe.attribution import (
     attribute,
     stall_cause,
 )
+from mqprobe.broker.sampler import BrokerEvidence
 from mqprobe.footprint import CpuSampler
 from mqprobe.model import (
     INSTRUMENT_ROLES,
@@ -326,6 +327,14 @@ class RunFacts:
     failure: Failure | None = None
     cpu: dict[str, list[list[int]]] = field(default_factory=dict)  # cpu_series
     footprint: CpuSampler | None = None  # every local piece's CPU through the run
+    broker: BrokerEvidence | None = None  # the sampler's, as built (None: read the run's JSON)
+
+    def broker_evidence(self) -> BrokerEvidence:
+        """What the run saw of the broker: as the sampler built it, or read back from a
+        saved result."""
+        if self.broker is None:
+            return BrokerEvidence.from_json(self.run.get("evidence", {}).get("broker"))
+        return self.broker
 
 
 def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) -> Verdict:
@@ -696,7 +705,7 @@ def footprint_lines(cpu: dict) -> list[str]:
 def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
     """The measurements behind the top cause."""
     nodes = run["nodes"]
-    broker = run.get("evidence", {}).get("broker", {})
+    broker = facts.broker_evidence()
     busy, busiest = max(((max(n["busy_ratio"].values(), default=0.0), n["node"]) for n in nodes),
                         default=(0.0, "-"))
     full = [n for n in nodes if n["prefetch"] and n["unacked_max"] >= n["prefetch"]]
@@ -762,31 +771,30 @@ def _loop_cpu_evidence(nodes: list[dict]) -> list[str]:
     return out
 
 
-def _queue_evidence(broker: dict) -> list[str]:
-    if not broker.get("available"):
-        return [broker.get("reason", "queue depth not measured")]
-    out = [f"deepest queue {broker['max_ready_queue'] or '-'} held {broker['max_ready']} ready "
+def _queue_evidence(broker: BrokerEvidence) -> list[str]:
+    if not broker.available:
+        return [broker.reason or "queue depth not measured"]
+    out = [f"deepest queue {broker.max_ready_queue or '-'} held {broker.max_ready} ready "
            "messages"]
-    growth = broker.get("backlog_growth")
-    if growth and growth["net_in_per_s"] > 0:
-        out.append(f"its backlog grew {growth['net_in_per_s']:g} msg/s faster than it drained "
-                   f"(from {growth['from_s']:g} s to {growth['to_s']:g} s of the run)")
-    if not broker.get("management_api"):
-        checked = ("flow control was not checked" if broker.get("prometheus") else
+    growth = broker.backlog_growth
+    if growth and growth.net_in_per_s > 0:
+        out.append(f"its backlog grew {growth.net_in_per_s:g} msg/s faster than it drained "
+                   f"(from {growth.from_s:g} s to {growth.to_s:g} s of the run)")
+    if not broker.management_api:
+        checked = ("flow control was not checked" if broker.prometheus else
                    "alarms and flow control were not checked")
         out.append(f"management API not reachable: {checked}"
-                   + (f" ({broker['management_reason']})" if broker.get("management_reason")
-                      else ""))
-    if broker.get("prometheus_reason"):
-        out.append(broker["prometheus_reason"])
-    if broker.get("alarms"):
-        source = " (its Prometheus endpoint)" if broker.get("prometheus") else ""
-        out.append("broker alarms" + source + ": " + ", ".join(broker["alarms"]))
-    if broker.get("erlang_run_queue_max", 0) >= 1:
-        out.append(f"RabbitMQ's Erlang run queue reached {broker['erlang_run_queue_max']:g} "
+                   + (f" ({broker.management_reason})" if broker.management_reason else ""))
+    if broker.prometheus_reason:
+        out.append(broker.prometheus_reason)
+    if broker.alarms:
+        source = " (its Prometheus endpoint)" if broker.prometheus else ""
+        out.append("broker alarms" + source + ": " + ", ".join(broker.alarms))
+    if broker.erlang_run_queue_max >= 1:
+        out.append(f"RabbitMQ's Erlang run queue reached {broker.erlang_run_queue_max:g} "
                    "(its processes ready to run, waiting for a scheduler)")
-    if broker.get("blocked_connections_max"):
-        out.append(f"{broker['blocked_connections_max']} connections in flow control or blocked")
+    if broker.blocked_connections_max:
+        out.append(f"{broker.blocked_connections_max} connections in flow control or blocked")
     return out
 
 
@@ -816,7 +824,7 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
                                                 "published")}}
         view["hops"] = {**run["hops"], **group["hops"]}
         groups[group_id] = verdict(RunFacts(view, facts.events, facts.t0_ns, facts.failure,
-                                            facts.cpu, facts.footprint),
+                                            facts.cpu, facts.footprint, facts.broker),
                                    attribute(by_group.get(group_id, []), charger, budget_ms),
                                    budget_ms)
     return Judgement(attribution, verdict(facts, attribution, budget_ms), groups)

@@ -19,7 +19,7 @@ from mqprobe.analysis import (
     timeline_json,
 )
 from mqprobe.attribution import paused_together
-from mqprobe.broker.sampler import QueueSampler
+from mqprobe.broker.sampler import BrokerEvidence, QueueSampler
 from mqprobe.clocks import ClockOffset
 from mqprobe.conclusion import cost_of
 from mqprobe.footprint import CpuSampler
@@ -48,7 +48,8 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
                       "knobs": topology.describe_knobs(),
                       **merge_run(publisher, swarms, nodes,
                                   sampler.ready_at_end() if sampler else 0)}
-    run["evidence"] = {"broker": sampler.summary() if sampler else {"available": False}}
+    broker = sampler.summary() if sampler else BrokerEvidence.not_measured()
+    run["evidence"] = {"broker": broker.to_json()}
     if clocks:
         run["clocks"] = clocks_json(clocks)
     samples = [s for swarm in swarms for s in swarm.get("samples", [])]
@@ -76,7 +77,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     run["cpu"] = (cpu_sampler.summary(t0) if cpu_sampler else
                   {"available": False, "reason": "not sampled (the run ended before measuring)"})
     run["cost"] = cost_of(run).to_json()
-    judged = judge(run, RunFacts(run, events, t0, failure, cpu, cpu_sampler), messages,
+    judged = judge(run, RunFacts(run, events, t0, failure, cpu, cpu_sampler, broker), messages,
                    workload.budget_ms)
     evidence = judged.verdict.evidence
     bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})

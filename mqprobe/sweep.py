@@ -13,6 +13,7 @@ import math
 import re
 
 from mqprobe.analysis import by_point, representative
+from mqprobe.broker.sampler import BrokerEvidence
 from mqprobe.conclusion import conclude_sweep
 from mqprobe.errors import InputError
 from mqprobe.model import HopName
@@ -72,7 +73,7 @@ def find_knee(runs: list[dict], budget_ms: float, rate_of) -> dict | None:
                            f"{baseline} ms, at least the budget)")
         if run["lost"]:
             reasons.append(f"{run['lost']} deliveries lost")
-        backlog = run.get("evidence", {}).get("broker", {}).get("max_ready", 0)
+        backlog = BrokerEvidence.from_json(run.get("evidence", {}).get("broker")).max_ready
         if backlog > max(10, rate_of(run)):
             reasons.append(f"queue backlog of {backlog} messages")
         if reasons:

@@ -18,7 +18,7 @@ def test_parse_range():
 
 def _run(load, p99, lost=0, backlog=0, culprit="none"):
     return {"load": load, "hops": {"e2e": {"p99_ms": p99}}, "lost": lost,
-            "evidence": {"broker": {"max_ready": backlog}},
+            "evidence": {"broker": {"available": True, "max_ready": backlog}},
             "verdict": {"culprit": culprit, "cause": "c", "evidence": ["e"]}}
 
 
