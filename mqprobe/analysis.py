@@ -10,7 +10,7 @@ piece dead, messages refused, lost deliveries) come first, and lost deliveries a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mqprobe.attribution import (
     BROKER,
@@ -25,7 +25,7 @@ from mqprobe.attribution import (
     attribute,
     stall_cause,
 )
-from mqprobe.broker.sampler import BrokerEvidence
+from mqprobe.figures import BrokerEvidence, LoopCpu, LoopLag, NodeFigures
 from mqprobe.footprint import CpuSampler
 from mqprobe.model import (
     INSTRUMENT_ROLES,
@@ -49,7 +49,8 @@ SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it 
 
 def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
               nodes: list[NodeResult], broker_ready_at_end: int = 0) -> dict:
-    """The design.md run fields (counts, hops, self-lag) plus per-group and per-node detail.
+    """The design.md run fields (counts, hops, self-lag) plus per-group detail (each node's
+    own figures are node_figures').
 
     A delivery that did not arrive is `lost` (it never will: a hole deeper in a member's
     seqs than the run ever reordered, a member that went down, nothing held anywhere) or
@@ -144,7 +145,6 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
                       if k not in ("schedule_lag", "loop_lag", "timeline")}
         | ({"schedule_lag_ms": Latency.from_json(publisher["schedule_lag"]).summary()}
            if publisher and "schedule_lag" in publisher else {}),
-        "nodes": [_node_summary(n) for n in nodes],
     }
 
 
@@ -166,21 +166,20 @@ def _group_order(group: str) -> tuple:
     return (0, int(group), "") if group.isdigit() else (1, 0, group)
 
 
-def _node_summary(node: dict) -> dict:
-    return {
-        "node": node["node"], "handled": node["handled"], "untraced": node["untraced"],
-        "filtered": node["filtered"], "stalls": node.get("stalls", 0), "gc": node.get("gc", {}),
-        "unacked_max": node["unacked_max"], "in_hand_at_end": node.get("in_hand_at_end", 0),
-        "prefetch": node["prefetch"], "busy_ratio": node["busy_ratio"],
-        "loop_lag_ms": Latency.from_json(node["loop_lag"]).lag_summary(),
-        "loop_worst": node.get("loop_worst", {}),
-        "loop_cpu": {k: v for k, v in node.get("loop_cpu", {}).items()
-                     if k in ("source", "on_cpu", "waiting", "throttled")},
-        "profile": node.get("profile", {"samples": 0}),
-        **({"mq_split": {part: lat.summary()
-                         for part, lat in HopSet.from_json(node["mq_split"]).items()}}
-           if node.get("mq_split") else {}),
-    }
+def node_figures(node: NodeResult) -> NodeFigures:
+    """A node's figures for the result, from its result event."""
+    loop_cpu = node.get("loop_cpu") or {}
+    return NodeFigures(
+        node=node["node"], handled=node["handled"], untraced=node["untraced"],
+        filtered=node["filtered"], unacked_max=node["unacked_max"], prefetch=node["prefetch"],
+        busy_ratio=node["busy_ratio"],
+        loop_lag_ms=LoopLag(**Latency.from_json(node["loop_lag"]).lag_summary()),
+        stalls=node.get("stalls", 0), in_hand_at_end=node.get("in_hand_at_end", 0),
+        gc=node.get("gc", {}), loop_worst=node.get("loop_worst", {}),
+        loop_cpu=LoopCpu.from_json(loop_cpu) if loop_cpu else None,
+        profile=node.get("profile", {"samples": 0}),
+        mq_split={part: lat.summary() for part, lat in HopSet.from_json(node["mq_split"]).items()}
+        if node.get("mq_split") else None)
 
 
 def cpu_series(nodes: list[NodeResult], shift_ns: dict[str, int]) -> dict[str, list[list[int]]]:
@@ -327,14 +326,22 @@ class RunFacts:
     failure: Failure | None = None
     cpu: dict[str, list[list[int]]] = field(default_factory=dict)  # cpu_series
     footprint: CpuSampler | None = None  # every local piece's CPU through the run
-    broker: BrokerEvidence | None = None  # the sampler's, as built (None: read the run's JSON)
+    # the run's typed parts as they were built (None: read back from the run's JSON, as
+    # for a saved result)
+    broker: BrokerEvidence | None = None
+    nodes: tuple[NodeFigures, ...] | None = None
 
     def broker_evidence(self) -> BrokerEvidence:
-        """What the run saw of the broker: as the sampler built it, or read back from a
-        saved result."""
+        """What the run saw of the broker."""
         if self.broker is None:
             return BrokerEvidence.from_json(self.run.get("evidence", {}).get("broker"))
         return self.broker
+
+    def node_figures(self) -> tuple[NodeFigures, ...]:
+        """Each node through the run."""
+        if self.nodes is None:
+            return tuple(NodeFigures.from_json(n) for n in self.run.get("nodes", []))
+        return self.nodes
 
 
 def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) -> Verdict:
@@ -373,7 +380,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
                           "are not to be trusted", counts)
     if attribution is None:
         if run["lost"]:
-            return _lost(run, counts)
+            return _lost(run, facts.node_figures(), counts)
         if run["published"] == 0:
             return Verdict.of(Cause.INSTRUMENT_FAILED, "nothing was published", counts)
         return Verdict.of(Cause.NOTHING_MEASURED, evidence=counts)
@@ -388,11 +395,11 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
             for s in attribution.shares if s.share >= 0.005))
     evidence.append(_self_lag_line(lag, swarm, attribution))
     evidence += footprint_lines(run.get("cpu") or {})
-    evidence += [line for node in run.get("nodes", [])
-                 if (line := busy_line(node["node"], node.get("profile") or {}))]
+    evidence += [line for node in facts.node_figures()
+                 if (line := busy_line(node.node, node.profile or {}))]
     if attribution.tail == "p99" or not attribution.shares:  # the budget is met
         if run["lost"]:  # ...by what arrived: the loss is the story, never `none`
-            return _lost(run, evidence)
+            return _lost(run, facts.node_figures(), evidence)
         return Verdict.of(Cause.WITHIN_BUDGET, evidence=evidence, shares=attribution.shares)
     culprit, together = top_culprit(attribution)
     top = next(s for s in attribution.shares if s.culprit == culprit)
@@ -484,9 +491,9 @@ def _failure_evidence(facts: RunFacts) -> list[str]:
     return [f"run failed: {facts.failure.message}"] if facts.failure else []
 
 
-def _lost(run: dict, evidence: list[str]) -> Verdict:
+def _lost(run: dict, nodes: tuple[NodeFigures, ...], evidence: list[str]) -> Verdict:
     """Where deliveries were lost: before a node's handler, or after its emit."""
-    short = [(n["node"], n["handled"]) for n in run["nodes"] if n["handled"] < run["published"]]
+    short = [(n.node, n.handled) for n in nodes if n.handled < run["published"]]
     if short:
         detail = ", ".join(f"{node} handled {handled} of {run['published']}"
                            for node, handled in short)
@@ -595,14 +602,15 @@ def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
     stalls = node_stalls(facts, cause)
     part = "waiting_ms" if cause == Cause.CPU_STARVED else "throttled_ms"
     share = "waiting" if cause == Cause.CPU_STARVED else "throttled"
-    nodes = [n for n in run["nodes"] if n.get("loop_cpu", {}).get(share)]
-    worst = max(nodes, key=lambda n: n["loop_cpu"][share], default=None)
+    nodes = [(getattr(n.loop_cpu, share), n) for n in facts.node_figures()
+             if n.loop_cpu and getattr(n.loop_cpu, share)]
+    worst_share, worst = max(nodes, key=lambda pair: pair[0], default=(0.0, None))
     what = ("was ready to run and waited for a CPU" if cause == Cause.CPU_STARVED else
             "was ready to run and held back by its cgroup's CPU quota")
     text = f"a node {what}"
     if worst:
-        text = (f"{worst['node']} {what} {worst['loop_cpu'][share]:.0%} of the run (its loop "
-                f"computed {worst['loop_cpu'].get('on_cpu', 0):.0%})")
+        text = (f"{worst.node} {what} {worst_share:.0%} of the run (its loop "
+                f"computed {worst.loop_cpu.on_cpu:.0%})")
     if stalls:
         text += (f"; {len(stalls)} stalls, {sum(e.detail.get(part, 0) for e in stalls):.0f} ms "
                  f"of it, the longest {stalls[0].duration_ns / 1e6:.0f} ms on {stalls[0].piece} "
@@ -704,21 +712,21 @@ def footprint_lines(cpu: dict) -> list[str]:
 
 def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
     """The measurements behind the top cause."""
-    nodes = run["nodes"]
+    nodes = facts.node_figures()
     broker = facts.broker_evidence()
-    busy, busiest = max(((max(n["busy_ratio"].values(), default=0.0), n["node"]) for n in nodes),
-                        default=(0.0, "-"))
-    full = [n for n in nodes if n["prefetch"] and n["unacked_max"] >= n["prefetch"]]
+    busy, busiest = max(((n.consumer_busy, n.node) for n in nodes), default=(0.0, "-"))
+    full = [n for n in nodes if n.prefetch and n.unacked_max >= n.prefetch]
     windows = [e for e in facts.events if e.kind == EventKind.WINDOW_FULL]
     if cause == Cause.CONSUMER_SATURATED:
         out = [f"consumer busy ratio {busy:.2f} on {busiest}", *_loop_cpu_evidence(nodes)]
-        out += [f"{n['node']} unacked reached its prefetch window ({n['prefetch']})" for n in full]
+        out += [f"{n.node} unacked reached its prefetch window ({n.prefetch})" for n in full]
         if windows:
             out.append(f"prefetch windows were full {len(windows)} times, "
                        f"{sum(e.duration_ns for e in windows) / 1e6:.0f} ms in all")
         return out + _queue_evidence(broker)
     if cause == Cause.BROKER_SIDE:
-        loop, loop_node = max(((_loop_busy(n), n["node"]) for n in nodes), default=(0.0, "-"))
+        loop, loop_node = max(((n.loop_cpu.busy if n.loop_cpu else 0.0, n.node) for n in nodes),
+                              default=(0.0, "-"))
         idle = ("consumers mostly idle" if loop < LOOP_BUSY_SHARE else
                 f"consumer callbacks mostly idle, though {loop_node}'s loop was busy "
                 f"{loop:.0%} of the run (computing or waiting for a CPU: the emits and writes "
@@ -728,11 +736,11 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
                 "yet messages waited before reaching them", *_loop_cpu_evidence(nodes),
                 *_queue_evidence(broker), *_broker_waits(run, facts)]
     if cause in (Cause.SERVER_STALL, Cause.GC_PAUSE, Cause.CPU_STARVED, Cause.CPU_THROTTLED):
-        worst = max(nodes, key=lambda n: n["loop_lag_ms"]["max"], default=None)
+        worst = max(nodes, key=lambda n: n.loop_lag_ms.max, default=None)
         if worst:
-            return [f"{worst['node']} event loop could not run for up to "
-                    f"{worst['loop_lag_ms']['max']} ms (loop lag p99 "
-                    f"{worst['loop_lag_ms']['p99']} ms): meanwhile nothing is consumed, "
+            return [f"{worst.node} event loop could not run for up to "
+                    f"{worst.loop_lag_ms.max} ms (loop lag p99 "
+                    f"{worst.loop_lag_ms.p99} ms): meanwhile nothing is consumed, "
                     "emitted or acked", *_loop_cpu_evidence(nodes)]
     if cause == Cause.FANOUT_BOUND:
         return [f"the nodes' room emit loop (fanout) p99 {run['hops']['fanout']['p99_ms']} ms"]
@@ -746,27 +754,21 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
 LOOP_BUSY_SHARE = 0.5  # a loop busy this share of the run is no idle consumer
 
 
-def _loop_busy(node: dict) -> float:
-    """The share of the run a node's loop thread computed or waited for a CPU."""
-    cpu = node.get("loop_cpu") or {}
-    return float(cpu.get("on_cpu", 0)) + float(cpu.get("waiting", 0)) + float(cpu.get("throttled", 0))
-
-
-def _loop_cpu_evidence(nodes: list[dict]) -> list[str]:
+def _loop_cpu_evidence(nodes: tuple[NodeFigures, ...]) -> list[str]:
     """Each node's loop thread through the run: computing, waiting for a CPU, throttled
     (Linux's counters), or why they were not read."""
     out = []
     for node in nodes:
-        cpu = node.get("loop_cpu") or {}
+        cpu = node.loop_cpu
         if not cpu:
             continue
-        if str(cpu.get("source", "")).startswith("unavailable"):
-            out.append(f"{node['node']} loop CPU not split: {cpu['source']}")
+        if not cpu.read:
+            out.append(f"{node.node} loop CPU not split: {cpu.source}")
             continue
-        text = (f"{node['node']} loop computed {cpu.get('on_cpu', 0):.0%} of the run and "
-                f"waited for a CPU {cpu.get('waiting', 0):.0%}")
-        if cpu.get("throttled"):
-            text += f", throttled {cpu['throttled']:.0%}"
+        text = (f"{node.node} loop computed {cpu.on_cpu:.0%} of the run and "
+                f"waited for a CPU {cpu.waiting:.0%}")
+        if cpu.throttled:
+            text += f", throttled {cpu.throttled:.0%}"
         out.append(text)
     return out
 
@@ -823,8 +825,7 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
         view = {**run, **{k: group[k] for k in ("lost", "duplicated", "expected_deliveries",
                                                 "published")}}
         view["hops"] = {**run["hops"], **group["hops"]}
-        groups[group_id] = verdict(RunFacts(view, facts.events, facts.t0_ns, facts.failure,
-                                            facts.cpu, facts.footprint, facts.broker),
+        groups[group_id] = verdict(replace(facts, run=view),
                                    attribute(by_group.get(group_id, []), charger, budget_ms),
                                    budget_ms)
     return Judgement(attribution, verdict(facts, attribution, budget_ms), groups)

@@ -14,14 +14,16 @@ from mqprobe.analysis import (
     e2e_over_time,
     judge,
     merge_run,
+    node_figures,
     queue_ready_over_time,
     timeline_events,
     timeline_json,
 )
 from mqprobe.attribution import paused_together
-from mqprobe.broker.sampler import BrokerEvidence, QueueSampler
+from mqprobe.broker.sampler import QueueSampler
 from mqprobe.clocks import ClockOffset
 from mqprobe.conclusion import cost_of
+from mqprobe.figures import BrokerEvidence
 from mqprobe.footprint import CpuSampler
 from mqprobe.model import HopName, RunResult
 from mqprobe.placement import clocks_json
@@ -48,6 +50,8 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
                       "knobs": topology.describe_knobs(),
                       **merge_run(publisher, swarms, nodes,
                                   sampler.ready_at_end() if sampler else 0)}
+    figures = tuple(node_figures(n) for n in nodes)
+    run["nodes"] = [f.to_json() for f in figures]
     broker = sampler.summary() if sampler else BrokerEvidence.not_measured()
     run["evidence"] = {"broker": broker.to_json()}
     if clocks:
@@ -77,7 +81,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     run["cpu"] = (cpu_sampler.summary(t0) if cpu_sampler else
                   {"available": False, "reason": "not sampled (the run ended before measuring)"})
     run["cost"] = cost_of(run).to_json()
-    judged = judge(run, RunFacts(run, events, t0, failure, cpu, cpu_sampler, broker), messages,
+    judged = judge(run, RunFacts(run, events, t0, failure, cpu, cpu_sampler, broker, figures), messages,
                    workload.budget_ms)
     evidence = judged.verdict.evidence
     bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})

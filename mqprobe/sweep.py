@@ -13,9 +13,9 @@ import math
 import re
 
 from mqprobe.analysis import by_point, representative
-from mqprobe.broker.sampler import BrokerEvidence
 from mqprobe.conclusion import conclude_sweep
 from mqprobe.errors import InputError
+from mqprobe.figures import BrokerEvidence
 from mqprobe.model import HopName
 from mqprobe.one_run import Observer
 from mqprobe.runner import Point, broker_version, new_result, run_points

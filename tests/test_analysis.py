@@ -249,3 +249,17 @@ def test_what_did_not_arrive_is_lost_or_late(swarm, broker_ready, in_hand, lost,
     assert (run["lost"], run["not_delivered"]) == (lost, late), run
     assert run["groups"]["1"]["lost"] + run["groups"]["1"]["not_delivered"] == 1000 - run["delivered"]
     assert run["held_at_end"] == {"broker_ready": broker_ready, "nodes_in_hand": in_hand}
+
+
+def test_a_nodes_figures_keep_the_ticks_its_loop_monitor_lost():
+    """docs/reference.md promised loop_cpu.failed_ticks; the node summary dropped it."""
+    from mqprobe.analysis import node_figures
+    from mqprobe.records import Latency
+
+    node = {"node": "n1", "handled": 1, "untraced": 0, "filtered": 0, "unacked_max": 1,
+            "prefetch": 50, "busy_ratio": {}, "loop_lag": Latency().to_json(),
+            "loop_cpu": {"source": "schedstat", "rows": [[0, 1, 1, 0, 0]], "on_cpu": 0.5,
+                         "waiting": 0.25, "throttled": 0.0, "failed_ticks": 3}}
+    doc = node_figures(node).to_json()
+    assert doc["loop_cpu"] == {"source": "schedstat", "on_cpu": 0.5, "waiting": 0.25,
+                               "throttled": 0.0, "failed_ticks": 3}

@@ -7,7 +7,6 @@ import socket
 import pytest
 
 from mqprobe.broker import BrokerState, ManagedBroker, QueueSampler, management_get, pid_alive
-from mqprobe.broker.sampler import BacklogGrowth, BrokerEvidence
 from mqprobe.timeline import EventKind
 
 from .conftest import run_cli, run_until_cancelled
@@ -64,33 +63,6 @@ def test_the_broker_keeps_its_files_in_its_data_dir(tmp_path):
                                                   "RABBITMQ_MNESIA_BASE", "RABBITMQ_PID_FILE")}
     assert len(paths) == 5
     assert all(v.startswith(str(tmp_path)) for v in paths.values()), paths
-
-
-@pytest.mark.parametrize("saved", ["compare_result.json", "sweep_result.json"])
-def test_broker_evidence_reads_back_what_results_saved(saved):
-    """The typed evidence writes the JSON it was read from, key for key: saved results
-    (from before some of its figures existed) load, and new ones keep the old shape."""
-    from pathlib import Path
-
-    runs = json.loads((Path(__file__).parent / "data" / saved).read_text())["runs"]
-    docs = [run["evidence"]["broker"] for run in runs]
-    assert docs and all(BrokerEvidence.from_json(doc).to_json() == doc for doc in docs)
-
-
-def test_broker_evidence_round_trips_every_figure():
-    evidence = BrokerEvidence(
-        available=True, interval_s=0.5, max_ready=40, max_ready_queue="q1",
-        backlog_growth=BacklogGrowth(1.0, 2.5, 40, 26.7), management_api=False,
-        alarms=("memory",), blocked_connections_max=2, sample_errors=1,
-        queues={"q1": [[0.5, 40, 1]]}, management_reason="it did not answer",
-        unavailable_reason="refused", depth_not_sampled="streams", sources=("amqp", "prometheus"),
-        prometheus=True, erlang_run_queue_max=3.0, prometheus_reason="")
-    doc = json.loads(json.dumps(evidence.to_json()))
-    assert BrokerEvidence.from_json(doc) == evidence
-    assert doc["queues"]["columns"] == ["t_s", "ready", "consumers"]
-    assert BrokerEvidence.from_json(None) == BrokerEvidence.not_measured()
-    assert BrokerEvidence.not_measured().to_json() == {"available": False,
-                                                     "reason": "queue depth not measured"}
 
 
 def _exists(url: str, kind: str, name: str) -> bool:

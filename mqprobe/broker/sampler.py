@@ -11,9 +11,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
 
 from mqprobe.broker.connect import management_get, one_line
+from mqprobe.figures import BacklogGrowth, BrokerEvidence
 from mqprobe.stamps import now_ns
 from mqprobe.timeline import EventKind, IntervalTracker, Recorder, TimedEvent
 
@@ -25,100 +25,6 @@ UNRESPONSIVE_NS = 1_000_000_000  # a depth sample on loopback takes milliseconds
 # read every API_EVERY depth samples, once a second, and so is the management API (whose
 # figures refresh as slowly); the queue depths, over AMQP, every interval_s.
 API_EVERY = 2
-QUEUE_COLUMNS = ("t_s", "ready", "consumers")  # a queue's depth samples, in evidence.broker.queues
-
-
-@dataclass(frozen=True, slots=True)
-class BacklogGrowth:
-    """How the deepest queue's backlog built up: from its last empty sample to its peak."""
-
-    from_s: float
-    to_s: float
-    ready: int
-    net_in_per_s: float  # messages a second that came in beyond what its consumer took
-
-    def to_json(self) -> dict:
-        return {"from_s": self.from_s, "to_s": self.to_s, "ready": self.ready,
-                "net_in_per_s": self.net_in_per_s}
-
-    @classmethod
-    def from_json(cls, doc: dict) -> BacklogGrowth:
-        return cls(doc["from_s"], doc["to_s"], doc["ready"], doc["net_in_per_s"])
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerEvidence:
-    """What a run saw of the broker (QueueSampler.summary; the result's evidence.broker):
-    built once, read by the verdict and the sweep's knee. Its JSON keeps the keys it had
-    as a dict: an optional figure's key is absent when it was not measured."""
-
-    available: bool
-    reason: str = ""  # why not, when not available
-    interval_s: float = 0.0
-    max_ready: int = 0
-    max_ready_queue: str = ""
-    backlog_growth: BacklogGrowth | None = None
-    management_api: bool = False
-    alarms: tuple[str, ...] = ()
-    blocked_connections_max: int = 0
-    sample_errors: int = 0
-    queues: dict[str, list[list[float]]] = field(default_factory=dict)  # name -> rows
-    management_reason: str = ""
-    unavailable_reason: str = ""
-    depth_not_sampled: str = ""
-    sources: tuple[str, ...] = ()
-    prometheus: bool | None = None  # None: no Prometheus endpoint was tried
-    erlang_run_queue_max: float = 0.0
-    prometheus_reason: str = ""
-
-    @classmethod
-    def not_measured(cls, reason: str = "queue depth not measured") -> BrokerEvidence:
-        return cls(available=False, reason=reason)
-
-    def to_json(self) -> dict:
-        if not self.available:
-            return {"available": False, **({"reason": self.reason} if self.reason else {})}
-        out: dict = {
-            "available": True, "interval_s": self.interval_s, "max_ready": self.max_ready,
-            "max_ready_queue": self.max_ready_queue,
-            "backlog_growth": self.backlog_growth.to_json() if self.backlog_growth else None,
-            "management_api": self.management_api, "alarms": list(self.alarms),
-            "blocked_connections_max": self.blocked_connections_max,
-            "sample_errors": self.sample_errors,
-            "queues": {"columns": list(QUEUE_COLUMNS), **self.queues}}
-        for key in ("management_reason", "unavailable_reason", "depth_not_sampled"):
-            if getattr(self, key):
-                out[key] = getattr(self, key)
-        if self.sources:  # (absent from results before it was recorded)
-            out["sources"] = list(self.sources)
-        if self.prometheus is not None:
-            out["prometheus"] = self.prometheus
-            out["erlang_run_queue_max"] = self.erlang_run_queue_max
-            if self.prometheus_reason:
-                out["prometheus_reason"] = self.prometheus_reason
-        return out
-
-    @classmethod
-    def from_json(cls, doc: dict | None) -> BrokerEvidence:
-        """Read back (a saved result, or one from before a field existed: absent is unmeasured)."""
-        doc = doc or {}
-        if not doc.get("available"):
-            return cls.not_measured(doc.get("reason") or "queue depth not measured")
-        growth = doc.get("backlog_growth")
-        return cls(
-            available=True, interval_s=doc.get("interval_s", 0.0),
-            max_ready=doc.get("max_ready", 0), max_ready_queue=doc.get("max_ready_queue", ""),
-            backlog_growth=BacklogGrowth.from_json(growth) if growth else None,
-            management_api=bool(doc.get("management_api")), alarms=tuple(doc.get("alarms", ())),
-            blocked_connections_max=doc.get("blocked_connections_max", 0),
-            sample_errors=doc.get("sample_errors", 0),
-            queues={k: v for k, v in (doc.get("queues") or {}).items() if k != "columns"},
-            management_reason=doc.get("management_reason", ""),
-            unavailable_reason=doc.get("unavailable_reason", ""),
-            depth_not_sampled=doc.get("depth_not_sampled", ""),
-            sources=tuple(doc.get("sources", ())), prometheus=doc.get("prometheus"),
-            erlang_run_queue_max=doc.get("erlang_run_queue_max", 0.0),
-            prometheus_reason=doc.get("prometheus_reason", ""))
 
 
 class QueueSampler:

@@ -1,0 +1,205 @@
+"""The parts of a run's result, typed and frozen: built once by what measured them (the
+broker sampler, analysis from a node's result), read by the verdict, the sweep and the
+outputs as attributes, and written as the result JSON's sub-documents by `to_json`;
+`from_json` reads a saved result back (one from before a figure existed: absent is
+unmeasured). Each keeps the JSON's shape key for key (tests/test_figures.py reads the saved
+results in tests/data back and writes them again)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+QUEUE_COLUMNS = ("t_s", "ready", "consumers")  # a queue's depth samples, in evidence.broker.queues
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogGrowth:
+    """How the deepest queue's backlog built up: from its last empty sample to its peak."""
+
+    from_s: float
+    to_s: float
+    ready: int
+    net_in_per_s: float  # messages a second that came in beyond what its consumer took
+
+    def to_json(self) -> dict:
+        return {"from_s": self.from_s, "to_s": self.to_s, "ready": self.ready,
+                "net_in_per_s": self.net_in_per_s}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> BacklogGrowth:
+        return cls(doc["from_s"], doc["to_s"], doc["ready"], doc["net_in_per_s"])
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerEvidence:
+    """What a run saw of the broker (QueueSampler.summary; the result's evidence.broker):
+    built once, read by the verdict and the sweep's knee. Its JSON keeps the keys it had
+    as a dict: an optional figure's key is absent when it was not measured."""
+
+    available: bool
+    reason: str = ""  # why not, when not available
+    interval_s: float = 0.0
+    max_ready: int = 0
+    max_ready_queue: str = ""
+    backlog_growth: BacklogGrowth | None = None
+    management_api: bool = False
+    alarms: tuple[str, ...] = ()
+    blocked_connections_max: int = 0
+    sample_errors: int = 0
+    queues: dict[str, list[list[float]]] = field(default_factory=dict)  # name -> rows
+    management_reason: str = ""
+    unavailable_reason: str = ""
+    depth_not_sampled: str = ""
+    sources: tuple[str, ...] = ()
+    prometheus: bool | None = None  # None: no Prometheus endpoint was tried
+    erlang_run_queue_max: float = 0.0
+    prometheus_reason: str = ""
+
+    @classmethod
+    def not_measured(cls, reason: str = "queue depth not measured") -> BrokerEvidence:
+        return cls(available=False, reason=reason)
+
+    def to_json(self) -> dict:
+        if not self.available:
+            return {"available": False, **({"reason": self.reason} if self.reason else {})}
+        out: dict = {
+            "available": True, "interval_s": self.interval_s, "max_ready": self.max_ready,
+            "max_ready_queue": self.max_ready_queue,
+            "backlog_growth": self.backlog_growth.to_json() if self.backlog_growth else None,
+            "management_api": self.management_api, "alarms": list(self.alarms),
+            "blocked_connections_max": self.blocked_connections_max,
+            "sample_errors": self.sample_errors,
+            "queues": {"columns": list(QUEUE_COLUMNS), **self.queues}}
+        for key in ("management_reason", "unavailable_reason", "depth_not_sampled"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        if self.sources:  # (absent from results before it was recorded)
+            out["sources"] = list(self.sources)
+        if self.prometheus is not None:
+            out["prometheus"] = self.prometheus
+            out["erlang_run_queue_max"] = self.erlang_run_queue_max
+            if self.prometheus_reason:
+                out["prometheus_reason"] = self.prometheus_reason
+        return out
+
+    @classmethod
+    def from_json(cls, doc: dict | None) -> BrokerEvidence:
+        """Read back (a saved result, or one from before a field existed: absent is unmeasured)."""
+        doc = doc or {}
+        if not doc.get("available"):
+            return cls.not_measured(doc.get("reason") or "queue depth not measured")
+        growth = doc.get("backlog_growth")
+        return cls(
+            available=True, interval_s=doc.get("interval_s", 0.0),
+            max_ready=doc.get("max_ready", 0), max_ready_queue=doc.get("max_ready_queue", ""),
+            backlog_growth=BacklogGrowth.from_json(growth) if growth else None,
+            management_api=bool(doc.get("management_api")), alarms=tuple(doc.get("alarms", ())),
+            blocked_connections_max=doc.get("blocked_connections_max", 0),
+            sample_errors=doc.get("sample_errors", 0),
+            queues={k: v for k, v in (doc.get("queues") or {}).items() if k != "columns"},
+            management_reason=doc.get("management_reason", ""),
+            unavailable_reason=doc.get("unavailable_reason", ""),
+            depth_not_sampled=doc.get("depth_not_sampled", ""),
+            sources=tuple(doc.get("sources", ())), prometheus=doc.get("prometheus"),
+            erlang_run_queue_max=doc.get("erlang_run_queue_max", 0.0),
+            prometheus_reason=doc.get("prometheus_reason", ""))
+
+
+
+@dataclass(frozen=True, slots=True)
+class LoopLag:
+    """How late a loop woke, in ms (records.Latency.lag_summary)."""
+
+    p50: float
+    p99: float
+    max: float
+
+    def to_json(self) -> dict:
+        return {"p50": self.p50, "p99": self.p99, "max": self.max}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> LoopLag:
+        return cls(doc["p50"], doc["p99"], doc["max"])
+
+
+@dataclass(frozen=True, slots=True)
+class LoopCpu:
+    """A node's loop thread through the run, as shares of it (Linux's counters), and where
+    they came from (`unavailable: why`, where they could not be read)."""
+
+    source: str
+    on_cpu: float = 0.0
+    waiting: float = 0.0
+    throttled: float = 0.0
+    failed_ticks: int = 0  # ticks the loop monitor lost to an error of its own
+
+    @property
+    def read(self) -> bool:
+        return not self.source.startswith("unavailable")
+
+    @property
+    def busy(self) -> float:
+        """The share of the run it computed or waited for a CPU: it had work."""
+        return self.on_cpu + self.waiting + self.throttled
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "on_cpu": self.on_cpu, "waiting": self.waiting,
+                "throttled": self.throttled,
+                **({"failed_ticks": self.failed_ticks} if self.failed_ticks else {})}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> LoopCpu:
+        return cls(str(doc.get("source", "")), float(doc.get("on_cpu", 0)),
+                   float(doc.get("waiting", 0)), float(doc.get("throttled", 0)),
+                   int(doc.get("failed_ticks", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFigures:
+    """One node through a run (the result's `nodes[]`), from its result event."""
+
+    node: str
+    handled: int
+    untraced: int
+    filtered: int
+    unacked_max: int
+    prefetch: int
+    busy_ratio: dict[str, float]  # consumer -> share of the run inside its callback
+    loop_lag_ms: LoopLag
+    stalls: int = 0
+    in_hand_at_end: int = 0  # received, not yet handled, when it was stopped
+    gc: dict = field(default_factory=dict)  # loop.GcWatch's summary
+    loop_worst: dict = field(default_factory=dict)  # its longest stall, and its CPU share then
+    loop_cpu: LoopCpu | None = None  # None: not measured
+    profile: dict | None = None  # profile.LoopProfiler.summary (None: before it was recorded)
+    mq_split: dict | None = None  # before-broker, in-broker, after-broker (embed's), if any
+
+    @property
+    def consumer_busy(self) -> float:
+        """The busiest of its consumers' share of the run inside the callback."""
+        return max(self.busy_ratio.values(), default=0.0)
+
+    def to_json(self) -> dict:
+        out = {"node": self.node, "handled": self.handled, "untraced": self.untraced,
+               "filtered": self.filtered, "stalls": self.stalls, "gc": self.gc,
+               "unacked_max": self.unacked_max, "in_hand_at_end": self.in_hand_at_end,
+               "prefetch": self.prefetch, "busy_ratio": self.busy_ratio,
+               "loop_lag_ms": self.loop_lag_ms.to_json(), "loop_worst": self.loop_worst,
+               "loop_cpu": self.loop_cpu.to_json() if self.loop_cpu else {}}
+        if self.profile is not None:
+            out["profile"] = self.profile
+        if self.mq_split is not None:
+            out["mq_split"] = self.mq_split
+        return out
+
+    @classmethod
+    def from_json(cls, doc: dict) -> NodeFigures:
+        return cls(
+            node=doc["node"], handled=doc["handled"], untraced=doc.get("untraced", 0),
+            filtered=doc.get("filtered", 0), unacked_max=doc.get("unacked_max", 0),
+            prefetch=doc.get("prefetch", 0), busy_ratio=dict(doc.get("busy_ratio", {})),
+            loop_lag_ms=LoopLag.from_json(doc["loop_lag_ms"]), stalls=doc.get("stalls", 0),
+            in_hand_at_end=doc.get("in_hand_at_end", 0), gc=doc.get("gc", {}),
+            loop_worst=doc.get("loop_worst", {}),
+            loop_cpu=LoopCpu.from_json(doc["loop_cpu"]) if doc.get("loop_cpu") else None,
+            profile=doc.get("profile"), mq_split=doc.get("mq_split"))

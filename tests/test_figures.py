@@ -1,0 +1,56 @@
+"""The result's typed parts write the JSON they were read from, key for key."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mqprobe.figures import BacklogGrowth, BrokerEvidence, LoopCpu, LoopLag, NodeFigures
+
+SAVED = Path(__file__).parent / "data"
+
+
+def _runs(saved: str) -> list[dict]:
+    return json.loads((SAVED / saved).read_text())["runs"]
+
+
+@pytest.mark.parametrize("saved", ["compare_result.json", "sweep_result.json"])
+def test_saved_results_read_back_and_write_the_same_json(saved):
+    """Saved results (from before some figures existed) load, and new ones keep the shape."""
+    runs = _runs(saved)
+    brokers = [run["evidence"]["broker"] for run in runs]
+    nodes = [node for run in runs for node in run["nodes"]]
+    assert brokers and nodes
+    assert all(BrokerEvidence.from_json(doc).to_json() == doc for doc in brokers)
+    assert all(NodeFigures.from_json(doc).to_json() == doc for doc in nodes)
+
+
+def test_broker_evidence_round_trips_every_figure():
+    evidence = BrokerEvidence(
+        available=True, interval_s=0.5, max_ready=40, max_ready_queue="q1",
+        backlog_growth=BacklogGrowth(1.0, 2.5, 40, 26.7), management_api=False,
+        alarms=("memory",), blocked_connections_max=2, sample_errors=1,
+        queues={"q1": [[0.5, 40, 1]]}, management_reason="it did not answer",
+        unavailable_reason="refused", depth_not_sampled="streams", sources=("amqp", "prometheus"),
+        prometheus=True, erlang_run_queue_max=3.0, prometheus_reason="")
+    doc = json.loads(json.dumps(evidence.to_json()))
+    assert BrokerEvidence.from_json(doc) == evidence
+    assert doc["queues"]["columns"] == ["t_s", "ready", "consumers"]
+    assert BrokerEvidence.from_json(None) == BrokerEvidence.not_measured()
+    assert BrokerEvidence.not_measured().to_json() == {"available": False,
+                                                     "reason": "queue depth not measured"}
+
+
+def test_node_figures_round_trip_and_read_their_shares():
+    node = NodeFigures(
+        node="n2", handled=10, untraced=1, filtered=2, unacked_max=50, prefetch=50,
+        busy_ratio={"q1": 0.2, "q2": 0.7}, loop_lag_ms=LoopLag(0.1, 4.0, 200.0), stalls=3,
+        in_hand_at_end=4, gc={"frozen": 1}, loop_worst={"lag_ms": 200.0},
+        loop_cpu=LoopCpu("schedstat", 0.25, 0.5, 0.125, failed_ticks=2), profile={"samples": 9},
+        mq_split={"in-broker": {"p99_ms": 1.0}})
+    assert NodeFigures.from_json(json.loads(json.dumps(node.to_json()))) == node
+    assert node.consumer_busy == 0.7 and node.loop_cpu.busy == 0.875 and node.loop_cpu.read
+    assert not LoopCpu("unavailable: no /proc").read
+    assert "failed_ticks" not in LoopCpu("schedstat").to_json()
+    bare = NodeFigures.from_json({**node.to_json(), "loop_cpu": {}})
+    assert bare.loop_cpu is None and bare.to_json()["loop_cpu"] == {}
