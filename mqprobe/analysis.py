@@ -25,7 +25,7 @@ from mqprobe.attribution import (
     attribute,
     stall_cause,
 )
-from mqprobe.figures import BrokerEvidence, LoopCpu, LoopLag, NodeFigures
+from mqprobe.figures import BrokerEvidence, CpuUse, LoopCpu, LoopLag, NodeFigures
 from mqprobe.footprint import CpuSampler
 from mqprobe.model import (
     INSTRUMENT_ROLES,
@@ -330,12 +330,19 @@ class RunFacts:
     # for a saved result)
     broker: BrokerEvidence | None = None
     nodes: tuple[NodeFigures, ...] | None = None
+    cpu_use: CpuUse | None = None
 
     def broker_evidence(self) -> BrokerEvidence:
         """What the run saw of the broker."""
         if self.broker is None:
             return BrokerEvidence.from_json(self.run.get("evidence", {}).get("broker"))
         return self.broker
+
+    def cpu_used(self) -> CpuUse:
+        """What each piece on compare's host used of the CPU, and the host."""
+        if self.cpu_use is None:
+            return CpuUse.from_json(self.run.get("cpu"))
+        return self.cpu_use
 
     def node_figures(self) -> tuple[NodeFigures, ...]:
         """Each node through the run."""
@@ -394,7 +401,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
             f"{s.culprit.value}: {s.cause.value} {s.share:.0%} ({s.mean_ms:.2f} ms a delivery)"
             for s in attribution.shares if s.share >= 0.005))
     evidence.append(_self_lag_line(lag, swarm, attribution))
-    evidence += footprint_lines(run.get("cpu") or {})
+    evidence += footprint_lines(facts.cpu_used())
     evidence += [line for node in facts.node_figures()
                  if (line := busy_line(node.node, node.profile or {}))]
     if attribution.tail == "p99" or not attribution.shares:  # the budget is met
@@ -590,7 +597,8 @@ def _host_pause(run: dict, facts: RunFacts) -> str:
             f"({worst.piece}: {anatomy_text(worst.detail)}), mqprobe's own pieces with the "
             "nodes: the machine paused them (a hypervisor taking its CPUs, the kernel), not "
             "the code; the figures of that moment measured the machine")
-    stolen = ((run.get("cpu") or {}).get("host") or {}).get("stolen_ms")
+    host = facts.cpu_used().host
+    stolen = host.stolen_ms if host else 0
     if stolen:
         text += f"; the hypervisor took {stolen:.0f} ms of this machine's CPUs in the run (steal)"
     return text
@@ -624,15 +632,6 @@ def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
     return text
 
 
-def ready_wait_share(piece: dict) -> float | None:
-    """Of the time a piece's threads were ready to run (computing or waiting), the share
-    they waited for a CPU; None where their waits were not read (cpu.pieces[] JSON)."""
-    waited, ran = piece.get("waited_ms"), piece.get("cpu_ms", 0)
-    if waited is None or waited + ran <= 0:
-        return None
-    return waited / (waited + ran)
-
-
 AROUND_NS = 300_000_000  # either side of the worst e2e moment, for the broker's waits there
 
 
@@ -640,7 +639,8 @@ def _broker_waits(run: dict, facts: RunFacts) -> list[str]:
     """How much of its ready time RabbitMQ's threads waited for a CPU, over the run and
     around the worst e2e moment: a broker that waits for a CPU holds messages without
     being busy, and only compare's sampler sees it (the broker measures nothing itself)."""
-    share = ready_wait_share((run.get("cpu") or {}).get("pieces", {}).get(BROKER, {}))
+    broker = facts.cpu_used().pieces.get(BROKER)
+    share = broker.ready_wait_share if broker else None
     if share is None:
         return []
     line = f"RabbitMQ's threads waited for a CPU {share:.0%} of the time they were ready to run"
@@ -680,33 +680,34 @@ def who_had_the_cpu(footprint: CpuSampler, spans: list[tuple[int, int]]) -> str:
     return text
 
 
-def footprint_lines(cpu: dict) -> list[str]:
+def footprint_lines(cpu: CpuUse) -> list[str]:
     """The CPU each piece used (cores), the system's apart from the instrument's, and the
-    host's busy share and CPU pressure: every figure's context."""
-    if not cpu.get("available"):
-        return [f"CPU per piece not measured: {cpu.get('reason', 'no sampler')}"] if cpu else []
-    pieces = cpu["pieces"]
-    system = [f"{p} {v['core_share']:.2f}" for p, v in pieces.items() if not v["instrument"]]
-    ours = [f"{p} {v['core_share']:.2f}" for p, v in pieces.items() if v["instrument"]]
-    host = cpu.get("host", {})
+    host's busy share and CPU pressure: every figure's context (nothing, for a run that
+    recorded none)."""
+    if not cpu.available:
+        return [f"CPU per piece not measured: {cpu.reason}"] if cpu.reason else []
+    pieces = cpu.pieces
+    system = [f"{p} {v.core_share:.2f}" for p, v in pieces.items() if not v.instrument]
+    ours = [f"{p} {v.core_share:.2f}" for p, v in pieces.items() if v.instrument]
+    host = cpu.host
     line = f"CPU in cores: {', '.join(system)}; mqprobe's own: {', '.join(ours)}"
-    if host.get("busy_share") is not None:
-        line += f"; host {host['busy_share']:.0%} busy of {cpu.get('cores', '?')} cores"
-    if host.get("pressure_share") is not None:
-        line += f", runnable tasks waited for a CPU {host['pressure_share']:.0%} of the time (PSI)"
-    if host.get("stolen_ms"):
-        line += (f"; the hypervisor held this machine's CPUs {host['stolen_ms']:.0f} ms (steal: "
+    if host and host.busy_share is not None:
+        line += f"; host {host.busy_share:.0%} busy of {cpu.cores or '?'} cores"
+    if host and host.pressure_share is not None:
+        line += f", runnable tasks waited for a CPU {host.pressure_share:.0%} of the time (PSI)"
+    if host and host.stolen_ms:
+        line += (f"; the hypervisor held this machine's CPUs {host.stolen_ms:.0f} ms (steal: "
                  "every piece paused, asleep or not)")
     out = [line]
-    waited = {p: share for p, v in pieces.items() if (share := ready_wait_share(v))}
+    waited = {p: share for p, v in pieces.items() if (share := v.ready_wait_share)}
     if waited:
         out.append("of the time each was ready to run, it waited for a CPU: " + ", ".join(
             f"{p} {share:.0%}" for p, share in sorted(waited.items(), key=lambda kv: -kv[1])))
-    reported = [f"{p} from {v['source']}" for p, v in pieces.items() if v.get("source")]
+    reported = [f"{p} from {v.source}" for p, v in pieces.items() if v.source]
     if reported:
         out.append("read elsewhere, not from /proc: " + "; ".join(reported))
-    if cpu.get("not_seen"):
-        out.append("not seen: " + "; ".join(f"{p} ({why})" for p, why in cpu["not_seen"].items()))
+    if cpu.not_seen:
+        out.append("not seen: " + "; ".join(f"{p} ({why})" for p, why in cpu.not_seen.items()))
     return out
 
 

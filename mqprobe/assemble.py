@@ -23,7 +23,7 @@ from mqprobe.attribution import paused_together
 from mqprobe.broker.sampler import QueueSampler
 from mqprobe.clocks import ClockOffset
 from mqprobe.conclusion import cost_of
-from mqprobe.figures import BrokerEvidence
+from mqprobe.figures import BrokerEvidence, CpuUse
 from mqprobe.footprint import CpuSampler
 from mqprobe.model import HopName, RunResult
 from mqprobe.placement import clocks_json
@@ -78,11 +78,13 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
                                                                sampler.started_ns, t0)
     cpu = cpu_series(nodes, shift)
     run["timeline"]["loop_cpu"] = cpu_json(cpu, t0)
-    run["cpu"] = (cpu_sampler.summary(t0) if cpu_sampler else
-                  {"available": False, "reason": "not sampled (the run ended before measuring)"})
-    run["cost"] = cost_of(run).to_json()
-    judged = judge(run, RunFacts(run, events, t0, failure, cpu, cpu_sampler, broker, figures), messages,
-                   workload.budget_ms)
+    cpu_use = (cpu_sampler.summary(t0) if cpu_sampler else
+               CpuUse(False, "not sampled (the run ended before measuring)"))
+    run["cpu"] = cpu_use.to_json()
+    run["cost"] = cost_of(run, cpu_use).to_json()
+    facts = RunFacts(run, events, t0, failure, cpu, cpu_sampler,
+                     broker=broker, nodes=figures, cpu_use=cpu_use)
+    judged = judge(run, facts, messages, workload.budget_ms)
     evidence = judged.verdict.evidence
     bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
     if any(bars.values()):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from mqprobe.analysis import by_point, representative
+from mqprobe.figures import CpuUse, PieceCpu
 from mqprobe.model import Culprit, HopName, PieceRole, RunResult
 
 COST_RATIO_WORTH_SAYING = 1.5  # a row that costs this many times the winner's CPU is named
@@ -34,19 +35,19 @@ class Cost:
         return asdict(self)
 
 
-def cost_of(run: RunResult) -> Cost:
-    """What a run's traffic cost, from its CPU samples (cpu.pieces)."""
-    pieces = (run.get("cpu") or {}).get("pieces") or {}
+def cost_of(run: RunResult, cpu: CpuUse | None = None) -> Cost:
+    """What a run's traffic cost, from its CPU samples (`cpu`, as built, or the run's)."""
+    pieces = (cpu or CpuUse.from_json(run.get("cpu"))).pieces
     delivered, published = run.get("delivered", 0), run.get("published", 0)
 
-    def spent(chosen: list[dict], per: int) -> float | None:
+    def spent(chosen: list[PieceCpu], per: int) -> float | None:
         if not chosen or per <= 0:
             return None
-        return round(sum(p["cpu_ms"] for p in chosen) * 1000 / per, 3)
+        return round(sum(p.cpu_ms for p in chosen) * 1000 / per, 3)
 
-    broker = [p for p in pieces.values() if p.get("role") == PieceRole.BROKER]
-    nodes = [p for p in pieces.values() if p.get("role") == PieceRole.NODE]
-    ours = [p for p in pieces.values() if p.get("instrument")]
+    broker = [p for p in pieces.values() if p.role == PieceRole.BROKER]
+    nodes = [p for p in pieces.values() if p.role == PieceRole.NODE]
+    ours = [p for p in pieces.values() if p.instrument]
     return Cost(spent(broker, delivered), spent(nodes, delivered), spent(ours, delivered),
                 spent(broker, published), spent(nodes, published))
 

@@ -203,3 +203,89 @@ class NodeFigures:
             loop_worst=doc.get("loop_worst", {}),
             loop_cpu=LoopCpu.from_json(doc["loop_cpu"]) if doc.get("loop_cpu") else None,
             profile=doc.get("profile"), mq_split=doc.get("mq_split"))
+
+
+@dataclass(frozen=True, slots=True)
+class PieceCpu:
+    """What one process of the run used of the CPU (footprint.CpuSampler)."""
+
+    role: str  # a model.PieceRole, or an agent's own name
+    cpu_ms: float
+    core_share: float  # cores, over the sampled wall
+    instrument: bool  # mqprobe's own (swarm, publisher, compare), not the system measured
+    waited_ms: float | None = None  # its threads' waits for a CPU; None: not read
+    source: str = ""  # where it was read when not from /proc (a Prometheus endpoint)
+
+    @property
+    def ready_wait_share(self) -> float | None:
+        """Of the time its threads were ready to run (computing or waiting), the share they
+        waited for a CPU; None where their waits were not read."""
+        if self.waited_ms is None or self.waited_ms + self.cpu_ms <= 0:
+            return None
+        return self.waited_ms / (self.waited_ms + self.cpu_ms)
+
+    def to_json(self) -> dict:
+        return {"role": self.role, "cpu_ms": self.cpu_ms, "core_share": self.core_share,
+                "instrument": self.instrument,
+                **({"waited_ms": self.waited_ms} if self.waited_ms is not None else {}),
+                **({"source": self.source} if self.source else {})}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> PieceCpu:
+        return cls(doc.get("role", ""), doc.get("cpu_ms", 0.0), doc.get("core_share", 0.0),
+                   bool(doc.get("instrument")), doc.get("waited_ms"), doc.get("source", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class HostCpu:
+    """The host through the run: its busy share, the hypervisor's steal, and how long
+    runnable tasks waited for a CPU (PSI); None where Linux did not say."""
+
+    busy_share: float | None
+    stolen_ms: float
+    pressure_share: float | None
+
+    def to_json(self) -> dict:
+        return {"busy_share": self.busy_share, "stolen_ms": self.stolen_ms,
+                "pressure_share": self.pressure_share}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> HostCpu:
+        return cls(doc.get("busy_share"), doc.get("stolen_ms", 0.0), doc.get("pressure_share"))
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUse:
+    """The CPU each piece on compare's host used through the run, and the host's (the
+    result's `cpu`): every figure's context, and the verdict's evidence of a host short
+    of CPU."""
+
+    available: bool
+    reason: str = ""  # why not, when not available ("": nothing was recorded)
+    wall_s: float = 0.0
+    cores: int = 0
+    pieces: dict[str, PieceCpu] = field(default_factory=dict)
+    not_seen: dict[str, str] = field(default_factory=dict)  # piece -> why it was not read
+    host: HostCpu | None = None
+    series: dict = field(default_factory=dict)  # ms of CPU per window (footprint.CpuSampler)
+
+    def to_json(self) -> dict:
+        if not self.available:
+            return {"available": False, "reason": self.reason,
+                    **({"not_seen": self.not_seen} if self.not_seen else {})}
+        return {"available": True, "wall_s": self.wall_s, "cores": self.cores,
+                "pieces": {name: piece.to_json() for name, piece in self.pieces.items()},
+                "not_seen": self.not_seen, "host": self.host.to_json() if self.host else {},
+                "series": self.series}
+
+    @classmethod
+    def from_json(cls, doc: dict | None) -> CpuUse:
+        doc = doc or {}
+        if not doc.get("available"):
+            return cls(False, doc.get("reason", ""), not_seen=doc.get("not_seen", {}))
+        host = doc.get("host")
+        return cls(True, wall_s=doc.get("wall_s", 0.0), cores=doc.get("cores", 0),
+                   pieces={name: PieceCpu.from_json(piece)
+                           for name, piece in (doc.get("pieces") or {}).items()},
+                   not_seen=doc.get("not_seen", {}),
+                   host=HostCpu.from_json(host) if host else None, series=doc.get("series", {}))

@@ -24,6 +24,7 @@ from mqprobe.cpu import (
     process_cpu_ns,
     process_tree,
 )
+from mqprobe.figures import CpuUse, HostCpu, PieceCpu
 from mqprobe.model import INSTRUMENT_ROLES, role_of
 from mqprobe.stamps import now_ns
 
@@ -116,24 +117,23 @@ class CpuSampler:
         return [[times[i - 1], times[i] - times[i - 1], used[i] - used[i - 1],
                  waited[i] - waited[i - 1]] for i in range(1, len(times))]
 
-    def summary(self, t0_ns: int) -> dict:
+    def summary(self, t0_ns: int) -> CpuUse:
         """For the result JSON: each piece's CPU in all and as a share of one core, whether
         it is the system or the instrument, the host's busy share and pressure, and the
         series (ms of CPU per sample window, on the timeline's axis)."""
         if len(self.times) < 2:
-            return {"available": False, "reason": "too few samples", "not_seen": self.not_seen}
+            return CpuUse(False, "too few samples", not_seen=dict(self.not_seen))
         wall = self.times[-1] - self.times[0]
         pieces = {}
         for piece, series in self.used.items():
             used = series[-1] - series[0]
-            pieces[piece] = {"role": role_of(piece), "cpu_ms": round(used / 1e6, 1),
-                             "core_share": round(used / wall, 3),
-                             "instrument": role_of(piece) in INSTRUMENT_ROLES}
             waited = self.waited[piece]
-            if self._waits[piece].available and waited:
-                # its threads' waits for a CPU, summed: against what they ran, how much of
-                # its progress waited
-                pieces[piece]["waited_ms"] = round((waited[-1] - waited[0]) / 1e6, 1)
+            # its threads' waits for a CPU, summed: against what they ran, how much of its
+            # progress waited
+            waited_ms = (round((waited[-1] - waited[0]) / 1e6, 1)
+                         if self._waits[piece].available and waited else None)
+            pieces[piece] = PieceCpu(role_of(piece), round(used / 1e6, 1), round(used / wall, 3),
+                                     role_of(piece) in INSTRUMENT_ROLES, waited_ms)
         not_seen = dict(self.not_seen)
         for piece, reported in self.reported.items():
             readings = list(reported.readings)  # its reader may still be adding to it
@@ -144,9 +144,8 @@ class CpuSampler:
             (t0, ms0), (t1, ms1) = readings[0], readings[-1]
             rate = max(0.0, ms1 - ms0) * 1e6 / (t1 - t0)  # cores, over the readings' span
             not_seen.pop(piece, None)
-            pieces[piece] = {"role": role_of(piece), "cpu_ms": round(rate * wall / 1e6, 1),
-                             "core_share": round(rate, 3), "instrument": False,
-                             "source": reported.source}
+            pieces[piece] = PieceCpu(role_of(piece), round(rate * wall / 1e6, 1), round(rate, 3),
+                                     False, source=reported.source)
         (all0, busy0, stolen0), (all1, busy1, stolen1) = self.host[0], self.host[-1]
         pressure = self.pressure[-1] - self.pressure[0] if self.pressure[0] else None
         names = list(self.used)
@@ -157,15 +156,14 @@ class CpuSampler:
             rows.append([t_ms] + [_window_ms(self.used[n], i) for n in names])
             waited_rows.append([t_ms] + [_window_ms(self.waited[n], i) if was_read else -1
                                          for n, was_read in zip(names, read, strict=True)])
-        return {
-            "available": True, "wall_s": round(wall / 1e9, 2), "cores": os.cpu_count() or 1,
-            "pieces": pieces, "not_seen": not_seen,
-            "host": {"busy_share": round((busy1 - busy0) / (all1 - all0), 3) if all1 > all0 else None,
-                     "stolen_ms": round((stolen1 - stolen0) / 1e6, 1),
-                     "pressure_share": round(pressure / wall, 3) if pressure is not None else None},
+        return CpuUse(
+            True, wall_s=round(wall / 1e9, 2), cores=os.cpu_count() or 1, pieces=pieces,
+            not_seen=not_seen,
+            host=HostCpu(round((busy1 - busy0) / (all1 - all0), 3) if all1 > all0 else None,
+                         round((stolen1 - stolen0) / 1e6, 1),
+                         round(pressure / wall, 3) if pressure is not None else None),
             # waited_rows: each piece's threads' waits for a CPU (ms per window), -1: not read
-            "series": {"columns": ["t_ms", *names], "rows": rows, "waited_rows": waited_rows},
-        }
+            series={"columns": ["t_ms", *names], "rows": rows, "waited_rows": waited_rows})
 
 
 def _window_ms(series: list[int], i: int) -> float:

@@ -179,12 +179,13 @@ def test_queue_depth_is_summed_over_queues_on_the_timelines_axis():
 
 def test_footprint_says_who_waited_for_a_cpu_and_what_the_hypervisor_stole():
     from mqprobe.analysis import footprint_lines
+    from mqprobe.figures import CpuUse
 
     cpu = {"available": True, "cores": 2, "host": {"stolen_ms": 90.4}, "pieces": {
         "broker": {"core_share": 0.4, "cpu_ms": 300.0, "waited_ms": 100.0, "instrument": False},
         "n1": {"core_share": 0.3, "cpu_ms": 200.0, "waited_ms": 200.0, "instrument": False},
         "swarm1": {"core_share": 0.2, "cpu_ms": 100.0, "instrument": True}}}
-    lines = footprint_lines(cpu)
+    lines = footprint_lines(CpuUse.from_json(cpu))
     assert lines[1] == "of the time each was ready to run, it waited for a CPU: n1 50%, broker 25%"
     # a virtual machine's CPUs held by its hypervisor pause every piece at once
     assert lines[0].endswith("; the hypervisor held this machine's CPUs 90 ms (steal: every "

@@ -11,7 +11,7 @@ def _run(topology: str, p99: float, lag: float = 1.0, culprit: str = "none", los
     return {"topology": topology, "layout": layout, "published": 100, "delivered": 10_000,
             "lost": lost, "error": error, "hops": {"e2e": {"p99_ms": p99}},
             "self_lag_ms": {"p99": lag}, "verdict": {"culprit": culprit},
-            "cpu": {"pieces": {
+            "cpu": {"available": True, "pieces": {
                 "broker": {"role": "broker", "cpu_ms": broker_ms, "instrument": False},
                 "n1": {"role": "node", "cpu_ms": nodes_ms / 2, "instrument": False},
                 "n2": {"role": "node", "cpu_ms": nodes_ms / 2, "instrument": False},

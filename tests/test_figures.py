@@ -5,7 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from mqprobe.figures import BacklogGrowth, BrokerEvidence, LoopCpu, LoopLag, NodeFigures
+from mqprobe.figures import (
+    BacklogGrowth,
+    BrokerEvidence,
+    CpuUse,
+    HostCpu,
+    LoopCpu,
+    LoopLag,
+    NodeFigures,
+    PieceCpu,
+)
 
 SAVED = Path(__file__).parent / "data"
 
@@ -20,9 +29,11 @@ def test_saved_results_read_back_and_write_the_same_json(saved):
     runs = _runs(saved)
     brokers = [run["evidence"]["broker"] for run in runs]
     nodes = [node for run in runs for node in run["nodes"]]
-    assert brokers and nodes
+    cpus = [run["cpu"] for run in runs]
+    assert brokers and nodes and cpus
     assert all(BrokerEvidence.from_json(doc).to_json() == doc for doc in brokers)
     assert all(NodeFigures.from_json(doc).to_json() == doc for doc in nodes)
+    assert all(CpuUse.from_json(doc).to_json() == doc for doc in cpus)
 
 
 def test_broker_evidence_round_trips_every_figure():
@@ -54,3 +65,19 @@ def test_node_figures_round_trip_and_read_their_shares():
     assert "failed_ticks" not in LoopCpu("schedstat").to_json()
     bare = NodeFigures.from_json({**node.to_json(), "loop_cpu": {}})
     assert bare.loop_cpu is None and bare.to_json()["loop_cpu"] == {}
+
+
+def test_cpu_use_round_trips_and_says_how_long_each_piece_waited():
+    use = CpuUse(True, wall_s=5.0, cores=2, pieces={
+        "broker": PieceCpu("broker", 300.0, 0.06, False, waited_ms=100.0),
+        "swarm1": PieceCpu("swarm", 100.0, 0.02, True),
+        "elsewhere": PieceCpu("broker", 50.0, 0.01, False, source="its endpoint")},
+        not_seen={"n3": "not local"}, host=HostCpu(0.5, 12.0, None),
+        series={"columns": ["t_ms", "broker"], "rows": [[100.0, 3.0]]})
+    assert CpuUse.from_json(json.loads(json.dumps(use.to_json()))) == use
+    assert use.pieces["broker"].ready_wait_share == 0.25
+    assert use.pieces["swarm1"].ready_wait_share is None  # not read, not "never waited"
+    assert "waited_ms" not in use.to_json()["pieces"]["swarm1"]
+    gone = CpuUse(False, "too few samples", not_seen={"n1": "gone"})
+    assert CpuUse.from_json(gone.to_json()) == gone
+    assert CpuUse.from_json(None) == CpuUse(False)

@@ -43,7 +43,7 @@ def test_a_process_that_computes_is_seen_computing():
     while time.perf_counter() < until:
         pass
     sampler.sample()
-    summary = sampler.summary(sampler.times[0])
+    summary = sampler.summary(sampler.times[0]).to_json()
     assert summary["pieces"]["compare"]["core_share"] > 0.3
     assert summary["pieces"]["compare"]["instrument"]
     assert summary["pieces"]["gone"]["cpu_ms"] == 0  # not negative: it keeps what it had
@@ -65,11 +65,11 @@ def test_two_busy_processes_on_one_core_are_seen_waiting_for_it():
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
-    pieces = sampler.summary(sampler.times[0])["pieces"]
+    pieces = sampler.summary(sampler.times[0]).pieces
     for piece in ("a", "b"):
-        ran, waited = pieces[piece]["cpu_ms"], pieces[piece]["waited_ms"]
+        ran, waited = pieces[piece].cpu_ms, pieces[piece].waited_ms
         assert 0.25 < waited / (ran + waited) < 0.9, pieces  # about half, or more beside others
-    rows = sampler.summary(sampler.times[0])["series"]["waited_rows"]
+    rows = sampler.summary(sampler.times[0]).series["waited_rows"]
     assert all(row[1] >= 0 for row in rows) and sum(row[1] for row in rows) > 0, rows
 
 
@@ -96,7 +96,7 @@ def test_a_broker_elsewhere_is_counted_from_what_its_endpoint_reports():
     sampler = CpuSampler({"compare": [os.getpid()]}, {"broker": "not a process on this host"},
                          reported={"broker": Reported("its endpoint", readings)})
     run_until_cancelled(2.5, sampler.run)
-    summary = sampler.summary(sampler.times[0])
+    summary = sampler.summary(sampler.times[0]).to_json()
     broker = summary["pieces"]["broker"]
     assert broker["role"] == "broker" and broker["source"] == "its endpoint"
     assert not broker["instrument"] and "broker" not in summary["not_seen"]
@@ -106,7 +106,7 @@ def test_a_broker_elsewhere_is_counted_from_what_its_endpoint_reports():
     silent = CpuSampler({"compare": [os.getpid()]}, {"broker": "not a process on this host"},
                         reported={"broker": Reported("its endpoint", [])})
     run_until_cancelled(1.5, silent.run)
-    summary = silent.summary(silent.times[0])
+    summary = silent.summary(silent.times[0]).to_json()
     assert "broker" not in summary["pieces"]
     assert summary["not_seen"]["broker"] == ("not a process on this host; its endpoint answered "
                                              "0 of its scrapes")
