@@ -25,7 +25,14 @@ from mqprobe.attribution import (
     attribute,
     stall_cause,
 )
-from mqprobe.figures import BrokerEvidence, CpuUse, LoopCpu, LoopLag, NodeFigures
+from mqprobe.figures import (
+    BrokerEvidence,
+    CpuUse,
+    LoopCpu,
+    LoopLag,
+    NodeFigures,
+    SwarmFigures,
+)
 from mqprobe.footprint import CpuSampler
 from mqprobe.model import (
     INSTRUMENT_ROLES,
@@ -130,17 +137,6 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
         "hdr": {hop: all_hops[hop].hist.encode().decode() for hop in RUN_HOPS},
         "untraced": sum(s.get("untraced", 0) for s in swarms) + sum(n.get("untraced", 0) for n in nodes),
         "misrouted": sum(s.get("misrouted", 0) for s in swarms),
-        "swarm": {
-            "clients": sum(s.get("planned", 0) for s in swarms),
-            "joined": sum(s.get("joined", 0) for s in swarms),
-            "failed": sum(s.get("failed", 0) for s in swarms),
-            "disconnects": sum(s.get("disconnects", 0) for s in swarms),
-            "reconnects": sum(s.get("reconnects", 0) for s in swarms),
-            "t_recv_source": {source: sum(s.get("t_recv_source", {}).get(source, 0) for s in swarms)
-                              for source in STAMP_SOURCES},
-            "rss_bytes": sum(s.get("rss_bytes", 0) for s in swarms),
-            "processes": len(swarms),
-        },
         "publisher": {k: v for k, v in (publisher or {}).items()
                       if k not in ("schedule_lag", "loop_lag", "timeline")}
         | ({"schedule_lag_ms": Latency.from_json(publisher["schedule_lag"]).summary()}
@@ -160,6 +156,19 @@ def _still_on_the_way(groups: dict[str, dict], behind: dict[str, int], held: int
         moved = count if wanted <= room else count * room // wanted
         groups[group]["lost"] -= moved
         groups[group]["not_delivered"] = moved
+
+
+def swarm_figures(swarms: list[SwarmResult]) -> SwarmFigures:
+    """The run's swarm processes together, from their result events."""
+    return SwarmFigures(
+        clients=sum(s.get("planned", 0) for s in swarms),
+        joined=sum(s.get("joined", 0) for s in swarms),
+        failed=sum(s.get("failed", 0) for s in swarms),
+        disconnects=sum(s.get("disconnects", 0) for s in swarms),
+        reconnects=sum(s.get("reconnects", 0) for s in swarms),
+        t_recv_source={source: sum(s.get("t_recv_source", {}).get(source, 0) for s in swarms)
+                       for source in STAMP_SOURCES},
+        rss_bytes=sum(s.get("rss_bytes", 0) for s in swarms), processes=len(swarms))
 
 
 def _group_order(group: str) -> tuple:
@@ -331,6 +340,7 @@ class RunFacts:
     broker: BrokerEvidence | None = None
     nodes: tuple[NodeFigures, ...] | None = None
     cpu_use: CpuUse | None = None
+    swarm: SwarmFigures | None = None
 
     def broker_evidence(self) -> BrokerEvidence:
         """What the run saw of the broker."""
@@ -344,6 +354,12 @@ class RunFacts:
             return CpuUse.from_json(self.run.get("cpu"))
         return self.cpu_use
 
+    def swarm_figures(self) -> SwarmFigures:
+        """The run's swarm processes together."""
+        if self.swarm is None:
+            return SwarmFigures.from_json(self.run.get("swarm"))
+        return self.swarm
+
     def node_figures(self) -> tuple[NodeFigures, ...]:
         """Each node through the run."""
         if self.nodes is None:
@@ -354,7 +370,7 @@ class RunFacts:
 def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) -> Verdict:
     """Which part of the path the tail belongs to, and why, from this run's evidence."""
     run = facts.run
-    hops, lag, swarm = run["hops"], run["self_lag_ms"], run["swarm"]
+    hops, lag, swarm = run["hops"], run["self_lag_ms"], facts.swarm_figures()
     counts = _count_evidence(run)
     # a broker that refused connections is a fault of the whole run; one that was slow to
     # answer (paused, overloaded) is charged by the attribution, like any other interval
@@ -379,10 +395,10 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
         first = publisher.get("first_error") or "nacked by the broker"
         return Verdict.of(Cause.PUBLISH_REJECTED, f"{refused} of {run['published']} messages "
                           f"were refused or failed at publish ({first})", counts)
-    if swarm["failed"] or swarm["disconnects"]:
+    if swarm.failed or swarm.disconnects:
         return Verdict.of(Cause.INSTRUMENT_FAILED,
-                          f"{swarm['failed']} clients failed to connect and {swarm['disconnects']}"
-                          f" disconnected during the run ({swarm.get('reconnects', 0)} came back; "
+                          f"{swarm.failed} clients failed to connect and {swarm.disconnects}"
+                          f" disconnected during the run ({swarm.reconnects} came back; "
                           "the server may have dropped them: see its log); counts and figures "
                           "are not to be trusted", counts)
     if attribution is None:
@@ -430,29 +446,20 @@ def top_culprit(attribution: Attribution) -> tuple[Culprit, float]:
     return culprit, sums[culprit]
 
 
-def kernel_stamped(swarm: dict) -> bool:
-    """Whether the run's receive stamps are the kernel's: on every delivery, and at most 1%
-    shared by frames that queued in one read. Then the swarm's loop stalls and GC pauses
-    delayed its reading, not t_recv, and are no cause of `delivery`."""
-    source = swarm.get("t_recv_source") or {}
-    total = sum(source.values())
-    return bool(total) and not source.get("read") and source.get("kernel_shared", 0) * 100 <= total
-
-
-def charged_events(run: dict, events: list[TimedEvent]) -> list[TimedEvent]:
+def charged_events(swarm: SwarmFigures, events: list[TimedEvent]) -> list[TimedEvent]:
     """The intervals the attribution may charge a delivery to: all of them, but the swarm's
     own stalls and collections when its receive stamps are the kernel's."""
-    if not kernel_stamped(run["swarm"]):
+    if not swarm.kernel_stamped:
         return list(events)
     return [e for e in events if not (e.piece.startswith("swarm")
                                       and e.kind in (EventKind.GC, EventKind.LOOP_STALL))]
 
 
-def _self_lag_line(lag: dict, swarm: dict, attribution: Attribution) -> str:
+def _self_lag_line(lag: dict, swarm: SwarmFigures, attribution: Attribution) -> str:
     """The swarm's own loop lag, and what it means for this run's receive stamps."""
     head = f"swarm loop lag p99 {lag['p99']} ms, max {lag['max']} ms"
-    if kernel_stamped(swarm):
-        source = swarm["t_recv_source"]
+    if swarm.kernel_stamped:
+        source = swarm.t_recv_source
         return (f"{head}; receive stamps are the kernel's ({sum(source.values())} deliveries, "
                 f"{source.get('kernel_shared', 0)} sharing a read), so it is not in delivery")
     return (f"{head}: the error bar of every receive stamp; it explains "
@@ -815,7 +822,8 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
           budget_ms: float) -> Judgement:
     """Attribute the run and each group, and give their verdicts."""
     # one index of the intervals, and of the nodes' backlogs, for the run and its groups
-    charger = Charger(Timeline(charged_events(run, facts.events), facts.cpu), messages)
+    charger = Charger(Timeline(charged_events(facts.swarm_figures(), facts.events), facts.cpu),
+                      messages)
     attribution = attribute(messages, charger, budget_ms)
     by_group: dict[str, list[MessageDeliveries]] = {}
     for message in messages:

@@ -16,6 +16,7 @@ from mqprobe.analysis import (
     merge_run,
     node_figures,
     queue_ready_over_time,
+    swarm_figures,
     timeline_events,
     timeline_json,
 )
@@ -50,6 +51,8 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
                       "knobs": topology.describe_knobs(),
                       **merge_run(publisher, swarms, nodes,
                                   sampler.ready_at_end() if sampler else 0)}
+    swarm = swarm_figures(swarms)
+    run["swarm"] = swarm.to_json()
     figures = tuple(node_figures(n) for n in nodes)
     run["nodes"] = [f.to_json() for f in figures]
     broker = sampler.summary() if sampler else BrokerEvidence.not_measured()
@@ -83,7 +86,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     run["cpu"] = cpu_use.to_json()
     run["cost"] = cost_of(run, cpu_use).to_json()
     facts = RunFacts(run, events, t0, failure, cpu, cpu_sampler,
-                     broker=broker, nodes=figures, cpu_use=cpu_use)
+                     broker=broker, nodes=figures, cpu_use=cpu_use, swarm=swarm)
     judged = judge(run, facts, messages, workload.budget_ms)
     evidence = judged.verdict.evidence
     bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})

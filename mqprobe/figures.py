@@ -289,3 +289,38 @@ class CpuUse:
                            for name, piece in (doc.get("pieces") or {}).items()},
                    not_seen=doc.get("not_seen", {}),
                    host=HostCpu.from_json(host) if host else None, series=doc.get("series", {}))
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmFigures:
+    """The swarm processes of a run together (the result's `swarm`): its clients, what
+    became of them, and where its receive stamps came from."""
+
+    clients: int = 0
+    joined: int = 0
+    failed: int = 0
+    disconnects: int = 0
+    reconnects: int = 0
+    t_recv_source: dict[str, int] = field(default_factory=dict)  # websocket.STAMP_SOURCES -> n
+    rss_bytes: int = 0
+    processes: int = 0
+
+    @property
+    def kernel_stamped(self) -> bool:
+        """Whether the run's receive stamps are the kernel's: on every delivery, and at most
+        1% shared by frames that queued in one read. Then the swarm's loop stalls and GC
+        pauses delayed its reading, not t_recv, and are no cause of `delivery`."""
+        source = self.t_recv_source
+        total = sum(source.values())
+        return bool(total) and not source.get("read") and source.get("kernel_shared", 0) * 100 <= total
+
+    def to_json(self) -> dict:
+        return {"clients": self.clients, "joined": self.joined, "failed": self.failed,
+                "disconnects": self.disconnects, "reconnects": self.reconnects,
+                "t_recv_source": self.t_recv_source, "rss_bytes": self.rss_bytes,
+                "processes": self.processes}
+
+    @classmethod
+    def from_json(cls, doc: dict | None) -> SwarmFigures:
+        doc = doc or {}
+        return cls(**{name: doc[name] for name in cls.__dataclass_fields__ if name in doc})

@@ -259,7 +259,8 @@ def test_a_swarm_stall_is_not_charged_to_delivery_when_the_kernel_stamped_receip
     """The same late receipts beside the same swarm stall: with t_recv taken when the swarm
     read the frame, the stall is the tail (client); with the kernel's receive stamps the
     stall only delayed the reading, so the tail is the delivery path's own."""
-    from mqprobe.analysis import charged_events, kernel_stamped
+    from mqprobe.analysis import charged_events
+    from mqprobe.figures import SwarmFigures
 
     msgs = messages(slow={i: {"delivery": 200} for i in range(40, 50)})
     stall = [event(EventKind.LOOP_STALL, "swarm1", 800, 1002, cpu_share=1.0),
@@ -271,13 +272,14 @@ def test_a_swarm_stall_is_not_charged_to_delivery_when_the_kernel_stamped_receip
             ({"read": 0, "kernel": 4900, "kernel_shared": 100}, Culprit.CLIENT, Cause.SWARM_SATURATED)):
         run = run_of(msgs)
         run["swarm"]["t_recv_source"] = source
-        events = charged_events(run, stall)
-        assert len(events) == (1 if kernel_stamped(run["swarm"]) else 2)  # n1's stall stays
+        kernel = SwarmFigures.from_json(run["swarm"]).kernel_stamped
+        events = charged_events(SwarmFigures.from_json(run["swarm"]), stall)
+        assert len(events) == (1 if kernel else 2)  # n1's stall stays
         attribution = attribute(msgs, events, BUDGET)
         judged_verdict = verdict(RunFacts(run, stall, T0, None), attribution, BUDGET)
         assert (judged_verdict.culprit, judged_verdict.cause) == (culprit, cause), source
         lag_line = next(line for line in judged_verdict.evidence if "swarm loop lag" in line)
-        assert ("receive stamps are the kernel's" in lag_line) == kernel_stamped(run["swarm"])
+        assert ("receive stamps are the kernel's" in lag_line) == kernel
 
 
 def test_a_piece_that_gave_no_result_is_the_instrument_never_idle_consumers():

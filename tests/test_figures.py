@@ -14,6 +14,7 @@ from mqprobe.figures import (
     LoopLag,
     NodeFigures,
     PieceCpu,
+    SwarmFigures,
 )
 
 SAVED = Path(__file__).parent / "data"
@@ -30,10 +31,12 @@ def test_saved_results_read_back_and_write_the_same_json(saved):
     brokers = [run["evidence"]["broker"] for run in runs]
     nodes = [node for run in runs for node in run["nodes"]]
     cpus = [run["cpu"] for run in runs]
-    assert brokers and nodes and cpus
+    swarms = [run["swarm"] for run in runs]
+    assert brokers and nodes and cpus and swarms
     assert all(BrokerEvidence.from_json(doc).to_json() == doc for doc in brokers)
     assert all(NodeFigures.from_json(doc).to_json() == doc for doc in nodes)
     assert all(CpuUse.from_json(doc).to_json() == doc for doc in cpus)
+    assert all(SwarmFigures.from_json(doc).to_json() == doc for doc in swarms)
 
 
 def test_broker_evidence_round_trips_every_figure():
@@ -81,3 +84,13 @@ def test_cpu_use_round_trips_and_says_how_long_each_piece_waited():
     gone = CpuUse(False, "too few samples", not_seen={"n1": "gone"})
     assert CpuUse.from_json(gone.to_json()) == gone
     assert CpuUse.from_json(None) == CpuUse(False)
+
+
+@pytest.mark.parametrize(("source", "kernel"), [
+    ({"read": 0, "kernel": 990, "kernel_shared": 10}, True),
+    ({"read": 0, "kernel": 989, "kernel_shared": 11}, False),  # over 1% shared one read's stamp
+    ({"read": 1, "kernel": 999, "kernel_shared": 0}, False),  # one frame stamped by the reader
+    ({}, False),  # nothing received: no stamp to trust
+])
+def test_receive_stamps_are_the_kernels_only_on_every_delivery(source, kernel):
+    assert SwarmFigures(t_recv_source=source).kernel_stamped is kernel
