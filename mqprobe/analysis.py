@@ -335,42 +335,29 @@ class RunFacts:
     failure: Failure | None = None
     cpu: dict[str, list[list[int]]] = field(default_factory=dict)  # cpu_series
     footprint: CpuSampler | None = None  # every local piece's CPU through the run
-    # the run's typed parts as they were built (None: read back from the run's JSON, as
-    # for a saved result)
-    broker: BrokerEvidence | None = None
-    nodes: tuple[NodeFigures, ...] | None = None
-    cpu_use: CpuUse | None = None
-    swarm: SwarmFigures | None = None
+    # the run's typed parts as they were built; those not given are read back from the
+    # run's JSON once (a saved result, a test's run)
+    broker: BrokerEvidence = None  # type: ignore[assignment]
+    nodes: tuple[NodeFigures, ...] = None  # type: ignore[assignment]
+    cpu_use: CpuUse = None  # type: ignore[assignment]
+    swarm: SwarmFigures = None  # type: ignore[assignment]
 
-    def broker_evidence(self) -> BrokerEvidence:
-        """What the run saw of the broker."""
+    def __post_init__(self) -> None:
+        run = self.run
         if self.broker is None:
-            return BrokerEvidence.from_json(self.run.get("evidence", {}).get("broker"))
-        return self.broker
-
-    def cpu_used(self) -> CpuUse:
-        """What each piece on compare's host used of the CPU, and the host."""
-        if self.cpu_use is None:
-            return CpuUse.from_json(self.run.get("cpu"))
-        return self.cpu_use
-
-    def swarm_figures(self) -> SwarmFigures:
-        """The run's swarm processes together."""
-        if self.swarm is None:
-            return SwarmFigures.from_json(self.run.get("swarm"))
-        return self.swarm
-
-    def node_figures(self) -> tuple[NodeFigures, ...]:
-        """Each node through the run."""
+            self.broker = BrokerEvidence.from_json(run.get("evidence", {}).get("broker"))
         if self.nodes is None:
-            return tuple(NodeFigures.from_json(n) for n in self.run.get("nodes", []))
-        return self.nodes
+            self.nodes = tuple(NodeFigures.from_json(n) for n in run.get("nodes", []))
+        if self.cpu_use is None:
+            self.cpu_use = CpuUse.from_json(run.get("cpu"))
+        if self.swarm is None:
+            self.swarm = SwarmFigures.from_json(run.get("swarm"))
 
 
 def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) -> Verdict:
     """Which part of the path the tail belongs to, and why, from this run's evidence."""
     run = facts.run
-    hops, lag, swarm = run["hops"], run["self_lag_ms"], facts.swarm_figures()
+    hops, lag, swarm = run["hops"], run["self_lag_ms"], facts.swarm
     counts = _count_evidence(run)
     # a broker that refused connections is a fault of the whole run; one that was slow to
     # answer (paused, overloaded) is charged by the attribution, like any other interval
@@ -403,7 +390,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
                           "are not to be trusted", counts)
     if attribution is None:
         if run["lost"]:
-            return _lost(run, facts.node_figures(), counts)
+            return _lost(run, facts.nodes, counts)
         if run["published"] == 0:
             return Verdict.of(Cause.INSTRUMENT_FAILED, "nothing was published", counts)
         return Verdict.of(Cause.NOTHING_MEASURED, evidence=counts)
@@ -417,12 +404,12 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
             f"{s.culprit.value}: {s.cause.value} {s.share:.0%} ({s.mean_ms:.2f} ms a delivery)"
             for s in attribution.shares if s.share >= 0.005))
     evidence.append(_self_lag_line(lag, swarm, attribution))
-    evidence += footprint_lines(facts.cpu_used())
-    evidence += [line for node in facts.node_figures()
+    evidence += footprint_lines(facts.cpu_use)
+    evidence += [line for node in facts.nodes
                  if (line := busy_line(node.node, node.profile or {}))]
     if attribution.tail == "p99" or not attribution.shares:  # the budget is met
         if run["lost"]:  # ...by what arrived: the loss is the story, never `none`
-            return _lost(run, facts.node_figures(), evidence)
+            return _lost(run, facts.nodes, evidence)
         return Verdict.of(Cause.WITHIN_BUDGET, evidence=evidence, shares=attribution.shares)
     culprit, together = top_culprit(attribution)
     top = next(s for s in attribution.shares if s.culprit == culprit)
@@ -604,7 +591,7 @@ def _host_pause(run: dict, facts: RunFacts) -> str:
             f"({worst.piece}: {anatomy_text(worst.detail)}), mqprobe's own pieces with the "
             "nodes: the machine paused them (a hypervisor taking its CPUs, the kernel), not "
             "the code; the figures of that moment measured the machine")
-    host = facts.cpu_used().host
+    host = facts.cpu_use.host
     stolen = host.stolen_ms if host else 0
     if stolen:
         text += f"; the hypervisor took {stolen:.0f} ms of this machine's CPUs in the run (steal)"
@@ -617,7 +604,7 @@ def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
     stalls = node_stalls(facts, cause)
     part = "waiting_ms" if cause == Cause.CPU_STARVED else "throttled_ms"
     share = "waiting" if cause == Cause.CPU_STARVED else "throttled"
-    nodes = [(getattr(n.loop_cpu, share), n) for n in facts.node_figures()
+    nodes = [(getattr(n.loop_cpu, share), n) for n in facts.nodes
              if n.loop_cpu and getattr(n.loop_cpu, share)]
     worst_share, worst = max(nodes, key=lambda pair: pair[0], default=(0.0, None))
     what = ("was ready to run and waited for a CPU" if cause == Cause.CPU_STARVED else
@@ -646,7 +633,7 @@ def _broker_waits(run: dict, facts: RunFacts) -> list[str]:
     """How much of its ready time RabbitMQ's threads waited for a CPU, over the run and
     around the worst e2e moment: a broker that waits for a CPU holds messages without
     being busy, and only compare's sampler sees it (the broker measures nothing itself)."""
-    broker = facts.cpu_used().pieces.get(BROKER)
+    broker = facts.cpu_use.pieces.get(BROKER)
     share = broker.ready_wait_share if broker else None
     if share is None:
         return []
@@ -720,8 +707,8 @@ def footprint_lines(cpu: CpuUse) -> list[str]:
 
 def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
     """The measurements behind the top cause."""
-    nodes = facts.node_figures()
-    broker = facts.broker_evidence()
+    nodes = facts.nodes
+    broker = facts.broker
     busy, busiest = max(((n.consumer_busy, n.node) for n in nodes), default=(0.0, "-"))
     full = [n for n in nodes if n.prefetch and n.unacked_max >= n.prefetch]
     windows = [e for e in facts.events if e.kind == EventKind.WINDOW_FULL]
@@ -822,7 +809,7 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
           budget_ms: float) -> Judgement:
     """Attribute the run and each group, and give their verdicts."""
     # one index of the intervals, and of the nodes' backlogs, for the run and its groups
-    charger = Charger(Timeline(charged_events(facts.swarm_figures(), facts.events), facts.cpu),
+    charger = Charger(Timeline(charged_events(facts.swarm, facts.events), facts.cpu),
                       messages)
     attribution = attribute(messages, charger, budget_ms)
     by_group: dict[str, list[MessageDeliveries]] = {}

@@ -86,3 +86,25 @@ def test_a_node_declares_its_queues_as_the_topologys_queue_type(vhost_url, manag
             if queue_type == QueueType.QUORUM:
                 assert queue["arguments"]["x-delivery-limit"] == 3, queue
                 assert queue["arguments"]["x-single-active-consumer"] is True, queue
+
+
+def test_a_throttled_node_leaves_its_quota_before_it_stops():
+    """Shutting down is not the run's fault: under an 8% quota, a node's stop (samplers
+    joined, the result built and written) once outlasted compare's wait and its figures
+    were lost. It leaves the quota first, and only once."""
+    from unittest.mock import AsyncMock
+
+    order: list[str] = []
+
+    class Quota:
+        def remove(self) -> None:
+            order.append("quota left")
+
+    node = Node(NodeConfig(node_id="n1", amqp_url="amqp://u:p@127.0.0.1:1/",
+                           topology=resolve("single-topic"), layout="per-node", groups=["1"]))
+    node._quota = Quota()
+    node.loop_lag.stop = lambda: order.append("loop monitor stopped")
+    node.intake.stop = AsyncMock(side_effect=lambda: order.append("intake stopped"))
+    node.result = lambda: order.append("result built") or {}
+    asyncio.run(node.stop())
+    assert order == ["quota left", "loop monitor stopped", "intake stopped", "result built"]
