@@ -151,8 +151,29 @@ class WebSocket:
         if not data:
             self._ended()
             return
+        head = self._one_text_frame(data)
+        if head:  # the swarm's usual read: one emit's frame, decoded where it lies
+            try:
+                text = str(memoryview(data)[head:], "utf-8")
+            except UnicodeDecodeError:
+                text = str(memoryview(data)[head:], "utf-8", "replace")
+            self._deliver(text, t_recv or now_ns(), STAMP_KERNEL if t_recv else STAMP_READ)
+            return
         self._buffer += data
         self._cut_frames(t_recv or now_ns(), bool(t_recv))
+
+    def _one_text_frame(self, data: bytes) -> int:
+        """Where the payload begins when `data` is exactly one whole, unfragmented text
+        frame of under 64 KB and nothing waits before it; else 0 (the long way: the
+        buffer, a masked or longer frame, several or part of one)."""
+        if self._buffer or self._fragments is not None or len(data) < 2 or data[0] != 0x81:
+            return 0
+        length, head = data[1], 2  # (a masked frame's second byte is 128 or more)
+        if length == 126:
+            length, head = int.from_bytes(data[2:4], "big"), 4
+        elif length > 126:
+            return 0
+        return head if len(data) == head + length else 0
 
     def _cut_frames(self, t_recv: int, kernel: bool) -> None:
         """Every complete frame in the buffer, in order; a partial one waits for more. A
@@ -211,6 +232,9 @@ class WebSocket:
             text = payload.decode()
         except UnicodeDecodeError:
             text = payload.decode(errors="replace")
+        self._deliver(text, t_recv, source)
+
+    def _deliver(self, text: str, t_recv: int, source: int) -> None:
         if self._on_text is not None:
             self._on_text(text, t_recv, source)
             return

@@ -4,6 +4,8 @@ fragments, control frames, what no server may send, and each frame's stamp sourc
 import asyncio
 import socket
 
+import pytest
+
 from mqprobe.websocket import (
     STAMP_KERNEL,
     STAMP_KERNEL_SHARED,
@@ -132,3 +134,43 @@ def test_the_kernel_stamp_is_when_the_bytes_arrived_not_when_the_loop_read_them(
 
     t_recv, sent_at = asyncio.run(run())
     assert abs(t_recv - sent_at) < 50_000_000, (t_recv - sent_at) / 1e6  # not ~200 ms late
+
+
+def _bare() -> WebSocket:
+    """A WebSocket with nothing buffered and no socket: for its pure decisions."""
+    ws = WebSocket.__new__(WebSocket)
+    ws._buffer, ws._fragments = bytearray(), None
+    return ws
+
+
+@pytest.mark.parametrize(("data", "head"), [
+    (frame(b"42[1]"), 2),
+    (frame(b"x" * 125), 2),
+    (frame(b"x" * 126), 4),  # the 16-bit length
+    (frame(b"x" * 65535), 4),
+    (frame(b"x" * 65536), 0),  # the 64-bit length: the long way
+    (frame(b"42[1]", masked=True), 0),  # no server may send it: the long way ends it
+    (frame(b"42[1]", fin=False), 0),  # the first of fragments
+    (frame(b"ping", opcode=0x9), 0),
+    (frame(b"42[1]") + frame(b"2"), 0),  # two frames in one read: a shared stamp
+    (frame(b"42[1]")[:-1], 0),  # part of one
+    (frame(b"x" * 300)[:3], 0),  # part of a 16-bit length
+    (b"\x81", 0),
+])
+def test_a_read_of_one_whole_text_frame_is_decoded_where_it_lies(data, head):
+    assert _bare()._one_text_frame(data) == head
+
+
+def test_not_the_quick_way_while_anything_waits_before_the_read():
+    buffered, fragmented = _bare(), _bare()
+    buffered._buffer += b"\x81"
+    fragmented._fragments = [b"42["]
+    assert buffered._one_text_frame(frame(b"1")) == 0
+    assert fragmented._one_text_frame(frame(b"1", opcode=0x0)) == 0
+
+
+def test_single_frames_of_each_size_and_bad_utf8_arrive_as_the_long_way_gives_them():
+    texts = [b"42[1]", b"x" * 125, b"y" * 126, b"z" * 65535, b"\xff42"]
+    got, *_ = asyncio.run(exchange([frame(t) for t in texts]))
+    assert [text for text, _t, _s in got] == [t.decode(errors="replace") for t in texts]
+    assert {source for _t, _r, source in got} == {STAMP_KERNEL}
