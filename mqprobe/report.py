@@ -15,7 +15,7 @@ from mqprobe.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.attribution import Verdict
 from mqprobe.conclusion import conclude, conclude_sweep
 from mqprobe.errors import ResultFormatError
-from mqprobe.model import HOPS, ComparisonResult, Culprit, HopName, RunResult
+from mqprobe.model import HOPS, PATH_HOPS, ComparisonResult, Culprit, HopName, RunResult
 from mqprobe.result_check import result_problem
 
 MAX_RESULT_BYTES = 256 * 2**20  # a result JSON past this is not one of ours
@@ -101,7 +101,7 @@ def compare_table(result: dict) -> Table:
                  for h in HOPS[:-1]]
         e2e = hops[HopName.E2E]
         cells.append(f"{_ms(e2e['p50_ms'])}/{_ms(e2e['p99_ms'])}/{_ms(e2e['max_ms'])}"
-                     f"{_pm(run, 'e2e')}")
+                     f"{_pm(run, HopName.E2E)}")
         text, style = verdict_cell(run) if len(runs) == 1 else repeats_cell(runs)
         table.add_row(
             run["topology"], run["layout"],
@@ -282,10 +282,10 @@ def sweep_table(result: dict) -> Table:
                 continue
             run = representative(runs)
             hops = run["hops"]
-            text = (f"{_ms(hops['mq']['p99_ms'])}{_pm(run, 'mq', '')} / "
-                    f"{_ms(hops['server']['p99_ms'])} / "
-                    f"{_ms(hops['delivery']['p99_ms'])}{_pm(run, 'delivery', '')} = "
-                    f"{_ms(hops['e2e']['p99_ms'])}{_pm(run, 'e2e', '')}")
+            # mq / server / delivery = e2e, each hop between two clocks with its error bar
+            text = " / ".join(f"{_ms(hops[hop]['p99_ms'])}{_pm(run, hop, '')}"
+                              for hop in PATH_HOPS) + (
+                f" = {_ms(hops[HopName.E2E]['p99_ms'])}{_pm(run, HopName.E2E, '')}")
             if len(runs) > 1:
                 text += f"  {repeats_cell(runs)[0]}"
             elif run["verdict"]["culprit"] != Culprit.NONE:
