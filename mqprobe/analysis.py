@@ -28,6 +28,7 @@ from mqprobe.attribution import (
 from mqprobe.figures import (
     BrokerEvidence,
     CpuUse,
+    HopFigures,
     LoopCpu,
     LoopLag,
     NodeFigures,
@@ -341,9 +342,15 @@ class RunFacts:
     nodes: tuple[NodeFigures, ...] = None  # type: ignore[assignment]
     cpu_use: CpuUse = None  # type: ignore[assignment]
     swarm: SwarmFigures = None  # type: ignore[assignment]
+    hops: dict[str, HopFigures] = None  # type: ignore[assignment]
+    self_lag: LoopLag = None  # type: ignore[assignment]  # the swarms' own loop lag
 
     def __post_init__(self) -> None:
         run = self.run
+        if self.hops is None:
+            self.hops = HopFigures.by_hop(run.get("hops"))
+        if self.self_lag is None:
+            self.self_lag = LoopLag.from_json(run.get("self_lag_ms") or {})
         if self.broker is None:
             self.broker = BrokerEvidence.from_json(run.get("evidence", {}).get("broker"))
         if self.nodes is None:
@@ -357,7 +364,7 @@ class RunFacts:
 def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) -> Verdict:
     """Which part of the path the tail belongs to, and why, from this run's evidence."""
     run = facts.run
-    hops, lag, swarm = run["hops"], run["self_lag_ms"], facts.swarm
+    hops, swarm = facts.hops, facts.swarm
     counts = _count_evidence(run)
     # a broker that refused connections is a fault of the whole run; one that was slow to
     # answer (paused, overloaded) is charged by the attribution, like any other interval
@@ -394,16 +401,15 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
         if run["published"] == 0:
             return Verdict.of(Cause.INSTRUMENT_FAILED, "nothing was published", counts)
         return Verdict.of(Cause.NOTHING_MEASURED, evidence=counts)
-    e2e = hops[HopName.E2E]
     evidence = counts + [
-        f"e2e p99 {e2e['p99_ms']} ms (budget {budget_ms:g} ms); p99 by hop: "
-        + ", ".join(f"{hop} {hops[hop]['p99_ms']} ms" for hop in PATH_HOPS),
+        f"e2e p99 {hops[HopName.E2E].p99_ms} ms (budget {budget_ms:g} ms); p99 by hop: "
+        + ", ".join(f"{hop} {hops[hop].p99_ms} ms" for hop in PATH_HOPS),
         _tail_line(attribution, budget_ms)]
     if attribution.shares:
         evidence.append("tail excess by cause: " + "; ".join(
             f"{s.culprit.value}: {s.cause.value} {s.share:.0%} ({s.mean_ms:.2f} ms a delivery)"
             for s in attribution.shares if s.share >= 0.005))
-    evidence.append(_self_lag_line(lag, swarm, attribution))
+    evidence.append(_self_lag_line(facts.self_lag, swarm, attribution))
     evidence += footprint_lines(facts.cpu_use)
     evidence += [line for node in facts.nodes
                  if (line := busy_line(node.node, node.profile or {}))]
@@ -442,9 +448,9 @@ def charged_events(swarm: SwarmFigures, events: list[TimedEvent]) -> list[TimedE
                                       and e.kind in (EventKind.GC, EventKind.LOOP_STALL))]
 
 
-def _self_lag_line(lag: dict, swarm: SwarmFigures, attribution: Attribution) -> str:
+def _self_lag_line(lag: LoopLag, swarm: SwarmFigures, attribution: Attribution) -> str:
     """The swarm's own loop lag, and what it means for this run's receive stamps."""
-    head = f"swarm loop lag p99 {lag['p99']} ms, max {lag['max']} ms"
+    head = f"swarm loop lag p99 {lag.p99} ms, max {lag.max} ms"
     if swarm.kernel_stamped:
         source = swarm.t_recv_source
         return (f"{head}; receive stamps are the kernel's ({sum(source.values())} deliveries, "
@@ -738,7 +744,7 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
                     f"{worst.loop_lag_ms.p99} ms): meanwhile nothing is consumed, "
                     "emitted or acked", *_loop_cpu_evidence(nodes)]
     if cause == Cause.FANOUT_BOUND:
-        return [f"the nodes' room emit loop (fanout) p99 {run['hops']['fanout']['p99_ms']} ms"]
+        return [f"the nodes' room emit loop (fanout) p99 {facts.hops[HopName.FANOUT].p99_ms} ms"]
     if cause == Cause.SLOW_HANDLER:
         return [f"consumer busy ratio {busy:.2f} on {busiest}"]
     if cause in (Cause.BROKER_BLOCKED, Cause.BROKER_ALARM):
@@ -821,7 +827,7 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
         view = {**run, **{k: group[k] for k in ("lost", "duplicated", "expected_deliveries",
                                                 "published")}}
         view["hops"] = {**run["hops"], **group["hops"]}
-        groups[group_id] = verdict(replace(facts, run=view),
+        groups[group_id] = verdict(replace(facts, run=view, hops=None),
                                    attribute(by_group.get(group_id, []), charger, budget_ms),
                                    budget_ms)
     return Judgement(attribution, verdict(facts, attribution, budget_ms), groups)

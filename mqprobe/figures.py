@@ -107,6 +107,35 @@ class BrokerEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class HopFigures:
+    """One hop's latency in ms (records.Latency.summary: design.md's hop shape), and the
+    stamps that came out of order (clock skew) with the most negative of them."""
+
+    count: int = 0
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    p999_ms: float = 0.0
+    max_ms: float = 0.0
+    negative: int = 0
+    min_ms: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"count": self.count, "p50_ms": self.p50_ms, "p90_ms": self.p90_ms,
+                "p99_ms": self.p99_ms, "p999_ms": self.p999_ms, "max_ms": self.max_ms,
+                **({"negative": self.negative, "min_ms": self.min_ms} if self.negative else {})}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> HopFigures:
+        return cls(**{name: doc[name] for name in cls.__dataclass_fields__ if name in doc})
+
+    @classmethod
+    def by_hop(cls, doc: dict | None) -> dict[str, HopFigures]:
+        """A result's `hops` (hop name -> its figures), typed."""
+        return {hop: cls.from_json(figures) for hop, figures in (doc or {}).items()}
+
+
+@dataclass(frozen=True, slots=True)
 class LoopLag:
     """How late a loop woke, in ms (records.Latency.lag_summary)."""
 
@@ -119,7 +148,7 @@ class LoopLag:
 
     @classmethod
     def from_json(cls, doc: dict) -> LoopLag:
-        return cls(doc["p50"], doc["p99"], doc["max"])
+        return cls(doc.get("p50", 0.0), doc.get("p99", 0.0), doc.get("max", 0.0))
 
 
 @dataclass(frozen=True, slots=True)

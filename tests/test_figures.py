@@ -9,6 +9,7 @@ from mqprobe.figures import (
     BacklogGrowth,
     BrokerEvidence,
     CpuUse,
+    HopFigures,
     HostCpu,
     LoopCpu,
     LoopLag,
@@ -32,11 +33,13 @@ def test_saved_results_read_back_and_write_the_same_json(saved):
     nodes = [node for run in runs for node in run["nodes"]]
     cpus = [run["cpu"] for run in runs]
     swarms = [run["swarm"] for run in runs]
-    assert brokers and nodes and cpus and swarms
+    hops = [run["hops"] for run in runs] + [g["hops"] for run in runs for g in run["groups"].values()]
+    assert brokers and nodes and cpus and swarms and hops
     assert all(BrokerEvidence.from_json(doc).to_json() == doc for doc in brokers)
     assert all(NodeFigures.from_json(doc).to_json() == doc for doc in nodes)
     assert all(CpuUse.from_json(doc).to_json() == doc for doc in cpus)
     assert all(SwarmFigures.from_json(doc).to_json() == doc for doc in swarms)
+    assert all({hop: f.to_json() for hop, f in HopFigures.by_hop(doc).items()} == doc for doc in hops)
 
 
 def test_broker_evidence_round_trips_every_figure():
@@ -94,3 +97,10 @@ def test_cpu_use_round_trips_and_says_how_long_each_piece_waited():
 ])
 def test_receive_stamps_are_the_kernels_only_on_every_delivery(source, kernel):
     assert SwarmFigures(t_recv_source=source).kernel_stamped is kernel
+
+
+def test_a_hop_keeps_its_out_of_order_stamps_only_when_there_were_some():
+    skewed = HopFigures(10, 1.0, 2.0, 3.0, 4.0, 5.0, negative=2, min_ms=-0.5)
+    assert HopFigures.from_json(json.loads(json.dumps(skewed.to_json()))) == skewed
+    assert "negative" not in HopFigures(10, 1.0).to_json()
+    assert HopFigures.from_json({"p99_ms": 7.0}).p99_ms == 7.0  # a test's or an old result's
