@@ -121,8 +121,8 @@ def matrix(repeat: int, host: str) -> None:
     """The clean default compare and every injection under one host condition."""
     print(f"\n### Verdict matrix, host: {host}, --repeat {repeat}\n")
     print("| case | expected | named | verdicts | top share per repeat | e2e p99 (ms) | "
-          "host busy, PSI |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "host busy, PSI | pieces' CPU (cores); at each miss |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     result = compare(["--repeat", str(repeat)])
     _matrix_row("clean default compare (every topology x layout)",
                 CLEAN_ON_A_SHORT_HOST if host != "as-is" else {"none: within-budget"},
@@ -146,9 +146,16 @@ def _matrix_row(what: str, accepted: set[str], runs: list[dict]) -> None:
     psi = [h["pressure_share"] for h in hosts if h.get("pressure_share") is not None]
     load = (f"{min(busy):.0%}-{max(busy):.0%}, {min(psi):.0%}-{max(psi):.0%}" if busy and psi
             else "-")
+    # every piece's CPU summed (cores): on one core, how full it was; where the verdicts
+    # that missed were (so far every one on a core 0.90 full or more)
+    used = [sum(p.get("core_share", 0) for p in (r.get("cpu") or {}).get("pieces", {}).values())
+            for r in runs]
+    misses = [f"{u:.2f}" for u, r in zip(used, runs, strict=True) if said(r) not in accepted]
+    pieces = (f"{min(used):.2f}-{max(used):.2f}" + (f"; {', '.join(misses)}" if misses else "")
+              if used else "-")
     print(f"| {what} | {' or '.join(sorted(accepted))} | **{named}/{len(runs)}** | "
           f"{', '.join(f'{k} {n}' for k, n in counts.items())} | {shares} | "
-          f"{p99[0]:.1f}-{p99[-1]:.1f} | {load} |")
+          f"{p99[0]:.1f}-{p99[-1]:.1f} | {load} | {pieces} |")
 
 
 @contextlib.contextmanager
