@@ -183,7 +183,7 @@ def node_figures(node: NodeResult) -> NodeFigures:
         node=node["node"], handled=node["handled"], untraced=node["untraced"],
         filtered=node["filtered"], unacked_max=node["unacked_max"], prefetch=node["prefetch"],
         busy_ratio=node["busy_ratio"],
-        loop_lag_ms=LoopLag(**Latency.from_json(node["loop_lag"]).lag_summary()),
+        loop_lag_ms=LoopLag.from_json(Latency.from_json(node["loop_lag"]).lag_summary()),
         stalls=node.get("stalls", 0), in_hand_at_end=node.get("in_hand_at_end", 0),
         gc=node.get("gc", {}), loop_worst=node.get("loop_worst", {}),
         loop_cpu=LoopCpu.from_json(loop_cpu) if loop_cpu else None,
@@ -609,10 +609,11 @@ def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
     the run, and (from compare's sampler) who had the CPU meanwhile."""
     stalls = node_stalls(facts, cause)
     part = "waiting_ms" if cause == Cause.CPU_STARVED else "throttled_ms"
-    share = "waiting" if cause == Cause.CPU_STARVED else "throttled"
-    nodes = [(getattr(n.loop_cpu, share), n) for n in facts.nodes
-             if n.loop_cpu and getattr(n.loop_cpu, share)]
-    worst_share, worst = max(nodes, key=lambda pair: pair[0], default=(0.0, None))
+    starved = cause == Cause.CPU_STARVED
+    nodes = [(n.loop_cpu.waiting if starved else n.loop_cpu.throttled, n)
+             for n in facts.nodes if n.loop_cpu]
+    worst_share, worst = max(((s, n) for s, n in nodes if s), key=lambda pair: pair[0],
+                             default=(0.0, None))
     what = ("was ready to run and waited for a CPU" if cause == Cause.CPU_STARVED else
             "was ready to run and held back by its cgroup's CPU quota")
     text = f"a node {what}"

@@ -153,11 +153,8 @@ class WebSocket:
             return
         head = self._one_text_frame(data)
         if head:  # the swarm's usual read: one emit's frame, decoded where it lies
-            try:
-                text = str(memoryview(data)[head:], "utf-8")
-            except UnicodeDecodeError:
-                text = str(memoryview(data)[head:], "utf-8", "replace")
-            self._deliver(text, t_recv or now_ns(), STAMP_KERNEL if t_recv else STAMP_READ)
+            self._text(memoryview(data)[head:], t_recv or now_ns(),
+                       STAMP_KERNEL if t_recv else STAMP_READ)
             return
         self._buffer += data
         self._cut_frames(t_recv or now_ns(), bool(t_recv))
@@ -227,14 +224,11 @@ class WebSocket:
         elif opcode == 0x8:  # close
             self._ended()
 
-    def _text(self, payload: bytes, t_recv: int, source: int) -> None:
+    def _text(self, payload: bytes | memoryview, t_recv: int, source: int) -> None:
         try:
-            text = payload.decode()
+            text = str(payload, "utf-8")
         except UnicodeDecodeError:
-            text = payload.decode(errors="replace")
-        self._deliver(text, t_recv, source)
-
-    def _deliver(self, text: str, t_recv: int, source: int) -> None:
+            text = str(payload, "utf-8", "replace")
         if self._on_text is not None:
             self._on_text(text, t_recv, source)
             return
