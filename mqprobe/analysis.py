@@ -817,7 +817,7 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
     """Attribute the run and each group, and give their verdicts."""
     # one index of the intervals, and of the nodes' backlogs, for the run and its groups
     charger = Charger(Timeline(charged_events(facts.swarm, facts.events), facts.cpu),
-                      messages)
+                      messages, budget_ms * 1e6)
     attribution = attribute(messages, charger, budget_ms)
     by_group: dict[str, list[MessageDeliveries]] = {}
     for message in messages:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mqprobe.errors import ResultFormatError
@@ -512,10 +512,19 @@ class Charger:
     waited in its own backlog. Apart from them, the windows its loop was ready to run
     throughout (busy): a message that reached it then waited its turn to be read. What was
     busy began nothing measured (no stall, no full window): its waits are the loop's waits
-    for a CPU meanwhile, and the rest its own work (consumer-saturated)."""
+    for a CPU meanwhile, and the rest its own work (consumer-saturated).
 
-    def __init__(self, timeline: Timeline, messages: Iterable[MessageDeliveries]) -> None:
+    Inside a backlog, what began it is charged first: the impediments at its opening, and
+    any that alone held the node longer than the budget wherever it fell (a stall inside a
+    starved backlog seconds long). What happened inside it otherwise (collections, waits
+    for a CPU) shares the rest in proportion to its size: on a core this full, a backlog
+    holds every collection of the run, and each message paying them all first made the
+    starvation that kept the backlog read as gc-pause."""
+
+    def __init__(self, timeline: Timeline, messages: Iterable[MessageDeliveries],
+                 budget_ns: float) -> None:
         self.timeline = timeline
+        self.builder_ns = budget_ns  # an impediment this long began a backlog of its own
         messages = list(messages)
         spans: dict[str, list[tuple[int, int]]] = {}
         for m in messages:
@@ -625,19 +634,24 @@ class Charger:
         own: dict[Cause, float] = {}
         self._impeded(node, [(u, v)], own)
         left = float(v - u)
-        for slows in (False, True):  # what builds a backlog first, then what slows a drain
+        # what impeded it meanwhile, then what began its backlog, then the waits for a CPU
+        # meanwhile (they slow a drain), then the rest of the backlog's builders by size
+        for slows in (False, True):
             fitted = _fit({c: ns for c, ns in own.items() if (c in DRAIN_SLOWERS) == slows}, left)
             _add(out, fitted)
-            left = _pay(debt, left - sum(fitted.values()), out,
-                        lambda cause, slows=slows: (cause in DRAIN_SLOWERS) == slows)
+            left -= sum(fitted.values())
+            if not slows:
+                left = _pay(debt, left, out)
+        left = _share(debt, left, out)
         if left > 0:
             out[Cause.CONSUMER_SATURATED] = out.get(Cause.CONSUMER_SATURATED, 0.0) + left
 
     def _began(self, node: str, backlog_start: int, until: int) -> list[list]:
         """What impeded the node from the start of its backlog until `until`, and a broker
         fault that ended up to LEAD_NS before it began: the backlog's builders, as
-        [cause, ns] in the order they happened (_node_side charges what began it before
-        the waits for a CPU that kept it from draining)."""
+        [cause, ns, began it] in the order they happened. An impediment began the backlog
+        if it came at its opening (within GAP_NS), or held the node longer than the budget
+        on its own; _node_side charges those before the waits for a CPU meanwhile."""
         start = backlog_start - LEAD_NS
         if until <= start:
             return []
@@ -662,23 +676,38 @@ class Charger:
             waiting, throttled = series.waits_in([(s, e)])
             happened += [(s, cause, ns) for cause, ns in ((Cause.CPU_STARVED, waiting),
                                                           (Cause.CPU_THROTTLED, throttled)) if ns > 0]
-        return [[cause, ns] for _when, cause, ns in sorted(happened, key=lambda item: item[0])]
+        opening = backlog_start + GAP_NS
+        return [[cause, ns, when <= opening or (ns >= self.builder_ns and cause not in DRAIN_SLOWERS)]
+                for when, cause, ns in sorted(happened, key=lambda item: item[0])]
 
 
-def _pay(debt: list[list], room: float, out: dict[Cause, float],
-         which: Callable[[Cause], bool]) -> float:
-    """Charge `room` ns to the debt's items `which` picks, in order, using them up; returns
-    the ns left."""
+def _pay(debt: list[list], room: float, out: dict[Cause, float]) -> float:
+    """Charge `room` ns to the debt's items that began the backlog, in order, using them
+    up; returns the ns left."""
     for item in debt:
         if room <= 0:
             break
-        if not which(item[0]) or item[1] <= 0:
+        if not item[2] or item[1] <= 0:
             continue
         take = min(room, item[1])
         out[item[0]] = out.get(item[0], 0.0) + take
         item[1] -= take
         room -= take
     return max(0.0, room)
+
+
+def _share(debt: list[list], room: float, out: dict[Cause, float]) -> float:
+    """Charge `room` ns to what is left of the debt, each item in proportion to its size,
+    using them up; returns the ns left."""
+    total = sum(item[1] for item in debt if item[1] > 0)
+    if room <= 0 or total <= 0:
+        return max(0.0, room)
+    scale = min(1.0, room / total)
+    for item in debt:
+        if item[1] > 0:
+            out[item[0]] = out.get(item[0], 0.0) + item[1] * scale
+            item[1] -= item[1] * scale
+    return max(0.0, room - total * scale)
 
 
 def _fit(charges: dict[Cause, float], room: float) -> dict[Cause, float]:
@@ -748,7 +777,8 @@ def attribute(messages: list[MessageDeliveries],
     if isinstance(events, Charger):
         charger = events
     else:
-        charger = Charger(events if isinstance(events, Timeline) else Timeline(events), messages)
+        charger = Charger(events if isinstance(events, Timeline) else Timeline(events), messages,
+                          budget_ns)
     totals: dict[Cause, float] = defaultdict(float)
     by_hop: dict[str, float] = defaultdict(float)
     tail_count = 0
