@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mqprobe.broker.managed import ManagedBroker
+
 INJECTIONS = [  # (what, extra flags, culprit: cause expected)
     ("broker-delay=80ms", ["--inject", "broker-delay=80ms"], "mq: broker-side"),
     ("server-delay=60ms (concurrent handling)",
@@ -164,6 +166,11 @@ def host_condition(host: str):
     it (ended by pid when the matrix is done)."""
     hogs: list[subprocess.Popen] = []
     if host == "one-core":
+        # a managed broker kept running (`mqprobe broker up`) is what each compare uses, and
+        # it was not started under taskset: its CPU would be the other core's (it happened)
+        if ManagedBroker().running_state():
+            sys.exit("a managed broker is running (mqprobe broker up): one-core would leave it "
+                     "on the other core; `mqprobe broker down` first")
         PREFIX[:] = ["taskset", "-c", "0"]
     elif host == "hog":
         # each busy loop also ends by itself when this process goes (even killed)

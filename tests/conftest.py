@@ -35,16 +35,16 @@ REAL_FIXTURES = {"managed_broker", "broker", "vhost_url", "chat_server", "compar
 
 # A test whose assertions are figures a busy neighbour could change (a verdict, a share, a
 # stall's CPU split, a clock offset within its error bar) is `measuring`: `./dev test` runs
-# the others two at a time (pytest-xdist), then these alone. The verdict must hold on a
+# the others three at a time (pytest-xdist), then these alone. The verdict must hold on a
 # crowded host too (BENCHMARKS.md), but a test is a poor place to find out by chance.
 MEASURING_MODULES = {"test_sweep", "test_loop", "test_cpu", "test_footprint", "test_timeline"}
 # modules whose tests on a real broker measure, and whose pure ones (input checks) do not
 MEASURING_WHEN_REAL = {"test_analysis"}
-# (compared asserts no figure, but its seven runs beside other workers' took phase one from
-# 164 s to 231 s: it is the heaviest run of all, so it runs alone too)
-MEASURING_FIXTURES = {"placed_run", "swept", "compared"}
-# module-scoped pieces of their own: the tests that share one go to one worker
-SHARED_BY_A_MODULE = ("fragile_broker", "agent")
+MEASURING_FIXTURES = {"placed_run", "swept"}
+# module-scoped pieces of their own: the tests that share one go to one worker (else each
+# worker that runs one of them makes its own: `compared`, seven runs, made three times once
+# took the first phase from 164 s to 231 s)
+SHARED_BY_A_MODULE = ("fragile_broker", "agent", "compared")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
