@@ -45,6 +45,8 @@ MEASURING_FIXTURES = {"placed_run", "swept"}
 # worker that runs one of them makes its own: `compared`, seven runs, made three times once
 # took the first phase from 164 s to 231 s)
 SHARED_BY_A_MODULE = ("fragile_broker", "agent", "compared")
+# modules whose tests start brokers, agents and whole runs of their own (15-30 s each)
+OWN_BROKERS_AND_RUNS = {"test_faults", "test_agent", "test_broker"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,6 +61,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         shared = [name for name in SHARED_BY_A_MODULE if name in fixtures]
         if shared:
             item.add_marker(pytest.mark.xdist_group(shared[0]))
+    # the longest first, the quick ones to fill the gaps at the end: in file order the
+    # brokers of the fault tests started last and the three workers ended apart
+    items.sort(key=_slowness)
+
+
+def _slowness(item: pytest.Item) -> int:
+    """0 for the tests that start brokers and runs of their own, 1 for the other
+    integration tests, 2 for the unit tests."""
+    if item.module.__name__.rpartition(".")[2] in OWN_BROKERS_AND_RUNS:
+        return 0
+    return 1 if item.get_closest_marker("integration") else 2
 
 
 @pytest.fixture(scope="session")
