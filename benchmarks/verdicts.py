@@ -43,7 +43,7 @@ INJECTIONS = [  # (what, extra flags, culprit: cause expected)
 
 PREFIX: list[str] = []  # what the compare command runs under (taskset -c 0, or nothing)
 KEEP: list[Path] = []  # a directory to keep each compare's result JSON in (--keep)
-CLEAN_ON_A_SHORT_HOST = {"none: within-budget", "server: cpu-starved"}
+CLEAN_ON_A_SHORT_HOST = {"none: within-budget", "server: cpu-starved", "mq: broker-starved"}
 
 
 def compare(args: list[str], env: dict | None = None) -> dict:

@@ -527,6 +527,8 @@ def _cause_prose(cause: Cause, run: dict, facts: RunFacts) -> str:
         return _cpu_cause(cause, run, facts)
     if cause == Cause.HOST_PAUSE:
         return _host_pause(run, facts)
+    if cause == Cause.BROKER_STARVED:
+        return _broker_starved(run, facts)
     if cause == Cause.BROKER_UNAVAILABLE and _outages(facts):
         return _outage_prose(facts)
     if cause == Cause.GC_PAUSE:
@@ -658,13 +660,27 @@ def _broker_waits(run: dict, facts: RunFacts) -> list[str]:
     return [line]
 
 
+def _broker_starved(run: dict, facts: RunFacts) -> str:
+    """RabbitMQ short of CPU: how much of its ready time it waited, and who had the CPU."""
+    text = PROSE[Cause.BROKER_STARVED]
+    waits = _broker_waits(run, facts)
+    if waits:
+        text += f": {waits[0]}"
+    footprint = facts.footprint
+    if footprint and footprint.times:
+        text += who_had_the_cpu(footprint, [(footprint.times[0], footprint.times[-1])], BROKER)
+    return text
+
+
 INSTRUMENT_HEAVY = 0.25  # of the CPU others used while a node waited: the run measured the host
 
 
-def who_had_the_cpu(footprint: CpuSampler, spans: list[tuple[int, int]]) -> str:
-    """Who used the CPU while the nodes waited for one, largest first (mqprobe's own
-    pieces among them), and what to do when the instrument had much of it."""
-    used = footprint.during(spans)
+def who_had_the_cpu(footprint: CpuSampler, spans: list[tuple[int, int]],
+                    starved: str = "") -> str:
+    """Who used the CPU while the nodes (or the `starved` piece) waited for one, largest
+    first (mqprobe's own pieces among them), and what to do when the instrument had much
+    of it."""
+    used = {piece: ns for piece, ns in footprint.during(spans).items() if piece != starved}
     wall = sum(b - a for a, b in spans)
     if not wall or not any(used.values()):
         return ""
@@ -726,6 +742,8 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
             out.append(f"prefetch windows were full {len(windows)} times, "
                        f"{sum(e.duration_ns for e in windows) / 1e6:.0f} ms in all")
         return out + _queue_evidence(broker)
+    if cause == Cause.BROKER_STARVED:
+        return [*_queue_evidence(broker), *_broker_waits(run, facts)]
     if cause == Cause.BROKER_SIDE:
         loop, loop_node = max(((n.loop_cpu.busy if n.loop_cpu else 0.0, n.node) for n in nodes),
                               default=(0.0, "-"))
@@ -816,7 +834,10 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
           budget_ms: float) -> Judgement:
     """Attribute the run and each group, and give their verdicts."""
     # one index of the intervals, and of the nodes' backlogs, for the run and its groups
-    charger = Charger(Timeline(charged_events(facts.swarm, facts.events), facts.cpu),
+    cpu = dict(facts.cpu)  # the nodes' loops, and the broker's threads as compare saw them
+    if facts.footprint and (broker_rows := facts.footprint.ready_wait_rows(BROKER)):
+        cpu[BROKER] = broker_rows
+    charger = Charger(Timeline(charged_events(facts.swarm, facts.events), cpu),
                       messages, budget_ms * 1e6)
     attribution = attribute(messages, charger, budget_ms)
     by_group: dict[str, list[MessageDeliveries]] = {}

@@ -40,7 +40,8 @@ TAIL_PERCENTILE = 99.0
 
 
 CULPRIT_OF = {
-    Cause.BROKER_SIDE: Culprit.MQ, Cause.BROKER_BLOCKED: Culprit.MQ,
+    Cause.BROKER_SIDE: Culprit.MQ, Cause.BROKER_STARVED: Culprit.MQ,
+    Cause.BROKER_BLOCKED: Culprit.MQ,
     Cause.BROKER_ALARM: Culprit.MQ, Cause.BROKER_UNAVAILABLE: Culprit.MQ,
     Cause.PUBLISH_REJECTED: Culprit.MQ,
     Cause.CONSUMER_SATURATED: Culprit.SERVER, Cause.GC_PAUSE: Culprit.SERVER,
@@ -58,6 +59,8 @@ CULPRIT_OF = {
 # What each cause means, for the verdict's sentence.
 PROSE = {
     Cause.BROKER_SIDE: "the wait happened in RabbitMQ, not in a busy consumer",
+    Cause.BROKER_STARVED: ("the wait happened in RabbitMQ while it was ready to run and "
+                           "waited for a CPU that other processes had"),
     Cause.BROKER_BLOCKED: "the broker blocked the publisher's connection (flow control)",
     Cause.BROKER_ALARM: "a broker memory or disk alarm held messages back",
     Cause.BROKER_UNAVAILABLE: "the broker could not be reached",
@@ -568,10 +571,12 @@ class Charger:
         if busy and not apart.within(a, behind_from):
             behind_from = min(behind_from, busy[0])
         waited_from = max(a, behind_from)
+        held_until = a  # until then a delay or retry queue held it, by design
         if self.held_apart_ns and apart.within(a, b):  # (no message got through quicker)
-            waited_from = max(waited_from, min(b, a + self.held_apart_ns))
+            held_until = min(b, a + self.held_apart_ns)
+            waited_from = max(waited_from, held_until)
         debt = self._began(m.node, backlog[0], waited_from) if backlog else []
-        self._broker_side(a, waited_from, mq)
+        self._broker_side(a, waited_from, mq, held_until)
         self._node_side(m.node, waited_from, b, mq, debt, behind=True)
         handled_from = min(c, b + m.wait_ns)  # its wait in the node's own backlog, then handling
         self._node_side(m.node, b, handled_from, server, debt, behind=True)
@@ -592,12 +597,19 @@ class Charger:
         _add(out, _fit(got, room))
         return excess_of(out, after_emit, floor_ns, REMAINDER[HopName.DELIVERY])
 
-    def _broker_side(self, a: int, b: int, out: dict[Cause, float]) -> None:
+    def _broker_side(self, a: int, b: int, out: dict[Cause, float], held_until: int) -> None:
+        """[a, b] on the broker's side: its outages, alarms and blocks, then, after
+        `held_until`, its threads' waits for a CPU (broker-starved: their share of the
+        ready time in compare's 100 ms samples, which stretched whatever RabbitMQ did for
+        the message); the rest is broker-side."""
         if b <= a:
             return
-        got, _ = claim([(a, b)], [span for whose, kind, cause in BROKER_SIDE
-                                  for span in whole(cause, self.timeline.get(whose, kind).within(a, b))])
+        got, free = claim([(a, b)], [span for whose, kind, cause in BROKER_SIDE
+                                     for span in whole(cause, self.timeline.get(whose, kind).within(a, b))])
         _add(out, got)
+        free = [(max(s, held_until), e) for s, e in free if e > held_until]
+        waiting, _throttled = self.timeline.cpu(BROKER).waits_in(free)
+        _add(out, {Cause.BROKER_STARVED: min(waiting, _length(free))})
 
     def _impeded(self, node: str, segments: list[tuple[int, int]], out: dict[Cause, float],
                  waits: bool = True) -> tuple[list[tuple[int, int]], float]:

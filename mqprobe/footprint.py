@@ -30,6 +30,7 @@ from mqprobe.stamps import now_ns
 
 PERIOD_S = 0.1
 THREADS_EVERY = 10  # samples between looks for threads a piece started since
+READY_MIN_NS = 1_000_000  # of a window ready to run (on a CPU or waiting): its waits mean something
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,18 @@ class CpuSampler:
         used, waited, times = self.used[piece], self.waited[piece], self.times
         return [[times[i - 1], times[i] - times[i - 1], used[i] - used[i - 1],
                  waited[i] - waited[i - 1]] for i in range(1, len(times))]
+
+    def ready_wait_rows(self, piece: str) -> list[list[int]]:
+        """A piece's windows as loop CPU rows for the attribution ([start_ns, wall_ns, on,
+        waiting, throttled]): the share of its threads' ready time they waited for a CPU,
+        as that share of the window (many threads' waits summed are no wall time), the rest
+        as running. A window it barely ran in says nothing (READY_MIN_NS)."""
+        rows = []
+        for start, wall, on, waited in self.windows(piece):
+            ready = on + waited
+            waiting = int(wall * waited / ready) if ready >= READY_MIN_NS else 0
+            rows.append([start, wall, wall - waiting, waiting, 0])
+        return rows
 
     def summary(self, t0_ns: int) -> CpuUse:
         """For the result JSON: each piece's CPU in all and as a share of one core, whether

@@ -109,6 +109,7 @@ class Cause(StrEnum):
     """Why; each belongs to one culprit (attribution.CULPRIT_OF)."""
 
     BROKER_SIDE = "broker-side"
+    BROKER_STARVED = "broker-starved"
     BROKER_BLOCKED = "broker-blocked"
     BROKER_ALARM = "broker-alarm"
     BROKER_UNAVAILABLE = "broker-unavailable"

@@ -596,18 +596,25 @@ def test_a_stall_every_second_inside_a_starved_backlog_is_still_the_stall():
     assert attribution.shares[0].cause == Cause.SERVER_STALL, attribution.shares
 
 
-def test_a_broker_side_verdict_says_how_long_rabbitmq_waited_for_a_cpu_and_when():
-    """Beside a hog, a broker-side tail came where RabbitMQ's threads waited for a CPU most
-    of their ready time: the evidence says so, over the run and around the worst e2e."""
+def _starved_broker(waited_ms: float = 60) -> object:
+    """compare's CPU samples of a broker that ran 20 ms a window and waited `waited_ms` for
+    a CPU (its threads summed) in the windows from 0.8 s to 1.4 s, 2 ms in the others."""
     from mqprobe.footprint import CpuSampler
 
-    msgs = messages(slow={i: {"mq": 120} for i in range(50, 60)})  # 1.0 s to 1.2 s
     footprint = CpuSampler({"broker": []})
     footprint._waits["broker"].available = True  # as if its threads had been read
     footprint.times = [T0 + t * 100 * MS for t in range(21)]
     footprint.used["broker"] = [t * 20 * MS for t in range(21)]  # 20 ms a window
-    footprint.waited["broker"] = [sum(60 if 8 <= k < 14 else 2 for k in range(t)) * MS
-                                  for t in range(21)]  # 60 ms a window from 0.8 s to 1.4 s
+    footprint.waited["broker"] = [int(sum(waited_ms if 8 <= k < 14 else 2 for k in range(t)) * MS)
+                                  for t in range(21)]
+    return footprint
+
+
+def test_a_broker_side_verdict_says_how_long_rabbitmq_waited_for_a_cpu_and_when():
+    """Beside a hog, a broker-side tail came where RabbitMQ's threads waited for a CPU most
+    of their ready time: the evidence says so, over the run and around the worst e2e."""
+    msgs = messages(slow={i: {"mq": 120} for i in range(50, 60)})  # 1.0 s to 1.2 s
+    footprint = _starved_broker()
     run = run_of(msgs)
     run["cpu"] = {"available": True, "pieces": {"broker": {
         "cpu_ms": 400.0, "waited_ms": footprint.waited["broker"][-1] / MS, "core_share": 0.2,
@@ -622,6 +629,48 @@ def test_a_broker_side_verdict_says_how_long_rabbitmq_waited_for_a_cpu_and_when(
     # 388 ms waited beside 400 computed; from 0.7 s to 1.3 s, 362 beside 140
     assert line == ("RabbitMQ's threads waited for a CPU 49% of the time they were ready to "
                     "run, 72% around the worst e2e (122 ms, 1.0 s into the run)"), line
+
+
+@pytest.mark.parametrize(("waited_ms", "cause"), [(60, Cause.BROKER_STARVED),
+                                                 (2, Cause.BROKER_SIDE)])
+def test_a_wait_in_a_broker_that_waited_for_a_cpu_is_the_starvation(waited_ms, cause):
+    """Beside a hog, two clean per-group runs read broker-side: the wait was in RabbitMQ,
+    whose threads waited for a CPU 92% of their ready time around the worst e2e. That
+    share of a message's time in the broker was the host's; a broker that ran when it was
+    ready keeps broker-side."""
+    from mqprobe.analysis import e2e_over_time
+
+    msgs = messages(slow={i: {"mq": 120} for i in range(50, 60)})  # 1.0 s to 1.2 s
+    footprint = _starved_broker(waited_ms)
+    attribution = attribute(msgs, Timeline([], {"broker": footprint.ready_wait_rows("broker")}),
+                            BUDGET)
+    assert attribution.shares[0].cause == cause, attribution.shares
+    footprint.pids["n1"], footprint._waits["n1"] = [], footprint._waits["broker"]
+    footprint.used["n1"] = [t * 80 * MS for t in range(21)]  # n1 had 80 ms a window
+    run = run_of(msgs)
+    run["timeline"] = {"e2e": e2e_over_time(msgs, T0)}
+    run["cpu"] = {"available": True, "pieces": {"broker": {
+        "cpu_ms": 400.0, "waited_ms": footprint.waited["broker"][-1] / MS, "core_share": 0.2,
+        "instrument": False}}}
+    said = verdict(RunFacts(run, [], T0, footprint=footprint), attribution, BUDGET)
+    assert (said.culprit, said.cause) == (Culprit.MQ, cause)
+    if cause == Cause.BROKER_STARVED:  # 60 ms waited beside 20 ran: 75% of each 100 ms
+        assert attribution.share_of(cause) == pytest.approx(0.75, abs=0.05)
+        assert "waited for a CPU that other processes had: RabbitMQ's threads" in said.prose
+        assert "meanwhile the CPU went to n1 80%" in said.prose, said.prose
+        assert "broker 20%" not in said.prose  # not itself
+
+
+def test_a_delay_queue_on_a_starved_broker_is_still_the_brokers_hold():
+    """broker-delay=80ms beside a hog: the TTL queue held every message 80 ms by design,
+    starved or not; only what came after it may be the starvation's."""
+    footprint = _starved_broker(waited_ms=60)
+    held = [event(EventKind.QUEUE_BACKLOG, "broker", -100, 2100, queue="groups.delay", node="",
+                  ready_max=5)]
+    rows = {"broker": footprint.ready_wait_rows("broker")}
+    attribution = attribute(messages(mq=80), Timeline(held, rows), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_SIDE, attribution.shares
+    assert attribution.share_of(Cause.BROKER_STARVED) < 0.02
 
 
 @pytest.mark.parametrize(("on", "waiting", "cause"), [
