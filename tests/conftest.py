@@ -41,12 +41,12 @@ MEASURING_MODULES = {"test_sweep", "test_loop", "test_cpu", "test_footprint", "t
 # modules whose tests on a real broker measure, and whose pure ones (input checks) do not
 MEASURING_WHEN_REAL = {"test_analysis"}
 MEASURING_FIXTURES = {"placed_run", "swept"}
-# module-scoped pieces of their own: the tests that share one go to one worker (else each
-# worker that runs one of them makes its own: `compared`, seven runs, made three times once
-# took the first phase from 164 s to 231 s)
-SHARED_BY_A_MODULE = ("fragile_broker", "agent", "compared")
+# `./dev test` hands each worker whole modules (--dist loadscope), so a module-scoped
+# fixture (`compared`: seven runs; `agent`; `fragile_broker`) is made once. (The
+# xdist_group marks used before were never honoured: `compared` was made by all three
+# workers, 27 s each.)
 # modules whose tests start brokers, agents and whole runs of their own (15-30 s each)
-OWN_BROKERS_AND_RUNS = {"test_faults", "test_agent", "test_broker"}
+OWN_BROKERS_AND_RUNS = {"test_faults", "test_interrupts", "test_agent", "test_broker"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,11 +58,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if (module in MEASURING_MODULES or (real and module in MEASURING_WHEN_REAL)
                 or MEASURING_FIXTURES & fixtures):
             item.add_marker(pytest.mark.measuring)
-        shared = [name for name in SHARED_BY_A_MODULE if name in fixtures]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(shared[0]))
-    # the longest first, the quick ones to fill the gaps at the end: in file order the
-    # brokers of the fault tests started last and the three workers ended apart
+    # the longest modules first, the quick ones to fill the gaps at the end
     items.sort(key=_slowness)
 
 

@@ -3,13 +3,16 @@
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from mqprobe.broker import BrokerState, ManagedBroker, QueueSampler, management_get, pid_alive
 from mqprobe.timeline import EventKind
 
-from .conftest import run_cli, run_until_cancelled
+from .conftest import REPO, run_cli, run_until_cancelled
+from .runs import no_broker_left, wait_until_publishing
 
 
 def test_session_broker_serves_amqp_and_management_on_loopback(broker):
@@ -260,3 +263,62 @@ def test_the_brokers_cpu_as_its_prometheus_endpoint_reports_it(managed_broker):
         run_until_cancelled(1.8, sampler.run)
     assert len(answering.runtime) >= 2 and answering.runtime[-1][1] >= after_ms
     assert silent.runtime == [] and silent.prometheus_error  # nothing there: no reading
+
+
+@pytest.mark.integration  # a broker of its own
+def test_two_commands_on_one_home_share_the_broker_and_the_last_stops_it(tmp_path):
+    # the first starts the managed broker and ends first; the second, still measuring,
+    # must keep it (before: the first stopped it under the second, which lost deliveries)
+    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
+    env["MQPROBE_HOME"] = str(tmp_path / "home")
+    small = ["--topologies", "single-topic", "--layouts", "per-node", "--groups", "2",
+             "--group-size", "20"]
+    first = subprocess.Popen([sys.executable, "-m", "mqprobe", "compare", *small, "--duration",
+                              "4", "--run-dir", str(tmp_path / "l1")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    # once it publishes it holds the broker; the second joins well within its 4 s (waiting
+    # for the broker's delivery count as well outlasted a 2 s, then a 4 s run on a host
+    # crowded by three test workers: the management API's figures lag)
+    wait_until_publishing(tmp_path / "l1", first, tmp_path / "home" / "broker", logs="",
+                           at_least=0)
+    second = subprocess.Popen([sys.executable, "-m", "mqprobe", "compare", *small, "--duration",
+                               "5", "--json", str(tmp_path / "second.json"), "--run-dir",
+                               str(tmp_path / "l2")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    _out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    _out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    run = json.loads((tmp_path / "second.json").read_text())["runs"][0]
+    assert run["lost"] == 0 and run["error"] is None and run["delivered"] > 0
+    no_broker_left(tmp_path)
+
+
+@pytest.mark.integration  # a broker of its own
+def test_a_broker_started_by_broker_up_shows_its_url_and_outlives_the_commands_that_use_it(
+        tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
+    env["MQPROBE_HOME"] = str(tmp_path / "home")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "mqprobe", *args], capture_output=True,
+                              text=True, env=env, cwd=REPO, timeout=180)
+
+    absent = cli("broker", "url")
+    assert absent.returncode == 1 and "mqprobe broker up" in absent.stderr
+    assert cli("broker", "up").returncode == 0
+    try:
+        state = json.loads((tmp_path / "home" / "broker" / "state.json").read_text())
+        redacted = cli("broker", "url").stdout.strip()
+        assert state["password"] not in redacted and redacted.endswith(
+            f"@127.0.0.1:{state['amqp_port']}/")
+        shown = cli("broker", "url", "--show-password").stdout.strip()
+        assert shown == f"amqp://{state['user']}:{state['password']}@127.0.0.1:{state['amqp_port']}/"
+        done = cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
+                   "--groups", "1", "--group-size", "5", "--duration", "1",
+                   "--run-dir", str(tmp_path / "logs"))
+        assert done.returncode == 0, done.stderr
+        assert cli("broker", "status").returncode == 0  # still running
+    finally:
+        assert "broker stopped" in cli("broker", "down").stdout
+    no_broker_left(tmp_path)
