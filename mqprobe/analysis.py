@@ -610,13 +610,13 @@ def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
     """Starved or throttled: how long the nodes' loops waited, in their stalls and through
     the run, and (from compare's sampler) who had the CPU meanwhile."""
     stalls = node_stalls(facts, cause)
-    part = "waiting_ms" if cause == Cause.CPU_STARVED else "throttled_ms"
     starved = cause == Cause.CPU_STARVED
+    part = "waiting_ms" if starved else "throttled_ms"
     nodes = [(n.loop_cpu.waiting if starved else n.loop_cpu.throttled, n)
              for n in facts.nodes if n.loop_cpu]
     worst_share, worst = max(((s, n) for s, n in nodes if s), key=lambda pair: pair[0],
                              default=(0.0, None))
-    what = ("was ready to run and waited for a CPU" if cause == Cause.CPU_STARVED else
+    what = ("was ready to run and waited for a CPU" if starved else
             "was ready to run and held back by its cgroup's CPU quota")
     text = f"a node {what}"
     if worst:
@@ -627,7 +627,7 @@ def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
                  f"of it, the longest {stalls[0].duration_ns / 1e6:.0f} ms on {stalls[0].piece} "
                  f"({anatomy_text(stalls[0].detail)})")
     footprint = facts.footprint
-    if cause == Cause.CPU_STARVED and footprint and footprint.times:
+    if starved and footprint and footprint.times:
         # who had the CPU through the starved stalls, or through the run when none was long
         spans = ([(e.start_ns, e.end_ns) for e in stalls]
                  or [(footprint.times[0], footprint.times[-1])])

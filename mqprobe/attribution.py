@@ -648,13 +648,12 @@ class Charger:
         left = float(v - u)
         # what impeded it meanwhile, then what began its backlog, then the waits for a CPU
         # meanwhile (they slow a drain), then the rest of the backlog's builders by size
-        for slows in (False, True):
-            fitted = _fit({c: ns for c, ns in own.items() if (c in DRAIN_SLOWERS) == slows}, left)
-            _add(out, fitted)
-            left -= sum(fitted.values())
-            if not slows:
-                left = _pay(debt, left, out)
-        left = _share(debt, left, out)
+        builders = _fit({c: ns for c, ns in own.items() if c not in DRAIN_SLOWERS}, left)
+        _add(out, builders)
+        left = _pay(debt, left - sum(builders.values()), out)
+        slowers = _fit({c: ns for c, ns in own.items() if c in DRAIN_SLOWERS}, left)
+        _add(out, slowers)
+        left = _share(debt, left - sum(slowers.values()), out)
         if left > 0:
             out[Cause.CONSUMER_SATURATED] = out.get(Cause.CONSUMER_SATURATED, 0.0) + left
 

@@ -54,7 +54,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = set(getattr(item, "fixturenames", ()))
         real = REAL_FIXTURES & fixtures or item.get_closest_marker("integration")
         item.add_marker(pytest.mark.integration if real else pytest.mark.unit)
-        module = item.module.__name__.rpartition(".")[2]
+        module = _module(item)
         if (module in MEASURING_MODULES or (real and module in MEASURING_WHEN_REAL)
                 or MEASURING_FIXTURES & fixtures):
             item.add_marker(pytest.mark.measuring)
@@ -62,10 +62,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_slowness)
 
 
+def _module(item: pytest.Item) -> str:
+    return item.module.__name__.rpartition(".")[2]
+
+
 def _slowness(item: pytest.Item) -> int:
     """0 for the tests that start brokers and runs of their own, 1 for the other
     integration tests, 2 for the unit tests."""
-    if item.module.__name__.rpartition(".")[2] in OWN_BROKERS_AND_RUNS:
+    if _module(item) in OWN_BROKERS_AND_RUNS:
         return 0
     return 1 if item.get_closest_marker("integration") else 2
 

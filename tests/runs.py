@@ -17,15 +17,19 @@ from .conftest import REPO
 ARGS = ["compare", "--topologies", "single-topic", "--layouts", "per-node", "--duration", "8"]
 
 
-def start_compare(tmp_path: Path, amqp_url: str, prometheus_url: str = "") -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
-    env["MQPROBE_AMQP_URL"] = amqp_url
-    if prometheus_url:
-        env["MQPROBE_PROMETHEUS_URL"] = prometheus_url
+def _compare(tmp_path: Path, **env: str) -> subprocess.Popen:
+    """`mqprobe compare ARGS` with its result in tmp_path/r.json and its logs beside it; the
+    environment's broker URL replaced by `env`."""
+    env = {**{k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}, **env}
     return subprocess.Popen([sys.executable, "-m", "mqprobe", *ARGS, "--json",
                              str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "logs")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=REPO)
+
+
+def start_compare(tmp_path: Path, amqp_url: str, prometheus_url: str = "") -> subprocess.Popen:
+    return _compare(tmp_path, MQPROBE_AMQP_URL=amqp_url,
+                    **({"MQPROBE_PROMETHEUS_URL": prometheus_url} if prometheus_url else {}))
 
 
 def wait_until_publishing(tmp_path: Path, compare: subprocess.Popen, broker: BrokerState | Path,
@@ -81,12 +85,7 @@ def finish(compare: subprocess.Popen, tmp_path: Path) -> tuple[int, str, dict]:
 
 def compare_with_own_home(tmp_path: Path) -> subprocess.Popen:
     """compare on the managed broker of a home of its own: it starts it, it must stop it."""
-    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
-    env["MQPROBE_HOME"] = str(tmp_path / "home")
-    return subprocess.Popen([sys.executable, "-m", "mqprobe", *ARGS, "--json",
-                             str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "logs")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=REPO)
+    return _compare(tmp_path, MQPROBE_HOME=str(tmp_path / "home"))
 
 
 def no_broker_left(tmp_path: Path) -> None:
