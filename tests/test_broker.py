@@ -8,7 +8,15 @@ import sys
 
 import pytest
 
-from mqprobe.broker import BrokerState, ManagedBroker, QueueSampler, management_get, pid_alive
+from mqprobe.broker import (
+    BrokerError,
+    BrokerState,
+    ManagedBroker,
+    QueueSampler,
+    managed,
+    management_get,
+    pid_alive,
+)
 from mqprobe.timeline import EventKind
 
 from .conftest import REPO, run_cli, run_until_cancelled
@@ -66,6 +74,45 @@ def test_the_broker_keeps_its_files_in_its_data_dir(tmp_path):
                                                   "RABBITMQ_MNESIA_BASE", "RABBITMQ_PID_FILE")}
     assert len(paths) == 5
     assert all(v.startswith(str(tmp_path)) for v in paths.values()), paths
+
+
+def test_the_brokers_ports_lie_below_the_ephemeral_range():
+    """Outgoing connections (a swarm's thousands beside us) take ports from the ephemeral
+    range; a port chosen there can be gone before the node binds it (CI saw it die so)."""
+    low = managed._ephemeral_low()
+    ports = {managed.free_port() for _ in range(20)}
+    assert all(managed.LOWEST_PORT <= port < low for port in ports), (low, ports)
+    assert len(ports) > 10
+
+
+@pytest.mark.integration  # brokers of its own
+def test_a_port_taken_while_the_node_starts_is_chosen_again(tmp_path, monkeypatch):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken, choose = holder.getsockname()[1], managed.free_port
+    picks = []
+
+    def dist_port_taken_on_the_first_start() -> int:  # the third port chosen is the dist port
+        picks.append(taken if len(picks) == 2 else choose())
+        return picks[-1]
+
+    monkeypatch.setattr(managed, "free_port", dist_port_taken_on_the_first_start)
+    monkeypatch.setattr(managed, "START_ATTEMPTS", 1)
+    once = ManagedBroker(tmp_path / "once")
+    with pytest.raises(BrokerError, match="another program took one of its ports"):
+        once.up(timeout=120)
+    once.down()
+
+    picks.clear()
+    monkeypatch.setattr(managed, "START_ATTEMPTS", 3)
+    again = ManagedBroker(tmp_path / "again")
+    try:
+        state = again.up(timeout=120)
+        assert state.dist_port != taken and len(picks) == 10
+    finally:
+        again.down()
+        holder.close()
 
 
 def _exists(url: str, kind: str, name: str) -> bool:

@@ -36,11 +36,36 @@ INSTALL_HINT = (
 )
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10000  # below it lie the well-known services' ports
+PORT_TAKEN_SIGNS = ("eaddrinuse", "dist_port_already_used", "nodistribution")
+START_ATTEMPTS = 3
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nobody listens on right now."""
+    """A TCP port on loopback that nobody listens on right now, from below the kernel's
+    ephemeral range where one is: a port from inside it can be handed to an outgoing
+    connection (a swarm's thousands, beside us) before the node binds it, and the node
+    then dies while starting."""
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = LOWEST_PORT + secrets.randbelow(low - LOWEST_PORT) if low > LOWEST_PORT else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def find_server_binary() -> str:
@@ -160,6 +185,20 @@ class ManagedBroker:
         stale = self.load_state()
         if stale and pid_alive(stale.pid):
             self._stop_pid(stale.pid)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return self._start(binary, timeout)
+            except _PortTaken as taken:
+                _stop_epmd(taken.state.epmd_port)
+                if attempt == START_ATTEMPTS:
+                    raise BrokerError(f"rabbitmq-server could not start: another program took "
+                                      f"one of its ports on loopback, {START_ATTEMPTS} times "
+                                      f"(log in {self.state_dir})") from None
+        raise AssertionError("unreachable")
+
+    def _start(self, binary: str, timeout: float) -> BrokerState:
+        """One start on fresh ports; _PortTaken when one was bound by another program
+        between our choosing it and the node binding it."""
         # A throwaway node: a stale data dir (crash, reboot) is wiped, never reused.
         shutil.rmtree(self.state_dir, ignore_errors=True)
         self.state_dir.mkdir(parents=True)
@@ -195,10 +234,13 @@ class ManagedBroker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                tail = (self.state_dir / "server.out").read_text(errors="replace")[-600:]
+                self._stop_pid(process.pid)
+                output = (self.state_dir / "server.out").read_text(errors="replace")
+                if any(sign in output for sign in PORT_TAKEN_SIGNS):
+                    raise _PortTaken(state)
                 raise BrokerError(
                     f"rabbitmq-server exited with code {process.returncode} while starting "
-                    f"(log in {self.state_dir}): {tail.strip().splitlines()[-1:]}"
+                    f"(log in {self.state_dir}): {output[-600:].strip().splitlines()[-1:]}"
                 )
             if _port_open(state.amqp_port):
                 with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
@@ -346,6 +388,14 @@ class ManagedBroker:
             except (ProcessLookupError, PermissionError):
                 break
             time.sleep(0.05)
+
+
+class _PortTaken(Exception):
+    """The node died while starting because a port chosen for it was taken meanwhile."""
+
+    def __init__(self, state: BrokerState) -> None:
+        super().__init__(state.amqp_port)
+        self.state = state
 
 
 def _stop_epmd(port: int) -> None:
