@@ -25,7 +25,7 @@ from mqprobe.embed import Tracer
 from mqprobe.errors import InputError, within
 from mqprobe.inject import CpuQuota, Faults
 from mqprobe.loop import LoopLagMonitor
-from mqprobe.model import AckMode, ChannelMode, Concurrency
+from mqprobe.model import AckMode, ChannelMode, Concurrency, HopName
 from mqprobe.process import PieceRuntime
 from mqprobe.profile import LoopProfiler
 from mqprobe.protocol import (
@@ -287,7 +287,7 @@ class Node(PieceRuntime):
         hops = self.per_group.get(group)
         if hops is None:
             hops = self.per_group[group] = HopSet()
-        hops["fanout"].record(fanout_ns)
+        hops[HopName.FANOUT].record(fanout_ns)
         if self._emit_records < MAX_EMIT_RECORDS:
             self._emit_records += 1
             self.emits.setdefault(group, []).append([seq, wait_ns, fanout_ns])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import aio_pika
 import socketio
+from aio_pika.abc import ExchangeType
 
 from mqprobe.broker.cleanup import delete_declared
 from mqprobe.broker.connect import BrokerError
@@ -151,7 +152,8 @@ class AmqpTransport(Transport):
     async def _delay_in_front_of(self, channel, target: str) -> aio_pika.abc.AbstractExchange:
         """A real broker-side wait: a fanout exchange into a queue whose messages expire after
         the delay and are dead-lettered, routing key kept, to the target exchange."""
-        delay = await channel.declare_exchange(f"{target}.delay", "fanout", auto_delete=True)
+        delay = await channel.declare_exchange(f"{target}.delay", ExchangeType.FANOUT,
+                                              auto_delete=True)
         queue = await channel.declare_queue(f"{target}.delay", arguments={
             "x-message-ttl": self.config.broker_delay_ms,
             "x-dead-letter-exchange": target,

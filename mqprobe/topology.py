@@ -86,7 +86,7 @@ class Topology:
         manager names its own queue (server-named, expiring), so it has none here."""
         if self.manager:
             return []
-        if layout == "per-node":
+        if layout == Layout.PER_NODE:
             return [(f"{prefix}{node_id}", list(groups))]
         return [(f"{prefix}{node_id}.g{group}", [group]) for group in groups]
 
