@@ -27,7 +27,9 @@ from mqprobe.attribution import (
 )
 from mqprobe.figures import (
     BrokerEvidence,
+    Counts,
     CpuUse,
+    GroupFigures,
     HopFigures,
     LoopCpu,
     LoopLag,
@@ -67,7 +69,6 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
     nodes still held messages: `broker_ready_at_end`, each node's `in_hand_at_end`)."""
     published = (publisher or {}).get("published", {})
     all_hops = HopSet()
-    groups: dict[str, dict] = {}
     group_hops: dict[str, HopSet] = {}
     self_lag = Latency()
     members: dict[str, int] = {}
@@ -99,19 +100,22 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
         # one group, 50 beyond the expected in another, of a publisher killed mid-run)
         published = {g: max(published.get(g, 0), -(-delivered.get(g, 0) // members[g])
                             if members.get(g) else 0) for g in set(published) | set(members)}
-    behind: dict[str, int] = {}
-    for group in sorted(set(published) | set(members), key=_group_order):
-        expected = published.get(group, 0) * members.get(group, 0)
-        got = delivered.get(group, 0)
-        missing = max(0, expected - got)
-        past_top = max(0, live.get(group, 0) * published.get(group, 0) - reached.get(group, 0))
-        behind[group] = min(missing, past_top + near_top.get(group, 0))
-        groups[group] = {
-            "members": members.get(group, 0), "published": published.get(group, 0),
-            "expected_deliveries": expected, "delivered": got, "lost": missing,
-            "not_delivered": 0, "duplicated": duplicated.get(group, 0),
-            "hops": {hop: lat.summary() for hop, lat in group_hops.get(group, HopSet()).items()},
-        }
+    order = sorted(set(published) | set(members), key=_group_order)
+    expected = {group: published.get(group, 0) * members.get(group, 0) for group in order}
+    missing = {group: max(0, expected[group] - delivered.get(group, 0)) for group in order}
+    # missed past a live member's highest seq (or near it): perhaps only late
+    behind = {group: min(missing[group],
+                         max(0, live.get(group, 0) * published.get(group, 0) - reached.get(group, 0))
+                         + near_top.get(group, 0)) for group in order}
+    in_hand = sum(n.get("in_hand_at_end", 0) for n in nodes)
+    late = _still_on_the_way(members, behind, broker_ready_at_end + in_hand)
+    groups = {group: GroupFigures(
+        members.get(group, 0),
+        Counts(published=published.get(group, 0), expected_deliveries=expected[group],
+               delivered=delivered.get(group, 0), lost=missing[group] - late.get(group, 0),
+               not_delivered=late.get(group, 0), duplicated=duplicated.get(group, 0)),
+        {hop: HopFigures.from_json(lat.summary())
+         for hop, lat in group_hops.get(group, HopSet()).items()}) for group in order}
     bounds = [f"swarm{i + 1} gave no result: its members' deliveries "
               f"({sum(t['delivered'] for t in s.get('groups', {}).values())}) are from its last "
               "progress report, a lower bound, and its hop figures are missing"
@@ -119,22 +123,13 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
     if (publisher or {}).get("silent"):
         bounds.append("the publisher gave no result: what it published is from its last "
                       "progress report and what arrived, a lower bound")
-    in_hand = sum(n.get("in_hand_at_end", 0) for n in nodes)
-    _still_on_the_way(groups, behind, broker_ready_at_end + in_hand)
-    expected_total = sum(g["expected_deliveries"] for g in groups.values())
-    delivered_total = sum(g["delivered"] for g in groups.values())
     return {
-        "published": sum(published.values()),
-        "expected_deliveries": expected_total,
-        "delivered": delivered_total,
-        "lost": sum(g["lost"] for g in groups.values()),
-        "not_delivered": sum(g["not_delivered"] for g in groups.values()),
+        **Counts.total(g.counts for g in groups.values()).to_json(),
         "held_at_end": {"broker_ready": broker_ready_at_end, "nodes_in_hand": in_hand},
         "bounds": bounds,
-        "duplicated": sum(g["duplicated"] for g in groups.values()),
         "hops": {hop: all_hops[hop].summary() for hop in RUN_HOPS},
         "self_lag_ms": self_lag.lag_summary(),
-        "groups": groups,
+        "groups": {group: figures.to_json() for group, figures in groups.items()},
         "hdr": {hop: all_hops[hop].hist.encode().decode() for hop in RUN_HOPS},
         "untraced": sum(s.get("untraced", 0) for s in swarms) + sum(n.get("untraced", 0) for n in nodes),
         "misrouted": sum(s.get("misrouted", 0) for s in swarms),
@@ -145,18 +140,18 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
     }
 
 
-def _still_on_the_way(groups: dict[str, dict], behind: dict[str, int], held: int) -> None:
-    """Move what members missed past their highest seq from `lost` to `not_delivered`, as
-    far as the messages held at the end can carry: each one reaches at most its group's
-    members, so more than `held` x the largest group is lost whatever its seqs say."""
+def _still_on_the_way(members: dict[str, int], behind: dict[str, int], held: int
+                      ) -> dict[str, int]:
+    """Of what members missed past their highest seq, how much per group moves from `lost`
+    to `not_delivered`, as far as the messages held at the end can carry: each one reaches
+    at most its group's members, so more than `held` x the largest group is lost whatever
+    its seqs say."""
     if not held:
-        return  # nothing held anywhere: what did not arrive never will
-    room = held * max((g["members"] for g in groups.values()), default=0)
+        return {}  # nothing held anywhere: what did not arrive never will
+    room = held * max(members.values(), default=0)
     wanted = sum(behind.values())
-    for group, count in behind.items():
-        moved = count if wanted <= room else count * room // wanted
-        groups[group]["lost"] -= moved
-        groups[group]["not_delivered"] = moved
+    return {group: count if wanted <= room else count * room // wanted
+            for group, count in behind.items()}
 
 
 def swarm_figures(swarms: list[SwarmResult]) -> SwarmFigures:
@@ -344,6 +339,7 @@ class RunFacts:
     swarm: SwarmFigures = None  # type: ignore[assignment]
     hops: dict[str, HopFigures] = None  # type: ignore[assignment]
     self_lag: LoopLag = None  # type: ignore[assignment]  # the swarms' own loop lag
+    counts: Counts = None  # type: ignore[assignment]  # the run's, or the group's judged
 
     def __post_init__(self) -> None:
         run = self.run
@@ -359,49 +355,51 @@ class RunFacts:
             self.cpu_use = CpuUse.from_json(run.get("cpu"))
         if self.swarm is None:
             self.swarm = SwarmFigures.from_json(run.get("swarm"))
+        if self.counts is None:
+            self.counts = Counts.from_json(run)
 
 
 def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) -> Verdict:
     """Which part of the path the tail belongs to, and why, from this run's evidence."""
-    run = facts.run
+    run, counts = facts.run, facts.counts
     hops, swarm = facts.hops, facts.swarm
-    counts = _count_evidence(run)
+    count_lines = _count_evidence(run, counts)
     # a broker that refused connections is a fault of the whole run; one that was slow to
     # answer (paused, overloaded) is charged by the attribution, like any other interval
     if any(not e.detail.get("unresponsive") for e in _outages(facts)):
         return Verdict.of(Cause.BROKER_UNAVAILABLE, _outage_prose(facts),
-                          _failure_evidence(facts) + counts)
+                          _failure_evidence(facts) + count_lines)
     if facts.failure and facts.failure.piece == INTERRUPTED:
         return Verdict.of(Cause.INTERRUPTED, f"stopped by the user "
                           f"{_at(facts.failure.at_ns, facts)} into the run: the figures cover "
                           "what was measured until then; deliveries still on their way count as "
-                          "not delivered", counts)
+                          "not delivered", count_lines)
     if facts.failure:
         role = facts.failure.role
         cause = (Cause.NODE_DIED if role == PieceRole.NODE and not facts.failure.gave_no_result
                  else Cause.INSTRUMENT_FAILED)
         when = f" ({_at(facts.failure.at_ns, facts)} into the run)" if facts.failure.at_ns else ""
         return Verdict.of(cause, f"{PROSE[cause]}{when}: {facts.failure.message}",
-                          _failure_evidence(facts) + counts)
+                          _failure_evidence(facts) + count_lines)
     publisher = run.get("publisher", {})
     refused = publisher.get("nacked", 0) + publisher.get("errors", 0)
     if refused:
         first = publisher.get("first_error") or "nacked by the broker"
-        return Verdict.of(Cause.PUBLISH_REJECTED, f"{refused} of {run['published']} messages "
-                          f"were refused or failed at publish ({first})", counts)
+        return Verdict.of(Cause.PUBLISH_REJECTED, f"{refused} of {counts.published} messages "
+                          f"were refused or failed at publish ({first})", count_lines)
     if swarm.failed or swarm.disconnects:
         return Verdict.of(Cause.INSTRUMENT_FAILED,
                           f"{swarm.failed} clients failed to connect and {swarm.disconnects}"
                           f" disconnected during the run ({swarm.reconnects} came back; "
                           "the server may have dropped them: see its log); counts and figures "
-                          "are not to be trusted", counts)
+                          "are not to be trusted", count_lines)
     if attribution is None:
-        if run["lost"]:
-            return _lost(run, facts.nodes, counts)
-        if run["published"] == 0:
-            return Verdict.of(Cause.INSTRUMENT_FAILED, "nothing was published", counts)
-        return Verdict.of(Cause.NOTHING_MEASURED, evidence=counts)
-    evidence = counts + [
+        if counts.lost:
+            return _lost(counts, facts.nodes, count_lines)
+        if counts.published == 0:
+            return Verdict.of(Cause.INSTRUMENT_FAILED, "nothing was published", count_lines)
+        return Verdict.of(Cause.NOTHING_MEASURED, evidence=count_lines)
+    evidence = count_lines + [
         f"e2e p99 {hops[HopName.E2E].p99_ms} ms (budget {budget_ms:g} ms); p99 by hop: "
         + ", ".join(f"{hop} {hops[hop].p99_ms} ms" for hop in PATH_HOPS),
         _tail_line(attribution, budget_ms)]
@@ -414,8 +412,8 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     evidence += [line for node in facts.nodes
                  if (line := busy_line(node.node, node.profile or {}))]
     if attribution.tail == "p99" or not attribution.shares:  # the budget is met
-        if run["lost"]:  # ...by what arrived: the loss is the story, never `none`
-            return _lost(run, facts.nodes, evidence)
+        if counts.lost:  # ...by what arrived: the loss is the story, never `none`
+            return _lost(counts, facts.nodes, evidence)
         return Verdict.of(Cause.WITHIN_BUDGET, evidence=evidence, shares=attribution.shares)
     culprit, together = top_culprit(attribution)
     top = next(s for s in attribution.shares if s.culprit == culprit)
@@ -479,18 +477,20 @@ def _at(t_ns: int, facts: RunFacts) -> str:
     return f"{(t_ns - facts.t0_ns) / 1e9:.1f} s" if facts.t0_ns else "?"
 
 
-def _count_evidence(run: dict) -> list[str]:
+def _count_evidence(run: dict, counts: Counts) -> list[str]:
+    """The counts a verdict must mention (`run`: the bounds on them, what was held at the
+    end, which are the run's)."""
     out = list(run.get("bounds", []))
-    if run["lost"]:
-        out.append(f"lost {run['lost']} of {run['expected_deliveries']} deliveries")
-    if run.get("not_delivered"):
+    if counts.lost:
+        out.append(f"lost {counts.lost} of {counts.expected_deliveries} deliveries")
+    if counts.not_delivered:
         held = run.get("held_at_end", {})
-        out.append(f"fell behind: {run['not_delivered']} of {run['expected_deliveries']} "
+        out.append(f"fell behind: {counts.not_delivered} of {counts.expected_deliveries} "
                    "deliveries were still on their way when the run stopped (RabbitMQ held "
                    f"{held.get('broker_ready', 0)} ready messages, the nodes "
                    f"{held.get('nodes_in_hand', 0)} unhandled): late, not lost")
-    if run["duplicated"]:
-        out.append(f"{run['duplicated']} duplicate deliveries")
+    if counts.duplicated:
+        out.append(f"{counts.duplicated} duplicate deliveries")
     return out
 
 
@@ -498,15 +498,15 @@ def _failure_evidence(facts: RunFacts) -> list[str]:
     return [f"run failed: {facts.failure.message}"] if facts.failure else []
 
 
-def _lost(run: dict, nodes: tuple[NodeFigures, ...], evidence: list[str]) -> Verdict:
+def _lost(counts: Counts, nodes: tuple[NodeFigures, ...], evidence: list[str]) -> Verdict:
     """Where deliveries were lost: before a node's handler, or after its emit."""
-    short = [(n.node, n.handled) for n in nodes if n.handled < run["published"]]
+    short = [(n.node, n.handled) for n in nodes if n.handled < counts.published]
     if short:
-        detail = ", ".join(f"{node} handled {handled} of {run['published']}"
+        detail = ", ".join(f"{node} handled {handled} of {counts.published}"
                            for node, handled in short)
-        return Verdict.of(Cause.LOST_BEFORE_NODE, f"{run['lost']} deliveries lost: messages "
+        return Verdict.of(Cause.LOST_BEFORE_NODE, f"{counts.lost} deliveries lost: messages "
                           f"never reached a node's handler ({detail})", evidence)
-    return Verdict.of(Cause.LOST, f"{run['lost']} deliveries lost: every node emitted every "
+    return Verdict.of(Cause.LOST, f"{counts.lost} deliveries lost: every node emitted every "
                       "message, yet members never received some", evidence)
 
 
@@ -844,13 +844,11 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
     for message in messages:
         by_group.setdefault(message.group, []).append(message)
     groups = {}
-    for group_id, group in run["groups"].items():
+    for group_id, raw in run["groups"].items():
+        group = GroupFigures.from_json(raw)
         # the group's own counts and hops, over the run's: what its verdict reads
-        view = {**run, **{k: group[k] for k in ("lost", "duplicated", "expected_deliveries",
-                                                "published")}}
-        view["hops"] = {**run["hops"], **group["hops"]}
-        groups[group_id] = verdict(replace(facts, run=view, hops=None),
-                                   attribute(by_group.get(group_id, []), charger, budget_ms),
+        own = replace(facts, counts=group.counts, hops={**facts.hops, **group.hops})
+        groups[group_id] = verdict(own, attribute(by_group.get(group_id, []), charger, budget_ms),
                                    budget_ms)
     return Judgement(attribution, verdict(facts, attribution, budget_ms), groups)
 

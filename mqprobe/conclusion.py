@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from mqprobe.analysis import by_point, representative
-from mqprobe.figures import CpuUse, PieceCpu
+from mqprobe.figures import Counts, CpuUse, PieceCpu
 from mqprobe.model import Culprit, HopName, PieceRole, RunResult
 
 COST_RATIO_WORTH_SAYING = 1.5  # a row that costs this many times the winner's CPU is named
@@ -94,11 +94,12 @@ def _row(point: str, runs: list[RunResult]) -> Row:
         lag = median["self_lag_ms"]["p99"]
         low, high = max(0.0, p99 - lag), p99 + lag
     failed = sum(1 for r in runs if r.get("error"))
-    lost = sum(r["lost"] for r in runs)
+    counts = Counts.total(Counts.from_json(r) for r in runs)
+    lost = counts.lost
     why = (f"{failed} of {len(runs)} run(s) failed" if failed else
            f"lost {lost} deliveries" if lost else "")
-    within = all(r["verdict"]["culprit"] == Culprit.NONE and not r.get("not_delivered")
-                 for r in runs)
+    within = (all(r["verdict"]["culprit"] == Culprit.NONE for r in runs)
+              and not counts.not_delivered)
     return Row(point, p99, low, high, len(runs), within, not why, why, cost_of(median))
 
 

@@ -7,6 +7,7 @@ results in tests/data back and writes them again)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 QUEUE_COLUMNS = ("t_s", "ready", "consumers")  # a queue's depth samples, in evidence.broker.queues
@@ -133,6 +134,53 @@ class HopFigures:
     def by_hop(cls, doc: dict | None) -> dict[str, HopFigures]:
         """A result's `hops` (hop name -> its figures), typed."""
         return {hop: cls.from_json(figures) for hop, figures in (doc or {}).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Deliveries counted, for a run or one of its groups (design.md's run fields, at the
+    top of a run's JSON and in each group's): what was published, what its members should
+    have received, what arrived, and what did not: lost (it never will) or still on its way
+    when the run stopped (`not_delivered`, late, not lost)."""
+
+    published: int = 0
+    expected_deliveries: int = 0
+    delivered: int = 0
+    lost: int = 0
+    not_delivered: int = 0
+    duplicated: int = 0
+
+    def to_json(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Counts:
+        """From a run's (or a group's) JSON, whatever else it holds; absent is 0."""
+        return cls(**{name: int(doc.get(name, 0)) for name in cls.__dataclass_fields__})
+
+    @classmethod
+    def total(cls, parts: Iterable[Counts]) -> Counts:
+        parts = list(parts)
+        return cls(**{name: sum(getattr(part, name) for part in parts)
+                      for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFigures:
+    """One group of a run (the result's `groups.<id>`, but its verdict, which analysis
+    gives afterwards): its members, its counts, its hops (fan-out among them)."""
+
+    members: int
+    counts: Counts
+    hops: dict[str, HopFigures] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"members": self.members, **self.counts.to_json(),
+                "hops": {hop: figures.to_json() for hop, figures in self.hops.items()}}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> GroupFigures:
+        return cls(int(doc.get("members", 0)), Counts.from_json(doc), HopFigures.by_hop(doc.get("hops")))
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from mqprobe.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.attribution import Verdict
 from mqprobe.conclusion import conclude, conclude_sweep
 from mqprobe.errors import ResultFormatError
+from mqprobe.figures import Counts
 from mqprobe.model import HOPS, PATH_HOPS, ComparisonResult, Culprit, HopName, RunResult
 from mqprobe.result_check import result_problem
 
@@ -103,10 +104,10 @@ def compare_table(result: dict) -> Table:
         cells.append(f"{_ms(e2e['p50_ms'])}/{_ms(e2e['p99_ms'])}/{_ms(e2e['max_ms'])}"
                      f"{_pm(run, HopName.E2E)}")
         text, style = verdict_cell(run) if len(runs) == 1 else repeats_cell(runs)
+        counts = Counts.total(Counts.from_json(r) for r in runs)
         table.add_row(
-            run["topology"], run["layout"],
-            f"{sum(r['delivered'] for r in runs)}/{sum(r['expected_deliveries'] for r in runs)}",
-            _lost_cell(runs), _flag(sum(r["duplicated"] for r in runs)),
+            run["topology"], run["layout"], f"{counts.delivered}/{counts.expected_deliveries}",
+            _lost_cell(counts), _flag(counts.duplicated),
             *cells, _ms(run["self_lag_ms"]["p99"]), _cost_cell(run), Text(text, style=style))
     return table
 
@@ -163,11 +164,11 @@ def _cost_cell(run: dict) -> str:
                     for k in ("broker_per_1k_deliveries", "nodes_per_1k_deliveries"))
 
 
-def _lost_cell(runs: list[dict]) -> str:
+def _lost_cell(counts: Counts) -> str:
     """Lost (will never arrive), and below it what was still on its way at the end."""
-    lost = _flag(sum(r["lost"] for r in runs))
-    behind = sum(r.get("not_delivered", 0) for r in runs)
-    return f"{lost}\n[yellow]+{behind} late[/yellow]" if behind else lost
+    lost = _flag(counts.lost)
+    return (f"{lost}\n[yellow]+{counts.not_delivered} late[/yellow]" if counts.not_delivered
+            else lost)
 
 
 def _flag(count: int) -> str:
@@ -290,8 +291,8 @@ def sweep_table(result: dict) -> Table:
                 text += f"  {repeats_cell(runs)[0]}"
             elif run["verdict"]["culprit"] != Culprit.NONE:
                 text += f"  {verdict_cell(run)[0]}"
-            if run["lost"]:
-                text += f"  [red]lost {run['lost']}[/red]"
+            if lost := Counts.from_json(run).lost:
+                text += f"  [red]lost {lost}[/red]"
             knee = knees.get(name)
             if knee and knee["load"] == value:
                 text = f"[bold]* {text}[/bold]"

@@ -14,6 +14,7 @@ from mqprobe import __version__
 from mqprobe.analysis import agreement
 from mqprobe.broker.connect import connect_problem, redact_url
 from mqprobe.errors import InputError
+from mqprobe.figures import Counts
 from mqprobe.model import ComparisonResult, Culprit, RunResult
 from mqprobe.one_run import Observer, run_one
 from mqprobe.placement import placed
@@ -153,12 +154,13 @@ def exit_policy(runs: list[RunResult], gate: bool) -> tuple[int, str]:
     deliveries; with --gate, OVER_BUDGET_EXIT when one was over budget or still had
     deliveries on their way at the end; else (0, '')."""
     failed = sum(1 for run in runs if run.get("error"))
-    lost = sum(1 for run in runs if run["lost"])
+    counts = [Counts.from_json(run) for run in runs]
+    lost = sum(1 for count in counts if count.lost)
     if failed or lost:
         return FAILED_EXIT, ", ".join(part for part in (
             f"{failed} run(s) failed" if failed else "",
             f"{lost} run(s) lost deliveries" if lost else "") if part)
-    behind = sum(1 for run in runs if run.get("not_delivered"))
+    behind = sum(1 for count in counts if count.not_delivered)
     over = sum(1 for run in runs if run["verdict"]["culprit"] != Culprit.NONE)
     if gate and (behind or over):
         return OVER_BUDGET_EXIT, ", ".join(part for part in (

@@ -15,7 +15,7 @@ import re
 from mqprobe.analysis import by_point, representative
 from mqprobe.conclusion import conclude_sweep
 from mqprobe.errors import InputError
-from mqprobe.figures import BrokerEvidence
+from mqprobe.figures import BrokerEvidence, Counts
 from mqprobe.model import HopName
 from mqprobe.one_run import Observer
 from mqprobe.runner import Point, broker_version, new_result, run_points
@@ -71,8 +71,8 @@ def find_knee(runs: list[dict], budget_ms: float, rate_of) -> dict | None:
         if p99 > limit:
             reasons.append(f"p99 e2e {p99} ms > {limit:.1f} ms ({KNEE_FACTOR:g}x the baseline "
                            f"{baseline} ms, at least the budget)")
-        if run["lost"]:
-            reasons.append(f"{run['lost']} deliveries lost")
+        if lost := Counts.from_json(run).lost:
+            reasons.append(f"{lost} deliveries lost")
         backlog = BrokerEvidence.from_json(run.get("evidence", {}).get("broker")).max_ready
         if backlog > max(10, rate_of(run)):
             reasons.append(f"queue backlog of {backlog} messages")

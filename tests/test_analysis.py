@@ -252,6 +252,22 @@ def test_what_did_not_arrive_is_lost_or_late(swarm, broker_ready, in_hand, lost,
     assert run["held_at_end"] == {"broker_ready": broker_ready, "nodes_in_hand": in_hand}
 
 
+def test_a_groups_verdict_counts_its_own_deliveries():
+    """A group's verdict reads the group's counts: one group behind at the end, the other
+    whole (the group's verdict once said the run's `fell behind` of every group)."""
+    from mqprobe.analysis import RunFacts, judge, merge_run
+    from mqprobe.records import Latency
+
+    node = {"node": "n1", "handled": 200, "loop_lag": Latency().to_json(), "in_hand_at_end": 0}
+    swarm = _tallied({"1": (10, 600, 10, 600, 0), "2": (10, 1000, 10, 1000, 0)})
+    run = merge_run({"published": {"1": 100, "2": 100}}, [swarm], [node], 40)
+    judged = judge(run, RunFacts(run), [], 50.0)
+    behind = [line for line in judged.verdict.evidence if line.startswith("fell behind")]
+    assert behind and behind[0].startswith("fell behind: 400 of 2000 deliveries"), judged.verdict
+    assert any(line.startswith("fell behind: 400 of 1000") for line in judged.groups["1"].evidence)
+    assert not any("fell behind" in line for line in judged.groups["2"].evidence), judged.groups["2"]
+
+
 def test_a_nodes_figures_keep_the_ticks_its_loop_monitor_lost():
     """docs/reference.md promised loop_cpu.failed_ticks; the node summary dropped it."""
     from mqprobe.analysis import node_figures

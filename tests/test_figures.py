@@ -8,7 +8,9 @@ import pytest
 from mqprobe.figures import (
     BacklogGrowth,
     BrokerEvidence,
+    Counts,
     CpuUse,
+    GroupFigures,
     HopFigures,
     HostCpu,
     LoopCpu,
@@ -40,6 +42,22 @@ def test_saved_results_read_back_and_write_the_same_json(saved):
     assert all(CpuUse.from_json(doc).to_json() == doc for doc in cpus)
     assert all(SwarmFigures.from_json(doc).to_json() == doc for doc in swarms)
     assert all({hop: f.to_json() for hop, f in HopFigures.by_hop(doc).items()} == doc for doc in hops)
+    groups = [{k: v for k, v in g.items() if k != "verdict"}  # analysis gives it afterwards
+              for run in runs for g in run["groups"].values()]
+    assert groups and all(GroupFigures.from_json(doc).to_json() == doc for doc in groups)
+    for run in runs:  # a run's counts are its groups' summed
+        assert Counts.from_json(run) == Counts.total(
+            GroupFigures.from_json(g).counts for g in run["groups"].values())
+
+
+def test_counts_read_what_they_count_and_sum():
+    run = {"published": 10, "expected_deliveries": 1000, "delivered": 990, "lost": 4,
+           "not_delivered": 6, "duplicated": 2, "hops": {}, "topology": "fanout"}
+    counts = Counts.from_json(run)
+    assert counts == Counts(10, 1000, 990, 4, 6, 2)
+    assert counts.to_json() == {k: v for k, v in run.items() if k not in ("hops", "topology")}
+    assert Counts.from_json({"published": 3}) == Counts(published=3)  # absent is 0
+    assert Counts.total([counts, Counts(lost=1)]) == Counts(10, 1000, 990, 5, 6, 2)
 
 
 def test_broker_evidence_round_trips_every_figure():
