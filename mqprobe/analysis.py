@@ -35,6 +35,7 @@ from mqprobe.figures import (
     LoopLag,
     NodeFigures,
     SwarmFigures,
+    hop_figures,
 )
 from mqprobe.footprint import CpuSampler
 from mqprobe.model import (
@@ -871,7 +872,7 @@ def agreement_text(counts: dict[str, int]) -> str:
 
 def representative(runs: list[RunResult]) -> RunResult:
     """The repeat whose e2e p99 is the median: the one a table shows."""
-    ordered = sorted(runs, key=lambda r: r["hops"][HopName.E2E]["p99_ms"])
+    ordered = sorted(runs, key=lambda r: hop_figures(r, HopName.E2E).p99_ms)
     return ordered[(len(ordered) - 1) // 2]
 
 

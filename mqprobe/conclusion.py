@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from mqprobe.analysis import by_point, representative
-from mqprobe.figures import Counts, CpuUse, PieceCpu
+from mqprobe.figures import Counts, CpuUse, PieceCpu, hop_figures
 from mqprobe.model import Culprit, HopName, PieceRole, RunResult
 
 COST_RATIO_WORTH_SAYING = 1.5  # a row that costs this many times the winner's CPU is named
@@ -86,9 +86,9 @@ class Conclusion:
 
 def _row(point: str, runs: list[RunResult]) -> Row:
     median = representative(runs)  # the repeat the table shows
-    p99 = median["hops"][HopName.E2E]["p99_ms"]
+    p99 = hop_figures(median, HopName.E2E).p99_ms
     if len(runs) > 1:
-        p99s = [r["hops"][HopName.E2E]["p99_ms"] for r in runs]
+        p99s = [hop_figures(r, HopName.E2E).p99_ms for r in runs]
         low, high = min(p99s), max(p99s)
     else:
         lag = median["self_lag_ms"]["p99"]

@@ -29,6 +29,7 @@ from hdrh.log import HistogramLogWriter
 
 from mqprobe.analysis import by_point, representative
 from mqprobe.errors import InputError
+from mqprobe.figures import hop_figures
 from mqprobe.model import HOP_COLOURS, HOPS, PATH_HOPS, Cause, HopName
 from mqprobe.timeline import EventKind
 
@@ -265,7 +266,7 @@ def _lanes(events: list[dict]) -> dict[str, tuple[str, list[dict]]]:
 def run_timelines(result: dict) -> list[Picture]:
     """One timeline per run, the worst p99 e2e first."""
     budget = (result.get("workload") or {}).get("budget_ms")
-    worst = sorted(result["runs"], key=lambda r: -r["hops"][HopName.E2E]["p99_ms"])
+    worst = sorted(result["runs"], key=lambda r: -hop_figures(r, HopName.E2E).p99_ms)
     return [run_timeline(run, budget) for run in worst[:MAX_TIMELINES]]
 
 
@@ -277,10 +278,10 @@ def tail_by_hop(result: dict) -> Picture:
     for ax, (name, key) in zip(axes, (("p50", "p50_ms"), ("p99", "p99_ms")), strict=True):
         left = [0.0] * len(runs)
         for hop in PATH_HOPS:
-            widths = [run["hops"][hop][key] for run in runs]
+            widths = [getattr(hop_figures(run, hop), key) for run in runs]
             ax.barh(rows, widths, left=left, color=HOP_COLOURS[hop], label=hop, height=0.6)
             left = [a + b for a, b in zip(left, widths, strict=True)]
-        e2e = [run["hops"][HopName.E2E][key] for run in runs]
+        e2e = [getattr(hop_figures(run, HopName.E2E), key) for run in runs]
         ax.plot(e2e, rows, linestyle="none", marker="|", markersize=18, color="black",
                 markeredgewidth=2, label=f"e2e {name}")
         ax.set_title(f"hops at {name} (stacked), e2e {name} marked")
@@ -312,7 +313,7 @@ def sweep_curves(result: dict) -> Picture:
                       key=lambda r: r.get("load", 0))
         loads = [r.get("load", 0) for r in runs]
         for hop in HOPS:
-            ax.plot(loads, [r["hops"][hop]["p99_ms"] for r in runs], marker="o", markersize=3,
+            ax.plot(loads, [hop_figures(r, hop).p99_ms for r in runs], marker="o", markersize=3,
                     color=HOP_COLOURS[hop], label=f"{hop} p99",
                     linewidth=2 if hop == HopName.E2E else 1.2)
         if budget:
@@ -330,7 +331,7 @@ def sweep_curves(result: dict) -> Picture:
         ax.set_title(f"{topology} ({sweep.get('layout', '')})")
         ax.set_xlabel(sweep["axis"])
         ax.set_ylabel("p99 ms")
-        values = [r["hops"][hop]["p99_ms"] for r in runs for hop in HOPS if r["hops"][hop]["p99_ms"] > 0]
+        values = [p99 for r in runs for hop in HOPS if (p99 := hop_figures(r, hop).p99_ms) > 0]
         if values and max(values) > 30 * min(values):  # a cliff: keep the baseline readable
             ax.set_yscale("log")
             ax.set_ylabel("p99 ms (log scale)")

@@ -15,7 +15,7 @@ from mqprobe.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.attribution import Verdict
 from mqprobe.conclusion import conclude, conclude_sweep
 from mqprobe.errors import ResultFormatError
-from mqprobe.figures import Counts
+from mqprobe.figures import Counts, hop_figures
 from mqprobe.model import HOPS, PATH_HOPS, ComparisonResult, Culprit, HopName, RunResult
 from mqprobe.result_check import result_problem
 
@@ -97,11 +97,10 @@ def compare_table(result: dict) -> Table:
     points = by_point(result.get("runs", []), lambda r: (r["topology"], r["layout"]))
     for runs in points.values():
         run = representative(runs)
-        hops = run["hops"]
-        cells = [f"{_ms(hops[h]['p50_ms'])}/{_ms(hops[h]['p99_ms'])}{_pm(run, h)}"
-                 for h in HOPS[:-1]]
+        hops = {hop: hop_figures(run, hop) for hop in HOPS}  # what result_check checked
+        cells = [f"{_ms(hops[h].p50_ms)}/{_ms(hops[h].p99_ms)}{_pm(run, h)}" for h in HOPS[:-1]]
         e2e = hops[HopName.E2E]
-        cells.append(f"{_ms(e2e['p50_ms'])}/{_ms(e2e['p99_ms'])}/{_ms(e2e['max_ms'])}"
+        cells.append(f"{_ms(e2e.p50_ms)}/{_ms(e2e.p99_ms)}/{_ms(e2e.max_ms)}"
                      f"{_pm(run, HopName.E2E)}")
         text, style = verdict_cell(run) if len(runs) == 1 else repeats_cell(runs)
         counts = Counts.total(Counts.from_json(r) for r in runs)
@@ -282,11 +281,11 @@ def sweep_table(result: dict) -> Table:
                 cells.append("")
                 continue
             run = representative(runs)
-            hops = run["hops"]
+            hops = {hop: hop_figures(run, hop) for hop in HOPS}
             # mq / server / delivery = e2e, each hop between two clocks with its error bar
-            text = " / ".join(f"{_ms(hops[hop]['p99_ms'])}{_pm(run, hop, '')}"
+            text = " / ".join(f"{_ms(hops[hop].p99_ms)}{_pm(run, hop, '')}"
                               for hop in PATH_HOPS) + (
-                f" = {_ms(hops[HopName.E2E]['p99_ms'])}{_pm(run, HopName.E2E, '')}")
+                f" = {_ms(hops[HopName.E2E].p99_ms)}{_pm(run, HopName.E2E, '')}")
             if len(runs) > 1:
                 text += f"  {repeats_cell(runs)[0]}"
             elif run["verdict"]["culprit"] != Culprit.NONE:

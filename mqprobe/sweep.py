@@ -15,7 +15,7 @@ import re
 from mqprobe.analysis import by_point, representative
 from mqprobe.conclusion import conclude_sweep
 from mqprobe.errors import InputError
-from mqprobe.figures import BrokerEvidence, Counts
+from mqprobe.figures import BrokerEvidence, Counts, hop_figures
 from mqprobe.model import HopName
 from mqprobe.one_run import Observer
 from mqprobe.runner import Point, broker_version, new_result, run_points
@@ -63,11 +63,11 @@ def find_knee(runs: list[dict], budget_ms: float, rate_of) -> dict | None:
     """The first run (in load order) that left the baseline, with why; None if none did."""
     if not runs:
         return None
-    baseline = min(r["hops"][HopName.E2E]["p99_ms"] for r in runs[:2])
+    baseline = min(hop_figures(r, HopName.E2E).p99_ms for r in runs[:2])
     limit = max(KNEE_FACTOR * baseline, budget_ms)
     for run in runs:
         reasons = []
-        p99 = run["hops"][HopName.E2E]["p99_ms"]
+        p99 = hop_figures(run, HopName.E2E).p99_ms
         if p99 > limit:
             reasons.append(f"p99 e2e {p99} ms > {limit:.1f} ms ({KNEE_FACTOR:g}x the baseline "
                            f"{baseline} ms, at least the budget)")
