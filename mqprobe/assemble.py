@@ -22,12 +22,11 @@ from mqprobe.analysis import (
 )
 from mqprobe.attribution import paused_together
 from mqprobe.broker.sampler import QueueSampler
-from mqprobe.clocks import ClockOffset
+from mqprobe.clocks import ClockOffset, RunClocks
 from mqprobe.conclusion import cost_of
 from mqprobe.figures import BrokerEvidence, CpuUse
 from mqprobe.footprint import CpuSampler
 from mqprobe.model import HopName, RunResult
-from mqprobe.placement import clocks_json
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.topology import Topology
 from mqprobe.workload import Workload
@@ -57,8 +56,9 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     run["nodes"] = [f.to_json() for f in figures]
     broker = sampler.summary() if sampler else BrokerEvidence.not_measured()
     run["evidence"] = {"broker": broker.to_json()}
+    run_clocks = RunClocks.of(clocks) if clocks else RunClocks()
     if clocks:
-        run["clocks"] = clocks_json(clocks)
+        run["clocks"] = run_clocks.to_json()
     samples = [s for swarm in swarms for s in swarm.get("samples", [])]
     if samples:
         run["samples"] = samples
@@ -89,10 +89,9 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
                      broker=broker, nodes=figures, cpu_use=cpu_use, swarm=swarm)
     judged = judge(run, facts, messages, workload.budget_ms)
     evidence = judged.verdict.evidence
-    bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
-    if any(bars.values()):
+    if run_clocks.apart:
         evidence.append("hosts' clocks differ (measured over the broker): " + ", ".join(
-            f"{hop} ±{bar:g} ms" for hop, bar in bars.items() if bar))
+            f"{hop} ±{bar:g} ms" for hop, bar in run_clocks.hop_uncertainty_ms.items() if bar))
     if failure and not any("run failed" in line for line in evidence):
         evidence.insert(0, f"run failed: {failure.message}")
     run["attribution"] = judged.attribution.to_json() if judged.attribution else None

@@ -24,9 +24,9 @@ the error bar by the drift in between (`ClockOffset.widened_by`).
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mqprobe.model import HOP_CLOCKS
+from mqprobe.model import HOP_CLOCKS, is_node_piece
 from mqprobe.stamps import CLOCK_SKEW_NS
 
 
@@ -59,6 +59,11 @@ class ClockOffset:
         return {"offset_ms": round(self.offset_ns / 1e6, 3),
                 "uncertainty_ms": round(self.uncertainty_ns / 1e6, 3),
                 "exchanges": self.exchanges, "drift_ms": round(self.drift_ns / 1e6, 3)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> ClockOffset:
+        return cls(round(doc["offset_ms"] * 1e6), round(doc["uncertainty_ms"] * 1e6),
+                   int(doc["exchanges"]), round(doc.get("drift_ms", 0) * 1e6))
 
     def widened_by(self, later: ClockOffset) -> ClockOffset:
         """This estimate (the one the hops were corrected with), valid over the time up to a
@@ -128,6 +133,37 @@ class ProbeBounds:
             return SAME_CLOCK
         return ClockOffset((self.low + self.high) // 2, (self.high - self.low) // 2,
                            self.probes)
+
+
+@dataclass(frozen=True)
+class RunClocks:
+    """A run's clocks (the result's `clocks`): each piece's offset from compare's clock,
+    and each hop's error bar in ms from the clocks its two ends were stamped on."""
+
+    pieces: dict[str, ClockOffset] = field(default_factory=dict)
+    hop_uncertainty_ms: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, clocks: dict[str, ClockOffset]) -> RunClocks:
+        nodes = [offset for name, offset in clocks.items() if is_node_piece(name)]
+        swarms = [offset for name, offset in clocks.items() if name.startswith("swarm")]
+        return cls(dict(clocks), hop_uncertainty(clocks["publisher"], nodes, swarms))
+
+    @property
+    def apart(self) -> bool:
+        """Some hop's two ends were stamped on different hosts."""
+        return any(self.hop_uncertainty_ms.values())
+
+    def to_json(self) -> dict:
+        return {"pieces": {name: offset.to_json() for name, offset in self.pieces.items()},
+                "hop_uncertainty_ms": dict(self.hop_uncertainty_ms)}
+
+    @classmethod
+    def from_json(cls, doc: dict | None) -> RunClocks:
+        """A saved run's clocks (none: one clock, as before clocks were measured)."""
+        doc = doc or {}
+        return cls({name: ClockOffset.from_json(c) for name, c in doc.get("pieces", {}).items()},
+                   dict(doc.get("hop_uncertainty_ms", {})))
 
 
 def hop_uncertainty(publisher: ClockOffset, nodes: list[ClockOffset],

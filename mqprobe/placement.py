@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mqprobe.agent import LOCAL, Hub
-from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, hop_uncertainty
+from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id
 from mqprobe.model import is_node_piece
 from mqprobe.node import NodeConfig
 from mqprobe.process import Child, Piece, RunError
@@ -109,10 +109,4 @@ def clock_command(clocks: dict[str, ClockOffset], swarm: str) -> SetClock:
                     nodes_ns={name: offset.relative_to(own).offset_ns
                               for name, offset in clocks.items() if is_node_piece(name)})
 
-
-def clocks_json(clocks: dict[str, ClockOffset]) -> dict:
-    nodes = [offset for name, offset in clocks.items() if is_node_piece(name)]
-    swarms = [offset for name, offset in clocks.items() if name.startswith("swarm")]
-    return {"pieces": {name: offset.to_json() for name, offset in clocks.items()},
-            "hop_uncertainty_ms": hop_uncertainty(clocks["publisher"], nodes, swarms)}
 

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from mqprobe.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.attribution import Verdict
+from mqprobe.clocks import RunClocks
 from mqprobe.conclusion import conclude, conclude_sweep
 from mqprobe.errors import ResultFormatError
 from mqprobe.figures import Counts, hop_figures
@@ -134,19 +135,19 @@ def verdict_cell(run: RunResult) -> tuple[str, str]:
 
 def _pm(run: RunResult, hop: str, sep: str = "\n") -> str:
     """The hop's clock error bar when its two ends were stamped on different hosts."""
-    bars = run.get("clocks", {}).get("hop_uncertainty_ms", {})
-    if not any(bars.values()):
+    clocks = RunClocks.from_json(run.get("clocks"))
+    if not clocks.apart:
         return ""  # one clock: no hop has an error bar from clocks
-    bar = bars.get(hop, 0)
+    bar = clocks.hop_uncertainty_ms.get(hop, 0)
     return f"{sep}±{_ms(bar) if bar else 0}"
 
 
 def _clock_lines(run: dict) -> list[str]:
-    pieces = run.get("clocks", {}).get("pieces", {})
-    return [f"{name}: {c['offset_ms']:+.3f} ms from this host's clock ±{c['uncertainty_ms']:.3f} "
-            f"({c['exchanges']} exchanges over the broker, before and after the run; drift "
-            f"{c.get('drift_ms', 0):.3f} ms)"
-            for name, c in pieces.items() if c["exchanges"]]
+    pieces = RunClocks.from_json(run.get("clocks")).pieces
+    return [f"{name}: {c.offset_ns / 1e6:+.3f} ms from this host's clock "
+            f"±{c.uncertainty_ns / 1e6:.3f} ({c.exchanges} exchanges over the broker, before "
+            f"and after the run; drift {c.drift_ns / 1e6:.3f} ms)"
+            for name, c in pieces.items() if not c.same_clock]
 
 
 def _members(workload: dict) -> str:

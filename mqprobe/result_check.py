@@ -61,6 +61,16 @@ def count(value: object, where: str) -> str:
     return ""
 
 
+MAX_CLOCK_MS = 1e9  # an offset or error bar beyond 11 days is no clock's (and fits in ns)
+
+
+@shape({"type": "number", "minimum": -MAX_CLOCK_MS, "maximum": MAX_CLOCK_MS})
+def clock_ms(value: object, where: str) -> str:
+    if problem := number(value, where):
+        return problem
+    return "" if abs(value) <= MAX_CLOCK_MS else _say(where, "is beyond any clock's offset")
+
+
 @shape({"type": "string"})
 def text(value: object, where: str) -> str:
     return "" if isinstance(value, str) else _say(where, "is not text")
@@ -173,9 +183,9 @@ VERDICT = fields({"culprit": one_of(Culprit), "cause": cause_text},
                  {"evidence": each(text),
                   "shares": each(fields({"cause": one_of(Cause), "share": number},
                                         {"mean_ms": number}))})
-CLOCKS = fields({}, {"hop_uncertainty_ms": values(number),
-                     "pieces": values(fields({"offset_ms": number, "uncertainty_ms": number,
-                                              "exchanges": count}, {"drift_ms": number}))})
+CLOCKS = fields({}, {"hop_uncertainty_ms": values(clock_ms),
+                     "pieces": values(fields({"offset_ms": clock_ms, "uncertainty_ms": clock_ms,
+                                              "exchanges": count}, {"drift_ms": clock_ms}))})
 RUN = fields(
     {"topology": name, "layout": name,
      **{k: number for k in ("published", "expected_deliveries", "delivered", "lost",

@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mqprobe.clocks import ProbeBounds, bound_from_probe
+from mqprobe.clocks import ProbeBounds, RunClocks, bound_from_probe
 from mqprobe.embed import Tracer
 from mqprobe.errors import InputError
 from mqprobe.records import HopSet
@@ -306,7 +306,7 @@ def replay(result: dict, group: str) -> list[dict]:
         samples = [s for s in samples if str(s[0]) == group]
         out.append({"topology": run["topology"], "layout": run["layout"],
                     "load": run.get("load"), **figures, "samples": samples,
-                    "clock_ms": run.get("clocks", {}).get("hop_uncertainty_ms", {})})
+                    "clock_ms": RunClocks.from_json(run.get("clocks")).hop_uncertainty_ms})
     return out
 
 

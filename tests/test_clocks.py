@@ -4,6 +4,7 @@ from mqprobe.clocks import (
     SAME_CLOCK,
     ClockOffset,
     ProbeBounds,
+    RunClocks,
     bound_from_probe,
     from_exchanges,
     hop_uncertainty,
@@ -74,3 +75,18 @@ def test_drift_between_measurements_widens_the_error_bar():
     assert widened.offset_ns == before.offset_ns  # the one the hops were corrected with
     assert widened.uncertainty_ns == 900_000 + 300_000 and widened.drift_ns == 300_000
     assert SAME_CLOCK.widened_by(SAME_CLOCK) == SAME_CLOCK
+
+
+def test_a_runs_clocks_are_written_and_read_back_typed():
+    import json
+
+    remote = ClockOffset(250 * MS, 900_000, 8, 300_000)
+    clocks = RunClocks.of({"publisher": SAME_CLOCK, "n1": remote, "n2": SAME_CLOCK,
+                           "swarm1": SAME_CLOCK})
+    assert clocks.apart and clocks.hop_uncertainty_ms["mq"] == 0.9
+    doc = json.loads(json.dumps(clocks.to_json()))
+    assert doc["pieces"]["n1"] == {"offset_ms": 250.0, "uncertainty_ms": 0.9, "exchanges": 8,
+                                   "drift_ms": 0.3}
+    assert RunClocks.from_json(doc) == clocks
+    one = RunClocks.of({"publisher": SAME_CLOCK, "n1": SAME_CLOCK, "swarm1": SAME_CLOCK})
+    assert not one.apart and RunClocks.from_json(None) == RunClocks()
