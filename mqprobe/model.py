@@ -247,19 +247,24 @@ class RunResult(TypedDict, total=False):
     delivered: int
     lost: int
     duplicated: int
+    not_delivered: int  # late, not lost (figures.Counts: all six)
+    held_at_end: dict  # broker_ready, nodes_in_hand
+    bounds: list[str]  # counts that are lower bounds, and why
     hops: dict[str, HopSummary]  # RUN_HOPS
     self_lag_ms: LagSummary
     verdict: VerdictJson
     knobs: dict
-    groups: dict[str, dict]  # per group: counts, hops, its own verdict
+    groups: dict[str, dict]  # per group: figures.GroupFigures' JSON, and its own verdict
     hdr: dict[str, str]  # hop -> the HDR histogram, encoded
     untraced: int
     misrouted: int
-    swarm: dict
+    swarm: dict  # figures.SwarmFigures.to_json
     publisher: dict
-    nodes: list[dict]
-    evidence: dict
-    clocks: dict
+    nodes: list[dict]  # figures.NodeFigures.to_json each
+    evidence: dict  # broker: figures.BrokerEvidence.to_json
+    cpu: dict  # figures.CpuUse.to_json
+    cost: dict  # conclusion.Cost.to_json
+    clocks: dict  # clocks.RunClocks.to_json
     samples: list[list[int]]
     timeline: dict
     attribution: dict | None
