@@ -838,7 +838,8 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
     cpu = dict(facts.cpu)  # the nodes' loops, and the broker's threads as compare saw them
     if facts.footprint and (broker_rows := facts.footprint.ready_wait_rows(BROKER)):
         cpu[BROKER] = broker_rows
-    charger = Charger(Timeline(charged_events(facts.swarm, facts.events), cpu),
+    used = facts.footprint.used_rows() if facts.footprint else None  # who had the CPU
+    charger = Charger(Timeline(charged_events(facts.swarm, facts.events), cpu, used),
                       messages, budget_ms * 1e6)
     attribution = attribute(messages, charger, budget_ms)
     by_group: dict[str, list[MessageDeliveries]] = {}
@@ -851,7 +852,10 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
         own = replace(facts, counts=group.counts, hops={**facts.hops, **group.hops})
         groups[group_id] = verdict(own, attribute(by_group.get(group_id, []), charger, budget_ms),
                                    budget_ms)
-    return Judgement(attribution, verdict(facts, attribution, budget_ms), groups)
+    said = verdict(facts, attribution, budget_ms)
+    if attribution and said.cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
+        said.evidence.extend(charger.catch_up_lines())
+    return Judgement(attribution, said, groups)
 
 
 # -- repeats -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mqprobe.errors import ResultFormatError
-from mqprobe.model import PATH_HOPS, Cause, Culprit, HopName, ShareJson, VerdictJson
+from mqprobe.model import HOST_CPU, PATH_HOPS, Cause, Culprit, HopName, ShareJson, VerdictJson
 from mqprobe.timeline import STALL_MIN_NS, EventKind, TimedEvent
 
 FLOOR_PERCENTILE = 10.0
@@ -361,13 +361,36 @@ class CpuSeries:
         return waiting, throttled
 
 
+class UsedSeries:
+    """A piece's CPU in compare's sample windows ([start, wall, on] rows, on our clock):
+    how much it used within spans, pro rata of the windows they overlap."""
+
+    def __init__(self, rows: Iterable[list[int]] = ()) -> None:
+        self.rows = sorted((r for r in rows if r[1] > 0), key=lambda r: r[0])
+        self.starts = [r[0] for r in self.rows]
+
+    def within(self, spans: Iterable[tuple[int, int]]) -> float:
+        used = 0.0
+        for a, b in spans:
+            i = max(0, bisect.bisect_right(self.starts, a) - 1)
+            while i < len(self.rows) and self.rows[i][0] < b:
+                start, wall, on = self.rows[i][:3]
+                overlap = min(b, start + wall) - max(a, start)
+                if overlap > 0:
+                    used += on * overlap / wall
+                i += 1
+        return used
+
+
 class Timeline:
     """The run's intervals by (piece, kind), on one clock: merged, for overlap queries;
     loop stalls and collections also one by one with their parts (CLASSIFIED); a queue's
-    backlog also under the node consuming it; and each piece's loop CPU series."""
+    backlog also under the node consuming it; each piece's loop CPU series; and what CPU
+    each piece and the host used (`used`: compare's samples, HOST_CPU the host's)."""
 
     def __init__(self, events: Iterable[TimedEvent],
-                 cpu: dict[str, list[list[int]]] | None = None) -> None:
+                 cpu: dict[str, list[list[int]]] | None = None,
+                 used: dict[str, list[list[int]]] | None = None) -> None:
         spans: dict[tuple[str, EventKind], list[tuple[int, int]]] = defaultdict(list)
         split: dict[tuple[str, EventKind], list[tuple[int, int, Parts]]] = defaultdict(list)
         for event in events:
@@ -387,6 +410,7 @@ class Timeline:
         self._empty = Intervals(())
         self._cpu = {piece: CpuSeries(rows) for piece, rows in (cpu or {}).items()}
         self._no_cpu = CpuSeries()
+        self._used = {piece: UsedSeries(rows) for piece, rows in (used or {}).items()}
 
     def get(self, piece: str, kind: EventKind) -> Intervals:
         """The piece's intervals of a kind, merged."""
@@ -410,6 +434,11 @@ class Timeline:
 
     def cpu(self, piece: str) -> CpuSeries:
         return self._cpu.get(piece, self._no_cpu)
+
+    def used(self, piece: str, spans: Iterable[tuple[int, int]]) -> float:
+        """CPU ns the piece (or HOST_CPU: the host) used within the spans; 0 when unknown."""
+        series = self._used.get(piece)
+        return series.within(spans) if series else 0.0
 
 
 def _running_max(events: list[tuple[int, int, Parts]]) -> list[int]:
@@ -542,6 +571,7 @@ class Charger:
         self.backlogs = {node: Intervals(s, gap=GAP_NS) for node, s in spans.items()}
         self.busy = {node: Intervals(timeline.cpu(node).busy_spans(), gap=GAP_NS) for node in spans}
         self.held_apart_ns = held_apart(timeline, messages)
+        self.catching_up = {node: self._catching_up(node) for node in spans}
 
     def backlog_at(self, node: str, t: int, busy: bool = False) -> tuple[int, int] | None:
         """The node's backlog period (or with `busy`, its busy period) that holds time t."""
@@ -626,7 +656,8 @@ class Charger:
         if not waits:
             return free, _length(free) + work
         waiting, throttled = timeline.cpu(node).waits_in(free)
-        charged = _fit({Cause.CPU_STARVED: waiting, Cause.CPU_THROTTLED: throttled}, _length(free))
+        charged = _fit({**self._starved(node, free, waiting), Cause.CPU_THROTTLED: throttled},
+                       _length(free))
         _add(out, charged)
         return free, _length(free) + work - sum(charged.values())
 
@@ -676,20 +707,85 @@ class Charger:
         # the same precedence as a message's own span (a collection inside a stall counts
         # once), each interval's claim kept with when it began
         each, free = claim_each([(earliest, until)], broker + node_spans)
-        happened = [(span[0], cause, ns) for span, got in each for cause, ns in got.items()
+        happened = [(span[0], cause, ns, True) for span, got in each for cause, ns in got.items()
                     if cause is not WORK]
-        # the loop's waits for a CPU between those intervals (its 100 ms windows)
+        # the loop's waits for a CPU between those intervals (its 100 ms windows), by who
+        # had the CPU; a wait never began a backlog by its size
         series = timeline.cpu(node)
         for s, e in free:
             s = max(s, backlog_start)
             if e <= s:
                 continue
             waiting, throttled = series.waits_in([(s, e)])
-            happened += [(s, cause, ns) for cause, ns in ((Cause.CPU_STARVED, waiting),
-                                                          (Cause.CPU_THROTTLED, throttled)) if ns > 0]
+            happened += [(s, cause, ns, False) for cause, ns in (
+                *self._starved(node, [(s, e)], waiting).items(),
+                (Cause.CPU_THROTTLED, throttled)) if ns > 0]
         opening = backlog_start + GAP_NS
-        return [[cause, ns, when <= opening or (ns >= self.builder_ns and cause not in DRAIN_SLOWERS)]
-                for when, cause, ns in sorted(happened, key=lambda item: item[0])]
+        return [[cause, ns, when <= opening or (sized and ns >= self.builder_ns
+                                                and cause not in DRAIN_SLOWERS)]
+                for when, cause, ns, sized in sorted(happened, key=lambda item: item[0])]
+
+    def _catching_up(self, node: str) -> list[tuple[int, int, Cause]]:
+        """The node's stalls and collections that alone held it longer than the budget (a
+        blocking call, a spin, a long collection), each from its start to the end of the
+        backlog it left: meanwhile the node spun, or caught up on what had piled up, and
+        the CPU it used then was taken from whoever waited beside it on the core."""
+        out = []
+        for kind in NODE_SIDE:
+            for s, e, parts in self.timeline.parts_within(node, kind, 0, 2 ** 63):
+                for cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
+                    if parts.get(cause, 0.0) * (e - s) >= self.builder_ns:
+                        backlog = self.backlog_at(node, e)
+                        out.append((s, max(e, backlog[1]) if backlog else e, cause))
+        return out
+
+    def catch_up_lines(self) -> list[str]:
+        """For the evidence: each node that caught up after a stall or collection while
+        another waited for a CPU, with what compare's samples measured meanwhile."""
+        lines = []
+        for node, periods in self.catching_up.items():
+            spans = [(s, e) for s, e, _cause in periods]
+            wall = _length(spans)
+            waited = {other: self.timeline.cpu(other).waits_in(spans)[0]
+                      for other in self.catching_up if other != node}
+            used = self.timeline.used(node, spans)
+            if not wall or not used or not any(ns >= STALL_MIN_NS for ns in waited.values()):
+                continue
+            lines.append(
+                f"{node} spun or caught up after its stalls and collections for "
+                f"{wall / 1e6:.0f} ms in all, on a CPU {used / wall:.0%} of it; meanwhile "
+                + ", ".join(f"{other} waited for a CPU {ns / 1e6:.0f} ms"
+                            for other, ns in waited.items() if ns >= STALL_MIN_NS)
+                + f": the share of those waits that went to {node} is charged to what stopped it")
+        return lines
+
+    def _starved(self, node: str, spans: list[tuple[int, int]], waiting: float
+                 ) -> dict[Cause, float]:
+        """A node's waits for a CPU within the spans, by who had the CPU meanwhile: the
+        share of what others used that went to another node spinning, or catching up after
+        a stall or collection of its own, is charged to that stall or collection (it began
+        this starvation, as it began its own node's backlog); the rest is cpu-starved.
+        Without compare's CPU samples (the host's busy CPU), all of it is cpu-starved."""
+        out: dict[Cause, float] = {}
+        if waiting <= 0:
+            return out
+        for other, periods in self.catching_up.items():
+            if other == node:
+                continue
+            for s, e, cause in periods:
+                clipped = [(max(a, s), min(b, e)) for a, b in spans if min(b, e) > max(a, s)]
+                if clipped:
+                    out[cause] = out.get(cause, 0.0) + self.timeline.used(other, clipped)
+        took = sum(out.values())
+        others = self.timeline.used(HOST_CPU, spans) - self.timeline.used(node, spans)
+        if took <= 0 or others <= 0:
+            return {Cause.CPU_STARVED: waiting}
+        scale = waiting * min(1.0, took / others) / took
+        out = {cause: ns * scale for cause, ns in out.items()}
+        rest = waiting - sum(out.values())
+        if rest > 0:
+            out[Cause.CPU_STARVED] = rest
+        return out
 
 
 def _pay(debt: list[list], room: float, out: dict[Cause, float]) -> float:

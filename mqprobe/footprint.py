@@ -25,7 +25,7 @@ from mqprobe.cpu import (
     process_tree,
 )
 from mqprobe.figures import CpuUse, HostCpu, PieceCpu
-from mqprobe.model import INSTRUMENT_ROLES, role_of
+from mqprobe.model import HOST_CPU, INSTRUMENT_ROLES, role_of
 from mqprobe.stamps import now_ns
 
 PERIOD_S = 0.1
@@ -117,6 +117,16 @@ class CpuSampler:
         used, waited, times = self.used[piece], self.waited[piece], self.times
         return [[times[i - 1], times[i] - times[i - 1], used[i] - used[i - 1],
                  waited[i] - waited[i - 1]] for i in range(1, len(times))]
+
+    def used_rows(self) -> dict[str, list[list[int]]]:
+        """Each piece's CPU per sample window, [start_ns, wall_ns, on_cpu_ns], and the
+        host's busy CPU over all its cores (HOST_CPU): who had the CPU while a node waited."""
+        times = self.times
+        series = {**self.used}
+        if len(self.host) == len(times) and all(all_ns for all_ns, _busy, _stolen in self.host):
+            series[HOST_CPU] = [busy for _all, busy, _stolen in self.host]
+        return {piece: [[times[i - 1], times[i] - times[i - 1], used[i] - used[i - 1]]
+                        for i in range(1, len(times))] for piece, used in series.items()}
 
     def ready_wait_rows(self, piece: str) -> list[list[int]]:
         """A piece's windows as loop CPU rows for the attribution ([start_ns, wall_ns, on,

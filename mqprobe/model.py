@@ -82,6 +82,8 @@ class PieceRole(StrEnum):
     COMPARE = "compare"
 
 
+HOST_CPU = "host"  # the host's busy CPU, all cores, beside the pieces' (CpuSampler.used_rows)
+
 INSTRUMENT_ROLES = frozenset((PieceRole.SWARM, PieceRole.PUBLISHER, PieceRole.COMPARE))
 
 

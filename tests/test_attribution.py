@@ -786,3 +786,67 @@ def test_a_node_behind_all_along_does_not_take_what_a_message_spent_in_a_delay_q
     assert attribution.shares[0].cause == Cause.BROKER_SIDE, attribution.shares
     assert attribution.share_of(Cause.BROKER_SIDE) > 0.7, attribution.shares
     assert attribution.share_of(Cause.CPU_STARVED) > 0.05  # the node's part is still its own
+
+
+# Two nodes on one core (the matrix's one-core stall=200ms/1s): n1 blocks 200 ms every
+# second, then catches up on what piled up, computing; n2, beside it, waits for the CPU
+# while n1 catches up. One clean-looking run in five read `cpu-starved` for it.
+CATCH_UP = [(t + 200, t + 300) for t in (1000, 2000, 3000)]
+
+
+def _beside_a_stalled_node(n1_share: float, stalls: bool = True) -> tuple[list, list, list,
+                                                                         dict, dict]:
+    """n1's messages (stalled, then drained, or with `stalls` False never stalled) and n2's:
+    those published while n1 catches up wait 60 ms in n2's backlog; n1's stall events; n2's
+    loop CPU windows; compare's samples: the core full then, n1 with `n1_share` of it and n2
+    with 20%, half used otherwise."""
+    starts = (1000, 2000, 3000) if stalls else ()
+    n1 = consumer(count=400, service_ms=5, stall=[(t, t + 200) for t in starts])
+    catching = lambda t: any(a <= t < b for a, b in CATCH_UP)  # noqa: E731
+    n2 = [MessageDeliveries("2", i, "n2", "swarm1", T0 + i * 10 * MS, T0 + (i * 10 + 1) * MS,
+                            T0 + (i * 10 + 1 + wait + 5) * MS, [(2 * MS, 50)], wait * MS,
+                            int(0.3 * MS))
+          for i in range(400) for wait in [60 if catching(i * 10) else 0]]
+    events = [event(EventKind.LOOP_STALL, "n1", t, t + 200, **BLOCKED) for t in starts]
+    windows = range(0, 4000, 100)
+    cpu = {"n2": [[T0 + t * MS, 100 * MS, 20 * MS, (70 if catching(t) else 5) * MS, 0]
+                  for t in windows]}
+    used = {"host": [[T0 + t * MS, 100 * MS, (100 if catching(t) else 50) * MS] for t in windows],
+            "n1": [[T0 + t * MS, 100 * MS, int((n1_share * 100 if catching(t) else 20) * MS)]
+                   for t in windows],
+            "n2": [[T0 + t * MS, 100 * MS, 20 * MS] for t in windows]}
+    return n1, n2, events, cpu, used
+
+
+@pytest.mark.parametrize(("n1_share", "cause"), [
+    (0.8, Cause.SERVER_STALL),  # n1 had the CPU n2 waited for: its stall began that
+    (0.2, Cause.CPU_STARVED)])  # beside a hog: n1 had a quarter of what others used
+def test_a_wait_for_the_cpu_a_stalled_node_took_to_catch_up_is_the_stall(n1_share, cause):
+    from mqprobe.attribution import Charger
+
+    n1, n2, events, cpu, used = _beside_a_stalled_node(n1_share)
+    charger = Charger(Timeline(events, cpu, used), n1 + n2, BUDGET * MS)
+    attribution = attribute(n2, charger, BUDGET)
+    assert attribution.shares[0].cause == cause, attribution.shares
+    # the evidence says what was measured: n1's catching up, n2's waits meanwhile
+    line, = charger.catch_up_lines()
+    assert line.startswith("n1 spun or caught up after its stalls and collections for ")
+    # 63 ms in each window n1 caught up in (70 ms, 90% ready), about 1 in each other
+    assert "n2 waited for a CPU 200 ms" in line, line
+    if cause == Cause.CPU_STARVED:  # n1's quarter is its stall's
+        assert 0.15 < attribution.share_of(Cause.SERVER_STALL) < 0.35, attribution.shares
+    # without compare's samples of who had the CPU, the waits are the starvation
+    alone = attribute(n2, Charger(Timeline(events, cpu), n1 + n2, BUDGET * MS), BUDGET)
+    assert alone.shares[0].cause == Cause.CPU_STARVED, alone.shares
+    assert alone.share_of(Cause.SERVER_STALL) == 0
+
+
+def test_a_node_busy_without_a_stall_takes_no_one_elses_waits():
+    """n1 computing through the same windows with no stall behind it: n2's waits stay
+    cpu-starved (a busy neighbour is no cause of its own)."""
+    from mqprobe.attribution import Charger
+
+    n1, n2, events, cpu, used = _beside_a_stalled_node(0.8, stalls=False)
+    attribution = attribute(n2, Charger(Timeline(events, cpu, used), n1 + n2, BUDGET * MS), BUDGET)
+    assert attribution.shares[0].cause == Cause.CPU_STARVED, attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) == 0
