@@ -728,15 +728,18 @@ class Charger:
     def _catching_up(self, node: str) -> list[tuple[int, int, Cause]]:
         """The node's stalls and collections that alone held it longer than the budget (a
         blocking call, a spin, a long collection), each from its start to the end of the
-        backlog it left: meanwhile the node spun, or caught up on what had piled up, and
-        the CPU it used then was taken from whoever waited beside it on the core."""
+        backlog it began (to its own end, if the node was behind already: a starved node
+        that never caught up is not catching up on that stall): meanwhile the node spun, or
+        caught up on what had piled up, and the CPU it used then was taken from whoever
+        waited beside it on the core."""
         out = []
         for kind in NODE_SIDE:
             for s, e, parts in self.timeline.parts_within(node, kind, 0, 2 ** 63):
                 for cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
                     if parts.get(cause, 0.0) * (e - s) >= self.builder_ns:
-                        backlog = self.backlog_at(node, e)
-                        out.append((s, max(e, backlog[1]) if backlog else e, cause))
+                        backlog = self.backlog_at(node, s)
+                        began = backlog is not None and backlog[0] >= s - GAP_NS
+                        out.append((s, max(e, backlog[1]) if began else e, cause))
         return out
 
     def catch_up_lines(self) -> list[str]:

@@ -794,14 +794,14 @@ def test_a_node_behind_all_along_does_not_take_what_a_message_spent_in_a_delay_q
 CATCH_UP = [(t + 200, t + 300) for t in (1000, 2000, 3000)]
 
 
-def _beside_a_stalled_node(n1_share: float, stalls: bool = True) -> tuple[list, list, list,
-                                                                         dict, dict]:
+def _beside_a_stalled_node(n1_share: float, stalls: bool = True, service_ms: float = 5
+                           ) -> tuple[list, list, list, dict, dict]:
     """n1's messages (stalled, then drained, or with `stalls` False never stalled) and n2's:
     those published while n1 catches up wait 60 ms in n2's backlog; n1's stall events; n2's
     loop CPU windows; compare's samples: the core full then, n1 with `n1_share` of it and n2
     with 20%, half used otherwise."""
     starts = (1000, 2000, 3000) if stalls else ()
-    n1 = consumer(count=400, service_ms=5, stall=[(t, t + 200) for t in starts])
+    n1 = consumer(count=400, service_ms=service_ms, stall=[(t, t + 200) for t in starts])
     catching = lambda t: any(a <= t < b for a, b in CATCH_UP)  # noqa: E731
     n2 = [MessageDeliveries("2", i, "n2", "swarm1", T0 + i * 10 * MS, T0 + (i * 10 + 1) * MS,
                             T0 + (i * 10 + 1 + wait + 5) * MS, [(2 * MS, 50)], wait * MS,
@@ -850,3 +850,16 @@ def test_a_node_busy_without_a_stall_takes_no_one_elses_waits():
     attribution = attribute(n2, Charger(Timeline(events, cpu, used), n1 + n2, BUDGET * MS), BUDGET)
     assert attribution.shares[0].cause == Cause.CPU_STARVED, attribution.shares
     assert attribution.share_of(Cause.SERVER_STALL) == 0
+
+
+def test_a_stall_inside_a_backlog_it_did_not_begin_lends_no_catching_up():
+    """n1 starved and behind all along (11 ms of work a message, one every 10 ms), blocked
+    200 ms a second inside that backlog: it never caught up on those stalls, so n2's
+    waits afterwards stay cpu-starved; only what n1 used during a stall itself could be."""
+    from mqprobe.attribution import Charger
+
+    n1, n2, events, cpu, used = _beside_a_stalled_node(0.8, service_ms=11)
+    assert min(m.wait_ns for m in n1[100:]) > 0  # behind all along
+    attribution = attribute(n2, Charger(Timeline(events, cpu, used), n1 + n2, BUDGET * MS), BUDGET)
+    assert attribution.shares[0].cause == Cause.CPU_STARVED, attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) < 0.1, attribution.shares
