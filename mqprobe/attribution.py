@@ -740,7 +740,12 @@ class Charger:
                         backlog = self.backlog_at(node, s)
                         began = backlog is not None and backlog[0] >= s - GAP_NS
                         out.append((s, max(e, backlog[1]) if began else e, cause))
-        return out
+        apart: list[tuple[int, int, Cause]] = []  # overlaps kept by the earlier one
+        for s, e, cause in sorted(out):
+            s = max(s, apart[-1][1]) if apart else s
+            if e > s:
+                apart.append((s, e, cause))
+        return apart
 
     def catch_up_lines(self) -> list[str]:
         """For the evidence: each node that caught up after a stall or collection while

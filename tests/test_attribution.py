@@ -863,3 +863,15 @@ def test_a_stall_inside_a_backlog_it_did_not_begin_lends_no_catching_up():
     attribution = attribute(n2, Charger(Timeline(events, cpu, used), n1 + n2, BUDGET * MS), BUDGET)
     assert attribution.shares[0].cause == Cause.CPU_STARVED, attribution.shares
     assert attribution.share_of(Cause.SERVER_STALL) < 0.1, attribution.shares
+
+
+def test_a_collection_inside_a_stall_is_caught_up_on_once():
+    """A 130 ms collection inside a 200 ms stall: n1's catching up is counted once, so its
+    CPU then is not charged twice against n2's waits."""
+    from mqprobe.attribution import Charger
+
+    n1, n2, events, cpu, used = _beside_a_stalled_node(0.8)
+    events.append(event(EventKind.GC, "n1", 1050, 1180, generation=2))
+    periods = Charger(Timeline(events, cpu, used), n1 + n2, BUDGET * MS).catching_up["n1"]
+    assert all(a[1] <= b[0] for a, b in zip(periods, periods[1:], strict=False)), periods
+    assert len(periods) == 3, periods  # inside the first stall's, the collection adds none
