@@ -326,6 +326,20 @@ CLASSIFIED = {EventKind.LOOP_STALL: stall_parts, EventKind.GC: gc_parts}
 BUSY_BACKLOG = 0.9  # of a CPU window its loop was ready to run: it had work queued
 
 
+def _overlaps(rows: list[list[int]], starts: list[int], spans: Iterable[tuple[int, int]]
+              ) -> Iterable[tuple[list[int], int]]:
+    """Each sample window ([start, wall, ...] rows, sorted, `starts` their starts) that a
+    span overlaps, with the ns it overlaps: what pro rata shares of a window are read by."""
+    for a, b in spans:
+        i = max(0, bisect.bisect_right(starts, a) - 1)
+        while i < len(rows) and rows[i][0] < b:
+            start, wall = rows[i][:2]
+            overlap = min(b, start + wall) - max(a, start)
+            if overlap > 0:
+                yield rows[i], overlap
+            i += 1
+
+
 class CpuSeries:
     """One loop thread's CPU in windows (loop.CpuWindows rows, on our clock): how much of a
     span it spent waiting for a CPU, or throttled, pro rata of the windows it overlaps."""
@@ -348,16 +362,10 @@ class CpuSeries:
         busy all the window (computing or waiting) loses service to every wait; one that
         mostly slept (handlers awaiting timers or I/O) loses only its wake-ups."""
         waiting = throttled = 0.0
-        for a, b in spans:
-            i = max(0, bisect.bisect_right(self.starts, a) - 1)
-            while i < len(self.rows) and self.rows[i][0] < b:
-                start, wall, on, wait, thr = self.rows[i][:5]
-                overlap = min(b, start + wall) - max(a, start)
-                if overlap > 0:
-                    lost = overlap / wall * min(1.0, (on + wait + thr) / wall)
-                    waiting += wait * lost
-                    throttled += thr * lost
-                i += 1
+        for (_start, wall, on, wait, thr, *_), overlap in _overlaps(self.rows, self.starts, spans):
+            lost = overlap / wall * min(1.0, (on + wait + thr) / wall)
+            waiting += wait * lost
+            throttled += thr * lost
         return waiting, throttled
 
 
@@ -370,16 +378,8 @@ class UsedSeries:
         self.starts = [r[0] for r in self.rows]
 
     def within(self, spans: Iterable[tuple[int, int]]) -> float:
-        used = 0.0
-        for a, b in spans:
-            i = max(0, bisect.bisect_right(self.starts, a) - 1)
-            while i < len(self.rows) and self.rows[i][0] < b:
-                start, wall, on = self.rows[i][:3]
-                overlap = min(b, start + wall) - max(a, start)
-                if overlap > 0:
-                    used += on * overlap / wall
-                i += 1
-        return used
+        return sum(row[2] * overlap / row[1]
+                   for row, overlap in _overlaps(self.rows, self.starts, spans))
 
 
 class Timeline:
@@ -774,9 +774,12 @@ class Charger:
         a stall or collection of its own, is charged to that stall or collection (it began
         this starvation, as it began its own node's backlog); the rest is cpu-starved.
         Without compare's CPU samples (the host's busy CPU), all of it is cpu-starved."""
-        out: dict[Cause, float] = {}
         if waiting <= 0:
-            return out
+            return {}
+        others = self.timeline.used(HOST_CPU, spans) - self.timeline.used(node, spans)
+        if others <= 0:  # no samples of who had the CPU
+            return {Cause.CPU_STARVED: waiting}
+        out: dict[Cause, float] = {}
         for other, periods in self.catching_up.items():
             if other == node:
                 continue
@@ -785,8 +788,7 @@ class Charger:
                 if clipped:
                     out[cause] = out.get(cause, 0.0) + self.timeline.used(other, clipped)
         took = sum(out.values())
-        others = self.timeline.used(HOST_CPU, spans) - self.timeline.used(node, spans)
-        if took <= 0 or others <= 0:
+        if took <= 0:
             return {Cause.CPU_STARVED: waiting}
         scale = waiting * min(1.0, took / others) / took
         out = {cause: ns * scale for cause, ns in out.items()}

@@ -114,19 +114,23 @@ class CpuSampler:
         threads summed)]; none when its waits were not read."""
         if piece not in self.used or not self._waits[piece].available:
             return []
-        used, waited, times = self.used[piece], self.waited[piece], self.times
-        return [[times[i - 1], times[i] - times[i - 1], used[i] - used[i - 1],
-                 waited[i] - waited[i - 1]] for i in range(1, len(times))]
+        waited = self.waited[piece]
+        return [[*row, waited[i] - waited[i - 1]]
+                for i, row in enumerate(self._per_window(self.used[piece]), start=1)]
 
     def used_rows(self) -> dict[str, list[list[int]]]:
         """Each piece's CPU per sample window, [start_ns, wall_ns, on_cpu_ns], and the
         host's busy CPU over all its cores (HOST_CPU): who had the CPU while a node waited."""
-        times = self.times
         series = {**self.used}
-        if len(self.host) == len(times) and all(all_ns for all_ns, _busy, _stolen in self.host):
+        if len(self.host) == len(self.times) and all(all_ns for all_ns, _busy, _stolen in self.host):
             series[HOST_CPU] = [busy for _all, busy, _stolen in self.host]
-        return {piece: [[times[i - 1], times[i] - times[i - 1], used[i] - used[i - 1]]
-                        for i in range(1, len(times))] for piece, used in series.items()}
+        return {piece: self._per_window(used) for piece, used in series.items()}
+
+    def _per_window(self, series: list[int]) -> list[list[int]]:
+        """A cumulative ns counter per sample window: [start_ns, wall_ns, gained_ns]."""
+        times = self.times
+        return [[times[i - 1], times[i] - times[i - 1], series[i] - series[i - 1]]
+                for i in range(1, len(times))]
 
     def ready_wait_rows(self, piece: str) -> list[list[int]]:
         """A piece's windows as loop CPU rows for the attribution ([start_ns, wall_ns, on,

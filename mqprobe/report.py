@@ -99,10 +99,12 @@ def compare_table(result: dict) -> Table:
     for runs in points.values():
         run = representative(runs)
         hops = {hop: hop_figures(run, hop) for hop in HOPS}  # what result_check checked
-        cells = [f"{_ms(hops[h].p50_ms)}/{_ms(hops[h].p99_ms)}{_pm(run, h)}" for h in HOPS[:-1]]
+        clocks = RunClocks.from_json(run.get("clocks"))
+        cells = [f"{_ms(hops[h].p50_ms)}/{_ms(hops[h].p99_ms)}{_pm(clocks, h)}"
+                 for h in HOPS[:-1]]
         e2e = hops[HopName.E2E]
         cells.append(f"{_ms(e2e.p50_ms)}/{_ms(e2e.p99_ms)}/{_ms(e2e.max_ms)}"
-                     f"{_pm(run, HopName.E2E)}")
+                     f"{_pm(clocks, HopName.E2E)}")
         text, style = verdict_cell(run) if len(runs) == 1 else repeats_cell(runs)
         counts = Counts.total(Counts.from_json(r) for r in runs)
         table.add_row(
@@ -133,9 +135,8 @@ def verdict_cell(run: RunResult) -> tuple[str, str]:
     return text, _CULPRIT_STYLE.get(culprit, "")
 
 
-def _pm(run: RunResult, hop: str, sep: str = "\n") -> str:
+def _pm(clocks: RunClocks, hop: str, sep: str = "\n") -> str:
     """The hop's clock error bar when its two ends were stamped on different hosts."""
-    clocks = RunClocks.from_json(run.get("clocks"))
     if not clocks.apart:
         return ""  # one clock: no hop has an error bar from clocks
     bar = clocks.hop_uncertainty_ms.get(hop, 0)
@@ -283,10 +284,11 @@ def sweep_table(result: dict) -> Table:
                 continue
             run = representative(runs)
             hops = {hop: hop_figures(run, hop) for hop in HOPS}
+            clocks = RunClocks.from_json(run.get("clocks"))
             # mq / server / delivery = e2e, each hop between two clocks with its error bar
-            text = " / ".join(f"{_ms(hops[hop].p99_ms)}{_pm(run, hop, '')}"
+            text = " / ".join(f"{_ms(hops[hop].p99_ms)}{_pm(clocks, hop, '')}"
                               for hop in PATH_HOPS) + (
-                f" = {_ms(hops[HopName.E2E].p99_ms)}{_pm(run, HopName.E2E, '')}")
+                f" = {_ms(hops[HopName.E2E].p99_ms)}{_pm(clocks, HopName.E2E, '')}")
             if len(runs) > 1:
                 text += f"  {repeats_cell(runs)[0]}"
             elif run["verdict"]["culprit"] != Culprit.NONE:
