@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 import time
 
-from mqprobe.attribution import MessageDeliveries, attribute
 from mqprobe.timeline import EventKind, TimedEvent
+from mqprobe.verdict.attribution import MessageDeliveries, attribute
 
 T0, MS = 1_700_000_000_000_000_000, 1_000_000
 

@@ -18,8 +18,8 @@ import statistics
 import subprocess
 import sys
 
-from mqprobe.agent import Hub
 from mqprobe.broker import broker_for
+from mqprobe.pieces.agent import Hub
 
 
 async def measure(url: str, skew_ms: float, rounds: int) -> dict:

@@ -29,8 +29,8 @@ VARIANTS = ("none", "share-only", "counters", "counters+watchdog")
 
 
 def idle(variant: str, seconds: float) -> dict:
-    from mqprobe.loop import LoopLagMonitor
     from mqprobe.timeline import Recorder
+    from mqprobe.watch.loop import LoopLagMonitor
 
     async def run() -> dict:
         monitor = None
@@ -52,7 +52,7 @@ def idle(variant: str, seconds: float) -> dict:
 
 def sample_cost() -> dict:
     from mqprobe.cpu import ThreadCounters
-    from mqprobe.loop import code_location, thread_state
+    from mqprobe.watch.loop import code_location, thread_state
 
     counters = ThreadCounters()
     native, ident = threading.get_native_id(), threading.get_ident()
@@ -73,8 +73,8 @@ def sample_cost() -> dict:
 
 
 def busy(watchdog: bool) -> dict:
-    from mqprobe.loop import LoopLagMonitor
     from mqprobe.timeline import EventKind, Recorder
+    from mqprobe.watch.loop import LoopLagMonitor
 
     async def run() -> dict:
         timeline = Recorder("n1")

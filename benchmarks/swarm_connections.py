@@ -1,6 +1,6 @@
 """How many socket.io connections one swarm process holds, and what each costs in RSS.
 
-Runs the real pieces through `mqprobe.compare` (nodes, one swarm process, publisher on a real
+Runs the real pieces through `mqprobe.run.compare` (nodes, one swarm process, publisher on a real
 broker): once with one member per group for the swarm's baseline RSS, once with CLIENTS
 members, publishing while they are connected so the figure is for live, receiving clients.
 
@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from mqprobe.broker import broker_for
-from mqprobe.compare import compare
-from mqprobe.workload import Workload
+from mqprobe.run.compare import compare
+from mqprobe.run.workload import Workload
 
 
 def measure(url: str, groups: int, members: int, nodes: int, rate: float, workdir: Path) -> dict:

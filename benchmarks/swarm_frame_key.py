@@ -1,5 +1,5 @@
 """What the swarm pays per delivery to find a frame's decoded trace: the frame decoded and
-looked up in its cache by the whole text (as before), or by its head (mqprobe.swarm.
+looked up in its cache by the whole text (as before), or by its head (mqprobe.pieces.swarm.
 FIELD_HEAD), for a 1 KB and a 20 KB (the seed's) message body.
 
     .venv/bin/python benchmarks/swarm_frame_key.py
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import timeit
 
-from mqprobe.swarm import FIELD_HEAD
+from mqprobe.pieces.swarm import FIELD_HEAD
 
 
 def per_call_us(statement, number: int = 20_000) -> float:

@@ -24,8 +24,8 @@ import urllib.request
 
 from node_servers import socketio4_servers  # benchmarks/, beside this script
 
+from mqprobe.pieces.swarm import Swarm, SwarmConfig, rss_bytes
 from mqprobe.protocol import Reset
-from mqprobe.swarm import Swarm, SwarmConfig, rss_bytes
 
 
 async def measure(urls: list[str], clients: int, hold_s: float) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import timeit
 
-from mqprobe.websocket import WebSocket
+from mqprobe.pieces.websocket import WebSocket
 
 
 class OneFrame:

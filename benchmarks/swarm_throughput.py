@@ -29,9 +29,9 @@ import urllib.request
 
 from node_servers import socketio4_servers  # benchmarks/, beside this script
 
+from mqprobe.pieces.swarm import Swarm, SwarmConfig
 from mqprobe.protocol import Reset
 from mqprobe.records import HopSet
-from mqprobe.swarm import Swarm, SwarmConfig
 
 
 def cpu_s() -> float:

@@ -17,24 +17,24 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mqprobe.agent import parse_placement
 from mqprobe.broker.connect import check_management, redact_url
 from mqprobe.broker.managed import ManagedBroker, broker_for
-from mqprobe.compare import compare
+from mqprobe.broker.topology import LAYOUTS, resolve
 from mqprobe.errors import InputError, MqprobeError, url_problem, within
-from mqprobe.interrupts import Interrupted, raise_interrupted, run_measuring
 from mqprobe.model import EngineIO, RunPhase
-from mqprobe.one_run import Phase
-from mqprobe.process import PieceRuntime, RunInterrupted, serve
-from mqprobe.report import load_result, print_compare, print_connections, print_hops, print_sweep
-from mqprobe.runner import FAILED_EXIT, check_writable, exit_policy, new_run_dir, save
-from mqprobe.topology import LAYOUTS, resolve
-from mqprobe.workload import DEFAULT_TOPOLOGIES, Workload
+from mqprobe.output.report import load_result, print_compare, print_connections, print_hops, print_sweep
+from mqprobe.pieces.agent import parse_placement
+from mqprobe.pieces.process import PieceRuntime, RunInterrupted, serve
+from mqprobe.run.compare import compare
+from mqprobe.run.interrupts import Interrupted, raise_interrupted, run_measuring
+from mqprobe.run.one_run import Phase
+from mqprobe.run.runner import FAILED_EXIT, check_writable, exit_policy, new_run_dir, save
+from mqprobe.run.workload import DEFAULT_TOPOLOGIES, Workload
 
 if TYPE_CHECKING:
-    from mqprobe.node import NodeConfig
-    from mqprobe.publisher import PublishConfig
-    from mqprobe.swarm import SwarmConfig
+    from mqprobe.pieces.node import NodeConfig
+    from mqprobe.pieces.publisher import PublishConfig
+    from mqprobe.pieces.swarm import SwarmConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Where does a group message's delay come from: the MQ, the server, "
@@ -274,7 +274,7 @@ def sweep_cmd(
     png: PngDir = None,
 ) -> None:
     """Grow the load (groups or rate), show latency per hop against it, find the knee."""
-    from mqprobe.sweep import at_load, parse_range, sweep
+    from mqprobe.run.sweep import at_load, parse_range, sweep
 
     rate_is_range = ".." in rate or "," in rate
     if rate_is_range:
@@ -342,12 +342,12 @@ class Outputs:
 
     def check(self) -> None:
         if self.html or self.png_dir:
-            from mqprobe.pictures import check_available
+            from mqprobe.output.pictures import check_available
 
             check_available()
 
     def write(self, result: dict) -> None:
-        from mqprobe.pictures import export_hdr_logs, write_html, write_pngs
+        from mqprobe.output.pictures import export_hdr_logs, write_html, write_pngs
 
         if self.html:
             console.print(f"pictures: {write_html(result, self.html)}")
@@ -400,9 +400,9 @@ def trace_cmd(
     eio: Eio = "auto", amqp_url: AmqpUrl = None, json_path: JsonPath = None,
 ) -> None:
     """Follow one group's messages hop by hop, live on a running system or from a saved run."""
+    from mqprobe.output.trace_report import print_replayed, print_trace_line, print_trace_summary
+    from mqprobe.run.trace import TraceConfig, live_trace, replay
     from mqprobe.stamps import check_id
-    from mqprobe.trace import TraceConfig, live_trace, replay
-    from mqprobe.trace_report import print_replayed, print_trace_line, print_trace_summary
 
     group = check_id("group", group)
     if from_run:
@@ -442,8 +442,8 @@ def top_cmd(
     """Per node and per group, the hop percentiles your servers export, refreshed."""
     from rich.live import Live
 
-    from mqprobe.report import top_view
-    from mqprobe.top import check_urls, scrape
+    from mqprobe.output.report import top_view
+    from mqprobe.output.top import check_urls, scrape
 
     urls = _csv(metrics_url, "--metrics-url")
     check_urls(urls)
@@ -540,7 +540,7 @@ def cleanup_cmd(
     their own; this is for a run killed with SIGKILL or cut off from the broker)."""
     from mqprobe.broker.cleanup import leftovers, remove_leftovers
     from mqprobe.broker.connect import check_reachable, default_management_url
-    from mqprobe.report import print_leftovers
+    from mqprobe.output.report import print_leftovers
 
     if amqp_url:
         check_reachable(amqp_url)
@@ -572,7 +572,7 @@ def _print_status(status: dict) -> None:
 def _piece(json_path: Path | None, runtime: Callable[[], PieceRuntime],
            render: Callable[[dict], None] | None = None) -> None:
     """Run a piece by hand through process.serve, until its work is done or a signal
-    stops it; its result printed (and saved). Compare's pieces run as mqprobe.piece."""
+    stops it; its result printed (and saved). Compare's pieces run as mqprobe.pieces.piece."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     result = _run(lambda: serve(runtime(), control=False))
     if json_path:
@@ -588,7 +588,7 @@ def _piece(json_path: Path | None, runtime: Callable[[], PieceRuntime],
 def _node(config: NodeConfig, amqp_url: str | None, json_path: Path | None = None) -> None:
     """A node on the broker (ours, started on demand, without --amqp-url), once its
     config is known to be usable."""
-    from mqprobe.node import Node
+    from mqprobe.pieces.node import Node
 
     config.check()
     with broker_for(amqp_url) as (url, _, _):
@@ -596,7 +596,7 @@ def _node(config: NodeConfig, amqp_url: str | None, json_path: Path | None = Non
 
 
 def _swarm(config: SwarmConfig, json_path: Path | None = None) -> None:
-    from mqprobe.swarm import Swarm
+    from mqprobe.pieces.swarm import Swarm
 
     config.check()
 
@@ -610,7 +610,7 @@ def _swarm(config: SwarmConfig, json_path: Path | None = None) -> None:
 
 
 def _publisher(config: PublishConfig, amqp_url: str | None, json_path: Path | None = None) -> None:
-    from mqprobe.publisher import Publisher
+    from mqprobe.pieces.publisher import Publisher
 
     config.check()
     with broker_for(amqp_url) as (url, _, _):
@@ -631,8 +631,8 @@ def node_cmd(
     amqp_url: AmqpUrl = None, json_path: JsonPath = None,
 ) -> None:
     """A reference socket.io node consuming group messages (runs until stopped)."""
-    from mqprobe.inject import parse_injections
-    from mqprobe.node import NodeConfig
+    from mqprobe.pieces.inject import parse_injections
+    from mqprobe.pieces.node import NodeConfig
 
     faults = parse_injections(inject or [])
     topo = resolve(topology).with_knobs(prefetch=faults.prefetch or prefetch, ack=ack,
@@ -652,7 +652,7 @@ def swarm_cmd(
     eio: Eio = "auto", json_path: JsonPath = None,
 ) -> None:
     """Thousands of socket.io clients in one process, joined to their group rooms."""
-    from mqprobe.swarm import SwarmConfig
+    from mqprobe.pieces.swarm import SwarmConfig
 
     try:
         index, count = (int(part) for part in slice_.split("/"))
@@ -689,8 +689,8 @@ def publish_cmd(
     amqp_url: AmqpUrl = None, json_path: JsonPath = None,
 ) -> None:
     """Publish stamped group messages on a fixed schedule, with publisher confirms."""
-    from mqprobe.inject import parse_injections
-    from mqprobe.publisher import PublishConfig
+    from mqprobe.pieces.inject import parse_injections
+    from mqprobe.pieces.publisher import PublishConfig
 
     _publisher(PublishConfig(amqp_url="", topology=resolve(topology),
                              groups=_csv(groups, "--groups"), rate=rate, size=size,
@@ -710,8 +710,8 @@ def agent_cmd(
     amqp_url: AmqpUrl = None,
 ) -> None:
     """Run pieces here for a compare or sweep on another host; records go back over the broker."""
-    from mqprobe.agent import Agent
     from mqprobe.clocks import clock_id
+    from mqprobe.pieces.agent import Agent
 
     with broker_for(amqp_url) as (url, _, _):
         agent = Agent(name, url, listen_host)

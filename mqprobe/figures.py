@@ -383,7 +383,7 @@ class SwarmFigures:
     failed: int = 0
     disconnects: int = 0
     reconnects: int = 0
-    t_recv_source: dict[str, int] = field(default_factory=dict)  # websocket.STAMP_SOURCES -> n
+    t_recv_source: dict[str, int] = field(default_factory=dict)  # model.STAMP_SOURCES -> n
     rss_bytes: int = 0
     processes: int = 0
 

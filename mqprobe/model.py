@@ -193,7 +193,7 @@ class RunPhase(StrEnum):
 
 
 class EngineIO(StrEnum):
-    """The engine.io protocol a socket.io server speaks (mqprobe.swarm)."""
+    """The engine.io protocol a socket.io server speaks (mqprobe.pieces.swarm)."""
 
     AUTO = "auto"  # ask each server
     V3 = "3"  # socket.io 2, netty-socketio 1.x
@@ -201,6 +201,12 @@ class EngineIO(StrEnum):
 
 
 # -- the result JSON (design.md's shape, and what mqprobe adds to it compatibly) -----------
+# where a delivery's t_recv came from, by index (the swarm's websocket.STAMP_*): the read
+# that returned the frame, the kernel's own stamp for it, or one stamp shared by a read's
+# frames; their names in results
+STAMP_SOURCES = ("read", "kernel", "kernel_shared")
+
+
 class HopSummary(TypedDict):
     """One hop's latency (records.Latency.summary)."""
 

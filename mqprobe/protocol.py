@@ -6,7 +6,7 @@ process boundary is one of these types, as one JSON document or line:
 
 - a piece is started with a `PieceSpec`: its role and its whole configuration (the role's
   config dataclass as a document, the topology inline), written to `<name>.spec.json` in
-  the run's log directory and run as `python -m mqprobe.piece SPEC`. The broker
+  the run's log directory and run as `python -m mqprobe.pieces.piece SPEC`. The broker
   URL is not in it (it holds credentials): the piece takes it from MQPROBE_AMQP_URL;
 - the parent sends `Command`s, one JSON line each on the piece's stdin (`Reset`,
   `SetClock`, `Stop`); a piece answers every one `applied` or `refused`;
@@ -152,7 +152,7 @@ class SwarmResult(SwarmProgress, total=False):
     misrouted: int
     first_error: str
     protocols: dict[str, int]  # server URL -> engine.io version
-    t_recv_source: dict[str, int]  # websocket.STAMP_SOURCES -> deliveries
+    t_recv_source: dict[str, int]  # model.STAMP_SOURCES -> deliveries
     rss_bytes: int
     groups: dict[str, GroupTallyJson]
     hops: dict[str, dict]  # group -> records.HopSet.to_json

@@ -6,7 +6,7 @@ collections over 1 ms, event-loop stalls, the intervals when a consumer's prefet
 was full or it was busy, when the broker blocked the publisher's connection. compare adds
 what it sees of the broker (queue backlogs, alarms, the broker unreachable), moves every
 interval onto its own clock with the piece's clock offset, and the attribution
-(mqprobe.attribution) charges each delivery's excess to the intervals that overlap it.
+(mqprobe.verdict.attribution) charges each delivery's excess to the intervals that overlap it.
 
 Recording is cheap and bounded: a piece keeps at most `limit` events and counts the rest.
 """

@@ -104,8 +104,8 @@ def test_wrong_shaped_runs_and_groups_are_named(tmp_path):
     import json
 
     from mqprobe.errors import ResultFormatError
-    from mqprobe.report import load_result
-    from mqprobe.trace import replay
+    from mqprobe.output.report import load_result
+    from mqprobe.run.trace import replay
 
     for broken, says in (({"hops": {}}, "hops.mq is missing"),
                          ({"self_lag_ms": None}, "self_lag_ms is not an object"),
@@ -121,7 +121,7 @@ def test_wrong_shaped_runs_and_groups_are_named(tmp_path):
 
 
 def test_report_reads_at_most_a_bounded_size(tmp_path):
-    from mqprobe.report import MAX_RESULT_BYTES
+    from mqprobe.output.report import MAX_RESULT_BYTES
 
     huge = tmp_path / "huge.json"
     with open(huge, "wb") as handle:  # sparse: no disk used
@@ -207,11 +207,11 @@ def test_a_management_api_that_refuses_is_said_before_the_run(broker):
 
 def test_every_expected_failure_is_one_family_and_bugs_are_not_in_it():
     from mqprobe.broker import BrokerError
+    from mqprobe.broker.topology import TopologyError
     from mqprobe.cli import USER_ERRORS
     from mqprobe.errors import InputError, MqprobeError, ResultFormatError
-    from mqprobe.process import RunError
+    from mqprobe.pieces.process import RunError
     from mqprobe.stamps import TraceFormatError
-    from mqprobe.topology import TopologyError
 
     for error in (TopologyError, TraceFormatError, ResultFormatError):
         assert issubclass(error, InputError) and issubclass(error, ValueError)
@@ -224,8 +224,8 @@ def test_every_expected_failure_is_one_family_and_bugs_are_not_in_it():
 def test_negative_hops_and_untraced_reasons_are_shown_never_hidden():
     from rich.console import Console
 
+    from mqprobe.output.report import print_hops
     from mqprobe.records import HopSet
-    from mqprobe.report import print_hops
 
     hops = HopSet()
     for value in (1_000_000, 2_000_000, -3_210_000):  # the last: a clock behind by 3 ms
@@ -282,7 +282,7 @@ def test_a_result_with_any_field_replaced_by_a_hostile_value_is_read_or_refused(
     from rich.console import Console
 
     from mqprobe.errors import ResultFormatError
-    from mqprobe.report import load_result, print_compare, print_sweep
+    from mqprobe.output.report import load_result, print_compare, print_sweep
 
     original = json.loads((Path(__file__).parent / "data" / saved).read_text())
     paths = _leaves(original)
@@ -371,7 +371,7 @@ def test_what_the_pictures_and_hdr_logs_read_is_checked_when_the_file_loads(
     import json
 
     from mqprobe.errors import ResultFormatError
-    from mqprobe.report import load_result
+    from mqprobe.output.report import load_result
 
     doc = json.loads((Path(__file__).parent / "data" / "compare_result.json").read_text())
     with pytest.raises(ResultFormatError, match=re.escape(says)):

@@ -6,9 +6,12 @@ import json
 
 import pytest
 
-from mqprobe.inject import Faults
-from mqprobe.node import NodeConfig
-from mqprobe.process import Piece, PieceRuntime, RunError, serve
+from mqprobe.broker.topology import available, resolve
+from mqprobe.pieces.inject import Faults
+from mqprobe.pieces.node import NodeConfig
+from mqprobe.pieces.process import Piece, PieceRuntime, RunError, serve
+from mqprobe.pieces.publisher import PublishConfig
+from mqprobe.pieces.swarm import SwarmConfig
 from mqprobe.protocol import (
     CommandRefused,
     PieceSpec,
@@ -22,9 +25,6 @@ from mqprobe.protocol import (
     parse_command,
     to_document,
 )
-from mqprobe.publisher import PublishConfig
-from mqprobe.swarm import SwarmConfig
-from mqprobe.topology import available, resolve
 
 pytestmark = pytest.mark.unit
 

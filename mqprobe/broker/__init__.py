@@ -1,6 +1,7 @@
 """RabbitMQ, as mqprobe meets it: reaching a broker (connect), running a throwaway one on
 loopback (managed), removing what runs declared (cleanup), and watching its queues as
-evidence during a run (sampler). The names commands and tests use are importable from
+evidence during a run (sampler, and its Prometheus endpoint: prometheus); what a topology
+file declares there (topology). The names commands and tests use are importable from
 here."""
 
 from mqprobe.broker.cleanup import (

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from mqprobe.broker.connect import BrokerError, check_reachable, management_get, redact_url
 from mqprobe.cpu import pid_alive
-from mqprobe.process import signals_deferred
+from mqprobe.signals import signals_deferred
 
 SERVER_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmq-server", "/usr/lib/rabbitmq/sbin/rabbitmq-server")
 INSTALL_HINT = (

@@ -77,7 +77,7 @@ class QueueSampler:
 
     def _prometheus_sample(self) -> None:
         """Alarms, the Erlang run queue and the VM's CPU from rabbitmq_prometheus."""
-        from mqprobe.prometheus import read_broker
+        from mqprobe.broker.prometheus import read_broker
 
         metrics = read_broker(self.prometheus_url, set())  # depth comes over AMQP
         self._raised(list(metrics.alarms))

@@ -1,0 +1,170 @@
+"""What compare and sweep share: the points of a measurement run one after another (each
+repeated as asked), the result saved after each run so a measurement that fails half-way
+keeps what it measured, and an interruption that still writes what was measured."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mqprobe import __version__
+from mqprobe.broker.connect import connect_problem, redact_url
+from mqprobe.broker.topology import Topology
+from mqprobe.errors import InputError
+from mqprobe.figures import Counts
+from mqprobe.model import ComparisonResult, Culprit, RunResult
+from mqprobe.pieces.process import RunInterrupted
+from mqprobe.run.one_run import Observer, run_one
+from mqprobe.run.placement import placed
+from mqprobe.run.workload import Workload
+from mqprobe.verdict.analysis import agreement
+
+
+def new_result(workload: Workload, amqp_url: str, broker_version: str) -> ComparisonResult:
+    result: ComparisonResult = {
+        "mqprobe_version": __version__, "workload": workload.to_json(),
+        "broker": {"version": broker_version, "url": redact_url(amqp_url)},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": []}
+    if workload.repeat > 1:  # filled in by run_points as the repeats come in
+        result["repeats"] = {"count": workload.repeat, "agreement": {}}
+    return result
+
+
+def new_run_dir(parent: Path) -> Path:
+    """runs/<time>, made now and never shared: two commands in the same second get two."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = parent / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise InputError(f"could not make a new run directory in {parent}")
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, in one sentence, when the result could not be saved at the end (save
+    writes PATH.tmp, then renames it over PATH)."""
+    if path.is_dir():
+        raise InputError(f"cannot write the result to {path}: it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_suffix(path.suffix + ".tmp")
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write the result to {path}: {exc.strerror or exc}") from None
+
+
+def save(result: dict, path: Path | None) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)
+
+
+async def broker_version(amqp_url: str) -> str:
+    import aio_pika
+
+    try:
+        connection = await aio_pika.connect(amqp_url, timeout=10)
+    except Exception as exc:  # the first connection says, in one sentence, what is wrong
+        raise connect_problem(exc, amqp_url) from None
+    try:
+        properties = connection.transport.connection.server_properties
+        version = properties.get("version", "unknown")
+        return version.decode() if isinstance(version, bytes) else str(version)
+    finally:
+        await connection.close()
+
+
+async def keep_if_interrupted(result: ComparisonResult, json_path: Path | None,
+                              running) -> RunResult:
+    """Await one run; when it was interrupted, save its partial figures into the result
+    first, then let the interruption through with the whole result attached."""
+    try:
+        return await running
+    except RunInterrupted as exc:
+        result["runs"] += (exc.result or {}).get("runs", [])
+        result["interrupted"] = True
+        save(result, json_path)
+        raise RunInterrupted(result) from None
+
+
+def repeats(label: str, count: int) -> list[tuple[str, int]]:
+    """(log label, repeat number or 0 when not repeating) for each repeat of one point."""
+    if count == 1:
+        return [(label, 0)]
+    return [(f"{label}_r{k}", k) for k in range(1, count + 1)]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a measurement: a topology x layout on a workload, named for its logs
+    (`label`) and for the agreement of its repeats (`key`); `fields` are added to each of
+    its runs (a sweep's load)."""
+
+    topology: Topology
+    layout: str
+    workload: Workload
+    label: str
+    key: str
+    fields: dict = field(default_factory=dict)
+
+
+async def run_points(result: ComparisonResult, points: list[Point], amqp_url: str,
+                     json_path: Path | None, run_dir: Path, observe: Observer,
+                     management_url: str | None, prometheus_url: str,
+                     after_point: Callable[[Point, list[RunResult]], None] | None = None) -> None:
+    """Each point in turn, repeated as its workload asks, every run appended to `result`
+    and saved as soon as it ends; `after_point` sees each point's runs once they are in
+    (and is saved with them)."""
+    async with placed(points[0].workload, amqp_url) as placement:
+        for point in points:
+            runs: list[RunResult] = []
+            for label, repeat in repeats(point.label, point.workload.repeat):
+                run = await keep_if_interrupted(result, json_path, run_one(
+                    point.topology, point.layout, point.workload, amqp_url, run_dir, label,
+                    observe, management_url, placement, prometheus_url))
+                run.update(point.fields)  # type: ignore[typeddict-item]
+                if repeat:
+                    run["repeat"] = repeat
+                result["runs"].append(run)
+                runs.append(run)
+                if "repeats" in result:  # the verdicts the repeats gave so far
+                    result["repeats"]["agreement"][point.key] = agreement(runs)
+                save(result, json_path)
+            if after_point:
+                after_point(point, runs)
+                save(result, json_path)
+
+
+FAILED_EXIT = 1  # a run failed or lost deliveries (README, "Reading a verdict")
+OVER_BUDGET_EXIT = 3  # --gate: a run over budget or behind
+
+
+def exit_policy(runs: list[RunResult], gate: bool) -> tuple[int, str]:
+    """(exit code, why) for a measurement's runs: FAILED_EXIT when a run failed or lost
+    deliveries; with --gate, OVER_BUDGET_EXIT when one was over budget or still had
+    deliveries on their way at the end; else (0, '')."""
+    failed = sum(1 for run in runs if run.get("error"))
+    counts = [Counts.from_json(run) for run in runs]
+    lost = sum(1 for count in counts if count.lost)
+    if failed or lost:
+        return FAILED_EXIT, ", ".join(part for part in (
+            f"{failed} run(s) failed" if failed else "",
+            f"{lost} run(s) lost deliveries" if lost else "") if part)
+    behind = sum(1 for count in counts if count.not_delivered)
+    over = sum(1 for run in runs if run["verdict"]["culprit"] != Culprit.NONE)
+    if gate and (behind or over):
+        return OVER_BUDGET_EXIT, ", ".join(part for part in (
+            f"{over} run(s) over budget" if over else "",
+            f"{behind} run(s) fell behind (deliveries still queued at the end)" if behind
+            else "") if part) + " (--gate)"
+    return 0, ""

@@ -1,0 +1,120 @@
+"""`mqprobe sweep`: grow the load (groups or rate) and find the knee, with its cause.
+
+The knee is the first load at which p99 e2e leaves its baseline (more than 3x the
+lightest load's, and above the budget), deliveries are lost, or a queue backlog builds
+(more than a second's worth of one group's messages waiting). Its cause is that run's
+verdict, with the evidence measured there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+from mqprobe.broker.topology import TopologyError
+from mqprobe.errors import InputError
+from mqprobe.figures import BrokerEvidence, Counts, hop_figures
+from mqprobe.model import HopName
+from mqprobe.run.one_run import Observer
+from mqprobe.run.runner import Point, broker_version, new_result, run_points
+from mqprobe.run.workload import Workload
+from mqprobe.verdict.analysis import by_point, representative
+from mqprobe.verdict.conclusion import conclude_sweep
+
+AXES = ("groups", "rate")
+KNEE_FACTOR = 3.0
+
+
+def parse_range(text: str, axis: str, points: int = 7) -> list[float]:
+    """'1..24' (about `points` evenly spread values, ends included) or '1,8,16'."""
+    text = text.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\.\.(\d+(?:\.\d+)?)", text)
+    if match:
+        low, high = float(match.group(1)), float(match.group(2))
+        if not 0 < low < high:
+            raise InputError(f"--{axis} {text!r}: need 0 < low < high")
+        if axis == "groups":
+            step = max(1, round((high - low) / (points - 1)))
+            values = list(range(int(low), int(high), step)) + [int(high)]
+        else:
+            values = [round(low + (high - low) * i / (points - 1), 3) for i in range(points)]
+        return sorted(set(values))
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--{axis} takes LOW..HIGH or a list like 1,8,16, got {text!r}") from None
+    if not values or min(values) <= 0 or not all(math.isfinite(v) for v in values):
+        raise InputError(f"--{axis} values must be finite and above 0, got {text!r}")
+    if axis == "groups" and any(v != int(v) for v in values):
+        raise InputError(f"--groups takes whole numbers, got {text!r}")
+    return sorted(set(int(v) if axis == "groups" else v for v in values))
+
+
+def at_load(workload: Workload, axis: str, value: float) -> Workload:
+    """The workload with one load point applied."""
+    if axis == "groups":
+        size = workload.group_sizes[0] if workload.group_sizes else 100
+        return dataclasses.replace(workload, group_sizes=[size] * int(value))
+    return dataclasses.replace(workload, rate=float(value))
+
+
+def find_knee(runs: list[dict], budget_ms: float, rate_of) -> dict | None:
+    """The first run (in load order) that left the baseline, with why; None if none did."""
+    if not runs:
+        return None
+    baseline = min(hop_figures(r, HopName.E2E).p99_ms for r in runs[:2])
+    limit = max(KNEE_FACTOR * baseline, budget_ms)
+    for run in runs:
+        reasons = []
+        p99 = hop_figures(run, HopName.E2E).p99_ms
+        if p99 > limit:
+            reasons.append(f"p99 e2e {p99} ms > {limit:.1f} ms ({KNEE_FACTOR:g}x the baseline "
+                           f"{baseline} ms, at least the budget)")
+        if lost := Counts.from_json(run).lost:
+            reasons.append(f"{lost} deliveries lost")
+        backlog = BrokerEvidence.from_json(run.get("evidence", {}).get("broker")).max_ready
+        if backlog > max(10, rate_of(run)):
+            reasons.append(f"queue backlog of {backlog} messages")
+        if reasons:
+            return {"load": run["load"], "reasons": reasons, "culprit": run["verdict"]["culprit"],
+                    "cause": run["verdict"]["cause"], "evidence": run["verdict"]["evidence"]}
+    return None
+
+
+async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: str,
+                json_path, run_dir, observe: Observer = lambda phase: None,
+                management_url: str | None = None, prometheus_url: str = "") -> dict:
+    """Every topology (first layout) at every load point; saved after each run."""
+    if axis not in AXES:
+        raise InputError(f"sweep axis must be one of {', '.join(AXES)}")
+    workload.check()
+    at_load(workload, axis, max(values)).check()  # the heaviest point must fit too
+    topologies = workload.resolved_topologies()
+    layout = workload.layouts[0]
+    if not any(layout in t.layouts for t in topologies):
+        raise TopologyError(f"no chosen topology supports layout {layout}")
+    result = new_result(workload, amqp_url, await broker_version(amqp_url))
+    result["sweep"] = {"axis": axis, "values": values, "layout": layout, "knees": {}}
+    points = []
+    for topology in topologies:
+        run_layout = layout if layout in topology.layouts else topology.layouts[0]
+        for value in values:
+            point = at_load(workload, axis, value)
+            points.append(Point(topology, run_layout, point, f"{topology.name}_{axis}={value:g}",
+                                f"{topology.name}@{value:g}",
+                                {"load": value, "rate_per_group": point.rate}))
+
+    def knee_once_swept(point: Point, _runs: list) -> None:
+        """A topology's knee, on each point's median repeat, once its last point is in."""
+        if point.fields["load"] != values[-1]:
+            return
+        runs = [r for r in result["runs"] if r["topology"] == point.topology.name]
+        medians = [representative(group) for group in by_point(runs, lambda r: r["load"]).values()]
+        result["sweep"]["knees"][point.topology.name] = find_knee(
+            medians, workload.budget_ms, lambda r: r["rate_per_group"])
+        result["conclusion"] = conclude_sweep(result["sweep"]).to_json()
+
+    await run_points(result, points, amqp_url, json_path, run_dir, observe, management_url,
+                     prometheus_url, knee_once_swept)
+    return result

@@ -1,0 +1,324 @@
+"""`mqprobe trace --group N`: one group's messages hop by hop, live or from a saved run.
+
+Live, it joins the group as listening client(s) on a running socket.io system and prints
+each message as it arrives: its hops and the node that handled it. With `--publish RATE`
+it also sends probe messages into the user's exchange (stamped as `mqprobe.embed` does),
+so a probe that never arrives is shown as lost, with the last hop it is known to have
+reached.
+
+With `via="socketio-manager"` the probes go in python-socketio's own manager format (an
+`emit` message, JSON, into the manager's fanout exchange, as AsyncAioPikaManager publishes
+them), so a cluster with no mqprobe code emits them to the group's room itself. No server
+stamps them: they give publish-to-receive latency per node (the listener's URL) and per
+group, labelled e2e only; mq, server and delivery are n/a.
+
+Probes also measure the server's clock against ours (mqprobe.clocks.bound_from_probe): a
+probe leaves and comes back on our clock, so its dequeue and emit stamps bound the server's
+offset. When the bounds show the clocks differ, hops are corrected and carry +- the bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mqprobe.clocks import ProbeBounds, RunClocks, bound_from_probe
+from mqprobe.embed import Tracer
+from mqprobe.errors import InputError
+from mqprobe.pieces.swarm import Member, Swarm, SwarmConfig
+from mqprobe.records import HopSet
+from mqprobe.stamps import (
+    TRACEPARENT,
+    DeliveryTrace,
+    PublishStamp,
+    check_id,
+    new_trace_id,
+    now_ns,
+    parse_traceparent,
+    socketio_field,
+)
+
+
+@dataclass
+class TraceConfig:
+    group: str
+    socketio_urls: list[str]
+    clients: int = 1  # listeners per URL
+    amqp_url: str | None = None
+    exchange: str | None = None
+    exchange_type: str = "topic"
+    routing_key: str = "group.{group}"
+    rate: float = 0.0  # probe messages per second; 0 listens only
+    duration_s: float = 10.0
+    timeout_s: float = 5.0  # a probe not seen this long after it was sent is lost
+    eio: int | None = None  # engine.io protocol; None asks each server
+    via: str = "amqp"  # amqp: mqprobe's headers | socketio-manager: python-socketio's format
+    room: str = "group.{group}"  # socketio-manager: the room a group's members are in
+    event: str = "message"  # socketio-manager: the event the servers emit
+
+    @property
+    def probe_exchange(self) -> str | None:
+        """Where probes go: `exchange`, or with via=socketio-manager the manager's default
+        channel (python-socketio's `socketio`)."""
+        return self.exchange or (MANAGER_CHANNEL if self.via == VIA_MANAGER else None)
+
+
+VIA_MANAGER = "socketio-manager"
+VIA = ("amqp", VIA_MANAGER)
+MANAGER_CHANNEL = "socketio"  # AsyncAioPikaManager's default channel: its exchange's name
+UNSTAMPED_NODE = "-"  # the node field of a manager-format probe: no server stamps it
+
+
+@dataclass
+class Probe:
+    seq: int
+    t_pub: int
+    confirmed: bool = False
+    seen: bool = False
+
+
+Line = Callable[[dict], None]
+
+
+def hop_line(trace: DeliveryTrace, t_recv: int, kind: str, clock_ms: float = 0.0,
+             node: str = "") -> dict:
+    """One arrival; clock_ms is the +- on mq and delivery when the node's clock differs.
+    Hops whose stamps were not taken are absent (shown n/a)."""
+    return {"kind": kind, "seq": trace.seq, "node": node or trace.node,
+            "trace_id": trace.trace_id,
+            **{f"{hop}_ms": round(value / 1e6, 3) for hop, value in trace.hops(t_recv)},
+            "clock_ms": clock_ms}
+
+
+async def live_trace(config: TraceConfig, on_line: Line) -> dict:
+    """Listen (and probe) for `duration_s`; every arrival and every loss goes to on_line."""
+    group = check_id("group", config.group)
+    if config.via not in VIA:
+        raise InputError(f"--via must be {' or '.join(VIA)}, got {config.via!r}")
+    probes: dict[str, Probe] = {}
+    tally = Arrivals(probes, on_line)
+    listeners = config.clients * len(config.socketio_urls)
+    swarm = Swarm(SwarmConfig(node_urls=config.socketio_urls, group_sizes={group: listeners},
+                              on_delivery=tally.delivered, eio=config.eio))
+    await swarm.start()
+    if swarm.progress()["joined"] == 0:
+        await swarm.stop()
+        raise ConnectionError(f"could not join group {group} at {', '.join(config.socketio_urls)}"
+                              + (f" ({swarm.first_error})" if swarm.first_error else ""))
+    publisher = None
+    try:
+        if config.rate > 0:
+            publisher = await _probe_publisher(config)
+            await _send_probes(config, publisher, probes)
+            deadline = asyncio.get_running_loop().time() + config.timeout_s
+            while any(not p.seen for p in probes.values()):
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+        else:
+            await asyncio.sleep(config.duration_s)
+    finally:
+        if publisher:
+            with contextlib.suppress(Exception):
+                await publisher[0].close()
+        await swarm.stop()
+    lost = [p for p in probes.values() if not p.seen]
+    due_ns = int(config.timeout_s * 1e9)
+    for probe in sorted(lost, key=lambda p: p.seq):
+        on_line({"kind": "lost", "seq": probe.seq,
+                 "last_hop": _last_hop(probe, listeners_down(swarm, probe.t_pub, probe.t_pub + due_ns),
+                                       listeners)})
+    progress = swarm.progress()
+    return {"group": group, "listeners": progress["joined"], "received": len(tally.seen_ids),
+            "probes_sent": len(probes), "probes_lost": len(lost), "untraced": swarm.untraced,
+            "untraced_reasons": dict(swarm.untraced_reasons),
+            **{key: progress[key] for key in ("planned", "joined", "failed", "disconnects",
+                                              "reconnects", "down")},
+            "first_error": swarm.first_error,
+            "protocols": {url: p.eio for url, p in swarm.protocols.items()},
+            **tally.to_json()}
+
+
+class Arrivals:
+    """What a live trace has received: each message once per node (every node emits it to
+    its own room members), its hops for the group and per node, and what the probes among
+    them say of each node's clock."""
+
+    def __init__(self, probes: dict[str, Probe], on_line: Line) -> None:
+        self.probes, self.on_line = probes, on_line
+        self.hops = HopSet()
+        self.by_node: dict[str, HopSet] = {}
+        self.seen_ids: set[str] = set()
+        self.paths: set[tuple[str, str]] = set()  # (trace id, node) already counted
+        self.clocks: dict[str, ProbeBounds] = {}
+        self.stamped = self.unstamped = 0  # arrivals a server stamped, and not
+
+    def delivered(self, member: Member, trace: DeliveryTrace, t_recv: int) -> None:
+        """The swarm's on_delivery: a message no server stamped is known by the URL its
+        listener is connected to."""
+        node = trace.node if trace.server_stamped else member.url
+        if (trace.trace_id, node) in self.paths:
+            return
+        self.paths.add((trace.trace_id, node))
+        self.seen_ids.add(trace.trace_id)
+        if trace.server_stamped:
+            self.stamped += 1
+        else:
+            self.unstamped += 1
+        probe = self.probes.get(trace.trace_id)
+        if probe:
+            probe.seen = True
+        clock_ms = 0.0
+        if trace.server_stamped:
+            bounds = self.clocks.setdefault(node, ProbeBounds())
+            if probe:
+                bounds.add(bound_from_probe(trace.t_pub, trace.t_deq, trace.t_emit, t_recv))
+            if bounds.clocks_differ:
+                offset = bounds.estimate()
+                trace = trace.on_clock(offset.offset_ns, 0)
+                clock_ms = round(offset.uncertainty_ns / 1e6, 3)
+        node_hops = self.by_node.setdefault(node, HopSet())
+        for hop, value in trace.hops(t_recv):
+            self.hops[hop].record(value)
+            node_hops[hop].record(value)
+        self.on_line(hop_line(trace, t_recv, "probe" if probe else "live", clock_ms, node))
+
+    def to_json(self) -> dict:
+        return {"hops": {hop: latency.summary() for hop, latency in self.hops.items()},
+                "e2e_only": self.unstamped > 0 and self.stamped == 0,
+                "nodes": {node: {hop: latency.summary() for hop, latency in node_hops.items()}
+                          for node, node_hops in self.by_node.items()},
+                "clocks": {node: _clock_json(b) for node, b in self.clocks.items() if b.probes}}
+
+
+def listeners_down(swarm: Swarm, start_ns: int, end_ns: int) -> int:
+    """How many of the swarm's members were disconnected at some time in [start, end]."""
+    down = {id(member) for member, since, back in swarm.outages
+            if since <= end_ns and back >= start_ns}
+    down |= {id(m) for m in swarm.members if m.down_since and m.down_since <= end_ns}
+    return len(down)
+
+
+def _last_hop(probe: Probe, down: int, listeners: int) -> str:
+    """Where a lost probe was last known to be, and whether a listener was away for it."""
+    if not probe.confirmed:
+        return "publisher (the broker did not confirm it)"
+    if down:
+        return (f"broker (publish confirmed); {down} of {listeners} listener(s) were "
+                "disconnected while it was due")
+    return "broker (publish confirmed; never reached a listener)"
+
+
+def _clock_json(bounds: ProbeBounds) -> dict:
+    """What the probes say about one node's clock against ours."""
+    out = {"probes": bounds.probes, "consistent": bounds.consistent,
+           "corrected": bounds.clocks_differ}
+    if bounds.consistent:
+        out.update(low_ms=round(bounds.low / 1e6, 3), high_ms=round(bounds.high / 1e6, 3),
+                   **bounds.estimate().to_json())
+    return out
+
+
+async def _probe_publisher(config: TraceConfig):
+    import aio_pika
+
+    if not (config.amqp_url and config.probe_exchange):
+        raise InputError("--publish needs --exchange (and a broker: --amqp-url or the managed one)")
+    connection = await aio_pika.connect(config.amqp_url)
+    channel = await connection.channel(publisher_confirms=True)
+    try:  # passive: a probe must never create or change anything in the user's broker
+        exchange = await channel.declare_exchange(config.probe_exchange, config.exchange_type,
+                                                  passive=True)
+    except aio_pika.exceptions.ChannelClosed:
+        await connection.close()
+        raise InputError(f"exchange {config.probe_exchange!r} does not exist on that broker"
+                         ) from None
+    return connection, exchange
+
+
+async def _send_probes(config: TraceConfig, publisher, probes: dict[str, Probe]) -> None:
+    import aio_pika
+
+    _connection, exchange = publisher
+    tracer = Tracer("mqprobe-trace")
+    count = max(1, round(config.rate * config.duration_s))
+    start = now_ns()
+    pending = []
+
+    async def send(message: aio_pika.Message, key: str, probe: Probe) -> None:
+        with contextlib.suppress(aio_pika.exceptions.DeliveryError):
+            await exchange.publish(message, key)
+            probe.confirmed = True
+
+    for seq in range(count):
+        delay = (start + seq * 1e9 / config.rate - now_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if config.via == VIA_MANAGER:
+            trace_id, t_pub = new_trace_id(), now_ns()
+            message, key = manager_probe(config, PublishStamp(trace_id, config.group, seq,
+                                                              t_pub, t_pub)), "*"
+        else:
+            headers = tracer.publish_headers(config.group)
+            trace_id, t_pub = parse_traceparent(headers[TRACEPARENT])[0], now_ns()
+            message = aio_pika.Message(b"mqprobe trace probe", headers=headers)
+            key = config.routing_key.format(group=config.group)
+        probe = probes[trace_id] = Probe(seq, t_pub)
+        pending.append(asyncio.get_running_loop().create_task(send(message, key, probe)))
+    await asyncio.gather(*pending)
+
+
+def manager_probe(config: TraceConfig, stamp: PublishStamp):
+    """A probe as python-socketio's AsyncAioPikaManager publishes an emit: JSON, persistent,
+    routing key `*`; its data starts with the mqprobe field, unstamped by any server."""
+    import aio_pika
+
+    message = {"method": "emit", "event": config.event,
+               "data": {"mqprobe": socketio_field(stamp, UNSTAMPED_NODE, 0, 0),
+                        "probe": "mqprobe trace"},
+               "namespace": "/", "room": config.room.format(group=config.group),
+               "skip_sid": None, "callback": None, "host_id": f"mqprobe-trace-{stamp.trace_id}"}
+    return aio_pika.Message(json.dumps(message).encode(),
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+
+
+def replay(result: dict, group: str) -> list[dict]:
+    """The traced group of a saved run: per run its figures and verdict, and its samples."""
+    from mqprobe.errors import ResultFormatError
+
+    out = []
+    for i, run in enumerate(result.get("runs", []), 1):
+        groups = run.get("groups", {})
+        figures = groups.get(group) if isinstance(groups, dict) else None
+        if figures is None:
+            continue
+        if not _group_figures_ok(figures):
+            raise ResultFormatError(f"run {i}'s group {group} has no counts and hops to show")
+        samples = run.get("samples", [])
+        if not isinstance(samples, list) or not all(
+                isinstance(s, list) and len(s) == 7 and all(type(v) is int for v in s[1:])
+                for s in samples):
+            raise ResultFormatError(f"run {i}'s samples are not [group, seq, t_plan, t_pub, "
+                                    "t_deq, t_emit, t_recv] rows of integers")
+        samples = [s for s in samples if str(s[0]) == group]
+        out.append({"topology": run["topology"], "layout": run["layout"],
+                    "load": run.get("load"), **figures, "samples": samples,
+                    "clock_ms": RunClocks.from_json(run.get("clocks")).hop_uncertainty_ms})
+    return out
+
+
+def _group_figures_ok(figures: object) -> bool:
+    """Counts and hop figures, as compare writes them for each group."""
+    numbers = (int, float)
+    if not isinstance(figures, dict) or not all(
+            isinstance(figures.get(k), numbers) for k in
+            ("members", "published", "delivered", "expected_deliveries", "lost", "duplicated")):
+        return False
+    hops = figures.get("hops")
+    return isinstance(hops, dict) and all(
+        isinstance(h, dict) and all(isinstance(h.get(k), numbers)
+                                    for k in ("p50_ms", "p99_ms", "max_ms"))
+        for h in hops.values())

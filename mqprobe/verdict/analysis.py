@@ -1,0 +1,888 @@
+"""From what the pieces recorded to one run's figures, its timeline, and a verdict.
+
+Lost and duplicate deliveries are counted against what the publisher actually sent and
+who actually joined. The verdict rests on the attribution (mqprobe.verdict.attribution): the
+culprit whose causes together explain the largest share of the tail's excess, its largest
+cause, and the next ones with their shares. Faults of the whole run (the broker gone, a
+piece dead, messages refused, lost deliveries) come first, and lost deliveries are never
+`none`. The verdict names only evidence that was measured in this run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from mqprobe.figures import (
+    BrokerEvidence,
+    Counts,
+    CpuUse,
+    GroupFigures,
+    HopFigures,
+    LoopCpu,
+    LoopLag,
+    NodeFigures,
+    SwarmFigures,
+    hop_figures,
+)
+from mqprobe.model import (
+    INSTRUMENT_ROLES,
+    PATH_HOPS,
+    RUN_HOPS,
+    STAMP_SOURCES,
+    Culprit,
+    HopName,
+    PieceRole,
+    RunResult,
+    is_node_piece,
+    role_of,
+)
+from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
+from mqprobe.records import HopSet, Latency
+from mqprobe.timeline import EventKind, TimedEvent
+from mqprobe.verdict.attribution import (
+    BROKER,
+    PAUSED_WITH,
+    PROSE,
+    Attribution,
+    Cause,
+    Charger,
+    MessageDeliveries,
+    Timeline,
+    Verdict,
+    attribute,
+    stall_cause,
+)
+from mqprobe.watch.footprint import CpuSampler
+from mqprobe.watch.profile import busy_line
+
+SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it computed
+
+
+def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
+              nodes: list[NodeResult], broker_ready_at_end: int = 0) -> dict:
+    """The design.md run fields (counts, hops, self-lag) plus per-group detail (each node's
+    own figures are node_figures').
+
+    A delivery that did not arrive is `lost` (it never will: a hole deeper in a member's
+    seqs than the run ever reordered, a member that went down, nothing held anywhere) or
+    `not_delivered` (still on its way when the run stopped: past a live member's highest
+    seq, or a gap within the reordering seen below it, while the broker's queues or the
+    nodes still held messages: `broker_ready_at_end`, each node's `in_hand_at_end`)."""
+    published = (publisher or {}).get("published", {})
+    all_hops = HopSet()
+    group_hops: dict[str, HopSet] = {}
+    self_lag = Latency()
+    members: dict[str, int] = {}
+    delivered: dict[str, int] = {}
+    duplicated: dict[str, int] = {}
+    live: dict[str, int] = {}
+    reached: dict[str, int] = {}
+    near_top: dict[str, int] = {}
+    for swarm in swarms:
+        self_lag.merge(Latency.from_json(swarm["self_lag"]))
+        for group, tally in swarm.get("groups", {}).items():
+            members[group] = members.get(group, 0) + tally["members"]
+            delivered[group] = delivered.get(group, 0) + tally["delivered"]
+            duplicated[group] = duplicated.get(group, 0) + tally["duplicated"]
+            live[group] = live.get(group, 0) + tally.get("live", 0)
+            reached[group] = reached.get(group, 0) + tally.get("reached", 0)
+            near_top[group] = near_top.get(group, 0) + tally.get("gaps_near_top", 0)
+        for group, raw in swarm.get("hops", {}).items():
+            hops = HopSet.from_json(raw)
+            group_hops.setdefault(group, HopSet()).merge(hops)
+    for node in nodes:
+        for group, raw in node.get("fanout", {}).items():
+            group_hops.setdefault(group, HopSet()).merge(HopSet.from_json(raw))
+    for hops in group_hops.values():
+        all_hops.merge(hops)
+    if (publisher or {}).get("silent"):
+        # its counts are from its last report, read against the schedule: a group may have
+        # had one more sent than it says, and what arrived proves it (else: 50 "lost" in
+        # one group, 50 beyond the expected in another, of a publisher killed mid-run)
+        published = {g: max(published.get(g, 0), -(-delivered.get(g, 0) // members[g])
+                            if members.get(g) else 0) for g in set(published) | set(members)}
+    order = sorted(set(published) | set(members), key=_group_order)
+    expected = {group: published.get(group, 0) * members.get(group, 0) for group in order}
+    missing = {group: max(0, expected[group] - delivered.get(group, 0)) for group in order}
+    # missed past a live member's highest seq (or near it): perhaps only late
+    behind = {group: min(missing[group],
+                         max(0, live.get(group, 0) * published.get(group, 0) - reached.get(group, 0))
+                         + near_top.get(group, 0)) for group in order}
+    in_hand = sum(n.get("in_hand_at_end", 0) for n in nodes)
+    late = _still_on_the_way(members, behind, broker_ready_at_end + in_hand)
+    groups = {group: GroupFigures(
+        members.get(group, 0),
+        Counts(published=published.get(group, 0), expected_deliveries=expected[group],
+               delivered=delivered.get(group, 0), lost=missing[group] - late.get(group, 0),
+               not_delivered=late.get(group, 0), duplicated=duplicated.get(group, 0)),
+        {hop: HopFigures.from_json(lat.summary())
+         for hop, lat in group_hops.get(group, HopSet()).items()}) for group in order}
+    bounds = [f"swarm{i + 1} gave no result: its members' deliveries "
+              f"({sum(t['delivered'] for t in s.get('groups', {}).values())}) are from its last "
+              "progress report, a lower bound, and its hop figures are missing"
+              for i, s in enumerate(swarms) if s.get("silent")]
+    if (publisher or {}).get("silent"):
+        bounds.append("the publisher gave no result: what it published is from its last "
+                      "progress report and what arrived, a lower bound")
+    return {
+        **Counts.total(g.counts for g in groups.values()).to_json(),
+        "held_at_end": {"broker_ready": broker_ready_at_end, "nodes_in_hand": in_hand},
+        "bounds": bounds,
+        "hops": {hop: all_hops[hop].summary() for hop in RUN_HOPS},
+        "self_lag_ms": self_lag.lag_summary(),
+        "groups": {group: figures.to_json() for group, figures in groups.items()},
+        "hdr": {hop: all_hops[hop].hist.encode().decode() for hop in RUN_HOPS},
+        "untraced": sum(s.get("untraced", 0) for s in swarms) + sum(n.get("untraced", 0) for n in nodes),
+        "misrouted": sum(s.get("misrouted", 0) for s in swarms),
+        "publisher": {k: v for k, v in (publisher or {}).items()
+                      if k not in ("schedule_lag", "loop_lag", "timeline")}
+        | ({"schedule_lag_ms": Latency.from_json(publisher["schedule_lag"]).summary()}
+           if publisher and "schedule_lag" in publisher else {}),
+    }
+
+
+def _still_on_the_way(members: dict[str, int], behind: dict[str, int], held: int
+                      ) -> dict[str, int]:
+    """Of what members missed past their highest seq, how much per group moves from `lost`
+    to `not_delivered`, as far as the messages held at the end can carry: each one reaches
+    at most its group's members, so more than `held` x the largest group is lost whatever
+    its seqs say."""
+    if not held:
+        return {}  # nothing held anywhere: what did not arrive never will
+    room = held * max(members.values(), default=0)
+    wanted = sum(behind.values())
+    return {group: count if wanted <= room else count * room // wanted
+            for group, count in behind.items()}
+
+
+def swarm_figures(swarms: list[SwarmResult]) -> SwarmFigures:
+    """The run's swarm processes together, from their result events."""
+    return SwarmFigures(
+        clients=sum(s.get("planned", 0) for s in swarms),
+        joined=sum(s.get("joined", 0) for s in swarms),
+        failed=sum(s.get("failed", 0) for s in swarms),
+        disconnects=sum(s.get("disconnects", 0) for s in swarms),
+        reconnects=sum(s.get("reconnects", 0) for s in swarms),
+        t_recv_source={source: sum(s.get("t_recv_source", {}).get(source, 0) for s in swarms)
+                       for source in STAMP_SOURCES},
+        rss_bytes=sum(s.get("rss_bytes", 0) for s in swarms), processes=len(swarms))
+
+
+def _group_order(group: str) -> tuple:
+    return (0, int(group), "") if group.isdigit() else (1, 0, group)
+
+
+def node_figures(node: NodeResult) -> NodeFigures:
+    """A node's figures for the result, from its result event."""
+    loop_cpu = node.get("loop_cpu") or {}
+    return NodeFigures(
+        node=node["node"], handled=node["handled"], untraced=node["untraced"],
+        filtered=node["filtered"], unacked_max=node["unacked_max"], prefetch=node["prefetch"],
+        busy_ratio=node["busy_ratio"],
+        loop_lag_ms=LoopLag.from_json(Latency.from_json(node["loop_lag"]).lag_summary()),
+        stalls=node.get("stalls", 0), in_hand_at_end=node.get("in_hand_at_end", 0),
+        gc=node.get("gc", {}), loop_worst=node.get("loop_worst", {}),
+        loop_cpu=LoopCpu.from_json(loop_cpu) if loop_cpu else None,
+        profile=node.get("profile", {"samples": 0}),
+        mq_split={part: lat.summary() for part, lat in HopSet.from_json(node["mq_split"]).items()}
+        if node.get("mq_split") else None)
+
+
+def cpu_series(nodes: list[NodeResult], shift_ns: dict[str, int]) -> dict[str, list[list[int]]]:
+    """Each node's loop CPU windows (loop.CpuWindows rows), moved onto our clock."""
+    out = {}
+    for node in nodes:
+        rows = (node.get("loop_cpu") or {}).get("rows") or []
+        shift = shift_ns.get(node["node"], 0)
+        out[node["node"]] = [[row[0] + shift, *row[1:5]] for row in rows]
+    return out
+
+
+def cpu_json(series: dict[str, list[list[int]]], t0_ns: int) -> dict:
+    """The nodes' loop CPU windows for the result JSON: ms since the first publish."""
+    return {"columns": ["t_ms", "wall_ms", "on_cpu_ms", "waiting_ms", "throttled_ms"],
+            "nodes": {node: [[round((r[0] - t0_ns) / 1e6, 1), *(round(v / 1e6, 2) for v in r[1:5])]
+                             for r in rows] for node, rows in series.items()}}
+
+
+
+
+# -- the run's timeline and deliveries, on the coordinator's clock --------------------------
+def timeline_events(publisher: PublisherResult | None, swarms: list[SwarmResult],
+                    nodes: list[NodeResult],
+                    broker: list[TimedEvent], shift_ns: dict[str, int]) -> list[TimedEvent]:
+    """Every piece's intervals, named (publisher, n1.., swarm1..) and moved onto our clock
+    (shift_ns: what to add to each piece's stamps; absent: the same clock)."""
+    named = [("publisher", publisher)] if publisher else []
+    named += [(node["node"], node) for node in nodes]
+    named += [(f"swarm{i + 1}", swarm) for i, swarm in enumerate(swarms)]
+    events = list(broker)
+    for piece, result in named:
+        shift = shift_ns.get(piece, 0)
+        for raw in (result.get("timeline") or {}).get("events", []):
+            events.append(TimedEvent.from_wire(piece, raw).shifted(shift))
+    return sorted(events, key=lambda e: e.start_ns)
+
+
+def deliveries(swarms: list[SwarmResult], nodes: list[NodeResult],
+               shift_ns: dict[str, int]) -> list[MessageDeliveries]:
+    """Each swarm's per-message receipts, with the node's own wait and fan-out for it."""
+    emits: dict[tuple[str, str, int], tuple[int, int]] = {}
+    for node in nodes:
+        for group, rows in node.get("emits", {}).items():
+            for seq, wait_ns, fanout_ns in rows:
+                emits[(node["node"], group, seq)] = (wait_ns, fanout_ns)
+    out = []
+    for i, swarm in enumerate(swarms):
+        name = f"swarm{i + 1}"
+        shift = shift_ns.get(name, 0)
+        for group, seq, node, t_pub, t_deq, t_emit, receipts in swarm.get("messages", []):
+            wait_ns, fanout_ns = emits.get((node, str(group), seq), (0, 0))
+            out.append(MessageDeliveries(
+                str(group), seq, node, name, t_pub + shift, t_deq + shift, t_emit + shift,
+                [(d, n) for d, n in receipts], wait_ns, fanout_ns))
+    return out
+
+
+def timeline_json(events: list[TimedEvent], t0_ns: int, dropped: int) -> dict:
+    """The run's timeline for the result JSON: ms since the first publish."""
+    return {"t0_ns": t0_ns, "events": [e.to_json(t0_ns) for e in events], "dropped": dropped}
+
+
+MAX_SERIES_POINTS = 600  # buckets of the e2e-over-time series: a picture's worth
+
+
+def e2e_over_time(messages: list[MessageDeliveries], t0_ns: int) -> dict:
+    """Each delivery's e2e by when its message was published, in buckets of 100 ms or
+    more (at most MAX_SERIES_POINTS): count, p50, p99 and max per bucket, so a stall and
+    the messages it delayed can be drawn on one time axis with the timeline's intervals."""
+    if not messages:
+        return {"bucket_ms": 100, "columns": ["t_ms", "count", "p50_ms", "p99_ms", "max_ms"],
+                "rows": []}
+    span_ms = max(0, max(m.t_pub for m in messages) - t0_ns) / 1e6
+    bucket_ms = 100
+    while span_ms / bucket_ms >= MAX_SERIES_POINTS:
+        bucket_ms *= 2
+    buckets: dict[int, list[tuple[int, int]]] = {}
+    for message in messages:
+        index = max(0, int((message.t_pub - t0_ns) / 1e6 // bucket_ms))
+        server_side = message.t_emit - message.t_pub
+        buckets.setdefault(index, []).extend(
+            (server_side + after_emit, count) for after_emit, count in message.receipts)
+    rows = []
+    for index in sorted(buckets):
+        values = sorted(buckets[index])
+        total = sum(count for _, count in values)
+        if not total:
+            continue
+        rows.append([index * bucket_ms, total, _weighted_ms(values, total, 0.50),
+                     _weighted_ms(values, total, 0.99), round(values[-1][0] / 1e6, 3)])
+    return {"bucket_ms": bucket_ms, "columns": ["t_ms", "count", "p50_ms", "p99_ms", "max_ms"],
+            "rows": rows}
+
+
+def _weighted_ms(values: list[tuple[int, int]], total: int, quantile: float) -> float:
+    """The value (ns, sorted, each with its count) below which `quantile` of them lie, ms."""
+    rank, seen = quantile * total, 0
+    for value, count in values:
+        seen += count
+        if seen >= rank:
+            return round(value / 1e6, 3)
+    return round(values[-1][0] / 1e6, 3)
+
+
+def queue_ready_over_time(series: dict[str, list[list[float]]], sampled_from_ns: int,
+                          t0_ns: int) -> dict:
+    """The broker's ready messages summed over the run's queues at each sample, on the
+    timeline's axis (ms since the first publish)."""
+    totals: dict[float, int] = {}
+    for points in series.values():
+        for t_s, ready, _consumers in points:
+            totals[t_s] = totals.get(t_s, 0) + int(ready)
+    shift_ms = (sampled_from_ns - t0_ns) / 1e6 if sampled_from_ns and t0_ns else 0.0
+    return {"columns": ["t_ms", "ready"],
+            "rows": [[round(t_s * 1000 + shift_ms, 1), ready] for t_s, ready in sorted(totals.items())]}
+
+
+# -- the verdict ---------------------------------------------------------------------------
+INTERRUPTED = "interrupted"  # the Failure.piece of a run the user stopped
+
+
+@dataclass
+class Failure:
+    """A run that ended early: which piece, and its one sentence."""
+
+    piece: str
+    message: str
+    at_ns: int = 0  # when it was seen to end, on our clock (0: not known)
+    gave_no_result: bool = False  # it ran to the end but its figures never arrived
+
+    @property
+    def role(self) -> PieceRole | str:
+        return role_of(self.piece)
+
+
+@dataclass
+class RunFacts:
+    """What a verdict may rest on, beyond the attribution: counts and the run's faults."""
+
+    run: dict
+    events: list[TimedEvent] = field(default_factory=list)
+    t0_ns: int = 0
+    failure: Failure | None = None
+    cpu: dict[str, list[list[int]]] = field(default_factory=dict)  # cpu_series
+    footprint: CpuSampler | None = None  # every local piece's CPU through the run
+    # the run's typed parts as they were built; those not given are read back from the
+    # run's JSON once (a saved result, a test's run)
+    broker: BrokerEvidence = None  # type: ignore[assignment]
+    nodes: tuple[NodeFigures, ...] = None  # type: ignore[assignment]
+    cpu_use: CpuUse = None  # type: ignore[assignment]
+    swarm: SwarmFigures = None  # type: ignore[assignment]
+    hops: dict[str, HopFigures] = None  # type: ignore[assignment]
+    self_lag: LoopLag = None  # type: ignore[assignment]  # the swarms' own loop lag
+    counts: Counts = None  # type: ignore[assignment]  # the run's, or the group's judged
+
+    def __post_init__(self) -> None:
+        run = self.run
+        if self.hops is None:
+            self.hops = HopFigures.by_hop(run.get("hops"))
+        if self.self_lag is None:
+            self.self_lag = LoopLag.from_json(run.get("self_lag_ms") or {})
+        if self.broker is None:
+            self.broker = BrokerEvidence.from_json(run.get("evidence", {}).get("broker"))
+        if self.nodes is None:
+            self.nodes = tuple(NodeFigures.from_json(n) for n in run.get("nodes", []))
+        if self.cpu_use is None:
+            self.cpu_use = CpuUse.from_json(run.get("cpu"))
+        if self.swarm is None:
+            self.swarm = SwarmFigures.from_json(run.get("swarm"))
+        if self.counts is None:
+            self.counts = Counts.from_json(run)
+
+
+def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) -> Verdict:
+    """Which part of the path the tail belongs to, and why, from this run's evidence."""
+    run, counts = facts.run, facts.counts
+    hops, swarm = facts.hops, facts.swarm
+    count_lines = _count_evidence(run, counts)
+    # a broker that refused connections is a fault of the whole run; one that was slow to
+    # answer (paused, overloaded) is charged by the attribution, like any other interval
+    if any(not e.detail.get("unresponsive") for e in _outages(facts)):
+        return Verdict.of(Cause.BROKER_UNAVAILABLE, _outage_prose(facts),
+                          _failure_evidence(facts) + count_lines)
+    if facts.failure and facts.failure.piece == INTERRUPTED:
+        return Verdict.of(Cause.INTERRUPTED, f"stopped by the user "
+                          f"{_at(facts.failure.at_ns, facts)} into the run: the figures cover "
+                          "what was measured until then; deliveries still on their way count as "
+                          "not delivered", count_lines)
+    if facts.failure:
+        role = facts.failure.role
+        cause = (Cause.NODE_DIED if role == PieceRole.NODE and not facts.failure.gave_no_result
+                 else Cause.INSTRUMENT_FAILED)
+        when = f" ({_at(facts.failure.at_ns, facts)} into the run)" if facts.failure.at_ns else ""
+        return Verdict.of(cause, f"{PROSE[cause]}{when}: {facts.failure.message}",
+                          _failure_evidence(facts) + count_lines)
+    publisher = run.get("publisher", {})
+    refused = publisher.get("nacked", 0) + publisher.get("errors", 0)
+    if refused:
+        first = publisher.get("first_error") or "nacked by the broker"
+        return Verdict.of(Cause.PUBLISH_REJECTED, f"{refused} of {counts.published} messages "
+                          f"were refused or failed at publish ({first})", count_lines)
+    if swarm.failed or swarm.disconnects:
+        return Verdict.of(Cause.INSTRUMENT_FAILED,
+                          f"{swarm.failed} clients failed to connect and {swarm.disconnects}"
+                          f" disconnected during the run ({swarm.reconnects} came back; "
+                          "the server may have dropped them: see its log); counts and figures "
+                          "are not to be trusted", count_lines)
+    if attribution is None:
+        if counts.lost:
+            return _lost(counts, facts.nodes, count_lines)
+        if counts.published == 0:
+            return Verdict.of(Cause.INSTRUMENT_FAILED, "nothing was published", count_lines)
+        return Verdict.of(Cause.NOTHING_MEASURED, evidence=count_lines)
+    evidence = count_lines + [
+        f"e2e p99 {hops[HopName.E2E].p99_ms} ms (budget {budget_ms:g} ms); p99 by hop: "
+        + ", ".join(f"{hop} {hops[hop].p99_ms} ms" for hop in PATH_HOPS),
+        _tail_line(attribution, budget_ms)]
+    if attribution.shares:
+        evidence.append("tail excess by cause: " + "; ".join(
+            f"{s.culprit.value}: {s.cause.value} {s.share:.0%} ({s.mean_ms:.2f} ms a delivery)"
+            for s in attribution.shares if s.share >= 0.005))
+    evidence.append(_self_lag_line(facts.self_lag, swarm, attribution))
+    evidence += footprint_lines(facts.cpu_use)
+    evidence += [line for node in facts.nodes
+                 if (line := busy_line(node.node, node.profile or {}))]
+    if attribution.tail == "p99" or not attribution.shares:  # the budget is met
+        if counts.lost:  # ...by what arrived: the loss is the story, never `none`
+            return _lost(counts, facts.nodes, evidence)
+        return Verdict.of(Cause.WITHIN_BUDGET, evidence=evidence, shares=attribution.shares)
+    culprit, together = top_culprit(attribution)
+    top = next(s for s in attribution.shares if s.culprit == culprit)
+    evidence += _cause_evidence(top.cause, run, facts)
+    prose = f"{_cause_prose(top.cause, run, facts)} ({top.share:.0%} of the tail excess"
+    prose += (f"; {culprit.value} causes {together:.0%} in all)" if together - top.share >= 0.005
+              else ")")
+    after = [s.label() for s in attribution.shares if s is not top and s.share >= 0.005][:2]
+    if after:
+        prose += "; then " + ", ".join(after)
+    return Verdict(top.culprit, top.cause, prose, evidence, attribution.shares)
+
+
+def top_culprit(attribution: Attribution) -> tuple[Culprit, float]:
+    """The culprit whose causes together explain the largest share of the tail's excess
+    (its largest single cause need not be the largest of all), and that share."""
+    sums: dict[Culprit, float] = {}
+    for share in attribution.shares:
+        sums[share.culprit] = sums.get(share.culprit, 0.0) + share.share
+    culprit = max(sums, key=sums.__getitem__)
+    return culprit, sums[culprit]
+
+
+def charged_events(swarm: SwarmFigures, events: list[TimedEvent]) -> list[TimedEvent]:
+    """The intervals the attribution may charge a delivery to: all of them, but the swarm's
+    own stalls and collections when its receive stamps are the kernel's."""
+    if not swarm.kernel_stamped:
+        return list(events)
+    return [e for e in events if not (e.piece.startswith("swarm")
+                                      and e.kind in (EventKind.GC, EventKind.LOOP_STALL))]
+
+
+def _self_lag_line(lag: LoopLag, swarm: SwarmFigures, attribution: Attribution) -> str:
+    """The swarm's own loop lag, and what it means for this run's receive stamps."""
+    head = f"swarm loop lag p99 {lag.p99} ms, max {lag.max} ms"
+    if swarm.kernel_stamped:
+        source = swarm.t_recv_source
+        return (f"{head}; receive stamps are the kernel's ({sum(source.values())} deliveries, "
+                f"{source.get('kernel_shared', 0)} sharing a read), so it is not in delivery")
+    return (f"{head}: the error bar of every receive stamp; it explains "
+            f"{attribution.share_of(Cause.SWARM_SATURATED):.0%} of the tail excess")
+
+
+def _outages(facts: RunFacts) -> list[TimedEvent]:
+    return [e for e in facts.events if e.kind == EventKind.BROKER_UNAVAILABLE]
+
+
+def _outage_prose(facts: RunFacts) -> str:
+    """When and how long the broker could not be reached (or did not answer)."""
+    down = _outages(facts)
+    first, last = down[0], down[-1]
+    until = ("until the run ended" if last.detail.get("until_end") else
+             f"to {_at(last.end_ns, facts)} of the run")
+    how = ("could not be reached" if any(not e.detail.get("unresponsive") for e in down)
+           else "did not answer")
+    return (f"RabbitMQ {how} from {_at(first.start_ns, facts)} {until} "
+            f"({sum(e.duration_ns for e in down) / 1e9:.1f} s in all, {len(down)} time(s))")
+
+
+def _at(t_ns: int, facts: RunFacts) -> str:
+    return f"{(t_ns - facts.t0_ns) / 1e9:.1f} s" if facts.t0_ns else "?"
+
+
+def _count_evidence(run: dict, counts: Counts) -> list[str]:
+    """The counts a verdict must mention (`run`: the bounds on them, what was held at the
+    end, which are the run's)."""
+    out = list(run.get("bounds", []))
+    if counts.lost:
+        out.append(f"lost {counts.lost} of {counts.expected_deliveries} deliveries")
+    if counts.not_delivered:
+        held = run.get("held_at_end", {})
+        out.append(f"fell behind: {counts.not_delivered} of {counts.expected_deliveries} "
+                   "deliveries were still on their way when the run stopped (RabbitMQ held "
+                   f"{held.get('broker_ready', 0)} ready messages, the nodes "
+                   f"{held.get('nodes_in_hand', 0)} unhandled): late, not lost")
+    if counts.duplicated:
+        out.append(f"{counts.duplicated} duplicate deliveries")
+    return out
+
+
+def _failure_evidence(facts: RunFacts) -> list[str]:
+    return [f"run failed: {facts.failure.message}"] if facts.failure else []
+
+
+def _lost(counts: Counts, nodes: tuple[NodeFigures, ...], evidence: list[str]) -> Verdict:
+    """Where deliveries were lost: before a node's handler, or after its emit."""
+    short = [(n.node, n.handled) for n in nodes if n.handled < counts.published]
+    if short:
+        detail = ", ".join(f"{node} handled {handled} of {counts.published}"
+                           for node, handled in short)
+        return Verdict.of(Cause.LOST_BEFORE_NODE, f"{counts.lost} deliveries lost: messages "
+                          f"never reached a node's handler ({detail})", evidence)
+    return Verdict.of(Cause.LOST, f"{counts.lost} deliveries lost: every node emitted every "
+                      "message, yet members never received some", evidence)
+
+
+def _tail_line(attribution: Attribution, budget_ms: float) -> str:
+    floors = ", ".join(f"{hop} {value:g}" for hop, value in attribution.floors_ms.items())
+    which = (f"{attribution.tail_deliveries} of {attribution.deliveries} deliveries over the "
+             f"{budget_ms:g} ms budget" if attribution.tail == "over-budget" else
+             f"the p99 tail ({attribution.tail_deliveries} of {attribution.deliveries} "
+             "deliveries; the budget is met)")
+    return (f"tail: {which}, {attribution.excess_ms:.2f} ms each beyond the floor "
+            f"(ms: {floors})")
+
+
+def _cause_prose(cause: Cause, run: dict, facts: RunFacts) -> str:
+    if cause == Cause.SERVER_STALL:
+        return _stall_cause(facts)
+    if cause in (Cause.CPU_STARVED, Cause.CPU_THROTTLED):
+        return _cpu_cause(cause, run, facts)
+    if cause == Cause.HOST_PAUSE:
+        return _host_pause(run, facts)
+    if cause == Cause.BROKER_STARVED:
+        return _broker_starved(run, facts)
+    if cause == Cause.BROKER_UNAVAILABLE and _outages(facts):
+        return _outage_prose(facts)
+    if cause == Cause.GC_PAUSE:
+        gcs = [e for e in facts.events if e.kind == EventKind.GC and is_node_piece(e.piece)]
+        if gcs:
+            worst = max(gcs, key=lambda e: e.duration_ns)
+            return (f"a node's garbage collector stopped its event loop ({len(gcs)} "
+                    f"collections over 1 ms, the longest {worst.duration_ns / 1e6:.1f} ms, "
+                    f"gen {worst.detail.get('generation', '?')} on {worst.piece})")
+    return PROSE[cause]
+
+
+def node_stalls(facts: RunFacts, cause: Cause | None = None) -> list[TimedEvent]:
+    """The nodes' loop stalls (of one cause, by attribution.stall_cause), longest first."""
+    return sorted((e for e in facts.events if e.kind == EventKind.LOOP_STALL
+                   and is_node_piece(e.piece) and (cause is None or stall_cause(e.detail) == cause)),
+                  key=lambda e: -e.duration_ns)
+
+
+def anatomy_text(detail: dict) -> str:
+    """`120 ms computing, 80 ms waiting for a CPU`: a stall's parts, the ones over 0.5 ms."""
+    parts = [(detail.get("on_cpu_ms", 0), "computing"), (detail.get("waiting_ms", 0),
+             "waiting for a CPU"), (detail.get("throttled_ms", 0), "throttled by its CPU quota"),
+             (detail.get("off_cpu_ms", 0), "off the CPU")]
+    return ", ".join(f"{ms:.0f} ms {what}" for ms, what in parts if ms >= 0.5)
+
+
+def _stall_cause(facts: RunFacts) -> str:
+    """Blocked or computing, from the longest stall charged to the node's own code: off the
+    CPU (or, without Linux's counters, a low CPU share) is blocked, else it computed; the
+    code the watchdog saw hold the loop, when it saw one."""
+    stalls = node_stalls(facts, Cause.SERVER_STALL)
+    if not stalls:
+        return "a node's event loop could not run"
+    worst = stalls[0]
+    detail, ms = worst.detail, f"{worst.duration_ns / 1e6:.0f}"
+    where = f" in {detail['held_by']}" if detail.get("held_by") else ""
+    if "off_cpu_ms" in detail:
+        # its wait for a CPU is charged apart (cpu-starved): held off the CPU, or computing
+        blocked = detail["off_cpu_ms"] > detail.get("on_cpu_ms", 0)
+        parts = f" ({anatomy_text(detail)})"
+    else:
+        blocked = detail.get("cpu_share", 0.0) < SATURATED_CPU_SHARE
+        parts = f" ({detail.get('cpu_share', 0.0):.0%} of a core; Linux's thread counters unread)"
+    if blocked:
+        return (f"a node's event loop was blocked: {worst.piece}'s loop was held {ms} ms"
+                f"{where}{parts}; "
+                "off the CPU, so a synchronous call (sleep, file or network I/O, a lock) held "
+                "it, not computing")
+    return (f"a node's event loop was saturated: {worst.piece} computed through its longest "
+            f"stall of {ms} ms{where}{parts}")
+
+
+def _host_pause(run: dict, facts: RunFacts) -> str:
+    """Which processes stopped together, when and how long, what the longest node stall
+    was spent on, and what the hypervisor took."""
+    paused = node_stalls(facts, Cause.HOST_PAUSE)
+    if not paused:
+        return PROSE[Cause.HOST_PAUSE]
+    worst = paused[0]
+    together = [e for e in facts.events if e.kind == EventKind.LOOP_STALL
+                and (e is worst or e.piece in worst.detail[PAUSED_WITH])
+                and e.start_ns < worst.end_ns and e.end_ns > worst.start_ns]
+    lengths = sorted(e.duration_ns / 1e6 for e in together)
+    text = (f"every process on this machine stopped at once: "
+            f"{', '.join(sorted({e.piece for e in together}))} together "
+            f"{_at(worst.start_ns, facts)} into the run for {lengths[0]:.0f}-{lengths[-1]:.0f} ms "
+            f"({worst.piece}: {anatomy_text(worst.detail)}), mqprobe's own pieces with the "
+            "nodes: the machine paused them (a hypervisor taking its CPUs, the kernel), not "
+            "the code; the figures of that moment measured the machine")
+    host = facts.cpu_use.host
+    stolen = host.stolen_ms if host else 0
+    if stolen:
+        text += f"; the hypervisor took {stolen:.0f} ms of this machine's CPUs in the run (steal)"
+    return text
+
+
+def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
+    """Starved or throttled: how long the nodes' loops waited, in their stalls and through
+    the run, and (from compare's sampler) who had the CPU meanwhile."""
+    stalls = node_stalls(facts, cause)
+    starved = cause == Cause.CPU_STARVED
+    part = "waiting_ms" if starved else "throttled_ms"
+    nodes = [(n.loop_cpu.waiting if starved else n.loop_cpu.throttled, n)
+             for n in facts.nodes if n.loop_cpu]
+    worst_share, worst = max(((s, n) for s, n in nodes if s), key=lambda pair: pair[0],
+                             default=(0.0, None))
+    what = ("was ready to run and waited for a CPU" if starved else
+            "was ready to run and held back by its cgroup's CPU quota")
+    text = f"a node {what}"
+    if worst:
+        text = (f"{worst.node} {what} {worst_share:.0%} of the run (its loop "
+                f"computed {worst.loop_cpu.on_cpu:.0%})")
+    if stalls:
+        text += (f"; {len(stalls)} stalls, {sum(e.detail.get(part, 0) for e in stalls):.0f} ms "
+                 f"of it, the longest {stalls[0].duration_ns / 1e6:.0f} ms on {stalls[0].piece} "
+                 f"({anatomy_text(stalls[0].detail)})")
+    footprint = facts.footprint
+    if starved and footprint and footprint.times:
+        # who had the CPU through the starved stalls, or through the run when none was long
+        spans = ([(e.start_ns, e.end_ns) for e in stalls]
+                 or [(footprint.times[0], footprint.times[-1])])
+        text += who_had_the_cpu(footprint, spans)
+    return text
+
+
+AROUND_NS = 300_000_000  # either side of the worst e2e moment, for the broker's waits there
+
+
+def _broker_waits(run: dict, facts: RunFacts) -> list[str]:
+    """How much of its ready time RabbitMQ's threads waited for a CPU, over the run and
+    around the worst e2e moment: a broker that waits for a CPU holds messages without
+    being busy, and only compare's sampler sees it (the broker measures nothing itself)."""
+    broker = facts.cpu_use.pieces.get(BROKER)
+    share = broker.ready_wait_share if broker else None
+    if share is None:
+        return []
+    line = f"RabbitMQ's threads waited for a CPU {share:.0%} of the time they were ready to run"
+    rows = (run.get("timeline", {}).get(HopName.E2E) or {}).get("rows") or []
+    windows = facts.footprint.windows(BROKER) if facts.footprint else []
+    if rows and windows:
+        t_ms, *_rest, worst_ms = max(rows, key=lambda row: row[-1])
+        at = facts.t0_ns + int(t_ms * 1e6)
+        near = [w for w in windows if at - AROUND_NS <= w[0] <= at + AROUND_NS]
+        on, wait = sum(w[2] for w in near), sum(w[3] for w in near)
+        if on + wait > 0:
+            line += (f", {wait / (on + wait):.0%} around the worst e2e ({worst_ms:.0f} ms, "
+                     f"{t_ms / 1000:.1f} s into the run)")
+    return [line]
+
+
+def _broker_starved(run: dict, facts: RunFacts) -> str:
+    """RabbitMQ short of CPU: how much of its ready time it waited, and who had the CPU."""
+    text = PROSE[Cause.BROKER_STARVED]
+    waits = _broker_waits(run, facts)
+    if waits:
+        text += f": {waits[0]}"
+    footprint = facts.footprint
+    if footprint and footprint.times:
+        text += who_had_the_cpu(footprint, [(footprint.times[0], footprint.times[-1])], BROKER)
+    return text
+
+
+INSTRUMENT_HEAVY = 0.25  # of the CPU others used while a node waited: the run measured the host
+
+
+def who_had_the_cpu(footprint: CpuSampler, spans: list[tuple[int, int]],
+                    starved: str = "") -> str:
+    """Who used the CPU while the nodes (or the `starved` piece) waited for one, largest
+    first (mqprobe's own pieces among them), and what to do when the instrument had much
+    of it."""
+    used = {piece: ns for piece, ns in footprint.during(spans).items() if piece != starved}
+    wall = sum(b - a for a, b in spans)
+    if not wall or not any(used.values()):
+        return ""
+    ranked = sorted(((ns, piece) for piece, ns in used.items() if ns > 0), reverse=True)
+    text = "; meanwhile the CPU went to " + ", ".join(
+        f"{piece} {ns / wall:.0%}" for ns, piece in ranked[:6]) + " (of one core)"
+    instrument = [(ns, piece) for ns, piece in ranked if role_of(piece) in INSTRUMENT_ROLES]
+    ours, total = sum(ns for ns, _ in instrument), sum(ns for ns, _ in ranked)
+    if ours >= INSTRUMENT_HEAVY * total:
+        names = ", ".join(piece for _ns, piece in instrument)
+        text += (f". mqprobe's own pieces ({names}) had {ours / total:.0%}"
+                 " of it: this run measured the host as much as the topology; put the swarms "
+                 "on other hosts (--place), or lower the load")
+    return text
+
+
+def footprint_lines(cpu: CpuUse) -> list[str]:
+    """The CPU each piece used (cores), the system's apart from the instrument's, and the
+    host's busy share and CPU pressure: every figure's context (nothing, for a run that
+    recorded none)."""
+    if not cpu.available:
+        return [f"CPU per piece not measured: {cpu.reason}"] if cpu.reason else []
+    pieces = cpu.pieces
+    system = [f"{p} {v.core_share:.2f}" for p, v in pieces.items() if not v.instrument]
+    ours = [f"{p} {v.core_share:.2f}" for p, v in pieces.items() if v.instrument]
+    host = cpu.host
+    line = f"CPU in cores: {', '.join(system)}; mqprobe's own: {', '.join(ours)}"
+    if host and host.busy_share is not None:
+        line += f"; host {host.busy_share:.0%} busy of {cpu.cores or '?'} cores"
+    if host and host.pressure_share is not None:
+        line += f", runnable tasks waited for a CPU {host.pressure_share:.0%} of the time (PSI)"
+    if host and host.stolen_ms:
+        line += (f"; the hypervisor held this machine's CPUs {host.stolen_ms:.0f} ms (steal: "
+                 "every piece paused, asleep or not)")
+    out = [line]
+    waited = {p: share for p, v in pieces.items() if (share := v.ready_wait_share)}
+    if waited:
+        out.append("of the time each was ready to run, it waited for a CPU: " + ", ".join(
+            f"{p} {share:.0%}" for p, share in sorted(waited.items(), key=lambda kv: -kv[1])))
+    reported = [f"{p} from {v.source}" for p, v in pieces.items() if v.source]
+    if reported:
+        out.append("read elsewhere, not from /proc: " + "; ".join(reported))
+    if cpu.not_seen:
+        out.append("not seen: " + "; ".join(f"{p} ({why})" for p, why in cpu.not_seen.items()))
+    return out
+
+
+def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
+    """The measurements behind the top cause."""
+    nodes = facts.nodes
+    broker = facts.broker
+    busy, busiest = max(((n.consumer_busy, n.node) for n in nodes), default=(0.0, "-"))
+    full = [n for n in nodes if n.prefetch and n.unacked_max >= n.prefetch]
+    windows = [e for e in facts.events if e.kind == EventKind.WINDOW_FULL]
+    if cause == Cause.CONSUMER_SATURATED:
+        out = [f"consumer busy ratio {busy:.2f} on {busiest}", *_loop_cpu_evidence(nodes)]
+        out += [f"{n.node} unacked reached its prefetch window ({n.prefetch})" for n in full]
+        if windows:
+            out.append(f"prefetch windows were full {len(windows)} times, "
+                       f"{sum(e.duration_ns for e in windows) / 1e6:.0f} ms in all")
+        return out + _queue_evidence(broker)
+    if cause == Cause.BROKER_STARVED:
+        return [*_queue_evidence(broker), *_broker_waits(run, facts)]
+    if cause == Cause.BROKER_SIDE:
+        loop, loop_node = max(((n.loop_cpu.busy if n.loop_cpu else 0.0, n.node) for n in nodes),
+                              default=(0.0, "-"))
+        idle = ("consumers mostly idle" if loop < LOOP_BUSY_SHARE else
+                f"consumer callbacks mostly idle, though {loop_node}'s loop was busy "
+                f"{loop:.0%} of the run (computing or waiting for a CPU: the emits and writes "
+                "its messages caused)")
+        return [f"{idle} (busy ratio max {busy:.2f}) and prefetch windows "
+                f"{'full only ' + str(len(windows)) + ' times' if windows else 'never full'}, "
+                "yet messages waited before reaching them", *_loop_cpu_evidence(nodes),
+                *_queue_evidence(broker), *_broker_waits(run, facts)]
+    if cause in (Cause.SERVER_STALL, Cause.GC_PAUSE, Cause.CPU_STARVED, Cause.CPU_THROTTLED):
+        worst = max(nodes, key=lambda n: n.loop_lag_ms.max, default=None)
+        if worst:
+            return [f"{worst.node} event loop could not run for up to "
+                    f"{worst.loop_lag_ms.max} ms (loop lag p99 "
+                    f"{worst.loop_lag_ms.p99} ms): meanwhile nothing is consumed, "
+                    "emitted or acked", *_loop_cpu_evidence(nodes)]
+    if cause == Cause.FANOUT_BOUND:
+        return [f"the nodes' room emit loop (fanout) p99 {facts.hops[HopName.FANOUT].p99_ms} ms"]
+    if cause == Cause.SLOW_HANDLER:
+        return [f"consumer busy ratio {busy:.2f} on {busiest}"]
+    if cause in (Cause.BROKER_BLOCKED, Cause.BROKER_ALARM):
+        return _queue_evidence(broker)
+    return []
+
+
+LOOP_BUSY_SHARE = 0.5  # a loop busy this share of the run is no idle consumer
+
+
+def _loop_cpu_evidence(nodes: tuple[NodeFigures, ...]) -> list[str]:
+    """Each node's loop thread through the run: computing, waiting for a CPU, throttled
+    (Linux's counters), or why they were not read."""
+    out = []
+    for node in nodes:
+        cpu = node.loop_cpu
+        if not cpu:
+            continue
+        if not cpu.read:
+            out.append(f"{node.node} loop CPU not split: {cpu.source}")
+            continue
+        text = (f"{node.node} loop computed {cpu.on_cpu:.0%} of the run and "
+                f"waited for a CPU {cpu.waiting:.0%}")
+        if cpu.throttled:
+            text += f", throttled {cpu.throttled:.0%}"
+        out.append(text)
+    return out
+
+
+def _queue_evidence(broker: BrokerEvidence) -> list[str]:
+    if not broker.available:
+        return [broker.reason or "queue depth not measured"]
+    out = [f"deepest queue {broker.max_ready_queue or '-'} held {broker.max_ready} ready "
+           "messages"]
+    growth = broker.backlog_growth
+    if growth and growth.net_in_per_s > 0:
+        out.append(f"its backlog grew {growth.net_in_per_s:g} msg/s faster than it drained "
+                   f"(from {growth.from_s:g} s to {growth.to_s:g} s of the run)")
+    if not broker.management_api:
+        checked = ("flow control was not checked" if broker.prometheus else
+                   "alarms and flow control were not checked")
+        out.append(f"management API not reachable: {checked}"
+                   + (f" ({broker.management_reason})" if broker.management_reason else ""))
+    if broker.prometheus_reason:
+        out.append(broker.prometheus_reason)
+    if broker.alarms:
+        source = " (its Prometheus endpoint)" if broker.prometheus else ""
+        out.append("broker alarms" + source + ": " + ", ".join(broker.alarms))
+    if broker.erlang_run_queue_max >= 1:
+        out.append(f"RabbitMQ's Erlang run queue reached {broker.erlang_run_queue_max:g} "
+                   "(its processes ready to run, waiting for a scheduler)")
+    if broker.blocked_connections_max:
+        out.append(f"{broker.blocked_connections_max} connections in flow control or blocked")
+    return out
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What analysis concludes of a run: the attribution of its tail, its verdict, and each
+    group's verdict. It reads the run; the caller writes the judgement into the result."""
+
+    attribution: Attribution | None
+    verdict: Verdict
+    groups: dict[str, Verdict]
+
+
+def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
+          budget_ms: float) -> Judgement:
+    """Attribute the run and each group, and give their verdicts."""
+    # one index of the intervals, and of the nodes' backlogs, for the run and its groups
+    cpu = dict(facts.cpu)  # the nodes' loops, and the broker's threads as compare saw them
+    if facts.footprint and (broker_rows := facts.footprint.ready_wait_rows(BROKER)):
+        cpu[BROKER] = broker_rows
+    used = facts.footprint.used_rows() if facts.footprint else None  # who had the CPU
+    charger = Charger(Timeline(charged_events(facts.swarm, facts.events), cpu, used),
+                      messages, budget_ms * 1e6)
+    attribution = attribute(messages, charger, budget_ms)
+    by_group: dict[str, list[MessageDeliveries]] = {}
+    for message in messages:
+        by_group.setdefault(message.group, []).append(message)
+    groups = {}
+    for group_id, raw in run["groups"].items():
+        group = GroupFigures.from_json(raw)
+        # the group's own counts and hops, over the run's: what its verdict reads
+        own = replace(facts, counts=group.counts, hops={**facts.hops, **group.hops})
+        groups[group_id] = verdict(own, attribute(by_group.get(group_id, []), charger, budget_ms),
+                                   budget_ms)
+    said = verdict(facts, attribution, budget_ms)
+    if attribution and said.cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
+        said.evidence.extend(charger.catch_up_lines())
+    return Judgement(attribution, said, groups)
+
+
+# -- repeats -------------------------------------------------------------------------------
+def agreement(runs: list[RunResult]) -> dict[str, int]:
+    """How many repeats named each culprit, the most common first."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        culprit = run["verdict"]["culprit"]
+        counts[culprit] = counts.get(culprit, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def agreement_text(counts: dict[str, int]) -> str:
+    """`none 5/5`, `mq 4/5 + server 1/5`."""
+    total = sum(counts.values())
+    return " + ".join(f"{culprit} {n}/{total}" for culprit, n in counts.items())
+
+
+def representative(runs: list[RunResult]) -> RunResult:
+    """The repeat whose e2e p99 is the median: the one a table shows."""
+    ordered = sorted(runs, key=lambda r: hop_figures(r, HopName.E2E).p99_ms)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def by_point(runs: list[RunResult], key) -> dict[object, list[RunResult]]:
+    """Runs grouped by key(run), in first-seen order."""
+    groups: dict = {}
+    for run in runs:
+        groups.setdefault(key(run), []).append(run)
+    return groups

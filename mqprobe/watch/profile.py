@@ -1,0 +1,140 @@
+"""What a node's event loop spent its time on: its thread's stack, sampled at a low rate
+from another thread (sys._current_frames) while the run measures, counted by kind of work
+(AMQP consume and ack, socket.io encode, websocket write, mqprobe's own, garbage
+collection, idle) and by function. The loop is never touched: the sampler only reads.
+Its own cost is in BENCHMARKS.md ("What profiling the loop costs")."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import time
+from collections import Counter
+from types import FrameType
+
+from mqprobe.watch.loop import STDLIB, callback_frames, join_sampler, short_path
+
+# kinds of work, in the order they are looked for among a callback's frames: a node's emit
+# runs mqprobe's code around socket.io's around aiohttp's, and is the innermost kind
+KINDS = (
+    ("websocket write", ("aiohttp/web_ws", "aiohttp/_websocket", "aiohttp/http_websocket",
+                         "engineio/async_drivers/aiohttp", "engineio/async_socket",
+                         "mqprobe/pieces/websocket")),
+    ("socket.io encode", ("socketio/packet", "engineio/packet", "socketio/async_server",
+                          "socketio/async_manager", "socketio/base_manager", "json/")),
+    ("AMQP consume and ack", ("aiormq/", "aio_pika/", "pamqp/")),
+    ("mqprobe's node", ("mqprobe/",)),
+)
+IDLE, GC, LOOP, OTHER = "idle (waiting in select)", "garbage collection", "the loop's own work", "other"
+
+
+def kind_of(inside: list[FrameType]) -> str:
+    """The kind of work a callback's frames are doing: the first of KINDS among them."""
+    paths = [short_path(frame.f_code.co_filename) for frame in inside]
+    for kind, prefixes in KINDS:
+        if any(path.startswith(prefixes) for path in paths):
+            return kind
+    return OTHER
+
+
+def function_of(inside: list[FrameType]) -> str:
+    """`aiohttp/web_ws.py in send_str`: the innermost frame outside the standard library."""
+    frame = next((f for f in inside if not f.f_code.co_filename.startswith(STDLIB)), inside[0])
+    return f"{short_path(frame.f_code.co_filename)} in {frame.f_code.co_name}"
+
+
+class LoopProfiler(threading.Thread):
+    """Samples the thread that made it (the loop's) every `every_s` until stopped."""
+
+    def __init__(self, every_s: float = 0.01, top: int = 8) -> None:
+        super().__init__(name="mqprobe-profiler", daemon=True)
+        self.loop_thread = threading.get_ident()
+        self.every_s, self.top = every_s, top
+        # ns of the loop's time per kind and function: each sample stands for the time since
+        # the one before, because the sampler needs the GIL to look, and a loop computing in
+        # Python hands it over only every switch interval (5 ms): counted sample by sample,
+        # busy time came out at half its share beside idle time
+        self.kinds: Counter[str] = Counter()
+        self.functions: Counter[str] = Counter()
+        self.samples = 0
+        self.cpu_ns = 0
+        self._last = 0
+        self._stopped = threading.Event()
+        self._collecting = False  # set by the collector's callback, read by the sampler
+
+    def _on_gc(self, phase: str, _info: dict) -> None:
+        self._collecting = phase == "start"
+
+    def run(self) -> None:
+        gc.callbacks.append(self._on_gc)
+        began = time.thread_time_ns()
+        try:
+            while not self._stopped.wait(self.every_s):
+                self._sample()
+                self.cpu_ns = time.thread_time_ns() - began  # its own cost, in the result
+        finally:
+            if self._on_gc in gc.callbacks:
+                gc.callbacks.remove(self._on_gc)
+
+    def _sample(self) -> None:
+        now = time.monotonic_ns()
+        weight, self._last = (now - self._last if self._last else 0), now
+        self.samples += 1
+        if self._collecting:
+            self.kinds[GC] += weight
+            return
+        frame = sys._current_frames().get(self.loop_thread)
+        try:
+            inside, runner = callback_frames(frame)
+            if runner is None:
+                self.kinds[IDLE if _selecting(frame) else LOOP] += weight
+                return
+            self.kinds[kind_of(inside)] += weight
+            self.functions[function_of(inside)] += weight
+        except Exception:  # a frame caught mid-change: this sample only
+            self.kinds[OTHER] += weight
+        finally:
+            del frame
+
+    def stop(self) -> None:
+        self._stopped.set()
+        join_sampler(self)
+
+    def summary(self) -> dict:
+        """Shares of the loop's sampled time by kind of work, and the busiest functions
+        (shares of all of it, idle included): what the loop's time went to. Read from
+        copies (dict.copy runs in C, under the GIL: whole): a sampler still running, as one
+        a throttled node's stop waited on in vain, adds functions while this reads, and
+        iterating the live dict then raised, losing the node's whole result."""
+        kinds, functions = Counter(dict.copy(self.kinds)), Counter(dict.copy(self.functions))
+        total = sum(kinds.values())
+        if not total:
+            return {"samples": 0}
+        return {"samples": self.samples, "every_ms": round(self.every_s * 1000, 3),
+                "own_cpu_ms": round(self.cpu_ns / 1e6, 1),
+                "kinds": {k: round(n / total, 4) for k, n in kinds.most_common()},
+                "top": [[f, round(n / total, 4)] for f, n in functions.most_common(self.top)]}
+
+
+def _selecting(frame: FrameType | None) -> bool:
+    """Whether the loop thread waits in its selector (idle), not runs its own work."""
+    while frame is not None:
+        if frame.f_code.co_name in ("select", "poll", "epoll") and \
+                frame.f_code.co_filename.endswith("selectors.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def busy_line(node: str, profile: dict, shown: int = 3) -> str:
+    """`n1's loop (profiled 100/s): idle (waiting in select) 63%, mqprobe's node 18%, ...;
+    busiest: asyncio/selector_events.py in write 18%, mqprobe/pieces/node.py in _stall 17%`, for a
+    verdict's evidence; '' if unsampled."""
+    if not profile.get("samples"):
+        return ""
+    kinds = ", ".join(f"{k} {v:.0%}" for k, v in list(profile["kinds"].items())[:shown])
+    top = profile.get("top") or []
+    busiest = ("; busiest: " + ", ".join(f"{f} {share:.0%}" for f, share in top[:2])) if top else ""
+    rate = round(1000 / profile["every_ms"]) if profile.get("every_ms") else "?"
+    return f"{node}'s loop (profiled {rate}/s): {kinds}{busiest}"

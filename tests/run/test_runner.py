@@ -1,0 +1,69 @@
+"""What compare and sweep share (runner): points in turn with their repeats, every run saved
+as it ends, the repeats' agreement per point; and the exit policy. No broker: run_one is
+answered here (the real pieces prove the wiring in test_compare)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+import mqprobe.run.runner as runner
+from mqprobe.broker.topology import resolve
+from mqprobe.run.runner import FAILED_EXIT, OVER_BUDGET_EXIT, Point, exit_policy, new_result, run_points
+from mqprobe.run.workload import Workload
+
+
+def _run(culprit: str = "none", **fields) -> dict:
+    return {"lost": 0, "error": None, "verdict": {"culprit": culprit}, **fields}
+
+
+def test_points_run_in_turn_with_their_repeats_and_each_run_is_saved(monkeypatch, tmp_path):
+    workload = Workload(repeat=2)
+    verdicts = iter(["none", "server", "mq", "mq"])
+    saved: list[int] = []
+    path = tmp_path / "result.json"
+
+    async def fake_run_one(topology, layout, point_workload, *_args):
+        if path.exists():  # the run before this one is on disk already
+            saved.append(len(json.loads(path.read_text())["runs"]))
+        return _run(next(verdicts), topology=topology.name, layout=layout)
+
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
+    topology = resolve("single-topic")
+    points = [Point(topology, "per-node", workload, "single-topic_rate=10", "single-topic@10",
+                    {"load": 10}),
+              Point(topology, "per-node", workload, "single-topic_rate=20", "single-topic@20",
+                    {"load": 20})]
+    seen: list[tuple[str, int]] = []
+    result = new_result(workload, "amqp://u:secret@127.0.0.1:5672/", "3.10.8")
+    asyncio.run(run_points(result, points, "amqp://127.0.0.1/", path, tmp_path, lambda p: None,
+                           None, "", lambda point, runs: seen.append((point.key, len(runs)))))
+
+    assert [(r["load"], r["repeat"]) for r in result["runs"]] == [(10, 1), (10, 2), (20, 1),
+                                                                  (20, 2)]
+    assert result["repeats"]["agreement"] == {"single-topic@10": {"none": 1, "server": 1},
+                                              "single-topic@20": {"mq": 2}}
+    assert seen == [("single-topic@10", 2), ("single-topic@20", 2)]
+    assert saved == [1, 2, 3]  # each run on disk before the next began
+    assert len(json.loads(path.read_text())["runs"]) == 4
+    assert "secret" not in path.read_text()
+
+
+@pytest.mark.parametrize(("runs", "gate", "code", "said"), [
+    ([_run(), _run("server")], False, 0, ""),
+    ([_run(), _run("server")], True, OVER_BUDGET_EXIT, "1 run(s) over budget (--gate)"),
+    ([_run(not_delivered=40)], True, OVER_BUDGET_EXIT,
+     "1 run(s) fell behind (deliveries still queued at the end) (--gate)"),
+    ([_run(not_delivered=40)], False, 0, ""),
+    ([_run("server", lost=3), _run(error="node n1 died")], True, FAILED_EXIT,
+     "1 run(s) failed, 1 run(s) lost deliveries"),
+])
+def test_the_exit_code_says_failed_or_lost_before_over_budget(runs, gate, code, said):
+    assert exit_policy(runs, gate) == (code, said)
+
+
+def test_a_run_dir_is_never_shared(tmp_path: Path):
+    assert runner.new_run_dir(tmp_path) != runner.new_run_dir(tmp_path)

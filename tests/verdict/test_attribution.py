@@ -1,0 +1,877 @@
+"""Attribution and verdicts on synthetic runs: pure functions, no broker (times in ms)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mqprobe.timeline import EventKind, TimedEvent
+from mqprobe.verdict.analysis import Failure, RunFacts, verdict
+from mqprobe.verdict.attribution import (
+    PAUSED_WITH,
+    Cause,
+    Culprit,
+    Intervals,
+    MessageDeliveries,
+    Share,
+    Timeline,
+    Verdict,
+    attribute,
+    claim,
+    paused_together,
+    weighted_percentile,
+)
+
+MS = 1_000_000
+T0 = 1_700_000_000_000_000_000
+BUDGET = 50.0
+
+
+def messages(count: int = 100, every_ms: float = 20, mq: float = 1, server: float = 0.05,
+             delivery: float = 2, members: int = 50, node: str = "n1", swarm: str = "swarm1",
+             wait: float = 0, fanout: float = 0.3, slow: dict | None = None) -> list:
+    """`count` messages, one every `every_ms`; `slow` maps a message index to hop overrides."""
+    out = []
+    for i in range(count):
+        hops = {"mq": mq, "server": server, "delivery": delivery, "wait": wait, **(slow or {}).get(i, {})}
+        t_pub = T0 + int(i * every_ms * MS)
+        t_deq = t_pub + int(hops["mq"] * MS)
+        t_emit = t_deq + int(hops["server"] * MS)
+        out.append(MessageDeliveries("1", i, node, swarm, t_pub, t_deq, t_emit,
+                                     [(int(hops["delivery"] * MS), members)],
+                                     int(hops["wait"] * MS), int(fanout * MS)))
+    return out
+
+
+def event(kind: EventKind, piece: str, start_ms: float, end_ms: float, **detail) -> TimedEvent:
+    return TimedEvent(kind, piece, T0 + int(start_ms * MS), T0 + int(end_ms * MS), detail)
+
+
+def run_of(msgs: list, lost: int = 0, self_lag_p99: float = 1.0, failed: int = 0,
+           handled: int | None = None, nacked: int = 0) -> dict:
+    """The run dict a verdict reads, with figures taken from the messages."""
+    def p99(values):
+        return round(weighted_percentile(values, 99) / MS, 3)
+
+    mq = [(m.t_deq - m.t_pub, m.count) for m in msgs]
+    server = [(m.t_emit - m.t_deq, m.count) for m in msgs]
+    delivery = [(d, n) for m in msgs for d, n in m.receipts]
+    e2e = [(m.t_emit - m.t_pub + d, n) for m in msgs for d, n in m.receipts]
+    hop = lambda values: {"count": sum(n for _, n in values), "p50_ms": 0.0,  # noqa: E731
+                          "p99_ms": p99(values), "max_ms": p99(values)}
+    delivered = sum(m.count for m in msgs)
+    return {
+        "published": len(msgs), "expected_deliveries": delivered + lost, "delivered": delivered,
+        "lost": lost, "duplicated": 0,
+        "hops": {"mq": hop(mq), "server": hop(server), "delivery": hop(delivery),
+                 "e2e": hop(e2e), "fanout": hop([(0.3 * MS, 1)])},
+        "self_lag_ms": {"p50": 0.5, "p99": self_lag_p99, "max": self_lag_p99 * 2},
+        "swarm": {"failed": failed, "disconnects": 0},
+        "publisher": {"nacked": nacked, "errors": 0, "first_error": ""},
+        "nodes": [{"node": "n1", "handled": len(msgs) if handled is None else handled,
+                   "busy_ratio": {"q": 0.2}, "prefetch": 50, "unacked_max": 3,
+                   "loop_lag_ms": {"p50": 0.1, "p99": 1.0, "max": 5.0}}],
+        "evidence": {"broker": {"available": True, "max_ready": 0, "max_ready_queue": "",
+                                "management_api": True, "alarms": [],
+                                "blocked_connections_max": 0}},
+    }
+
+
+def judged(msgs: list, events: list | None = None, failure: Failure | None = None,
+           **run_kwargs):
+    events = events or []
+    attribution = attribute(msgs, events, BUDGET)
+    facts = RunFacts(run_of(msgs, **run_kwargs), events, T0, failure)
+    return verdict(facts, attribution, BUDGET), attribution
+
+
+# The issue's table: each synthetic run and the cause its verdict must name.
+CASES = [
+    pytest.param(
+        # every message waits 80 ms in the broker; one incidental 50 ms stall on the node
+        lambda: (messages(mq=80), [event(EventKind.LOOP_STALL, "n1", 500, 550, cpu_share=0.1)]),
+        Culprit.MQ, Cause.BROKER_SIDE, id="constant-broker-delay-beats-one-stall"),
+    pytest.param(
+        # a 130 ms gen-2 collection on the node, seen by its loop-lag monitor as a stall
+        # too: the messages published meanwhile are dequeued when it ends, and the stall
+        # is the collector's, named so
+        lambda: (messages(slow={i: {"mq": 332 - 20 * i} for i in range(10, 16)}),
+                 [event(EventKind.GC, "n1", 200, 330, generation=2),
+                  event(EventKind.LOOP_STALL, "n1", 198, 332, cpu_share=1.0)]),
+        Culprit.SERVER, Cause.GC_PAUSE, id="gc-pause-named-as-such"),
+    pytest.param(
+        # the node's loop stalls 300 ms every second: the messages behind it wait
+        lambda: (messages(slow={i: {"mq": 300 - (i % 50) * 20} for i in range(100) if i % 50 < 15}),
+                 [event(EventKind.LOOP_STALL, "n1", 0, 300, cpu_share=0.05),
+                  event(EventKind.LOOP_STALL, "n1", 1000, 1300, cpu_share=0.05)]),
+        Culprit.SERVER, Cause.SERVER_STALL, id="stall-covering-the-tail"),
+    pytest.param(
+        # 4 s in the broker for a third of the messages, beside a 60 ms swarm lag spike
+        lambda: (messages(slow={i: {"mq": 4000} for i in range(30, 60)}),
+                 [event(EventKind.LOOP_STALL, "swarm1", 700, 760, cpu_share=1.0)]),
+        Culprit.MQ, Cause.BROKER_SIDE, id="swarm-lag-beside-a-4s-mq-tail"),
+    pytest.param(
+        # prefetch window full and a queue backlog while messages wait before the node
+        lambda: (messages(slow={i: {"mq": 100 + i * 5} for i in range(20, 80)}),
+                 [event(EventKind.WINDOW_FULL, "n1", 400, 2000, queue="q", prefetch=1),
+                  event(EventKind.QUEUE_BACKLOG, "broker", 400, 2000, queue="q", ready_max=30)]),
+        Culprit.SERVER, Cause.CONSUMER_SATURATED, id="full-window-and-backlog"),
+    pytest.param(
+        # messages wait in the node's own backlog before their handling begins
+        lambda: (messages(server=120, wait=110), []),
+        Culprit.SERVER, Cause.CONSUMER_SATURATED, id="own-backlog-wait"),
+    pytest.param(
+        lambda: (messages(server=70), []),
+        Culprit.SERVER, Cause.SLOW_HANDLER, id="slow-handler"),
+    pytest.param(
+        # the swarm's own loop lag is what made the tail
+        lambda: (messages(slow={i: {"delivery": 200} for i in range(40, 50)}),
+                 [event(EventKind.LOOP_STALL, "swarm1", 800, 1002, cpu_share=1.0)]),
+        Culprit.CLIENT, Cause.SWARM_SATURATED, id="swarm-lag-is-the-tail"),
+    pytest.param(
+        lambda: (messages(slow={i: {"mq": 500} for i in range(10, 20)}),
+                 [event(EventKind.PUBLISHER_BLOCKED, "publisher", 150, 700)]),
+        Culprit.MQ, Cause.BROKER_BLOCKED, id="publisher-blocked"),
+    pytest.param(
+        lambda: (messages(), []), Culprit.NONE, Cause.WITHIN_BUDGET, id="clean-run"),
+]
+
+
+@pytest.mark.parametrize(("make", "culprit", "cause"), CASES)
+def test_verdict_names_the_cause_with_the_largest_share(make, culprit, cause):
+    msgs, events = make()
+    said, attribution = judged(msgs, events)
+    assert (said.culprit, said.cause) == (culprit, cause), (said, attribution.shares)
+    if culprit != Culprit.NONE:
+        assert said.shares[0].cause == cause
+        assert f"{said.shares[0].share:.0%} of the tail excess" in said.prose
+    assert any(line.startswith("tail:") for line in said.evidence)
+
+
+def test_shares_add_up_to_the_whole_excess():
+    msgs = messages(mq=80, slow={i: {"delivery": 30} for i in range(5)})
+    attribution = attribute(msgs, [event(EventKind.GC, "n1", 0, 40, generation=2)], BUDGET)
+    assert sum(s.share for s in attribution.shares) == pytest.approx(1.0)
+    assert sum(attribution.hop_shares.values()) == pytest.approx(1.0)
+    assert attribution.tail == "over-budget" and attribution.tail_deliveries == 100 * 50
+
+
+def test_floor_never_swallows_a_delay_every_message_carries():
+    attribution = attribute(messages(mq=80), [], BUDGET)
+    assert attribution.floors_ms["mq"] == pytest.approx(BUDGET / 10)
+    assert attribution.excess_ms == pytest.approx(75, abs=1)
+
+
+def test_within_budget_reports_the_p99_tail():
+    attribution = attribute(messages(slow={3: {"delivery": 9}}), [], BUDGET)
+    assert attribution.tail == "p99" and attribution.shares[0].cause == Cause.DELIVERY
+
+
+def test_lost_deliveries_are_never_none():
+    # what arrived met the budget, with a p99 tail of its own: the loss is still the story
+    said, attribution = judged(messages(slow={3: {"delivery": 9}}), lost=10)
+    assert attribution.tail == "p99" and attribution.shares
+    assert said.culprit != Culprit.NONE
+    assert said.cause == Cause.LOST and "lost 10 of" in said.evidence[0]
+    said, _ = judged(messages(slow={3: {"delivery": 9}}), lost=10, handled=90)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.LOST_BEFORE_NODE)
+
+
+def test_nothing_delivered_and_nothing_lost_is_said_plainly():
+    facts = RunFacts(run_of([], lost=0), [], T0)
+    facts.run["published"] = 0
+    assert verdict(facts, None, BUDGET).cause == Cause.INSTRUMENT_FAILED
+    facts = RunFacts(run_of([], lost=600), [], T0)
+    facts.run["published"] = 12
+    assert verdict(facts, None, BUDGET).culprit != Culprit.NONE
+
+
+def test_broker_gone_is_mq_with_when_and_how_long():
+    events = [event(EventKind.BROKER_UNAVAILABLE, "broker", 1500, 4000)]
+    said, _ = judged(messages(count=60), events, lost=300)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_UNAVAILABLE)
+    assert "from 1.5 s to 4.0 s of the run" in said.prose and "2.5 s in all" in said.prose
+    events = [event(EventKind.BROKER_UNAVAILABLE, "broker", 1500, 4000, until_end=True)]
+    said, _ = judged(messages(count=60), events, lost=300)
+    assert "from 1.5 s until the run ended" in said.prose
+
+
+def test_dead_node_is_named_and_a_dead_swarm_is_the_instrument():
+    said, _ = judged(messages(), lost=5, failure=Failure("node1", "node1 exited early: boom"))
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.NODE_DIED)
+    assert "node1 exited early" in said.prose
+    said, _ = judged(messages(), lost=5, failure=Failure("swarm1", "swarm1 exited early"))
+    assert (said.culprit, said.cause) == (Culprit.CLIENT, Cause.INSTRUMENT_FAILED)
+
+
+def test_refused_publishes_are_the_brokers():
+    said, _ = judged(messages(), nacked=4)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.PUBLISH_REJECTED)
+
+
+def test_verdict_json_keeps_the_design_shape():
+    said, _ = judged(messages(mq=80))
+    data = said.to_json()
+    assert data["culprit"] == "mq" and data["cause"].startswith("broker-side: ")
+    assert isinstance(data["evidence"], list) and data["shares"][0]["cause"] == "broker-side"
+
+
+def test_higher_precedence_wins_overlaps_and_the_rest_is_left_free():
+    got, free = claim([(0, 100)], [(10, 30, {Cause.GC_PAUSE: 1.0}),
+                                   (0, 50, {Cause.SERVER_STALL: 1.0})])
+    assert got == {Cause.GC_PAUSE: 20, Cause.SERVER_STALL: 30} and free == [(50, 100)]
+    # a stall's claim is shared by its parts: a quarter computing, the rest waiting
+    got, _ = claim([(0, 100)], [(20, 60, {Cause.SERVER_STALL: 0.25, Cause.CPU_STARVED: 0.75})])
+    assert got == {Cause.SERVER_STALL: 10, Cause.CPU_STARVED: 30}
+
+
+def test_intervals_merge_and_clip():
+    spans = Intervals([(50, 60), (0, 10), (5, 20), (100, 90)])
+    assert spans.within(8, 55) == [(8, 20), (50, 55)]
+    assert spans.within(20, 50) == []
+
+
+def test_a_broker_that_did_not_answer_is_charged_not_a_whole_run_fault():
+    # paused for 2 s while a fifth of the messages waited on it; a second blip elsewhere
+    msgs = messages(slow={i: {"mq": 2000 - (i - 50) * 20} for i in range(50, 70)})
+    events = [event(EventKind.BROKER_UNAVAILABLE, "broker", 1000, 3000, unresponsive=True)]
+    said, attribution = judged(msgs, events)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_UNAVAILABLE)
+    assert "did not answer from 1.0 s to 3.0 s" in said.prose
+    assert attribution.shares[0].share > 0.9
+    blip = [event(EventKind.BROKER_UNAVAILABLE, "broker", 100, 1150, unresponsive=True)]
+    said, _ = judged(messages(), blip)  # nothing waited on it: it explains nothing
+    assert said.culprit == Culprit.NONE
+
+
+def test_a_few_late_deliveries_do_not_miss_the_budget():
+    # 1 message of 200 (0.5% of deliveries) 80 ms late behind a 60 ms stall: p99 is met
+    msgs = messages(count=200, slow={7: {"mq": 80}})
+    said, attribution = judged(msgs, [event(EventKind.LOOP_STALL, "n1", 140, 220)])
+    assert attribution.tail == "p99" and said.culprit == Culprit.NONE
+    msgs = messages(count=200, slow={i: {"mq": 80} for i in range(7, 10)})  # 1.5%: missed
+    said, attribution = judged(msgs, [event(EventKind.LOOP_STALL, "n1", 140, 280)])
+    assert attribution.tail == "over-budget" and said.cause == Cause.SERVER_STALL
+
+
+def test_a_swarm_stall_is_not_charged_to_delivery_when_the_kernel_stamped_receipts():
+    """The same late receipts beside the same swarm stall: with t_recv taken when the swarm
+    read the frame, the stall is the tail (client); with the kernel's receive stamps the
+    stall only delayed the reading, so the tail is the delivery path's own."""
+    from mqprobe.figures import SwarmFigures
+    from mqprobe.verdict.analysis import charged_events
+
+    msgs = messages(slow={i: {"delivery": 200} for i in range(40, 50)})
+    stall = [event(EventKind.LOOP_STALL, "swarm1", 800, 1002, cpu_share=1.0),
+             event(EventKind.LOOP_STALL, "n1", 5000, 5010, cpu_share=1.0)]
+    for source, culprit, cause in (
+            ({"read": 5000, "kernel": 0, "kernel_shared": 0}, Culprit.CLIENT, Cause.SWARM_SATURATED),
+            ({"read": 0, "kernel": 4990, "kernel_shared": 10}, Culprit.DELIVERY, Cause.DELIVERY),
+            # frames that queued in one read share its stamp: more than 1% and it is not trusted
+            ({"read": 0, "kernel": 4900, "kernel_shared": 100}, Culprit.CLIENT, Cause.SWARM_SATURATED)):
+        run = run_of(msgs)
+        run["swarm"]["t_recv_source"] = source
+        kernel = SwarmFigures.from_json(run["swarm"]).kernel_stamped
+        events = charged_events(SwarmFigures.from_json(run["swarm"]), stall)
+        assert len(events) == (1 if kernel else 2)  # n1's stall stays
+        attribution = attribute(msgs, events, BUDGET)
+        judged_verdict = verdict(RunFacts(run, stall, T0, None), attribution, BUDGET)
+        assert (judged_verdict.culprit, judged_verdict.cause) == (culprit, cause), source
+        lag_line = next(line for line in judged_verdict.evidence if "swarm loop lag" in line)
+        assert ("receive stamps are the kernel's" in lag_line) == kernel
+
+
+def test_a_piece_that_gave_no_result_is_the_instrument_never_idle_consumers():
+    """Nodes whose figures never arrived must not read as consumers with busy ratio 0."""
+    msgs = messages(slow={i: {"mq": 900} for i in range(40, 60)})
+    failure = Failure("node1", "node1 gave no result when asked to stop: its figures are "
+                      "missing", T0, gave_no_result=True)
+    judged_verdict, _ = judged(msgs, failure=failure)
+    assert (judged_verdict.culprit, judged_verdict.cause) == (Culprit.CLIENT,
+                                                              Cause.INSTRUMENT_FAILED)
+    assert "node1 gave no result" in judged_verdict.prose
+    died, _ = judged(msgs, failure=Failure("node1", "node1 exited early", T0))
+    assert died.cause == Cause.NODE_DIED  # one that ended by itself is still a dead node
+
+
+@pytest.mark.parametrize("cause", list(Cause))
+def test_a_verdict_reads_back_from_its_json_with_its_cause_typed(cause):
+    verdict = Verdict.of(cause, evidence=["measured: 3 stalls"],
+                         shares=[Share(cause, 0.75, 12.5)])
+    assert Verdict.from_json(json.loads(json.dumps(verdict.to_json()))) == verdict
+    assert Cause.of(verdict.to_json()["cause"]) is cause
+
+
+def test_a_cause_text_with_no_known_code_is_said_not_guessed():
+    from mqprobe.errors import ResultFormatError
+
+    assert Cause.of("broker-side") is Cause.BROKER_SIDE and Cause.of("elves: busy") is None
+    with pytest.raises(ResultFormatError, match="no cause mqprobe knows"):
+        Verdict.from_json({"culprit": "mq", "cause": "elves: busy"})
+
+
+# -- what built a backlog, and why a loop could not run (issue 19) --------------------------
+def consumer(count: int = 300, every_ms: float = 10, service_ms: float = 5,
+             stall: tuple[float, float] | list[tuple[float, float]] | None = None,
+             members: int = 50) -> list:
+    """A sequential consumer, simulated: a message reaches the node 1 ms after its publish;
+    while the loop is stalled (one stall, or a list) nothing is dequeued; then each waits
+    in the node's backlog until the one before it is served (service_ms each, emit
+    included)."""
+    stalls = [stall] if isinstance(stall, tuple) else (stall or [])
+    out, free_at = [], 0.0
+    for i in range(count):
+        published = i * every_ms
+        arrived = published + 1
+        for a, b in stalls:
+            if a <= arrived < b:
+                arrived = b
+        start = max(arrived, free_at)
+        free_at = start + service_ms
+        for a, b in stalls:
+            if a <= start < b:
+                start = free_at = b
+                free_at += service_ms
+        out.append(MessageDeliveries(
+            "1", i, "n1", "swarm1", T0 + int(published * MS), T0 + int(arrived * MS),
+            T0 + int((start + 0.05) * MS), [(2 * MS, members)], int((start - arrived) * MS),
+            int(0.3 * MS)))
+    return out
+
+
+def cpu_rows(until_ms: float, waiting: float, on: float = 0.2) -> dict:
+    """n1's loop CPU windows of 100 ms: `waiting` and `on` are shares of each window."""
+    return {"n1": [[T0 + int(t * MS), 100 * MS, int(on * 100 * MS), int(waiting * 100 * MS), 0]
+                   for t in range(0, int(until_ms), 100)]}
+
+
+STARVED = {"on_cpu_ms": 8.0, "waiting_ms": 180.0, "throttled_ms": 0.0, "off_cpu_ms": 12.0}
+BLOCKED = {"on_cpu_ms": 1.0, "waiting_ms": 0.0, "throttled_ms": 0.0, "off_cpu_ms": 199.0}
+
+
+@pytest.mark.parametrize(("detail", "cause"), [
+    ({"cpu_share": 0.1}, Cause.SERVER_STALL),  # no counters: today's reading
+    (BLOCKED, Cause.SERVER_STALL),
+    ({"on_cpu_ms": 190.0, "waiting_ms": 10.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0},
+     Cause.SERVER_STALL),
+    (STARVED, Cause.CPU_STARVED),
+    ({"on_cpu_ms": 20.0, "waiting_ms": 20.0, "throttled_ms": 150.0, "off_cpu_ms": 0.0},
+     Cause.CPU_THROTTLED),
+    # a planted spin on a crowded core: half of it waiting, but the code held the loop and
+    # its own 95 ms were a stall by themselves
+    ({"on_cpu_ms": 95.0, "waiting_ms": 105.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0,
+      "held_by": "mqprobe/pieces/node.py:190 in _stall: pass"}, Cause.SERVER_STALL),
+    # a callback caught by the samples while the thread mostly waited: not its stall
+    ({"on_cpu_ms": 2.0, "waiting_ms": 30.0, "throttled_ms": 0.0, "off_cpu_ms": 0.5,
+      "held_by": "socketio/async_server.py:180 in emit"}, Cause.CPU_STARVED),
+    # a spin on one crowded core: a quarter of it computing, seen running in its code
+    ({"on_cpu_ms": 52.0, "waiting_ms": 148.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0,
+      "held_by": "mqprobe/pieces/node.py:192 in _stall: pass"}, Cause.SERVER_STALL),
+    # a throttled node: the watchdog saw the loop stopped in a write, never running there
+    ({"on_cpu_ms": 11.4, "waiting_ms": 9.7, "throttled_ms": 127.0, "off_cpu_ms": 0.0,
+      "in": "asyncio/selector_events.py:1057 in write"}, Cause.CPU_THROTTLED),
+])
+def test_a_stall_is_charged_by_what_its_time_was_spent_on(detail, cause):
+    from mqprobe.verdict.attribution import stall_cause
+
+    assert stall_cause(detail) == cause
+
+
+@pytest.mark.parametrize("service_ms", [4, 9])  # a fast host, and one where the drain is long
+def test_a_stall_then_its_drain_is_the_stalls(service_ms):
+    msgs = consumer(service_ms=service_ms, stall=(1000, 1200))
+    events = [event(EventKind.LOOP_STALL, "n1", 1000, 1200, **BLOCKED)]
+    assert max(m.wait_ns for m in msgs) > 50 * MS  # the drain waited in the node's backlog
+    said, attribution = judged(msgs, events)
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.SERVER_STALL), attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) > 0.9
+    assert attribution.share_of(Cause.CONSUMER_SATURATED) < 0.05
+    assert "event loop was blocked" in said.prose
+
+
+def test_true_saturation_with_no_stall_is_the_consumers():
+    msgs = consumer(service_ms=12)  # arrivals every 10 ms, 12 ms each: the backlog grows
+    said, attribution = judged(msgs, [])
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.CONSUMER_SATURATED)
+    assert attribution.share_of(Cause.CONSUMER_SATURATED) > 0.9
+
+
+def test_saturation_on_a_starved_loop_is_the_starvation():
+    """The same growing backlog, while the node's loop waited for a CPU half of the time:
+    the wait is charged to the starvation first, the consumer only for what is left."""
+    msgs = consumer(service_ms=12)
+    _said, plain = judged(msgs, [])
+    attribution = attribute(msgs, Timeline([], cpu_rows(3000, waiting=0.5)), BUDGET)
+    assert attribution.share_of(Cause.CPU_STARVED) >= 0.45
+    assert attribution.share_of(Cause.CONSUMER_SATURATED) < plain.share_of(Cause.CONSUMER_SATURATED)
+
+
+def test_messages_queued_at_the_broker_while_the_node_could_not_run_are_the_nodes():
+    """Prefetch 1: while n1 waited 200 ms for a CPU the messages stayed at the broker; the
+    mq hop is long, and the node is charged, not RabbitMQ."""
+    msgs = consumer(service_ms=4, stall=(1000, 1200))
+    events = [event(EventKind.LOOP_STALL, "n1", 1000, 1200, **STARVED),
+              event(EventKind.WINDOW_FULL, "n1", 1000, 1200, queue="q", prefetch=1)]
+    said, attribution = judged(msgs, events)
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.CPU_STARVED), attribution.shares
+    assert attribution.share_of(Cause.BROKER_SIDE) < 0.05
+    assert "waited for a CPU" in said.prose
+
+
+def test_a_node_starved_while_messages_waited_in_the_broker_is_not_charged_for_them():
+    """80 ms in RabbitMQ for every message while n1's loop waited for a CPU 30% of the time:
+    the node was not behind, so its waits delayed nothing."""
+    msgs = messages(mq=80)
+    attribution = attribute(msgs, Timeline([], cpu_rows(2000, waiting=0.3)), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_SIDE
+    assert attribution.share_of(Cause.BROKER_SIDE) > 0.95
+
+
+def test_the_culprit_is_the_one_whose_causes_explain_the_most():
+    """The seed's cliff as it was misread: RabbitMQ's largest single cause, the server's
+    three causes larger together."""
+    from mqprobe.verdict.analysis import top_culprit
+    from mqprobe.verdict.attribution import Attribution
+
+    attribution = Attribution({}, "over-budget", 10, 10, 100.0, [
+        Share(Cause.BROKER_SIDE, 0.37, 37), Share(Cause.SERVER_STALL, 0.32, 32),
+        Share(Cause.CONSUMER_SATURATED, 0.20, 20), Share(Cause.GC_PAUSE, 0.11, 11)])
+    assert top_culprit(attribution) == (Culprit.SERVER, pytest.approx(0.63))
+    facts = RunFacts(run_of(messages()), [], T0)
+    said = verdict(facts, attribution, BUDGET)
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.SERVER_STALL)
+    assert "server causes 63% in all" in said.prose and "mq: broker-side (37%)" in said.prose
+
+
+def test_ready_messages_in_a_nodes_queue_are_that_nodes_backlog():
+    """Prefetch 1 on a slow host: the full windows are parted by ack round trips, but the
+    broker held ready messages in n1's queue throughout: the wait is the consumer's."""
+    msgs = consumer(count=100, service_ms=12)
+    for m in msgs:  # the backlog waited at the broker, not in the node (prefetch 1)
+        m.t_deq, m.wait_ns = m.t_emit - int(0.05 * MS), 0
+    windows = [event(EventKind.WINDOW_FULL, "n1", i * 12 + 2, i * 12 + 6, queue="q", prefetch=1)
+               for i in range(100)]
+    backlog = event(EventKind.QUEUE_BACKLOG, "broker", 50, 1300, queue="q", node="n1", ready_max=9)
+    without, _ = judged(msgs, windows)
+    said, attribution = judged(msgs, [*windows, backlog])
+    assert without.cause == Cause.BROKER_SIDE  # the windows alone, parted by 8 ms gaps
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.CONSUMER_SATURATED)
+    other = event(EventKind.QUEUE_BACKLOG, "broker", 50, 1300, queue="q2", node="n2", ready_max=9)
+    assert judged(msgs, [*windows, other])[0].cause == Cause.BROKER_SIDE  # another node's
+
+
+def test_a_throttled_node_is_named_throttled():
+    """n1's cgroup quota held its loop back through the stalls: cpu-throttled, not blocked."""
+    throttled = {"on_cpu_ms": 20.0, "waiting_ms": 5.0, "throttled_ms": 75.0, "off_cpu_ms": 0.0}
+    msgs = consumer(service_ms=4, stall=(1000, 1100))
+    said, _ = judged(msgs, [event(EventKind.LOOP_STALL, "n1", 1000, 1100, **throttled)])
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.CPU_THROTTLED)
+    assert "CPU quota" in said.prose and "75 ms throttled" in said.prose
+
+
+@pytest.mark.parametrize(("parts", "cause"), [
+    ({}, Cause.GC_PAUSE),  # no counters: the collector's
+    ({"on_cpu_ms": 145.0, "waiting_ms": 5.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0},
+     Cause.GC_PAUSE),
+    ({"on_cpu_ms": 8.0, "waiting_ms": 142.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0},
+     Cause.CPU_STARVED)])
+def test_a_collection_stretched_by_a_wait_for_a_cpu_is_the_wait(parts, cause):
+    msgs = consumer(service_ms=4, stall=(1000, 1150))
+    said, _ = judged(msgs, [event(EventKind.GC, "n1", 1000, 1150, generation=2, **parts)])
+    assert said.cause == cause, said
+
+
+def test_a_busy_loop_is_not_called_an_idle_consumer():
+    """The seed's cliff as it was misread: callbacks idle, the loop computing flat out."""
+    run = run_of(messages(mq=80))
+    run["nodes"][0]["loop_cpu"] = {"source": "schedstat", "on_cpu": 0.93, "waiting": 0.05,
+                                   "throttled": 0.0}
+    said = verdict(RunFacts(run, [], T0), attribute(messages(mq=80), [], BUDGET), BUDGET)
+    line = next(line for line in said.evidence if "busy ratio max" in line)
+    assert "n1's loop was busy 98% of the run" in line and "consumers mostly idle" not in line
+    assert "n1 loop computed 93% of the run and waited for a CPU 5%" in said.evidence
+
+
+def test_a_slow_handler_on_a_starved_host_is_still_the_handler():
+    """Every message's handler awaits 60 ms while the node's loop waits for a CPU 40% of
+    the time (for other work): the handler's own span is not charged to the starvation."""
+    msgs = messages(server=60)
+    attribution = attribute(msgs, Timeline([], cpu_rows(2000, waiting=0.4, on=0.1)), BUDGET)
+    assert attribution.shares[0].cause == Cause.SLOW_HANDLER, attribution.shares
+    assert attribution.share_of(Cause.CPU_STARVED) < 0.05
+
+
+def test_the_waits_of_a_mostly_idle_loop_cost_little_of_a_backlog():
+    """The same backlog, the same 10% of waiting: a loop busy 20% of each window (awaiting
+    its handlers) lost less service to it than one busy all the time (computing)."""
+    msgs = consumer(service_ms=12)
+    idle = attribute(msgs, Timeline([], cpu_rows(3000, waiting=0.1, on=0.1)), BUDGET)
+    busy = attribute(msgs, Timeline([], cpu_rows(3000, waiting=0.1, on=0.9)), BUDGET)
+    assert idle.share_of(Cause.CPU_STARVED) < busy.share_of(Cause.CPU_STARVED) / 3
+    assert idle.shares[0].cause == Cause.CONSUMER_SATURATED
+
+
+def test_a_loop_computing_through_a_backlog_is_the_consumer_working_not_a_stall():
+    """Every 20 ms a stall of 8, three quarters of it the loop computing (serving the
+    backlog through many callbacks, none of which held it) and a quarter waiting for a CPU.
+    The consumer needs 12 ms a message, one arrives every 10: saturated; the waits (10% of
+    the time) stretch its service to 13.3 ms. Without them its wait would grow 0.2 ms a ms,
+    with them 0.33: the starvation's share of the wait is 40%, the rest the consumer's, and
+    the computing is the consumer's work, not a stall."""
+    msgs = consumer(service_ms=12 / 0.9)
+    parts = {"on_cpu_ms": 6.0, "waiting_ms": 2.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0}
+    ticks = [event(EventKind.LOOP_STALL, "n1", t, t + 8, **parts) for t in range(0, 3600, 20)]
+    attribution = attribute(msgs, ticks, BUDGET)
+    assert attribution.share_of(Cause.SERVER_STALL) == 0
+    assert attribution.shares[0].cause == Cause.CONSUMER_SATURATED, attribution.shares
+    assert attribution.share_of(Cause.CPU_STARVED) == pytest.approx(0.4, abs=0.08)
+    held = {**parts, "held_by": "mqprobe/pieces/node.py:192 in _stall: pass"}  # one callback held it
+    ticks = [event(EventKind.LOOP_STALL, "n1", t, t + 8, **held) for t in range(0, 3600, 20)]
+    assert attribute(msgs, ticks, BUDGET).share_of(Cause.SERVER_STALL) > 0.3
+
+
+def test_what_began_a_backlog_is_charged_before_what_slowed_its_drain():
+    """A 200 ms stall, then a drain on a loop that waits for a CPU 30% of the time: each
+    message's wait goes first to the stall that built the backlog it waited in."""
+    msgs = consumer(service_ms=9, stall=(1000, 1200))
+    events = [event(EventKind.LOOP_STALL, "n1", 1000, 1200, **BLOCKED)]
+    attribution = attribute(msgs, Timeline(events, cpu_rows(4000, waiting=0.3, on=0.6)), BUDGET)
+    assert attribution.shares[0].cause == Cause.SERVER_STALL, attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) > 2 * attribution.share_of(Cause.CPU_STARVED)
+
+
+def test_a_stall_on_a_crowded_host_is_charged_before_the_waits_that_slowed_its_drain():
+    """Beside a CPU hog: a 200 ms stall, then a drain on a loop that waits for a CPU 35%
+    of the time (9 ms of work a message takes 13.8), seen as short stalls spent mostly
+    waiting (14 ms in every 40). The waits came because the loop had a backlog to work
+    on: they slowed the drain the stall began, so the stall is charged first, and the
+    waits only for what a wait took beyond it (this read cpu-starved 3 times in 5)."""
+    msgs = consumer(every_ms=20, service_ms=9 / 0.65, stall=(1000, 1200))
+    waiting = {"on_cpu_ms": 2.0, "waiting_ms": 12.0, "throttled_ms": 0.0, "off_cpu_ms": 0.0}
+    events = [event(EventKind.LOOP_STALL, "n1", 1000, 1200, **BLOCKED)]
+    events += [event(EventKind.LOOP_STALL, "n1", t, t + 14, **waiting)
+               for t in range(0, 6000, 40) if not 990 <= t < 1200]
+    attribution = attribute(msgs, Timeline(events, cpu_rows(6000, waiting=0.35, on=0.5)), BUDGET)
+    assert attribution.shares[0].cause == Cause.SERVER_STALL, attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) > 1.5 * attribution.share_of(Cause.CPU_STARVED)
+
+
+# One core 0.9+ full (the matrix's one-core condition): the node waits for a CPU most of
+# the run, so its backlog lasts seconds and holds every collection and stall of the run.
+ONE_CORE_MS = 5000
+COLLECTING = {"on_cpu_ms": 3.5, "waiting_ms": 0.5, "throttled_ms": 0.0, "off_cpu_ms": 0.0}
+
+
+def _one_core(stalls: list[tuple[float, float]] = ()) -> tuple[list, list, dict]:
+    """500 messages, one every 10 ms, to a consumer whose work the waits for a CPU (60% of
+    each window) stretch to 11 ms a message: behind from the start, never caught up. A
+    4 ms collection every 40 ms, the way a node collects 117 times in 5 s."""
+    msgs = consumer(count=500, service_ms=11, stall=list(stalls))
+    events = [event(EventKind.GC, "n1", t, t + 4, generation=0, **COLLECTING)
+              for t in range(20, ONE_CORE_MS, 40)
+              if not any(a - 5 <= t < b for a, b in stalls)]
+    events += [event(EventKind.LOOP_STALL, "n1", a, b, **BLOCKED) for a, b in stalls]
+    return msgs, events, cpu_rows(ONE_CORE_MS + 2000, waiting=0.6, on=0.3)
+
+
+def test_a_starved_backlog_that_lasts_seconds_is_the_starvation_not_its_collections():
+    """Each message of a backlog seconds long is not charged every collection since it
+    began: they are a tenth of the time the loop lost, the waits for a CPU six tenths
+    (two clean socketio-manager runs on one core said gc-pause 64% and 79%)."""
+    msgs, events, rows = _one_core()
+    assert min(m.wait_ns for m in msgs[100:]) > 50 * MS  # behind all along
+    attribution = attribute(msgs, Timeline(events, rows), BUDGET)
+    assert attribution.shares[0].cause == Cause.CPU_STARVED, attribution.shares
+    assert attribution.share_of(Cause.GC_PAUSE) < 0.3, attribution.shares
+
+
+def test_a_stall_every_second_inside_a_starved_backlog_is_still_the_stall():
+    """The same starved node, blocked 200 ms every second (stall=200ms/1s on one core): the
+    stalls are no opening of the backlog, yet each alone held the node longer than the
+    budget, so they are charged before the starvation they fell in."""
+    stalls = [(t, t + 200) for t in range(1000, ONE_CORE_MS, 1000)]
+    msgs, events, rows = _one_core(stalls)
+    attribution = attribute(msgs, Timeline(events, rows), BUDGET)
+    assert attribution.shares[0].cause == Cause.SERVER_STALL, attribution.shares
+
+
+def _starved_broker(waited_ms: float = 60) -> object:
+    """compare's CPU samples of a broker that ran 20 ms a window and waited `waited_ms` for
+    a CPU (its threads summed) in the windows from 0.8 s to 1.4 s, 2 ms in the others."""
+    from mqprobe.watch.footprint import CpuSampler
+
+    footprint = CpuSampler({"broker": []})
+    footprint._waits["broker"].available = True  # as if its threads had been read
+    footprint.times = [T0 + t * 100 * MS for t in range(21)]
+    footprint.used["broker"] = [t * 20 * MS for t in range(21)]  # 20 ms a window
+    footprint.waited["broker"] = [int(sum(waited_ms if 8 <= k < 14 else 2 for k in range(t)) * MS)
+                                  for t in range(21)]
+    return footprint
+
+
+def test_a_broker_side_verdict_says_how_long_rabbitmq_waited_for_a_cpu_and_when():
+    """Beside a hog, a broker-side tail came where RabbitMQ's threads waited for a CPU most
+    of their ready time: the evidence says so, over the run and around the worst e2e."""
+    msgs = messages(slow={i: {"mq": 120} for i in range(50, 60)})  # 1.0 s to 1.2 s
+    footprint = _starved_broker()
+    run = run_of(msgs)
+    run["cpu"] = {"available": True, "pieces": {"broker": {
+        "cpu_ms": 400.0, "waited_ms": footprint.waited["broker"][-1] / MS, "core_share": 0.2,
+        "instrument": False}}}
+    from mqprobe.verdict.analysis import e2e_over_time
+
+    run["timeline"] = {"e2e": e2e_over_time(msgs, T0)}
+    attribution = attribute(msgs, [], BUDGET)
+    said = verdict(RunFacts(run, [], T0, footprint=footprint), attribution, BUDGET)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_SIDE), attribution.shares
+    line = next(e for e in said.evidence if e.startswith("RabbitMQ's threads waited"))
+    # 388 ms waited beside 400 computed; from 0.7 s to 1.3 s, 362 beside 140
+    assert line == ("RabbitMQ's threads waited for a CPU 49% of the time they were ready to "
+                    "run, 72% around the worst e2e (122 ms, 1.0 s into the run)"), line
+
+
+@pytest.mark.parametrize(("waited_ms", "cause"), [(60, Cause.BROKER_STARVED),
+                                                 (2, Cause.BROKER_SIDE)])
+def test_a_wait_in_a_broker_that_waited_for_a_cpu_is_the_starvation(waited_ms, cause):
+    """Beside a hog, two clean per-group runs read broker-side: the wait was in RabbitMQ,
+    whose threads waited for a CPU 92% of their ready time around the worst e2e. That
+    share of a message's time in the broker was the host's; a broker that ran when it was
+    ready keeps broker-side."""
+    from mqprobe.verdict.analysis import e2e_over_time
+
+    msgs = messages(slow={i: {"mq": 120} for i in range(50, 60)})  # 1.0 s to 1.2 s
+    footprint = _starved_broker(waited_ms)
+    attribution = attribute(msgs, Timeline([], {"broker": footprint.ready_wait_rows("broker")}),
+                            BUDGET)
+    assert attribution.shares[0].cause == cause, attribution.shares
+    footprint.pids["n1"], footprint._waits["n1"] = [], footprint._waits["broker"]
+    footprint.used["n1"] = [t * 80 * MS for t in range(21)]  # n1 had 80 ms a window
+    run = run_of(msgs)
+    run["timeline"] = {"e2e": e2e_over_time(msgs, T0)}
+    run["cpu"] = {"available": True, "pieces": {"broker": {
+        "cpu_ms": 400.0, "waited_ms": footprint.waited["broker"][-1] / MS, "core_share": 0.2,
+        "instrument": False}}}
+    said = verdict(RunFacts(run, [], T0, footprint=footprint), attribution, BUDGET)
+    assert (said.culprit, said.cause) == (Culprit.MQ, cause)
+    if cause == Cause.BROKER_STARVED:  # 60 ms waited beside 20 ran: 75% of each 100 ms
+        assert attribution.share_of(cause) == pytest.approx(0.75, abs=0.05)
+        assert "waited for a CPU that other processes had: RabbitMQ's threads" in said.prose
+        assert "meanwhile the CPU went to n1 80%" in said.prose, said.prose
+        assert "broker 20%" not in said.prose  # not itself
+
+
+def test_a_delay_queue_on_a_starved_broker_is_still_the_brokers_hold():
+    """broker-delay=80ms beside a hog: the TTL queue held every message 80 ms by design,
+    starved or not; only what came after it may be the starvation's."""
+    footprint = _starved_broker(waited_ms=60)
+    held = [event(EventKind.QUEUE_BACKLOG, "broker", -100, 2100, queue="groups.delay", node="",
+                  ready_max=5)]
+    rows = {"broker": footprint.ready_wait_rows("broker")}
+    attribution = attribute(messages(mq=80), Timeline(held, rows), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_SIDE, attribution.shares
+    assert attribution.share_of(Cause.BROKER_STARVED) < 0.02
+
+
+@pytest.mark.parametrize(("on", "waiting", "cause"), [
+    (0.3, 0.7, Cause.CPU_STARVED),  # ready to run all along, mostly waiting for a CPU
+    (0.9, 0.05, Cause.CONSUMER_SATURATED),  # ready all along, computing: its own work
+    (0.2, 0.3, Cause.BROKER_SIDE)])  # half asleep in its poll: it would have read a message
+def test_a_message_waiting_to_be_read_by_a_loop_that_never_slept_is_the_nodes(on, waiting, cause):
+    """On one core, fanout per group: 40 ms before every dequeue, no ready messages in the
+    queues, no full window. A loop ready to run through whole windows was behind: the
+    message sat unread in its socket, not in RabbitMQ, and the loop's waits for a CPU take
+    their share of that wait, never more (a loop that computed 90% of each window and
+    waited 5% is its own work, not a starved one)."""
+    attribution = attribute(messages(mq=40), Timeline([], cpu_rows(2000, waiting=waiting, on=on)),
+                            BUDGET)
+    assert attribution.shares[0].cause == cause, attribution.shares
+    if cause == Cause.CONSUMER_SATURATED:
+        assert attribution.share_of(Cause.CPU_STARVED) < 0.1, attribution.shares
+
+
+def test_a_stall_long_past_is_not_charged_to_a_busy_loops_later_waits():
+    """A 200 ms stall at 100 ms, then a loop that computed through every window: messages a
+    second later waited behind its work, not behind a stall it drained long before."""
+    late = {i: {"mq": 40} for i in range(60, 100)}
+    msgs = messages(slow=late)
+    events = [event(EventKind.LOOP_STALL, "n1", 100, 300, **BLOCKED)]
+    attribution = attribute(msgs, Timeline(events, cpu_rows(2000, waiting=0.05, on=0.9)), BUDGET)
+    assert attribution.shares[0].cause == Cause.CONSUMER_SATURATED, attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) < 0.05
+
+
+PAUSED = {"on_cpu_ms": 4.0, "waiting_ms": 45.0, "throttled_ms": 0.0, "off_cpu_ms": 46.0}
+
+
+def _paused_machine(n1: dict, n2: dict) -> list:
+    """As the machine was in one clean run in 35: the publisher, the swarm and both nodes
+    stopped within 7 ms of each other for 73-95 ms."""
+    return paused_together([
+        event(EventKind.LOOP_STALL, "publisher", 995, 1068, cpu_share=0.01),
+        event(EventKind.LOOP_STALL, "swarm1", 998, 1086, cpu_share=0.02),
+        event(EventKind.LOOP_STALL, "n1", 1000, 1095, **n1),
+        event(EventKind.LOOP_STALL, "n2", 1002, 1091, **n2)])
+
+
+def test_every_process_stalled_at_once_is_the_machine_not_a_blocking_call():
+    """No code, lock or quota is shared by the swarm, the publisher and the nodes: stopped
+    together, mostly off the CPU, the machine paused them. The verdict must not send the
+    user hunting for a synchronous call (it said server-stall, "blocked")."""
+    msgs = messages(slow={i: {"mq": 1095 - 20 * i} for i in range(50, 55)})
+    events = _paused_machine(PAUSED, {**PAUSED, "waiting_ms": 20.0, "off_cpu_ms": 66.0})
+    assert [e.detail.get(PAUSED_WITH) for e in events] == [
+        ["n1", "n2", "swarm1"], ["n1", "n2", "publisher"], ["n2", "publisher", "swarm1"],
+        ["n1", "publisher", "swarm1"]]
+    said, attribution = judged(msgs, events)
+    assert (said.culprit, said.cause) == (Culprit.CLIENT, Cause.HOST_PAUSE), attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) == 0
+    assert ("stopped at once: n1, n2, publisher, swarm1 together 1.0 s into the run for "
+            "73-95 ms (n1: 4 ms computing, 45 ms waiting for a CPU, 46 ms off the CPU)") in said.prose
+
+
+@pytest.mark.parametrize(("n1", "cause"), [
+    (STARVED, Cause.CPU_STARVED),  # every loop waited for a CPU: a crowded host, not a pause
+    ({**BLOCKED, "held_by": "mqprobe/pieces/inject.py:41 in _stall: time.sleep"}, Cause.SERVER_STALL)])
+def test_stalls_together_that_waited_for_a_cpu_or_ran_code_are_not_a_pause(n1, cause):
+    msgs = messages(slow={i: {"mq": 1095 - 20 * i} for i in range(50, 55)})
+    said, attribution = judged(msgs, _paused_machine(n1, STARVED))
+    assert said.cause == cause, attribution.shares
+
+
+def test_a_long_stall_beside_short_ones_of_others_is_not_shared():
+    """An injected 200 ms stall on n1 while the swarm and the publisher each lag 25 ms on
+    a crowded host: alike neither in start nor in length, so not one pause."""
+    events = paused_together([event(EventKind.LOOP_STALL, "n1", 1000, 1200, **BLOCKED),
+                              event(EventKind.LOOP_STALL, "swarm1", 1050, 1075, cpu_share=0.5),
+                              event(EventKind.LOOP_STALL, "publisher", 1060, 1085, cpu_share=0.5)])
+    assert not any(e.detail.get(PAUSED_WITH) for e in events)
+
+
+def test_a_busy_loop_was_behind_before_its_stall_began():
+    """One core, fanout per group: the loop ready to run through every window and
+    stalling 20 ms now and then. A message dequeued in such a stall had waited unread
+    since long before it began, behind the same busy loop: all of it the node's."""
+    stalls = [event(EventKind.LOOP_STALL, "n1", t, t + 20, **STARVED) for t in range(50, 2000, 100)]
+    attribution = attribute(messages(mq=60), Timeline(stalls, cpu_rows(2000, waiting=0.7, on=0.3)),
+                            BUDGET)
+    assert attribution.shares[0].cause == Cause.CPU_STARVED, attribution.shares
+    assert attribution.share_of(Cause.BROKER_SIDE) < 0.05, attribution.shares
+
+
+def test_a_busy_loop_does_not_take_a_wait_that_rabbitmq_held_in_a_delay_queue():
+    """80 ms in a TTL queue for every message (broker-delay) on a crowded host where the
+    node's loop was ready to run through every window: RabbitMQ held ready messages in a
+    queue no node consumes all along, so the message may have been there; it stays the
+    broker's."""
+    cpu = cpu_rows(2000, waiting=0.7, on=0.3)
+    held = [event(EventKind.QUEUE_BACKLOG, "broker", -100, 2100, queue="groups.delay", node="",
+                  ready_max=5)]
+    attribution = attribute(messages(mq=80), Timeline(held, cpu), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_SIDE, attribution.shares
+    assert attribution.share_of(Cause.BROKER_SIDE) > 0.9
+
+
+def test_a_node_behind_all_along_does_not_take_what_a_message_spent_in_a_delay_queue():
+    """One core, broker-delay=80ms, at fcdb98e: the node was behind all along (each
+    message waited in its own backlog until the next came), so its backlog began before a
+    message could have left the 80 ms TTL queue, and cpu-starved took 45% of the tail to
+    broker-side's 42%. No message got through RabbitMQ in less than 85 ms while it held
+    messages in a queue no node consumes: that much of each trip is the broker's."""
+    cpu = cpu_rows(2000, waiting=0.5, on=0.3)
+    held = [event(EventKind.QUEUE_BACKLOG, "broker", -100, 2100, queue="groups.delay", node="",
+                  ready_max=5)]
+    msgs = messages(wait=25, slow={i: {"mq": 85 + (i % 5) * 10} for i in range(100)})
+    attribution = attribute(msgs, Timeline(held, cpu), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_SIDE, attribution.shares
+    assert attribution.share_of(Cause.BROKER_SIDE) > 0.7, attribution.shares
+    assert attribution.share_of(Cause.CPU_STARVED) > 0.05  # the node's part is still its own
+
+
+# Two nodes on one core (the matrix's one-core stall=200ms/1s): n1 blocks 200 ms every
+# second, then catches up on what piled up, computing; n2, beside it, waits for the CPU
+# while n1 catches up. One clean-looking run in five read `cpu-starved` for it.
+CATCH_UP = [(t + 200, t + 300) for t in (1000, 2000, 3000)]
+
+
+def _beside_a_stalled_node(n1_share: float, stalls: bool = True, service_ms: float = 5
+                           ) -> tuple[list, list, list, dict, dict]:
+    """n1's messages (stalled, then drained, or with `stalls` False never stalled) and n2's:
+    those published while n1 catches up wait 60 ms in n2's backlog; n1's stall events; n2's
+    loop CPU windows; compare's samples: the core full then, n1 with `n1_share` of it and n2
+    with 20%, half used otherwise."""
+    starts = (1000, 2000, 3000) if stalls else ()
+    n1 = consumer(count=400, service_ms=service_ms, stall=[(t, t + 200) for t in starts])
+    catching = lambda t: any(a <= t < b for a, b in CATCH_UP)  # noqa: E731
+    n2 = [MessageDeliveries("2", i, "n2", "swarm1", T0 + i * 10 * MS, T0 + (i * 10 + 1) * MS,
+                            T0 + (i * 10 + 1 + wait + 5) * MS, [(2 * MS, 50)], wait * MS,
+                            int(0.3 * MS))
+          for i in range(400) for wait in [60 if catching(i * 10) else 0]]
+    events = [event(EventKind.LOOP_STALL, "n1", t, t + 200, **BLOCKED) for t in starts]
+    windows = range(0, 4000, 100)
+    cpu = {"n2": [[T0 + t * MS, 100 * MS, 20 * MS, (70 if catching(t) else 5) * MS, 0]
+                  for t in windows]}
+    used = {"host": [[T0 + t * MS, 100 * MS, (100 if catching(t) else 50) * MS] for t in windows],
+            "n1": [[T0 + t * MS, 100 * MS, int((n1_share * 100 if catching(t) else 20) * MS)]
+                   for t in windows],
+            "n2": [[T0 + t * MS, 100 * MS, 20 * MS] for t in windows]}
+    return n1, n2, events, cpu, used
+
+
+@pytest.mark.parametrize(("n1_share", "cause"), [
+    (0.8, Cause.SERVER_STALL),  # n1 had the CPU n2 waited for: its stall began that
+    (0.2, Cause.CPU_STARVED)])  # beside a hog: n1 had a quarter of what others used
+def test_a_wait_for_the_cpu_a_stalled_node_took_to_catch_up_is_the_stall(n1_share, cause):
+    from mqprobe.verdict.attribution import Charger
+
+    n1, n2, events, cpu, used = _beside_a_stalled_node(n1_share)
+    charger = Charger(Timeline(events, cpu, used), n1 + n2, BUDGET * MS)
+    attribution = attribute(n2, charger, BUDGET)
+    assert attribution.shares[0].cause == cause, attribution.shares
+    # the evidence says what was measured: n1's catching up, n2's waits meanwhile
+    line, = charger.catch_up_lines()
+    assert line.startswith("n1 spun or caught up after its stalls and collections for ")
+    # 63 ms in each window n1 caught up in (70 ms, 90% ready), about 1 in each other
+    assert "n2 waited for a CPU 200 ms" in line, line
+    if cause == Cause.CPU_STARVED:  # n1's quarter is its stall's
+        assert 0.15 < attribution.share_of(Cause.SERVER_STALL) < 0.35, attribution.shares
+    # without compare's samples of who had the CPU, the waits are the starvation
+    alone = attribute(n2, Charger(Timeline(events, cpu), n1 + n2, BUDGET * MS), BUDGET)
+    assert alone.shares[0].cause == Cause.CPU_STARVED, alone.shares
+    assert alone.share_of(Cause.SERVER_STALL) == 0
+
+
+def test_a_node_busy_without_a_stall_takes_no_one_elses_waits():
+    """n1 computing through the same windows with no stall behind it: n2's waits stay
+    cpu-starved (a busy neighbour is no cause of its own)."""
+    from mqprobe.verdict.attribution import Charger
+
+    n1, n2, events, cpu, used = _beside_a_stalled_node(0.8, stalls=False)
+    attribution = attribute(n2, Charger(Timeline(events, cpu, used), n1 + n2, BUDGET * MS), BUDGET)
+    assert attribution.shares[0].cause == Cause.CPU_STARVED, attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) == 0
+
+
+def test_a_stall_inside_a_backlog_it_did_not_begin_lends_no_catching_up():
+    """n1 starved and behind all along (11 ms of work a message, one every 10 ms), blocked
+    200 ms a second inside that backlog: it never caught up on those stalls, so n2's
+    waits afterwards stay cpu-starved; only what n1 used during a stall itself could be."""
+    from mqprobe.verdict.attribution import Charger
+
+    n1, n2, events, cpu, used = _beside_a_stalled_node(0.8, service_ms=11)
+    assert min(m.wait_ns for m in n1[100:]) > 0  # behind all along
+    attribution = attribute(n2, Charger(Timeline(events, cpu, used), n1 + n2, BUDGET * MS), BUDGET)
+    assert attribution.shares[0].cause == Cause.CPU_STARVED, attribution.shares
+    assert attribution.share_of(Cause.SERVER_STALL) < 0.1, attribution.shares
+
+
+def test_a_collection_inside_a_stall_is_caught_up_on_once():
+    """A 130 ms collection inside a 200 ms stall: n1's catching up is counted once, so its
+    CPU then is not charged twice against n2's waits."""
+    from mqprobe.verdict.attribution import Charger
+
+    n1, n2, events, cpu, used = _beside_a_stalled_node(0.8)
+    events.append(event(EventKind.GC, "n1", 1050, 1180, generation=2))
+    periods = Charger(Timeline(events, cpu, used), n1 + n2, BUDGET * MS).catching_up["n1"]
+    assert all(a[1] <= b[0] for a, b in zip(periods, periods[1:], strict=False)), periods
+    assert len(periods) == 3, periods  # inside the first stall's, the collection adds none

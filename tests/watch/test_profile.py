@@ -1,0 +1,124 @@
+"""The loop profiler on a real event loop: no broker, no node."""
+
+import asyncio
+import gc
+import time
+
+from mqprobe.watch.profile import GC, IDLE, LoopProfiler, busy_line
+
+
+def _planted_hot(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def _profiled(work) -> dict:
+    async def main() -> dict:
+        profiler = LoopProfiler(every_s=0.002)
+        profiler.start()
+        try:
+            await work()
+        finally:
+            profiler.stop()
+            profiler.join()
+        return profiler.summary()
+    return asyncio.run(main())
+
+
+def test_a_planted_hot_function_is_the_busiest_and_a_sleeping_loop_is_idle():
+    async def hot_then_idle() -> None:
+        asyncio.get_running_loop().call_soon(_planted_hot, 0.3)
+        await asyncio.sleep(0.45)  # 0.3 s hot, then 0.15 s waiting in select
+
+    profile = _profiled(hot_then_idle)
+    assert profile["samples"] > 50
+    (busiest, share), *_ = profile["top"]
+    assert busiest.endswith("test_profile.py in _planted_hot") and share > 0.4, profile
+    assert 0.15 < profile["kinds"][IDLE] < 0.6, profile
+    line = busy_line("n1", profile)
+    assert line.startswith("n1's loop (profiled 500/s): ") and "_planted_hot" in line
+
+
+def test_collections_are_counted_as_garbage_collection():
+    async def collecting() -> None:
+        loop = asyncio.get_running_loop()
+        junk = [[[] for _ in range(50)] for _ in range(20_000)]  # much for the collector
+        for _ in range(20):
+            loop.call_soon(gc.collect)
+            await asyncio.sleep(0.01)
+        del junk
+
+    profile = _profiled(collecting)
+    assert profile["kinds"].get(GC, 0) > 0, profile
+    assert busy_line("n1", {"samples": 0}) == ""
+
+
+def test_the_embed_api_profiles_its_hosts_loop_when_asked():
+    from mqprobe.embed import Tracer
+
+    tracer = Tracer("n1")
+    assert tracer.loop_time() == {"samples": 0}
+
+    async def host() -> dict:
+        tracer.watch_loop_time(every_s=0.002)
+        asyncio.get_running_loop().call_soon(_planted_hot, 0.2)
+        await asyncio.sleep(0.3)
+        tracer.stop_watching()
+        return tracer.loop_time()
+
+    seen = asyncio.run(host())
+    assert seen["samples"] > 20 and seen["top"][0][0].endswith("in _planted_hot"), seen
+
+
+def test_the_samplers_have_ended_when_stop_returns():
+    """Both threads read the loop thread's frames (and the watchdog a descriptor of its own):
+    once stop() returns, neither runs, so the loop can tear its tasks down under nobody."""
+    from mqprobe.watch.loop import Watchdog
+
+    async def main() -> list[bool]:
+        profiler, watchdog = LoopProfiler(every_s=0.001), Watchdog(late_ns=1, every_s=0.001)
+        profiler.start()
+        watchdog.start()
+        await asyncio.sleep(0.05)
+        assert profiler.samples and watchdog.samples
+        alive = []
+        for sampler in (profiler, watchdog):
+            sampler.stop()
+            alive.append(sampler.is_alive())
+        assert watchdog._schedstat is None
+        return alive
+
+    assert asyncio.run(main()) == [False, False]
+
+
+def test_a_summary_read_while_the_sampler_still_counts_never_raises():
+    """Two matrix runs (of 210) lost a node's result to `dictionary changed size during
+    iteration`: its stop read the summary while the sampler thread, throttled, still added
+    functions. A writer thread stands in for it here, with the GIL handed over often."""
+    import sys
+    import threading
+
+    profiler = LoopProfiler()
+    profiler.kinds[IDLE] = 1
+    done = threading.Event()
+
+    def add_functions() -> None:  # the dict grows and shrinks: its size always changing
+        n = 0
+        while not done.is_set():
+            profiler.functions[f"f{n % 2000}"] += 1
+            n += 1
+            if n % 2000 == 0:
+                profiler.functions.clear()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    writer = threading.Thread(target=add_functions)
+    writer.start()
+    try:
+        for _ in range(300):
+            profiler.summary()
+    finally:
+        done.set()
+        writer.join()
+        sys.setswitchinterval(interval)
