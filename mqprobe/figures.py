@@ -8,7 +8,10 @@ results in tests/data back and writes them again)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+
+from mqprobe.errors import ResultFormatError
+from mqprobe.model import CULPRIT_OF, PROSE, Cause, Culprit, ShareJson, VerdictJson
 
 QUEUE_COLUMNS = ("t_s", "ready", "consumers")  # a queue's depth samples, in evidence.broker.queues
 
@@ -406,3 +409,124 @@ class SwarmFigures:
     def from_json(cls, doc: dict | None) -> SwarmFigures:
         doc = doc or {}
         return cls(**{name: doc[name] for name in cls.__dataclass_fields__ if name in doc})
+
+
+# -- the verdict's parts: what the tail was charged to, and what is said of it --------
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One cause's part of the tail's excess, and what it added to a tail delivery on average."""
+
+    cause: Cause
+    share: float  # of the tail's excess
+    mean_ms: float  # per tail delivery
+
+    @property
+    def culprit(self) -> Culprit:
+        return CULPRIT_OF[self.cause]
+
+    def label(self) -> str:
+        return f"{self.culprit.value}: {self.cause.value} ({self.share:.0%})"
+
+    def to_json(self) -> ShareJson:
+        return {"culprit": self.culprit.value, "cause": self.cause.value,
+                "share": round(self.share, 4), "mean_ms": round(self.mean_ms, 3)}
+
+    @classmethod
+    def from_json(cls, doc: ShareJson) -> Share:
+        return cls(Cause(doc["cause"]), float(doc["share"]), float(doc.get("mean_ms", 0.0)))
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """What the tail's excess was charged to, largest first."""
+
+    floors_ms: dict[str, float]
+    tail: str  # "over-budget" | "p99"
+    tail_deliveries: int
+    deliveries: int
+    excess_ms: float  # mean excess per tail delivery
+    shares: list[Share] = field(default_factory=list)
+    hop_shares: dict[str, float] = field(default_factory=dict)
+
+    def share_of(self, cause: Cause) -> float:
+        return next((s.share for s in self.shares if s.cause == cause), 0.0)
+
+    def to_json(self) -> dict:
+        return {"floor_ms": self.floors_ms, "tail": self.tail,
+                "tail_deliveries": self.tail_deliveries, "deliveries": self.deliveries,
+                "excess_ms_mean": round(self.excess_ms, 3),
+                "by_hop": {hop: round(v, 4) for hop, v in self.hop_shares.items()},
+                "shares": [s.to_json() for s in self.shares]}
+
+    @classmethod
+    def from_json(cls, doc: dict | None) -> Attribution | None:
+        """A saved result's `attribution` (None where the run had none)."""
+        if not doc:
+            return None
+        return cls(dict(doc.get("floor_ms", {})), str(doc.get("tail", "")),
+                   int(doc.get("tail_deliveries", 0)), int(doc.get("deliveries", 0)),
+                   float(doc.get("excess_ms_mean", 0.0)),
+                   [Share.from_json(s) for s in doc.get("shares", [])],
+                   dict(doc.get("by_hop", {})))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Which part of the path the tail belongs to, why, and the evidence measured."""
+
+    culprit: Culprit
+    cause: Cause
+    prose: str
+    evidence: list[str] = field(default_factory=list)
+    shares: list[Share] = field(default_factory=list)
+
+    @property
+    def cause_text(self) -> str:
+        """design.md's `cause`: the code first, then the sentence."""
+        return f"{self.cause.value}: {self.prose}"
+
+    def to_json(self) -> VerdictJson:
+        return {"culprit": self.culprit.value, "cause": self.cause_text,
+                "evidence": self.evidence, "shares": [s.to_json() for s in self.shares]}
+
+    @classmethod
+    def from_json(cls, doc: VerdictJson) -> Verdict:
+        """A verdict from a result's JSON (report, sweep and the tests read it this way)."""
+        cause = Cause.of(doc.get("cause", ""))
+        if cause is None:
+            raise ResultFormatError(f"a verdict's cause opens with no cause mqprobe knows: "
+                                    f"{str(doc.get('cause', ''))[:60]!r}")
+        return cls(Culprit(doc.get("culprit", CULPRIT_OF[cause])), cause,
+                   str(doc["cause"]).partition(":")[2].strip(), list(doc.get("evidence", [])),
+                   [Share.from_json(s) for s in doc.get("shares", [])])
+
+    @classmethod
+    def of(cls, cause: Cause, prose: str = "", evidence: list[str] | None = None,
+           shares: list[Share] | None = None) -> Verdict:
+        return cls(CULPRIT_OF[cause], cause, prose or PROSE[cause], evidence or [],
+                   shares or [])
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """CPU milliseconds per 1,000 deliveries (and per 1,000 published messages) of a run's
+    pieces on compare's host: the broker, the nodes, and mqprobe's own (swarms, publisher,
+    compare); None where a piece was not measured (another host, a broker it cannot see)."""
+
+    broker_per_1k_deliveries: float | None
+    nodes_per_1k_deliveries: float | None
+    instrument_per_1k_deliveries: float | None
+    broker_per_1k_published: float | None
+    nodes_per_1k_published: float | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict | None) -> Cost | None:
+        """A saved result's `cost` (None where the run had none)."""
+        if not doc:
+            return None
+        return cls(**{name: doc.get(name) for name in cls.__dataclass_fields__})

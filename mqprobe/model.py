@@ -7,7 +7,7 @@ report its columns, pictures its colours, attribution the hops it charges), so a
 or cause is added in one place. The enums are `StrEnum`s: in JSON and on the command line
 they are the plain strings they always were. What travels between the pieces (specs,
 commands, events, results) is typed in mqprobe.protocol; a run's verdict reads back as
-attribution.Verdict.
+figures.Verdict.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class Culprit(StrEnum):
 
 
 class Cause(StrEnum):
-    """Why; each belongs to one culprit (attribution.CULPRIT_OF)."""
+    """Why; each belongs to one culprit (CULPRIT_OF)."""
 
     BROKER_SIDE = "broker-side"
     BROKER_STARVED = "broker-starved"
@@ -141,6 +141,60 @@ class Cause(StrEnum):
         None when the text opens with none we know (a result from another version)."""
         code = str(text).partition(":")[0].strip()
         return cls(code) if code in cls._value2member_map_ else None
+
+
+# which culprit each cause belongs to
+CULPRIT_OF = {
+    Cause.BROKER_SIDE: Culprit.MQ, Cause.BROKER_STARVED: Culprit.MQ,
+    Cause.BROKER_BLOCKED: Culprit.MQ,
+    Cause.BROKER_ALARM: Culprit.MQ, Cause.BROKER_UNAVAILABLE: Culprit.MQ,
+    Cause.PUBLISH_REJECTED: Culprit.MQ,
+    Cause.CONSUMER_SATURATED: Culprit.SERVER, Cause.GC_PAUSE: Culprit.SERVER,
+    Cause.SERVER_STALL: Culprit.SERVER, Cause.CPU_STARVED: Culprit.SERVER,
+    Cause.CPU_THROTTLED: Culprit.SERVER, Cause.SLOW_HANDLER: Culprit.SERVER,
+    Cause.FANOUT_BOUND: Culprit.SERVER, Cause.NODE_DIED: Culprit.SERVER,
+    Cause.LOST_BEFORE_NODE: Culprit.MQ,
+    Cause.DELIVERY: Culprit.DELIVERY, Cause.LOST: Culprit.DELIVERY,
+    Cause.SWARM_SATURATED: Culprit.CLIENT, Cause.INSTRUMENT_FAILED: Culprit.CLIENT,
+    Cause.HOST_PAUSE: Culprit.CLIENT,
+    Cause.PUBLISHER_STALL: Culprit.CLIENT, Cause.INTERRUPTED: Culprit.CLIENT,
+    Cause.WITHIN_BUDGET: Culprit.NONE, Cause.NOTHING_MEASURED: Culprit.NONE,
+}
+
+# What each cause means, for the verdict's sentence.
+PROSE = {
+    Cause.BROKER_SIDE: "the wait happened in RabbitMQ, not in a busy consumer",
+    Cause.BROKER_STARVED: ("the wait happened in RabbitMQ while it was ready to run and "
+                           "waited for a CPU that other processes had"),
+    Cause.BROKER_BLOCKED: "the broker blocked the publisher's connection (flow control)",
+    Cause.BROKER_ALARM: "a broker memory or disk alarm held messages back",
+    Cause.BROKER_UNAVAILABLE: "the broker could not be reached",
+    Cause.PUBLISH_REJECTED: "the broker refused or failed messages at publish",
+    Cause.CONSUMER_SATURATED: "messages waited because a node's consumer could not keep up "
+                              "(its prefetch window full, or its own backlog)",
+    Cause.GC_PAUSE: "a node's garbage collector stopped its event loop",
+    Cause.SERVER_STALL: "a node's event loop could not run",
+    Cause.HOST_PAUSE: "every process on this machine stopped at once, mqprobe's own with the "
+                      "nodes, mostly off the CPU: the machine paused them "
+                      "(a hypervisor taking its CPUs, the kernel), not the code; the figures "
+                      "of that moment measured the machine",
+    Cause.CPU_STARVED: "a node was ready to run and waited for a CPU that other processes had",
+    Cause.CPU_THROTTLED: "a node was ready to run and its cgroup's CPU quota held it back",
+    Cause.SLOW_HANDLER: "the node's handler takes long per message",
+    Cause.FANOUT_BOUND: "the node's emit loop to the room took the time",
+    Cause.NODE_DIED: "a node process ended during the run",
+    Cause.DELIVERY: "socket writes, network or client reads",
+    Cause.LOST_BEFORE_NODE: "messages never reached a node's handler",
+    Cause.LOST: "a node emitted them, yet they never reached their members",
+    Cause.SWARM_SATURATED: "the measuring swarm itself was the bottleneck, these figures "
+                           "are not to be trusted",
+    Cause.INSTRUMENT_FAILED: "a piece of mqprobe's own instrument failed: these figures are "
+                             "not to be trusted",
+    Cause.PUBLISHER_STALL: "mqprobe's publisher stalled after stamping",
+    Cause.INTERRUPTED: "the run was stopped before it finished",
+    Cause.WITHIN_BUDGET: "every hop within budget",
+    Cause.NOTHING_MEASURED: "no delivery was measured",
+}
 
 
 class Layout(StrEnum):
@@ -236,7 +290,7 @@ class ShareJson(TypedDict):
 
 
 class VerdictJson(TypedDict):
-    """attribution.Verdict.to_json; Verdict.from_json reads it back typed."""
+    """figures.Verdict.to_json; Verdict.from_json reads it back typed."""
 
     culprit: str  # a Culprit
     cause: str  # "<Cause>: <sentence>"
@@ -271,7 +325,7 @@ class RunResult(TypedDict, total=False):
     nodes: list[dict]  # figures.NodeFigures.to_json each
     evidence: dict  # broker: figures.BrokerEvidence.to_json
     cpu: dict  # figures.CpuUse.to_json
-    cost: dict  # conclusion.Cost.to_json
+    cost: dict  # figures.Cost.to_json
     clocks: dict  # clocks.RunClocks.to_json
     samples: list[list[int]]
     timeline: dict

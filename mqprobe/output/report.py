@@ -13,11 +13,10 @@ from rich.text import Text
 
 from mqprobe.clocks import RunClocks
 from mqprobe.errors import ResultFormatError
-from mqprobe.figures import Counts, hop_figures
+from mqprobe.figures import Counts, Verdict, hop_figures
 from mqprobe.model import HOPS, PATH_HOPS, ComparisonResult, Culprit, HopName, RunResult
 from mqprobe.result_check import result_problem
 from mqprobe.verdict.analysis import agreement, agreement_text, by_point, representative
-from mqprobe.verdict.attribution import Verdict
 from mqprobe.verdict.conclusion import conclude, conclude_sweep
 
 MAX_RESULT_BYTES = 256 * 2**20  # a result JSON past this is not one of ours

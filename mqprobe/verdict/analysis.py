@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from mqprobe.figures import (
+    Attribution,
     BrokerEvidence,
     Counts,
     CpuUse,
@@ -22,11 +23,13 @@ from mqprobe.figures import (
     LoopLag,
     NodeFigures,
     SwarmFigures,
+    Verdict,
     hop_figures,
 )
 from mqprobe.model import (
     INSTRUMENT_ROLES,
     PATH_HOPS,
+    PROSE,
     RUN_HOPS,
     STAMP_SOURCES,
     Culprit,
@@ -42,13 +45,10 @@ from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.attribution import (
     BROKER,
     PAUSED_WITH,
-    PROSE,
-    Attribution,
     Cause,
     Charger,
     MessageDeliveries,
     Timeline,
-    Verdict,
     attribute,
     stall_cause,
 )

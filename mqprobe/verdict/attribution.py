@@ -28,68 +28,16 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from mqprobe.errors import ResultFormatError
-from mqprobe.model import HOST_CPU, PATH_HOPS, Cause, Culprit, HopName, ShareJson, VerdictJson
+from mqprobe.figures import Attribution, Share
+from mqprobe.model import HOST_CPU, PATH_HOPS, Cause, HopName
 from mqprobe.timeline import STALL_MIN_NS, EventKind, TimedEvent
 
 FLOOR_PERCENTILE = 10.0
 FLOOR_BUDGET_SHARE = 0.1  # a hop's floor is never above this share of the budget
 TAIL_PERCENTILE = 99.0
 
-
-CULPRIT_OF = {
-    Cause.BROKER_SIDE: Culprit.MQ, Cause.BROKER_STARVED: Culprit.MQ,
-    Cause.BROKER_BLOCKED: Culprit.MQ,
-    Cause.BROKER_ALARM: Culprit.MQ, Cause.BROKER_UNAVAILABLE: Culprit.MQ,
-    Cause.PUBLISH_REJECTED: Culprit.MQ,
-    Cause.CONSUMER_SATURATED: Culprit.SERVER, Cause.GC_PAUSE: Culprit.SERVER,
-    Cause.SERVER_STALL: Culprit.SERVER, Cause.CPU_STARVED: Culprit.SERVER,
-    Cause.CPU_THROTTLED: Culprit.SERVER, Cause.SLOW_HANDLER: Culprit.SERVER,
-    Cause.FANOUT_BOUND: Culprit.SERVER, Cause.NODE_DIED: Culprit.SERVER,
-    Cause.LOST_BEFORE_NODE: Culprit.MQ,
-    Cause.DELIVERY: Culprit.DELIVERY, Cause.LOST: Culprit.DELIVERY,
-    Cause.SWARM_SATURATED: Culprit.CLIENT, Cause.INSTRUMENT_FAILED: Culprit.CLIENT,
-    Cause.HOST_PAUSE: Culprit.CLIENT,
-    Cause.PUBLISHER_STALL: Culprit.CLIENT, Cause.INTERRUPTED: Culprit.CLIENT,
-    Cause.WITHIN_BUDGET: Culprit.NONE, Cause.NOTHING_MEASURED: Culprit.NONE,
-}
-
-# What each cause means, for the verdict's sentence.
-PROSE = {
-    Cause.BROKER_SIDE: "the wait happened in RabbitMQ, not in a busy consumer",
-    Cause.BROKER_STARVED: ("the wait happened in RabbitMQ while it was ready to run and "
-                           "waited for a CPU that other processes had"),
-    Cause.BROKER_BLOCKED: "the broker blocked the publisher's connection (flow control)",
-    Cause.BROKER_ALARM: "a broker memory or disk alarm held messages back",
-    Cause.BROKER_UNAVAILABLE: "the broker could not be reached",
-    Cause.PUBLISH_REJECTED: "the broker refused or failed messages at publish",
-    Cause.CONSUMER_SATURATED: "messages waited because a node's consumer could not keep up "
-                              "(its prefetch window full, or its own backlog)",
-    Cause.GC_PAUSE: "a node's garbage collector stopped its event loop",
-    Cause.SERVER_STALL: "a node's event loop could not run",
-    Cause.HOST_PAUSE: "every process on this machine stopped at once, mqprobe's own with the "
-                      "nodes, mostly off the CPU: the machine paused them "
-                      "(a hypervisor taking its CPUs, the kernel), not the code; the figures "
-                      "of that moment measured the machine",
-    Cause.CPU_STARVED: "a node was ready to run and waited for a CPU that other processes had",
-    Cause.CPU_THROTTLED: "a node was ready to run and its cgroup's CPU quota held it back",
-    Cause.SLOW_HANDLER: "the node's handler takes long per message",
-    Cause.FANOUT_BOUND: "the node's emit loop to the room took the time",
-    Cause.NODE_DIED: "a node process ended during the run",
-    Cause.DELIVERY: "socket writes, network or client reads",
-    Cause.LOST_BEFORE_NODE: "messages never reached a node's handler",
-    Cause.LOST: "a node emitted them, yet they never reached their members",
-    Cause.SWARM_SATURATED: "the measuring swarm itself was the bottleneck, these figures "
-                           "are not to be trusted",
-    Cause.INSTRUMENT_FAILED: "a piece of mqprobe's own instrument failed: these figures are "
-                             "not to be trusted",
-    Cause.PUBLISHER_STALL: "mqprobe's publisher stalled after stamping",
-    Cause.INTERRUPTED: "the run was stopped before it finished",
-    Cause.WITHIN_BUDGET: "every hop within budget",
-    Cause.NOTHING_MEASURED: "no delivery was measured",
-}
 
 # Where a message waited decides what may explain the wait:
 # - on the broker's side of the mq hop (before its node was behind): the broker and the
@@ -138,51 +86,6 @@ class MessageDeliveries:
     @property
     def count(self) -> int:
         return sum(n for _, n in self.receipts)
-
-
-@dataclass
-class Share:
-    cause: Cause
-    share: float  # of the tail's excess
-    mean_ms: float  # per tail delivery
-
-    @property
-    def culprit(self) -> Culprit:
-        return CULPRIT_OF[self.cause]
-
-    def label(self) -> str:
-        return f"{self.culprit.value}: {self.cause.value} ({self.share:.0%})"
-
-    def to_json(self) -> ShareJson:
-        return {"culprit": self.culprit.value, "cause": self.cause.value,
-                "share": round(self.share, 4), "mean_ms": round(self.mean_ms, 3)}
-
-    @classmethod
-    def from_json(cls, doc: ShareJson) -> Share:
-        return cls(Cause(doc["cause"]), float(doc["share"]), float(doc.get("mean_ms", 0.0)))
-
-
-@dataclass
-class Attribution:
-    """What the tail's excess was charged to, largest first."""
-
-    floors_ms: dict[str, float]
-    tail: str  # "over-budget" | "p99"
-    tail_deliveries: int
-    deliveries: int
-    excess_ms: float  # mean excess per tail delivery
-    shares: list[Share] = field(default_factory=list)
-    hop_shares: dict[str, float] = field(default_factory=dict)
-
-    def share_of(self, cause: Cause) -> float:
-        return next((s.share for s in self.shares if s.cause == cause), 0.0)
-
-    def to_json(self) -> dict:
-        return {"floor_ms": self.floors_ms, "tail": self.tail,
-                "tail_deliveries": self.tail_deliveries, "deliveries": self.deliveries,
-                "excess_ms_mean": round(self.excess_ms, 3),
-                "by_hop": {hop: round(v, 4) for hop, v in self.hop_shares.items()},
-                "shares": [s.to_json() for s in self.shares]}
 
 
 class Intervals:
@@ -925,38 +828,3 @@ def attribute(messages: list[MessageDeliveries],
         hop_shares={hop: by_hop[hop] / excess for hop in PATH_HOPS} if excess else {})
 
 
-@dataclass
-class Verdict:
-    """Which part of the path the tail belongs to, why, and the evidence measured."""
-
-    culprit: Culprit
-    cause: Cause
-    prose: str
-    evidence: list[str] = field(default_factory=list)
-    shares: list[Share] = field(default_factory=list)
-
-    @property
-    def cause_text(self) -> str:
-        """design.md's `cause`: the code first, then the sentence."""
-        return f"{self.cause.value}: {self.prose}"
-
-    def to_json(self) -> VerdictJson:
-        return {"culprit": self.culprit.value, "cause": self.cause_text,
-                "evidence": self.evidence, "shares": [s.to_json() for s in self.shares]}
-
-    @classmethod
-    def from_json(cls, doc: VerdictJson) -> Verdict:
-        """A verdict from a result's JSON (report, sweep and the tests read it this way)."""
-        cause = Cause.of(doc.get("cause", ""))
-        if cause is None:
-            raise ResultFormatError(f"a verdict's cause opens with no cause mqprobe knows: "
-                                    f"{str(doc.get('cause', ''))[:60]!r}")
-        return cls(Culprit(doc.get("culprit", CULPRIT_OF[cause])), cause,
-                   str(doc["cause"]).partition(":")[2].strip(), list(doc.get("evidence", [])),
-                   [Share.from_json(s) for s in doc.get("shares", [])])
-
-    @classmethod
-    def of(cls, cause: Cause, prose: str = "", evidence: list[str] | None = None,
-           shares: list[Share] | None = None) -> Verdict:
-        return cls(CULPRIT_OF[cause], cause, prose or PROSE[cause], evidence or [],
-                   shares or [])

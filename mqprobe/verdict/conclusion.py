@@ -12,27 +12,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from mqprobe.figures import Counts, CpuUse, PieceCpu, hop_figures
+from mqprobe.figures import Cost, Counts, CpuUse, PieceCpu, hop_figures
 from mqprobe.model import Culprit, HopName, PieceRole, RunResult
 from mqprobe.verdict.analysis import by_point, representative
 
 COST_RATIO_WORTH_SAYING = 1.5  # a row that costs this many times the winner's CPU is named
-
-
-@dataclass(frozen=True)
-class Cost:
-    """CPU milliseconds per 1,000 deliveries (and per 1,000 published messages) of a run's
-    pieces on compare's host: the broker, the nodes, and mqprobe's own (swarms, publisher,
-    compare); None where a piece was not measured (another host, a broker it cannot see)."""
-
-    broker_per_1k_deliveries: float | None
-    nodes_per_1k_deliveries: float | None
-    instrument_per_1k_deliveries: float | None
-    broker_per_1k_published: float | None
-    nodes_per_1k_published: float | None
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def cost_of(run: RunResult, cpu: CpuUse | None = None) -> Cost:

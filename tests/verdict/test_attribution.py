@@ -6,17 +6,15 @@ import json
 
 import pytest
 
+from mqprobe.figures import Share, Verdict
+from mqprobe.model import Cause, Culprit
 from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.analysis import Failure, RunFacts, verdict
 from mqprobe.verdict.attribution import (
     PAUSED_WITH,
-    Cause,
-    Culprit,
     Intervals,
     MessageDeliveries,
-    Share,
     Timeline,
-    Verdict,
     attribute,
     claim,
     paused_together,
@@ -431,8 +429,8 @@ def test_a_node_starved_while_messages_waited_in_the_broker_is_not_charged_for_t
 def test_the_culprit_is_the_one_whose_causes_explain_the_most():
     """The seed's cliff as it was misread: RabbitMQ's largest single cause, the server's
     three causes larger together."""
+    from mqprobe.figures import Attribution
     from mqprobe.verdict.analysis import top_culprit
-    from mqprobe.verdict.attribution import Attribution
 
     attribution = Attribution({}, "over-budget", 10, 10, 100.0, [
         Share(Cause.BROKER_SIDE, 0.37, 37), Share(Cause.SERVER_STALL, 0.32, 32),

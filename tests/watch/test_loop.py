@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from mqprobe.model import Cause
 from mqprobe.timeline import EventKind, Recorder
-from mqprobe.verdict.attribution import Cause, stall_cause
+from mqprobe.verdict.attribution import stall_cause
 from mqprobe.watch.loop import IN_THE_LOOP, CpuWindows, LoopLagMonitor, code_location
 
 MS = 1_000_000
