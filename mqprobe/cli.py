@@ -25,6 +25,7 @@ from mqprobe.model import EngineIO, RunPhase
 from mqprobe.output.report import load_result, print_compare, print_connections, print_hops, print_sweep
 from mqprobe.pieces.agent import parse_placement
 from mqprobe.pieces.process import PieceRuntime, RunInterrupted, serve
+from mqprobe.result import RunRecord, runs_of
 from mqprobe.run.compare import compare
 from mqprobe.run.interrupts import Interrupted, raise_interrupted, run_measuring
 from mqprobe.run.one_run import Phase
@@ -236,10 +237,10 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
         err.print(f"mqprobe: interrupted; the {len(result['runs'])} run(s) measured so far, "
                   f"{what}, are saved in {json_path}", markup=False)
         raise Interrupted(interrupted, said=True)
-    _exit_as_measured(result["runs"], json_path, gate)
+    _exit_as_measured(runs_of(result), json_path, gate)
 
 
-def _exit_as_measured(runs: list[dict], json_path: Path, gate: bool) -> None:
+def _exit_as_measured(runs: list[RunRecord], json_path: Path, gate: bool) -> None:
     """Exit as runner.exit_policy says, naming where the figures are."""
     code, why = exit_policy(runs, gate)
     if code == FAILED_EXIT:

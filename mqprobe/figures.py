@@ -139,11 +139,6 @@ class HopFigures:
         return {hop: cls.from_json(figures) for hop, figures in (doc or {}).items()}
 
 
-def hop_figures(run: dict, hop: str) -> HopFigures:
-    """One hop's figures of a run (or of one of its groups), typed; zero when not recorded."""
-    return HopFigures.from_json((run.get("hops") or {}).get(hop) or {})
-
-
 @dataclass(frozen=True, slots=True)
 class Counts:
     """Deliveries counted, for a run or one of its groups (design.md's run fields, at the

@@ -299,8 +299,9 @@ class VerdictJson(TypedDict):
 
 
 class RunResult(TypedDict, total=False):
-    """One topology x layout run (assemble.assemble): design.md's fields first, then what
-    mqprobe adds (groups, nodes, the swarm's own figures, evidence, timeline, clocks)."""
+    """One topology x layout run as JSON (result.RunRecord.to_json; in code the run is the
+    RunRecord): design.md's fields first, then what mqprobe adds (groups, nodes, the swarm's
+    own figures, evidence, timeline, clocks)."""
 
     topology: str
     layout: str
@@ -333,6 +334,7 @@ class RunResult(TypedDict, total=False):
     attribution_dropped: int
     error: str | None
     declared: dict
+    phases_s: dict  # where the run's wall time went
     repeat: int
     load: float  # sweep: the point's load (groups, or messages a second per group)
     rate_per_group: float  # sweep

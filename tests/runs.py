@@ -120,3 +120,4 @@ def wait_until_the_nodes_start(tmp_path: Path, compare: subprocess.Popen) -> Non
         assert compare.poll() is None, compare.communicate()
         assert time.monotonic() < deadline, "the run never started its nodes"
         time.sleep(0.05)
+

@@ -28,8 +28,8 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
 from mqprobe.errors import InputError
-from mqprobe.figures import hop_figures
 from mqprobe.model import HOP_COLOURS, HOPS, PATH_HOPS, Cause, HopName
+from mqprobe.result import RunRecord, runs_of
 from mqprobe.timeline import EventKind
 from mqprobe.verdict.analysis import by_point, representative
 
@@ -82,41 +82,41 @@ def check_available() -> None:
     _figure(1, 1)
 
 
-def _label(run: dict) -> str:
-    load = f" @ {run['load']:g}" if "load" in run else ""
-    return f"{run['topology']} / {run['layout']}{load}"
+def _label(run: RunRecord) -> str:
+    load = f" @ {run.load:g}" if run.load is not None else ""
+    return f"{run.topology} / {run.layout}{load}"
 
 
-def _stem(run: dict) -> str:
-    load = f"_{run['load']:g}" if "load" in run else ""
-    repeat = f"_r{run['repeat']}" if run.get("repeat") else ""
-    return f"{run['topology']}_{run['layout']}{load}{repeat}"
+def _stem(run: RunRecord) -> str:
+    load = f"_{run.load:g}" if run.load is not None else ""
+    repeat = f"_r{run.repeat}" if run.repeat else ""
+    return f"{run.topology}_{run.layout}{load}{repeat}"
 
 
-def _verdict_text(run: dict) -> str:
+def _verdict_text(run: RunRecord) -> str:
     from mqprobe.output.report import verdict_cell
 
     return verdict_cell(run)[0]
 
 
-def _points(result: dict) -> list[dict]:
+def _points(result: dict) -> list[RunRecord]:
     """One run per topology x layout x load: the median repeat."""
     return [representative(runs) for runs in by_point(
-        result["runs"], lambda r: (r["topology"], r["layout"], r.get("load"))).values()]
+        runs_of(result), lambda r: (r.topology, r.layout, r.load)).values()]
 
 
-def _shown_runs(result: dict) -> list[dict]:
+def _shown_runs(result: dict) -> list[RunRecord]:
     """The runs the percentile curves compare: every point of a compare; in a sweep, each
     topology at its knee (or at its heaviest load), so like is compared with like."""
     points = _points(result)
     if "sweep" not in result:
         return points
     knees = result["sweep"].get("knees") or {}
-    by_topology: dict[str, list[dict]] = {}
+    by_topology: dict[str, list[RunRecord]] = {}
     for run in points:
-        by_topology.setdefault(run["topology"], []).append(run)
-    return [next((r for r in runs if r.get("load") == (knees.get(t) or {}).get("load")),
-                 max(runs, key=lambda r: r.get("load", 0)))
+        by_topology.setdefault(run.topology, []).append(run)
+    return [next((r for r in runs if r.load == (knees.get(t) or {}).get("load")),
+                 max(runs, key=lambda r: r.load or 0))
             for t, runs in by_topology.items()]
 
 
@@ -127,14 +127,14 @@ def _percentile_points() -> list[float]:
 
 
 def percentile_curves(result: dict) -> Picture:
-    runs = [r for r in _shown_runs(result) if r.get("hdr")][:MAX_CURVES]
+    runs = [r for r in _shown_runs(result) if r.hdr][:MAX_CURVES]
     figure, axes = _figure(2, 2, figsize=(12, 8))
     budget = (result.get("workload") or {}).get("budget_ms")
     points = _percentile_points()
     xs = [1 / (1 - p / 100) for p in points]
     for ax, hop in zip(axes.flat, HOPS, strict=True):
         for i, run in enumerate(runs):
-            encoded = run["hdr"].get(hop)
+            encoded = run.hdr.get(hop)
             if not encoded:
                 continue
             hist = HdrHistogram.decode(encoded)
@@ -163,8 +163,8 @@ def percentile_curves(result: dict) -> Picture:
 
 
 # -- the run's timeline --------------------------------------------------------------------
-def run_timeline(run: dict, budget_ms: float | None = None) -> Picture:
-    timeline = run.get("timeline") or {}
+def run_timeline(run: RunRecord, budget_ms: float | None = None) -> Picture:
+    timeline = run.timeline
     series = (timeline.get(HopName.E2E) or {}).get("rows", [])
     events = timeline.get("events", [])
     lanes = _lanes(events)
@@ -217,7 +217,7 @@ def run_timeline(run: dict, budget_ms: float | None = None) -> Picture:
     bottom.set_ylabel("queued")
     bottom.set_ylim(0, max([1, *(row[1] for row in ready)]) * 1.1)
     bottom.grid(True, alpha=0.3)
-    _cpu_lanes(cpu_axes, (run.get("cpu") or {}).get("series") or {})
+    _cpu_lanes(cpu_axes, run.cpu.series or {})
     cpu_axes.set_xlabel("seconds since the first publish")
     return Picture(f"timeline_{_stem(run)}", f"Timeline of {_label(run)}", figure)
 
@@ -266,7 +266,7 @@ def _lanes(events: list[dict]) -> dict[str, tuple[str, list[dict]]]:
 def run_timelines(result: dict) -> list[Picture]:
     """One timeline per run, the worst p99 e2e first."""
     budget = (result.get("workload") or {}).get("budget_ms")
-    worst = sorted(result["runs"], key=lambda r: -hop_figures(r, HopName.E2E).p99_ms)
+    worst = sorted(runs_of(result), key=lambda r: -r.e2e.p99_ms)
     return [run_timeline(run, budget) for run in worst[:MAX_TIMELINES]]
 
 
@@ -278,10 +278,10 @@ def tail_by_hop(result: dict) -> Picture:
     for ax, (name, key) in zip(axes, (("p50", "p50_ms"), ("p99", "p99_ms")), strict=True):
         left = [0.0] * len(runs)
         for hop in PATH_HOPS:
-            widths = [getattr(hop_figures(run, hop), key) for run in runs]
+            widths = [getattr(run.hop(hop), key) for run in runs]
             ax.barh(rows, widths, left=left, color=HOP_COLOURS[hop], label=hop, height=0.6)
             left = [a + b for a, b in zip(left, widths, strict=True)]
-        e2e = [getattr(hop_figures(run, HopName.E2E), key) for run in runs]
+        e2e = [getattr(run.e2e, key) for run in runs]
         ax.plot(e2e, rows, linestyle="none", marker="|", markersize=18, color="black",
                 markeredgewidth=2, label=f"e2e {name}")
         ax.set_title(f"hops at {name} (stacked), e2e {name} marked")
@@ -302,7 +302,7 @@ def tail_by_hop(result: dict) -> Picture:
 # -- sweep ---------------------------------------------------------------------------------
 def sweep_curves(result: dict) -> Picture:
     sweep = result["sweep"]
-    points = by_point(result["runs"], lambda r: (r["topology"], r.get("load")))
+    points = by_point(runs_of(result), lambda r: (r.topology, r.load))
     topologies = list(dict.fromkeys(topology for topology, _load in points))
     columns = min(2, len(topologies)) or 1
     rows = math.ceil(len(topologies) / columns) or 1
@@ -310,10 +310,10 @@ def sweep_curves(result: dict) -> Picture:
     budget = (result.get("workload") or {}).get("budget_ms")
     for ax, topology in zip(axes.flat, topologies, strict=False):
         runs = sorted((representative(rs) for (t, _l), rs in points.items() if t == topology),
-                      key=lambda r: r.get("load", 0))
-        loads = [r.get("load", 0) for r in runs]
+                      key=lambda r: r.load or 0)
+        loads = [r.load or 0 for r in runs]
         for hop in HOPS:
-            ax.plot(loads, [hop_figures(r, hop).p99_ms for r in runs], marker="o", markersize=3,
+            ax.plot(loads, [r.hop(hop).p99_ms for r in runs], marker="o", markersize=3,
                     color=HOP_COLOURS[hop], label=f"{hop} p99",
                     linewidth=2 if hop == HopName.E2E else 1.2)
         if budget:
@@ -331,7 +331,7 @@ def sweep_curves(result: dict) -> Picture:
         ax.set_title(f"{topology} ({sweep.get('layout', '')})")
         ax.set_xlabel(sweep["axis"])
         ax.set_ylabel("p99 ms")
-        values = [p99 for r in runs for hop in HOPS if (p99 := hop_figures(r, hop).p99_ms) > 0]
+        values = [p99 for r in runs for hop in HOPS if (p99 := r.hop(hop).p99_ms) > 0]
         if values and max(values) > 30 * min(values):  # a cliff: keep the baseline readable
             ax.set_yscale("log")
             ax.set_ylabel("p99 ms (log scale)")
@@ -347,14 +347,14 @@ def sweep_curves(result: dict) -> Picture:
     return Picture("sweep", f"p99 by hop against {sweep['axis']}", figure)
 
 
-def _cost_curves(ax, loads: list[float], runs: list[dict]) -> None:
+def _cost_curves(ax, loads: list[float], runs: list[RunRecord]) -> None:
     """Beside the latency curves, on an axis of its own: CPU ms per 1,000 deliveries of the
     broker and of the nodes at each load (what each point cost, not only how fast it was)."""
     cost_ax = None
     for key, label, colour in (("broker_per_1k_deliveries", "broker CPU ms/1k", "#8c564b"),
                                ("nodes_per_1k_deliveries", "nodes CPU ms/1k", "#7f7f7f")):
-        values = [(load, (run.get("cost") or {}).get(key)) for load, run in zip(loads, runs,
-                                                                                strict=True)]
+        values = [(load, getattr(run.cost, key) if run.cost else None)
+                  for load, run in zip(loads, runs, strict=True)]
         values = [(load, v) for load, v in values if v is not None]
         if not values:
             continue
@@ -412,8 +412,8 @@ def write_html(result: dict, path: Path) -> Path:
         f"{_inline_svg(_render(p, 'svg'))}</figure>" for p in pictures_of(result))
     verdicts = "".join(
         f"<li><b>{html.escape(_label(r))}</b>: "
-        f"{html.escape(r['verdict']['culprit'])} - {html.escape(r['verdict']['cause'])}</li>"
-        for r in result["runs"])
+        f"{html.escape(r.verdict.culprit)} - {html.escape(r.verdict.cause_text)}</li>"
+        for r in runs_of(result))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_page(title, figures + f"<h2>Verdicts</h2><ul>{verdicts}</ul>"))
     return path
@@ -431,8 +431,8 @@ def export_hdr_logs(result: dict, directory: Path) -> list[Path]:
     the run's pictures: a repeat's number keeps it from overwriting the one before."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for run in result["runs"]:
-        for hop, encoded in run.get("hdr", {}).items():
+    for run in runs_of(result):
+        for hop, encoded in run.hdr.items():
             path = directory / f"{_stem(run)}_{hop}.hlog"
             with open(path, "w") as out:
                 writer = HistogramLogWriter(out)

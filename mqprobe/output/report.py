@@ -13,8 +13,9 @@ from rich.text import Text
 
 from mqprobe.clocks import RunClocks
 from mqprobe.errors import ResultFormatError
-from mqprobe.figures import Counts, Verdict, hop_figures
-from mqprobe.model import HOPS, PATH_HOPS, ComparisonResult, Culprit, HopName, RunResult
+from mqprobe.figures import Counts
+from mqprobe.model import HOPS, PATH_HOPS, Cause, ComparisonResult, Culprit, HopName
+from mqprobe.result import RunRecord, runs_of
 from mqprobe.result_check import result_problem
 from mqprobe.verdict.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.verdict.conclusion import conclude, conclude_sweep
@@ -52,6 +53,10 @@ def load_result(path: Path) -> dict:
         raise ResultFormatError(f"{path} is not JSON ({str(exc).splitlines()[0][:80]})") from None
     if problem := result_problem(result):
         raise ResultFormatError(f"{path} is not an mqprobe result: {problem}")
+    try:
+        runs_of(result)  # every part of every run reads as its type
+    except ResultFormatError as exc:
+        raise ResultFormatError(f"{path} is not an mqprobe result: {exc}") from None
     return result
 
 
@@ -94,42 +99,42 @@ def compare_table(result: dict) -> Table:
     table.add_column("self-lag\np99", justify="right")
     table.add_column("CPU ms/1k\nbroker/nodes", justify="right")
     table.add_column("verdict")
-    points = by_point(result.get("runs", []), lambda r: (r["topology"], r["layout"]))
+    points = by_point(runs_of(result), lambda r: (r.topology, r.layout))
     for runs in points.values():
         run = representative(runs)
-        hops = {hop: hop_figures(run, hop) for hop in HOPS}  # what result_check checked
-        clocks = RunClocks.from_json(run.get("clocks"))
+        hops = {hop: run.hop(hop) for hop in HOPS}  # what result_check checked
+        clocks = run.clocks or RunClocks()
         cells = [f"{_ms(hops[h].p50_ms)}/{_ms(hops[h].p99_ms)}{_pm(clocks, h)}"
                  for h in HOPS[:-1]]
         e2e = hops[HopName.E2E]
         cells.append(f"{_ms(e2e.p50_ms)}/{_ms(e2e.p99_ms)}/{_ms(e2e.max_ms)}"
                      f"{_pm(clocks, HopName.E2E)}")
         text, style = verdict_cell(run) if len(runs) == 1 else repeats_cell(runs)
-        counts = Counts.total(Counts.from_json(r) for r in runs)
+        counts = Counts.total(r.counts for r in runs)
         table.add_row(
-            run["topology"], run["layout"], f"{counts.delivered}/{counts.expected_deliveries}",
+            run.topology, run.layout, f"{counts.delivered}/{counts.expected_deliveries}",
             _lost_cell(counts), _flag(counts.duplicated),
-            *cells, _ms(run["self_lag_ms"]["p99"]), _cost_cell(run), Text(text, style=style))
+            *cells, _ms(run.self_lag.p99), _cost_cell(run), Text(text, style=style))
     return table
 
 
-def repeats_cell(runs: list[dict]) -> tuple[str, str]:
+def repeats_cell(runs: list[RunRecord]) -> tuple[str, str]:
     """`none 5/5`, `mq 4/5 + server 1/5`; styled by the most common culprit."""
     counts = agreement(runs)
-    failed = sum(1 for r in runs if r.get("error"))
+    failed = sum(1 for r in runs if r.error)
     text = agreement_text(counts) + (f" ({failed} failed)" if failed else "")
     return text, _CULPRIT_STYLE.get(next(iter(counts)), "")
 
 
-def verdict_cell(run: RunResult) -> tuple[str, str]:
+def verdict_cell(run: RunRecord) -> tuple[str, str]:
     """`mq: broker-side 91%` (the top cause and its share of the tail excess), and a style."""
-    verdict = Verdict.from_json(run["verdict"])
+    verdict = run.verdict
     culprit = verdict.culprit
     text = str(culprit) if culprit is Culprit.NONE else f"{culprit}: {verdict.cause}"
     shares = verdict.shares
     if culprit is not Culprit.NONE and shares and shares[0].cause is verdict.cause:
         text += f" {shares[0].share:.0%}"
-    if run.get("error"):
+    if run.error:
         text += " (run failed)"
     return text, _CULPRIT_STYLE.get(culprit, "")
 
@@ -142,8 +147,8 @@ def _pm(clocks: RunClocks, hop: str, sep: str = "\n") -> str:
     return f"{sep}±{_ms(bar) if bar else 0}"
 
 
-def _clock_lines(run: dict) -> list[str]:
-    pieces = RunClocks.from_json(run.get("clocks")).pieces
+def _clock_lines(run: RunRecord) -> list[str]:
+    pieces = run.clocks.pieces if run.clocks else {}
     return [f"{name}: {c.offset_ns / 1e6:+.3f} ms from this host's clock "
             f"±{c.uncertainty_ns / 1e6:.3f} ({c.exchanges} exchanges over the broker, before "
             f"and after the run; drift {c.drift_ns / 1e6:.3f} ms)"
@@ -157,11 +162,12 @@ def _members(workload: dict) -> str:
     return f"{min(sizes)}-{max(sizes)}" if sizes else "?"
 
 
-def _cost_cell(run: dict) -> str:
+def _cost_cell(run: RunRecord) -> str:
     """CPU ms per 1,000 deliveries of the broker and of the nodes ('-': not measured)."""
-    cost = run.get("cost") or {}
-    return "/".join("-" if cost.get(k) is None else _ms(cost[k])
-                    for k in ("broker_per_1k_deliveries", "nodes_per_1k_deliveries"))
+    cost = run.cost
+    return "/".join("-" if cost is None or value is None else _ms(value)
+                    for value in (cost and cost.broker_per_1k_deliveries,
+                                  cost and cost.nodes_per_1k_deliveries))
 
 
 def _lost_cell(counts: Counts) -> str:
@@ -178,25 +184,24 @@ def _flag(count: int) -> str:
 def print_compare(result: ComparisonResult, console: Console) -> None:
     console.print(compare_table(result))
     # a result saved before conclusions were drawn gets one from its runs
-    sentence = (result.get("conclusion") or {}).get("sentence") or conclude(result["runs"]).sentence
+    runs = runs_of(result)
+    sentence = (result.get("conclusion") or {}).get("sentence") or conclude(runs).sentence
     console.print(Text.assemble(("conclusion: ", "bold"), sentence))
-    for run in result.get("runs", []):
-        verdict = run["verdict"]
+    for run in runs:
+        verdict = run.verdict
         clock_lines = _clock_lines(run)
         if clock_lines:
-            console.print(f"[bold]{run['topology']}/{run['layout']}[/bold] clocks (a hop "
+            console.print(f"[bold]{run.topology}/{run.layout}[/bold] clocks (a hop "
                           "between two clocks is corrected; ± in the table is its error bar):")
             for line in clock_lines:
                 console.print(Text(f"  - {line}"))
-        if verdict["culprit"] == Culprit.NONE and not run.get("error"):
+        if verdict.culprit == Culprit.NONE and not run.error:
             continue
-        label = f"{run['topology']}/{run['layout']}" + (
-            f" (repeat {run['repeat']})" if run.get("repeat") else "")
-        console.print(Text.assemble((label, "bold"), f": {verdict['culprit']} - {verdict['cause']}"))
-        for line in verdict["evidence"]:
+        label = f"{run.topology}/{run.layout}" + (f" (repeat {run.repeat})" if run.repeat else "")
+        console.print(Text.assemble((label, "bold"), f": {verdict.culprit} - {verdict.cause_text}"))
+        for line in verdict.evidence:
             console.print(Text(f"  - {line}"))
-    untrusted = [r for r in result.get("runs", [])
-                 if r["verdict"]["cause"].startswith("swarm-saturated")]
+    untrusted = [r for r in runs if r.verdict.cause == Cause.SWARM_SATURATED]
     if untrusted:
         console.print("[magenta]Runs marked 'client' measured the swarm, not your system: "
                       "add --swarm-processes or lower the load.[/magenta]")
@@ -270,29 +275,30 @@ def sweep_table(result: dict) -> Table:
                   caption="* the knee: where p99 e2e leaves its baseline, deliveries are lost "
                   "or a backlog builds")
     table.add_column(axis, justify="right")
-    topologies = list(dict.fromkeys(r["topology"] for r in result["runs"]))
+    records = runs_of(result)
+    topologies = list(dict.fromkeys(r.topology for r in records))
     for name in topologies:
         table.add_column(name)
     knees = sweep.get("knees", {})
     for value in sweep["values"]:
         cells = []
         for name in topologies:
-            runs = [r for r in result["runs"] if r["topology"] == name and r.get("load") == value]
+            runs = [r for r in records if r.topology == name and r.load == value]
             if not runs:
                 cells.append("")
                 continue
             run = representative(runs)
-            hops = {hop: hop_figures(run, hop) for hop in HOPS}
-            clocks = RunClocks.from_json(run.get("clocks"))
+            hops = {hop: run.hop(hop) for hop in HOPS}
+            clocks = run.clocks or RunClocks()
             # mq / server / delivery = e2e, each hop between two clocks with its error bar
             text = " / ".join(f"{_ms(hops[hop].p99_ms)}{_pm(clocks, hop, '')}"
                               for hop in PATH_HOPS) + (
                 f" = {_ms(hops[HopName.E2E].p99_ms)}{_pm(clocks, HopName.E2E, '')}")
             if len(runs) > 1:
                 text += f"  {repeats_cell(runs)[0]}"
-            elif run["verdict"]["culprit"] != Culprit.NONE:
+            elif run.verdict.culprit != Culprit.NONE:
                 text += f"  {verdict_cell(run)[0]}"
-            if lost := Counts.from_json(run).lost:
+            if lost := run.counts.lost:
                 text += f"  [red]lost {lost}[/red]"
             knee = knees.get(name)
             if knee and knee["load"] == value:

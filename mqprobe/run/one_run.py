@@ -23,7 +23,7 @@ from mqprobe.broker.prometheus import RUNTIME_SOURCE
 from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
 from mqprobe.clocks import ClockOffset
-from mqprobe.model import QueueType, RunPhase, RunResult
+from mqprobe.model import QueueType, RunPhase
 from mqprobe.pieces.inject import Faults
 from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Piece, RunError, RunInterrupted, run_to_the_end
@@ -31,6 +31,7 @@ from mqprobe.pieces.publisher import PublishConfig, schedule
 from mqprobe.pieces.swarm import SwarmConfig, plan_members
 from mqprobe.protocol import EventName, PublisherResult, Reset, Role, SwarmResult
 from mqprobe.records import Latency
+from mqprobe.result import RunRecord
 from mqprobe.run.assemble import PieceResults, assemble
 from mqprobe.run.placement import PieceConfig, Placement, clock_command
 from mqprobe.run.workload import Workload
@@ -63,8 +64,8 @@ async def _stop_all(children: list[Piece], timeout: float = STOP_S) -> list[dict
 async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url: str,
                   run_dir: Path, label: str, observe: Observer,
                   management_url: str | None = None, placement: Placement | None = None,
-                  prometheus_url: str = "") -> RunResult:
-    """One topology x layout on the workload; returns the design.md run dict. The phases
+                  prometheus_url: str = "") -> RunRecord:
+    """One topology x layout on the workload; returns its result. The phases
     are OneRun's; whatever happens in them, every piece is stopped, what each measured is
     kept, and what the run declared is removed."""
     run = OneRun(topology, layout, workload, amqp_url, run_dir / label, label, observe,
@@ -309,20 +310,19 @@ class OneRun:
             self.phases_s[phase] = round(self.phases_s.get(phase, 0.0)
                                          + time.monotonic() - began, 3)
 
-    def result(self, cleanup: dict) -> RunResult:
-        """The design.md run dict, with its verdict; RunInterrupted carries it on a Ctrl-C."""
+    def result(self, cleanup: dict) -> RunRecord:
+        """The run's result, with its verdict; RunInterrupted carries its JSON on a Ctrl-C."""
         with self.timed("assemble"):
             run = assemble(self.topology, self.layout, self.workload, self.results,
                            self.sampler, self.clocks, self.failure, self.cpu)
-        run["declared"] = {"prefix": self.prefix, **cleanup}
         phases = dict(self.phases_s)
         if "drain" in phases and "measure" in phases:  # measure's own time, drain apart
             phases["measure"] = round(phases["measure"] - phases["drain"], 3)
-        run["phases_s"] = phases
+        run = replace(run, declared={"prefix": self.prefix, **cleanup}, phases_s=phases)
         self.observe(Phase(self.label, RunPhase.FAILED if self.error else RunPhase.DONE,
-                           note=self.error or run["verdict"]["culprit"]))
+                           note=self.error or run.verdict.culprit))
         if self.failure and self.failure.piece == INTERRUPTED:
-            raise RunInterrupted({"runs": [run]})
+            raise RunInterrupted({"runs": [run.to_json()]})
         return run
 
 

@@ -7,16 +7,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mqprobe import __version__
 from mqprobe.broker.connect import connect_problem, redact_url
 from mqprobe.broker.topology import Topology
 from mqprobe.errors import InputError
-from mqprobe.figures import Counts
-from mqprobe.model import ComparisonResult, Culprit, RunResult
+from mqprobe.model import ComparisonResult, Culprit
 from mqprobe.pieces.process import RunInterrupted
+from mqprobe.result import RunRecord
 from mqprobe.run.one_run import Observer, run_one
 from mqprobe.run.placement import placed
 from mqprobe.run.workload import Workload
@@ -85,7 +85,7 @@ async def broker_version(amqp_url: str) -> str:
 
 
 async def keep_if_interrupted(result: ComparisonResult, json_path: Path | None,
-                              running) -> RunResult:
+                              running) -> RunRecord:
     """Await one run; when it was interrupted, save its partial figures into the result
     first, then let the interruption through with the whole result attached."""
     try:
@@ -121,21 +121,19 @@ class Point:
 async def run_points(result: ComparisonResult, points: list[Point], amqp_url: str,
                      json_path: Path | None, run_dir: Path, observe: Observer,
                      management_url: str | None, prometheus_url: str,
-                     after_point: Callable[[Point, list[RunResult]], None] | None = None) -> None:
+                     after_point: Callable[[Point, list[RunRecord]], None] | None = None) -> None:
     """Each point in turn, repeated as its workload asks, every run appended to `result`
     and saved as soon as it ends; `after_point` sees each point's runs once they are in
     (and is saved with them)."""
     async with placed(points[0].workload, amqp_url) as placement:
         for point in points:
-            runs: list[RunResult] = []
+            runs: list[RunRecord] = []
             for label, repeat in repeats(point.label, point.workload.repeat):
                 run = await keep_if_interrupted(result, json_path, run_one(
                     point.topology, point.layout, point.workload, amqp_url, run_dir, label,
                     observe, management_url, placement, prometheus_url))
-                run.update(point.fields)  # type: ignore[typeddict-item]
-                if repeat:
-                    run["repeat"] = repeat
-                result["runs"].append(run)
+                run = replace(run, repeat=repeat or None, **point.fields)
+                result["runs"].append(run.to_json())
                 runs.append(run)
                 if "repeats" in result:  # the verdicts the repeats gave so far
                     result["repeats"]["agreement"][point.key] = agreement(runs)
@@ -149,19 +147,19 @@ FAILED_EXIT = 1  # a run failed or lost deliveries (README, "Reading a verdict")
 OVER_BUDGET_EXIT = 3  # --gate: a run over budget or behind
 
 
-def exit_policy(runs: list[RunResult], gate: bool) -> tuple[int, str]:
+def exit_policy(runs: list[RunRecord], gate: bool) -> tuple[int, str]:
     """(exit code, why) for a measurement's runs: FAILED_EXIT when a run failed or lost
     deliveries; with --gate, OVER_BUDGET_EXIT when one was over budget or still had
     deliveries on their way at the end; else (0, '')."""
-    failed = sum(1 for run in runs if run.get("error"))
-    counts = [Counts.from_json(run) for run in runs]
+    failed = sum(1 for run in runs if run.error)
+    counts = [run.counts for run in runs]
     lost = sum(1 for count in counts if count.lost)
     if failed or lost:
         return FAILED_EXIT, ", ".join(part for part in (
             f"{failed} run(s) failed" if failed else "",
             f"{lost} run(s) lost deliveries" if lost else "") if part)
     behind = sum(1 for count in counts if count.not_delivered)
-    over = sum(1 for run in runs if run["verdict"]["culprit"] != Culprit.NONE)
+    over = sum(1 for run in runs if run.verdict.culprit != Culprit.NONE)
     if gate and (behind or over):
         return OVER_BUDGET_EXIT, ", ".join(part for part in (
             f"{over} run(s) over budget" if over else "",

@@ -14,8 +14,7 @@ import re
 
 from mqprobe.broker.topology import TopologyError
 from mqprobe.errors import InputError
-from mqprobe.figures import BrokerEvidence, Counts, hop_figures
-from mqprobe.model import HopName
+from mqprobe.result import RunRecord, runs_of
 from mqprobe.run.one_run import Observer
 from mqprobe.run.runner import Point, broker_version, new_result, run_points
 from mqprobe.run.workload import Workload
@@ -59,26 +58,27 @@ def at_load(workload: Workload, axis: str, value: float) -> Workload:
     return dataclasses.replace(workload, rate=float(value))
 
 
-def find_knee(runs: list[dict], budget_ms: float, rate_of) -> dict | None:
+def find_knee(runs: list[RunRecord], budget_ms: float) -> dict | None:
     """The first run (in load order) that left the baseline, with why; None if none did."""
     if not runs:
         return None
-    baseline = min(hop_figures(r, HopName.E2E).p99_ms for r in runs[:2])
+    baseline = min(r.e2e.p99_ms for r in runs[:2])
     limit = max(KNEE_FACTOR * baseline, budget_ms)
     for run in runs:
         reasons = []
-        p99 = hop_figures(run, HopName.E2E).p99_ms
+        p99 = run.e2e.p99_ms
         if p99 > limit:
             reasons.append(f"p99 e2e {p99} ms > {limit:.1f} ms ({KNEE_FACTOR:g}x the baseline "
                            f"{baseline} ms, at least the budget)")
-        if lost := Counts.from_json(run).lost:
+        if lost := run.counts.lost:
             reasons.append(f"{lost} deliveries lost")
-        backlog = BrokerEvidence.from_json(run.get("evidence", {}).get("broker")).max_ready
-        if backlog > max(10, rate_of(run)):
+        backlog = run.broker.max_ready
+        if backlog > max(10, run.rate_per_group or 0):
             reasons.append(f"queue backlog of {backlog} messages")
         if reasons:
-            return {"load": run["load"], "reasons": reasons, "culprit": run["verdict"]["culprit"],
-                    "cause": run["verdict"]["cause"], "evidence": run["verdict"]["evidence"]}
+            verdict = run.verdict.to_json()
+            return {"load": run.load, "reasons": reasons, "culprit": verdict["culprit"],
+                    "cause": verdict["cause"], "evidence": verdict["evidence"]}
     return None
 
 
@@ -109,10 +109,9 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
         """A topology's knee, on each point's median repeat, once its last point is in."""
         if point.fields["load"] != values[-1]:
             return
-        runs = [r for r in result["runs"] if r["topology"] == point.topology.name]
-        medians = [representative(group) for group in by_point(runs, lambda r: r["load"]).values()]
-        result["sweep"]["knees"][point.topology.name] = find_knee(
-            medians, workload.budget_ms, lambda r: r["rate_per_group"])
+        runs = [r for r in runs_of(result) if r.topology == point.topology.name]
+        medians = [representative(group) for group in by_point(runs, lambda r: r.load).values()]
+        result["sweep"]["knees"][point.topology.name] = find_knee(medians, workload.budget_ms)
         result["conclusion"] = conclude_sweep(result["sweep"]).to_json()
 
     await run_points(result, points, amqp_url, json_path, run_dir, observe, management_url,

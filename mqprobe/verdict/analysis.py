@@ -24,7 +24,6 @@ from mqprobe.figures import (
     NodeFigures,
     SwarmFigures,
     Verdict,
-    hop_figures,
 )
 from mqprobe.model import (
     INSTRUMENT_ROLES,
@@ -41,6 +40,7 @@ from mqprobe.model import (
 )
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.records import HopSet, Latency
+from mqprobe.result import HeldAtEnd, PublisherFigures, RunRecord
 from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.attribution import (
     BROKER,
@@ -58,8 +58,30 @@ from mqprobe.watch.profile import busy_line
 SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it computed
 
 
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """The run's deliveries as its swarms, nodes and publisher counted them: the parts of
+    its RunRecord (same names) that merge_run gives."""
+
+    counts: Counts
+    held_at_end: HeldAtEnd
+    bounds: tuple[str, ...]
+    hops: dict[str, HopFigures]
+    self_lag: LoopLag
+    groups: dict[str, GroupFigures]
+    hdr: dict[str, str]
+    untraced: int
+    misrouted: int
+    publisher: PublisherFigures
+
+    def parts(self) -> dict:
+        """Each part by its name, for RunRecord(**merged.parts(), ...), but the groups: a
+        record holds them with their verdicts."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "groups"}
+
+
 def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
-              nodes: list[NodeResult], broker_ready_at_end: int = 0) -> dict:
+              nodes: list[NodeResult], broker_ready_at_end: int = 0) -> Merged:
     """The design.md run fields (counts, hops, self-lag) plus per-group detail (each node's
     own figures are node_figures').
 
@@ -124,21 +146,19 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
     if (publisher or {}).get("silent"):
         bounds.append("the publisher gave no result: what it published is from its last "
                       "progress report and what arrived, a lower bound")
-    return {
-        **Counts.total(g.counts for g in groups.values()).to_json(),
-        "held_at_end": {"broker_ready": broker_ready_at_end, "nodes_in_hand": in_hand},
-        "bounds": bounds,
-        "hops": {hop: all_hops[hop].summary() for hop in RUN_HOPS},
-        "self_lag_ms": self_lag.lag_summary(),
-        "groups": {group: figures.to_json() for group, figures in groups.items()},
-        "hdr": {hop: all_hops[hop].hist.encode().decode() for hop in RUN_HOPS},
-        "untraced": sum(s.get("untraced", 0) for s in swarms) + sum(n.get("untraced", 0) for n in nodes),
-        "misrouted": sum(s.get("misrouted", 0) for s in swarms),
-        "publisher": {k: v for k, v in (publisher or {}).items()
-                      if k not in ("schedule_lag", "loop_lag", "timeline")}
-        | ({"schedule_lag_ms": Latency.from_json(publisher["schedule_lag"]).summary()}
-           if publisher and "schedule_lag" in publisher else {}),
-    }
+    publisher_doc = {k: v for k, v in (publisher or {}).items()
+                     if k not in ("schedule_lag", "loop_lag", "timeline")}
+    if publisher and "schedule_lag" in publisher:
+        publisher_doc["schedule_lag_ms"] = Latency.from_json(publisher["schedule_lag"]).summary()
+    return Merged(
+        counts=Counts.total(g.counts for g in groups.values()),
+        held_at_end=HeldAtEnd(broker_ready_at_end, in_hand), bounds=tuple(bounds),
+        hops={hop: HopFigures.from_json(all_hops[hop].summary()) for hop in RUN_HOPS},
+        self_lag=LoopLag.from_json(self_lag.lag_summary()), groups=groups,
+        hdr={hop: all_hops[hop].hist.encode().decode() for hop in RUN_HOPS},
+        untraced=sum(s.get("untraced", 0) for s in swarms) + sum(n.get("untraced", 0) for n in nodes),
+        misrouted=sum(s.get("misrouted", 0) for s in swarms),
+        publisher=PublisherFigures.from_json(publisher_doc))
 
 
 def _still_on_the_way(members: dict[str, int], behind: dict[str, int], held: int
@@ -324,47 +344,51 @@ class Failure:
 
 @dataclass
 class RunFacts:
-    """What a verdict may rest on, beyond the attribution: counts and the run's faults."""
+    """What a verdict may rest on, beyond the attribution: the run's typed parts as they
+    were built (assemble), or read once from a run's JSON (`of`: a saved result, a test)."""
 
-    run: dict
+    counts: Counts  # the run's, or the group's judged
+    hops: dict[str, HopFigures] = field(default_factory=dict)
+    self_lag: LoopLag = field(default_factory=lambda: LoopLag(0.0, 0.0, 0.0))  # the swarms'
+    swarm: SwarmFigures = field(default_factory=SwarmFigures)
+    publisher: PublisherFigures = field(default_factory=PublisherFigures)
+    nodes: tuple[NodeFigures, ...] = ()
+    broker: BrokerEvidence = field(default_factory=BrokerEvidence.not_measured)
+    cpu_use: CpuUse = field(default_factory=lambda: CpuUse(False, "not sampled"))
+    groups: dict[str, GroupFigures] = field(default_factory=dict)
+    bounds: tuple[str, ...] = ()  # counts that are lower bounds, and why
+    held_at_end: HeldAtEnd = field(default_factory=HeldAtEnd)
+    e2e_rows: list[list[float]] = field(default_factory=list)  # the timeline's e2e rows
     events: list[TimedEvent] = field(default_factory=list)
     t0_ns: int = 0
     failure: Failure | None = None
     cpu: dict[str, list[list[int]]] = field(default_factory=dict)  # cpu_series
     footprint: CpuSampler | None = None  # every local piece's CPU through the run
-    # the run's typed parts as they were built; those not given are read back from the
-    # run's JSON once (a saved result, a test's run)
-    broker: BrokerEvidence = None  # type: ignore[assignment]
-    nodes: tuple[NodeFigures, ...] = None  # type: ignore[assignment]
-    cpu_use: CpuUse = None  # type: ignore[assignment]
-    swarm: SwarmFigures = None  # type: ignore[assignment]
-    hops: dict[str, HopFigures] = None  # type: ignore[assignment]
-    self_lag: LoopLag = None  # type: ignore[assignment]  # the swarms' own loop lag
-    counts: Counts = None  # type: ignore[assignment]  # the run's, or the group's judged
 
-    def __post_init__(self) -> None:
-        run = self.run
-        if self.hops is None:
-            self.hops = HopFigures.by_hop(run.get("hops"))
-        if self.self_lag is None:
-            self.self_lag = LoopLag.from_json(run.get("self_lag_ms") or {})
-        if self.broker is None:
-            self.broker = BrokerEvidence.from_json(run.get("evidence", {}).get("broker"))
-        if self.nodes is None:
-            self.nodes = tuple(NodeFigures.from_json(n) for n in run.get("nodes", []))
-        if self.cpu_use is None:
-            self.cpu_use = CpuUse.from_json(run.get("cpu"))
-        if self.swarm is None:
-            self.swarm = SwarmFigures.from_json(run.get("swarm"))
-        if self.counts is None:
-            self.counts = Counts.from_json(run)
+    @classmethod
+    def of(cls, run: RunResult | dict, events: list[TimedEvent] | None = None, t0_ns: int = 0,
+           failure: Failure | None = None, **given) -> RunFacts:
+        """The facts of a run's JSON, each part read once; `given` are parts as built."""
+        rows = ((run.get("timeline") or {}).get(HopName.E2E) or {}).get("rows") or []
+        parts = dict(
+            counts=Counts.from_json(run), hops=HopFigures.by_hop(run.get("hops")),
+            self_lag=LoopLag.from_json(run.get("self_lag_ms") or {}),
+            swarm=SwarmFigures.from_json(run.get("swarm")),
+            publisher=PublisherFigures.from_json(run.get("publisher")),
+            nodes=tuple(NodeFigures.from_json(n) for n in run.get("nodes", [])),
+            broker=BrokerEvidence.from_json((run.get("evidence") or {}).get("broker")),
+            cpu_use=CpuUse.from_json(run.get("cpu")),
+            groups={g: GroupFigures.from_json(doc) for g, doc in (run.get("groups") or {}).items()},
+            bounds=tuple(run.get("bounds") or ()), held_at_end=HeldAtEnd.from_json(run.get("held_at_end")),
+            e2e_rows=rows)
+        return cls(**(parts | given), events=events or [], t0_ns=t0_ns, failure=failure)
 
 
 def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) -> Verdict:
     """Which part of the path the tail belongs to, and why, from this run's evidence."""
-    run, counts = facts.run, facts.counts
+    counts = facts.counts
     hops, swarm = facts.hops, facts.swarm
-    count_lines = _count_evidence(run, counts)
+    count_lines = _count_evidence(facts, counts)
     # a broker that refused connections is a fault of the whole run; one that was slow to
     # answer (paused, overloaded) is charged by the attribution, like any other interval
     if any(not e.detail.get("unresponsive") for e in _outages(facts)):
@@ -382,10 +406,9 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
         when = f" ({_at(facts.failure.at_ns, facts)} into the run)" if facts.failure.at_ns else ""
         return Verdict.of(cause, f"{PROSE[cause]}{when}: {facts.failure.message}",
                           _failure_evidence(facts) + count_lines)
-    publisher = run.get("publisher", {})
-    refused = publisher.get("nacked", 0) + publisher.get("errors", 0)
+    refused = facts.publisher.refused
     if refused:
-        first = publisher.get("first_error") or "nacked by the broker"
+        first = facts.publisher.first_error or "nacked by the broker"
         return Verdict.of(Cause.PUBLISH_REJECTED, f"{refused} of {counts.published} messages "
                           f"were refused or failed at publish ({first})", count_lines)
     if swarm.failed or swarm.disconnects:
@@ -418,8 +441,8 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
         return Verdict.of(Cause.WITHIN_BUDGET, evidence=evidence, shares=attribution.shares)
     culprit, together = top_culprit(attribution)
     top = next(s for s in attribution.shares if s.culprit == culprit)
-    evidence += _cause_evidence(top.cause, run, facts)
-    prose = f"{_cause_prose(top.cause, run, facts)} ({top.share:.0%} of the tail excess"
+    evidence += _cause_evidence(top.cause, facts)
+    prose = f"{_cause_prose(top.cause, facts)} ({top.share:.0%} of the tail excess"
     prose += (f"; {culprit.value} causes {together:.0%} in all)" if together - top.share >= 0.005
               else ")")
     after = [s.label() for s in attribution.shares if s is not top and s.share >= 0.005][:2]
@@ -478,18 +501,18 @@ def _at(t_ns: int, facts: RunFacts) -> str:
     return f"{(t_ns - facts.t0_ns) / 1e9:.1f} s" if facts.t0_ns else "?"
 
 
-def _count_evidence(run: dict, counts: Counts) -> list[str]:
-    """The counts a verdict must mention (`run`: the bounds on them, what was held at the
-    end, which are the run's)."""
-    out = list(run.get("bounds", []))
+def _count_evidence(facts: RunFacts, counts: Counts) -> list[str]:
+    """The counts a verdict must mention (`counts`: the run's or a group's; the bounds on
+    them and what was held at the end are the run's)."""
+    out = list(facts.bounds)
     if counts.lost:
         out.append(f"lost {counts.lost} of {counts.expected_deliveries} deliveries")
     if counts.not_delivered:
-        held = run.get("held_at_end", {})
+        held = facts.held_at_end
         out.append(f"fell behind: {counts.not_delivered} of {counts.expected_deliveries} "
                    "deliveries were still on their way when the run stopped (RabbitMQ held "
-                   f"{held.get('broker_ready', 0)} ready messages, the nodes "
-                   f"{held.get('nodes_in_hand', 0)} unhandled): late, not lost")
+                   f"{held.broker_ready} ready messages, the nodes "
+                   f"{held.nodes_in_hand} unhandled): late, not lost")
     if counts.duplicated:
         out.append(f"{counts.duplicated} duplicate deliveries")
     return out
@@ -521,15 +544,15 @@ def _tail_line(attribution: Attribution, budget_ms: float) -> str:
             f"(ms: {floors})")
 
 
-def _cause_prose(cause: Cause, run: dict, facts: RunFacts) -> str:
+def _cause_prose(cause: Cause, facts: RunFacts) -> str:
     if cause == Cause.SERVER_STALL:
         return _stall_cause(facts)
     if cause in (Cause.CPU_STARVED, Cause.CPU_THROTTLED):
-        return _cpu_cause(cause, run, facts)
+        return _cpu_cause(cause, facts)
     if cause == Cause.HOST_PAUSE:
-        return _host_pause(run, facts)
+        return _host_pause(facts)
     if cause == Cause.BROKER_STARVED:
-        return _broker_starved(run, facts)
+        return _broker_starved(facts)
     if cause == Cause.BROKER_UNAVAILABLE and _outages(facts):
         return _outage_prose(facts)
     if cause == Cause.GC_PAUSE:
@@ -583,7 +606,7 @@ def _stall_cause(facts: RunFacts) -> str:
             f"stall of {ms} ms{where}{parts}")
 
 
-def _host_pause(run: dict, facts: RunFacts) -> str:
+def _host_pause(facts: RunFacts) -> str:
     """Which processes stopped together, when and how long, what the longest node stall
     was spent on, and what the hypervisor took."""
     paused = node_stalls(facts, Cause.HOST_PAUSE)
@@ -607,7 +630,7 @@ def _host_pause(run: dict, facts: RunFacts) -> str:
     return text
 
 
-def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
+def _cpu_cause(cause: Cause, facts: RunFacts) -> str:
     """Starved or throttled: how long the nodes' loops waited, in their stalls and through
     the run, and (from compare's sampler) who had the CPU meanwhile."""
     stalls = node_stalls(facts, cause)
@@ -639,7 +662,7 @@ def _cpu_cause(cause: Cause, run: dict, facts: RunFacts) -> str:
 AROUND_NS = 300_000_000  # either side of the worst e2e moment, for the broker's waits there
 
 
-def _broker_waits(run: dict, facts: RunFacts) -> list[str]:
+def _broker_waits(facts: RunFacts) -> list[str]:
     """How much of its ready time RabbitMQ's threads waited for a CPU, over the run and
     around the worst e2e moment: a broker that waits for a CPU holds messages without
     being busy, and only compare's sampler sees it (the broker measures nothing itself)."""
@@ -648,7 +671,7 @@ def _broker_waits(run: dict, facts: RunFacts) -> list[str]:
     if share is None:
         return []
     line = f"RabbitMQ's threads waited for a CPU {share:.0%} of the time they were ready to run"
-    rows = (run.get("timeline", {}).get(HopName.E2E) or {}).get("rows") or []
+    rows = facts.e2e_rows
     windows = facts.footprint.windows(BROKER) if facts.footprint else []
     if rows and windows:
         t_ms, *_rest, worst_ms = max(rows, key=lambda row: row[-1])
@@ -661,10 +684,10 @@ def _broker_waits(run: dict, facts: RunFacts) -> list[str]:
     return [line]
 
 
-def _broker_starved(run: dict, facts: RunFacts) -> str:
+def _broker_starved(facts: RunFacts) -> str:
     """RabbitMQ short of CPU: how much of its ready time it waited, and who had the CPU."""
     text = PROSE[Cause.BROKER_STARVED]
-    waits = _broker_waits(run, facts)
+    waits = _broker_waits(facts)
     if waits:
         text += f": {waits[0]}"
     footprint = facts.footprint
@@ -729,7 +752,7 @@ def footprint_lines(cpu: CpuUse) -> list[str]:
     return out
 
 
-def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
+def _cause_evidence(cause: Cause, facts: RunFacts) -> list[str]:
     """The measurements behind the top cause."""
     nodes = facts.nodes
     broker = facts.broker
@@ -744,7 +767,7 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
                        f"{sum(e.duration_ns for e in windows) / 1e6:.0f} ms in all")
         return out + _queue_evidence(broker)
     if cause == Cause.BROKER_STARVED:
-        return [*_queue_evidence(broker), *_broker_waits(run, facts)]
+        return [*_queue_evidence(broker), *_broker_waits(facts)]
     if cause == Cause.BROKER_SIDE:
         loop, loop_node = max(((n.loop_cpu.busy if n.loop_cpu else 0.0, n.node) for n in nodes),
                               default=(0.0, "-"))
@@ -755,7 +778,7 @@ def _cause_evidence(cause: Cause, run: dict, facts: RunFacts) -> list[str]:
         return [f"{idle} (busy ratio max {busy:.2f}) and prefetch windows "
                 f"{'full only ' + str(len(windows)) + ' times' if windows else 'never full'}, "
                 "yet messages waited before reaching them", *_loop_cpu_evidence(nodes),
-                *_queue_evidence(broker), *_broker_waits(run, facts)]
+                *_queue_evidence(broker), *_broker_waits(facts)]
     if cause in (Cause.SERVER_STALL, Cause.GC_PAUSE, Cause.CPU_STARVED, Cause.CPU_THROTTLED):
         worst = max(nodes, key=lambda n: n.loop_lag_ms.max, default=None)
         if worst:
@@ -831,8 +854,7 @@ class Judgement:
     groups: dict[str, Verdict]
 
 
-def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
-          budget_ms: float) -> Judgement:
+def judge(facts: RunFacts, messages: list[MessageDeliveries], budget_ms: float) -> Judgement:
     """Attribute the run and each group, and give their verdicts."""
     # one index of the intervals, and of the nodes' backlogs, for the run and its groups
     cpu = dict(facts.cpu)  # the nodes' loops, and the broker's threads as compare saw them
@@ -846,8 +868,7 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
     for message in messages:
         by_group.setdefault(message.group, []).append(message)
     groups = {}
-    for group_id, raw in run["groups"].items():
-        group = GroupFigures.from_json(raw)
+    for group_id, group in facts.groups.items():
         # the group's own counts and hops, over the run's: what its verdict reads
         own = replace(facts, counts=group.counts, hops={**facts.hops, **group.hops})
         groups[group_id] = verdict(own, attribute(by_group.get(group_id, []), charger, budget_ms),
@@ -859,11 +880,11 @@ def judge(run: RunResult, facts: RunFacts, messages: list[MessageDeliveries],
 
 
 # -- repeats -------------------------------------------------------------------------------
-def agreement(runs: list[RunResult]) -> dict[str, int]:
+def agreement(runs: list[RunRecord]) -> dict[str, int]:
     """How many repeats named each culprit, the most common first."""
     counts: dict[str, int] = {}
     for run in runs:
-        culprit = run["verdict"]["culprit"]
+        culprit = run.verdict.culprit.value
         counts[culprit] = counts.get(culprit, 0) + 1
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
@@ -874,13 +895,13 @@ def agreement_text(counts: dict[str, int]) -> str:
     return " + ".join(f"{culprit} {n}/{total}" for culprit, n in counts.items())
 
 
-def representative(runs: list[RunResult]) -> RunResult:
+def representative(runs: list[RunRecord]) -> RunRecord:
     """The repeat whose e2e p99 is the median: the one a table shows."""
-    ordered = sorted(runs, key=lambda r: hop_figures(r, HopName.E2E).p99_ms)
+    ordered = sorted(runs, key=lambda r: r.e2e.p99_ms)
     return ordered[(len(ordered) - 1) // 2]
 
 
-def by_point(runs: list[RunResult], key) -> dict[object, list[RunResult]]:
+def by_point(runs: list[RunRecord], key) -> dict[object, list[RunRecord]]:
     """Runs grouped by key(run), in first-seen order."""
     groups: dict = {}
     for run in runs:

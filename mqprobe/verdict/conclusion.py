@@ -12,17 +12,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from mqprobe.figures import Cost, Counts, CpuUse, PieceCpu, hop_figures
-from mqprobe.model import Culprit, HopName, PieceRole, RunResult
+from mqprobe.figures import Cost, Counts, CpuUse, PieceCpu
+from mqprobe.model import Culprit, PieceRole
+from mqprobe.result import RunRecord
 from mqprobe.verdict.analysis import by_point, representative
 
 COST_RATIO_WORTH_SAYING = 1.5  # a row that costs this many times the winner's CPU is named
 
 
-def cost_of(run: RunResult, cpu: CpuUse | None = None) -> Cost:
-    """What a run's traffic cost, from its CPU samples (`cpu`, as built, or the run's)."""
-    pieces = (cpu or CpuUse.from_json(run.get("cpu"))).pieces
-    delivered, published = run.get("delivered", 0), run.get("published", 0)
+def cost_of(counts: Counts, cpu: CpuUse) -> Cost:
+    """What a run's traffic cost, from its counts and the CPU compare sampled."""
+    pieces = cpu.pieces
+    delivered, published = counts.delivered, counts.published
 
     def spent(chosen: list[PieceCpu], per: int) -> float | None:
         if not chosen or per <= 0:
@@ -68,23 +69,23 @@ class Conclusion:
                 "ranking": [row.to_json() for row in self.rows]}
 
 
-def _row(point: str, runs: list[RunResult]) -> Row:
+def _row(point: str, runs: list[RunRecord]) -> Row:
     median = representative(runs)  # the repeat the table shows
-    p99 = hop_figures(median, HopName.E2E).p99_ms
+    p99 = median.e2e.p99_ms
     if len(runs) > 1:
-        p99s = [hop_figures(r, HopName.E2E).p99_ms for r in runs]
+        p99s = [r.e2e.p99_ms for r in runs]
         low, high = min(p99s), max(p99s)
     else:
-        lag = median["self_lag_ms"]["p99"]
+        lag = median.self_lag.p99
         low, high = max(0.0, p99 - lag), p99 + lag
-    failed = sum(1 for r in runs if r.get("error"))
-    counts = Counts.total(Counts.from_json(r) for r in runs)
+    failed = sum(1 for r in runs if r.error)
+    counts = Counts.total(r.counts for r in runs)
     lost = counts.lost
     why = (f"{failed} of {len(runs)} run(s) failed" if failed else
            f"lost {lost} deliveries" if lost else "")
-    within = (all(r["verdict"]["culprit"] == Culprit.NONE for r in runs)
-              and not counts.not_delivered)
-    return Row(point, p99, low, high, len(runs), within, not why, why, cost_of(median))
+    within = all(r.verdict.culprit == Culprit.NONE for r in runs) and not counts.not_delivered
+    cost = median.cost or cost_of(median.counts, median.cpu)  # a result from before costs
+    return Row(point, p99, low, high, len(runs), within, not why, why, cost)
 
 
 def _ms(value: float) -> str:
@@ -122,10 +123,10 @@ def _dearer(winner: Row, others: list[Row]) -> str:
     return "; ".join(said)
 
 
-def conclude(runs: list[RunResult]) -> Conclusion:
+def conclude(runs: list[RunRecord]) -> Conclusion:
     """Rank the comparison's rows and say which is best, only as far as was measured."""
     rows = [_row(f"{point[0]}/{point[1]}", group)
-            for point, group in by_point(runs, lambda r: (r["topology"], r["layout"])).items()]
+            for point, group in by_point(runs, lambda r: (r.topology, r.layout)).items()]
     ranked = sorted((r for r in rows if r.ranked), key=lambda r: r.e2e_p99_ms)
     unranked = [r for r in rows if not r.ranked]
     ordered = tuple(ranked + unranked)

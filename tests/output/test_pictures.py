@@ -26,6 +26,7 @@ from mqprobe.output.pictures import (
     write_pngs,
 )
 from mqprobe.output.report import load_result, verdict_cell
+from mqprobe.result import runs_of
 
 from ..conftest import REPO, run_cli
 
@@ -103,7 +104,8 @@ def test_the_tail_by_hop_stacks_each_hop_at_p50_and_p99_beside_the_verdict(saved
             widths = [bar.get_width() for bar in bars[i * len(runs):(i + 1) * len(runs)]]
             assert widths == pytest.approx([run["hops"][hop][key] for run in runs])
     assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == [_label(r) for r in runs]
-    assert [t.get_text() for t in figure.axes[1].texts] == [verdict_cell(r)[0] for r in runs]
+    said = [verdict_cell(r)[0] for r in runs_of(saved_compare)]
+    assert [t.get_text() for t in figure.axes[1].texts] == said
 
 
 def test_the_sweep_draws_p99_by_hop_against_load_with_the_knee(saved_sweep):

@@ -166,41 +166,41 @@ def _planned_queues(layout: str) -> set[str]:
 def test_a_publisher_that_dies_mid_run_fails_it_and_every_piece_is_still_stopped(
         tmp_path, no_broker):
     run, placement, phases = _run(tmp_path, {"dies": "publisher"})
-    assert run["error"] == "publisher exited early (killed by SIGKILL; its log ends: Killed)", \
-        run["error"]
-    assert run["verdict"]["culprit"] == Culprit.CLIENT, run["verdict"]
-    assert run["verdict"]["evidence"][0].startswith("run failed: publisher exited early")
+    assert run.error == "publisher exited early (killed by SIGKILL; its log ends: Killed)", \
+        run.error
+    assert run.verdict.culprit == Culprit.CLIENT, run.verdict
+    assert run.verdict.evidence[0].startswith("run failed: publisher exited early")
     assert all(piece.stopped for piece in placement.pieces.values()), placement.pieces
     assert phases[-1].phase == one_run.RunPhase.FAILED
     # what the run declared is removed, even what no node named (they named no queue here)
     ((exchanges, queues),) = no_broker
-    prefix = run["declared"]["prefix"]
+    prefix = run.declared["prefix"]
     assert {q.replace(prefix, "P.") for q in queues} == _planned_queues("per-group")
     assert exchanges == resolve("single-topic").exchanges(prefix, ["1", "2", "3"])
 
 
 def test_a_swarm_that_gives_no_result_is_named_and_its_members_count_as_lost(tmp_path, no_broker):
     run, placement, _ = _run(tmp_path, {"no_result": "swarm2"})
-    assert run["error"] == ("swarm2 gave no result when asked to stop: its figures are "
-                            "missing"), run["error"]
+    assert run.error == ("swarm2 gave no result when asked to stop: its figures are "
+                            "missing"), run.error
     members = sum(s.latest[EventName.READY]["joined"] for name, s in placement.pieces.items()
                   if name == "swarm2")
     assert members > 0
-    assert run["lost"] == run["expected_deliveries"] - run["delivered"] > 0
-    assert json.dumps(run)  # the whole run is JSON as it is
+    assert run.counts.lost == run.counts.expected_deliveries - run.counts.delivered > 0
+    assert json.dumps(run.to_json())  # the whole run is JSON as it is
 
 
 def test_a_piece_that_ends_without_its_result_is_named_with_its_last_log_line(tmp_path,
                                                                               no_broker):
     run, _placement, _ = _run(tmp_path, {"exits_on_stop": "node2"})
-    assert run["error"] == ("node2 gave no result when asked to stop: its figures are missing "
+    assert run.error == ("node2 gave no result when asked to stop: its figures are missing "
                             "(exited with status 1; its log ends: TypeError: not serializable)"), \
-        run["error"]
+        run.error
 
 
 def test_a_command_a_piece_refuses_fails_the_run_with_its_reason(tmp_path, no_broker):
     run, placement, _ = _run(tmp_path, {"refuses": ("node2", "reset")})
-    assert run["error"] == "node2 could not apply 'reset': not now", run["error"]
+    assert run.error == "node2 could not apply 'reset': not now", run.error
     assert placement.pieces["publisher"].commands == []  # never told to send
     assert all(piece.stopped for piece in placement.pieces.values())
 
@@ -227,14 +227,14 @@ def test_every_piece_gets_the_configuration_of_its_role(tmp_path, no_broker):
     assert all(pieces[n].commands == ["reset"] for n in pieces)
     assert pieces["publisher"].reset_at > max(pieces[n].reset_at for n in pieces
                                               if n != "publisher")
-    assert run["error"] is None and run["published"] == 3
+    assert run.error is None and run.counts.published == 3
 
 
 def test_each_phase_of_a_run_is_timed_in_its_result(tmp_path, no_broker):
     """Where a run's wall time goes: a default compare is mostly not measuring (issue 24)."""
     run, _placement, _ = _run(tmp_path, {})
-    phases = run["phases_s"]
+    phases = run.phases_s
     assert list(phases) == ["start", "join", "clocks", "drain", "measure", "stop", "assemble"]
     assert all(seconds >= 0 for seconds in phases.values()), phases
     failed, _, _ = _run(tmp_path / "failed", {"dies": "publisher"})
-    assert "stop" in failed["phases_s"] and "assemble" in failed["phases_s"]
+    assert "stop" in failed.phases_s and "assemble" in failed.phases_s

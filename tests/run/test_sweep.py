@@ -5,6 +5,7 @@ import pytest
 from mqprobe.run.sweep import find_knee, parse_range
 
 from ..conftest import run_cli
+from ..made import record
 
 
 def test_parse_range():
@@ -17,17 +18,17 @@ def test_parse_range():
 
 
 def _run(load, p99, lost=0, backlog=0, culprit="none"):
-    return {"load": load, "hops": {"e2e": {"p99_ms": p99}}, "lost": lost,
-            "evidence": {"broker": {"available": True, "max_ready": backlog}},
-            "verdict": {"culprit": culprit, "cause": "c", "evidence": ["e"]}}
+    return record(culprit, load=load, rate_per_group=10.0, hops={"e2e": {"p99_ms": p99}},
+                  lost=lost, evidence={"broker": {"available": True, "max_ready": backlog}})
 
 
 def test_knee_is_the_first_point_that_leaves_the_baseline():
     runs = [_run(1, 5), _run(4, 6), _run(8, 12), _run(12, 80, culprit="server"), _run(16, 900)]
-    knee = find_knee(runs, budget_ms=50, rate_of=lambda r: 10)
+    knee = find_knee(runs, budget_ms=50)
     assert knee["load"] == 12 and knee["culprit"] == "server"
-    assert find_knee(runs[:3], budget_ms=50, rate_of=lambda r: 10) is None
-    backlog = find_knee([_run(1, 5), _run(2, 6, backlog=40)], 50, lambda r: 10)
+    assert knee["cause"].startswith("server-stall: ") and knee["evidence"] == []
+    assert find_knee(runs[:3], budget_ms=50) is None
+    backlog = find_knee([_run(1, 5), _run(2, 6, backlog=40)], 50)
     assert backlog["load"] == 2 and "backlog" in backlog["reasons"][0]
 
 

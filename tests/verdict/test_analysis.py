@@ -205,11 +205,11 @@ def test_a_silent_publishers_counts_are_at_least_what_arrived():
 
     reported = {"sent": 9, "published": {"1": 5, "2": 4}, "silent": True}
     run = merge_run(reported, [swarm({"1": 250, "2": 250})], [])
-    assert (run["published"], run["expected_deliveries"], run["lost"]) == (10, 500, 0), run
+    assert (run.counts.published, run.counts.expected_deliveries, run.counts.lost) == (10, 500, 0), run
     short = merge_run(reported, [swarm({"1": 200, "2": 200})], [])  # 1 of group 1's lost
-    assert (short["published"], short["lost"]) == (9, 50), short
+    assert (short.counts.published, short.counts.lost) == (9, 50), short
     trusted = merge_run({**reported, "silent": False}, [swarm({"1": 250, "2": 250})], [])
-    assert trusted["published"] == 9  # a publisher's own result is its count
+    assert trusted.counts.published == 9  # a publisher's own result is its count
 
 
 def _tallied(groups: dict[str, tuple[int, ...]]) -> dict:
@@ -241,15 +241,17 @@ def _tallied(groups: dict[str, tuple[int, ...]]) -> dict:
 def test_what_did_not_arrive_is_lost_or_late(swarm, broker_ready, in_hand, lost, late):
     """'lost 22268 of 48000' once stood for a node that was simply behind (issue 23)."""
     from mqprobe.records import Latency
+    from mqprobe.result import HeldAtEnd
     from mqprobe.verdict.analysis import merge_run
 
     node = {"node": "n1", "handled": 60, "untraced": 0, "filtered": 0, "unacked_max": 50,
             "prefetch": 50, "busy_ratio": {}, "loop_lag": Latency().to_json(),
             "in_hand_at_end": in_hand}
     run = merge_run({"published": {"1": 100}}, [_tallied(swarm)], [node], broker_ready)
-    assert (run["lost"], run["not_delivered"]) == (lost, late), run
-    assert run["groups"]["1"]["lost"] + run["groups"]["1"]["not_delivered"] == 1000 - run["delivered"]
-    assert run["held_at_end"] == {"broker_ready": broker_ready, "nodes_in_hand": in_hand}
+    assert (run.counts.lost, run.counts.not_delivered) == (lost, late), run
+    group = run.groups["1"].counts
+    assert group.lost + group.not_delivered == 1000 - run.counts.delivered
+    assert run.held_at_end == HeldAtEnd(broker_ready, in_hand)
 
 
 def test_a_groups_verdict_counts_its_own_deliveries():
@@ -261,7 +263,8 @@ def test_a_groups_verdict_counts_its_own_deliveries():
     node = {"node": "n1", "handled": 200, "loop_lag": Latency().to_json(), "in_hand_at_end": 0}
     swarm = _tallied({"1": (10, 600, 10, 600, 0), "2": (10, 1000, 10, 1000, 0)})
     run = merge_run({"published": {"1": 100, "2": 100}}, [swarm], [node], 40)
-    judged = judge(run, RunFacts(run), [], 50.0)
+    judged = judge(RunFacts(run.counts, run.hops, groups=run.groups, bounds=run.bounds,
+                            held_at_end=run.held_at_end), [], 50.0)
     behind = [line for line in judged.verdict.evidence if line.startswith("fell behind")]
     assert behind and behind[0].startswith("fell behind: 400 of 2000 deliveries"), judged.verdict
     assert any(line.startswith("fell behind: 400 of 1000") for line in judged.groups["1"].evidence)

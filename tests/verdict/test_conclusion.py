@@ -2,30 +2,35 @@
 
 import pytest
 
+from mqprobe.result import RunRecord
 from mqprobe.verdict.conclusion import conclude, cost_of
+
+from ..made import record
 
 
 def _run(topology: str, p99: float, lag: float = 1.0, culprit: str = "none", lost: int = 0,
          error: str | None = None, broker_ms: float = 100.0, nodes_ms: float = 1000.0,
-         layout: str = "per-node") -> dict:
-    return {"topology": topology, "layout": layout, "published": 100, "delivered": 10_000,
+         layout: str = "per-node") -> RunRecord:
+    return record(culprit, **{
+            "topology": topology, "layout": layout, "published": 100, "delivered": 10_000,
             "lost": lost, "error": error, "hops": {"e2e": {"p99_ms": p99}},
-            "self_lag_ms": {"p99": lag}, "verdict": {"culprit": culprit},
+            "self_lag_ms": {"p50": 0.0, "p99": lag, "max": lag},
             "cpu": {"available": True, "pieces": {
                 "broker": {"role": "broker", "cpu_ms": broker_ms, "instrument": False},
                 "n1": {"role": "node", "cpu_ms": nodes_ms / 2, "instrument": False},
                 "n2": {"role": "node", "cpu_ms": nodes_ms / 2, "instrument": False},
-                "swarm1": {"role": "swarm", "cpu_ms": 400.0, "instrument": True}}}}
+                "swarm1": {"role": "swarm", "cpu_ms": 400.0, "instrument": True}}}})
 
 
 def test_cost_is_cpu_per_thousand_deliveries_and_published_messages():
-    cost = cost_of(_run("a", 5, broker_ms=100, nodes_ms=1000))
+    run = _run("a", 5, broker_ms=100, nodes_ms=1000)
+    cost = cost_of(run.counts, run.cpu)
     assert (cost.broker_per_1k_deliveries, cost.nodes_per_1k_deliveries,
             cost.instrument_per_1k_deliveries) == (10.0, 100.0, 40.0)
     assert (cost.broker_per_1k_published, cost.nodes_per_1k_published) == (1000.0, 10000.0)
     unseen = _run("a", 5)
-    del unseen["cpu"]["pieces"]["broker"]  # a broker on another host: not measured
-    assert cost_of(unseen).broker_per_1k_deliveries is None
+    del unseen.cpu.pieces["broker"]  # a broker on another host: not measured
+    assert cost_of(unseen.counts, unseen.cpu).broker_per_1k_deliveries is None
 
 
 def test_a_clear_winner_is_named_with_its_figures_and_what_the_others_cost():

@@ -1,0 +1,257 @@
+"""A run's result, built once as typed values: what `run.assemble` makes of what the
+pieces gave, and what report, pictures, the conclusion and sweep read back.
+
+Like the OpenTelemetry SDK's `point.py`, these are frozen values with no behaviour but
+their own shape. `RunRecord.to_json` is the run as a result file holds it (design.md's
+fields first, then mqprobe's; docs/result.schema.json), and `from_json` reads a saved run
+back so that writing it again gives the same JSON, key for key (tests/test_result.py).
+Optional parts a run may lack (no clocks measured, a result from before a field existed)
+are None and absent from the JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mqprobe.clocks import RunClocks
+from mqprobe.errors import ResultFormatError
+from mqprobe.figures import (
+    Attribution,
+    BrokerEvidence,
+    Cost,
+    Counts,
+    CpuUse,
+    GroupFigures,
+    HopFigures,
+    LoopLag,
+    NodeFigures,
+    SwarmFigures,
+    Verdict,
+)
+from mqprobe.model import ComparisonResult, HopName, RunResult
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherFigures:
+    """What the publisher sent and how the broker took it (its result, less what the
+    timeline and the loop's figures carry elsewhere); `silent`: it gave no result, these
+    are from its last progress report."""
+
+    sent: int = 0
+    confirmed: int | None = None
+    nacked: int = 0
+    errors: int = 0
+    published: dict[str, int] = field(default_factory=dict)  # group -> messages sent
+    first_error: str | None = None
+    elapsed_s: float | None = None
+    t0_ns: int | None = None
+    schedule_lag: HopFigures | None = None  # t_pub - t_plan
+    silent: bool = False
+
+    @property
+    def refused(self) -> int:
+        """Messages the broker nacked or that failed at publish."""
+        return self.nacked + self.errors
+
+    def to_json(self) -> dict:
+        doc: dict = {"sent": self.sent}
+        if self.confirmed is not None:
+            doc["confirmed"] = self.confirmed
+        doc |= {"nacked": self.nacked, "errors": self.errors, "published": self.published}
+        for name in ("first_error", "elapsed_s", "t0_ns"):
+            if (value := getattr(self, name)) is not None:
+                doc[name] = value
+        if self.schedule_lag is not None:
+            doc["schedule_lag_ms"] = self.schedule_lag.to_json()
+        if self.silent:
+            doc["silent"] = True
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict | None) -> PublisherFigures:
+        doc = doc or {}
+        lag = doc.get("schedule_lag_ms")
+        return cls(int(doc.get("sent", 0)), doc.get("confirmed"), int(doc.get("nacked", 0)),
+                   int(doc.get("errors", 0)), dict(doc.get("published", {})),
+                   doc.get("first_error"), doc.get("elapsed_s"), doc.get("t0_ns"),
+                   HopFigures.from_json(lag) if lag is not None else None,
+                   bool(doc.get("silent", False)))
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAtEnd:
+    """What was still on its way when the run stopped: ready in the broker's queues, and
+    received but not yet handled by the nodes."""
+
+    broker_ready: int = 0
+    nodes_in_hand: int = 0
+
+    def to_json(self) -> dict:
+        return {"broker_ready": self.broker_ready, "nodes_in_hand": self.nodes_in_hand}
+
+    @classmethod
+    def from_json(cls, doc: dict | None) -> HeldAtEnd:
+        doc = doc or {}
+        return cls(int(doc.get("broker_ready", 0)), int(doc.get("nodes_in_hand", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class GroupResult:
+    """One group of a run: its figures, and the verdict its own deliveries were given."""
+
+    figures: GroupFigures
+    verdict: Verdict | None = None
+
+    def to_json(self) -> dict:
+        return self.figures.to_json() | ({"verdict": self.verdict.to_json()} if self.verdict else {})
+
+    @classmethod
+    def from_json(cls, doc: dict) -> GroupResult:
+        return cls(GroupFigures.from_json(doc),
+                   Verdict.from_json(doc["verdict"]) if doc.get("verdict") else None)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One topology x layout run, and (in a sweep or with --repeat) which point and repeat."""
+
+    topology: str
+    layout: str
+    counts: Counts
+    hops: dict[str, HopFigures]
+    self_lag: LoopLag  # the swarms' own loop lag: the receive stamps' error bar
+    verdict: Verdict
+    knobs: dict = field(default_factory=dict)
+    held_at_end: HeldAtEnd | None = None
+    bounds: tuple[str, ...] | None = None  # counts that are lower bounds, and why
+    groups: dict[str, GroupResult] = field(default_factory=dict)
+    hdr: dict[str, str] = field(default_factory=dict)  # hop -> its HDR histogram, encoded
+    untraced: int = 0
+    misrouted: int = 0
+    swarm: SwarmFigures = field(default_factory=SwarmFigures)
+    publisher: PublisherFigures = field(default_factory=PublisherFigures)
+    nodes: tuple[NodeFigures, ...] = ()
+    broker: BrokerEvidence = field(default_factory=BrokerEvidence.not_measured)
+    clocks: RunClocks | None = None
+    samples: tuple[tuple[int, ...], ...] | None = None  # sampled deliveries' stamps
+    timeline: dict = field(default_factory=dict)  # events and series on the run's time axis
+    cpu: CpuUse = field(default_factory=lambda: CpuUse(False, "not sampled"))
+    cost: Cost | None = None
+    attribution: Attribution | None = None
+    attribution_dropped: int = 0
+    error: str | None = None
+    declared: dict | None = None  # what the run declared on the broker, and its removal
+    phases_s: dict[str, float] | None = None  # where the run's wall time went
+    repeat: int | None = None
+    load: float | None = None  # sweep: the point's load
+    rate_per_group: float | None = None  # sweep
+
+    def hop(self, hop: str) -> HopFigures:
+        """One hop's figures; zero when it was not recorded."""
+        return self.hops.get(hop) or HopFigures()
+
+    @property
+    def e2e(self) -> HopFigures:
+        return self.hop(HopName.E2E)
+
+    def to_json(self) -> RunResult:
+        doc: dict = {"topology": self.topology, "layout": self.layout, "knobs": self.knobs,
+                     **self.counts.to_json()}
+        if self.held_at_end is not None:
+            doc["held_at_end"] = self.held_at_end.to_json()
+        if self.bounds is not None:
+            doc["bounds"] = list(self.bounds)
+        doc |= {"hops": {hop: figures.to_json() for hop, figures in self.hops.items()},
+                "self_lag_ms": self.self_lag.to_json(),
+                "groups": {group: g.to_json() for group, g in self.groups.items()},
+                "hdr": self.hdr, "untraced": self.untraced, "misrouted": self.misrouted,
+                "swarm": self.swarm.to_json(), "publisher": self.publisher.to_json(),
+                "nodes": [node.to_json() for node in self.nodes],
+                "evidence": {"broker": self.broker.to_json()}}
+        if self.clocks is not None:
+            doc["clocks"] = self.clocks.to_json()
+        if self.samples is not None:
+            doc["samples"] = [list(s) for s in self.samples]
+        doc |= {"timeline": self.timeline, "cpu": self.cpu.to_json()}
+        if self.cost is not None:
+            doc["cost"] = self.cost.to_json()
+        doc |= {"attribution": self.attribution.to_json() if self.attribution else None,
+                "verdict": self.verdict.to_json(), "attribution_dropped": self.attribution_dropped,
+                "error": self.error}
+        for name in ("declared", "phases_s", "repeat", "load", "rate_per_group"):
+            if (value := getattr(self, name)) is not None:
+                doc[name] = value
+        return doc  # type: ignore[return-value]
+
+    @classmethod
+    def from_json(cls, doc: RunResult | dict) -> RunRecord:
+        """A saved run; what it lacks is zero, empty or None. A part that is not what
+        mqprobe writes is ResultFormatError, naming the part (result_check checked the
+        fields the tables read when the file was loaded; this reads every part)."""
+        if not isinstance(doc, dict):
+            raise ResultFormatError("a run is not a JSON object")
+        held, bounds, clocks = doc.get("held_at_end"), doc.get("bounds"), doc.get("clocks")
+        samples, cost = doc.get("samples"), doc.get("cost")
+        parts = {
+            "topology": lambda: _text(doc.get("topology", "")),
+            "layout": lambda: _text(doc.get("layout", "")),
+            "counts": lambda: Counts.from_json(doc),
+            "hops": lambda: HopFigures.by_hop(doc.get("hops")),
+            "self_lag": lambda: LoopLag.from_json(doc.get("self_lag_ms") or {}),
+            "verdict": lambda: Verdict.from_json(doc["verdict"]),
+            "knobs": lambda: dict(doc.get("knobs") or {}),
+            "held_at_end": lambda: HeldAtEnd.from_json(held) if held is not None else None,
+            "bounds": lambda: tuple(_text(b) for b in bounds) if bounds is not None else None,
+            "groups": lambda: {group: _read(f"group {group}", lambda g=g: GroupResult.from_json(g))
+                               for group, g in (doc.get("groups") or {}).items()},
+            "hdr": lambda: {hop: _text(h) for hop, h in (doc.get("hdr") or {}).items()},
+            "untraced": lambda: int(doc.get("untraced", 0)),
+            "misrouted": lambda: int(doc.get("misrouted", 0)),
+            "swarm": lambda: SwarmFigures.from_json(doc.get("swarm")),
+            "publisher": lambda: PublisherFigures.from_json(doc.get("publisher")),
+            "nodes": lambda: tuple(NodeFigures.from_json(n) for n in doc.get("nodes") or []),
+            "broker": lambda: BrokerEvidence.from_json((doc.get("evidence") or {}).get("broker")),
+            "clocks": lambda: RunClocks.from_json(clocks) if clocks is not None else None,
+            "samples": lambda: tuple(tuple(s) for s in samples) if samples is not None else None,
+            "timeline": lambda: dict(doc.get("timeline") or {}),
+            "cpu": lambda: CpuUse.from_json(doc.get("cpu")),
+            "cost": lambda: Cost.from_json(cost) if cost is not None else None,
+            "attribution": lambda: Attribution.from_json(doc.get("attribution")),
+            "attribution_dropped": lambda: int(doc.get("attribution_dropped", 0)),
+            "error": lambda: _text(doc["error"]) if doc.get("error") is not None else None,
+            "declared": lambda: doc.get("declared"),
+            "phases_s": lambda: doc.get("phases_s"),
+            "repeat": lambda: int(doc["repeat"]) if doc.get("repeat") is not None else None,
+            "load": lambda: float(doc["load"]) if doc.get("load") is not None else None,
+            "rate_per_group": lambda: (float(doc["rate_per_group"])
+                                       if doc.get("rate_per_group") is not None else None),
+        }
+        return cls(**{name: _read(name, parse) for name, parse in parts.items()})
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def _read(name: str, parse):
+    """One part of a saved run, or one sentence naming the part that is not ours."""
+    try:
+        return parse()
+    except ResultFormatError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, IndexError) as exc:
+        raise ResultFormatError(f"a run's {name} is not what mqprobe writes "
+                                f"({type(exc).__name__}: {str(exc)[:80]})") from None
+
+def runs_of(result: ComparisonResult | dict) -> list[RunRecord]:
+    """A result's runs (a comparison's or a sweep's JSON), typed; ResultFormatError names
+    the run and the part that is not what mqprobe writes."""
+    runs = []
+    for i, run in enumerate(result.get("runs", []), 1):
+        try:
+            runs.append(RunRecord.from_json(run))
+        except ResultFormatError as exc:
+            raise ResultFormatError(f"run {i}: {exc}") from None
+    return runs

@@ -1,0 +1,40 @@
+"""A run's result as typed values: saved runs read back and write the same JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mqprobe.figures import Verdict
+from mqprobe.model import Cause, HopName
+from mqprobe.result import RunRecord
+
+pytestmark = pytest.mark.unit
+
+SAVED = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("saved", ["compare_result.json", "sweep_result.json"])
+def test_every_saved_run_reads_back_and_writes_the_same_json(saved):
+    runs = json.loads((SAVED / saved).read_text())["runs"]
+    assert runs
+    for doc in runs:
+        record = RunRecord.from_json(doc)
+        assert record.to_json() == doc, record.topology
+        # and through a file: the JSON a result file holds, not just equal dicts
+        assert json.loads(json.dumps(record.to_json())) == doc
+
+
+def test_a_changed_part_shows_in_the_json():
+    """The record writes what it holds, not the document it was read from."""
+    doc = json.loads((SAVED / "compare_result.json").read_text())["runs"][0]
+    record = RunRecord.from_json(doc)
+    changed = replace(record, verdict=Verdict.of(Cause.GC_PAUSE), repeat=2)
+    out = changed.to_json()
+    assert out["verdict"]["cause"].startswith("gc-pause: ") and out["verdict"]["culprit"] == "server"
+    assert out["repeat"] == 2 and "repeat" not in doc
+    assert record.e2e.p99_ms == doc["hops"][HopName.E2E]["p99_ms"]
+    assert record.hop("nonesuch").count == 0
