@@ -13,23 +13,19 @@ from mqprobe.model import HopName
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.result import GroupResult, RunRecord
 from mqprobe.run.workload import Workload
-from mqprobe.verdict.analysis import (
-    Failure,
-    RunFacts,
+from mqprobe.verdict.analysis import Failure, RunFacts, judge
+from mqprobe.verdict.attribution import paused_together
+from mqprobe.verdict.conclusion import cost_of
+from mqprobe.verdict.merge import merge_run, node_figures, swarm_figures
+from mqprobe.verdict.run_timeline import (
     cpu_json,
     cpu_series,
     deliveries,
     e2e_over_time,
-    judge,
-    merge_run,
-    node_figures,
     queue_ready_over_time,
-    swarm_figures,
     timeline_events,
     timeline_json,
 )
-from mqprobe.verdict.attribution import paused_together
-from mqprobe.verdict.conclusion import cost_of
 from mqprobe.watch.footprint import CpuSampler
 
 

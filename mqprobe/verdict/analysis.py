@@ -1,7 +1,8 @@
-"""From what the pieces recorded to one run's figures, its timeline, and a verdict.
+"""A run's verdict, from its facts (its typed figures, timeline and faults), and what its
+repeats agreed on. (What the pieces recorded becomes those figures in merge, and its
+timeline on one clock in run_timeline.)
 
-Lost and duplicate deliveries are counted against what the publisher actually sent and
-who actually joined. The verdict rests on the attribution (mqprobe.verdict.attribution): the
+The verdict rests on the attribution (mqprobe.verdict.attribution): the
 culprit whose causes together explain the largest share of the tail's excess, its largest
 cause, and the next ones with their shares. Faults of the whole run (the broker gone, a
 piece dead, messages refused, lost deliveries) come first, and lost deliveries are never
@@ -19,7 +20,6 @@ from mqprobe.figures import (
     CpuUse,
     GroupFigures,
     HopFigures,
-    LoopCpu,
     LoopLag,
     NodeFigures,
     SwarmFigures,
@@ -29,8 +29,6 @@ from mqprobe.model import (
     INSTRUMENT_ROLES,
     PATH_HOPS,
     PROSE,
-    RUN_HOPS,
-    STAMP_SOURCES,
     Culprit,
     HopName,
     PieceRole,
@@ -38,8 +36,6 @@ from mqprobe.model import (
     is_node_piece,
     role_of,
 )
-from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
-from mqprobe.records import HopSet, Latency
 from mqprobe.result import HeldAtEnd, PublisherFigures, RunRecord
 from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.attribution import (
@@ -56,272 +52,6 @@ from mqprobe.watch.footprint import CpuSampler
 from mqprobe.watch.profile import busy_line
 
 SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it computed
-
-
-@dataclass(frozen=True, slots=True)
-class Merged:
-    """The run's deliveries as its swarms, nodes and publisher counted them: the parts of
-    its RunRecord (same names) that merge_run gives."""
-
-    counts: Counts
-    held_at_end: HeldAtEnd
-    bounds: tuple[str, ...]
-    hops: dict[str, HopFigures]
-    self_lag: LoopLag
-    groups: dict[str, GroupFigures]
-    hdr: dict[str, str]
-    untraced: int
-    misrouted: int
-    publisher: PublisherFigures
-
-    def parts(self) -> dict:
-        """Each part by its name, for RunRecord(**merged.parts(), ...), but the groups: a
-        record holds them with their verdicts."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "groups"}
-
-
-def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
-              nodes: list[NodeResult], broker_ready_at_end: int = 0) -> Merged:
-    """The design.md run fields (counts, hops, self-lag) plus per-group detail (each node's
-    own figures are node_figures').
-
-    A delivery that did not arrive is `lost` (it never will: a hole deeper in a member's
-    seqs than the run ever reordered, a member that went down, nothing held anywhere) or
-    `not_delivered` (still on its way when the run stopped: past a live member's highest
-    seq, or a gap within the reordering seen below it, while the broker's queues or the
-    nodes still held messages: `broker_ready_at_end`, each node's `in_hand_at_end`)."""
-    published = (publisher or {}).get("published", {})
-    all_hops = HopSet()
-    group_hops: dict[str, HopSet] = {}
-    self_lag = Latency()
-    members: dict[str, int] = {}
-    delivered: dict[str, int] = {}
-    duplicated: dict[str, int] = {}
-    live: dict[str, int] = {}
-    reached: dict[str, int] = {}
-    near_top: dict[str, int] = {}
-    for swarm in swarms:
-        self_lag.merge(Latency.from_json(swarm["self_lag"]))
-        for group, tally in swarm.get("groups", {}).items():
-            members[group] = members.get(group, 0) + tally["members"]
-            delivered[group] = delivered.get(group, 0) + tally["delivered"]
-            duplicated[group] = duplicated.get(group, 0) + tally["duplicated"]
-            live[group] = live.get(group, 0) + tally.get("live", 0)
-            reached[group] = reached.get(group, 0) + tally.get("reached", 0)
-            near_top[group] = near_top.get(group, 0) + tally.get("gaps_near_top", 0)
-        for group, raw in swarm.get("hops", {}).items():
-            hops = HopSet.from_json(raw)
-            group_hops.setdefault(group, HopSet()).merge(hops)
-    for node in nodes:
-        for group, raw in node.get("fanout", {}).items():
-            group_hops.setdefault(group, HopSet()).merge(HopSet.from_json(raw))
-    for hops in group_hops.values():
-        all_hops.merge(hops)
-    if (publisher or {}).get("silent"):
-        # its counts are from its last report, read against the schedule: a group may have
-        # had one more sent than it says, and what arrived proves it (else: 50 "lost" in
-        # one group, 50 beyond the expected in another, of a publisher killed mid-run)
-        published = {g: max(published.get(g, 0), -(-delivered.get(g, 0) // members[g])
-                            if members.get(g) else 0) for g in set(published) | set(members)}
-    order = sorted(set(published) | set(members), key=_group_order)
-    expected = {group: published.get(group, 0) * members.get(group, 0) for group in order}
-    missing = {group: max(0, expected[group] - delivered.get(group, 0)) for group in order}
-    # missed past a live member's highest seq (or near it): perhaps only late
-    behind = {group: min(missing[group],
-                         max(0, live.get(group, 0) * published.get(group, 0) - reached.get(group, 0))
-                         + near_top.get(group, 0)) for group in order}
-    in_hand = sum(n.get("in_hand_at_end", 0) for n in nodes)
-    late = _still_on_the_way(members, behind, broker_ready_at_end + in_hand)
-    groups = {group: GroupFigures(
-        members.get(group, 0),
-        Counts(published=published.get(group, 0), expected_deliveries=expected[group],
-               delivered=delivered.get(group, 0), lost=missing[group] - late.get(group, 0),
-               not_delivered=late.get(group, 0), duplicated=duplicated.get(group, 0)),
-        {hop: HopFigures.from_json(lat.summary())
-         for hop, lat in group_hops.get(group, HopSet()).items()}) for group in order}
-    bounds = [f"swarm{i + 1} gave no result: its members' deliveries "
-              f"({sum(t['delivered'] for t in s.get('groups', {}).values())}) are from its last "
-              "progress report, a lower bound, and its hop figures are missing"
-              for i, s in enumerate(swarms) if s.get("silent")]
-    if (publisher or {}).get("silent"):
-        bounds.append("the publisher gave no result: what it published is from its last "
-                      "progress report and what arrived, a lower bound")
-    publisher_doc = {k: v for k, v in (publisher or {}).items()
-                     if k not in ("schedule_lag", "loop_lag", "timeline")}
-    if publisher and "schedule_lag" in publisher:
-        publisher_doc["schedule_lag_ms"] = Latency.from_json(publisher["schedule_lag"]).summary()
-    return Merged(
-        counts=Counts.total(g.counts for g in groups.values()),
-        held_at_end=HeldAtEnd(broker_ready_at_end, in_hand), bounds=tuple(bounds),
-        hops={hop: HopFigures.from_json(all_hops[hop].summary()) for hop in RUN_HOPS},
-        self_lag=LoopLag.from_json(self_lag.lag_summary()), groups=groups,
-        hdr={hop: all_hops[hop].hist.encode().decode() for hop in RUN_HOPS},
-        untraced=sum(s.get("untraced", 0) for s in swarms) + sum(n.get("untraced", 0) for n in nodes),
-        misrouted=sum(s.get("misrouted", 0) for s in swarms),
-        publisher=PublisherFigures.from_json(publisher_doc))
-
-
-def _still_on_the_way(members: dict[str, int], behind: dict[str, int], held: int
-                      ) -> dict[str, int]:
-    """Of what members missed past their highest seq, how much per group moves from `lost`
-    to `not_delivered`, as far as the messages held at the end can carry: each one reaches
-    at most its group's members, so more than `held` x the largest group is lost whatever
-    its seqs say."""
-    if not held:
-        return {}  # nothing held anywhere: what did not arrive never will
-    room = held * max(members.values(), default=0)
-    wanted = sum(behind.values())
-    return {group: count if wanted <= room else count * room // wanted
-            for group, count in behind.items()}
-
-
-def swarm_figures(swarms: list[SwarmResult]) -> SwarmFigures:
-    """The run's swarm processes together, from their result events."""
-    return SwarmFigures(
-        clients=sum(s.get("planned", 0) for s in swarms),
-        joined=sum(s.get("joined", 0) for s in swarms),
-        failed=sum(s.get("failed", 0) for s in swarms),
-        disconnects=sum(s.get("disconnects", 0) for s in swarms),
-        reconnects=sum(s.get("reconnects", 0) for s in swarms),
-        t_recv_source={source: sum(s.get("t_recv_source", {}).get(source, 0) for s in swarms)
-                       for source in STAMP_SOURCES},
-        rss_bytes=sum(s.get("rss_bytes", 0) for s in swarms), processes=len(swarms))
-
-
-def _group_order(group: str) -> tuple:
-    return (0, int(group), "") if group.isdigit() else (1, 0, group)
-
-
-def node_figures(node: NodeResult) -> NodeFigures:
-    """A node's figures for the result, from its result event."""
-    loop_cpu = node.get("loop_cpu") or {}
-    return NodeFigures(
-        node=node["node"], handled=node["handled"], untraced=node["untraced"],
-        filtered=node["filtered"], unacked_max=node["unacked_max"], prefetch=node["prefetch"],
-        busy_ratio=node["busy_ratio"],
-        loop_lag_ms=LoopLag.from_json(Latency.from_json(node["loop_lag"]).lag_summary()),
-        stalls=node.get("stalls", 0), in_hand_at_end=node.get("in_hand_at_end", 0),
-        gc=node.get("gc", {}), loop_worst=node.get("loop_worst", {}),
-        loop_cpu=LoopCpu.from_json(loop_cpu) if loop_cpu else None,
-        profile=node.get("profile", {"samples": 0}),
-        mq_split={part: lat.summary() for part, lat in HopSet.from_json(node["mq_split"]).items()}
-        if node.get("mq_split") else None)
-
-
-def cpu_series(nodes: list[NodeResult], shift_ns: dict[str, int]) -> dict[str, list[list[int]]]:
-    """Each node's loop CPU windows (loop.CpuWindows rows), moved onto our clock."""
-    out = {}
-    for node in nodes:
-        rows = (node.get("loop_cpu") or {}).get("rows") or []
-        shift = shift_ns.get(node["node"], 0)
-        out[node["node"]] = [[row[0] + shift, *row[1:5]] for row in rows]
-    return out
-
-
-def cpu_json(series: dict[str, list[list[int]]], t0_ns: int) -> dict:
-    """The nodes' loop CPU windows for the result JSON: ms since the first publish."""
-    return {"columns": ["t_ms", "wall_ms", "on_cpu_ms", "waiting_ms", "throttled_ms"],
-            "nodes": {node: [[round((r[0] - t0_ns) / 1e6, 1), *(round(v / 1e6, 2) for v in r[1:5])]
-                             for r in rows] for node, rows in series.items()}}
-
-
-
-
-# -- the run's timeline and deliveries, on the coordinator's clock --------------------------
-def timeline_events(publisher: PublisherResult | None, swarms: list[SwarmResult],
-                    nodes: list[NodeResult],
-                    broker: list[TimedEvent], shift_ns: dict[str, int]) -> list[TimedEvent]:
-    """Every piece's intervals, named (publisher, n1.., swarm1..) and moved onto our clock
-    (shift_ns: what to add to each piece's stamps; absent: the same clock)."""
-    named = [("publisher", publisher)] if publisher else []
-    named += [(node["node"], node) for node in nodes]
-    named += [(f"swarm{i + 1}", swarm) for i, swarm in enumerate(swarms)]
-    events = list(broker)
-    for piece, result in named:
-        shift = shift_ns.get(piece, 0)
-        for raw in (result.get("timeline") or {}).get("events", []):
-            events.append(TimedEvent.from_wire(piece, raw).shifted(shift))
-    return sorted(events, key=lambda e: e.start_ns)
-
-
-def deliveries(swarms: list[SwarmResult], nodes: list[NodeResult],
-               shift_ns: dict[str, int]) -> list[MessageDeliveries]:
-    """Each swarm's per-message receipts, with the node's own wait and fan-out for it."""
-    emits: dict[tuple[str, str, int], tuple[int, int]] = {}
-    for node in nodes:
-        for group, rows in node.get("emits", {}).items():
-            for seq, wait_ns, fanout_ns in rows:
-                emits[(node["node"], group, seq)] = (wait_ns, fanout_ns)
-    out = []
-    for i, swarm in enumerate(swarms):
-        name = f"swarm{i + 1}"
-        shift = shift_ns.get(name, 0)
-        for group, seq, node, t_pub, t_deq, t_emit, receipts in swarm.get("messages", []):
-            wait_ns, fanout_ns = emits.get((node, str(group), seq), (0, 0))
-            out.append(MessageDeliveries(
-                str(group), seq, node, name, t_pub + shift, t_deq + shift, t_emit + shift,
-                [(d, n) for d, n in receipts], wait_ns, fanout_ns))
-    return out
-
-
-def timeline_json(events: list[TimedEvent], t0_ns: int, dropped: int) -> dict:
-    """The run's timeline for the result JSON: ms since the first publish."""
-    return {"t0_ns": t0_ns, "events": [e.to_json(t0_ns) for e in events], "dropped": dropped}
-
-
-MAX_SERIES_POINTS = 600  # buckets of the e2e-over-time series: a picture's worth
-
-
-def e2e_over_time(messages: list[MessageDeliveries], t0_ns: int) -> dict:
-    """Each delivery's e2e by when its message was published, in buckets of 100 ms or
-    more (at most MAX_SERIES_POINTS): count, p50, p99 and max per bucket, so a stall and
-    the messages it delayed can be drawn on one time axis with the timeline's intervals."""
-    if not messages:
-        return {"bucket_ms": 100, "columns": ["t_ms", "count", "p50_ms", "p99_ms", "max_ms"],
-                "rows": []}
-    span_ms = max(0, max(m.t_pub for m in messages) - t0_ns) / 1e6
-    bucket_ms = 100
-    while span_ms / bucket_ms >= MAX_SERIES_POINTS:
-        bucket_ms *= 2
-    buckets: dict[int, list[tuple[int, int]]] = {}
-    for message in messages:
-        index = max(0, int((message.t_pub - t0_ns) / 1e6 // bucket_ms))
-        server_side = message.t_emit - message.t_pub
-        buckets.setdefault(index, []).extend(
-            (server_side + after_emit, count) for after_emit, count in message.receipts)
-    rows = []
-    for index in sorted(buckets):
-        values = sorted(buckets[index])
-        total = sum(count for _, count in values)
-        if not total:
-            continue
-        rows.append([index * bucket_ms, total, _weighted_ms(values, total, 0.50),
-                     _weighted_ms(values, total, 0.99), round(values[-1][0] / 1e6, 3)])
-    return {"bucket_ms": bucket_ms, "columns": ["t_ms", "count", "p50_ms", "p99_ms", "max_ms"],
-            "rows": rows}
-
-
-def _weighted_ms(values: list[tuple[int, int]], total: int, quantile: float) -> float:
-    """The value (ns, sorted, each with its count) below which `quantile` of them lie, ms."""
-    rank, seen = quantile * total, 0
-    for value, count in values:
-        seen += count
-        if seen >= rank:
-            return round(value / 1e6, 3)
-    return round(values[-1][0] / 1e6, 3)
-
-
-def queue_ready_over_time(series: dict[str, list[list[float]]], sampled_from_ns: int,
-                          t0_ns: int) -> dict:
-    """The broker's ready messages summed over the run's queues at each sample, on the
-    timeline's axis (ms since the first publish)."""
-    totals: dict[float, int] = {}
-    for points in series.values():
-        for t_s, ready, _consumers in points:
-            totals[t_s] = totals.get(t_s, 0) + int(ready)
-    shift_ms = (sampled_from_ns - t0_ns) / 1e6 if sampled_from_ns and t0_ns else 0.0
-    return {"columns": ["t_ms", "ready"],
-            "rows": [[round(t_s * 1000 + shift_ms, 1), ready] for t_s, ready in sorted(totals.items())]}
 
 
 # -- the verdict ---------------------------------------------------------------------------

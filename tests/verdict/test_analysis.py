@@ -8,8 +8,8 @@ from statistics import median
 import pytest
 
 from mqprobe.model import Cause
-from mqprobe.verdict.analysis import e2e_over_time, queue_ready_over_time
 from mqprobe.verdict.attribution import MessageDeliveries
+from mqprobe.verdict.run_timeline import e2e_over_time, queue_ready_over_time
 
 from ..conftest import run_cli
 
@@ -197,7 +197,7 @@ def test_a_silent_publishers_counts_are_at_least_what_arrived():
     read against the schedule, and a group may have had one more sent than that says. What
     arrived proves it: no group is both short (lost) and over (beyond the expected)."""
     from mqprobe.records import Latency
-    from mqprobe.verdict.analysis import merge_run
+    from mqprobe.verdict.merge import merge_run
 
     def swarm(delivered: dict[str, int]) -> dict:
         return {"self_lag": Latency().to_json(), "groups": {
@@ -242,7 +242,7 @@ def test_what_did_not_arrive_is_lost_or_late(swarm, broker_ready, in_hand, lost,
     """'lost 22268 of 48000' once stood for a node that was simply behind (issue 23)."""
     from mqprobe.records import Latency
     from mqprobe.result import HeldAtEnd
-    from mqprobe.verdict.analysis import merge_run
+    from mqprobe.verdict.merge import merge_run
 
     node = {"node": "n1", "handled": 60, "untraced": 0, "filtered": 0, "unacked_max": 50,
             "prefetch": 50, "busy_ratio": {}, "loop_lag": Latency().to_json(),
@@ -258,7 +258,8 @@ def test_a_groups_verdict_counts_its_own_deliveries():
     """A group's verdict reads the group's counts: one group behind at the end, the other
     whole (the group's verdict once said the run's `fell behind` of every group)."""
     from mqprobe.records import Latency
-    from mqprobe.verdict.analysis import RunFacts, judge, merge_run
+    from mqprobe.verdict.analysis import RunFacts, judge
+    from mqprobe.verdict.merge import merge_run
 
     node = {"node": "n1", "handled": 200, "loop_lag": Latency().to_json(), "in_hand_at_end": 0}
     swarm = _tallied({"1": (10, 600, 10, 600, 0), "2": (10, 1000, 10, 1000, 0)})
@@ -274,7 +275,7 @@ def test_a_groups_verdict_counts_its_own_deliveries():
 def test_a_nodes_figures_keep_the_ticks_its_loop_monitor_lost():
     """docs/reference.md promised loop_cpu.failed_ticks; the node summary dropped it."""
     from mqprobe.records import Latency
-    from mqprobe.verdict.analysis import node_figures
+    from mqprobe.verdict.merge import node_figures
 
     node = {"node": "n1", "handled": 1, "untraced": 0, "filtered": 0, "unacked_max": 1,
             "prefetch": 50, "busy_ratio": {}, "loop_lag": Latency().to_json(),

@@ -615,7 +615,7 @@ def test_a_broker_side_verdict_says_how_long_rabbitmq_waited_for_a_cpu_and_when(
     run["cpu"] = {"available": True, "pieces": {"broker": {
         "cpu_ms": 400.0, "waited_ms": footprint.waited["broker"][-1] / MS, "core_share": 0.2,
         "instrument": False}}}
-    from mqprobe.verdict.analysis import e2e_over_time
+    from mqprobe.verdict.run_timeline import e2e_over_time
 
     run["timeline"] = {"e2e": e2e_over_time(msgs, T0)}
     attribution = attribute(msgs, [], BUDGET)
@@ -634,7 +634,7 @@ def test_a_wait_in_a_broker_that_waited_for_a_cpu_is_the_starvation(waited_ms, c
     whose threads waited for a CPU 92% of their ready time around the worst e2e. That
     share of a message's time in the broker was the host's; a broker that ran when it was
     ready keeps broker-side."""
-    from mqprobe.verdict.analysis import e2e_over_time
+    from mqprobe.verdict.run_timeline import e2e_over_time
 
     msgs = messages(slow={i: {"mq": 120} for i in range(50, 60)})  # 1.0 s to 1.2 s
     footprint = _starved_broker(waited_ms)
