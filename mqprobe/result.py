@@ -29,6 +29,7 @@ from mqprobe.figures import (
     Verdict,
 )
 from mqprobe.model import ComparisonResult, HopName, RunResult
+from mqprobe.timeline import TimedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,103 @@ class HeldAtEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    """One interval on the run's timeline: its kind (an EventKind's value), the piece it
+    happened in, when (ms since the first publish), and what else was recorded of it."""
+
+    kind: str
+    piece: str
+    start_ms: float
+    end_ms: float
+    detail: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, event: TimedEvent, t0_ns: int) -> TimelineEvent:
+        return cls(event.kind.value, event.piece, round((event.start_ns - t0_ns) / 1e6, 3),
+                   round((event.end_ns - t0_ns) / 1e6, 3), dict(event.detail))
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "piece": self.piece, "start_ms": self.start_ms,
+                "end_ms": self.end_ms, **self.detail}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> TimelineEvent:
+        detail = {k: v for k, v in doc.items() if k not in ("kind", "piece", "start_ms", "end_ms")}
+        return cls(_text(doc["kind"]), _text(doc.get("piece", "")), float(doc["start_ms"]),
+                   float(doc["end_ms"]), detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """Rows under named columns, the first of them ms since the first publish; `bucket_ms`:
+    the width of a row's bucket, where rows are buckets."""
+
+    columns: tuple[str, ...]
+    rows: list[list[float]] = field(default_factory=list)
+    bucket_ms: int | None = None
+
+    def to_json(self) -> dict:
+        return ({"bucket_ms": self.bucket_ms} if self.bucket_ms is not None else {}) | {
+            "columns": list(self.columns), "rows": self.rows}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Series:
+        return cls(tuple(_text(c) for c in doc.get("columns", [])), list(doc.get("rows", [])),
+                   doc.get("bucket_ms"))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSeries:
+    """One Series per node under the same columns (each node's loop CPU windows)."""
+
+    columns: tuple[str, ...]
+    nodes: dict[str, list[list[float]]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"columns": list(self.columns), "nodes": self.nodes}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> NodeSeries:
+        return cls(tuple(_text(c) for c in doc.get("columns", [])), dict(doc.get("nodes", {})))
+
+
+@dataclass(frozen=True, slots=True)
+class RunTimeline:
+    """The run on one time axis: every piece's intervals on the coordinator's clock, each
+    piece's clock error, and the series drawn under them (e2e by publish time, the broker's
+    ready messages, each node's loop CPU). `t0_ns`: the first publish, the axis' zero."""
+
+    t0_ns: int = 0
+    events: tuple[TimelineEvent, ...] = ()
+    dropped: int = 0  # events the pieces' bounded recorders had no room for
+    clock_uncertainty_ms: dict[str, float] | None = None
+    e2e: Series | None = None
+    queue_ready: Series | None = None
+    loop_cpu: NodeSeries | None = None
+
+    def to_json(self) -> dict:
+        doc: dict = {"t0_ns": self.t0_ns, "events": [e.to_json() for e in self.events],
+                     "dropped": self.dropped}
+        if self.clock_uncertainty_ms is not None:
+            doc["clock_uncertainty_ms"] = self.clock_uncertainty_ms
+        for name in ("e2e", "queue_ready", "loop_cpu"):
+            if (part := getattr(self, name)) is not None:
+                doc[name] = part.to_json()
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict | None) -> RunTimeline:
+        doc = doc or {}
+        e2e, ready, cpu = doc.get("e2e"), doc.get("queue_ready"), doc.get("loop_cpu")
+        return cls(int(doc.get("t0_ns", 0)),
+                   tuple(TimelineEvent.from_json(e) for e in doc.get("events", [])),
+                   int(doc.get("dropped", 0)), doc.get("clock_uncertainty_ms"),
+                   Series.from_json(e2e) if e2e is not None else None,
+                   Series.from_json(ready) if ready is not None else None,
+                   NodeSeries.from_json(cpu) if cpu is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
 class GroupResult:
     """One group of a run: its figures, and the verdict its own deliveries were given."""
 
@@ -134,7 +232,7 @@ class RunRecord:
     broker: BrokerEvidence = field(default_factory=BrokerEvidence.not_measured)
     clocks: RunClocks | None = None
     samples: tuple[tuple[int, ...], ...] | None = None  # sampled deliveries' stamps
-    timeline: dict = field(default_factory=dict)  # events and series on the run's time axis
+    timeline: RunTimeline = field(default_factory=RunTimeline)
     cpu: CpuUse = field(default_factory=lambda: CpuUse(False, "not sampled"))
     cost: Cost | None = None
     attribution: Attribution | None = None
@@ -172,7 +270,7 @@ class RunRecord:
             doc["clocks"] = self.clocks.to_json()
         if self.samples is not None:
             doc["samples"] = [list(s) for s in self.samples]
-        doc |= {"timeline": self.timeline, "cpu": self.cpu.to_json()}
+        doc |= {"timeline": self.timeline.to_json(), "cpu": self.cpu.to_json()}
         if self.cost is not None:
             doc["cost"] = self.cost.to_json()
         doc |= {"attribution": self.attribution.to_json() if self.attribution else None,
@@ -213,7 +311,7 @@ class RunRecord:
             "broker": lambda: BrokerEvidence.from_json((doc.get("evidence") or {}).get("broker")),
             "clocks": lambda: RunClocks.from_json(clocks) if clocks is not None else None,
             "samples": lambda: tuple(tuple(s) for s in samples) if samples is not None else None,
-            "timeline": lambda: dict(doc.get("timeline") or {}),
+            "timeline": lambda: RunTimeline.from_json(doc.get("timeline")),
             "cpu": lambda: CpuUse.from_json(doc.get("cpu")),
             "cost": lambda: Cost.from_json(cost) if cost is not None else None,
             "attribution": lambda: Attribution.from_json(doc.get("attribution")),

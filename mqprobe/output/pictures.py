@@ -29,7 +29,7 @@ from hdrh.log import HistogramLogWriter
 
 from mqprobe.errors import InputError
 from mqprobe.model import HOP_COLOURS, HOPS, PATH_HOPS, Cause, HopName
-from mqprobe.result import RunRecord, runs_of
+from mqprobe.result import RunRecord, TimelineEvent, runs_of
 from mqprobe.timeline import EventKind
 from mqprobe.verdict.analysis import by_point, representative
 
@@ -165,10 +165,9 @@ def percentile_curves(result: dict) -> Picture:
 # -- the run's timeline --------------------------------------------------------------------
 def run_timeline(run: RunRecord, budget_ms: float | None = None) -> Picture:
     timeline = run.timeline
-    series = (timeline.get(HopName.E2E) or {}).get("rows", [])
-    events = timeline.get("events", [])
-    lanes = _lanes(events)
-    ready = (timeline.get("queue_ready") or {}).get("rows", [])
+    series = timeline.e2e.rows if timeline.e2e else []
+    lanes = _lanes(timeline.events)
+    ready = timeline.queue_ready.rows if timeline.queue_ready else []
     kinds = list(lanes)
     count = max(1, len(kinds))
     figure, (top, middle, bottom, cpu_axes) = _figure(
@@ -192,7 +191,7 @@ def run_timeline(run: RunRecord, budget_ms: float | None = None) -> Picture:
     top.legend(loc="upper right", fontsize=8)
     top.set_title(f"{_label(run)}: {_verdict_text(run)}", loc="left")
     for lane, (kind, lane_events) in enumerate(lanes.values()):
-        spans = [(e["start_ms"] / 1000, max((e["end_ms"] - e["start_ms"]) / 1000, 0.002))
+        spans = [(e.start_ms / 1000, max((e.end_ms - e.start_ms) / 1000, 0.002))
                  for e in lane_events]
         middle.broken_barh(spans, (lane - 0.4, 0.8), color=EVENT_COLOURS.get(kind, "#7f7f7f"))
         for start, width in spans:  # the same moments, faintly, over the deliveries
@@ -245,17 +244,17 @@ def _cpu_lanes(axes, series: dict) -> None:
     axes.legend(loc="upper right", fontsize=7, ncol=min(8, len(columns) - 1))
 
 
-def _lanes(events: list[dict]) -> dict[str, tuple[str, list[dict]]]:
+def _lanes(events: tuple[TimelineEvent, ...]) -> dict[str, tuple[str, list[TimelineEvent]]]:
     """One lane per kind and piece ("loop-stall n1"), in the order of EVENT_COLOURS; past
     MAX_LANES, one lane per kind with its pieces named."""
     order = {kind: i for i, kind in enumerate(EVENT_COLOURS)}
-    by_piece: dict[tuple[str, str], list[dict]] = {}
+    by_piece: dict[tuple[str, str], list[TimelineEvent]] = {}
     for event in events:
-        by_piece.setdefault((event["kind"], event.get("piece", "")), []).append(event)
+        by_piece.setdefault((event.kind, event.piece), []).append(event)
     keys = sorted(by_piece, key=lambda k: (order.get(k[0], len(order)), k[0], k[1]))
     if len(keys) <= MAX_LANES:
         return {f"{kind} {piece}".strip(): (kind, by_piece[(kind, piece)]) for kind, piece in keys}
-    lanes: dict[str, tuple[str, list[dict]]] = {}
+    lanes: dict[str, tuple[str, list[TimelineEvent]]] = {}
     for kind in dict.fromkeys(kind for kind, _piece in keys):
         pieces = [piece for k, piece in keys if k == kind]
         label = f"{kind} {', '.join(pieces[:3])}{'…' if len(pieces) > 3 else ''}"

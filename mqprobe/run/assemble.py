@@ -9,9 +9,8 @@ from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
 from mqprobe.clocks import ClockOffset, RunClocks
 from mqprobe.figures import BrokerEvidence, CpuUse
-from mqprobe.model import HopName
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
-from mqprobe.result import GroupResult, RunRecord
+from mqprobe.result import GroupResult, RunRecord, RunTimeline, TimelineEvent
 from mqprobe.run.workload import Workload
 from mqprobe.verdict.analysis import Failure, RunFacts, judge
 from mqprobe.verdict.attribution import paused_together
@@ -24,7 +23,6 @@ from mqprobe.verdict.run_timeline import (
     e2e_over_time,
     queue_ready_over_time,
     timeline_events,
-    timeline_json,
 )
 from mqprobe.watch.footprint import CpuSampler
 
@@ -57,21 +55,19 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     t0 = t0 or (sampler.started_ns if sampler else 0)
     dropped = sum((r.get("timeline") or {}).get("dropped", 0)
                   for r in [publisher or {}, *swarms, *nodes])
-    timeline = timeline_json(events, t0, dropped)
-    if clocks:
-        timeline["clock_uncertainty_ms"] = {
-            piece: round(offset.uncertainty_ns / 1e6, 3) for piece, offset in clocks.items()}
     messages = deliveries(swarms, nodes, shift)
-    timeline[HopName.E2E] = e2e_over_time(messages, t0)
-    if sampler:
-        timeline["queue_ready"] = queue_ready_over_time(sampler.series, sampler.started_ns, t0)
     cpu = cpu_series(nodes, shift)
-    timeline["loop_cpu"] = cpu_json(cpu, t0)
+    timeline = RunTimeline(
+        t0, tuple(TimelineEvent.of(event, t0) for event in events), dropped,
+        {piece: round(offset.uncertainty_ns / 1e6, 3) for piece, offset in clocks.items()}
+        if clocks else None, e2e_over_time(messages, t0),
+        queue_ready_over_time(sampler.series, sampler.started_ns, t0) if sampler else None,
+        cpu_json(cpu, t0))
     cpu_use = (cpu_sampler.summary(t0) if cpu_sampler else
                CpuUse(False, "not sampled (the run ended before measuring)"))
     facts = RunFacts(merged.counts, merged.hops, merged.self_lag, swarm, merged.publisher,
                      figures, broker, cpu_use, merged.groups, merged.bounds, merged.held_at_end,
-                     timeline[HopName.E2E].get("rows") or [], events, t0, failure, cpu, cpu_sampler)
+                     timeline.e2e.rows, events, t0, failure, cpu, cpu_sampler)
     judged = judge(facts, messages, workload.budget_ms)
     evidence = judged.verdict.evidence
     if run_clocks and run_clocks.apart:

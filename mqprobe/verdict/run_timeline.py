@@ -5,6 +5,7 @@ the series the pictures draw (e2e over time, queue depth, each node's loop CPU).
 from __future__ import annotations
 
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
+from mqprobe.result import NodeSeries, Series
 from mqprobe.timeline import TimedEvent
 from mqprobe.verdict.attribution import (
     MessageDeliveries,
@@ -21,11 +22,11 @@ def cpu_series(nodes: list[NodeResult], shift_ns: dict[str, int]) -> dict[str, l
     return out
 
 
-def cpu_json(series: dict[str, list[list[int]]], t0_ns: int) -> dict:
-    """The nodes' loop CPU windows for the result JSON: ms since the first publish."""
-    return {"columns": ["t_ms", "wall_ms", "on_cpu_ms", "waiting_ms", "throttled_ms"],
-            "nodes": {node: [[round((r[0] - t0_ns) / 1e6, 1), *(round(v / 1e6, 2) for v in r[1:5])]
-                             for r in rows] for node, rows in series.items()}}
+def cpu_json(series: dict[str, list[list[int]]], t0_ns: int) -> NodeSeries:
+    """The nodes' loop CPU windows for the result: ms since the first publish."""
+    return NodeSeries(("t_ms", "wall_ms", "on_cpu_ms", "waiting_ms", "throttled_ms"),
+                      {node: [[round((r[0] - t0_ns) / 1e6, 1), *(round(v / 1e6, 2) for v in r[1:5])]
+                              for r in rows] for node, rows in series.items()})
 
 
 
@@ -66,21 +67,16 @@ def deliveries(swarms: list[SwarmResult], nodes: list[NodeResult],
     return out
 
 
-def timeline_json(events: list[TimedEvent], t0_ns: int, dropped: int) -> dict:
-    """The run's timeline for the result JSON: ms since the first publish."""
-    return {"t0_ns": t0_ns, "events": [e.to_json(t0_ns) for e in events], "dropped": dropped}
-
-
 MAX_SERIES_POINTS = 600  # buckets of the e2e-over-time series: a picture's worth
+E2E_COLUMNS = ("t_ms", "count", "p50_ms", "p99_ms", "max_ms")
 
 
-def e2e_over_time(messages: list[MessageDeliveries], t0_ns: int) -> dict:
+def e2e_over_time(messages: list[MessageDeliveries], t0_ns: int) -> Series:
     """Each delivery's e2e by when its message was published, in buckets of 100 ms or
     more (at most MAX_SERIES_POINTS): count, p50, p99 and max per bucket, so a stall and
     the messages it delayed can be drawn on one time axis with the timeline's intervals."""
     if not messages:
-        return {"bucket_ms": 100, "columns": ["t_ms", "count", "p50_ms", "p99_ms", "max_ms"],
-                "rows": []}
+        return Series(E2E_COLUMNS, [], 100)
     span_ms = max(0, max(m.t_pub for m in messages) - t0_ns) / 1e6
     bucket_ms = 100
     while span_ms / bucket_ms >= MAX_SERIES_POINTS:
@@ -99,8 +95,7 @@ def e2e_over_time(messages: list[MessageDeliveries], t0_ns: int) -> dict:
             continue
         rows.append([index * bucket_ms, total, _weighted_ms(values, total, 0.50),
                      _weighted_ms(values, total, 0.99), round(values[-1][0] / 1e6, 3)])
-    return {"bucket_ms": bucket_ms, "columns": ["t_ms", "count", "p50_ms", "p99_ms", "max_ms"],
-            "rows": rows}
+    return Series(E2E_COLUMNS, rows, bucket_ms)
 
 
 def _weighted_ms(values: list[tuple[int, int]], total: int, quantile: float) -> float:
@@ -114,7 +109,7 @@ def _weighted_ms(values: list[tuple[int, int]], total: int, quantile: float) -> 
 
 
 def queue_ready_over_time(series: dict[str, list[list[float]]], sampled_from_ns: int,
-                          t0_ns: int) -> dict:
+                          t0_ns: int) -> Series:
     """The broker's ready messages summed over the run's queues at each sample, on the
     timeline's axis (ms since the first publish)."""
     totals: dict[float, int] = {}
@@ -122,5 +117,5 @@ def queue_ready_over_time(series: dict[str, list[list[float]]], sampled_from_ns:
         for t_s, ready, _consumers in points:
             totals[t_s] = totals.get(t_s, 0) + int(ready)
     shift_ms = (sampled_from_ns - t0_ns) / 1e6 if sampled_from_ns and t0_ns else 0.0
-    return {"columns": ["t_ms", "ready"],
-            "rows": [[round(t_s * 1000 + shift_ms, 1), ready] for t_s, ready in sorted(totals.items())]}
+    return Series(("t_ms", "ready"), [[round(t_s * 1000 + shift_ms, 1), ready]
+                                      for t_s, ready in sorted(totals.items())])

@@ -617,7 +617,7 @@ def test_a_broker_side_verdict_says_how_long_rabbitmq_waited_for_a_cpu_and_when(
         "instrument": False}}}
     from mqprobe.verdict.run_timeline import e2e_over_time
 
-    run["timeline"] = {"e2e": e2e_over_time(msgs, T0)}
+    run["timeline"] = {"e2e": e2e_over_time(msgs, T0).to_json()}
     attribution = attribute(msgs, [], BUDGET)
     said = verdict(RunFacts.of(run, [], T0, footprint=footprint), attribution, BUDGET)
     assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_SIDE), attribution.shares
@@ -644,7 +644,7 @@ def test_a_wait_in_a_broker_that_waited_for_a_cpu_is_the_starvation(waited_ms, c
     footprint.pids["n1"], footprint._waits["n1"] = [], footprint._waits["broker"]
     footprint.used["n1"] = [t * 80 * MS for t in range(21)]  # n1 had 80 ms a window
     run = run_of(msgs)
-    run["timeline"] = {"e2e": e2e_over_time(msgs, T0)}
+    run["timeline"] = {"e2e": e2e_over_time(msgs, T0).to_json()}
     run["cpu"] = {"available": True, "pieces": {"broker": {
         "cpu_ms": 400.0, "waited_ms": footprint.waited["broker"][-1] / MS, "core_share": 0.2,
         "instrument": False}}}
