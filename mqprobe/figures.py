@@ -131,7 +131,9 @@ class HopFigures:
 
     @classmethod
     def from_json(cls, doc: dict) -> HopFigures:
-        return cls(**{name: doc[name] for name in cls.__dataclass_fields__ if name in doc})
+        """A saved hop's figures, each its own type (a count an int, a latency a float)."""
+        return cls(**{name: (int if name in ("count", "negative") else float)(doc[name])
+                      for name in cls.__dataclass_fields__ if name in doc})
 
     @classmethod
     def by_hop(cls, doc: dict | None) -> dict[str, HopFigures]:

@@ -376,3 +376,28 @@ def test_what_the_pictures_and_hdr_logs_read_is_checked_when_the_file_loads(
     doc = json.loads((Path(__file__).parent / "data" / "compare_result.json").read_text())
     with pytest.raises(ResultFormatError, match=re.escape(says)):
         load_result(_saved_with(doc, path, value, tmp_path))
+
+
+def test_a_group_of_a_saved_run_is_replayed_with_its_own_figures():
+    """`mqprobe trace --from`: each run's group, its counts and hops as the run saved them."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from mqprobe.output.report import load_result
+    from mqprobe.output.trace_report import print_replayed
+    from mqprobe.run.trace import replay
+
+    path = Path(__file__).parent / "data" / "compare_result.json"
+    saved = json.loads(path.read_text())["runs"]
+    replayed = replay(load_result(path), "2")
+    assert len(replayed) == len(saved)
+    out = io.StringIO()
+    print_replayed("2", replayed[0], Console(file=out, width=200))
+    text, group = out.getvalue(), saved[0]["groups"]["2"]
+    assert (f"{saved[0]['topology']}/{saved[0]['layout']} group 2: {group['members']} members, "
+            f"{group['published']} published, {group['delivered']}/{group['expected_deliveries']}"
+            ) in text, text
+    assert f"p99 {group['hops']['e2e']['p99_ms']:>8.3f}" in text
+    assert replay(load_result(path), "nonesuch") == []

@@ -4,9 +4,11 @@ and a group replayed from a saved run."""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.text import Text
 
 from mqprobe.model import HOPS, HopName
 from mqprobe.output.report import negative_text, print_connections, print_untraced
+from mqprobe.run.trace import ReplayedGroup
 from mqprobe.stamps import DeliveryTrace
 
 
@@ -68,18 +70,22 @@ def print_trace_summary(summary: dict, console: Console) -> None:
                               f"({e2e['count']} messages)")
 
 
-def print_replayed(group: str, run: dict, console: Console) -> None:
+def print_replayed(group: str, replayed: ReplayedGroup, console: Console) -> None:
     """One group of a saved run: its counts, its hops and its first samples."""
-    load = f" at load {run['load']:g}" if run.get("load") is not None else ""
-    console.print(f"[bold]{run['topology']}/{run['layout']}{load}[/bold] group {group}: "
-                  f"{run['members']} members, {run['published']} published, "
-                  f"{run['delivered']}/{run['expected_deliveries']} delivered, lost {run['lost']}, "
-                  f"dup {run['duplicated']}; verdict {run.get('verdict', {}).get('culprit', '?')}")
-    for hop, h in run["hops"].items():
-        bar = run["clock_ms"].get(hop, 0)
-        console.print(f"  {hop:<11} p50 {h['p50_ms']:>8.3f}  p99 {h['p99_ms']:>8.3f}  "
-                      f"max {h['max_ms']:>8.3f} ms" + (f"  ±{bar:.3f} (clocks)" if bar else ""))
-    for g, seq, t_plan, t_pub, t_deq, t_emit, t_recv in run["samples"][:200]:
+    run, figures, counts = replayed.run, replayed.figures, replayed.figures.counts
+    load = f" at load {run.load:g}" if run.load is not None else ""
+    bars = run.clocks.hop_uncertainty_ms if run.clocks else {}
+    console.print(Text.assemble(
+        (f"{run.topology}/{run.layout}{load}", "bold"), f" group {group}: "
+        f"{figures.members} members, {counts.published} published, "
+        f"{counts.delivered}/{counts.expected_deliveries} delivered, lost {counts.lost}, "
+        f"dup {counts.duplicated}; verdict {run.verdict.culprit}"))
+    for hop, h in figures.hops.items():
+        bar = bars.get(hop, 0)
+        console.print(f"  {hop:<11} p50 {h.p50_ms:>8.3f}  p99 {h.p99_ms:>8.3f}  "
+                      f"max {h.max_ms:>8.3f} ms" + (f"  ±{bar:.3f} (clocks)" if bar else ""),
+                      markup=False)
+    for g, seq, t_plan, t_pub, t_deq, t_emit, t_recv in replayed.samples[:200]:
         hops = dict(DeliveryTrace("", str(g), seq, "", t_pub, t_deq, t_emit, t_plan).hops(t_recv))
         console.print(f"  seq {seq:>5}  mq {hops[HopName.MQ] / 1e6:>8.3f}  server "
                       f"{hops[HopName.SERVER] / 1e6:>8.3f}  delivery {hops[HopName.DELIVERY] / 1e6:>8.3f}"

@@ -25,11 +25,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mqprobe.clocks import ProbeBounds, RunClocks, bound_from_probe
+from mqprobe.clocks import ProbeBounds, bound_from_probe
 from mqprobe.embed import Tracer
-from mqprobe.errors import InputError
+from mqprobe.errors import InputError, ResultFormatError
+from mqprobe.figures import GroupFigures
 from mqprobe.pieces.swarm import Member, Swarm, SwarmConfig
 from mqprobe.records import HopSet
+from mqprobe.result import RunRecord, runs_of
 from mqprobe.stamps import (
     TRACEPARENT,
     DeliveryTrace,
@@ -285,40 +287,27 @@ def manager_probe(config: TraceConfig, stamp: PublishStamp):
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
 
 
-def replay(result: dict, group: str) -> list[dict]:
-    """The traced group of a saved run: per run its figures and verdict, and its samples."""
-    from mqprobe.errors import ResultFormatError
+@dataclass(frozen=True)
+class ReplayedGroup:
+    """One group of a saved run, as `mqprobe trace --from` shows it: the run, the group's
+    figures, and the deliveries sampled in it (group, seq, t_plan, t_pub, t_deq, t_emit,
+    t_recv)."""
 
+    run: RunRecord
+    figures: GroupFigures
+    samples: list[tuple[int, ...]]
+
+
+def replay(result: dict, group: str) -> list[ReplayedGroup]:
+    """The traced group of each saved run that has it (load_result checked every part)."""
     out = []
-    for i, run in enumerate(result.get("runs", []), 1):
-        groups = run.get("groups", {})
-        figures = groups.get(group) if isinstance(groups, dict) else None
-        if figures is None:
+    for i, run in enumerate(runs_of(result), 1):
+        found = run.groups.get(group)
+        if found is None:
             continue
-        if not _group_figures_ok(figures):
-            raise ResultFormatError(f"run {i}'s group {group} has no counts and hops to show")
-        samples = run.get("samples", [])
-        if not isinstance(samples, list) or not all(
-                isinstance(s, list) and len(s) == 7 and all(type(v) is int for v in s[1:])
-                for s in samples):
+        samples = run.samples or ()
+        if not all(len(s) == 7 and all(type(v) is int for v in s[1:]) for s in samples):
             raise ResultFormatError(f"run {i}'s samples are not [group, seq, t_plan, t_pub, "
                                     "t_deq, t_emit, t_recv] rows of integers")
-        samples = [s for s in samples if str(s[0]) == group]
-        out.append({"topology": run["topology"], "layout": run["layout"],
-                    "load": run.get("load"), **figures, "samples": samples,
-                    "clock_ms": RunClocks.from_json(run.get("clocks")).hop_uncertainty_ms})
+        out.append(ReplayedGroup(run, found.figures, [s for s in samples if str(s[0]) == group]))
     return out
-
-
-def _group_figures_ok(figures: object) -> bool:
-    """Counts and hop figures, as compare writes them for each group."""
-    numbers = (int, float)
-    if not isinstance(figures, dict) or not all(
-            isinstance(figures.get(k), numbers) for k in
-            ("members", "published", "delivered", "expected_deliveries", "lost", "duplicated")):
-        return False
-    hops = figures.get("hops")
-    return isinstance(hops, dict) and all(
-        isinstance(h, dict) and all(isinstance(h.get(k), numbers)
-                                    for k in ("p50_ms", "p99_ms", "max_ms"))
-        for h in hops.values())
