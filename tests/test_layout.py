@@ -12,8 +12,6 @@ from mqprobe import WINGS
 
 from .conftest import REPO
 
-pytestmark = pytest.mark.unit
-
 
 def wing_of(module: str) -> str:
     """The wing a dotted module name belongs to ('' for the ground floor)."""
@@ -55,3 +53,20 @@ def test_an_import_from_above_is_found(tmp_path):
 def test_every_wing_is_a_package_and_every_package_a_wing():
     packages = {p.parent.name for p in (REPO / "mqprobe").glob("*/__init__.py")}
     assert packages == set(WINGS) - {"", "cli", "__main__"}
+
+
+@pytest.mark.integration
+def test_what_a_server_imports_brings_no_command_line_and_no_measuring_wing():
+    """A user's server imports mqprobe.embed: none of typer, rich, matplotlib, the AMQP or
+    socket.io clients, or the wings above it come with it (a fresh interpreter: a process)."""
+    import subprocess
+    import sys
+
+    heavy = ("rich", "typer", "matplotlib", "aio_pika", "pika", "socketio")
+    above = tuple(f"mqprobe.{wing}" for wing in WINGS[WINGS.index("embed") + 1:] if wing)
+    code = ("import sys, mqprobe.embed; print('\\n'.join(m for m in sys.modules if "
+            f"m.split('.')[0] in {heavy!r} or m.startswith({above!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
