@@ -3,6 +3,7 @@ on our clock, the CPU each used, the attribution and the verdict."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TypedDict
 
 from mqprobe.broker.sampler import QueueSampler
@@ -69,7 +70,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
                      figures, broker, cpu_use, merged.groups, merged.bounds, merged.held_at_end,
                      timeline.e2e.rows, events, t0, failure, cpu, cpu_sampler)
     judged = judge(facts, messages, workload.budget_ms)
-    evidence = judged.verdict.evidence
+    evidence = list(judged.verdict.evidence)
     if run_clocks and run_clocks.apart:
         evidence.append("hosts' clocks differ (measured over the broker): " + ", ".join(
             f"{hop} ±{bar:g} ms" for hop, bar in run_clocks.hop_uncertainty_ms.items() if bar))
@@ -79,7 +80,8 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
         topology=topology.name, layout=layout, knobs=topology.describe_knobs(), **merged.parts(),
         groups={group_id: GroupResult(group, judged.groups.get(group_id))
                 for group_id, group in merged.groups.items()},
-        verdict=judged.verdict, swarm=swarm, nodes=figures, broker=broker, clocks=run_clocks,
+        verdict=replace(judged.verdict, evidence=evidence), swarm=swarm, nodes=figures,
+        broker=broker, clocks=run_clocks,
         samples=tuple(tuple(s) for s in samples) if samples else None, timeline=timeline,
         cpu=cpu_use, cost=cost_of(merged.counts, cpu_use), attribution=judged.attribution,
         attribution_dropped=sum(s.get("messages_dropped", 0) for s in swarms),

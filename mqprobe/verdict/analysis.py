@@ -605,7 +605,7 @@ def judge(facts: RunFacts, messages: list[MessageDeliveries], budget_ms: float) 
                                    budget_ms)
     said = verdict(facts, attribution, budget_ms)
     if attribution and said.cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
-        said.evidence.extend(charger.catch_up_lines())
+        said = replace(said, evidence=[*said.evidence, *charger.catch_up_lines()])
     return Judgement(attribution, said, groups)
 
 
