@@ -8,10 +8,9 @@ from statistics import median
 import pytest
 
 from mqprobe.model import Cause
-from mqprobe.verdict.attribution import MessageDeliveries
-from mqprobe.verdict.run_timeline import e2e_over_time, queue_ready_over_time
 
 from ..conftest import run_cli
+from .test_merge import _tallied
 
 BASE = ["--topologies", "single-topic", "--layouts", "per-node", "--duration", "4"]
 
@@ -147,36 +146,6 @@ def test_malformed_injection_is_one_sentence(bad):
     assert "--inject" in result.stderr and "Traceback" not in result.stderr
 
 
-def _message(t_pub_ms: float, server_ms: float, receipts_ms: list[tuple[float, int]]):
-    t_pub = int(t_pub_ms * 1e6)
-    return MessageDeliveries("1", 0, "n1", "swarm1", t_pub, t_pub, t_pub + int(server_ms * 1e6),
-                             [(int(d * 1e6), n) for d, n in receipts_ms])
-
-
-def test_e2e_over_time_weighs_each_member_and_buckets_by_publish_time():
-    t0 = 1_000_000_000
-    messages = [_message(t0 / 1e6 + 10, 1.0, [(1.0, 98), (50.0, 2)]),  # 100 members, bucket 0
-                _message(t0 / 1e6 + 250, 0.5, [(0.5, 10)])]  # bucket 2 (200..300 ms)
-    series = e2e_over_time(messages, t0)
-    assert series.bucket_ms == 100
-    assert series.rows == [[0, 100, 2.0, 51.0, 51.0], [200, 10, 1.0, 1.0, 1.0]]
-
-
-def test_e2e_over_time_widens_its_buckets_on_long_runs():
-    t0 = 0
-    messages = [_message(t * 1000.0, 1.0, [(1.0, 1)]) for t in range(0, 600)]  # 10 minutes
-    series = e2e_over_time(messages, t0)
-    assert series.bucket_ms == 1600 and len(series.rows) <= 600
-    assert sum(row[1] for row in series.rows) == 600
-
-
-def test_queue_depth_is_summed_over_queues_on_the_timelines_axis():
-    series = {"q1": [[0.0, 5, 1], [0.5, 0, 1]], "q2": [[0.0, 2, 1], [0.5, 3, 1]]}
-    # sampling began 200 ms before the first publish
-    got = queue_ready_over_time(series, sampled_from_ns=800_000_000, t0_ns=1_000_000_000)
-    assert got.rows == [[-200.0, 7], [300.0, 3]]
-
-
 def test_footprint_says_who_waited_for_a_cpu_and_what_the_hypervisor_stole():
     from mqprobe.figures import CpuUse
     from mqprobe.verdict.analysis import footprint_lines
@@ -190,68 +159,6 @@ def test_footprint_says_who_waited_for_a_cpu_and_what_the_hypervisor_stole():
     # a virtual machine's CPUs held by its hypervisor pause every piece at once
     assert lines[0].endswith("; the hypervisor held this machine's CPUs 90 ms (steal: every "
                              "piece paused, asleep or not)")
-
-
-def test_a_silent_publishers_counts_are_at_least_what_arrived():
-    """A publisher killed mid-run gives no result: its counts come from its last report,
-    read against the schedule, and a group may have had one more sent than that says. What
-    arrived proves it: no group is both short (lost) and over (beyond the expected)."""
-    from mqprobe.records import Latency
-    from mqprobe.verdict.merge import merge_run
-
-    def swarm(delivered: dict[str, int]) -> dict:
-        return {"self_lag": Latency().to_json(), "groups": {
-            g: {"members": 50, "delivered": n, "duplicated": 0} for g, n in delivered.items()}}
-
-    reported = {"sent": 9, "published": {"1": 5, "2": 4}, "silent": True}
-    run = merge_run(reported, [swarm({"1": 250, "2": 250})], [])
-    assert (run.counts.published, run.counts.expected_deliveries, run.counts.lost) == (10, 500, 0), run
-    short = merge_run(reported, [swarm({"1": 200, "2": 200})], [])  # 1 of group 1's lost
-    assert (short.counts.published, short.counts.lost) == (9, 50), short
-    trusted = merge_run({**reported, "silent": False}, [swarm({"1": 250, "2": 250})], [])
-    assert trusted.counts.published == 9  # a publisher's own result is its count
-
-
-def _tallied(groups: dict[str, tuple[int, ...]]) -> dict:
-    """A swarm result: group -> (members, delivered, live members, reached, gaps near top)."""
-    from mqprobe.records import Latency
-
-    return {"self_lag": Latency().to_json(), "groups": {
-        g: {"members": m, "delivered": d, "duplicated": 0, "live": live, "reached": reached,
-            "gaps_near_top": near} for g, (m, d, live, reached, near) in groups.items()}}
-
-
-@pytest.mark.parametrize(("swarm", "broker_ready", "in_hand", "lost", "late"), [
-    # 10 members, 100 messages: each live member got seqs 0-59, the broker still holds 40
-    ({"1": (10, 600, 10, 600, 0)}, 40, 0, 0, 400),
-    # the same, but nothing was held anywhere at the end: the tail never comes
-    ({"1": (10, 600, 10, 600, 0)}, 0, 0, 400, 0),
-    # the node holds them (its prefetch window), none ready at the broker
-    ({"1": (10, 600, 10, 600, 0)}, 0, 40, 0, 400),
-    # holes: each member got 60 of seqs 0-79; 20 below its highest are lost, 20 past it late
-    ({"1": (10, 600, 10, 800, 0)}, 20, 0, 200, 200),
-    # ...unless they are within the reordering the run showed below the highest: 5 each
-    ({"1": (10, 600, 10, 800, 50)}, 30, 0, 150, 250),
-    # 2 members went down with nothing: the 200 they missed are lost, however much is
-    # queued; the 8 live ones got seqs 0-59, their 320 are late
-    ({"1": (10, 480, 8, 480, 0)}, 40, 0, 200, 320),
-    # 1 message held at the end reaches at most 10 members: 400 behind is not all late
-    ({"1": (10, 600, 10, 600, 0)}, 1, 0, 390, 10),
-])
-def test_what_did_not_arrive_is_lost_or_late(swarm, broker_ready, in_hand, lost, late):
-    """'lost 22268 of 48000' once stood for a node that was simply behind (issue 23)."""
-    from mqprobe.records import Latency
-    from mqprobe.result import HeldAtEnd
-    from mqprobe.verdict.merge import merge_run
-
-    node = {"node": "n1", "handled": 60, "untraced": 0, "filtered": 0, "unacked_max": 50,
-            "prefetch": 50, "busy_ratio": {}, "loop_lag": Latency().to_json(),
-            "in_hand_at_end": in_hand}
-    run = merge_run({"published": {"1": 100}}, [_tallied(swarm)], [node], broker_ready)
-    assert (run.counts.lost, run.counts.not_delivered) == (lost, late), run
-    group = run.groups["1"].counts
-    assert group.lost + group.not_delivered == 1000 - run.counts.delivered
-    assert run.held_at_end == HeldAtEnd(broker_ready, in_hand)
 
 
 def test_a_groups_verdict_counts_its_own_deliveries():
@@ -270,17 +177,3 @@ def test_a_groups_verdict_counts_its_own_deliveries():
     assert behind and behind[0].startswith("fell behind: 400 of 2000 deliveries"), judged.verdict
     assert any(line.startswith("fell behind: 400 of 1000") for line in judged.groups["1"].evidence)
     assert not any("fell behind" in line for line in judged.groups["2"].evidence), judged.groups["2"]
-
-
-def test_a_nodes_figures_keep_the_ticks_its_loop_monitor_lost():
-    """docs/reference.md promised loop_cpu.failed_ticks; the node summary dropped it."""
-    from mqprobe.records import Latency
-    from mqprobe.verdict.merge import node_figures
-
-    node = {"node": "n1", "handled": 1, "untraced": 0, "filtered": 0, "unacked_max": 1,
-            "prefetch": 50, "busy_ratio": {}, "loop_lag": Latency().to_json(),
-            "loop_cpu": {"source": "schedstat", "rows": [[0, 1, 1, 0, 0]], "on_cpu": 0.5,
-                         "waiting": 0.25, "throttled": 0.0, "failed_ticks": 3}}
-    doc = node_figures(node).to_json()
-    assert doc["loop_cpu"] == {"source": "schedstat", "on_cpu": 0.5, "waiting": 0.25,
-                               "throttled": 0.0, "failed_ticks": 3}
