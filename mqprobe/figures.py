@@ -1,6 +1,7 @@
 """The parts of a run's result, typed and frozen: built once by what measured them (the
-broker sampler, analysis from a node's result), read by the verdict, the sweep and the
-outputs as attributes, and written as the result JSON's sub-documents by `to_json`;
+broker sampler, merge from the pieces' results, the attribution and the verdict), held
+together by result.RunRecord, read by the verdict, the sweep and the outputs as
+attributes, and written as the result JSON's sub-documents by `to_json`;
 `from_json` reads a saved result back (one from before a figure existed: absent is
 unmeasured). Each keeps the JSON's shape key for key (tests/test_figures.py reads the saved
 results in tests/data back and writes them again)."""
