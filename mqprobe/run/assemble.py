@@ -66,9 +66,12 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
         cpu_json(cpu, t0))
     cpu_use = (cpu_sampler.summary(t0) if cpu_sampler else
                CpuUse(False, "not sampled (the run ended before measuring)"))
-    facts = RunFacts(merged.counts, merged.hops, merged.self_lag, swarm, merged.publisher,
-                     figures, broker, cpu_use, merged.groups, merged.bounds, merged.held_at_end,
-                     timeline.e2e.rows, events, t0, failure, cpu, cpu_sampler)
+    facts = RunFacts(
+        counts=merged.counts, hops=merged.hops, self_lag=merged.self_lag, swarm=swarm,
+        publisher=merged.publisher, nodes=figures, broker=broker, cpu_use=cpu_use,
+        groups=merged.groups, bounds=merged.bounds, held_at_end=merged.held_at_end,
+        e2e_rows=timeline.e2e.rows, events=events, t0_ns=t0, failure=failure, cpu=cpu,
+        footprint=cpu_sampler)
     judged = judge(facts, messages, workload.budget_ms)
     evidence = list(judged.verdict.evidence)
     if run_clocks and run_clocks.apart:
