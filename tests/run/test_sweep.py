@@ -49,4 +49,7 @@ def test_sweep_on_a_real_broker(broker, tmp_path):
     assert data["conclusion"]["winner"] == "single-topic"  # the only one swept
     assert " ".join(f"conclusion: {data['conclusion']['sentence']}".split()) in " ".join(
         result.stdout.split())
-    assert all(r["cost"]["broker_per_1k_deliveries"] > 0 for r in data["runs"])
+    # the CPU each piece used is counted in 10 ms ticks, and a run this small can keep the
+    # broker under one (80 deliveries in 1.7 s, once): measured, then, and the nodes' more
+    assert all(r["cost"]["broker_per_1k_deliveries"] is not None
+               and r["cost"]["nodes_per_1k_deliveries"] > 0 for r in data["runs"])
