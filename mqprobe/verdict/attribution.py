@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from mqprobe.figures import Attribution, Share
 from mqprobe.model import HOST_CPU, PATH_HOPS, Cause, HopName
 from mqprobe.timeline import STALL_MIN_NS, EventKind, TimedEvent
+from mqprobe.windows import Windows
 
 FLOOR_PERCENTILE = 10.0
 FLOOR_BUDGET_SHARE = 0.1  # a hop's floor is never above this share of the budget
@@ -229,27 +230,9 @@ CLASSIFIED = {EventKind.LOOP_STALL: stall_parts, EventKind.GC: gc_parts}
 BUSY_BACKLOG = 0.9  # of a CPU window its loop was ready to run: it had work queued
 
 
-def _overlaps(rows: list[list[int]], starts: list[int], spans: Iterable[tuple[int, int]]
-              ) -> Iterable[tuple[list[int], int]]:
-    """Each sample window ([start, wall, ...] rows, sorted, `starts` their starts) that a
-    span overlaps, with the ns it overlaps: what pro rata shares of a window are read by."""
-    for a, b in spans:
-        i = max(0, bisect.bisect_right(starts, a) - 1)
-        while i < len(rows) and rows[i][0] < b:
-            start, wall = rows[i][:2]
-            overlap = min(b, start + wall) - max(a, start)
-            if overlap > 0:
-                yield rows[i], overlap
-            i += 1
-
-
-class CpuSeries:
+class CpuSeries(Windows):
     """One loop thread's CPU in windows (loop.CpuWindows rows, on our clock): how much of a
     span it spent waiting for a CPU, or throttled, pro rata of the windows it overlaps."""
-
-    def __init__(self, rows: Iterable[list[int]] = ()) -> None:
-        self.rows = sorted((r for r in rows if r[1] > 0), key=lambda r: r[0])
-        self.starts = [r[0] for r in self.rows]
 
     def busy_spans(self) -> list[tuple[int, int]]:
         """The windows the loop was ready to run nearly throughout (computing, waiting for a
@@ -265,24 +248,11 @@ class CpuSeries:
         busy all the window (computing or waiting) loses service to every wait; one that
         mostly slept (handlers awaiting timers or I/O) loses only its wake-ups."""
         waiting = throttled = 0.0
-        for (_start, wall, on, wait, thr, *_), overlap in _overlaps(self.rows, self.starts, spans):
+        for (_start, wall, on, wait, thr, *_), overlap in self.overlaps(spans):
             lost = overlap / wall * min(1.0, (on + wait + thr) / wall)
             waiting += wait * lost
             throttled += thr * lost
         return waiting, throttled
-
-
-class UsedSeries:
-    """A piece's CPU in compare's sample windows ([start, wall, on] rows, on our clock):
-    how much it used within spans, pro rata of the windows they overlap."""
-
-    def __init__(self, rows: Iterable[list[int]] = ()) -> None:
-        self.rows = sorted((r for r in rows if r[1] > 0), key=lambda r: r[0])
-        self.starts = [r[0] for r in self.rows]
-
-    def within(self, spans: Iterable[tuple[int, int]]) -> float:
-        return sum(row[2] * overlap / row[1]
-                   for row, overlap in _overlaps(self.rows, self.starts, spans))
 
 
 class Timeline:
@@ -313,7 +283,7 @@ class Timeline:
         self._empty = Intervals(())
         self._cpu = {piece: CpuSeries(rows) for piece, rows in (cpu or {}).items()}
         self._no_cpu = CpuSeries()
-        self._used = {piece: UsedSeries(rows) for piece, rows in (used or {}).items()}
+        self._used = {piece: Windows(rows) for piece, rows in (used or {}).items()}
 
     def get(self, piece: str, kind: EventKind) -> Intervals:
         """The piece's intervals of a kind, merged."""

@@ -11,7 +11,6 @@ what the broker sampler's scrapes of it read (Reported), and the result says so.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import os
 import urllib.parse
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from mqprobe.cpu import (
 from mqprobe.figures import CpuUse, HostCpu, PieceCpu
 from mqprobe.model import HOST_CPU, INSTRUMENT_ROLES, role_of
 from mqprobe.stamps import now_ns
+from mqprobe.windows import Windows
 
 PERIOD_S = 0.1
 THREADS_EVERY = 10  # samples between looks for threads a piece started since
@@ -97,17 +97,8 @@ class CpuSampler:
 
     def during(self, spans: list[tuple[int, int]]) -> dict[str, float]:
         """The CPU ns each piece used within the spans, pro rata of the samples' windows."""
-        out = dict.fromkeys(self.used, 0.0)
-        for a, b in spans:
-            i = max(1, bisect.bisect_right(self.times, a))
-            while i < len(self.times) and self.times[i - 1] < b:
-                t0, t1 = self.times[i - 1], self.times[i]
-                overlap = min(b, t1) - max(a, t0)
-                if overlap > 0 and t1 > t0:
-                    for piece, series in self.used.items():
-                        out[piece] += (series[i] - series[i - 1]) * overlap / (t1 - t0)
-                i += 1
-        return out
+        return {piece: Windows(self._per_window(series)).within(spans)
+                for piece, series in self.used.items()}
 
     def windows(self, piece: str) -> list[list[int]]:
         """A piece's CPU per sample window: [start_ns, wall_ns, on_cpu_ns, waited_ns (its
