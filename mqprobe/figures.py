@@ -110,7 +110,6 @@ class BrokerEvidence:
             prometheus_reason=doc.get("prometheus_reason", ""))
 
 
-
 @dataclass(frozen=True, slots=True)
 class HopFigures:
     """One hop's latency in ms (records.Latency.summary: design.md's hop shape), and the

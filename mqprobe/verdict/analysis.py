@@ -32,7 +32,6 @@ from mqprobe.model import (
     Culprit,
     HopName,
     PieceRole,
-    RunResult,
     is_node_piece,
     role_of,
 )
@@ -96,21 +95,17 @@ class RunFacts:
     footprint: CpuSampler | None = None  # every local piece's CPU through the run
 
     @classmethod
-    def of(cls, run: RunResult | dict, events: list[TimedEvent] | None = None, t0_ns: int = 0,
+    def of(cls, run: RunRecord, events: list[TimedEvent] | None = None, t0_ns: int = 0,
            failure: Failure | None = None, **given) -> RunFacts:
-        """The facts of a run's JSON, each part read once; `given` are parts as built."""
-        rows = ((run.get("timeline") or {}).get(HopName.E2E) or {}).get("rows") or []
+        """The facts of a run read back (a saved result, a test's run); `given` are parts
+        as built."""
+        e2e = run.timeline.e2e
         parts = dict(
-            counts=Counts.from_json(run), hops=HopFigures.by_hop(run.get("hops")),
-            self_lag=LoopLag.from_json(run.get("self_lag_ms") or {}),
-            swarm=SwarmFigures.from_json(run.get("swarm")),
-            publisher=PublisherFigures.from_json(run.get("publisher")),
-            nodes=tuple(NodeFigures.from_json(n) for n in run.get("nodes", [])),
-            broker=BrokerEvidence.from_json((run.get("evidence") or {}).get("broker")),
-            cpu_use=CpuUse.from_json(run.get("cpu")),
-            groups={g: GroupFigures.from_json(doc) for g, doc in (run.get("groups") or {}).items()},
-            bounds=tuple(run.get("bounds") or ()), held_at_end=HeldAtEnd.from_json(run.get("held_at_end")),
-            e2e_rows=rows)
+            counts=run.counts, hops=run.hops, self_lag=run.self_lag, swarm=run.swarm,
+            publisher=run.publisher, nodes=run.nodes, broker=run.broker, cpu_use=run.cpu,
+            groups={group: g.figures for group, g in run.groups.items()},
+            bounds=run.bounds or (), held_at_end=run.held_at_end or HeldAtEnd(),
+            e2e_rows=e2e.rows if e2e else [])
         return cls(**(parts | given), events=events or [], t0_ns=t0_ns, failure=failure)
 
 

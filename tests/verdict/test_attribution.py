@@ -21,6 +21,8 @@ from mqprobe.verdict.attribution import (
     weighted_percentile,
 )
 
+from ..made import record
+
 MS = 1_000_000
 T0 = 1_700_000_000_000_000_000
 BUDGET = 50.0
@@ -80,7 +82,7 @@ def judged(msgs: list, events: list | None = None, failure: Failure | None = Non
            **run_kwargs):
     events = events or []
     attribution = attribute(msgs, events, BUDGET)
-    facts = RunFacts.of(run_of(msgs, **run_kwargs), events, T0, failure)
+    facts = RunFacts.of(record(**run_of(msgs, **run_kwargs)), events, T0, failure)
     return verdict(facts, attribution, BUDGET), attribution
 
 
@@ -177,9 +179,9 @@ def test_lost_deliveries_are_never_none():
 
 
 def test_nothing_delivered_and_nothing_lost_is_said_plainly():
-    facts = RunFacts.of(run_of([], lost=0) | {"published": 0}, [], T0)
+    facts = RunFacts.of(record(**run_of([], lost=0) | {"published": 0}), [], T0)
     assert verdict(facts, None, BUDGET).cause == Cause.INSTRUMENT_FAILED
-    facts = RunFacts.of(run_of([], lost=600) | {"published": 12}, [], T0)
+    facts = RunFacts.of(record(**run_of([], lost=600) | {"published": 12}), [], T0)
     assert verdict(facts, None, BUDGET).culprit != Culprit.NONE
 
 
@@ -272,7 +274,7 @@ def test_a_swarm_stall_is_not_charged_to_delivery_when_the_kernel_stamped_receip
         events = charged_events(SwarmFigures.from_json(run["swarm"]), stall)
         assert len(events) == (1 if kernel else 2)  # n1's stall stays
         attribution = attribute(msgs, events, BUDGET)
-        judged_verdict = verdict(RunFacts.of(run, stall, T0, None), attribution, BUDGET)
+        judged_verdict = verdict(RunFacts.of(record(**run), stall, T0, None), attribution, BUDGET)
         assert (judged_verdict.culprit, judged_verdict.cause) == (culprit, cause), source
         lag_line = next(line for line in judged_verdict.evidence if "swarm loop lag" in line)
         assert ("receive stamps are the kernel's" in lag_line) == kernel
@@ -434,7 +436,7 @@ def test_the_culprit_is_the_one_whose_causes_explain_the_most():
         Share(Cause.BROKER_SIDE, 0.37, 37), Share(Cause.SERVER_STALL, 0.32, 32),
         Share(Cause.CONSUMER_SATURATED, 0.20, 20), Share(Cause.GC_PAUSE, 0.11, 11)])
     assert top_culprit(attribution) == (Culprit.SERVER, pytest.approx(0.63))
-    facts = RunFacts.of(run_of(messages()), [], T0)
+    facts = RunFacts.of(record(**run_of(messages())), [], T0)
     said = verdict(facts, attribution, BUDGET)
     assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.SERVER_STALL)
     assert "server causes 63% in all" in said.prose and "mq: broker-side (37%)" in said.prose
@@ -483,7 +485,7 @@ def test_a_busy_loop_is_not_called_an_idle_consumer():
     run = run_of(messages(mq=80))
     run["nodes"][0]["loop_cpu"] = {"source": "schedstat", "on_cpu": 0.93, "waiting": 0.05,
                                    "throttled": 0.0}
-    said = verdict(RunFacts.of(run, [], T0), attribute(messages(mq=80), [], BUDGET), BUDGET)
+    said = verdict(RunFacts.of(record(**run), [], T0), attribute(messages(mq=80), [], BUDGET), BUDGET)
     line = next(line for line in said.evidence if "busy ratio max" in line)
     assert "n1's loop was busy 98% of the run" in line and "consumers mostly idle" not in line
     assert "n1 loop computed 93% of the run and waited for a CPU 5%" in said.evidence
@@ -619,7 +621,7 @@ def test_a_broker_side_verdict_says_how_long_rabbitmq_waited_for_a_cpu_and_when(
 
     run["timeline"] = {"e2e": e2e_over_time(msgs, T0).to_json()}
     attribution = attribute(msgs, [], BUDGET)
-    said = verdict(RunFacts.of(run, [], T0, footprint=footprint), attribution, BUDGET)
+    said = verdict(RunFacts.of(record(**run), [], T0, footprint=footprint), attribution, BUDGET)
     assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_SIDE), attribution.shares
     line = next(e for e in said.evidence if e.startswith("RabbitMQ's threads waited"))
     # 388 ms waited beside 400 computed; from 0.7 s to 1.3 s, 362 beside 140
@@ -648,7 +650,7 @@ def test_a_wait_in_a_broker_that_waited_for_a_cpu_is_the_starvation(waited_ms, c
     run["cpu"] = {"available": True, "pieces": {"broker": {
         "cpu_ms": 400.0, "waited_ms": footprint.waited["broker"][-1] / MS, "core_share": 0.2,
         "instrument": False}}}
-    said = verdict(RunFacts.of(run, [], T0, footprint=footprint), attribution, BUDGET)
+    said = verdict(RunFacts.of(record(**run), [], T0, footprint=footprint), attribution, BUDGET)
     assert (said.culprit, said.cause) == (Culprit.MQ, cause)
     if cause == Cause.BROKER_STARVED:  # 60 ms waited beside 20 ran: 75% of each 100 ms
         assert attribution.share_of(cause) == pytest.approx(0.75, abs=0.05)
