@@ -112,7 +112,7 @@ class BrokerEvidence:
 
 @dataclass(frozen=True, slots=True)
 class HopFigures:
-    """One hop's latency in ms (records.Latency.summary: design.md's hop shape), and the
+    """One hop's latency in ms (records.Latency.summary: the contract's hop shape), and the
     stamps that came out of order (clock skew) with the most negative of them."""
 
     count: int = 0
@@ -143,7 +143,7 @@ class HopFigures:
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """Deliveries counted, for a run or one of its groups (design.md's run fields, at the
+    """Deliveries counted, for a run or one of its groups (the contract's run fields, at the
     top of a run's JSON and in each group's): what was published, what its members should
     have received, what arrived, and what did not: lost (it never will) or still on its way
     when the run stopped (`not_delivered`, late, not lost)."""
@@ -481,7 +481,7 @@ class Verdict:
 
     @property
     def cause_text(self) -> str:
-        """design.md's `cause`: the code first, then the sentence."""
+        """The contract's `cause`: the code first, then the sentence."""
         return f"{self.cause.value}: {self.prose}"
 
     def to_json(self) -> VerdictJson:

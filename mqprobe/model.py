@@ -18,7 +18,7 @@ from typing import NotRequired, TypedDict
 
 
 class HopName(StrEnum):
-    """The spans a message's path is measured in (design.md's definitions)."""
+    """The spans a message's path is measured in (docs/reference.md, "The contract")."""
 
     MQ = "mq"  # publish, routing, queue wait, delivery to the node's consumer
     SERVER = "server"  # the node's own work before it starts emitting
@@ -98,7 +98,7 @@ def role_of(piece: str) -> PieceRole | str:
 
 
 class Culprit(StrEnum):
-    """Which part of the path a delay belongs to (design.md)."""
+    """Which part of the path a delay belongs to (docs/reference.md, "The contract")."""
 
     MQ = "mq"
     SERVER = "server"
@@ -137,7 +137,7 @@ class Cause(StrEnum):
 
     @classmethod
     def of(cls, text: str) -> Cause | None:
-        """The code that opens design.md's `cause` text (`broker-side: the broker held...`);
+        """The code that opens the contract's `cause` text (`broker-side: the broker held...`);
         None when the text opens with none we know (a result from another version)."""
         code = str(text).partition(":")[0].strip()
         return cls(code) if code in cls._value2member_map_ else None
@@ -254,7 +254,7 @@ class EngineIO(StrEnum):
     V4 = "4"  # socket.io 3 and 4, python-socketio 5
 
 
-# -- the result JSON (design.md's shape, and what mqprobe adds to it compatibly) -----------
+# -- the result JSON (the contract's shape, and what mqprobe adds to it compatibly) -----------
 # where a delivery's t_recv came from, by index (the swarm's websocket.STAMP_*): the read
 # that returned the frame, the kernel's own stamp for it, or one stamp shared by a read's
 # frames; their names in results
@@ -300,7 +300,7 @@ class VerdictJson(TypedDict):
 
 class RunResult(TypedDict, total=False):
     """One topology x layout run as JSON (result.RunRecord.to_json; in code the run is the
-    RunRecord): design.md's fields first, then what mqprobe adds (groups, nodes, the swarm's
+    RunRecord): the contract's fields first, then what mqprobe adds (groups, nodes, the swarm's
     own figures, evidence, timeline, clocks)."""
 
     topology: str

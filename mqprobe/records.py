@@ -89,12 +89,12 @@ class Latency:
         return cls(hist, data.get("negative", 0), data.get("min_ns", 0), data.get("max_ns", 0))
 
     def lag_summary(self) -> LagSummary:
-        """The short form design.md uses for loop lag: p50, p99, max in ms."""
+        """The short form the contract uses for loop lag: p50, p99, max in ms."""
         full = self.summary()
         return {"p50": full["p50_ms"], "p99": full["p99_ms"], "max": full["max_ms"]}
 
     def summary(self) -> HopSummary:
-        """The design.md hop shape (count, p50..p999, max in ms) plus negative-skew counts."""
+        """The contract's hop shape (count, p50..p999, max in ms) plus negative-skew counts."""
         recorded = self.hist.get_total_count()
 
         def ms_at(pct: float) -> float:

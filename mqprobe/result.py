@@ -2,7 +2,7 @@
 pieces gave, and what report, pictures, the conclusion and sweep read back.
 
 Like the OpenTelemetry SDK's `point.py`, these are frozen values with no behaviour but
-their own shape. `RunRecord.to_json` is the run as a result file holds it (design.md's
+their own shape. `RunRecord.to_json` is the run as a result file holds it (the contract's
 fields first, then mqprobe's; docs/result.schema.json), and `from_json` reads a saved run
 back so that writing it again gives the same JSON, key for key (tests/test_result.py).
 Optional parts a run may lack (no clocks measured, a result from before a field existed)

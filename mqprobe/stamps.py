@@ -1,4 +1,4 @@
-"""Timestamps and the trace wire format (design.md, "Wire format of the trace").
+"""Timestamps and the trace wire format (docs/reference.md, "The contract").
 
 AMQP headers carry a W3C `traceparent` (so OpenTelemetry code links up) and one compact,
 versioned `x-mqprobe` header: ``1;<group>;<seq>;<t_pub_ns>;<t_plan_ns>``.
@@ -99,7 +99,7 @@ class DeliveryTrace:
     t_plan: int
 
     def hops(self, t_recv: int) -> tuple[tuple[str, int], ...]:
-        """Each hop in ns for this delivery received at t_recv (design.md's definitions).
+        """Each hop in ns for this delivery received at t_recv (the contract's definitions).
 
         A stamp of 0 was not taken (a server with no mqprobe code, reached by a probe in its
         own manager's format): the hops that need it are left out, never computed from 0."""

@@ -70,3 +70,28 @@ def test_what_a_server_imports_brings_no_command_line_and_no_measuring_wing():
                           timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == []
+
+
+OUTSIDE = ("../" + "shared", "design" + ".md")  # spelled apart, or this file would name them
+
+
+def paths_outside(root: Path) -> list[str]:
+    """Each line of the repository's text (docs, code, tests, examples) that names a path
+    outside the repository: a user's clone has nothing beside it."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in (".git", ".venv", "runs") or ".egg-info" in rel.parts[0] or (
+                not path.is_file() or path.suffix not in (".md", ".py", ".sh", ".toml", ".js", "")):
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if any(name in line for name in OUTSIDE):
+                found.append(f"{rel}:{number}: {line.strip()}")
+    return found
+
+
+def test_nothing_in_the_repository_points_outside_it(tmp_path):
+    assert paths_outside(REPO) == []
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "x.md").write_text(f"see {OUTSIDE[0]}/seed/README.md\n")
+    assert paths_outside(tmp_path) == [f"docs/x.md:1: see {OUTSIDE[0]}/seed/README.md"]

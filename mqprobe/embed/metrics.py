@@ -108,7 +108,7 @@ class FastHistogram:
         return out
 
     def summary(self) -> dict:
-        """design.md's hop shape: count, p50..p999 and max in ms."""
+        """The contract's hop shape: count, p50..p999 and max in ms."""
         p50, p90, p99, p999 = self.percentiles_ms((50.0, 90.0, 99.0, 99.9))
         out = {"count": self.total + self.negative, "p50_ms": p50, "p90_ms": p90,
                "p99_ms": p99, "p999_ms": p999, "max_ms": round(self.max_ns / 1e6, 3)}

@@ -36,7 +36,7 @@ def _regular_only(path: str, flags: int) -> int:
 
 def load_result(path: Path) -> dict:
     """A saved result, read with a size bound and checked for the shape report, trace and
-    pictures read (design.md's run fields), so a wrong file is one sentence, not a crash."""
+    pictures read (the contract's run fields), so a wrong file is one sentence, not a crash."""
     path = path / "result.json" if path.is_dir() else path
     try:
         # only a regular file: a FIFO (or a device) given by mistake would block or never end

@@ -48,7 +48,7 @@ class Merged:
 
 def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
               nodes: list[NodeResult], broker_ready_at_end: int = 0) -> Merged:
-    """The design.md run fields (counts, hops, self-lag) plus per-group detail (each node's
+    """The contract's run fields (counts, hops, self-lag) plus per-group detail (each node's
     own figures are node_figures').
 
     A delivery that did not arrive is `lost` (it never will: a hole deeper in a member's
