@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -113,32 +111,23 @@ class QueueSampler:
         return BacklogGrowth(t0, t1, ready1, round((ready1 - ready0) / (t1 - t0), 1))
 
     async def run(self) -> None:
-        """Sample until cancelled; a failed sample is counted, never fatal."""
+        """Sample until cancelled; a failed sample is counted, never fatal. The management
+        API and the Prometheus endpoint are read in a task of their own: an HTTP call to a
+        frozen broker hangs for as long as it is frozen, and once held the depth samples
+        behind it (a depth read after the broker came back was dated before it froze)."""
         self.started_ns = now_ns()
-        started = time.monotonic()
+        apis = (asyncio.get_running_loop().create_task(self._read_apis())
+                if self.prometheus_url or self.management_url else None)
         connection = channel = None
         try:
-            for sample in itertools.count():
-                t_s = round(time.monotonic() - started, 2)
-                api_turn = sample % API_EVERY == 0
-                if self.prometheus_url and api_turn:
-                    try:
-                        await asyncio.to_thread(self._prometheus_sample)
-                        self.prometheus_ok += 1
-                    except (OSError, ValueError, TypeError, urllib.error.URLError) as exc:
-                        self.errors += 1
-                        self.prometheus_error = one_line(exc)
-                if self.management_url and api_turn:
-                    try:
-                        await asyncio.to_thread(self._management_sample)
-                        self.management_ok += 1
-                    except (OSError, ValueError, TypeError, AttributeError,
-                            urllib.error.URLError) as exc:
-                        self.errors += 1
-                        self.management_error = one_line(exc)
-                connection, channel = await self._sample_depths(connection, channel, t_s)
+            while True:
+                connection, channel = await self._sample_depths(connection, channel)
                 await asyncio.sleep(self.interval_s)
         finally:
+            if apis:
+                apis.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await apis
             self._unresponsive_since(self._sample_started)  # still waiting for an answer
             if self._down.since:  # never came back while we sampled
                 self._down.detail = {"until_end": True}
@@ -148,11 +137,31 @@ class QueueSampler:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(connection.close(), 3)
 
-    async def _sample_depths(self, connection, channel, t_s: float):
+    async def _read_apis(self) -> None:
+        """The Prometheus endpoint and the management API, every API_EVERY depth intervals."""
+        while True:
+            if self.prometheus_url:
+                try:
+                    await asyncio.to_thread(self._prometheus_sample)
+                    self.prometheus_ok += 1
+                except (OSError, ValueError, TypeError, urllib.error.URLError) as exc:
+                    self.errors += 1
+                    self.prometheus_error = one_line(exc)
+            if self.management_url:
+                try:
+                    await asyncio.to_thread(self._management_sample)
+                    self.management_ok += 1
+                except (OSError, ValueError, TypeError, AttributeError,
+                        urllib.error.URLError) as exc:
+                    self.errors += 1
+                    self.management_error = one_line(exc)
+            await asyncio.sleep(self.interval_s * API_EVERY)
+
+    async def _sample_depths(self, connection, channel):
         """One depth sample of every queue. A broker that did not answer it within a second
         (paused, swapping, overloaded) was unavailable for that long, as one that refused."""
         self._sample_started = started = now_ns()
-        connection, channel = await self._depths(connection, channel, t_s, started)
+        connection, channel = await self._depths(connection, channel, started)
         self._unresponsive_since(started)
         self._sample_started = 0
         return connection, channel
@@ -170,8 +179,9 @@ class QueueSampler:
         if not isinstance(exc, TimeoutError):
             self._down.begin(at=started)
 
-    async def _depths(self, connection, channel, t_s: float, started: int):
-        """(Re)connect if need be, then read every queue's depth; tracks when it cannot."""
+    async def _depths(self, connection, channel, started: int):
+        """(Re)connect if need be, then read every queue's depth, each dated when it was
+        answered (a broker that answered late read its queue then); tracks when it cannot."""
         import aio_pika
 
         try:
@@ -196,6 +206,7 @@ class QueueSampler:
                         await asyncio.wait_for(connection.close(), 1)
                     return None, None
                 continue
+            t_s = round((now_ns() - self.started_ns) / 1e9, 2)
             self.series.setdefault(name, []).append(
                 [t_s, queue.declaration_result.message_count,
                  queue.declaration_result.consumer_count])

@@ -1,5 +1,6 @@
 """The managed broker, started and stopped through the code users run."""
 
+import asyncio
 import json
 import os
 import socket
@@ -223,6 +224,34 @@ def test_a_broker_that_does_not_answer_is_unresponsive_not_unreachable(answers, 
     (kinds,) = {e.kind for e in sampler.timeline()}
     assert kinds == EventKind.BROKER_UNAVAILABLE
     assert {bool(e.detail.get("unresponsive")) for e in sampler.timeline()} == {unresponsive}
+
+
+def test_an_api_that_hangs_holds_back_no_depth_sample(vhost_url):
+    """The management API of a frozen broker hangs until it thaws (here: until its 3 s
+    timeout); the queue depths, read over AMQP, go on every interval, each dated when it
+    was answered. (Before, the API was read first in each sample: a depth read after a
+    frozen broker came back was dated before it froze, and the nodes read as behind.)"""
+    import aio_pika
+
+    async def declare() -> None:
+        connection = await aio_pika.connect(vhost_url)
+        async with connection:
+            await (await connection.channel()).declare_queue("q")
+
+    asyncio.run(declare())
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts, never answers
+    sampler = QueueSampler(vhost_url, ["q"], f"http://u:p@127.0.0.1:{silent.getsockname()[1]}/",
+                           interval_s=0.25)
+    try:
+        run_until_cancelled(3.0, sampler.run)
+    finally:
+        silent.close()
+    times = [t_s for t_s, _ready, _consumers in sampler.series["q"]]
+    assert len(times) >= 6 and times[0] < 0.5, times
+    assert max(b - a for a, b in zip(times, times[1:], strict=False)) < 1.0, times
+    assert not sampler.timeline(), "the broker answered every depth sample"
 
 
 def test_a_queue_backlog_as_rabbitmqs_prometheus_endpoint_reports_it(managed_broker):
