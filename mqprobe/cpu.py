@@ -123,16 +123,24 @@ class ThreadCounters:
             self._throttle.close()
 
 
+# An Erlang VM's threads that run its processes (`1_scheduler`...) and poll its sockets
+# (`0_poller`): a message through RabbitMQ waits on these; its dirty I/O schedulers, async
+# and signal threads serve the disk and the VM itself, not a message on its way.
+ON_PATH_SUFFIXES = ("_scheduler", "_poller")
+
+
 class ProcessWaits:
-    """How long every thread of some processes waited on a run queue for a CPU (ns, summed):
-    a multi-threaded piece such as RabbitMQ's Erlang VM waits thread by thread, and no
-    per-process counter sums it. Each thread's schedstat is held open and re-read with one
-    pread; threads started later are picked up by `refresh`, and one that ended keeps what
-    it had waited."""
+    """How long the threads of some processes ran and waited on a run queue for a CPU (ns,
+    summed): a multi-threaded piece such as RabbitMQ's Erlang VM waits thread by thread,
+    and no per-process counter sums it. Each thread's schedstat is held open and re-read
+    with one pread; threads started later are picked up by `refresh`, and one that ended
+    keeps what it had. The threads a message's path runs on (ON_PATH_SUFFIXES, when the
+    process names its threads so) are also summed apart (`read_path`)."""
 
     def __init__(self, pids: list[int]) -> None:
         self._files: dict[str, int] = {}  # /proc/<pid>/task/<tid>/schedstat -> fd
-        self._last: dict[str, int] = {}  # its run-queue wait when last read
+        self._on_path: set[str] = set()  # of those, the threads a message's path runs on
+        self._last: dict[str, tuple[int, int]] = {}  # (on a CPU, waited) when last read
         self.available = False  # some thread's counters could be read (closing keeps it so)
         self.refresh(pids)
 
@@ -147,19 +155,37 @@ class ProcessWaits:
                 if path not in self._files and (fd := _open(path)) is not None:
                     self._files[path] = fd
                     self.available = True
+                    if _thread_name(pid, tid).endswith(ON_PATH_SUFFIXES):
+                        self._on_path.add(path)
 
     def read(self) -> int:
+        """Every thread's waits so far, summed (ns)."""
         for path, fd in self._files.items():
             try:
-                self._last[path] = int(os.pread(fd, 128, 0).split()[1])
-            except (OSError, ValueError, IndexError):  # the thread ended: keep what it had
+                on, wait = os.pread(fd, 128, 0).split()[:2]
+                self._last[path] = (int(on), int(wait))
+            except (OSError, ValueError):  # the thread ended: keep what it had
                 pass
-        return sum(self._last.values())
+        return sum(wait for _on, wait in self._last.values())
+
+    def read_path(self) -> dict[str, tuple[int, int]]:
+        """As last read: each on-path thread's time on a CPU and waiting for one (ns); every
+        thread's, where none is named as on a message's path (not an Erlang VM)."""
+        return {path: self._last[path] for path in (self._on_path or self._last)
+                if path in self._last}
 
     def close(self) -> None:
         for fd in self._files.values():
             os.close(fd)
         self._files.clear()
+
+
+def _thread_name(pid: int, tid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/comm") as file:
+            return file.read().strip()
+    except OSError:
+        return ""
 
 
 class CgroupThrottle:
@@ -223,6 +249,43 @@ def cgroup_cpu_stat(pid: str = "self", root: str = "/sys/fs/cgroup") -> str | No
             if os.path.exists(candidate):
                 return candidate
     return None
+
+
+def cgroup_quota(pid: int | str = "self", root: str = "/sys/fs/cgroup") -> float | None:
+    """A process's CPU quota as a share of one CPU (cgroup v1 cfs_quota_us/cfs_period_us,
+    v2 cpu.max), or None where it has none or it cannot be read."""
+    stat = cgroup_cpu_stat(str(pid), root)
+    if stat is None:
+        return None
+    folder = stat.rpartition("/")[0]
+    quota = _read_text(f"{folder}/cpu.cfs_quota_us")
+    period = _read_text(f"{folder}/cpu.cfs_period_us")
+    if not quota:  # v2: "max 100000" or "5000 100000"
+        quota, _, period = _read_text(f"{folder}/cpu.max").partition(" ")
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def process_stopped(pid: int) -> bool:
+    """Whether a process is stopped (state T: SIGSTOP, a debugger, a frozen cgroup's `T`),
+    not merely idle: it cannot answer however long it is asked."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            text = file.read()
+    except OSError:
+        return False
+    return text[text.rindex(b")") + 2:][:1] in (b"T", b"t")
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as file:
+            return file.read().strip()
+    except OSError:
+        return ""
 
 
 def _open(path: str) -> int | None:

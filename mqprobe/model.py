@@ -111,6 +111,8 @@ class Cause(StrEnum):
     """Why; each belongs to one culprit (CULPRIT_OF)."""
 
     BROKER_SIDE = "broker-side"
+    NETWORK = "network"
+    BROKER_THROTTLED = "broker-throttled"
     BROKER_STARVED = "broker-starved"
     BROKER_BLOCKED = "broker-blocked"
     BROKER_ALARM = "broker-alarm"
@@ -146,6 +148,7 @@ class Cause(StrEnum):
 # which culprit each cause belongs to
 CULPRIT_OF = {
     Cause.BROKER_SIDE: Culprit.MQ, Cause.BROKER_STARVED: Culprit.MQ,
+    Cause.NETWORK: Culprit.MQ, Cause.BROKER_THROTTLED: Culprit.MQ,
     Cause.BROKER_BLOCKED: Culprit.MQ,
     Cause.BROKER_ALARM: Culprit.MQ, Cause.BROKER_UNAVAILABLE: Culprit.MQ,
     Cause.PUBLISH_REJECTED: Culprit.MQ,
@@ -166,6 +169,10 @@ PROSE = {
     Cause.BROKER_SIDE: "the wait happened in RabbitMQ, not in a busy consumer",
     Cause.BROKER_STARVED: ("the wait happened in RabbitMQ while it was ready to run and "
                            "waited for a CPU that other processes had"),
+    Cause.NETWORK: ("the time was on the way to or from RabbitMQ: the links' own round trips "
+                    "(a remote broker, a proxy or load balancer, a slow network)"),
+    Cause.BROKER_THROTTLED: ("the wait happened in RabbitMQ while its cgroup's CPU quota held it "
+                             "back (a container's CPU limit)"),
     Cause.BROKER_BLOCKED: "the broker blocked the publisher's connection (flow control)",
     Cause.BROKER_ALARM: "a broker memory or disk alarm held messages back",
     Cause.BROKER_UNAVAILABLE: "the broker could not be reached",

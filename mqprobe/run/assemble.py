@@ -10,9 +10,11 @@ from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
 from mqprobe.clocks import ClockOffset, RunClocks
 from mqprobe.figures import BrokerEvidence, CpuUse
+from mqprobe.model import PieceRole
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.result import GroupResult, RunRecord, RunTimeline, TimelineEvent
 from mqprobe.run.workload import Workload
+from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.analysis import Failure, RunFacts, judge
 from mqprobe.verdict.attribution import paused_together
 from mqprobe.verdict.conclusion import cost_of
@@ -50,8 +52,14 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     samples = [s for swarm in swarms for s in swarm.get("samples", [])]
     # every piece's stamps onto our clock: a piece whose clock is ahead is moved back
     shift = {piece: -offset.offset_ns for piece, offset in clocks.items()}
+    broker_cpu = cpu_sampler.broker_cpu() if cpu_sampler else None
+    # a local broker's process seen stopped: it could not answer, however long it was asked
+    stopped = [TimedEvent(EventKind.BROKER_UNAVAILABLE, PieceRole.BROKER, start, end,
+                          {"unresponsive": True, "stopped": True})
+               for start, end in (broker_cpu.stopped if broker_cpu else ())]
     events = paused_together(timeline_events(publisher, swarms, nodes,
-                                             sampler.timeline() if sampler else [], shift))
+                                             [*(sampler.timeline() if sampler else []), *stopped],
+                                             shift))
     t0 = (publisher or {}).get("t0_ns", 0) + shift.get("publisher", 0) if publisher else 0
     t0 = t0 or (sampler.started_ns if sampler else 0)
     dropped = sum((r.get("timeline") or {}).get("dropped", 0)
@@ -71,7 +79,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
         publisher=merged.publisher, nodes=figures, broker=broker, cpu_use=cpu_use,
         groups=merged.groups, bounds=merged.bounds, held_at_end=merged.held_at_end,
         e2e_rows=timeline.e2e.rows, events=events, t0_ns=t0, failure=failure, cpu=cpu,
-        footprint=cpu_sampler)
+        footprint=cpu_sampler, broker_cpu=broker_cpu)
     judged = judge(facts, messages, workload.budget_ms)
     evidence = list(judged.verdict.evidence)
     if run_clocks and run_clocks.apart:

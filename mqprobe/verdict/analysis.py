@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from mqprobe.figures import (
     Attribution,
+    BrokerCpu,
     BrokerEvidence,
     Counts,
     CpuUse,
@@ -26,6 +27,7 @@ from mqprobe.figures import (
     Verdict,
 )
 from mqprobe.model import (
+    HOST_CPU,
     INSTRUMENT_ROLES,
     PATH_HOPS,
     PROSE,
@@ -42,6 +44,7 @@ from mqprobe.verdict.attribution import (
     PAUSED_WITH,
     Cause,
     Charger,
+    Intervals,
     MessageDeliveries,
     Timeline,
     attribute,
@@ -49,6 +52,7 @@ from mqprobe.verdict.attribution import (
 )
 from mqprobe.watch.footprint import CpuSampler
 from mqprobe.watch.profile import busy_line
+from mqprobe.windows import Windows
 
 SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it computed
 
@@ -93,6 +97,7 @@ class RunFacts:
     failure: Failure | None = None
     cpu: dict[str, list[list[int]]] = field(default_factory=dict)  # cpu_series
     footprint: CpuSampler | None = None  # every local piece's CPU through the run
+    broker_cpu: BrokerCpu | None = None  # a local broker's own counters (None: not local)
 
     @classmethod
     def of(cls, run: RunRecord, events: list[TimedEvent] | None = None, t0_ns: int = 0,
@@ -213,13 +218,20 @@ def _outages(facts: RunFacts) -> list[TimedEvent]:
 def _outage_prose(facts: RunFacts) -> str:
     """When and how long the broker could not be reached (or did not answer)."""
     down = _outages(facts)
-    first, last = down[0], down[-1]
+    last = max(down, key=lambda e: e.end_ns)
     until = ("until the run ended" if last.detail.get("until_end") else
              f"to {_at(last.end_ns, facts)} of the run")
     how = ("could not be reached" if any(not e.detail.get("unresponsive") for e in down)
            else "did not answer")
-    return (f"RabbitMQ {how} from {_at(first.start_ns, facts)} {until} "
-            f"({sum(e.duration_ns for e in down) / 1e9:.1f} s in all, {len(down)} time(s))")
+    spans = Intervals((e.start_ns, e.end_ns) for e in down)
+    text = (f"RabbitMQ {how} from {_at(spans.starts[0], facts)} {until} "
+            f"({sum(e - s for s, e in zip(spans.starts, spans.ends, strict=True)) / 1e9:.1f} s "
+            f"in all, {len(spans.starts)} time(s))")
+    stopped = [e for e in down if e.detail.get("stopped")]
+    if stopped:
+        text += (f": its process was stopped (SIGSTOP, a debugger or a frozen container) "
+                 f"{sum(e.duration_ns for e in stopped) / 1e9:.1f} s, not slow")
+    return text
 
 
 def _at(t_ns: int, facts: RunFacts) -> str:
@@ -278,6 +290,8 @@ def _cause_prose(cause: Cause, facts: RunFacts) -> str:
         return _host_pause(facts)
     if cause == Cause.BROKER_STARVED:
         return _broker_starved(facts)
+    if cause == Cause.BROKER_THROTTLED:
+        return _broker_throttled(facts)
     if cause == Cause.BROKER_UNAVAILABLE and _outages(facts):
         return _outage_prose(facts)
     if cause == Cause.GC_PAUSE:
@@ -384,44 +398,72 @@ def _cpu_cause(cause: Cause, facts: RunFacts) -> str:
     return text
 
 
-AROUND_NS = 300_000_000  # either side of the worst e2e moment, for the broker's waits there
+STARVED_WINDOW = 0.1  # of a window one scheduler waited: the windows who_had_the_cpu reads
 
 
-def _broker_waits(facts: RunFacts) -> list[str]:
-    """How much of its ready time RabbitMQ's threads waited for a CPU, over the run and
-    around the worst e2e moment: a broker that waits for a CPU holds messages without
-    being busy, and only compare's sampler sees it (the broker measures nothing itself)."""
-    broker = facts.cpu_use.pieces.get(BROKER)
-    share = broker.ready_wait_share if broker else None
-    if share is None:
-        return []
-    line = f"RabbitMQ's threads waited for a CPU {share:.0%} of the time they were ready to run"
-    rows = facts.e2e_rows
-    windows = facts.footprint.windows(BROKER) if facts.footprint else []
-    if rows and windows:
-        t_ms, *_rest, worst_ms = max(rows, key=lambda row: row[-1])
-        at = facts.t0_ns + int(t_ms * 1e6)
-        near = [w for w in windows if at - AROUND_NS <= w[0] <= at + AROUND_NS]
-        on, wait = sum(w[2] for w in near), sum(w[3] for w in near)
-        if on + wait > 0:
-            line += (f", {wait / (on + wait):.0%} around the worst e2e ({worst_ms:.0f} ms, "
-                     f"{t_ms / 1000:.1f} s into the run)")
-    return [line]
+def broker_counter_lines(facts: RunFacts) -> list[str]:
+    """What a local broker's own counters measured through the run: its schedulers'
+    waits for a CPU, its cgroup's throttling and quota, the spans its process was stopped;
+    for a broker elsewhere, that they cannot be seen from here."""
+    broker = facts.broker_cpu
+    if broker is None:
+        return ["RabbitMQ is not a process on this host: its CPU quota and its waits for a "
+                "CPU cannot be seen from here (run mqprobe on the broker's host to read them)"]
+    most = max(broker.rows, key=lambda row: row[4])
+    lines = [f"{_scheduler_waits(broker)}, one of them at most {most[4] / 1e6:.1f} ms of any "
+             f"{most[1] / 1e6:.0f} ms (no message in RabbitMQ is charged more of a window "
+             "than that)"]
+    throttled = broker.throttled_ns()
+    quota = (f"its cgroup's CPU quota is {broker.quota:.0%} of a CPU" if broker.quota
+             else "its cgroup has no CPU quota")
+    if not broker.cgroup_read:
+        lines.append("RabbitMQ's cgroup counters could not be read: a CPU quota would not be seen")
+    elif throttled:
+        lines.append(f"{quota}, and held it back {throttled / 1e6:.0f} ms in the run")
+    else:
+        lines.append(f"{quota}; it never held RabbitMQ back")
+    for start, end in broker.stopped:
+        lines.append(f"RabbitMQ's process was stopped (SIGSTOP, a debugger or a frozen "
+                     f"container) from {_at(start, facts)} to {_at(end, facts)} of the run")
+    return lines
+
+
+def _scheduler_waits(broker: BrokerCpu) -> str:
+    on, waited = sum(row[2] for row in broker.rows), broker.waited_ns()
+    return (f"RabbitMQ's schedulers waited for a CPU {waited / 1e6:.0f} ms in the run "
+            f"({waited / (on + waited) if on + waited else 0:.0%} of the time they were ready "
+            "to run)")
 
 
 def _broker_starved(facts: RunFacts) -> str:
-    """RabbitMQ short of CPU: how much of its ready time it waited, and who had the CPU."""
+    """RabbitMQ short of a CPU: how long its schedulers waited, and who had the CPU in the
+    windows they waited most."""
+    broker = facts.broker_cpu
     text = PROSE[Cause.BROKER_STARVED]
-    waits = _broker_waits(facts)
-    if waits:
-        text += f": {waits[0]}"
-    footprint = facts.footprint
-    if footprint and footprint.times:
-        text += who_had_the_cpu(footprint, [(footprint.times[0], footprint.times[-1])], BROKER)
+    if broker is None:
+        return text
+    text += f": {_scheduler_waits(broker)}"
+    spans = [(row[0], row[0] + row[1]) for row in broker.rows
+             if row[4] >= STARVED_WINDOW * row[1]]
+    if facts.footprint and spans:
+        text += who_had_the_cpu(facts.footprint, spans, BROKER)
     return text
 
 
+def _broker_throttled(facts: RunFacts) -> str:
+    """RabbitMQ held back by its own CPU quota: how long, the quota, what to raise."""
+    broker = facts.broker_cpu
+    if broker is None or not broker.throttled_ns():
+        return PROSE[Cause.BROKER_THROTTLED]
+    quota = f"{broker.quota:.0%} of a CPU" if broker.quota else "its quota"
+    return (f"RabbitMQ was held back by its cgroup's CPU quota ({quota}) "
+            f"{broker.throttled_ns() / 1e6:.0f} ms in the run, and messages it held waited "
+            "meanwhile: raise the broker's CPU limit (a pod's resources.limits.cpu, "
+            "cpu.max), not the host's CPU")
+
+
 INSTRUMENT_HEAVY = 0.25  # of the CPU others used while a node waited: the run measured the host
+OTHER_PROCESSES = "other processes"  # the host's busy CPU that no piece of the run used
 
 
 def who_had_the_cpu(footprint: CpuSampler, spans: list[tuple[int, int]],
@@ -429,10 +471,16 @@ def who_had_the_cpu(footprint: CpuSampler, spans: list[tuple[int, int]],
     """Who used the CPU while the nodes (or the `starved` piece) waited for one, largest
     first (mqprobe's own pieces among them), and what to do when the instrument had much
     of it."""
-    used = {piece: ns for piece, ns in footprint.during(spans).items() if piece != starved}
+    during = footprint.during(spans)
+    used = {piece: ns for piece, ns in during.items() if piece != starved}
     wall = sum(b - a for a, b in spans)
     if not wall or not any(used.values()):
         return ""
+    # the host's busy CPU beyond every piece's: processes that are not the run's (a hog)
+    host = footprint.used_rows().get(HOST_CPU)
+    others = Windows(host).within(spans) - sum(during.values()) if host else 0.0
+    if others >= 0.05 * wall:
+        used[OTHER_PROCESSES] = others
     ranked = sorted(((ns, piece) for piece, ns in used.items() if ns > 0), reverse=True)
     text = "; meanwhile the CPU went to " + ", ".join(
         f"{piece} {ns / wall:.0%}" for ns, piece in ranked[:6]) + " (of one core)"
@@ -491,8 +539,8 @@ def _cause_evidence(cause: Cause, facts: RunFacts) -> list[str]:
             out.append(f"prefetch windows were full {len(windows)} times, "
                        f"{sum(e.duration_ns for e in windows) / 1e6:.0f} ms in all")
         return out + _queue_evidence(broker)
-    if cause == Cause.BROKER_STARVED:
-        return [*_queue_evidence(broker), *_broker_waits(facts)]
+    if cause in (Cause.BROKER_STARVED, Cause.BROKER_THROTTLED):
+        return [*_queue_evidence(broker), *broker_counter_lines(facts)]
     if cause == Cause.BROKER_SIDE:
         loop, loop_node = max(((n.loop_cpu.busy if n.loop_cpu else 0.0, n.node) for n in nodes),
                               default=(0.0, "-"))
@@ -503,7 +551,7 @@ def _cause_evidence(cause: Cause, facts: RunFacts) -> list[str]:
         return [f"{idle} (busy ratio max {busy:.2f}) and prefetch windows "
                 f"{'full only ' + str(len(windows)) + ' times' if windows else 'never full'}, "
                 "yet messages waited before reaching them", *_loop_cpu_evidence(nodes),
-                *_queue_evidence(broker), *_broker_waits(facts)]
+                *_queue_evidence(broker), *broker_counter_lines(facts)]
     if cause in (Cause.SERVER_STALL, Cause.GC_PAUSE, Cause.CPU_STARVED, Cause.CPU_THROTTLED):
         worst = max(nodes, key=lambda n: n.loop_lag_ms.max, default=None)
         if worst:
@@ -582,12 +630,9 @@ class Judgement:
 def judge(facts: RunFacts, messages: list[MessageDeliveries], budget_ms: float) -> Judgement:
     """Attribute the run and each group, and give their verdicts."""
     # one index of the intervals, and of the nodes' backlogs, for the run and its groups
-    cpu = dict(facts.cpu)  # the nodes' loops, and the broker's threads as compare saw them
-    if facts.footprint and (broker_rows := facts.footprint.ready_wait_rows(BROKER)):
-        cpu[BROKER] = broker_rows
     used = facts.footprint.used_rows() if facts.footprint else None  # who had the CPU
-    charger = Charger(Timeline(charged_events(facts.swarm, facts.events), cpu, used),
-                      messages, budget_ms * 1e6)
+    charger = Charger(Timeline(charged_events(facts.swarm, facts.events), facts.cpu, used,
+                               facts.broker_cpu), messages, budget_ms * 1e6)
     attribution = attribute(messages, charger, budget_ms)
     by_group: dict[str, list[MessageDeliveries]] = {}
     for message in messages:

@@ -16,21 +16,23 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from mqprobe.cpu import (
+    CgroupThrottle,
     ProcessWaits,
+    cgroup_quota,
     host_cpu_ns,
     host_pressure_ns,
     listening_pid,
     process_cpu_ns,
+    process_stopped,
     process_tree,
 )
-from mqprobe.figures import CpuUse, HostCpu, PieceCpu
-from mqprobe.model import HOST_CPU, INSTRUMENT_ROLES, role_of
+from mqprobe.figures import BrokerCpu, CpuUse, HostCpu, PieceCpu
+from mqprobe.model import HOST_CPU, INSTRUMENT_ROLES, PieceRole, role_of
 from mqprobe.stamps import now_ns
 from mqprobe.windows import Windows
 
 PERIOD_S = 0.1
 THREADS_EVERY = 10  # samples between looks for threads a piece started since
-READY_MIN_NS = 1_000_000  # of a window ready to run (on a CPU or waiting): its waits mean something
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,24 @@ class CpuSampler:
     # which measures nothing of itself
     waited: dict[str, list[int]] = field(default_factory=dict)
     reported: dict[str, Reported] = field(default_factory=dict)  # piece -> where its CPU is read
+    # a local broker, per sample window: its on-path threads' time on a CPU, their waits
+    # for one beyond its cgroup's throttling (summed, and the longest one thread's), its
+    # throttled time (BrokerCpu's rows); and at each sample whether its process was stopped
+    broker_rows: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
+    broker_stopped: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.used = {piece: [] for piece in self.pids}
         self.waited = {piece: [] for piece in self.pids}
         self._waits = {piece: ProcessWaits(pids) for piece, pids in self.pids.items()}
         self._last: dict[int, int] = {}  # pid -> its CPU when last seen (it may have ended)
+        broker = self.pids.get(PieceRole.BROKER, [])
+        self._broker_pid = next((pid for pid in broker if _name(pid) == "beam.smp"),
+                                broker[0] if broker else 0)
+        self._broker_cgroup = CgroupThrottle(str(self._broker_pid)) if broker else None
+        self.broker_quota = cgroup_quota(self._broker_pid) if broker else None
+        self._broker_cgroup_read = bool(self._broker_cgroup and self._broker_cgroup.available)
+        self._broker_last: tuple[dict[str, tuple[int, int]], int] = ({}, 0)
 
     def sample(self) -> None:
         self.times.append(now_ns())
@@ -75,8 +89,30 @@ class CpuSampler:
             if refresh:
                 waits.refresh(pids)
             self.waited[piece].append(waits.read())
+        if self._broker_cgroup is not None:
+            self._sample_broker()
         self.host.append(host_cpu_ns() or (0, 0, 0))
         self.pressure.append(host_pressure_ns() or 0)
+
+    def _sample_broker(self) -> None:
+        """One window of a local broker's own counters. The kernel counts a throttled
+        thread's time as a wait on its run queue: each thread's wait beyond the cgroup's
+        throttled time is what it waited for a CPU others had."""
+        threads = self._waits[PieceRole.BROKER].read_path()
+        throttled = self._broker_cgroup.read()
+        (before, throttled_before), self._broker_last = self._broker_last, (threads, throttled)
+        self.broker_stopped.append(process_stopped(self._broker_pid))
+        if len(self.times) < 2:
+            return
+        held_back = throttled - throttled_before
+        on = waited = most = 0
+        for path, (now_on, now_wait) in threads.items():
+            was_on, was_wait = before.get(path, (now_on, now_wait))
+            on += now_on - was_on
+            wait = max(0, now_wait - was_wait - held_back)
+            waited, most = waited + wait, max(most, wait)
+        start, end = self.times[-2], self.times[-1]
+        self.broker_rows.append((start, end - start, on, waited, most, held_back))
 
     def _cpu(self, pid: int) -> int:
         """A process's CPU so far; one that has ended keeps what it had used."""
@@ -94,6 +130,8 @@ class CpuSampler:
         finally:
             for waits in self._waits.values():
                 waits.close()
+            if self._broker_cgroup is not None:
+                self._broker_cgroup.close()
 
     def during(self, spans: list[tuple[int, int]]) -> dict[str, float]:
         """The CPU ns each piece used within the spans, pro rata of the samples' windows."""
@@ -123,17 +161,25 @@ class CpuSampler:
         return [[times[i - 1], times[i] - times[i - 1], series[i] - series[i - 1]]
                 for i in range(1, len(times))]
 
-    def ready_wait_rows(self, piece: str) -> list[list[int]]:
-        """A piece's windows as loop CPU rows for the attribution ([start_ns, wall_ns, on,
-        waiting, throttled]): the share of its threads' ready time they waited for a CPU,
-        as that share of the window (many threads' waits summed are no wall time), the rest
-        as running. A window it barely ran in says nothing (READY_MIN_NS)."""
-        rows = []
-        for start, wall, on, waited in self.windows(piece):
-            ready = on + waited
-            waiting = int(wall * waited / ready) if ready >= READY_MIN_NS else 0
-            rows.append([start, wall, wall - waiting, waiting, 0])
-        return rows
+    def broker_cpu(self) -> BrokerCpu | None:
+        """What a local broker's counters measured, window by window, for the verdict (its
+        rows), its quota, whether its cgroup was read, and when its process was stopped.
+        None for a broker not sampled here."""
+        if self._broker_cgroup is None or not self.broker_rows:
+            return None
+        # each stop from midway between the last sample that saw it running and the first
+        # that saw it stopped, to midway between the last stopped and the first running
+        times, stopped, since = self.times, [], None
+        for i, now_stopped in enumerate(self.broker_stopped):
+            if now_stopped and since is None:
+                since = (times[i - 1] + times[i]) // 2 if i else times[0]
+            elif not now_stopped and since is not None:
+                stopped.append((since, (times[i - 1] + times[i]) // 2))
+                since = None
+        if since is not None:
+            stopped.append((since, times[-1]))
+        return BrokerCpu(tuple(self.broker_rows), self.broker_quota, self._broker_cgroup_read,
+                         tuple(stopped))
 
     def summary(self, t0_ns: int) -> CpuUse:
         """For the result JSON: each piece's CPU in all and as a share of one core, whether
@@ -182,6 +228,14 @@ class CpuSampler:
                          round(pressure / wall, 3) if pressure is not None else None),
             # waited_rows: each piece's threads' waits for a CPU (ms per window), -1: not read
             series={"columns": ["t_ms", *names], "rows": rows, "waited_rows": waited_rows})
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as file:
+            return file.read().strip()
+    except OSError:
+        return ""
 
 
 def _window_ms(series: list[int], i: int) -> float:

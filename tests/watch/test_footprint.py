@@ -122,3 +122,63 @@ def test_the_erlang_runtime_counter_is_read_from_the_exposition_as_rabbitmq_writ
             "erlang_vm_statistics_wallclock_time_milliseconds 99999\n")
     assert parse_broker(text, "", set()).runtime_ms == 4213
     assert parse_broker("# TYPE other counter\nother 5\n", "", set()).runtime_ms is None
+
+
+def test_a_brokers_waits_beyond_its_throttling_are_thread_by_thread():
+    """The kernel counts a throttled thread's time as a wait on its run queue: two
+    schedulers that waited 139 and 213 ms in a window their cgroup was throttled 282 ms
+    (the managed broker under a 5% quota) waited for no CPU someone else had; one that
+    waited 50 ms in a window throttled 0 did. The longest one thread waited is kept."""
+    sampler = CpuSampler({})
+    readings = iter([
+        ({"s1": (0, 0), "s2": (0, 0)}, 0),
+        ({"s1": (3 * MS, 139 * MS), "s2": (8 * MS, 213 * MS)}, 282 * MS),
+        ({"s1": (23 * MS, 189 * MS), "s2": (18 * MS, 223 * MS)}, 282 * MS)])
+
+    class Fake:  # the broker's thread counters and cgroup, as read at each sample
+        available = True
+
+        def read(self):
+            return 0
+
+        def read_path(self):
+            self.threads, self.throttled = next(readings)
+            return self.threads
+
+    fake = Fake()
+    sampler._waits["broker"], sampler._broker_cgroup = fake, fake
+    sampler._broker_pid, sampler._broker_cgroup_read = 2**22 + 7, True  # no such process
+    fake.read = lambda: fake.throttled
+    for t in range(3):
+        sampler.times.append(t * 300 * MS)
+        sampler._sample_broker()
+    broker = sampler.broker_cpu()
+    assert broker.rows == ((0, 300 * MS, 11 * MS, 0, 0, 282 * MS),
+                           (300 * MS, 300 * MS, 30 * MS, 60 * MS, 50 * MS, 0))
+    assert broker.stopped == () and broker.cgroup_read
+
+
+@pytest.mark.integration  # a process of its own
+def test_a_stopped_broker_is_seen_stopped_not_idle():
+    """A broker frozen by SIGSTOP (a debugger, a frozen container) uses no CPU and waits for
+    none, as an idle one; its state says it could not have answered."""
+    import signal
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        sampler = CpuSampler({"broker": [child.pid]})
+        sampler.sample()
+        time.sleep(0.1)
+        os.kill(child.pid, signal.SIGSTOP)
+        for _ in range(4):
+            time.sleep(0.1)
+            sampler.sample()
+        os.kill(child.pid, signal.SIGCONT)
+        time.sleep(0.1)
+        sampler.sample()
+    finally:
+        child.kill()
+        child.wait()
+    (start, end), = sampler.broker_cpu().stopped
+    times = sampler.times  # seen running, stopped four times, then running again
+    assert (start, end) == ((times[0] + times[1]) // 2, (times[4] + times[5]) // 2)
