@@ -193,6 +193,10 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
              render, measure) -> None:
     """Check the workload, get a broker, measure with progress bars, render, save."""
     workload.check()
+    if (on_the_broker := workload.faults.on_the_broker) and amqp_url:
+        raise InputError(f"--inject {', '.join(on_the_broker)} stops or slows the broker's own "
+                         "processes: it acts on mqprobe's managed broker only (leave out "
+                         "--amqp-url), never on yours")
     outputs.check()  # pictures asked for and no way to draw them: say so before measuring
     workload.resolved_topologies()  # a bad topology file fails before any broker starts
     if note := workload.unapplied_knobs():

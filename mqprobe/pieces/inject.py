@@ -9,21 +9,37 @@
 `--inject throttle=10%`       node n1 runs in a cgroup whose CPU quota is 10% of one CPU, the
                               way a container's CPU limit holds a server back (Linux, with a
                               writable cgroup CPU controller; refused in one sentence elsewhere)
+`--inject link-delay=20ms`    every piece's AMQP connection goes through a proxy on loopback
+                              that holds each chunk 20 ms each way, as a broker in another zone
+                              or behind a load balancer would; `20ms+10ms` adds up to 10 ms of
+                              jitter, `n1:20ms` (or `publisher:`) delays that piece's alone
+`--inject broker-throttle=5%` the managed broker runs in a cgroup whose CPU quota is 5% of one
+                              CPU while the run measures (a pod's CPU limit on RabbitMQ)
+`--inject broker-freeze=3s`   the managed broker is stopped (SIGSTOP) 1 s into publishing, and
+                              continued 3 s later: a frozen process, a paused VM
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
+import random
 import re
+import signal
+import threading
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass
 
 from mqprobe.cpu import pid_alive
 from mqprobe.errors import InputError, whole_number
 
-KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin", "throttle")
+KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin", "throttle", "link-delay",
+         "broker-throttle", "broker-freeze")
+BROKER_FAULTS = ("broker-throttle", "broker-freeze")  # act on the managed broker's processes
+FREEZE_AFTER_S = 1.0  # into publishing, a broker-freeze begins
 CGROUP_ROOT = "/sys/fs/cgroup"
 REMOVE_TRIES = 100  # 10 ms apart: a cgroup the kernel still counts as busy, at most 1 s
 QUOTA_PERIOD_US = 100_000
@@ -39,6 +55,17 @@ class Faults:
     stall_every_s: float = 0.0
     stall_spin: bool = False  # the stall computes (CPU busy) instead of sleeping
     throttle_share: float = 0.0  # a CPU quota, as a share of one CPU (0: none)
+    link_delay_s: float = 0.0  # each way, on the pieces' AMQP connections
+    link_jitter_s: float = 0.0  # up to this much more, each chunk its own
+    link_pieces: tuple[str, ...] = ()  # whose connections (publisher, n1...); (): all
+    broker_throttle_share: float = 0.0  # the managed broker's CPU quota (0: none)
+    broker_freeze_s: float = 0.0  # the managed broker stopped this long, mid-run
+
+    @property
+    def on_the_broker(self) -> list[str]:
+        """The faults asked for that act on the broker's own processes."""
+        return [kind for kind, on in zip(BROKER_FAULTS, (self.broker_throttle_share,
+                                                         self.broker_freeze_s), strict=True) if on]
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v}
@@ -67,14 +94,19 @@ def parse_injections(items: list[str]) -> Faults:
         elif kind == "broker-delay":
             delay = parse_duration(value, "--inject broker-delay")
             fields["broker_delay_ms"] = max(1, round(delay * 1000))
-        elif kind == "throttle":
+        elif kind in ("throttle", "broker-throttle"):
             percent = whole_number(value.strip().removesuffix("%"))
             if not value.strip().endswith("%") or percent is None or not 1 <= percent <= 100:
-                raise InputError(f"--inject throttle takes a CPU quota of 1% to 100% of one CPU, "
+                raise InputError(f"--inject {kind} takes a CPU quota of 1% to 100% of one CPU, "
                                  f"like 10%, got {value!r}")
             if problem := CpuQuota.problem():
-                raise InputError(f"--inject throttle cannot be applied on this machine: {problem}")
-            fields["throttle_share"] = percent / 100
+                raise InputError(f"--inject {kind} cannot be applied on this machine: {problem}")
+            fields["throttle_share" if kind == "throttle" else "broker_throttle_share"] = (
+                percent / 100)
+        elif kind == "broker-freeze":
+            fields["broker_freeze_s"] = parse_duration(value, "--inject broker-freeze")
+        elif kind == "link-delay":
+            fields.update(_link_delay(value))
         elif kind == "prefetch":
             prefetch = whole_number(value)
             if prefetch is None or not 0 < prefetch <= 65535:
@@ -90,6 +122,128 @@ def parse_injections(items: list[str]) -> Faults:
             if fields["stall_every_s"] <= fields["stall_s"]:
                 raise InputError(f"--inject {kind}: the period must be longer than the stall")
     return Faults(**fields)
+
+
+def _link_delay(value: str) -> dict:
+    """`20ms`, `20ms+10ms` (jitter), `n1:20ms` (one piece's connection)."""
+    whose, colon, delay = value.strip().rpartition(":")
+    pieces = tuple(p.strip() for p in whose.split(",")) if colon else ()
+    for piece in pieces:
+        if piece != "publisher" and not (piece[:1] == "n" and piece[1:].isdigit()):
+            raise InputError(f"--inject link-delay names pieces as publisher or n1, n2...; "
+                             f"got {piece!r}")
+    base, plus, jitter = delay.partition("+")
+    delay_s = parse_duration(base, "--inject link-delay")
+    jitter_s = parse_duration(jitter, "--inject link-delay jitter") if plus else 0.0
+    if delay_s + jitter_s > 10:
+        raise InputError("--inject link-delay: at most 10 s each way")
+    return {"link_delay_s": delay_s, "link_jitter_s": jitter_s, "link_pieces": pieces}
+
+
+class DelayingProxy:
+    """A TCP proxy on loopback in front of a broker that holds every chunk `delay_s` (plus
+    up to `jitter_s`, each chunk its own) each way, in order: the round trip of a broker in
+    another zone, or behind a load balancer. It runs its own event loop in a thread of its
+    own (one thread for all its connections), so compare's loop never shapes the link."""
+
+    def __init__(self, host: str, port: int, delay_s: float, jitter_s: float = 0.0) -> None:
+        self.target = (host, port)
+        self.delay_s, self.jitter_s = delay_s, jitter_s
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def start(self) -> int:
+        """Listen on a free loopback port; returns it."""
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(serve())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="mqprobe-link-delay", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise OSError("the link-delay proxy did not start")
+        return self.port
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+
+        async def close() -> None:
+            if self._server:
+                self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer),
+                             return_exceptions=True)
+        self._writers -= {writer, up_writer}
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Each chunk written `delay` after it was read, never before the one before it."""
+        loop = asyncio.get_running_loop()
+        due = 0.0
+        try:
+            while chunk := await reader.read(65536):
+                due = max(due, loop.time() + self.delay_s + random.uniform(0, self.jitter_s))
+                loop.call_at(due, _send, writer, chunk)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+        finally:
+            writer.close()
+
+
+def _send(writer: asyncio.StreamWriter, chunk: bytes) -> None:
+    if not writer.is_closing():
+        writer.write(chunk)
+
+
+def proxied_url(amqp_url: str, port: int) -> str:
+    """The same broker URL, through a proxy on loopback at `port`."""
+    parts = urllib.parse.urlsplit(amqp_url)
+    auth = parts.netloc.rpartition("@")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{auth}@127.0.0.1:{port}" if auth
+                                                  else f"127.0.0.1:{port}"))
+
+
+async def freeze(pids: list[int], after_s: float, for_s: float) -> None:
+    """Stop the processes `after_s` from now and continue them `for_s` later (and always
+    continue them, however this is ended)."""
+    await asyncio.sleep(after_s)
+    stopped = []
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        await asyncio.sleep(for_s)
+    finally:
+        for pid in reversed(stopped):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 class CpuQuota:
@@ -119,15 +273,20 @@ class CpuQuota:
             return f"{found[0]} is not writable (run as root, or with a delegated cgroup)"
         return ""
 
-    def join(self) -> None:
-        _write(f"{self.path}/cgroup.procs", str(os.getpid()))
+    def join(self, pids: list[int] | None = None) -> None:
+        """This process (or `pids`, each with all its threads) into the quota's cgroup."""
+        for pid in pids or [os.getpid()]:
+            _write(f"{self.path}/cgroup.procs", str(pid))
+        self._joined = list(pids or [os.getpid()])
 
     def remove(self) -> None:
         """Back to the parent cgroup, then the quota's own is removed (it must be empty).
         The kernel may still count the process in it for a moment after it moved (a fresh
         clone's suite once found the cgroup left behind): busy is tried again, briefly."""
         try:
-            _write(f"{self.base}/cgroup.procs", str(os.getpid()))
+            for pid in getattr(self, "_joined", None) or [os.getpid()]:
+                with contextlib.suppress(ProcessLookupError):
+                    _write(f"{self.base}/cgroup.procs", str(pid))
         except OSError:
             return
         for _ in range(REMOVE_TRIES):

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
 from mqprobe.clocks import ClockOffset
 from mqprobe.model import QueueType, RunPhase
-from mqprobe.pieces.inject import Faults
+from mqprobe.pieces.inject import FREEZE_AFTER_S, CpuQuota, DelayingProxy, Faults, freeze, proxied_url
 from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Piece, RunError, RunInterrupted, run_to_the_end
 from mqprobe.pieces.publisher import PublishConfig, schedule
@@ -123,10 +124,54 @@ class OneRun:
         self.cpu: CpuSampler | None = None  # every local piece's CPU, while measuring
         self.broker_processes: list[int] = []  # found before measuring (a scan of /proc)
         self.cpu_sampling: asyncio.Task | None = None
+        self.proxy: DelayingProxy | None = None  # --inject link-delay
+        self.proxied_env = self.env  # for the pieces whose link it delays
+        self.broker_quota: CpuQuota | None = None  # --inject broker-throttle
+        self.freezing: asyncio.Task | None = None  # --inject broker-freeze
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def _piece(self, role: Role, index: int, name: str, config: PieceConfig) -> Piece:
-        return self.placement.make(role, index, name, config, self.log_dir, self.env, self.label)
+        delayed = self.proxy is not None and (
+            not self.workload.faults.link_pieces or
+            (f"n{index + 1}" if role == Role.NODE else role.value) in self.workload.faults.link_pieces)
+        return self.placement.make(role, index, name, config, self.log_dir,
+                                   self.proxied_env if delayed else self.env, self.label)
+
+    def _delay_links(self) -> None:
+        """--inject link-delay: a delaying proxy on loopback in front of the broker, for the
+        pieces it names (all by default); compare's own sampler keeps the direct link."""
+        faults = self.workload.faults
+        if not faults.link_delay_s or self.proxy is not None:
+            return
+        parts = urllib.parse.urlsplit(self.amqp_url)
+        self.proxy = DelayingProxy(parts.hostname or "127.0.0.1", parts.port or 5672,
+                                   faults.link_delay_s, faults.link_jitter_s)
+        self.proxied_env = dict(self.env,
+                                MQPROBE_AMQP_URL=proxied_url(self.amqp_url, self.proxy.start()))
+
+    def _upset_broker(self) -> None:
+        """--inject broker-throttle and broker-freeze, on the broker's processes here."""
+        faults = self.workload.faults
+        if faults.on_the_broker and not self.broker_processes:
+            raise RunError(f"--inject {', '.join(faults.on_the_broker)} needs the broker's "
+                           "processes on this host (the managed broker)")
+        if faults.broker_throttle_share:
+            self.broker_quota = CpuQuota(f"mqprobe-broker-{os.getpid()}",
+                                         faults.broker_throttle_share)
+            self.broker_quota.join(self.broker_processes)
+        if faults.broker_freeze_s:
+            self.freezing = asyncio.get_running_loop().create_task(
+                freeze(self.broker_processes, FREEZE_AFTER_S, faults.broker_freeze_s))
+
+    async def _calm_broker(self) -> None:
+        """Undo what _upset_broker did, whatever happened meanwhile."""
+        if self.freezing:
+            self.freezing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.freezing
+        if self.broker_quota:
+            self.broker_quota.remove()
+            self.broker_quota = None
 
     def fail(self, piece: str, message: str) -> None:
         """The run stopped on an error or a signal: the first one seen is the one the
@@ -140,6 +185,7 @@ class OneRun:
         workload, topology = self.workload, self.topology
         self.observe(Phase(self.label, RunPhase.STARTING, note=f"{workload.nodes} nodes"))
         faults = workload.faults
+        self._delay_links()
         every_node = Faults(server_delay_s=faults.server_delay_s)
         # only node n1 stalls: a stall on every node would hide which one the verdict names
         first_node = replace(every_node, stall_s=faults.stall_s,
@@ -211,6 +257,7 @@ class OneRun:
         await asyncio.gather(*(c.command(Reset()) for c in self.swarms + self.nodes))
         await publisher.wait_for(EventName.READY, 60)
         self.sampling = asyncio.get_running_loop().create_task(self.sampler.run())
+        self._upset_broker()  # before the CPU sampler reads the broker's cgroup and quota
         self.cpu = self._cpu_sampler()
         self.cpu_sampling = asyncio.get_running_loop().create_task(self.cpu.run())
         await publisher.command(Reset())  # it sends from here
@@ -263,6 +310,7 @@ class OneRun:
     async def stop_and_clean(self) -> dict:
         """Stop every piece, keep what each gave, and remove what the run declared."""
         workload, swarms, nodes = self.workload, self.swarms, self.nodes
+        await self._calm_broker()
         others = nodes + ([self.publisher] if self.publisher else [])
         # swarms first: a node closing its sockets must not count as a swarm disconnect
         stopped = await _stop_all(swarms)
@@ -297,6 +345,8 @@ class OneRun:
                                                                  f"n{i + 1}", workload.groups)]
         queues = list(dict.fromkeys([*(self.sampler.names if self.sampler else []), *planned,
                                      *delays]))
+        if self.proxy:
+            self.proxy.stop()
         return await remove_declared(self.amqp_url, exchanges + delays, queues)
 
     @contextlib.contextmanager

@@ -1,0 +1,113 @@
+"""An AMQP link's round trip through a run: what a slow network, a proxy or a load balancer
+between a piece and RabbitMQ would all show.
+
+Twice a second a LinkWatch times a synchronous AMQP method (basic.qos on a channel of its
+own: no queue, no state, answered by the channel's process) on the piece's own connection,
+so the ping travels the same TCP connection, proxy and load balancer as the piece's
+messages; and it reads the kernel's smoothed round trip of that connection's socket
+(TCP_INFO), which a proxy hides (its peer is the proxy) and a slow network shows. The AMQP
+round trip holds the broker's answer too: the verdict takes off what the broker's own
+counters explain before it charges the rest to the path (verdict.attribution).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+
+from mqprobe.stamps import now_ns
+
+PING_EVERY_S = 0.5
+PING_TIMEOUT_S = 5.0  # a ping not answered by then is recorded as that long, and dropped
+MAX_PINGS = 7200  # an hour at PING_EVERY_S: a link's rows stay bounded
+NOT_READ = -1  # a row's kernel round trip where it could not be read
+# struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s; tcpi_rtt is the 16th u32 (us)
+_TCP_INFO_RTT_OFFSET = 8 + 15 * 4
+
+
+def tcp_rtt_ns(sock: socket.socket | None) -> int:
+    """The kernel's smoothed round trip of a TCP socket (ns), or NOT_READ (not Linux, not a
+    TCP socket, closed)."""
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return NOT_READ
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        (rtt_us,) = struct.unpack_from("=I", info, _TCP_INFO_RTT_OFFSET)
+    except (OSError, struct.error):
+        return NOT_READ
+    return rtt_us * 1000
+
+
+def connection_socket(connection) -> socket.socket | None:
+    """The socket under an aio-pika connection, or None. aiormq keeps its stream writer only
+    in its writer task, so it is read from there (tested on the aio-pika and aiormq
+    versions pyproject.toml allows; None elsewhere, and the kernel's RTT is then unread)."""
+    with contextlib.suppress(AttributeError, KeyError, TypeError):
+        transport = getattr(connection, "transport", None)
+        underlay = getattr(transport, "connection", transport)
+        task = underlay._writer_task
+        writer = task.get_coro().cr_frame.f_locals["writer"]
+        return writer.get_extra_info("socket")
+    return None
+
+
+class LinkWatch:
+    """The round trips of one piece's AMQP connection, twice a second until stopped: rows
+    of [t_send_ns, amqp_rtt_ns, tcp_rtt_ns] (NOT_READ where the kernel's was not read; a
+    ping unanswered within PING_TIMEOUT_S is recorded as that long)."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self.rows: list[list[int]] = []
+        self.failures = 0  # pings that could not be sent (a closed channel, a reconnect)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def reset(self) -> None:
+        """Measure from now on (a run's set-up is not its figures)."""
+        self.rows.clear()
+        self.failures = 0
+
+    async def _run(self) -> None:
+        channel = None
+        try:
+            while True:
+                if channel is None or channel.is_closed:
+                    try:
+                        channel = await asyncio.wait_for(self.connection.channel(
+                            publisher_confirms=False), PING_TIMEOUT_S)
+                    except Exception:
+                        self.failures += 1
+                        channel = None
+                        await asyncio.sleep(PING_EVERY_S)
+                        continue
+                await self._ping(channel)
+                await asyncio.sleep(PING_EVERY_S)
+        finally:
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(channel.close(), 1)
+
+    async def _ping(self, channel) -> None:
+        sent = now_ns()
+        try:
+            await asyncio.wait_for(channel.set_qos(prefetch_count=0), PING_TIMEOUT_S)
+        except TimeoutError:
+            rtt = int(PING_TIMEOUT_S * 1e9)
+        except Exception:
+            self.failures += 1
+            return
+        else:
+            rtt = now_ns() - sent
+        if len(self.rows) < MAX_PINGS:
+            self.rows.append([sent, rtt, tcp_rtt_ns(connection_socket(self.connection))])
