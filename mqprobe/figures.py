@@ -288,6 +288,55 @@ class NodeFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkFigures:
+    """One AMQP connection's round trips through a run (broker.link.LinkWatch): `link`
+    names whose it is (publisher, n1..., compare: the coordinator's own, a control), the
+    AMQP round trip's p50, p99 and quietest (ms), and the kernel's TCP round trip's p50 and
+    p99 where it was read (None where it was not)."""
+
+    link: str
+    pings: int
+    rtt_p50_ms: float
+    rtt_p99_ms: float
+    rtt_min_ms: float
+    tcp_p50_ms: float | None = None
+    tcp_p99_ms: float | None = None
+
+    @classmethod
+    def of(cls, link: str, rows: list[list[int]]) -> LinkFigures | None:
+        """From a LinkWatch's rows ([t_send, amqp rtt, tcp rtt] in ns); None with none."""
+        if not rows:
+            return None
+        rtts = sorted(row[1] for row in rows)
+        kernel = sorted(row[2] for row in rows if row[2] >= 0)
+        return cls(link, len(rows), _ms(_pct(rtts, 50)), _ms(_pct(rtts, 99)), _ms(rtts[0]),
+                   _ms(_pct(kernel, 50)) if kernel else None,
+                   _ms(_pct(kernel, 99)) if kernel else None)
+
+    def to_json(self) -> dict:
+        return {"link": self.link, "pings": self.pings,
+                "rtt_ms": {"p50": self.rtt_p50_ms, "p99": self.rtt_p99_ms, "min": self.rtt_min_ms},
+                "tcp_rtt_ms": ({"p50": self.tcp_p50_ms, "p99": self.tcp_p99_ms}
+                               if self.tcp_p50_ms is not None else None)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> LinkFigures:
+        rtt, tcp = doc["rtt_ms"], doc.get("tcp_rtt_ms")
+        return cls(str(doc["link"]), int(doc["pings"]), float(rtt["p50"]), float(rtt["p99"]),
+                   float(rtt["min"]), float(tcp["p50"]) if tcp else None,
+                   float(tcp["p99"]) if tcp else None)
+
+
+def _pct(values: list[int], pct: float) -> int:
+    """The value at `pct` of sorted values (nearest rank)."""
+    return values[min(len(values) - 1, max(0, -(-len(values) * pct // 100) - 1))] if values else 0
+
+
+def _ms(ns: float) -> float:
+    return round(ns / 1e6, 3)
+
+
+@dataclass(frozen=True, slots=True)
 class PieceCpu:
     """What one process of the run used of the CPU (footprint.CpuSampler)."""
 

@@ -332,6 +332,7 @@ class RunResult(TypedDict, total=False):
     publisher: dict
     nodes: list[dict]  # figures.NodeFigures.to_json each
     evidence: dict  # broker: figures.BrokerEvidence.to_json
+    links: list[dict]  # figures.LinkFigures.to_json: each AMQP link's round trips
     cpu: dict  # figures.CpuUse.to_json
     cost: dict  # figures.Cost.to_json
     clocks: dict  # clocks.RunClocks.to_json

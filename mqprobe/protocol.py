@@ -116,6 +116,7 @@ class PublisherResult(PublisherProgress, total=False):
     t0_ns: int  # the schedule's start: the run's time zero
     loop_lag: dict
     timeline: dict  # timeline.Recorder.to_wire
+    link: list[list[int]]  # broker.link.LinkWatch rows: [t_send_ns, amqp rtt ns, tcp rtt ns]
     silent: bool
 
 
@@ -141,6 +142,7 @@ class NodeResult(TypedDict):
     mq_split: dict  # records.HopSet.to_json: before-broker, in-broker, after-broker
     profile: dict  # profile.LoopProfiler.summary: what the loop spent its time on
     broker_stamps_unreadable: int
+    link: list[list[int]]  # broker.link.LinkWatch rows of the connection it consumes on
 
 
 class SwarmResult(SwarmProgress, total=False):

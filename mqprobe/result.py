@@ -23,6 +23,7 @@ from mqprobe.figures import (
     CpuUse,
     GroupFigures,
     HopFigures,
+    LinkFigures,
     LoopLag,
     NodeFigures,
     SwarmFigures,
@@ -144,7 +145,8 @@ class Series:
 
 @dataclass(frozen=True, slots=True)
 class NodeSeries:
-    """One Series per node under the same columns (each node's loop CPU windows)."""
+    """One Series per piece under the same columns (each node's loop CPU windows, each
+    AMQP link's round trips)."""
 
     columns: tuple[str, ...]
     nodes: dict[str, list[list[float]]] = field(default_factory=dict)
@@ -170,13 +172,14 @@ class RunTimeline:
     e2e: Series | None = None
     queue_ready: Series | None = None
     loop_cpu: NodeSeries | None = None
+    links: NodeSeries | None = None  # each AMQP link's round trips: t_ms, rtt_ms, tcp_rtt_ms
 
     def to_json(self) -> dict:
         doc: dict = {"t0_ns": self.t0_ns, "events": [e.to_json() for e in self.events],
                      "dropped": self.dropped}
         if self.clock_uncertainty_ms is not None:
             doc["clock_uncertainty_ms"] = self.clock_uncertainty_ms
-        for name in ("e2e", "queue_ready", "loop_cpu"):
+        for name in ("e2e", "queue_ready", "loop_cpu", "links"):
             if (part := getattr(self, name)) is not None:
                 doc[name] = part.to_json()
         return doc
@@ -185,12 +188,14 @@ class RunTimeline:
     def from_json(cls, doc: dict | None) -> RunTimeline:
         doc = doc or {}
         e2e, ready, cpu = doc.get("e2e"), doc.get("queue_ready"), doc.get("loop_cpu")
+        links = doc.get("links")
         return cls(int(doc.get("t0_ns", 0)),
                    tuple(TimelineEvent.from_json(e) for e in doc.get("events", [])),
                    int(doc.get("dropped", 0)), doc.get("clock_uncertainty_ms"),
                    Series.from_json(e2e) if e2e is not None else None,
                    Series.from_json(ready) if ready is not None else None,
-                   NodeSeries.from_json(cpu) if cpu is not None else None)
+                   NodeSeries.from_json(cpu) if cpu is not None else None,
+                   NodeSeries.from_json(links) if links is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +235,7 @@ class RunRecord:
     publisher: PublisherFigures = field(default_factory=PublisherFigures)
     nodes: tuple[NodeFigures, ...] = ()
     broker: BrokerEvidence = field(default_factory=BrokerEvidence.not_measured)
+    links: tuple[LinkFigures, ...] | None = None  # each AMQP link's round trips (None: before)
     clocks: RunClocks | None = None
     samples: tuple[tuple[int, ...], ...] | None = None  # sampled deliveries' stamps
     timeline: RunTimeline = field(default_factory=RunTimeline)
@@ -266,6 +272,8 @@ class RunRecord:
                 "swarm": self.swarm.to_json(), "publisher": self.publisher.to_json(),
                 "nodes": [node.to_json() for node in self.nodes],
                 "evidence": {"broker": self.broker.to_json()}}
+        if self.links is not None:
+            doc["links"] = [link.to_json() for link in self.links]
         if self.clocks is not None:
             doc["clocks"] = self.clocks.to_json()
         if self.samples is not None:
@@ -289,6 +297,7 @@ class RunRecord:
         if not isinstance(doc, dict):
             raise ResultFormatError("a run is not a JSON object")
         held, bounds, clocks = doc.get("held_at_end"), doc.get("bounds"), doc.get("clocks")
+        links = doc.get("links")
         samples, cost = doc.get("samples"), doc.get("cost")
         parts = {
             "topology": lambda: _text(doc.get("topology", "")),
@@ -309,6 +318,8 @@ class RunRecord:
             "publisher": lambda: PublisherFigures.from_json(doc.get("publisher")),
             "nodes": lambda: tuple(NodeFigures.from_json(n) for n in doc.get("nodes") or []),
             "broker": lambda: BrokerEvidence.from_json((doc.get("evidence") or {}).get("broker")),
+            "links": lambda: (tuple(LinkFigures.from_json(link) for link in links)
+                              if links is not None else None),
             "clocks": lambda: RunClocks.from_json(clocks) if clocks is not None else None,
             "samples": lambda: tuple(tuple(s) for s in samples) if samples is not None else None,
             "timeline": lambda: RunTimeline.from_json(doc.get("timeline")),

@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 
 from mqprobe.broker.connect import management_get, one_line
+from mqprobe.broker.link import MAX_PINGS, connection_socket, tcp_rtt_ns
 from mqprobe.figures import BacklogGrowth, BrokerEvidence
 from mqprobe.stamps import now_ns
 from mqprobe.timeline import EventKind, IntervalTracker, Recorder, TimedEvent
@@ -62,6 +63,9 @@ class QueueSampler:
         self._alarm = IntervalTracker(self.events, EventKind.BROKER_ALARM)
         self.unavailable_reason = ""
         self._sample_started = 0
+        # compare's own link to the broker, a control beside the pieces': each depth
+        # sample's first declare timed, as broker.link.LinkWatch rows
+        self.link: list[list[int]] = []
 
     def _raised(self, raised: list[str]) -> None:
         """An alarm interval begins with the first sample that shows one, and ends with the
@@ -193,9 +197,13 @@ class QueueSampler:
             self.errors += 1
             self._lost_touch(exc, started)
             return None, None
-        for name in list(self.names):
+        for i, name in enumerate(list(self.names)):
+            sent = now_ns()
             try:
                 queue = await asyncio.wait_for(channel.declare_queue(name, passive=True), 2)
+                if i == 0 and len(self.link) < MAX_PINGS:
+                    self.link.append([sent, now_ns() - sent,
+                                      tcp_rtt_ns(connection_socket(connection))])
             except Exception:  # gone or not yet there: the channel is closed by it
                 self.errors += 1
                 try:

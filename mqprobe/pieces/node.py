@@ -21,6 +21,7 @@ import aio_pika
 import socketio
 from aiohttp import web
 
+from mqprobe.broker.link import LinkWatch
 from mqprobe.broker.topology import Topology
 from mqprobe.embed import Tracer
 from mqprobe.errors import InputError, within
@@ -157,6 +158,7 @@ class Node(PieceRuntime):
         self.port = config.port
         self.queue_names: list[str] = []  # what this node consumes from, for depth sampling
         self._quota: CpuQuota | None = None  # --inject throttle: the cgroup it runs in
+        self.link: LinkWatch | None = None  # its consuming connection's round trips
 
     # -- socket.io side --------------------------------------------------------------------
     async def _on_join(self, sid: str, data: object) -> bool:
@@ -212,6 +214,8 @@ class Node(PieceRuntime):
             # run's stop (samplers joined, the result built and written) once took 25.7 s,
             # past compare's 20 s, and the node's figures were lost
             self._leave_quota()
+            if self.link:
+                await self.link.stop()
             self.loop_lag.stop()
             if self.profiler is not None:  # nor does it profile (nor a frame read as it goes)
                 self.profiler.stop()
@@ -255,6 +259,7 @@ class Node(PieceRuntime):
             "mq_split": self.tracer.mq_split.to_json(),
             "profile": self._profile(),
             "broker_stamps_unreadable": self.tracer.broker_stamps_unreadable,
+            "link": self.link.rows if self.link else [],
         }
 
     def command(self, command: Command) -> None:
@@ -275,6 +280,8 @@ class Node(PieceRuntime):
         freeze_setup()
         self.loop_lag.reset()
         self.timeline.reset()
+        if self.link:
+            self.link.reset()
         if self.profiler is not None:
             self.profiler.stop()
         self.profiler = LoopProfiler()  # made here, on the loop's thread: the one it samples
@@ -282,6 +289,12 @@ class Node(PieceRuntime):
         for consumer in self.stats.consumers.values():
             consumer.busy.reset()
             consumer.unacked_max = consumer.unacked
+
+    def watch_link(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        """Time the round trips of the connection it consumes on (the deliver leg's)."""
+        if self.link is None:
+            self.link = LinkWatch(connection)
+            self.link.start()
 
     def record_emit(self, group: str, seq: int, wait_ns: int, fanout_ns: int) -> None:
         hops = self.per_group.get(group)
@@ -324,6 +337,7 @@ class ConsumerIntake(Intake):
         cfg, topo = node.config, node.config.topology
         knobs = topo.consumer
         self._connection = await aio_pika.connect_robust(cfg.amqp_url)
+        self.node.watch_link(self._connection)
         shared = None
         for queue_name, groups in topo.queue_plan(cfg.prefix, cfg.layout, cfg.node_id,
                                                   cfg.groups):
@@ -496,6 +510,7 @@ class ObservedManager(socketio.AsyncAioPikaManager):
                      exchange: aio_pika.abc.AbstractExchange) -> aio_pika.abc.AbstractQueue:
         queue = await super()._queue(channel, exchange)
         self.intake.node.queue_names.append(queue.name)
+        self.intake.node.watch_link(channel._connection)  # the connection it consumes on
         self.queue_bound.set()
         return queue
 

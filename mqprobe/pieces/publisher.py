@@ -18,6 +18,7 @@ from aio_pika.abc import ExchangeType
 
 from mqprobe.broker.cleanup import delete_declared
 from mqprobe.broker.connect import BrokerError
+from mqprobe.broker.link import LinkWatch
 from mqprobe.broker.topology import Topology
 from mqprobe.errors import InputError, within
 from mqprobe.pieces.node import EVENT, room_for
@@ -121,6 +122,11 @@ class Transport:
     async def close(self) -> None:
         raise NotImplementedError
 
+    @property
+    def connection(self) -> aio_pika.abc.AbstractConnection | None:
+        """The AMQP connection it publishes on (its round trips are the publish leg's)."""
+        raise NotImplementedError
+
 
 class AmqpTransport(Transport):
     """mqprobe's own publishing: the stamp in AMQP headers, into the topology's exchanges
@@ -130,6 +136,10 @@ class AmqpTransport(Transport):
         super().__init__(config)
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+
+    @property
+    def connection(self) -> aio_pika.abc.AbstractConnection | None:
+        return self._connection
 
     async def connect(self) -> None:
         cfg, topo = self.config, self.config.topology
@@ -207,6 +217,10 @@ class ManagerTransport(Transport):
         manager.publisher_channel = channel
         manager.publisher_connection = connection
 
+    @property
+    def connection(self) -> aio_pika.abc.AbstractConnection | None:
+        return self._manager.publisher_connection if self._manager else None
+
     async def send(self, stamp: PublishStamp, body: bytes) -> None:
         field = socketio_field(stamp, "-", t_deq=0, t_emit=0)
         data = {SOCKETIO_FIELD: field, "group": stamp.group, "body": body.decode()}
@@ -245,6 +259,7 @@ class Publisher(PieceRuntime):
         self._go = asyncio.Event()  # set by the parent's Reset (or a stop): send the schedule
         self._pending: set[asyncio.Task] = set()
         self.transport = (ManagerTransport if config.topology.manager else AmqpTransport)(config)
+        self.link: LinkWatch | None = None  # its connection's round trips while it sends
 
     async def start(self) -> dict:
         await self.connect()
@@ -277,6 +292,9 @@ class Publisher(PieceRuntime):
         freeze_setup()  # the schedule and the connection are set-up, not garbage to scan
         self.timeline.watch_gc()
         self.loop_lag.start()
+        if self.transport.connection is not None:
+            self.link = LinkWatch(self.transport.connection)
+            self.link.start()
         started = now_ns()
         t0 = self.t0_ns = started + 50_000_000
         loop = asyncio.get_running_loop()
@@ -294,6 +312,8 @@ class Publisher(PieceRuntime):
             task.add_done_callback(self._pending.discard)
         if self._pending:
             await asyncio.wait(self._pending, timeout=30)
+        if self.link:
+            await self.link.stop()
         self.loop_lag.stop()
         self.timeline.unwatch_gc()
         close_open_intervals(self.timeline)
@@ -324,7 +344,8 @@ class Publisher(PieceRuntime):
         return {**self.progress(), "published": dict(self.published),
                 "first_error": self.first_error, "elapsed_s": round(elapsed_s, 3),
                 "schedule_lag": self.schedule_lag.to_json(), "t0_ns": self.t0_ns,
-                "loop_lag": self.loop_lag.lag.to_json(), "timeline": self.timeline.to_wire()}
+                "loop_lag": self.loop_lag.lag.to_json(), "timeline": self.timeline.to_wire(),
+                "link": self.link.rows if self.link else []}
 
     async def close(self) -> None:
         await self.transport.close()

@@ -9,10 +9,10 @@ from typing import TypedDict
 from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
 from mqprobe.clocks import ClockOffset, RunClocks
-from mqprobe.figures import BrokerEvidence, CpuUse
+from mqprobe.figures import BrokerEvidence, CpuUse, LinkFigures
 from mqprobe.model import PieceRole
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
-from mqprobe.result import GroupResult, RunRecord, RunTimeline, TimelineEvent
+from mqprobe.result import GroupResult, NodeSeries, RunRecord, RunTimeline, TimelineEvent
 from mqprobe.run.workload import Workload
 from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.analysis import Failure, RunFacts, judge
@@ -72,6 +72,8 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
         if clocks else None, e2e_over_time(messages, t0),
         queue_ready_over_time(sampler.series, sampler.started_ns, t0) if sampler else None,
         cpu_json(cpu, t0))
+    links = link_rows(publisher, nodes, sampler, shift)
+    timeline = replace(timeline, links=links_json(links, t0) if links else None)
     cpu_use = (cpu_sampler.summary(t0) if cpu_sampler else
                CpuUse(False, "not sampled (the run ended before measuring)"))
     facts = RunFacts(
@@ -79,7 +81,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
         publisher=merged.publisher, nodes=figures, broker=broker, cpu_use=cpu_use,
         groups=merged.groups, bounds=merged.bounds, held_at_end=merged.held_at_end,
         e2e_rows=timeline.e2e.rows, events=events, t0_ns=t0, failure=failure, cpu=cpu,
-        footprint=cpu_sampler, broker_cpu=broker_cpu)
+        footprint=cpu_sampler, broker_cpu=broker_cpu, links=links)
     judged = judge(facts, messages, workload.budget_ms)
     evidence = list(judged.verdict.evidence)
     if run_clocks and run_clocks.apart:
@@ -93,7 +95,33 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
                 for group_id, group in merged.groups.items()},
         verdict=replace(judged.verdict, evidence=evidence), swarm=swarm, nodes=figures,
         broker=broker, clocks=run_clocks,
+        links=tuple(f for name, rows in links.items() if (f := LinkFigures.of(name, rows))),
         samples=tuple(tuple(s) for s in samples) if samples else None, timeline=timeline,
         cpu=cpu_use, cost=cost_of(merged.counts, cpu_use), attribution=judged.attribution,
         attribution_dropped=sum(s.get("messages_dropped", 0) for s in swarms),
         error=failure.message if failure else None)
+
+
+COMPARE_LINK = "compare"  # the coordinator's own link to the broker: a control beside the pieces'
+
+
+def link_rows(publisher: PublisherResult | None, nodes: list[NodeResult],
+              sampler: QueueSampler | None, shift: dict[str, int]) -> dict[str, list[list[int]]]:
+    """Each AMQP link's round trips on our clock (broker.link.LinkWatch rows): the
+    publisher's, each node's, and compare's own (the queue sampler's)."""
+    pieces = [("publisher", (publisher or {}).get("link") or [])]
+    pieces += [(node["node"], node.get("link") or []) for node in nodes]
+    links = {name: [[t + shift.get(name, 0), rtt, tcp] for t, rtt, tcp in rows]
+             for name, rows in pieces if rows}
+    if sampler and sampler.link:
+        links[COMPARE_LINK] = [list(row) for row in sampler.link]
+    return links
+
+
+def links_json(links: dict[str, list[list[int]]], t0_ns: int) -> NodeSeries:
+    """The links' round trips for the result and the timeline picture, in ms since t0 (the
+    kernel's round trip null where it was not read)."""
+    return NodeSeries(("t_ms", "rtt_ms", "tcp_rtt_ms"), {
+        name: [[round((t - t0_ns) / 1e6, 1), round(rtt / 1e6, 3),
+                round(tcp / 1e6, 3) if tcp >= 0 else None] for t, rtt, tcp in rows]
+        for name, rows in links.items()})

@@ -21,6 +21,7 @@ from mqprobe.figures import (
     CpuUse,
     GroupFigures,
     HopFigures,
+    LinkFigures,
     LoopLag,
     NodeFigures,
     SwarmFigures,
@@ -41,7 +42,9 @@ from mqprobe.result import HeldAtEnd, PublisherFigures, RunRecord
 from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.attribution import (
     BROKER,
+    CONTROL_LINK,
     PAUSED_WITH,
+    PUBLISHER,
     Cause,
     Charger,
     Intervals,
@@ -98,6 +101,7 @@ class RunFacts:
     cpu: dict[str, list[list[int]]] = field(default_factory=dict)  # cpu_series
     footprint: CpuSampler | None = None  # every local piece's CPU through the run
     broker_cpu: BrokerCpu | None = None  # a local broker's own counters (None: not local)
+    links: dict[str, list[list[int]]] = field(default_factory=dict)  # AMQP links' round trips
 
     @classmethod
     def of(cls, run: RunRecord, events: list[TimedEvent] | None = None, t0_ns: int = 0,
@@ -292,6 +296,8 @@ def _cause_prose(cause: Cause, facts: RunFacts) -> str:
         return _broker_starved(facts)
     if cause == Cause.BROKER_THROTTLED:
         return _broker_throttled(facts)
+    if cause == Cause.NETWORK:
+        return _network(facts)
     if cause == Cause.BROKER_UNAVAILABLE and _outages(facts):
         return _outage_prose(facts)
     if cause == Cause.GC_PAUSE:
@@ -450,6 +456,53 @@ def _broker_starved(facts: RunFacts) -> str:
     return text
 
 
+def _link_figures(facts: RunFacts) -> list[LinkFigures]:
+    return [f for name, rows in facts.links.items() if (f := LinkFigures.of(name, rows))]
+
+
+def _link_name(link: str) -> str:
+    return {PUBLISHER: "publisher -> RabbitMQ", CONTROL_LINK: "compare -> RabbitMQ (a control)"
+            }.get(link, f"RabbitMQ -> {link}")
+
+
+def link_lines(facts: RunFacts) -> list[str]:
+    """Each AMQP link's round trip through the run, against its quietest, and the kernel's
+    round trip of its socket: what the path to and from RabbitMQ measured."""
+    figures = _link_figures(facts)
+    if not figures:
+        return ["the links' round trips to RabbitMQ were not measured"]
+    lines = []
+    for f in figures:
+        kernel = (f"; the kernel's {f.tcp_p50_ms:g} ms" if f.tcp_p50_ms is not None
+                  else "; the kernel's unread")
+        lines.append(f"{_link_name(f.link)}: round trip p50 {f.rtt_p50_ms:g} ms, p99 "
+                     f"{f.rtt_p99_ms:g} ms, quietest {f.rtt_min_ms:g} ms{kernel}")
+    return lines
+
+
+def _network(facts: RunFacts) -> str:
+    """The time on the way to and from RabbitMQ: each link's round trip, where the kernel
+    puts it (on the network, or beyond its first hop), and what RabbitMQ took to answer."""
+    pieces = [f for f in _link_figures(facts) if f.link != CONTROL_LINK]
+    if not pieces:
+        return PROSE[Cause.NETWORK]
+    slowest = max(pieces, key=lambda f: f.rtt_p50_ms)
+    text = ("the time was on the way to or from RabbitMQ: round trips (p50) "
+            + ", ".join(f"{_link_name(f.link)} {f.rtt_p50_ms:.3g} ms" for f in pieces))
+    control = next((f for f in _link_figures(facts) if f.link == CONTROL_LINK), None)
+    if control:
+        beyond = control.rtt_p50_ms - (control.tcp_p50_ms or 0.0)
+        text += f", while RabbitMQ answered compare's own link in {beyond:.2g} ms"
+    if slowest.tcp_p50_ms is not None and slowest.tcp_p50_ms >= slowest.rtt_p50_ms / 2:
+        text += (f"; the kernel measured {slowest.tcp_p50_ms:.3g} ms of it on the network: put "
+                 "the broker near its clients (the same zone)")
+    elif slowest.tcp_p50_ms is not None:
+        text += (f"; the kernel's round trip is {slowest.tcp_p50_ms:.3g} ms, so the time is "
+                 "beyond the first hop (a proxy or load balancer that holds the data): take "
+                 "it out of the path, or find what slows it")
+    return text
+
+
 def _broker_throttled(facts: RunFacts) -> str:
     """RabbitMQ held back by its own CPU quota: how long, the quota, what to raise."""
     broker = facts.broker_cpu
@@ -540,7 +593,9 @@ def _cause_evidence(cause: Cause, facts: RunFacts) -> list[str]:
                        f"{sum(e.duration_ns for e in windows) / 1e6:.0f} ms in all")
         return out + _queue_evidence(broker)
     if cause in (Cause.BROKER_STARVED, Cause.BROKER_THROTTLED):
-        return [*_queue_evidence(broker), *broker_counter_lines(facts)]
+        return [*_queue_evidence(broker), *broker_counter_lines(facts), *link_lines(facts)]
+    if cause == Cause.NETWORK:
+        return [*link_lines(facts), *broker_counter_lines(facts), *_queue_evidence(broker)]
     if cause == Cause.BROKER_SIDE:
         loop, loop_node = max(((n.loop_cpu.busy if n.loop_cpu else 0.0, n.node) for n in nodes),
                               default=(0.0, "-"))
@@ -551,7 +606,7 @@ def _cause_evidence(cause: Cause, facts: RunFacts) -> list[str]:
         return [f"{idle} (busy ratio max {busy:.2f}) and prefetch windows "
                 f"{'full only ' + str(len(windows)) + ' times' if windows else 'never full'}, "
                 "yet messages waited before reaching them", *_loop_cpu_evidence(nodes),
-                *_queue_evidence(broker), *broker_counter_lines(facts)]
+                *_queue_evidence(broker), *broker_counter_lines(facts), *link_lines(facts)]
     if cause in (Cause.SERVER_STALL, Cause.GC_PAUSE, Cause.CPU_STARVED, Cause.CPU_THROTTLED):
         worst = max(nodes, key=lambda n: n.loop_lag_ms.max, default=None)
         if worst:
@@ -632,7 +687,7 @@ def judge(facts: RunFacts, messages: list[MessageDeliveries], budget_ms: float) 
     # one index of the intervals, and of the nodes' backlogs, for the run and its groups
     used = facts.footprint.used_rows() if facts.footprint else None  # who had the CPU
     charger = Charger(Timeline(charged_events(facts.swarm, facts.events), facts.cpu, used,
-                               facts.broker_cpu), messages, budget_ms * 1e6)
+                               facts.broker_cpu, facts.links), messages, budget_ms * 1e6)
     attribution = attribute(messages, charger, budget_ms)
     by_group: dict[str, list[MessageDeliveries]] = {}
     for message in messages:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mqprobe.figures import Attribution, BrokerCpu, Share
@@ -281,17 +281,62 @@ class BrokerSeries(Windows):
         return throttled, starved
 
 
+LINK_NEAR_NS = 1_000_000_000  # a link's pings this close to a leg tell its round trip then
+PUBLISHER = "publisher"  # the publisher's link (a node's is its id)
+CONTROL_LINK = "compare"  # compare's own link to the broker: how long RabbitMQ took to answer
+
+
+class LinkLegs:
+    """Each AMQP link's one-way time to or from RabbitMQ near a moment, from its pings
+    (broker.link.LinkWatch rows, on our clock): a ping's round trip less RabbitMQ's own
+    answer time then, halved. The answer time is what compare's control link took beyond
+    its kernel's round trip (compare reaches the broker directly, or through the same path
+    as the pieces: then a proxy's delay reads as RabbitMQ's, and stays broker-side). A
+    ping that crossed a broker outage, or a stall or collection of the piece that sent it,
+    measured those, and is left out. The median of a link's pings within LINK_NEAR_NS of
+    the moment; 0 where it has none."""
+
+    def __init__(self, links: dict[str, list[list[int]]],
+                 measured_else: Callable[[str, int, int], bool]) -> None:
+        control = sorted((t, rtt - (tcp if tcp >= 0 else 0)) for t, rtt, tcp in
+                         links.get(CONTROL_LINK, []) if not measured_else(CONTROL_LINK, t, t + rtt))
+        self._control_t = [t for t, _ in control]
+        self._control = [answer for _, answer in control]
+        self._legs: dict[str, tuple[list[int], list[float]]] = {}
+        for link, rows in links.items():
+            if link == CONTROL_LINK:
+                continue
+            kept = sorted((t, max(0.0, rtt - self.answer_ns(t)) / 2) for t, rtt, _tcp in rows
+                          if not measured_else(link, t, t + rtt))
+            self._legs[link] = ([t for t, _ in kept], [leg for _, leg in kept])
+
+    def answer_ns(self, t: int) -> float:
+        """How long RabbitMQ took to answer compare near t (0 without the control)."""
+        return _median_near(self._control_t, self._control, t)
+
+    def one_way(self, link: str, t: int) -> float:
+        times, legs = self._legs.get(link, ([], []))
+        return _median_near(times, legs, t)
+
+
+def _median_near(times: list[int], values: list[float], t: int) -> float:
+    near = sorted(values[bisect.bisect_left(times, t - LINK_NEAR_NS):
+                         bisect.bisect_right(times, t + LINK_NEAR_NS)])
+    return near[len(near) // 2] if near else 0.0
+
+
 class Timeline:
     """The run's intervals by (piece, kind), on one clock: merged, for overlap queries;
     loop stalls and collections also one by one with their parts (CLASSIFIED); a queue's
     backlog also under the node consuming it; each piece's loop CPU series; what CPU
-    each piece and the host used (`used`: compare's samples, HOST_CPU the host's); and a
-    local broker's own counters (`broker`)."""
+    each piece and the host used (`used`: compare's samples, HOST_CPU the host's); a local
+    broker's own counters (`broker`); and each AMQP link's legs (`legs`, from `links`)."""
 
     def __init__(self, events: Iterable[TimedEvent],
                  cpu: dict[str, list[list[int]]] | None = None,
                  used: dict[str, list[list[int]]] | None = None,
-                 broker: BrokerCpu | None = None) -> None:
+                 broker: BrokerCpu | None = None,
+                 links: dict[str, list[list[int]]] | None = None) -> None:
         spans: dict[tuple[str, EventKind], list[tuple[int, int]]] = defaultdict(list)
         split: dict[tuple[str, EventKind], list[tuple[int, int, Parts]]] = defaultdict(list)
         for event in events:
@@ -313,6 +358,14 @@ class Timeline:
         self._no_cpu = CpuSeries()
         self._used = {piece: Windows(rows) for piece, rows in (used or {}).items()}
         self.broker = BrokerSeries([list(row) for row in broker.rows] if broker else ())
+        self.legs = LinkLegs(links or {}, self._measured_else)
+
+    def _measured_else(self, link: str, a: int, b: int) -> bool:
+        """Whether a ping over [a, b] crossed a broker outage, or a stall or collection of
+        the piece that sent it."""
+        return any(self.get(piece, kind).within(a, b) for piece, kind in (
+            (BROKER, EventKind.BROKER_UNAVAILABLE), (link, EventKind.LOOP_STALL),
+            (link, EventKind.GC)))
 
     def get(self, piece: str, kind: EventKind) -> Intervals:
         """The piece's intervals of a kind, merged."""
@@ -508,7 +561,7 @@ class Charger:
             held_until = min(b, a + self.held_apart_ns)
             waited_from = max(waited_from, held_until)
         debt = self._began(m.node, backlog[0], waited_from) if backlog else []
-        self._broker_side(a, waited_from, mq, held_until)
+        self._broker_side(m, a, waited_from, mq, held_until)
         self._node_side(m.node, waited_from, b, mq, debt, behind=True)
         handled_from = min(c, b + m.wait_ns)  # its wait in the node's own backlog, then handling
         self._node_side(m.node, b, handled_from, server, debt, behind=True)
@@ -529,17 +582,27 @@ class Charger:
         _add(out, _fit(got, room))
         return excess_of(out, after_emit, floor_ns, REMAINDER[HopName.DELIVERY])
 
-    def _broker_side(self, a: int, b: int, out: dict[Cause, float], held_until: int) -> None:
-        """[a, b] on the broker's side: its outages, alarms and blocks; then, after
-        `held_until`, what its own counters measured while it held the message (its
-        cgroup's quota, its schedulers' waits for a CPU: BrokerSeries); the rest is
-        broker-side."""
+    def _broker_side(self, m: MessageDeliveries, a: int, b: int, out: dict[Cause, float],
+                     held_until: int) -> None:
+        """[a, b] of message m on the broker's side: its outages, alarms and blocks; then,
+        after `held_until`, the way to RabbitMQ (its publish leg, at the start) and from
+        it (its deliver leg, at the end, when [a, b] reaches its node): the links' own round
+        trips then (network); then what RabbitMQ's own counters measured while it held the
+        message (its cgroup's quota, its schedulers' waits for a CPU: BrokerSeries); the
+        rest is broker-side."""
         if b <= a:
             return
         got, free = claim([(a, b)], [span for whose, kind, cause in BROKER_SIDE
                                      for span in whole(cause, self.timeline.get(whose, kind).within(a, b))])
         _add(out, got)
         free = [(max(s, held_until), e) for s, e in free if e > held_until]
+        if not free:
+            return
+        legs = self.timeline.legs
+        head = legs.one_way(PUBLISHER, a) if free[0][0] == a else 0.0
+        tail = legs.one_way(m.node, b) if free[-1][1] == b == m.t_deq else 0.0
+        free, on_the_way = _trim(free, head, tail)
+        _add(out, {Cause.NETWORK: on_the_way})
         throttled, starved = self.timeline.broker.charges(free)
         _add(out, _fit({Cause.BROKER_THROTTLED: throttled, Cause.BROKER_STARVED: starved},
                        _length(free)))
@@ -699,6 +762,27 @@ class Charger:
         if rest > 0:
             out[Cause.CPU_STARVED] = rest
         return out
+
+
+def _trim(spans: list[tuple[int, int]], head: float, tail: float
+          ) -> tuple[list[tuple[int, int]], float]:
+    """The spans less `head` ns from their beginning and `tail` ns from their end, and the
+    ns taken off (at most all of them)."""
+    total = _length(spans)
+    head, tail = min(head, total), min(tail, max(0.0, total - head))
+    out, skip = [], head
+    for s, e in spans:
+        cut = min(skip, e - s)
+        skip -= cut
+        if e > s + cut:
+            out.append((int(s + cut), e))
+    kept, skip = [], tail
+    for s, e in reversed(out):
+        cut = min(skip, e - s)
+        skip -= cut
+        if e - cut > s:
+            kept.append((s, int(e - cut)))
+    return kept[::-1], head + tail
 
 
 def _pay(debt: list[list], room: float, out: dict[Cause, float]) -> float:

@@ -12,6 +12,7 @@ from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.analysis import Failure, RunFacts, verdict
 from mqprobe.verdict.attribution import (
     PAUSED_WITH,
+    Charger,
     Intervals,
     MessageDeliveries,
     Timeline,
@@ -926,3 +927,87 @@ def test_a_collection_inside_a_stall_is_caught_up_on_once():
     periods = Charger(Timeline(events, cpu, used), n1 + n2, BUDGET * MS).catching_up["n1"]
     assert all(a[1] <= b[0] for a, b in zip(periods, periods[1:], strict=False)), periods
     assert len(periods) == 3, periods  # inside the first stall's, the collection adds none
+
+
+def pings(rtt_ms: float, tcp_ms: float = 0.1, until_ms: int = 2100, every_ms: int = 500,
+          spoiled: dict | None = None) -> list[list[int]]:
+    """A link's LinkWatch rows on our clock: a ping every `every_ms`, each `rtt_ms` round
+    trip (`spoiled` maps a ping's time in ms to another), the kernel's `tcp_ms`."""
+    return [[T0 + t * MS, int((spoiled or {}).get(t, rtt_ms) * MS), int(tcp_ms * MS)]
+            for t in range(0, until_ms, every_ms)]
+
+
+def test_a_link_that_holds_every_message_is_the_network():
+    """link-delay=20ms: every piece's connection through a proxy holding each chunk 20 ms
+    each way, compare's own straight to the broker. Each message's 52 ms in the mq hop is
+    its publish leg and its deliver leg, 26 ms each: the links' own round trips, less what
+    RabbitMQ took to answer compare (0.4 ms beyond the kernel's)."""
+    links = {"publisher": pings(52), "n1": pings(52), "compare": pings(0.5)}
+    attribution = attribute(messages(mq=52), Timeline([], links=links), BUDGET)
+    assert attribution.shares[0].cause == Cause.NETWORK, attribution.shares
+    assert attribution.share_of(Cause.NETWORK) > 0.95, attribution.shares
+
+
+def test_one_slow_link_is_charged_to_the_messages_that_took_it():
+    """link-delay=n1:30ms: only n1's deliver leg is slow; n2's messages are not charged."""
+    msgs = messages(mq=31, node="n1") + messages(mq=1, node="n2")
+    links = {"publisher": pings(0.5), "n1": pings(60.5), "n2": pings(0.5), "compare": pings(0.5)}
+    charger = Charger(Timeline([], links=links), msgs, BUDGET * MS)
+    floor = {"mq": 0.0, "server": 0.0, "delivery": 0.0}
+    to_n1 = charger.head(msgs[10], floor)[0]
+    to_n2 = charger.head(msgs[110], floor)[0]
+    assert to_n1[Cause.NETWORK] == pytest.approx(30.25 * MS, rel=0.02), to_n1
+    assert to_n2.get(Cause.NETWORK, 0) < 0.6 * MS, to_n2
+
+
+def test_a_remote_broker_is_the_network_where_the_kernel_sees_the_round_trip():
+    """A broker in another zone, compare beside the pieces: its link is as slow as theirs,
+    but the kernel's round trip says where the time went (on the wire), so RabbitMQ's own
+    answer is what is left beyond it: 0.5 ms."""
+    links = {"publisher": pings(52, tcp_ms=51.5), "n1": pings(52, tcp_ms=51.5),
+             "compare": pings(52, tcp_ms=51.5)}
+    attribution = attribute(messages(mq=52), Timeline([], links=links), BUDGET)
+    assert attribution.shares[0].cause == Cause.NETWORK, attribution.shares
+
+
+def test_a_proxy_in_front_of_every_link_compares_own_too_stays_broker_side():
+    """Every link, compare's too, 52 ms beyond its kernel's round trip (a proxy in front
+    of the broker, or a broker slow to answer): nothing measured tells the two apart, so
+    nothing is charged to the network; the verdict's evidence lists each link's figures."""
+    links = {"publisher": pings(52), "n1": pings(52), "compare": pings(52)}
+    msgs = messages(mq=52)
+    attribution = attribute(msgs, Timeline([], links=links), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_SIDE, attribution.shares
+    assert attribution.share_of(Cause.NETWORK) < 0.02
+    said = verdict(RunFacts.of(record(**run_of(msgs)), [], T0, links=links), attribution,
+                   BUDGET)
+    assert "compare -> RabbitMQ (a control): round trip p50 52 ms, p99 52 ms, quietest 52 ms; " \
+           "the kernel's 0.1 ms" in said.evidence, said.evidence
+
+
+@pytest.mark.parametrize("spoiler", [
+    event(EventKind.LOOP_STALL, "n1", 900, 1400, **BLOCKED),  # n1 read its pings late
+    event(EventKind.BROKER_UNAVAILABLE, "broker", 900, 1400, unresponsive=True)])  # frozen
+def test_a_ping_that_measured_something_else_is_left_out(spoiler):
+    """n1's pings at 1.0 s and 1.5 s took 400 ms: its own loop was stalled (it read the
+    answers late), or the broker did not answer. Neither is the link: those pings are
+    left out, and the link's legs near them are its other pings'."""
+    links = {"publisher": pings(0.5), "n1": pings(0.5, spoiled={1000: 400}),
+             "compare": pings(0.5, spoiled={1000: 400} if spoiler.piece == "broker" else {})}
+    timeline = Timeline([spoiler], links=links)
+    assert timeline.legs.one_way("n1", T0 + 1000 * MS) == pytest.approx(0.05 * MS)
+
+
+def test_a_network_verdict_names_each_link_and_where_the_kernel_puts_the_time():
+    links = {"publisher": pings(52), "n1": pings(52), "compare": pings(0.5)}
+    msgs = messages(mq=52)
+    said = verdict(RunFacts.of(record(**run_of(msgs)), [], T0, links=links),
+                   attribute(msgs, Timeline([], links=links), BUDGET), BUDGET)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.NETWORK)
+    assert said.prose.startswith(
+        "the time was on the way to or from RabbitMQ: round trips (p50) publisher -> RabbitMQ "
+        "52 ms, RabbitMQ -> n1 52 ms, while RabbitMQ answered compare's own link in 0.4 ms; "
+        "the kernel's round trip is 0.1 ms, so the time is beyond the first hop (a proxy or "
+        "load balancer that holds the data)"), said.prose
+    assert "RabbitMQ -> n1: round trip p50 52 ms, p99 52 ms, quietest 52 ms; the kernel's 0.1 ms" \
+        in said.evidence
