@@ -337,6 +337,29 @@ def _ms(ns: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class MqLegs:
+    """The mq hop split into its publish leg, its time in RabbitMQ and its deliver leg, as
+    far as the links' round trips allow (`how` says how it was made): each part's p50, p99
+    and max over the run's messages (ms)."""
+
+    publish: tuple[float, float, float]
+    rabbitmq: tuple[float, float, float]
+    deliver: tuple[float, float, float]
+    how: str
+
+    def to_json(self) -> dict:
+        return {part: dict(zip(("p50", "p99", "max"), getattr(self, part), strict=True))
+                for part in ("publish", "rabbitmq", "deliver")} | {"how": self.how}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> MqLegs:
+        def three(part: dict) -> tuple[float, float, float]:
+            return float(part["p50"]), float(part["p99"]), float(part["max"])
+        return cls(three(doc["publish"]), three(doc["rabbitmq"]), three(doc["deliver"]),
+                   str(doc["how"]))
+
+
+@dataclass(frozen=True, slots=True)
 class PieceCpu:
     """What one process of the run used of the CPU (footprint.CpuSampler)."""
 

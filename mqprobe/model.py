@@ -333,6 +333,7 @@ class RunResult(TypedDict, total=False):
     nodes: list[dict]  # figures.NodeFigures.to_json each
     evidence: dict  # broker: figures.BrokerEvidence.to_json
     links: list[dict]  # figures.LinkFigures.to_json: each AMQP link's round trips
+    mq_legs: dict  # figures.MqLegs.to_json: the mq hop split by the links' round trips
     cpu: dict  # figures.CpuUse.to_json
     cost: dict  # figures.Cost.to_json
     clocks: dict  # clocks.RunClocks.to_json

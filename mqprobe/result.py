@@ -25,6 +25,7 @@ from mqprobe.figures import (
     HopFigures,
     LinkFigures,
     LoopLag,
+    MqLegs,
     NodeFigures,
     SwarmFigures,
     Verdict,
@@ -236,6 +237,7 @@ class RunRecord:
     nodes: tuple[NodeFigures, ...] = ()
     broker: BrokerEvidence = field(default_factory=BrokerEvidence.not_measured)
     links: tuple[LinkFigures, ...] | None = None  # each AMQP link's round trips (None: before)
+    mq_legs: MqLegs | None = None  # the mq hop split by the links' round trips
     clocks: RunClocks | None = None
     samples: tuple[tuple[int, ...], ...] | None = None  # sampled deliveries' stamps
     timeline: RunTimeline = field(default_factory=RunTimeline)
@@ -274,6 +276,8 @@ class RunRecord:
                 "evidence": {"broker": self.broker.to_json()}}
         if self.links is not None:
             doc["links"] = [link.to_json() for link in self.links]
+        if self.mq_legs is not None:
+            doc["mq_legs"] = self.mq_legs.to_json()
         if self.clocks is not None:
             doc["clocks"] = self.clocks.to_json()
         if self.samples is not None:
@@ -297,7 +301,7 @@ class RunRecord:
         if not isinstance(doc, dict):
             raise ResultFormatError("a run is not a JSON object")
         held, bounds, clocks = doc.get("held_at_end"), doc.get("bounds"), doc.get("clocks")
-        links = doc.get("links")
+        links, legs = doc.get("links"), doc.get("mq_legs")
         samples, cost = doc.get("samples"), doc.get("cost")
         parts = {
             "topology": lambda: _text(doc.get("topology", "")),
@@ -320,6 +324,7 @@ class RunRecord:
             "broker": lambda: BrokerEvidence.from_json((doc.get("evidence") or {}).get("broker")),
             "links": lambda: (tuple(LinkFigures.from_json(link) for link in links)
                               if links is not None else None),
+            "mq_legs": lambda: MqLegs.from_json(legs) if legs is not None else None,
             "clocks": lambda: RunClocks.from_json(clocks) if clocks is not None else None,
             "samples": lambda: tuple(tuple(s) for s in samples) if samples is not None else None,
             "timeline": lambda: RunTimeline.from_json(doc.get("timeline")),

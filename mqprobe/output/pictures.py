@@ -170,9 +170,9 @@ def run_timeline(run: RunRecord, budget_ms: float | None = None) -> Picture:
     ready = timeline.queue_ready.rows if timeline.queue_ready else []
     kinds = list(lanes)
     count = max(1, len(kinds))
-    figure, (top, middle, bottom, cpu_axes) = _figure(
-        4, 1, figsize=(12, 8.5 + 0.25 * count), sharex=True,
-        gridspec_kw={"height_ratios": [4, 0.6 + 0.35 * count, 1.6, 1.8]})
+    figure, (top, middle, bottom, link_axes, cpu_axes) = _figure(
+        5, 1, figsize=(12, 10 + 0.25 * count), sharex=True,
+        gridspec_kw={"height_ratios": [4, 0.6 + 0.35 * count, 1.6, 1.4, 1.8]})
     if series:
         t = [row[0] / 1000 for row in series]
         p50, p99, peak = ([row[i] for row in series] for i in (2, 3, 4))
@@ -216,9 +216,31 @@ def run_timeline(run: RunRecord, budget_ms: float | None = None) -> Picture:
     bottom.set_ylabel("queued")
     bottom.set_ylim(0, max([1, *(row[1] for row in ready)]) * 1.1)
     bottom.grid(True, alpha=0.3)
+    _link_lanes(link_axes, timeline.links.nodes if timeline.links else {})
     _cpu_lanes(cpu_axes, run.cpu.series or {})
     cpu_axes.set_xlabel("seconds since the first publish")
     return Picture(f"timeline_{_stem(run)}", f"Timeline of {_label(run)}", figure)
+
+
+def _link_lanes(axes, links: dict[str, list[list]]) -> None:
+    """A line per AMQP link: its round trip at each ping (dashed: the kernel's), so a slow
+    path to RabbitMQ shows under the mq hop it lengthened."""
+    if not links:
+        axes.text(0.5, 0.5, "no link round trips measured", transform=axes.transAxes,
+                  ha="center", va="center", fontsize=9, color="#555555")
+    for link, rows in links.items():
+        line, = axes.plot([row[0] / 1000 for row in rows], [row[1] for row in rows],
+                          linewidth=1, marker=".", markersize=3, label=f"{link} AMQP")
+        kernel = [(row[0] / 1000, row[2]) for row in rows if row[2] is not None]
+        if kernel:
+            axes.plot(*zip(*kernel, strict=True), linewidth=0.8, linestyle="--",
+                      color=line.get_color())
+    axes.set_ylabel("link RTT ms")
+    axes.set_ylim(bottom=0)
+    axes.grid(True, alpha=0.3)
+    if links:
+        axes.legend(loc="upper right", fontsize=7, ncol=min(6, len(links)),
+                    title="dashed: the kernel's", title_fontsize=7)
 
 
 def _cpu_lanes(axes, series: dict) -> None:

@@ -96,6 +96,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
         verdict=replace(judged.verdict, evidence=evidence), swarm=swarm, nodes=figures,
         broker=broker, clocks=run_clocks,
         links=tuple(f for name, rows in links.items() if (f := LinkFigures.of(name, rows))),
+        mq_legs=judged.mq_legs,
         samples=tuple(tuple(s) for s in samples) if samples else None, timeline=timeline,
         cpu=cpu_use, cost=cost_of(merged.counts, cpu_use), attribution=judged.attribution,
         attribution_dropped=sum(s.get("messages_dropped", 0) for s in swarms),

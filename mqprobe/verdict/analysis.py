@@ -23,6 +23,7 @@ from mqprobe.figures import (
     HopFigures,
     LinkFigures,
     LoopLag,
+    MqLegs,
     NodeFigures,
     SwarmFigures,
     Verdict,
@@ -51,6 +52,7 @@ from mqprobe.verdict.attribution import (
     MessageDeliveries,
     Timeline,
     attribute,
+    mq_legs,
     stall_cause,
 )
 from mqprobe.watch.footprint import CpuSampler
@@ -680,6 +682,7 @@ class Judgement:
     attribution: Attribution | None
     verdict: Verdict
     groups: dict[str, Verdict]
+    mq_legs: MqLegs | None = None
 
 
 def judge(facts: RunFacts, messages: list[MessageDeliveries], budget_ms: float) -> Judgement:
@@ -701,7 +704,7 @@ def judge(facts: RunFacts, messages: list[MessageDeliveries], budget_ms: float) 
     said = verdict(facts, attribution, budget_ms)
     if attribution and said.cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
         said = replace(said, evidence=[*said.evidence, *charger.catch_up_lines()])
-    return Judgement(attribution, said, groups)
+    return Judgement(attribution, said, groups, mq_legs(messages, charger.timeline.legs))
 
 
 # -- repeats -------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from mqprobe.figures import Attribution, BrokerCpu, Share
+from mqprobe.figures import Attribution, BrokerCpu, MqLegs, Share
 from mqprobe.model import HOST_CPU, PATH_HOPS, Cause, HopName
 from mqprobe.timeline import STALL_MIN_NS, EventKind, TimedEvent
 from mqprobe.windows import Windows
@@ -317,6 +317,10 @@ class LinkLegs:
     def one_way(self, link: str, t: int) -> float:
         times, legs = self._legs.get(link, ([], []))
         return _median_near(times, legs, t)
+
+    @property
+    def measured(self) -> bool:
+        return any(times for times, _legs in self._legs.values())
 
 
 def _median_near(times: list[int], values: list[float], t: int) -> float:
@@ -848,6 +852,32 @@ def held_apart(timeline: Timeline, messages: Iterable[MessageDeliveries]) -> int
         return 0
     return min((m.t_deq - m.t_pub for m in messages if apart.within(m.t_pub, m.t_deq)),
                default=0)
+
+
+MQ_LEGS_HOW = ("each message's publish leg and deliver leg are half its link's AMQP round "
+               "trip within 1 s of it (the median of its pings), less what RabbitMQ took to "
+               "answer compare's own link then; what is left of its mq hop is RabbitMQ's")
+
+
+def mq_legs(messages: Iterable[MessageDeliveries], legs: LinkLegs) -> MqLegs | None:
+    """The mq hop of each message (once per node it reached) split by its links' round
+    trips; None where no link was measured."""
+    parts: list[tuple[float, float, float]] = []
+    for m in {(m.group, m.seq, m.node): m for m in messages}.values():
+        publish, deliver = legs.one_way(PUBLISHER, m.t_pub), legs.one_way(m.node, m.t_deq)
+        mq = m.t_deq - m.t_pub
+        publish = min(publish, mq)
+        deliver = min(deliver, mq - publish)
+        parts.append((publish, mq - publish - deliver, deliver))
+    if not parts or not legs.measured:
+        return None
+
+    def summary(i: int) -> tuple[float, float, float]:
+        values = sorted(part[i] for part in parts)
+        return (round(values[len(values) // 2] / 1e6, 3),
+                round(values[min(len(values) - 1, int(len(values) * 0.99))] / 1e6, 3),
+                round(values[-1] / 1e6, 3))
+    return MqLegs(summary(0), summary(1), summary(2), MQ_LEGS_HOW)
 
 
 def floors(messages: list[MessageDeliveries], budget_ns: float) -> dict[str, float]:
