@@ -73,7 +73,7 @@ def test_a_timeline_per_run_worst_first_with_its_series_and_recorded_intervals(s
     runs = sorted(saved_compare["runs"], key=lambda r: -r["hops"]["e2e"]["p99_ms"])
     assert len(pictures) == min(MAX_TIMELINES, len(runs))
     for picture, run in zip(pictures, runs, strict=False):
-        top, lanes, queued, cpu = picture.figure.axes
+        top, lanes, queued, links, cpu = picture.figure.axes
         assert top.get_title(loc="left").startswith(_label(run))
         rows = run["timeline"]["e2e"]["rows"]
         assert len(rows) >= 40  # 5 s of publishing in 100 ms buckets
@@ -84,6 +84,13 @@ def test_a_timeline_per_run_worst_first_with_its_series_and_recorded_intervals(s
         assert len(lanes.collections) == len(expected)  # one band series per lane
         ready = run["timeline"]["queue_ready"]["rows"]
         assert list(queued.get_lines()[0].get_data()[1]) == [row[1] for row in ready]
+        # a line per AMQP link, its round trip at each ping
+        measured = (run["timeline"].get("links") or {}).get("nodes") or {}
+        assert {f"{link} AMQP" for link in measured} <= set(_lines(links))
+        for link, rows in measured.items():
+            assert list(_lines(links)[f"{link} AMQP"].get_data()[1]) == [r[1] for r in rows]
+        if not measured:
+            assert [t.get_text() for t in links.texts] == ["no link round trips measured"]
         assert cpu.get_xlabel() == "seconds since the first publish"
         # a CPU line per piece, in cores: ms of CPU over each sample's length
         series = run["cpu"]["series"]
