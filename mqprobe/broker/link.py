@@ -4,8 +4,8 @@ between a piece and RabbitMQ would all show.
 Twice a second a LinkWatch times a synchronous AMQP method (basic.qos on a channel of its
 own: no queue, no state, answered by the channel's process) on the piece's own connection,
 so the ping travels the same TCP connection, proxy and load balancer as the piece's
-messages; and it reads the kernel's smoothed round trip of that connection's socket
-(TCP_INFO), which a proxy hides (its peer is the proxy) and a slow network shows. The AMQP
+messages; and it reads the kernel's least round trip of that connection's socket lately
+(TCP_INFO's min_rtt), which a proxy hides (its peer is the proxy) and a slow network shows. The AMQP
 round trip holds the broker's answer too: the verdict takes off what the broker's own
 counters explain before it charges the rest to the path (verdict.attribution).
 """
@@ -23,21 +23,24 @@ PING_EVERY_S = 0.5
 PING_TIMEOUT_S = 5.0  # a ping not answered by then is recorded as that long, and dropped
 MAX_PINGS = 7200  # an hour at PING_EVERY_S: a link's rows stay bounded
 NOT_READ = -1  # a row's kernel round trip where it could not be read
-# struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s; tcpi_rtt is the 16th u32 (us)
-_TCP_INFO_RTT_OFFSET = 8 + 15 * 4
+# struct tcp_info (linux/tcp.h): tcpi_min_rtt (us) after 8 one-byte fields, 24 u32s, four
+# u64s, three u32s (Linux 4.10 and later; an older kernel gives a shorter struct)
+_TCP_INFO_MIN_RTT_OFFSET = 148
 
 
 def tcp_rtt_ns(sock: socket.socket | None) -> int:
-    """The kernel's smoothed round trip of a TCP socket (ns), or NOT_READ (not Linux, not a
-    TCP socket, closed)."""
+    """The kernel's least round trip of a TCP socket lately (tcpi_min_rtt, ns): the path's
+    own, where its smoothed round trip is not (a peer slow to answer delays its ACKs, and
+    each sample with them); NOT_READ where it cannot be read (not Linux, an old kernel, not
+    a TCP socket, closed)."""
     if sock is None or not hasattr(socket, "TCP_INFO"):
         return NOT_READ
     try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-        (rtt_us,) = struct.unpack_from("=I", info, _TCP_INFO_RTT_OFFSET)
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+        (rtt_us,) = struct.unpack_from("=I", info, _TCP_INFO_MIN_RTT_OFFSET)
     except (OSError, struct.error):
         return NOT_READ
-    return rtt_us * 1000
+    return rtt_us * 1000 if 0 < rtt_us < 0xFFFFFFFF else NOT_READ
 
 
 def connection_socket(connection) -> socket.socket | None:

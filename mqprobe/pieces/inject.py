@@ -204,20 +204,31 @@ class DelayingProxy:
         self._writers -= {writer, up_writer}
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Each chunk written `delay` after it was read, never before the one before it."""
+        """Each chunk written `delay` after it was read, in the order read: one writer
+        takes them from a queue (timers due at the same moment keep no order: a jittered
+        link once sent RabbitMQ connection.open before tune-ok)."""
         loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        sender = loop.create_task(_send_in_order(chunks, writer))
         due = 0.0
         try:
             while chunk := await reader.read(65536):
                 due = max(due, loop.time() + self.delay_s + random.uniform(0, self.jitter_s))
-                loop.call_at(due, _send, writer, chunk)
-            await asyncio.sleep(max(0.0, due - loop.time()))
+                chunks.put_nowait((due, chunk))
+            chunks.put_nowait((due, b""))  # the end: close once the rest is written
+            await sender
         finally:
+            sender.cancel()
             writer.close()
 
 
-def _send(writer: asyncio.StreamWriter, chunk: bytes) -> None:
-    if not writer.is_closing():
+async def _send_in_order(chunks: asyncio.Queue, writer: asyncio.StreamWriter) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        due, chunk = await chunks.get()
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        if not chunk or writer.is_closing():
+            return
         writer.write(chunk)
 
 

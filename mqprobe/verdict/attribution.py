@@ -293,8 +293,9 @@ class LinkLegs:
     its kernel's round trip (compare reaches the broker directly, or through the same path
     as the pieces: then a proxy's delay reads as RabbitMQ's, and stays broker-side). A
     ping that crossed a broker outage, or a stall or collection of the piece that sent it,
-    measured those, and is left out. The median of a link's pings within LINK_NEAR_NS of
-    the moment; 0 where it has none."""
+    measured those, and is left out. The least of a link's legs within LINK_NEAR_NS of
+    the moment (RabbitMQ's answer time there is the median of compare's); 0 where it has
+    none."""
 
     def __init__(self, links: dict[str, list[list[int]]],
                  measured_else: Callable[[str, int, int], bool]) -> None:
@@ -315,8 +316,13 @@ class LinkLegs:
         return _median_near(self._control_t, self._control, t)
 
     def one_way(self, link: str, t: int) -> float:
+        """The least of the link's legs near t: what the path itself added for sure, not
+        the delays a ping meets on its piece's own crowded core (a node waiting for a CPU
+        reads its answer late, and that is its starvation, not the link's)."""
         times, legs = self._legs.get(link, ([], []))
-        return _median_near(times, legs, t)
+        near = legs[bisect.bisect_left(times, t - LINK_NEAR_NS):
+                    bisect.bisect_right(times, t + LINK_NEAR_NS)]
+        return min(near, default=0.0)
 
     @property
     def measured(self) -> bool:
@@ -854,9 +860,11 @@ def held_apart(timeline: Timeline, messages: Iterable[MessageDeliveries]) -> int
                default=0)
 
 
-MQ_LEGS_HOW = ("each message's publish leg and deliver leg are half its link's AMQP round "
-               "trip within 1 s of it (the median of its pings), less what RabbitMQ took to "
-               "answer compare's own link then; what is left of its mq hop is RabbitMQ's")
+MQ_LEGS_HOW = ("each message's publish leg and deliver leg are half the least AMQP round "
+               "trip of its link within 1 s of it, each round trip less what RabbitMQ took to "
+               "answer compare's own link then (beyond the kernel's least round trip): lower "
+               "bounds; what is left of its mq hop is RabbitMQ's, an upper bound (a jittered "
+               "link's jitter is in it)")
 
 
 def mq_legs(messages: Iterable[MessageDeliveries], legs: LinkLegs) -> MqLegs | None:
