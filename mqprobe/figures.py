@@ -394,12 +394,12 @@ class PieceCpu:
 class BrokerCpu:
     """What a local broker's own counters measured, per compare sample window (ns):
     `rows` of (start, wall, on a CPU, waited for one, the longest one thread waited,
-    throttled): its threads a message's path runs on (an Erlang VM's schedulers and
-    pollers), their waits beyond its cgroup's throttling, and that cgroup's throttled
-    time. Also its CPU quota as a share of one CPU (None: none), whether its cgroup's
-    counters were read, and the spans its process was stopped."""
+    throttled, the most one thread computed): its threads a message's path runs on (an
+    Erlang VM's schedulers and pollers), their waits beyond its cgroup's throttling, and
+    that cgroup's throttled time. Also its CPU quota as a share of one CPU (None: none),
+    whether its cgroup's counters were read, and the spans its process was stopped."""
 
-    rows: tuple[tuple[int, int, int, int, int, int], ...]
+    rows: tuple[tuple[int, int, int, int, int, int, int], ...]
     quota: float | None = None
     cgroup_read: bool = False
     stopped: tuple[tuple[int, int], ...] = ()

@@ -113,6 +113,7 @@ class Cause(StrEnum):
     BROKER_SIDE = "broker-side"
     NETWORK = "network"
     BROKER_THROTTLED = "broker-throttled"
+    BROKER_BUSY = "broker-busy"
     BROKER_STARVED = "broker-starved"
     BROKER_BLOCKED = "broker-blocked"
     BROKER_ALARM = "broker-alarm"
@@ -148,7 +149,7 @@ class Cause(StrEnum):
 # which culprit each cause belongs to
 CULPRIT_OF = {
     Cause.BROKER_SIDE: Culprit.MQ, Cause.BROKER_STARVED: Culprit.MQ,
-    Cause.NETWORK: Culprit.MQ, Cause.BROKER_THROTTLED: Culprit.MQ,
+    Cause.NETWORK: Culprit.MQ, Cause.BROKER_THROTTLED: Culprit.MQ, Cause.BROKER_BUSY: Culprit.MQ,
     Cause.BROKER_BLOCKED: Culprit.MQ,
     Cause.BROKER_ALARM: Culprit.MQ, Cause.BROKER_UNAVAILABLE: Culprit.MQ,
     Cause.PUBLISH_REJECTED: Culprit.MQ,
@@ -173,6 +174,8 @@ PROSE = {
                     "(a remote broker, a proxy or load balancer, a slow network)"),
     Cause.BROKER_THROTTLED: ("the wait happened in RabbitMQ while its cgroup's CPU quota held it "
                              "back (a container's CPU limit)"),
+    Cause.BROKER_BUSY: ("the wait happened in RabbitMQ while its own work kept one of its "
+                        "schedulers computing throughout (a hot queue, a high rate, routing)"),
     Cause.BROKER_BLOCKED: "the broker blocked the publisher's connection (flow control)",
     Cause.BROKER_ALARM: "a broker memory or disk alarm held messages back",
     Cause.BROKER_UNAVAILABLE: "the broker could not be reached",

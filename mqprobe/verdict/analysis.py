@@ -43,6 +43,7 @@ from mqprobe.result import HeldAtEnd, PublisherFigures, RunRecord
 from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.attribution import (
     BROKER,
+    BROKER_BUSY,
     CONTROL_LINK,
     PAUSED_WITH,
     PUBLISHER,
@@ -300,6 +301,8 @@ def _cause_prose(cause: Cause, facts: RunFacts) -> str:
         return _broker_throttled(facts)
     if cause == Cause.NETWORK:
         return _network(facts)
+    if cause == Cause.BROKER_BUSY:
+        return _broker_busy(facts)
     if cause == Cause.BROKER_UNAVAILABLE and _outages(facts):
         return _outage_prose(facts)
     if cause == Cause.GC_PAUSE:
@@ -505,6 +508,55 @@ def _network(facts: RunFacts) -> str:
     return text
 
 
+def _busy_windows(broker: BrokerCpu) -> list[tuple[int, ...]]:
+    return [row for row in broker.rows if row[6] >= BROKER_BUSY * row[1]]
+
+
+def _broker_busy(facts: RunFacts) -> str:
+    """RabbitMQ held messages behind its own work: how often a scheduler computed through
+    a window, and which queue and rate kept it so."""
+    broker, evidence = facts.broker_cpu, facts.broker
+    busy = _busy_windows(broker) if broker else []
+    if not busy:
+        return PROSE[Cause.BROKER_BUSY]
+    text = (f"RabbitMQ's own work held the messages: one of its schedulers computed through "
+            f"{len(busy)} of the run's {len(broker.rows)} windows of "
+            f"{busy[0][1] / 1e6:.0f} ms")
+    if evidence.available and evidence.max_ready:
+        text += f"; its deepest queue, {evidence.max_ready_queue}, held {evidence.max_ready} ready"
+    rate = facts.counts.published / facts.publisher.elapsed_s if facts.publisher.elapsed_s else 0
+    if rate:
+        text += f", at {rate:.0f} messages a second published"
+    return (text + ": a queue is one process on one scheduler, so spread a hot queue's load "
+            "over more queues, or give RabbitMQ more CPU (and find what else uses it)")
+
+
+def quiet_lines(facts: RunFacts) -> list[str]:
+    """For a wait nothing measured explains (broker-side): which of RabbitMQ's signals
+    were quiet, so the operator knows what was ruled out and what was not seen."""
+    quiet, unseen = [], []
+    broker = facts.broker_cpu
+    if broker is None:
+        unseen.append("its quota, its waits for a CPU and its own work (not on this host)")
+    else:
+        if broker.cgroup_read and not broker.throttled_ns():
+            quiet.append("its quota never held it back")
+        most = max((row[4] for row in broker.rows), default=0)
+        quiet.append(f"no scheduler waited more than {most / 1e6:.1f} ms of any window")
+        if not _busy_windows(broker):
+            quiet.append("none computed through a window")
+    pieces = [f for f in _link_figures(facts) if f.link != CONTROL_LINK]
+    if pieces:
+        quiet.append("the links' round trips stayed near their quietest (p99 at most "
+                     f"{max(f.rtt_p99_ms for f in pieces):.3g} ms)")
+    else:
+        unseen.append("the links' round trips")
+    if not facts.broker.alarms and facts.broker.management_api:
+        quiet.append("no alarm, no flow control")
+    text = "quiet in RabbitMQ meanwhile: " + "; ".join(quiet) if quiet else ""
+    return [text] * bool(text) + (["not seen: " + "; ".join(unseen)] if unseen else [])
+
+
 def _broker_throttled(facts: RunFacts) -> str:
     """RabbitMQ held back by its own CPU quota: how long, the quota, what to raise."""
     broker = facts.broker_cpu
@@ -594,7 +646,7 @@ def _cause_evidence(cause: Cause, facts: RunFacts) -> list[str]:
             out.append(f"prefetch windows were full {len(windows)} times, "
                        f"{sum(e.duration_ns for e in windows) / 1e6:.0f} ms in all")
         return out + _queue_evidence(broker)
-    if cause in (Cause.BROKER_STARVED, Cause.BROKER_THROTTLED):
+    if cause in (Cause.BROKER_STARVED, Cause.BROKER_THROTTLED, Cause.BROKER_BUSY):
         return [*_queue_evidence(broker), *broker_counter_lines(facts), *link_lines(facts)]
     if cause == Cause.NETWORK:
         return [*link_lines(facts), *broker_counter_lines(facts), *_queue_evidence(broker)]
@@ -608,7 +660,8 @@ def _cause_evidence(cause: Cause, facts: RunFacts) -> list[str]:
         return [f"{idle} (busy ratio max {busy:.2f}) and prefetch windows "
                 f"{'full only ' + str(len(windows)) + ' times' if windows else 'never full'}, "
                 "yet messages waited before reaching them", *_loop_cpu_evidence(nodes),
-                *_queue_evidence(broker), *broker_counter_lines(facts), *link_lines(facts)]
+                *_queue_evidence(broker), *broker_counter_lines(facts), *link_lines(facts),
+                *quiet_lines(facts)]
     if cause in (Cause.SERVER_STALL, Cause.GC_PAUSE, Cause.CPU_STARVED, Cause.CPU_THROTTLED):
         worst = max(nodes, key=lambda n: n.loop_lag_ms.max, default=None)
         if worst:

@@ -266,19 +266,28 @@ class BrokerSeries(Windows):
     share of their ready time its schedulers spent waiting (they are runnable when they
     have work: a message's), and never more in a window than the longest any one of them
     waited in it. (On a quiet host, a few milliseconds of wake-up latency a window were
-    once charged as 69% of every message's time, 40 ms of it on the wire.)"""
+    once charged as 69% of every message's time, 40 ms of it on the wire.) Where one of
+    them computed through the window (a hot queue is one process, on one scheduler), what
+    the quota and the waits leave of a message's time there went to RabbitMQ's own work."""
 
-    def charges(self, spans: Iterable[tuple[int, int]]) -> tuple[float, float]:
-        """ns of the spans (a message's time in RabbitMQ) lost to its quota, and to waiting
-        for a CPU, window by window."""
-        throttled = starved = 0.0
+    def charges(self, spans: Iterable[tuple[int, int]]) -> tuple[float, float, float]:
+        """ns of the spans (a message's time in RabbitMQ) lost to its quota, to waiting for
+        a CPU, and to its own work (the rest of a window one of its on-path threads
+        computed through: BROKER_BUSY of it), window by window."""
+        throttled = starved = busy = 0.0
         for row, overlap in self.overlaps(spans):
-            _start, wall, on, waited, most, held_back = row[:6]
+            _start, wall, on, waited, most, held_back, busiest = row[:7]
             stopped = min(1.0, held_back / wall) * overlap
             throttled += stopped
-            if waited > 0:
-                starved += min(overlap * waited / (on + waited), most, overlap - stopped)
-        return throttled, starved
+            waiting = (min(overlap * waited / (on + waited), most, overlap - stopped)
+                       if waited > 0 else 0.0)
+            starved += waiting
+            if busiest >= BROKER_BUSY * wall:
+                busy += overlap - stopped - waiting
+        return throttled, starved, busy
+
+
+BROKER_BUSY = 0.9  # of a window one of RabbitMQ's schedulers computed: its own work held it
 
 
 LINK_NEAR_NS = 1_000_000_000  # a link's pings this close to a leg tell its round trip then
@@ -613,9 +622,9 @@ class Charger:
         tail = legs.one_way(m.node, b) if free[-1][1] == b == m.t_deq else 0.0
         free, on_the_way = _trim(free, head, tail)
         _add(out, {Cause.NETWORK: on_the_way})
-        throttled, starved = self.timeline.broker.charges(free)
-        _add(out, _fit({Cause.BROKER_THROTTLED: throttled, Cause.BROKER_STARVED: starved},
-                       _length(free)))
+        throttled, starved, busy = self.timeline.broker.charges(free)
+        _add(out, _fit({Cause.BROKER_THROTTLED: throttled, Cause.BROKER_STARVED: starved,
+                        Cause.BROKER_BUSY: busy}, _length(free)))
 
     def _impeded(self, node: str, segments: list[tuple[int, int]], out: dict[Cause, float],
                  waits: bool = True) -> tuple[list[tuple[int, int]], float]:

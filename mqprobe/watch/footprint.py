@@ -63,8 +63,9 @@ class CpuSampler:
     reported: dict[str, Reported] = field(default_factory=dict)  # piece -> where its CPU is read
     # a local broker, per sample window: its on-path threads' time on a CPU, their waits
     # for one beyond its cgroup's throttling (summed, and the longest one thread's), its
-    # throttled time (BrokerCpu's rows); and at each sample whether its process was stopped
-    broker_rows: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
+    # throttled time, the most one thread computed (BrokerCpu's rows); and at each sample
+    # whether its process was stopped
+    broker_rows: list[tuple[int, int, int, int, int, int, int]] = field(default_factory=list)
     broker_stopped: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -105,14 +106,14 @@ class CpuSampler:
         if len(self.times) < 2:
             return
         held_back = throttled - throttled_before
-        on = waited = most = 0
+        on = waited = most = busiest = 0
         for path, (now_on, now_wait) in threads.items():
             was_on, was_wait = before.get(path, (now_on, now_wait))
-            on += now_on - was_on
+            on, busiest = on + now_on - was_on, max(busiest, now_on - was_on)
             wait = max(0, now_wait - was_wait - held_back)
             waited, most = waited + wait, max(most, wait)
         start, end = self.times[-2], self.times[-1]
-        self.broker_rows.append((start, end - start, on, waited, most, held_back))
+        self.broker_rows.append((start, end - start, on, waited, most, held_back, busiest))
 
     def _cpu(self, pid: int) -> int:
         """A process's CPU so far; one that has ended keeps what it had used."""

@@ -597,18 +597,21 @@ def test_a_stall_every_second_inside_a_starved_backlog_is_still_the_stall():
 
 def broker_cpu(waited_ms: float = 60, most_ms: float = 50, throttled_ms: float = 0,
                on_ms: float = 20, quota: float | None = None, between: tuple = (800, 1400),
-               quiet_waited_ms: float = 0.5, quiet_on_ms: float = 1.0) -> BrokerCpu:
+               quiet_waited_ms: float = 0.5, quiet_on_ms: float = 1.0,
+               busiest_ms: float | None = None) -> BrokerCpu:
     """compare's samples of a local broker, 100 ms windows over 2.1 s: in the windows
-    `between` (ms) its schedulers ran `on_ms`, waited `waited_ms` for a CPU (the longest
-    one `most_ms`) and its cgroup throttled it `throttled_ms`; elsewhere they ran
-    `quiet_on_ms` and waited `quiet_waited_ms` (the longest one all of it)."""
+    `between` (ms) its schedulers ran `on_ms` (the busiest one `busiest_ms`, by default
+    all of it), waited `waited_ms` for a CPU (the longest one `most_ms`) and its cgroup
+    throttled it `throttled_ms`; elsewhere they ran `quiet_on_ms` and waited
+    `quiet_waited_ms` (the longest one all of it)."""
     rows = []
     for t in range(0, 2100, 100):
         inside = between[0] <= t < between[1]
-        on, waited, most, held = ((on_ms, waited_ms, most_ms, throttled_ms) if inside else
-                                  (quiet_on_ms, quiet_waited_ms, quiet_waited_ms, 0))
+        on, waited, most, held, busiest = (
+            (on_ms, waited_ms, most_ms, throttled_ms, on_ms if busiest_ms is None else busiest_ms)
+            if inside else (quiet_on_ms, quiet_waited_ms, quiet_waited_ms, 0, quiet_on_ms))
         rows.append((T0 + t * MS, 100 * MS, int(on * MS), int(waited * MS), int(most * MS),
-                     int(held * MS)))
+                     int(held * MS), int(busiest * MS)))
     return BrokerCpu(tuple(rows), quota, True)
 
 
@@ -702,6 +705,41 @@ def test_a_starved_broker_names_who_had_the_cpu_and_what_it_waited(host_ms, says
     assert ("RabbitMQ's schedulers waited for a CPU 368 ms in the run (73% of the time they "
             "were ready to run), one of them at most 50.0 ms of any 100 ms (no message in "
             "RabbitMQ is charged more of a window than that)") in said.evidence
+
+
+def test_a_broker_whose_scheduler_computed_through_the_window_was_busy_with_its_own_work():
+    """One of RabbitMQ's schedulers computed 95 ms of each 100 ms window (a hot queue is one
+    process, on one scheduler), and waited little: what its waits leave of a message's
+    time in RabbitMQ went to its own work, and the verdict names the queue it held."""
+    msgs = messages(slow=BROKER_TAIL)
+    busy = broker_cpu(waited_ms=2, most_ms=2, on_ms=120, busiest_ms=95)
+    attribution = attribute(msgs, Timeline([], broker=busy), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_BUSY, attribution.shares
+    assert attribution.share_of(Cause.BROKER_BUSY) > 0.9
+    run = run_of(msgs)
+    run["evidence"]["broker"] |= {"max_ready": 900, "max_ready_queue": "groups.hot"}
+    said = verdict(RunFacts.of(record(**run), [], T0, broker_cpu=busy), attribution, BUDGET)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_BUSY)
+    assert said.prose.startswith(
+        "RabbitMQ's own work held the messages: one of its schedulers computed through 6 of "
+        "the run's 21 windows of 100 ms; its deepest queue, groups.hot, held 900 ready"), said.prose
+    assert "spread a hot queue's load over more queues" in said.prose
+
+
+def test_a_broker_side_wait_says_which_of_rabbitmqs_signals_were_quiet():
+    """A wait nothing measured explains stays broker-side, and the evidence says what was
+    ruled out: no quota, no wait for a CPU worth the name, no scheduler computing through,
+    steady links."""
+    msgs = messages(mq=80)
+    quiet = broker_cpu(between=(0, 0))
+    links = {"publisher": [[T0 + t * MS, int(0.5 * MS), 9000] for t in range(0, 2100, 500)]}
+    said = verdict(RunFacts.of(record(**run_of(msgs)), [], T0, broker_cpu=quiet, links=links),
+                   attribute(msgs, Timeline([], broker=quiet, links=links), BUDGET), BUDGET)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_SIDE)
+    assert ("quiet in RabbitMQ meanwhile: its quota never held it back; no scheduler waited "
+            "more than 0.5 ms of any window; none computed through a window; the links' round "
+            "trips stayed near their quietest (p99 at most 0.5 ms); no alarm, no flow control"
+            ) in said.evidence, said.evidence
 
 
 def test_a_broker_elsewhere_says_its_counters_cannot_be_seen():
