@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/verdicts.py [--repeat 5] [--only clean,gc,inject]
     .venv/bin/python benchmarks/verdicts.py --only matrix --host as-is|one-core|hog [--keep DIR]
+    .venv/bin/python benchmarks/verdicts.py --only matrix --cases link-delay,broker-  (some)
 
 1. The default compare (every topology x layout) with --repeat N: how often each verdict.
 2. Each --inject kind at the default workload (single-topic, per-node), --repeat N: how
@@ -38,11 +39,16 @@ INJECTIONS = [  # (what, extra flags, culprit: cause expected)
     ("stall=200ms/1s", ["--inject", "stall=200ms/1s"], "server: server-stall"),
     ("spin=200ms/1s", ["--inject", "spin=200ms/1s"], "server: server-stall"),
     ("throttle=8%", ["--inject", "throttle=8%"], "server: cpu-throttled"),
+    # the MQ side (issue 35): a slow path to RabbitMQ, its own quota, RabbitMQ frozen
+    ("link-delay=20ms", ["--inject", "link-delay=20ms"], "mq: network"),
+    ("broker-throttle=5%", ["--inject", "broker-throttle=5%"], "mq: broker-throttled"),
+    ("broker-freeze=3s", ["--inject", "broker-freeze=3s"], "mq: broker-unavailable"),
 ]
 
 
 PREFIX: list[str] = []  # what the compare command runs under (taskset -c 0, or nothing)
 KEEP: list[Path] = []  # a directory to keep each compare's result JSON in (--keep)
+CASES: list[str] = []  # the matrix's cases to run (--cases: `clean` and injection prefixes)
 CLEAN_ON_A_SHORT_HOST = {"none: within-budget", "server: cpu-starved", "mq: broker-starved"}
 
 
@@ -125,11 +131,14 @@ def matrix(repeat: int, host: str) -> None:
     print("| case | expected | named | verdicts | top share per repeat | e2e p99 (ms) | "
           "host busy, PSI | pieces' CPU (cores); at each miss |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    result = compare(["--repeat", str(repeat)])
-    _matrix_row("clean default compare (every topology x layout)",
-                CLEAN_ON_A_SHORT_HOST if host != "as-is" else {"none: within-budget"},
-                result["runs"])
+    if not CASES or "clean" in CASES:
+        result = compare(["--repeat", str(repeat)])
+        _matrix_row("clean default compare (every topology x layout)",
+                    CLEAN_ON_A_SHORT_HOST if host != "as-is" else {"none: within-budget"},
+                    result["runs"])
     for what, flags, expected in INJECTIONS:
+        if CASES and not what.startswith(tuple(CASES)):
+            continue
         result = compare(["--topologies", "single-topic", "--layouts", "per-node",
                           "--repeat", str(repeat), *flags])
         _matrix_row(f"`{what}`", {expected}, result["runs"])
@@ -193,8 +202,11 @@ def main() -> None:
     parser.add_argument("--only", default="clean,gc,inject")
     parser.add_argument("--host", default="as-is", help="as-is | one-core | hog (matrix)")
     parser.add_argument("--keep", type=Path, help="keep each compare's result JSON here")
+    parser.add_argument("--cases", default="", help="matrix: clean and injection prefixes, "
+                        "comma-separated (default: all)")
     args = parser.parse_args()
     KEEP[:] = [args.keep] if args.keep else []
+    CASES[:] = [c for c in args.cases.split(",") if c]
     parts = args.only.split(",")
     if "matrix" in parts:
         with host_condition(args.host):
