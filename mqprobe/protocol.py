@@ -9,7 +9,7 @@ process boundary is one of these types, as one JSON document or line:
   the run's log directory and run as `python -m mqprobe.pieces.piece SPEC`. The broker
   URL is not in it (it holds credentials): the piece takes it from MQPROBE_AMQP_URL;
 - the parent sends `Command`s, one JSON line each on the piece's stdin (`Reset`,
-  `SetClock`, `Stop`); a piece answers every one `applied` or `refused`;
+  `Settle`, `SetClock`, `Stop`); a piece answers every one `applied` or `refused`;
 - the piece writes events, one JSON line each on stdout, named by `EventName`.
 
 `to_document` / `from_document` turn a config dataclass into a document and back; the way
@@ -182,6 +182,14 @@ class Reset:
 
 
 @dataclass(frozen=True)
+class Settle:
+    """Measuring ended (the drain is over): what a piece reports as the run's figures stops
+    here. Stopping and tearing down (thousands of clients leaving) are not the run's."""
+
+    name = "settle"
+
+
+@dataclass(frozen=True)
 class SetClock:
     """How far other pieces' clocks are ahead of this swarm's: hops that end here are put
     onto its clock (compare measures the offsets over the broker)."""
@@ -198,8 +206,8 @@ class Stop:
     name = "stop"
 
 
-Command = Reset | SetClock | Stop
-COMMANDS: dict[str, type] = {c.name: c for c in (Reset, SetClock, Stop)}
+Command = Reset | Settle | SetClock | Stop
+COMMANDS: dict[str, type] = {c.name: c for c in (Reset, Settle, SetClock, Stop)}
 
 
 def command_line(command: Command) -> str:

@@ -70,6 +70,11 @@ class LinkWatch:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def halt(self) -> None:
+        """No more pings (the rows are kept); its channel closes as the task ends."""
+        if self._task:
+            self._task.cancel()
+
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()

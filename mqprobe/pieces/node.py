@@ -36,6 +36,7 @@ from mqprobe.protocol import (
     NodeReady,
     NodeResult,
     Reset,
+    Settle,
 )
 from mqprobe.records import BusyMeter, HopSet
 from mqprobe.stamps import (
@@ -159,6 +160,7 @@ class Node(PieceRuntime):
         self.queue_names: list[str] = []  # what this node consumes from, for depth sampling
         self._quota: CpuQuota | None = None  # --inject throttle: the cgroup it runs in
         self.link: LinkWatch | None = None  # its consuming connection's round trips
+        self._settled: NodeResult | None = None  # its figures as measuring ended (Settle)
 
     # -- socket.io side --------------------------------------------------------------------
     async def _on_join(self, sid: str, data: object) -> bool:
@@ -223,7 +225,7 @@ class Node(PieceRuntime):
             for worker in self._workers:
                 worker.cancel()
             await self.intake.stop()
-            result = self.result()
+            result = self._settled or self.result()
             if self._runner:  # thousands of websockets to close: the result is taken already
                 await _at_most(self._runner.cleanup(), 5)
             return result
@@ -259,14 +261,33 @@ class Node(PieceRuntime):
             "mq_split": self.tracer.mq_split.to_json(),
             "profile": self._profile(),
             "broker_stamps_unreadable": self.tracer.broker_stamps_unreadable,
-            "link": self.link.rows if self.link else [],
+            "link": list(self.link.rows) if self.link else [],
         }
 
     def command(self, command: Command) -> None:
-        """A command from compare: Reset; anything else is refused."""
-        if not isinstance(command, Reset):
-            raise CommandRefused(f"a node knows `reset`, not {command.name!r}")
-        self.reset_meters()
+        """A command from compare: Reset (measuring starts) or Settle (it ended); anything
+        else is refused."""
+        if isinstance(command, Reset):
+            self.reset_meters()
+        elif isinstance(command, Settle):
+            self.settle()
+        else:
+            raise CommandRefused(f"a node knows `reset` and `settle`, not {command.name!r}")
+
+    def settle(self) -> None:
+        """Measuring ended: the run's figures (the loop's profile, lag, CPU windows, stalls
+        and collections, busy ratios, the link's round trips) are taken now. Clients leaving
+        as the run stops would read as a server busy disconnecting them (basic_disconnect
+        9% of a profile once, with none gone during the run)."""
+        if self._settled is not None:
+            return
+        self.loop_lag.stop()
+        if self.profiler is not None:
+            self.profiler.stop()
+        self.timeline.unwatch_gc()
+        if self.link:
+            self.link.halt()
+        self._settled = self.result()
 
     def _profile(self) -> dict:
         if self.profiler is None:

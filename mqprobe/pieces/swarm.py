@@ -53,6 +53,7 @@ from mqprobe.protocol import (
     CommandRefused,
     Reset,
     SetClock,
+    Settle,
     SwarmProgress,
     SwarmReady,
     SwarmResult,
@@ -431,17 +432,22 @@ class Swarm(PieceRuntime):
         return trace
 
     def command(self, command: Command) -> None:
-        """A command from compare: Reset (measuring starts now) or SetClock; anything else is
-        refused (CommandRefused)."""
+        """A command from compare: Reset (measuring starts now), Settle (it ended: its own
+        lag and collections stop counting; deliveries still count) or SetClock; anything
+        else is refused (CommandRefused)."""
         if isinstance(command, Reset):
             freeze_setup()  # set-up (thousands of connections) out of the collector's reach
             self.loop_lag.reset()
             self.timeline.reset()
+        elif isinstance(command, Settle):
+            self.loop_lag.stop()
+            self.timeline.unwatch_gc()
         elif isinstance(command, SetClock):
             self.clock_shift = {node: (ahead, command.publisher_ns)
                                 for node, ahead in command.nodes_ns.items()}
         else:
-            raise CommandRefused(f"the swarm knows `reset` and `clock`, not {command.name!r}")
+            raise CommandRefused(f"the swarm knows `reset`, `settle` and `clock`, not "
+                                 f"{command.name!r}")
 
     def progress(self) -> SwarmProgress:
         return SwarmProgress(planned=len(self.members), connected=self.connected,

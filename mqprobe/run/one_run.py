@@ -30,7 +30,7 @@ from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Piece, RunError, RunInterrupted, run_to_the_end
 from mqprobe.pieces.publisher import PublishConfig, schedule
 from mqprobe.pieces.swarm import SwarmConfig, plan_members
-from mqprobe.protocol import EventName, PublisherResult, Reset, Role, SwarmResult
+from mqprobe.protocol import EventName, PublisherResult, Reset, Role, Settle, SwarmResult
 from mqprobe.records import Latency
 from mqprobe.result import RunRecord
 from mqprobe.run.assemble import PieceResults, assemble
@@ -278,6 +278,9 @@ class OneRun:
                           expected,
                           lambda: _latest(self.swarms, EventName.PROGRESS, "delivered")
                           >= expected, timeout=workload.drain_s, still_s=3.0)
+        # measuring ends here: stopping (the swarms first, thousands of clients leaving the
+        # nodes) is not the run's, nor in its figures
+        await asyncio.gather(*(c.command(Settle()) for c in self.swarms + self.nodes))
         if self.clocks_differ:
             later = await self.placement.clocks(workload.nodes, len(self.swarms))
             self.clocks = {piece: offset.widened_by(later[piece])

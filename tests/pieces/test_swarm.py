@@ -378,6 +378,6 @@ def test_the_swarm_applies_a_clock_table_and_refuses_what_it_does_not_know():
     swarm = Swarm(SwarmConfig(node_urls=["http://127.0.0.1:1"], group_sizes={"1": 1}))
     swarm.command(SetClock(publisher_ns=5, nodes_ns={"n1": 7}))
     assert swarm.clock_shift == {"n1": (7, 5)}
-    with pytest.raises(CommandRefused, match="knows `reset` and `clock`"):
+    with pytest.raises(CommandRefused, match="knows `reset`, `settle` and `clock`"):
         swarm.command(Stop())
     assert swarm.clock_shift == {"n1": (7, 5)}
