@@ -22,7 +22,15 @@ or load it: clients on both nodes and the standard publisher (its exchange is
 
 `GET /mqprobe` on a node shows what its tracer counted (traced, untraced and why, fan-out);
 `GET /metrics` exports per-hop and per-group latency in the Prometheus text format, which
-`mqprobe top` shows live:
+`mqprobe top` shows live, and `GET /metrics/intervals` the node's pauses, loop CPU, link
+and queue, which `mqprobe trace --metrics-url` judges a late group with:
+
+    .venv/bin/mqprobe trace --group 7 --socketio-url http://127.0.0.1:8080 \\
+        --exchange chat.groups --publish 2 --duration 10 \\
+        --metrics-url http://127.0.0.1:8080/metrics,http://127.0.0.1:8081/metrics
+
+`--stall 200` blocks a node's loop 200 ms once a second in its handler: a fault to find.
+`mqprobe top` shows the metrics live:
 
     .venv/bin/mqprobe top --metrics-url http://127.0.0.1:8080/metrics,http://127.0.0.1:8081/metrics
 
@@ -36,6 +44,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 
 import aio_pika
 import socketio
@@ -46,7 +55,7 @@ from mqprobe.embed import Tracer  # mqprobe
 
 
 async def serve(amqp_url: str, host: str, port: int, node: str, exchange_name: str,
-                sample: float = 1.0) -> None:
+                sample: float = 1.0, stall_ms: float = 0.0) -> None:
     tracer = Tracer(node=node, sample=sample)  # mqprobe
     tracer.watch_pauses()  # mqprobe: GC pauses and loop stalls, exported too
     sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
@@ -61,6 +70,9 @@ async def serve(amqp_url: str, host: str, port: int, node: str, exchange_name: s
     exchange = await channel.declare_exchange(exchange_name, "topic", auto_delete=True)
     queue = await channel.declare_queue(f"{exchange_name}.{node}", auto_delete=True)
     await queue.bind(exchange, routing_key="group.*")
+    # mqprobe: its link's round trips and its queue, served beside /metrics for `trace`
+    tracer.watch_link(connection, queue=queue.name)
+    stalled_at = [0.0]
 
     @sio.on("join")
     async def join(sid: str, data: dict) -> bool:
@@ -78,6 +90,9 @@ async def serve(amqp_url: str, host: str, port: int, node: str, exchange_name: s
         async with message.process():
             trace = tracer.consumed(message.headers)  # mqprobe
             group = (message.routing_key or "").removeprefix("group.")
+            if stall_ms and time.monotonic() - stalled_at[0] >= 1.0:  # --stall: a demo fault
+                stalled_at[0] = time.monotonic()
+                time.sleep(stall_ms / 1000)  # a synchronous call in the handler blocks the loop
             try:
                 text = json.loads(message.body)["text"]
             except (ValueError, KeyError, TypeError):
@@ -108,6 +123,9 @@ def main() -> None:
     parser.add_argument("--exchange", default="chat.groups")
     parser.add_argument("--sample", type=float, default=1.0,
                         help="Share of messages traced (by trace id), 0..1.")
+    parser.add_argument("--stall", type=float, default=0.0, metavar="MS",
+                        help="A fault to find: block the event loop this many ms in the "
+                        "handler, once a second (mqprobe trace names it).")
     args = parser.parse_args()
     url = args.amqp_url
     if not url:
@@ -116,7 +134,8 @@ def main() -> None:
             sys.exit("chat_server: no broker: run `mqprobe broker up` or pass --amqp-url")
         url = state.amqp_url
     try:
-        asyncio.run(serve(url, args.host, args.port, args.node, args.exchange, args.sample))
+        asyncio.run(serve(url, args.host, args.port, args.node, args.exchange, args.sample,
+                          args.stall))
     except KeyboardInterrupt:
         pass
 

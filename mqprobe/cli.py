@@ -402,9 +402,19 @@ def trace_cmd(
     timeout: Annotated[float, typer.Option(help="A probe unseen this long is lost.")] = 5.0,
     from_run: Annotated[Path | None, typer.Option("--from", help="Replay the group from a "
                                                   "saved result JSON instead.")] = None,
-    eio: Eio = "auto", amqp_url: AmqpUrl = None, json_path: JsonPath = None,
+    metrics_url: Annotated[str | None, typer.Option(
+        help="Your servers' mqprobe.embed /metrics URLs, comma-separated: their pauses, "
+        "loop CPU, link and queues, served beside them, for the verdict.")] = None,
+    queue: Annotated[str | None, typer.Option(
+        help="Your servers' queues, comma-separated, to read their depth (a backlog there is "
+        "a consumer falling behind); by default those the servers name, or those bound to "
+        "--exchange.")] = None,
+    budget_ms: BudgetMs = 50.0,
+    eio: Eio = "auto", amqp_url: AmqpUrl = None, management_url: ManagementUrl = None,
+    json_path: JsonPath = None,
 ) -> None:
-    """Follow one group's messages hop by hop, live on a running system or from a saved run."""
+    """Follow one group's messages hop by hop, live on a running system or from a saved run,
+    and say where a late message's time went: the MQ or the server, and why."""
     from mqprobe.output.trace_report import print_replayed, print_trace_line, print_trace_summary
     from mqprobe.run.trace import TraceConfig, live_trace, replay
     from mqprobe.stamps import check_id
@@ -421,11 +431,15 @@ def trace_cmd(
     config = TraceConfig(group=group, socketio_urls=urls, clients=clients,
                          exchange=exchange, exchange_type=exchange_type,
                          routing_key=routing_key, rate=publish, duration_s=duration,
-                         timeout_s=timeout, eio=_eio(eio), via=via, room=room)
+                         timeout_s=timeout, eio=_eio(eio), via=via, room=room,
+                         metrics_urls=_csv(metrics_url, "--metrics-url") if metrics_url else [],
+                         queues=_csv(queue, "--queue") if queue else [], budget_ms=budget_ms)
     console.print(f"following group {group} on {', '.join(urls)} for {duration:g} s"
                   + (f", {publish:g} probes/s into {config.probe_exchange}" if publish else ""))
-    with (broker_for(amqp_url) if publish else contextlib.nullcontext((None, None, ""))) as (url, _, _):
-        config.amqp_url = url
+    uses_broker = publish or config.metrics_urls or config.queues or amqp_url
+    with (broker_for(amqp_url) if uses_broker else contextlib.nullcontext((None, None, ""))
+          ) as (url, managed_api, _):
+        config.amqp_url, config.management_url = url, management_url or managed_api
         summary = _run(lambda: live_trace(config, lambda line: print_trace_line(line, console)))
     print_trace_summary(summary, console)
     if json_path:

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from mqprobe.errors import ResultFormatError
-from mqprobe.model import CULPRIT_OF, PROSE, Cause, Culprit, ShareJson, VerdictJson
+from mqprobe.model import CULPRIT_OF, PROSE, Cause, Culprit, PieceRole, ShareJson, VerdictJson
+from mqprobe.timeline import EventKind, TimedEvent
 
 QUEUE_COLUMNS = ("t_s", "ready", "consumers")  # a queue's depth samples, in evidence.broker.queues
 
@@ -406,6 +407,11 @@ class BrokerCpu:
 
     def throttled_ns(self) -> int:
         return sum(row[5] for row in self.rows)
+
+    def stopped_events(self) -> list[TimedEvent]:
+        """Its stopped spans on the timeline: it could not answer, however long it was asked."""
+        return [TimedEvent(EventKind.BROKER_UNAVAILABLE, PieceRole.BROKER, start, end,
+                           {"unresponsive": True, "stopped": True}) for start, end in self.stopped]
 
     def waited_ns(self) -> int:
         return sum(row[3] for row in self.rows)

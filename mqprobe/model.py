@@ -137,6 +137,7 @@ class Cause(StrEnum):
     INTERRUPTED = "interrupted"
     WITHIN_BUDGET = "within-budget"
     NOTHING_MEASURED = "nothing-measured"
+    SPLIT_UNKNOWN = "split-unknown"  # late, and what outside the servers saw cannot split it
 
     @classmethod
     def of(cls, text: str) -> Cause | None:
@@ -163,6 +164,7 @@ CULPRIT_OF = {
     Cause.HOST_PAUSE: Culprit.CLIENT,
     Cause.PUBLISHER_STALL: Culprit.CLIENT, Cause.INTERRUPTED: Culprit.CLIENT,
     Cause.WITHIN_BUDGET: Culprit.NONE, Cause.NOTHING_MEASURED: Culprit.NONE,
+    Cause.SPLIT_UNKNOWN: Culprit.NONE,
 }
 
 # What each cause means, for the verdict's sentence.
@@ -204,6 +206,8 @@ PROSE = {
     Cause.INTERRUPTED: "the run was stopped before it finished",
     Cause.WITHIN_BUDGET: "every hop within budget",
     Cause.NOTHING_MEASURED: "no delivery was measured",
+    Cause.SPLIT_UNKNOWN: ("late, but what was measured outside the servers cannot tell RabbitMQ "
+                          "from the server: that needs mqprobe's embed in the server"),
 }
 
 

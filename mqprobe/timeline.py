@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -76,11 +77,12 @@ class TimedEvent:
 
 
 class Recorder:
-    """A piece's own timeline: bounded, and cleared when measuring starts."""
+    """A piece's own timeline: bounded, and cleared when measuring starts. With `ring` (a
+    server that embeds mqprobe for hours) it keeps the latest `limit` events, not the first."""
 
-    def __init__(self, piece: str = "", limit: int = 20_000) -> None:
-        self.piece, self.limit = piece, limit
-        self.events: list[TimedEvent] = []
+    def __init__(self, piece: str = "", limit: int = 20_000, ring: bool = False) -> None:
+        self.piece, self.limit, self.ring = piece, limit, ring
+        self.events: list[TimedEvent] | deque[TimedEvent] = deque(maxlen=limit) if ring else []
         self.dropped = 0
         # per kind, unbounded by `limit`: count, time in all and the longest (ns)
         self.totals: dict[EventKind, list[int]] = {}
@@ -96,7 +98,8 @@ class Recorder:
         total[2] = max(total[2], end_ns - start_ns)
         if len(self.events) >= self.limit:
             self.dropped += 1
-            return
+            if not self.ring:
+                return
         self.events.append(TimedEvent(kind, self.piece, start_ns, end_ns, detail))
 
     def reset(self) -> None:

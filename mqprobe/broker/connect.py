@@ -46,6 +46,21 @@ def management_get(management_url: str, path: str, timeout: float = 3.0) -> obje
         return json.loads(response.read())
 
 
+def bound_queues(management_url: str, amqp_url: str, exchange: str) -> list[str]:
+    """The queues bound to an exchange (its virtual host's, as the AMQP URL names it), by
+    the management API: a server's queues when it names none (python-socketio's manager
+    declares a server-named one per node). Empty when the API cannot say."""
+    vhost = urllib.parse.unquote(urllib.parse.urlsplit(amqp_url).path[1:]) or "/"
+    path = (f"/api/exchanges/{urllib.parse.quote(vhost, safe='')}/"
+            f"{urllib.parse.quote(exchange, safe='')}/bindings/source")
+    try:
+        bindings = management_get(management_url, path)
+    except (OSError, ValueError, urllib.error.URLError):
+        return []
+    return sorted({b["destination"] for b in bindings if isinstance(b, dict)
+                   and b.get("destination_type") == "queue" and b.get("destination")})
+
+
 def check_management(management_url: str) -> None:
     """A management API the user named must answer (a wrong password or a wrong port would
     otherwise cost the run its alarms and queue evidence without a word)."""

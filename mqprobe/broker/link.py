@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+from collections import deque
 
 from mqprobe.stamps import now_ns
 
@@ -61,9 +62,10 @@ class LinkWatch:
     of [t_send_ns, amqp_rtt_ns, tcp_rtt_ns] (NOT_READ where the kernel's was not read; a
     ping unanswered within PING_TIMEOUT_S is recorded as that long)."""
 
-    def __init__(self, connection) -> None:
+    def __init__(self, connection, ring: bool = False) -> None:
         self.connection = connection
-        self.rows: list[list[int]] = []
+        # a server that embeds it for hours keeps the latest hour, not the first
+        self.rows: list[list[int]] | deque[list[int]] = deque(maxlen=MAX_PINGS) if ring else []
         self.failures = 0  # pings that could not be sent (a closed channel, a reconnect)
         self._task: asyncio.Task | None = None
 
@@ -117,5 +119,5 @@ class LinkWatch:
             return
         else:
             rtt = now_ns() - sent
-        if len(self.rows) < MAX_PINGS:
+        if len(self.rows) < MAX_PINGS or isinstance(self.rows, deque):
             self.rows.append([sent, rtt, tcp_rtt_ns(connection_socket(self.connection))])

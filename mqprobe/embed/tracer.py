@@ -87,6 +87,9 @@ class Trace:
         return self.stamp.group
 
 
+INTERVALS_VERSION = 1  # of the document Tracer.intervals serves
+
+
 class Tracer:
     """Stamps and counters for one server process (one node)."""
 
@@ -108,7 +111,9 @@ class Tracer:
         self.groups = GroupTable()
         self._next_seq: dict[str, int] = {}
         self._seq: defaultdict[str, itertools.count] = defaultdict(itertools.count)
-        self.timeline = Recorder(self.node, limit=10_000)
+        self.timeline = Recorder(self.node, limit=10_000, ring=True)
+        self._link = None  # broker.link.LinkWatch, with watch_link
+        self._queues: list[str] = []  # the queues it consumes, as the host named them
         self._loop_lag: LoopLagMonitor | None = None
         self._profiler = None  # profile.LoopProfiler, with watch_loop_time
 
@@ -135,7 +140,7 @@ class Tracer:
         wake-up every 10 ms (two with stacks) and a callback per collection."""
         self.timeline.watch_gc()
         if self._loop_lag is None:
-            self._loop_lag = LoopLagMonitor(timeline=self.timeline, watchdog=stacks)
+            self._loop_lag = LoopLagMonitor(timeline=self.timeline, watchdog=stacks, ring=True)
             self._loop_lag.start()
 
     def stop_watching(self) -> None:
@@ -145,6 +150,41 @@ class Tracer:
             self._loop_lag = None
         if self._profiler:
             self._profiler.stop()
+        if self._link:
+            self._link.halt()
+            self._link = None
+
+    def watch_link(self, connection, queue: str | None = None) -> None:
+        """Time the round trips of the AMQP connection this server consumes on (aio-pika),
+        twice a second on a channel of its own, and name the queue it consumes: `mqprobe
+        trace` then splits a late message's `mq` hop into the way to RabbitMQ and back and
+        RabbitMQ's own time, and reads that queue's depth (a backlog there is this
+        server's consumer falling behind). Call it inside the running event loop."""
+        from mqprobe.broker.link import LinkWatch
+
+        if queue and check_id("queue", queue) not in self._queues:
+            self._queues.append(queue)
+        if self._link is None:
+            self._link = LinkWatch(connection, ring=True)
+            self._link.start()
+
+    def intervals(self, since_ns: int = 0) -> dict:
+        """What this process went through since `since_ns` (ns, CLOCK_REALTIME), for `mqprobe
+        trace` to judge its groups' deliveries with the verdict compare gives: its pauses
+        (`events`, TimedEvent wire rows: kind, start_ns, end_ns, what was measured), its
+        loop thread's CPU windows (`loop_cpu`: start_ns, wall_ns, on_cpu_ns, waiting_ns,
+        throttled_ns), its AMQP link's round trips (`link`: t_send_ns, rtt_ns, tcp_rtt_ns)
+        and the queues it consumes. Each part is empty unless watched (watch_pauses,
+        watch_link). README's wire format section documents it (INTERVALS_VERSION)."""
+        loop = self._loop_lag
+        rows = loop.windows.so_far() if loop else []
+        return {"mqprobe_intervals": INTERVALS_VERSION, "node": self.node, "now_ns": now_ns(),
+                "since_ns": since_ns,
+                "events": [e.to_wire() for e in self.timeline.events if e.end_ns > since_ns],
+                "loop_cpu": {"source": loop.source if loop else "not watched",
+                             "rows": [r for r in rows if r[0] + r[1] > since_ns]},
+                "link": [r for r in (self._link.rows if self._link else ()) if r[0] > since_ns],
+                "queues": list(self._queues)}
 
     def watch_loop_time(self, every_s: float = 0.01) -> None:
         """Opt-in: what this thread's event loop spends its time on, its stack sampled
@@ -326,14 +366,23 @@ class Tracer:
         return generate_latest(registry), CONTENT_TYPE_LATEST
 
     def mount_metrics(self, app, path: str = "/metrics") -> None:
-        """Serve the metrics on the host's own aiohttp application."""
+        """Serve the metrics on the host's own aiohttp application, and beside them (at
+        `<path>/intervals?since=NS`) the intervals `mqprobe trace` judges with."""
         from aiohttp import web
 
         async def handler(_request: web.Request) -> web.Response:
             body, content_type = self.metrics_text()
             return web.Response(body=body, headers={"Content-Type": content_type})
 
+        async def intervals(request: web.Request) -> web.Response:
+            since = request.query.get("since", "0")
+            if not since.isdigit() or len(since) > 20:
+                return web.json_response({"error": "since is ns since the epoch, a whole "
+                                                   "number"}, status=400)
+            return web.json_response(self.intervals(int(since)))
+
         app.router.add_get(path, handler)
+        app.router.add_get(f"{path.rstrip('/')}/intervals", intervals)
 
     async def serve_metrics(self, port: int, host: str = "127.0.0.1", path: str = "/metrics"):
         """Serve the metrics on a port of their own; returns the aiohttp runner (cleanup()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
+from mqprobe.figures import Verdict
 from mqprobe.model import HOPS, HopName
 from mqprobe.output.report import negative_text, print_connections, print_untraced
 from mqprobe.run.trace import ReplayedGroup
@@ -60,6 +61,7 @@ def print_trace_summary(summary: dict, console: Console) -> None:
         console.print(f"  {hop:<9} p50 {h['p50_ms']:>8.3f}  p99 {h['p99_ms']:>8.3f}  "
                       f"max {h['max_ms']:>8.3f} ms  ({h['count']} deliveries)"
                       + (f"  negative {negative}" if negative else ""))
+    print_trace_verdict(summary, console)
     nodes = summary.get("nodes", {})
     if len(nodes) > 1:
         for node, node_hops in nodes.items():
@@ -68,6 +70,17 @@ def print_trace_summary(summary: dict, console: Console) -> None:
                 console.print(f"  node {node}: e2e p50 {e2e['p50_ms']:.3f}  p99 "
                               f"{e2e['p99_ms']:.3f}  max {e2e['max_ms']:.3f} ms "
                               f"({e2e['count']} messages)")
+
+
+def print_trace_verdict(summary: dict, console: Console) -> None:
+    """Where the group's late time went, and why: the verdict compare gives, or what can be
+    said from outside servers with no mqprobe code."""
+    if not summary.get("verdict"):
+        return
+    verdict = Verdict.from_json(summary["verdict"])
+    console.print(Text.assemble(("verdict: ", "bold"), f"{verdict.culprit} - {verdict.cause_text}"))
+    for line in verdict.evidence:
+        console.print(Text(f"  - {line}"))
 
 
 def print_replayed(group: str, replayed: ReplayedGroup, console: Console) -> None:

@@ -345,7 +345,7 @@ class Publisher(PieceRuntime):
                 "first_error": self.first_error, "elapsed_s": round(elapsed_s, 3),
                 "schedule_lag": self.schedule_lag.to_json(), "t0_ns": self.t0_ns,
                 "loop_lag": self.loop_lag.lag.to_json(), "timeline": self.timeline.to_wire(),
-                "link": self.link.rows if self.link else []}
+                "link": list(self.link.rows) if self.link else []}
 
     async def close(self) -> None:
         await self.transport.close()

@@ -10,11 +10,9 @@ from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
 from mqprobe.clocks import ClockOffset, RunClocks
 from mqprobe.figures import BrokerEvidence, CpuUse, LinkFigures
-from mqprobe.model import PieceRole
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.result import GroupResult, NodeSeries, RunRecord, RunTimeline, TimelineEvent
 from mqprobe.run.workload import Workload
-from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.analysis import Failure, RunFacts, judge
 from mqprobe.verdict.attribution import paused_together
 from mqprobe.verdict.conclusion import cost_of
@@ -53,10 +51,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     # every piece's stamps onto our clock: a piece whose clock is ahead is moved back
     shift = {piece: -offset.offset_ns for piece, offset in clocks.items()}
     broker_cpu = cpu_sampler.broker_cpu() if cpu_sampler else None
-    # a local broker's process seen stopped: it could not answer, however long it was asked
-    stopped = [TimedEvent(EventKind.BROKER_UNAVAILABLE, PieceRole.BROKER, start, end,
-                          {"unresponsive": True, "stopped": True})
-               for start, end in (broker_cpu.stopped if broker_cpu else ())]
+    stopped = broker_cpu.stopped_events() if broker_cpu else []
     events = paused_together(timeline_events(publisher, swarms, nodes,
                                              [*(sampler.timeline() if sampler else []), *stopped],
                                              shift))

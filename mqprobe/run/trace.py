@@ -23,15 +23,26 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from mqprobe.broker.connect import bound_queues
+from mqprobe.broker.link import LinkWatch
+from mqprobe.broker.sampler import QueueSampler
 from mqprobe.clocks import ProbeBounds, bound_from_probe
 from mqprobe.embed import Tracer
 from mqprobe.errors import InputError, ResultFormatError
-from mqprobe.figures import GroupFigures
+from mqprobe.figures import BrokerCpu, BrokerEvidence, Counts, GroupFigures, HopFigures, LoopLag
+from mqprobe.model import PieceRole
 from mqprobe.pieces.swarm import Member, Swarm, SwarmConfig
 from mqprobe.records import HopSet
 from mqprobe.result import RunRecord, runs_of
+from mqprobe.run.live_verdict import (
+    LISTENERS,
+    LiveFacts,
+    fetch_intervals,
+    judge_live,
+    outside_verdict,
+)
 from mqprobe.stamps import (
     TRACEPARENT,
     DeliveryTrace,
@@ -42,6 +53,9 @@ from mqprobe.stamps import (
     parse_traceparent,
     socketio_field,
 )
+from mqprobe.timeline import EventKind, TimedEvent
+from mqprobe.verdict.attribution import MessageDeliveries
+from mqprobe.watch.footprint import CpuSampler, broker_processes
 
 
 @dataclass
@@ -60,6 +74,10 @@ class TraceConfig:
     via: str = "amqp"  # amqp: mqprobe's headers | socketio-manager: python-socketio's format
     room: str = "group.{group}"  # socketio-manager: the room a group's members are in
     event: str = "message"  # socketio-manager: the event the servers emit
+    metrics_urls: list[str] = field(default_factory=list)  # embedding servers' /metrics
+    queues: list[str] = field(default_factory=list)  # the servers' queues, to read their depth
+    management_url: str | None = None  # alarms, flow control, and queues bound to `exchange`
+    budget_ms: float = 50.0  # a delivery later than this is late: the verdict's budget
 
     @property
     def probe_exchange(self) -> str | None:
@@ -72,6 +90,9 @@ VIA_MANAGER = "socketio-manager"
 VIA = ("amqp", VIA_MANAGER)
 MANAGER_CHANNEL = "socketio"  # AsyncAioPikaManager's default channel: its exchange's name
 UNSTAMPED_NODE = "-"  # the node field of a manager-format probe: no server stamps it
+
+
+MAX_JUDGED = 200_000  # deliveries a trace keeps for its verdict (as a swarm keeps per run)
 
 
 @dataclass
@@ -103,6 +124,11 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
     probes: dict[str, Probe] = {}
     tally = Arrivals(probes, on_line)
     listeners = config.clients * len(config.socketio_urls)
+    started = now_ns()
+    # the servers' intervals now: they say which queues to watch, and a wrong URL fails early
+    servers = await asyncio.gather(*(fetch_intervals(url, started) for url in config.metrics_urls))
+    watch = BrokerWatch(config, [q for s in servers for q in s.queues],
+                        {q: s.node for s in servers for q in s.queues})
     swarm = Swarm(SwarmConfig(node_urls=config.socketio_urls, group_sizes={group: listeners},
                               on_delivery=tally.delivered, eio=config.eio))
     await swarm.start()
@@ -111,9 +137,11 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
         raise ConnectionError(f"could not join group {group} at {', '.join(config.socketio_urls)}"
                               + (f" ({swarm.first_error})" if swarm.first_error else ""))
     publisher = None
+    await watch.start()
     try:
         if config.rate > 0:
             publisher = await _probe_publisher(config)
+            watch.watch_probe_link(publisher[0])
             await _send_probes(config, publisher, probes)
             deadline = asyncio.get_running_loop().time() + config.timeout_s
             while any(not p.seen for p in probes.values()):
@@ -123,6 +151,7 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
         else:
             await asyncio.sleep(config.duration_s)
     finally:
+        await watch.stop()
         if publisher:
             with contextlib.suppress(Exception):
                 await publisher[0].close()
@@ -141,7 +170,47 @@ async def live_trace(config: TraceConfig, on_line: Line) -> dict:
                                               "reconnects", "down")},
             "first_error": swarm.first_error,
             "protocols": {url: p.eio for url, p in swarm.protocols.items()},
-            **tally.to_json()}
+            **tally.to_json(),
+            **await _judged(config, tally, swarm, watch, started, listeners)}
+
+
+async def _judged(config: TraceConfig, tally: Arrivals, swarm: Swarm, watch: BrokerWatch,
+                  started: int, listeners: int) -> dict:
+    """The group's verdict from what the trace watched: compare's engine where a server
+    stamped the messages, what outside the servers shows where none did."""
+    budget_ns = config.budget_ms * 1e6
+    if tally.deliveries:
+        servers = [s.shifted(-tally.offset_ns(s.node)) for s in await asyncio.gather(
+            *(fetch_intervals(url, started - 1_000_000_000) for url in config.metrics_urls))]
+        facts = LiveFacts(
+            tally.deliveries, _counts(tally, listeners), tally.hop_figures(),
+            LoopLag.from_json(swarm.loop_lag.lag.lag_summary()), servers, watch.events(),
+            watch.evidence(), [TimedEvent(e.kind, LISTENERS, e.start_ns, e.end_ns, e.detail)
+                               for e in swarm.timeline.events],
+            watch.probe_rows(), watch.control_rows(), watch.broker_cpu(), watch.cpu)
+        attribution, verdict = judge_live(facts, config.budget_ms)
+        return {"verdict": verdict.to_json(),
+                "attribution": attribution.to_json() if attribution else None}
+    late = [(t, e2e) for t, e2e in tally.outside if e2e > budget_ns]
+    events = watch.events()
+    verdict = outside_verdict(late, len(tally.outside) - len(late),
+                              [e for e in events if e.kind == EventKind.QUEUE_BACKLOG],
+                              [e for e in events if e.kind in BROKER_FAULTS], config.budget_ms)
+    return {"verdict": verdict.to_json(), "attribution": None}
+
+
+BROKER_FAULTS = (EventKind.BROKER_UNAVAILABLE, EventKind.BROKER_ALARM,
+                 EventKind.PUBLISHER_BLOCKED)
+
+
+def _counts(tally: Arrivals, listeners: int) -> Counts:
+    """The probes' counts (the group's own traffic has no count to miss against)."""
+    sent = len(tally.probes)
+    seen = sum(1 for p in tally.probes.values() if p.seen)
+    delivered = sum(m.count for m in tally.deliveries)
+    return Counts(published=max(sent, len({(m.group, m.seq) for m in tally.deliveries})),
+                  expected_deliveries=delivered + (sent - seen), delivered=delivered,
+                  lost=sent - seen)
 
 
 class Arrivals:
@@ -157,6 +226,10 @@ class Arrivals:
         self.paths: set[tuple[str, str]] = set()  # (trace id, node) already counted
         self.clocks: dict[str, ProbeBounds] = {}
         self.stamped = self.unstamped = 0  # arrivals a server stamped, and not
+        # for the verdict: each stamped arrival as the attribution reads it, and each
+        # unstamped probe's (t_pub, e2e ns)
+        self.deliveries: list[MessageDeliveries] = []
+        self.outside: list[tuple[int, int]] = []
 
     def delivered(self, member: Member, trace: DeliveryTrace, t_recv: int) -> None:
         """The swarm's on_delivery: a message no server stamped is known by the URL its
@@ -186,7 +259,21 @@ class Arrivals:
         for hop, value in trace.hops(t_recv):
             self.hops[hop].record(value)
             node_hops[hop].record(value)
+        if trace.server_stamped and len(self.deliveries) < MAX_JUDGED:
+            self.deliveries.append(MessageDeliveries(
+                trace.group, trace.seq, node, LISTENERS, trace.t_pub, trace.t_deq,
+                trace.t_emit, [(t_recv - trace.t_emit, 1)]))
+        elif probe and len(self.outside) < MAX_JUDGED:
+            self.outside.append((trace.t_pub, t_recv - trace.t_pub))
         self.on_line(hop_line(trace, t_recv, "probe" if probe else "live", clock_ms, node))
+
+    def offset_ns(self, node: str) -> int:
+        """How far the node's clock is ahead of ours, where the probes showed they differ."""
+        bounds = self.clocks.get(node)
+        return bounds.estimate().offset_ns if bounds and bounds.clocks_differ else 0
+
+    def hop_figures(self) -> dict[str, HopFigures]:
+        return {hop: HopFigures.from_json(latency.summary()) for hop, latency in self.hops.items()}
 
     def to_json(self) -> dict:
         return {"hops": {hop: latency.summary() for hop, latency in self.hops.items()},
@@ -311,3 +398,67 @@ def replay(result: dict, group: str) -> list[ReplayedGroup]:
                                     "t_deq, t_emit, t_recv] rows of integers")
         out.append(ReplayedGroup(run, found.figures, [s for s in samples if str(s[0]) == group]))
     return out
+
+
+class BrokerWatch:
+    """What trace sees of the broker while it watches: the servers' queues' depth, alarms
+    and flow control (QueueSampler, whose depth reads are also trace's own control link to
+    the broker), the probe publisher's link, and a local broker's own counters (a CPU
+    sampler of its processes). Nothing, without a broker URL."""
+
+    def __init__(self, config: TraceConfig, queues: list[str], owners: dict[str, str]) -> None:
+        self.config = config
+        self.names = list(dict.fromkeys([*config.queues, *queues]))
+        self.owners = owners
+        self.sampler: QueueSampler | None = None
+        self.cpu: CpuSampler | None = None
+        self.link: LinkWatch | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        config = self.config
+        if not config.amqp_url:
+            return
+        if not self.names and config.management_url and config.probe_exchange:
+            # no server named its queues (no mqprobe code in them): those bound to the
+            # group's exchange are theirs
+            self.names = await asyncio.to_thread(bound_queues, config.management_url,
+                                                 config.amqp_url, config.probe_exchange)
+        self.sampler = QueueSampler(config.amqp_url, self.names, config.management_url,
+                                    owners=self.owners)
+        pids = broker_processes(config.amqp_url)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.sampler.run()))
+        if pids:
+            self.cpu = CpuSampler({PieceRole.BROKER: pids})
+            self._tasks.append(loop.create_task(self.cpu.run()))
+
+    def watch_probe_link(self, connection) -> None:
+        self.link = LinkWatch(connection)
+        self.link.start()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.link:
+            await self.link.stop()
+
+    def events(self) -> list[TimedEvent]:
+        cpu = self.broker_cpu()
+        return [*(self.sampler.timeline() if self.sampler else []),
+                *(cpu.stopped_events() if cpu else [])]
+
+    def evidence(self) -> BrokerEvidence:
+        return self.sampler.summary() if self.sampler else BrokerEvidence.not_measured()
+
+    def probe_rows(self) -> list[list[int]]:
+        return [list(row) for row in self.link.rows] if self.link else []
+
+    def control_rows(self) -> list[list[int]]:
+        return [list(row) for row in self.sampler.link] if self.sampler else []
+
+    def broker_cpu(self) -> BrokerCpu | None:
+        return self.cpu.broker_cpu() if self.cpu else None

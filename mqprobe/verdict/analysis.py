@@ -105,6 +105,12 @@ class RunFacts:
     footprint: CpuSampler | None = None  # every local piece's CPU through the run
     broker_cpu: BrokerCpu | None = None  # a local broker's own counters (None: not local)
     links: dict[str, list[list[int]]] = field(default_factory=dict)  # AMQP links' round trips
+    # the servers' pieces by the names they gave (a live trace's embedding servers), beside
+    # compare's nodes (n1, n2...)
+    servers: frozenset[str] = frozenset()
+
+    def is_server(self, piece: str) -> bool:
+        return is_node_piece(piece) or piece in self.servers
 
     @classmethod
     def of(cls, run: RunRecord, events: list[TimedEvent] | None = None, t0_ns: int = 0,
@@ -306,7 +312,7 @@ def _cause_prose(cause: Cause, facts: RunFacts) -> str:
     if cause == Cause.BROKER_UNAVAILABLE and _outages(facts):
         return _outage_prose(facts)
     if cause == Cause.GC_PAUSE:
-        gcs = [e for e in facts.events if e.kind == EventKind.GC and is_node_piece(e.piece)]
+        gcs = [e for e in facts.events if e.kind == EventKind.GC and facts.is_server(e.piece)]
         if gcs:
             worst = max(gcs, key=lambda e: e.duration_ns)
             return (f"a node's garbage collector stopped its event loop ({len(gcs)} "
@@ -318,7 +324,7 @@ def _cause_prose(cause: Cause, facts: RunFacts) -> str:
 def node_stalls(facts: RunFacts, cause: Cause | None = None) -> list[TimedEvent]:
     """The nodes' loop stalls (of one cause, by attribution.stall_cause), longest first."""
     return sorted((e for e in facts.events if e.kind == EventKind.LOOP_STALL
-                   and is_node_piece(e.piece) and (cause is None or stall_cause(e.detail) == cause)),
+                   and facts.is_server(e.piece) and (cause is None or stall_cause(e.detail) == cause)),
                   key=lambda e: -e.duration_ns)
 
 

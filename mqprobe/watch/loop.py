@@ -41,8 +41,9 @@ class LoopLagMonitor:
     on a CPU) and, with a watchdog, the code the loop was in meanwhile."""
 
     def __init__(self, interval: float = 0.01, timeline: Recorder | None = None,
-                 watchdog: bool = False, counters: bool = True) -> None:
+                 watchdog: bool = False, counters: bool = True, ring: bool = False) -> None:
         self.interval, self.interval_ns = interval, int(interval * 1e9)
+        self.ring = ring  # keep the latest hour of CPU windows, not the first
         self.timeline = timeline
         self.watch, self.read_counters = watchdog, counters
         self.counters: ThreadCounters | None = None
@@ -119,7 +120,7 @@ class LoopLagMonitor:
         self.lag = Latency()
         self.worst_lag_ns = 0
         self.worst_cpu_share = 0.0
-        self.windows = CpuWindows()
+        self.windows = CpuWindows(self.ring)
         self._cpu_before = time.process_time_ns()
 
     def worst(self) -> dict:
@@ -157,8 +158,9 @@ class CpuWindows:
     """The loop thread's wall time in windows of WINDOW_NS, each split into its parts:
     rows of [start_ns (CLOCK_REALTIME), wall_ns, on_cpu_ns, waiting_ns, throttled_ns]."""
 
-    def __init__(self) -> None:
-        self.rows: list[list[int]] = []
+    def __init__(self, ring: bool = False) -> None:
+        self.ring = ring
+        self.rows: list[list[int]] | deque[list[int]] = deque(maxlen=MAX_WINDOWS) if ring else []
         self.dropped = 0
         self.totals = [0, 0, 0, 0]  # wall, on, waiting, throttled: every tick, kept or not
         self._open: list[int] | None = None
@@ -181,11 +183,17 @@ class CpuWindows:
     def _close(self) -> None:
         if self._open is None:
             return
-        if len(self.rows) < MAX_WINDOWS:
+        if len(self.rows) < MAX_WINDOWS or self.ring:
+            self.dropped += len(self.rows) >= MAX_WINDOWS
             self.rows.append(self._open)
         else:
             self.dropped += 1
         self._open = None
+
+    def so_far(self) -> list[list[int]]:
+        """The windows so far, the open one too, without closing it (a server asked for its
+        intervals every few seconds keeps whole windows)."""
+        return [*self.rows, *([list(self._open)] if self._open else [])]
 
     def to_json(self, source: str) -> dict:
         self._close()
@@ -193,7 +201,7 @@ class CpuWindows:
         share = (lambda ns: round(ns / wall, 4)) if wall else (lambda ns: 0.0)
         return {"source": source, "columns": ["start_ns", "wall_ns", "on_cpu_ns", "waiting_ns",
                                               "throttled_ns"],
-                "rows": self.rows, "dropped": self.dropped,
+                "rows": list(self.rows), "dropped": self.dropped,
                 "on_cpu": share(on), "waiting": share(waiting), "throttled": share(throttled)}
 
 
