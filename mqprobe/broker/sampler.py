@@ -39,8 +39,9 @@ class QueueSampler:
     def __init__(self, amqp_url: str, queues: list[str], management_url: str | None = None,
                  interval_s: float = 0.5, owners: dict[str, str] | None = None,
                  management_given: bool = True, not_sampled: str = "",
-                 prometheus_url: str = "") -> None:
+                 prometheus_url: str = "", api_every_s: float | None = None) -> None:
         self.amqp_url, self.management_url, self.interval_s = amqp_url, management_url, interval_s
+        self.api_every_s = api_every_s or interval_s * API_EVERY
         self.management_given = management_given  # False: we guessed the default port
         self.names = list(queues)
         self.owners = owners or {}  # queue -> the node consuming it
@@ -159,7 +160,7 @@ class QueueSampler:
                         urllib.error.URLError) as exc:
                     self.errors += 1
                     self.management_error = one_line(exc)
-            await asyncio.sleep(self.interval_s * API_EVERY)
+            await asyncio.sleep(self.api_every_s)
 
     async def _sample_depths(self, connection, channel):
         """One depth sample of every queue. A broker that did not answer it within a second

@@ -148,12 +148,14 @@ BEHIND_SHARE = 0.5  # of the late probes, waiting while the server's queue held 
 
 
 def outside_verdict(late: list[tuple[int, int]], on_time: int, backlogs: list[TimedEvent],
-                    broker_faults: list[TimedEvent], budget_ms: float) -> Verdict:
+                    broker_faults: list[TimedEvent], budget_ms: float,
+                    by_server: dict[str, tuple[int, int]] | None = None) -> Verdict:
     """What can be said of servers with no mqprobe code in them, from outside: `late` are
     the probes over budget, (t_pub, e2e ns) each; `backlogs` the times RabbitMQ held ready
-    messages in the servers' queues; `broker_faults` its outages, alarms and blocks. A
-    backlog while probes were late is a consumer that fell behind (the server); a broker
-    fault meanwhile is the MQ; otherwise the split needs the embed, said plainly."""
+    messages in the servers' queues; `broker_faults` its outages, alarms and blocks;
+    `by_server` each listener's server: (late, received). A backlog while probes were
+    late is a consumer that fell behind (the server); a broker fault meanwhile is the MQ;
+    otherwise the split needs the embed, said plainly."""
     total = len(late) + on_time
     if not late:
         return Verdict.of(Cause.WITHIN_BUDGET, evidence=[f"{total} probes, none over the "
@@ -170,12 +172,18 @@ def outside_verdict(late: list[tuple[int, int]], on_time: int, backlogs: list[Ti
         peak = max(backlogs, key=lambda e: e.detail.get("ready_max", 0))
         evidence.append(f"queue {peak.detail.get('queue', '?')} held up to "
                         f"{peak.detail.get('ready_max', '?')} ready messages")
+    if by_server and len(by_server) > 1:
+        evidence.append("late by server (each probe reached every server's queue at once): "
+                        + ", ".join(f"{url} {n_late} of {n}" for url, (n_late, n)
+                                    in sorted(by_server.items())))
     if faulted >= BEHIND_SHARE * len(late) and faulted >= behind:
         kinds = sorted({e.kind.value for e in broker_faults})
+        stopped = any(e.detail.get("stopped") for e in broker_faults)
+        what = ("RabbitMQ's process was stopped (SIGSTOP, a debugger or a frozen container)"
+                if stopped else f"RabbitMQ itself ({', '.join(kinds)})")
         return Verdict(Culprit.MQ, Cause.BROKER_UNAVAILABLE if EventKind.BROKER_UNAVAILABLE.value
                        in kinds else Cause.BROKER_SIDE,
-                       f"RabbitMQ itself ({', '.join(kinds)}) while {faulted} of the "
-                       f"{len(late)} late probes waited", evidence)
+                       f"{what} while {faulted} of the {len(late)} late probes waited", evidence)
     if behind >= BEHIND_SHARE * len(late):
         return Verdict(Culprit.SERVER, Cause.CONSUMER_SATURATED,
                        f"a server's consumer fell behind: RabbitMQ held ready messages in its "

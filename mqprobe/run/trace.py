@@ -191,11 +191,15 @@ async def _judged(config: TraceConfig, tally: Arrivals, swarm: Swarm, watch: Bro
         attribution, verdict = judge_live(facts, config.budget_ms)
         return {"verdict": verdict.to_json(),
                 "attribution": attribution.to_json() if attribution else None}
-    late = [(t, e2e) for t, e2e in tally.outside if e2e > budget_ns]
+    late = [(t, e2e) for t, e2e, _url in tally.outside if e2e > budget_ns]
+    by_url: dict[str, list[int]] = {}
+    for _t, e2e, url in tally.outside:
+        by_url.setdefault(url, [0, 0])[e2e > budget_ns] += 1
     events = watch.events()
     verdict = outside_verdict(late, len(tally.outside) - len(late),
                               [e for e in events if e.kind == EventKind.QUEUE_BACKLOG],
-                              [e for e in events if e.kind in BROKER_FAULTS], config.budget_ms)
+                              [e for e in events if e.kind in BROKER_FAULTS], config.budget_ms,
+                              {url: (late_, on + late_) for url, (on, late_) in by_url.items()})
     return {"verdict": verdict.to_json(), "attribution": None}
 
 
@@ -227,9 +231,9 @@ class Arrivals:
         self.clocks: dict[str, ProbeBounds] = {}
         self.stamped = self.unstamped = 0  # arrivals a server stamped, and not
         # for the verdict: each stamped arrival as the attribution reads it, and each
-        # unstamped probe's (t_pub, e2e ns)
+        # unstamped probe's (t_pub, e2e ns, the listener's URL)
         self.deliveries: list[MessageDeliveries] = []
-        self.outside: list[tuple[int, int]] = []
+        self.outside: list[tuple[int, int, str]] = []
 
     def delivered(self, member: Member, trace: DeliveryTrace, t_recv: int) -> None:
         """The swarm's on_delivery: a message no server stamped is known by the URL its
@@ -264,7 +268,7 @@ class Arrivals:
                 trace.group, trace.seq, node, LISTENERS, trace.t_pub, trace.t_deq,
                 trace.t_emit, [(t_recv - trace.t_emit, 1)]))
         elif probe and len(self.outside) < MAX_JUDGED:
-            self.outside.append((trace.t_pub, t_recv - trace.t_pub))
+            self.outside.append((trace.t_pub, t_recv - trace.t_pub, node))
         self.on_line(hop_line(trace, t_recv, "probe" if probe else "live", clock_ms, node))
 
     def offset_ns(self, node: str) -> int:
@@ -424,8 +428,10 @@ class BrokerWatch:
             # group's exchange are theirs
             self.names = await asyncio.to_thread(bound_queues, config.management_url,
                                                  config.amqp_url, config.probe_exchange)
+        # a trace watches a handful of queues: their depth 10 times a second catches a
+        # backlog a 300 ms stall leaves; the APIs once a second
         self.sampler = QueueSampler(config.amqp_url, self.names, config.management_url,
-                                    owners=self.owners)
+                                    interval_s=0.1, owners=self.owners, api_every_s=1.0)
         pids = broker_processes(config.amqp_url)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.sampler.run()))

@@ -1,0 +1,267 @@
+"""`mqprobe trace` gives the verdict on a live system: the same engine as compare on what
+the servers' embed hands over, and what can be said from outside servers with no mqprobe
+code. Pure rules first; then real servers on a broker of this module's own (it is frozen
+on purpose): the example chat server (embedding) and python-socketio's manager unchanged."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mqprobe.broker import ManagedBroker, free_port
+from mqprobe.errors import InputError
+from mqprobe.model import Cause, Culprit
+from mqprobe.run.live_verdict import ServerIntervals, outside_verdict
+from mqprobe.timeline import EventKind, TimedEvent
+
+from ..conftest import REPO
+
+MS = 1_000_000
+T0 = 1_700_000_000_000_000_000
+
+
+def _late(*at_ms: float, e2e_ms: float = 200) -> list[tuple[int, int]]:
+    return [(T0 + int(t * MS), int(e2e_ms * MS)) for t in at_ms]
+
+
+def _span(kind: EventKind, start_ms: float, end_ms: float, **detail) -> TimedEvent:
+    return TimedEvent(kind, "broker", T0 + int(start_ms * MS), T0 + int(end_ms * MS), detail)
+
+
+def test_from_outside_a_backlog_while_probes_were_late_is_a_consumer_behind():
+    backlog = [_span(EventKind.QUEUE_BACKLOG, 950, 1300, queue="amq.gen-x", ready_max=2)]
+    said = outside_verdict(_late(1000, 1100), 78, backlog, [], 50,
+                           {"http://a": (2, 40), "http://b": (0, 40)})
+    assert (said.culprit, said.cause) == (Culprit.SERVER, Cause.CONSUMER_SATURATED)
+    assert "RabbitMQ held ready messages in its queue while 2 of the 2 late probes" in said.prose
+    assert ("late by server (each probe reached every server's queue at once): http://a 2 of "
+            "40, http://b 0 of 40") in said.evidence
+
+
+def test_from_outside_a_broker_stopped_while_probes_were_late_is_the_mq():
+    stopped = [_span(EventKind.BROKER_UNAVAILABLE, 900, 3000, unresponsive=True, stopped=True)]
+    backlog = [_span(EventKind.QUEUE_BACKLOG, 3000, 3200, queue="q", ready_max=40)]
+    said = outside_verdict(_late(1000, 1500, 2000, e2e_ms=1500), 20, backlog, stopped, 50)
+    assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_UNAVAILABLE)
+    assert said.prose.startswith("RabbitMQ's process was stopped"), said.prose
+
+
+def test_from_outside_what_cannot_be_split_is_said_to_need_the_embed():
+    said = outside_verdict(_late(1000), 99, [], [], 50)
+    assert (said.culprit, said.cause) == (Culprit.NONE, Cause.SPLIT_UNKNOWN)
+    assert "only mqprobe's embed in the server can tell" in said.prose
+    within = outside_verdict([], 100, [], [], 50)
+    assert within.cause == Cause.WITHIN_BUDGET
+
+
+@pytest.mark.parametrize(("doc", "says"), [
+    ({"node": "x"}, "are not mqprobe's embed's"),  # a foreign server's JSON
+    ("<html>", "are not mqprobe's embed's"),
+    ({"mqprobe_intervals": 1, "node": "x", "events": [["no-such-kind", 1, 2, {}]]}, "malformed"),
+    ({"mqprobe_intervals": 1, "node": "x", "loop_cpu": {"rows": [[1, 0, 0, 0, 0]]}},
+     "loop CPU window"),
+])
+def test_intervals_that_are_not_the_embeds_are_one_sentence(doc, says):
+    with pytest.raises(InputError, match=says) as raised:
+        ServerIntervals.from_json(doc, "http://10.0.0.7:8080/metrics/intervals")
+    assert "http://10.0.0.7:8080/metrics/intervals" in str(raised.value)
+
+
+def test_a_servers_intervals_are_moved_onto_our_clock():
+    doc = {"mqprobe_intervals": 1, "node": "chat-1",
+           "events": [["loop-stall", 100, 300, {"held_by": "x.py:1 in f"}]],
+           "loop_cpu": {"rows": [[100, 50, 10, 0, 0]]}, "link": [[100, 7, 3]], "queues": ["q"]}
+    server = ServerIntervals.from_json(doc).shifted(-40)
+    assert (server.events[0].piece, server.events[0].start_ns, server.events[0].end_ns) == (
+        "chat-1", 60, 260)
+    assert server.loop_cpu == ((60, 50, 10, 0, 0),) and server.link == ((60, 7, 3),)
+
+
+@pytest.mark.integration  # an aiohttp server of its own, on loopback
+def test_the_embed_serves_its_intervals_beside_its_metrics():
+    """GET <metrics>/intervals?since=NS: the pauses since then, the loop's CPU windows, the
+    link and the queues; a `since` that is not a number is a 400 with one sentence."""
+    import asyncio
+    import urllib.error
+    import urllib.request
+
+    from aiohttp import web
+
+    from mqprobe.embed import Tracer
+
+    async def main() -> tuple[dict, dict, int]:
+        tracer = Tracer("chat-9")
+        tracer.watch_pauses(stacks=False)
+        app = web.Application()
+        tracer.mount_metrics(app)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        await asyncio.sleep(0.25)
+        before = time.time_ns()
+        time.sleep(0.05)  # a stall after `before`
+        await asyncio.sleep(0.25)
+        base = f"http://127.0.0.1:{port}/metrics/intervals"
+        since = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(
+            f"{base}?since={before}")))
+        everything = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(base)))
+        try:
+            await asyncio.to_thread(urllib.request.urlopen, f"{base}?since=yesterday")
+            status = 200
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        tracer.stop_watching()
+        await runner.cleanup()
+        return since, everything, status
+
+    since, everything, status = asyncio.run(main())
+    server = ServerIntervals.from_json(since)
+    assert server.node == "chat-9"
+    stalls = [e for e in server.events if e.kind == EventKind.LOOP_STALL]
+    assert stalls and all(e.end_ns > since["since_ns"] for e in server.events)
+    assert server.loop_cpu and len(everything["loop_cpu"]["rows"]) >= len(server.loop_cpu)
+    assert status == 400
+
+
+# -- real servers on a broker of this module's own ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("home")
+    broker = ManagedBroker(path / "broker")
+    broker.up()
+    broker.keep()
+    yield path
+    broker.down()
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
+    return env | {"MQPROBE_HOME": str(home)}
+
+
+def _amqp_url(home: Path) -> str:
+    return ManagedBroker(home / "broker").running_state().amqp_url
+
+
+@contextlib.contextmanager
+def _servers(home: Path, commands: list[list[str]]):
+    """Servers in processes of their own, each reporting its port as it is ready; ended by
+    pid."""
+    procs, ports = [], []
+    try:
+        for command in commands:
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=_env(home))
+            procs.append(proc)
+            ports.append(json.loads(proc.stdout.readline())["port"])
+        yield [f"http://127.0.0.1:{port}" for port in ports]
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _chat(home: Path, node: str, stall_ms: int = 0) -> list[str]:
+    return [sys.executable, str(REPO / "examples" / "chat_server.py"), "--port", "0", "--node",
+            node, "--amqp-url", _amqp_url(home), "--stall", str(stall_ms)]
+
+
+def _manager(home: Path, stall_ms: int = 0) -> list[str]:
+    return [sys.executable, str(REPO / "tests" / "servers" / "socketio_manager.py"),
+            str(free_port()), _amqp_url(home), str(stall_ms)]
+
+
+def _trace(home: Path, tmp_path: Path, *flags: str) -> tuple[str, dict]:
+    done = subprocess.run([sys.executable, "-m", "mqprobe", "trace", "--group", "7",
+                           "--publish", "10", "--duration", "6", *flags,
+                           "--json", str(tmp_path / "trace.json")],
+                          capture_output=True, text=True, timeout=120, env=_env(home), cwd=REPO)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (tmp_path / "trace.json").exists(), done.stderr + done.stdout
+    return done.stdout, json.loads((tmp_path / "trace.json").read_text())
+
+
+@contextlib.contextmanager
+def _frozen_for_a_while(home: Path, after_s: float = 2.5, for_s: float = 2.0):
+    """The module's broker stopped (SIGSTOP) `after_s` into what runs inside, for `for_s`."""
+    pid = ManagedBroker(home / "broker").running_state().pid
+
+    def freeze() -> None:
+        time.sleep(after_s)
+        os.killpg(pid, signal.SIGSTOP)
+        try:
+            time.sleep(for_s)
+        finally:
+            os.killpg(pid, signal.SIGCONT)
+
+    thread = threading.Thread(target=freeze)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
+@pytest.mark.integration
+@pytest.mark.measuring  # the stall's share, and the watchdog's sight of it
+def test_a_stall_in_an_embedding_servers_handler_is_the_server_and_its_code_named(home, tmp_path):
+    with _servers(home, [_chat(home, "chat-1", stall_ms=200), _chat(home, "chat-2")]) as urls:
+        out, summary = _trace(home, tmp_path, "--socketio-url", ",".join(urls), "--exchange",
+                              "chat.groups", "--metrics-url",
+                              ",".join(f"{url}/metrics" for url in urls))
+    verdict = summary["verdict"]
+    assert (verdict["culprit"], Cause.of(verdict["cause"])) == ("server", Cause.SERVER_STALL), out
+    assert "chat-1's loop was held" in verdict["cause"]
+    assert "examples/chat_server.py" in verdict["cause"] and "in on_message" in verdict["cause"]
+    assert "off the CPU" in verdict["cause"]
+    assert "verdict: server - server-stall" in " ".join(out.split())
+
+
+@pytest.mark.integration
+def test_rabbitmq_frozen_while_trace_watches_an_embedding_cluster_is_the_mq(home, tmp_path):
+    with _servers(home, [_chat(home, "chat-1"), _chat(home, "chat-2")]) as urls, \
+            _frozen_for_a_while(home):
+        _out, summary = _trace(home, tmp_path, "--socketio-url", ",".join(urls), "--exchange",
+                               "chat.groups", "--metrics-url",
+                               ",".join(f"{url}/metrics" for url in urls))
+    verdict = summary["verdict"]
+    assert (verdict["culprit"], Cause.of(verdict["cause"])) == ("mq", Cause.BROKER_UNAVAILABLE)
+    assert "its process was stopped" in verdict["cause"], verdict
+
+
+@pytest.mark.integration
+def test_a_stalled_server_with_no_mqprobe_code_is_found_from_outside(home, tmp_path):
+    """python-socketio's manager, unchanged, one node blocked 300 ms a second: RabbitMQ held
+    ready messages in its queue (found by the management API: bound to the manager's
+    exchange) while the probes through it were late, and those through the other node
+    were not."""
+    with _servers(home, [_manager(home, stall_ms=300), _manager(home)]) as urls:
+        _out, summary = _trace(home, tmp_path, "--socketio-url", ",".join(urls),
+                               "--via", "socketio-manager")
+    verdict = summary["verdict"]
+    assert (verdict["culprit"], Cause.of(verdict["cause"])) == ("server",
+                                                                Cause.CONSUMER_SATURATED), verdict
+    assert any(line.startswith("late by server") and f"{urls[1]} 0 of" in line
+               for line in verdict["evidence"]), verdict["evidence"]
+
+
+@pytest.mark.integration
+def test_rabbitmq_frozen_under_a_cluster_with_no_mqprobe_code_is_the_mq(home, tmp_path):
+    with _servers(home, [_manager(home), _manager(home)]) as urls, _frozen_for_a_while(home):
+        _out, summary = _trace(home, tmp_path, "--socketio-url", ",".join(urls),
+                               "--via", "socketio-manager")
+    verdict = summary["verdict"]
+    assert (verdict["culprit"], Cause.of(verdict["cause"])) == ("mq", Cause.BROKER_UNAVAILABLE)
