@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import socket
@@ -22,7 +23,14 @@ from mqprobe.broker.managed import ManagedBroker, broker_for
 from mqprobe.broker.topology import LAYOUTS, resolve
 from mqprobe.errors import InputError, MqprobeError, url_problem, within
 from mqprobe.model import EngineIO, RunPhase
-from mqprobe.output.report import load_result, print_compare, print_connections, print_hops, print_sweep
+from mqprobe.output.report import (
+    load_result,
+    print_compare,
+    print_connections,
+    print_hops,
+    print_sweep,
+    read_text_bounded,
+)
 from mqprobe.pieces.agent import parse_placement
 from mqprobe.pieces.process import PieceRuntime, RunInterrupted, serve
 from mqprobe.result import RunRecord, runs_of
@@ -368,9 +376,14 @@ class Outputs:
 @app.command("report")
 def report_cmd(run: Annotated[Path, typer.Argument(help="A result JSON (or its run dir).")],
                html: Html = None, hdr_dir: HdrDir = None, png: PngDir = None) -> None:
-    """Render a saved run again."""
+    """Render a saved run again, or a watch's episode log (trace --duration 0 --log)."""
+    from mqprobe.output.trace_report import episodes_of, print_episodes
+
     outputs = Outputs(html, hdr_dir, png)
     outputs.check()
+    if run.is_file() and (episodes := episodes_of(read_text_bounded(run))) is not None:
+        print_episodes(episodes, console)
+        return
     result = load_result(run)
     (print_sweep if "sweep" in result else print_compare)(result, console)
     outputs.write(result)
@@ -398,8 +411,14 @@ def trace_cmd(
         "e2e only).")] = "amqp",
     room: Annotated[str, typer.Option(help="With --via socketio-manager: the room a group's "
                                       "members are in.")] = "group.{group}",
-    duration: Annotated[float, typer.Option(help="Seconds to listen (and probe).")] = 10.0,
+    duration: Annotated[float, typer.Option(
+        help="Seconds to listen (and probe); 0 watches until Ctrl-C, probing 1/s unless "
+        "--publish says otherwise: a line when the group goes over --budget-ms, one when "
+        "it recovers, with the episode's verdict.")] = 10.0,
     timeout: Annotated[float, typer.Option(help="A probe unseen this long is lost.")] = 5.0,
+    log: Annotated[Path | None, typer.Option(
+        "--log", help="With --duration 0: append each episode here as a JSON line "
+        "(mqprobe report FILE renders them).")] = None,
     from_run: Annotated[Path | None, typer.Option("--from", help="Replay the group from a "
                                                   "saved result JSON instead.")] = None,
     metrics_url: Annotated[str | None, typer.Option(
@@ -415,12 +434,23 @@ def trace_cmd(
 ) -> None:
     """Follow one group's messages hop by hop, live on a running system or from a saved run,
     and say where a late message's time went: the MQ or the server, and why."""
-    from mqprobe.output.trace_report import print_replayed, print_trace_line, print_trace_summary
-    from mqprobe.run.trace import TraceConfig, live_trace, replay
-    from mqprobe.stamps import check_id
+    from mqprobe.output.trace_report import (
+        print_episode,
+        print_replayed,
+        print_trace_line,
+        print_trace_summary,
+    )
+    from mqprobe.run.trace import TraceConfig, live_trace, parse_groups, replay
 
-    group = check_id("group", group)
+    groups = parse_groups(group)
+    watching = duration == 0
+    if duration < 0 or (log and not watching):
+        raise UserError("--duration takes seconds, or 0 to watch until Ctrl-C; --log goes "
+                        "with --duration 0")
     if from_run:
+        if len(groups) > 1:
+            raise UserError("--from replays one group")
+        group = groups[0]
         runs = replay(load_result(from_run), group)
         if not runs:
             raise UserError(f"group {group} is not in {from_run}")
@@ -434,18 +464,35 @@ def trace_cmd(
                          timeout_s=timeout, eio=_eio(eio), via=via, room=room,
                          metrics_urls=_csv(metrics_url, "--metrics-url") if metrics_url else [],
                          queues=_csv(queue, "--queue") if queue else [], budget_ms=budget_ms)
-    console.print(f"following group {group} on {', '.join(urls)} for {duration:g} s"
-                  + (f", {publish:g} probes/s into {config.probe_exchange}" if publish else ""))
-    uses_broker = publish or config.metrics_urls or config.queues or amqp_url
+    if watching and not publish:
+        config.rate = 1.0  # a watch probes at a low rate: enough to see an episode begin
+    if log:
+        check_writable(log)
+    console.print(f"following group {', '.join(groups)} on {', '.join(urls)} "
+                  + ("until Ctrl-C" if watching else f"for {duration:g} s")
+                  + (f", {config.rate:g} probes/s into {config.probe_exchange}"
+                     if config.rate else ""))
+    uses_broker = config.rate or config.metrics_urls or config.queues or amqp_url
+    quiet = (lambda line: None) if watching else (lambda line: print_trace_line(line, console))
+
+    def on_episode(line: dict) -> None:
+        print_episode(line, console)
+        if log and line["kind"] == "episode":
+            with log.open("a") as file:
+                file.write(json.dumps(line, separators=(",", ":")) + "\n")
+
     with (broker_for(amqp_url) if uses_broker else contextlib.nullcontext((None, None, ""))
           ) as (url, managed_api, _):
         config.amqp_url, config.management_url = url, management_url or managed_api
-        summary = _run(lambda: live_trace(config, lambda line: print_trace_line(line, console)))
+        summary = (run_measuring if watching else _run)(
+            lambda: live_trace(config, quiet, on_episode))
     print_trace_summary(summary, console)
     if json_path:
         save(summary, json_path)
-    if summary["probes_lost"]:
-        raise UserError(f"{summary['probes_lost']} of {summary['probes_sent']} probes were lost")
+    lost = sum(g["probes_lost"] for g in summary.get("groups", {"": summary}).values())
+    sent = sum(g["probes_sent"] for g in summary.get("groups", {"": summary}).values())
+    if lost:
+        raise UserError(f"{lost} of {sent} probes were lost")
 
 
 # -- top -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ PING_EVERY_S = 0.5
 PING_TIMEOUT_S = 5.0  # a ping not answered by then is recorded as that long, and dropped
 MAX_PINGS = 7200  # an hour at PING_EVERY_S: a link's rows stay bounded
 NOT_READ = -1  # a row's kernel round trip where it could not be read
+STOP_S = 2.0  # the most stopping a link watch may take
 # struct tcp_info (linux/tcp.h): tcpi_min_rtt (us) after 8 one-byte fields, 24 u32s, four
 # u64s, three u32s (Linux 4.10 and later; an older kernel gives a shorter struct)
 _TCP_INFO_MIN_RTT_OFFSET = 148
@@ -68,20 +69,26 @@ class LinkWatch:
         self.rows: list[list[int]] | deque[list[int]] = deque(maxlen=MAX_PINGS) if ring else []
         self.failures = 0  # pings that could not be sent (a closed channel, a reconnect)
         self._task: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def halt(self) -> None:
-        """No more pings (the rows are kept); its channel closes as the task ends."""
-        if self._task:
-            self._task.cancel()
+        """No more pings (the rows are kept): the loop ends after the ping under way."""
+        self._stopping.set()
 
     async def stop(self) -> None:
+        """No more pings, within STOP_S whatever the channel does: a piece stops it on its way
+        to handing over its result, which must never wait on a ping. The loop ends between
+        pings (aiormq closes a channel whose call is cancelled, inside the cancellation);
+        only one that has not ended by then is cancelled, and not waited for (asyncio.wait,
+        unlike wait_for, never waits for a cancelled task to finish)."""
+        self._stopping.set()
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await asyncio.wait({self._task}, timeout=STOP_S)
+            if not self._task.done():
+                self._task.cancel()
 
     def reset(self) -> None:
         """Measure from now on (a run's set-up is not its figures)."""
@@ -91,7 +98,7 @@ class LinkWatch:
     async def _run(self) -> None:
         channel = None
         try:
-            while True:
+            while not self._stopping.is_set():
                 if channel is None or channel.is_closed:
                     try:
                         channel = await asyncio.wait_for(self.connection.channel(
@@ -99,14 +106,19 @@ class LinkWatch:
                     except Exception:
                         self.failures += 1
                         channel = None
-                        await asyncio.sleep(PING_EVERY_S)
+                        await self._pause()
                         continue
                 await self._ping(channel)
-                await asyncio.sleep(PING_EVERY_S)
+                await self._pause()
         finally:
-            if channel is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(channel.close(), 1)
+            if channel is not None:  # closed in the background, never waited on
+                closing = asyncio.ensure_future(channel.close())
+                closing.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    async def _pause(self) -> None:
+        """PING_EVERY_S, or until stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), PING_EVERY_S)
 
     async def _ping(self, channel) -> None:
         sent = now_ns()

@@ -34,6 +34,18 @@ def _regular_only(path: str, flags: int) -> int:
     return fd
 
 
+def read_text_bounded(path: Path) -> str:
+    """A regular file's text, at most MAX_RESULT_BYTES; one sentence when it cannot be."""
+    try:
+        with open(path, "rb", opener=_regular_only) as handle:
+            raw = handle.read(MAX_RESULT_BYTES + 1)
+    except OSError as exc:
+        raise ResultFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_RESULT_BYTES:
+        raise ResultFormatError(f"{path} is over {MAX_RESULT_BYTES // 2**20} MiB: not mqprobe's")
+    return raw.decode("utf-8", "replace")
+
+
 def load_result(path: Path) -> dict:
     """A saved result, read with a size bound and checked for the shape report, trace and
     pictures read (the contract's run fields), so a wrong file is one sentence, not a crash."""

@@ -3,9 +3,13 @@ and a group replayed from a saved run."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+
 from rich.console import Console
 from rich.text import Text
 
+from mqprobe.errors import ResultFormatError
 from mqprobe.figures import Verdict
 from mqprobe.model import HOPS, HopName
 from mqprobe.output.report import negative_text, print_connections, print_untraced
@@ -29,8 +33,35 @@ def print_trace_line(line: dict, console: Console) -> None:
                   f"delivery {hop(HopName.DELIVERY, True)}  = e2e {line['e2e_ms']:>8.3f} ms")
 
 
+def print_episode(line: dict, console: Console) -> None:
+    """A watch's news: a group that went over budget, and the verdict of an episode over."""
+    at = _clock(line["start_ns"])
+    if line["kind"] == "late":
+        console.print(Text.assemble((f"{at} group {line['group']} late", "bold red"),
+                                    f": e2e {line['e2e_ms']:.1f} ms through "
+                                    f"{', '.join(line['servers'])}"))
+        return
+    how = ("still late when the watch ended" if line.get("ongoing") else
+           f"recovered at {_clock(line['end_ns'])}")
+    console.print(Text.assemble((f"{at} group {line['group']} episode", "bold"),
+                                f": {how}; worst e2e {line['worst_e2e_ms']:.1f} ms, "
+                                f"{line['late']} of {line['seen']} deliveries late, through "
+                                f"{', '.join(line['servers'])}"))
+    print_trace_verdict(line, console)
+
+
+def _clock(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9).strftime("%H:%M:%S")
+
+
 def print_trace_summary(summary: dict, console: Console) -> None:
-    """The group's hops over the trace, the listeners' trouble and each node's clock."""
+    """The group's hops over the trace, the listeners' trouble and each node's clock; with
+    several groups, each, and how they compare."""
+    if "groups" in summary:
+        for one in summary["groups"].values():
+            print_trace_summary(one, console)
+        console.print(Text.assemble(("groups: ", "bold"), summary["comparison"]))
+        return
     hops = summary["hops"]
     console.print(f"group {summary['group']}: {summary['received']} messages received by "
                   f"{summary['listeners']} listener(s); probes sent {summary['probes_sent']}, "
@@ -61,7 +92,10 @@ def print_trace_summary(summary: dict, console: Console) -> None:
         console.print(f"  {hop:<9} p50 {h['p50_ms']:>8.3f}  p99 {h['p99_ms']:>8.3f}  "
                       f"max {h['max_ms']:>8.3f} ms  ({h['count']} deliveries)"
                       + (f"  negative {negative}" if negative else ""))
-    print_trace_verdict(summary, console)
+    if "episodes" in summary:
+        console.print(f"  {len(summary['episodes'])} episode(s) over budget in the watch")
+    else:
+        print_trace_verdict(summary, console)
     nodes = summary.get("nodes", {})
     if len(nodes) > 1:
         for node, node_hops in nodes.items():
@@ -103,3 +137,36 @@ def print_replayed(group: str, replayed: ReplayedGroup, console: Console) -> Non
         console.print(f"  seq {seq:>5}  mq {hops[HopName.MQ] / 1e6:>8.3f}  server "
                       f"{hops[HopName.SERVER] / 1e6:>8.3f}  delivery {hops[HopName.DELIVERY] / 1e6:>8.3f}"
                       f"  = e2e {hops[HopName.E2E] / 1e6:>8.3f} ms")
+
+
+EPISODE_KEYS = ("group", "start_ns", "end_ns", "worst_e2e_ms", "late", "seen", "servers",
+                "verdict")
+
+
+def episodes_of(text: str) -> list[dict] | None:
+    """A watch's episode log (one JSON object a line, `mqprobe trace --duration 0 --log`),
+    each line checked; None when the text is not one (a result JSON)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].lstrip().startswith('{"kind":"episode"'):
+        return None
+    episodes = []
+    for number, line in enumerate(lines, 1):
+        try:
+            episode = json.loads(line)
+            if episode.get("kind") != "episode" or any(k not in episode for k in EPISODE_KEYS):
+                raise ValueError("not an episode")
+            Verdict.from_json(episode["verdict"])
+            int(episode["start_ns"]), float(episode["worst_e2e_ms"])
+        except (ValueError, TypeError, KeyError, AttributeError, ResultFormatError) as exc:
+            raise ResultFormatError(f"line {number} of the episode log is not one mqprobe "
+                                    f"wrote ({str(exc)[:80]})") from None
+        episodes.append(episode)
+    return episodes
+
+
+def print_episodes(episodes: list[dict], console: Console) -> None:
+    """A watch's episodes again, each with its verdict."""
+    groups = sorted({e["group"] for e in episodes})
+    console.print(f"{len(episodes)} episode(s) over budget, group(s) {', '.join(groups)}")
+    for episode in episodes:
+        print_episode(episode, console)

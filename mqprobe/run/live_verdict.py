@@ -196,3 +196,68 @@ def outside_verdict(late: list[tuple[int, int]], on_time: int, backlogs: list[Ti
                    "mqprobe's embed in the server can tell (README, 'Embedding the trace')",
                    evidence)
 
+
+
+@dataclass
+class Episode:
+    """A stretch of a group's deliveries over budget: from the first late one's publish to
+    the last late one's receipt (ns), the worst e2e, and how many were late of those seen."""
+
+    group: str
+    start_ns: int
+    end_ns: int = 0
+    worst_ns: int = 0
+    late: int = 0
+    seen: int = 0
+    servers: set[str] = field(default_factory=set)  # those the late deliveries came through
+
+    def to_json(self) -> dict:
+        return {"group": self.group, "start_ns": self.start_ns, "end_ns": self.end_ns,
+                "worst_e2e_ms": round(self.worst_ns / 1e6, 3), "late": self.late,
+                "seen": self.seen, "servers": sorted(self.servers)}
+
+
+RECOVER_NS = 5_000_000_000  # within budget this long after the last late delivery: over
+RECOVER_COUNT = 3  # ...and at least this many deliveries, so silence is not a recovery
+
+
+class EpisodeWatch:
+    """Late or on time, delivery by delivery, for one group: an episode begins with the
+    first delivery over the budget and ends once every delivery for RECOVER_NS after the
+    last late one (and at least RECOVER_COUNT of them) was within it. A group that receives
+    nothing is not recovered: its episode goes on."""
+
+    def __init__(self, group: str, budget_ns: float) -> None:
+        self.group, self.budget_ns = group, budget_ns
+        self.open: Episode | None = None
+        self._last_late = 0
+        self._on_time_since = 0
+
+    def see(self, t_pub: int, t_recv: int, server: str) -> Episode | None:
+        """One delivery; the episode it began, if it began one."""
+        e2e = t_recv - t_pub
+        if e2e > self.budget_ns:
+            began = self.open is None
+            if began:
+                self.open = Episode(self.group, t_pub)
+            episode = self.open
+            episode.late += 1
+            episode.worst_ns = max(episode.worst_ns, e2e)
+            episode.servers.add(server)
+            episode.end_ns = max(episode.end_ns, t_recv)
+            self._last_late, self._on_time_since = t_recv, 0
+            episode.seen += 1
+            return episode if began else None
+        if self.open is not None:
+            self.open.seen += 1
+            self._on_time_since += 1
+        return None
+
+    def ended(self, now_ns: int) -> Episode | None:
+        """The episode that is over by now, if one is."""
+        episode = self.open
+        if (episode is not None and now_ns - self._last_late >= RECOVER_NS
+                and self._on_time_since >= RECOVER_COUNT):
+            self.open = None
+            return episode
+        return None

@@ -23,7 +23,8 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from mqprobe.broker.connect import bound_queues
 from mqprobe.broker.link import LinkWatch
@@ -38,6 +39,8 @@ from mqprobe.records import HopSet
 from mqprobe.result import RunRecord, runs_of
 from mqprobe.run.live_verdict import (
     LISTENERS,
+    Episode,
+    EpisodeWatch,
     LiveFacts,
     fetch_intervals,
     judge_live,
@@ -116,74 +119,209 @@ def hop_line(trace: DeliveryTrace, t_recv: int, kind: str, clock_ms: float = 0.0
             "clock_ms": clock_ms}
 
 
-async def live_trace(config: TraceConfig, on_line: Line) -> dict:
-    """Listen (and probe) for `duration_s`; every arrival and every loss goes to on_line."""
-    group = check_id("group", config.group)
+def parse_groups(text: str) -> list[str]:
+    """`7`, `16,17,18` or `16-18`: the groups to follow, each an id that can travel."""
+    groups: list[str] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        low, dash, high = part.partition("-")
+        if dash and low.isdigit() and high.isdigit() and int(low) <= int(high) <= int(low) + 1000:
+            groups += [str(g) for g in range(int(low), int(high) + 1)]
+        else:
+            groups.append(check_id("group", part))
+    return list(dict.fromkeys(groups))
+
+
+Episodes = Callable[[dict], None]
+WATCH_KEEP_NS = 120_000_000_000  # a watch keeps this much before now (and before an episode)
+EPISODE_LEAD_NS = 5_000_000_000  # an episode is judged from this long before its start
+
+
+async def live_trace(config: TraceConfig, on_line: Line, on_episode: Episodes | None = None
+                     ) -> dict:
+    """Listen (and probe) for `duration_s` (0: until cancelled, a watch: each episode over
+    budget judged as it ends, to on_episode); every arrival and every loss goes to on_line."""
+    groups = parse_groups(config.group)
     if config.via not in VIA:
         raise InputError(f"--via must be {' or '.join(VIA)}, got {config.via!r}")
-    probes: dict[str, Probe] = {}
-    tally = Arrivals(probes, on_line)
+    tallies = {group: Arrivals({}, on_line) for group in groups}
     listeners = config.clients * len(config.socketio_urls)
     started = now_ns()
     # the servers' intervals now: they say which queues to watch, and a wrong URL fails early
     servers = await asyncio.gather(*(fetch_intervals(url, started) for url in config.metrics_urls))
     watch = BrokerWatch(config, [q for s in servers for q in s.queues],
                         {q: s.node for s in servers for q in s.queues})
-    swarm = Swarm(SwarmConfig(node_urls=config.socketio_urls, group_sizes={group: listeners},
-                              on_delivery=tally.delivered, eio=config.eio))
+    episodes = {group: EpisodeWatch(group, config.budget_ms * 1e6) for group in groups}
+    watching = config.duration_s == 0
+
+    def delivered(member: Member, trace: DeliveryTrace, t_recv: int) -> None:
+        tally = tallies.get(trace.group)
+        if tally is None:
+            return
+        server = tally.delivered(member, trace, t_recv)
+        if watching and server and (began := episodes[trace.group].see(
+                trace.t_pub, t_recv, server)):
+            (on_episode or on_line)({"kind": "late", **began.to_json(),
+                                     "e2e_ms": round((t_recv - trace.t_pub) / 1e6, 3)})
+
+    swarm = Swarm(SwarmConfig(node_urls=config.socketio_urls,
+                              group_sizes=dict.fromkeys(groups, listeners),
+                              on_delivery=delivered, eio=config.eio))
     await swarm.start()
     if swarm.progress()["joined"] == 0:
         await swarm.stop()
-        raise ConnectionError(f"could not join group {group} at {', '.join(config.socketio_urls)}"
+        raise ConnectionError(f"could not join group {', '.join(groups)} at "
+                              f"{', '.join(config.socketio_urls)}"
                               + (f" ({swarm.first_error})" if swarm.first_error else ""))
     publisher = None
+    logged: list[dict] = []
     await watch.start()
     try:
         if config.rate > 0:
             publisher = await _probe_publisher(config)
             watch.watch_probe_link(publisher[0])
-            await _send_probes(config, publisher, probes)
+        if watching:  # until Ctrl-C or SIGTERM: the end of the watch, not a failure
+            with contextlib.suppress(asyncio.CancelledError):
+                await _watch(config, groups, tallies, episodes, swarm, watch, publisher,
+                             started, listeners, lambda episode: logged.append(episode) or
+                             (on_episode or on_line)(episode))
+            if (current := asyncio.current_task()) is not None:
+                current.uncancel()
+        elif publisher:
+            await asyncio.gather(*(_send_probes(config, publisher, tallies[group].probes, group)
+                                   for group in groups))
             deadline = asyncio.get_running_loop().time() + config.timeout_s
-            while any(not p.seen for p in probes.values()):
+            while any(not p.seen for t in tallies.values() for p in t.probes.values()):
                 if asyncio.get_running_loop().time() > deadline:
                     break
                 await asyncio.sleep(0.05)
         else:
             await asyncio.sleep(config.duration_s)
     finally:
+        if watching:  # the episodes still open when the watch ended, judged as they stand
+            for group, episode in ((g, e.open) for g, e in episodes.items() if e.open):
+                with contextlib.suppress(Exception):
+                    judged = await asyncio.shield(_episode(
+                        config, tallies[group], swarm, watch, episode, listeners, ongoing=True))
+                    logged.append(judged)
+                    (on_episode or on_line)(judged)
         await watch.stop()
         if publisher:
             with contextlib.suppress(Exception):
                 await publisher[0].close()
         await swarm.stop()
-    lost = [p for p in probes.values() if not p.seen]
+    summaries = {group: await _group_summary(config, group, tallies[group], swarm, watch,
+                                             started, listeners, on_line, judge=not watching)
+                 for group in groups}
+    if watching:
+        for summary in summaries.values():
+            summary["episodes"] = [e for e in logged if e["group"] == summary["group"]]
+    if len(groups) == 1:
+        return summaries[groups[0]]
+    return {"groups": summaries, "comparison": compare_groups(summaries, config.budget_ms)}
+
+
+async def _group_summary(config: TraceConfig, group: str, tally: Arrivals, swarm: Swarm,
+                         watch: BrokerWatch, started: int, listeners: int, on_line: Line,
+                         judge: bool = True) -> dict:
+    """One group's summary: its probes, arrivals, hops, clocks and (unless a watch judged
+    its episodes already) its verdict."""
+    lost = [p for p in tally.probes.values() if not p.seen]
     due_ns = int(config.timeout_s * 1e9)
     for probe in sorted(lost, key=lambda p: p.seq):
-        on_line({"kind": "lost", "seq": probe.seq,
-                 "last_hop": _last_hop(probe, listeners_down(swarm, probe.t_pub, probe.t_pub + due_ns),
-                                       listeners)})
+        on_line({"kind": "lost", "seq": probe.seq, "group": group,
+                 "last_hop": _last_hop(probe, listeners_down(swarm, probe.t_pub,
+                                                              probe.t_pub + due_ns), listeners)})
     progress = swarm.progress()
-    return {"group": group, "listeners": progress["joined"], "received": len(tally.seen_ids),
-            "probes_sent": len(probes), "probes_lost": len(lost), "untraced": swarm.untraced,
-            "untraced_reasons": dict(swarm.untraced_reasons),
-            **{key: progress[key] for key in ("planned", "joined", "failed", "disconnects",
-                                              "reconnects", "down")},
-            "first_error": swarm.first_error,
-            "protocols": {url: p.eio for url, p in swarm.protocols.items()},
-            **tally.to_json(),
-            **await _judged(config, tally, swarm, watch, started, listeners)}
+    summary = {"group": group, "listeners": progress["joined"], "received": len(tally.seen_ids),
+               "probes_sent": len(tally.probes), "probes_lost": len(lost),
+               "untraced": swarm.untraced, "untraced_reasons": dict(swarm.untraced_reasons),
+               **{key: progress[key] for key in ("planned", "joined", "failed", "disconnects",
+                                                 "reconnects", "down")},
+               "first_error": swarm.first_error,
+               "protocols": {url: p.eio for url, p in swarm.protocols.items()},
+               **tally.to_json()}
+    if judge:
+        summary |= await _judged(config, tally, tally.deliveries, tally.outside, swarm, watch,
+                                 started - 1_000_000_000, listeners)
+    return summary
 
 
-async def _judged(config: TraceConfig, tally: Arrivals, swarm: Swarm, watch: BrokerWatch,
-                  started: int, listeners: int) -> dict:
-    """The group's verdict from what the trace watched: compare's engine where a server
+def compare_groups(summaries: dict[str, dict], budget_ms: float) -> str:
+    """Several groups side by side: which were late, for what, through which servers, and
+    which were on time (`17, 18 late (server: server-stall) through chat-2; 16 on time`)."""
+    late: dict[str, list[str]] = {}
+    on_time = []
+    for group, summary in summaries.items():
+        verdict = summary.get("verdict") or {}
+        if verdict.get("culprit") in (None, "none"):
+            on_time.append(group)
+            continue
+        slow = sorted(node for node, hops in summary.get("nodes", {}).items()
+                      if hops.get("e2e", {}).get("p99_ms", 0) > budget_ms)
+        label = (f"({verdict['culprit']}: {verdict['cause'].partition(':')[0]})"
+                 + (f" through {', '.join(slow)}" if slow else ""))
+        late.setdefault(label, []).append(group)
+    parts = [f"{', '.join(groups)} late {label}" for label, groups in late.items()]
+    if on_time:
+        parts.append(f"{', '.join(on_time)} on time")
+    return "; ".join(parts)
+
+
+async def _watch(config: TraceConfig, groups: list[str], tallies: dict[str, Arrivals],
+                 episodes: dict[str, EpisodeWatch], swarm: Swarm, watch: BrokerWatch,
+                 publisher, started: int, listeners: int, log: Callable[[dict], None]) -> None:
+    """Probe each group (1/s unless asked otherwise) until cancelled; every second, judge
+    the episodes that are over and forget what no episode needs (memory stays flat)."""
+    rate = config.rate or 1.0
+    probing = [asyncio.get_running_loop().create_task(
+        _probe_forever(config, publisher, tallies[group].probes, group, rate))
+        for group in groups] if publisher else []
+    try:
+        while True:
+            await asyncio.sleep(1.0)
+            now = now_ns()
+            for group in groups:
+                if (episode := episodes[group].ended(now)) is not None:
+                    log(await _episode(config, tallies[group], swarm, watch, episode, listeners))
+            horizon = min([now - WATCH_KEEP_NS] + [e.open.start_ns - EPISODE_LEAD_NS
+                                                  for e in episodes.values() if e.open])
+            for tally in tallies.values():
+                tally.forget_before(horizon)
+            watch.forget_before(horizon)
+    finally:
+        for task in probing:
+            task.cancel()
+
+
+async def _episode(config: TraceConfig, tally: Arrivals, swarm: Swarm, watch: BrokerWatch,
+                   episode: Episode, listeners: int, ongoing: bool = False) -> dict:
+    """An episode as its log line: when, how bad, through which servers, and its verdict
+    from what was measured from a little before it began to its end."""
+    since = episode.start_ns - EPISODE_LEAD_NS
+    until = (episode.end_ns or now_ns()) + 1_000_000_000
+    deliveries = [m for m in tally.deliveries if since <= m.t_pub <= until]
+    outside = [o for o in tally.outside if since <= o[0] <= until]
+    judged = await _judged(config, tally, deliveries, outside, swarm, watch, since, listeners)
+    return {"kind": "episode", **episode.to_json(), "ongoing": ongoing,
+            "start": _iso(episode.start_ns), "end": _iso(episode.end_ns) if episode.end_ns else None,
+            **judged}
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds")
+
+
+async def _judged(config: TraceConfig, tally: Arrivals, deliveries: list[MessageDeliveries],
+                  outside: list[tuple[int, int, str]], swarm: Swarm, watch: BrokerWatch,
+                  since: int, listeners: int) -> dict:
+    """A group's verdict from what the trace watched: compare's engine where a server
     stamped the messages, what outside the servers shows where none did."""
     budget_ns = config.budget_ms * 1e6
-    if tally.deliveries:
+    if deliveries:
         servers = [s.shifted(-tally.offset_ns(s.node)) for s in await asyncio.gather(
-            *(fetch_intervals(url, started - 1_000_000_000) for url in config.metrics_urls))]
+            *(fetch_intervals(url, since) for url in config.metrics_urls))]
         facts = LiveFacts(
-            tally.deliveries, _counts(tally, listeners), tally.hop_figures(),
+            deliveries, _counts(tally, deliveries), tally.hop_figures(),
             LoopLag.from_json(swarm.loop_lag.lag.lag_summary()), servers, watch.events(),
             watch.evidence(), [TimedEvent(e.kind, LISTENERS, e.start_ns, e.end_ns, e.detail)
                                for e in swarm.timeline.events],
@@ -191,12 +329,12 @@ async def _judged(config: TraceConfig, tally: Arrivals, swarm: Swarm, watch: Bro
         attribution, verdict = judge_live(facts, config.budget_ms)
         return {"verdict": verdict.to_json(),
                 "attribution": attribution.to_json() if attribution else None}
-    late = [(t, e2e) for t, e2e, _url in tally.outside if e2e > budget_ns]
+    late = [(t, e2e) for t, e2e, _url in outside if e2e > budget_ns]
     by_url: dict[str, list[int]] = {}
-    for _t, e2e, url in tally.outside:
+    for _t, e2e, url in outside:
         by_url.setdefault(url, [0, 0])[e2e > budget_ns] += 1
     events = watch.events()
-    verdict = outside_verdict(late, len(tally.outside) - len(late),
+    verdict = outside_verdict(late, len(outside) - len(late),
                               [e for e in events if e.kind == EventKind.QUEUE_BACKLOG],
                               [e for e in events if e.kind in BROKER_FAULTS], config.budget_ms,
                               {url: (late_, on + late_) for url, (on, late_) in by_url.items()})
@@ -207,12 +345,12 @@ BROKER_FAULTS = (EventKind.BROKER_UNAVAILABLE, EventKind.BROKER_ALARM,
                  EventKind.PUBLISHER_BLOCKED)
 
 
-def _counts(tally: Arrivals, listeners: int) -> Counts:
+def _counts(tally: Arrivals, deliveries: list[MessageDeliveries]) -> Counts:
     """The probes' counts (the group's own traffic has no count to miss against)."""
     sent = len(tally.probes)
     seen = sum(1 for p in tally.probes.values() if p.seen)
-    delivered = sum(m.count for m in tally.deliveries)
-    return Counts(published=max(sent, len({(m.group, m.seq) for m in tally.deliveries})),
+    delivered = sum(m.count for m in deliveries)
+    return Counts(published=max(sent, len({(m.group, m.seq) for m in deliveries})),
                   expected_deliveries=delivered + (sent - seen), delivered=delivered,
                   lost=sent - seen)
 
@@ -227,7 +365,7 @@ class Arrivals:
         self.hops = HopSet()
         self.by_node: dict[str, HopSet] = {}
         self.seen_ids: set[str] = set()
-        self.paths: set[tuple[str, str]] = set()  # (trace id, node) already counted
+        self.paths: dict[tuple[str, str], int] = {}  # (trace id, node) counted -> its t_pub
         self.clocks: dict[str, ProbeBounds] = {}
         self.stamped = self.unstamped = 0  # arrivals a server stamped, and not
         # for the verdict: each stamped arrival as the attribution reads it, and each
@@ -235,13 +373,13 @@ class Arrivals:
         self.deliveries: list[MessageDeliveries] = []
         self.outside: list[tuple[int, int, str]] = []
 
-    def delivered(self, member: Member, trace: DeliveryTrace, t_recv: int) -> None:
+    def delivered(self, member: Member, trace: DeliveryTrace, t_recv: int) -> str | None:
         """The swarm's on_delivery: a message no server stamped is known by the URL its
-        listener is connected to."""
+        listener is connected to. Returns the server it counted it for (None: seen already)."""
         node = trace.node if trace.server_stamped else member.url
         if (trace.trace_id, node) in self.paths:
-            return
-        self.paths.add((trace.trace_id, node))
+            return None
+        self.paths[(trace.trace_id, node)] = trace.t_pub
         self.seen_ids.add(trace.trace_id)
         if trace.server_stamped:
             self.stamped += 1
@@ -270,6 +408,17 @@ class Arrivals:
         elif probe and len(self.outside) < MAX_JUDGED:
             self.outside.append((trace.t_pub, t_recv - trace.t_pub, node))
         self.on_line(hop_line(trace, t_recv, "probe" if probe else "live", clock_ms, node))
+        return node
+
+    def forget_before(self, t_ns: int) -> None:
+        """What was published before t_ns, which no episode needs any more (a watch runs for
+        hours in flat memory); the histograms keep counting."""
+        self.deliveries = [m for m in self.deliveries if m.t_pub >= t_ns]
+        self.outside = [o for o in self.outside if o[0] >= t_ns]
+        self.paths = {key: t for key, t in self.paths.items() if t >= t_ns}
+        self.seen_ids = {trace_id for trace_id, _node in self.paths}
+        for trace_id in [i for i, p in self.probes.items() if p.t_pub < t_ns]:
+            del self.probes[trace_id]
 
     def offset_ns(self, node: str) -> int:
         """How far the node's clock is ahead of ours, where the probes showed they differ."""
@@ -332,11 +481,23 @@ async def _probe_publisher(config: TraceConfig):
     return connection, exchange
 
 
-async def _send_probes(config: TraceConfig, publisher, probes: dict[str, Probe]) -> None:
+async def _probe_forever(config: TraceConfig, publisher, probes: dict[str, Probe], group: str,
+                         rate: float) -> None:
+    """A watch's probes: `rate` a second into the group until cancelled, a round a minute
+    (one tracer throughout: its sequence numbers go on counting)."""
+    tracer, sent = Tracer("mqprobe-trace"), 0
+    while True:
+        await _send_probes(replace(config, rate=rate, duration_s=60.0), publisher, probes, group,
+                           first_seq=sent, tracer=tracer)
+        sent += max(1, round(rate * 60.0))
+
+
+async def _send_probes(config: TraceConfig, publisher, probes: dict[str, Probe], group: str,
+                       first_seq: int = 0, tracer: Tracer | None = None) -> None:
     import aio_pika
 
     _connection, exchange = publisher
-    tracer = Tracer("mqprobe-trace")
+    tracer = tracer or Tracer("mqprobe-trace")
     count = max(1, round(config.rate * config.duration_s))
     start = now_ns()
     pending = []
@@ -346,19 +507,19 @@ async def _send_probes(config: TraceConfig, publisher, probes: dict[str, Probe])
             await exchange.publish(message, key)
             probe.confirmed = True
 
-    for seq in range(count):
-        delay = (start + seq * 1e9 / config.rate - now_ns()) / 1e9
+    for seq in range(first_seq, first_seq + count):
+        delay = (start + (seq - first_seq) * 1e9 / config.rate - now_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
         if config.via == VIA_MANAGER:
             trace_id, t_pub = new_trace_id(), now_ns()
-            message, key = manager_probe(config, PublishStamp(trace_id, config.group, seq,
+            message, key = manager_probe(config, PublishStamp(trace_id, group, seq,
                                                               t_pub, t_pub)), "*"
         else:
-            headers = tracer.publish_headers(config.group)
+            headers = tracer.publish_headers(group)
             trace_id, t_pub = parse_traceparent(headers[TRACEPARENT])[0], now_ns()
             message = aio_pika.Message(b"mqprobe trace probe", headers=headers)
-            key = config.routing_key.format(group=config.group)
+            key = config.routing_key.format(group=group)
         probe = probes[trace_id] = Probe(seq, t_pub)
         pending.append(asyncio.get_running_loop().create_task(send(message, key, probe)))
     await asyncio.gather(*pending)
@@ -372,7 +533,7 @@ def manager_probe(config: TraceConfig, stamp: PublishStamp):
     message = {"method": "emit", "event": config.event,
                "data": {"mqprobe": socketio_field(stamp, UNSTAMPED_NODE, 0, 0),
                         "probe": "mqprobe trace"},
-               "namespace": "/", "room": config.room.format(group=config.group),
+               "namespace": "/", "room": config.room.format(group=stamp.group),
                "skip_sid": None, "callback": None, "host_id": f"mqprobe-trace-{stamp.trace_id}"}
     return aio_pika.Message(json.dumps(message).encode(),
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
@@ -451,6 +612,24 @@ class BrokerWatch:
                 await task
         if self.link:
             await self.link.stop()
+
+    def forget_before(self, t_ns: int) -> None:
+        """What the broker went through before t_ns, which no episode needs any more: its
+        depth samples, intervals, links and CPU windows (a watch runs for hours in flat
+        memory). The open intervals and the latest depth of each queue are kept."""
+        sampler = self.sampler
+        if sampler:
+            after_s = (t_ns - sampler.started_ns) / 1e9
+            for name, points in sampler.series.items():
+                sampler.series[name] = [p for p in points[:-1] if p[0] >= after_s] + points[-1:]
+            sampler.link[:] = [row for row in sampler.link if row[0] >= t_ns]
+            sampler.events.events = [e for e in sampler.events.events if e.end_ns >= t_ns]
+        if self.link:
+            rows = [row for row in self.link.rows if row[0] >= t_ns]
+            self.link.rows.clear()
+            self.link.rows.extend(rows)
+        if self.cpu:
+            self.cpu.forget_before(t_ns)
 
     def events(self) -> list[TimedEvent]:
         cpu = self.broker_cpu()

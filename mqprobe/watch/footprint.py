@@ -95,6 +95,19 @@ class CpuSampler:
         self.host.append(host_cpu_ns() or (0, 0, 0))
         self.pressure.append(host_pressure_ns() or 0)
 
+    def forget_before(self, t_ns: int) -> None:
+        """The samples before t_ns, all but the last of them (each window is a difference of
+        two samples): a sampler kept for hours (a trace's watch) in flat memory."""
+        keep = max(0, next((i for i, t in enumerate(self.times) if t >= t_ns),
+                           len(self.times)) - 1)
+        if not keep:
+            return
+        del self.times[:keep]
+        for series in (*self.used.values(), *self.waited.values(), self.host, self.pressure,
+                       self.broker_stopped):
+            del series[:keep]
+        del self.broker_rows[:keep]
+
     def _sample_broker(self) -> None:
         """One window of a local broker's own counters. The kernel counts a throttled
         thread's time as a wait on its run queue: each thread's wait beyond the cgroup's

@@ -265,3 +265,91 @@ def test_rabbitmq_frozen_under_a_cluster_with_no_mqprobe_code_is_the_mq(home, tm
                                "--via", "socketio-manager")
     verdict = summary["verdict"]
     assert (verdict["culprit"], Cause.of(verdict["cause"])) == ("mq", Cause.BROKER_UNAVAILABLE)
+
+
+# -- watching until it happens -----------------------------------------------------------------
+def test_an_episode_begins_with_the_first_late_delivery_and_ends_on_a_recovery():
+    from mqprobe.run.live_verdict import RECOVER_NS, EpisodeWatch
+
+    watch = EpisodeWatch("7", 50 * MS)
+    assert watch.see(T0, T0 + 2 * MS, "n1") is None and watch.open is None  # on time
+    began = watch.see(T0 + 1000 * MS, T0 + 1300 * MS, "n2")
+    assert began is not None and began.start_ns == T0 + 1000 * MS
+    assert watch.see(T0 + 1100 * MS, T0 + 1400 * MS, "n2") is None  # the same episode
+    last_late = T0 + 1400 * MS
+    # silence is no recovery: nothing arrived, the group may be down
+    assert watch.ended(last_late + 2 * RECOVER_NS) is None
+    for i in range(3):
+        watch.see(last_late + (i + 1) * 1000 * MS, last_late + (i + 1) * 1000 * MS + 2 * MS, "n1")
+    assert watch.ended(last_late + RECOVER_NS - 1) is None  # not for long enough yet
+    episode = watch.ended(last_late + RECOVER_NS)
+    assert episode is not None and watch.open is None
+    assert (episode.late, episode.seen, episode.worst_ns, episode.servers) == (
+        2, 5, 300 * MS, {"n2"})
+    assert episode.end_ns == last_late
+
+
+@pytest.mark.parametrize(("text", "groups"), [("7", ["7"]), ("16,17,18", ["16", "17", "18"]),
+                                              ("16-18", ["16", "17", "18"]), ("a, b,a", ["a", "b"])])
+def test_groups_to_follow_are_a_list_or_a_range(text, groups):
+    from mqprobe.run.trace import parse_groups
+
+    assert parse_groups(text) == groups
+
+
+def test_several_groups_compared_name_the_late_ones_their_cause_and_their_servers():
+    from mqprobe.run.trace import compare_groups
+
+    stalled = {"culprit": "server", "cause": "server-stall: n2's loop was held"}
+    summaries = {"16": {"verdict": {"culprit": "none", "cause": "within-budget"}},
+                 "17": {"verdict": stalled, "nodes": {"n2": {"e2e": {"p99_ms": 300}},
+                                                      "n1": {"e2e": {"p99_ms": 3}}}},
+                 "18": {"verdict": stalled, "nodes": {"n2": {"e2e": {"p99_ms": 280}}}}}
+    assert compare_groups(summaries, 50) == (
+        "17, 18 late (server: server-stall) through n2; 16 on time")
+
+
+def test_an_episode_log_reads_back_and_a_foreign_one_is_one_sentence():
+    from mqprobe.errors import ResultFormatError
+    from mqprobe.output.trace_report import episodes_of
+
+    line = {"kind": "episode", "group": "7", "start_ns": T0, "end_ns": T0 + 5, "late": 2,
+            "seen": 9, "servers": ["n1"], "worst_e2e_ms": 300.0,
+            "verdict": {"culprit": "mq", "cause": "broker-side: x", "evidence": []}}
+    assert episodes_of(json.dumps(line, separators=(",", ":"))) == [line]
+    assert episodes_of('{"mqprobe_version": "0.1.0"}') is None  # a result: not a log
+    with pytest.raises(ResultFormatError, match="line 2 of the episode log"):
+        episodes_of(json.dumps(line, separators=(",", ":")) + '\n{"kind":"episode"}')
+
+
+@pytest.mark.integration
+def test_a_watch_leaves_an_episode_that_went_away_by_itself(home, tmp_path):
+    """trace --duration 0: RabbitMQ frozen 2 s and back, then the watch is stopped (SIGINT,
+    as Ctrl-C): one line when the group went late, one when it recovered with the
+    episode's verdict, the episode in the log, and `mqprobe report LOG` renders it."""
+    log = tmp_path / "episodes.jsonl"
+    with _servers(home, [_chat(home, "chat-1"), _chat(home, "chat-2")]) as urls:
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "mqprobe", "trace", "--group", "7", "--duration", "0",
+             "--socketio-url", ",".join(urls), "--exchange", "chat.groups", "--metrics-url",
+             ",".join(f"{url}/metrics" for url in urls), "--log", str(log)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(home), cwd=REPO)
+        try:
+            with _frozen_for_a_while(home, after_s=4.0, for_s=2.0):
+                pass
+            time.sleep(9)  # the recovery: 5 s within budget after the last late delivery
+        finally:
+            watch.send_signal(signal.SIGINT)
+            out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    out = " ".join(out.split())
+    assert out.count(" group 7 late: ") == 1, out
+    assert " group 7 episode: recovered at " in out, out
+    assert "verdict: mq - broker-unavailable" in out, out
+    (episode,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert episode["verdict"]["culprit"] == "mq" and not episode["ongoing"]
+    assert episode["worst_e2e_ms"] > 1000
+    report = subprocess.run([sys.executable, "-m", "mqprobe", "report", str(log)],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert report.returncode == 0, report.stderr
+    assert "1 episode(s) over budget, group(s) 7" in report.stdout

@@ -58,6 +58,7 @@ def mq_shares(run: dict) -> dict[str, float]:
     return {s["cause"]: s["share"] for s in run["attribution"]["shares"] if s["culprit"] == "mq"}
 
 
+@pytest.mark.measuring  # the network's share of the tail
 @pytest.mark.parametrize(("delay", "least_ms"), [("20ms", 19), ("10ms+20ms", 10)])  # jittered
 def test_a_slow_path_to_rabbitmq_is_the_network_with_each_link_named(home, tmp_path, delay,
                                                                       least_ms):
@@ -79,6 +80,7 @@ def test_a_slow_path_to_rabbitmq_is_the_network_with_each_link_named(home, tmp_p
         assert legs["rabbitmq"]["p50"] < 5, legs
 
 
+@pytest.mark.measuring  # the network's share of the tail
 def test_one_slow_link_is_the_network_of_that_node(home, tmp_path):
     """Only n1's connection is slow (jittered): the messages n1 served are late, and the
     link named is n1's."""
