@@ -85,6 +85,7 @@ class SwarmConfig:
     eio: int | None = None
     kernel_stamps: bool = True  # t_recv from the kernel's receive stamp where it gives one
     samples: int = 0  # raw deliveries to keep, for checking hop arithmetic
+    lag_every_s: float = 0.01  # its own loop's lag, sampled this often (a trace's watch: 0.05)
     # called for every traced event a member receives (mqprobe trace prints them)
     on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = field(
         default=None, metadata=LOCAL)
@@ -207,7 +208,8 @@ class Swarm(PieceRuntime):
             self.hops[group] = HopSet()
         self.timeline = Recorder()
         # its stalls are the instrument's error bar, charged whole: not split by parts
-        self.loop_lag = LoopLagMonitor(timeline=self.timeline, counters=False)
+        self.loop_lag = LoopLagMonitor(self.config.lag_every_s, timeline=self.timeline,
+                                       counters=False)
         self.messages: dict[tuple[str, int, str], MessageRecord] = {}
         self.messages_dropped = 0
         self._stopping = False

@@ -163,9 +163,12 @@ async def live_trace(config: TraceConfig, on_line: Line, on_episode: Episodes | 
             (on_episode or on_line)({"kind": "late", **began.to_json(),
                                      "e2e_ms": round((t_recv - trace.t_pub) / 1e6, 3)})
 
+    # a watch's listeners see its lag every 50 ms: for hours, at a probe a second, their
+    # 100 wake-ups a second were most of the watch's CPU
     swarm = Swarm(SwarmConfig(node_urls=config.socketio_urls,
                               group_sizes=dict.fromkeys(groups, listeners),
-                              on_delivery=delivered, eio=config.eio))
+                              on_delivery=delivered, eio=config.eio,
+                              lag_every_s=0.05 if watching else 0.01))
     await swarm.start()
     if swarm.progress()["joined"] == 0:
         await swarm.stop()
@@ -590,15 +593,19 @@ class BrokerWatch:
             self.names = await asyncio.to_thread(bound_queues, config.management_url,
                                                  config.amqp_url, config.probe_exchange)
         # a trace watches a handful of queues: their depth 10 times a second catches a
-        # backlog a 300 ms stall leaves; the APIs once a second
+        # backlog a 300 ms stall leaves; a watch for hours, probing once a second, reads
+        # them 4 times a second, the broker's CPU twice and its APIs every 5 s (as a trace
+        # reads them, it cost 4% of a core)
+        watching = config.duration_s == 0
         self.sampler = QueueSampler(config.amqp_url, self.names, config.management_url,
-                                    interval_s=0.1, owners=self.owners, api_every_s=1.0)
+                                    interval_s=0.25 if watching else 0.1, owners=self.owners,
+                                    api_every_s=5.0 if watching else 1.0)
         pids = broker_processes(config.amqp_url)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.sampler.run()))
         if pids:
             self.cpu = CpuSampler({PieceRole.BROKER: pids})
-            self._tasks.append(loop.create_task(self.cpu.run()))
+            self._tasks.append(loop.create_task(self.cpu.run(0.5 if watching else 0.1)))
 
     def watch_probe_link(self, connection) -> None:
         self.link = LinkWatch(connection)

@@ -136,11 +136,11 @@ class CpuSampler:
         self._last[pid] = used
         return used
 
-    async def run(self) -> None:
+    async def run(self, period_s: float = PERIOD_S) -> None:
         try:
             while True:
                 self.sample()
-                await asyncio.sleep(PERIOD_S)
+                await asyncio.sleep(period_s)
         finally:
             for waits in self._waits.values():
                 waits.close()
