@@ -270,6 +270,13 @@ class BrokerSeries(Windows):
     them computed through the window (a hot queue is one process, on one scheduler), what
     the quota and the waits leave of a message's time there went to RabbitMQ's own work."""
 
+    def throttled_spans(self, a: int, b: int, least: float = 0.5) -> list[Span]:
+        """The windows within [a, b] its quota held it back `least` of or more, each
+        claiming its throttled share for broker-throttled (what began a node's backlog)."""
+        return [(max(a, row[0]), min(b, row[0] + row[1]),
+                 {Cause.BROKER_THROTTLED: min(1.0, row[5] / row[1])})
+                for row, _overlap in self.overlaps([(a, b)]) if row[5] >= least * row[1]]
+
     def charges(self, spans: Iterable[tuple[int, int]]) -> tuple[float, float, float]:
         """ns of the spans (a message's time in RabbitMQ) lost to its quota, to waiting for
         a CPU, and to its own work (the rest of a window one of its on-path threads
@@ -623,8 +630,14 @@ class Charger:
         free, on_the_way = _trim(free, head, tail)
         _add(out, {Cause.NETWORK: on_the_way})
         throttled, starved, busy = self.timeline.broker.charges(free)
-        _add(out, _fit({Cause.BROKER_THROTTLED: throttled, Cause.BROKER_STARVED: starved,
-                        Cause.BROKER_BUSY: busy}, _length(free)))
+        charges = {Cause.BROKER_THROTTLED: throttled, Cause.BROKER_BUSY: busy}
+        # its waits for a CPU by who had it: a node spinning, or catching up after a stall
+        # of its own, took it as it takes its neighbours' (on one core, n1's 200 ms spin
+        # once read as broker-starved); the rest is the broker's starvation
+        for cause, ns in self._starved(BROKER, free, starved).items():
+            cause = Cause.BROKER_STARVED if cause == Cause.CPU_STARVED else cause
+            charges[cause] = charges.get(cause, 0.0) + ns
+        _add(out, _fit(charges, _length(free)))
 
     def _impeded(self, node: str, segments: list[tuple[int, int]], out: dict[Cause, float],
                  waits: bool = True) -> tuple[list[tuple[int, int]], float]:
@@ -686,6 +699,10 @@ class Charger:
         broker = [span for whose, kind, cause in BACKLOG_BUILDERS
                   for span in whole(cause, [(s, min(e, until)) for s, e in
                                             timeline.get(whose, kind).overlapping(start, until)])]
+        # RabbitMQ held back by its quota up to the opening: it released what it held in a
+        # burst, and the node's backlog was that burst (a broker under a 5% quota on one core
+        # read as the nodes' starvation and saturation)
+        broker += timeline.broker.throttled_spans(start, min(until, backlog_start + GAP_NS))
         node_spans = [span for kind in NODE_SIDE
                       for span in timeline.parts_within(node, kind, backlog_start, until)]
         earliest = min([backlog_start] + [s for s, _e, _parts in broker])

@@ -931,6 +931,54 @@ def test_a_wait_for_the_cpu_a_stalled_node_took_to_catch_up_is_the_stall(n1_shar
     assert alone.share_of(Cause.SERVER_STALL) == 0
 
 
+@pytest.mark.parametrize(("n1_share", "cause"), [(0.8, Cause.SERVER_STALL),
+                                                 (0.2, Cause.BROKER_STARVED)])
+def test_rabbitmqs_wait_for_the_cpu_a_stalled_node_took_is_the_stall_too(n1_share, cause):
+    """The one-core matrix's spin=200ms/1s: while n1 caught up after its stall, RabbitMQ's
+    schedulers waited for the CPU, and n2's messages waited in RabbitMQ (60 ms). The wait
+    began with n1's stall, as a neighbouring node's does (one run in five read
+    broker-starved); beside a hog (n1 a fifth of what others used) it stays RabbitMQ's
+    starvation."""
+    from mqprobe.verdict.attribution import Charger
+
+    n1, _n2, events, cpu, used = _beside_a_stalled_node(n1_share)
+    catching = lambda t: any(a <= t < b for a, b in CATCH_UP)  # noqa: E731
+    n2 = [MessageDeliveries("2", i, "n2", "swarm1", T0 + i * 10 * MS,
+                            T0 + (i * 10 + (60 if catching(i * 10) else 1)) * MS,
+                            T0 + (i * 10 + (60 if catching(i * 10) else 1) + 0.05) * MS,
+                            [(2 * MS, 50)], 0, int(0.3 * MS)) for i in range(400)]
+    broker = BrokerCpu(tuple(
+        (T0 + t * MS, 100 * MS, 10 * MS, (60 if catching(t) else 0) * MS,
+         (60 if catching(t) else 0) * MS, 0, 10 * MS) for t in range(0, 4000, 100)), None, True)
+    used = used | {"broker": [[T0 + t * MS, 100 * MS, 10 * MS] for t in range(0, 4000, 100)]}
+    idle_n2 = {"n2": [[T0 + t * MS, 100 * MS, 5 * MS, 0, 0] for t in range(0, 4000, 100)]}
+    charger = Charger(Timeline(events, cpu | idle_n2, used, broker), n1 + n2, BUDGET * MS)
+    attribution = attribute(n2, charger, BUDGET)
+    assert attribution.shares[0].cause == cause, attribution.shares
+
+
+def test_a_backlog_a_throttled_broker_released_is_the_throttling():
+    """RabbitMQ under a 5% quota, throttled 90 ms of each window: it releases what it held
+    in a burst, and n1's backlog (its prefetch window full) opens with it. Each wait in
+    that backlog is the quota's up to the 90 ms it held RabbitMQ back (as a stall's would
+    be), and only what a wait took beyond that the consumer's saturation."""
+    burst = [(t, t + 300) for t in (1000, 2000)]
+    in_burst = lambda t: any(a <= t < b for a, b in burst)  # noqa: E731
+    msgs = messages(slow={i: {"mq": 200 - (i % 50) * 20}
+                          for i in range(100) if in_burst(i * 20) and i % 50 < 10})
+    events = [event(EventKind.WINDOW_FULL, "n1", t, t + 200, queue="q", prefetch=10)
+              for t in (1000, 2000)]
+    throttled = BrokerCpu(tuple(
+        (T0 + t * MS, 100 * MS, 5 * MS, 0, 0, (90 if t in (900, 1900) else 0) * MS, 5 * MS)
+        for t in range(0, 2100, 100)), 0.05, True)
+    attribution = attribute(msgs, Timeline(events, broker=throttled), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_THROTTLED, attribution.shares
+    assert attribution.share_of(Cause.BROKER_THROTTLED) > 0.6, attribution.shares
+    unthrottled = BrokerCpu(tuple((*row[:5], 0, row[6]) for row in throttled.rows), None, True)
+    alone = attribute(msgs, Timeline(events, broker=unthrottled), BUDGET)
+    assert alone.shares[0].cause == Cause.CONSUMER_SATURATED, alone.shares
+
+
 def test_a_node_busy_without_a_stall_takes_no_one_elses_waits():
     """n1 computing through the same windows with no stall behind it: n2's waits stay
     cpu-starved (a busy neighbour is no cause of its own)."""
