@@ -88,11 +88,12 @@ def main() -> None:
         episodes = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         causes = sorted({e["verdict"]["cause"].partition(":")[0] for e in episodes})
         first, last = rows[0], rows[-1]
+        seconds = max(1, (last[0] - 1) * 60)  # after the first minute: probes, one a second
         print(f"\nexit {watch.returncode}; {len(episodes)} episodes logged "
               f"({', '.join(causes)}); "
               f"RSS {first[1] / 1024:.1f} MiB at minute 1, {last[1] / 1024:.1f} MiB at minute "
-              f"{last[0]}; CPU after minute 1: {(last[2] - first[2]) * 1000 / max(1, (last[0] - 1) * 60):.2f} "
-              f"ms a probe ({(last[2] - first[2]) / max(1, (last[0] - 1) * 60):.4f} cores)"
+              f"{last[0]}; CPU after minute 1: {(last[2] - first[2]) * 1000 / seconds:.2f} "
+              f"ms a probe ({(last[2] - first[2]) / seconds:.4f} cores)"
               + (f"; stderr: {err[-300:]}" if watch.returncode else ""))
     finally:
         if watch and watch.poll() is None:
