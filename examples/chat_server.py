@@ -72,6 +72,7 @@ async def serve(amqp_url: str, host: str, port: int, node: str, exchange_name: s
     await queue.bind(exchange, routing_key="group.*")
     # mqprobe: its link's round trips and its queue, served beside /metrics for `trace`
     tracer.watch_link(connection, queue=queue.name)
+    consumer = tracer.consumer(queue.name, prefetch=100)  # mqprobe: full window, busy handler
     stalled_at = [0.0]
 
     @sio.on("join")
@@ -87,6 +88,15 @@ async def serve(amqp_url: str, host: str, port: int, node: str, exchange_name: s
         await exchange.publish(aio_pika.Message(body, headers=headers), f"group.{group}")
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        consumer.arrived()  # mqprobe
+        consumer.busy.enter()  # mqprobe
+        try:
+            await handle(message)
+        finally:
+            consumer.busy.leave()  # mqprobe
+            consumer.acked()  # mqprobe (acked as message.process() ends)
+
+    async def handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         async with message.process():
             trace = tracer.consumed(message.headers)  # mqprobe
             group = (message.routing_key or "").removeprefix("group.")

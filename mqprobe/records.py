@@ -12,7 +12,7 @@ import time
 from hdrh.histogram import HdrHistogram
 
 from mqprobe.model import HopSummary, LagSummary
-from mqprobe.timeline import IntervalTracker
+from mqprobe.timeline import BUSY_MIN_NS, EventKind, IntervalTracker, Recorder
 
 _HIGHEST_US = 3600 * 1_000_000
 _EXACT_BITS = 11  # 3 significant digits: HDR counts each value below 2**11 us exactly
@@ -181,3 +181,32 @@ class BusyMeter:
         now = time.monotonic_ns()
         busy = self.busy_ns + (now - self._since if self._in_flight else 0)
         return round(busy / max(1, now - self.started_ns), 4)
+
+
+class Consumer:
+    """One consumer's meters: unacked deliveries against its prefetch window, busy time, and
+    with a timeline, the intervals the verdict reads (window-full, consumer-busy). A node
+    keeps one per queue; a server that embeds mqprobe gets one from Tracer.consumer."""
+
+    __slots__ = ("name", "prefetch", "busy", "window", "unacked", "unacked_max")
+
+    def __init__(self, name: str, prefetch: int, timeline: Recorder, tracks_window: bool) -> None:
+        self.name, self.prefetch = name, prefetch
+        self.busy = BusyMeter(IntervalTracker(timeline, EventKind.CONSUMER_BUSY, BUSY_MIN_NS,
+                                              queue=name))
+        # A window is only a window when acks follow the handling (ack=after)
+        self.window = IntervalTracker(timeline, EventKind.WINDOW_FULL, 1_000_000, queue=name,
+                                      prefetch=prefetch) if tracks_window else None
+        self.unacked = self.unacked_max = 0
+
+    def arrived(self) -> None:
+        """A delivery reached us: unacked until acked."""
+        self.unacked += 1
+        self.unacked_max = max(self.unacked_max, self.unacked)
+        if self.window and self.unacked >= self.prefetch:
+            self.window.begin()
+
+    def acked(self) -> None:
+        self.unacked -= 1
+        if self.window and self.unacked < self.prefetch:
+            self.window.end()

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from mqprobe.embed.metrics import FastHistogram, GroupTable, Hops, PrometheusCollector
 from mqprobe.model import HOP_DELIVERY, HOP_E2E, HOP_FANOUT, HOP_MQ, HOP_SERVER
-from mqprobe.records import HopSet, Reasons
+from mqprobe.records import Consumer, HopSet, Reasons
 from mqprobe.stamps import (
     AMQP_HEADER,
     BROKER_IN_HEADER,
@@ -168,6 +168,15 @@ class Tracer:
             self._link = LinkWatch(connection, ring=True)
             self._link.start()
 
+    def consumer(self, queue: str, prefetch: int, acks_after: bool = True) -> Consumer:
+        """Meters for one of this server's consumers, recorded beside its pauses and served
+        with its intervals: call `arrived()` as a message is delivered to it, `busy.enter()`
+        and `busy.leave()` around its handling, and `acked()` as it is acked (`acks_after`:
+        it acks after handling, so its prefetch window is a window). `mqprobe trace` then
+        tells a message that waited behind a full window or a busy handler (the server's:
+        consumer-saturated) from one RabbitMQ held."""
+        return Consumer(check_id("queue", queue), prefetch, self.timeline, acks_after)
+
     def intervals(self, since_ns: int = 0) -> dict:
         """What this process went through since `since_ns` (ns, CLOCK_REALTIME), for `mqprobe
         trace` to judge its groups' deliveries with the verdict compare gives: its pauses
@@ -175,7 +184,7 @@ class Tracer:
         loop thread's CPU windows (`loop_cpu`: start_ns, wall_ns, on_cpu_ns, waiting_ns,
         throttled_ns), its AMQP link's round trips (`link`: t_send_ns, rtt_ns, tcp_rtt_ns)
         and the queues it consumes. Each part is empty unless watched (watch_pauses,
-        watch_link). README's wire format section documents it (INTERVALS_VERSION)."""
+        watch_link, consumer). README's wire format section documents it (INTERVALS_VERSION)."""
         loop = self._loop_lag
         rows = loop.windows.so_far() if loop else []
         return {"mqprobe_intervals": INTERVALS_VERSION, "node": self.node, "now_ns": now_ns(),

@@ -38,7 +38,7 @@ from mqprobe.protocol import (
     Reset,
     Settle,
 )
-from mqprobe.records import BusyMeter, HopSet
+from mqprobe.records import Consumer, HopSet
 from mqprobe.stamps import (
     SOCKETIO_FIELD,
     TraceFormatError,
@@ -47,7 +47,7 @@ from mqprobe.stamps import (
     decode_socketio_field,
     now_ns,
 )
-from mqprobe.timeline import BUSY_MIN_NS, EventKind, IntervalTracker, Recorder, freeze_setup
+from mqprobe.timeline import Recorder, freeze_setup
 from mqprobe.watch.loop import LoopLagMonitor
 from mqprobe.watch.profile import LoopProfiler
 
@@ -89,33 +89,6 @@ class NodeConfig:
 # What each message waited and its fan-out took is kept for the attribution up to this
 # many messages; the per-group histograms count every emit regardless.
 MAX_EMIT_RECORDS = 200_000
-
-
-class Consumer:
-    """One consumer's meters: unacked deliveries against its prefetch window, busy time."""
-
-    __slots__ = ("name", "prefetch", "busy", "window", "unacked", "unacked_max")
-
-    def __init__(self, name: str, prefetch: int, timeline: Recorder, tracks_window: bool) -> None:
-        self.name, self.prefetch = name, prefetch
-        self.busy = BusyMeter(IntervalTracker(timeline, EventKind.CONSUMER_BUSY, BUSY_MIN_NS,
-                                              queue=name))
-        # A window is only a window when acks follow the handling (ack=after)
-        self.window = IntervalTracker(timeline, EventKind.WINDOW_FULL, 1_000_000, queue=name,
-                                      prefetch=prefetch) if tracks_window else None
-        self.unacked = self.unacked_max = 0
-
-    def arrived(self) -> None:
-        """A delivery reached us: unacked until acked."""
-        self.unacked += 1
-        self.unacked_max = max(self.unacked_max, self.unacked)
-        if self.window and self.unacked >= self.prefetch:
-            self.window.begin()
-
-    def acked(self) -> None:
-        self.unacked -= 1
-        if self.window and self.unacked < self.prefetch:
-            self.window.end()
 
 
 @dataclass

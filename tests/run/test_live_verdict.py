@@ -86,6 +86,30 @@ def test_a_servers_intervals_are_moved_onto_our_clock():
     assert server.loop_cpu == ((60, 50, 10, 0, 0),) and server.link == ((60, 7, 3),)
 
 
+def test_a_hosts_consumer_reports_its_full_window_and_busy_handler_with_its_intervals():
+    """Tracer.consumer: the meters compare's nodes keep, for a host's own consumer; what
+    they record is served with the intervals trace judges with."""
+    import asyncio
+
+    from mqprobe.embed import Tracer
+
+    tracer = Tracer("chat-9")
+    consumer = tracer.consumer("chat.groups.chat-9", prefetch=2)
+    consumer.arrived()
+    consumer.busy.enter()
+    consumer.arrived()  # the window is full: 2 unacked of 2
+    asyncio.run(asyncio.sleep(0.01))
+    consumer.busy.leave()
+    consumer.acked()  # room again
+    consumer.acked()
+    server = ServerIntervals.from_json(tracer.intervals())
+    kinds = {e.kind for e in server.events}
+    assert kinds == {EventKind.WINDOW_FULL, EventKind.CONSUMER_BUSY}, server.events
+    (full,) = [e for e in server.events if e.kind == EventKind.WINDOW_FULL]
+    assert full.piece == "chat-9" and full.detail["prefetch"] == 2
+    assert full.end_ns - full.start_ns >= 10 * MS
+
+
 @pytest.mark.integration  # an aiohttp server of its own, on loopback
 def test_the_embed_serves_its_intervals_beside_its_metrics():
     """GET <metrics>/intervals?since=NS: the pauses since then, the loop's CPU windows, the
@@ -225,7 +249,7 @@ def test_a_stall_in_an_embedding_servers_handler_is_the_server_and_its_code_name
     verdict = summary["verdict"]
     assert (verdict["culprit"], Cause.of(verdict["cause"])) == ("server", Cause.SERVER_STALL), out
     assert "chat-1's loop was held" in verdict["cause"]
-    assert "examples/chat_server.py" in verdict["cause"] and "in on_message" in verdict["cause"]
+    assert "examples/chat_server.py" in verdict["cause"] and "in handle" in verdict["cause"]
     assert "off the CPU" in verdict["cause"]
     assert "verdict: server - server-stall" in " ".join(out.split())
 
