@@ -86,6 +86,9 @@ class SwarmConfig:
     kernel_stamps: bool = True  # t_recv from the kernel's receive stamp where it gives one
     samples: int = 0  # raw deliveries to keep, for checking hop arithmetic
     lag_every_s: float = 0.01  # its own loop's lag, sampled this often (a trace's watch: 0.05)
+    # per-message records for compare's attribution (trace keeps its own: a watch's hours of
+    # them grew its memory 0.2 MiB a minute)
+    keep_records: bool = True
     # called for every traced event a member receives (mqprobe trace prints them)
     on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = field(
         default=None, metadata=LOCAL)
@@ -402,7 +405,7 @@ class Swarm(PieceRuntime):
         hops = self.hops[member.group]
         for hop, value in trace.hops(t_recv):
             hops[hop].record(value)
-        if not trace.server_stamped:  # nothing of a server's to attribute
+        if not trace.server_stamped or not self.config.keep_records:  # nothing to attribute
             return
         key = (trace.group, seq, trace.node)
         record = self.messages.get(key)

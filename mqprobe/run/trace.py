@@ -168,7 +168,7 @@ async def live_trace(config: TraceConfig, on_line: Line, on_episode: Episodes | 
     swarm = Swarm(SwarmConfig(node_urls=config.socketio_urls,
                               group_sizes=dict.fromkeys(groups, listeners),
                               on_delivery=delivered, eio=config.eio,
-                              lag_every_s=0.05 if watching else 0.01))
+                              lag_every_s=0.05 if watching else 0.01, keep_records=False))
     await swarm.start()
     if swarm.progress()["joined"] == 0:
         await swarm.stop()
