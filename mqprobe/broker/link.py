@@ -70,6 +70,10 @@ class LinkWatch:
         self.failures = 0  # pings that could not be sent (a closed channel, a reconnect)
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
+        # found once (a frame read), again only after the connection came back: the pieces'
+        # loops are sampled from other threads already, and frame reads are what CPython
+        # 3.11's crash reports have in common
+        self._socket: socket.socket | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -132,4 +136,12 @@ class LinkWatch:
         else:
             rtt = now_ns() - sent
         if len(self.rows) < MAX_PINGS or isinstance(self.rows, deque):
-            self.rows.append([sent, rtt, tcp_rtt_ns(connection_socket(self.connection))])
+            self.rows.append([sent, rtt, self._kernel_rtt()])
+
+    def _kernel_rtt(self) -> int:
+        if self._socket is None:
+            self._socket = connection_socket(self.connection)
+        rtt = tcp_rtt_ns(self._socket)
+        if rtt == NOT_READ:  # closed: a reconnect made another; look again next time
+            self._socket = None
+        return rtt

@@ -67,6 +67,7 @@ class QueueSampler:
         # compare's own link to the broker, a control beside the pieces': each depth
         # sample's first declare timed, as broker.link.LinkWatch rows
         self.link: list[list[int]] = []
+        self._socket_of, self._socket = None, None  # the connection whose socket is known
 
     def _raised(self, raised: list[str]) -> None:
         """An alarm interval begins with the first sample that shows one, and ends with the
@@ -203,8 +204,9 @@ class QueueSampler:
             try:
                 queue = await asyncio.wait_for(channel.declare_queue(name, passive=True), 2)
                 if i == 0 and len(self.link) < MAX_PINGS:
-                    self.link.append([sent, now_ns() - sent,
-                                      tcp_rtt_ns(connection_socket(connection))])
+                    if self._socket_of is not connection:  # found once a connection
+                        self._socket_of, self._socket = connection, connection_socket(connection)
+                    self.link.append([sent, now_ns() - sent, tcp_rtt_ns(self._socket)])
             except Exception:  # gone or not yet there: the channel is closed by it
                 self.errors += 1
                 try:
