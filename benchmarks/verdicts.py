@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,12 +62,15 @@ def compare(args: list[str], env: dict | None = None) -> dict:
                               capture_output=True, text=True, env={**os.environ, **(env or {})})
         if not out.exists():
             sys.exit(f"compare failed: {done.stderr[-2000:]}")
+        result = json.loads(out.read_text())
         if KEEP:
             KEEP[0].mkdir(parents=True, exist_ok=True)
             name = "_".join(a.replace("/", "-") for a in args if not a.startswith("--"))
-            (KEEP[0] / f"{len(list(KEEP[0].iterdir())):02d}_{name or 'default'}.json").write_text(
-                out.read_text())
-        return json.loads(out.read_text())
+            stem = f"{len(list(KEEP[0].glob('*.json'))):02d}_{name or 'default'}"
+            (KEEP[0] / f"{stem}.json").write_text(out.read_text())
+            if any(run.get("error") for run in result["runs"]):  # a crash's stack is in there
+                shutil.copytree(Path(tmp) / "logs", KEEP[0] / f"{stem}-logs")
+        return result
 
 
 def said(run: dict) -> str:
