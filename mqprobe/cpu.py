@@ -58,11 +58,12 @@ class Anatomy:
 
     def to_detail(self) -> dict[str, float]:
         """For a timeline event: each part in ms."""
-        return {"on_cpu_ms": _ms(self.on_cpu_ns), "waiting_ms": _ms(self.waiting_ns),
-                "throttled_ms": _ms(self.throttled_ns), "off_cpu_ms": _ms(self.off_cpu_ns)}
+        return {"on_cpu_ms": ms_of(self.on_cpu_ns), "waiting_ms": ms_of(self.waiting_ns),
+                "throttled_ms": ms_of(self.throttled_ns), "off_cpu_ms": ms_of(self.off_cpu_ns)}
 
 
-def _ms(ns: int) -> float:
+def ms_of(ns: float) -> float:
+    """ns as ms, to the microsecond."""
     return round(ns / 1e6, 3)
 
 
@@ -258,10 +259,10 @@ def cgroup_quota(pid: int | str = "self", root: str = "/sys/fs/cgroup") -> float
     if stat is None:
         return None
     folder = stat.rpartition("/")[0]
-    quota = _read_text(f"{folder}/cpu.cfs_quota_us")
-    period = _read_text(f"{folder}/cpu.cfs_period_us")
+    quota = read_text(f"{folder}/cpu.cfs_quota_us")
+    period = read_text(f"{folder}/cpu.cfs_period_us")
     if not quota:  # v2: "max 100000" or "5000 100000"
-        quota, _, period = _read_text(f"{folder}/cpu.max").partition(" ")
+        quota, _, period = read_text(f"{folder}/cpu.max").partition(" ")
     try:
         quota_us, period_us = int(quota), int(period)
     except ValueError:
@@ -280,7 +281,8 @@ def process_stopped(pid: int) -> bool:
     return text[text.rindex(b")") + 2:][:1] in (b"T", b"t")
 
 
-def _read_text(path: str) -> str:
+def read_text(path: str) -> str:
+    """A small file's text, stripped; '' where it cannot be read (a missing cgroup file)."""
     try:
         with open(path) as file:
             return file.read().strip()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from mqprobe.cpu import ms_of
 from mqprobe.errors import ResultFormatError
 from mqprobe.model import CULPRIT_OF, PROSE, Cause, Culprit, PieceRole, ShareJson, VerdictJson
 from mqprobe.timeline import EventKind, TimedEvent
@@ -310,9 +311,9 @@ class LinkFigures:
             return None
         rtts = sorted(row[1] for row in rows)
         kernel = sorted(row[2] for row in rows if row[2] >= 0)
-        return cls(link, len(rows), _ms(_pct(rtts, 50)), _ms(_pct(rtts, 99)), _ms(rtts[0]),
-                   _ms(_pct(kernel, 50)) if kernel else None,
-                   _ms(_pct(kernel, 99)) if kernel else None)
+        return cls(link, len(rows), ms_of(_pct(rtts, 50)), ms_of(_pct(rtts, 99)), ms_of(rtts[0]),
+                   ms_of(_pct(kernel, 50)) if kernel else None,
+                   ms_of(_pct(kernel, 99)) if kernel else None)
 
     def to_json(self) -> dict:
         return {"link": self.link, "pings": self.pings,
@@ -331,10 +332,6 @@ class LinkFigures:
 def _pct(values: list[int], pct: float) -> int:
     """The value at `pct` of sorted values (nearest rank)."""
     return values[min(len(values) - 1, max(0, -(-len(values) * pct // 100) - 1))] if values else 0
-
-
-def _ms(ns: float) -> float:
-    return round(ns / 1e6, 3)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ import time
 import urllib.parse
 from dataclasses import asdict, dataclass
 
-from mqprobe.cpu import pid_alive
+from mqprobe.cpu import pid_alive, read_text
 from mqprobe.errors import InputError, whole_number
 
 KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin", "throttle", "link-delay",
@@ -325,7 +325,7 @@ def _cpu_controller(root: str) -> tuple[str, bool] | None:
     """Where CPU quotas are set (and whether it is cgroup v1), or None where nowhere."""
     if os.path.exists(f"{root}/cpu/cpu.cfs_quota_us"):
         return f"{root}/cpu", True
-    if "cpu" in _read(f"{root}/cgroup.controllers").split():
+    if "cpu" in read_text(f"{root}/cgroup.controllers").split():
         return root, False
     return None
 
@@ -333,11 +333,3 @@ def _cpu_controller(root: str) -> tuple[str, bool] | None:
 def _write(path: str, text: str) -> None:
     with open(path, "w") as file:
         file.write(text)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as file:
-            return file.read()
-    except OSError:
-        return ""
