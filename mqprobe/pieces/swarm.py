@@ -86,8 +86,9 @@ class SwarmConfig:
     kernel_stamps: bool = True  # t_recv from the kernel's receive stamp where it gives one
     samples: int = 0  # raw deliveries to keep, for checking hop arithmetic
     lag_every_s: float = 0.01  # its own loop's lag, sampled this often (a trace's watch: 0.05)
-    # per-message records for compare's attribution (trace keeps its own: a watch's hours of
-    # them grew its memory 0.2 MiB a minute)
+    # per-message records for compare's attribution, and every one of its loop's CPU windows
+    # (False: a trace's listeners, which keep their own and, for hours, a ring of windows:
+    # a watch grew 0.2 MiB a minute, mostly those windows)
     keep_records: bool = True
     # called for every traced event a member receives (mqprobe trace prints them)
     on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = field(
@@ -212,7 +213,7 @@ class Swarm(PieceRuntime):
         self.timeline = Recorder()
         # its stalls are the instrument's error bar, charged whole: not split by parts
         self.loop_lag = LoopLagMonitor(self.config.lag_every_s, timeline=self.timeline,
-                                       counters=False)
+                                       counters=False, ring=not self.config.keep_records)
         self.messages: dict[tuple[str, int, str], MessageRecord] = {}
         self.messages_dropped = 0
         self._stopping = False

@@ -29,7 +29,7 @@ from mqprobe.stamps import now_ns
 from mqprobe.timeline import STALL_MIN_NS, EventKind, Recorder
 
 WINDOW_NS = 100_000_000  # the loop thread's CPU series: one row per this much wall time
-MAX_WINDOWS = 36_000  # an hour of rows; later ones are counted, not kept
+MAX_WINDOWS = 36_000  # an hour of rows; later ones are counted, not kept (a ring: the first)
 HELD_SHARE = 0.6  # of a stall's samples in one code location: that code held the loop
 
 
