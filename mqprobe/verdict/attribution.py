@@ -314,17 +314,21 @@ class LinkLegs:
     none."""
 
     def __init__(self, links: dict[str, list[list[int]]],
-                 measured_else: Callable[[str, int, int], bool]) -> None:
-        control = sorted((t, rtt - (tcp if tcp >= 0 else 0)) for t, rtt, tcp in
-                         links.get(CONTROL_LINK, []) if not measured_else(CONTROL_LINK, t, t + rtt))
+                 measured_else: Callable[[str, int, int], float | None]) -> None:
+        control = []
+        for t, rtt, tcp in links.get(CONTROL_LINK, []):
+            if (own := measured_else(CONTROL_LINK, t, t + rtt)) is not None:
+                control.append((t, rtt - own - (tcp if tcp >= 0 else 0)))
+        control.sort()
         self._control_t = [t for t, _ in control]
         self._control = [answer for _, answer in control]
         self._legs: dict[str, tuple[list[int], list[float]]] = {}
         for link, rows in links.items():
             if link == CONTROL_LINK:
                 continue
-            kept = sorted((t, max(0.0, rtt - self.answer_ns(t)) / 2) for t, rtt, _tcp in rows
-                          if not measured_else(link, t, t + rtt))
+            kept = sorted((t, max(0.0, rtt - own - self.answer_ns(t)) / 2)
+                          for t, rtt, _tcp in rows
+                          if (own := measured_else(link, t, t + rtt)) is not None)
             self._legs[link] = ([t for t, _ in kept], [leg for _, leg in kept])
 
     def answer_ns(self, t: int) -> float:
@@ -335,10 +339,15 @@ class LinkLegs:
         """The least of the link's legs near t: what the path itself added for sure, not
         the delays a ping meets on its piece's own crowded core (a node waiting for a CPU
         reads its answer late, and that is its starvation, not the link's)."""
+        return self.spread(link, t)[0]
+
+    def spread(self, link: str, t: int) -> tuple[float, float]:
+        """The least and the longest of the link's legs near t (0, 0 without pings): a
+        message's own leg lay between them as far as the pings can tell."""
         times, legs = self._legs.get(link, ([], []))
         near = legs[bisect.bisect_left(times, t - LINK_NEAR_NS):
                     bisect.bisect_right(times, t + LINK_NEAR_NS)]
-        return min(near, default=0.0)
+        return (min(near), max(near)) if near else (0.0, 0.0)
 
     @property
     def measured(self) -> bool:
@@ -386,12 +395,18 @@ class Timeline:
         self.broker = BrokerSeries([list(row) for row in broker.rows] if broker else ())
         self.legs = LinkLegs(links or {}, self._measured_else)
 
-    def _measured_else(self, link: str, a: int, b: int) -> bool:
-        """Whether a ping over [a, b] crossed a broker outage, or a stall or collection of
-        the piece that sent it."""
-        return any(self.get(piece, kind).within(a, b) for piece, kind in (
-            (BROKER, EventKind.BROKER_UNAVAILABLE), (link, EventKind.LOOP_STALL),
-            (link, EventKind.GC)))
+    def _measured_else(self, link: str, a: int, b: int) -> float | None:
+        """What a ping over [a, b] measured beyond the link: None when it crossed a broker
+        outage (it measured that), else the ns of the stalls and collections of the piece
+        that sent it inside it, and its loop's waits for a CPU between them (it read its
+        answer that much later)."""
+        if self.get(BROKER, EventKind.BROKER_UNAVAILABLE).within(a, b):
+            return None
+        held = Intervals(span for kind in (EventKind.LOOP_STALL, EventKind.GC)
+                         for span in self.get(link, kind).within(a, b))
+        waiting, throttled = self.cpu(link).waits_in(_outside(a, b, held))  # for a CPU
+        return float(sum(e - s for s, e in zip(held.starts, held.ends, strict=True))
+                     + waiting + throttled)
 
     def get(self, piece: str, kind: EventKind) -> Intervals:
         """The piece's intervals of a kind, merged."""
@@ -420,6 +435,16 @@ class Timeline:
         """CPU ns the piece (or HOST_CPU: the host) used within the spans; 0 when unknown."""
         series = self._used.get(piece)
         return series.within(spans) if series else 0.0
+
+
+def _outside(a: int, b: int, intervals: Intervals) -> list[tuple[int, int]]:
+    """The parts of [a, b] outside the intervals."""
+    out, at = [], a
+    for s, e in intervals.within(a, b):
+        if s > at:
+            out.append((at, s))
+        at = max(at, e)
+    return out + ([(at, b)] if b > at else [])
 
 
 def _running_max(events: list[tuple[int, int, Parts]]) -> list[int]:
@@ -612,10 +637,11 @@ class Charger:
                      held_until: int) -> None:
         """[a, b] of message m on the broker's side: its outages, alarms and blocks; then,
         after `held_until`, the way to RabbitMQ (its publish leg, at the start) and from
-        it (its deliver leg, at the end, when [a, b] reaches its node): the links' own round
-        trips then (network); then what RabbitMQ's own counters measured while it held the
-        message (its cgroup's quota, its schedulers' waits for a CPU: BrokerSeries); the
-        rest is broker-side."""
+        it (its deliver leg, at the end, when [a, b] reaches its node): the least of its
+        links' legs then (network); then what RabbitMQ's own counters measured while it
+        held the message (its cgroup's quota, its schedulers' waits for a CPU and own work:
+        BrokerSeries); then, of what they leave, up to the jitter the links showed nearby
+        (network again); the rest is broker-side."""
         if b <= a:
             return
         got, free = claim([(a, b)], [span for whose, kind, cause in BROKER_SIDE
@@ -625,10 +651,9 @@ class Charger:
         if not free:
             return
         legs = self.timeline.legs
-        head = legs.one_way(PUBLISHER, a) if free[0][0] == a else 0.0
-        tail = legs.one_way(m.node, b) if free[-1][1] == b == m.t_deq else 0.0
-        free, on_the_way = _trim(free, head, tail)
-        _add(out, {Cause.NETWORK: on_the_way})
+        head = legs.spread(PUBLISHER, a) if free[0][0] == a else (0.0, 0.0)
+        tail = legs.spread(m.node, b) if free[-1][1] == b == m.t_deq else (0.0, 0.0)
+        free, on_the_way = _trim(free, head[0], tail[0])
         throttled, starved, busy = self.timeline.broker.charges(free)
         charges = {Cause.BROKER_THROTTLED: throttled, Cause.BROKER_BUSY: busy}
         # its waits for a CPU by who had it: a node spinning, or catching up after a stall
@@ -637,7 +662,14 @@ class Charger:
         for cause, ns in self._starved(BROKER, free, starved).items():
             cause = Cause.BROKER_STARVED if cause == Cause.CPU_STARVED else cause
             charges[cause] = charges.get(cause, 0.0) + ns
-        _add(out, _fit(charges, _length(free)))
+        charges = _fit(charges, _length(free))
+        # what RabbitMQ's counters leave, up to the jitter its links showed nearby, was on
+        # the way too: the tail of a jittered link is its longest legs, and its least one
+        # left that jitter to broker-side (n1:30ms+20ms read broker-side 44%)
+        left = _length(free) - sum(charges.values())
+        jitter = (head[1] - head[0]) + (tail[1] - tail[0])
+        charges[Cause.NETWORK] = on_the_way + max(0.0, min(left, jitter))
+        _add(out, charges)
 
     def _impeded(self, node: str, segments: list[tuple[int, int]], out: dict[Cause, float],
                  waits: bool = True) -> tuple[list[tuple[int, int]], float]:

@@ -1071,17 +1071,22 @@ def test_a_proxy_in_front_of_every_link_compares_own_too_stays_broker_side():
            "the kernel's 0.1 ms" in said.evidence, said.evidence
 
 
-@pytest.mark.parametrize("spoiler", [
-    event(EventKind.LOOP_STALL, "n1", 900, 1400, **BLOCKED),  # n1 read its pings late
-    event(EventKind.BROKER_UNAVAILABLE, "broker", 900, 1400, unresponsive=True)])  # frozen
-def test_a_ping_that_measured_something_else_is_left_out(spoiler):
-    """n1's pings at 1.0 s and 1.5 s took 400 ms: its own loop was stalled (it read the
-    answers late), or the broker did not answer. Neither is the link: those pings are
-    left out, and the link's legs near them are its other pings'."""
+@pytest.mark.parametrize(("spoiler", "leg_ms"), [
+    # n1 read its pings' answers late: its stall's time inside the ping comes off it
+    (event(EventKind.LOOP_STALL, "n1", 900, 1400, **BLOCKED), 0.0),
+    # the broker did not answer: the ping measured the outage, and is left out
+    (event(EventKind.BROKER_UNAVAILABLE, "broker", 900, 1400, unresponsive=True), 0.05)])
+def test_a_ping_that_measured_something_else_is_not_the_link(spoiler, leg_ms):
+    """n1's ping at 1.0 s took 400 ms: its own loop was stalled through it (it read the
+    answer late), or the broker did not answer. Neither is the link: a stall's time comes
+    off the ping (a slow link's pings on a node collecting several times a second were
+    mostly left out), a ping across an outage is left out (the leg near it is its
+    neighbours')."""
     links = {"publisher": pings(0.5), "n1": pings(0.5, spoiled={1000: 400}),
              "compare": pings(0.5, spoiled={1000: 400} if spoiler.piece == "broker" else {})}
     timeline = Timeline([spoiler], links=links)
-    assert timeline.legs.one_way("n1", T0 + 1000 * MS) == pytest.approx(0.05 * MS)
+    assert timeline.legs.one_way("n1", T0 + 1000 * MS) == pytest.approx(leg_ms * MS)
+    assert timeline.legs.spread("n1", T0 + 1000 * MS)[1] == pytest.approx(0.05 * MS)
 
 
 def test_a_network_verdict_names_each_link_and_where_the_kernel_puts_the_time():
@@ -1097,3 +1102,18 @@ def test_a_network_verdict_names_each_link_and_where_the_kernel_puts_the_time():
         "load balancer that holds the data)"), said.prose
     assert "RabbitMQ -> n1: round trip p50 52 ms, p99 52 ms, quietest 52 ms; the kernel's 0.1 ms" \
         in said.evidence
+
+
+def test_a_jittered_link_is_charged_its_jitter_where_rabbitmq_measured_nothing():
+    """link-delay=n1:30ms+20ms: n1's round trips near each message ran 60 to 100 ms, so a
+    deliver leg lay between 30 and 50 ms, and the tail is the messages whose leg was
+    longest. The least leg is charged first; what RabbitMQ's counters (quiet here) leave,
+    up to the 20 ms the legs spread, is the network's too, not broker-side."""
+    spoiled = {t: 100 for t in range(0, 2100, 1000)}  # every other ping at the top
+    links = {"publisher": pings(0.5), "n1": pings(60, spoiled=spoiled, every_ms=500),
+             "compare": pings(0.5)}
+    msgs = messages(mq=52)  # the tail: a leg near the top of the range
+    attribution = attribute(msgs, Timeline([], broker=broker_cpu(between=(0, 0)), links=links),
+                            BUDGET)
+    assert attribution.shares[0].cause == Cause.NETWORK, attribution.shares
+    assert attribution.share_of(Cause.BROKER_SIDE) < 0.05, attribution.shares
