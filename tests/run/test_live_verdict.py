@@ -210,7 +210,7 @@ def _manager(home: Path, stall_ms: int = 0) -> list[str]:
 
 def _trace(home: Path, tmp_path: Path, *flags: str) -> tuple[str, dict]:
     done = subprocess.run([sys.executable, "-m", "mqprobe", "trace", "--group", "7",
-                           "--publish", "10", "--duration", "6", *flags,
+                           "--publish", "10", "--duration", "4", *flags,
                            "--json", str(tmp_path / "trace.json")],
                           capture_output=True, text=True, timeout=120, env=_env(home), cwd=REPO)
     assert "Traceback" not in done.stderr, done.stderr
@@ -219,7 +219,7 @@ def _trace(home: Path, tmp_path: Path, *flags: str) -> tuple[str, dict]:
 
 
 @contextlib.contextmanager
-def _frozen_for_a_while(home: Path, after_s: float = 2.5, for_s: float = 2.0):
+def _frozen_for_a_while(home: Path, after_s: float = 1.5, for_s: float = 1.5):
     """The module's broker stopped (SIGSTOP) `after_s` into what runs inside, for `for_s`."""
     pid = ManagedBroker(home / "broker").running_state().pid
 
@@ -240,7 +240,6 @@ def _frozen_for_a_while(home: Path, after_s: float = 2.5, for_s: float = 2.0):
 
 
 @pytest.mark.integration
-@pytest.mark.measuring  # the stall's share, and the watchdog's sight of it
 def test_a_stall_in_an_embedding_servers_handler_is_the_server_and_its_code_named(home, tmp_path):
     with _servers(home, [_chat(home, "chat-1", stall_ms=200), _chat(home, "chat-2")]) as urls:
         out, summary = _trace(home, tmp_path, "--socketio-url", ",".join(urls), "--exchange",
@@ -359,9 +358,9 @@ def test_a_watch_leaves_an_episode_that_went_away_by_itself(home, tmp_path):
              ",".join(f"{url}/metrics" for url in urls), "--log", str(log)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(home), cwd=REPO)
         try:
-            with _frozen_for_a_while(home, after_s=4.0, for_s=2.0):
+            with _frozen_for_a_while(home, after_s=3.0, for_s=1.5):
                 pass
-            time.sleep(9)  # the recovery: 5 s within budget after the last late delivery
+            time.sleep(7)  # the recovery: 5 s within budget after the last late delivery
         finally:
             watch.send_signal(signal.SIGINT)
             out, err = watch.communicate(timeout=60)
@@ -372,7 +371,7 @@ def test_a_watch_leaves_an_episode_that_went_away_by_itself(home, tmp_path):
     assert "verdict: mq - broker-unavailable" in out, out
     (episode,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert episode["verdict"]["culprit"] == "mq" and not episode["ongoing"]
-    assert episode["worst_e2e_ms"] > 1000
+    assert episode["worst_e2e_ms"] > 400  # a probe a second: one of them waited 0.5-1.5 s
     report = subprocess.run([sys.executable, "-m", "mqprobe", "report", str(log)],
                             capture_output=True, text=True, timeout=60, cwd=REPO)
     assert report.returncode == 0, report.stderr
