@@ -349,6 +349,16 @@ class LinkLegs:
                     bisect.bisect_right(times, t + LINK_NEAR_NS)]
         return (min(near), max(near)) if near else (0.0, 0.0)
 
+    def jitter(self, link: str, t: int) -> float:
+        """How much more the link's legs spread near t than the control's answers did: a
+        crowded host spreads every ping (its pinger reads the answer late), the control's
+        too, and only the spread beyond that is the link's own."""
+        low, high = self.spread(link, t)
+        near = self._control[bisect.bisect_left(self._control_t, t - LINK_NEAR_NS):
+                             bisect.bisect_right(self._control_t, t + LINK_NEAR_NS)]
+        noise = (max(near) - min(near)) / 2 if near else 0.0
+        return max(0.0, high - low - noise)
+
     @property
     def measured(self) -> bool:
         return any(times for times, _legs in self._legs.values())
@@ -663,11 +673,13 @@ class Charger:
             cause = Cause.BROKER_STARVED if cause == Cause.CPU_STARVED else cause
             charges[cause] = charges.get(cause, 0.0) + ns
         charges = _fit(charges, _length(free))
-        # what RabbitMQ's counters leave, up to the jitter its links showed nearby, was on
-        # the way too: the tail of a jittered link is its longest legs, and its least one
-        # left that jitter to broker-side (n1:30ms+20ms read broker-side 44%)
+        # what RabbitMQ's counters leave, up to the jitter its links showed nearby beyond
+        # the control's, was on the way too: the tail of a jittered link is its longest
+        # legs, and its least one left that jitter to broker-side (n1:30ms+20ms read
+        # broker-side 44%); a crowded host's spread is in the control's too
         left = _length(free) - sum(charges.values())
-        jitter = (head[1] - head[0]) + (tail[1] - tail[0])
+        jitter = ((legs.jitter(PUBLISHER, a) if head[1] else 0.0)
+                  + (legs.jitter(m.node, b) if tail[1] else 0.0))
         charges[Cause.NETWORK] = on_the_way + max(0.0, min(left, jitter))
         _add(out, charges)
 

@@ -126,7 +126,12 @@ class CpuSampler:
             wait = max(0, now_wait - was_wait - held_back)
             waited, most = waited + wait, max(most, wait)
         start, end = self.times[-2], self.times[-1]
-        self.broker_rows.append((start, end - start, on, waited, most, held_back, busiest))
+        # its threads are read after the window is stamped: a late read spans more than
+        # the window, and no one thread waits longer than the window itself
+        wall = end - start
+        self.broker_rows.append((start, wall, min(on, wall * len(threads)),
+                                 min(waited, wall * len(threads)), min(most, wall),
+                                 min(held_back, wall * len(threads)), min(busiest, wall)))
 
     def _cpu(self, pid: int) -> int:
         """A process's CPU so far; one that has ended keeps what it had used."""

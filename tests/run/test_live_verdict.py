@@ -240,6 +240,7 @@ def _frozen_for_a_while(home: Path, after_s: float = 1.5, for_s: float = 1.5):
 
 
 @pytest.mark.integration
+@pytest.mark.measuring  # beside the suite's other runs, RabbitMQ starved as much as it stalled
 def test_a_stall_in_an_embedding_servers_handler_is_the_server_and_its_code_named(home, tmp_path):
     with _servers(home, [_chat(home, "chat-1", stall_ms=200), _chat(home, "chat-2")]) as urls:
         out, summary = _trace(home, tmp_path, "--socketio-url", ",".join(urls), "--exchange",

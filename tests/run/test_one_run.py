@@ -66,7 +66,8 @@ class ScriptedPiece(Piece):
     async def send(self, line: str) -> None:
         command = parse_command(line)
         self.commands.append(command.name)
-        self.reset_at = time.monotonic_ns()
+        if command.name == "reset":
+            self.reset_at = time.monotonic_ns()
         if self.script.get("refuses") == (self.name, command.name):
             self.record({"event": EventName.REFUSED, "command": command.name,
                          "message": "not now"})
@@ -224,7 +225,9 @@ def test_every_piece_gets_the_configuration_of_its_role(tmp_path, no_broker):
     assert all(isinstance(s, SwarmConfig) for s in swarms)
     assert [s.slice_index for s in swarms] == [0, 1] and {s.slice_count for s in swarms} == {2}
     # every piece was reset: the nodes and swarms measure, then the publisher sends
-    assert all(pieces[n].commands == ["reset"] for n in pieces)
+    # measuring starts (reset) and ends (settle, the nodes' and swarms' figures taken then)
+    assert pieces["publisher"].commands == ["reset"]
+    assert all(pieces[n].commands == ["reset", "settle"] for n in pieces if n != "publisher")
     assert pieces["publisher"].reset_at > max(pieces[n].reset_at for n in pieces
                                               if n != "publisher")
     assert run.error is None and run.counts.published == 3
