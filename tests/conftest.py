@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 # test: pure decisions, and the command line's answers to bad input, without a broker.
 # `./dev test -m unit` runs the unit tests, `./dev test -m integration` the others, and
 # `./dev test` both.
-REAL_FIXTURES = {"managed_broker", "broker", "vhost_url", "chat_server", "compared",
+REAL_FIXTURES = {"managed_broker", "broker", "broker_home", "vhost_url", "chat_server", "compared",
                  "fragile_broker", "placed_run", "swept", "agent", "socketio2_server",
                  "socketio4_server"}
 
@@ -77,11 +77,21 @@ def _slowness(item: pytest.Item) -> int:
 
 @pytest.fixture(scope="session")
 def managed_broker(tmp_path_factory: pytest.TempPathFactory) -> ManagedBroker:
-    """A real RabbitMQ on loopback with random free ports; torn down at the end."""
-    managed = ManagedBroker(tmp_path_factory.mktemp("broker"))
+    """A real RabbitMQ on loopback with random free ports; torn down at the end. It lives
+    in a home of its own (`broker_home`), kept as `broker up` keeps one, so a compare run
+    with MQPROBE_HOME set to it uses it as a user's compare uses theirs (the broker faults
+    act on it: each xdist worker has its own, and its tests run one at a time)."""
+    managed = ManagedBroker(tmp_path_factory.mktemp("home") / "broker")
     managed.up()
+    managed.keep()
     yield managed
     managed.down()
+
+
+@pytest.fixture(scope="session")
+def broker_home(managed_broker: ManagedBroker) -> Path:
+    """MQPROBE_HOME of the session's broker."""
+    return managed_broker.state_dir.parent
 
 
 @pytest.fixture(scope="session")

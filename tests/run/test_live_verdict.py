@@ -1,7 +1,7 @@
 """`mqprobe trace` gives the verdict on a live system: the same engine as compare on what
 the servers' embed hands over, and what can be said from outside servers with no mqprobe
-code. Pure rules first; then real servers on a broker of this module's own (it is frozen
-on purpose): the example chat server (embedding) and python-socketio's manager unchanged."""
+code. Pure rules first; then real servers on the session's broker (frozen on purpose, and
+continued): the example chat server (embedding) and python-socketio's manager unchanged."""
 
 from __future__ import annotations
 
@@ -158,17 +158,14 @@ def test_the_embed_serves_its_intervals_beside_its_metrics():
     assert status == 400
 
 
-# -- real servers on a broker of this module's own ---------------------------------------------
+# -- real servers on the session's broker -------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("home")
-    broker = ManagedBroker(path / "broker")
-    broker.up()
-    broker.keep()
-    yield path
-    broker.down()
+@pytest.fixture
+def home(broker_home: Path) -> Path:
+    """The session's broker's home: a compare or trace there uses that broker, as a user's
+    uses theirs (the broker faults act on it; what they do is undone in their finally)."""
+    return broker_home
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -220,7 +217,8 @@ def _trace(home: Path, tmp_path: Path, *flags: str) -> tuple[str, dict]:
 
 @contextlib.contextmanager
 def _frozen_for_a_while(home: Path, after_s: float = 1.5, for_s: float = 1.5):
-    """The module's broker stopped (SIGSTOP) `after_s` into what runs inside, for `for_s`."""
+    """The broker stopped (SIGSTOP) `after_s` into what runs inside, for `for_s`, and always
+    continued."""
     pid = ManagedBroker(home / "broker").running_state().pid
 
     def freeze() -> None:

@@ -3,8 +3,8 @@ them (`--inject`): a slow path to RabbitMQ, RabbitMQ under a CPU quota of its ow
 frozen, RabbitMQ short of a CPU beside busy processes. Each must name the mechanism, not
 only the culprit: the advice is what an operator acts on.
 
-The broker faults act on mqprobe's managed broker only, so these runs use one of their own,
-found as a user's compare finds it (MQPROBE_HOME), never the session's."""
+The broker faults act on mqprobe's managed broker only, so these runs find the session's
+as a user's compare finds theirs (MQPROBE_HOME), and what each does to it is undone."""
 
 from __future__ import annotations
 
@@ -16,26 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from mqprobe.broker import ManagedBroker
 from mqprobe.model import Cause, Culprit
 from mqprobe.pieces.inject import CpuQuota
 
 from ..conftest import REPO
 
-pytestmark = pytest.mark.integration  # a broker of its own
+pytestmark = pytest.mark.integration  # a real broker
 
 DEFAULT = ["--topologies", "single-topic", "--layouts", "per-node"]  # the default workload
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A home whose managed broker every compare here uses; stopped at the end."""
-    path = tmp_path_factory.mktemp("home")
-    broker = ManagedBroker(path / "broker")
-    broker.up()
-    broker.keep()  # as `broker up` does: the compares that use it leave it running
-    yield path
-    broker.down()
+@pytest.fixture
+def home(broker_home: Path) -> Path:
+    """The session's broker's home: a compare or trace there uses that broker, as a user's
+    uses theirs (the broker faults act on it; what they do is undone in their finally)."""
+    return broker_home
 
 
 def compare(home: Path, tmp_path: Path, *flags: str) -> dict:
