@@ -54,33 +54,22 @@ def mq_shares(run: dict) -> dict[str, float]:
 
 
 @pytest.mark.measuring  # the network's share of the tail
-def test_a_slow_path_to_rabbitmq_is_the_network_with_each_link_named(home, tmp_path):
-    """Every piece's connection through a proxy that holds each chunk 10-30 ms each way
-    (jittered: a broker in another zone, behind a load balancer): the broker idles, and the
-    verdict says the time was on the way to it, link by link, not that RabbitMQ starved.
-    (A steady 20 ms read the same, with RabbitMQ's part of the mq hop under 1 ms: BENCHMARKS.)"""
-    least_ms = 10
-    run = compare(home, tmp_path, "--inject", "link-delay=10ms+20ms")
-    assert said(run) == (Culprit.MQ, Cause.NETWORK), run["verdict"]
-    assert "publisher -> RabbitMQ" in run["verdict"]["cause"]
-    assert "beyond the first hop (a proxy or load balancer" in run["verdict"]["cause"]
-    assert mq_shares(run).get("broker-starved", 0) < 0.1, run["attribution"]["shares"]
-    links = {link["link"]: link for link in run["links"]}
-    assert set(links) == {"publisher", "n1", "n2", "compare"}
-    assert min(links[name]["rtt_ms"]["p50"] for name in ("publisher", "n1", "n2")) > 2 * least_ms
-    assert links["compare"]["rtt_ms"]["p50"] < 10  # the control goes straight to RabbitMQ
-    legs = run["mq_legs"]  # each leg: the least of its link's round trips nearby, halved
-    assert legs["publish"]["p50"] > least_ms and legs["deliver"]["p50"] > least_ms, legs
-
-
-@pytest.mark.measuring  # the network's share of the tail
-def test_one_slow_link_is_the_network_of_that_node(home, tmp_path):
-    """Only n1's connection is slow (jittered): the messages n1 served are late, and the
-    link named is n1's."""
+def test_a_slow_jittered_link_is_the_network_and_names_its_node(home, tmp_path):
+    """n1's connection alone through a proxy that holds each chunk 30-50 ms each way
+    (jittered: a node in another zone, behind a load balancer): the broker idles, and the
+    verdict says the time was on the way to RabbitMQ, naming n1's link, not that RabbitMQ
+    starved. (Every link at 20 ms and at 10-30 ms read the same: BENCHMARKS.)"""
     run = compare(home, tmp_path, "--inject", "link-delay=n1:30ms+20ms")
     assert said(run) == (Culprit.MQ, Cause.NETWORK), run["verdict"]
+    assert "RabbitMQ -> n1" in run["verdict"]["cause"]
+    assert "beyond the first hop (a proxy or load balancer" in run["verdict"]["cause"]
+    assert mq_shares(run).get("broker-starved", 0) < 0.15, run["attribution"]["shares"]
     links = {link["link"]: link["rtt_ms"]["p50"] for link in run["links"]}
+    assert set(links) == {"publisher", "n1", "n2", "compare"}
     assert links["n1"] > 60 and links["n2"] < 10 and links["publisher"] < 10, links
+    assert links["compare"] < 10  # the control goes straight to RabbitMQ
+    legs = run["mq_legs"]  # each leg: the least of its link's round trips nearby, halved
+    assert legs["deliver"]["p99"] > 30 and legs["publish"]["p99"] < 10, legs
 
 
 def test_rabbitmq_under_a_cpu_quota_of_its_own_is_throttled_and_the_quota_named(home, tmp_path):
