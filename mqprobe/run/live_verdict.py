@@ -35,7 +35,13 @@ from mqprobe.figures import (
 from mqprobe.model import Cause, Culprit
 from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.analysis import RunFacts, judge
-from mqprobe.verdict.attribution import CONTROL_LINK, PUBLISHER, MessageDeliveries, paused_together
+from mqprobe.verdict.attribution import (
+    CONTROL_LINK,
+    LEAD_NS,
+    PUBLISHER,
+    MessageDeliveries,
+    paused_together,
+)
 
 LISTENERS = "trace"  # the piece name of trace's own listening clients on the timeline
 
@@ -154,8 +160,8 @@ def outside_verdict(late: list[tuple[int, int]], on_time: int, backlogs: list[Ti
     the probes over budget, (t_pub, e2e ns) each; `backlogs` the times RabbitMQ held ready
     messages in the servers' queues; `broker_faults` its outages, alarms and blocks;
     `by_server` each listener's server: (late, received). A backlog while probes were
-    late is a consumer that fell behind (the server); a broker fault meanwhile is the MQ;
-    otherwise the split needs the embed, said plainly."""
+    late is a consumer that fell behind (the server), unless a broker fault began it; a
+    broker fault meanwhile is the MQ; otherwise the split needs the embed, said plainly."""
     total = len(late) + on_time
     if not late:
         return Verdict.of(Cause.WITHIN_BUDGET, evidence=[f"{total} probes, none over the "
@@ -164,7 +170,12 @@ def outside_verdict(late: list[tuple[int, int]], on_time: int, backlogs: list[Ti
     def during(spans: list[TimedEvent]) -> int:
         return sum(1 for t, e2e in late if any(e.start_ns < t + e2e and e.end_ns > t
                                                for e in spans))
-    behind, faulted = during(backlogs), during(broker_faults)
+    # a backlog has a beginning: one that began while RabbitMQ was out of reach, or within
+    # LEAD_NS of its coming back, is what it held meanwhile, draining (the fault's)
+    began_by_fault = [b for b in backlogs if any(
+        f.start_ns - LEAD_NS <= b.start_ns <= f.end_ns + LEAD_NS for f in broker_faults)]
+    behind = during([b for b in backlogs if b not in began_by_fault])
+    faulted = during([*broker_faults, *began_by_fault])
     worst = max(e2e for _t, e2e in late) / 1e6
     evidence = [f"{len(late)} of {total} probes over the {budget_ms:g} ms budget, the worst "
                 f"{worst:.0f} ms (publish to receive: no server stamped them)"]
