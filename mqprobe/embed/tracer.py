@@ -63,7 +63,7 @@ from mqprobe.stamps import (
     socketio_field,
 )
 from mqprobe.timeline import EventKind, Recorder
-from mqprobe.watch.loop import LoopLagMonitor
+from mqprobe.watch.loop import MAX_WINDOWS, LoopLagMonitor
 
 try:  # OpenTelemetry, when the host has it: never a dependency of ours
     from opentelemetry import trace as _otel_trace
@@ -140,7 +140,8 @@ class Tracer:
         wake-up every 10 ms (two with stacks) and a callback per collection."""
         self.timeline.watch_gc()
         if self._loop_lag is None:
-            self._loop_lag = LoopLagMonitor(timeline=self.timeline, watchdog=stacks, ring=True)
+            self._loop_lag = LoopLagMonitor(timeline=self.timeline, watchdog=stacks,
+                                            ring=MAX_WINDOWS)  # the latest hour
             self._loop_lag.start()
 
     def stop_watching(self) -> None:

@@ -87,8 +87,8 @@ class SwarmConfig:
     samples: int = 0  # raw deliveries to keep, for checking hop arithmetic
     lag_every_s: float = 0.01  # its own loop's lag, sampled this often (a trace's watch: 0.05)
     # per-message records for compare's attribution, and every one of its loop's CPU windows
-    # (False: a trace's listeners, which keep their own and, for hours, a ring of windows:
-    # a watch grew 0.2 MiB a minute, mostly those windows)
+    # (False: a trace's listeners, which keep their own and only the last two minutes of
+    # windows: a watch grew 0.15-0.2 MiB a minute, mostly those windows)
     keep_records: bool = True
     # called for every traced event a member receives (mqprobe trace prints them)
     on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = field(
@@ -147,6 +147,7 @@ FIELD_HEAD = 512
 SEQ_JUMP_MAX = 1 << 16
 # Per-delivery records for the attribution: one per (group, seq, node), bounded.
 MAX_MESSAGE_RECORDS = 200_000
+WATCH_WINDOWS = 1200  # a trace's listeners keep 2 minutes of their loop's CPU windows
 RECEIPTS_KEPT = 32  # beyond this many receipts of one message, keep 32 equal-count buckets
 
 
@@ -213,7 +214,8 @@ class Swarm(PieceRuntime):
         self.timeline = Recorder()
         # its stalls are the instrument's error bar, charged whole: not split by parts
         self.loop_lag = LoopLagMonitor(self.config.lag_every_s, timeline=self.timeline,
-                                       counters=False, ring=not self.config.keep_records)
+                                       counters=False,
+                                       ring=0 if self.config.keep_records else WATCH_WINDOWS)
         self.messages: dict[tuple[str, int, str], MessageRecord] = {}
         self.messages_dropped = 0
         self._stopping = False

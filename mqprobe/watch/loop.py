@@ -41,9 +41,9 @@ class LoopLagMonitor:
     on a CPU) and, with a watchdog, the code the loop was in meanwhile."""
 
     def __init__(self, interval: float = 0.01, timeline: Recorder | None = None,
-                 watchdog: bool = False, counters: bool = True, ring: bool = False) -> None:
+                 watchdog: bool = False, counters: bool = True, ring: int = 0) -> None:
         self.interval, self.interval_ns = interval, int(interval * 1e9)
-        self.ring = ring  # keep the latest hour of CPU windows, not the first
+        self.ring = ring  # keep the latest this many CPU windows, not the first (0: no ring)
         self.timeline = timeline
         self.watch, self.read_counters = watchdog, counters
         self.counters: ThreadCounters | None = None
@@ -158,9 +158,10 @@ class CpuWindows:
     """The loop thread's wall time in windows of WINDOW_NS, each split into its parts:
     rows of [start_ns (CLOCK_REALTIME), wall_ns, on_cpu_ns, waiting_ns, throttled_ns]."""
 
-    def __init__(self, ring: bool = False) -> None:
+    def __init__(self, ring: int = 0) -> None:
+        """With `ring`, the latest that many windows (a server's hour, a watch's minutes)."""
         self.ring = ring
-        self.rows: list[list[int]] | deque[list[int]] = deque(maxlen=MAX_WINDOWS) if ring else []
+        self.rows: list[list[int]] | deque[list[int]] = deque(maxlen=ring) if ring else []
         self.dropped = 0
         self.totals = [0, 0, 0, 0]  # wall, on, waiting, throttled: every tick, kept or not
         self._open: list[int] | None = None
@@ -183,8 +184,10 @@ class CpuWindows:
     def _close(self) -> None:
         if self._open is None:
             return
-        if len(self.rows) < MAX_WINDOWS or self.ring:
-            self.dropped += len(self.rows) >= MAX_WINDOWS
+        if self.ring:
+            self.dropped += len(self.rows) >= self.ring
+            self.rows.append(self._open)
+        elif len(self.rows) < MAX_WINDOWS:
             self.rows.append(self._open)
         else:
             self.dropped += 1
