@@ -216,36 +216,57 @@ def _manager(home: Path, stall_ms: int = 0) -> list[str]:
             str(free_port()), _amqp_url(home), str(stall_ms)]
 
 
-def _trace(home: Path, tmp_path: Path, *flags: str) -> tuple[str, dict]:
-    done = subprocess.run([sys.executable, "-m", "mqprobe", "trace", "--group", "7",
-                           "--publish", "10", "--duration", "4", *flags,
-                           "--json", str(tmp_path / "trace.json")],
-                          capture_output=True, text=True, timeout=120, env=_env(home), cwd=REPO)
-    assert "Traceback" not in done.stderr, done.stderr
-    assert (tmp_path / "trace.json").exists(), done.stderr + done.stdout
-    return done.stdout, json.loads((tmp_path / "trace.json").read_text())
-
-
-@contextlib.contextmanager
-def _frozen_for_a_while(home: Path, after_s: float = 1.5, for_s: float = 1.5):
-    """The broker stopped (SIGSTOP) `after_s` into what runs inside, for `for_s`, and always
-    continued."""
-    pid = ManagedBroker(home / "broker").running_state().pid
-
-    def freeze() -> None:
-        time.sleep(after_s)
-        os.killpg(pid, signal.SIGSTOP)
-        try:
-            time.sleep(for_s)
-        finally:
-            os.killpg(pid, signal.SIGCONT)
-
-    thread = threading.Thread(target=freeze)
-    thread.start()
+def _trace(home: Path, tmp_path: Path, *flags: str,
+           freeze: _Freeze | None = None) -> tuple[str, dict]:
+    """A 4 s trace of group 7; `freeze` starts at the first probe trace printed (on a slow
+    host trace's start-up alone can outlast a freeze timed from its launch)."""
+    trace = subprocess.Popen([sys.executable, "-m", "mqprobe", "trace", "--group", "7",
+                              "--publish", "10", "--duration", "4", *flags,
+                              "--json", str(tmp_path / "trace.json")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=_env(home), cwd=REPO)
     try:
-        yield
+        lines = []
+        for line in trace.stdout:
+            lines.append(line)
+            if freeze and " seq " in line:
+                freeze.start()
+        stderr = trace.stderr.read()
+        trace.wait(120)
     finally:
-        thread.join()
+        if trace.poll() is None:
+            trace.kill()
+        if freeze:
+            freeze.join()
+    assert "Traceback" not in stderr, stderr
+    assert (tmp_path / "trace.json").exists(), stderr + "".join(lines)
+    return "".join(lines), json.loads((tmp_path / "trace.json").read_text())
+
+
+class _Freeze:
+    """The broker stopped (SIGSTOP) `after_s` after `start`, for `for_s`, and always
+    continued."""
+
+    def __init__(self, home: Path, after_s: float = 0.5, for_s: float = 1.5) -> None:
+        self.pid = ManagedBroker(home / "broker").running_state().pid
+        self.after_s, self.for_s = after_s, for_s
+        self.thread = threading.Thread(target=self._freeze)
+
+    def _freeze(self) -> None:
+        time.sleep(self.after_s)
+        os.killpg(self.pid, signal.SIGSTOP)
+        try:
+            time.sleep(self.for_s)
+        finally:
+            os.killpg(self.pid, signal.SIGCONT)
+
+    def start(self) -> None:
+        if not self.thread.is_alive() and self.thread.ident is None:
+            self.thread.start()
+
+    def join(self) -> None:
+        if self.thread.ident is not None:
+            self.thread.join()
 
 
 @pytest.mark.integration
@@ -266,11 +287,10 @@ def test_a_stall_in_an_embedding_servers_handler_is_the_server_and_its_code_name
 
 @pytest.mark.integration
 def test_rabbitmq_frozen_while_trace_watches_an_embedding_cluster_is_the_mq(home, tmp_path):
-    with _servers(home, [_chat(home, "chat-1"), _chat(home, "chat-2")]) as urls, \
-            _frozen_for_a_while(home):
+    with _servers(home, [_chat(home, "chat-1"), _chat(home, "chat-2")]) as urls:
         _out, summary = _trace(home, tmp_path, "--socketio-url", ",".join(urls), "--exchange",
                                "chat.groups", "--metrics-url",
-                               ",".join(f"{url}/metrics" for url in urls))
+                               ",".join(f"{url}/metrics" for url in urls), freeze=_Freeze(home))
     verdict = summary["verdict"]
     assert (verdict["culprit"], Cause.of(verdict["cause"])) == ("mq", Cause.BROKER_UNAVAILABLE)
     assert "its process was stopped" in verdict["cause"], verdict
@@ -295,9 +315,9 @@ def test_a_stalled_server_with_no_mqprobe_code_is_found_from_outside(home, tmp_p
 
 @pytest.mark.integration
 def test_rabbitmq_frozen_under_a_cluster_with_no_mqprobe_code_is_the_mq(home, tmp_path):
-    with _servers(home, [_manager(home), _manager(home)]) as urls, _frozen_for_a_while(home):
+    with _servers(home, [_manager(home), _manager(home)]) as urls:
         _out, summary = _trace(home, tmp_path, "--socketio-url", ",".join(urls),
-                               "--via", "socketio-manager")
+                               "--via", "socketio-manager", freeze=_Freeze(home))
     verdict = summary["verdict"]
     assert (verdict["culprit"], Cause.of(verdict["cause"])) == ("mq", Cause.BROKER_UNAVAILABLE)
 
@@ -370,8 +390,9 @@ def test_a_watch_leaves_an_episode_that_went_away_by_itself(home, tmp_path):
              ",".join(f"{url}/metrics" for url in urls), "--log", str(log)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(home), cwd=REPO)
         try:
-            with _frozen_for_a_while(home, after_s=2.0, for_s=1.5):
-                pass
+            freeze = _Freeze(home, after_s=2.0, for_s=1.5)
+            freeze.start()
+            freeze.join()
             time.sleep(6.5)  # the recovery: 5 s within budget after the last late delivery
         finally:
             watch.send_signal(signal.SIGINT)
