@@ -33,38 +33,6 @@ def test_session_broker_serves_amqp_and_management_on_loopback(broker):
     assert ("amqp", "127.0.0.1") in listeners
 
 
-@pytest.mark.integration  # a broker of its own
-def test_up_status_down_and_a_stale_data_dir(tmp_path):
-    state_dir = tmp_path / "b"
-    # leftovers of a crashed broker: a dead pid and an old data dir
-    (state_dir / "mnesia").mkdir(parents=True)
-    (state_dir / "mnesia" / "junk").write_text("old")
-    (state_dir / "state.json").write_text(json.dumps({
-        "pid": 2 ** 22 + 11, "amqp_port": 1, "management_port": 1, "dist_port": 1,
-        "user": "u", "password": "p", "node_name": "x@localhost", "started_at": 0}))
-    env_dir = str(state_dir)
-    status = run_cli("broker", "status", "--state-dir", env_dir)
-    assert status.returncode == 1
-
-    up = run_cli("broker", "up", "--state-dir", env_dir, timeout=120)
-    assert up.returncode == 0, up.stderr
-    state = ManagedBroker(state_dir).load_state()
-    assert state.password not in up.stdout + up.stderr
-    assert not (state_dir / "mnesia" / "junk").exists()
-    assert oct(os.stat(state_dir / "state.json").st_mode)[-3:] == "600"
-
-    status = run_cli("broker", "status", "--state-dir", env_dir, "--json")
-    assert status.returncode == 0
-    info = json.loads(status.stdout)
-    assert info["running"] and info["version"].startswith("3.")
-    assert state.password not in status.stdout
-
-    down = run_cli("broker", "down", "--state-dir", env_dir, timeout=60)
-    assert down.returncode == 0 and "stopped" in down.stdout
-    assert run_cli("broker", "status", "--state-dir", env_dir).returncode == 1
-    assert not pid_alive(state.pid)  # gone, or a zombie waiting for a non-reaping init
-
-
 def test_the_broker_keeps_its_files_in_its_data_dir(tmp_path):
     """Every path the node writes (a crash dump among them: a node that failed to start
     once left one in the repository) is under its data dir."""
@@ -371,30 +339,50 @@ def test_two_commands_on_one_home_share_the_broker_and_the_last_stops_it(tmp_pat
 
 
 @pytest.mark.integration  # a broker of its own
-def test_a_broker_started_by_broker_up_shows_its_url_and_outlives_the_commands_that_use_it(
+def test_broker_up_over_a_stale_data_dir_shows_its_url_and_outlives_the_commands_using_it(
         tmp_path):
+    """`broker up` over what a crashed broker left (a dead pid, an old data dir); its URL
+    redacted unless asked; a compare uses it and leaves it running; `broker down` ends it."""
     env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
     env["MQPROBE_HOME"] = str(tmp_path / "home")
+    state_dir = tmp_path / "home" / "broker"
+    (state_dir / "mnesia").mkdir(parents=True)
+    (state_dir / "mnesia" / "junk").write_text("old")
+    (state_dir / "state.json").write_text(json.dumps({
+        "pid": 2 ** 22 + 11, "amqp_port": 1, "management_port": 1, "dist_port": 1,
+        "user": "u", "password": "p", "node_name": "x@localhost", "started_at": 0}))
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "mqprobe", *args], capture_output=True,
                               text=True, env=env, cwd=REPO, timeout=180)
 
+    assert cli("broker", "status", "--state-dir", str(state_dir)).returncode == 1
     absent = cli("broker", "url")
     assert absent.returncode == 1 and "mqprobe broker up" in absent.stderr
-    assert cli("broker", "up").returncode == 0
+    up = cli("broker", "up")
+    assert up.returncode == 0, up.stderr
     try:
-        state = json.loads((tmp_path / "home" / "broker" / "state.json").read_text())
+        state = ManagedBroker(state_dir).load_state()
+        assert state.password not in up.stdout + up.stderr
+        assert not (state_dir / "mnesia" / "junk").exists()
+        assert oct(os.stat(state_dir / "state.json").st_mode)[-3:] == "600"
+        status = cli("broker", "status", "--json")
+        assert status.returncode == 0 and state.password not in status.stdout
+        info = json.loads(status.stdout)
+        assert info["running"] and info["version"].startswith("3.")
         redacted = cli("broker", "url").stdout.strip()
-        assert state["password"] not in redacted and redacted.endswith(
-            f"@127.0.0.1:{state['amqp_port']}/")
+        assert state.password not in redacted and redacted.endswith(
+            f"@127.0.0.1:{state.amqp_port}/")
         shown = cli("broker", "url", "--show-password").stdout.strip()
-        assert shown == f"amqp://{state['user']}:{state['password']}@127.0.0.1:{state['amqp_port']}/"
+        assert shown == f"amqp://{state.user}:{state.password}@127.0.0.1:{state.amqp_port}/"
         done = cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
                    "--groups", "1", "--group-size", "5", "--duration", "1",
                    "--run-dir", str(tmp_path / "logs"))
         assert done.returncode == 0, done.stderr
         assert cli("broker", "status").returncode == 0  # still running
     finally:
-        assert "broker stopped" in cli("broker", "down").stdout
+        down = cli("broker", "down")
+    assert down.returncode == 0 and "broker stopped" in down.stdout, down.stderr
+    assert cli("broker", "status").returncode == 1
+    assert not pid_alive(state.pid)  # gone, or a zombie waiting for a non-reaping init
     no_broker_left(tmp_path)
