@@ -185,7 +185,7 @@ class Tracer:
         loop thread's CPU windows (`loop_cpu`: start_ns, wall_ns, on_cpu_ns, waiting_ns,
         throttled_ns), its AMQP link's round trips (`link`: t_send_ns, rtt_ns, tcp_rtt_ns)
         and the queues it consumes. Each part is empty unless watched (watch_pauses,
-        watch_link, consumer). README's wire format section documents it (INTERVALS_VERSION)."""
+        watch_link, consumer). docs/production.md's wire format documents it (INTERVALS_VERSION)."""
         loop = self._loop_lag
         rows = loop.windows.so_far() if loop else []
         return {"mqprobe_intervals": INTERVALS_VERSION, "node": self.node, "now_ns": now_ns(),

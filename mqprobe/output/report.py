@@ -234,7 +234,7 @@ def print_hops(swarm_result: dict, console: Console) -> None:
     if "self_lag" in swarm_result:
         rows.append(("self-lag", Latency.from_json(swarm_result["self_lag"]).summary()))
     negative = any(s.get("negative") for _hop, s in rows)
-    if negative:  # clock skew between hosts: shown, never hidden (README's promise)
+    if negative:  # clock skew between hosts: shown, never hidden (docs/comparing.md)
         table.add_column("negative", justify="right")
     for hop, s in rows:
         table.add_row(hop, str(s["count"]), *(_ms(s[k]) for k in

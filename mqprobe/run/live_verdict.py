@@ -204,7 +204,7 @@ def outside_verdict(late: list[tuple[int, int]], on_time: int, backlogs: list[Ti
                    f"{len(late)} probes were late, yet RabbitMQ held no backlog for the servers "
                    "and none of its faults came meanwhile: the time went after RabbitMQ handed "
                    "them over (the server, or the last hop) or on the way to it; which, only "
-                   "mqprobe's embed in the server can tell (README, 'Embedding the trace')",
+                   "mqprobe's embed in the server can tell (docs/production.md, 'Embedding the trace')",
                    evidence)
 
 

@@ -143,7 +143,7 @@ async def run_points(result: ComparisonResult, points: list[Point], amqp_url: st
                 save(result, json_path)
 
 
-FAILED_EXIT = 1  # a run failed or lost deliveries (README, "Reading a verdict")
+FAILED_EXIT = 1  # a run failed or lost deliveries (docs/failures.md)
 OVER_BUDGET_EXIT = 3  # --gate: a run over budget or behind
 
 
