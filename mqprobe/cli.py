@@ -35,7 +35,7 @@ from mqprobe.pieces.agent import parse_placement
 from mqprobe.pieces.process import PieceRuntime, RunInterrupted, serve
 from mqprobe.result import RunRecord, runs_of
 from mqprobe.run.compare import compare
-from mqprobe.run.interrupts import Interrupted, raise_interrupted, run_measuring
+from mqprobe.run.interrupts import STOPPING, Interrupted, raise_interrupted, run_measuring
 from mqprobe.run.one_run import Phase
 from mqprobe.run.runner import FAILED_EXIT, check_writable, exit_policy, new_run_dir, save
 from mqprobe.run.workload import DEFAULT_TOPOLOGIES, Workload
@@ -796,16 +796,17 @@ def main() -> None:
     if CLOCK_SKEW_PROBLEM:
         err.print(f"mqprobe: {CLOCK_SKEW_PROBLEM}", markup=False, highlight=False)
         sys.exit(2)
-    # SIGTERM unwinds like Ctrl-C (context managers stop what they started), it never just
-    # kills us with a broker of ours left running
-    signal.signal(signal.SIGTERM, raise_interrupted)
+    # SIGTERM and SIGHUP unwind like Ctrl-C (context managers stop what they started), they
+    # never just kill us with a broker of ours left running
+    for signum in STOPPING[1:]:
+        signal.signal(signum, raise_interrupted)
     try:
         _main()
     finally:
         # Python resets its handlers to the default (die by the signal) as it shuts down: a
         # last impatient Ctrl-C then would kill us with -2 instead of the exit code we chose
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for signum in STOPPING:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _main() -> None:

@@ -13,7 +13,7 @@ from mqprobe.figures import BrokerEvidence, CpuUse, LinkFigures
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.result import GroupResult, NodeSeries, RunRecord, RunTimeline, TimelineEvent
 from mqprobe.run.workload import Workload
-from mqprobe.verdict.analysis import Failure, RunFacts, judge
+from mqprobe.verdict.analysis import INTERRUPTED, Failure, RunFacts, judge
 from mqprobe.verdict.attribution import paused_together
 from mqprobe.verdict.conclusion import cost_of
 from mqprobe.verdict.merge import merge_run, node_figures, swarm_figures
@@ -42,7 +42,8 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     """One run's result: the pieces' figures merged, their timelines on our clock, the
     attribution and the verdict, each part built once."""
     publisher, swarms, nodes = results["publisher"], results["swarms"], results["nodes"]
-    merged = merge_run(publisher, swarms, nodes, sampler.ready_at_end() if sampler else 0)
+    merged = merge_run(publisher, swarms, nodes, sampler.ready_at_end() if sampler else 0,
+                       cut_short=failure is not None and failure.piece == INTERRUPTED)
     swarm = swarm_figures(swarms)
     figures = tuple(node_figures(n) for n in nodes)
     broker = sampler.summary() if sampler else BrokerEvidence.not_measured()

@@ -1,4 +1,5 @@
-"""The life of a measurement under signals: Ctrl-C or SIGTERM cancels the run, which stops
+"""The life of a measurement under signals: Ctrl-C, SIGTERM or SIGHUP (its terminal
+closed) cancels the run, which stops
 its pieces and saves what it measured, instead of dying where it stands (and leaving a
 broker of ours running). A library caller gets the same by calling run_measuring."""
 
@@ -14,12 +15,16 @@ from mqprobe.pieces.process import RunInterrupted
 
 
 class Interrupted(Exception):
-    """Ctrl-C or SIGTERM: the command stops, after saving and cleaning up; exit 128 + signal."""
+    """Ctrl-C, SIGTERM or SIGHUP: the command stops, after saving and cleaning up; exit 128 +
+    signal."""
 
     def __init__(self, signum: int, said: bool = False) -> None:
         super().__init__(signal.Signals(signum).name)
         self.exit_code = 128 + signum
         self.said = said  # the command already told the user what it saved
+
+
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each ends a run the same way
 
 
 def raise_interrupted(signum: int, _frame: object) -> None:
@@ -32,7 +37,7 @@ def _still_stopping() -> None:
 
 
 def run_measuring(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run a measurement; Ctrl-C or SIGTERM cancels it, so it stops its pieces and saves
+    """Run a measurement; Ctrl-C, SIGTERM or SIGHUP cancels it, so it stops its pieces and saves
     what it measured (RunInterrupted), instead of dying where it stands.
 
     The handlers are Python's, not the loop's: asyncio puts the defaults back as its loop
@@ -56,7 +61,7 @@ def run_measuring(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
             raise asyncio.CancelledError
         return await coro_factory()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOPPING:
         signal.signal(signum, on_signal)  # after a first signal, later ones say "still stopping"
     try:
         return asyncio.run(main())
@@ -68,4 +73,5 @@ def run_measuring(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     finally:
         if not received:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, raise_interrupted)
+            for signum in STOPPING[1:]:
+                signal.signal(signum, raise_interrupted)

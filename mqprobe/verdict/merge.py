@@ -47,7 +47,8 @@ class Merged:
 
 
 def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
-              nodes: list[NodeResult], broker_ready_at_end: int = 0) -> Merged:
+              nodes: list[NodeResult], broker_ready_at_end: int = 0,
+              cut_short: bool = False) -> Merged:
     """The contract's run fields (counts, hops, self-lag) plus per-group detail (each node's
     own figures are node_figures').
 
@@ -55,7 +56,12 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
     seqs than the run ever reordered, a member that went down, nothing held anywhere) or
     `not_delivered` (still on its way when the run stopped: past a live member's highest
     seq, or a gap within the reordering seen below it, while the broker's queues or the
-    nodes still held messages: `broker_ready_at_end`, each node's `in_hand_at_end`)."""
+    nodes still held messages: `broker_ready_at_end`, each node's `in_hand_at_end`).
+
+    A run `cut_short` (a signal stopped it mid-flight, whichever: Ctrl-C, SIGTERM, SIGHUP)
+    stopped looking before what was on its way could arrive: all of that is late, however
+    little was counted as held (a message in a socket or a node's emit is held nowhere
+    sampled); only holes deeper than the run's reordering are lost."""
     published = (publisher or {}).get("published", {})
     all_hops = HopSet()
     group_hops: dict[str, HopSet] = {}
@@ -97,7 +103,8 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
                          max(0, live.get(group, 0) * published.get(group, 0) - reached.get(group, 0))
                          + near_top.get(group, 0)) for group in order}
     in_hand = sum(n.get("in_hand_at_end", 0) for n in nodes)
-    late = _still_on_the_way(members, behind, broker_ready_at_end + in_hand)
+    late = behind if cut_short else _still_on_the_way(members, behind,
+                                                      broker_ready_at_end + in_hand)
     groups = {group: GroupFigures(
         members.get(group, 0),
         Counts(published=published.get(group, 0), expected_deliveries=expected[group],
