@@ -249,7 +249,13 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
         err.print(f"mqprobe: interrupted; the {len(result['runs'])} run(s) measured so far, "
                   f"{what}, are saved in {json_path}", markup=False)
         raise Interrupted(interrupted, said=True)
-    _exit_as_measured(runs_of(result), json_path, gate)
+    runs = runs_of(result)
+    if prometheus_url and (silent := sum(run.broker.prometheus is False for run in runs)):
+        err.print(f"warning: the Prometheus endpoint {redact_url(prometheus_url)} did not "
+                  f"answer in {silent} of {len(runs)} run(s): their alarms (unless the "
+                  "management API answered) and Erlang run queue are unknown, null in the "
+                  "JSON", markup=False, highlight=False)
+    _exit_as_measured(runs, json_path, gate)
 
 
 def _exit_as_measured(runs: list[RunRecord], json_path: Path, gate: bool) -> None:

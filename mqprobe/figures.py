@@ -50,8 +50,8 @@ class BrokerEvidence:
     max_ready_queue: str = ""
     backlog_growth: BacklogGrowth | None = None
     management_api: bool = False
-    alarms: tuple[str, ...] = ()
-    blocked_connections_max: int = 0
+    alarms: tuple[str, ...] | None = ()  # None: neither source of alarms answered
+    blocked_connections_max: int | None = 0  # None: the management API did not answer
     sample_errors: int = 0
     queues: dict[str, list[list[float]]] = field(default_factory=dict)  # name -> rows
     management_reason: str = ""
@@ -59,8 +59,9 @@ class BrokerEvidence:
     depth_not_sampled: str = ""
     sources: tuple[str, ...] = ()
     prometheus: bool | None = None  # None: no Prometheus endpoint was tried
-    erlang_run_queue_max: float = 0.0
+    erlang_run_queue_max: float | None = 0.0  # None: the endpoint was not tried or silent
     prometheus_reason: str = ""
+    states_recorded: bool = True  # False: read from a result written before source_states
 
     @classmethod
     def not_measured(cls, reason: str = "queue depth not measured") -> BrokerEvidence:
@@ -73,10 +74,13 @@ class BrokerEvidence:
             "available": True, "interval_s": self.interval_s, "max_ready": self.max_ready,
             "max_ready_queue": self.max_ready_queue,
             "backlog_growth": self.backlog_growth.to_json() if self.backlog_growth else None,
-            "management_api": self.management_api, "alarms": list(self.alarms),
+            "management_api": self.management_api,
+            "alarms": None if self.alarms is None else list(self.alarms),
             "blocked_connections_max": self.blocked_connections_max,
             "sample_errors": self.sample_errors,
             "queues": {"columns": list(QUEUE_COLUMNS), **self.queues}}
+        if self.states_recorded:
+            out["source_states"] = self.source_states()
         for key in ("management_reason", "unavailable_reason", "depth_not_sampled"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
@@ -89,6 +93,17 @@ class BrokerEvidence:
                 out["prometheus_reason"] = self.prometheus_reason
         return out
 
+    def source_states(self) -> dict[str, str]:
+        """Each of the broker's interfaces: `answered`, `not asked` or `no answer` (why: its
+        `*_reason`)."""
+        def state(answered: bool | None) -> str:
+            return "not asked" if answered is None else "answered" if answered else "no answer"
+
+        management = True if self.management_api else (False if self.management_reason
+                                                        else None)
+        return {"amqp": "answered", "management": state(management),
+                "prometheus": state(self.prometheus)}
+
     @classmethod
     def from_json(cls, doc: dict | None) -> BrokerEvidence:
         """Read back (a saved result, or one from before a field existed: absent is unmeasured)."""
@@ -100,7 +115,8 @@ class BrokerEvidence:
             available=True, interval_s=doc.get("interval_s", 0.0),
             max_ready=doc.get("max_ready", 0), max_ready_queue=doc.get("max_ready_queue", ""),
             backlog_growth=BacklogGrowth.from_json(growth) if growth else None,
-            management_api=bool(doc.get("management_api")), alarms=tuple(doc.get("alarms", ())),
+            management_api=bool(doc.get("management_api")),
+            alarms=None if doc.get("alarms", ()) is None else tuple(doc.get("alarms", ())),
             blocked_connections_max=doc.get("blocked_connections_max", 0),
             sample_errors=doc.get("sample_errors", 0),
             queues={k: v for k, v in (doc.get("queues") or {}).items() if k != "columns"},
@@ -109,7 +125,8 @@ class BrokerEvidence:
             depth_not_sampled=doc.get("depth_not_sampled", ""),
             sources=tuple(doc.get("sources", ())), prometheus=doc.get("prometheus"),
             erlang_run_queue_max=doc.get("erlang_run_queue_max", 0.0),
-            prometheus_reason=doc.get("prometheus_reason", ""))
+            prometheus_reason=doc.get("prometheus_reason", ""),
+            states_recorded="source_states" in doc)
 
 
 @dataclass(frozen=True, slots=True)

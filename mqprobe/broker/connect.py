@@ -34,15 +34,29 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def http_request(url: str, path: str = "") -> urllib.request.Request:
+    """A GET of `url` + `path` whose credentials, if the URL has any, go in an Authorization
+    header: urllib takes `user:pass@host` for a host name (and then says it is unknown)."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 address
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+                                     + path)
+    if parts.username:
+        token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:"
+                                 f"{urllib.parse.unquote(parts.password or '')}".encode())
+        request.add_header("Authorization", f"Basic {token.decode()}")
+    return request
+
+
 def management_get(management_url: str, path: str, timeout: float = 3.0) -> object:
     """GET a management API path (e.g. '/api/overview') and return the decoded JSON."""
     parts = urllib.parse.urlsplit(management_url)
-    base = f"{parts.scheme}://{parts.hostname}:{parts.port}"
-    request = urllib.request.Request(base + path)
-    if parts.username:
-        token = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    base = urllib.parse.urlunsplit(parts._replace(path="", query="", fragment=""))
+    with urllib.request.urlopen(http_request(base, path), timeout=timeout) as response:
         return json.loads(response.read())
 
 

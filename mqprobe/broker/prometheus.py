@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from mqprobe.broker.connect import http_request
+
 MAX_SCRAPE_BYTES = 32 * 2**20
 DETAILED = "metrics/detailed?family=queue_coarse_metrics&family=queue_consumer_count"
 ALARMS = {"rabbitmq_alarms_memory_used_watermark": "memory alarm",
@@ -39,7 +41,7 @@ class BrokerMetrics:
 
 def fetch_text(url: str, timeout: float, limit: int = MAX_SCRAPE_BYTES) -> str:
     """A Prometheus exposition's text, read up to `limit` bytes (more is refused)."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s)
+    with urllib.request.urlopen(http_request(url), timeout=timeout) as response:  # noqa: S310
         body = response.read(limit + 1)
     if len(body) > limit:
         raise ValueError(f"more than {limit // 2**20} MiB")

@@ -270,10 +270,14 @@ class QueueSampler:
         return BrokerEvidence(
             available=True, interval_s=self.interval_s, max_ready=peak,
             max_ready_queue=peak_queue, backlog_growth=self._growth(peak_queue),
-            management_api=self.management_ok > 0, alarms=tuple(sorted(self.alarms)),
-            blocked_connections_max=self.blocked_max, sample_errors=self.errors,
+            management_api=self.management_ok > 0,
+            # what no source answered for is unknown, never none
+            alarms=tuple(sorted(self.alarms)) if self.management_ok or self.prometheus_ok
+            else None,
+            blocked_connections_max=self.blocked_max if self.management_ok else None,
+            sample_errors=self.errors,
             queues=dict(self.series), management_reason=management_reason,
             unavailable_reason=self.unavailable_reason, depth_not_sampled=self.not_sampled,
             sources=sources, prometheus=(self.prometheus_ok > 0) if self.prometheus_url else None,
-            erlang_run_queue_max=self.run_queue_max if self.prometheus_url else 0.0,
+            erlang_run_queue_max=self.run_queue_max if self.prometheus_ok else None,
             prometheus_reason=prometheus_reason)

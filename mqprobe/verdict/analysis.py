@@ -557,7 +557,7 @@ def quiet_lines(facts: RunFacts) -> list[str]:
                      f"{max(f.rtt_p99_ms for f in pieces):.3g} ms)")
     else:
         unseen.append("the links' round trips")
-    if not facts.broker.alarms and facts.broker.management_api:
+    if facts.broker.alarms == () and facts.broker.blocked_connections_max == 0:
         quiet.append("no alarm, no flow control")
     text = "quiet in RabbitMQ meanwhile: " + "; ".join(quiet) if quiet else ""
     return [text] * bool(text) + (["not seen: " + "; ".join(unseen)] if unseen else [])
@@ -725,7 +725,7 @@ def _queue_evidence(broker: BrokerEvidence) -> list[str]:
     if broker.alarms:
         source = " (its Prometheus endpoint)" if broker.prometheus else ""
         out.append("broker alarms" + source + ": " + ", ".join(broker.alarms))
-    if broker.erlang_run_queue_max >= 1:
+    if (broker.erlang_run_queue_max or 0) >= 1:
         out.append(f"RabbitMQ's Erlang run queue reached {broker.erlang_run_queue_max:g} "
                    "(its processes ready to run, waiting for a scheduler)")
     if broker.blocked_connections_max:

@@ -173,6 +173,26 @@ def test_cleanup_without_a_management_api_says_how_to_get_one(broker):
     assert "secret" not in result.stderr
 
 
+def test_what_no_interface_of_the_broker_answered_for_is_unknown_not_none(broker):
+    """Neither the management API nor the Prometheus endpoint answers (credentials in both
+    URLs): alarms, flow control and the Erlang run queue are null, never [] or 0, each
+    interface's state is in the evidence, and the reason is the refused connection (it was
+    'Name or service not known': urllib took `user:secret@127.0.0.1` for a host name)."""
+    dead = managed.free_port()
+    sampler = QueueSampler(broker.amqp_url, [], management_url=f"http://u:secret@127.0.0.1:{dead}",
+                           prometheus_url=f"http://u:secret@127.0.0.1:{dead}/", interval_s=0.1)
+    run_until_cancelled(0.5, sampler.run)
+    evidence = sampler.summary()
+    doc = evidence.to_json()
+    assert (doc["alarms"], doc["blocked_connections_max"], doc["erlang_run_queue_max"]) == (
+        None, None, None), doc
+    assert doc["source_states"] == {"amqp": "answered", "management": "no answer",
+                                    "prometheus": "no answer"}
+    assert "Connection refused" in doc["prometheus_reason"], doc["prometheus_reason"]
+    assert "Connection refused" in doc["management_reason"], doc["management_reason"]
+    assert "secret" not in json.dumps(doc)
+
+
 @pytest.mark.parametrize(("answers", "unresponsive"), [
     ("accepts and never speaks", True),  # a paused or swapping broker: the kernel accepts
     ("refuses", False)])  # a stopped one: the port is closed

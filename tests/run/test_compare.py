@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mqprobe.broker import BrokerState
+from mqprobe.broker import BrokerState, free_port
 
 from ..conftest import run_cli
 
@@ -182,9 +182,13 @@ def test_quorum_queues_and_streams_carry_a_run_as_rows_of_their_own(vhost_url, m
     result = run_cli("compare", "--topologies", "single-topic,socketio-manager", "--layouts",
                      "per-node", "--queue-types", "quorum,stream", "--group-sizes", "8,15",
                      "--rate", "20", "--duration", "1", "--json", str(out), "--run-dir",
-                     str(tmp_path / "logs"), amqp_url=vhost_url)
+                     str(tmp_path / "logs"), "--prometheus-url",
+                     f"http://u:secret@127.0.0.1:{free_port()}/", amqp_url=vhost_url)
     assert result.returncode == 0, result.stderr + result.stdout
     assert "queue types not applied to socketio-manager" in result.stderr
+    # a Prometheus endpoint named that never answered: said, and null, not 0 (issue 40)
+    assert "did not answer in 3 of 3 run(s)" in " ".join(result.stderr.split()), result.stderr
+    assert "secret" not in result.stderr + result.stdout
     runs = {r["topology"]: r for r in json.loads(out.read_text())["runs"]}
     assert sorted(runs) == ["single-topic.quorum", "single-topic.stream", "socketio-manager"]
     for name, queue_type in (("single-topic.quorum", "quorum"), ("single-topic.stream", "stream")):
@@ -194,6 +198,8 @@ def test_quorum_queues_and_streams_carry_a_run_as_rows_of_their_own(vhost_url, m
     broker = runs["single-topic.stream"]["evidence"]["broker"]
     assert "a stream's count is its length" in broker["depth_not_sampled"]
     assert runs["single-topic.quorum"]["evidence"]["broker"]["queues"]  # sampled as ever
+    assert broker["erlang_run_queue_max"] is None and broker["prometheus"] is False
+    assert broker["source_states"]["prometheus"] == "no answer"
     vhost = urllib.parse.quote(vhost_url.rsplit("/", 1)[1], safe="")
     state = managed_broker.running_state()
     assert management_get(state.management_url, f"/api/queues/{vhost}?columns=name") == []
