@@ -327,6 +327,7 @@ class RunResult(TypedDict, total=False):
     not_delivered: int  # late, not lost (figures.Counts: all six)
     held_at_end: dict  # broker_ready, nodes_in_hand
     bounds: list[str]  # counts that are lower bounds, and why
+    lost_at_most: bool  # `lost` an upper bound: a swarm died unreported (absent: exact)
     hops: dict[str, HopSummary]  # RUN_HOPS
     self_lag_ms: LagSummary
     verdict: VerdictJson

@@ -228,6 +228,7 @@ class RunRecord:
     knobs: dict = field(default_factory=dict)
     held_at_end: HeldAtEnd | None = None
     bounds: tuple[str, ...] | None = None  # counts that are lower bounds, and why
+    lost_at_most: bool = False  # `lost` is an upper bound (a swarm gave no result)
     groups: dict[str, GroupResult] = field(default_factory=dict)
     hdr: dict[str, str] = field(default_factory=dict)  # hop -> its HDR histogram, encoded
     untraced: int = 0
@@ -267,6 +268,8 @@ class RunRecord:
             doc["held_at_end"] = self.held_at_end.to_json()
         if self.bounds is not None:
             doc["bounds"] = list(self.bounds)
+        if self.lost_at_most:
+            doc["lost_at_most"] = True
         doc |= {"hops": {hop: figures.to_json() for hop, figures in self.hops.items()},
                 "self_lag_ms": self.self_lag.to_json(),
                 "groups": {group: g.to_json() for group, g in self.groups.items()},
@@ -313,6 +316,7 @@ class RunRecord:
             "knobs": lambda: dict(doc.get("knobs") or {}),
             "held_at_end": lambda: HeldAtEnd.from_json(held) if held is not None else None,
             "bounds": lambda: tuple(_text(b) for b in bounds) if bounds is not None else None,
+            "lost_at_most": lambda: doc.get("lost_at_most") is True,
             "groups": lambda: {group: _read(f"group {group}", lambda g=g: GroupResult.from_json(g))
                                for group, g in (doc.get("groups") or {}).items()},
             "hdr": lambda: {hop: _text(h) for hop, h in (doc.get("hdr") or {}).items()},

@@ -123,9 +123,11 @@ def compare_table(result: dict) -> Table:
                      f"{_pm(clocks, HopName.E2E)}")
         text, style = verdict_cell(run) if len(runs) == 1 else repeats_cell(runs)
         counts = Counts.total(r.counts for r in runs)
+        bounded = any(r.lost_at_most for r in runs)  # a swarm died: at least / at most
         table.add_row(
-            run.topology, run.layout, f"{counts.delivered}/{counts.expected_deliveries}",
-            _lost_cell(counts), _flag(counts.duplicated),
+            run.topology, run.layout,
+            f"{'≥' * bounded}{counts.delivered}/{counts.expected_deliveries}",
+            _lost_cell(counts, bounded), _flag(counts.duplicated),
             *cells, _ms(run.self_lag.p99), _cost_cell(run), Text(text, style=style))
     return table
 
@@ -182,9 +184,10 @@ def _cost_cell(run: RunRecord) -> str:
                                   cost and cost.nodes_per_1k_deliveries))
 
 
-def _lost_cell(counts: Counts) -> str:
-    """Lost (will never arrive), and below it what was still on its way at the end."""
-    lost = _flag(counts.lost)
+def _lost_cell(counts: Counts, at_most: bool = False) -> str:
+    """Lost (will never arrive; at most, when a swarm died unreported), and below it what
+    was still on its way at the end."""
+    lost = f"[red]≤{counts.lost}[/red]" if at_most and counts.lost else _flag(counts.lost)
     return (f"{lost}\n[yellow]+{counts.not_delivered} late[/yellow]" if counts.not_delivered
             else lost)
 
@@ -311,7 +314,7 @@ def sweep_table(result: dict) -> Table:
             elif run.verdict.culprit != Culprit.NONE:
                 text += f"  {verdict_cell(run)[0]}"
             if lost := run.counts.lost:
-                text += f"  [red]lost {lost}[/red]"
+                text += f"  [red]lost {'at most ' * run.lost_at_most}{lost}[/red]"
             knee = knees.get(name)
             if knee and knee["load"] == value:
                 text = f"[bold]* {text}[/bold]"

@@ -75,7 +75,8 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
     facts = RunFacts(
         counts=merged.counts, hops=merged.hops, self_lag=merged.self_lag, swarm=swarm,
         publisher=merged.publisher, nodes=figures, broker=broker, cpu_use=cpu_use,
-        groups=merged.groups, bounds=merged.bounds, held_at_end=merged.held_at_end,
+        groups=merged.groups, bounds=merged.bounds, lost_at_most=merged.lost_at_most,
+        held_at_end=merged.held_at_end,
         e2e_rows=timeline.e2e.rows, events=events, t0_ns=t0, failure=failure, cpu=cpu,
         footprint=cpu_sampler, broker_cpu=broker_cpu, links=links)
     judged = judge(facts, messages, workload.budget_ms)

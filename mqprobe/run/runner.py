@@ -153,11 +153,14 @@ def exit_policy(runs: list[RunRecord], gate: bool) -> tuple[int, str]:
     deliveries on their way at the end; else (0, '')."""
     failed = sum(1 for run in runs if run.error)
     counts = [run.counts for run in runs]
-    lost = sum(1 for count in counts if count.lost)
-    if failed or lost:
+    lost = sum(1 for run in runs if run.counts.lost and not run.lost_at_most)
+    perhaps = sum(1 for run in runs if run.counts.lost and run.lost_at_most)
+    if failed or lost or perhaps:
         return FAILED_EXIT, ", ".join(part for part in (
             f"{failed} run(s) failed" if failed else "",
-            f"{lost} run(s) lost deliveries" if lost else "") if part)
+            f"{lost} run(s) lost deliveries" if lost else "",
+            f"{perhaps} run(s) may have lost deliveries (at most the ones a dead swarm never "
+            "reported)" if perhaps else "") if part)
     behind = sum(1 for count in counts if count.not_delivered)
     over = sum(1 for run in runs if run.verdict.culprit != Culprit.NONE)
     if gate and (behind or over):

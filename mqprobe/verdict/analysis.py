@@ -96,6 +96,7 @@ class RunFacts:
     cpu_use: CpuUse = field(default_factory=lambda: CpuUse(False, "not sampled"))
     groups: dict[str, GroupFigures] = field(default_factory=dict)
     bounds: tuple[str, ...] = ()  # counts that are lower bounds, and why
+    lost_at_most: bool = False  # `lost` is an upper bound: a swarm died before it reported
     held_at_end: HeldAtEnd = field(default_factory=HeldAtEnd)
     e2e_rows: list[list[float]] = field(default_factory=list)  # the timeline's e2e rows
     events: list[TimedEvent] = field(default_factory=list)
@@ -122,7 +123,8 @@ class RunFacts:
             counts=run.counts, hops=run.hops, self_lag=run.self_lag, swarm=run.swarm,
             publisher=run.publisher, nodes=run.nodes, broker=run.broker, cpu_use=run.cpu,
             groups={group: g.figures for group, g in run.groups.items()},
-            bounds=run.bounds or (), held_at_end=run.held_at_end or HeldAtEnd(),
+            bounds=run.bounds or (), lost_at_most=run.lost_at_most,
+            held_at_end=run.held_at_end or HeldAtEnd(),
             e2e_rows=e2e.rows if e2e else [])
         return cls(**(parts | given), events=events or [], t0_ns=t0_ns, failure=failure)
 
@@ -255,7 +257,10 @@ def _count_evidence(facts: RunFacts, counts: Counts) -> list[str]:
     """The counts a verdict must mention (`counts`: the run's or a group's; the bounds on
     them and what was held at the end are the run's)."""
     out = list(facts.bounds)
-    if counts.lost:
+    if counts.lost and facts.lost_at_most:  # what a dead swarm's members got, unreported
+        out.append(f"at most {counts.lost} of {counts.expected_deliveries} deliveries lost: "
+                   "only these were never reported, and some may have arrived")
+    elif counts.lost:
         out.append(f"lost {counts.lost} of {counts.expected_deliveries} deliveries")
     if counts.not_delivered:
         held = facts.held_at_end

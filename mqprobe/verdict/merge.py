@@ -32,6 +32,7 @@ class Merged:
     counts: Counts
     held_at_end: HeldAtEnd
     bounds: tuple[str, ...]
+    lost_at_most: bool  # a swarm died: what arrived is a lower bound, so lost an upper one
     hops: dict[str, HopFigures]
     self_lag: LoopLag
     groups: dict[str, GroupFigures]
@@ -126,6 +127,7 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
     return Merged(
         counts=Counts.total(g.counts for g in groups.values()),
         held_at_end=HeldAtEnd(broker_ready_at_end, in_hand), bounds=tuple(bounds),
+        lost_at_most=any(s.get("silent") for s in swarms),
         hops={hop: HopFigures.from_json(all_hops[hop].summary()) for hop in RUN_HOPS},
         self_lag=LoopLag.from_json(self_lag.lag_summary()), groups=groups,
         hdr={hop: all_hops[hop].hist.encode().decode() for hop in RUN_HOPS},

@@ -125,6 +125,17 @@ def test_a_dead_swarm_or_publisher_still_counts_the_loss(broker, tmp_path, piece
     if piece == "swarm1":  # what its members had received by its last report, not nothing
         assert run["delivered"] >= 100 and run["swarm"]["clients"] == 600
         assert run["lost"] == run["expected_deliveries"] - run["delivered"]
+        # ...and said as bounds: it read 'lost 1200 of 11800', '1 run(s) lost deliveries'
+        # of deliveries that were only never reported (issue 40)
+        assert run["lost_at_most"] is True
+        assert any(line.startswith(f"at most {run['lost']} of ")
+                   for line in run["verdict"]["evidence"]), run["verdict"]["evidence"]
+        said = " ".join(output.split())
+        assert "may have lost deliveries" in said and " lost deliveries" not in said.replace(
+            "may have lost deliveries", ""), output
+        assert f"≥{run['delivered']}/" in said and f"≤{run['lost']}" in said, output
+    else:
+        assert "lost_at_most" not in run
 
 
 @pytest.fixture(scope="module")
