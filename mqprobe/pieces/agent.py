@@ -84,9 +84,15 @@ async def _leave(connection: aio_pika.abc.AbstractConnection,
     """Delete our queue, then each of the two exchanges that nothing is bound to any more:
     the last agent or coordinator to stop leaves nothing on the broker. Every agent's and
     coordinator's queue is bound to both (with a key no message carries), so neither
-    exchange goes while anyone still publishes to it."""
+    exchange goes while anyone still publishes to it.
+
+    The queue is deleted as its own (robust) object, which forgets its consumer first: on
+    a channel of its own, the broker's cancel of that consumer made aio-pika recover the
+    connection and declare the queue and its bindings again, and `mqprobe.results` was left
+    'in use' behind every coordinator that gave up (an agent that did not answer)."""
     if queue is not None:
-        await delete_declared(connection, [], [queue.name], timeout=5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(queue.delete(if_unused=False, if_empty=False), 5)
     # one still in use (PRECONDITION_FAILED) stays
     await delete_declared(connection, [CONTROL_EXCHANGE, RESULTS_EXCHANGE], timeout=5,
                           if_unused=True)

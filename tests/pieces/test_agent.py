@@ -93,13 +93,24 @@ def test_hops_are_corrected_and_carry_the_error_bar(placed_run):
     assert any("clocks differ" in line for line in run["verdict"]["evidence"])
 
 
-def test_an_agent_nobody_runs_is_one_sentence(broker: BrokerState, tmp_path):
+def test_an_agent_nobody_runs_is_one_sentence_and_leaves_nothing(managed_broker, vhost_url,
+                                                                  tmp_path):
+    """...on a virtual host of its own: `mqprobe.results` was left there every time (the
+    broker's cancel of the coordinator's consumer made aio-pika declare its queue again)."""
+    from mqprobe.broker import management_get
+
     result = run_cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
                      "--place", "swarm=nobody", "--run-dir", str(tmp_path),
-                     amqp_url=broker.amqp_url, timeout=120)
+                     amqp_url=vhost_url, timeout=120)
     assert result.returncode != 0
     assert "agent 'nobody' did not answer" in result.stderr
     assert "Traceback" not in result.stderr
+    vhost = vhost_url.rsplit("/", 1)[1]
+    api = managed_broker.running_state().management_url
+    left = [e["name"] for e in management_get(api, f"/api/exchanges/{vhost}?columns=name")
+            if e["name"].startswith("mqprobe.")]
+    left += [q["name"] for q in management_get(api, f"/api/queues/{vhost}?columns=name")]
+    assert not left, left
 
 
 @pytest.mark.parametrize("bad", ["nodes=hostb", "node=", "swarm"])
