@@ -308,16 +308,24 @@ class LinkLegs:
     answer time then, halved. The answer time is what compare's control link took beyond
     its kernel's round trip (compare reaches the broker directly, or through the same path
     as the pieces: then a proxy's delay reads as RabbitMQ's, and stays broker-side). A
-    ping that crossed a broker outage, or a stall or collection of the piece that sent it,
-    measured those, and is left out. The least of a link's legs within LINK_NEAR_NS of
-    the moment (RabbitMQ's answer time there is the median of compare's); 0 where it has
-    none."""
+    ping that crossed a broker outage measured it, and is left out; one whose piece
+    stalled, collected or waited for a CPU after its answer could have come (past the
+    link's least round trip of the run: before that the answer was still on its way, and
+    a wait then delayed nothing) read it that much later, and that is taken off. The least
+    of a link's legs within LINK_NEAR_NS of the moment (RabbitMQ's answer time there is the
+    median of compare's); 0 where it has none."""
 
     def __init__(self, links: dict[str, list[list[int]]],
-                 measured_else: Callable[[str, int, int], float | None]) -> None:
+                 measured_else: Callable[[str, int, int, int], float | None]) -> None:
+        # (one core at ba33810, every link 20 ms each way: a node's waits for the CPU over
+        # a ping's whole flight were taken off it, its deliver leg read 6-9 ms, not 20, and
+        # the rest charged to RabbitMQ and the node's starvation: network 2 of 5)
+        least = {link: min((rtt for _t, rtt, _tcp in rows), default=0)
+                 for link, rows in links.items()}
         control = []
         for t, rtt, tcp in links.get(CONTROL_LINK, []):
-            if (own := measured_else(CONTROL_LINK, t, t + rtt)) is not None:
+            if (own := measured_else(CONTROL_LINK, t, t + least[CONTROL_LINK],
+                                     t + rtt)) is not None:
                 control.append((t, rtt - own - (tcp if tcp >= 0 else 0)))
         control.sort()
         self._control_t = [t for t, _ in control]
@@ -328,7 +336,8 @@ class LinkLegs:
                 continue
             kept = sorted((t, max(0.0, rtt - own - self.answer_ns(t)) / 2)
                           for t, rtt, _tcp in rows
-                          if (own := measured_else(link, t, t + rtt)) is not None)
+                          if (own := measured_else(link, t, t + least[link], t + rtt))
+                          is not None)
             self._legs[link] = ([t for t, _ in kept], [leg for _, leg in kept])
 
     def answer_ns(self, t: int) -> float:
@@ -405,13 +414,15 @@ class Timeline:
         self.broker = BrokerSeries([list(row) for row in broker.rows] if broker else ())
         self.legs = LinkLegs(links or {}, self._measured_else)
 
-    def _measured_else(self, link: str, a: int, b: int) -> float | None:
-        """What a ping over [a, b] measured beyond the link: None when it crossed a broker
-        outage (it measured that), else the ns of the stalls and collections of the piece
-        that sent it inside it, and its loop's waits for a CPU between them (it read its
-        answer that much later)."""
+    def _measured_else(self, link: str, a: int, answerable: int, b: int) -> float | None:
+        """What a ping sent at a and read at b measured beyond the link: None when it
+        crossed a broker outage (it measured that), else the ns of the stalls and
+        collections of the piece that sent it from when its answer could have come
+        (`answerable`) to b, and its loop's waits for a CPU between them (it read its answer
+        that much later)."""
         if self.get(BROKER, EventKind.BROKER_UNAVAILABLE).within(a, b):
             return None
+        a = max(a, min(answerable, b))
         held = Intervals(span for kind in (EventKind.LOOP_STALL, EventKind.GC)
                          for span in self.get(link, kind).within(a, b))
         waiting, throttled = self.cpu(link).waits_in(_outside(a, b, held))  # for a CPU

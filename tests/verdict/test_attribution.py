@@ -1072,8 +1072,9 @@ def test_a_proxy_in_front_of_every_link_compares_own_too_stays_broker_side():
 
 
 @pytest.mark.parametrize(("spoiler", "leg_ms"), [
-    # n1 read its pings' answers late: its stall's time inside the ping comes off it
-    (event(EventKind.LOOP_STALL, "n1", 900, 1400, **BLOCKED), 0.0),
+    # n1 read its pings' answers late: its stall's time, once the answer could have come
+    # (the link's least round trip after it was sent), comes off it
+    (event(EventKind.LOOP_STALL, "n1", 900, 1400, **BLOCKED), 0.05),
     # the broker did not answer: the ping measured the outage, and is left out
     (event(EventKind.BROKER_UNAVAILABLE, "broker", 900, 1400, unresponsive=True), 0.05)])
 def test_a_ping_that_measured_something_else_is_not_the_link(spoiler, leg_ms):
@@ -1087,6 +1088,19 @@ def test_a_ping_that_measured_something_else_is_not_the_link(spoiler, leg_ms):
     timeline = Timeline([spoiler], links=links)
     assert timeline.legs.one_way("n1", T0 + 1000 * MS) == pytest.approx(leg_ms * MS)
     assert timeline.legs.spread("n1", T0 + 1000 * MS)[1] == pytest.approx(0.05 * MS)
+
+
+def test_a_wait_while_the_answer_was_still_on_its_way_delayed_nothing():
+    """A 40 ms link; n1 stalled 15 ms just after sending each ping, long before any answer
+    could come back. The answer was read on time: the leg is the link's 20 ms, not 12.5
+    (one core, link-delay=20ms: n1's waits for the CPU over a whole flight were taken off,
+    its deliver leg read 6-9 ms, and the rest went to RabbitMQ and to the node's
+    starvation: network named 2 times of 5)."""
+    links = {"publisher": pings(40), "n1": pings(40), "compare": pings(0.5)}
+    stalls = [event(EventKind.LOOP_STALL, "n1", t + 5, t + 20, **BLOCKED)
+              for t in range(0, 2100, 500)]
+    leg = Timeline(stalls, links=links).legs.one_way("n1", T0 + 1000 * MS)
+    assert leg == pytest.approx((40 - 0.4) / 2 * MS), leg / MS
 
 
 def test_a_network_verdict_names_each_link_and_where_the_kernel_puts_the_time():
