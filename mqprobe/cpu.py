@@ -345,16 +345,30 @@ def process_tree(root_pid: int) -> list[int]:
     return tree
 
 
-def host_cpu_ns() -> tuple[int, int, int] | None:
+def run_cpus() -> frozenset[int] | None:
+    """The CPUs this process (and the pieces it starts) may run on, when fewer than the
+    host's (`taskset`, a cpuset): a process elsewhere took no CPU from them."""
+    try:
+        allowed = frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return allowed if len(allowed) < (os.cpu_count() or 0) else None
+
+
+def host_cpu_ns(cpus: frozenset[int] | None = None) -> tuple[int, int, int] | None:
     """The host's CPU time in all, of it busy (not idle or iowait), and stolen (a virtual
     machine's CPUs held by its hypervisor: every thread paused, whatever it was doing),
-    over all CPUs."""
+    over all CPUs, or over `cpus` only."""
     try:
         with open("/proc/stat") as file:
-            first = file.readline().split()
+            lines = [file.readline().split()] if cpus is None else [
+                line.split() for line in file if line.startswith("cpu")
+                and line[3:4].isdigit() and int(line.split()[0][3:]) in cpus]
     except OSError:
         return None
-    values = [int(v) * CLOCK_TICK_NS for v in first[1:9]]
+    if not lines:
+        return None
+    values = [sum(int(fields[i]) for fields in lines) * CLOCK_TICK_NS for i in range(1, 9)]
     idle = values[3] + values[4]
     return sum(values), sum(values) - idle, values[7]
 

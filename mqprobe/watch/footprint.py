@@ -25,6 +25,7 @@ from mqprobe.cpu import (
     process_cpu_ns,
     process_stopped,
     process_tree,
+    run_cpus,
 )
 from mqprobe.figures import BrokerCpu, CpuUse, HostCpu, PieceCpu
 from mqprobe.model import HOST_CPU, INSTRUMENT_ROLES, PieceRole, role_of
@@ -69,6 +70,9 @@ class CpuSampler:
     broker_stopped: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # the host as the run sees it: the CPUs its pieces may use (all, unless pinned: one
+        # core's run beside work on the other once read 'other processes 98%' of its core)
+        self.cpus = run_cpus()
         self.used = {piece: [] for piece in self.pids}
         self.waited = {piece: [] for piece in self.pids}
         self._waits = {piece: ProcessWaits(pids) for piece, pids in self.pids.items()}
@@ -92,7 +96,7 @@ class CpuSampler:
             self.waited[piece].append(waits.read())
         if self._broker_cgroup is not None:
             self._sample_broker()
-        self.host.append(host_cpu_ns() or (0, 0, 0))
+        self.host.append(host_cpu_ns(self.cpus) or (0, 0, 0))
         self.pressure.append(host_pressure_ns() or 0)
 
     def forget_before(self, t_ns: int) -> None:
@@ -240,7 +244,8 @@ class CpuSampler:
             waited_rows.append([t_ms] + [_window_ms(self.waited[n], i) if was_read else -1
                                          for n, was_read in zip(names, read, strict=True)])
         return CpuUse(
-            True, wall_s=round(wall / 1e9, 2), cores=os.cpu_count() or 1, pieces=pieces,
+            True, wall_s=round(wall / 1e9, 2),
+            cores=len(self.cpus) if self.cpus else os.cpu_count() or 1, pieces=pieces,
             not_seen=not_seen,
             host=HostCpu(round((busy1 - busy0) / (all1 - all0), 3) if all1 > all0 else None,
                          round((stolen1 - stolen0) / 1e6, 1),

@@ -73,6 +73,24 @@ def test_two_busy_processes_on_one_core_are_seen_waiting_for_it():
     assert all(row[1] >= 0 for row in rows) and sum(row[1] for row in rows) > 0, rows
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs to pin to one")
+def test_a_run_pinned_to_some_cpus_counts_the_host_on_those_only():
+    """`taskset -c 0` compare: a process busy on CPU 1 took no CPU its nodes could have had
+    (one core's matrix beside work on the other read 'other processes 98%' of its core)."""
+    code = ("import os; os.sched_setaffinity(0, {0}); from mqprobe.cpu import run_cpus; "
+            "print(sorted(run_cpus()))")
+    pinned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert pinned.stdout.strip() == "[0]", pinned.stderr
+    from mqprobe.cpu import host_cpu_ns
+
+    every = frozenset(range(os.cpu_count() or 1))
+    whole, parts = host_cpu_ns(), host_cpu_ns(every)
+    assert whole and parts and abs(whole[0] - parts[0]) < 0.01 * whole[0]  # the same ticks
+    one = host_cpu_ns(frozenset({0}))
+    assert one and one[0] < 0.75 * whole[0]
+
+
 def test_a_broker_elsewhere_has_no_local_processes_and_a_local_one_is_found():
     import socket
 
