@@ -401,3 +401,27 @@ def test_a_group_of_a_saved_run_is_replayed_with_its_own_figures():
             ) in text, text
     assert f"p99 {group['hops']['e2e']['p99_ms']:>8.3f}" in text
     assert replay(load_result(path), "nonesuch") == []
+
+
+def test_a_replayed_group_whose_figures_and_samples_disagree_is_one_sentence(tmp_path):
+    """A saved group emptied by hand (0 members, 0 delivered) beside samples of it printed
+    '0 members, 0/0 delivered' and then those deliveries (issue 40)."""
+    import json
+
+    from mqprobe.errors import ResultFormatError
+    from mqprobe.output.report import load_result
+    from mqprobe.run.trace import replay
+
+    result = json.loads((Path(__file__).parent / "data" / "compare_result.json").read_text())
+    run = result["runs"][0]
+    run["groups"]["1"] |= {"members": 0, "published": 0, "expected_deliveries": 0,
+                           "delivered": 0, "hops": {}}
+    t = 1_700_000_000_000_000_000
+    run["samples"] = [["1", seq, t, t, t + 1000, t + 2000, t + 5000] for seq in range(3)]
+    path = tmp_path / "emptied.json"
+    path.write_text(json.dumps(result))
+    with pytest.raises(ResultFormatError, match="counts 0 deliveries yet holds 3 samples"):
+        replay(load_result(path), "1")
+    answer = run_cli("trace", "--group", "1", "--from", str(path))
+    assert answer.returncode == 1 and "Traceback" not in answer.stderr
+    assert "seq" not in answer.stdout, answer.stdout

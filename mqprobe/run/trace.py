@@ -564,7 +564,13 @@ def replay(result: dict, group: str) -> list[ReplayedGroup]:
         if not all(len(s) == 7 and all(type(v) is int for v in s[1:]) for s in samples):
             raise ResultFormatError(f"run {i}'s samples are not [group, seq, t_plan, t_pub, "
                                     "t_deq, t_emit, t_recv] rows of integers")
-        out.append(ReplayedGroup(run, found.figures, [s for s in samples if str(s[0]) == group]))
+        mine = [s for s in samples if str(s[0]) == group]
+        if len(mine) > found.figures.counts.delivered:  # samples are of what was delivered
+            raise ResultFormatError(
+                f"run {i}'s group {group} counts {found.figures.counts.delivered} deliveries "
+                f"yet holds {len(mine)} samples of them: the file was changed after mqprobe "
+                "wrote it")
+        out.append(ReplayedGroup(run, found.figures, mine))
     return out
 
 
