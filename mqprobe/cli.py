@@ -126,7 +126,8 @@ Place = Annotated[list[str] | None, typer.Option(
                     "`mqprobe agent --name NAME` against the same broker.")]
 
 # Typer vendors click in recent releases; find its UsageError without a private import.
-UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__
+                                   if c.__name__ == "UsageError")
 # What is printed as one sentence: mqprobe's expected failures, and the environment's
 # (a file that cannot be read or written). Anything else is a bug: it keeps its traceback.
 USER_ERRORS = (MqprobeError, OSError)
@@ -623,7 +624,7 @@ def cleanup_cmd(
                             "give --amqp-url to clean up your own broker")
         amqp_url, management_url = state.amqp_url, management_url or state.management_url
     found = _run(lambda: leftovers(amqp_url, management_url or default_management_url(amqp_url)))
-    outcome = {"removed": [], "left": []}
+    outcome: dict[str, list] = {"removed": [], "left": []}
     if found and not dry_run:
         outcome = _run(lambda: remove_leftovers(amqp_url, found))
     print_leftovers(found, outcome, dry_run, redact_url(amqp_url), console)

@@ -126,10 +126,12 @@ class ProbeBounds:
     @property
     def clocks_differ(self) -> bool:
         """True when the evidence excludes equal clocks, so the hops need correcting."""
-        return self.consistent and (self.low > 0 or self.high < 0)
+        if self.low is None or self.high is None or self.low > self.high:
+            return False
+        return self.low > 0 or self.high < 0
 
     def estimate(self) -> ClockOffset:
-        if not self.consistent:
+        if self.low is None or self.high is None or self.low > self.high:
             return SAME_CLOCK
         return ClockOffset((self.low + self.high) // 2, (self.high - self.low) // 2,
                            self.probes)
@@ -171,7 +173,7 @@ def hop_uncertainty(publisher: ClockOffset, nodes: list[ClockOffset],
     """Each hop's error bar in ms from the clocks involved: the worst pair in the run."""
     pieces = {"publisher": [publisher], "node": nodes or [SAME_CLOCK],
               "swarm": swarms or [SAME_CLOCK]}
-    out = {}
+    out: dict[str, float] = {}
     for hop, (end, start) in HOP_CLOCKS.items():
         if end == start:
             out[hop] = 0.0

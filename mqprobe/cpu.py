@@ -104,6 +104,8 @@ class ThreadCounters:
                               if self._throttle and self._throttle.available else "")
 
     def _read_schedstat(self) -> tuple[int, int]:
+        if self._schedstat is None:
+            return 0, 0
         try:
             on, wait, *_ = os.pread(self._schedstat, 128, 0).split()
             return int(on), int(wait)
@@ -114,7 +116,7 @@ class ThreadCounters:
         if self._schedstat is None:
             return CpuReading(0, 0, 0)
         on, wait = self._read_schedstat()
-        return CpuReading(on, wait, self._throttle.read())
+        return CpuReading(on, wait, self._throttle.read() if self._throttle else 0)
 
     def close(self) -> None:
         if self._schedstat is not None:

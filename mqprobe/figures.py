@@ -8,8 +8,9 @@ results in tests/data back and writes them again)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from mqprobe.cpu import ms_of
 from mqprobe.errors import ResultFormatError
@@ -151,8 +152,9 @@ class HopFigures:
     @classmethod
     def from_json(cls, doc: dict) -> HopFigures:
         """A saved hop's figures, each its own type (a count an int, a latency a float)."""
-        return cls(**{name: (int if name in ("count", "negative") else float)(doc[name])
-                      for name in cls.__dataclass_fields__ if name in doc})
+        values: dict[str, Any] = {name: (int if name in ("count", "negative") else float)(doc[name])
+                                  for name in cls.__dataclass_fields__ if name in doc}
+        return cls(**values)
 
     @classmethod
     def by_hop(cls, doc: dict | None) -> dict[str, HopFigures]:
@@ -219,7 +221,7 @@ class LoopLag:
         return {"p50": self.p50, "p99": self.p99, "max": self.max}
 
     @classmethod
-    def from_json(cls, doc: dict) -> LoopLag:
+    def from_json(cls, doc: Mapping[str, Any]) -> LoopLag:
         return cls(doc.get("p50", 0.0), doc.get("p99", 0.0), doc.get("max", 0.0))
 
 
@@ -348,7 +350,8 @@ class LinkFigures:
 
 def _pct(values: list[int], pct: float) -> int:
     """The value at `pct` of sorted values (nearest rank)."""
-    return values[min(len(values) - 1, max(0, -(-len(values) * pct // 100) - 1))] if values else 0
+    return values[min(len(values) - 1, max(0, int(-(-len(values) * pct // 100)) - 1))] \
+        if values else 0
 
 
 @dataclass(frozen=True, slots=True)

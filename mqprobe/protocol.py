@@ -152,6 +152,7 @@ class SwarmResult(SwarmProgress, total=False):
     untraced: int
     untraced_reasons: dict[str, int]
     misrouted: int
+    reorder_max: int  # the deepest reordering below a member's highest seq the run showed
     first_error: str
     protocols: dict[str, int]  # server URL -> engine.io version
     t_recv_source: dict[str, int]  # model.STAMP_SOURCES -> deliveries
@@ -159,7 +160,7 @@ class SwarmResult(SwarmProgress, total=False):
     groups: dict[str, GroupTallyJson]
     hops: dict[str, dict]  # group -> records.HopSet.to_json
     self_lag: dict
-    samples: list[list[int]]
+    samples: list[list]  # [group, seq, t_plan, t_pub, t_deq, t_emit, t_recv]
     timeline: dict
     messages: list[list]  # [group, seq, node, t_pub, t_deq, t_emit, receipts]
     messages_dropped: int
@@ -207,7 +208,8 @@ class Stop:
 
 
 Command = Reset | Settle | SetClock | Stop
-COMMANDS: dict[str, type] = {c.name: c for c in (Reset, Settle, SetClock, Stop)}
+COMMANDS: dict[str, type[Reset | Settle | SetClock | Stop]] = {
+    c.name: c for c in (Reset, Settle, SetClock, Stop)}
 
 
 def command_line(command: Command) -> str:
@@ -302,7 +304,7 @@ def from_document(cls: type[T], doc: object, what: str, **local: Any) -> T:
     LOCAL fields come as keywords. SpecError names the first field that is wrong."""
     if not isinstance(doc, dict):
         raise SpecError(f"{what} must be a JSON object")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     travelling = {name for name, f in fields.items() if not f.metadata.get("local")}
     unknown = sorted(set(doc) - travelling)
     if unknown:

@@ -68,6 +68,7 @@ MAX_CLOCK_MS = 1e9  # an offset or error bar beyond 11 days is no clock's (and f
 def clock_ms(value: object, where: str) -> str:
     if problem := number(value, where):
         return problem
+    assert isinstance(value, int | float)  # number() said so
     return "" if abs(value) <= MAX_CLOCK_MS else _say(where, "is beyond any clock's offset")
 
 

@@ -171,7 +171,8 @@ class _BlockedHandler(logging.Handler):
         text = str(record.msg)
         if "was blocked by" in text:
             self.blocked_at = now_ns()
-            self.reason = str(record.args[-1]) if record.args else ""
+            self.reason = str(record.args[-1]) if isinstance(record.args, tuple) and \
+                record.args else ""
         elif "was unblocked" in text and self.blocked_at:
             self.recorder.add(EventKind.PUBLISHER_BLOCKED, self.blocked_at, now_ns(),
                               reason=self.reason)

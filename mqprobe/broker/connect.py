@@ -10,6 +10,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any
 
 from mqprobe.errors import MqprobeError, url_problem
 
@@ -52,7 +53,7 @@ def http_request(url: str, path: str = "") -> urllib.request.Request:
     return request
 
 
-def management_get(management_url: str, path: str, timeout: float = 3.0) -> object:
+def management_get(management_url: str, path: str, timeout: float = 3.0) -> Any:
     """GET a management API path (e.g. '/api/overview') and return the decoded JSON."""
     parts = urllib.parse.urlsplit(management_url)
     base = urllib.parse.urlunsplit(parts._replace(path="", query="", fragment=""))

@@ -13,6 +13,7 @@ import string
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from aio_pika.abc import ExchangeType
 
@@ -119,7 +120,7 @@ class Topology:
                 f"{self.name}: consumer knobs are fixed by python-socketio's manager "
                 "(prefetch 1, ack after handling); they cannot be overridden"
             )
-        knobs = _checked(replace(self.consumer, **changes), self.source or self.name)
+        knobs = _checked({**asdict(self.consumer), **changes}, self.source or self.name)
         changed = replace(self, consumer=knobs)
         if problem := _queue_type_problem(changed):
             raise TopologyError(f"{self.name}: {problem}")
@@ -296,12 +297,13 @@ def parse(data: dict, source: str) -> Topology:
         raise TopologyError(f"{source}: exchange.type must be one of {', '.join(EXCHANGE_TYPES)}, "
                             f"got {exchange_type!r}")
     exchange_type = ExchangeType(exchange_type)
-    knobs = _checked(ConsumerKnobs(
-        prefetch=_get(consumer, "prefetch", int, source, "consumer.", default=50),
-        ack=_get(consumer, "ack", str, source, "consumer.", default="after"),
-        channel=_get(consumer, "channel", str, source, "consumer.", default="shared"),
-        concurrency=_get(consumer, "concurrency", str, source, "consumer.", default="sequential"),
-    ), source)
+    knobs = _checked({
+        "prefetch": _get(consumer, "prefetch", int, source, "consumer.", default=50),
+        "ack": _get(consumer, "ack", str, source, "consumer.", default="after"),
+        "channel": _get(consumer, "channel", str, source, "consumer.", default="shared"),
+        "concurrency": _get(consumer, "concurrency", str, source, "consumer.",
+                            default="sequential"),
+    }, source)
     topology = Topology(
         name=name,
         description=_get(data, "description", str, source, "", default=""),
@@ -381,20 +383,20 @@ def _only_group_placeholders(template: str) -> bool:
                for _text, name, spec, conversion in fields)
 
 
-def _checked(knobs: ConsumerKnobs, source: str) -> ConsumerKnobs:
-    """The knobs with each mode as its enum, once every field was checked (as a file or the
+def _checked(knobs: dict[str, object], source: str) -> ConsumerKnobs:
+    """The knobs, each mode as its enum, once every field was checked (as a file or the
     command line gives them: plain strings)."""
-    if type(knobs.prefetch) is not int or not 0 < knobs.prefetch <= 65535:
+    prefetch = knobs["prefetch"]
+    if type(prefetch) is not int or not 0 < prefetch <= 65535:
         raise TopologyError(f"{source}: consumer.prefetch must be an integer from 1 to 65535, "
-                            f"got {knobs.prefetch!r}")
-    modes = {}
+                            f"got {prefetch!r}")
     for name, mode in (("ack", AckMode), ("channel", ChannelMode), ("concurrency", Concurrency)):
-        value = getattr(knobs, name)
-        if value not in tuple(mode):
+        if knobs[name] not in tuple(mode):
             raise TopologyError(f"{source}: consumer.{name} must be one of "
-                                f"{', '.join(mode)}, got {value!r}")
-        modes[name] = mode(value)
-    return replace(knobs, **modes)
+                                f"{', '.join(mode)}, got {knobs[name]!r}")
+    return ConsumerKnobs(prefetch, AckMode(str(knobs["ack"])),
+                         ChannelMode(str(knobs["channel"])),
+                         Concurrency(str(knobs["concurrency"])))
 
 
 def _no_unknown(table: dict, known: set[str], source: str, prefix: str) -> None:
@@ -407,12 +409,15 @@ def _no_unknown(table: dict, known: set[str], source: str, prefix: str) -> None:
 _MISSING = object()
 
 
-def _get(table: dict, key: str, kind: type, source: str, prefix: str, *,
-         required: bool = False, default: object = _MISSING) -> object:
+T = TypeVar("T")
+
+
+def _get(table: dict, key: str, kind: type[T], source: str, prefix: str, *,
+         required: bool = False, default: Any = _MISSING) -> T:
     if key not in table:
         if required or default is _MISSING:
             raise TopologyError(f"{source}: missing field {prefix}{key}")
-        return default
+        return cast(T, default)
     value = table[key]
     if kind is int and type(value) is not int or kind is not int and not isinstance(value, kind):
         raise TopologyError(f"{source}: field {prefix}{key} must be a {kind.__name__}, "

@@ -196,7 +196,7 @@ def _flag(count: int) -> str:
     return f"[red]{count}[/red]" if count else "0"
 
 
-def print_compare(result: ComparisonResult, console: Console) -> None:
+def print_compare(result: ComparisonResult | dict, console: Console) -> None:
     console.print(compare_table(result))
     # a result saved before conclusions were drawn gets one from its runs
     runs = runs_of(result)

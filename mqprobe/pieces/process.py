@@ -52,6 +52,7 @@ class RunInterrupted(Exception):
     def __init__(self, result: dict | None = None) -> None:
         super().__init__("interrupted")
         self.result = result
+        self.signum = 0  # which signal, once run_measuring knows
 
 
 async def run_to_the_end(work: Coroutine[Any, Any, Any]) -> tuple[Any, bool]:

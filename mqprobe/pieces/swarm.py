@@ -51,6 +51,7 @@ from mqprobe.protocol import (
     LOCAL,
     Command,
     CommandRefused,
+    GroupTallyJson,
     Reset,
     SetClock,
     Settle,
@@ -195,7 +196,7 @@ class Swarm(PieceRuntime):
     members: list[Member] = field(default_factory=list)
     tallies: dict[str, GroupTally] = field(default_factory=dict)
     hops: dict[str, HopSet] = field(default_factory=dict)
-    samples: list[list[int]] = field(default_factory=list)
+    samples: list[list] = field(default_factory=list)  # [group, seq, t_plan, ..., t_recv]
     connected: int = 0
     failed: int = 0
     disconnects: int = 0
@@ -361,7 +362,8 @@ class Swarm(PieceRuntime):
             self.stamp_sources[source] += 1
             self._on_event(member, frame, t_recv)
         elif frame == EIO_PING:
-            member.ws.send_text(EIO_PONG)
+            if member.ws is not None:
+                member.ws.send_text(EIO_PONG)
         elif kind == SIO_ACK:
             if not member.joined:
                 member.joined = True
@@ -371,7 +373,8 @@ class Swarm(PieceRuntime):
             elif member.down_since:
                 self._back_up(member)
         elif kind in (SIO_DISCONNECT, SIO_CONNECT_ERROR) or frame[:1] == EIO_CLOSE:
-            member.ws.close()
+            if member.ws is not None:
+                member.ws.close()
             self._on_close(member)
 
     def _on_event(self, member: Member, frame: str, t_recv: int) -> None:
@@ -379,7 +382,7 @@ class Swarm(PieceRuntime):
         trace = self._decoded.get(head)
         if trace is None:
             trace = self._decode(head)
-        if type(trace) is str:
+        if isinstance(trace, str):
             self._untraced(trace)
             return
         if trace.group != member.group:
@@ -486,14 +489,15 @@ class Swarm(PieceRuntime):
         self.untraced += 1
         self.untraced_reasons.add(reason)
 
-    def _group_tallies(self) -> dict[str, dict]:
+    def _group_tallies(self) -> dict[str, GroupTallyJson]:
         """Per group: members, deliveries, duplicates, and how far its live members got:
         `reached`, the sum of each one's highest seq + 1, and `gaps_near_top`, the seqs it
         misses within the deepest reordering this run showed below its highest. What a
         live member misses past its highest, or that near it, may still have been on its
         way when the run stopped; a deeper hole, or anything a member that went down
         missed, will never arrive."""
-        out = {g: {**vars(t), "reached": 0, "gaps_near_top": 0, "live": 0}
+        out = {g: GroupTallyJson(members=t.members, delivered=t.delivered,
+                                 duplicated=t.duplicated, reached=0, gaps_near_top=0, live=0)
                for g, t in self.tallies.items()}
         for member in self.members:
             tally = out.get(member.group)

@@ -11,7 +11,9 @@ piece dead, messages refused, lost deliveries) come first, and lost deliveries a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from mqprobe.figures import (
     Attribution,
@@ -119,7 +121,7 @@ class RunFacts:
         """The facts of a run read back (a saved result, a test's run); `given` are parts
         as built."""
         e2e = run.timeline.e2e
-        parts = dict(
+        parts: dict[str, Any] = dict(
             counts=run.counts, hops=run.hops, self_lag=run.self_lag, swarm=run.swarm,
             publisher=run.publisher, nodes=run.nodes, broker=run.broker, cpu_use=run.cpu,
             groups={group: g.figures for group, g in run.groups.items()},
@@ -406,7 +408,7 @@ def _cpu_cause(cause: Cause, facts: RunFacts) -> str:
     text = f"a node {what}"
     if worst:
         text = (f"{worst.node} {what} {worst_share:.0%} of the run (its loop "
-                f"computed {worst.loop_cpu.on_cpu:.0%})")
+                f"computed {worst.loop_cpu.on_cpu if worst.loop_cpu else 0:.0%})")
     if stalls:
         text += (f"; {len(stalls)} stalls, {sum(e.detail.get(part, 0) for e in stalls):.0f} ms "
                  f"of it, the longest {stalls[0].duration_ns / 1e6:.0f} ms on {stalls[0].piece} "
@@ -528,7 +530,7 @@ def _broker_busy(facts: RunFacts) -> str:
     a window, and which queue and rate kept it so."""
     broker, evidence = facts.broker_cpu, facts.broker
     busy = _busy_windows(broker) if broker else []
-    if not busy:
+    if not busy or broker is None:
         return PROSE[Cause.BROKER_BUSY]
     text = (f"RabbitMQ's own work held the messages: one of its schedulers computed through "
             f"{len(busy)} of the run's {len(broker.rows)} windows of "
@@ -793,9 +795,12 @@ def representative(runs: list[RunRecord]) -> RunRecord:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def by_point(runs: list[RunRecord], key) -> dict[object, list[RunRecord]]:
+K = TypeVar("K")
+
+
+def by_point(runs: list[RunRecord], key: Callable[[RunRecord], K]) -> dict[K, list[RunRecord]]:
     """Runs grouped by key(run), in first-seen order."""
-    groups: dict = {}
+    groups: dict[K, list[RunRecord]] = {}
     for run in runs:
         groups.setdefault(key(run), []).append(run)
     return groups

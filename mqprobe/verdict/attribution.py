@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mqprobe.figures import Attribution, BrokerCpu, MqLegs, Share
@@ -493,18 +493,18 @@ Span = tuple[int, int, Parts]  # an interval that claims time for its causes, in
 
 
 def claim_each(segments: list[tuple[int, int]], candidates: Iterable[Span]
-               ) -> tuple[list[tuple[Span, dict[Cause, float]]], list[tuple[int, int]]]:
+               ) -> tuple[list[tuple[Span, Parts]], list[tuple[int, int]]]:
     """What each candidate claims of the segments (disjoint), earlier candidates winning
     overlaps (an interval's claim is shared by its parts), and the parts no candidate
     claimed. Each candidate visits only the free parts it overlaps (bisect): a message
     that waited seconds through hundreds of stalls once cost minutes of assembly."""
-    each: list[tuple[Span, dict[Cause, float]]] = []
+    each: list[tuple[Span, Parts]] = []
     free = sorted(segments)
     ends = [e for _s, e in free]
     for span in candidates:
         start, end, parts = span
         first = last = bisect.bisect_right(ends, start)  # the first free part ending past it
-        got: dict[Cause, float] = {}
+        got: Parts = {}
         left: list[tuple[int, int]] = []
         while last < len(free) and free[last][0] < end:
             s, e = free[last]
@@ -523,10 +523,10 @@ def claim_each(segments: list[tuple[int, int]], candidates: Iterable[Span]
 
 
 def claim(segments: list[tuple[int, int]], candidates: Iterable[Span]
-          ) -> tuple[dict[Cause, float], list[tuple[int, int]]]:
+          ) -> tuple[Parts, list[tuple[int, int]]]:
     """claim_each, summed by cause."""
     each, free = claim_each(segments, candidates)
-    got: dict[Cause, float] = {}
+    got: Parts = {}
     for _span, claimed in each:
         for cause, ns in claimed.items():
             got[cause] = got.get(cause, 0.0) + ns
@@ -535,13 +535,14 @@ def claim(segments: list[tuple[int, int]], candidates: Iterable[Span]
 
 def whole(cause: Cause, spans: Iterable[tuple[int, int]]) -> list[Span]:
     """Spans that claim all their time for one cause."""
-    parts = {cause: 1.0}
+    parts: Parts = {cause: 1.0}
     return [(s, e, parts) for s, e in spans]
 
 
-def _add(into: dict[Cause, float], more: dict[Cause, float]) -> None:
+def _add(into: dict[Cause, float], more: dict[Cause, float] | Parts) -> None:
+    """Add what causes claimed (the loop's own WORK, taken out before, never counts)."""
     for cause, ns in more.items():
-        if ns > 0:
+        if cause is not None and ns > 0:
             into[cause] = into.get(cause, 0.0) + ns
 
 
@@ -654,7 +655,7 @@ class Charger:
         for kind, cause in SWARM_SIDE:
             later += whole(cause, self.timeline.get(m.swarm, kind).within(a, b))
         got, _ = claim(free, later)
-        _add(out, _fit(got, room))
+        _add(out, _fit(_causes(got), room))
         return excess_of(out, after_emit, floor_ns, REMAINDER[HopName.DELIVERY])
 
     def _broker_side(self, m: MessageDeliveries, a: int, b: int, out: dict[Cause, float],
@@ -799,7 +800,7 @@ class Charger:
                     if parts.get(cause, 0.0) * (e - s) >= self.builder_ns:
                         backlog = self.backlog_at(node, s)
                         began = backlog is not None and backlog[0] >= s - GAP_NS
-                        out.append((s, max(e, backlog[1]) if began else e, cause))
+                        out.append((s, max(e, backlog[1]) if backlog and began else e, cause))
         apart: list[tuple[int, int, Cause]] = []  # overlaps kept by the earlier one
         for s, e, cause in sorted(out):
             s = max(s, apart[-1][1]) if apart else s
@@ -908,6 +909,11 @@ def _share(debt: list[list], room: float, out: dict[Cause, float]) -> float:
     return max(0.0, room - total * scale)
 
 
+def _causes(parts: Parts) -> dict[Cause, float]:
+    """What causes claimed, the loop's own WORK left out."""
+    return {cause: ns for cause, ns in parts.items() if cause is not None}
+
+
 def _fit(charges: dict[Cause, float], room: float) -> dict[Cause, float]:
     """Charges scaled down to fit in `room` ns, if they do not."""
     total = sum(charges.values())
@@ -917,7 +923,7 @@ def _fit(charges: dict[Cause, float], room: float) -> dict[Cause, float]:
     return {cause: ns * scale for cause, ns in charges.items()}
 
 
-def weighted_percentile(pairs: list[tuple[float, int]], pct: float) -> float:
+def weighted_percentile(pairs: Sequence[tuple[float, int]], pct: float) -> float:
     """The value at `pct` of (value, weight) pairs."""
     if not pairs:
         return 0.0

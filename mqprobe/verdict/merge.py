@@ -5,6 +5,7 @@ hops of every group, each node's and the swarm processes' own figures."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from mqprobe.figures import (
     Counts,
@@ -63,7 +64,8 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
     stopped looking before what was on its way could arrive: all of that is late, however
     little was counted as held (a message in a socket or a node's emit is held nowhere
     sampled); only holes deeper than the run's reordering are lost."""
-    published = (publisher or {}).get("published", {})
+    publishing = publisher if publisher is not None else cast(PublisherResult, {})
+    published = publishing.get("published", {})
     all_hops = HopSet()
     group_hops: dict[str, HopSet] = {}
     self_lag = Latency()
@@ -90,7 +92,7 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
             group_hops.setdefault(group, HopSet()).merge(HopSet.from_json(raw))
     for hops in group_hops.values():
         all_hops.merge(hops)
-    if (publisher or {}).get("silent"):
+    if publishing.get("silent"):
         # its counts are from its last report, read against the schedule: a group may have
         # had one more sent than it says, and what arrived proves it (else: 50 "lost" in
         # one group, 50 beyond the expected in another, of a publisher killed mid-run)
@@ -117,7 +119,7 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
               f"({sum(t['delivered'] for t in s.get('groups', {}).values())}) are from its last "
               "progress report, a lower bound, and its hop figures are missing"
               for i, s in enumerate(swarms) if s.get("silent")]
-    if (publisher or {}).get("silent"):
+    if publishing.get("silent"):
         bounds.append("the publisher gave no result: what it published is from its last "
                       "progress report and what arrived, a lower bound")
     publisher_doc = {k: v for k, v in (publisher or {}).items()

@@ -36,7 +36,8 @@ def timeline_events(publisher: PublisherResult | None, swarms: list[SwarmResult]
                     broker: list[TimedEvent], shift_ns: dict[str, int]) -> list[TimedEvent]:
     """Every piece's intervals, named (publisher, n1.., swarm1..) and moved onto our clock
     (shift_ns: what to add to each piece's stamps; absent: the same clock)."""
-    named = [("publisher", publisher)] if publisher else []
+    named: list[tuple[str, PublisherResult | NodeResult | SwarmResult]] = (
+        [("publisher", publisher)] if publisher else [])
     named += [(node["node"], node) for node in nodes]
     named += [(f"swarm{i + 1}", swarm) for i, swarm in enumerate(swarms)]
     events = list(broker)
