@@ -119,7 +119,7 @@ async def _queue_counts(amqp_url: str, names: list[str]) -> dict[str, tuple[int,
         connection = await aio_pika.connect(amqp_url, timeout=5)
     except Exception as exc:
         raise connect_problem(exc, amqp_url) from None
-    counts = {}
+    counts: dict[str, tuple[int, int]] = {}
     try:
         channel = await connection.channel()
         for name in names:
@@ -129,7 +129,7 @@ async def _queue_counts(amqp_url: str, names: list[str]) -> dict[str, tuple[int,
                 channel = await connection.channel()
                 continue
             result = queue.declaration_result
-            counts[name] = (result.consumer_count, result.message_count)
+            counts[name] = (result.consumer_count or 0, result.message_count or 0)
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(connection.close(), 3)

@@ -52,7 +52,7 @@ def connection_socket(connection) -> socket.socket | None:
     with contextlib.suppress(AttributeError, KeyError, TypeError):
         transport = getattr(connection, "transport", None)
         underlay = getattr(transport, "connection", transport)
-        task = underlay._writer_task
+        task = underlay._writer_task  # type: ignore[union-attr]  # None: AttributeError
         writer = task.get_coro().cr_frame.f_locals["writer"]
         return writer.get_extra_info("socket")
     return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -67,7 +68,8 @@ class QueueSampler:
         # compare's own link to the broker, a control beside the pieces': each depth
         # sample's first declare timed, as broker.link.LinkWatch rows
         self.link: list[list[int]] = []
-        self._socket_of, self._socket = None, None  # the connection whose socket is known
+        self._socket_of: object = None  # the connection whose socket is known
+        self._socket: socket.socket | None = None
 
     def _raised(self, raised: list[str]) -> None:
         """An alarm interval begins with the first sample that shows one, and ends with the
@@ -92,14 +94,15 @@ class QueueSampler:
     def _management_sample(self) -> None:
         """Memory/disk alarms and connections under flow control."""
         raised = []
-        for node in management_get(self.management_url,
+        url = self.management_url or ""  # asked only when there is one
+        for node in management_get(url,
                                    "/api/nodes?columns=name,mem_alarm,disk_free_alarm"):
             for alarm in ("mem_alarm", "disk_free_alarm"):
                 if node.get(alarm):
                     raised.append(f"{alarm} on {node.get('name')}")
         if not self.prometheus_ok:  # alarms come from one source: the endpoint if it answers
             self._raised(raised)
-        connections = management_get(self.management_url, "/api/connections?columns=state")
+        connections = management_get(url, "/api/connections?columns=state")
         blocked = sum(1 for c in connections if c.get("state") in ("blocked", "blocking", "flow"))
         self.blocked_max = max(self.blocked_max, blocked)
 
@@ -114,7 +117,7 @@ class QueueSampler:
         (t0, ready0, _), (t1, ready1, _) = points[empty_at], points[peak_at]
         if t1 <= t0:
             return None
-        return BacklogGrowth(t0, t1, ready1, round((ready1 - ready0) / (t1 - t0), 1))
+        return BacklogGrowth(t0, t1, int(ready1), round((ready1 - ready0) / (t1 - t0), 1))
 
     async def run(self) -> None:
         """Sample until cancelled; a failed sample is counted, never fatal. The management
@@ -230,7 +233,8 @@ class QueueSampler:
         events = list(self.events.events)
         half = int(self.interval_s * 1e9 / 2)
         for name, points in self.series.items():
-            start, peak = None, 0
+            start: int | None = None
+            peak = 0.0
             for t_s, ready, _consumers in [*points, [points[-1][0] + self.interval_s, 0, 0]]:
                 at = self.started_ns + int(t_s * 1e9)
                 if ready and start is None:
@@ -240,16 +244,16 @@ class QueueSampler:
                 elif start is not None:
                     events.append(TimedEvent(EventKind.QUEUE_BACKLOG, "broker", start, at - half,
                                              {"queue": name, "node": self.owners.get(name, ""),
-                                              "ready_max": peak}))
+                                              "ready_max": int(peak)}))
                     start = None
         return events
 
     def ready_at_end(self) -> int:
         """Messages ready in the run's queues at the last sample: still on their way."""
-        return sum(points[-1][1] for points in self.series.values() if points)
+        return int(sum(points[-1][1] for points in self.series.values() if points))
 
     def summary(self) -> BrokerEvidence:
-        peak_queue, peak = "", 0
+        peak_queue, peak = "", 0.0
         for name, points in self.series.items():
             for _t, ready, _consumers in points:
                 if ready > peak:
@@ -268,7 +272,7 @@ class QueueSampler:
         sources = ("amqp", *(("prometheus",) if self.prometheus_ok else ()),
                    *(("management",) if self.management_ok else ()))
         return BrokerEvidence(
-            available=True, interval_s=self.interval_s, max_ready=peak,
+            available=True, interval_s=self.interval_s, max_ready=int(peak),
             max_ready_queue=peak_queue, backlog_growth=self._growth(peak_queue),
             management_api=self.management_ok > 0,
             # what no source answered for is unknown, never none

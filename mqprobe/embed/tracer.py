@@ -37,6 +37,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mqprobe.embed.metrics import FastHistogram, GroupTable, Hops, PrometheusCollector
 from mqprobe.model import HOP_DELIVERY, HOP_E2E, HOP_FANOUT, HOP_MQ, HOP_SERVER
@@ -65,10 +66,14 @@ from mqprobe.stamps import (
 from mqprobe.timeline import EventKind, Recorder
 from mqprobe.watch.loop import MAX_WINDOWS, LoopLagMonitor
 
+if TYPE_CHECKING:  # imported when used: the embed stays light (no AMQP until watch_link)
+    from mqprobe.broker.link import LinkWatch
+    from mqprobe.watch.profile import LoopProfiler
+
 try:  # OpenTelemetry, when the host has it: never a dependency of ours
     from opentelemetry import trace as _otel_trace
 except ImportError:  # pragma: no cover - depends on the host
-    _otel_trace = None
+    _otel_trace = None  # type: ignore[assignment]
 
 _MAX_SEQ_GROUPS = 4096  # groups whose sequence is followed for gaps
 
@@ -112,10 +117,10 @@ class Tracer:
         self._next_seq: dict[str, int] = {}
         self._seq: defaultdict[str, itertools.count] = defaultdict(itertools.count)
         self.timeline = Recorder(self.node, limit=10_000, ring=True)
-        self._link = None  # broker.link.LinkWatch, with watch_link
+        self._link: LinkWatch | None = None  # with watch_link
         self._queues: list[str] = []  # the queues it consumes, as the host named them
         self._loop_lag: LoopLagMonitor | None = None
-        self._profiler = None  # profile.LoopProfiler, with watch_loop_time
+        self._profiler: LoopProfiler | None = None  # with watch_loop_time
 
     @property
     def fanout(self) -> FastHistogram:
@@ -274,7 +279,7 @@ class Tracer:
         # a shared helper's extra call cost 0.1-0.3 us a message (benchmarks/embed_overhead.py)
         self.hops[HOP_MQ].record(mq)
         hops[HOP_MQ].record(mq)
-        if BROKER_IN_HEADER in headers:  # RabbitMQ stamped it too: split the mq hop
+        if headers is not None and BROKER_IN_HEADER in headers:  # RabbitMQ stamped it too
             self._split_mq(headers, stamp.t_pub, t_deq)
         self._follow_seq(stamp.group, stamp.seq)
         if _otel_trace is not None:

@@ -42,6 +42,7 @@ from mqprobe.verdict.attribution import (
     MessageDeliveries,
     paused_together,
 )
+from mqprobe.watch.footprint import CpuSampler
 
 LISTENERS = "trace"  # the piece name of trace's own listening clients on the timeline
 
@@ -128,7 +129,7 @@ class LiveFacts:
     probe_link: list[list[int]] = field(default_factory=list)
     control_link: list[list[int]] = field(default_factory=list)
     broker_cpu: BrokerCpu | None = None
-    footprint: object | None = None  # watch.footprint.CpuSampler: who had the CPU
+    footprint: CpuSampler | None = None  # who had the CPU
 
 
 def judge_live(facts: LiveFacts, budget_ms: float) -> tuple[Attribution | None, Verdict]:
@@ -249,9 +250,7 @@ class EpisodeWatch:
         e2e = t_recv - t_pub
         if e2e > self.budget_ns:
             began = self.open is None
-            if began:
-                self.open = Episode(self.group, t_pub)
-            episode = self.open
+            episode = self.open = self.open or Episode(self.group, t_pub)
             episode.late += 1
             episode.worst_ns = max(episode.worst_ns, e2e)
             episode.servers.add(server)

@@ -107,6 +107,7 @@ class CpuSampler:
         if not keep:
             return
         del self.times[:keep]
+        series: list[list]
         for series in (*self.used.values(), *self.waited.values(), self.host, self.pressure,
                        self.broker_stopped):
             del series[:keep]
@@ -117,7 +118,7 @@ class CpuSampler:
         thread's time as a wait on its run queue: each thread's wait beyond the cgroup's
         throttled time is what it waited for a CPU others had."""
         threads = self._waits[PieceRole.BROKER].read_path()
-        throttled = self._broker_cgroup.read()
+        throttled = self._broker_cgroup.read() if self._broker_cgroup else 0
         (before, throttled_before), self._broker_last = self._broker_last, (threads, throttled)
         self.broker_stopped.append(process_stopped(self._broker_pid))
         if len(self.times) < 2:

@@ -50,9 +50,15 @@ class LoopLagMonitor:
         self.source = "unavailable: not started"  # what the CPU figures rest on
         self.watchdog: Watchdog | None = None
         self._task: asyncio.Task | None = None
-        self._before: int | None = None  # when the wake-up under way began (monotonic ns)
+        self._before = 0  # when the wake-up under way began (monotonic ns; 0: not started)
         self._reading = CpuReading(0, 0, 0)  # the loop thread's counters then
         self.failed_ticks = 0
+        self._discard = True
+        self.lag = Latency()
+        self.worst_lag_ns = 0
+        self.worst_cpu_share = 0.0
+        self.windows = CpuWindows(ring)
+        self._cpu_before = 0
         self.reset()
 
     def start(self) -> None:
@@ -66,6 +72,7 @@ class LoopLagMonitor:
 
     async def _run(self) -> None:
         counters = self.counters
+        assert counters is not None, "start() makes the counters"
         self._before, self._reading = time.monotonic_ns(), counters.read()
         while True:
             if self.watchdog:
@@ -82,6 +89,7 @@ class LoopLagMonitor:
         """The wake-up just now (or the one under way, at stop): one tick of the CPU
         series, of the lag, and a stall when it came late."""
         counters = self.counters
+        assert counters is not None, "start() makes the counters"
         after, now_reading = time.monotonic_ns(), counters.read()
         took = after - self._before
         tick = Anatomy.between(self._reading, now_reading, took)
@@ -138,7 +146,7 @@ class LoopLagMonitor:
 
     def stop(self) -> None:
         if self._task and not self._task.done():
-            if self._before is not None:
+            if self._before:
                 # the wake-up under way is part of the run: a loop held until it stopped (a
                 # throttled node that never caught up) is a stall, never nothing; an error in
                 # it is a lost tick, as in _run, never a lost result
@@ -266,7 +274,8 @@ class Watchdog(threading.Thread):
                 self._stopped.wait(max((due - now) / 1e9, self.poll_s))
                 continue
             frame = sys._current_frames().get(self.loop_thread)
-            inside, runner = [], None
+            inside: list[FrameType] = []
+            runner: FrameType | None = None
             try:
                 inside, runner = callback_frames(frame)
                 where = location(inside) if runner is not None else IN_THE_LOOP
