@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from mqprobe.broker.connect import check_management, redact_url
 from mqprobe.broker.managed import ManagedBroker, broker_for
@@ -126,8 +133,7 @@ Place = Annotated[list[str] | None, typer.Option(
                     "`mqprobe agent --name NAME` against the same broker.")]
 
 # Typer vendors click in recent releases; find its UsageError without a private import.
-UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__
-                                   if c.__name__ == "UsageError")
+UsageError: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 # What is printed as one sentence: mqprobe's expected failures, and the environment's
 # (a file that cannot be read or written). Anything else is a bug: it keeps its traceback.
 USER_ERRORS = (MqprobeError, OSError)
@@ -229,7 +235,7 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
             try:
                 result = run_measuring(lambda: measure(url, apis, json_path, run_dir, observe))
             except RunInterrupted as exc:
-                interrupted, result = exc.signum, exc.result or {"runs": []}
+                interrupted, result = exc.signum, dict(exc.result or {"runs": []})
             progress.stop()
     except (KeyboardInterrupt, Interrupted) as exc:
         if result is None:
@@ -329,7 +335,7 @@ class _progress:
         self.progress = Progress(TextColumn("{task.description:<34}"), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("{task.fields[phase]}"),
                                  TimeElapsedColumn(), console=err, transient=False)
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
         self.progress.start()
         return self.progress, self.observe
 

@@ -367,3 +367,5 @@ class ComparisonResult(TypedDict, total=False):
     runs: list[RunResult]
     repeats: dict
     interrupted: bool
+    sweep: dict  # a sweep's axis, its values, the layout and each topology's knee
+    conclusion: dict  # verdict.conclusion.Conclusion.to_json

@@ -71,7 +71,7 @@ class Latency:
 
     @property
     def count(self) -> int:
-        return self.hist.get_total_count() + self.negative
+        return int(self.hist.get_total_count()) + self.negative
 
     def merge(self, other: Latency) -> None:
         self.hist.add(other.hist)

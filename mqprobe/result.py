@@ -11,7 +11,10 @@ are None and absent from the JSON.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from mqprobe.clocks import RunClocks
 from mqprobe.errors import ResultFormatError
@@ -317,7 +320,7 @@ class RunRecord:
             "held_at_end": lambda: HeldAtEnd.from_json(held) if held is not None else None,
             "bounds": lambda: tuple(_text(b) for b in bounds) if bounds is not None else None,
             "lost_at_most": lambda: doc.get("lost_at_most") is True,
-            "groups": lambda: {group: _read(f"group {group}", lambda g=g: GroupResult.from_json(g))
+            "groups": lambda: {group: _read(f"group {group}", partial(GroupResult.from_json, g))
                                for group, g in (doc.get("groups") or {}).items()},
             "hdr": lambda: {hop: _text(h) for hop, h in (doc.get("hdr") or {}).items()},
             "untraced": lambda: int(doc.get("untraced", 0)),
@@ -353,7 +356,8 @@ def _text(value: object) -> str:
     return value
 
 
-def _read(name: str, parse):
+
+def _read(name: str, parse: Callable[[], Any]) -> Any:
     """One part of a saved run, or one sentence naming the part that is not ours."""
     try:
         return parse()

@@ -315,7 +315,8 @@ def field_from_frame(frame: str) -> list | None:
     if end < 0:
         return None
     try:
-        return json.loads(frame[start:end + 1])
+        field = json.loads(frame[start:end + 1])
+        return field if isinstance(field, list) else None
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         return None
 

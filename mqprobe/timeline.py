@@ -197,7 +197,8 @@ class IntervalTracker:
 
     __slots__ = ("recorder", "kind", "min_ns", "since", "detail")
 
-    def __init__(self, recorder: Recorder, kind: EventKind, min_ns: int = 0, **detail) -> None:
+    def __init__(self, recorder: Recorder, kind: EventKind, min_ns: int = 0,
+                 **detail: object) -> None:
         self.recorder, self.kind, self.min_ns, self.detail = recorder, kind, min_ns, detail
         self.since = 0
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 LINE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                 "#7f7f7f", "#bcbd22", "#17becf")
-EVENT_COLOURS = {EventKind.LOOP_STALL: "#d62728", EventKind.GC: "#9467bd",
+EVENT_COLOURS: dict[str, str] = {EventKind.LOOP_STALL: "#d62728", EventKind.GC: "#9467bd",
                  EventKind.WINDOW_FULL: "#ff7f0e", EventKind.CONSUMER_BUSY: "#fdd49e",
                  EventKind.PUBLISHER_BLOCKED: "#8c564b", EventKind.QUEUE_BACKLOG: "#1f77b4",
                  EventKind.BROKER_ALARM: "#e377c2", EventKind.BROKER_UNAVAILABLE: "#000000",
@@ -269,7 +269,7 @@ def _cpu_lanes(axes, series: dict) -> None:
 def _lanes(events: tuple[TimelineEvent, ...]) -> dict[str, tuple[str, list[TimelineEvent]]]:
     """One lane per kind and piece ("loop-stall n1"), in the order of EVENT_COLOURS; past
     MAX_LANES, one lane per kind with its pieces named."""
-    order = {kind: i for i, kind in enumerate(EVENT_COLOURS)}
+    order: dict[str, int] = {kind: i for i, kind in enumerate(EVENT_COLOURS)}
     by_piece: dict[tuple[str, str], list[TimelineEvent]] = {}
     for event in events:
         by_piece.setdefault((event.kind, event.piece), []).append(event)

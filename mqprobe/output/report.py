@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -73,7 +74,7 @@ def load_result(path: Path) -> dict:
 
 
 NODE_HOPS = (HopName.MQ, HopName.SERVER, HopName.FANOUT)  # what a node records (top)
-_CULPRIT_STYLE = {Culprit.NONE: "green", Culprit.CLIENT: "magenta", Culprit.MQ: "red",
+_CULPRIT_STYLE: dict[str, str] = {Culprit.NONE: "green", Culprit.CLIENT: "magenta", Culprit.MQ: "red",
                   Culprit.SERVER: "yellow", Culprit.DELIVERY: "cyan"}
 
 
@@ -85,7 +86,7 @@ def _ms(value: float) -> str:
     return f"{value:.2f}"
 
 
-def compare_table(result: dict) -> Table:
+def compare_table(result: ComparisonResult | dict) -> Table:
     workload = result.get("workload", {})
     title = (f"mqprobe compare: {workload.get('groups', '?')} groups x "
              f"{_members(workload)} members, {workload.get('nodes', '?')} nodes, "
@@ -179,9 +180,9 @@ def _members(workload: dict) -> str:
 def _cost_cell(run: RunRecord) -> str:
     """CPU ms per 1,000 deliveries of the broker and of the nodes ('-': not measured)."""
     cost = run.cost
-    return "/".join("-" if cost is None or value is None else _ms(value)
-                    for value in (cost and cost.broker_per_1k_deliveries,
-                                  cost and cost.nodes_per_1k_deliveries))
+    values = (cost.broker_per_1k_deliveries, cost.nodes_per_1k_deliveries) if cost else (None,
+                                                                                          None)
+    return "/".join("-" if value is None else _ms(value) for value in values)
 
 
 def _lost_cell(counts: Counts, at_most: bool = False) -> str:
@@ -200,7 +201,9 @@ def print_compare(result: ComparisonResult | dict, console: Console) -> None:
     console.print(compare_table(result))
     # a result saved before conclusions were drawn gets one from its runs
     runs = runs_of(result)
-    sentence = (result.get("conclusion") or {}).get("sentence") or conclude(runs).sentence
+    saved = result.get("conclusion")
+    sentence = (saved.get("sentence") if isinstance(saved, dict) else None) or \
+        conclude(runs).sentence
     console.print(Text.assemble(("conclusion: ", "bold"), sentence))
     for run in runs:
         verdict = run.verdict
@@ -233,7 +236,8 @@ def print_hops(swarm_result: dict, console: Console) -> None:
                   caption="self-lag: this swarm's own event-loop lag, the error bar of t_recv")
     for column in ("hop", "count", "p50", "p90", "p99", "p99.9", "max"):
         table.add_column(column, justify="left" if column == "hop" else "right")
-    rows = [(hop, hops[hop].summary()) for hop in (*HOPS, HopName.E2E_PLANNED) if hop in hops]
+    rows: list[tuple[str, Any]] = [(hop, hops[hop].summary())
+                                   for hop in (*HOPS, HopName.E2E_PLANNED) if hop in hops]
     if "self_lag" in swarm_result:
         rows.append(("self-lag", Latency.from_json(swarm_result["self_lag"]).summary()))
     negative = any(s.get("negative") for _hop, s in rows)
@@ -397,7 +401,7 @@ def top_view(scrape, previous: dict, groups_shown: int = 10):
                        str(int(view.group_messages.get(group, 0))),
                        *(_p50_p99(hops.get(hop)) for hop in NODE_HOPS),
                        _ms(worst))
-    parts = [nodes, groups]
+    parts: list[Table | Text] = [nodes, groups]
     for url, error in scrape.errors.items():
         parts.append(Text(f"{url}: no answer ({error})", style="red"))
     if not scrape.views and not scrape.errors:

@@ -158,7 +158,7 @@ class DelayingProxy:
     def start(self) -> int:
         """Listen on a free loopback port; returns it."""
         ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
 
         async def serve() -> None:
             self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -166,12 +166,13 @@ class DelayingProxy:
             ready.set()
 
         def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(serve())
+            loop.run_forever()
 
-        self._thread = threading.Thread(target=run, name="mqprobe-link-delay", daemon=True)
-        self._thread.start()
+        thread = self._thread = threading.Thread(target=run, name="mqprobe-link-delay",
+                                                 daemon=True)
+        thread.start()
         if not ready.wait(10):
             raise OSError("the link-delay proxy did not start")
         return self.port
@@ -189,7 +190,8 @@ class DelayingProxy:
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        if self._thread is not None:
+            self._thread.join(5)
         self._loop = None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -158,7 +158,8 @@ class Node(PieceRuntime):
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=4096)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked
+        # the real port when 0 was asked (aiohttp keeps its server private)
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         await self.intake.start()
         if self.config.faults.stall_s:
             self._workers.append(asyncio.get_running_loop().create_task(self._stall()))
@@ -441,8 +442,8 @@ class ManagerIntake(Intake):
     def __init__(self, node: Node) -> None:
         super().__init__(node)
         cfg = node.config
-        self.client_manager = ObservedManager(self, cfg.amqp_url,
-                                              cfg.topology.exchange_for(cfg.prefix, ""))
+        self.client_manager: ObservedManager = ObservedManager(self, cfg.amqp_url,
+                                                               cfg.topology.exchange_for(cfg.prefix, ""))
 
     async def start(self) -> None:
         """Start the manager now, not on the first client, so its queue exists before
@@ -479,7 +480,7 @@ class ManagerIntake(Intake):
             if node.config.faults.server_delay_s:
                 await asyncio.sleep(node.config.faults.server_delay_s)
             t_emit = now_ns()
-            complete_socketio_field(raw, node.config.node_id, t_deq, t_emit)
+            complete_socketio_field(raw or [], node.config.node_id, t_deq, t_emit)
             await handle(message)
             node.record_emit(trace.group, trace.seq, 0, now_ns() - t_emit)
             node.stats.handled += 1
@@ -504,7 +505,8 @@ class ObservedManager(socketio.AsyncAioPikaManager):
                      exchange: aio_pika.abc.AbstractExchange) -> aio_pika.abc.AbstractQueue:
         queue = await super()._queue(channel, exchange)
         self.intake.node.queue_names.append(queue.name)
-        self.intake.node.watch_link(channel._connection)  # the connection it consumes on
+        # the connection it consumes on (aio-pika's channel keeps it private)
+        self.intake.node.watch_link(channel._connection)  # type: ignore[attr-defined]
         self.queue_bound.set()
         return queue
 

@@ -49,7 +49,7 @@ class RunError(MqprobeError, RuntimeError):
 class RunInterrupted(Exception):
     """A measurement was cancelled (Ctrl-C, SIGTERM); `result` holds what it saved."""
 
-    def __init__(self, result: dict | None = None) -> None:
+    def __init__(self, result: Mapping | None = None) -> None:
         super().__init__("interrupted")
         self.result = result
         self.signum = 0  # which signal, once run_measuring knows
@@ -225,7 +225,7 @@ class Piece:
     def died_early(self) -> bool:
         """It ended before anyone asked it to stop."""
         exit_ = self.latest.get(EventName.EXIT)
-        return (bool(exit_) and EventName.RESULT not in self.latest
+        return (exit_ is not None and bool(exit_) and EventName.RESULT not in self.latest
                 and exit_.get("at_ns", 0) < self.stop_asked_ns)
 
     stop_asked_ns = 1 << 62  # set when stop() is first called

@@ -147,6 +147,7 @@ class AmqpTransport(Transport):
         channel = await self._connection.channel(publisher_confirms=True)
         names = [cfg.exchange] if cfg.exchange else topo.exchanges(cfg.prefix, cfg.groups)
         for name in names:
+            exchange: aio_pika.abc.AbstractExchange
             try:
                 if cfg.exchange:
                     exchange = await channel.declare_exchange(name, passive=True)
@@ -224,6 +225,7 @@ class ManagerTransport(Transport):
     async def send(self, stamp: PublishStamp, body: bytes) -> None:
         field = socketio_field(stamp, "-", t_deq=0, t_emit=0)
         data = {SOCKETIO_FIELD: field, "group": stamp.group, "body": body.decode()}
+        assert self._manager is not None, "connect() makes the manager"
         await self._manager.emit(EVENT, data, room=room_for(stamp.group))
 
     async def close(self) -> None:
@@ -287,7 +289,7 @@ class Publisher(PieceRuntime):
         self.timeline.watch_connection_blocked()
         await self.transport.connect()
 
-    async def run(self) -> dict:
+    async def run(self) -> PublisherResult:
         plan = schedule(self.config.groups, self.config.rate, self.config.duration_s)
         freeze_setup()  # the schedule and the connection are set-up, not garbage to scan
         self.timeline.watch_gc()

@@ -58,8 +58,8 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
                                              shift))
     t0 = (publisher or {}).get("t0_ns", 0) + shift.get("publisher", 0) if publisher else 0
     t0 = t0 or (sampler.started_ns if sampler else 0)
-    dropped = sum((r.get("timeline") or {}).get("dropped", 0)
-                  for r in [publisher or {}, *swarms, *nodes])
+    pieces: list[dict] = [dict(publisher or {}), *map(dict, swarms), *map(dict, nodes)]
+    dropped = sum((r.get("timeline") or {}).get("dropped", 0) for r in pieces)
     messages = deliveries(swarms, nodes, shift)
     cpu = cpu_series(nodes, shift)
     timeline = RunTimeline(
@@ -77,7 +77,7 @@ def assemble(topology: Topology, layout: str, workload: Workload, results: Piece
         publisher=merged.publisher, nodes=figures, broker=broker, cpu_use=cpu_use,
         groups=merged.groups, bounds=merged.bounds, lost_at_most=merged.lost_at_most,
         held_at_end=merged.held_at_end,
-        e2e_rows=timeline.e2e.rows, events=events, t0_ns=t0, failure=failure, cpu=cpu,
+        e2e_rows=timeline.e2e.rows if timeline.e2e else [], events=events, t0_ns=t0, failure=failure, cpu=cpu,
         footprint=cpu_sampler, broker_cpu=broker_cpu, links=links)
     judged = judge(facts, messages, workload.budget_ms)
     evidence = list(judged.verdict.evidence)
@@ -107,7 +107,8 @@ def link_rows(publisher: PublisherResult | None, nodes: list[NodeResult],
               sampler: QueueSampler | None, shift: dict[str, int]) -> dict[str, list[list[int]]]:
     """Each AMQP link's round trips on our clock (broker.link.LinkWatch rows): the
     publisher's, each node's, and compare's own (the queue sampler's)."""
-    pieces = [("publisher", (publisher or {}).get("link") or [])]
+    pieces: list[tuple[str, list]] = [("publisher", publisher.get("link") or [] if publisher
+                                       else [])]
     pieces += [(node["node"], node.get("link") or []) for node in nodes]
     links = {name: [[t + shift.get(name, 0), rtt, tcp] for t, rtt, tcp in rows]
              for name, rows in pieces if rows}
@@ -119,7 +120,8 @@ def link_rows(publisher: PublisherResult | None, nodes: list[NodeResult],
 def links_json(links: dict[str, list[list[int]]], t0_ns: int) -> NodeSeries:
     """The links' round trips for the result and the timeline picture, in ms since t0 (the
     kernel's round trip null where it was not read)."""
-    return NodeSeries(("t_ms", "rtt_ms", "tcp_rtt_ms"), {
+    series: dict[str, list[list[float | None]]] = {
         name: [[round((t - t0_ns) / 1e6, 1), round(rtt / 1e6, 3),
                 round(tcp / 1e6, 3) if tcp >= 0 else None] for t, rtt, tcp in rows]
-        for name, rows in links.items()})
+        for name, rows in links.items()}
+    return NodeSeries(("t_ms", "rtt_ms", "tcp_rtt_ms"), series)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 from mqprobe.broker.cleanup import remove_declared
 from mqprobe.broker.connect import default_management_url
@@ -30,7 +31,15 @@ from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Piece, RunError, RunInterrupted, run_to_the_end
 from mqprobe.pieces.publisher import PublishConfig, schedule
 from mqprobe.pieces.swarm import SwarmConfig, plan_members
-from mqprobe.protocol import EventName, PublisherResult, Reset, Role, Settle, SwarmResult
+from mqprobe.protocol import (
+    EventName,
+    NodeResult,
+    PublisherResult,
+    Reset,
+    Role,
+    Settle,
+    SwarmResult,
+)
 from mqprobe.records import Latency
 from mqprobe.result import RunRecord
 from mqprobe.run.assemble import PieceResults, assemble
@@ -251,12 +260,13 @@ class OneRun:
 
     async def measure(self) -> None:
         """Measuring starts (reset), the publisher sends, the swarms drain."""
-        workload, publisher = self.workload, self.publisher
+        workload, publisher, sampler = self.workload, self.publisher, self.sampler
+        assert publisher is not None and sampler is not None, "made by connect_swarms"
         # Loop lag and busy ratios count from here: connecting thousands of clients is
         # set-up, not part of what is measured.
         await asyncio.gather(*(c.command(Reset()) for c in self.swarms + self.nodes))
         await publisher.wait_for(EventName.READY, 60)
-        self.sampling = asyncio.get_running_loop().create_task(self.sampler.run())
+        self.sampling = asyncio.get_running_loop().create_task(sampler.run())
         self._upset_broker()  # before the CPU sampler reads the broker's cgroup and quota
         self.cpu = self._cpu_sampler()
         self.cpu_sampling = asyncio.get_running_loop().create_task(self.cpu.run())
@@ -267,9 +277,10 @@ class OneRun:
                       self.observe, lambda: _latest([publisher], EventName.PROGRESS, "sent"), total,
                       lambda: EventName.RESULT in publisher.latest, timeout=limit,
                       late=f"{RunPhase.PUBLISHING} did not finish within {limit:.0f} s")
-        self.results["publisher"] = publisher.result_data()
+        sent = self.results["publisher"] = cast("PublisherResult | None", publisher.result_data())
         members = dict(zip(workload.groups, workload.group_sizes, strict=True))
-        expected = sum(n * members[g] for g, n in self.results["publisher"]["published"].items())
+        published = sent.get("published", {}) if sent else {}
+        expected = sum(n * members[g] for g, n in published.items())
         # after the last send, the swarms receive it all, or stop moving for 3 s: what is
         # missing then is lost, not late
         with self.timed("drain"):
@@ -291,7 +302,8 @@ class OneRun:
         port when it is local, and compare itself; the others named as not seen."""
         pids: dict[str, list[int]] = {}
         not_seen: dict[str, str] = {}
-        named = [(f"n{i + 1}", n) for i, n in enumerate(self.nodes)]
+        named: list[tuple[str, Piece | None]] = [(f"n{i + 1}", n)
+                                                  for i, n in enumerate(self.nodes)]
         named += [(s.name, s) for s in self.swarms] + [("publisher", self.publisher)]
         for name, piece in named:
             if piece is not None and piece.pid:
@@ -303,7 +315,8 @@ class OneRun:
             pids["broker"] = self.broker_processes
         elif self.prometheus_url:  # a broker elsewhere: its CPU as its endpoint reports it
             not_seen["broker"] = "not a process on this host"
-            reported["broker"] = Reported(RUNTIME_SOURCE, self.sampler.runtime)
+            reported["broker"] = Reported(RUNTIME_SOURCE,
+                                          self.sampler.runtime if self.sampler else [])
         else:
             not_seen["broker"] = ("not a process on this host, and no --prometheus-url to read "
                                   "its CPU from (the management API reports none)")
@@ -334,11 +347,14 @@ class OneRun:
                                        time.time_ns(), gave_no_result=True)
         # a swarm that gave no result still had members: they received nothing we can show
         self.results["swarms"] = [
-            got or silent_swarm(workload, i, len(swarms), swarms[i].latest.get(EventName.PROGRESS))
+            cast(SwarmResult, got)
+            or silent_swarm(workload, i, len(swarms), swarms[i].latest.get(EventName.PROGRESS))
             for i, got in enumerate(stopped[:len(swarms)])]
-        self.results["nodes"] = [r for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
+        self.results["nodes"] = [cast(NodeResult, r)
+                                 for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
         if self.results["publisher"] is None and self.publisher:
-            self.results["publisher"] = stopped[-1] or silent_publisher(workload, self.publisher)
+            self.results["publisher"] = (cast(PublisherResult, stopped[-1])
+                                         or silent_publisher(workload, self.publisher))
         # nothing a run declared outlives it on the broker (yours, with --amqp-url), not
         # even the queues of a node that failed before it said their names
         exchanges = self.topology.exchanges(self.prefix, workload.groups)
@@ -391,8 +407,9 @@ def silent_swarm(workload: Workload, index: int, count: int,
               for g in sizes}
     for member in members:
         groups[member.group]["members"] += 1
-    return {"planned": len(members), "joined": (last or {}).get("joined", 0), "failed": 0,
-            "disconnects": 0, "groups": groups, "self_lag": Latency().to_json(), "silent": True}
+    return cast(SwarmResult, {
+        "planned": len(members), "joined": (last or {}).get("joined", 0), "failed": 0,
+        "disconnects": 0, "groups": groups, "self_lag": Latency().to_json(), "silent": True})
 
 
 def silent_publisher(workload: Workload, publisher: Piece) -> PublisherResult:
@@ -403,8 +420,9 @@ def silent_publisher(workload: Workload, publisher: Piece) -> PublisherResult:
     for _offset, group, _seq in schedule(workload.groups, workload.rate,
                                          workload.duration_s)[:sent]:
         published[group] += 1
-    return {"sent": sent, "published": published, "silent": True,
-            "first_error": "gave no result: counts are from its last progress report"}
+    return cast(PublisherResult, {
+        "sent": sent, "published": published, "silent": True,
+        "first_error": "gave no result: counts are from its last progress report"})
 
 
 async def _follow(watched: list[Piece], phase: RunPhase, label: str, observe: Observer,

@@ -60,7 +60,7 @@ def check_writable(path: Path) -> None:
         raise InputError(f"cannot write the result to {path}: {exc.strerror or exc}") from None
 
 
-def save(result: dict, path: Path | None) -> None:
+def save(result: ComparisonResult | dict, path: Path | None) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,7 @@ async def broker_version(amqp_url: str) -> str:
     except Exception as exc:  # the first connection says, in one sentence, what is wrong
         raise connect_problem(exc, amqp_url) from None
     try:
-        properties = connection.transport.connection.server_properties
+        properties = connection.transport.connection.server_properties  # type: ignore[union-attr]
         version = properties.get("version", "unknown")
         return version.decode() if isinstance(version, bytes) else str(version)
     finally:

@@ -14,6 +14,7 @@ import re
 
 from mqprobe.broker.topology import TopologyError
 from mqprobe.errors import InputError
+from mqprobe.model import ComparisonResult
 from mqprobe.result import RunRecord, runs_of
 from mqprobe.run.one_run import Observer
 from mqprobe.run.runner import Point, broker_version, new_result, run_points
@@ -35,7 +36,7 @@ def parse_range(text: str, axis: str, points: int = 7) -> list[float]:
             raise InputError(f"--{axis} {text!r}: need 0 < low < high")
         if axis == "groups":
             step = max(1, round((high - low) / (points - 1)))
-            values = list(range(int(low), int(high), step)) + [int(high)]
+            values: list[float] = [*range(int(low), int(high), step), int(high)]
         else:
             values = [round(low + (high - low) * i / (points - 1), 3) for i in range(points)]
         return sorted(set(values))
@@ -84,7 +85,7 @@ def find_knee(runs: list[RunRecord], budget_ms: float) -> dict | None:
 
 async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: str,
                 json_path, run_dir, observe: Observer = lambda phase: None,
-                management_url: str | None = None, prometheus_url: str = "") -> dict:
+                management_url: str | None = None, prometheus_url: str = "") -> ComparisonResult:
     """Every topology (first layout) at every load point; saved after each run."""
     if axis not in AXES:
         raise InputError(f"sweep axis must be one of {', '.join(AXES)}")

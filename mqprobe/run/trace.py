@@ -185,8 +185,8 @@ async def live_trace(config: TraceConfig, on_line: Line, on_episode: Episodes | 
         if watching:  # until Ctrl-C or SIGTERM: the end of the watch, not a failure
             with contextlib.suppress(asyncio.CancelledError):
                 await _watch(config, groups, tallies, episodes, swarm, watch, publisher,
-                             started, listeners, lambda episode: logged.append(episode) or
-                             (on_episode or on_line)(episode))
+                             started, listeners, lambda episode: _log_and_say(
+                                 logged, on_episode or on_line, episode))
             if (current := asyncio.current_task()) is not None:
                 current.uncancel()
         elif publisher:
@@ -457,13 +457,18 @@ def _last_hop(probe: Probe, down: int, listeners: int) -> str:
     return "broker (publish confirmed; never reached a listener)"
 
 
+def _log_and_say(logged: list[dict], say: Callable[[dict], object], episode: dict) -> None:
+    logged.append(episode)
+    say(episode)
+
+
 def _clock_json(bounds: ProbeBounds) -> dict:
     """What the probes say about one node's clock against ours."""
-    out = {"probes": bounds.probes, "consistent": bounds.consistent,
-           "corrected": bounds.clocks_differ}
-    if bounds.consistent:
-        out.update(low_ms=round(bounds.low / 1e6, 3), high_ms=round(bounds.high / 1e6, 3),
-                   **bounds.estimate().to_json())
+    out: dict[str, object] = {"probes": bounds.probes, "consistent": bounds.consistent,
+                              "corrected": bounds.clocks_differ}
+    if bounds.consistent and bounds.low is not None and bounds.high is not None:
+        out |= {"low_ms": round(bounds.low / 1e6, 3), "high_ms": round(bounds.high / 1e6, 3),
+                **bounds.estimate().to_json()}
     return out
 
 

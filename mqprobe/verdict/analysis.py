@@ -117,7 +117,7 @@ class RunFacts:
 
     @classmethod
     def of(cls, run: RunRecord, events: list[TimedEvent] | None = None, t0_ns: int = 0,
-           failure: Failure | None = None, **given) -> RunFacts:
+           failure: Failure | None = None, **given: Any) -> RunFacts:
         """The facts of a run read back (a saved result, a test's run); `given` are parts
         as built."""
         e2e = run.timeline.e2e

@@ -898,7 +898,7 @@ def _pay(debt: list[list], room: float, out: dict[Cause, float]) -> float:
 def _share(debt: list[list], room: float, out: dict[Cause, float]) -> float:
     """Charge `room` ns to what is left of the debt, each item in proportion to its size,
     using them up; returns the ns left."""
-    total = sum(item[1] for item in debt if item[1] > 0)
+    total: float = sum(item[1] for item in debt if item[1] > 0)
     if room <= 0 or total <= 0:
         return max(0.0, room)
     scale = min(1.0, room / total)

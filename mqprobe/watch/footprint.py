@@ -107,9 +107,9 @@ class CpuSampler:
         if not keep:
             return
         del self.times[:keep]
-        series: list[list]
-        for series in (*self.used.values(), *self.waited.values(), self.host, self.pressure,
-                       self.broker_stopped):
+        every: list[list] = [*self.used.values(), *self.waited.values(), self.host,
+                             self.pressure, self.broker_stopped]
+        for series in every:
             del series[:keep]
         del self.broker_rows[:keep]
 
