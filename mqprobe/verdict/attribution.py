@@ -52,12 +52,21 @@ TAIL_PERCENTILE = 99.0
 #   because it has a backlog to work on: the waits slow a drain that a stall began);
 # - after the emit: the node's impediments, its emit loop, the swarm's (SWARM_SIDE).
 BROKER = "broker"  # the broker's piece name on the timeline and in compare's CPU sampler
+# a span RabbitMQ did not answer in (neither refused nor seen stopped) that its own
+# counters explain, filed under the cause they measured: on one core 97% busy, RabbitMQ
+# waited for a CPU 94% of the time it was ready, missed a depth sample for a second, and
+# a clean run read 'broker-unavailable' (a symptom; its starvation began it)
+UNANSWERED_STARVED, UNANSWERED_THROTTLED = "broker starved", "broker throttled"
+UNANSWERED_EXPLAINED = 0.5  # of an unanswered span its counters must cover to explain it
 BROKER_SIDE = ((BROKER, EventKind.BROKER_UNAVAILABLE, Cause.BROKER_UNAVAILABLE),
+               (UNANSWERED_THROTTLED, EventKind.BROKER_UNAVAILABLE, Cause.BROKER_THROTTLED),
+               (UNANSWERED_STARVED, EventKind.BROKER_UNAVAILABLE, Cause.BROKER_STARVED),
                ("publisher", EventKind.PUBLISHER_BLOCKED, Cause.BROKER_BLOCKED),
                (BROKER, EventKind.BROKER_ALARM, Cause.BROKER_ALARM),
                ("publisher", EventKind.GC, Cause.PUBLISHER_STALL),
                ("publisher", EventKind.LOOP_STALL, Cause.PUBLISHER_STALL))
-BACKLOG_BUILDERS = BROKER_SIDE[:3]  # broker faults whose aftermath is a backlog at the node
+BACKLOG_BUILDERS = BROKER_SIDE[:5]  # broker faults whose aftermath is a backlog at the node
+OUTAGES = BROKER_SIDE[:3]  # RabbitMQ not answering, whatever explains it
 NODE_SIDE = (EventKind.GC, EventKind.LOOP_STALL)  # each split by its parts (CLASSIFIED)
 SWARM_SIDE = ((EventKind.GC, Cause.SWARM_SATURATED),
               (EventKind.LOOP_STALL, Cause.SWARM_SATURATED))
@@ -393,8 +402,13 @@ class Timeline:
                  links: dict[str, list[list[int]]] | None = None) -> None:
         spans: dict[tuple[str, EventKind], list[tuple[int, int]]] = defaultdict(list)
         split: dict[tuple[str, EventKind], list[tuple[int, int, Parts]]] = defaultdict(list)
+        self.broker = BrokerSeries([list(row) for row in broker.rows] if broker else ())
         for event in events:
             span = (event.start_ns, event.end_ns)
+            if event.kind == EventKind.BROKER_UNAVAILABLE and event.detail.get("unresponsive") \
+                    and not event.detail.get("stopped"):
+                spans[(self._unanswered(span), event.kind)].append(span)
+                continue
             if event.kind == EventKind.QUEUE_BACKLOG and event.detail.get("node"):
                 # ready messages in a node's own queue: RabbitMQ held them for that node
                 spans[(event.detail["node"], event.kind)].append(span)
@@ -411,8 +425,19 @@ class Timeline:
         self._cpu = {piece: CpuSeries(rows) for piece, rows in (cpu or {}).items()}
         self._no_cpu = CpuSeries()
         self._used = {piece: Windows(rows) for piece, rows in (used or {}).items()}
-        self.broker = BrokerSeries([list(row) for row in broker.rows] if broker else ())
         self.legs = LinkLegs(links or {}, self._measured_else)
+
+    def _unanswered(self, span: tuple[int, int]) -> str:
+        """Whose a span RabbitMQ did not answer in is, by its own counters (a local
+        broker's): its quota's or its starvation's where they held it back through most of
+        the span, else its own (BROKER: unavailable, not slow)."""
+        throttled, starved, _busy = self.broker.charges([span])
+        length = span[1] - span[0]
+        if length > 0 and throttled >= UNANSWERED_EXPLAINED * length:
+            return UNANSWERED_THROTTLED
+        if length > 0 and starved >= UNANSWERED_EXPLAINED * length:
+            return UNANSWERED_STARVED
+        return BROKER
 
     def _measured_else(self, link: str, a: int, answerable: int, b: int) -> float | None:
         """What a ping sent at a and read at b measured beyond the link: None when it
@@ -420,7 +445,7 @@ class Timeline:
         collections of the piece that sent it from when its answer could have come
         (`answerable`) to b, and its loop's waits for a CPU between them (it read its answer
         that much later)."""
-        if self.get(BROKER, EventKind.BROKER_UNAVAILABLE).within(a, b):
+        if any(self.get(whose, kind).within(a, b) for whose, kind, _cause in OUTAGES):
             return None
         a = max(a, min(answerable, b))
         held = Intervals(span for kind in (EventKind.LOOP_STALL, EventKind.GC)

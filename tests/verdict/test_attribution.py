@@ -684,6 +684,34 @@ def test_a_broker_held_back_by_its_own_quota_is_throttled_not_starved():
         said.evidence)
 
 
+@pytest.mark.parametrize(("counters", "cause"), [
+    # its schedulers waited for a CPU 90 ms of each 100 (one core 97% busy): starved
+    ({"waited_ms": 90, "most_ms": 90, "on_ms": 5}, Cause.BROKER_STARVED),
+    # its quota held it back as long: throttled
+    ({"waited_ms": 0, "most_ms": 0, "throttled_ms": 90, "on_ms": 5}, Cause.BROKER_THROTTLED),
+    # it was ready to run little and waited little: nothing of its own explains the
+    # silence (an Erlang pause, a wedged process), so it stays unavailable
+    ({"waited_ms": 1, "most_ms": 1, "on_ms": 1}, Cause.BROKER_UNAVAILABLE)])
+def test_a_span_rabbitmq_did_not_answer_in_is_what_its_own_counters_measured(counters, cause):
+    """A depth sample unanswered for 600 ms while the messages waited: a symptom. On one
+    core 97% busy, a clean run read 'broker-unavailable' 40% though RabbitMQ had waited for
+    a CPU 94% of its ready time; the span is charged to what its counters say held it."""
+    msgs = messages(slow={i: {"mq": 600 - (i - 40) * 10} for i in range(40, 60)})
+    silent = [event(EventKind.BROKER_UNAVAILABLE, "broker", 800, 1400, unresponsive=True)]
+    attribution = attribute(msgs, Timeline(silent, broker=broker_cpu(**counters)), BUDGET)
+    assert attribution.shares[0].cause == cause, attribution.shares
+    assert attribution.shares[0].share > 0.8, attribution.shares
+
+
+def test_a_broker_seen_stopped_is_unavailable_whatever_its_counters_say():
+    msgs = messages(slow={i: {"mq": 600 - (i - 40) * 10} for i in range(40, 60)})
+    stopped = [event(EventKind.BROKER_UNAVAILABLE, "broker", 800, 1400, unresponsive=True,
+                     stopped=True)]
+    starved = broker_cpu(waited_ms=90, most_ms=90, on_ms=5)
+    attribution = attribute(msgs, Timeline(stopped, broker=starved), BUDGET)
+    assert attribution.shares[0].cause == Cause.BROKER_UNAVAILABLE, attribution.shares
+
+
 @pytest.mark.parametrize(("host_ms", "says"), [
     (0, "meanwhile the CPU went to n1 80% (of one core)"),  # n1 had the CPU
     (220, "meanwhile the CPU went to other processes 120%, n1 80% (of one core)")])  # a hog
