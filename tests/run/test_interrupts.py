@@ -24,8 +24,8 @@ pytestmark = pytest.mark.integration  # every test here runs a broker of its own
 
 @pytest.mark.parametrize(("signum", "code", "again", "when"), [
     (signal.SIGTERM, 143, (), "mid-run"),  # one signal: the whole orderly stop
-    (signal.SIGHUP, 129, (), "mid-run"),  # the terminal closed: the same stop
-    (signal.SIGINT, 130, (), "start-up"),  # while the pieces start and clients connect
+    # its terminal closed while the pieces start and clients connect: the same stop
+    (signal.SIGHUP, 129, (), "start-up"),
     # impatient: Ctrl-C, then again while the pieces stop, and while the broker stops
     (signal.SIGINT, 130, (0.2, 0.3, 0.5, 1.0, 1.0, 1.0), "mid-run")])
 def test_a_signal_saves_what_was_measured_and_leaves_nothing(tmp_path, signum, code, again,
