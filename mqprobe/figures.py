@@ -14,7 +14,16 @@ from typing import Any
 
 from mqprobe.cpu import ms_of
 from mqprobe.errors import ResultFormatError
-from mqprobe.model import CULPRIT_OF, PROSE, Cause, Culprit, PieceRole, ShareJson, VerdictJson
+from mqprobe.model import (
+    CULPRIT_OF,
+    PROSE,
+    Cause,
+    Culprit,
+    PieceRole,
+    ShareJson,
+    Tail,
+    VerdictJson,
+)
 from mqprobe.timeline import EventKind, TimedEvent
 
 QUEUE_COLUMNS = ("t_s", "ready", "consumers")  # a queue's depth samples, in evidence.broker.queues
@@ -556,7 +565,7 @@ class Attribution:
     """What the tail's excess was charged to, largest first."""
 
     floors_ms: dict[str, float]
-    tail: str  # "over-budget" | "p99"
+    tail: Tail
     tail_deliveries: int
     deliveries: int
     excess_ms: float  # mean excess per tail delivery
@@ -578,7 +587,7 @@ class Attribution:
         """A saved result's `attribution` (None where the run had none)."""
         if not doc:
             return None
-        return cls(dict(doc.get("floor_ms", {})), str(doc.get("tail", "")),
+        return cls(dict(doc.get("floor_ms", {})), Tail(str(doc.get("tail", Tail.P99))),
                    int(doc.get("tail_deliveries", 0)), int(doc.get("deliveries", 0)),
                    float(doc.get("excess_ms_mean", 0.0)),
                    [Share.from_json(s) for s in doc.get("shares", [])],

@@ -211,6 +211,14 @@ PROSE = {
 }
 
 
+class Tail(StrEnum):
+    """Which deliveries an attribution charges: those over the budget when p99 e2e misses
+    it, else (the budget met) the p99 tail, to say what shaped it."""
+
+    OVER_BUDGET = "over-budget"
+    P99 = "p99"
+
+
 class Layout(StrEnum):
     """How a node subscribes: one queue for all its groups, or one per group."""
 

@@ -367,6 +367,7 @@ def _read(name: str, parse: Callable[[], Any]) -> Any:
         raise ResultFormatError(f"a run's {name} is not what mqprobe writes "
                                 f"({type(exc).__name__}: {str(exc)[:80]})") from None
 
+
 def runs_of(result: ComparisonResult | dict) -> list[RunRecord]:
     """A result's runs (a comparison's or a sweep's JSON), typed; ResultFormatError names
     the run and the part that is not what mqprobe writes."""

@@ -38,6 +38,7 @@ from mqprobe.model import (
     Culprit,
     HopName,
     PieceRole,
+    Tail,
     is_node_piece,
     role_of,
 )
@@ -182,7 +183,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     evidence += footprint_lines(facts.cpu_use)
     evidence += [line for node in facts.nodes
                  if (line := busy_line(node.node, node.profile or {}))]
-    if attribution.tail == "p99" or not attribution.shares:  # the budget is met
+    if attribution.tail == Tail.P99 or not attribution.shares:  # the budget is met
         if counts.lost:  # ...by what arrived: the loss is the story, never `none`
             return _lost(counts, facts.nodes, evidence)
         return Verdict.of(Cause.WITHIN_BUDGET, evidence=evidence, shares=attribution.shares)
@@ -294,7 +295,7 @@ def _lost(counts: Counts, nodes: tuple[NodeFigures, ...], evidence: list[str]) -
 def _tail_line(attribution: Attribution, budget_ms: float) -> str:
     floors = ", ".join(f"{hop} {value:g}" for hop, value in attribution.floors_ms.items())
     which = (f"{attribution.tail_deliveries} of {attribution.deliveries} deliveries over the "
-             f"{budget_ms:g} ms budget" if attribution.tail == "over-budget" else
+             f"{budget_ms:g} ms budget" if attribution.tail == Tail.OVER_BUDGET else
              f"the p99 tail ({attribution.tail_deliveries} of {attribution.deliveries} "
              "deliveries; the budget is met)")
     return (f"tail: {which}, {attribution.excess_ms:.2f} ms each beyond the floor "

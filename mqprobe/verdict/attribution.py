@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mqprobe.figures import Attribution, BrokerCpu, MqLegs, Share
-from mqprobe.model import HOST_CPU, PATH_HOPS, Cause, HopName
+from mqprobe.model import HOST_CPU, PATH_HOPS, Cause, HopName, Tail
 from mqprobe.timeline import STALL_MIN_NS, EventKind, TimedEvent
 from mqprobe.windows import Windows
 
@@ -1028,9 +1028,9 @@ def attribute(messages: list[MessageDeliveries],
     # the budget is missed when p99 e2e is over it (a handful of late deliveries is the
     # p99 tail's story, not a missed budget)
     if over > sum(n for _, n in e2e) * (100.0 - TAIL_PERCENTILE) / 100.0:
-        tail, threshold = "over-budget", budget_ns
+        tail, threshold = Tail.OVER_BUDGET, float(budget_ns)
     else:
-        tail, threshold = "p99", weighted_percentile(e2e, TAIL_PERCENTILE)
+        tail, threshold = Tail.P99, weighted_percentile(e2e, TAIL_PERCENTILE)
     if isinstance(events, Charger):
         charger = events
     else:
@@ -1042,7 +1042,7 @@ def attribute(messages: list[MessageDeliveries],
     for m in messages:
         head = m.t_emit - m.t_pub
         in_tail = [(d, n) for d, n in m.receipts
-                   if (head + d > threshold if tail == "over-budget" else head + d >= threshold)]
+                   if (head + d > threshold if tail == Tail.OVER_BUDGET else head + d >= threshold)]
         if not in_tail:
             continue
         weight = sum(n for _, n in in_tail)
