@@ -29,7 +29,7 @@ from mqprobe.broker.connect import check_management, redact_url
 from mqprobe.broker.managed import ManagedBroker, broker_for
 from mqprobe.broker.topology import LAYOUTS, resolve
 from mqprobe.errors import InputError, MqprobeError, url_problem, within
-from mqprobe.model import EngineIO, RunPhase
+from mqprobe.model import EngineIO, Layout, RunPhase
 from mqprobe.output.report import (
     load_result,
     print_compare,
@@ -699,7 +699,8 @@ def _publisher(config: PublishConfig, amqp_url: str | None, json_path: Path | No
 @app.command("node")
 def node_cmd(
     topology: Annotated[str, typer.Option(help="Topology name or file.")] = "single-topic",
-    layout: Annotated[str, typer.Option(help="per-node | per-group")] = "per-node",
+    layout: Annotated[Layout, typer.Option(help="One queue per node, or per group.")
+                      ] = Layout.PER_NODE,
     groups: Annotated[str, typer.Option(help="Group ids this node hosts.")] = "1,2,3",
     node_id: Annotated[str, typer.Option(help="Name carried in the trace.")] = "n1",
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",

@@ -65,7 +65,7 @@ class Topology:
     binding_key: str = "group.{group}"
     filter_locally: bool = False  # every node gets every message and drops foreign groups
     consumer: ConsumerKnobs = field(default_factory=ConsumerKnobs)
-    layouts: tuple[str, ...] = LAYOUTS
+    layouts: tuple[Layout, ...] = LAYOUTS
     source: str = ""
     queue_type: QueueType = QueueType.CLASSIC
     queue: QueueKnobs = field(default_factory=QueueKnobs)
@@ -81,7 +81,7 @@ class Topology:
         """Every exchange this topology declares for these groups, in order, once each."""
         return list(dict.fromkeys(self.exchange_for(prefix, g) for g in groups))
 
-    def queue_plan(self, prefix: str, layout: str, node_id: str,
+    def queue_plan(self, prefix: str, layout: Layout, node_id: str,
                    groups: list[str]) -> list[tuple[str, list[str]]]:
         """The queues a node declares, each with the groups it carries; python-socketio's
         manager names its own queue (server-named, expiring), so it has none here."""
@@ -91,7 +91,7 @@ class Topology:
             return [(f"{prefix}{node_id}", list(groups))]
         return [(f"{prefix}{node_id}.g{group}", [group]) for group in groups]
 
-    def names_problem(self, prefix: str, groups: list[str], layout: str = "per-node",
+    def names_problem(self, prefix: str, groups: list[str], layout: Layout = Layout.PER_NODE,
                       node_id: str = "") -> str:
         """'' when every exchange and queue name the run would declare fits AMQP's 255
         bytes (with the .delay suffix a delay queue adds), else the sentence naming the
@@ -289,7 +289,7 @@ def parse(data: dict, source: str) -> Topology:
             binding_key="",
             filter_locally=True,
             consumer=ConsumerKnobs(prefetch=1),
-            layouts=("per-node",),
+            layouts=(Layout.PER_NODE,),
             source=source,
         )
     exchange_type = _get(exchange, "type", str, source, "exchange.", default="topic")
@@ -315,7 +315,7 @@ def parse(data: dict, source: str) -> Topology:
         filter_locally=_get(exchange, "filter_locally", bool, source, "exchange.",
                             default=exchange_type == ExchangeType.FANOUT),
         consumer=knobs,
-        layouts=layouts,
+        layouts=tuple(Layout(layout) for layout in layouts),
         source=source,
         queue_type=QueueType(queue_type),
         queue=_queue_knobs(_get(data, "queue", dict, source, "", default={}), source),

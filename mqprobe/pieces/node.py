@@ -25,7 +25,7 @@ from mqprobe.broker.link import LinkWatch
 from mqprobe.broker.topology import Topology
 from mqprobe.embed import Tracer
 from mqprobe.errors import InputError, within
-from mqprobe.model import AckMode, ChannelMode, Concurrency, HopName
+from mqprobe.model import AckMode, ChannelMode, Concurrency, HopName, Layout
 from mqprobe.pieces.inject import CpuQuota, Faults
 from mqprobe.pieces.process import PieceRuntime
 from mqprobe.protocol import (
@@ -64,7 +64,7 @@ class NodeConfig:
     node_id: str
     amqp_url: str = field(metadata=LOCAL)
     topology: Topology
-    layout: str
+    layout: Layout
     groups: list[str]
     prefix: str = "mqprobe."
     host: str = "127.0.0.1"

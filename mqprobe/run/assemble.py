@@ -10,6 +10,7 @@ from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
 from mqprobe.clocks import ClockOffset, RunClocks
 from mqprobe.figures import BrokerEvidence, CpuUse, LinkFigures
+from mqprobe.model import Layout
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.result import GroupResult, NodeSeries, RunRecord, RunTimeline, TimelineEvent
 from mqprobe.run.workload import Workload
@@ -36,7 +37,7 @@ class PieceResults(TypedDict):
     publisher: PublisherResult | None
 
 
-def assemble(topology: Topology, layout: str, workload: Workload, results: PieceResults,
+def assemble(topology: Topology, layout: Layout, workload: Workload, results: PieceResults,
              sampler: QueueSampler | None, clocks: dict[str, ClockOffset],
              failure: Failure | None, cpu_sampler: CpuSampler | None = None) -> RunRecord:
     """One run's result: the pieces' figures merged, their timelines on our clock, the

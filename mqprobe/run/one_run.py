@@ -25,7 +25,7 @@ from mqprobe.broker.prometheus import RUNTIME_SOURCE
 from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
 from mqprobe.clocks import ClockOffset
-from mqprobe.model import QueueType, RunPhase
+from mqprobe.model import Layout, QueueType, RunPhase
 from mqprobe.pieces.inject import FREEZE_AFTER_S, CpuQuota, DelayingProxy, Faults, freeze, proxied_url
 from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Piece, RunError, RunInterrupted, run_to_the_end
@@ -71,7 +71,7 @@ async def _stop_all(children: list[Piece], timeout: float = STOP_S) -> list[dict
     return list(await asyncio.gather(*(c.stop(timeout) for c in children)))
 
 
-async def run_one(topology: Topology, layout: str, workload: Workload, amqp_url: str,
+async def run_one(topology: Topology, layout: Layout, workload: Workload, amqp_url: str,
                   run_dir: Path, label: str, observe: Observer,
                   management_url: str | None = None, placement: Placement | None = None,
                   prometheus_url: str = "") -> RunRecord:
@@ -109,7 +109,7 @@ class OneRun:
     """The pieces of one run and what they gave, phase by phase: start_nodes,
     connect_swarms, set_clocks, measure, then (always) stop_and_clean and result."""
 
-    def __init__(self, topology: Topology, layout: str, workload: Workload, amqp_url: str,
+    def __init__(self, topology: Topology, layout: Layout, workload: Workload, amqp_url: str,
                  log_dir: Path, label: str, observe: Observer, management_url: str | None,
                  placement: Placement, prometheus_url: str = "") -> None:
         self.topology, self.layout, self.workload = topology, layout, workload

@@ -14,7 +14,7 @@ from mqprobe import __version__
 from mqprobe.broker.connect import connect_problem, redact_url
 from mqprobe.broker.topology import Topology
 from mqprobe.errors import InputError
-from mqprobe.model import ComparisonResult, Culprit
+from mqprobe.model import ComparisonResult, Culprit, Layout
 from mqprobe.pieces.process import RunInterrupted
 from mqprobe.result import RunRecord
 from mqprobe.run.one_run import Observer, run_one
@@ -111,7 +111,7 @@ class Point:
     its runs (a sweep's load)."""
 
     topology: Topology
-    layout: str
+    layout: Layout
     workload: Workload
     label: str
     key: str

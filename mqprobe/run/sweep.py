@@ -14,7 +14,7 @@ import re
 
 from mqprobe.broker.topology import TopologyError
 from mqprobe.errors import InputError
-from mqprobe.model import ComparisonResult
+from mqprobe.model import ComparisonResult, Layout
 from mqprobe.result import RunRecord, runs_of
 from mqprobe.run.one_run import Observer
 from mqprobe.run.runner import Point, broker_version, new_result, run_points
@@ -92,7 +92,7 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
     workload.check()
     at_load(workload, axis, max(values)).check()  # the heaviest point must fit too
     topologies = workload.resolved_topologies()
-    layout = workload.layouts[0]
+    layout = Layout(workload.layouts[0])  # checked: a layout
     if not any(layout in t.layouts for t in topologies):
         raise TopologyError(f"no chosen topology supports layout {layout}")
     result = new_result(workload, amqp_url, await broker_version(amqp_url))
