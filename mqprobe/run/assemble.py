@@ -14,7 +14,7 @@ from mqprobe.model import Layout
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.result import GroupResult, NodeSeries, RunRecord, RunTimeline, TimelineEvent
 from mqprobe.run.workload import Workload
-from mqprobe.verdict.analysis import INTERRUPTED, Failure, RunFacts, judge
+from mqprobe.verdict.analysis import Failure, RunFacts, judge
 from mqprobe.verdict.attribution import paused_together
 from mqprobe.verdict.conclusion import cost_of
 from mqprobe.verdict.merge import merge_run, node_figures, swarm_figures
@@ -44,7 +44,7 @@ def assemble(topology: Topology, layout: Layout, workload: Workload, results: Pi
     attribution and the verdict, each part built once."""
     publisher, swarms, nodes = results["publisher"], results["swarms"], results["nodes"]
     merged = merge_run(publisher, swarms, nodes, sampler.ready_at_end() if sampler else 0,
-                       cut_short=failure is not None and failure.piece == INTERRUPTED)
+                       cut_short=failure is not None and failure.interrupted)
     swarm = swarm_figures(swarms)
     figures = tuple(node_figures(n) for n in nodes)
     broker = sampler.summary() if sampler else BrokerEvidence.not_measured()

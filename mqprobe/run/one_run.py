@@ -45,7 +45,7 @@ from mqprobe.result import RunRecord
 from mqprobe.run.assemble import PieceResults, assemble
 from mqprobe.run.placement import PieceConfig, Placement, clock_command
 from mqprobe.run.workload import Workload
-from mqprobe.verdict.analysis import INTERRUPTED, Failure
+from mqprobe.verdict.analysis import Failure
 from mqprobe.watch.footprint import CpuSampler, Reported, broker_processes
 
 
@@ -89,7 +89,7 @@ async def run_one(topology: Topology, layout: Layout, workload: Workload, amqp_u
     except RunError as exc:
         run.fail(exc.piece or "run", str(exc))
     except asyncio.CancelledError:  # Ctrl-C or SIGTERM: stop the pieces, keep what they have
-        run.fail(INTERRUPTED, INTERRUPTED_PROSE)
+        run.interrupt()
     finally:
         for sampling in (run.sampling, run.cpu_sampling):
             if sampling:
@@ -98,7 +98,7 @@ async def run_one(topology: Topology, layout: Layout, workload: Workload, amqp_u
         with run.timed("stop"):
             cleanup, cancelled = await run_to_the_end(run.stop_and_clean())
         if cancelled:
-            run.fail(INTERRUPTED, INTERRUPTED_PROSE)
+            run.interrupt()
     return run.result(cleanup)
 
 
@@ -183,11 +183,17 @@ class OneRun:
             self.broker_quota = None
 
     def fail(self, piece: str, message: str) -> None:
-        """The run stopped on an error or a signal: the first one seen is the one the
+        """The run stopped on an error: the first one seen (or a signal) is the one the
         verdict names, and the progress shows the run as failed."""
         if self.failure is None:
             self.failure = Failure(piece, message, time.time_ns())
             self.error = message
+
+    def interrupt(self) -> None:
+        """A signal stopped the run (Ctrl-C, SIGTERM, SIGHUP), unless an error came first."""
+        if self.failure is None:
+            self.failure = Failure.interruption(INTERRUPTED_PROSE, time.time_ns())
+            self.error = INTERRUPTED_PROSE
 
     async def start_nodes(self) -> None:
         """The nodes, ready, with the queues they consume (the sampler watches those)."""
@@ -390,7 +396,7 @@ class OneRun:
         run = replace(run, declared={"prefix": self.prefix, **cleanup}, phases_s=phases)
         self.observe(Phase(self.label, RunPhase.FAILED if self.error else RunPhase.DONE,
                            note=self.error or run.verdict.culprit))
-        if self.failure and self.failure.piece == INTERRUPTED:
+        if self.failure and self.failure.interrupted:
             raise RunInterrupted({"runs": [run.to_json()]})
         return run
 

@@ -67,17 +67,20 @@ SATURATED_CPU_SHARE = 0.7  # CPU share of a core through a stall above which it 
 
 
 # -- the verdict ---------------------------------------------------------------------------
-INTERRUPTED = "interrupted"  # the Failure.piece of a run the user stopped
-
-
 @dataclass
 class Failure:
-    """A run that ended early: which piece, and its one sentence."""
+    """A run that ended early: which piece, and its one sentence; or `interrupted`, a
+    signal (Ctrl-C, SIGTERM, SIGHUP) stopped it, no piece at fault."""
 
     piece: str
     message: str
     at_ns: int = 0  # when it was seen to end, on our clock (0: not known)
     gave_no_result: bool = False  # it ran to the end but its figures never arrived
+    interrupted: bool = False
+
+    @classmethod
+    def interruption(cls, message: str, at_ns: int) -> Failure:
+        return cls("", message, at_ns, interrupted=True)
 
     @property
     def role(self) -> PieceRole | str:
@@ -142,7 +145,7 @@ def verdict(facts: RunFacts, attribution: Attribution | None, budget_ms: float) 
     if any(not e.detail.get("unresponsive") for e in _outages(facts)):
         return Verdict.of(Cause.BROKER_UNAVAILABLE, _outage_prose(facts),
                           _failure_evidence(facts) + count_lines)
-    if facts.failure and facts.failure.piece == INTERRUPTED:
+    if facts.failure and facts.failure.interrupted:
         return Verdict.of(Cause.INTERRUPTED, f"stopped by the user "
                           f"{_at(facts.failure.at_ns, facts)} into the run: the figures cover "
                           "what was measured until then; deliveries still on their way count as "
