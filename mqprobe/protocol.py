@@ -47,6 +47,16 @@ class CommandRefused(ValueError):
     """A piece cannot apply a command (unknown, or malformed); the message says why."""
 
 
+# -- what a coordinator asks an agent, over the broker (pieces/agent.py) --------------------
+class AgentOp(StrEnum):
+    HELLO = "hello"  # are you there, which mqprobe and which clock (the reply: `hello`)
+    CLOCK = "clock"  # one NTP-style exchange (the reply: `clock`, with t1 and t2)
+    ALIVE = "alive"  # the coordinator still runs: keep its pieces
+    SPAWN = "spawn"  # start a piece from its spec
+    SEND = "send"  # a command line to a piece's stdin
+    STOP = "stop"  # stop a piece (it sends its result first)
+
+
 # -- events a piece writes ------------------------------------------------------------------
 class EventName(StrEnum):
     READY = "ready"  # set up: a node listens, a swarm's members joined, a publisher connected

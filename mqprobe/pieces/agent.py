@@ -41,7 +41,7 @@ from mqprobe.broker.cleanup import delete_declared
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, from_exchanges
 from mqprobe.errors import InputError
 from mqprobe.pieces.process import Child, Piece, RunError, wait_for_stop
-from mqprobe.protocol import EventName, PieceSpec, Role, SpecError
+from mqprobe.protocol import AgentOp, EventName, PieceSpec, Role, SpecError
 from mqprobe.stamps import check_id, now_ns
 
 CONTROL_EXCHANGE = "mqprobe.control"
@@ -180,24 +180,24 @@ class Agent:
         t1 = now_ns()
         try:
             command = json.loads(message.body)
-            op, session = command["op"], check_id("session", command["session"])
+            op, session = AgentOp(command["op"]), check_id("session", command["session"])
             command["piece"] = check_id("piece", str(command.get("piece", "-")))
         except (ValueError, KeyError, TypeError):
             return  # not ours (the control exchange is shared) or unsafe as a file name
         self.coordinators[session] = time.monotonic()
-        if op == "clock":
+        if op == AgentOp.CLOCK:
             await self._publish(session, "@agent", {"event": "clock", "agent": self.name,
                                                     "id": command.get("id"), "t0": command.get("t0"),
                                                     "t1": t1, "t2": now_ns()})
-        elif op == "hello":
+        elif op == AgentOp.HELLO:
             await self._publish(session, "@agent", {"event": "hello", "agent": self.name,
                                                     "clock": clock_id(), "version": __version__,
                                                     "listen_host": self.listen_host})
-        elif op == "spawn":
+        elif op == AgentOp.SPAWN:
             await self._spawn(session, command)
-        elif op == "send" and (session, command["piece"]) in self.children:
+        elif op == AgentOp.SEND and (session, command["piece"]) in self.children:
             await self.children[(session, command["piece"])].send(str(command.get("command", "")))
-        elif op == "stop":
+        elif op == AgentOp.STOP:
             asyncio.get_running_loop().create_task(self._stop((session, command["piece"])))
 
     async def _spawn(self, session: str, command: dict) -> None:
@@ -265,7 +265,7 @@ class Hub:
             await asyncio.sleep(HEARTBEAT_S)
             for agent in self.agents:
                 with contextlib.suppress(Exception):
-                    await self.command(agent, "alive")
+                    await self.command(agent, AgentOp.ALIVE)
 
     async def close(self) -> None:
         self._beat_task.cancel()
@@ -287,7 +287,7 @@ class Hub:
                 self.heard[piece.agent] = time.monotonic()
                 piece.record(event)
 
-    async def command(self, agent: str, op: str, **fields: object) -> None:
+    async def command(self, agent: str, op: AgentOp, **fields: object) -> None:
         await self._control.publish(_body({"op": op, "session": self.session, **fields}),
                                     routing_key=f"agent.{agent}")
 
@@ -297,7 +297,7 @@ class Hub:
 
     async def hello(self, agent: str, timeout: float = 5.0) -> AgentInfo:
         """Check that the agent runs; raises RunError with a sentence when it does not answer."""
-        await self.command(agent, "hello")
+        await self.command(agent, AgentOp.HELLO)
         try:
             reply = await self._reply("hello", agent, timeout)
         except TimeoutError:
@@ -317,7 +317,7 @@ class Hub:
             return SAME_CLOCK
         stamps = []
         for i in range(exchanges):
-            await self.command(agent, "clock", id=i, t0=now_ns())
+            await self.command(agent, AgentOp.CLOCK, id=i, t0=now_ns())
             with contextlib.suppress(TimeoutError):
                 reply = await self._reply("clock", agent, timeout)
                 stamps.append((reply["t0"], reply["t1"], reply["t2"], reply["t3"]))
@@ -341,7 +341,7 @@ class RemotePiece(Piece):
         self.started = False
 
     async def start(self) -> None:
-        await self.hub.command(self.agent, "spawn", piece=self.name, spec=self.spec.to_json())
+        await self.hub.command(self.agent, AgentOp.SPAWN, piece=self.name, spec=self.spec.to_json())
         self.hub.heard[self.agent] = time.monotonic()
         self.started = True
 
@@ -355,14 +355,14 @@ class RemotePiece(Piece):
     async def send(self, line: str) -> None:
         if self.started:
             with contextlib.suppress(Exception):
-                await self.hub.command(self.agent, "send", piece=self.name, command=line)
+                await self.hub.command(self.agent, AgentOp.SEND, piece=self.name, command=line)
 
     async def stop(self, timeout: float = 20.0) -> dict | None:
         self.stop_asked_ns = min(self.stop_asked_ns, time.time_ns())
         if not self.started:
             return None
         with contextlib.suppress(Exception):
-            await self.hub.command(self.agent, "stop", piece=self.name)
+            await self.hub.command(self.agent, AgentOp.STOP, piece=self.name)
         with contextlib.suppress(RunError):
             await self.wait_for(EventName.RESULT, timeout)
         deadline = time.monotonic() + 5
