@@ -161,6 +161,18 @@ def _run(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     return asyncio.run(coro_factory())
 
 
+def _workload(layouts: list[str], group_sizes: list[int], rate: float, *, topologies: str,
+              inject: list[str] | None, place: list[str] | None, queue_types: str | None,
+              **options: Any) -> Workload:
+    """compare's and sweep's workload from their shared options, as the command line gives
+    them (checked by Workload.check before anything starts)."""
+    return Workload(topologies=_csv(topologies, "--topologies"), layouts=layouts,
+                    group_sizes=group_sizes, rate=rate, inject=inject or [],
+                    placement=parse_placement(place or []),
+                    queue_types=_csv(queue_types, "--queue-types") if queue_types else [],
+                    **options)
+
+
 # -- compare -------------------------------------------------------------------------------
 @app.command("compare")
 def compare_cmd(
@@ -188,13 +200,12 @@ def compare_cmd(
 ) -> None:
     """Run the same workload on each topology x layout and say where the delay comes from."""
     sizes = _ints(group_sizes, "--group-sizes") if group_sizes else [group_size] * groups
-    workload = Workload(
-        topologies=_csv(topologies, "--topologies"), layouts=_csv(layouts, "--layouts"),
-        nodes=nodes, group_sizes=sizes, rate=rate, size=size, duration_s=duration,
-        swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
-        concurrency=concurrency, samples=samples, budget_ms=budget_ms, inject=inject or [],
-        placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat,
-        drain_s=drain, queue_types=_csv(queue_types, "--queue-types") if queue_types else [])
+    workload = _workload(
+        _csv(layouts, "--layouts"), sizes, rate, topologies=topologies, nodes=nodes, size=size,
+        duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
+        channel=channel, concurrency=concurrency, samples=samples, budget_ms=budget_ms,
+        inject=inject, place=place, listen_host=listen_host, repeat=repeat, drain_s=drain,
+        queue_types=queue_types)
     _measure(workload, amqp_url, management_url, prometheus_url, json_path, run_dir,
              Outputs(html, hdr_dir, png),
              gate, print_compare,
@@ -313,13 +324,12 @@ def sweep_cmd(
         except ValueError:
             raise UserError(f"--rate takes a number or LOW..HIGH, got {rate!r}") from None
         base_groups = int(values[0])
-    workload = Workload(
-        topologies=_csv(topologies, "--topologies"), layouts=_csv(layouts, "--layouts")[:1],
-        nodes=nodes, group_sizes=[group_size] * base_groups, rate=base_rate, size=size,
-        duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
-        channel=channel, concurrency=concurrency, budget_ms=budget_ms, inject=inject or [],
-        placement=parse_placement(place or []), listen_host=listen_host, repeat=repeat,
-        drain_s=drain, queue_types=_csv(queue_types, "--queue-types") if queue_types else [])
+    workload = _workload(
+        _csv(layouts, "--layouts")[:1], [group_size] * base_groups, base_rate,
+        topologies=topologies, nodes=nodes, size=size, duration_s=duration,
+        swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
+        concurrency=concurrency, budget_ms=budget_ms, inject=inject, place=place,
+        listen_host=listen_host, repeat=repeat, drain_s=drain, queue_types=queue_types)
     at_load(workload, axis, max(values)).check()  # the heaviest point, before anything starts
     _measure(workload, amqp_url, management_url, prometheus_url, json_path, run_dir,
              Outputs(html, hdr_dir, png),
