@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -48,9 +48,7 @@ from mqprobe.run.runner import FAILED_EXIT, check_writable, exit_policy, new_run
 from mqprobe.run.workload import DEFAULT_TOPOLOGIES, Workload
 
 if TYPE_CHECKING:
-    from mqprobe.pieces.node import NodeConfig
-    from mqprobe.pieces.publisher import PublishConfig
-    from mqprobe.pieces.swarm import SwarmConfig
+    from mqprobe.pieces.piece import PieceConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Where does a group message's delay come from: the MQ, the server, "
@@ -674,36 +672,25 @@ def _piece(json_path: Path | None, runtime: Callable[[], PieceRuntime],
         render(result)
 
 
-def _node(config: NodeConfig, amqp_url: str | None, json_path: Path | None = None) -> None:
-    """A node on the broker (ours, started on demand, without --amqp-url), once its
-    config is known to be usable."""
-    from mqprobe.pieces.node import Node
+def _run_piece(config: PieceConfig, amqp_url: str | None = None, json_path: Path | None = None,
+               render: Callable[[dict], None] | None = None) -> None:
+    """A piece by hand, made as compare's are (pieces.piece.runtime_for), on the broker
+    (ours, started on demand, without --amqp-url) when it needs one."""
+    from mqprobe.pieces.piece import runtime_for
 
-    config.check()
+    make, needs_broker = runtime_for(config)
+    if not needs_broker:
+        _piece(json_path, lambda: make(""), render)
+        return
     with broker_for(amqp_url) as (url, _, _):
-        _piece(json_path, lambda: Node(replace(config, amqp_url=url)))
+        _piece(json_path, lambda: make(url), render)
 
 
-def _swarm(config: SwarmConfig, json_path: Path | None = None) -> None:
-    from mqprobe.pieces.swarm import Swarm
-
-    config.check()
-
-    def render(result: dict) -> None:
-        print_connections(result, console)
-        print_hops(result, console)
-        if result["planned"] and not result["joined"]:
-            raise UserError(f"no client joined its group ({result['first_error']})")
-
-    _piece(json_path, lambda: Swarm(config), render)
-
-
-def _publisher(config: PublishConfig, amqp_url: str | None, json_path: Path | None = None) -> None:
-    from mqprobe.pieces.publisher import Publisher
-
-    config.check()
-    with broker_for(amqp_url) as (url, _, _):
-        _piece(json_path, lambda: Publisher(replace(config, amqp_url=url)))
+def _render_swarm(result: dict) -> None:
+    print_connections(result, console)
+    print_hops(result, console)
+    if result["planned"] and not result["joined"]:
+        raise UserError(f"no client joined its group ({result['first_error']})")
 
 
 @app.command("node")
@@ -727,9 +714,9 @@ def node_cmd(
     faults = parse_injections(inject or [])
     topo = resolve(topology).with_knobs(prefetch=faults.prefetch or prefetch, ack=ack,
                                         channel=channel, concurrency=concurrency)
-    _node(NodeConfig(node_id=node_id, amqp_url="", topology=topo, layout=layout,
-                     groups=_csv(groups, "--groups"), prefix=prefix, host=host, port=port,
-                     faults=faults), amqp_url, json_path=json_path)
+    _run_piece(NodeConfig(node_id=node_id, amqp_url="", topology=topo, layout=layout,
+                          groups=_csv(groups, "--groups"), prefix=prefix, host=host,
+                          port=port, faults=faults), amqp_url, json_path=json_path)
 
 
 @app.command("swarm")
@@ -749,10 +736,11 @@ def swarm_cmd(
     except ValueError:
         raise UserError(f"--slice must be i/K with 0 <= i < K, got {slice_!r}") from None
     sizes = _ints(group_sizes, "--group-sizes")
-    _swarm(SwarmConfig(node_urls=_csv(node_urls, "--node-urls"),
-                       group_sizes={str(i + 1): n for i, n in enumerate(sizes)},
-                       slice_index=index, slice_count=count, samples=samples, eio=_eio(eio)),
-           json_path=json_path)
+    _run_piece(SwarmConfig(node_urls=_csv(node_urls, "--node-urls"),
+                           group_sizes={str(i + 1): n for i, n in enumerate(sizes)},
+                           slice_index=index, slice_count=count, samples=samples,
+                           eio=_eio(eio)),
+               json_path=json_path, render=_render_swarm)
 
 
 def _eio(value: str) -> int | None:
@@ -782,7 +770,7 @@ def publish_cmd(
     from mqprobe.pieces.inject import parse_injections
     from mqprobe.pieces.publisher import PublishConfig
 
-    _publisher(PublishConfig(amqp_url="", topology=resolve(topology),
+    _run_piece(PublishConfig(amqp_url="", topology=resolve(topology),
                              groups=_csv(groups, "--groups"), rate=rate, size=size,
                              duration_s=duration, prefix=prefix, exchange=exchange,
                              broker_delay_ms=parse_injections(inject or []).broker_delay_ms),

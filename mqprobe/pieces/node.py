@@ -15,7 +15,8 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import aio_pika
 import socketio
@@ -70,6 +71,12 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 0
     faults: Faults = field(default_factory=Faults)  # injected on purpose (mqprobe.pieces.inject)
+
+    NEEDS_BROKER: ClassVar[bool] = True
+
+    def make(self, amqp_url: str) -> Node:
+        """The piece this config is for, on the broker at amqp_url."""
+        return Node(replace(self, amqp_url=amqp_url))
 
     def check(self) -> None:
         """Ids, port and layout usable, before anything listens (by hand, or from a spec)."""

@@ -18,34 +18,47 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mqprobe.errors import MqprobeError
 from mqprobe.pieces.process import PieceRuntime, emit_event, serve
 from mqprobe.protocol import EventName, PieceSpec, Role, from_document
 
+if TYPE_CHECKING:
+    from mqprobe.pieces.node import NodeConfig
+    from mqprobe.pieces.publisher import PublishConfig
+    from mqprobe.pieces.swarm import SwarmConfig
+
+    PieceConfig = NodeConfig | SwarmConfig | PublishConfig  # a piece's whole configuration
+
 
 def runtime_of(spec: PieceSpec) -> tuple[Callable[[str], PieceRuntime], bool]:
     """The piece a spec describes, to make for a broker URL, and whether it needs one; its
-    configuration checked (SpecError, InputError: one sentence)."""
+    configuration checked (SpecError, InputError: one sentence). Only the piece's own module
+    is imported."""
+    config: PieceConfig
     if spec.role is Role.SWARM:
-        from mqprobe.pieces.swarm import Swarm, SwarmConfig
+        from mqprobe.pieces.swarm import SwarmConfig
 
-        swarm = from_document(SwarmConfig, spec.config, "the swarm's config")
-        swarm.check()
-        return (lambda _url: Swarm(swarm)), False
-    if spec.role is Role.NODE:
-        from mqprobe.pieces.node import Node, NodeConfig
+        config = from_document(SwarmConfig, spec.config, "the swarm's config")
+    elif spec.role is Role.NODE:
+        from mqprobe.pieces.node import NodeConfig
 
-        node = from_document(NodeConfig, spec.config, "the node's config", amqp_url="")
-        node.check()
-        return (lambda url: Node(replace(node, amqp_url=url))), True
-    from mqprobe.pieces.publisher import PublishConfig, Publisher
+        config = from_document(NodeConfig, spec.config, "the node's config", amqp_url="")
+    else:
+        from mqprobe.pieces.publisher import PublishConfig
 
-    publisher = from_document(PublishConfig, spec.config, "the publisher's config", amqp_url="")
-    publisher.check()
-    return (lambda url: Publisher(replace(publisher, amqp_url=url))), True
+        config = from_document(PublishConfig, spec.config, "the publisher's config",
+                               amqp_url="")
+    return runtime_for(config)
+
+
+def runtime_for(config: PieceConfig) -> tuple[Callable[[str], PieceRuntime], bool]:
+    """A piece's config, checked: how to make its piece for a broker URL, and whether it
+    needs one (compare's pieces and `mqprobe node`, `swarm`, `publish` alike)."""
+    config.check()
+    return config.make, config.NEEDS_BROKER
 
 
 def run(spec_path: Path, amqp_url: str | None) -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import aio_pika
 import socketio
@@ -67,6 +68,12 @@ class PublishConfig:
     max_in_flight: int = 1000
     broker_delay_ms: int = 0  # injected: a TTL queue holds each message this long
     exchange: str | None = None  # an existing exchange to publish into as it is (passively)
+
+    NEEDS_BROKER: ClassVar[bool] = True
+
+    def make(self, amqp_url: str) -> Publisher:
+        """The piece this config is for, on the broker at amqp_url."""
+        return Publisher(replace(self, amqp_url=amqp_url))
 
     def check(self) -> None:
         """Every bound, before anything connects (by hand, or from a spec sent to an agent)."""

@@ -28,6 +28,7 @@ import resource
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from mqprobe.errors import InputError
 from mqprobe.model import STAMP_SOURCES
@@ -94,6 +95,12 @@ class SwarmConfig:
     # called for every traced event a member receives (mqprobe trace prints them)
     on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = field(
         default=None, metadata=LOCAL)
+
+    NEEDS_BROKER: ClassVar[bool] = False
+
+    def make(self, amqp_url: str) -> Swarm:
+        """The piece this config is for, on the broker at amqp_url."""
+        return Swarm(self)  # it reaches servers, not the broker
 
     def check(self) -> None:
         """A slice this process can take, a protocol it speaks, members it can plan."""

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from mqprobe.broker.cleanup import remove_declared
 from mqprobe.broker.connect import default_management_url
@@ -43,10 +43,13 @@ from mqprobe.protocol import (
 from mqprobe.records import Latency
 from mqprobe.result import RunRecord
 from mqprobe.run.assemble import PieceResults, assemble
-from mqprobe.run.placement import PieceConfig, Placement, clock_command
+from mqprobe.run.placement import Placement, clock_command
 from mqprobe.run.workload import Workload
 from mqprobe.verdict.analysis import Failure
 from mqprobe.watch.footprint import CpuSampler, Reported, broker_processes
+
+if TYPE_CHECKING:
+    from mqprobe.pieces.piece import PieceConfig
 
 
 @dataclass

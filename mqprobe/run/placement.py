@@ -7,18 +7,18 @@ import contextlib
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id
 from mqprobe.model import is_node_piece
 from mqprobe.pieces.agent import LOCAL, Hub
 from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Child, Piece, RunError
-from mqprobe.pieces.publisher import PublishConfig
-from mqprobe.pieces.swarm import SwarmConfig
 from mqprobe.protocol import PieceSpec, Role, SetClock, to_document
 from mqprobe.run.workload import Workload
 
-PieceConfig = NodeConfig | SwarmConfig | PublishConfig
+if TYPE_CHECKING:
+    from mqprobe.pieces.piece import PieceConfig
 
 
 @dataclass
