@@ -79,7 +79,8 @@ def assemble(topology: Topology, layout: Layout, workload: Workload, results: Pi
         groups=merged.groups, bounds=merged.bounds, lost_at_most=merged.lost_at_most,
         held_at_end=merged.held_at_end,
         e2e_rows=timeline.e2e.rows if timeline.e2e else [], events=events, t0_ns=t0, failure=failure, cpu=cpu,
-        footprint=cpu_sampler, broker_cpu=broker_cpu, links=links)
+        used=cpu_sampler.used_rows() if cpu_sampler else {}, broker_cpu=broker_cpu,
+        links=links)
     judged = judge(facts, messages, workload.budget_ms)
     evidence = list(judged.verdict.evidence)
     if run_clocks and run_clocks.apart:

@@ -42,7 +42,6 @@ from mqprobe.verdict.attribution import (
     MessageDeliveries,
     paused_together,
 )
-from mqprobe.watch.footprint import CpuSampler
 
 LISTENERS = "trace"  # the piece name of trace's own listening clients on the timeline
 
@@ -129,7 +128,7 @@ class LiveFacts:
     probe_link: list[list[int]] = field(default_factory=list)
     control_link: list[list[int]] = field(default_factory=list)
     broker_cpu: BrokerCpu | None = None
-    footprint: CpuSampler | None = None  # who had the CPU
+    used: dict[str, list[list[int]]] = field(default_factory=dict)  # who had the CPU
 
 
 def judge_live(facts: LiveFacts, budget_ms: float) -> tuple[Attribution | None, Verdict]:
@@ -145,7 +144,7 @@ def judge_live(facts: LiveFacts, budget_ms: float) -> tuple[Attribution | None, 
         counts=facts.counts, hops=facts.hops, self_lag=facts.self_lag, broker=facts.broker,
         events=events, t0_ns=min((m.t_pub for m in facts.deliveries), default=0),
         cpu={s.node: [list(row) for row in s.loop_cpu] for s in facts.servers if s.loop_cpu},
-        footprint=facts.footprint, broker_cpu=facts.broker_cpu, links=links,
+        used=facts.used, broker_cpu=facts.broker_cpu, links=links,
         servers=frozenset(s.node for s in facts.servers), cpu_use=CpuUse(False, ""))
     judged = judge(run, facts.deliveries, budget_ms)
     return judged.attribution, judged.verdict

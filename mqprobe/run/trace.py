@@ -328,7 +328,8 @@ async def _judged(config: TraceConfig, tally: Arrivals, deliveries: list[Message
             LoopLag.from_json(swarm.loop_lag.lag.lag_summary()), servers, watch.events(),
             watch.evidence(), [TimedEvent(e.kind, LISTENERS, e.start_ns, e.end_ns, e.detail)
                                for e in swarm.timeline.events],
-            watch.probe_rows(), watch.control_rows(), watch.broker_cpu(), watch.cpu)
+            watch.probe_rows(), watch.control_rows(), watch.broker_cpu(),
+            watch.cpu.used_rows() if watch.cpu else {})
         attribution, verdict = judge_live(facts, config.budget_ms)
         return {"verdict": verdict.to_json(),
                 "attribution": attribution.to_json() if attribution else None}

@@ -59,7 +59,6 @@ from mqprobe.verdict.attribution import (
     mq_legs,
     stall_cause,
 )
-from mqprobe.watch.footprint import CpuSampler
 from mqprobe.watch.profile import busy_line
 from mqprobe.windows import Windows
 
@@ -109,7 +108,9 @@ class RunFacts:
     t0_ns: int = 0
     failure: Failure | None = None
     cpu: dict[str, list[list[int]]] = field(default_factory=dict)  # cpu_series
-    footprint: CpuSampler | None = None  # every local piece's CPU through the run
+    # every local piece's CPU per sample window ([start_ns, wall_ns, on_cpu_ns]), and the
+    # host's busy CPU (HOST_CPU): CpuSampler.used_rows, the data, not the sampler
+    used: dict[str, list[list[int]]] = field(default_factory=dict)
     broker_cpu: BrokerCpu | None = None  # a local broker's own counters (None: not local)
     links: dict[str, list[list[int]]] = field(default_factory=dict)  # AMQP links' round trips
     # the servers' pieces by the names they gave (a live trace's embedding servers), beside
@@ -417,12 +418,12 @@ def _cpu_cause(cause: Cause, facts: RunFacts) -> str:
         text += (f"; {len(stalls)} stalls, {sum(e.detail.get(part, 0) for e in stalls):.0f} ms "
                  f"of it, the longest {stalls[0].duration_ns / 1e6:.0f} ms on {stalls[0].piece} "
                  f"({anatomy_text(stalls[0].detail)})")
-    footprint = facts.footprint
-    if starved and footprint and footprint.times:
+    rows = next((rows for piece, rows in facts.used.items() if piece != HOST_CPU and rows), [])
+    if starved and rows:
         # who had the CPU through the starved stalls, or through the run when none was long
         spans = ([(e.start_ns, e.end_ns) for e in stalls]
-                 or [(footprint.times[0], footprint.times[-1])])
-        text += who_had_the_cpu(footprint, spans)
+                 or [(rows[0][0], rows[-1][0] + rows[-1][1])])
+        text += who_had_the_cpu(facts.used, spans)
     return text
 
 
@@ -473,8 +474,8 @@ def _broker_starved(facts: RunFacts) -> str:
     text += f": {_scheduler_waits(broker)}"
     spans = [(row[0], row[0] + row[1]) for row in broker.rows
              if row[4] >= STARVED_WINDOW * row[1]]
-    if facts.footprint and spans:
-        text += who_had_the_cpu(facts.footprint, spans, BROKER)
+    if facts.used and spans:
+        text += who_had_the_cpu(facts.used, spans, BROKER)
     return text
 
 
@@ -590,18 +591,19 @@ INSTRUMENT_HEAVY = 0.25  # of the CPU others used while a node waited: the run m
 OTHER_PROCESSES = "other processes"  # the host's busy CPU that no piece of the run used
 
 
-def who_had_the_cpu(footprint: CpuSampler, spans: list[tuple[int, int]],
+def who_had_the_cpu(used_rows: dict[str, list[list[int]]], spans: list[tuple[int, int]],
                     starved: str = "") -> str:
     """Who used the CPU while the nodes (or the `starved` piece) waited for one, largest
     first (mqprobe's own pieces among them), and what to do when the instrument had much
     of it."""
-    during = footprint.during(spans)
+    during = {piece: Windows(rows).within(spans) for piece, rows in used_rows.items()
+              if piece != HOST_CPU}
     used = {piece: ns for piece, ns in during.items() if piece != starved}
     wall = sum(b - a for a, b in spans)
     if not wall or not any(used.values()):
         return ""
     # the host's busy CPU beyond every piece's: processes that are not the run's (a hog)
-    host = footprint.used_rows().get(HOST_CPU)
+    host = used_rows.get(HOST_CPU)
     others = Windows(host).within(spans) - sum(during.values()) if host else 0.0
     if others >= 0.05 * wall:
         used[OTHER_PROCESSES] = others
@@ -758,7 +760,7 @@ class Judgement:
 def judge(facts: RunFacts, messages: list[MessageDeliveries], budget_ms: float) -> Judgement:
     """Attribute the run and each group, and give their verdicts."""
     # one index of the intervals, and of the nodes' backlogs, for the run and its groups
-    used = facts.footprint.used_rows() if facts.footprint else None  # who had the CPU
+    used = facts.used or None  # who had the CPU
     charger = Charger(Timeline(charged_events(facts.swarm, facts.events), facts.cpu, used,
                                facts.broker_cpu, facts.links), messages, budget_ms * 1e6)
     attribution = attribute(messages, charger, budget_ms)

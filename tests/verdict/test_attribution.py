@@ -674,7 +674,7 @@ def test_a_broker_held_back_by_its_own_quota_is_throttled_not_starved():
     assert attribution.share_of(Cause.BROKER_THROTTLED) == pytest.approx(0.6, abs=0.05)
     assert attribution.share_of(Cause.BROKER_STARVED) == 0
     facts = RunFacts.of(record(**run_of(msgs)), [], T0, broker_cpu=held_back,
-                        footprint=_footprint())
+                        used=_footprint().used_rows())
     said = verdict(facts, attribution, BUDGET)
     assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_THROTTLED)
     assert "CPU quota (5% of a CPU) 360 ms in the run" in said.prose, said.prose
@@ -723,7 +723,7 @@ def test_a_starved_broker_names_who_had_the_cpu_and_what_it_waited(host_ms, says
     starved = broker_cpu()
     attribution = attribute(msgs, Timeline([], broker=starved), BUDGET)
     facts = RunFacts.of(record(**run_of(msgs)), [], T0, broker_cpu=starved,
-                        footprint=_footprint(host_ms_a_window=host_ms))
+                        used=_footprint(host_ms_a_window=host_ms).used_rows())
     said = verdict(facts, attribution, BUDGET)
     assert (said.culprit, said.cause) == (Culprit.MQ, Cause.BROKER_STARVED)
     assert ("waited for a CPU that other processes had: RabbitMQ's schedulers waited for a "
