@@ -120,6 +120,26 @@ def test_wrong_shaped_runs_and_groups_are_named(tmp_path):
         replay(load_result(path), "1")
 
 
+def test_a_run_that_delivered_nothing_shows_no_latency_not_zero(tmp_path):
+    """A run whose deliveries never arrived read '0.00/0.00' in every hop (issue 40:
+    nothing unmeasured reads as measured)."""
+    import json
+
+    from mqprobe.records import HopSet
+
+    result = json.loads((Path(__file__).parent / "data" / "compare_result.json").read_text())
+    run = result["runs"][0]
+    result["runs"] = [run]
+    run |= {"delivered": 0, "lost": run["expected_deliveries"],
+            "hops": {hop: HopSet()[hop].summary() for hop in run["hops"]}}
+    path = tmp_path / "nothing.json"
+    path.write_text(json.dumps(result))
+    shown = run_cli("report", str(path))
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "single-topic" in line)
+    assert "0.00" not in row and row.count(" - ") >= 4, row
+
+
 def test_report_reads_at_most_a_bounded_size(tmp_path):
     from mqprobe.output.report import MAX_RESULT_BYTES
 

@@ -117,11 +117,12 @@ def compare_table(result: ComparisonResult | dict) -> Table:
         run = representative(runs)
         hops = {hop: run.hop(hop) for hop in HOPS}  # what result_check checked
         clocks = run.clocks or RunClocks()
+        # a hop nothing was measured on (no delivery reached that far) is '-', never 0.00
         cells = [f"{_ms(hops[h].p50_ms)}/{_ms(hops[h].p99_ms)}{_pm(clocks, h)}"
-                 for h in HOPS[:-1]]
+                 if hops[h].count else "-" for h in HOPS[:-1]]
         e2e = hops[HopName.E2E]
         cells.append(f"{_ms(e2e.p50_ms)}/{_ms(e2e.p99_ms)}/{_ms(e2e.max_ms)}"
-                     f"{_pm(clocks, HopName.E2E)}")
+                     f"{_pm(clocks, HopName.E2E)}" if e2e.count else "-")
         text, style = verdict_cell(run) if len(runs) == 1 else repeats_cell(runs)
         counts = Counts.total(r.counts for r in runs)
         bounded = any(r.lost_at_most for r in runs)  # a swarm died: at least / at most
@@ -311,8 +312,9 @@ def sweep_table(result: dict) -> Table:
             clocks = run.clocks or RunClocks()
             # mq / server / delivery = e2e, each hop between two clocks with its error bar
             text = " / ".join(f"{_ms(hops[hop].p99_ms)}{_pm(clocks, hop, '')}"
-                              for hop in PATH_HOPS) + (
-                f" = {_ms(hops[HopName.E2E].p99_ms)}{_pm(clocks, HopName.E2E, '')}")
+                              if hops[hop].count else "-" for hop in PATH_HOPS) + (
+                f" = {_ms(hops[HopName.E2E].p99_ms)}{_pm(clocks, HopName.E2E, '')}"
+                if hops[HopName.E2E].count else " = no delivery")
             if len(runs) > 1:
                 text += f"  {repeats_cell(runs)[0]}"
             elif run.verdict.culprit != Culprit.NONE:
