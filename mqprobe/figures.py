@@ -652,3 +652,62 @@ class Cost:
         if not doc:
             return None
         return cls(**{name: doc.get(name) for name in cls.__dataclass_fields__})
+
+
+# -- a sweep's parts -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Knee:
+    """Where a topology's sweep left its baseline: the load, why, and that run's verdict."""
+
+    load: float
+    reasons: tuple[str, ...]
+    culprit: str
+    cause: str
+    evidence: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {"load": self.load, "reasons": list(self.reasons), "culprit": self.culprit,
+                "cause": self.cause, "evidence": list(self.evidence)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Knee:
+        return cls(_number(doc["load"]), tuple(str(r) for r in doc.get("reasons", ())),
+                   str(doc.get("culprit", "")), str(doc.get("cause", "")),
+                   tuple(str(e) for e in doc.get("evidence", ())))
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """A sweep's section of its result: the axis, its values, the layout swept, and each
+    topology's knee (None: none within the range; absent: its sweep did not finish)."""
+
+    axis: str
+    values: tuple[float, ...]
+    layout: str
+    knees: dict[str, Knee | None]
+
+    def to_json(self) -> dict:
+        return {"axis": self.axis, "values": list(self.values), "layout": self.layout,
+                "knees": {name: knee.to_json() if knee else None
+                          for name, knee in self.knees.items()}}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Sweep:
+        """A saved sweep section (a wrong part: ResultFormatError, naming it)."""
+        try:
+            return cls(str(doc["axis"]), tuple(_number(v) for v in doc["values"]),
+                       str(doc.get("layout", "")),
+                       {str(name): Knee.from_json(knee) if knee else None
+                        for name, knee in (doc.get("knees") or {}).items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ResultFormatError(f"the sweep section is not what mqprobe writes "
+                                    f"({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+def _number(value: object) -> float:
+    """A saved load as it was written (an int stays an int: the JSON keeps its keys and
+    values as they were)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number")
+    return value
+

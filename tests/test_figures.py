@@ -122,3 +122,17 @@ def test_a_hop_keeps_its_out_of_order_stamps_only_when_there_were_some():
     assert HopFigures.from_json(json.loads(json.dumps(skewed.to_json()))) == skewed
     assert "negative" not in HopFigures(10, 1.0).to_json()
     assert HopFigures.from_json({"p99_ms": 7.0}).p99_ms == 7.0  # a test's or an old result's
+
+
+def test_a_saved_sweep_section_reads_back_and_writes_the_same_json():
+    """The sweep's axis, values and knees are typed (figures.Sweep, Knee), parsed once,
+    and written key for key as they were saved; a wrong part is one sentence."""
+    from mqprobe.errors import ResultFormatError
+    from mqprobe.figures import Sweep
+
+    saved = json.loads((Path(__file__).parent / "data" / "sweep_result.json").read_text())
+    sweep = Sweep.from_json(saved["sweep"])
+    assert sweep.to_json() == saved["sweep"]
+    assert any(knee is not None for knee in sweep.knees.values())
+    with pytest.raises(ResultFormatError, match="the sweep section"):
+        Sweep.from_json({**saved["sweep"], "values": ["ten"]})

@@ -28,6 +28,7 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
 from mqprobe.errors import InputError
+from mqprobe.figures import Sweep
 from mqprobe.model import HOP_COLOURS, HOPS, PATH_HOPS, Cause, HopName
 from mqprobe.result import RunRecord, TimelineEvent, runs_of
 from mqprobe.timeline import EventKind
@@ -111,11 +112,11 @@ def _shown_runs(result: dict) -> list[RunRecord]:
     points = _points(result)
     if "sweep" not in result:
         return points
-    knees = result["sweep"].get("knees") or {}
+    knees = Sweep.from_json(result["sweep"]).knees
     by_topology: dict[str, list[RunRecord]] = {}
     for run in points:
         by_topology.setdefault(run.topology, []).append(run)
-    return [next((r for r in runs if r.load == (knees.get(t) or {}).get("load")),
+    return [next((r for r in runs if (knee := knees.get(t)) and r.load == knee.load),
                  max(runs, key=lambda r: r.load or 0))
             for t, runs in by_topology.items()]
 
@@ -322,7 +323,7 @@ def tail_by_hop(result: dict) -> Picture:
 
 # -- sweep ---------------------------------------------------------------------------------
 def sweep_curves(result: dict) -> Picture:
-    sweep = result["sweep"]
+    sweep = Sweep.from_json(result["sweep"])
     points = by_point(runs_of(result), lambda r: (r.topology, r.load))
     topologies = list(dict.fromkeys(topology for topology, _load in points))
     columns = min(2, len(topologies)) or 1
@@ -340,17 +341,17 @@ def sweep_curves(result: dict) -> Picture:
         if budget:
             ax.axhline(budget, color="black", linestyle="--", linewidth=1,
                        label=f"budget {budget:g} ms")
-        knee = (sweep.get("knees") or {}).get(topology)
+        knee = sweep.knees.get(topology)
         if knee:
-            ax.axvline(knee["load"], color="#d62728", linestyle=":", linewidth=1.5,
-                       label=f"knee at {knee['load']:g}")
-            cause = Cause.of(knee.get("cause", "")) or ""
-            ax.annotate(f"{knee.get('culprit', '')}: {cause}" if cause else "",
-                        xy=(knee["load"], 1.0), xycoords=("data", "axes fraction"), va="top",
+            ax.axvline(knee.load, color="#d62728", linestyle=":", linewidth=1.5,
+                       label=f"knee at {knee.load:g}")
+            cause = Cause.of(knee.cause) or ""
+            ax.annotate(f"{knee.culprit}: {cause}" if cause else "",
+                        xy=(knee.load, 1.0), xycoords=("data", "axes fraction"), va="top",
                         ha="left", fontsize=8, xytext=(4, -4), textcoords="offset points",
                         color="#d62728")
-        ax.set_title(f"{topology} ({sweep.get('layout', '')})")
-        ax.set_xlabel(sweep["axis"])
+        ax.set_title(f"{topology} ({sweep.layout})")
+        ax.set_xlabel(sweep.axis)
         ax.set_ylabel("p99 ms")
         values = [p99 for r in runs for hop in HOPS if (p99 := r.hop(hop).p99_ms) > 0]
         if values and max(values) > 30 * min(values):  # a cliff: keep the baseline readable
@@ -364,8 +365,8 @@ def sweep_curves(result: dict) -> Picture:
         _cost_curves(ax, loads, runs)
     for ax in list(axes.flat)[len(topologies):]:
         ax.set_visible(False)
-    figure.suptitle(f"p99 by hop against {sweep['axis']}, the knee marked")
-    return Picture("sweep", f"p99 by hop against {sweep['axis']}", figure)
+    figure.suptitle(f"p99 by hop against {sweep.axis}, the knee marked")
+    return Picture("sweep", f"p99 by hop against {sweep.axis}", figure)
 
 
 def _cost_curves(ax, loads: list[float], runs: list[RunRecord]) -> None:

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from mqprobe.clocks import RunClocks
 from mqprobe.errors import ResultFormatError
-from mqprobe.figures import Counts
+from mqprobe.figures import Counts, Sweep
 from mqprobe.model import HOPS, PATH_HOPS, Cause, ComparisonResult, Culprit, HopName
 from mqprobe.result import RunRecord, runs_of
 from mqprobe.result_check import result_problem
@@ -288,9 +288,9 @@ def print_untraced(result: dict, console: Console, shown: int = 3) -> None:
 
 
 def sweep_table(result: dict) -> Table:
-    sweep = result["sweep"]
-    axis = sweep["axis"]
-    table = Table(title=f"mqprobe sweep over {axis} ({sweep['layout']} layout): p99 ms "
+    sweep = Sweep.from_json(result["sweep"])
+    axis = sweep.axis
+    table = Table(title=f"mqprobe sweep over {axis} ({sweep.layout} layout): p99 ms "
                   "mq / server / delivery = e2e, and the verdict",
                   caption="* the knee: where p99 e2e leaves its baseline, deliveries are lost "
                   "or a backlog builds")
@@ -299,8 +299,8 @@ def sweep_table(result: dict) -> Table:
     topologies = list(dict.fromkeys(r.topology for r in records))
     for name in topologies:
         table.add_column(name)
-    knees = sweep.get("knees", {})
-    for value in sweep["values"]:
+    knees = sweep.knees
+    for value in sweep.values:
         cells = []
         for name in topologies:
             runs = [r for r in records if r.topology == name and r.load == value]
@@ -322,7 +322,7 @@ def sweep_table(result: dict) -> Table:
             if lost := run.counts.lost:
                 text += f"  [red]lost {'at most ' * run.lost_at_most}{lost}[/red]"
             knee = knees.get(name)
-            if knee and knee["load"] == value:
+            if knee and knee.load == value:
                 text = f"[bold]* {text}[/bold]"
             cells.append(text)
         table.add_row(f"{value:g}", *cells)
@@ -331,19 +331,19 @@ def sweep_table(result: dict) -> Table:
 
 def print_sweep(result: dict, console: Console) -> None:
     console.print(sweep_table(result))
-    axis = result["sweep"]["axis"]
-    for name, knee in result["sweep"].get("knees", {}).items():
+    sweep = Sweep.from_json(result["sweep"])
+    for name, knee in sweep.knees.items():
         if knee is None:
-            console.print(Text.assemble((name, "green"), f": no knee up to {axis} = "
-                                        f"{max(result['sweep']['values']):g}"))
+            console.print(Text.assemble((name, "green"), f": no knee up to {sweep.axis} = "
+                                        f"{max(sweep.values):g}"))
             continue
-        console.print(Text.assemble((name, "bold"), f": knee at {axis} = {knee['load']:g}: "
-                                    f"{'; '.join(knee['reasons'])}"))
-        console.print(Text(f"  cause: {knee['culprit']} - {knee['cause']}"))
-        for line in knee["evidence"]:
+        console.print(Text.assemble((name, "bold"), f": knee at {sweep.axis} = {knee.load:g}: "
+                                    f"{'; '.join(knee.reasons)}"))
+        console.print(Text(f"  cause: {knee.culprit} - {knee.cause}"))
+        for line in knee.evidence:
             console.print(Text(f"  - {line}"))
     sentence = ((result.get("conclusion") or {}).get("sentence")
-                or conclude_sweep(result["sweep"]).sentence)
+                or conclude_sweep(sweep).sentence)
     console.print(Text.assemble(("conclusion: ", "bold"), sentence))
 
 

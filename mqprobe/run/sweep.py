@@ -14,6 +14,7 @@ import re
 
 from mqprobe.broker.topology import TopologyError
 from mqprobe.errors import InputError
+from mqprobe.figures import Knee, Sweep
 from mqprobe.model import ComparisonResult, Layout
 from mqprobe.result import RunRecord, runs_of
 from mqprobe.run.one_run import Observer
@@ -59,7 +60,7 @@ def at_load(workload: Workload, axis: str, value: float) -> Workload:
     return dataclasses.replace(workload, rate=float(value))
 
 
-def find_knee(runs: list[RunRecord], budget_ms: float) -> dict | None:
+def find_knee(runs: list[RunRecord], budget_ms: float) -> Knee | None:
     """The first run (in load order) that left the baseline, with why; None if none did."""
     if not runs:
         return None
@@ -78,8 +79,8 @@ def find_knee(runs: list[RunRecord], budget_ms: float) -> dict | None:
             reasons.append(f"queue backlog of {backlog} messages")
         if reasons:
             verdict = run.verdict.to_json()
-            return {"load": run.load, "reasons": reasons, "culprit": verdict["culprit"],
-                    "cause": verdict["cause"], "evidence": verdict["evidence"]}
+            return Knee(run.load or 0.0, tuple(reasons), verdict["culprit"], verdict["cause"],
+                        tuple(verdict["evidence"]))
     return None
 
 
@@ -96,7 +97,8 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
     if not any(layout in t.layouts for t in topologies):
         raise TopologyError(f"no chosen topology supports layout {layout}")
     result = new_result(workload, amqp_url, await broker_version(amqp_url))
-    result["sweep"] = {"axis": axis, "values": values, "layout": layout, "knees": {}}
+    knees: dict[str, Knee | None] = {}
+    result["sweep"] = Sweep(axis, tuple(values), layout, knees).to_json()
     points = []
     for topology in topologies:
         run_layout = layout if layout in topology.layouts else topology.layouts[0]
@@ -112,8 +114,9 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
             return
         runs = [r for r in runs_of(result) if r.topology == point.topology.name]
         medians = [representative(group) for group in by_point(runs, lambda r: r.load).values()]
-        result["sweep"]["knees"][point.topology.name] = find_knee(medians, workload.budget_ms)
-        result["conclusion"] = conclude_sweep(result["sweep"]).to_json()
+        knees[point.topology.name] = find_knee(medians, workload.budget_ms)
+        swept = Sweep(axis, tuple(values), layout, dict(knees))
+        result["sweep"], result["conclusion"] = swept.to_json(), conclude_sweep(swept).to_json()
 
     await run_points(result, points, amqp_url, json_path, run_dir, observe, management_url,
                      prometheus_url, knee_once_swept)

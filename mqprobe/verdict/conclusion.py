@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from mqprobe.figures import Cost, Counts, CpuUse, PieceCpu
+from mqprobe.figures import Cost, Counts, CpuUse, PieceCpu, Sweep
 from mqprobe.model import Culprit, PieceRole
 from mqprobe.result import RunRecord
 from mqprobe.verdict.analysis import by_point, representative
@@ -158,15 +158,14 @@ def conclude(runs: list[RunRecord]) -> Conclusion:
     return Conclusion(ordered, winner, sentence)
 
 
-def conclude_sweep(sweep: dict) -> Conclusion:
+def conclude_sweep(sweep: Sweep) -> Conclusion:
     """Which topology holds the most load before its knee: one with no knee over the
-    whole range, else the highest knee; two that hold equally long are no clear winner.
-    (`sweep` is a result's sweep section: axis, values, knees by topology.)"""
-    axis, knees = sweep["axis"], sweep.get("knees", {})
+    whole range, else the highest knee; two that hold equally long are no clear winner."""
+    axis, knees = sweep.axis, sweep.knees
     if not knees:
         return Conclusion((), None, "no topology finished its sweep")
-    top = max(sweep["values"])
-    held = {name: (top * 2 if knee is None else knee["load"]) for name, knee in knees.items()}
+    top = max(sweep.values)
+    held = {name: (top * 2 if knee is None else knee.load) for name, knee in knees.items()}
     best = max(held.values())
     leaders = [name for name, load in held.items() if load == best]
 
@@ -174,8 +173,8 @@ def conclude_sweep(sweep: dict) -> Conclusion:
         knee = knees[name]
         if knee is None:
             return f"{name} holds to {axis} = {top:g} (no knee)"
-        return f"{name} has its knee at {axis} = {knee['load']:g} ({knee['culprit']}: " \
-               f"{str(knee['cause']).partition(':')[0]})"
+        return f"{name} has its knee at {axis} = {knee.load:g} ({knee.culprit}: " \
+               f"{knee.cause.partition(':')[0]})"
 
     others = sorted((n for n in held if n not in leaders), key=lambda n: -held[n])
     if len(leaders) > 1:

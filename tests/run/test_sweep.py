@@ -25,11 +25,11 @@ def _run(load, p99, lost=0, backlog=0, culprit="none"):
 def test_knee_is_the_first_point_that_leaves_the_baseline():
     runs = [_run(1, 5), _run(4, 6), _run(8, 12), _run(12, 80, culprit="server"), _run(16, 900)]
     knee = find_knee(runs, budget_ms=50)
-    assert knee["load"] == 12 and knee["culprit"] == "server"
-    assert knee["cause"].startswith("server-stall: ") and knee["evidence"] == []
+    assert knee is not None and knee.load == 12 and knee.culprit == "server"
+    assert knee.cause.startswith("server-stall: ") and knee.evidence == ()
     assert find_knee(runs[:3], budget_ms=50) is None
     backlog = find_knee([_run(1, 5), _run(2, 6, backlog=40)], 50)
-    assert backlog["load"] == 2 and "backlog" in backlog["reasons"][0]
+    assert backlog is not None and backlog.load == 2 and "backlog" in backlog.reasons[0]
 
 
 def test_sweep_on_a_real_broker(broker, tmp_path):

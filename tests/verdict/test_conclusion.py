@@ -85,16 +85,18 @@ def _knee(load: float, culprit: str = "server", cause: str = "consumer-saturated
 
 
 def test_a_sweep_names_the_topology_that_holds_the_most_load():
+    from mqprobe.figures import Sweep
     from mqprobe.verdict.conclusion import conclude_sweep
 
-    said = conclude_sweep({"axis": "groups", "values": [2, 10, 22],
-                           "knees": {"single-topic": _knee(10), "per-group": None,
-                                     "socketio-manager": _knee(2, "mq", "broker-side: y")}})
+    said = conclude_sweep(Sweep.from_json({
+        "axis": "groups", "values": [2, 10, 22], "layout": "per-node",
+        "knees": {"single-topic": _knee(10), "per-group": None,
+                  "socketio-manager": _knee(2, "mq", "broker-side: y")}}))
     assert said.winner == "per-group"
     assert said.sentence == ("per-group holds to groups = 22 (no knee): it holds the most load; "
                              "single-topic has its knee at groups = 10 (server: "
                              "consumer-saturated); socketio-manager has its knee at groups = 2 "
                              "(mq: broker-side)")
-    tie = conclude_sweep({"axis": "rate", "values": [10, 80],
-                          "knees": {"a": _knee(80), "b": _knee(80)}})
+    tie = conclude_sweep(Sweep.from_json({"axis": "rate", "values": [10, 80],
+                                          "knees": {"a": _knee(80), "b": _knee(80)}}))
     assert tie.winner is None and tie.sentence.startswith("no clear winner: a has its knee")
