@@ -40,7 +40,7 @@ from mqprobe.output.report import (
 )
 from mqprobe.pieces.agent import parse_placement
 from mqprobe.pieces.process import PieceRuntime, RunInterrupted, serve
-from mqprobe.result import RunRecord, runs_of
+from mqprobe.result import Comparison, RunRecord
 from mqprobe.run.compare import compare
 from mqprobe.run.interrupts import STOPPING, Interrupted, raise_interrupted, run_measuring
 from mqprobe.run.one_run import Phase
@@ -256,16 +256,17 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
             with contextlib.suppress(OSError):
                 run_dir.rmdir()
         raise
-    render(result, console)
+    measured = Comparison.from_json(result)  # typed once, for everything below
+    render(measured, console)
     console.print(f"result JSON: {json_path}")
-    outputs.write(result)
+    outputs.write(measured)
     if interrupted:
-        what = ("the last one partial" if result.get("interrupted")
+        what = ("the last one partial" if measured.interrupted
                 else "all complete: it came as the broker stopped")
-        err.print(f"mqprobe: interrupted; the {len(result['runs'])} run(s) measured so far, "
+        err.print(f"mqprobe: interrupted; the {len(measured.runs)} run(s) measured so far, "
                   f"{what}, are saved in {json_path}", markup=False)
         raise Interrupted(interrupted, said=True)
-    runs = runs_of(result)
+    runs = list(measured.runs)
     if prometheus_url and (silent := sum(run.broker.prometheus is False for run in runs)):
         err.print(f"warning: the Prometheus endpoint {redact_url(prometheus_url)} did not "
                   f"answer in {silent} of {len(runs)} run(s): their alarms (unless the "
@@ -380,7 +381,7 @@ class Outputs:
 
             check_available()
 
-    def write(self, result: dict) -> None:
+    def write(self, result: Comparison) -> None:
         from mqprobe.output.pictures import export_hdr_logs, write_html, write_pngs
 
         if self.html:
@@ -406,7 +407,7 @@ def report_cmd(run: Annotated[Path, typer.Argument(help="A result JSON (or its r
         print_episodes(episodes, console)
         return
     result = load_result(run)
-    (print_sweep if "sweep" in result else print_compare)(result, console)
+    print_sweep(result, console)  # or, a comparison's, its table
     outputs.write(result)
 
 

@@ -31,6 +31,7 @@ from mqprobe.figures import (
     MqLegs,
     NodeFigures,
     SwarmFigures,
+    Sweep,
     Verdict,
 )
 from mqprobe.model import ComparisonResult, HopName, RunResult
@@ -368,13 +369,52 @@ def _read(name: str, parse: Callable[[], Any]) -> Any:
                                 f"({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
-def runs_of(result: ComparisonResult | dict) -> list[RunRecord]:
-    """A result's runs (a comparison's or a sweep's JSON), typed; ResultFormatError names
-    the run and the part that is not what mqprobe writes."""
-    runs = []
-    for i, run in enumerate(result.get("runs", []), 1):
-        try:
-            runs.append(RunRecord.from_json(run))
-        except ResultFormatError as exc:
-            raise ResultFormatError(f"run {i}: {exc}") from None
-    return runs
+@dataclass(frozen=True)
+class Comparison:
+    """A comparison's or a sweep's whole result, typed: parsed once when it is loaded (or
+    when a measurement ends), read by the tables, the pictures, trace's replay and the exit
+    code; written back key for key (`to_json`). `conclusion` is the saved one (its
+    sentence); a result saved before conclusions were drawn has none."""
+
+    runs: tuple[RunRecord, ...]
+    workload: dict = field(default_factory=dict)
+    broker: dict = field(default_factory=dict)
+    mqprobe_version: str = ""
+    started_at: str = ""
+    repeats: dict | None = None
+    interrupted: bool | None = None
+    sweep: Sweep | None = None
+    conclusion: dict | None = None
+
+    @classmethod
+    def from_json(cls, doc: ComparisonResult | dict) -> Comparison:
+        """ResultFormatError names the run (or the section) and the part that is not what
+        mqprobe writes."""
+        runs = []
+        for i, run in enumerate(doc.get("runs", []), 1):
+            try:
+                runs.append(RunRecord.from_json(run))
+            except ResultFormatError as exc:
+                raise ResultFormatError(f"run {i}: {exc}") from None
+        sweep, conclusion = doc.get("sweep"), doc.get("conclusion")
+        return cls(tuple(runs), dict(doc.get("workload") or {}), dict(doc.get("broker") or {}),
+                   str(doc.get("mqprobe_version", "")), str(doc.get("started_at", "")),
+                   doc.get("repeats"), doc.get("interrupted"),
+                   Sweep.from_json(sweep) if sweep is not None else None,
+                   dict(conclusion) if isinstance(conclusion, dict) else None)
+
+    def to_json(self) -> dict:
+        doc: dict = {"mqprobe_version": self.mqprobe_version, "workload": self.workload,
+                     "broker": self.broker, "started_at": self.started_at,
+                     "runs": [run.to_json() for run in self.runs]}
+        for name in ("repeats", "interrupted", "conclusion"):
+            if (value := getattr(self, name)) is not None:
+                doc[name] = value
+        if self.sweep is not None:
+            doc["sweep"] = self.sweep.to_json()
+        return doc
+
+    @property
+    def sentence(self) -> str:
+        """The saved conclusion's sentence ('' when the result has none)."""
+        return str((self.conclusion or {}).get("sentence") or "")

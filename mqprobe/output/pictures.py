@@ -30,7 +30,7 @@ from hdrh.log import HistogramLogWriter
 from mqprobe.errors import InputError
 from mqprobe.figures import Sweep
 from mqprobe.model import HOP_COLOURS, HOPS, PATH_HOPS, Cause, HopName
-from mqprobe.result import RunRecord, TimelineEvent, runs_of
+from mqprobe.result import Comparison, RunRecord, TimelineEvent
 from mqprobe.timeline import EventKind
 from mqprobe.verdict.analysis import by_point, representative
 
@@ -100,19 +100,19 @@ def _verdict_text(run: RunRecord) -> str:
     return verdict_cell(run)[0]
 
 
-def _points(result: dict) -> list[RunRecord]:
+def _points(result: Comparison) -> list[RunRecord]:
     """One run per topology x layout x load: the median repeat."""
     return [representative(runs) for runs in by_point(
-        runs_of(result), lambda r: (r.topology, r.layout, r.load)).values()]
+        list(result.runs), lambda r: (r.topology, r.layout, r.load)).values()]
 
 
-def _shown_runs(result: dict) -> list[RunRecord]:
+def _shown_runs(result: Comparison) -> list[RunRecord]:
     """The runs the percentile curves compare: every point of a compare; in a sweep, each
     topology at its knee (or at its heaviest load), so like is compared with like."""
     points = _points(result)
-    if "sweep" not in result:
+    if result.sweep is None:
         return points
-    knees = Sweep.from_json(result["sweep"]).knees
+    knees = result.sweep.knees
     by_topology: dict[str, list[RunRecord]] = {}
     for run in points:
         by_topology.setdefault(run.topology, []).append(run)
@@ -127,10 +127,10 @@ def _percentile_points() -> list[float]:
     return [100.0 * (1 - 10 ** (-k / 20)) for k in range(0, 81)]
 
 
-def percentile_curves(result: dict) -> Picture:
+def percentile_curves(result: Comparison) -> Picture:
     runs = [r for r in _shown_runs(result) if r.hdr][:MAX_CURVES]
     figure, axes = _figure(2, 2, figsize=(12, 8))
-    budget = (result.get("workload") or {}).get("budget_ms")
+    budget = result.workload.get("budget_ms")
     points = _percentile_points()
     xs = [1 / (1 - p / 100) for p in points]
     for ax, hop in zip(axes.flat, HOPS, strict=True):
@@ -285,15 +285,15 @@ def _lanes(events: tuple[TimelineEvent, ...]) -> dict[str, tuple[str, list[Timel
     return lanes
 
 
-def run_timelines(result: dict) -> list[Picture]:
+def run_timelines(result: Comparison) -> list[Picture]:
     """One timeline per run, the worst p99 e2e first."""
-    budget = (result.get("workload") or {}).get("budget_ms")
-    worst = sorted(runs_of(result), key=lambda r: -r.e2e.p99_ms)
+    budget = result.workload.get("budget_ms")
+    worst = sorted(result.runs, key=lambda r: -r.e2e.p99_ms)
     return [run_timeline(run, budget) for run in worst[:MAX_TIMELINES]]
 
 
 # -- the tail by hop -----------------------------------------------------------------------
-def tail_by_hop(result: dict) -> Picture:
+def tail_by_hop(result: Comparison) -> Picture:
     runs = _points(result)
     figure, axes = _figure(1, 2, figsize=(13, 1.2 + 0.55 * len(runs)), sharey=True)
     rows = list(range(len(runs)))
@@ -322,14 +322,13 @@ def tail_by_hop(result: dict) -> Picture:
 
 
 # -- sweep ---------------------------------------------------------------------------------
-def sweep_curves(result: dict) -> Picture:
-    sweep = Sweep.from_json(result["sweep"])
-    points = by_point(runs_of(result), lambda r: (r.topology, r.load))
+def sweep_curves(result: Comparison, sweep: Sweep) -> Picture:
+    points = by_point(list(result.runs), lambda r: (r.topology, r.load))
     topologies = list(dict.fromkeys(topology for topology, _load in points))
     columns = min(2, len(topologies)) or 1
     rows = math.ceil(len(topologies) / columns) or 1
     figure, axes = _figure(rows, columns, figsize=(6.5 * columns, 3.8 * rows), squeeze=False)
-    budget = (result.get("workload") or {}).get("budget_ms")
+    budget = result.workload.get("budget_ms")
     for ax, topology in zip(axes.flat, topologies, strict=False):
         runs = sorted((representative(rs) for (t, _l), rs in points.items() if t == topology),
                       key=lambda r: r.load or 0)
@@ -390,9 +389,9 @@ def _cost_curves(ax, loads: list[float], runs: list[RunRecord]) -> None:
 
 
 # -- what a result gets, and where it goes ---------------------------------------------------
-def pictures_of(result: dict) -> list[Picture]:
+def pictures_of(result: Comparison) -> list[Picture]:
     """Every picture of a compare or sweep result, in the order the page shows them."""
-    made = [sweep_curves(result)] if "sweep" in result else []
+    made = [sweep_curves(result, result.sweep)] if result.sweep else []
     made += [tail_by_hop(result), percentile_curves(result)]
     return made + run_timelines(result)
 
@@ -404,7 +403,7 @@ def _render(picture: Picture, kind: str) -> bytes:
     return out.getvalue()
 
 
-def write_pngs(result: dict, directory: Path) -> list[Path]:
+def write_pngs(result: Comparison, directory: Path) -> list[Path]:
     """Each picture as a PNG file in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
@@ -423,10 +422,10 @@ def _page(title: str, body: str) -> str:
             f"<h1>{html.escape(title)}</h1>{body}</body></html>")
 
 
-def write_html(result: dict, path: Path) -> Path:
+def write_html(result: Comparison, path: Path) -> Path:
     """One self-contained page: every picture as inline SVG, then the verdicts."""
-    if "sweep" in result:
-        title = f"mqprobe sweep over {result['sweep']['axis']}"
+    if result.sweep:
+        title = f"mqprobe sweep over {result.sweep.axis}"
     else:
         title = "mqprobe compare: where the time goes, per topology x layout"
     figures = "".join(
@@ -435,7 +434,7 @@ def write_html(result: dict, path: Path) -> Path:
     verdicts = "".join(
         f"<li><b>{html.escape(_label(r))}</b>: "
         f"{html.escape(r.verdict.culprit)} - {html.escape(r.verdict.cause_text)}</li>"
-        for r in runs_of(result))
+        for r in result.runs)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_page(title, figures + f"<h2>Verdicts</h2><ul>{verdicts}</ul>"))
     return path
@@ -448,17 +447,17 @@ def _inline_svg(svg: bytes) -> str:
 
 
 # -- HDR logs ------------------------------------------------------------------------------
-def export_hdr_logs(result: dict, directory: Path) -> list[Path]:
+def export_hdr_logs(result: Comparison, directory: Path) -> list[Path]:
     """One .hlog per run and hop (values in microseconds; max column in ms), named like
     the run's pictures: a repeat's number keeps it from overwriting the one before."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for run in runs_of(result):
+    for run in result.runs:
         for hop, encoded in run.hdr.items():
             path = directory / f"{_stem(run)}_{hop}.hlog"
             with open(path, "w") as out:
                 writer = HistogramLogWriter(out)
-                writer.output_comment(f"mqprobe {result.get('mqprobe_version')} hop {hop}, "
+                writer.output_comment(f"mqprobe {result.mqprobe_version} hop {hop}, "
                                       "values in microseconds")
                 writer.output_log_format_version()
                 writer.output_legend()

@@ -15,8 +15,8 @@ from rich.text import Text
 from mqprobe.clocks import RunClocks
 from mqprobe.errors import ResultFormatError
 from mqprobe.figures import Counts, Sweep
-from mqprobe.model import HOPS, PATH_HOPS, Cause, ComparisonResult, Culprit, HopName
-from mqprobe.result import RunRecord, runs_of
+from mqprobe.model import HOPS, PATH_HOPS, Cause, Culprit, HopName
+from mqprobe.result import Comparison, RunRecord
 from mqprobe.result_check import result_problem
 from mqprobe.verdict.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.verdict.conclusion import conclude, conclude_sweep
@@ -47,7 +47,7 @@ def read_text_bounded(path: Path) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def load_result(path: Path) -> dict:
+def load_result(path: Path) -> Comparison:
     """A saved result, read with a size bound and checked for the shape report, trace and
     pictures read (the contract's run fields), so a wrong file is one sentence, not a crash."""
     path = path / "result.json" if path.is_dir() else path
@@ -67,10 +67,9 @@ def load_result(path: Path) -> dict:
     if problem := result_problem(result):
         raise ResultFormatError(f"{path} is not an mqprobe result: {problem}")
     try:
-        runs_of(result)  # every part of every run reads as its type
+        return Comparison.from_json(result)  # every part of every run, as its type, once
     except ResultFormatError as exc:
         raise ResultFormatError(f"{path} is not an mqprobe result: {exc}") from None
-    return result
 
 
 NODE_HOPS = (HopName.MQ, HopName.SERVER, HopName.FANOUT)  # what a node records (top)
@@ -86,19 +85,20 @@ def _ms(value: float) -> str:
     return f"{value:.2f}"
 
 
-def compare_table(result: ComparisonResult | dict) -> Table:
-    workload = result.get("workload", {})
+def compare_table(result: Comparison) -> Table:
+    workload = result.workload
     title = (f"mqprobe compare: {workload.get('groups', '?')} groups x "
              f"{_members(workload)} members, {workload.get('nodes', '?')} nodes, "
              f"{workload.get('rate', '?')} msg/s per group, {workload.get('size', '?')} B, "
-             f"{workload.get('duration_s', '?')} s; RabbitMQ {result.get('broker', {}).get('version', '?')}")
-    repeated = result.get("repeats", {}).get("count", 1) > 1
+             f"{workload.get('duration_s', '?')} s; RabbitMQ {result.broker.get('version', '?')}")
+    repeats = result.repeats or {}
+    repeated = repeats.get("count", 1) > 1
     caption = ("latency in ms; lost: will never arrive, late: still queued when the run "
                "stopped; self-lag: the swarm's own event-loop lag p99, the error bar of "
                "every figure; CPU: ms per 1,000 deliveries on this host; the verdict: the "
                "top cause and its share of the tail excess")
     if repeated:
-        caption += (f"; {result['repeats']['count']} repeats per row: figures of the repeat with "
+        caption += (f"; {repeats['count']} repeats per row: figures of the repeat with "
                     "the median e2e p99, delivered and lost summed, the verdicts of all")
     table = Table(title=Text(title), caption=caption)
     table.add_column("topology", no_wrap=True)
@@ -112,7 +112,7 @@ def compare_table(result: ComparisonResult | dict) -> Table:
     table.add_column("self-lag\np99", justify="right")
     table.add_column("CPU ms/1k\nbroker/nodes", justify="right")
     table.add_column("verdict")
-    points = by_point(runs_of(result), lambda r: (r.topology, r.layout))
+    points = by_point(list(result.runs), lambda r: (r.topology, r.layout))
     for runs in points.values():
         run = representative(runs)
         hops = {hop: run.hop(hop) for hop in HOPS}  # what result_check checked
@@ -198,13 +198,11 @@ def _flag(count: int) -> str:
     return f"[red]{count}[/red]" if count else "0"
 
 
-def print_compare(result: ComparisonResult | dict, console: Console) -> None:
+def print_compare(result: Comparison, console: Console) -> None:
     console.print(compare_table(result))
     # a result saved before conclusions were drawn gets one from its runs
-    runs = runs_of(result)
-    saved = result.get("conclusion")
-    sentence = (saved.get("sentence") if isinstance(saved, dict) else None) or \
-        conclude(runs).sentence
+    runs = result.runs
+    sentence = result.sentence or conclude(list(runs)).sentence
     console.print(Text.assemble(("conclusion: ", "bold"), sentence))
     for run in runs:
         verdict = run.verdict
@@ -287,15 +285,14 @@ def print_untraced(result: dict, console: Console, shown: int = 3) -> None:
                        + (f"; {rest} for other reasons" if rest else ""), style="yellow"))
 
 
-def sweep_table(result: dict) -> Table:
-    sweep = Sweep.from_json(result["sweep"])
+def sweep_table(result: Comparison, sweep: Sweep) -> Table:
     axis = sweep.axis
     table = Table(title=f"mqprobe sweep over {axis} ({sweep.layout} layout): p99 ms "
                   "mq / server / delivery = e2e, and the verdict",
                   caption="* the knee: where p99 e2e leaves its baseline, deliveries are lost "
                   "or a backlog builds")
     table.add_column(axis, justify="right")
-    records = runs_of(result)
+    records = result.runs
     topologies = list(dict.fromkeys(r.topology for r in records))
     for name in topologies:
         table.add_column(name)
@@ -329,9 +326,12 @@ def sweep_table(result: dict) -> Table:
     return table
 
 
-def print_sweep(result: dict, console: Console) -> None:
-    console.print(sweep_table(result))
-    sweep = Sweep.from_json(result["sweep"])
+def print_sweep(result: Comparison, console: Console) -> None:
+    sweep = result.sweep
+    if sweep is None:  # a comparison's result: its own table
+        print_compare(result, console)
+        return
+    console.print(sweep_table(result, sweep))
     for name, knee in sweep.knees.items():
         if knee is None:
             console.print(Text.assemble((name, "green"), f": no knee up to {sweep.axis} = "
@@ -342,8 +342,7 @@ def print_sweep(result: dict, console: Console) -> None:
         console.print(Text(f"  cause: {knee.culprit} - {knee.cause}"))
         for line in knee.evidence:
             console.print(Text(f"  - {line}"))
-    sentence = ((result.get("conclusion") or {}).get("sentence")
-                or conclude_sweep(sweep).sentence)
+    sentence = result.sentence or conclude_sweep(sweep).sentence
     console.print(Text.assemble(("conclusion: ", "bold"), sentence))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mqprobe.broker.topology import TopologyError
 from mqprobe.model import ComparisonResult, Layout
-from mqprobe.result import RunRecord, runs_of
+from mqprobe.result import RunRecord
 from mqprobe.run.one_run import Observer
 from mqprobe.run.runner import Point, broker_version, new_result, run_points
 from mqprobe.run.workload import Workload
@@ -28,8 +28,8 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
     if not points:
         raise TopologyError("no topology supports the chosen layouts")
 
-    def conclude_so_far(_point: Point, _runs: list[RunRecord]) -> None:
-        result["conclusion"] = conclude(runs_of(result)).to_json()
+    def conclude_so_far(_point: Point, runs: list[RunRecord]) -> None:
+        result["conclusion"] = conclude(runs).to_json()
 
     await run_points(result, points, amqp_url, json_path, run_dir, observe, management_url,
                      prometheus_url, conclude_so_far)

@@ -123,8 +123,9 @@ async def run_points(result: ComparisonResult, points: list[Point], amqp_url: st
                      management_url: str | None, prometheus_url: str,
                      after_point: Callable[[Point, list[RunRecord]], None] | None = None) -> None:
     """Each point in turn, repeated as its workload asks, every run appended to `result`
-    and saved as soon as it ends; `after_point` sees each point's runs once they are in
-    (and is saved with them)."""
+    and saved as soon as it ends; `after_point` sees every run so far once a point's are
+    in (and is saved with them)."""
+    measured: list[RunRecord] = []
     async with placed(points[0].workload, amqp_url) as placement:
         for point in points:
             runs: list[RunRecord] = []
@@ -135,11 +136,12 @@ async def run_points(result: ComparisonResult, points: list[Point], amqp_url: st
                 run = replace(run, repeat=repeat or None, **point.fields)
                 result["runs"].append(run.to_json())
                 runs.append(run)
+                measured.append(run)
                 if "repeats" in result:  # the verdicts the repeats gave so far
                     result["repeats"]["agreement"][point.key] = agreement(runs)
                 save(result, json_path)
             if after_point:
-                after_point(point, runs)
+                after_point(point, measured)
                 save(result, json_path)
 
 

@@ -16,7 +16,7 @@ from mqprobe.broker.topology import TopologyError
 from mqprobe.errors import InputError
 from mqprobe.figures import Knee, Sweep
 from mqprobe.model import ComparisonResult, Layout
-from mqprobe.result import RunRecord, runs_of
+from mqprobe.result import RunRecord
 from mqprobe.run.one_run import Observer
 from mqprobe.run.runner import Point, broker_version, new_result, run_points
 from mqprobe.run.workload import Workload
@@ -108,11 +108,11 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
                                 f"{topology.name}@{value:g}",
                                 {"load": value, "rate_per_group": point.rate}))
 
-    def knee_once_swept(point: Point, _runs: list) -> None:
+    def knee_once_swept(point: Point, measured: list[RunRecord]) -> None:
         """A topology's knee, on each point's median repeat, once its last point is in."""
         if point.fields["load"] != values[-1]:
             return
-        runs = [r for r in runs_of(result) if r.topology == point.topology.name]
+        runs = [r for r in measured if r.topology == point.topology.name]
         medians = [representative(group) for group in by_point(runs, lambda r: r.load).values()]
         knees[point.topology.name] = find_knee(medians, workload.budget_ms)
         swept = Sweep(axis, tuple(values), layout, dict(knees))

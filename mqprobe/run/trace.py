@@ -36,7 +36,7 @@ from mqprobe.figures import BrokerCpu, BrokerEvidence, Counts, GroupFigures, Hop
 from mqprobe.model import PieceRole
 from mqprobe.pieces.swarm import Member, Swarm, SwarmConfig
 from mqprobe.records import HopSet
-from mqprobe.result import RunRecord, runs_of
+from mqprobe.result import Comparison, RunRecord
 from mqprobe.run.live_verdict import (
     LISTENERS,
     Episode,
@@ -559,10 +559,10 @@ class ReplayedGroup:
     samples: list[tuple[int, ...]]
 
 
-def replay(result: dict, group: str) -> list[ReplayedGroup]:
-    """The traced group of each saved run that has it (load_result checked every part)."""
+def replay(result: Comparison, group: str) -> list[ReplayedGroup]:
+    """The traced group of each saved run that has it (load_result read every part)."""
     out = []
-    for i, run in enumerate(runs_of(result), 1):
+    for i, run in enumerate(result.runs, 1):
         found = run.groups.get(group)
         if found is None:
             continue

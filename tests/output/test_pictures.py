@@ -26,7 +26,7 @@ from mqprobe.output.pictures import (
     write_pngs,
 )
 from mqprobe.output.report import load_result, verdict_cell
-from mqprobe.result import runs_of
+from mqprobe.result import Comparison
 
 from ..conftest import REPO, run_cli
 
@@ -34,12 +34,12 @@ DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
-def saved_compare() -> dict:
+def saved_compare() -> Comparison:
     return load_result(DATA / "compare_result.json")
 
 
 @pytest.fixture(scope="module")
-def saved_sweep() -> dict:
+def saved_sweep() -> Comparison:
     return load_result(DATA / "sweep_result.json")
 
 
@@ -55,13 +55,13 @@ def test_percentile_curves_draw_each_runs_histogram_per_hop_with_the_budget(save
     figure = percentile_curves(saved_compare).figure
     panels = figure.axes[:4]
     assert [ax.get_title().split(":")[0] for ax in panels] == list(HOPS)
-    budget = f"budget {saved_compare['workload']['budget_ms']:g} ms"
+    budget = f"budget {saved_compare.workload['budget_ms']:g} ms"
     for ax in panels:
-        assert set(_lines(ax)) - {budget} == {_label(r) for r in saved_compare["runs"]}
+        assert set(_lines(ax)) - {budget} == {_label(r) for r in saved_compare.to_json()["runs"]}
         assert [t.get_text() for t in ax.get_xticklabels()] == [
             "50%", "90%", "99%", "99.9%", "99.99%"]
     assert budget in _lines(panels[3])
-    for run in saved_compare["runs"]:  # the curve at 99% is the run's own p99, hop by hop
+    for run in saved_compare.to_json()["runs"]:  # the curve at 99% is the run's own p99, hop by hop
         for ax, hop in zip(panels, HOPS, strict=True):
             xs, ys = _lines(ax)[_label(run)].get_data()
             at_99 = min(range(len(xs)), key=lambda i: abs(xs[i] - 100))
@@ -70,7 +70,7 @@ def test_percentile_curves_draw_each_runs_histogram_per_hop_with_the_budget(save
 
 def test_a_timeline_per_run_worst_first_with_its_series_and_recorded_intervals(saved_compare):
     pictures = run_timelines(saved_compare)
-    runs = sorted(saved_compare["runs"], key=lambda r: -r["hops"]["e2e"]["p99_ms"])
+    runs = sorted(saved_compare.to_json()["runs"], key=lambda r: -r["hops"]["e2e"]["p99_ms"])
     assert len(pictures) == min(MAX_TIMELINES, len(runs))
     for picture, run in zip(pictures, runs, strict=False):
         top, lanes, queued, links, cpu = picture.figure.axes
@@ -103,7 +103,7 @@ def test_a_timeline_per_run_worst_first_with_its_series_and_recorded_intervals(s
 
 def test_the_tail_by_hop_stacks_each_hop_at_p50_and_p99_beside_the_verdict(saved_compare):
     figure = tail_by_hop(saved_compare).figure
-    runs = saved_compare["runs"]
+    runs = saved_compare.to_json()["runs"]
     for ax, key in zip(figure.axes, ("p50_ms", "p99_ms"), strict=True):
         bars = ax.patches
         assert len(bars) == 3 * len(runs)
@@ -111,38 +111,38 @@ def test_the_tail_by_hop_stacks_each_hop_at_p50_and_p99_beside_the_verdict(saved
             widths = [bar.get_width() for bar in bars[i * len(runs):(i + 1) * len(runs)]]
             assert widths == pytest.approx([run["hops"][hop][key] for run in runs])
     assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == [_label(r) for r in runs]
-    said = [verdict_cell(r)[0] for r in runs_of(saved_compare)]
+    said = [verdict_cell(r)[0] for r in saved_compare.runs]
     assert [t.get_text() for t in figure.axes[1].texts] == said
 
 
 def test_the_sweep_draws_p99_by_hop_against_load_with_the_knee(saved_sweep):
-    figure = sweep_curves(saved_sweep).figure
-    topologies = list(dict.fromkeys(r["topology"] for r in saved_sweep["runs"]))
+    figure = sweep_curves(saved_sweep, saved_sweep.sweep).figure
+    topologies = list(dict.fromkeys(r["topology"] for r in saved_sweep.to_json()["runs"]))
     panels = [ax for ax in figure.axes if ax.get_visible() and ax.get_title()]
     costs = [ax for ax in figure.axes if ax.get_ylabel() == "CPU ms per 1,000 deliveries"]
     assert [ax.get_title().split(" (")[0] for ax in panels] == topologies
     assert len(costs) == len(topologies)  # what each point cost, beside how fast it was
-    knees = saved_sweep["sweep"]["knees"]
+    knees = saved_sweep.to_json()["sweep"]["knees"]
     for ax, cost_ax, topology in zip(panels, costs, topologies, strict=True):
-        ordered = sorted((r for r in saved_sweep["runs"] if r["topology"] == topology),
+        ordered = sorted((r for r in saved_sweep.to_json()["runs"] if r["topology"] == topology),
                          key=lambda r: r["load"])
         _loads, broker = _lines(cost_ax)["broker CPU ms/1k"].get_data()
         assert list(broker) == [r["cost"]["broker_per_1k_deliveries"] for r in ordered]
-        runs = sorted((r for r in saved_sweep["runs"] if r["topology"] == topology),
+        runs = sorted((r for r in saved_sweep.to_json()["runs"] if r["topology"] == topology),
                       key=lambda r: r["load"])
         lines = _lines(ax)
         for hop in HOPS:
             loads, p99 = lines[f"{hop} p99"].get_data()
             assert list(loads) == [r["load"] for r in runs]
             assert list(p99) == [r["hops"][hop]["p99_ms"] for r in runs]
-        assert ax.get_xlabel() == saved_sweep["sweep"]["axis"]
+        assert ax.get_xlabel() == saved_sweep.to_json()["sweep"]["axis"]
         knee = knees.get(topology)
         assert (f"knee at {knee['load']:g}" in lines) == bool(knee)
 
 
 def test_the_page_is_one_file_with_every_picture_inline_and_nothing_fetched(saved_compare, tmp_path):
     page = write_html(saved_compare, tmp_path / "page.html").read_text()
-    assert page.count("<svg") == len(pictures_of(saved_compare)) == 2 + len(saved_compare["runs"])
+    assert page.count("<svg") == len(pictures_of(saved_compare)) == 2 + len(saved_compare.to_json()["runs"])
     assert "<script" not in page
     assert not re.findall(r"""(?:href|src)=["']https?:""", page)
     assert "Percentile curves per hop" in page and "The tail by hop" in page
@@ -160,7 +160,7 @@ def test_report_draws_a_saved_result_again(saved_compare, tmp_path):
     # the command's wiring, on one run of the saved compare (each picture's own drawing is
     # tested above): three pictures, not a sweep's dozen twice over
     one_run = tmp_path / "one.json"
-    one_run.write_text(json.dumps({**saved_compare, "runs": saved_compare["runs"][:1]}))
+    one_run.write_text(json.dumps({**saved_compare.to_json(), "runs": saved_compare.to_json()["runs"][:1]}))
     result = run_cli("report", str(one_run), "--html", str(tmp_path / "p.html"),
                      "--png", str(tmp_path / "png"))
     assert result.returncode == 0, result.stderr
@@ -189,9 +189,9 @@ def test_hdr_logs_of_repeats_are_one_file_each_never_overwritten(saved_compare, 
 
     from mqprobe.output.pictures import export_hdr_logs
 
-    run = saved_compare["runs"][0]
+    run = saved_compare.to_json()["runs"][0]
     repeats = {"runs": [{**copy.deepcopy(run), "repeat": n} for n in (1, 2, 3)]}
-    written = export_hdr_logs(repeats, tmp_path)
+    written = export_hdr_logs(Comparison.from_json(repeats), tmp_path)
     assert len(written) == len(set(written)) == 3 * len(run["hdr"])
     assert {p.name for p in written} >= {f"{run['topology']}_{run['layout']}_r{n}_e2e.hlog"
                                          for n in (1, 2, 3)}
