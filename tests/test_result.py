@@ -38,3 +38,18 @@ def test_a_changed_part_shows_in_the_json():
     assert out["repeat"] == 2 and "repeat" not in doc
     assert record.e2e.p99_ms == doc["hops"][HopName.E2E]["p99_ms"]
     assert record.hop("nonesuch").count == 0
+
+
+def test_a_saved_comparison_reads_back_as_one_typed_object_and_writes_the_same_json():
+    """result.Comparison: a compare's and a sweep's whole result, parsed once, key for key."""
+    import json
+    from pathlib import Path
+
+    from mqprobe.result import Comparison
+
+    for name in ("compare_result.json", "sweep_result.json"):
+        saved = json.loads((Path(__file__).parent / "data" / name).read_text())
+        comparison = Comparison.from_json(saved)
+        assert comparison.to_json() == saved, name
+        assert len(comparison.runs) == len(saved["runs"])
+        assert (comparison.sweep is not None) == ("sweep" in saved)
