@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mqprobe.figures import Attribution, BrokerCpu, MqLegs, Share
-from mqprobe.model import HOST_CPU, PATH_HOPS, Cause, HopName, Tail
+from mqprobe.model import HOST_CPU, PATH_HOPS, Cause, HopName, PieceRole, Tail
 from mqprobe.timeline import STALL_MIN_NS, EventKind, TimedEvent
 from mqprobe.windows import Windows
 
@@ -51,7 +51,7 @@ TAIL_PERCENTILE = 99.0
 #   arrival outpacing a consumer that ran unimpeded. (A loop waits for a CPU during a drain
 #   because it has a backlog to work on: the waits slow a drain that a stall began);
 # - after the emit: the node's impediments, its emit loop, the swarm's (SWARM_SIDE).
-BROKER = "broker"  # the broker's piece name on the timeline and in compare's CPU sampler
+BROKER = PieceRole.BROKER  # the broker's piece name on the timeline and in the CPU samples
 # a span RabbitMQ did not answer in (neither refused nor seen stopped) that its own
 # counters explain, filed under the cause they measured: on one core 97% busy, RabbitMQ
 # waited for a CPU 94% of the time it was ready, missed a depth sample for a second, and
