@@ -291,6 +291,8 @@ async def _watch(config: TraceConfig, groups: list[str], tallies: dict[str, Arri
             for tally in tallies.values():
                 tally.forget_before(horizon)
             watch.forget_before(horizon)
+            # the listeners' own collections and stalls (an hour's watch gathered thousands)
+            swarm.timeline.events = [e for e in swarm.timeline.events if e.end_ns >= horizon]
     finally:
         for task in probing:
             task.cancel()
