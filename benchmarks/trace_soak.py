@@ -67,6 +67,7 @@ def main() -> None:
         print("| minute | RSS (MiB) | CPU so far (s) | CPU in the minute (ms) |")
         print("| --- | --- | --- | --- |")
         started, last_cpu, next_freeze = time.monotonic(), 0.0, args.freeze_every * 60
+        began = time.time()  # the episodes' stamps are CLOCK_REALTIME
         rows = []
         for minute in range(1, int(args.minutes) + 1):
             while time.monotonic() - started < minute * 60:
@@ -95,6 +96,10 @@ def main() -> None:
               f"{last[0]}; CPU after minute 1: {(last[2] - first[2]) * 1000 / seconds:.2f} "
               f"ms a probe ({(last[2] - first[2]) / seconds:.4f} cores)"
               + (f"; stderr: {err[-300:]}" if watch.returncode else ""))
+        for episode in episodes:  # when each began (minutes into the watch), and its cause
+            print(f"- minute {(episode['start_ns'] / 1e9 - began) / 60:.1f}, "
+                  f"{episode['worst_e2e_ms']:.0f} ms at worst: {episode['verdict']['culprit']}"
+                  f" - {episode['verdict']['cause'][:160]}")
     finally:
         if watch and watch.poll() is None:
             watch.kill()
