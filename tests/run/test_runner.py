@@ -46,7 +46,7 @@ def test_points_run_in_turn_with_their_repeats_and_each_run_is_saved(monkeypatch
                                                                   (20, 2)]
     assert result["repeats"]["agreement"] == {"single-topic@10": {"none": 1, "server": 1},
                                               "single-topic@20": {"mq": 2}}
-    assert seen == [("single-topic@10", 2), ("single-topic@20", 2)]
+    assert seen == [("single-topic@10", 2), ("single-topic@20", 4)]  # every run so far
     assert saved == [1, 2, 3]  # each run on disk before the next began
     assert len(json.loads(path.read_text())["runs"]) == 4
     assert "secret" not in path.read_text()
