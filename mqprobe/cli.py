@@ -35,7 +35,7 @@ from mqprobe.output.report import (
     print_compare,
     print_connections,
     print_hops,
-    print_sweep,
+    print_result,
     read_text_bounded,
 )
 from mqprobe.pieces.agent import parse_placement
@@ -332,7 +332,7 @@ def sweep_cmd(
     at_load(workload, axis, max(values)).check()  # the heaviest point, before anything starts
     _measure(workload, amqp_url, management_url, prometheus_url, json_path, run_dir,
              Outputs(html, hdr_dir, png),
-             gate, print_sweep,
+             gate, print_result,
              lambda url, apis, path, logs, observe: sweep(workload, axis, values, url, path,
                                                           logs, observe, *apis))
 
@@ -407,7 +407,7 @@ def report_cmd(run: Annotated[Path, typer.Argument(help="A result JSON (or its r
         print_episodes(episodes, console)
         return
     result = load_result(run)
-    print_sweep(result, console)  # or, a comparison's, its table
+    print_result(result, console)
     outputs.write(result)
 
 

@@ -363,14 +363,15 @@ def host_cpu_ns(cpus: frozenset[int] | None = None) -> tuple[int, int, int] | No
     over all CPUs, or over `cpus` only."""
     try:
         with open("/proc/stat") as file:
-            lines = [file.readline().split()] if cpus is None else [
-                line.split() for line in file if line.startswith("cpu")
-                and line[3:4].isdigit() and int(line.split()[0][3:]) in cpus]
+            rows = [file.readline().split()] if cpus is None else [
+                line.split() for line in file if line.startswith("cpu")]
     except OSError:
         return None
-    if not lines:
+    if cpus is not None:  # the per-CPU lines (cpu0, cpu1, ...) of those CPUs
+        rows = [fields for fields in rows if fields[0][3:].isdigit() and int(fields[0][3:]) in cpus]
+    if not rows:
         return None
-    values = [sum(int(fields[i]) for fields in lines) * CLOCK_TICK_NS for i in range(1, 9)]
+    values = [sum(int(fields[i]) for fields in rows) * CLOCK_TICK_NS for i in range(1, 9)]
     idle = values[3] + values[4]
     return sum(values), sum(values) - idle, values[7]
 

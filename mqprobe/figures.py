@@ -189,7 +189,7 @@ class Counts:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
-    def from_json(cls, doc: dict) -> Counts:
+    def from_json(cls, doc: Mapping[str, Any]) -> Counts:
         """From a run's (or a group's) JSON, whatever else it holds; absent is 0."""
         return cls(**{name: int(doc.get(name, 0)) for name in cls.__dataclass_fields__})
 

@@ -313,9 +313,9 @@ class RunRecord:
         parts = {
             "topology": lambda: _text(doc.get("topology", "")),
             "layout": lambda: _text(doc.get("layout", "")),
-            "counts": lambda: Counts.from_json(dict(doc)),
+            "counts": lambda: Counts.from_json(doc),
             "hops": lambda: HopFigures.by_hop(doc.get("hops")),
-            "self_lag": lambda: LoopLag.from_json(dict(doc.get("self_lag_ms") or {})),
+            "self_lag": lambda: LoopLag.from_json(doc.get("self_lag_ms") or {}),
             "verdict": lambda: Verdict.from_json(doc["verdict"]),
             "knobs": lambda: dict(doc.get("knobs") or {}),
             "held_at_end": lambda: HeldAtEnd.from_json(held) if held is not None else None,

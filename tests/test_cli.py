@@ -302,7 +302,7 @@ def test_a_result_with_any_field_replaced_by_a_hostile_value_is_read_or_refused(
     from rich.console import Console
 
     from mqprobe.errors import ResultFormatError
-    from mqprobe.output.report import load_result, print_sweep
+    from mqprobe.output.report import load_result, print_result
 
     original = json.loads((Path(__file__).parent / "data" / saved).read_text())
     paths = _leaves(original)
@@ -317,7 +317,7 @@ def test_a_result_with_any_field_replaced_by_a_hostile_value_is_read_or_refused(
             result = load_result(target)
         except ResultFormatError:
             return
-        print_sweep(result, Console(file=io.StringIO(), width=160))  # a compare's: its table
+        print_result(result, Console(file=io.StringIO(), width=160))
 
     replaced()
 

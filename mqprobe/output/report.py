@@ -326,11 +326,15 @@ def sweep_table(result: Comparison, sweep: Sweep) -> Table:
     return table
 
 
-def print_sweep(result: Comparison, console: Console) -> None:
-    sweep = result.sweep
-    if sweep is None:  # a comparison's result: its own table
+def print_result(result: Comparison, console: Console) -> None:
+    """A saved result, a sweep's or a comparison's, as its command printed it."""
+    if result.sweep is None:
         print_compare(result, console)
-        return
+    else:
+        print_sweep(result, result.sweep, console)
+
+
+def print_sweep(result: Comparison, sweep: Sweep, console: Console) -> None:
     console.print(sweep_table(result, sweep))
     for name, knee in sweep.knees.items():
         if knee is None:

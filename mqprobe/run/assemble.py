@@ -3,8 +3,9 @@ on our clock, the CPU each used, the attribution and the verdict."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
@@ -59,7 +60,7 @@ def assemble(topology: Topology, layout: Layout, workload: Workload, results: Pi
                                              shift))
     t0 = (publisher or {}).get("t0_ns", 0) + shift.get("publisher", 0) if publisher else 0
     t0 = t0 or (sampler.started_ns if sampler else 0)
-    pieces: list[dict] = [dict(publisher or {}), *map(dict, swarms), *map(dict, nodes)]
+    pieces: list[Mapping[str, Any]] = [publisher or {}, *swarms, *nodes]
     dropped = sum((r.get("timeline") or {}).get("dropped", 0) for r in pieces)
     messages = deliveries(swarms, nodes, shift)
     cpu = cpu_series(nodes, shift)
@@ -78,7 +79,8 @@ def assemble(topology: Topology, layout: Layout, workload: Workload, results: Pi
         publisher=merged.publisher, nodes=figures, broker=broker, cpu_use=cpu_use,
         groups=merged.groups, bounds=merged.bounds, lost_at_most=merged.lost_at_most,
         held_at_end=merged.held_at_end,
-        e2e_rows=timeline.e2e.rows if timeline.e2e else [], events=events, t0_ns=t0, failure=failure, cpu=cpu,
+        e2e_rows=timeline.e2e.rows if timeline.e2e else [], events=events, t0_ns=t0,
+        failure=failure, cpu=cpu,
         used=cpu_sampler.used_rows() if cpu_sampler else {}, broker_cpu=broker_cpu,
         links=links)
     judged = judge(facts, messages, workload.budget_ms)

@@ -367,11 +367,11 @@ class LinkLegs:
                     bisect.bisect_right(times, t + LINK_NEAR_NS)]
         return (min(near), max(near)) if near else (0.0, 0.0)
 
-    def jitter(self, link: str, t: int) -> float:
-        """How much more the link's legs spread near t than the control's answers did: a
-        crowded host spreads every ping (its pinger reads the answer late), the control's
-        too, and only the spread beyond that is the link's own."""
-        low, high = self.spread(link, t)
+    def jitter(self, spread: tuple[float, float], t: int) -> float:
+        """How much more a link's legs spread near t (its `spread` there) than the
+        control's answers did: a crowded host spreads every ping (its pinger reads the
+        answer late), the control's too, and only the spread beyond that is the link's own."""
+        low, high = spread
         near = self._control[bisect.bisect_left(self._control_t, t - LINK_NEAR_NS):
                              bisect.bisect_right(self._control_t, t + LINK_NEAR_NS)]
         noise = (max(near) - min(near)) / 2 if near else 0.0
@@ -718,8 +718,8 @@ class Charger:
         # legs, and its least one left that jitter to broker-side (n1:30ms+20ms read
         # broker-side 44%); a crowded host's spread is in the control's too
         left = _length(free) - sum(charges.values())
-        jitter = ((legs.jitter(PUBLISHER, a) if head[1] else 0.0)
-                  + (legs.jitter(m.node, b) if tail[1] else 0.0))
+        jitter = ((legs.jitter(head, a) if head[1] else 0.0)
+                  + (legs.jitter(tail, b) if tail[1] else 0.0))
         charges[Cause.NETWORK] = on_the_way + max(0.0, min(left, jitter))
         _add(out, charges)
 

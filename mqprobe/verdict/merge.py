@@ -122,7 +122,7 @@ def merge_run(publisher: PublisherResult | None, swarms: list[SwarmResult],
     if publishing.get("silent"):
         bounds.append("the publisher gave no result: what it published is from its last "
                       "progress report and what arrived, a lower bound")
-    publisher_doc = {k: v for k, v in (publisher or {}).items()
+    publisher_doc = {k: v for k, v in publishing.items()
                      if k not in ("schedule_lag", "loop_lag", "timeline")}
     if publisher and "schedule_lag" in publisher:
         publisher_doc["schedule_lag_ms"] = Latency.from_json(publisher["schedule_lag"]).summary()

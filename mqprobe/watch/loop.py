@@ -40,6 +40,14 @@ class LoopLagMonitor:
     (a loop stall) with its anatomy (cpu.Anatomy's four parts, and `cpu_share`, the part
     on a CPU) and, with a watchdog, the code the loop was in meanwhile."""
 
+    # what a measurement counts (set by reset)
+    _discard: bool
+    lag: Latency
+    worst_lag_ns: int
+    worst_cpu_share: float
+    windows: CpuWindows
+    _cpu_before: int
+
     def __init__(self, interval: float = 0.01, timeline: Recorder | None = None,
                  watchdog: bool = False, counters: bool = True, ring: int = 0) -> None:
         self.interval, self.interval_ns = interval, int(interval * 1e9)
@@ -53,12 +61,6 @@ class LoopLagMonitor:
         self._before = 0  # when the wake-up under way began (monotonic ns; 0: not started)
         self._reading = CpuReading(0, 0, 0)  # the loop thread's counters then
         self.failed_ticks = 0
-        self._discard = True
-        self.lag = Latency()
-        self.worst_lag_ns = 0
-        self.worst_cpu_share = 0.0
-        self.windows = CpuWindows(ring)
-        self._cpu_before = 0
         self.reset()
 
     def start(self) -> None:
