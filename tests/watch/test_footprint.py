@@ -142,6 +142,23 @@ def test_the_erlang_runtime_counter_is_read_from_the_exposition_as_rabbitmq_writ
     assert parse_broker("# TYPE other counter\nother 5\n", "", set()).runtime_ms is None
 
 
+def test_the_families_read_are_found_among_a_thousand_others_and_only_they_are_parsed():
+    from mqprobe.broker.prometheus import only_families, parse_broker
+
+    noise = "".join(f"# TYPE rabbitmq_other_{i} gauge\nrabbitmq_other_{i}{{a=\"b\"}} {i}\n"
+                    for i in range(1000))
+    text = (noise + "# TYPE rabbitmq_alarms_memory_used_watermark untyped\n"
+            "# HELP rabbitmq_alarms_memory_used_watermark is 1 if VM memory watermark alarm\n"
+            "rabbitmq_alarms_memory_used_watermark 1\n"
+            "# TYPE rabbitmq_erlang_scheduler_run_queue gauge\n"
+            "rabbitmq_erlang_scheduler_run_queue 7\n"
+            "rabbitmq_erlang_scheduler_run_queue_other 99\n" + noise)
+    metrics = parse_broker(text, "", set())
+    assert (metrics.alarms, metrics.run_queue) == (("memory alarm",), 7)
+    kept = only_families(text, ("rabbitmq_erlang_scheduler_run_queue",))
+    assert kept.count("\n") == 3 and "rabbitmq_other" not in kept
+
+
 def test_a_brokers_waits_beyond_its_throttling_are_thread_by_thread():
     """The kernel counts a throttled thread's time as a wait on its run queue: two
     schedulers that waited 139 and 213 ms in a window their cgroup was throttled 282 ms
