@@ -7,6 +7,12 @@ role, the CPU per 1,000 deliveries and in cores (median over the compares, and t
 the instrument's share of all the CPU the run used, and the goals issue 39 set.
 
     .venv/bin/python benchmarks/footprint.py [--repeat 3] [-- extra compare flags]
+    .venv/bin/python benchmarks/footprint.py --bare-nodes both   (the nodes' own instruments)
+
+--bare-nodes both runs each compare twice, interleaved: the reference nodes as they are,
+then without their instruments (MQPROBE_BARE_NODE=1: no loop monitor and watchdog, no loop
+profiler, no link pings, no GC watch), and prints the nodes' CPU per 1,000 deliveries
+each way: what the nodes' instrumentation costs them.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ GOALS = {"swarm": (6.0, "ms/1k"), "publisher": (0.005, "cores"), "compare": (0.0
          "instrument": (10.0, "ms/1k")}
 
 
-def one_compare(extra: list[str]) -> dict:
+def one_compare(extra: list[str], bare_nodes: bool = False) -> dict:
+    env = dict(os.environ, MQPROBE_BARE_NODE="1" if bare_nodes else "0")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
         subprocess.run([sys.executable, "-m", "mqprobe", "compare", "--json", str(out), *extra],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, env=env)
         return json.loads(out.read_text())
 
 
@@ -56,8 +63,12 @@ def weigh(result: dict) -> dict[str, tuple[float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--bare-nodes", choices=("no", "both"), default="no")
     parser.add_argument("extra", nargs="*", help="flags for mqprobe compare (after --)")
     args = parser.parse_args()
+    if args.bare_nodes == "both":
+        weigh_the_nodes(args.extra, args.repeat)
+        return
     weighed = [weigh(one_compare(args.extra)) for _ in range(args.repeat)]
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, check=False).stdout.strip()
@@ -82,6 +93,21 @@ def main() -> None:
     shares = sorted(w["instrument"][0] / w["all"][0] for w in weighed if "instrument" in w)
     print(f"\nthe instrument's share of the CPU the runs used: "
           f"{statistics.median(shares):.0%} ({shares[0]:.0%}-{shares[-1]:.0%})")
+
+
+def weigh_the_nodes(extra: list[str], repeat: int) -> None:
+    """The nodes' CPU per 1,000 deliveries with their instruments and without, interleaved."""
+    rows: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeat):
+        for bare in (False, True):
+            rows[bare].append(weigh(one_compare(extra, bare))["node"][0])
+    print("| nodes | CPU ms per 1,000 deliveries, each compare | median |")
+    print("| --- | --- | --- |")
+    for bare, label in ((False, "as they are"), (True, "without their instruments")):
+        print(f"| {label} | {', '.join(f'{v:.1f}' for v in rows[bare])} | "
+              f"{statistics.median(rows[bare]):.1f} |")
+    cost = 1 - statistics.median(rows[True]) / statistics.median(rows[False])
+    print(f"\nthe instruments' share of a node's CPU: {cost:.1%} (of the medians)")
 
 
 if __name__ == "__main__":

@@ -111,6 +111,12 @@ class NodeStats:
         return max((c.unacked_max for c in self.consumers.values()), default=0)
 
 
+# benchmarks/footprint.py --bare-nodes: a node without its own instruments (the loop monitor
+# and its watchdog, the loop profiler, the link's pings, the GC watch), to weigh them by
+# running the node with them and without; its figures are then the stamps alone
+BARE = os.environ.get("MQPROBE_BARE_NODE") == "1"
+
+
 class Node(PieceRuntime):
     """One socket.io node and its consumers; `start()`, then `stop()` returns its stats."""
 
@@ -159,8 +165,9 @@ class Node(PieceRuntime):
             self._quota = CpuQuota(f"mqprobe-{self.config.node_id}-{os.getpid()}",
                                    self.config.faults.throttle_share)
             self._quota.join()
-        self.timeline.watch_gc(anatomy=True)
-        self.loop_lag.start()
+        if not BARE:
+            self.timeline.watch_gc(anatomy=True)
+            self.loop_lag.start()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=4096)
@@ -286,15 +293,16 @@ class Node(PieceRuntime):
             self.link.reset()
         if self.profiler is not None:
             self.profiler.stop()
-        self.profiler = LoopProfiler()  # made here, on the loop's thread: the one it samples
-        self.profiler.start()
+        if not BARE:
+            self.profiler = LoopProfiler()  # made here, on the loop's thread: the one it samples
+            self.profiler.start()
         for consumer in self.stats.consumers.values():
             consumer.busy.reset()
             consumer.unacked_max = consumer.unacked
 
     def watch_link(self, connection: aio_pika.abc.AbstractConnection) -> None:
         """Time the round trips of the connection it consumes on (the deliver leg's)."""
-        if self.link is None:
+        if self.link is None and not BARE:
             self.link = LinkWatch(connection)
             self.link.start()
 
