@@ -69,7 +69,8 @@ def main() -> None:
     if args.bare_nodes == "both":
         weigh_the_nodes(args.extra, args.repeat)
         return
-    weighed = [weigh(one_compare(args.extra)) for _ in range(args.repeat)]
+    results = [one_compare(args.extra) for _ in range(args.repeat)]
+    weighed = [weigh(result) for result in results]
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, check=False).stdout.strip()
     print(f"`compare {' '.join(args.extra)}` x{args.repeat} at {head}, {platform.node()}, "
@@ -93,6 +94,17 @@ def main() -> None:
     shares = sorted(w["instrument"][0] / w["all"][0] for w in weighed if "instrument" in w)
     print(f"\nthe instrument's share of the CPU the runs used: "
           f"{statistics.median(shares):.0%} ({shares[0]:.0%}-{shares[-1]:.0%})")
+    runs = [run for result in results for run in result["runs"]]
+    heavy = sum(1 for run in runs if any(HEAVY in line for line in evidence_of(run)))
+    print(f"runs whose verdict says the run measured the host: {heavy} of {len(runs)}")
+
+
+HEAVY = "measured the host as much as the topology"  # the verdict's footprint sentence
+
+
+def evidence_of(run: dict) -> list[str]:
+    verdict = run.get("verdict") or {}
+    return [str(line) for line in verdict.get("evidence", [])] if isinstance(verdict, dict) else []
 
 
 def weigh_the_nodes(extra: list[str], repeat: int) -> None:
