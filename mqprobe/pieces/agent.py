@@ -345,11 +345,21 @@ class RemotePiece(Piece):
         self.hub.heard[self.agent] = time.monotonic()
         self.started = True
 
+    def silent_s(self) -> float:
+        """How long its agent has said nothing (s)."""
+        return time.monotonic() - self.hub.heard.get(self.agent, time.monotonic())
+
+    def gone(self) -> bool:
+        """Its agent has been silent too long while the piece ran: taken for gone."""
+        return self.started and EventName.EXIT not in self.latest and \
+            self.silent_s() > GONE_AFTER_S
+
     def failure(self) -> str | None:
-        silent = time.monotonic() - self.hub.heard.get(self.agent, time.monotonic())
-        if self.started and EventName.EXIT not in self.latest and silent > GONE_AFTER_S:
-            return (f"{self.name}: agent {self.agent!r} has said nothing for {silent:.0f} s "
-                    "(stopped, or cut off from the broker)")
+        if self.gone():
+            silent = self.silent_s()
+            last = time.strftime("%H:%M:%S", time.localtime(time.time() - silent))
+            return (f"{self.name}: agent {self.agent!r} has said nothing for {silent:.0f} s, "
+                    f"last heard at {last} (stopped, or cut off from the broker)")
         return super().failure()
 
     async def send(self, line: str) -> None:
@@ -361,6 +371,8 @@ class RemotePiece(Piece):
         self.stop_asked_ns = min(self.stop_asked_ns, time.time_ns())
         if not self.started:
             return None
+        if self.gone():  # nothing will come back from a host that vanished: no wait for it
+            return self.result_data()
         with contextlib.suppress(Exception):
             await self.hub.command(self.agent, AgentOp.STOP, piece=self.name)
         with contextlib.suppress(RunError):

@@ -134,7 +134,7 @@ def _selecting(frame: FrameType | None) -> bool:
 
 
 def busy_line(node: str, profile: dict, shown: int = 3) -> str:
-    """`n1's loop (profiled 100/s): idle (waiting in select) 63%, mqprobe's node 18%, ...;
+    """`n1's loop (profiled 50/s): idle (waiting in select) 63%, mqprobe's node 18%, ...;
     busiest: asyncio/selector_events.py in write 18%, mqprobe/pieces/node.py in _stall 17%`, for a
     verdict's evidence; '' if unsampled."""
     if not profile.get("samples"):
