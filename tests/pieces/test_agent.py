@@ -7,8 +7,10 @@ broker, and the hops must come out corrected with an honest error bar.
 """
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -93,24 +95,72 @@ def test_hops_are_corrected_and_carry_the_error_bar(placed_run):
     assert any("clocks differ" in line for line in run["verdict"]["evidence"])
 
 
-def test_an_agent_nobody_runs_is_one_sentence_and_leaves_nothing(managed_broker, vhost_url,
-                                                                  tmp_path):
-    """...on a virtual host of its own: `mqprobe.results` was left there every time (the
-    broker's cancel of the coordinator's consumer made aio-pika declare its queue again)."""
+def _ours_on(managed_broker, vhost: str) -> set[str]:
+    """Every exchange of mqprobe's and every queue on a virtual host."""
     from mqprobe.broker import management_get
 
-    result = run_cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
-                     "--place", "swarm=nobody", "--run-dir", str(tmp_path),
-                     amqp_url=vhost_url, timeout=120)
-    assert result.returncode != 0
-    assert "agent 'nobody' did not answer" in result.stderr
-    assert "Traceback" not in result.stderr
-    vhost = vhost_url.rsplit("/", 1)[1]
     api = managed_broker.running_state().management_url
-    left = [e["name"] for e in management_get(api, f"/api/exchanges/{vhost}?columns=name")
-            if e["name"].startswith("mqprobe.")]
-    left += [q["name"] for q in management_get(api, f"/api/queues/{vhost}?columns=name")]
-    assert not left, left
+    found = {f"exchange {e['name']}" for e in management_get(
+        api, f"/api/exchanges/{vhost}?columns=name") if e["name"].startswith("mqprobe.")}
+    return found | {f"queue {q['name']}" for q in management_get(
+        api, f"/api/queues/{vhost}?columns=name")}
+
+
+@contextlib.contextmanager
+def _agent_elsewhere(amqp_url: str):
+    """An agent whose host name is another machine's (a UTS namespace of its own), or a skip."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("another host name needs root and util-linux's unshare")
+    proc = subprocess.Popen(
+        ["unshare", "--uts", "sh", "-c", "hostname elsewhere && exec \"$0\" \"$@\"",
+         sys.executable, "-m", "mqprobe", "agent", "--name", "far", "--amqp-url", amqp_url],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        if "agent far ready" not in line:
+            pytest.skip(f"no agent under another host name here: {line.strip()}")
+        yield
+    finally:
+        proc.terminate()  # ours, by its pid (sh exec'd it)
+        proc.wait(timeout=30)
+
+
+REFUSALS = {  # what is refused after compare connected: its flags, and what it says
+    "unknown agent": (["--place", "swarm=nobody"], "agent 'nobody' did not answer"),
+    "a swarm that cannot reach its nodes": (["--place", "swarm=far"],
+                                            "the swarm on far cannot reach nodes on local"),
+    "the broker's queue limit": ([], "queue limit in vhost"),
+    "a user the broker does not let declare them": ([], "ACCESS_REFUSED - access to queue"),
+}
+
+
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_every_refusal_after_connecting_is_one_sentence_and_leaves_the_broker_as_it_was(
+        managed_broker, vhost_url, tmp_path, refusal):
+    """A virtual host of the test's own is listed before and after: nothing of the run's
+    stays (`mqprobe.results` once stayed after an unknown agent: the broker's cancel of the
+    coordinator's consumer made aio-pika declare its queue again). The broker refuses a
+    run's queues where an operator limited the virtual host's queues, or the user's rights
+    to configure (here: the control exchanges and server-named queues only)."""
+    flags, says = REFUSALS[refusal]
+    vhost = vhost_url.rsplit("/", 1)[1]
+    if refusal == "the broker's queue limit":
+        managed_broker.rabbitmqctl("set_vhost_limits", "-p", vhost, '{"max-queues": 1}')
+    if refusal == "a user the broker does not let declare them":
+        managed_broker.rabbitmqctl("set_permissions", "-p", vhost,
+                                   managed_broker.running_state().user,
+                                   r"^(mqprobe\.(control|results)|amq\.gen.*)$", ".*", ".*")
+    with contextlib.ExitStack() as stack:
+        if refusal == "a swarm that cannot reach its nodes":
+            stack.enter_context(_agent_elsewhere(vhost_url))
+        before = _ours_on(managed_broker, vhost)
+        result = run_cli("compare", "--topologies", "single-topic", "--layouts", "per-node",
+                         "--duration", "1", *flags, "--run-dir", str(tmp_path),
+                         amqp_url=vhost_url, timeout=120)
+        assert result.returncode != 0
+        assert says in result.stderr + result.stdout, result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
+        assert _ours_on(managed_broker, vhost) == before
 
 
 @pytest.mark.parametrize("bad", ["nodes=hostb", "node=", "swarm"])
