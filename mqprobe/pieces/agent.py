@@ -38,6 +38,7 @@ import aio_pika
 
 from mqprobe import __version__
 from mqprobe.broker.cleanup import delete_declared
+from mqprobe.broker.connect import with_heartbeat
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, from_exchanges
 from mqprobe.errors import InputError
 from mqprobe.pieces.process import Child, Piece, RunError, wait_for_stop
@@ -50,6 +51,7 @@ LOCAL = "local"  # the placement name of the coordinator's own host
 ROLES = tuple(Role)
 HEARTBEAT_S = 2.0  # both ends say they are alive this often
 GONE_AFTER_S = 5 * HEARTBEAT_S  # an agent or coordinator silent this long is taken for gone
+AMQP_HEARTBEAT_S = 5  # the broker drops a vanished agent's or coordinator's queue in ~10 s
 
 
 def parse_placement(items: list[str]) -> dict[str, list[str]]:
@@ -118,7 +120,8 @@ class Agent:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
 
     async def _serve(self, on_ready) -> None:
-        connection = await aio_pika.connect_robust(self.amqp_url, timeout=10)
+        connection = await aio_pika.connect_robust(
+            with_heartbeat(self.amqp_url, AMQP_HEARTBEAT_S), timeout=10)
         queue = None
         try:
             channel = await connection.channel()
@@ -250,7 +253,8 @@ class Hub:
         self.heard: dict[str, float] = {}  # agent -> when it last said anything (monotonic)
 
     async def open(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.amqp_url, timeout=10)
+        self._connection = await aio_pika.connect_robust(
+            with_heartbeat(self.amqp_url, AMQP_HEARTBEAT_S), timeout=10)
         channel = await self._connection.channel()
         self._control, results = await _declare(channel)
         self._queue = await channel.declare_queue(exclusive=True, auto_delete=True)

@@ -406,3 +406,11 @@ def test_broker_up_over_a_stale_data_dir_shows_its_url_and_outlives_the_commands
     assert cli("broker", "status").returncode == 1
     assert not pid_alive(state.pid)  # gone, or a zombie waiting for a non-reaping init
     no_broker_left(tmp_path)
+
+
+def test_a_url_asks_for_short_heartbeats_unless_it_names_its_own():
+    from mqprobe.broker.connect import with_heartbeat
+
+    assert with_heartbeat("amqp://u:p@h:5672/v", 5) == "amqp://u:p@h:5672/v?heartbeat=5"
+    assert with_heartbeat("amqp://h/?name=x", 5) == "amqp://h/?name=x&heartbeat=5"
+    assert with_heartbeat("amqp://h/?heartbeat=30", 5) == "amqp://h/?heartbeat=30"
