@@ -125,6 +125,15 @@ Repeat = Annotated[int, typer.Option(
 ListenHost = Annotated[str, typer.Option(
     help="Address nodes on this host listen on; with --place swarm=... on another machine, "
          "one that machine reaches.")]
+PingInterval = Annotated[float, typer.Option(
+    "--ping-interval", help="Seconds between the reference nodes' socket.io pings to each "
+    "client (python-socketio's default).")]
+PingTimeout = Annotated[float, typer.Option(
+    "--ping-timeout", help="Seconds a reference node waits for a client's answer to a ping "
+    "before it drops the client.")]
+TcpKeepalive = Annotated[float, typer.Option(
+    "--tcp-keepalive", help="Seconds of silence after which the reference nodes' TCP "
+    "connections probe their client, and drop one gone (about twice this); 0: off.")]
 Place = Annotated[list[str] | None, typer.Option(
     "--place", help="Run a role's pieces on other hosts, repeatable: node=hostb,hostc "
                     "(round robin), swarm=hostd, publisher=local. Each named host runs "
@@ -191,6 +200,8 @@ def compare_cmd(
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep per run.")] = 0,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
     listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1, drain: Drain = 15.0,
+    ping_interval: PingInterval = 25.0, ping_timeout: PingTimeout = 20.0,
+    tcp_keepalive: TcpKeepalive = 0.0,
     gate: Gate = False, queue_types: QueueTypes = None, amqp_url: AmqpUrl = None,
     management_url: ManagementUrl = None, prometheus_url: PrometheusUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None,
@@ -203,7 +214,8 @@ def compare_cmd(
         duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
         channel=channel, concurrency=concurrency, samples=samples, budget_ms=budget_ms,
         inject=inject, place=place, listen_host=listen_host, repeat=repeat, drain_s=drain,
-        queue_types=queue_types)
+        queue_types=queue_types, ping_interval_s=ping_interval, ping_timeout_s=ping_timeout,
+        tcp_keepalive_s=tcp_keepalive)
     _measure(workload, amqp_url, management_url, prometheus_url, json_path, run_dir,
              Outputs(html, hdr_dir, png),
              gate, print_compare,
@@ -304,6 +316,8 @@ def sweep_cmd(
     concurrency: Concurrency = None,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
     listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1, drain: Drain = 15.0,
+    ping_interval: PingInterval = 25.0, ping_timeout: PingTimeout = 20.0,
+    tcp_keepalive: TcpKeepalive = 0.0,
     gate: Gate = False, queue_types: QueueTypes = None, amqp_url: AmqpUrl = None,
     management_url: ManagementUrl = None, prometheus_url: PrometheusUrl = None,
     json_path: JsonPath = None, run_dir: RunDir = None, html: Html = None, hdr_dir: HdrDir = None,
@@ -328,7 +342,8 @@ def sweep_cmd(
         topologies=topologies, nodes=nodes, size=size, duration_s=duration,
         swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
         concurrency=concurrency, budget_ms=budget_ms, inject=inject, place=place,
-        listen_host=listen_host, repeat=repeat, drain_s=drain, queue_types=queue_types)
+        listen_host=listen_host, repeat=repeat, drain_s=drain, queue_types=queue_types,
+        ping_interval_s=ping_interval, ping_timeout_s=ping_timeout, tcp_keepalive_s=tcp_keepalive)
     at_load(workload, axis, max(values)).check()  # the heaviest point, before anything starts
     _measure(workload, amqp_url, management_url, prometheus_url, json_path, run_dir,
              Outputs(html, hdr_dir, png),

@@ -267,6 +267,28 @@ class LoopCpu:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionFigures:
+    """A node's connections through a run (watch.connections): rows of [t_ns, established
+    in its kernel (None: unread), connected in its socket.io server] once every `every_s`,
+    and how many ended in each second, by engine.io's reason: [t_ns, reason, count]."""
+
+    every_s: float
+    rows: tuple[tuple[int, int | None, int], ...]
+    ended: tuple[tuple[int, str, int], ...]
+
+    def to_json(self) -> dict:
+        return {"every_s": self.every_s, "rows": [list(r) for r in self.rows],
+                "ended": [list(e) for e in self.ended]}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> ConnectionFigures:
+        return cls(float(doc.get("every_s", 1.0)),
+                   tuple((int(t), None if held is None else int(held), int(connected))
+                         for t, held, connected in doc.get("rows", [])),
+                   tuple((int(t), str(reason), int(n)) for t, reason, n in doc.get("ended", [])))
+
+
+@dataclass(frozen=True, slots=True)
 class NodeFigures:
     """One node through a run (the result's `nodes[]`), from its result event."""
 
@@ -285,6 +307,7 @@ class NodeFigures:
     loop_cpu: LoopCpu | None = None  # None: not measured
     profile: dict | None = None  # profile.LoopProfiler.summary (None: before it was recorded)
     mq_split: dict | None = None  # before-broker, in-broker, after-broker (embed's), if any
+    connections: ConnectionFigures | None = None  # None: not watched (before it was)
 
     @property
     def consumer_busy(self) -> float:
@@ -302,6 +325,8 @@ class NodeFigures:
             out["profile"] = self.profile
         if self.mq_split is not None:
             out["mq_split"] = self.mq_split
+        if self.connections is not None:
+            out["connections"] = self.connections.to_json()
         return out
 
     @classmethod
@@ -314,7 +339,9 @@ class NodeFigures:
             in_hand_at_end=doc.get("in_hand_at_end", 0), gc=doc.get("gc", {}),
             loop_worst=doc.get("loop_worst", {}),
             loop_cpu=LoopCpu.from_json(doc["loop_cpu"]) if doc.get("loop_cpu") else None,
-            profile=doc.get("profile"), mq_split=doc.get("mq_split"))
+            profile=doc.get("profile"), mq_split=doc.get("mq_split"),
+            connections=ConnectionFigures.from_json(doc["connections"])
+            if doc.get("connections") else None)
 
 
 @dataclass(frozen=True, slots=True)

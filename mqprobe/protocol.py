@@ -153,6 +153,7 @@ class NodeResult(TypedDict):
     profile: dict  # profile.LoopProfiler.summary: what the loop spent its time on
     broker_stamps_unreadable: int
     link: list[list[int]]  # broker.link.LinkWatch rows of the connection it consumes on
+    connections: dict  # watch.connections.ConnectionWatch.to_json: held, and why each ended
 
 
 class SwarmResult(SwarmProgress, total=False):
@@ -174,7 +175,8 @@ class SwarmResult(SwarmProgress, total=False):
     timeline: dict
     messages: list[list]  # [group, seq, node, t_pub, t_deq, t_emit, receipts]
     messages_dropped: int
-    silent: bool
+    silent: bool  # compare's stand-in (run.one_run.silent_swarm): it gave no result
+    silent_since_ns: int  # ...and when it, or its host, was last heard (0: never)
 
 
 class Answer(TypedDict):

@@ -353,6 +353,12 @@ class RemotePiece(Piece):
         """How long its agent has said nothing (s)."""
         return time.monotonic() - self.hub.heard.get(self.agent, time.monotonic())
 
+    def last_heard_ns(self) -> int:
+        """When its agent last said anything (its heartbeats included)."""
+        if self.agent not in self.hub.heard:
+            return super().last_heard_ns()
+        return time.time_ns() - int(self.silent_s() * 1e9)
+
     def gone(self) -> bool:
         """Its agent has been silent too long while the piece ran: taken for gone."""
         return self.started and EventName.EXIT not in self.latest and \

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -49,6 +50,7 @@ from mqprobe.stamps import (
     now_ns,
 )
 from mqprobe.timeline import Recorder, freeze_setup
+from mqprobe.watch.connections import ConnectionWatch, keep_alive
 from mqprobe.watch.loop import LoopLagMonitor
 from mqprobe.watch.profile import LoopProfiler
 
@@ -71,6 +73,11 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 0
     faults: Faults = field(default_factory=Faults)  # injected on purpose (mqprobe.pieces.inject)
+    # how long a silent client is kept: socket.io's ping (python-socketio's defaults), and
+    # TCP keepalive on its connections (0: off; watch.connections.keep_alive)
+    ping_interval_s: float = 25.0
+    ping_timeout_s: float = 20.0
+    tcp_keepalive_s: float = 0.0
 
     NEEDS_BROKER: ClassVar[bool] = True
 
@@ -83,8 +90,12 @@ class NodeConfig:
         check_id("node", self.node_id)
         for group in self.groups:
             check_id("group", group)
-        if problem := within("--port", self.port, 0, 65535):
-            raise InputError(problem)
+        for problem in (within("--port", self.port, 0, 65535),
+                        within("--ping-interval", self.ping_interval_s, 0, 3600, above=True),
+                        within("--ping-timeout", self.ping_timeout_s, 0, 3600, above=True),
+                        within("--tcp-keepalive", self.tcp_keepalive_s, 0, 7200)):
+            if problem:
+                raise InputError(problem)
         if self.layout not in self.topology.layouts:
             raise InputError(f"topology {self.topology.name} supports layouts "
                              f"{', '.join(self.topology.layouts)}, not {self.layout!r}")
@@ -136,8 +147,11 @@ class Node(PieceRuntime):
             async_mode="aiohttp", client_manager=self.intake.client_manager,
             cors_allowed_origins="*",
             logger=False, engineio_logger=False, max_http_buffer_size=16 * 1024 * 1024,
+            ping_interval=config.ping_interval_s, ping_timeout=config.ping_timeout_s,
         )
         self.sio.on("join", self._on_join)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.connections: ConnectionWatch | None = None  # made once the port is known
         self.app = web.Application()
         self.sio.attach(self.app)
         self._runner: web.AppRunner | None = None
@@ -156,6 +170,14 @@ class Node(PieceRuntime):
         await self.sio.enter_room(sid, room_for(group))
         return True
 
+    async def _on_disconnect(self, _sid: str, reason: str = "") -> None:
+        if self.connections is not None:
+            self.connections.on_disconnect(str(reason) or "unknown")
+
+    def connected_count(self) -> int:
+        """The connections its engine.io server holds (joined to a room or not)."""
+        return len(self.sio.eio.sockets)
+
     def client_count(self) -> int:
         return sum(1 for _ in self.sio.manager.get_participants("/", None))
 
@@ -170,10 +192,18 @@ class Node(PieceRuntime):
             self.loop_lag.start()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=4096)
+        if self.config.tcp_keepalive_s:  # a socket of its own, its options inherited
+            listening = socket.create_server((self.config.host, self.config.port), backlog=4096,
+                                             family=_family(self.config.host))
+            keep_alive(listening, self.config.tcp_keepalive_s)
+            site: web.BaseSite = web.SockSite(self._runner, listening)
+        else:
+            site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=4096)
         await site.start()
         # the real port when 0 was asked (aiohttp keeps its server private)
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.connections = ConnectionWatch(self.port, self.connected_count)
+        self.connections.start()
         await self.intake.start()
         if self.config.faults.stall_s:
             self._workers.append(asyncio.get_running_loop().create_task(self._stall()))
@@ -212,6 +242,8 @@ class Node(PieceRuntime):
             self.timeline.unwatch_gc()
             for worker in self._workers:
                 worker.cancel()
+            if self.connections:
+                self.connections.stop()
             await self.intake.stop()
             result = self._settled or self.result()
             if self._runner:  # thousands of websockets to close: the result is taken already
@@ -250,6 +282,7 @@ class Node(PieceRuntime):
             "profile": self._profile(),
             "broker_stamps_unreadable": self.tracer.broker_stamps_unreadable,
             "link": list(self.link.rows) if self.link else [],
+            "connections": self.connections.to_json() if self.connections else {},
         }
 
     def command(self, command: Command) -> None:
@@ -275,6 +308,8 @@ class Node(PieceRuntime):
         self.timeline.unwatch_gc()
         if self.link:
             self.link.halt()
+        if self.connections:
+            self.connections.stop()
         self._settled = self.result()
 
     def _profile(self) -> dict:
@@ -289,6 +324,8 @@ class Node(PieceRuntime):
         freeze_setup()
         self.loop_lag.reset()
         self.timeline.reset()
+        if self.connections:
+            self.connections.reset()
         if self.link:
             self.link.reset()
         if self.profiler is not None:
@@ -539,3 +576,7 @@ async def _at_most(work: Coroutine, seconds: float) -> None:
             task.result()
     else:
         task.cancel()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -205,12 +205,18 @@ class Piece:
         self.name = name
         self.latest: dict[str, dict] = {}
         self.changed = asyncio.Event()
+        self.heard_ns = 0  # when it last said anything (CLOCK_REALTIME; 0: never)
 
     def record(self, event: dict) -> None:
+        self.heard_ns = time.time_ns()
         if event.get("event") == EventName.EXIT:
-            event.setdefault("at_ns", time.time_ns())  # when we learnt it ended
+            event.setdefault("at_ns", self.heard_ns)  # when we learnt it ended
         self.latest[event.get("event", "?")] = event
         self.changed.set()
+
+    def last_heard_ns(self) -> int:
+        """When anything was last heard of it (its host, for a piece on an agent)."""
+        return self.heard_ns
 
     async def start(self) -> None:
         raise NotImplementedError

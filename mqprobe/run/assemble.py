@@ -18,6 +18,7 @@ from mqprobe.run.workload import Workload
 from mqprobe.verdict.analysis import Failure, RunFacts, judge
 from mqprobe.verdict.attribution import paused_together
 from mqprobe.verdict.conclusion import cost_of
+from mqprobe.verdict.connections import outlived
 from mqprobe.verdict.merge import merge_run, node_figures, swarm_figures
 from mqprobe.verdict.run_timeline import (
     cpu_json,
@@ -90,6 +91,12 @@ def assemble(topology: Topology, layout: Layout, workload: Workload, results: Pi
             f"{hop} ±{bar:g} ms" for hop, bar in run_clocks.hop_uncertainty_ms.items() if bar))
     if failure and not any("run failed" in line for line in evidence):
         evidence.insert(0, f"run failed: {failure.message}")
+    for index, swarm_result in enumerate(swarms):  # a swarm gone: what the nodes still held
+        if swarm_result.get("silent"):
+            evidence += outlived(figures, f"swarm{index + 1}",
+                                 swarm_result.get("silent_since_ns", 0),
+                                 (workload.ping_interval_s, workload.ping_timeout_s),
+                                 workload.tcp_keepalive_s)
     return RunRecord(
         topology=topology.name, layout=layout, knobs=topology.describe_knobs(), **merged.parts(),
         groups={group_id: GroupResult(group, judged.groups.get(group_id))

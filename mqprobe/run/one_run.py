@@ -212,7 +212,9 @@ class OneRun:
         self.nodes = [self._piece(Role.NODE, i, f"node{i + 1}", NodeConfig(
             node_id=f"n{i + 1}", amqp_url="", topology=topology, layout=self.layout,
             groups=workload.groups, prefix=self.prefix, port=0,
-            faults=first_node if i == 0 else every_node))
+            faults=first_node if i == 0 else every_node,
+            ping_interval_s=workload.ping_interval_s, ping_timeout_s=workload.ping_timeout_s,
+            tcp_keepalive_s=workload.tcp_keepalive_s))
             for i in range(workload.nodes)]
         await asyncio.gather(*(n.start() for n in self.nodes))
         self.broker_processes = broker_processes(self.amqp_url)
@@ -357,7 +359,8 @@ class OneRun:
         # a swarm that gave no result still had members: they received nothing we can show
         self.results["swarms"] = [
             cast(SwarmResult, got)
-            or silent_swarm(workload, i, len(swarms), swarms[i].latest.get(EventName.PROGRESS))
+            or silent_swarm(workload, i, len(swarms), swarms[i].latest.get(EventName.PROGRESS),
+                            swarms[i].last_heard_ns())
             for i, got in enumerate(stopped[:len(swarms)])]
         self.results["nodes"] = [cast(NodeResult, r)
                                  for r in stopped[len(swarms):len(swarms) + len(nodes)] if r]
@@ -405,10 +408,12 @@ class OneRun:
 
 
 def silent_swarm(workload: Workload, index: int, count: int,
-                 last: dict | None = None) -> SwarmResult:
-    """What a swarm that gave no result (killed, crashed) stands for: its planned members,
-    with what they had received by its last progress report (a lower bound; its hop
-    figures are gone), so what they missed counts as lost, not as nothing."""
+                 last: dict | None = None, heard_ns: int = 0) -> SwarmResult:
+    """What a swarm that gave no result (killed, crashed, its host gone) stands for: its
+    planned members, with what they had received by its last progress report (a lower
+    bound; its hop figures are gone), so what they missed counts as lost, not as nothing;
+    and when it (its host) was last heard, from which the nodes' connections to it that
+    outlived it are told (verdict.connections)."""
     sizes = dict(zip(workload.groups, workload.group_sizes, strict=True))
     members = plan_members(SwarmConfig([""] * workload.nodes, sizes, index, count))
     reported = (last or {}).get("delivered_by_group") or {}
@@ -418,7 +423,8 @@ def silent_swarm(workload: Workload, index: int, count: int,
         groups[member.group]["members"] += 1
     return cast(SwarmResult, {
         "planned": len(members), "joined": (last or {}).get("joined", 0), "failed": 0,
-        "disconnects": 0, "groups": groups, "self_lag": Latency().to_json(), "silent": True})
+        "disconnects": 0, "groups": groups, "self_lag": Latency().to_json(), "silent": True,
+        "silent_since_ns": heard_ns})
 
 
 def silent_publisher(workload: Workload, publisher: Piece) -> PublisherResult:

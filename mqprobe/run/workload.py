@@ -50,6 +50,10 @@ class Workload:
     listen_host: str = "127.0.0.1"  # where nodes on this host listen (agents: their own)
     repeat: int = 1  # each point this many times: is the verdict stable?
     queue_types: list[str] = field(default_factory=list)  # each topology on each; []: its own
+    # how long the reference nodes keep a silent client (pieces.node.NodeConfig)
+    ping_interval_s: float = 25.0
+    ping_timeout_s: float = 20.0
+    tcp_keepalive_s: float = 0.0
 
     @property
     def faults(self) -> Faults:
@@ -85,6 +89,9 @@ class Workload:
             within("--repeat", self.repeat, 1, 100),
             within("--samples", self.samples, 0, 10_000_000),
             within("--drain", self.drain_s, 0, MAX_DURATION_S),
+            within("--ping-interval", self.ping_interval_s, 0, 3600, above=True),
+            within("--ping-timeout", self.ping_timeout_s, 0, 3600, above=True),
+            within("--tcp-keepalive", self.tcp_keepalive_s, 0, 7200),
             within("--groups", len(self.group_sizes), 1, MAX_GROUPS)) if p]
         if self.group_sizes and min(self.group_sizes) < 1:
             problems.append("every group needs at least 1 member")

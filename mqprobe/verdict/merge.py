@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from mqprobe.figures import (
+    ConnectionFigures,
     Counts,
     GroupFigures,
     HopFigures,
@@ -182,4 +183,6 @@ def node_figures(node: NodeResult) -> NodeFigures:
         loop_cpu=LoopCpu.from_json(loop_cpu) if loop_cpu else None,
         profile=node.get("profile", {"samples": 0}),
         mq_split={part: lat.summary() for part, lat in HopSet.from_json(node["mq_split"]).items()}
-        if node.get("mq_split") else None)
+        if node.get("mq_split") else None,
+        connections=ConnectionFigures.from_json(node["connections"])
+        if node.get("connections") else None)

@@ -56,12 +56,12 @@ def apart(managed_broker):
         managed_broker.rabbitmqctl("delete_vhost", vhost)
 
 
-def _compare(vhost_url: str, out, duration: str) -> subprocess.Popen:
+def _compare(vhost_url: str, out, duration: str, *flags: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
     return subprocess.Popen(
         [sys.executable, "-m", "mqprobe", "compare", "--topologies", "single-topic",
          "--layouts", "per-node", "--place", "node=nodes", "--place", "swarm=swarm",
-         "--groups", "3", "--group-size", "20", "--duration", duration,
+         "--groups", "3", "--group-size", "20", "--duration", duration, *flags,
          "--json", str(out / "r.json"), "--run-dir", str(out / "logs"),
          "--amqp-url", vhost_url], cwd=REPO, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
@@ -97,7 +97,7 @@ def test_a_host_that_vanishes_mid_run_is_named_and_the_others_figures_are_kept(
         apart, managed_broker, tmp_path):
     """(After the run above: the vanished host stays gone.)"""
     hosts, vhost_url = apart
-    compare = _compare(vhost_url, tmp_path, "40")
+    compare = _compare(vhost_url, tmp_path, "40", "--tcp-keepalive", "2")
     try:
         time.sleep(8)  # the pieces are up on both hosts and the run is publishing
         vanished_at = time.time()
@@ -112,6 +112,13 @@ def test_a_host_that_vanishes_mid_run_is_named_and_the_others_figures_are_kept(
     assert "agent 'swarm' has said nothing" in run["error"], run["error"]
     assert abs(_clock_in(run["error"]) - vanished_at) < 5, run["error"]  # and when
     assert run["published"] > 0  # the publisher (here) kept what it sent
+    # the nodes' connections to the vanished swarm: with TCP keepalive after 2 s (and as long
+    # for data never acknowledged), the kernel gave up on them about 5 s after it went
+    held = [line for line in run["verdict"]["evidence"] if line.startswith("swarm1 was last")]
+    assert len(held) == 2, run["verdict"]["evidence"]
+    for line in held:
+        assert "then held 30 connections (30 ESTABLISHED); 30 ended" in line, line
+        assert "by their connection closing" in line and "still held" not in line, line
     handled = sum(n.get("handled", 0) for n in run["nodes"])
     assert handled > 0, run["nodes"]  # the nodes' host kept its figures
     # the run's queues are gone, and the vanished agent's once RabbitMQ missed two of its

@@ -1,0 +1,38 @@
+"""What the nodes held after a swarm went silent, from their connection figures alone."""
+
+from mqprobe.figures import ConnectionFigures, LoopLag, NodeFigures
+from mqprobe.verdict.connections import outlived
+
+S = 1_000_000_000
+T0 = 1_800_000_000 * S  # a whole second
+
+
+def node(name: str, rows, ended) -> NodeFigures:
+    return NodeFigures(node=name, handled=0, untraced=0, filtered=0, unacked_max=0, prefetch=1,
+                       busy_ratio={}, loop_lag_ms=LoopLag.from_json({}),
+                       connections=ConnectionFigures(1.0, tuple(rows), tuple(ended)))
+
+
+def test_connections_freed_by_the_ping_timeout_say_when_and_how_many():
+    n1 = node("n1", [(T0 + i * S, 60 if i < 7 else 0, 60 if i < 7 else 0) for i in range(10)],
+              [(T0 + 6 * S, "ping timeout", 40), (T0 + 7 * S, "ping timeout", 20)])
+    [line] = outlived([n1], "swarm1", T0 + 2 * S + S // 2, (2.0, 2.0), 0.0)
+    assert "n1 then held 60 connections (60 ESTABLISHED); 60 ended 4-6 s later" in line, line
+    assert "60 by the socket.io ping timeout" in line and "still held" not in line, line
+    assert line.endswith("(ping every 2 s, timeout 2 s; no TCP keepalive)")
+
+
+def test_connections_nothing_freed_say_so_and_for_how_long():
+    n1 = node("n1", [(T0 + i * S, 30, 30) for i in range(12)],
+              [(T0, "client disconnect", 3)])  # before it went silent: not its
+    [line] = outlived([n1], "swarm1", T0 + 2 * S, (25.0, 20.0), 0.0)
+    assert " ended " not in line.split("; it still")[0], line
+    assert "it still held 30 (30 ESTABLISHED) 9 s later, as the run ended: nothing freed " \
+           "them within the run" in line, line
+
+
+def test_a_node_that_did_not_watch_and_a_swarm_never_heard_say_nothing():
+    unwatched = NodeFigures(node="n2", handled=0, untraced=0, filtered=0, unacked_max=0,
+                            prefetch=1, busy_ratio={}, loop_lag_ms=LoopLag.from_json({}))
+    assert outlived([unwatched], "swarm1", T0, (25.0, 20.0), 0.0) == []
+    assert outlived([node("n1", [(T0, 1, 1)], [])], "swarm1", 0, (25.0, 20.0), 0.0) == []
