@@ -101,7 +101,8 @@ class Relay:
                     await sink.drain()
             sink.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        with contextlib.suppress(asyncio.CancelledError):  # closed with the relay: done
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
     def close(self) -> None:
         async def stop() -> None:
