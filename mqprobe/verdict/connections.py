@@ -36,8 +36,14 @@ def outlived(nodes: Sequence[NodeFigures], who: str, silent_since_ns: int,
         watched = node.connections
         if watched is None or not watched.rows:
             continue
-        before = [row for row in watched.rows if row[0] <= silent_since_ns]
-        t_held, established, held = (before or watched.rows)[-1]
+        before = [row for row in watched.rows if row[0] <= silent_since_ns] or \
+            [watched.rows[0]]
+        _t, _kernel, held = before[-1]
+        # the kernel's table is read every few seconds: its latest count by then, and when
+        read = [(t, n) for t, n, _held in before if n is not None]
+        established = f" ({read[-1][1]} ESTABLISHED" + (
+            f" {(silent_since_ns - read[-1][0]) / 1e9:.0f} s before)"
+            if silent_since_ns - read[-1][0] >= 1_500_000_000 else ")") if read else ""
         ended: Counter[str] = Counter()
         first = last = 0
         for t_ns, reason, count in watched.ended:
@@ -46,8 +52,8 @@ def outlived(nodes: Sequence[NodeFigures], who: str, silent_since_ns: int,
             ended[reason] += count
             first, last = (first or t_ns), t_ns
         t_end, established_end, held_end = watched.rows[-1]
-        text = (f"{who} was last heard at {since}; {node.node} then held {held} connections"
-                + (f" ({established} ESTABLISHED)" if established is not None else ""))
+        text = f"{who} was last heard at {since}; {node.node} then held {held} connections" \
+            + established
         if ended:
             after = f"{max(0.0, (first - silent_since_ns) / 1e9):.0f}"
             if last != first:

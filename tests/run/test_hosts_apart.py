@@ -117,7 +117,7 @@ def test_a_host_that_vanishes_mid_run_is_named_and_the_others_figures_are_kept(
     held = [line for line in run["verdict"]["evidence"] if line.startswith("swarm1 was last")]
     assert len(held) == 2, run["verdict"]["evidence"]
     for line in held:
-        assert "then held 30 connections (30 ESTABLISHED); 30 ended" in line, line
+        assert "then held 30 connections (30 ESTABLISHED" in line and "; 30 ended" in line, line
         assert "by their connection closing" in line and "still held" not in line, line
     handled = sum(n.get("handled", 0) for n in run["nodes"])
     assert handled > 0, run["nodes"]  # the nodes' host kept its figures

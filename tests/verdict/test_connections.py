@@ -36,3 +36,9 @@ def test_a_node_that_did_not_watch_and_a_swarm_never_heard_say_nothing():
                             prefetch=1, busy_ratio={}, loop_lag_ms=LoopLag.from_json({}))
     assert outlived([unwatched], "swarm1", T0, (25.0, 20.0), 0.0) == []
     assert outlived([node("n1", [(T0, 1, 1)], [])], "swarm1", 0, (25.0, 20.0), 0.0) == []
+
+
+def test_the_kernels_count_read_seconds_before_says_how_long_before():
+    rows = [(T0, 50, 50), *((T0 + i * S, None, 50) for i in range(1, 5))]
+    [line] = outlived([node("n1", rows, [])], "swarm1", T0 + 4 * S, (25.0, 20.0), 0.0)
+    assert "n1 then held 50 connections (50 ESTABLISHED 4 s before)" in line, line
