@@ -163,6 +163,9 @@ def test_report_reads_at_most_a_bounded_size(tmp_path):
     (("sweep", "--groups", "1,inf"), "finite"),
     (("publish", "--rate", "nan"), "--rate must be a number"),
     (("node", "--port", "99999"), "--port must be a number at least 0 and at most 65535"),
+    (("compare", "--ping-interval", "0"), "--ping-interval must be a number above 0"),
+    (("sweep", "--ping-timeout", "nan"), "--ping-timeout must be a number"),
+    (("compare", "--tcp-keepalive", "-1"), "--tcp-keepalive must be a number at least 0"),
 ])
 def test_numbers_are_finite_and_bounded_before_anything_starts(args, says):
     result = run_cli(*args, "--amqp-url", "amqp://127.0.0.1:1/")
