@@ -123,8 +123,8 @@ class NodeStats:
 
 
 # benchmarks/footprint.py --bare-nodes: a node without its own instruments (the loop monitor
-# and its watchdog, the loop profiler, the link's pings, the GC watch), to weigh them by
-# running the node with them and without; its figures are then the stamps alone
+# and its watchdog, the loop profiler, the link's pings, the GC and connection watches), to
+# weigh them by running the node with them and without; its figures are then the stamps alone
 BARE = os.environ.get("MQPROBE_BARE_NODE") == "1"
 
 
@@ -202,8 +202,9 @@ class Node(PieceRuntime):
         await site.start()
         # the real port when 0 was asked (aiohttp keeps its server private)
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.connections = ConnectionWatch(self.port, self.connected_count)
-        self.connections.start()
+        if not BARE:
+            self.connections = ConnectionWatch(self.port, self.connected_count)
+            self.connections.start()
         await self.intake.start()
         if self.config.faults.stall_s:
             self._workers.append(asyncio.get_running_loop().create_task(self._stall()))
