@@ -208,6 +208,7 @@ class Swarm(PieceRuntime):
     failed: int = 0
     disconnects: int = 0
     reconnects: int = 0
+    down: int = 0  # members whose connection is lost and not back yet (a count, not a scan)
     untraced: int = 0
     untraced_reasons: Reasons = field(default_factory=lambda: Reasons(16, 160))
     misrouted: int = 0
@@ -333,7 +334,9 @@ class Swarm(PieceRuntime):
             self._failed(f"{member.url} closed the connection before the join was acknowledged")
             self._settle_check()
             return
-        member.down_since = member.down_since or now_ns()
+        if not member.down_since:
+            member.down_since = now_ns()
+            self.down += 1
         task = asyncio.get_running_loop().create_task(self._client(member, attempt=1))
         self._tasks.append(task)
         task.add_done_callback(self._forget)
@@ -345,6 +348,7 @@ class Swarm(PieceRuntime):
     def _back_up(self, member: Member) -> None:
         """A member that lost its connection has joined again: its outage goes on record."""
         down, member.down_since = member.down_since, 0
+        self.down -= 1
         up = now_ns()
         self.reconnects += 1
         self.timeline.add(EventKind.CLIENT_DOWN, down, up, group=member.group)
@@ -471,7 +475,7 @@ class Swarm(PieceRuntime):
         return SwarmProgress(planned=len(self.members), connected=self.connected,
                              joined=self._joined, failed=self.failed,
                              disconnects=self.disconnects, reconnects=self.reconnects,
-                             down=sum(1 for m in self.members if m.down_since),
+                             down=self.down,
                              delivered=self.delivered,
                              delivered_by_group={g: t.delivered for g, t in self.tallies.items()})
 
