@@ -96,7 +96,7 @@ def assemble(topology: Topology, layout: Layout, workload: Workload, results: Pi
             evidence += outlived(figures, f"swarm{index + 1}",
                                  swarm_result.get("silent_since_ns", 0),
                                  (workload.ping_interval_s, workload.ping_timeout_s),
-                                 workload.tcp_keepalive_s)
+                                 workload.tcp_keepalive_s, others=len(swarms) > 1)
     return RunRecord(
         topology=topology.name, layout=layout, knobs=topology.describe_knobs(), **merged.parts(),
         groups={group_id: GroupResult(group, judged.groups.get(group_id))

@@ -22,10 +22,11 @@ FREED_BY = {"ping timeout": "by the socket.io ping timeout",
 
 
 def outlived(nodes: Sequence[NodeFigures], who: str, silent_since_ns: int,
-             ping_s: tuple[float, float], keepalive_s: float) -> list[str]:
+             ping_s: tuple[float, float], keepalive_s: float, others: bool = False) -> list[str]:
     """One line per node that watched its connections: how many it held when `who` was last
     heard, how many ended after, how long after and why, and how many it still held when
-    the run ended. ping_s: the nodes' (interval, timeout); keepalive_s: 0 for none."""
+    the run ended. ping_s: the nodes' (interval, timeout); keepalive_s: 0 for none; others:
+    other swarms' clients were connected too (a node's counts are all its clients')."""
     if not silent_since_ns:
         return []
     since = time.strftime("%H:%M:%S", time.localtime(silent_since_ns / 1e9))
@@ -53,7 +54,7 @@ def outlived(nodes: Sequence[NodeFigures], who: str, silent_since_ns: int,
             first, last = (first or t_ns), t_ns
         t_end, established_end, held_end = watched.rows[-1]
         text = f"{who} was last heard at {since}; {node.node} then held {held} connections" \
-            + established
+            + established + (" (the other swarms' among them)" if others else "")
         if ended:
             after = f"{max(0.0, (first - silent_since_ns) / 1e9):.0f}"
             if last != first:

@@ -42,3 +42,9 @@ def test_the_kernels_count_read_seconds_before_says_how_long_before():
     rows = [(T0, 50, 50), *((T0 + i * S, None, 50) for i in range(1, 5))]
     [line] = outlived([node("n1", rows, [])], "swarm1", T0 + 4 * S, (25.0, 20.0), 0.0)
     assert "n1 then held 50 connections (50 ESTABLISHED 4 s before)" in line, line
+
+
+def test_a_node_with_other_swarms_clients_says_its_counts_are_all_of_them():
+    n1 = node("n1", [(T0, 80, 80), (T0 + S, 80, 80)], [])
+    [line] = outlived([n1], "swarm2", T0 + S, (25.0, 20.0), 0.0, others=True)
+    assert "held 80 connections (80 ESTABLISHED) (the other swarms' among them)" in line, line
