@@ -84,6 +84,8 @@ class PieceRole(StrEnum):
 
 HOST_CPU = "host"  # the host's busy CPU, all cores, beside the pieces' (CpuSampler.used_rows)
 
+PLACED_ROLES = (PieceRole.NODE, PieceRole.SWARM, PieceRole.PUBLISHER)  # what a spec starts,
+# and what `--place` puts on agents
 INSTRUMENT_ROLES = frozenset((PieceRole.SWARM, PieceRole.PUBLISHER, PieceRole.COMPARE))
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict, TypeVar, Union
 
 from mqprobe.errors import InputError
+from mqprobe.model import PLACED_ROLES, PieceRole
 
 T = TypeVar("T")
 
@@ -248,20 +249,12 @@ def parse_command(line: str) -> Command:
 
 
 # -- what starts a piece ---------------------------------------------------------------------
-class Role(StrEnum):
-    """The pieces of a run (and the roles `--place` puts on agents)."""
-
-    NODE = "node"
-    SWARM = "swarm"
-    PUBLISHER = "publisher"
-
-
 @dataclass(frozen=True)
 class PieceSpec:
     """One piece: its role and its configuration document (NodeConfig, SwarmConfig or
     PublishConfig as to_document made it; the piece reads it back with from_document)."""
 
-    role: Role
+    role: PieceRole  # one of PLACED_ROLES
     config: dict[str, Any]
 
     def to_json(self) -> dict:
@@ -271,11 +264,12 @@ class PieceSpec:
     def from_json(cls, doc: object) -> PieceSpec:
         if not isinstance(doc, dict) or set(doc) != {"role", "config"}:
             raise SpecError("a piece spec is a JSON object with exactly `role` and `config`")
-        if doc["role"] not in tuple(Role):
-            raise SpecError(f"a piece's role is one of {', '.join(Role)}, got {str(doc['role'])[:40]!r}")
+        if doc["role"] not in PLACED_ROLES:
+            raise SpecError(f"a piece's role is one of {', '.join(PLACED_ROLES)}, "
+                            f"got {str(doc['role'])[:40]!r}")
         if not isinstance(doc["config"], dict):
             raise SpecError("a piece spec's `config` must be a JSON object")
-        return cls(Role(doc["role"]), doc["config"])
+        return cls(PieceRole(doc["role"]), doc["config"])
 
     def save(self, path: Path) -> Path:
         path.write_text(json.dumps(self.to_json(), indent=1))

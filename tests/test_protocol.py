@@ -7,6 +7,7 @@ import json
 import pytest
 
 from mqprobe.broker.topology import available, resolve
+from mqprobe.model import PieceRole
 from mqprobe.pieces.inject import Faults
 from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Piece, PieceRuntime, RunError, serve
@@ -16,7 +17,6 @@ from mqprobe.protocol import (
     CommandRefused,
     PieceSpec,
     Reset,
-    Role,
     SetClock,
     SpecError,
     Stop,
@@ -102,7 +102,7 @@ def test_a_spec_is_a_known_role_and_one_config_object(doc):
 
 
 def test_a_spec_saved_loads_back(tmp_path):
-    spec = PieceSpec(Role.SWARM, to_document(SwarmConfig(["http://x"], {"1": 1})))
+    spec = PieceSpec(PieceRole.SWARM, to_document(SwarmConfig(["http://x"], {"1": 1})))
     assert PieceSpec.load(spec.save(tmp_path / "s.json")) == spec
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(SpecError, match="is not JSON"):

@@ -41,14 +41,15 @@ from mqprobe.broker.cleanup import delete_declared
 from mqprobe.broker.connect import with_heartbeat
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id, from_exchanges
 from mqprobe.errors import InputError
+from mqprobe.model import PLACED_ROLES
 from mqprobe.pieces.process import Child, Piece, RunError, wait_for_stop
-from mqprobe.protocol import AgentOp, EventName, PieceSpec, Role, SpecError
+from mqprobe.protocol import AgentOp, EventName, PieceSpec, SpecError
 from mqprobe.stamps import check_id, now_ns
 
 CONTROL_EXCHANGE = "mqprobe.control"
 RESULTS_EXCHANGE = "mqprobe.results"
 LOCAL = "local"  # the placement name of the coordinator's own host
-ROLES = tuple(Role)
+ROLES = PLACED_ROLES
 HEARTBEAT_S = 2.0  # both ends say they are alive this often
 GONE_AFTER_S = 5 * HEARTBEAT_S  # an agent or coordinator silent this long is taken for gone
 AMQP_HEARTBEAT_S = 5  # the broker drops a vanished agent's or coordinator's queue in ~10 s

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mqprobe.errors import MqprobeError
+from mqprobe.model import PieceRole
 from mqprobe.pieces.process import PieceRuntime, emit_event, serve
-from mqprobe.protocol import EventName, PieceSpec, Role, from_document
+from mqprobe.protocol import EventName, PieceSpec, from_document
 
 if TYPE_CHECKING:
     from mqprobe.pieces.node import NodeConfig
@@ -38,11 +39,11 @@ def runtime_of(spec: PieceSpec) -> tuple[Callable[[str], PieceRuntime], bool]:
     configuration checked (SpecError, InputError: one sentence). Only the piece's own module
     is imported."""
     config: PieceConfig
-    if spec.role is Role.SWARM:
+    if spec.role is PieceRole.SWARM:
         from mqprobe.pieces.swarm import SwarmConfig
 
         config = from_document(SwarmConfig, spec.config, "the swarm's config")
-    elif spec.role is Role.NODE:
+    elif spec.role is PieceRole.NODE:
         from mqprobe.pieces.node import NodeConfig
 
         config = from_document(NodeConfig, spec.config, "the node's config", amqp_url="")

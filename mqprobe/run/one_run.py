@@ -25,7 +25,7 @@ from mqprobe.broker.prometheus import RUNTIME_SOURCE
 from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
 from mqprobe.clocks import ClockOffset
-from mqprobe.model import Layout, QueueType, RunPhase
+from mqprobe.model import Layout, PieceRole, QueueType, RunPhase
 from mqprobe.pieces.inject import FREEZE_AFTER_S, CpuQuota, DelayingProxy, Faults, freeze, proxied_url
 from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Piece, RunError, RunInterrupted, run_to_the_end
@@ -36,7 +36,6 @@ from mqprobe.protocol import (
     NodeResult,
     PublisherResult,
     Reset,
-    Role,
     Settle,
     SwarmResult,
 )
@@ -142,10 +141,10 @@ class OneRun:
         self.freezing: asyncio.Task | None = None  # --inject broker-freeze
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def _piece(self, role: Role, index: int, name: str, config: PieceConfig) -> Piece:
+    def _piece(self, role: PieceRole, index: int, name: str, config: PieceConfig) -> Piece:
         delayed = self.proxy is not None and (
             not self.workload.faults.link_pieces or
-            (f"n{index + 1}" if role == Role.NODE else role.value) in self.workload.faults.link_pieces)
+            (f"n{index + 1}" if role == PieceRole.NODE else role.value) in self.workload.faults.link_pieces)
         return self.placement.make(role, index, name, config, self.log_dir,
                                    self.proxied_env if delayed else self.env, self.label)
 
@@ -209,7 +208,7 @@ class OneRun:
         first_node = replace(every_node, stall_s=faults.stall_s,
                              stall_every_s=faults.stall_every_s, stall_spin=faults.stall_spin,
                              throttle_share=faults.throttle_share)
-        self.nodes = [self._piece(Role.NODE, i, f"node{i + 1}", NodeConfig(
+        self.nodes = [self._piece(PieceRole.NODE, i, f"node{i + 1}", NodeConfig(
             node_id=f"n{i + 1}", amqp_url="", topology=topology, layout=self.layout,
             groups=workload.groups, prefix=self.prefix, port=0,
             faults=first_node if i == 0 else every_node,
@@ -237,12 +236,12 @@ class OneRun:
         workload = self.workload
         urls = [f"http://{event['host']}:{event['port']}" for event in self.ready]
         sizes = dict(zip(workload.groups, workload.group_sizes, strict=True))
-        self.swarms = [self._piece(Role.SWARM, i, f"swarm{i + 1}", SwarmConfig(
+        self.swarms = [self._piece(PieceRole.SWARM, i, f"swarm{i + 1}", SwarmConfig(
             node_urls=urls, group_sizes=sizes, slice_index=i, slice_count=workload.swarms,
             samples=workload.samples)) for i in range(workload.swarms)]
         await asyncio.gather(*(s.start() for s in self.swarms))
         # the publisher starts meanwhile (a process, a connection): it sends from its Reset
-        self.publisher = self._piece(Role.PUBLISHER, 0, "publisher", PublishConfig(
+        self.publisher = self._piece(PieceRole.PUBLISHER, 0, "publisher", PublishConfig(
             amqp_url="", topology=self.topology, groups=workload.groups, rate=workload.rate,
             size=workload.size, duration_s=workload.duration_s, prefix=self.prefix,
             broker_delay_ms=workload.faults.broker_delay_ms))

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mqprobe.clocks import SAME_CLOCK, ClockOffset, clock_id
-from mqprobe.model import is_node_piece
+from mqprobe.model import PieceRole, is_node_piece
 from mqprobe.pieces.agent import LOCAL, Hub
 from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Child, Piece, RunError
-from mqprobe.protocol import PieceSpec, Role, SetClock, to_document
+from mqprobe.protocol import PieceSpec, SetClock, to_document
 from mqprobe.run.workload import Workload
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ class Placement:
         names = self.roles.get(role) or [LOCAL]
         return names[index % len(names)]
 
-    def make(self, role: Role, index: int, name: str, config: PieceConfig, log_dir: Path,
+    def make(self, role: PieceRole, index: int, name: str, config: PieceConfig, log_dir: Path,
              env: dict[str, str], label: str) -> Piece:
         """The piece for one role's config: run here, or by the agent placed for it (a node
         listens on the address that agent said it can be reached at)."""

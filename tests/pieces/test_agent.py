@@ -20,11 +20,12 @@ import pytest
 from mqprobe.broker import BrokerState
 from mqprobe.broker.topology import resolve
 from mqprobe.clocks import clock_id
+from mqprobe.model import PieceRole
 from mqprobe.pieces.agent import AgentInfo, Hub, parse_placement
 from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import RunError
 from mqprobe.pieces.swarm import SwarmConfig
-from mqprobe.protocol import PieceSpec, Role
+from mqprobe.protocol import PieceSpec
 from mqprobe.run.placement import Placement
 from mqprobe.stamps import check_id
 
@@ -187,7 +188,7 @@ def test_remote_piece_names_travel_as_ids_even_for_sweep_labels(tmp_path):
     hub = Hub("amqp://unused/")
     hub.agents = {"far": AgentInfo("far", "elsewhere:1", "10.0.0.12")}
     piece = Placement({"swarm": ["far"]}, hub).make(
-        Role.SWARM, 0, "swarm1", SwarmConfig(["http://10.0.0.12:5000"], {"1": 3}), tmp_path, {},
+        PieceRole.SWARM, 0, "swarm1", SwarmConfig(["http://10.0.0.12:5000"], {"1": 3}), tmp_path, {},
         "single-topic_groups=8")
     assert check_id("piece", piece.name) == "single-topic_groups-8.swarm1"
     assert piece.spec.config["group_sizes"] == {"1": 3}  # the whole config, as one document
@@ -197,7 +198,7 @@ def test_a_node_placed_on_an_agent_listens_where_that_agent_is_reached(tmp_path)
     hub = Hub("amqp://unused/")
     hub.agents = {"far": AgentInfo("far", "elsewhere:1", "10.0.0.12")}
     config = NodeConfig("n1", "amqp://secret@x/", resolve("per-group"), "per-group", ["1"])
-    piece = Placement({"node": ["far"]}, hub).make(Role.NODE, 0, "node1", config, tmp_path, {},
+    piece = Placement({"node": ["far"]}, hub).make(PieceRole.NODE, 0, "node1", config, tmp_path, {},
                                                    "run")
     assert piece.spec.config["host"] == "10.0.0.12"
     assert "amqp_url" not in piece.spec.config and "secret" not in json.dumps(piece.spec.to_json())
@@ -301,7 +302,7 @@ def test_an_agent_runs_only_a_spec_every_field_of_which_checks_out(broker, agent
         await hub.open()
         try:
             await hub.hello("skewed")
-            piece = hub.piece("skewed", "hostile", PieceSpec(Role.NODE, {}))
+            piece = hub.piece("skewed", "hostile", PieceSpec(PieceRole.NODE, {}))
             await hub.command("skewed", "spawn", piece=piece.name, spec=spec)  # as sent
             piece.started = True
             return (await piece.wait_for("error", 30))["message"]

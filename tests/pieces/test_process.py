@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
+from mqprobe.model import PieceRole
 from mqprobe.pieces.process import Child, ended_how
 from mqprobe.pieces.swarm import SwarmConfig
-from mqprobe.protocol import EventName, PieceSpec, Role, to_document
+from mqprobe.protocol import EventName, PieceSpec, to_document
 
 
 @pytest.mark.parametrize(("returncode", "said"), [
@@ -30,7 +31,7 @@ def test_how_a_process_ended_is_said_in_words(returncode, said):
 
 def _swarm(tmp_path) -> Child:
     config = SwarmConfig(node_urls=["http://127.0.0.1:1"], group_sizes={"1": 1})
-    return Child("swarm1", PieceSpec(Role.SWARM, to_document(config)), tmp_path,
+    return Child("swarm1", PieceSpec(PieceRole.SWARM, to_document(config)), tmp_path,
                  dict(os.environ))
 
 

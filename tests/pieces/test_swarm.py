@@ -340,13 +340,14 @@ def test_a_command_a_piece_cannot_apply_is_refused_and_its_figures_still_arrive(
     """compare depends on `clock` being applied (or hops print a ± they do not have): a
     piece started from its spec answers every command line, refusing with why what it
     cannot read or apply; a refusal is a RunError naming piece and reason (test_process)."""
+    from mqprobe.model import PieceRole
     from mqprobe.pieces.process import Child
-    from mqprobe.protocol import PieceSpec, Reset, Role, SetClock, command_line, to_document
+    from mqprobe.protocol import PieceSpec, Reset, SetClock, command_line, to_document
 
     config = SwarmConfig(node_urls=["http://127.0.0.1:1"], group_sizes={"1": 1})
 
     async def run() -> tuple[dict | None, list[str]]:
-        swarm = Child("swarm1", PieceSpec(Role.SWARM, to_document(config)), tmp_path,
+        swarm = Child("swarm1", PieceSpec(PieceRole.SWARM, to_document(config)), tmp_path,
                       dict(os.environ))
         await swarm.start()
         refusals = []

@@ -16,12 +16,12 @@ import pytest
 import mqprobe.run.one_run as one_run
 from mqprobe.broker import QueueSampler
 from mqprobe.broker.topology import resolve
-from mqprobe.model import Culprit
+from mqprobe.model import Culprit, PieceRole
 from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Piece, RunInterrupted
 from mqprobe.pieces.publisher import PublishConfig
 from mqprobe.pieces.swarm import SwarmConfig
-from mqprobe.protocol import EventName, NodeResult, Role, parse_command
+from mqprobe.protocol import EventName, NodeResult, parse_command
 from mqprobe.records import Latency
 from mqprobe.run.one_run import run_one, silent_swarm
 from mqprobe.run.placement import Placement
@@ -34,17 +34,17 @@ class ScriptedPiece(Piece):
     """A piece that answers as its process would: ready when started, `applied` to every
     command, and its result when asked to stop; `script` changes one of those."""
 
-    def __init__(self, name: str, role: Role, config, script: dict) -> None:
+    def __init__(self, name: str, role: PieceRole, config, script: dict) -> None:
         super().__init__(name)
         self.role, self.config, self.script = role, config, script
         self.stopped = False
         self.commands: list[str] = []
 
     async def start(self) -> None:
-        if self.role == Role.NODE:
+        if self.role == PieceRole.NODE:
             self.record({"event": EventName.READY, "node": self.config.node_id,
                          "host": "127.0.0.1", "port": 1, "queues": []})
-        elif self.role == Role.SWARM:
+        elif self.role == PieceRole.SWARM:
             planned = sum(self.config.group_sizes.values())
             self.record({"event": EventName.PROGRESS, "joined": planned, "delivered": 0})
             self.record({"event": EventName.READY, "joined": planned})
@@ -73,7 +73,7 @@ class ScriptedPiece(Piece):
                          "message": "not now"})
         else:
             self.record({"event": EventName.APPLIED, "command": command.name})
-            if self.role == Role.PUBLISHER:  # it sends from its reset
+            if self.role == PieceRole.PUBLISHER:  # it sends from its reset
                 asyncio.get_running_loop().create_task(self._publish())
         if self.script.get("cancel_at") == (self.name, command.name):
             self.script["run_task"].cancel()
@@ -86,10 +86,10 @@ class ScriptedPiece(Piece):
                          "ended": "exited with status 1"})
         if self.script.get("no_result") == self.name or EventName.EXIT in self.latest:
             return None
-        if self.role == Role.SWARM:
+        if self.role == PieceRole.SWARM:
             return silent_swarm(self.script["workload"], self.config.slice_index,
                                 self.config.slice_count) | {"silent": False}
-        if self.role == Role.NODE:
+        if self.role == PieceRole.NODE:
             return _idle_node(self.config.node_id)
         return self.result_data()
 
@@ -110,7 +110,7 @@ class ScriptedPlacement(Placement):
         self.script = script
         self.pieces: dict[str, ScriptedPiece] = {}
 
-    def make(self, role: Role, index: int, name: str, config, log_dir: Path, env: dict,
+    def make(self, role: PieceRole, index: int, name: str, config, log_dir: Path, env: dict,
              label: str) -> Piece:
         piece = self.pieces[name] = ScriptedPiece(name, role, config, self.script)
         return piece
