@@ -58,7 +58,10 @@ def weigh(result: dict, ping_s: float) -> dict:
             "base_ms_s": base, "peak_ms_s": max(seconds), "wave_starts_s": starts,
             "wave_share": excess / max(1.0, sum(seconds)),
             "wave_ms_per_1k": excess / max(1, len(starts)) / (connected / 1000),
-            "kinds": result["nodes"][0]["profile"]["kinds"]}
+            "kinds": result["nodes"][0]["profile"]["kinds"],
+            "verdict": f"{result['verdict']['culprit']}: {result['verdict']['cause'][:60]}",
+            "hint": next((line for line in result["verdict"]["evidence"]
+                          if "socket.io ping interval" in line), "")}
 
 
 def main() -> None:
@@ -82,6 +85,7 @@ def main() -> None:
               f"{w['base_ms_s']:.0f} / {w['peak_ms_s']:.0f} | {w['wave_starts_s']} | "
               f"{w['wave_share']:.0%} | {w['wave_ms_per_1k']:.1f} ms |")
         print(f"<!-- {topology} kinds: {w['kinds']} -->")
+        print(f"<!-- {topology} verdict: {w['verdict']}; {w['hint'] or 'no ping hint'} -->")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from mqprobe.run.workload import Workload
 from mqprobe.verdict.analysis import Failure, RunFacts, judge
 from mqprobe.verdict.attribution import paused_together
 from mqprobe.verdict.conclusion import cost_of
-from mqprobe.verdict.connections import outlived
+from mqprobe.verdict.connections import outlived, ping_episodes
 from mqprobe.verdict.merge import merge_run, node_figures, swarm_figures
 from mqprobe.verdict.run_timeline import (
     cpu_json,
@@ -91,6 +91,11 @@ def assemble(topology: Topology, layout: Layout, workload: Workload, results: Pi
             f"{hop} ±{bar:g} ms" for hop, bar in run_clocks.hop_uncertainty_ms.items() if bar))
     if failure and not any("run failed" in line for line in evidence):
         evidence.insert(0, f"run failed: {failure.message}")
+    clients = max((n.connections.rows[-1][2] for n in figures
+                   if n.connections and n.connections.rows), default=0)
+    if timeline.e2e and (hint := ping_episodes(timeline.e2e.rows, workload.budget_ms,
+                                                workload.ping_interval_s, clients)):
+        evidence.append(hint)
     for index, swarm_result in enumerate(swarms):  # a swarm gone: what the nodes still held
         if swarm_result.get("silent"):
             evidence += outlived(figures, f"swarm{index + 1}",

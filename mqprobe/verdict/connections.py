@@ -70,3 +70,37 @@ def outlived(nodes: Sequence[NodeFigures], who: str, silent_since_ns: int,
                      + ("" if ended else ": nothing freed them within the run"))
         lines.append(f"{text} ({knobs})")
     return lines
+
+
+def ping_episodes(e2e_rows: Sequence[Sequence[float]], budget_ms: float, ping_s: float,
+                  clients_per_node: int) -> str:
+    """When the run's worst e2e came in episodes as far apart as the nodes' socket.io ping
+    interval, say so, and how to tell: engine.io pings each client an interval after its
+    last answer, so clients that joined together are pinged together (a wave of writes and
+    garbage on the node: BENCHMARKS, 27,000 quiet connections). e2e_rows: [t_ms, count,
+    p50, p99, max] by publish time (run_timeline.e2e_over_time). A hint beside the verdict,
+    never a share of it: the episodes' time is charged by what was measured in them."""
+    if ping_s <= 0 or not e2e_rows:
+        return ""
+    worst = max(row[3] for row in e2e_rows)
+    if worst <= budget_ms:
+        return ""
+    threshold = max(budget_ms, worst / 2)
+    starts: list[float] = []
+    last = 0.0
+    for row in e2e_rows:
+        t_ms, p99 = row[0], row[3]
+        if p99 < threshold:
+            continue
+        if not starts or t_ms - last > ping_s * 1000 / 4:
+            starts.append(t_ms)
+        last = t_ms
+    gaps = [(b - a) / 1000 for a, b in zip(starts, starts[1:], strict=False)]
+    if not gaps or any(abs(gap - ping_s) > 0.2 * ping_s for gap in gaps):
+        return ""
+    return (f"the worst e2e came in {len(starts)} episodes, "
+            f"{', '.join(f'{gap:.0f}' for gap in gaps)} s apart (at "
+            f"{', '.join(f'{t / 1000:.0f}' for t in starts)} s), about the nodes' socket.io "
+            f"ping interval ({ping_s:g} s) with up to {clients_per_node:,} clients a node: "
+            "clients that joined together are pinged together; if the episodes move with "
+            "--ping-interval, the pings' wave is what began them")

@@ -48,3 +48,26 @@ def test_a_node_with_other_swarms_clients_says_its_counts_are_all_of_them():
     n1 = node("n1", [(T0, 80, 80), (T0 + S, 80, 80)], [])
     [line] = outlived([n1], "swarm2", T0 + S, (25.0, 20.0), 0.0, others=True)
     assert "held 80 connections (80 ESTABLISHED) (the other swarms' among them)" in line, line
+
+
+def _e2e(episodes_s: list[float], p99_ms: float = 500.0) -> list[list[float]]:
+    """100 ms rows over a minute: 10 ms p99, and p99_ms for a second from each episode."""
+    return [[t, 100, 5.0, p99_ms if any(e * 1000 <= t < e * 1000 + 1000 for e in episodes_s)
+             else 10.0, 20.0] for t in range(0, 60_000, 100)]
+
+
+def test_episodes_a_ping_interval_apart_are_said_with_how_to_tell():
+    from mqprobe.verdict.connections import ping_episodes
+
+    line = ping_episodes(_e2e([20, 42, 46]), 50.0, 25.0, 13_500)
+    assert line.startswith("the worst e2e came in 2 episodes, 22 s apart (at 20, 42 s), about "
+                           "the nodes' socket.io ping interval (25 s) with up to 13,500"), line
+    assert "--ping-interval" in line
+
+
+def test_episodes_at_another_period_or_alone_or_within_budget_say_nothing():
+    from mqprobe.verdict.connections import ping_episodes
+
+    assert ping_episodes(_e2e([10, 42]), 50.0, 25.0, 13_500) == ""  # 32 s: not the pings'
+    assert ping_episodes(_e2e([20]), 50.0, 25.0, 13_500) == ""  # one: no period
+    assert ping_episodes(_e2e([20, 45], p99_ms=40.0), 50.0, 25.0, 13_500) == ""  # in budget
