@@ -71,6 +71,7 @@ class ConnectionWatch:
         self.rows: deque[list] = deque(maxlen=MAX_ROWS)
         self.ended: Counter[tuple[int, str]] = Counter()
         self._task: asyncio.Task | None = None
+        self._kernel_due = False  # the kernel's count at the next row (measuring began)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -79,7 +80,8 @@ class ConnectionWatch:
         next_kernel = 0.0
         while True:
             established = None
-            if time.monotonic() >= next_kernel:  # in a thread: never a stall of the loop
+            if self._kernel_due or time.monotonic() >= next_kernel:  # in a thread: no stall
+                self._kernel_due = False
                 began = time.monotonic()
                 established = await asyncio.to_thread(established_on, self.port)
                 # at most KERNEL_SHARE of the time: 27,000 connections take a large table
@@ -97,9 +99,11 @@ class ConnectionWatch:
         self.ended[(second, reason)] += 1
 
     def reset(self) -> None:
-        """Count afresh: the set-up's joins are not the run's."""
+        """Count afresh: the set-up's joins are not the run's; the kernel's count with the
+        next row, so the measuring starts with one."""
         self.rows.clear()
         self.ended.clear()
+        self._kernel_due = True
 
     def stop(self) -> None:
         if self._task is not None and not self._task.done():

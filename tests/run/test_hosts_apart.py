@@ -22,6 +22,7 @@ from mqprobe.broker import management_get
 
 from ..conftest import REPO
 from ..hosts import Hosts, NoNamespaces
+from ..runs import wait_until_publishing
 
 SKEW_MS = {"nodes": -120.0, "swarm": 250.0}  # each host pretends its clock is off
 
@@ -99,7 +100,9 @@ def test_a_host_that_vanishes_mid_run_is_named_and_the_others_figures_are_kept(
     hosts, vhost_url = apart
     compare = _compare(vhost_url, tmp_path, "40", "--tcp-keepalive", "2")
     try:
-        time.sleep(8)  # the pieces are up on both hosts and the run is publishing
+        # the pieces are up on both hosts and the run is publishing (the broker delivered a
+        # second's worth)
+        wait_until_publishing(tmp_path, compare, managed_broker.running_state(), at_least=30)
         vanished_at = time.time()
         hosts.hosts["swarm"].vanish()
         out, errors = compare.communicate(timeout=120)
