@@ -41,15 +41,7 @@ def one(broker, variant: list[str], groups: int, size: int, settle_s: float) -> 
     state = broker.running_state()
     hosts = Hosts(state.amqp_port)
     try:
-        for host in hosts.hosts.values():
-            env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
-            listen = hosts.nodes_for_swarm if host.name == "nodes" else host.to_here
-            proc = host.popen([sys.executable, "-m", "mqprobe", "agent", "--name", host.name,
-                               "--listen-host", listen, "--amqp-url",
-                               hosts.amqp_url(host, state.user, state.password)],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-            assert f"agent {host.name} ready" in proc.stderr.readline()
+        hosts.start_agents(state.user, state.password, cwd=str(REPO))
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             compare = subprocess.Popen(

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -165,6 +166,25 @@ class Hosts:
         """The broker's URL as that host reaches it: through the relay on its link."""
         assert self.relay is not None
         return f"amqp://{user}:{password}@{host.here_end}:{self.relay.port}/"
+
+    def start_agents(self, user: str, password: str, vhost: str = "", cwd: str = ".",
+                     skew_ms: dict[str, float] | None = None) -> None:
+        """`mqprobe agent` on each host, named after it, reaching the broker through its own
+        link (nodes listen where the swarm's host reaches them); returns once each is ready.
+        skew_ms: a clock each host pretends to (MQPROBE_CLOCK_SKEW_MS)."""
+        for host in self.hosts.values():
+            env = {k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}
+            if skew_ms:
+                env["MQPROBE_CLOCK_SKEW_MS"] = str(skew_ms[host.name])
+            listen = self.nodes_for_swarm if host.name == "nodes" else host.to_here
+            proc = host.popen([sys.executable, "-m", "mqprobe", "agent", "--name", host.name,
+                               "--listen-host", listen, "--amqp-url",
+                               self.amqp_url(host, user, password) + vhost],
+                              cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+            assert proc.stderr is not None
+            line = proc.stderr.readline()
+            assert f"agent {host.name} ready" in line, line
 
     def close(self) -> None:
         # ours, by pid: each with the pieces it started (a session of its own); asked to stop

@@ -62,6 +62,15 @@ def room_for(group: str) -> str:
     return f"group.{group}"
 
 
+def keep_alive_problems(ping_interval_s: float, ping_timeout_s: float,
+                        tcp_keepalive_s: float) -> list[str]:
+    """How long a silent client is kept, checked wherever it is given (compare's workload,
+    a node's spec): each bound's sentence, or '' where it holds."""
+    return [within("--ping-interval", ping_interval_s, 0, 3600, above=True),
+            within("--ping-timeout", ping_timeout_s, 0, 3600, above=True),
+            within("--tcp-keepalive", tcp_keepalive_s, 0, 7200)]
+
+
 @dataclass
 class NodeConfig:
     node_id: str
@@ -91,9 +100,8 @@ class NodeConfig:
         for group in self.groups:
             check_id("group", group)
         for problem in (within("--port", self.port, 0, 65535),
-                        within("--ping-interval", self.ping_interval_s, 0, 3600, above=True),
-                        within("--ping-timeout", self.ping_timeout_s, 0, 3600, above=True),
-                        within("--tcp-keepalive", self.tcp_keepalive_s, 0, 7200)):
+                        *keep_alive_problems(self.ping_interval_s, self.ping_timeout_s,
+                                             self.tcp_keepalive_s)):
             if problem:
                 raise InputError(problem)
         if self.layout not in self.topology.layouts:

@@ -12,6 +12,7 @@ from mqprobe.broker.topology import LAYOUTS, Topology, resolve
 from mqprobe.errors import InputError, within
 from mqprobe.model import QueueType
 from mqprobe.pieces.inject import Faults, parse_injections
+from mqprobe.pieces.node import keep_alive_problems
 from mqprobe.pieces.publisher import MAX_DURATION_S, MAX_MESSAGES, MAX_RATE, MAX_SIZE
 
 DEFAULT_TOPOLOGIES = ("single-topic", "per-group", "fanout", "socketio-manager")
@@ -89,9 +90,8 @@ class Workload:
             within("--repeat", self.repeat, 1, 100),
             within("--samples", self.samples, 0, 10_000_000),
             within("--drain", self.drain_s, 0, MAX_DURATION_S),
-            within("--ping-interval", self.ping_interval_s, 0, 3600, above=True),
-            within("--ping-timeout", self.ping_timeout_s, 0, 3600, above=True),
-            within("--tcp-keepalive", self.tcp_keepalive_s, 0, 7200),
+            *keep_alive_problems(self.ping_interval_s, self.ping_timeout_s,
+                                 self.tcp_keepalive_s),
             within("--groups", len(self.group_sizes), 1, MAX_GROUPS)) if p]
         if self.group_sizes and min(self.group_sizes) < 1:
             problems.append("every group needs at least 1 member")

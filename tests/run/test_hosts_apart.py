@@ -39,17 +39,7 @@ def apart(managed_broker):
     managed_broker.rabbitmqctl("add_vhost", vhost)
     managed_broker.rabbitmqctl("set_permissions", "-p", vhost, state.user, ".*", ".*", ".*")
     try:
-        for host in hosts.hosts.values():
-            env = dict(os.environ, MQPROBE_CLOCK_SKEW_MS=str(SKEW_MS[host.name]))
-            env.pop("MQPROBE_AMQP_URL", None)
-            listen = hosts.nodes_for_swarm if host.name == "nodes" else host.to_here
-            proc = host.popen([sys.executable, "-m", "mqprobe", "agent", "--name", host.name,
-                               "--listen-host", listen, "--amqp-url",
-                               hosts.amqp_url(host, state.user, state.password) + vhost],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-            line = proc.stderr.readline()
-            assert f"agent {host.name} ready" in line, line
+        hosts.start_agents(state.user, state.password, vhost, cwd=str(REPO), skew_ms=SKEW_MS)
         yield hosts, f"{state.amqp_url}{vhost}"
     finally:
         hosts.close()
