@@ -270,22 +270,32 @@ class LoopCpu:
 class ConnectionFigures:
     """A node's connections through a run (watch.connections): rows of [t_ns, established
     in its kernel (None: unread), connected in its socket.io server] once every `every_s`,
-    and how many ended in each second, by engine.io's reason: [t_ns, reason, count]."""
+    how many ended in each second, by engine.io's reason: [t_ns, reason, count], and how
+    many began in each second: [t_ns, count]."""
 
     every_s: float
     rows: tuple[tuple[int, int | None, int], ...]
     ended: tuple[tuple[int, str, int], ...]
+    began: tuple[tuple[int, int], ...] = ()
+
+    def ended_by_reason(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for _t, reason, n in self.ended:
+            out[reason] = out.get(reason, 0) + n
+        return out
 
     def to_json(self) -> dict:
         return {"every_s": self.every_s, "rows": [list(r) for r in self.rows],
-                "ended": [list(e) for e in self.ended]}
+                "ended": [list(e) for e in self.ended]} | (
+                    {"began": [list(b) for b in self.began]} if self.began else {})
 
     @classmethod
     def from_json(cls, doc: dict) -> ConnectionFigures:
         return cls(float(doc.get("every_s", 1.0)),
                    tuple((int(t), None if held is None else int(held), int(connected))
                          for t, held, connected in doc.get("rows", [])),
-                   tuple((int(t), str(reason), int(n)) for t, reason, n in doc.get("ended", [])))
+                   tuple((int(t), str(reason), int(n)) for t, reason, n in doc.get("ended", [])),
+                   tuple((int(t), int(n)) for t, n in doc.get("began", [])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,6 +568,52 @@ class SwarmFigures:
     def from_json(cls, doc: dict | None) -> SwarmFigures:
         doc = doc or {}
         return cls(**{name: doc[name] for name in cls.__dataclass_fields__ if name in doc})
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnFigures:
+    """The load process of `--inject churn` or `client-stall` (the result's `churning`):
+    members beside the measured ones, joined to a room nothing is published to (they cost
+    the servers their connections, not fan-out), reported apart. `left`: left on purpose
+    (churn); `dropped`: connections the servers
+    closed (a ping timeout after a stall); `rejoin`: from a connection lost to joined
+    again (the whole handshake, and a stall's wait before it)."""
+
+    members: int = 0
+    joined: int = 0
+    left: int = 0
+    dropped: int = 0
+    rejoined: int = 0
+    rejoin: HopFigures = field(default_factory=HopFigures)
+    stalled_ms: float = 0.0  # its loop blocked on purpose, while measuring
+
+    def to_json(self) -> dict:
+        return {"members": self.members, "joined": self.joined, "left": self.left,
+                "dropped": self.dropped, "rejoined": self.rejoined,
+                "rejoin": self.rejoin.to_json(), "stalled_ms": self.stalled_ms}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> ChurnFigures:
+        counts = {name: int(doc.get(name, 0)) for name in
+                  ("members", "joined", "left", "dropped", "rejoined")}
+        return cls(**counts, rejoin=HopFigures.from_json(doc.get("rejoin") or {}),
+                   stalled_ms=float(doc.get("stalled_ms", 0.0)))
+
+    def line(self) -> str:
+        """For the evidence: what the load process's members did and got."""
+        what = []
+        if self.left:
+            what.append(f"{self.left} left and joined again on purpose")
+        if self.stalled_ms:
+            what.append(f"its loop was blocked {self.stalled_ms / 1000:.1f} s in all")
+        if self.dropped:
+            what.append(f"the servers closed {self.dropped} of its connections")
+        rejoin = (f"; {self.rejoined} joined again, {self.rejoin.p50_ms:.0f} ms p50 and "
+                  f"{self.rejoin.p99_ms:.0f} ms p99 from connection lost to joined"
+                  if self.rejoined else "")
+        return (f"the load process beside the swarm ({self.joined} of {self.members} members "
+                f"joined to a room nothing is published to, reported apart): "
+                + (", ".join(what) or "steady") + rejoin)
 
 
 # -- the verdict's parts: what the tail was charged to, and what is said of it --------

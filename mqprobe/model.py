@@ -130,6 +130,8 @@ class Cause(StrEnum):
     SLOW_HANDLER = "slow-handler"
     FANOUT_BOUND = "fanout-bound"
     NODE_DIED = "node-died"
+    CONNECTION_CHURN = "connection-churn"
+    CLIENTS_UNRESPONSIVE = "clients-unresponsive"
     DELIVERY = "delivery"
     LOST_BEFORE_NODE = "lost-before-node"
     LOST = "lost-deliveries"
@@ -160,6 +162,7 @@ CULPRIT_OF = {
     Cause.SERVER_STALL: Culprit.SERVER, Cause.CPU_STARVED: Culprit.SERVER,
     Cause.CPU_THROTTLED: Culprit.SERVER, Cause.SLOW_HANDLER: Culprit.SERVER,
     Cause.FANOUT_BOUND: Culprit.SERVER, Cause.NODE_DIED: Culprit.SERVER,
+    Cause.CONNECTION_CHURN: Culprit.SERVER, Cause.CLIENTS_UNRESPONSIVE: Culprit.CLIENT,
     Cause.LOST_BEFORE_NODE: Culprit.MQ,
     Cause.DELIVERY: Culprit.DELIVERY, Cause.LOST: Culprit.DELIVERY,
     Cause.SWARM_SATURATED: Culprit.CLIENT, Cause.INSTRUMENT_FAILED: Culprit.CLIENT,
@@ -197,6 +200,12 @@ PROSE = {
     Cause.SLOW_HANDLER: "the node's handler takes long per message",
     Cause.FANOUT_BOUND: "the node's emit loop to the room took the time",
     Cause.NODE_DIED: "a node process ended during the run",
+    Cause.CONNECTION_CHURN: ("a node's event loop was busy with connections coming and going "
+                             "(handshakes, joins, disconnects) while messages waited for it"),
+    Cause.CLIENTS_UNRESPONSIVE: ("clients stopped answering their server's pings (their "
+                                 "process or host too busy), the server timed them out, and "
+                                 "their reconnecting kept its event loop busy while messages "
+                                 "waited for it: the storm began on the client side"),
     Cause.DELIVERY: "socket writes, network or client reads",
     Cause.LOST_BEFORE_NODE: "messages never reached a node's handler",
     Cause.LOST: "a node emitted them, yet they never reached their members",
@@ -365,6 +374,7 @@ class RunResult(TypedDict, total=False):
     repeat: int
     load: float  # sweep: the point's load (groups, or messages a second per group)
     rate_per_group: float  # sweep
+    churning: dict  # figures.ChurnFigures.to_json: the load process's members, apart
 
 
 class ComparisonResult(TypedDict, total=False):

@@ -178,6 +178,9 @@ class SwarmResult(SwarmProgress, total=False):
     messages_dropped: int
     silent: bool  # compare's stand-in (run.one_run.silent_swarm): it gave no result
     silent_since_ns: int  # ...and when it, or its host, was last heard (0: never)
+    churned: int  # a load swarm's members that left on purpose while measuring
+    stalled_ms: float  # a load swarm's loop blocked on purpose while measuring
+    rejoin: dict  # records.Latency.to_json: from a connection lost to joined again
 
 
 class Answer(TypedDict):

@@ -21,6 +21,7 @@ from mqprobe.errors import ResultFormatError
 from mqprobe.figures import (
     Attribution,
     BrokerEvidence,
+    ChurnFigures,
     Cost,
     Counts,
     CpuUse,
@@ -256,6 +257,7 @@ class RunRecord:
     repeat: int | None = None
     load: float | None = None  # sweep: the point's load
     rate_per_group: float | None = None  # sweep
+    churning: ChurnFigures | None = None  # --inject churn, client-stall: members apart
 
     def hop(self, hop: str) -> HopFigures:
         """One hop's figures; zero when it was not recorded."""
@@ -298,6 +300,8 @@ class RunRecord:
         for name in ("declared", "phases_s", "repeat", "load", "rate_per_group"):
             if (value := getattr(self, name)) is not None:
                 doc[name] = value
+        if self.churning is not None:
+            doc["churning"] = self.churning.to_json()
         return doc  # type: ignore[return-value]
 
     @classmethod
@@ -347,6 +351,8 @@ class RunRecord:
             "load": lambda: float(doc["load"]) if doc.get("load") is not None else None,
             "rate_per_group": lambda: (float(doc["rate_per_group"])
                                        if doc.get("rate_per_group") is not None else None),
+            "churning": lambda: (ChurnFigures.from_json(doc["churning"])
+                                 if doc.get("churning") is not None else None),
         }
         return cls(**{name: _read(name, parse) for name, parse in parts.items()})
 

@@ -40,6 +40,8 @@ class EventKind(StrEnum):
     BROKER_ALARM = "broker-alarm"  # a memory or disk alarm (management API)
     BROKER_UNAVAILABLE = "broker-unavailable"  # the broker could not be reached
     CLIENT_DOWN = "client-down"  # a swarm member lost its connection until it joined again
+    CONNECTION_WORK = "connection-work"  # a node's loop on connections coming and going
+    # (its profiler's samples: handshakes, joins, disconnects)
 
 
 @dataclass(slots=True)

@@ -17,6 +17,14 @@
                               CPU while the run measures (a pod's CPU limit on RabbitMQ)
 `--inject broker-freeze=3s`   the managed broker is stopped (SIGSTOP) 1 s into publishing, and
                               continued 3 s later: a frozen process, a paused VM
+`--inject churn=200/s`        a load process beside the swarm, with as many members, joined to a
+                              room nothing is published to (connections, not fan-out), whose
+                              members leave and join again, 200 a second in all (the seed's
+                              reconnect storm; they are reported apart)
+`--inject client-stall=3s/6s` that load process's loop cannot run for 3 s every 6 s, as on an
+                              overloaded host: it answers no ping meanwhile, and with pings
+                              shorter than the stall (--ping-interval, --ping-timeout) the
+                              servers time its members out and they all join again after it
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ from mqprobe.cpu import pid_alive, read_text
 from mqprobe.errors import InputError, whole_number
 
 KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin", "throttle", "link-delay",
-         "broker-throttle", "broker-freeze")
+         "broker-throttle", "broker-freeze", "churn", "client-stall")
+MAX_CHURN_PER_S = 10_000
 BROKER_FAULTS = ("broker-throttle", "broker-freeze")  # act on the managed broker's processes
 FREEZE_AFTER_S = 1.0  # into publishing, a broker-freeze begins
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -60,6 +69,14 @@ class Faults:
     link_pieces: tuple[str, ...] = ()  # whose connections (publisher, n1...); (): all
     broker_throttle_share: float = 0.0  # the managed broker's CPU quota (0: none)
     broker_freeze_s: float = 0.0  # the managed broker stopped this long, mid-run
+    churn_per_s: float = 0.0  # a load process's members leave and join again this often
+    client_stall_s: float = 0.0  # a load process's loop blocked this long ...
+    client_stall_every_s: float = 0.0  # ... this often
+
+    @property
+    def load(self) -> bool:
+        """Whether a load process (members beside the measured ones) is asked for."""
+        return bool(self.churn_per_s or self.client_stall_s)
 
     @property
     def on_the_broker(self) -> list[str]:
@@ -103,6 +120,17 @@ def parse_injections(items: list[str]) -> Faults:
                 raise InputError(f"--inject {kind} cannot be applied on this machine: {problem}")
             fields["throttle_share" if kind == "throttle" else "broker_throttle_share"] = (
                 percent / 100)
+        elif kind == "churn":
+            rate = value.strip().removesuffix("/s")
+            per_s = whole_number(rate)
+            if not value.strip().endswith("/s") or per_s is None \
+                    or not 1 <= per_s <= MAX_CHURN_PER_S:
+                raise InputError(f"--inject churn takes members a second, 1/s to "
+                                 f"{MAX_CHURN_PER_S:,}/s, like 200/s, got {value!r}")
+            fields["churn_per_s"] = float(per_s)
+        elif kind == "client-stall":
+            stall, every = _stall_every(kind, value)
+            fields["client_stall_s"], fields["client_stall_every_s"] = stall, every
         elif kind == "broker-freeze":
             fields["broker_freeze_s"] = parse_duration(value, "--inject broker-freeze")
         elif kind == "link-delay":
@@ -113,15 +141,21 @@ def parse_injections(items: list[str]) -> Faults:
                 raise InputError(f"--inject prefetch takes a whole number 1-65535, got {value!r}")
             fields["prefetch"] = prefetch
         else:
-            stall, slash, every = value.partition("/")
-            if not slash:
-                raise InputError(f"--inject {kind} takes STALL/EVERY like 200ms/2s, got {value!r}")
-            fields["stall_s"] = parse_duration(stall, f"--inject {kind}")
-            fields["stall_every_s"] = parse_duration(every, f"--inject {kind} period")
+            fields["stall_s"], fields["stall_every_s"] = _stall_every(kind, value)
             fields["stall_spin"] = kind == "spin"
-            if fields["stall_every_s"] <= fields["stall_s"]:
-                raise InputError(f"--inject {kind}: the period must be longer than the stall")
     return Faults(**fields)
+
+
+def _stall_every(kind: str, value: str) -> tuple[float, float]:
+    """`200ms/2s`: a stall and its period, the period the longer."""
+    stall, slash, every = value.partition("/")
+    if not slash:
+        raise InputError(f"--inject {kind} takes STALL/EVERY like 200ms/2s, got {value!r}")
+    stall_s = parse_duration(stall, f"--inject {kind}")
+    every_s = parse_duration(every, f"--inject {kind} period")
+    if every_s <= stall_s:
+        raise InputError(f"--inject {kind}: the period must be longer than the stall")
+    return stall_s, every_s
 
 
 def _link_delay(value: str) -> dict:

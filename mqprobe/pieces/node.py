@@ -49,8 +49,8 @@ from mqprobe.stamps import (
     decode_socketio_field,
     now_ns,
 )
-from mqprobe.timeline import Recorder, freeze_setup
-from mqprobe.watch.connections import ConnectionWatch, keep_alive
+from mqprobe.timeline import EventKind, Recorder, freeze_setup
+from mqprobe.watch.connections import PING_UNANSWERED, TRANSPORT_CLOSE, ConnectionWatch, keep_alive
 from mqprobe.watch.loop import LoopLagMonitor
 from mqprobe.watch.profile import LoopProfiler
 
@@ -157,6 +157,7 @@ class Node(PieceRuntime):
             logger=False, engineio_logger=False, max_http_buffer_size=16 * 1024 * 1024,
             ping_interval=config.ping_interval_s, ping_timeout=config.ping_timeout_s,
         )
+        self.sio.on("connect", self._on_connect)
         self.sio.on("join", self._on_join)
         self.sio.on("disconnect", self._on_disconnect)
         self.connections: ConnectionWatch | None = None  # made once the port is known
@@ -178,9 +179,26 @@ class Node(PieceRuntime):
         await self.sio.enter_room(sid, room_for(group))
         return True
 
-    async def _on_disconnect(self, _sid: str, reason: str = "") -> None:
+    async def _on_connect(self, _sid: str, _environ: dict, _auth: object = None) -> None:
         if self.connections is not None:
-            self.connections.on_disconnect(str(reason) or "unknown")
+            self.connections.on_connect()
+
+    async def _on_disconnect(self, sid: str, reason: str = "") -> None:
+        if self.connections is not None:
+            self.connections.on_disconnect(self._why_ended(sid, str(reason) or "unknown"))
+
+    def _why_ended(self, sid: str, reason: str) -> str:
+        """engine.io's reason, and whether the client had left the server's last ping
+        unanswered past the timeout: a websocket whose read timed out ends as `transport
+        close` as one its client closed does, and a silent client is told apart only so."""
+        if reason != TRANSPORT_CLOSE:
+            return reason
+        with contextlib.suppress(Exception):  # engine.io's insides, read, never relied on
+            eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+            last_ping = self.sio.eio.sockets[eio_sid].last_ping
+            if last_ping and time.time() - last_ping >= self.config.ping_timeout_s:
+                return PING_UNANSWERED
+        return reason
 
     def connected_count(self) -> int:
         """The connections its engine.io server holds (joined to a room or not)."""
@@ -266,8 +284,17 @@ class Node(PieceRuntime):
             self._quota.remove()
             self._quota = None
 
+    def _connection_work(self) -> None:
+        """The profiler's spans of connection work onto the node's timeline, once."""
+        if self.profiler is not None:
+            self.profiler.stop()
+            spans, self.profiler.connection_spans = self.profiler.connection_spans, []
+            for start, end in spans:
+                self.timeline.add(EventKind.CONNECTION_WORK, start, end)
+
     def result(self) -> NodeResult:
         knobs = self.config.topology.consumer
+        self._connection_work()
         return {
             "node": self.config.node_id,
             "handled": self.stats.handled,

@@ -12,6 +12,12 @@ with the reason in one sentence, instead of each member waiting out its own time
 A member that was joined and loses its connection comes back, with exponential backoff and
 jitter; the time it was down is on the timeline (client-down) and what it missed is lost.
 
+A load swarm (compare's `--inject churn` and `client-stall`: members beside the measured
+ones, reported apart) makes the seed's reconnect storm: its members leave and join again at
+a rate (`churn_per_s`), or its loop cannot run now and then (`stall_s` every
+`stall_every_s`: a load process too busy to answer its server's pings), from Reset to
+Settle.
+
 t_recv is the kernel's receive stamp of the frame's last packet (SO_TIMESTAMPNS) where
 the kernel gives one, else the moment it was read: the result counts each (`t_recv_source`).
 The trace field is read from the first bytes of the frame, never the (large) body; a room
@@ -25,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,7 +67,7 @@ from mqprobe.protocol import (
     SwarmReady,
     SwarmResult,
 )
-from mqprobe.records import HopSet, Reasons
+from mqprobe.records import HopSet, Latency, Reasons
 from mqprobe.stamps import (
     DeliveryTrace,
     TraceFormatError,
@@ -92,6 +99,9 @@ class SwarmConfig:
     # (False: a trace's listeners, which keep their own and only the last two minutes of
     # windows: a watch grew 0.15-0.2 MiB a minute, mostly those windows)
     keep_records: bool = True
+    churn_per_s: float = 0.0  # members that leave and join again, a second (0: none)
+    stall_s: float = 0.0  # its loop blocked this long (as an overloaded host's) ...
+    stall_every_s: float = 0.0  # ... this often
     # called for every traced event a member receives (mqprobe trace prints them)
     on_delivery: Callable[[Member, DeliveryTrace, int], None] | None = field(
         default=None, metadata=LOCAL)
@@ -214,6 +224,10 @@ class Swarm(PieceRuntime):
     misrouted: int = 0
     first_error: str = ""
     reorder_max: int = 0  # the furthest a seq arrived below its member's highest
+    churned: int = 0  # members that left on purpose (churn_per_s) while measuring
+    stalled_ns: int = 0  # its loop blocked on purpose (stall_s) while measuring
+    # from a member's connection lost (or left) to its join acknowledged again
+    rejoin: Latency = field(default_factory=Latency)
 
     def __post_init__(self) -> None:
         self.members = plan_members(self.config)
@@ -229,6 +243,7 @@ class Swarm(PieceRuntime):
         self.messages_dropped = 0
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
+        self._load_tasks: list[asyncio.Task] = []  # churn and stalls, while measuring
         self._joined = 0
         self._settled = asyncio.Event()
         self._gate = asyncio.Semaphore(self.config.connect_concurrency)
@@ -351,9 +366,63 @@ class Swarm(PieceRuntime):
         self.down -= 1
         up = now_ns()
         self.reconnects += 1
+        self.rejoin.record(up - down)
         self.timeline.add(EventKind.CLIENT_DOWN, down, up, group=member.group)
         if len(self.outages) < MAX_OUTAGES:
             self.outages.append((member, down, up))
+
+    def _leave(self, member: Member) -> None:
+        """A member leaves (its connection closed, as a user who goes, a phone that loses
+        its network) and joins again at once."""
+        ws, member.ws = member.ws, None
+        if ws is None:
+            return
+        self._eio3_sockets.discard(ws)
+        ws.close()
+        self.disconnects += 1
+        self.churned += 1
+        member.down_since = now_ns()
+        self.down += 1
+        task = asyncio.get_running_loop().create_task(self._client(member))
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    async def _churn(self) -> None:
+        """Members leave and join again at churn_per_s, in turn, each one that is up."""
+        tick, owed, turn = 0.02, 0.0, 0
+        while self.members:
+            await asyncio.sleep(tick)
+            owed += self.config.churn_per_s * tick
+            for _ in range(len(self.members)):
+                if owed < 1:
+                    break
+                member = self.members[turn % len(self.members)]
+                turn += 1
+                if member.ws is not None and member.joined and not member.down_since:
+                    self._leave(member)
+                    owed -= 1
+
+    async def _stall(self) -> None:
+        """Its loop blocked for stall_s every stall_every_s: nothing is read, no ping
+        answered, as in a load process whose host is overloaded."""
+        while True:
+            await asyncio.sleep(self.config.stall_every_s)
+            began = now_ns()
+            time.sleep(self.config.stall_s)
+            self.stalled_ns += now_ns() - began
+
+    def _unsteady(self) -> None:
+        """From Reset: the churn and stalls asked for."""
+        loop = asyncio.get_running_loop()
+        if self.config.churn_per_s > 0:
+            self._load_tasks.append(loop.create_task(self._churn()))
+        if self.config.stall_s > 0 and self.config.stall_every_s > self.config.stall_s:
+            self._load_tasks.append(loop.create_task(self._stall()))
+
+    def _steady(self) -> None:
+        for task in self._load_tasks:
+            task.cancel()
+        self._load_tasks.clear()
 
     async def _ping_eio3(self) -> None:
         """Ping every engine.io 3 connection well within its server's ping interval; one
@@ -461,7 +530,11 @@ class Swarm(PieceRuntime):
             freeze_setup()  # set-up (thousands of connections) out of the collector's reach
             self.loop_lag.reset()
             self.timeline.reset()
+            self.churned = self.stalled_ns = 0
+            self.rejoin = Latency()
+            self._unsteady()
         elif isinstance(command, Settle):
+            self._steady()
             self.loop_lag.stop()
             self.timeline.unwatch_gc()
         elif isinstance(command, SetClock):
@@ -484,6 +557,7 @@ class Swarm(PieceRuntime):
         # not a lag of the run
         self.loop_lag.stop()
         self.timeline.unwatch_gc()
+        self._steady()
         self._stopping = True
         tasks = list(self._tasks)
         for task in tasks:
@@ -538,4 +612,7 @@ class Swarm(PieceRuntime):
             "messages": [[group, seq, node, r.t_pub, r.t_deq, r.t_emit, r.compact_receipts()]
                          for (group, seq, node), r in self.messages.items()],
             "messages_dropped": self.messages_dropped,
+            "churned": self.churned,
+            "stalled_ms": self.stalled_ns / 1e6,
+            "rejoin": self.rejoin.to_json(),
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
@@ -19,7 +19,7 @@ from mqprobe.verdict.analysis import Failure, RunFacts, judge
 from mqprobe.verdict.attribution import paused_together
 from mqprobe.verdict.conclusion import cost_of
 from mqprobe.verdict.connections import outlived, ping_episodes
-from mqprobe.verdict.merge import merge_run, node_figures, swarm_figures
+from mqprobe.verdict.merge import churn_figures, merge_run, node_figures, swarm_figures
 from mqprobe.verdict.run_timeline import (
     cpu_json,
     cpu_series,
@@ -37,6 +37,7 @@ class PieceResults(TypedDict):
     nodes: list[NodeResult]
     swarms: list[SwarmResult]
     publisher: PublisherResult | None
+    load: NotRequired[SwarmResult | None]  # --inject churn, client-stall: members reported apart
 
 
 def assemble(topology: Topology, layout: Layout, workload: Workload, results: PieceResults,
@@ -48,6 +49,8 @@ def assemble(topology: Topology, layout: Layout, workload: Workload, results: Pi
     merged = merge_run(publisher, swarms, nodes, sampler.ready_at_end() if sampler else 0,
                        cut_short=failure is not None and failure.interrupted)
     swarm = swarm_figures(swarms)
+    load = results.get("load")
+    churning = churn_figures(load) if load else None
     figures = tuple(node_figures(n) for n in nodes)
     broker = sampler.summary() if sampler else BrokerEvidence.not_measured()
     run_clocks = RunClocks.of(clocks) if clocks else None
@@ -83,7 +86,7 @@ def assemble(topology: Topology, layout: Layout, workload: Workload, results: Pi
         e2e_rows=timeline.e2e.rows if timeline.e2e else [], events=events, t0_ns=t0,
         failure=failure, cpu=cpu,
         used=cpu_sampler.used_rows() if cpu_sampler else {}, broker_cpu=broker_cpu,
-        links=links)
+        links=links, churning=churning)
     judged = judge(facts, messages, workload.budget_ms)
     evidence = list(judged.verdict.evidence)
     if run_clocks and run_clocks.apart:
@@ -113,7 +116,7 @@ def assemble(topology: Topology, layout: Layout, workload: Workload, results: Pi
         samples=tuple(tuple(s) for s in samples) if samples else None, timeline=timeline,
         cpu=cpu_use, cost=cost_of(merged.counts, cpu_use), attribution=judged.attribution,
         attribution_dropped=sum(s.get("messages_dropped", 0) for s in swarms),
-        error=failure.message if failure else None)
+        error=failure.message if failure else None, churning=churning)
 
 
 COMPARE_LINK = "compare"  # the coordinator's own link to the broker: a control beside the pieces'

@@ -65,6 +65,8 @@ class Phase:
 Observer = Callable[[Phase], None]
 
 
+LOAD = "swarm-load"  # the load process's name (a swarm's role: mqprobe's own instrument)
+LOAD_ROOM = "load"  # the group its members join: nothing is published to it
 STOP_S = 20.0  # for a piece to hand over its result once asked to stop...
 STOP_S_PER_CLIENT = 0.002  # ...and for each client a node was serving (it sees each one go)
 
@@ -124,10 +126,11 @@ class OneRun:
         self.nodes: list[Piece] = []
         self.ready: list[dict] = []  # each node's ready event: its address and queues
         self.swarms: list[Piece] = []
+        self.load: Piece | None = None  # --inject churn, client-stall: members apart
         self.publisher: Piece | None = None
         self.clocks: dict[str, ClockOffset] = {}
         self.clocks_differ = False
-        self.results = PieceResults(nodes=[], swarms=[], publisher=None)
+        self.results = PieceResults(nodes=[], swarms=[], publisher=None, load=None)
         self.failure: Failure | None = None
         self.error = ""  # set by fail(): what stopped the run before it finished
         self.sampler: QueueSampler | None = None  # made once the nodes have named their queues
@@ -258,6 +261,35 @@ class OneRun:
                           if s.latest[EventName.READY].get("first_error")), "")
             raise RunError(f"only {joined} of {clients} clients joined their group"
                            + (f" ({first})" if first else ""))
+        await self._load()
+
+    async def _load(self) -> None:
+        """--inject churn or client-stall: a load process beside the swarms (on the last
+        swarm's host), with as many members as they have (the seed's fourth load process
+        beside three of its size), joined before measuring to a room nothing is published to:
+        they cost the servers their connections alone, not fan-out, so what the measured
+        members' tail shows of them is their connections' cost. Its members churn or stall
+        from Reset, and are reported apart (figures.ChurnFigures)."""
+        workload, faults = self.workload, self.workload.faults
+        if not faults.load:
+            return
+        sizes = {LOAD_ROOM: sum(workload.group_sizes)}
+        urls = [f"http://{event['host']}:{event['port']}" for event in self.ready]
+        self.load = self._piece(PieceRole.SWARM, workload.swarms - 1, LOAD, SwarmConfig(
+            node_urls=urls, group_sizes=sizes, keep_records=False,
+            churn_per_s=faults.churn_per_s, stall_s=faults.client_stall_s,
+            stall_every_s=faults.client_stall_every_s))
+        await self.load.start()
+        ready = await self.load.wait_for(EventName.READY, 180)
+        if ready.get("joined", 0) < sum(sizes.values()):
+            raise RunError(f"only {ready.get('joined', 0)} of the load process's "
+                           f"{sum(sizes.values())} members joined their group"
+                           + (f" ({ready['first_error']})" if ready.get("first_error") else ""))
+
+    @property
+    def _clients(self) -> list[Piece]:
+        """Every process holding socket.io members: the swarms, and the load process."""
+        return self.swarms + ([self.load] if self.load else [])
 
     async def set_clocks(self) -> None:
         """Hops whose ends were stamped on different hosts are put onto the swarm's clock:
@@ -267,6 +299,8 @@ class OneRun:
         if self.clocks_differ:
             await asyncio.gather(*(s.command(clock_command(self.clocks, f"swarm{i + 1}"))
                                    for i, s in enumerate(self.swarms)))
+            if self.load:  # it is on the last swarm's host
+                await self.load.command(clock_command(self.clocks, f"swarm{len(self.swarms)}"))
 
     async def measure(self) -> None:
         """Measuring starts (reset), the publisher sends, the swarms drain."""
@@ -274,7 +308,7 @@ class OneRun:
         assert publisher is not None and sampler is not None, "made by connect_swarms"
         # Loop lag and busy ratios count from here: connecting thousands of clients is
         # set-up, not part of what is measured.
-        await asyncio.gather(*(c.command(Reset()) for c in self.swarms + self.nodes))
+        await asyncio.gather(*(c.command(Reset()) for c in self._clients + self.nodes))
         await publisher.wait_for(EventName.READY, 60)
         self.sampling = asyncio.get_running_loop().create_task(sampler.run())
         self._upset_broker()  # before the CPU sampler reads the broker's cgroup and quota
@@ -301,7 +335,7 @@ class OneRun:
                           >= expected, timeout=workload.drain_s, still_s=3.0)
         # measuring ends here: stopping (the swarms first, thousands of clients leaving the
         # nodes) is not the run's, nor in its figures
-        await asyncio.gather(*(c.command(Settle()) for c in self.swarms + self.nodes))
+        await asyncio.gather(*(c.command(Settle()) for c in self._clients + self.nodes))
         if self.clocks_differ:
             later = await self.placement.clocks(workload.nodes, len(self.swarms))
             self.clocks = {piece: offset.widened_by(later[piece])
@@ -314,7 +348,7 @@ class OneRun:
         not_seen: dict[str, str] = {}
         named: list[tuple[str, Piece | None]] = [(f"n{i + 1}", n)
                                                   for i, n in enumerate(self.nodes)]
-        named += [(s.name, s) for s in self.swarms] + [("publisher", self.publisher)]
+        named += [(s.name, s) for s in self._clients] + [("publisher", self.publisher)]
         for name, piece in named:
             if piece is not None and piece.pid:
                 pids[name] = [piece.pid]
@@ -339,6 +373,8 @@ class OneRun:
         await self._calm_broker()
         others = nodes + ([self.publisher] if self.publisher else [])
         # swarms first: a node closing its sockets must not count as a swarm disconnect
+        if self.load:
+            self.results["load"] = cast("SwarmResult | None", (await _stop_all([self.load]))[0])
         stopped = await _stop_all(swarms)
         per_node = sum(workload.group_sizes) / workload.nodes
         stopped += await _stop_all(others, STOP_S + per_node * STOP_S_PER_CLIENT)

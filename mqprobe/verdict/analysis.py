@@ -19,6 +19,7 @@ from mqprobe.figures import (
     Attribution,
     BrokerCpu,
     BrokerEvidence,
+    ChurnFigures,
     Counts,
     CpuUse,
     GroupFigures,
@@ -59,6 +60,7 @@ from mqprobe.verdict.attribution import (
     mq_legs,
     stall_cause,
 )
+from mqprobe.verdict.connections import churn_lines, connection_cause
 from mqprobe.watch.profile import busy_line
 from mqprobe.windows import Windows
 
@@ -116,6 +118,7 @@ class RunFacts:
     # the servers' pieces by the names they gave (a live trace's embedding servers), beside
     # compare's nodes (n1, n2...)
     servers: frozenset[str] = frozenset()
+    churning: ChurnFigures | None = None  # --inject churn, client-stall: the load's members
 
     def is_server(self, piece: str) -> bool:
         return is_node_piece(piece) or piece in self.servers
@@ -132,7 +135,7 @@ class RunFacts:
             groups={group: g.figures for group, g in run.groups.items()},
             bounds=run.bounds or (), lost_at_most=run.lost_at_most,
             held_at_end=run.held_at_end or HeldAtEnd(),
-            e2e_rows=e2e.rows if e2e else [])
+            e2e_rows=e2e.rows if e2e else [], churning=run.churning)
         return cls(**(parts | given), events=events or [], t0_ns=t0_ns, failure=failure)
 
 
@@ -762,7 +765,8 @@ def judge(facts: RunFacts, messages: list[MessageDeliveries], budget_ms: float) 
     # one index of the intervals, and of the nodes' backlogs, for the run and its groups
     used = facts.used or None  # who had the CPU
     charger = Charger(Timeline(charged_events(facts.swarm, facts.events), facts.cpu, used,
-                               facts.broker_cpu, facts.links), messages, budget_ms * 1e6)
+                               facts.broker_cpu, facts.links), messages, budget_ms * 1e6,
+                      {node.node: connection_cause(node) for node in facts.nodes})
     attribution = attribute(messages, charger, budget_ms)
     by_group: dict[str, list[MessageDeliveries]] = {}
     for message in messages:
@@ -776,6 +780,11 @@ def judge(facts: RunFacts, messages: list[MessageDeliveries], budget_ms: float) 
     said = verdict(facts, attribution, budget_ms)
     if attribution and said.cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
         said = replace(said, evidence=[*said.evidence, *charger.catch_up_lines()])
+    if attribution and any(s.cause in (Cause.CONNECTION_CHURN, Cause.CLIENTS_UNRESPONSIVE)
+                           for s in attribution.shares):
+        said = replace(said, evidence=[*said.evidence, *churn_lines(facts.nodes, facts.events)])
+    if facts.churning is not None:
+        said = replace(said, evidence=[*said.evidence, facts.churning.line()])
     return Judgement(attribution, said, groups, mq_legs(messages, charger.timeline.legs))
 
 

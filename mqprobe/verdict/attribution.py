@@ -512,6 +512,7 @@ GAP_NS = STALL_MIN_NS  # backlog periods of a node this close together are one
 # a broker fault that ended this close before a node's backlog began it: the queue sampler
 # sees the broker every 0.5 s, so the fault's end is known that coarsely
 LEAD_NS = 1_000_000_000
+CHAIN_NS = 25_000_000  # a node's samples of connection work this close are one run of it
 
 
 Span = tuple[int, int, Parts]  # an interval that claims time for its causes, in shares
@@ -571,6 +572,12 @@ def _add(into: dict[Cause, float], more: dict[Cause, float] | Parts) -> None:
             into[cause] = into.get(cause, 0.0) + ns
 
 
+def _overlap(spans: list[tuple[int, int]], within: list[tuple[int, int]]
+             ) -> list[tuple[int, int]]:
+    """The parts of `spans` inside any of `within`."""
+    return [(max(s, a), min(e, b)) for s, e in spans for a, b in within if min(e, b) > max(s, a)]
+
+
 def _length(spans: list[tuple[int, int]]) -> int:
     return sum(e - s for s, e in spans)
 
@@ -607,8 +614,11 @@ class Charger:
     starvation that kept the backlog read as gc-pause."""
 
     def __init__(self, timeline: Timeline, messages: Iterable[MessageDeliveries],
-                 budget_ns: float) -> None:
+                 budget_ns: float, connection_causes: dict[str, Cause] | None = None) -> None:
         self.timeline = timeline
+        # what a node's loop time on connections coming and going is charged to: churn, or
+        # clients that stopped answering pings (connection_cause)
+        self.connection_causes = connection_causes or {}
         self.builder_ns = budget_ns  # an impediment this long began a backlog of its own
         messages = list(messages)
         spans: dict[str, list[tuple[int, int]]] = {}
@@ -662,13 +672,37 @@ class Charger:
             held_until = min(b, a + self.held_apart_ns)
             waited_from = max(waited_from, held_until)
         debt = self._began(m.node, backlog[0], waited_from) if backlog else []
-        self._broker_side(m, a, waited_from, mq, held_until)
+        broker_until = waited_from
+        if waited_from == b:  # not behind: yet read only as its loop's connection work ended
+            broker_until = self._unread_from(m.node, max(a, held_until), b)
+            got, _free = claim([(broker_until, b)], self._connections(m.node, broker_until, b))
+            _add(mq, _causes(got))
+        self._broker_side(m, a, broker_until, mq, held_until)
         self._node_side(m.node, waited_from, b, mq, debt, behind=True)
         handled_from = min(c, b + m.wait_ns)  # its wait in the node's own backlog, then handling
         self._node_side(m.node, b, handled_from, server, debt, behind=True)
         self._node_side(m.node, handled_from, c, server, [], behind=False)
         return (excess_of(mq, b - a, floor[HopName.MQ], REMAINDER[HopName.MQ]),
                 excess_of(server, c - b, floor[HopName.SERVER], REMAINDER[HopName.SERVER]))
+
+    def _connections(self, node: str, a: int, b: int) -> list[Span]:
+        """The node's loop time on connections coming and going within [a, b] (its
+        profiler's samples), claimed whole for the cause it is charged to."""
+        return whole(self.connection_causes.get(node, Cause.CONNECTION_CHURN),
+                     self.timeline.get(node, EventKind.CONNECTION_WORK).within(a, b))
+
+    def _unread_from(self, node: str, a: int, b: int) -> int:
+        """Where the node's run of connection work that ended as it read a message at b
+        began (b if none did): a loop serving handshakes leaves RabbitMQ's deliveries unread
+        in its socket, time the mq hop counts. Samples of that work no further apart than
+        CHAIN_NS are one run; the time between them is not charged (the loop did other
+        work then, unmeasured)."""
+        start = b
+        for s, e in reversed(self.timeline.get(node, EventKind.CONNECTION_WORK).within(a, b)):
+            if e < start - CHAIN_NS:
+                break
+            start = s
+        return start
 
     def delivery(self, m: MessageDeliveries, after_emit: int, floor_ns: float
                  ) -> dict[Cause, float]:
@@ -679,6 +713,8 @@ class Charger:
         later = whole(Cause.FANOUT_BOUND, [(a, min(b, a + m.fanout_ns))] if m.fanout_ns > 0 else [])
         for kind, cause in SWARM_SIDE:
             later += whole(cause, self.timeline.get(m.swarm, kind).within(a, b))
+        # the node's writes to its members waited while its loop served connections
+        later += self._connections(m.node, a, b)
         got, _ = claim(free, later)
         _add(out, _fit(_causes(got), room))
         return excess_of(out, after_emit, floor_ns, REMAINDER[HopName.DELIVERY])
@@ -767,6 +803,12 @@ class Charger:
         slowers = _fit({c: ns for c, ns in own.items() if c in DRAIN_SLOWERS}, left)
         _add(out, slowers)
         left = _share(debt, left - sum(slowers.values()), out)
+        # then its loop's time on connections coming and going meanwhile, and only what
+        # that leaves to the consumer's own saturation
+        got, _free = claim([(u, v)], self._connections(node, u, v))
+        churn = _fit(_causes(got), left)
+        _add(out, churn)
+        left -= sum(churn.values())
         if left > 0:
             out[Cause.CONSUMER_SATURATED] = out.get(Cause.CONSUMER_SATURATED, 0.0) + left
 
@@ -789,6 +831,8 @@ class Charger:
         broker += timeline.broker.throttled_spans(start, min(until, backlog_start + GAP_NS))
         node_spans = [span for kind in NODE_SIDE
                       for span in timeline.parts_within(node, kind, backlog_start, until)]
+        # a storm of connections at its opening began it as a stall would have
+        node_spans += self._connections(node, backlog_start, until)
         earliest = min([backlog_start] + [s for s, _e, _parts in broker])
         # the same precedence as a message's own span (a collection inside a stall counts
         # once), each interval's claim kept with when it began
@@ -873,6 +917,19 @@ class Charger:
                 clipped = [(max(a, s), min(b, e)) for a, b in spans if min(b, e) > max(a, s)]
                 if clipped:
                     out[cause] = out.get(cause, 0.0) + self.timeline.used(other, clipped)
+        # and the share that went to another node's loop serving connections coming and
+        # going meanwhile (its profiler's samples there, at most what it used): a storm of
+        # handshakes on one node starves its neighbour as a spin would
+        for other in self.catching_up:
+            if other == node:
+                continue
+            first, last = min(a for a, _b in spans), max(b for _a, b in spans)
+            serving = [(s, e) for s, e, _parts in self._connections(other, first, last)
+                       if any(min(e, b) > max(s, a) for a, b in spans)]
+            if serving:
+                cause = self.connection_causes.get(other, Cause.CONNECTION_CHURN)
+                out[cause] = out.get(cause, 0.0) + min(
+                    float(_length(_overlap(serving, spans))), self.timeline.used(other, serving))
         took = sum(out.values())
         if took <= 0:
             return {Cause.CPU_STARVED: waiting}

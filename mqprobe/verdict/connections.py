@@ -10,11 +10,16 @@ from collections import Counter
 from collections.abc import Sequence
 
 from mqprobe.figures import NodeFigures
+from mqprobe.model import Cause
+from mqprobe.timeline import EventKind, TimedEvent
+from mqprobe.watch.connections import SILENT
 
 # engine.io's reasons for a disconnect, said for an operator
 FREED_BY = {"ping timeout": "by the socket.io ping timeout",
             "transport error": "by the kernel (a transport error: TCP keepalive, or data "
                                "never acknowledged)",
+            "transport close (last ping unanswered)": "by the socket.io ping timeout (their "
+                                                      "websocket's read timed out)",
             "transport close": "by their connection closing (the client closed it, or the kernel "
                                "gave up on it: TCP keepalive, or data never acknowledged)",
             "client disconnect": "by their clients",
@@ -104,3 +109,44 @@ def ping_episodes(e2e_rows: Sequence[Sequence[float]], budget_ms: float, ping_s:
             f"ping interval ({ping_s:g} s) with up to {clients_per_node:,} clients a node: "
             "clients that joined together are pinged together; if the episodes move with "
             "--ping-interval, the pings' wave is what began them")
+
+
+def connection_cause(node: NodeFigures) -> Cause:
+    """What a node's loop time on connections coming and going is charged to: clients that
+    stopped answering its pings (clients-unresponsive: the server timed them out, and they
+    came back, a storm that began on the client side) when half or more of the connections
+    that ended while measuring ended so; else churn, the server's own load
+    (connection-churn). From the reasons the node counted, not from what was injected."""
+    ended = node.connections.ended_by_reason() if node.connections else {}
+    total = sum(ended.values())
+    if total and 2 * sum(ended.get(reason, 0) for reason in SILENT) >= total:
+        return Cause.CLIENTS_UNRESPONSIVE
+    return Cause.CONNECTION_CHURN
+
+
+def churn_lines(nodes: Sequence[NodeFigures], events: Sequence[TimedEvent]) -> list[str]:
+    """Per node that served connections while measuring: its loop's time on them (its
+    profiler's samples), how many began and ended, and why they ended."""
+    spent: Counter[str] = Counter()
+    for event in events:
+        if event.kind == EventKind.CONNECTION_WORK:
+            spent[event.piece] += event.end_ns - event.start_ns
+    lines = []
+    for node in nodes:
+        watched = node.connections
+        ended = watched.ended_by_reason() if watched else {}
+        began = sum(n for _t, n in watched.began) if watched else 0
+        if not spent[node.node] and not ended and not began:
+            continue
+        why = ", ".join(f"{reason} {n}" for reason, n in
+                        sorted(ended.items(), key=lambda item: -item[1]))
+        unresponsive = connection_cause(node) == Cause.CLIENTS_UNRESPONSIVE
+        lines.append(
+            f"{node.node}'s loop spent {spent[node.node] / 1e6:.0f} ms on connections coming "
+            f"and going (handshakes, joins, disconnects; its profiler's samples) while "
+            f"measuring: {began} connected, {sum(ended.values())} ended"
+            + (f" ({why})" if why else "")
+            + ("; most ended with their clients not answering its pings, and their coming "
+               "back is charged to them (clients-unresponsive)" if unresponsive
+               else ""))
+    return lines

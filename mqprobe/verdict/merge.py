@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from mqprobe.figures import (
+    ChurnFigures,
     ConnectionFigures,
     Counts,
     GroupFigures,
@@ -164,6 +165,17 @@ def swarm_figures(swarms: list[SwarmResult]) -> SwarmFigures:
         t_recv_source={source: sum(s.get("t_recv_source", {}).get(source, 0) for s in swarms)
                        for source in STAMP_SOURCES},
         rss_bytes=sum(s.get("rss_bytes", 0) for s in swarms), processes=len(swarms))
+
+
+def churn_figures(load: SwarmResult) -> ChurnFigures:
+    """The load process's members (--inject churn, client-stall), from its result event."""
+    rejoin = Latency.from_json(load["rejoin"]) if load.get("rejoin") else Latency()
+    churned = load.get("churned", 0)
+    return ChurnFigures(
+        members=load.get("planned", 0), joined=load.get("joined", 0), left=churned,
+        dropped=max(0, load.get("disconnects", 0) - churned),
+        rejoined=load.get("reconnects", 0), rejoin=HopFigures(**rejoin.summary()),
+        stalled_ms=round(float(load.get("stalled_ms", 0.0)), 1))
 
 
 def _group_order(group: str) -> tuple:

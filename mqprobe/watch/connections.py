@@ -21,6 +21,12 @@ from collections.abc import Callable
 
 from mqprobe.stamps import now_ns
 
+# engine.io's reasons a connection ended, and ours for a websocket read that timed out on a
+# client that had left the last ping unanswered (engine.io says `transport close`)
+PING_TIMEOUT, TRANSPORT_CLOSE = "ping timeout", "transport close"
+PING_UNANSWERED = "transport close (last ping unanswered)"
+SILENT = (PING_TIMEOUT, PING_UNANSWERED)  # the client had stopped answering
+
 EVERY_S = 1.0
 KERNEL_EVERY_S = 5.0  # the kernel's table is read this often at most (null between): its
 KERNEL_SHARE = 0.01  # generation costs far more than socket.io's count; and at most 1% of
@@ -63,13 +69,14 @@ def keep_alive(sock: socket.socket, idle_s: float) -> None:
 class ConnectionWatch:
     """Rows of [t_ns, established (None: not read that time), connected] once every
     EVERY_S (the kernel's count every KERNEL_EVERY_S or less often, read in a thread, and
-    at the end), and the disconnects by reason in each second: [t_ns of the second,
-    reason, count]."""
+    at the end), the disconnects by reason in each second: [t_ns of the second, reason,
+    count], and the connects in each second: [t_ns of the second, count]."""
 
     def __init__(self, port: int, connected: Callable[[], int], every_s: float = EVERY_S) -> None:
         self.port, self.connected, self.every_s = port, connected, every_s
         self.rows: deque[list] = deque(maxlen=MAX_ROWS)
         self.ended: Counter[tuple[int, str]] = Counter()
+        self.began: Counter[int] = Counter()
         self._task: asyncio.Task | None = None
         self._kernel_due = False  # the kernel's count at the next row (measuring began)
 
@@ -98,11 +105,15 @@ class ConnectionWatch:
         second = now_ns() // 1_000_000_000 * 1_000_000_000
         self.ended[(second, reason)] += 1
 
+    def on_connect(self) -> None:
+        self.began[now_ns() // 1_000_000_000 * 1_000_000_000] += 1
+
     def reset(self) -> None:
         """Count afresh: the set-up's joins are not the run's; the kernel's count with the
         next row, so the measuring starts with one."""
         self.rows.clear()
         self.ended.clear()
+        self.began.clear()
         self._kernel_due = True
 
     def stop(self) -> None:
@@ -113,4 +124,5 @@ class ConnectionWatch:
 
     def to_json(self) -> dict:
         return {"every_s": self.every_s, "port": self.port, "rows": [list(r) for r in self.rows],
-                "ended": [[t, reason, n] for (t, reason), n in sorted(self.ended.items())]}
+                "ended": [[t, reason, n] for (t, reason), n in sorted(self.ended.items())],
+                "began": [[t, n] for t, n in sorted(self.began.items())]}

@@ -1,8 +1,12 @@
 """What a node's event loop spent its time on: its thread's stack, sampled at a low rate
 from another thread (sys._current_frames) while the run measures, counted by kind of work
-(AMQP consume and ack, socket.io encode, websocket write, mqprobe's own, garbage
-collection, idle) and by function. The loop is never touched: the sampler only reads.
-Its own cost is in BENCHMARKS.md ("What profiling the loop costs")."""
+(connections coming and going, AMQP consume and ack, socket.io encode, websocket write,
+mqprobe's own, garbage collection, idle) and by function. The loop is never touched: the
+sampler only reads. Its own cost is in BENCHMARKS.md ("What profiling the loop costs").
+
+The samples of connection work (handshakes, joins, disconnects) are also kept as spans of
+time (`connection_spans`): the node's timeline has them, and the verdict charges a message
+that waited for its node's loop the part of its wait those spans cover (connection-churn)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import time
 from collections import Counter
 from types import FrameType
 
+from mqprobe.stamps import now_ns
 from mqprobe.watch.loop import STDLIB, callback_frames, join_sampler, short_path
 
 # kinds of work, in the order they are looked for among a callback's frames: a node's emit
@@ -27,6 +32,56 @@ KINDS = (
     ("mqprobe's node", ("mqprobe/",)),
 )
 IDLE, GC, LOOP, OTHER = "idle (waiting in select)", "garbage collection", "the loop's own work", "other"
+CONNECTIONS = "connections (handshakes, joins, disconnects)"
+
+# The innermost of these among a callback's frames (innermost first) says whether it serves
+# a connection coming or going, or one that is up. A websocket's whole life runs inside the
+# request (and engine.io's connect) that opened it, so only the innermost marker counts: a
+# pong read under engine.io's _handle_connect is steady work, a join's enter_room under
+# socket.io's _handle_event is not. (path prefix, function names)
+Markers = tuple[tuple[str, set[str]], ...]
+COMING_AND_GOING: Markers = (
+    ("socketio/", {"_handle_connect", "_handle_disconnect", "_handle_eio_connect",
+                   "_handle_eio_disconnect", "enter_room", "leave_room", "disconnect", "connect",
+                   "basic_enter_room", "basic_leave_room", "basic_disconnect", "_send_connect"}),
+    ("engineio/", {"_handle_connect", "handle_request", "handle_get_request", "close",
+                   "disconnect", "_upgrade_websocket", "__call__"}),
+    ("aiohttp/web_ws", {"prepare", "_pre_start", "_handshake", "_post_start", "close"}),
+    ("aiohttp/web_protocol", {"connection_made", "connection_lost", "_handle_request",
+                              "finish_response"}),
+    ("aiohttp/web_request", set()), ("aiohttp/web_response", set()), ("aiohttp/helpers", set()),
+    ("mqprobe/pieces/node", {"_on_join", "_on_connect", "_on_disconnect"}),
+    # the loop's own part of an accept and a close (asyncio's transports, the socket)
+    ("asyncio/selector_events", {"_accept_connection", "_accept_connection2",
+                                 "_call_connection_lost", "__init__"}),
+    ("/socket.py", {"accept", "_real_close", "close"}),
+)
+STEADY: Markers = (
+    ("engineio/", {"receive", "send", "writer", "websocket_wait", "_websocket_handler",
+                   "_send_ping", "check_ping_timeout", "poll", "send_packet", "wait"}),
+    ("socketio/", {"emit", "send", "_send_packet", "_send_eio_packet", "_handle_event",
+                   "_handle_ack", "_handle_eio_message", "_emit_internal", "can_disconnect"}),
+    ("aiohttp/_websocket", set()), ("aiohttp/web_ws", {"send_str", "send_frame", "receive",
+                                                        "_send_frame"}),
+    ("aiormq/", set()), ("aio_pika/", set()), ("pamqp/", set()),
+)
+
+
+def _marker(path: str, name: str, table: Markers) -> bool:
+    """Whether (path, function) is one of a table's: a path part with no names takes all."""
+    return any(prefix in path and (not names or name in names)
+               for prefix, names in table)
+
+
+def serves_connections(inside: list[FrameType]) -> bool:
+    """Whether a callback's frames (innermost first) serve a connection coming or going."""
+    for frame in inside:
+        path, name = short_path(frame.f_code.co_filename), frame.f_code.co_name
+        if _marker(path, name, STEADY):
+            return False
+        if _marker(path, name, COMING_AND_GOING):
+            return True
+    return False
 
 
 def kind_of(inside: list[FrameType]) -> str:
@@ -48,6 +103,8 @@ def function_of(inside: list[FrameType]) -> str:
 # workload, most of what the node's instruments cost it (BENCHMARKS "What the instrument
 # weighs"); each sample stands for the time since the one before, so shares are unbiased
 EVERY_S = 0.02
+MAX_SPANS = 50_000  # connection-work spans kept (a span per sample at most: 16 minutes)
+JOIN_NS = 1_000_000  # a span that begins this close to the last one's end extends it
 
 
 class LoopProfiler(threading.Thread):
@@ -64,6 +121,9 @@ class LoopProfiler(threading.Thread):
         self.kinds: Counter[str] = Counter()
         self.functions: Counter[str] = Counter()
         self.samples = 0
+        # [start_ns, end_ns] on the pieces' clock (stamps.now_ns): the loop's time on
+        # connections, a sample's span each, contiguous ones joined
+        self.connection_spans: list[list[int]] = []
         self.cpu_ns = 0
         self._last = 0
         self._stopped = threading.Event()
@@ -96,12 +156,23 @@ class LoopProfiler(threading.Thread):
             if runner is None:
                 self.kinds[IDLE if _selecting(frame) else LOOP] += weight
                 return
-            self.kinds[kind_of(inside)] += weight
+            kind = CONNECTIONS if serves_connections(inside) else kind_of(inside)
+            self.kinds[kind] += weight
             self.functions[function_of(inside)] += weight
+            if kind == CONNECTIONS and weight:
+                self._connection_span(weight)
         except Exception:  # a frame caught mid-change: this sample only
             self.kinds[OTHER] += weight
         finally:
             del frame
+
+    def _connection_span(self, weight: int) -> None:
+        end = now_ns()
+        spans = self.connection_spans
+        if spans and spans[-1][1] >= end - weight - JOIN_NS:
+            spans[-1][1] = end
+        elif len(spans) < MAX_SPANS:
+            spans.append([end - weight, end])
 
     def stop(self) -> None:
         self._stopped.set()

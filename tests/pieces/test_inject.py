@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from mqprobe.pieces.inject import _remove_stale
+from mqprobe.errors import InputError
+from mqprobe.pieces.inject import _remove_stale, parse_injections
 
 
 def test_a_quota_cgroup_whose_node_is_gone_is_removed_and_a_live_ones_is_kept(tmp_path):
@@ -58,3 +59,17 @@ def test_a_jittered_link_keeps_every_byte_in_order_and_adds_its_delay():
     received, took = asyncio.run(main())
     assert received == b"".join(f"{i:03d}".encode() for i in range(1000))
     assert took >= 0.01  # held at least the delay
+
+
+def test_churn_and_a_client_stall_ask_for_a_load_process():
+    faults = parse_injections(["churn=200/s", "client-stall=2500ms/4s"])
+    assert (faults.churn_per_s, faults.client_stall_s, faults.client_stall_every_s) == (
+        200.0, 2.5, 4.0)
+    assert faults.load and not parse_injections(["stall=200ms/2s"]).load
+
+
+@pytest.mark.parametrize("item", ["churn=200", "churn=0/s", "churn=fast/s",
+                                  "client-stall=3s", "client-stall=4s/3s"])
+def test_a_malformed_churn_or_client_stall_is_one_sentence(item):
+    with pytest.raises(InputError, match=f"--inject {item.partition('=')[0]}"):
+        parse_injections([item])

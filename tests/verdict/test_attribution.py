@@ -1159,3 +1159,52 @@ def test_a_jittered_link_is_charged_its_jitter_where_rabbitmq_measured_nothing()
                             BUDGET)
     assert attribution.shares[0].cause == Cause.NETWORK, attribution.shares
     assert attribution.share_of(Cause.BROKER_SIDE) < 0.05, attribution.shares
+
+
+# -- connections coming and going (issue 37: the reconnect storm) ---------------------------
+def _storm(node_work: list[tuple[float, float]]) -> list:
+    """A node's loop serving handshakes in the spans given (its profiler's samples)."""
+    return [event(EventKind.CONNECTION_WORK, "n1", a, b) for a, b in node_work]
+
+
+def test_messages_read_late_behind_a_storm_of_handshakes_are_the_churn():
+    """Messages reach n1 during 300 ms its loop spends on handshakes: they are read as the
+    storm ends, and that wait (in the mq hop: unread in the node's socket) is churn's, as
+    measured by the loop's samples, not the broker's."""
+    msgs = messages(slow={i: {"mq": 300 - (i - 10) * 20} for i in range(10, 25)})
+    said, attribution = judged(msgs, _storm([(200, 300), (301, 400), (410, 500)]))
+    assert (said.culprit, Cause.of(said.cause)) == (Culprit.SERVER, Cause.CONNECTION_CHURN)
+    assert attribution.share_of(Cause.CONNECTION_CHURN) > 0.8
+    assert attribution.share_of(Cause.BROKER_SIDE) < 0.2
+
+
+def test_a_storm_that_ended_long_before_the_read_is_not_charged():
+    """The same late messages, but n1's handshakes ended 100 ms before it read them: what
+    held them is not the loop's connection work, and the broker keeps its wait."""
+    msgs = messages(slow={i: {"mq": 300 - (i - 10) * 20} for i in range(10, 25)})
+    said, attribution = judged(msgs, _storm([(200, 390)]))
+    assert attribution.share_of(Cause.CONNECTION_CHURN) < 0.05
+    assert Cause.of(said.cause) == Cause.BROKER_SIDE
+
+
+def test_deliveries_written_late_behind_handshakes_are_the_churn():
+    """n1 emits, and its writes to the members wait while its loop serves connections."""
+    msgs = messages(slow={i: {"delivery": 150} for i in range(10, 20)})
+    said, attribution = judged(msgs, _storm([(205, 400)]))
+    assert Cause.of(said.cause) == Cause.CONNECTION_CHURN
+    assert attribution.share_of(Cause.CONNECTION_CHURN) > 0.6
+
+
+def test_a_storm_of_clients_that_stopped_answering_is_the_clients():
+    """The same storm, on a node whose connections ended mostly with their clients silent:
+    its time is charged to those clients (a client culprit), never to churn."""
+    msgs = messages(slow={i: {"mq": 300 - (i - 10) * 20} for i in range(10, 25)})
+    events = _storm([(200, 300), (301, 400), (410, 500)])
+    charger = Charger(Timeline(events), msgs, BUDGET * MS,
+                      {"n1": Cause.CLIENTS_UNRESPONSIVE})
+    attribution = attribute(msgs, charger, BUDGET)
+    assert attribution.share_of(Cause.CLIENTS_UNRESPONSIVE) > 0.8
+    assert attribution.share_of(Cause.CONNECTION_CHURN) == 0
+    facts = RunFacts.of(record(**run_of(msgs)), events, T0)
+    said = verdict(facts, attribution, BUDGET)
+    assert (said.culprit, Cause.of(said.cause)) == (Culprit.CLIENT, Cause.CLIENTS_UNRESPONSIVE)
