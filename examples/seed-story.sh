@@ -5,6 +5,7 @@
 #   1. the cliff: more and more groups until the latency breaks, and what broke
 #   2. the CPU in waves: 27,000 quiet connections and their socket.io pings
 #   3. the connections a dead client host leaves behind (needs root: network namespaces)
+#   4. the reconnect storm: a load process too busy to answer its servers' pings
 # Each step's own flags: examples/seed-sweep.sh, benchmarks/idle_connections.py --help,
 # benchmarks/vanished_host.py --help.
 set -euo pipefail
@@ -23,3 +24,8 @@ if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then
 else
   echo "skipped: it makes network namespaces, which needs root and iproute2's ip"
 fi
+
+say "4. the reconnect storm: a load process too busy to answer pings, then churn"
+.venv/bin/mqprobe compare --topologies single-topic --layouts per-node --duration 10 \
+  --ping-interval 1 --ping-timeout 1 --inject client-stall=2500ms/4s
+.venv/bin/mqprobe compare --topologies single-topic --layouts per-node --inject churn=300/s

@@ -780,8 +780,11 @@ def judge(facts: RunFacts, messages: list[MessageDeliveries], budget_ms: float) 
     said = verdict(facts, attribution, budget_ms)
     if attribution and said.cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
         said = replace(said, evidence=[*said.evidence, *charger.catch_up_lines()])
-    if attribution and any(s.cause in (Cause.CONNECTION_CHURN, Cause.CLIENTS_UNRESPONSIVE)
-                           for s in attribution.shares):
+    # what the nodes' loops spent on connections coming and going, where they did: charged,
+    # or (a collection that freed closed connections' cycles, say) only beside the verdict
+    if (attribution and any(s.cause in (Cause.CONNECTION_CHURN, Cause.CLIENTS_UNRESPONSIVE)
+                            for s in attribution.shares)) \
+            or any(n.connections and n.connections.began for n in facts.nodes):
         said = replace(said, evidence=[*said.evidence, *churn_lines(facts.nodes, facts.events)])
     if facts.churning is not None:
         said = replace(said, evidence=[*said.evidence, facts.churning.line()])

@@ -2,9 +2,12 @@
 
 import asyncio
 import gc
+import sys
 import time
 
-from mqprobe.watch.profile import GC, IDLE, LoopProfiler, busy_line
+import pytest
+
+from mqprobe.watch.profile import GC, IDLE, LoopProfiler, busy_line, serves_connections
 
 
 def _planted_hot(seconds: float) -> None:
@@ -122,3 +125,40 @@ def test_a_summary_read_while_the_sampler_still_counts_never_raises():
         done.set()
         writer.join()
         sys.setswitchinterval(interval)
+
+
+def _frames(*chain: tuple[str, str]) -> list:
+    """The frames of calls through functions named as in `chain` (outermost first), each
+    compiled as if from that library file: innermost first, as the profiler reads them."""
+    source = "def f_0(): return sys._getframe()\n"
+    namespace: dict = {"sys": sys}
+    exec(compile(source, "inner.py", "exec"), namespace)
+    inner = namespace["f_0"]
+    for path, name in reversed(chain):
+        namespace = {"inner": inner}
+        exec(compile(f"def {name}(): return inner()\n", f"/site-packages/{path}", "exec"),
+             namespace)
+        inner = namespace[name]
+    frame, out = inner().f_back, []
+    for _ in chain:
+        out.append(frame)
+        frame = frame.f_back
+    return out
+
+
+@pytest.mark.parametrize(("chain", "connection"), [
+    # a join: socket.io's event handling, then the room entered: connection work
+    ([("engineio/async_socket.py", "receive"), ("socketio/async_server.py", "_handle_event"),
+      ("mqprobe/pieces/node.py", "_on_join"), ("socketio/async_server.py", "enter_room")], True),
+    # a pong read, under the engine.io connect every websocket's life runs inside: steady
+    ([("engineio/async_server.py", "_handle_connect"),
+      ("engineio/async_socket.py", "_websocket_handler"),
+      ("engineio/async_socket.py", "receive")], False),
+    # the websocket handshake itself
+    ([("engineio/async_server.py", "_handle_connect"),
+      ("engineio/async_drivers/aiohttp.py", "__call__"), ("aiohttp/web_ws.py", "prepare")], True),
+    # an emit's write
+    ([("engineio/async_socket.py", "writer"), ("aiohttp/web_ws.py", "send_str")], False),
+])
+def test_the_innermost_marker_says_whether_a_callback_serves_connections(chain, connection):
+    assert serves_connections(_frames(*chain)) is connection
