@@ -82,6 +82,9 @@ class PieceRole(StrEnum):
     COMPARE = "compare"
 
 
+# the load process of --inject churn and client-stall: members that only come and go (they
+# join a room nothing is published to), so all its CPU is connection work
+LOAD_PIECE = "swarm-load"
 HOST_CPU = "host"  # the host's busy CPU, all cores, beside the pieces' (CpuSampler.used_rows)
 
 PLACED_ROLES = (PieceRole.NODE, PieceRole.SWARM, PieceRole.PUBLISHER)  # what a spec starts,

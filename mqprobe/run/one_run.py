@@ -25,7 +25,7 @@ from mqprobe.broker.prometheus import RUNTIME_SOURCE
 from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
 from mqprobe.clocks import ClockOffset
-from mqprobe.model import Layout, PieceRole, QueueType, RunPhase
+from mqprobe.model import LOAD_PIECE, Layout, PieceRole, QueueType, RunPhase
 from mqprobe.pieces.inject import FREEZE_AFTER_S, CpuQuota, DelayingProxy, Faults, freeze, proxied_url
 from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Piece, RunError, RunInterrupted, run_to_the_end
@@ -65,7 +65,6 @@ class Phase:
 Observer = Callable[[Phase], None]
 
 
-LOAD = "swarm-load"  # the load process's name (a swarm's role: mqprobe's own instrument)
 LOAD_ROOM = "load"  # the group its members join: nothing is published to it
 STOP_S = 20.0  # for a piece to hand over its result once asked to stop...
 STOP_S_PER_CLIENT = 0.002  # ...and for each client a node was serving (it sees each one go)
@@ -275,7 +274,7 @@ class OneRun:
             return
         sizes = {LOAD_ROOM: sum(workload.group_sizes)}
         urls = [f"http://{event['host']}:{event['port']}" for event in self.ready]
-        self.load = self._piece(PieceRole.SWARM, workload.swarms - 1, LOAD, SwarmConfig(
+        self.load = self._piece(PieceRole.SWARM, workload.swarms - 1, LOAD_PIECE, SwarmConfig(
             node_urls=urls, group_sizes=sizes, keep_records=False,
             churn_per_s=faults.churn_per_s, stall_s=faults.client_stall_s,
             stall_every_s=faults.client_stall_every_s))

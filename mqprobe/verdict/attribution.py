@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mqprobe.figures import Attribution, BrokerCpu, MqLegs, Share
-from mqprobe.model import HOST_CPU, PATH_HOPS, Cause, HopName, PieceRole, Tail
+from mqprobe.model import HOST_CPU, LOAD_PIECE, PATH_HOPS, Cause, HopName, PieceRole, Tail
 from mqprobe.timeline import STALL_MIN_NS, EventKind, TimedEvent
 from mqprobe.windows import Windows
 
@@ -512,7 +512,10 @@ GAP_NS = STALL_MIN_NS  # backlog periods of a node this close together are one
 # a broker fault that ended this close before a node's backlog began it: the queue sampler
 # sees the broker every 0.5 s, so the fault's end is known that coarsely
 LEAD_NS = 1_000_000_000
-CHAIN_NS = 25_000_000  # a node's samples of connection work this close are one run of it
+# a node's samples of connection work this close are one run of it: its loop profiler
+# samples every 20 ms, and a storm that takes a fifth of the loop's time is sampled every
+# 100 ms or so (a reconnect storm here: samples 40-60 ms apart for 0.8 s)
+CHAIN_NS = 100_000_000
 
 
 Span = tuple[int, int, Parts]  # an interval that claims time for its causes, in shares
@@ -695,8 +698,8 @@ class Charger:
         """Where the node's run of connection work that ended as it read a message at b
         began (b if none did): a loop serving handshakes leaves RabbitMQ's deliveries unread
         in its socket, time the mq hop counts. Samples of that work no further apart than
-        CHAIN_NS are one run; the time between them is not charged (the loop did other
-        work then, unmeasured)."""
+        CHAIN_NS are one run; only the samples are charged, not the time between them (the
+        loop did other work then, unmeasured)."""
         start = b
         for s, e in reversed(self.timeline.get(node, EventKind.CONNECTION_WORK).within(a, b)):
             if e < start - CHAIN_NS:
@@ -770,6 +773,8 @@ class Charger:
         got, free = claim(segments, [span for kind in NODE_SIDE for a, b in segments
                                      for span in timeline.parts_within(node, kind, a, b)])
         work = got.pop(WORK, 0.0)
+        # a stall's wait for a CPU, by who had the CPU, as the loop's waits between stalls
+        _add(out, self._starved(node, segments, got.pop(Cause.CPU_STARVED, 0.0)))
         _add(out, got)
         if not waits:
             return free, _length(free) + work
@@ -855,14 +860,36 @@ class Charger:
                                                 and cause not in DRAIN_SLOWERS)]
                 for when, cause, ns, sized in sorted(happened, key=lambda item: item[0])]
 
+    def _storms(self, node: str) -> list[tuple[int, int, int]]:
+        """The node's runs of connection work (samples no further apart than CHAIN_NS):
+        [start, end, ns its samples cover]."""
+        runs: list[tuple[int, int, int]] = []
+        work = self.timeline.get(node, EventKind.CONNECTION_WORK)
+        for s, e in zip(work.starts, work.ends, strict=True):
+            if runs and s - runs[-1][1] <= CHAIN_NS:
+                start, _end, covered = runs[-1]
+                runs[-1] = (start, e, covered + e - s)
+            else:
+                runs.append((s, e, e - s))
+        return runs
+
     def _catching_up(self, node: str) -> list[tuple[int, int, Cause]]:
-        """The node's stalls and collections that alone held it longer than the budget (a
-        blocking call, a spin, a long collection), each from its start to the end of the
+        """The node's stalls, collections and storms of connections that alone held it
+        longer than the budget (a blocking call, a spin, a long collection, hundreds of
+        handshakes at once), each from its start to the end of the
         backlog it began (to its own end, if the node was behind already: a starved node
         that never caught up is not catching up on that stall): meanwhile the node spun, or
         caught up on what had piled up, and the CPU it used then was taken from whoever
         waited beside it on the core."""
         out = []
+        # a storm of connections its loop served (a run of that work longer than the
+        # budget in all), as a stall: what it used then and while it caught up after
+        connection_cause = self.connection_causes.get(node, Cause.CONNECTION_CHURN)
+        for s, e, work in self._storms(node):
+            if work >= self.builder_ns:
+                backlog = self.backlog_at(node, s)
+                began = backlog is not None and backlog[0] >= s - GAP_NS
+                out.append((s, max(e, backlog[1]) if backlog and began else e, connection_cause))
         for kind in NODE_SIDE:
             for s, e, parts in self.timeline.parts_within(node, kind, 0, 2 ** 63):
                 for cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
@@ -890,7 +917,7 @@ class Charger:
             if not wall or not used or not any(ns >= STALL_MIN_NS for ns in waited.values()):
                 continue
             lines.append(
-                f"{node} spun or caught up after its stalls and collections for "
+                f"{node} spun or caught up after its stalls, collections or storms of connections for "
                 f"{wall / 1e6:.0f} ms in all, on a CPU {used / wall:.0%} of it; meanwhile "
                 + ", ".join(f"{other} waited for a CPU {ns / 1e6:.0f} ms"
                             for other, ns in waited.items() if ns >= STALL_MIN_NS)
@@ -919,14 +946,21 @@ class Charger:
                     out[cause] = out.get(cause, 0.0) + self.timeline.used(other, clipped)
         # and the share that went to another node's loop serving connections coming and
         # going meanwhile (its profiler's samples there, at most what it used): a storm of
-        # handshakes on one node starves its neighbour as a spin would
-        for other in self.catching_up:
+        # handshakes on one node starves its neighbour as a spin would; and what the load
+        # process used (its members only come and go: all its CPU is connection work, the
+        # clients' side of the same storm), charged as this node's own connection work is
+        load = self.timeline.used(LOAD_PIECE, spans)
+        if load > 0:
+            cause = self.connection_causes.get(node, Cause.CONNECTION_CHURN)
+            out[cause] = out.get(cause, 0.0) + load
+        for other, periods in self.catching_up.items():
             if other == node:
                 continue
             first, last = min(a for a, _b in spans), max(b for _a, b in spans)
-            serving = [(s, e) for s, e, _parts in self._connections(other, first, last)
-                       if any(min(e, b) > max(s, a) for a, b in spans)]
-            if serving:
+            serving = [part for s, e, _parts in self._connections(other, first, last)
+                       if any(min(e, b) > max(s, a) for a, b in spans)
+                       for part in _outside(s, e, Intervals((p, q) for p, q, _c in periods))]
+            if serving:  # (inside its catching-up periods, all it used is charged above)
                 cause = self.connection_causes.get(other, Cause.CONNECTION_CHURN)
                 out[cause] = out.get(cause, 0.0) + min(
                     float(_length(_overlap(serving, spans))), self.timeline.used(other, serving))

@@ -948,7 +948,7 @@ def test_a_wait_for_the_cpu_a_stalled_node_took_to_catch_up_is_the_stall(n1_shar
     assert attribution.shares[0].cause == cause, attribution.shares
     # the evidence says what was measured: n1's catching up, n2's waits meanwhile
     line, = charger.catch_up_lines()
-    assert line.startswith("n1 spun or caught up after its stalls and collections for ")
+    assert line.startswith("n1 spun or caught up after its stalls, collections or storms of connections for ")
     # 63 ms in each window n1 caught up in (70 ms, 90% ready), about 1 in each other
     assert "n2 waited for a CPU 200 ms" in line, line
     if cause == Cause.CPU_STARVED:  # n1's quarter is its stall's
