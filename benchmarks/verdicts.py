@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/verdicts.py [--repeat 5] [--only clean,gc,inject]
     .venv/bin/python benchmarks/verdicts.py --only matrix --host as-is|one-core|hog [--keep DIR]
     .venv/bin/python benchmarks/verdicts.py --only matrix --cases link-delay,broker-  (some)
+    .venv/bin/python benchmarks/verdicts.py --only storms --host as-is|one-core|hog
 
 1. The default compare (every topology x layout) with --repeat N: how often each verdict.
 2. Each --inject kind at the default workload (single-topic, per-node), --repeat N: how
@@ -13,6 +14,11 @@
    compare pinned to one core (taskset -c 0: a host half as fast), or beside a CPU hog
    (two busy processes at the same priority, ended by pid). A clean run that crosses the
    budget on a host short of CPU must say so (cpu-starved), never blame the topology.
+5. storms: the reconnect storm's two causes (--inject client-stall with 1 s pings, and
+   churn), --repeat N under one host condition: the share of the tail each charged to its
+   cause, and that the other is never charged (they are told apart by the reasons the
+   nodes counted). Neither is expected to be the top verdict on this 2-core host: the load
+   process shares it with the nodes (BENCHMARKS, "The reconnect storm").
 
 Everything runs on the managed broker, as a user runs it; prints Markdown for BENCHMARKS.md.
 """
@@ -45,6 +51,15 @@ INJECTIONS = [  # (what, extra flags, culprit: cause expected)
     ("broker-throttle=5%", ["--inject", "broker-throttle=5%"], "mq: broker-throttled"),
     ("broker-freeze=3s", ["--inject", "broker-freeze=3s"], "mq: broker-unavailable"),
 ]
+
+
+STORMS = [  # (what, extra flags, the cause to charge, the cause never to charge)
+    ("client-stall=2500ms/4s, pings every 1 s, 10 s",
+     ["--duration", "10", "--ping-interval", "1", "--ping-timeout", "1",
+      "--inject", "client-stall=2500ms/4s"], "clients-unresponsive", "connection-churn"),
+    ("churn=300/s", ["--inject", "churn=300/s"], "connection-churn", "clients-unresponsive"),
+]
+STORM_SHARE = 0.1  # of the tail's excess: charged, not incidental
 
 
 PREFIX: list[str] = []  # what the compare command runs under (taskset -c 0, or nothing)
@@ -148,6 +163,27 @@ def matrix(repeat: int, host: str) -> None:
         _matrix_row(f"`{what}`", {expected}, result["runs"])
 
 
+def storms(repeat: int, host: str) -> None:
+    """Each storm case --repeat times: what its cause was charged, and what the other was."""
+    print(f"\n### The reconnect storm's causes, host: {host}, --repeat {repeat}\n")
+    print(f"| case | charged | its share (>= {STORM_SHARE:.0%}) | the other cause | top verdicts "
+          "| e2e p99 (ms) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for what, flags, cause, never in STORMS:
+        runs = compare(["--topologies", "single-topic", "--layouts", "per-node",
+                        "--repeat", str(repeat), *flags])["runs"]
+        share = [{s["cause"]: s["share"] for s in r["attribution"]["shares"]} for r in runs]
+        named = sum(1 for s in share if s.get(cause, 0) >= STORM_SHARE)
+        tops: dict = {}
+        for run in runs:
+            tops[said(run)] = tops.get(said(run), 0) + 1
+        p99 = sorted(r["hops"]["e2e"]["p99_ms"] for r in runs)
+        print(f"| `{what}` | {cause} | **{named}/{len(runs)}**: "
+              f"{', '.join(f'{s.get(cause, 0):.0%}' for s in share)} | "
+              f"{never}: {', '.join(f'{s.get(never, 0):.0%}' for s in share)} | "
+              f"{', '.join(f'{k} {n}' for k, n in tops.items())} | {p99[0]:.1f}-{p99[-1]:.1f} |")
+
+
 def _matrix_row(what: str, accepted: set[str], runs: list[dict]) -> None:
     counts: dict = {}
     for run in runs:
@@ -204,7 +240,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default="clean,gc,inject")
-    parser.add_argument("--host", default="as-is", help="as-is | one-core | hog (matrix)")
+    parser.add_argument("--host", default="as-is",
+                        help="as-is | one-core | hog (matrix, storms)")
     parser.add_argument("--keep", type=Path, help="keep each compare's result JSON here")
     parser.add_argument("--cases", default="", help="matrix: clean and injection prefixes, "
                         "comma-separated (default: all)")
@@ -215,6 +252,9 @@ def main() -> None:
     if "matrix" in parts:
         with host_condition(args.host):
             matrix(args.repeat, args.host)
+    if "storms" in parts:
+        with host_condition(args.host):
+            storms(args.repeat, args.host)
     if "clean" in parts:
         clean(args.repeat)
     if "gc" in parts:
