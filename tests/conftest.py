@@ -48,7 +48,7 @@ MEASURING_FIXTURES = {"placed_run", "swept"}
 # workers, 27 s each.)
 # modules whose tests start brokers, agents and whole runs of their own (15-30 s each)
 OWN_BROKERS_AND_RUNS = {"test_faults", "test_interrupts", "test_agent", "test_broker", "test_mq_side",
-                        "test_live_verdict"}
+                        "test_live_verdict", "test_churn"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
