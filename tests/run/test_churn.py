@@ -68,7 +68,9 @@ def test_a_load_process_too_busy_to_answer_pings_is_the_clients_not_churn(home, 
     assert silent >= 300 and 2 * silent >= sum(why.values()), why
     churning = run["churning"]
     assert churning["dropped"] >= 300 and churning["rejoined"] >= 300, churning
-    assert 2000 <= churning["stalled_ms"] <= 3500, churning
+    # one stall of 2.5 s at least (a second comes when the drain outlasts 10.5 s)
+    stalls = churning["stalled_ms"] / 2500
+    assert stalls >= 0.96 and abs(stalls - round(stalls)) < 0.1, churning
     charged = shares(run)
     assert charged.get(Cause.CLIENTS_UNRESPONSIVE, 0) > 0.05, run["attribution"]["shares"]
     assert Cause.CONNECTION_CHURN not in charged, run["attribution"]["shares"]
