@@ -622,6 +622,8 @@ class Charger:
         # what a node's loop time on connections coming and going is charged to: churn, or
         # clients that stopped answering pings (connection_cause)
         self.connection_causes = connection_causes or {}
+        causes = list(self.connection_causes.values())
+        self.load_cause = max(set(causes), key=causes.count) if causes else Cause.CONNECTION_CHURN
         self.builder_ns = budget_ns  # an impediment this long began a backlog of its own
         messages = list(messages)
         spans: dict[str, list[tuple[int, int]]] = {}
@@ -950,8 +952,8 @@ class Charger:
         # process used (its members only come and go: all its CPU is connection work, the
         # clients' side of the same storm), charged as this node's own connection work is
         load = self.timeline.used(LOAD_PIECE, spans)
-        if load > 0:
-            cause = self.connection_causes.get(node, Cause.CONNECTION_CHURN)
+        if load > 0:  # (RabbitMQ's waits: the nodes' cause, as most of them have it)
+            cause = self.connection_causes.get(node, self.load_cause)
             out[cause] = out.get(cause, 0.0) + load
         for other, periods in self.catching_up.items():
             if other == node:

@@ -1208,3 +1208,19 @@ def test_a_storm_of_clients_that_stopped_answering_is_the_clients():
     facts = RunFacts.of(record(**run_of(msgs)), events, T0)
     said = verdict(facts, attribution, BUDGET)
     assert (said.culprit, Cause.of(said.cause)) == (Culprit.CLIENT, Cause.CLIENTS_UNRESPONSIVE)
+
+
+def test_rabbitmqs_wait_for_the_cpu_the_load_process_took_is_the_nodes_connection_cause():
+    """RabbitMQ waited for a CPU while the load process (its members only come and go)
+    used it: that wait is charged as the nodes' own connection work is, here to the silent
+    clients, never to churn by default."""
+    msgs = messages(slow={i: {"mq": 120} for i in range(10, 20)})
+    window = [T0 + 150 * MS, 500 * MS]
+    broker = BrokerCpu(rows=((window[0], window[1], 100 * MS, 400 * MS, 400 * MS, 0, 0),))
+    used = {"host": [[window[0], window[1], 450 * MS]], "broker": [[window[0], window[1], 50 * MS]],
+            "swarm-load": [[window[0], window[1], 400 * MS]]}
+    timeline = Timeline([], used=used, broker=broker)
+    charger = Charger(timeline, msgs, BUDGET * MS, {"n1": Cause.CLIENTS_UNRESPONSIVE})
+    attribution = attribute(msgs, charger, BUDGET)
+    assert attribution.share_of(Cause.CLIENTS_UNRESPONSIVE) > 0.3, attribution.shares
+    assert attribution.share_of(Cause.CONNECTION_CHURN) == 0
