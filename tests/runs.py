@@ -17,18 +17,19 @@ from .conftest import REPO
 ARGS = ["compare", "--topologies", "single-topic", "--layouts", "per-node", "--duration", "8"]
 
 
-def _compare(tmp_path: Path, **env: str) -> subprocess.Popen:
-    """`mqprobe compare ARGS` with its result in tmp_path/r.json and its logs beside it; the
-    environment's broker URL replaced by `env`."""
+def _compare(tmp_path: Path, *extra: str, **env: str) -> subprocess.Popen:
+    """`mqprobe compare ARGS EXTRA` with its result in tmp_path/r.json and its logs beside
+    it; the environment's broker URL replaced by `env`."""
     env = {**{k: v for k, v in os.environ.items() if k != "MQPROBE_AMQP_URL"}, **env}
-    return subprocess.Popen([sys.executable, "-m", "mqprobe", *ARGS, "--json",
+    return subprocess.Popen([sys.executable, "-m", "mqprobe", *ARGS, *extra, "--json",
                              str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "logs")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=REPO)
 
 
-def start_compare(tmp_path: Path, amqp_url: str, prometheus_url: str = "") -> subprocess.Popen:
-    return _compare(tmp_path, MQPROBE_AMQP_URL=amqp_url,
+def start_compare(tmp_path: Path, amqp_url: str, prometheus_url: str = "",
+                  *extra: str) -> subprocess.Popen:
+    return _compare(tmp_path, *extra, MQPROBE_AMQP_URL=amqp_url,
                     **({"MQPROBE_PROMETHEUS_URL": prometheus_url} if prometheus_url else {}))
 
 

@@ -372,8 +372,16 @@ class OneRun:
         await self._calm_broker()
         others = nodes + ([self.publisher] if self.publisher else [])
         # swarms first: a node closing its sockets must not count as a swarm disconnect
-        if self.load:
-            self.results["load"] = cast("SwarmResult | None", (await _stop_all([self.load]))[0])
+        if self.load:  # its figures are apart, but a load that died changed the run
+            gave = self.results["load"] = cast("SwarmResult | None",
+                                               (await _stop_all([self.load]))[0])
+            if gave is None and self.failure is None:
+                load = self.load
+                self.failure = (
+                    Failure(load.name, load.failure() or f"{load.name} exited early",
+                            load.latest[EventName.EXIT].get("at_ns", 0)) if load.died_early
+                    else Failure(load.name, f"{load.name} gave no result when asked to stop"
+                                 f"{load.how_it_ended()}", time.time_ns(), gave_no_result=True))
         stopped = await _stop_all(swarms)
         per_node = sum(workload.group_sizes) / workload.nodes
         stopped += await _stop_all(others, STOP_S + per_node * STOP_S_PER_CLIENT)

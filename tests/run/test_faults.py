@@ -138,6 +138,21 @@ def test_a_dead_swarm_or_publisher_still_counts_the_loss(broker, tmp_path, piece
         assert "lost_at_most" not in run
 
 
+def test_a_dead_load_process_fails_the_run_and_keeps_the_swarms_figures(broker, tmp_path):
+    """--inject churn's load process killed mid-run: its members' figures are gone, the run
+    fails naming it (the storm it made stopped), and the measured members' are kept."""
+    compare = start_compare(tmp_path, broker.amqp_url, "", "--inject", "churn=100/s")
+    wait_until_publishing(tmp_path, compare, broker)
+    pids = [pid for pid, cmd in children(compare.pid).items() if "/swarm-load.spec.json " in cmd]
+    assert len(pids) == 1, children(compare.pid)
+    os.kill(pids[0], signal.SIGKILL)
+    code, output, run = finish(compare, tmp_path)
+    assert code == 1, output
+    assert "Traceback" not in output
+    assert "swarm-load" in (run["error"] or ""), run["error"]
+    assert "churning" not in run and run["delivered"] > 0 and run["swarm"]["clients"] == 600
+
+
 @pytest.fixture(scope="module")
 def fragile_broker(tmp_path_factory):
     """A broker of these tests' own: they stop its app and pause it."""
