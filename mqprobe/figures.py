@@ -787,6 +787,54 @@ class Sweep:
                                     f"({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
+@dataclass(frozen=True, slots=True)
+class RankedPoint:
+    """One topology x layout as a comparison's conclusion weighs it (verdict.conclusion)."""
+
+    point: str  # "single-topic/per-node"
+    e2e_p99_ms: float  # the median repeat's
+    low_ms: float  # the range it is told apart by (verdict.conclusion's docstring)
+    high_ms: float
+    repeats: int
+    within_budget: bool
+    ranked: bool  # False: failed or lost deliveries
+    why_not_ranked: str
+    cost: Cost
+
+    def to_json(self) -> dict:
+        return {"point": self.point, "e2e_p99_ms": self.e2e_p99_ms, "low_ms": self.low_ms,
+                "high_ms": self.high_ms, "repeats": self.repeats,
+                "within_budget": self.within_budget, "ranked": self.ranked,
+                "why_not_ranked": self.why_not_ranked, "cost": self.cost.to_json()}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> RankedPoint:
+        return cls(str(doc["point"]), float(doc["e2e_p99_ms"]), float(doc["low_ms"]),
+                   float(doc["high_ms"]), int(doc["repeats"]), bool(doc["within_budget"]),
+                   bool(doc["ranked"]), str(doc.get("why_not_ranked", "")),
+                   Cost.from_json(doc.get("cost")) or Cost(None, None, None, None, None))
+
+
+@dataclass(frozen=True, slots=True)
+class Conclusion:
+    """The ranking (best first, unranked last), the winner if one stands apart, and the
+    sentence that says it with the figures behind it (a result's `conclusion`)."""
+
+    rows: tuple[RankedPoint, ...]
+    winner: str | None
+    sentence: str
+
+    def to_json(self) -> dict:
+        return {"winner": self.winner, "sentence": self.sentence,
+                "ranking": [row.to_json() for row in self.rows]}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Conclusion:
+        winner = doc.get("winner")
+        return cls(tuple(RankedPoint.from_json(row) for row in doc.get("ranking") or []),
+                   str(winner) if winner is not None else None, str(doc.get("sentence", "")))
+
+
 def _number(value: object) -> float:
     """A saved load as it was written (an int stays an int: the JSON keeps its keys and
     values as they were)."""

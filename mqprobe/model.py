@@ -391,4 +391,4 @@ class ComparisonResult(TypedDict, total=False):
     repeats: dict
     interrupted: bool
     sweep: dict  # a sweep's axis, its values, the layout and each topology's knee
-    conclusion: dict  # verdict.conclusion.Conclusion.to_json
+    conclusion: dict  # figures.Conclusion.to_json

@@ -22,6 +22,7 @@ from mqprobe.figures import (
     Attribution,
     BrokerEvidence,
     ChurnFigures,
+    Conclusion,
     Cost,
     Counts,
     CpuUse,
@@ -364,14 +365,15 @@ def _text(value: object) -> str:
 
 
 
-def _read(name: str, parse: Callable[[], Any]) -> Any:
-    """One part of a saved run, or one sentence naming the part that is not ours."""
+def _read(name: str, parse: Callable[[], Any], whose: str = "a run's") -> Any:
+    """One part of a saved run (or result), or one sentence naming the part that is not
+    ours."""
     try:
         return parse()
     except ResultFormatError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError, IndexError) as exc:
-        raise ResultFormatError(f"a run's {name} is not what mqprobe writes "
+        raise ResultFormatError(f"{whose} {name} is not what mqprobe writes "
                                 f"({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
@@ -390,7 +392,7 @@ class Comparison:
     repeats: dict | None = None
     interrupted: bool | None = None
     sweep: Sweep | None = None
-    conclusion: dict | None = None
+    conclusion: Conclusion | None = None
 
     @classmethod
     def from_json(cls, doc: ComparisonResult | dict) -> Comparison:
@@ -407,15 +409,18 @@ class Comparison:
                    str(doc.get("mqprobe_version", "")), str(doc.get("started_at", "")),
                    doc.get("repeats"), doc.get("interrupted"),
                    Sweep.from_json(sweep) if sweep is not None else None,
-                   dict(conclusion) if isinstance(conclusion, dict) else None)
+                   _read("conclusion", lambda: Conclusion.from_json(conclusion), "the result's")
+                   if isinstance(conclusion, dict) else None)
 
     def to_json(self) -> dict:
         doc: dict = {"mqprobe_version": self.mqprobe_version, "workload": self.workload,
                      "broker": self.broker, "started_at": self.started_at,
                      "runs": [run.to_json() for run in self.runs]}
-        for name in ("repeats", "interrupted", "conclusion"):
+        for name in ("repeats", "interrupted"):
             if (value := getattr(self, name)) is not None:
                 doc[name] = value
+        if self.conclusion is not None:
+            doc["conclusion"] = self.conclusion.to_json()
         if self.sweep is not None:
             doc["sweep"] = self.sweep.to_json()
         return doc
@@ -423,4 +428,4 @@ class Comparison:
     @property
     def sentence(self) -> str:
         """The saved conclusion's sentence ('' when the result has none)."""
-        return str((self.conclusion or {}).get("sentence") or "")
+        return self.conclusion.sentence if self.conclusion else ""

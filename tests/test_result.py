@@ -53,3 +53,18 @@ def test_a_saved_comparison_reads_back_as_one_typed_object_and_writes_the_same_j
         assert comparison.to_json() == saved, name
         assert len(comparison.runs) == len(saved["runs"])
         assert (comparison.sweep is not None) == ("sweep" in saved)
+        # the conclusion typed too: its ranking's rows and their costs, not a dict
+        assert comparison.conclusion is not None
+        assert comparison.sentence == saved["conclusion"]["sentence"]
+        for row, kept in zip(comparison.conclusion.rows, saved["conclusion"]["ranking"],
+                             strict=True):
+            assert (row.point, row.e2e_p99_ms) == (kept["point"], kept["e2e_p99_ms"])
+            assert row.cost.nodes_per_1k_deliveries == kept["cost"]["nodes_per_1k_deliveries"]
+
+
+def test_a_conclusion_that_is_not_ours_is_one_sentence():
+    from mqprobe.errors import ResultFormatError
+    from mqprobe.result import Comparison
+
+    with pytest.raises(ResultFormatError, match="the result's conclusion is not what mqprobe writes"):
+        Comparison.from_json({"runs": [], "conclusion": {"ranking": [{"point": "x"}]}})

@@ -10,9 +10,7 @@ lost deliveries are not ranked; rows over budget are said to be.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
-from mqprobe.figures import Cost, Counts, CpuUse, PieceCpu, Sweep
+from mqprobe.figures import Conclusion, Cost, Counts, CpuUse, PieceCpu, RankedPoint, Sweep
 from mqprobe.model import Culprit, PieceRole
 from mqprobe.result import RunRecord
 from mqprobe.verdict.analysis import by_point, representative
@@ -37,39 +35,7 @@ def cost_of(counts: Counts, cpu: CpuUse) -> Cost:
                 spent(broker, published), spent(nodes, published))
 
 
-@dataclass(frozen=True)
-class Row:
-    """One topology x layout as the conclusion weighs it."""
-
-    point: str  # "single-topic/per-node"
-    e2e_p99_ms: float  # the median repeat's
-    low_ms: float  # the range it is told apart by (see the module's docstring)
-    high_ms: float
-    repeats: int
-    within_budget: bool
-    ranked: bool  # False: failed or lost deliveries
-    why_not_ranked: str
-    cost: Cost
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "cost": self.cost.to_json()}
-
-
-@dataclass(frozen=True)
-class Conclusion:
-    """The ranking (best first, unranked last), the winner if one stands apart, and the
-    sentence that says it with the figures behind it."""
-
-    rows: tuple[Row, ...]
-    winner: str | None
-    sentence: str
-
-    def to_json(self) -> dict:
-        return {"winner": self.winner, "sentence": self.sentence,
-                "ranking": [row.to_json() for row in self.rows]}
-
-
-def _row(point: str, runs: list[RunRecord]) -> Row:
+def _row(point: str, runs: list[RunRecord]) -> RankedPoint:
     median = representative(runs)  # the repeat the table shows
     p99 = median.e2e.p99_ms
     if len(runs) > 1:
@@ -85,14 +51,14 @@ def _row(point: str, runs: list[RunRecord]) -> Row:
            f"lost {lost} deliveries" if lost else "")
     within = all(r.verdict.culprit == Culprit.NONE for r in runs) and not counts.not_delivered
     cost = median.cost or cost_of(median.counts, median.cpu)  # a result from before costs
-    return Row(point, p99, low, high, len(runs), within, not why, why, cost)
+    return RankedPoint(point, p99, low, high, len(runs), within, not why, why, cost)
 
 
 def _ms(value: float) -> str:
     return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 
 
-def _costs(row: Row) -> str:
+def _costs(row: RankedPoint) -> str:
     parts = []
     if row.cost.broker_per_1k_deliveries is not None:
         parts.append(f"{_ms(row.cost.broker_per_1k_deliveries)} ms broker CPU")
@@ -101,13 +67,13 @@ def _costs(row: Row) -> str:
     return (", ".join(parts) + " per 1,000 deliveries") if parts else "CPU not measured"
 
 
-def _spread(row: Row) -> str:
+def _spread(row: RankedPoint) -> str:
     if row.repeats > 1:
         return f"{row.repeats} repeats {_ms(row.low_ms)}-{_ms(row.high_ms)}"
     return f"one run, ±{_ms(row.high_ms - row.e2e_p99_ms)} (the swarm's loop lag)"
 
 
-def _dearer(winner: Row, others: list[Row]) -> str:
+def _dearer(winner: RankedPoint, others: list[RankedPoint]) -> str:
     """The row that costs the most node (or broker) CPU against the winner, if by enough."""
     said = []
     for label, field in (("node", "nodes_per_1k_deliveries"), ("broker", "broker_per_1k_deliveries")):
