@@ -575,9 +575,9 @@ class ChurnFigures:
     """The load process of `--inject churn` or `client-stall` (the result's `churning`):
     members beside the measured ones, joined to a room nothing is published to (they cost
     the servers their connections, not fan-out), reported apart. `left`: left on purpose
-    (churn); `dropped`: connections the servers
-    closed (a ping timeout after a stall); `rejoin`: from a connection lost to joined
-    again (the whole handshake, and a stall's wait before it)."""
+    (churn); `dropped`: connections the servers closed (a ping timeout after a stall);
+    `rejoin`: from a connection lost to joined again (the whole handshake, and a stall's
+    wait before it)."""
 
     members: int = 0
     joined: int = 0

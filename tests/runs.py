@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -82,6 +83,18 @@ def finish(compare: subprocess.Popen, tmp_path: Path) -> tuple[int, str, dict]:
     stdout, stderr = compare.communicate(timeout=180)
     run = json.loads((tmp_path / "r.json").read_text())["runs"][0]
     return compare.returncode, stdout + stderr, run
+
+
+def killed_mid_run(tmp_path: Path, broker: BrokerState, piece: str,
+                   *extra: str) -> tuple[int, str, dict]:
+    """compare (with `extra` flags) on the broker, the piece named `piece` (its spec's name:
+    node1, swarm1, publisher, swarm-load) killed once it publishes; what compare then gave."""
+    compare = start_compare(tmp_path, broker.amqp_url, "", *extra)
+    wait_until_publishing(tmp_path, compare, broker)
+    pids = [pid for pid, cmd in children(compare.pid).items() if f"/{piece}.spec.json " in cmd]
+    assert len(pids) == 1, children(compare.pid)
+    os.kill(pids[0], signal.SIGKILL)
+    return finish(compare, tmp_path)
 
 
 def compare_with_own_home(tmp_path: Path) -> subprocess.Popen:

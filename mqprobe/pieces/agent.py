@@ -49,7 +49,6 @@ from mqprobe.stamps import check_id, now_ns
 CONTROL_EXCHANGE = "mqprobe.control"
 RESULTS_EXCHANGE = "mqprobe.results"
 LOCAL = "local"  # the placement name of the coordinator's own host
-ROLES = PLACED_ROLES
 HEARTBEAT_S = 2.0  # both ends say they are alive this often
 GONE_AFTER_S = 5 * HEARTBEAT_S  # an agent or coordinator silent this long is taken for gone
 AMQP_HEARTBEAT_S = 5  # the broker drops a vanished agent's or coordinator's queue in ~10 s
@@ -61,9 +60,9 @@ def parse_placement(items: list[str]) -> dict[str, list[str]]:
     for item in items:
         role, sep, names = item.partition("=")
         role = role.strip()
-        if not sep or role not in ROLES:
+        if not sep or role not in PLACED_ROLES:
             raise InputError(f"--place takes ROLE=AGENT[,AGENT...] with ROLE one of "
-                             f"{', '.join(ROLES)}, got {item!r}")
+                             f"{', '.join(PLACED_ROLES)}, got {item!r}")
         agents = [check_id("agent", n.strip()) for n in names.split(",") if n.strip()]
         if not agents:
             raise InputError(f"--place {role}= names no agent")

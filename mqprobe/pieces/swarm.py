@@ -349,10 +349,15 @@ class Swarm(PieceRuntime):
             self._failed(f"{member.url} closed the connection before the join was acknowledged")
             self._settle_check()
             return
+        self._come_back(member, attempt=1)
+
+    def _come_back(self, member: Member, attempt: int) -> None:
+        """A joined member whose connection is gone is down from now (if it was not
+        already), and connects again (after `attempt` failures' backoff)."""
         if not member.down_since:
             member.down_since = now_ns()
             self.down += 1
-        task = asyncio.get_running_loop().create_task(self._client(member, attempt=1))
+        task = asyncio.get_running_loop().create_task(self._client(member, attempt))
         self._tasks.append(task)
         task.add_done_callback(self._forget)
 
@@ -381,11 +386,7 @@ class Swarm(PieceRuntime):
         ws.close()
         self.disconnects += 1
         self.churned += 1
-        member.down_since = now_ns()
-        self.down += 1
-        task = asyncio.get_running_loop().create_task(self._client(member))
-        self._tasks.append(task)
-        task.add_done_callback(self._forget)
+        self._come_back(member, attempt=0)
 
     async def _churn(self) -> None:
         """Members leave and join again at churn_per_s, in turn, each one that is up."""

@@ -372,27 +372,24 @@ class OneRun:
         await self._calm_broker()
         others = nodes + ([self.publisher] if self.publisher else [])
         # swarms first: a node closing its sockets must not count as a swarm disconnect
-        if self.load:  # its figures are apart, but a load that died changed the run
-            gave = self.results["load"] = cast("SwarmResult | None",
-                                               (await _stop_all([self.load]))[0])
-            if gave is None and self.failure is None:
-                load = self.load
-                self.failure = (
-                    Failure(load.name, load.failure() or f"{load.name} exited early",
-                            load.latest[EventName.EXIT].get("at_ns", 0)) if load.died_early
-                    else Failure(load.name, f"{load.name} gave no result when asked to stop"
-                                 f"{load.how_it_ended()}", time.time_ns(), gave_no_result=True))
+        # the load process first of all (its figures are apart, but one that died changed the
+        # run, and fails it as any piece does)
+        loaded = [self.load] if self.load else []
+        stopped_load = await _stop_all(loaded)
+        if self.load:
+            self.results["load"] = cast("SwarmResult | None", stopped_load[0])
         stopped = await _stop_all(swarms)
         per_node = sum(workload.group_sizes) / workload.nodes
         stopped += await _stop_all(others, STOP_S + per_node * STOP_S_PER_CLIENT)
+        every, gave = loaded + swarms + others, stopped_load + stopped
         # a piece that ended before it was asked to (killed, crashed) fails the run
-        for piece, got in zip(swarms + others, stopped, strict=True):
+        for piece, got in zip(every, gave, strict=True):
             if self.failure is None and got is None and piece.died_early:
                 self.failure = Failure(piece.name, piece.failure() or f"{piece.name} exited early",
                                        piece.latest[EventName.EXIT].get("at_ns", 0))
         # one that ran to the end but whose figures never came: the verdict must not read
         # their absence as idle consumers or a quiet publisher
-        for piece, got in zip(swarms + others, stopped, strict=True):
+        for piece, got in zip(every, gave, strict=True):
             if self.failure is None and got is None and not piece.died_early:
                 # it ended without one (how, and its log's last line, say why), or never answered
                 self.failure = Failure(piece.name, f"{piece.name} gave no result when asked to "

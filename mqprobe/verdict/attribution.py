@@ -939,6 +939,7 @@ class Charger:
         if others <= 0:  # no samples of who had the CPU
             return {Cause.CPU_STARVED: waiting}
         out: dict[Cause, float] = {}
+        first, last = min(a for a, _b in spans), max(b for _a, b in spans)
         for other, periods in self.catching_up.items():
             if other == node:
                 continue
@@ -946,26 +947,24 @@ class Charger:
                 clipped = [(max(a, s), min(b, e)) for a, b in spans if min(b, e) > max(a, s)]
                 if clipped:
                     out[cause] = out.get(cause, 0.0) + self.timeline.used(other, clipped)
-        # and the share that went to another node's loop serving connections coming and
-        # going meanwhile (its profiler's samples there, at most what it used): a storm of
-        # handshakes on one node starves its neighbour as a spin would; and what the load
-        # process used (its members only come and go: all its CPU is connection work, the
-        # clients' side of the same storm), charged as this node's own connection work is
-        load = self.timeline.used(LOAD_PIECE, spans)
-        if load > 0:  # (RabbitMQ's waits: the nodes' cause, as most of them have it)
-            cause = self.connection_causes.get(node, self.load_cause)
-            out[cause] = out.get(cause, 0.0) + load
-        for other, periods in self.catching_up.items():
-            if other == node:
-                continue
-            first, last = min(a for a, _b in spans), max(b for _a, b in spans)
+            # and, outside those periods (all it used in them is charged above), the share
+            # that went to its loop serving connections coming and going meanwhile (its
+            # profiler's samples there, at most what it used): a storm of handshakes on one
+            # node starves its neighbour as a spin would
             serving = [part for s, e, _parts in self._connections(other, first, last)
                        if any(min(e, b) > max(s, a) for a, b in spans)
                        for part in _outside(s, e, Intervals((p, q) for p, q, _c in periods))]
-            if serving:  # (inside its catching-up periods, all it used is charged above)
+            if serving:
                 cause = self.connection_causes.get(other, Cause.CONNECTION_CHURN)
                 out[cause] = out.get(cause, 0.0) + min(
                     float(_length(_overlap(serving, spans))), self.timeline.used(other, serving))
+        # and what the load process used (its members only come and go: all its CPU is
+        # connection work, the clients' side of the same storm), charged as this node's own
+        # connection work is (RabbitMQ's waits: the nodes' cause, as most of them have it)
+        load = self.timeline.used(LOAD_PIECE, spans)
+        if load > 0:
+            cause = self.connection_causes.get(node, self.load_cause)
+            out[cause] = out.get(cause, 0.0) + load
         took = sum(out.values())
         if took <= 0:
             return {Cause.CPU_STARVED: waiting}

@@ -66,6 +66,11 @@ def keep_alive(sock: socket.socket, idle_s: float) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
+def _this_second() -> int:
+    """Now, in ns, down to the whole second the counts are kept by."""
+    return now_ns() // 1_000_000_000 * 1_000_000_000
+
+
 class ConnectionWatch:
     """Rows of [t_ns, established (None: not read that time), connected] once every
     EVERY_S (the kernel's count every KERNEL_EVERY_S or less often, read in a thread, and
@@ -102,11 +107,10 @@ class ConnectionWatch:
         self.rows.append([now_ns(), established_on(self.port), self.connected()])
 
     def on_disconnect(self, reason: str) -> None:
-        second = now_ns() // 1_000_000_000 * 1_000_000_000
-        self.ended[(second, reason)] += 1
+        self.ended[(_this_second(), reason)] += 1
 
     def on_connect(self) -> None:
-        self.began[now_ns() // 1_000_000_000 * 1_000_000_000] += 1
+        self.began[_this_second()] += 1
 
     def reset(self) -> None:
         """Count afresh: the set-up's joins are not the run's; the kernel's count with the

@@ -13,7 +13,7 @@ import pytest
 from mqprobe.broker import ManagedBroker
 from mqprobe.model import Cause
 
-from ..runs import children, finish, start_compare, wait_until_publishing
+from ..runs import finish, killed_mid_run, start_compare, wait_until_publishing
 
 pytestmark = pytest.mark.integration  # every test here runs a broker of its own
 
@@ -38,12 +38,7 @@ def test_a_broker_killed_mid_run_is_the_mq_and_fails_the_command(tmp_path):
 
 
 def test_a_node_killed_mid_run_is_named_not_blamed_on_the_swarm(broker, tmp_path):
-    compare = start_compare(tmp_path, broker.amqp_url)
-    wait_until_publishing(tmp_path, compare, broker)
-    nodes = [pid for pid, cmd in children(compare.pid).items() if "/node1.spec.json " in cmd]
-    assert len(nodes) == 1, children(compare.pid)
-    os.kill(nodes[0], signal.SIGKILL)
-    code, output, run = finish(compare, tmp_path)
+    code, output, run = killed_mid_run(tmp_path, broker, "node1")
     assert code == 1, output
     assert "Traceback" not in output
     assert (run["verdict"]["culprit"], Cause.of(run["verdict"]["cause"])) == (
@@ -105,12 +100,7 @@ def test_a_broker_that_blocks_the_publisher_is_named_with_its_share(managed_brok
 
 @pytest.mark.parametrize("piece", ["swarm1", "publisher"])
 def test_a_dead_swarm_or_publisher_still_counts_the_loss(broker, tmp_path, piece):
-    compare = start_compare(tmp_path, broker.amqp_url)
-    wait_until_publishing(tmp_path, compare, broker)
-    pids = [pid for pid, cmd in children(compare.pid).items() if f"/{piece}.spec.json " in cmd]
-    assert len(pids) == 1, children(compare.pid)
-    os.kill(pids[0], signal.SIGKILL)
-    code, output, run = finish(compare, tmp_path)
+    code, output, run = killed_mid_run(tmp_path, broker, piece)
     assert code == 1, output
     # counted against what was published (a dead publisher: its last report) and planned
     assert run["published"] > 0 and run["expected_deliveries"] >= run["published"] * 100
@@ -141,12 +131,7 @@ def test_a_dead_swarm_or_publisher_still_counts_the_loss(broker, tmp_path, piece
 def test_a_dead_load_process_fails_the_run_and_keeps_the_swarms_figures(broker, tmp_path):
     """--inject churn's load process killed mid-run: its members' figures are gone, the run
     fails naming it (the storm it made stopped), and the measured members' are kept."""
-    compare = start_compare(tmp_path, broker.amqp_url, "", "--inject", "churn=100/s")
-    wait_until_publishing(tmp_path, compare, broker)
-    pids = [pid for pid, cmd in children(compare.pid).items() if "/swarm-load.spec.json " in cmd]
-    assert len(pids) == 1, children(compare.pid)
-    os.kill(pids[0], signal.SIGKILL)
-    code, output, run = finish(compare, tmp_path)
+    code, output, run = killed_mid_run(tmp_path, broker, "swarm-load", "--inject", "churn=100/s")
     assert code == 1, output
     assert "Traceback" not in output
     assert "swarm-load" in (run["error"] or ""), run["error"]
