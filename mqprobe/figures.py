@@ -299,6 +299,55 @@ class ConnectionFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class HeartbeatFigures:
+    """A node's loop time on socket.io's heartbeats while measuring (its profiler's samples:
+    the pings it wrote, the pongs it read, engine.io's walk over its sockets' last pongs),
+    beside the connections it kept: where a server's CPU goes with many quiet connections
+    (the seed's question 2). Loop time: the loop thread's, on the CPU or waiting for it."""
+
+    loop_ms: float  # in all, while profiled
+    profiled_s: float
+    connections: int  # the median its socket.io server held meanwhile
+    ping_interval_s: float
+    busiest_second_ms: float  # of its whole seconds: a wave of pings shows as a peak
+    median_second_ms: float
+
+    @property
+    def per_1k_ms(self) -> float | None:
+        """Its loop's ms on heartbeats per 1,000 connections per ping interval (None:
+        no connections, or not profiled)."""
+        intervals = self.profiled_s / self.ping_interval_s if self.ping_interval_s else 0.0
+        if not self.connections or intervals <= 0:
+            return None
+        return self.loop_ms / (self.connections / 1000) / intervals
+
+    def line(self, node: str) -> str:
+        """`n1's loop spent 540 ms of 8.1 s on socket.io's heartbeats (...)`, for evidence."""
+        per_1k = self.per_1k_ms
+        return (f"{node}'s loop spent {self.loop_ms:.0f} ms of {self.profiled_s:.1f} s on "
+                f"socket.io's heartbeats (pings written, pongs read, the liveness walk; its "
+                f"profiler's samples) for {self.connections} connections, a ping every "
+                f"{self.ping_interval_s:g} s"
+                + (f": {per_1k:.1f} ms per 1,000 connections a ping interval" if per_1k else "")
+                + f"; its busiest second {self.busiest_second_ms:.0f} ms, the median one "
+                f"{self.median_second_ms:.0f} ms")
+
+    def to_json(self) -> dict:
+        per_1k = self.per_1k_ms
+        return {"loop_ms": round(self.loop_ms, 1), "profiled_s": round(self.profiled_s, 2),
+                "connections": self.connections, "ping_interval_s": self.ping_interval_s,
+                "busiest_second_ms": round(self.busiest_second_ms, 1),
+                "median_second_ms": round(self.median_second_ms, 1),
+                "per_1k_ms": None if per_1k is None else round(per_1k, 2)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> HeartbeatFigures:
+        return cls(float(doc["loop_ms"]), float(doc["profiled_s"]), int(doc["connections"]),
+                   float(doc["ping_interval_s"]), float(doc.get("busiest_second_ms", 0.0)),
+                   float(doc.get("median_second_ms", 0.0)))
+
+
+@dataclass(frozen=True, slots=True)
 class NodeFigures:
     """One node through a run (the result's `nodes[]`), from its result event."""
 
@@ -318,6 +367,7 @@ class NodeFigures:
     profile: dict | None = None  # profile.LoopProfiler.summary (None: before it was recorded)
     mq_split: dict | None = None  # before-broker, in-broker, after-broker (embed's), if any
     connections: ConnectionFigures | None = None  # None: not watched (before it was)
+    heartbeats: HeartbeatFigures | None = None  # None: not profiled (before it was)
 
     @property
     def consumer_busy(self) -> float:
@@ -337,6 +387,8 @@ class NodeFigures:
             out["mq_split"] = self.mq_split
         if self.connections is not None:
             out["connections"] = self.connections.to_json()
+        if self.heartbeats is not None:
+            out["heartbeats"] = self.heartbeats.to_json()
         return out
 
     @classmethod
@@ -351,7 +403,9 @@ class NodeFigures:
             loop_cpu=LoopCpu.from_json(doc["loop_cpu"]) if doc.get("loop_cpu") else None,
             profile=doc.get("profile"), mq_split=doc.get("mq_split"),
             connections=ConnectionFigures.from_json(doc["connections"])
-            if doc.get("connections") else None)
+            if doc.get("connections") else None,
+            heartbeats=HeartbeatFigures.from_json(doc["heartbeats"])
+            if doc.get("heartbeats") else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,6 +135,7 @@ class Cause(StrEnum):
     NODE_DIED = "node-died"
     CONNECTION_CHURN = "connection-churn"
     CLIENTS_UNRESPONSIVE = "clients-unresponsive"
+    HEARTBEATS = "heartbeats"
     DELIVERY = "delivery"
     LOST_BEFORE_NODE = "lost-before-node"
     LOST = "lost-deliveries"
@@ -166,6 +167,7 @@ CULPRIT_OF = {
     Cause.CPU_THROTTLED: Culprit.SERVER, Cause.SLOW_HANDLER: Culprit.SERVER,
     Cause.FANOUT_BOUND: Culprit.SERVER, Cause.NODE_DIED: Culprit.SERVER,
     Cause.CONNECTION_CHURN: Culprit.SERVER, Cause.CLIENTS_UNRESPONSIVE: Culprit.CLIENT,
+    Cause.HEARTBEATS: Culprit.SERVER,
     Cause.LOST_BEFORE_NODE: Culprit.MQ,
     Cause.DELIVERY: Culprit.DELIVERY, Cause.LOST: Culprit.DELIVERY,
     Cause.SWARM_SATURATED: Culprit.CLIENT, Cause.INSTRUMENT_FAILED: Culprit.CLIENT,
@@ -209,6 +211,11 @@ PROSE = {
                                  "process or host too busy), the server timed them out, and "
                                  "their reconnecting kept its event loop busy while messages "
                                  "waited for it: the storm began on the client side"),
+    Cause.HEARTBEATS: ("a node's event loop was busy with socket.io's heartbeats (a ping "
+                       "written to each of its connections, a pong read back, its walk over "
+                       "their last pongs) while messages waited for it: engine.io keeps its "
+                       "clients' pings in step, so many connections make a wave every ping "
+                       "interval"),
     Cause.DELIVERY: "socket writes, network or client reads",
     Cause.LOST_BEFORE_NODE: "messages never reached a node's handler",
     Cause.LOST: "a node emitted them, yet they never reached their members",

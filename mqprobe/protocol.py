@@ -155,6 +155,7 @@ class NodeResult(TypedDict):
     broker_stamps_unreadable: int
     link: list[list[int]]  # broker.link.LinkWatch rows of the connection it consumes on
     connections: dict  # watch.connections.ConnectionWatch.to_json: held, and why each ended
+    heartbeats: NotRequired[dict]  # figures.HeartbeatFigures.to_json (absent: not profiled)
 
 
 class SwarmResult(SwarmProgress, total=False):

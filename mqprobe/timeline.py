@@ -42,6 +42,8 @@ class EventKind(StrEnum):
     CLIENT_DOWN = "client-down"  # a swarm member lost its connection until it joined again
     CONNECTION_WORK = "connection-work"  # a node's loop on connections coming and going
     # (its profiler's samples: handshakes, joins, disconnects)
+    HEARTBEAT_WORK = "heartbeat-work"  # a node's loop on engine.io's pings, pongs and
+    # liveness checks (its profiler's samples)
 
 
 @dataclass(slots=True)

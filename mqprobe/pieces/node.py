@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
@@ -27,6 +28,7 @@ from mqprobe.broker.link import LinkWatch
 from mqprobe.broker.topology import Topology
 from mqprobe.embed import Tracer
 from mqprobe.errors import InputError, within
+from mqprobe.figures import HeartbeatFigures
 from mqprobe.model import AckMode, ChannelMode, Concurrency, HopName, Layout
 from mqprobe.pieces.inject import CpuQuota, Faults
 from mqprobe.pieces.process import PieceRuntime
@@ -52,7 +54,7 @@ from mqprobe.stamps import (
 from mqprobe.timeline import EventKind, Recorder, freeze_setup
 from mqprobe.watch.connections import PING_UNANSWERED, TRANSPORT_CLOSE, ConnectionWatch, keep_alive
 from mqprobe.watch.loop import LoopLagMonitor
-from mqprobe.watch.profile import LoopProfiler
+from mqprobe.watch.profile import CONNECTIONS, HEARTBEATS, LoopProfiler
 
 log = logging.getLogger("mqprobe.pieces.node")
 EVENT = "message"
@@ -161,6 +163,7 @@ class Node(PieceRuntime):
         self.sio.on("join", self._on_join)
         self.sio.on("disconnect", self._on_disconnect)
         self.connections: ConnectionWatch | None = None  # made once the port is known
+        self._heartbeats: HeartbeatFigures | None = None  # the profiler's, as it stopped
         self.app = web.Application()
         self.sio.attach(self.app)
         self._runner: web.AppRunner | None = None
@@ -284,18 +287,42 @@ class Node(PieceRuntime):
             self._quota.remove()
             self._quota = None
 
-    def _connection_work(self) -> None:
-        """The profiler's spans of connection work onto the node's timeline, once."""
+    def _loop_work(self) -> None:
+        """The profiler's spans of connection work and heartbeats onto the node's
+        timeline, once; the heartbeats' figures from them first."""
         if self.profiler is not None:
             self.profiler.stop()
-            spans, self.profiler.connection_spans = self.profiler.connection_spans, []
-            for start, end in spans:
-                self.timeline.add(EventKind.CONNECTION_WORK, start, end)
+            if self._heartbeats is None:
+                self._heartbeats = self._heartbeat_figures(self.profiler)
+            for kind, event in ((CONNECTIONS, EventKind.CONNECTION_WORK),
+                                (HEARTBEATS, EventKind.HEARTBEAT_WORK)):
+                spans, self.profiler.spans[kind] = self.profiler.spans[kind], []
+                for start, end in spans:
+                    self.timeline.add(event, start, end)
+
+    def _heartbeat_figures(self, profiler: LoopProfiler) -> HeartbeatFigures | None:
+        """Its loop's time on heartbeats while profiled, by whole second, beside the
+        connections its server held meanwhile (their median)."""
+        profiled_ns = sum(profiler.kinds.values())
+        if not profiled_ns:
+            return None
+        seconds: Counter[int] = Counter()
+        for start, end in profiler.spans[HEARTBEATS]:
+            seconds[end // 1_000_000_000] += end - start
+        whole = sorted(seconds.get(s, 0) for s in range(
+            min(seconds, default=0) + 1, max(seconds, default=0)))  # whole seconds only
+        held = sorted(row[2] for row in self.connections.rows) if self.connections else []
+        return HeartbeatFigures(
+            loop_ms=profiler.kinds[HEARTBEATS] / 1e6, profiled_s=profiled_ns / 1e9,
+            connections=held[len(held) // 2] if held else self.connected_count(),
+            ping_interval_s=self.config.ping_interval_s,
+            busiest_second_ms=(whole[-1] if whole else max(seconds.values(), default=0)) / 1e6,
+            median_second_ms=(whole[len(whole) // 2] if whole else 0) / 1e6)
 
     def result(self) -> NodeResult:
         knobs = self.config.topology.consumer
-        self._connection_work()
-        return {
+        self._loop_work()
+        out: NodeResult = {
             "node": self.config.node_id,
             "handled": self.stats.handled,
             "untraced": self.tracer.untraced,
@@ -320,6 +347,9 @@ class Node(PieceRuntime):
             "link": list(self.link.rows) if self.link else [],
             "connections": self.connections.to_json() if self.connections else {},
         }
+        if self._heartbeats is not None:
+            out["heartbeats"] = self._heartbeats.to_json()
+        return out
 
     def command(self, command: Command) -> None:
         """A command from compare: Reset (measuring starts) or Settle (it ended); anything

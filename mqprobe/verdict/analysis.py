@@ -60,7 +60,7 @@ from mqprobe.verdict.attribution import (
     mq_legs,
     stall_cause,
 )
-from mqprobe.verdict.connections import churn_lines, connection_cause
+from mqprobe.verdict.connections import churn_lines, connection_cause, heartbeat_lines
 from mqprobe.watch.profile import busy_line
 from mqprobe.windows import Windows
 
@@ -786,6 +786,9 @@ def judge(facts: RunFacts, messages: list[MessageDeliveries], budget_ms: float) 
                             for s in attribution.shares)) \
             or any(n.connections and n.connections.began for n in facts.nodes):
         said = replace(said, evidence=[*said.evidence, *churn_lines(facts.nodes, facts.events)])
+    # what keeping the connections alive cost the nodes' loops (their pings' waves)
+    said = replace(said, evidence=[*said.evidence, *heartbeat_lines(
+        facts.nodes, bool(attribution and attribution.share_of(Cause.HEARTBEATS) >= 0.005))])
     if facts.churning is not None:
         said = replace(said, evidence=[*said.evidence, facts.churning.line()])
     return Judgement(attribution, said, groups, mq_legs(messages, charger.timeline.legs))

@@ -680,7 +680,7 @@ class Charger:
         broker_until = waited_from
         if waited_from == b:  # not behind: yet read only as its loop's connection work ended
             broker_until = self._unread_from(m.node, max(a, held_until), b)
-            got, _free = claim([(broker_until, b)], self._connections(m.node, broker_until, b))
+            got, _free = claim([(broker_until, b)], self._loop_work(m.node, broker_until, b))
             _add(mq, _causes(got))
         self._broker_side(m, a, broker_until, mq, held_until)
         self._node_side(m.node, waited_from, b, mq, debt, behind=True)
@@ -690,23 +690,31 @@ class Charger:
         return (excess_of(mq, b - a, floor[HopName.MQ], REMAINDER[HopName.MQ]),
                 excess_of(server, c - b, floor[HopName.SERVER], REMAINDER[HopName.SERVER]))
 
-    def _connections(self, node: str, a: int, b: int) -> list[Span]:
-        """The node's loop time on connections coming and going within [a, b] (its
-        profiler's samples), claimed whole for the cause it is charged to."""
-        return whole(self.connection_causes.get(node, Cause.CONNECTION_CHURN),
-                     self.timeline.get(node, EventKind.CONNECTION_WORK).within(a, b))
+    def _kinds_of_work(self, node: str) -> tuple[tuple[EventKind, Cause], ...]:
+        """The node's loop work its profiler kept as spans, and the cause each is charged
+        to: connections coming and going (churn, or clients that stopped answering pings:
+        connection_cause), and socket.io's heartbeats."""
+        return ((EventKind.CONNECTION_WORK,
+                 self.connection_causes.get(node, Cause.CONNECTION_CHURN)),
+                (EventKind.HEARTBEAT_WORK, Cause.HEARTBEATS))
+
+    def _loop_work(self, node: str, a: int, b: int) -> list[Span]:
+        """The node's loop time on connections and on heartbeats within [a, b] (its
+        profiler's samples), claimed whole for the cause each is charged to."""
+        return [span for kind, cause in self._kinds_of_work(node)
+                for span in whole(cause, self.timeline.get(node, kind).within(a, b))]
 
     def _unread_from(self, node: str, a: int, b: int) -> int:
-        """Where the node's run of connection work that ended as it read a message at b
-        began (b if none did): a loop serving handshakes leaves RabbitMQ's deliveries unread
-        in its socket, time the mq hop counts. Samples of that work no further apart than
-        CHAIN_NS are one run; only the samples are charged, not the time between them (the
-        loop did other work then, unmeasured)."""
+        """Where the node's run of connection work or heartbeats that ended as it read a
+        message at b began (b if none did): a loop serving handshakes, or writing a wave of
+        pings, leaves RabbitMQ's deliveries unread in its socket, time the mq hop counts.
+        Samples of that work no further apart than CHAIN_NS are one run; only the samples
+        are charged, not the time between them (the loop did other work then, unmeasured)."""
         start = b
-        for s, e in reversed(self.timeline.get(node, EventKind.CONNECTION_WORK).within(a, b)):
+        for s, e, _parts in sorted(self._loop_work(node, a, b), key=lambda span: -span[1]):
             if e < start - CHAIN_NS:
                 break
-            start = s
+            start = min(start, s)
         return start
 
     def delivery(self, m: MessageDeliveries, after_emit: int, floor_ns: float
@@ -718,8 +726,9 @@ class Charger:
         later = whole(Cause.FANOUT_BOUND, [(a, min(b, a + m.fanout_ns))] if m.fanout_ns > 0 else [])
         for kind, cause in SWARM_SIDE:
             later += whole(cause, self.timeline.get(m.swarm, kind).within(a, b))
-        # the node's writes to its members waited while its loop served connections
-        later += self._connections(m.node, a, b)
+        # the node's writes to its members waited while its loop served connections or
+        # heartbeats
+        later += self._loop_work(m.node, a, b)
         got, _ = claim(free, later)
         _add(out, _fit(_causes(got), room))
         return excess_of(out, after_emit, floor_ns, REMAINDER[HopName.DELIVERY])
@@ -810,9 +819,9 @@ class Charger:
         slowers = _fit({c: ns for c, ns in own.items() if c in DRAIN_SLOWERS}, left)
         _add(out, slowers)
         left = _share(debt, left - sum(slowers.values()), out)
-        # then its loop's time on connections coming and going meanwhile, and only what
-        # that leaves to the consumer's own saturation
-        got, _free = claim([(u, v)], self._connections(node, u, v))
+        # then its loop's time on connections coming and going, and on heartbeats,
+        # meanwhile, and only what that leaves to the consumer's own saturation
+        got, _free = claim([(u, v)], self._loop_work(node, u, v))
         churn = _fit(_causes(got), left)
         _add(out, churn)
         left -= sum(churn.values())
@@ -838,8 +847,9 @@ class Charger:
         broker += timeline.broker.throttled_spans(start, min(until, backlog_start + GAP_NS))
         node_spans = [span for kind in NODE_SIDE
                       for span in timeline.parts_within(node, kind, backlog_start, until)]
-        # a storm of connections at its opening began it as a stall would have
-        node_spans += self._connections(node, backlog_start, until)
+        # a storm of connections (or a wave of pings) at its opening began it as a stall
+        # would have
+        node_spans += self._loop_work(node, backlog_start, until)
         earliest = min([backlog_start] + [s for s, _e, _parts in broker])
         # the same precedence as a message's own span (a collection inside a stall counts
         # once), each interval's claim kept with when it began
@@ -862,11 +872,11 @@ class Charger:
                                                 and cause not in DRAIN_SLOWERS)]
                 for when, cause, ns, sized in sorted(happened, key=lambda item: item[0])]
 
-    def _storms(self, node: str) -> list[tuple[int, int, int]]:
-        """The node's runs of connection work (samples no further apart than CHAIN_NS):
-        [start, end, ns its samples cover]."""
+    def _storms(self, node: str, kind: EventKind) -> list[tuple[int, int, int]]:
+        """The node's runs of one kind of loop work (connections, heartbeats; samples no
+        further apart than CHAIN_NS): [start, end, ns its samples cover]."""
         runs: list[tuple[int, int, int]] = []
-        work = self.timeline.get(node, EventKind.CONNECTION_WORK)
+        work = self.timeline.get(node, kind)
         for s, e in zip(work.starts, work.ends, strict=True):
             if runs and s - runs[-1][1] <= CHAIN_NS:
                 start, _end, covered = runs[-1]
@@ -876,22 +886,22 @@ class Charger:
         return runs
 
     def _catching_up(self, node: str) -> list[tuple[int, int, Cause]]:
-        """The node's stalls, collections and storms of connections that alone held it
-        longer than the budget (a blocking call, a spin, a long collection, hundreds of
-        handshakes at once), each from its start to the end of the
-        backlog it began (to its own end, if the node was behind already: a starved node
-        that never caught up is not catching up on that stall): meanwhile the node spun, or
-        caught up on what had piled up, and the CPU it used then was taken from whoever
-        waited beside it on the core."""
+        """The node's stalls, collections, storms of connections and waves of pings that
+        alone held it longer than the budget (a blocking call, a spin, a long collection,
+        hundreds of handshakes or thousands of pings at once), each from its start to the
+        end of the backlog it began (to its own end, if the node was behind already: a
+        starved node that never caught up is not catching up on that stall): meanwhile the
+        node spun, or caught up on what had piled up, and the CPU it used then was taken
+        from whoever waited beside it on the core."""
         out = []
-        # a storm of connections its loop served (a run of that work longer than the
-        # budget in all), as a stall: what it used then and while it caught up after
-        connection_cause = self.connection_causes.get(node, Cause.CONNECTION_CHURN)
-        for s, e, work in self._storms(node):
-            if work >= self.builder_ns:
-                backlog = self.backlog_at(node, s)
-                began = backlog is not None and backlog[0] >= s - GAP_NS
-                out.append((s, max(e, backlog[1]) if backlog and began else e, connection_cause))
+        # a storm its loop served (a run of that work longer than the budget in all), as a
+        # stall: what it used then and while it caught up after
+        for kind, cause in self._kinds_of_work(node):
+            for s, e, work in self._storms(node, kind):
+                if work >= self.builder_ns:
+                    backlog = self.backlog_at(node, s)
+                    began = backlog is not None and backlog[0] >= s - GAP_NS
+                    out.append((s, max(e, backlog[1]) if backlog and began else e, cause))
         for kind in NODE_SIDE:
             for s, e, parts in self.timeline.parts_within(node, kind, 0, 2 ** 63):
                 for cause in (Cause.SERVER_STALL, Cause.GC_PAUSE):
@@ -919,8 +929,9 @@ class Charger:
             if not wall or not used or not any(ns >= STALL_MIN_NS for ns in waited.values()):
                 continue
             lines.append(
-                f"{node} spun or caught up after its stalls, collections or storms of connections for "
-                f"{wall / 1e6:.0f} ms in all, on a CPU {used / wall:.0%} of it; meanwhile "
+                f"{node} spun or caught up after its stalls, collections, storms of "
+                f"connections or waves of pings for {wall / 1e6:.0f} ms in all, on a CPU "
+                f"{used / wall:.0%} of it; meanwhile "
                 + ", ".join(f"{other} waited for a CPU {ns / 1e6:.0f} ms"
                             for other, ns in waited.items() if ns >= STALL_MIN_NS)
                 + f": the share of those waits that went to {node} is charged to what stopped it")
@@ -948,16 +959,18 @@ class Charger:
                 if clipped:
                     out[cause] = out.get(cause, 0.0) + self.timeline.used(other, clipped)
             # and, outside those periods (all it used in them is charged above), the share
-            # that went to its loop serving connections coming and going meanwhile (its
+            # that went to its loop serving connections or heartbeats meanwhile (its
             # profiler's samples there, at most what it used): a storm of handshakes on one
             # node starves its neighbour as a spin would
-            serving = [part for s, e, _parts in self._connections(other, first, last)
-                       if any(min(e, b) > max(s, a) for a, b in spans)
-                       for part in _outside(s, e, Intervals((p, q) for p, q, _c in periods))]
-            if serving:
-                cause = self.connection_causes.get(other, Cause.CONNECTION_CHURN)
-                out[cause] = out.get(cause, 0.0) + min(
-                    float(_length(_overlap(serving, spans))), self.timeline.used(other, serving))
+            apart = Intervals((p, q) for p, q, _c in periods)
+            for kind, cause in self._kinds_of_work(other):
+                serving = [part for s, e in self.timeline.get(other, kind).within(first, last)
+                           if any(min(e, b) > max(s, a) for a, b in spans)
+                           for part in _outside(s, e, apart)]
+                if serving:
+                    out[cause] = out.get(cause, 0.0) + min(
+                        float(_length(_overlap(serving, spans))),
+                        self.timeline.used(other, serving))
         # and what the load process used (its members only come and go: all its CPU is
         # connection work, the clients' side of the same storm), charged as this node's own
         # connection work is (RabbitMQ's waits: the nodes' cause, as most of them have it)

@@ -1,7 +1,9 @@
 """Connections that outlived their clients: what each node still held after a swarm, or its
 host, went silent, and what freed them (the socket.io ping timeout, the kernel, nothing
 within the run), for the run's evidence. The seed's servers held 14,000 ESTABLISHED
-connections of a load host that had died, and nobody measured how long or why."""
+connections of a load host that had died, and nobody measured how long or why. Also what
+keeping connections alive cost the nodes' loops (their heartbeats), and what connections
+coming and going did."""
 
 from __future__ import annotations
 
@@ -150,3 +152,17 @@ def churn_lines(nodes: Sequence[NodeFigures], events: Sequence[TimedEvent]) -> l
                "back is charged to them (clients-unresponsive)" if unresponsive
                else ""))
     return lines
+
+
+HEARTBEAT_SHARE = 0.05  # of a node's profiled loop time: heartbeats worth a line unasked
+
+
+def heartbeat_lines(nodes: Sequence[NodeFigures], charged: bool) -> list[str]:
+    """Per node whose loop spent HEARTBEAT_SHARE of its time or more on socket.io's
+    heartbeats (every node that measured them, when the verdict charged them): that time,
+    per 1,000 connections a ping interval, and its busiest second beside the median one
+    (a wave of pings shows as a peak: the seed's CPU in waves)."""
+    return [node.heartbeats.line(node.node) for node in nodes
+            if node.heartbeats and node.heartbeats.loop_ms > 0
+            and (charged or node.heartbeats.loop_ms
+                 >= HEARTBEAT_SHARE * node.heartbeats.profiled_s * 1000)]

@@ -12,6 +12,7 @@ from mqprobe.figures import (
     ConnectionFigures,
     Counts,
     GroupFigures,
+    HeartbeatFigures,
     HopFigures,
     LoopCpu,
     LoopLag,
@@ -197,4 +198,6 @@ def node_figures(node: NodeResult) -> NodeFigures:
         mq_split={part: lat.summary() for part, lat in HopSet.from_json(node["mq_split"]).items()}
         if node.get("mq_split") else None,
         connections=ConnectionFigures.from_json(node["connections"])
-        if node.get("connections") else None)
+        if node.get("connections") else None,
+        heartbeats=HeartbeatFigures.from_json(node["heartbeats"])
+        if node.get("heartbeats") else None)

@@ -1,12 +1,13 @@
 """What a node's event loop spent its time on: its thread's stack, sampled at a low rate
 from another thread (sys._current_frames) while the run measures, counted by kind of work
-(connections coming and going, AMQP consume and ack, socket.io encode, websocket write,
-mqprobe's own, garbage collection, idle) and by function. The loop is never touched: the
-sampler only reads. Its own cost is in BENCHMARKS.md ("What profiling the loop costs").
+(connections coming and going, heartbeats, AMQP consume and ack, socket.io encode, websocket
+write, mqprobe's own, garbage collection, idle) and by function. The loop is never touched:
+the sampler only reads. Its own cost is in BENCHMARKS.md ("What profiling the loop costs").
 
-The samples of connection work (handshakes, joins, disconnects) are also kept as spans of
-time (`connection_spans`): the node's timeline has them, and the verdict charges a message
-that waited for its node's loop the part of its wait those spans cover (connection-churn)."""
+The samples of connection work (handshakes, joins, disconnects) and of heartbeats (engine.io's
+pings, its clients' pongs, its liveness checks) are also kept as spans of time (`spans`): the
+node's timeline has them, and the verdict charges a message that waited for its node's loop
+the part of its wait those spans cover (connection-churn, heartbeats)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ KINDS = (
 )
 IDLE, GC, LOOP, OTHER = "idle (waiting in select)", "garbage collection", "the loop's own work", "other"
 CONNECTIONS = "connections (handshakes, joins, disconnects)"
+HEARTBEATS = "heartbeats (pings, pongs, liveness checks)"
 
 # The innermost of these among a callback's frames (innermost first) says whether it serves
 # a connection coming or going, or one that is up. A websocket's whole life runs inside the
@@ -84,6 +86,49 @@ def serves_connections(inside: list[FrameType]) -> bool:
     return False
 
 
+# engine.io's packet types (engineio/packet.py): a ping the server writes, the pong it reads
+PING, PONG = 2, 3
+
+
+def _heartbeat(frame: FrameType) -> bool | None:
+    """Whether one of engine.io's frames says its callback is heartbeat work (None: this
+    frame does not say). Pings and messages share the socket's writer and reader, so those
+    frames are read for the packet in hand: the sampler holds the GIL, the loop thread is
+    paused between two bytecodes, and the locals are only read."""
+    path, name = short_path(frame.f_code.co_filename), frame.f_code.co_name
+    if path.startswith("engineio/async_server") and name == "_service_task":
+        return True  # its walk over every socket, checking each one's last pong
+    if not path.startswith("engineio/async_socket"):
+        return None
+    if name in ("_send_ping", "schedule_ping"):
+        return True
+    if name == "writer":  # `packets` is None while it waits on its queue (poll)
+        local = frame.f_locals
+        return local.get("packets") is not None and \
+            getattr(local.get("pkt"), "packet_type", None) == PING
+    if name == "receive":
+        return getattr(frame.f_locals.get("pkt"), "packet_type", None) == PONG
+    if name == "_websocket_handler":  # the raw packet read, before it is decoded
+        return frame.f_locals.get("p") in (str(PONG), str(PONG).encode())
+    if name == "poll":
+        return False
+    return None
+
+
+def heartbeat_work(inside: list[FrameType]) -> bool:
+    """Whether a callback's frames (innermost first) are engine.io's heartbeats: its ping
+    timer's send and the ping's write, a pong's read, its walk over the sockets' last pongs.
+    The innermost of its frames that says decides, unless a connection coming or going is
+    inside it (a ping that finds its client timed out and closes it is the client going)."""
+    for frame in inside:
+        said = _heartbeat(frame)
+        if said is not None:
+            return said
+        if _marker(short_path(frame.f_code.co_filename), frame.f_code.co_name, COMING_AND_GOING):
+            return False
+    return False
+
+
 def kind_of(inside: list[FrameType]) -> str:
     """The kind of work a callback's frames are doing: the first of KINDS among them."""
     paths = [short_path(frame.f_code.co_filename) for frame in inside]
@@ -103,7 +148,7 @@ def function_of(inside: list[FrameType]) -> str:
 # workload, most of what the node's instruments cost it (BENCHMARKS "What the instrument
 # weighs"); each sample stands for the time since the one before, so shares are unbiased
 EVERY_S = 0.02
-MAX_SPANS = 50_000  # connection-work spans kept (a span per sample at most: 16 minutes)
+MAX_SPANS = 50_000  # spans kept of each kind (a span per sample at most: 16 minutes)
 JOIN_NS = 1_000_000  # a span that begins this close to the last one's end extends it
 
 
@@ -121,9 +166,9 @@ class LoopProfiler(threading.Thread):
         self.kinds: Counter[str] = Counter()
         self.functions: Counter[str] = Counter()
         self.samples = 0
-        # [start_ns, end_ns] on the pieces' clock (stamps.now_ns): the loop's time on
-        # connections, a sample's span each, contiguous ones joined
-        self.connection_spans: list[list[int]] = []
+        # kind -> [start_ns, end_ns] on the pieces' clock (stamps.now_ns): the loop's time
+        # on connections and on heartbeats, a sample's span each, contiguous ones joined
+        self.spans: dict[str, list[list[int]]] = {CONNECTIONS: [], HEARTBEATS: []}
         self.cpu_ns = 0
         self._last = 0
         self._stopped = threading.Event()
@@ -156,19 +201,20 @@ class LoopProfiler(threading.Thread):
             if runner is None:
                 self.kinds[IDLE if _selecting(frame) else LOOP] += weight
                 return
-            kind = CONNECTIONS if serves_connections(inside) else kind_of(inside)
+            kind = (HEARTBEATS if heartbeat_work(inside) else
+                    CONNECTIONS if serves_connections(inside) else kind_of(inside))
             self.kinds[kind] += weight
             self.functions[function_of(inside)] += weight
-            if kind == CONNECTIONS and weight:
-                self._connection_span(weight)
+            if kind in self.spans and weight:
+                self._span(self.spans[kind], weight)
         except Exception:  # a frame caught mid-change: this sample only
             self.kinds[OTHER] += weight
         finally:
             del frame
 
-    def _connection_span(self, weight: int) -> None:
+    @staticmethod
+    def _span(spans: list[list[int]], weight: int) -> None:
         end = now_ns()
-        spans = self.connection_spans
         if spans and spans[-1][1] >= end - weight - JOIN_NS:
             spans[-1][1] = end
         elif len(spans) < MAX_SPANS:
@@ -189,7 +235,7 @@ class LoopProfiler(threading.Thread):
         if not total:
             return {"samples": 0}
         return {"samples": self.samples, "every_ms": round(self.every_s * 1000, 3),
-                "own_cpu_ms": round(self.cpu_ns / 1e6, 1),
+                "own_cpu_ms": round(self.cpu_ns / 1e6, 1), "sampled_ms": round(total / 1e6, 1),
                 "kinds": {k: round(n / total, 4) for k, n in kinds.most_common()},
                 "top": [[f, round(n / total, 4)] for f, n in functions.most_common(self.top)]}
 

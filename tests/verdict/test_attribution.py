@@ -948,7 +948,8 @@ def test_a_wait_for_the_cpu_a_stalled_node_took_to_catch_up_is_the_stall(n1_shar
     assert attribution.shares[0].cause == cause, attribution.shares
     # the evidence says what was measured: n1's catching up, n2's waits meanwhile
     line, = charger.catch_up_lines()
-    assert line.startswith("n1 spun or caught up after its stalls, collections or storms of connections for ")
+    assert line.startswith("n1 spun or caught up after its stalls, collections, storms of "
+                           "connections or waves of pings for ")
     # 63 ms in each window n1 caught up in (70 ms, 90% ready), about 1 in each other
     assert "n2 waited for a CPU 200 ms" in line, line
     if cause == Cause.CPU_STARVED:  # n1's quarter is its stall's
@@ -1208,6 +1209,41 @@ def test_a_storm_of_clients_that_stopped_answering_is_the_clients():
     facts = RunFacts.of(record(**run_of(msgs)), events, T0)
     said = verdict(facts, attribution, BUDGET)
     assert (said.culprit, Cause.of(said.cause)) == (Culprit.CLIENT, Cause.CLIENTS_UNRESPONSIVE)
+
+
+def _wave(node_work: list[tuple[float, float]]) -> list:
+    """A node's loop writing pings and reading pongs in the spans given (its profiler's
+    samples of engine.io's heartbeats)."""
+    return [event(EventKind.HEARTBEAT_WORK, "n1", a, b) for a, b in node_work]
+
+
+def test_messages_read_late_behind_a_wave_of_pings_are_the_heartbeats():
+    """The seed's 27,000 connections: n1's loop writes a ping to each of its clients at
+    once, and RabbitMQ's deliveries wait unread in its socket meanwhile (the mq hop). That
+    wait is the heartbeats', as the loop's samples measured, not the broker's nor churn's."""
+    msgs = messages(slow={i: {"mq": 300 - (i - 10) * 20} for i in range(10, 25)})
+    said, attribution = judged(msgs, _wave([(200, 300), (301, 400), (410, 500)]))
+    assert (said.culprit, Cause.of(said.cause)) == (Culprit.SERVER, Cause.HEARTBEATS)
+    assert attribution.share_of(Cause.HEARTBEATS) > 0.8
+    assert attribution.share_of(Cause.CONNECTION_CHURN) == 0
+    assert attribution.share_of(Cause.BROKER_SIDE) < 0.2
+
+
+def test_deliveries_written_late_behind_a_wave_of_pings_are_the_heartbeats():
+    msgs = messages(slow={i: {"delivery": 150} for i in range(10, 20)})
+    said, attribution = judged(msgs, _wave([(205, 400)]))
+    assert Cause.of(said.cause) == Cause.HEARTBEATS
+    assert attribution.share_of(Cause.HEARTBEATS) > 0.6
+
+
+def test_a_wave_of_pings_and_a_storm_of_handshakes_each_keep_their_own_time():
+    """Both in one run of the loop's work: each cause is charged the samples of its own
+    (the wave covers 300 ms of the 2,400 the messages waited, the storm the rest)."""
+    msgs = messages(slow={i: {"mq": 300 - (i - 10) * 20} for i in range(10, 25)})
+    _said, attribution = judged(msgs, _wave([(200, 300)]) + _storm([(301, 500)]))
+    heartbeats, churn = (attribution.share_of(Cause.HEARTBEATS),
+                         attribution.share_of(Cause.CONNECTION_CHURN))
+    assert 0.08 < heartbeats < 0.2 and heartbeats + churn > 0.9, attribution.shares
 
 
 def test_rabbitmqs_wait_for_the_cpu_the_load_process_took_is_the_nodes_connection_cause():

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mqprobe.watch.profile import GC, IDLE, LoopProfiler, busy_line, serves_connections
+from mqprobe.watch.profile import GC, IDLE, LoopProfiler, busy_line, heartbeat_work, serves_connections
 
 
 def _planted_hot(seconds: float) -> None:
@@ -127,17 +127,26 @@ def test_a_summary_read_while_the_sampler_still_counts_never_raises():
         sys.setswitchinterval(interval)
 
 
-def _frames(*chain: tuple[str, str]) -> list:
+class _Packet:
+    """An engine.io packet as its socket's frames hold one (engineio/packet.py)."""
+
+    def __init__(self, packet_type: int) -> None:
+        self.packet_type = packet_type
+
+
+def _frames(*chain: tuple[str, ...]) -> list:
     """The frames of calls through functions named as in `chain` (outermost first), each
-    compiled as if from that library file: innermost first, as the profiler reads them."""
+    compiled as if from that library file, with the locals a third item assigns (`pkt =
+    Packet(2)`): innermost first, as the profiler reads them."""
     source = "def f_0(): return sys._getframe()\n"
     namespace: dict = {"sys": sys}
     exec(compile(source, "inner.py", "exec"), namespace)
     inner = namespace["f_0"]
-    for path, name in reversed(chain):
-        namespace = {"inner": inner}
-        exec(compile(f"def {name}(): return inner()\n", f"/site-packages/{path}", "exec"),
-             namespace)
+    for path, name, *assigned in reversed(chain):
+        namespace = {"inner": inner, "Packet": _Packet}
+        body = f"{assigned[0]}; " if assigned else ""
+        exec(compile(f"def {name}():\n    {body}return inner()\n", f"/site-packages/{path}",
+                     "exec"), namespace)
         inner = namespace[name]
     frame, out = inner().f_back, []
     for _ in chain:
@@ -162,3 +171,35 @@ def _frames(*chain: tuple[str, str]) -> list:
 ])
 def test_the_innermost_marker_says_whether_a_callback_serves_connections(chain, connection):
     assert serves_connections(_frames(*chain)) is connection
+
+
+SOCKET = "engineio/async_socket.py"
+
+
+@pytest.mark.parametrize(("chain", "heartbeat"), [
+    # a ping's write: the socket's writer with a PING packet in hand
+    ([(SOCKET, "writer", "packets = [pkt := Packet(2)]"), ("aiohttp/web_ws.py", "send_str")],
+     True),
+    # a message's write through the same writer
+    ([(SOCKET, "writer", "packets = [pkt := Packet(4)]"), ("aiohttp/web_ws.py", "send_str")],
+     False),
+    # the writer waiting on its queue, the last packet (a ping) still in its locals
+    ([(SOCKET, "writer", "pkt = Packet(2); packets = None"), (SOCKET, "poll")], False),
+    # the ping timer's send, through the socket's send and its timeout check
+    ([(SOCKET, "_send_ping"), (SOCKET, "send"), (SOCKET, "check_ping_timeout")], True),
+    # a pong read, under the engine.io connect every websocket's life runs inside
+    ([("engineio/async_server.py", "_handle_connect"), (SOCKET, "_websocket_handler", "p = '3'"),
+      (SOCKET, "receive", "pkt = Packet(3)"), (SOCKET, "schedule_ping")], True),
+    # a pong's raw packet, before it is decoded
+    ([(SOCKET, "_websocket_handler", "p = '3'")], True),
+    # a join: the client's message read, then socket.io's event: not a heartbeat
+    ([(SOCKET, "receive", "pkt = Packet(4)"), ("socketio/async_server.py", "_handle_event"),
+      ("socketio/async_server.py", "enter_room")], False),
+    # the liveness walk over every socket
+    ([("engineio/async_server.py", "_service_task"), (SOCKET, "check_ping_timeout")], True),
+    # ... until it finds a client timed out and closes it: that client going
+    ([("engineio/async_server.py", "_service_task"), (SOCKET, "check_ping_timeout"),
+      (SOCKET, "close")], False),
+])
+def test_engine_ios_frames_and_the_packet_in_hand_say_whether_it_is_a_heartbeat(chain, heartbeat):
+    assert heartbeat_work(_frames(*chain)) is heartbeat
