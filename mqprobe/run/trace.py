@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -207,10 +207,11 @@ async def live_trace(config: TraceConfig, on_line: Line, on_episode: Episodes | 
                         config, tallies[group], swarm, watch, episode, listeners, ongoing=True))
                     logged.append(judged)
                     (on_episode or on_line)(judged)
-        await watch.stop()
+        # each bounded: a broker that froze as the trace ended must not keep it from ending
+        await _within(watch.stop(), STOP_S)
         if publisher:
             with contextlib.suppress(Exception):
-                await publisher[0].close()
+                await _within(publisher[0].close(), STOP_S)
         await swarm.stop()
     summaries = {group: await _group_summary(config, group, tallies[group], swarm, watch,
                                              started, listeners, on_line, judge=not watching)
@@ -503,6 +504,15 @@ async def _probe_forever(config: TraceConfig, publisher, probes: dict[str, Probe
         sent += max(1, round(rate * 60.0))
 
 
+STOP_S = 10.0  # the longest a trace waits for one of its parts to stop
+
+
+async def _within(stopping: Awaitable[object], seconds: float) -> None:
+    """Wait for a part to stop, at most `seconds`; then go on without it."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping, seconds)
+
+
 async def _send_probes(config: TraceConfig, publisher, probes: dict[str, Probe], group: str,
                        first_seq: int = 0, tracer: Tracer | None = None) -> None:
     import aio_pika
@@ -533,7 +543,11 @@ async def _send_probes(config: TraceConfig, publisher, probes: dict[str, Probe],
             key = config.routing_key.format(group=group)
         probe = probes[trace_id] = Probe(seq, t_pub)
         pending.append(asyncio.get_running_loop().create_task(send(message, key, probe)))
-    await asyncio.gather(*pending)
+    # a confirm RabbitMQ never sends (frozen, gone) leaves its probe unconfirmed, not the
+    # trace waiting: the probe's own timeout bounds the wait
+    _done, late = await asyncio.wait(pending, timeout=config.timeout_s) if pending else ((), ())
+    for task in late:
+        task.cancel()
 
 
 def manager_probe(config: TraceConfig, stamp: PublishStamp):

@@ -195,7 +195,9 @@ def _servers(home: Path, commands: list[list[str]]):
     procs, ports = [], []
     try:
         for command in commands:
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            # stderr to a file: a pipe nobody reads fills (64 KB of a client library's
+            # warnings as RabbitMQ freezes) and blocks the server in its next write
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                     text=True, env=_env(home))
             procs.append(proc)
             ports.append(json.loads(proc.stdout.readline())["port"])
@@ -220,24 +222,31 @@ def _trace(home: Path, tmp_path: Path, *flags: str,
            freeze: _Freeze | None = None) -> tuple[str, dict]:
     """A 4 s trace of group 7; `freeze` starts at the first probe trace printed (on a slow
     host trace's start-up alone can outlast a freeze timed from its launch)."""
-    trace = subprocess.Popen([sys.executable, "-m", "mqprobe", "trace", "--group", "7",
-                              "--publish", "10", "--duration", "4", *flags,
-                              "--json", str(tmp_path / "trace.json")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=_env(home), cwd=REPO)
+    errors = tmp_path / "trace.stderr"
+    with errors.open("w") as stderr_file:  # a file: a pipe read only at the end can fill
+        trace = subprocess.Popen([sys.executable, "-m", "mqprobe", "trace", "--group", "7",
+                                  "--publish", "10", "--duration", "4", *flags,
+                                  "--json", str(tmp_path / "trace.json")],
+                                 stdout=subprocess.PIPE, stderr=stderr_file, text=True,
+                                 env=_env(home), cwd=REPO)
+    # a 4 s trace that has not ended in 120 s fails the test, never hangs the suite
+    deadline = threading.Timer(120, trace.kill)
+    deadline.start()
     try:
         lines = []
         for line in trace.stdout:
             lines.append(line)
             if freeze and " seq " in line:
                 freeze.start()
-        stderr = trace.stderr.read()
         trace.wait(120)
     finally:
+        deadline.cancel()
         if trace.poll() is None:
             trace.kill()
         if freeze:
             freeze.join()
+    stderr = errors.read_text()
+    assert trace.returncode != -signal.SIGKILL, "trace did not end in 120 s: " + stderr[-2000:]
     assert "Traceback" not in stderr, stderr
     assert (tmp_path / "trace.json").exists(), stderr + "".join(lines)
     return "".join(lines), json.loads((tmp_path / "trace.json").read_text())
