@@ -59,6 +59,13 @@ def weigh(result: dict, ping_s: float) -> dict:
             "wave_share": excess / max(1.0, sum(seconds)),
             "wave_ms_per_1k": excess / max(1, len(starts)) / (connected / 1000),
             "kinds": result["nodes"][0]["profile"]["kinds"],
+            # the profiler's own count of the same: each node's loop time on its pings and
+            # pongs, per 1,000 connections a ping interval
+            "profiled_per_1k": [n["heartbeats"]["per_1k_ms"] for n in result["nodes"]
+                                if n.get("heartbeats")],
+            "heartbeats_share": next((s["share"] for s in result["attribution"]["shares"]
+                                      if s["cause"] == "heartbeats"), 0.0)
+            if result.get("attribution") else 0.0,
             "verdict": f"{result['verdict']['culprit']}: {result['verdict']['cause'][:60]}",
             "hint": next((line for line in result["verdict"]["evidence"]
                           if "socket.io ping interval" in line), "")}
@@ -76,14 +83,17 @@ def main() -> None:
           f"{os.cpu_count()} cores\n")
     print("| nodes | connected | nodes' CPU (cores) | CPU a second, median / highest (ms) "
           "| waves began at (s) | the nodes' CPU in the waves, above the rest | a wave's CPU "
-          "per 1,000 connections |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "per 1,000 connections | the profiler's heartbeats per 1,000 connections a ping "
+          "interval, each node | heartbeats' share of the tail |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for topology in ("single-topic", "socketio-manager"):
         w = weigh(run(topology, args.clients, args.seconds, args.ping_interval, args.png),
                   args.ping_interval)
         print(f"| {topology} | {w['connected']} | {w['node_cores']:.2f} | "
               f"{w['base_ms_s']:.0f} / {w['peak_ms_s']:.0f} | {w['wave_starts_s']} | "
-              f"{w['wave_share']:.0%} | {w['wave_ms_per_1k']:.1f} ms |")
+              f"{w['wave_share']:.0%} | {w['wave_ms_per_1k']:.1f} ms | "
+              f"{', '.join(f'{v:.1f}' for v in w['profiled_per_1k'])} ms | "
+              f"{w['heartbeats_share']:.0%} |")
         print(f"<!-- {topology} kinds: {w['kinds']} -->")
         print(f"<!-- {topology} verdict: {w['verdict']}; {w['hint'] or 'no ping hint'} -->")
 

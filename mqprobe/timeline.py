@@ -13,12 +13,16 @@ Recording is cheap and bounded: a piece keeps at most `limit` events and counts 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
+import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import FrameType
 
 from mqprobe.cpu import Anatomy, CpuReading, ThreadCounters
 from mqprobe.stamps import now_ns
@@ -93,6 +97,9 @@ class Recorder:
         self._gc_started = 0
         self._gc_watching = False
         self._gc_counters: ThreadCounters | None = None  # watch_gc(anatomy=True)
+        # what a collection's thread was doing as its allocation began the collection (the
+        # node's: watch.profile.work_here): said beside each collection, never charged
+        self.gc_began_in: Callable[[FrameType], str] | None = None
         self._gc_reading: CpuReading | None = None
 
     def add(self, kind: EventKind, start_ns: int, end_ns: int, **detail: object) -> None:
@@ -151,6 +158,9 @@ class Recorder:
             if self._gc_counters and self._gc_reading:
                 detail.update(Anatomy.between(self._gc_reading, self._gc_counters.read(),
                                               end - self._gc_started).to_detail())
+            if self.gc_began_in is not None:  # the work whose allocation began it
+                with contextlib.suppress(Exception):
+                    detail["began_in"] = self.gc_began_in(sys._getframe(1))
             self.add(EventKind.GC, self._gc_started, end, **detail)
         self._gc_started = 0
 

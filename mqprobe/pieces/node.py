@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
@@ -54,7 +55,7 @@ from mqprobe.stamps import (
 from mqprobe.timeline import EventKind, Recorder, freeze_setup
 from mqprobe.watch.connections import PING_UNANSWERED, TRANSPORT_CLOSE, ConnectionWatch, keep_alive
 from mqprobe.watch.loop import LoopLagMonitor
-from mqprobe.watch.profile import CONNECTIONS, HEARTBEATS, LoopProfiler
+from mqprobe.watch.profile import CONNECTIONS, HEARTBEATS, LoopProfiler, work_here
 
 log = logging.getLogger("mqprobe.pieces.node")
 EVENT = "message"
@@ -218,6 +219,8 @@ class Node(PieceRuntime):
             self._quota.join()
         if not BARE:
             self.timeline.watch_gc(anatomy=True)
+            loop_thread = threading.get_ident()  # start runs on the loop's thread
+            self.timeline.gc_began_in = lambda frame: work_here(frame, loop_thread)
             self.loop_lag.start()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()

@@ -336,6 +336,25 @@ def _cause_prose(cause: Cause, facts: RunFacts) -> str:
     return PROSE[cause]
 
 
+def gc_began_lines(facts: RunFacts, shown: int = 3) -> list[str]:
+    """Per node, what its loop was doing when an allocation began each collection over
+    1 ms (the node's collector callback reads its own thread's stack): the work that
+    allocated the most is the likeliest to cross the threshold. Said, never charged: a
+    collection's length is what it finds alive, not who allocated last."""
+    began: dict[str, dict[str, list[int]]] = {}
+    for event in facts.events:
+        if event.kind == EventKind.GC and facts.is_server(event.piece) \
+                and (kind := event.detail.get("began_in")):
+            tally = began.setdefault(event.piece, {}).setdefault(str(kind), [0, 0])
+            tally[0] += 1
+            tally[1] += event.duration_ns
+    return [f"{node}'s {sum(n for n, _ns in kinds.values())} collections over 1 ms began "
+            "in (its loop's work as an allocation crossed the collector's threshold): "
+            + ", ".join(f"{kind} {n} ({ns / 1e6:.0f} ms)" for kind, (n, ns) in
+                        sorted(kinds.items(), key=lambda item: -item[1][1])[:shown])
+            for node, kinds in sorted(began.items())]
+
+
 def node_stalls(facts: RunFacts, cause: Cause | None = None) -> list[TimedEvent]:
     """The nodes' loop stalls (of one cause, by attribution.stall_cause), longest first."""
     return sorted((e for e in facts.events if e.kind == EventKind.LOOP_STALL
@@ -690,7 +709,8 @@ def _cause_evidence(cause: Cause, facts: RunFacts) -> list[str]:
             return [f"{worst.node} event loop could not run for up to "
                     f"{worst.loop_lag_ms.max} ms (loop lag p99 "
                     f"{worst.loop_lag_ms.p99} ms): meanwhile nothing is consumed, "
-                    "emitted or acked", *_loop_cpu_evidence(nodes)]
+                    "emitted or acked", *_loop_cpu_evidence(nodes),
+                    *(gc_began_lines(facts) if cause == Cause.GC_PAUSE else [])]
     if cause == Cause.FANOUT_BOUND:
         return [f"the nodes' room emit loop (fanout) p99 {facts.hops[HopName.FANOUT].p99_ms} ms"]
     if cause == Cause.SLOW_HANDLER:

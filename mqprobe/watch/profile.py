@@ -138,6 +138,24 @@ def kind_of(inside: list[FrameType]) -> str:
     return OTHER
 
 
+def work_of(inside: list[FrameType]) -> str:
+    """The kind of work a callback's frames (innermost first) are doing: heartbeats,
+    connections coming and going, else the first of KINDS among them."""
+    if heartbeat_work(inside):
+        return HEARTBEATS
+    return CONNECTIONS if serves_connections(inside) else kind_of(inside)
+
+
+def work_here(frame: FrameType | None, loop_thread: int) -> str:
+    """The kind of work the calling thread is doing, from a frame of it (a collection's
+    callback asks, in the thread whose allocation began it): in the loop's thread, its
+    callback's kind (the loop's own work where it runs none); in another, that thread."""
+    if threading.get_ident() != loop_thread:
+        return f"another thread ({threading.current_thread().name})"
+    inside, runner = callback_frames(frame)
+    return work_of(inside) if runner is not None else LOOP
+
+
 def function_of(inside: list[FrameType]) -> str:
     """`aiohttp/web_ws.py in send_str`: the innermost frame outside the standard library."""
     frame = next((f for f in inside if not f.f_code.co_filename.startswith(STDLIB)), inside[0])
@@ -201,8 +219,7 @@ class LoopProfiler(threading.Thread):
             if runner is None:
                 self.kinds[IDLE if _selecting(frame) else LOOP] += weight
                 return
-            kind = (HEARTBEATS if heartbeat_work(inside) else
-                    CONNECTIONS if serves_connections(inside) else kind_of(inside))
+            kind = work_of(inside)
             self.kinds[kind] += weight
             self.functions[function_of(inside)] += weight
             if kind in self.spans and weight:

@@ -1260,3 +1260,18 @@ def test_rabbitmqs_wait_for_the_cpu_the_load_process_took_is_the_nodes_connectio
     attribution = attribute(msgs, charger, BUDGET)
     assert attribution.share_of(Cause.CLIENTS_UNRESPONSIVE) > 0.3, attribution.shares
     assert attribution.share_of(Cause.CONNECTION_CHURN) == 0
+
+
+def test_a_gc_pause_verdict_says_what_began_its_collections_and_charges_them_still_to_gc():
+    """Collections a wave of pings began (the node's collector callback read its loop's
+    work as each began): said beside the verdict, and the time still the collector's."""
+    msgs = messages(slow={i: {"mq": 332 - 20 * i} for i in range(10, 16)})
+    events = [event(EventKind.GC, "n1", 200, 330, generation=2, began_in="heartbeats"),
+              event(EventKind.GC, "n1", 600, 605, generation=0, began_in="websocket write"),
+              event(EventKind.LOOP_STALL, "n1", 198, 332, cpu_share=1.0)]
+    said, attribution = judged(msgs, events)
+    assert Cause.of(said.cause) == Cause.GC_PAUSE
+    assert attribution.share_of(Cause.HEARTBEATS) == 0
+    (line,) = [e for e in said.evidence if "collections over 1 ms began in" in e]
+    assert line.startswith("n1's 2 collections over 1 ms began in") and \
+        line.endswith(": heartbeats 1 (130 ms), websocket write 1 (5 ms)"), line

@@ -3,11 +3,22 @@
 import asyncio
 import gc
 import sys
+import threading
 import time
 
 import pytest
 
-from mqprobe.watch.profile import GC, IDLE, LoopProfiler, busy_line, heartbeat_work, serves_connections
+from mqprobe.timeline import EventKind, Recorder
+from mqprobe.watch.profile import (
+    GC,
+    HEARTBEATS,
+    IDLE,
+    LoopProfiler,
+    busy_line,
+    heartbeat_work,
+    serves_connections,
+    work_here,
+)
 
 
 def _planted_hot(seconds: float) -> None:
@@ -203,3 +214,33 @@ SOCKET = "engineio/async_socket.py"
 ])
 def test_engine_ios_frames_and_the_packet_in_hand_say_whether_it_is_a_heartbeat(chain, heartbeat):
     assert heartbeat_work(_frames(*chain)) is heartbeat
+
+
+def test_a_collection_begun_by_a_pings_write_says_it_began_in_heartbeats():
+    """A real collection, begun on a real loop inside engine.io's writer with a ping in
+    hand (compiled as if from that file): the node's collector callback names the work."""
+    namespace: dict = {"gc": gc, "Packet": _Packet}
+    exec(compile("def writer():\n    packets = [pkt := Packet(2)]\n    gc.collect()\n",
+                 f"/site-packages/{SOCKET}", "exec"), namespace)
+    recorder = Recorder("n1")
+    garbage = [[i, str(i)] for i in range(300_000)]  # enough to scan for well over 1 ms
+
+    async def run() -> None:
+        loop_thread = threading.get_ident()
+        recorder.gc_began_in = lambda frame: work_here(frame, loop_thread)
+        recorder.watch_gc()
+        try:
+            asyncio.get_running_loop().call_soon(namespace["writer"])
+            await asyncio.sleep(0.05)
+            # and one from another thread: named as that thread, not as the loop's work
+            other = threading.Thread(target=gc.collect, name="sampler")
+            other.start()
+            other.join()
+        finally:
+            recorder.unwatch_gc()
+
+    asyncio.run(run())
+    del garbage
+    began = [e.detail.get("began_in") for e in recorder.events if e.kind == EventKind.GC
+             and e.detail.get("generation") == 2]
+    assert began[:2] == [HEARTBEATS, "another thread (sampler)"], began
