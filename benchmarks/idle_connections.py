@@ -5,9 +5,10 @@ Runs compare at CLIENTS connections in quiet groups (100 members each, one messa
 50 s a group) for SECONDS, on mqprobe's single-topic nodes and on python-socketio's own
 AsyncAioPikaManager, and reads from each run's result: the nodes' CPU each second (the
 waves: when each began and how high), and the CPU of the waves above the seconds between
-them: what the pings cost, per 1,000 connections per ping interval. (engine.io writes a
-ping from each client's socket task, not from its ping timer: a loop profile cannot tell
-a ping's write from a message's, and the waves' excess is the measure.)
+them: what the pings cost, per 1,000 connections per ping interval; beside it, the same
+from each node's loop profiler (its heartbeats: the pings it wrote, told from messages by
+the packet in the socket writer's hands, the pongs it read, engine.io's liveness walk),
+and the share of the tail the verdict charged to them.
 
     .venv/bin/python benchmarks/idle_connections.py [--clients 27000] [--seconds 60]
         [--ping-interval 25] [--png DIR]

@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+import types
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -54,7 +55,7 @@ from mqprobe.stamps import (
 )
 from mqprobe.timeline import EventKind, Recorder, freeze_setup
 from mqprobe.watch.connections import PING_UNANSWERED, TRANSPORT_CLOSE, ConnectionWatch, keep_alive
-from mqprobe.watch.loop import LoopLagMonitor
+from mqprobe.watch.loop import LoopLagMonitor, short_path
 from mqprobe.watch.profile import CONNECTIONS, HEARTBEATS, LoopProfiler, work_here
 
 log = logging.getLogger("mqprobe.pieces.node")
@@ -63,6 +64,20 @@ EVENT = "message"
 
 def room_for(group: str) -> str:
     return f"group.{group}"
+
+
+def oldest_generation(shown: int = 6) -> dict:
+    """What the collector's oldest generation held as the run ended (beyond what set-up
+    froze): what a full collection walks, by type, the most common first. A full
+    collection's length is the objects it walks, so this says whose they were."""
+    kinds: Counter[str] = Counter()
+    waiting: Counter[str] = Counter()  # coroutines by their code: whose waits they are
+    for o in gc.get_objects(generation=2):
+        kinds[type(o).__qualname__] += 1
+        if isinstance(o, types.CoroutineType):
+            waiting[f"{short_path(o.cr_code.co_filename)} in {o.cr_code.co_qualname}"] += 1
+    return {"oldest": sum(kinds.values()), "oldest_types": kinds.most_common(shown),
+            "oldest_coroutines": waiting.most_common(shown)}
 
 
 def keep_alive_problems(ping_interval_s: float, ping_timeout_s: float,
@@ -342,7 +357,8 @@ class Node(PieceRuntime):
             "fanout": {group: hops.to_json() for group, hops in self.per_group.items()},
             "emits": self.emits,
             "timeline": self.timeline.to_wire(),
-            "gc": {"frozen": gc.get_freeze_count(), "threshold": list(gc.get_threshold())},
+            "gc": {"frozen": gc.get_freeze_count(), "threshold": list(gc.get_threshold()),
+                   **oldest_generation()},
             # the mq hop in RabbitMQ's own stamps, when its message interceptors stamp
             "mq_split": self.tracer.mq_split.to_json(),
             "profile": self._profile(),

@@ -355,6 +355,26 @@ def gc_began_lines(facts: RunFacts, shown: int = 3) -> list[str]:
             for node, kinds in sorted(began.items())]
 
 
+def gc_held_lines(facts: RunFacts, shown: int = 3) -> list[str]:
+    """Per node, what its collector's oldest generation held as the run ended, beyond what
+    set-up froze: what each full collection walked, by type, and its coroutines by code
+    (whose waits they are: at 27,000 connections, engine.io's per-connection ping and
+    pong waits were most of them)."""
+    lines = []
+    for node in facts.nodes:
+        held = node.gc or {}
+        if not held.get("oldest"):
+            continue
+        types_ = ", ".join(f"{kind} {n:,}" for kind, n in held.get("oldest_types", [])[:shown])
+        waits = ", ".join(f"{code} {n:,}" for code, n in
+                          held.get("oldest_coroutines", [])[:shown])
+        lines.append(f"{node.node}'s collector's oldest generation held {held['oldest']:,} "
+                     f"objects as the run ended, beyond the {held.get('frozen', 0):,} set-up "
+                     f"froze (what each full collection walks): {types_}"
+                     + (f"; its coroutines, by code: {waits}" if waits else ""))
+    return lines
+
+
 def node_stalls(facts: RunFacts, cause: Cause | None = None) -> list[TimedEvent]:
     """The nodes' loop stalls (of one cause, by attribution.stall_cause), longest first."""
     return sorted((e for e in facts.events if e.kind == EventKind.LOOP_STALL
@@ -710,7 +730,8 @@ def _cause_evidence(cause: Cause, facts: RunFacts) -> list[str]:
                     f"{worst.loop_lag_ms.max} ms (loop lag p99 "
                     f"{worst.loop_lag_ms.p99} ms): meanwhile nothing is consumed, "
                     "emitted or acked", *_loop_cpu_evidence(nodes),
-                    *(gc_began_lines(facts) if cause == Cause.GC_PAUSE else [])]
+                    *(gc_began_lines(facts) + gc_held_lines(facts)
+                      if cause == Cause.GC_PAUSE else [])]
     if cause == Cause.FANOUT_BOUND:
         return [f"the nodes' room emit loop (fanout) p99 {facts.hops[HopName.FANOUT].p99_ms} ms"]
     if cause == Cause.SLOW_HANDLER:

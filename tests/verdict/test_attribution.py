@@ -1275,3 +1275,23 @@ def test_a_gc_pause_verdict_says_what_began_its_collections_and_charges_them_sti
     (line,) = [e for e in said.evidence if "collections over 1 ms began in" in e]
     assert line.startswith("n1's 2 collections over 1 ms began in") and \
         line.endswith(": heartbeats 1 (130 ms), websocket write 1 (5 ms)"), line
+
+
+def test_a_gc_pause_verdict_says_what_the_oldest_generation_held_and_whose_waits_they_were():
+    msgs = messages(slow={i: {"mq": 332 - 20 * i} for i in range(10, 16)})
+    events = [event(EventKind.GC, "n1", 200, 330, generation=2),
+              event(EventKind.LOOP_STALL, "n1", 198, 332, cpu_share=1.0)]
+    run = run_of(msgs)
+    run["nodes"][0]["gc"] = {
+        "frozen": 1_212_689, "oldest": 736_576,
+        "oldest_types": [["Context", 132_190], ["coroutine", 126_913], ["TimerHandle", 68_952],
+                         ["tuple", 63_226]],
+        "oldest_coroutines": [["engineio/async_socket.py in AsyncSocket._send_ping", 13_500]]}
+    said = verdict(RunFacts.of(record(**run), events, T0), attribute(msgs, events, BUDGET),
+                   BUDGET)
+    assert Cause.of(said.cause) == Cause.GC_PAUSE
+    assert ("n1's collector's oldest generation held 736,576 objects as the run ended, beyond "
+            "the 1,212,689 set-up froze (what each full collection walks): Context 132,190, "
+            "coroutine 126,913, TimerHandle 68,952; its coroutines, by code: "
+            "engineio/async_socket.py in AsyncSocket._send_ping 13,500") in said.evidence, \
+        said.evidence
