@@ -25,7 +25,7 @@ def measure(url: str, groups: int, members: int, nodes: int, rate: float, workdi
     workload = Workload(topologies=["single-topic"], layouts=["per-node"], nodes=nodes,
                         group_sizes=[members] * groups, rate=rate, size=1024, duration_s=5.0)
     result = asyncio.run(compare(workload, url, None, workdir / f"m{members}"))
-    return result["runs"][0]
+    return result.runs[0].to_json()
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from mqprobe.broker.connect import check_management, redact_url
 from mqprobe.broker.managed import ManagedBroker, broker_for
 from mqprobe.broker.topology import LAYOUTS, resolve
 from mqprobe.errors import InputError, MqprobeError, url_problem, within
-from mqprobe.model import EngineIO, Layout, RunPhase
+from mqprobe.model import EngineIO, Layout, RunPhase, SweepAxis, TraceLine
 from mqprobe.output.report import (
     load_result,
     print_compare,
@@ -244,7 +244,7 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
     run_dir = run_dir or new_run_dir(Path("runs"))
     json_path = json_path or run_dir / "result.json"
     interrupted: int | None = None  # the signal that stopped it
-    result = None
+    result: Comparison | None = None
     try:
         check_writable(json_path)  # before the run, not after it
         with broker_for(amqp_url) as (url, managed_api, managed_prometheus), \
@@ -256,7 +256,7 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
             try:
                 result = run_measuring(lambda: measure(url, apis, json_path, run_dir, observe))
             except RunInterrupted as exc:
-                interrupted, result = exc.signum, dict(exc.result or {"runs": []})
+                interrupted, result = exc.signum, exc.result or Comparison(())
             progress.stop()
     except (KeyboardInterrupt, Interrupted) as exc:
         if result is None:
@@ -268,7 +268,8 @@ def _measure(workload: Workload, amqp_url: str | None, management_url: str | Non
             with contextlib.suppress(OSError):
                 run_dir.rmdir()
         raise
-    measured = Comparison.from_json(result)  # typed once, for everything below
+    assert result is not None  # measured, or raised above
+    measured = result
     render(measured, console)
     console.print(f"result JSON: {json_path}")
     outputs.write(measured)
@@ -306,7 +307,7 @@ def sweep_cmd(
     topologies: Annotated[str, typer.Option(help="Topology names or files.")]
         = ",".join(DEFAULT_TOPOLOGIES),
     layouts: Annotated[str, typer.Option(help="The layout swept (the first one given).")]
-        = "per-node",
+        = Layout.PER_NODE.value,
     nodes: Nodes = 2,
     group_size: GroupSize = 100,
     size: Size = 1024,
@@ -328,10 +329,10 @@ def sweep_cmd(
 
     rate_is_range = ".." in rate or "," in rate
     if rate_is_range:
-        axis, values = "rate", parse_range(rate, "rate")
-        base_groups, base_rate = int(parse_range(groups, "groups")[0]), 1.0
+        axis, values = SweepAxis.RATE, parse_range(rate, SweepAxis.RATE)
+        base_groups, base_rate = int(parse_range(groups, SweepAxis.GROUPS)[0]), 1.0
     else:
-        axis, values = "groups", parse_range(groups, "groups")
+        axis, values = SweepAxis.GROUPS, parse_range(groups, SweepAxis.GROUPS)
         try:
             base_rate = float(rate)
         except ValueError:
@@ -514,7 +515,7 @@ def trace_cmd(
 
     def on_episode(line: dict) -> None:
         print_episode(line, console)
-        if log and line["kind"] == "episode":
+        if log and line["kind"] == TraceLine.EPISODE:
             with log.open("a") as file:
                 file.write(json.dumps(line, separators=(",", ":")) + "\n")
 

@@ -19,8 +19,10 @@ from mqprobe.model import (
     PROSE,
     Cause,
     Culprit,
+    Layout,
     PieceRole,
     ShareJson,
+    SweepAxis,
     Tail,
     VerdictJson,
 )
@@ -818,9 +820,9 @@ class Sweep:
     """A sweep's section of its result: the axis, its values, the layout swept, and each
     topology's knee (None: none within the range; absent: its sweep did not finish)."""
 
-    axis: str
+    axis: SweepAxis
     values: tuple[float, ...]
-    layout: str
+    layout: Layout
     knees: dict[str, Knee | None]
 
     def to_json(self) -> dict:
@@ -832,8 +834,8 @@ class Sweep:
     def from_json(cls, doc: dict) -> Sweep:
         """A saved sweep section (a wrong part: ResultFormatError, naming it)."""
         try:
-            return cls(str(doc["axis"]), tuple(_number(v) for v in doc["values"]),
-                       str(doc.get("layout", "")),
+            return cls(SweepAxis(doc["axis"]), tuple(_number(v) for v in doc["values"]),
+                       Layout(doc.get("layout", Layout.PER_NODE)),
                        {str(name): Knee.from_json(knee) if knee else None
                         for name, knee in (doc.get("knees") or {}).items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -289,6 +289,46 @@ class RunPhase(StrEnum):
     FAILED = "failed"
 
 
+class Fault(StrEnum):
+    """A fault `--inject` plants on purpose (mqprobe.pieces.inject says what each does)."""
+
+    SERVER_DELAY = "server-delay"
+    BROKER_DELAY = "broker-delay"
+    PREFETCH = "prefetch"
+    STALL = "stall"
+    SPIN = "spin"
+    THROTTLE = "throttle"
+    LINK_DELAY = "link-delay"
+    BROKER_THROTTLE = "broker-throttle"
+    BROKER_FREEZE = "broker-freeze"
+    CHURN = "churn"
+    CLIENT_STALL = "client-stall"
+
+
+class SweepAxis(StrEnum):
+    """What `mqprobe sweep` grows: the groups, or each group's messages a second."""
+
+    GROUPS = "groups"
+    RATE = "rate"
+
+
+class AmqpEntity(StrEnum):
+    """What mqprobe declares on a broker, and removes."""
+
+    QUEUE = "queue"
+    EXCHANGE = "exchange"
+
+
+class TraceLine(StrEnum):
+    """What a line of `mqprobe trace` (and of its --log) is about."""
+
+    PROBE = "probe"  # a probe trace sent, as it arrived
+    LIVE = "live"  # a message the server traced, as it arrived
+    LOST = "lost"  # a probe that never arrived
+    LATE = "late"  # a watched group went over budget
+    EPISODE = "episode"  # a late episode over, with its verdict
+
+
 class EngineIO(StrEnum):
     """The engine.io protocol a socket.io server speaks (mqprobe.pieces.swarm)."""
 
@@ -339,63 +379,3 @@ class VerdictJson(TypedDict):
     cause: str  # "<Cause>: <sentence>"
     evidence: list[str]
     shares: NotRequired[list[ShareJson]]
-
-
-class RunResult(TypedDict, total=False):
-    """One topology x layout run as JSON (result.RunRecord.to_json; in code the run is the
-    RunRecord): the contract's fields first, then what mqprobe adds (groups, nodes, the swarm's
-    own figures, evidence, timeline, clocks)."""
-
-    topology: str
-    layout: str
-    published: int
-    expected_deliveries: int
-    delivered: int
-    lost: int
-    duplicated: int
-    not_delivered: int  # late, not lost (figures.Counts: all six)
-    held_at_end: dict  # broker_ready, nodes_in_hand
-    bounds: list[str]  # counts that are lower bounds, and why
-    lost_at_most: bool  # `lost` an upper bound: a swarm died unreported (absent: exact)
-    hops: dict[str, HopSummary]  # RUN_HOPS
-    self_lag_ms: LagSummary
-    verdict: VerdictJson
-    knobs: dict
-    groups: dict[str, dict]  # per group: figures.GroupFigures' JSON, and its own verdict
-    hdr: dict[str, str]  # hop -> the HDR histogram, encoded
-    untraced: int
-    misrouted: int
-    swarm: dict  # figures.SwarmFigures.to_json
-    publisher: dict
-    nodes: list[dict]  # figures.NodeFigures.to_json each
-    evidence: dict  # broker: figures.BrokerEvidence.to_json
-    links: list[dict]  # figures.LinkFigures.to_json: each AMQP link's round trips
-    mq_legs: dict  # figures.MqLegs.to_json: the mq hop split by the links' round trips
-    cpu: dict  # figures.CpuUse.to_json
-    cost: dict  # figures.Cost.to_json
-    clocks: dict  # clocks.RunClocks.to_json
-    samples: list[list[int]]
-    timeline: dict
-    attribution: dict | None
-    attribution_dropped: int
-    error: str | None
-    declared: dict
-    phases_s: dict  # where the run's wall time went
-    repeat: int
-    load: float  # sweep: the point's load (groups, or messages a second per group)
-    rate_per_group: float  # sweep
-    churning: dict  # figures.ChurnFigures.to_json: the load process's members, apart
-
-
-class ComparisonResult(TypedDict, total=False):
-    """What `mqprobe compare --json` writes (runner.new_result, then a run at a time)."""
-
-    mqprobe_version: str
-    workload: dict
-    broker: dict
-    started_at: str
-    runs: list[RunResult]
-    repeats: dict
-    interrupted: bool
-    sweep: dict  # a sweep's axis, its values, the layout and each topology's knee
-    conclusion: dict  # figures.Conclusion.to_json

@@ -36,7 +36,7 @@ from mqprobe.figures import (
     Sweep,
     Verdict,
 )
-from mqprobe.model import ComparisonResult, HopName, RunResult
+from mqprobe.model import HopName, Layout
 from mqprobe.timeline import TimedEvent
 
 
@@ -226,7 +226,7 @@ class RunRecord:
     """One topology x layout run, and (in a sweep or with --repeat) which point and repeat."""
 
     topology: str
-    layout: str
+    layout: Layout
     counts: Counts
     hops: dict[str, HopFigures]
     self_lag: LoopLag  # the swarms' own loop lag: the receive stamps' error bar
@@ -268,8 +268,8 @@ class RunRecord:
     def e2e(self) -> HopFigures:
         return self.hop(HopName.E2E)
 
-    def to_json(self) -> RunResult:
-        doc: dict = {"topology": self.topology, "layout": self.layout, "knobs": self.knobs,
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"topology": self.topology, "layout": self.layout, "knobs": self.knobs,
                      **self.counts.to_json()}
         if self.held_at_end is not None:
             doc["held_at_end"] = self.held_at_end.to_json()
@@ -303,13 +303,14 @@ class RunRecord:
                 doc[name] = value
         if self.churning is not None:
             doc["churning"] = self.churning.to_json()
-        return doc  # type: ignore[return-value]
+        return doc
 
     @classmethod
-    def from_json(cls, doc: RunResult | dict) -> RunRecord:
-        """A saved run; what it lacks is zero, empty or None. A part that is not what
-        mqprobe writes is ResultFormatError, naming the part (result_check checked the
-        fields the tables read when the file was loaded; this reads every part)."""
+    def from_json(cls, doc: dict[str, Any]) -> RunRecord:
+        """A saved run; what it lacks is zero, empty or None (a layout: per-node, the
+        default). A part that is not what mqprobe writes is ResultFormatError, naming the
+        part (result_check checked the fields the tables read when the file was loaded;
+        this reads every part)."""
         if not isinstance(doc, dict):
             raise ResultFormatError("a run is not a JSON object")
         held, bounds, clocks = doc.get("held_at_end"), doc.get("bounds"), doc.get("clocks")
@@ -317,7 +318,7 @@ class RunRecord:
         samples, cost = doc.get("samples"), doc.get("cost")
         parts = {
             "topology": lambda: _text(doc.get("topology", "")),
-            "layout": lambda: _text(doc.get("layout", "")),
+            "layout": lambda: Layout(doc.get("layout", Layout.PER_NODE)),
             "counts": lambda: Counts.from_json(doc),
             "hops": lambda: HopFigures.by_hop(doc.get("hops")),
             "self_lag": lambda: LoopLag.from_json(doc.get("self_lag_ms") or {}),
@@ -395,7 +396,7 @@ class Comparison:
     conclusion: Conclusion | None = None
 
     @classmethod
-    def from_json(cls, doc: ComparisonResult | dict) -> Comparison:
+    def from_json(cls, doc: dict[str, Any]) -> Comparison:
         """ResultFormatError names the run (or the section) and the part that is not what
         mqprobe writes."""
         runs = []
@@ -412,8 +413,8 @@ class Comparison:
                    _read("conclusion", lambda: Conclusion.from_json(conclusion), "the result's")
                    if isinstance(conclusion, dict) else None)
 
-    def to_json(self) -> dict:
-        doc: dict = {"mqprobe_version": self.mqprobe_version, "workload": self.workload,
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"mqprobe_version": self.mqprobe_version, "workload": self.workload,
                      "broker": self.broker, "started_at": self.started_at,
                      "runs": [run.to_json() for run in self.runs]}
         for name in ("repeats", "interrupted"):

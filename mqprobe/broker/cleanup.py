@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mqprobe.broker.connect import BrokerError, connect_problem, management_get, one_line, redact_url
+from mqprobe.model import AmqpEntity
 
 
 async def remove_declared(amqp_url: str, exchanges: list[str], queues: list[str],
@@ -39,10 +40,10 @@ async def delete_declared(connection, exchanges: Sequence[str], queues: Sequence
     removed, left = [], []
     try:
         channel = await connection.channel()
-        for kind, names in (("queue", queues), ("exchange", exchanges)):
+        for kind, names in ((AmqpEntity.QUEUE, queues), (AmqpEntity.EXCHANGE, exchanges)):
             for name in names:
                 try:
-                    if kind == "queue":
+                    if kind == AmqpEntity.QUEUE:
                         await asyncio.wait_for(
                             channel.queue_delete(name, if_unused=if_unused), timeout)
                     else:
@@ -68,7 +69,7 @@ OUR_PREFIX = "mqprobe."  # every queue and exchange mqprobe declares is named so
 class Leftover:
     """A queue or exchange of mqprobe's on a broker, and whether anything still uses it."""
 
-    kind: str  # "queue" or "exchange"
+    kind: AmqpEntity
     name: str
     in_use: bool
     detail: str
@@ -95,7 +96,7 @@ async def leftovers(amqp_url: str, management_url: str) -> list[Leftover]:
             f"({one_line(exc)}): listing what is left needs it; enable it with "
             "`rabbitmq-plugins enable rabbitmq_management` or give --management-url") from None
     ours = [q["name"] for q in queues if q["name"].startswith(OUR_PREFIX)]
-    found = [Leftover("queue", name, consumers > 0,
+    found = [Leftover(AmqpEntity.QUEUE, name, consumers > 0,
                       f"{consumers} consumer{'s' * (consumers != 1)}, {messages} messages")
              for name, (consumers, messages) in (await _queue_counts(amqp_url, ours)).items()]
     kept = {q.name for q in found if q.in_use}
@@ -105,7 +106,7 @@ async def leftovers(amqp_url: str, management_url: str) -> list[Leftover]:
             continue
         targets = [b["destination"] for b in bindings if b.get("source") == name]
         held = [t for t in targets if t in kept or t not in ours]
-        found.append(Leftover("exchange", name, bool(held),
+        found.append(Leftover(AmqpEntity.EXCHANGE, name, bool(held),
                               f"{exchange.get('type', '')}, {len(targets)} "
                               f"binding{'s' * (len(targets) != 1)}"))
     return found
@@ -140,7 +141,7 @@ async def remove_leftovers(amqp_url: str, found: list[Leftover]) -> dict:
     """Delete what nothing uses, queues first (their bindings go with them); what someone
     started using meanwhile is left (if-unused deletes), and said so."""
     unused = [f for f in found if not f.in_use]
-    return await remove_declared(amqp_url, [f.name for f in unused if f.kind == "exchange"],
-                                 [f.name for f in unused if f.kind == "queue"], if_unused=True)
+    return await remove_declared(amqp_url, [f.name for f in unused if f.kind == AmqpEntity.EXCHANGE],
+                                 [f.name for f in unused if f.kind == AmqpEntity.QUEUE], if_unused=True)
 
 

@@ -13,6 +13,7 @@ import urllib.request
 from typing import Any
 
 from mqprobe.errors import MqprobeError, url_problem
+from mqprobe.model import AmqpEntity
 
 
 class BrokerError(MqprobeError):
@@ -85,7 +86,7 @@ def bound_queues(management_url: str, amqp_url: str, exchange: str) -> list[str]
     except (OSError, ValueError, urllib.error.URLError):
         return []
     return sorted({b["destination"] for b in bindings if isinstance(b, dict)
-                   and b.get("destination_type") == "queue" and b.get("destination")})
+                   and b.get("destination_type") == AmqpEntity.QUEUE and b.get("destination")})
 
 
 def check_management(management_url: str) -> None:

@@ -43,9 +43,11 @@ EVENT_COLOURS: dict[str, str] = {EventKind.LOOP_STALL: "#d62728", EventKind.GC: 
                  EventKind.WINDOW_FULL: "#ff7f0e", EventKind.CONSUMER_BUSY: "#fdd49e",
                  EventKind.PUBLISHER_BLOCKED: "#8c564b", EventKind.QUEUE_BACKLOG: "#1f77b4",
                  EventKind.BROKER_ALARM: "#e377c2", EventKind.BROKER_UNAVAILABLE: "#000000",
-                 EventKind.CLIENT_DOWN: "#bcbd22"}
+                 EventKind.CLIENT_DOWN: "#bcbd22", EventKind.CONNECTION_WORK: "#17becf",
+                 EventKind.HEARTBEAT_WORK: "#2ca02c"}
 PERCENTILE_TICKS = (50.0, 90.0, 99.0, 99.9, 99.99)
-SHADED_KINDS = ("loop-stall", "gc", "publisher-blocked", "broker-unavailable", "broker-alarm")
+SHADED_KINDS = (EventKind.LOOP_STALL, EventKind.GC, EventKind.PUBLISHER_BLOCKED,
+                EventKind.BROKER_UNAVAILABLE, EventKind.BROKER_ALARM)
 MAX_LANES = 12
 MAX_TIMELINES = 8  # one per run, the worst first: a page stays readable
 MAX_CURVES = 10  # lines per percentile panel

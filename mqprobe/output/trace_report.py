@@ -11,7 +11,7 @@ from rich.text import Text
 
 from mqprobe.errors import ResultFormatError
 from mqprobe.figures import Verdict
-from mqprobe.model import HOPS, HopName
+from mqprobe.model import HOPS, HopName, TraceLine
 from mqprobe.output.report import negative_text, print_connections, print_untraced
 from mqprobe.run.trace import ReplayedGroup
 from mqprobe.stamps import DeliveryTrace
@@ -19,7 +19,7 @@ from mqprobe.stamps import DeliveryTrace
 
 def print_trace_line(line: dict, console: Console) -> None:
     """One message as it arrived (or was lost), hop by hop."""
-    if line["kind"] == "lost":
+    if line["kind"] == TraceLine.LOST:
         console.print(f"[red]lost [/red] seq {line['seq']:>5}  last hop reached: {line['last_hop']}")
         return
     bar = f"±{line['clock_ms']:.3f}" if line["clock_ms"] else ""
@@ -36,7 +36,7 @@ def print_trace_line(line: dict, console: Console) -> None:
 def print_episode(line: dict, console: Console) -> None:
     """A watch's news: a group that went over budget, and the verdict of an episode over."""
     at = _clock(line["start_ns"])
-    if line["kind"] == "late":
+    if line["kind"] == TraceLine.LATE:
         console.print(Text.assemble((f"{at} group {line['group']} late", "bold red"),
                                     f": e2e {line['e2e_ms']:.1f} ms through "
                                     f"{', '.join(line['servers'])}"))
@@ -147,13 +147,13 @@ def episodes_of(text: str) -> list[dict] | None:
     """A watch's episode log (one JSON object a line, `mqprobe trace --duration 0 --log`),
     each line checked; None when the text is not one (a result JSON)."""
     lines = [line for line in text.splitlines() if line.strip()]
-    if not lines or not lines[0].lstrip().startswith('{"kind":"episode"'):
+    if not lines or not lines[0].lstrip().startswith(f'{{"kind":"{TraceLine.EPISODE}"'):
         return None
     episodes = []
     for number, line in enumerate(lines, 1):
         try:
             episode = json.loads(line)
-            if episode.get("kind") != "episode" or any(k not in episode for k in EPISODE_KEYS):
+            if episode.get("kind") != TraceLine.EPISODE or any(k not in episode for k in EPISODE_KEYS):
                 raise ValueError("not an episode")
             Verdict.from_json(episode["verdict"])
             int(episode["start_ns"]), float(episode["worst_e2e_ms"])

@@ -43,11 +43,10 @@ from dataclasses import asdict, dataclass
 
 from mqprobe.cpu import pid_alive, read_text
 from mqprobe.errors import InputError, whole_number
+from mqprobe.model import Fault, PieceRole
 
-KINDS = ("server-delay", "broker-delay", "prefetch", "stall", "spin", "throttle", "link-delay",
-         "broker-throttle", "broker-freeze", "churn", "client-stall")
 MAX_CHURN_PER_S = 10_000
-BROKER_FAULTS = ("broker-throttle", "broker-freeze")  # act on the managed broker's processes
+BROKER_FAULTS = (Fault.BROKER_THROTTLE, Fault.BROKER_FREEZE)  # on the managed broker's processes
 FREEZE_AFTER_S = 1.0  # into publishing, a broker-freeze begins
 CGROUP_ROOT = "/sys/fs/cgroup"
 REMOVE_TRIES = 100  # 10 ms apart: a cgroup the kernel still counts as busy, at most 1 s
@@ -79,7 +78,7 @@ class Faults:
         return bool(self.churn_per_s or self.client_stall_s)
 
     @property
-    def on_the_broker(self) -> list[str]:
+    def on_the_broker(self) -> list[Fault]:
         """The faults asked for that act on the broker's own processes."""
         return [kind for kind, on in zip(BROKER_FAULTS, (self.broker_throttle_share,
                                                          self.broker_freeze_s), strict=True) if on]
@@ -101,52 +100,60 @@ def parse_injections(items: list[str]) -> Faults:
     """Faults from repeated `--inject KIND=VALUE`; a wrong one is a ValueError sentence."""
     fields: dict = {}
     for item in items:
-        kind, sep, value = item.partition("=")
-        kind = kind.strip()
-        if not sep or kind not in KINDS:
-            raise InputError(f"--inject takes KIND=VALUE with KIND one of {', '.join(KINDS)}, "
-                             f"got {item!r}")
-        if kind == "server-delay":
-            fields["server_delay_s"] = parse_duration(value, "--inject server-delay")
-        elif kind == "broker-delay":
+        name, sep, value = item.partition("=")
+        try:
+            kind = Fault(name.strip())
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InputError(f"--inject takes KIND=VALUE with KIND one of "
+                             f"{', '.join(Fault)}, got {item!r}")
+        fields.update(_fault(kind, value))
+    return Faults(**fields)
+
+
+def _fault(kind: Fault, value: str) -> dict:
+    """The Faults fields one `--inject KIND=VALUE` sets."""
+    match kind:
+        case Fault.SERVER_DELAY:
+            return {"server_delay_s": parse_duration(value, "--inject server-delay")}
+        case Fault.BROKER_DELAY:
             delay = parse_duration(value, "--inject broker-delay")
-            fields["broker_delay_ms"] = max(1, round(delay * 1000))
-        elif kind in ("throttle", "broker-throttle"):
+            return {"broker_delay_ms": max(1, round(delay * 1000))}
+        case Fault.THROTTLE | Fault.BROKER_THROTTLE:
             percent = whole_number(value.strip().removesuffix("%"))
             if not value.strip().endswith("%") or percent is None or not 1 <= percent <= 100:
                 raise InputError(f"--inject {kind} takes a CPU quota of 1% to 100% of one CPU, "
                                  f"like 10%, got {value!r}")
             if problem := CpuQuota.problem():
                 raise InputError(f"--inject {kind} cannot be applied on this machine: {problem}")
-            fields["throttle_share" if kind == "throttle" else "broker_throttle_share"] = (
-                percent / 100)
-        elif kind == "churn":
-            rate = value.strip().removesuffix("/s")
-            per_s = whole_number(rate)
+            share = "throttle_share" if kind is Fault.THROTTLE else "broker_throttle_share"
+            return {share: percent / 100}
+        case Fault.CHURN:
+            per_s = whole_number(value.strip().removesuffix("/s"))
             if not value.strip().endswith("/s") or per_s is None \
                     or not 1 <= per_s <= MAX_CHURN_PER_S:
                 raise InputError(f"--inject churn takes members a second, 1/s to "
                                  f"{MAX_CHURN_PER_S:,}/s, like 200/s, got {value!r}")
-            fields["churn_per_s"] = float(per_s)
-        elif kind == "client-stall":
+            return {"churn_per_s": float(per_s)}
+        case Fault.CLIENT_STALL:
             stall, every = _stall_every(kind, value)
-            fields["client_stall_s"], fields["client_stall_every_s"] = stall, every
-        elif kind == "broker-freeze":
-            fields["broker_freeze_s"] = parse_duration(value, "--inject broker-freeze")
-        elif kind == "link-delay":
-            fields.update(_link_delay(value))
-        elif kind == "prefetch":
+            return {"client_stall_s": stall, "client_stall_every_s": every}
+        case Fault.BROKER_FREEZE:
+            return {"broker_freeze_s": parse_duration(value, "--inject broker-freeze")}
+        case Fault.LINK_DELAY:
+            return _link_delay(value)
+        case Fault.PREFETCH:
             prefetch = whole_number(value)
             if prefetch is None or not 0 < prefetch <= 65535:
                 raise InputError(f"--inject prefetch takes a whole number 1-65535, got {value!r}")
-            fields["prefetch"] = prefetch
-        else:
-            fields["stall_s"], fields["stall_every_s"] = _stall_every(kind, value)
-            fields["stall_spin"] = kind == "spin"
-    return Faults(**fields)
+            return {"prefetch": prefetch}
+        case Fault.STALL | Fault.SPIN:
+            stall, every = _stall_every(kind, value)
+            return {"stall_s": stall, "stall_every_s": every, "stall_spin": kind is Fault.SPIN}
 
 
-def _stall_every(kind: str, value: str) -> tuple[float, float]:
+def _stall_every(kind: Fault, value: str) -> tuple[float, float]:
     """`200ms/2s`: a stall and its period, the period the longer."""
     stall, slash, every = value.partition("/")
     if not slash:
@@ -163,7 +170,7 @@ def _link_delay(value: str) -> dict:
     whose, colon, delay = value.strip().rpartition(":")
     pieces = tuple(p.strip() for p in whose.split(",")) if colon else ()
     for piece in pieces:
-        if piece != "publisher" and not (piece[:1] == "n" and piece[1:].isdigit()):
+        if piece != PieceRole.PUBLISHER and not (piece[:1] == "n" and piece[1:].isdigit()):
             raise InputError(f"--inject link-delay names pieces as publisher or n1, n2...; "
                              f"got {piece!r}")
     base, plus, jitter = delay.partition("+")

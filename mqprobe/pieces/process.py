@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mqprobe.errors import MqprobeError
 from mqprobe.protocol import (
@@ -35,6 +35,9 @@ from mqprobe.protocol import (
     parse_command,
 )
 
+if TYPE_CHECKING:  # only run/, above the pieces, raises it with a result
+    from mqprobe.result import Comparison
+
 T = TypeVar("T")
 
 
@@ -47,9 +50,10 @@ class RunError(MqprobeError, RuntimeError):
 
 
 class RunInterrupted(Exception):
-    """A measurement was cancelled (Ctrl-C, SIGTERM); `result` holds what it saved."""
+    """A measurement was cancelled (Ctrl-C, SIGTERM); `result` holds what it measured (and
+    saved, once the runner has it)."""
 
-    def __init__(self, result: Mapping | None = None) -> None:
+    def __init__(self, result: Comparison | None = None) -> None:
         super().__init__("interrupted")
         self.result = result
         self.signum = 0  # which signal, once run_measuring knows

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from mqprobe.broker.topology import TopologyError
-from mqprobe.model import ComparisonResult, Layout
-from mqprobe.result import RunRecord
+from mqprobe.model import Layout
+from mqprobe.result import Comparison
 from mqprobe.run.one_run import Observer
 from mqprobe.run.runner import Point, broker_version, new_result, run_points
 from mqprobe.run.workload import Workload
@@ -17,7 +18,7 @@ from mqprobe.verdict.conclusion import conclude
 async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
                   run_dir: Path, observe: Observer = lambda phase: None,
                   management_url: str | None = None,
-                  prometheus_url: str = "") -> ComparisonResult:
+                  prometheus_url: str = "") -> Comparison:
     """Every topology x layout on the workload; the result is saved after each run."""
     workload.check()
     result = new_result(workload, amqp_url, await broker_version(amqp_url))
@@ -28,9 +29,8 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
     if not points:
         raise TopologyError("no topology supports the chosen layouts")
 
-    def conclude_so_far(_point: Point, runs: list[RunRecord]) -> None:
-        result["conclusion"] = conclude(runs).to_json()
+    def conclude_so_far(_point: Point, so_far: Comparison) -> Comparison:
+        return replace(so_far, conclusion=conclude(list(so_far.runs)))
 
-    await run_points(result, points, amqp_url, json_path, run_dir, observe, management_url,
-                     prometheus_url, conclude_so_far)
-    return result
+    return await run_points(result, points, amqp_url, json_path, run_dir, observe,
+                            management_url, prometheus_url, conclude_so_far)

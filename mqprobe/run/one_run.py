@@ -40,7 +40,7 @@ from mqprobe.protocol import (
     SwarmResult,
 )
 from mqprobe.records import Latency
-from mqprobe.result import RunRecord
+from mqprobe.result import Comparison, RunRecord
 from mqprobe.run.assemble import PieceResults, assemble
 from mqprobe.run.placement import Placement, clock_command
 from mqprobe.run.workload import Workload
@@ -431,7 +431,7 @@ class OneRun:
                                          + time.monotonic() - began, 3)
 
     def result(self, cleanup: dict) -> RunRecord:
-        """The run's result, with its verdict; RunInterrupted carries its JSON on a Ctrl-C."""
+        """The run's result, with its verdict; RunInterrupted carries it on a Ctrl-C."""
         with self.timed("assemble"):
             run = assemble(self.topology, self.layout, self.workload, self.results,
                            self.sampler, self.clocks, self.failure, self.cpu)
@@ -442,7 +442,7 @@ class OneRun:
         self.observe(Phase(self.label, RunPhase.FAILED if self.error else RunPhase.DONE,
                            note=self.error or run.verdict.culprit))
         if self.failure and self.failure.interrupted:
-            raise RunInterrupted({"runs": [run.to_json()]})
+            raise RunInterrupted(Comparison((run,)))
         return run
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -14,23 +14,22 @@ from mqprobe import __version__
 from mqprobe.broker.connect import connect_problem, redact_url
 from mqprobe.broker.topology import Topology
 from mqprobe.errors import InputError
-from mqprobe.model import ComparisonResult, Culprit, Layout
+from mqprobe.model import Culprit, Layout
 from mqprobe.pieces.process import RunInterrupted
-from mqprobe.result import RunRecord
+from mqprobe.result import Comparison, RunRecord
 from mqprobe.run.one_run import Observer, run_one
 from mqprobe.run.placement import placed
 from mqprobe.run.workload import Workload
 from mqprobe.verdict.analysis import agreement
 
 
-def new_result(workload: Workload, amqp_url: str, broker_version: str) -> ComparisonResult:
-    result: ComparisonResult = {
-        "mqprobe_version": __version__, "workload": workload.to_json(),
-        "broker": {"version": broker_version, "url": redact_url(amqp_url)},
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": []}
-    if workload.repeat > 1:  # filled in by run_points as the repeats come in
-        result["repeats"] = {"count": workload.repeat, "agreement": {}}
-    return result
+def new_result(workload: Workload, amqp_url: str, broker_version: str) -> Comparison:
+    """A measurement with no run yet: what it measures and on which broker."""
+    return Comparison(
+        (), workload.to_json(), {"version": broker_version, "url": redact_url(amqp_url)},
+        __version__, time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # filled in by run_points as the repeats come in
+        {"count": workload.repeat, "agreement": {}} if workload.repeat > 1 else None)
 
 
 def new_run_dir(parent: Path) -> Path:
@@ -60,12 +59,14 @@ def check_writable(path: Path) -> None:
         raise InputError(f"cannot write the result to {path}: {exc.strerror or exc}") from None
 
 
-def save(result: ComparisonResult | dict, path: Path | None) -> None:
+def save(result: Comparison | dict, path: Path | None) -> None:
+    """Written whole to PATH.tmp, then renamed over PATH: a reader never sees half of it."""
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
+    doc = result.to_json() if isinstance(result, Comparison) else result
+    tmp.write_text(json.dumps(doc, indent=1))
     tmp.replace(path)
 
 
@@ -84,15 +85,15 @@ async def broker_version(amqp_url: str) -> str:
         await connection.close()
 
 
-async def keep_if_interrupted(result: ComparisonResult, json_path: Path | None,
-                              running) -> RunRecord:
+async def keep_if_interrupted(result: Comparison, json_path: Path | None,
+                              running: Awaitable[RunRecord]) -> RunRecord:
     """Await one run; when it was interrupted, save its partial figures into the result
     first, then let the interruption through with the whole result attached."""
     try:
         return await running
     except RunInterrupted as exc:
-        result["runs"] += (exc.result or {}).get("runs", [])
-        result["interrupted"] = True
+        partial = exc.result.runs if exc.result else ()
+        result = replace(result, runs=result.runs + partial, interrupted=True)
         save(result, json_path)
         raise RunInterrupted(result) from None
 
@@ -118,14 +119,13 @@ class Point:
     fields: dict = field(default_factory=dict)
 
 
-async def run_points(result: ComparisonResult, points: list[Point], amqp_url: str,
+async def run_points(result: Comparison, points: list[Point], amqp_url: str,
                      json_path: Path | None, run_dir: Path, observe: Observer,
                      management_url: str | None, prometheus_url: str,
-                     after_point: Callable[[Point, list[RunRecord]], None] | None = None) -> None:
-    """Each point in turn, repeated as its workload asks, every run appended to `result`
-    and saved as soon as it ends; `after_point` sees every run so far once a point's are
-    in (and is saved with them)."""
-    measured: list[RunRecord] = []
+                     after_point: Callable[[Point, Comparison], Comparison] | None = None) -> Comparison:
+    """Each point in turn, repeated as its workload asks, every run added to `result` and
+    saved as soon as it ends; once a point's runs are in, `after_point` gives the result
+    with what they make known (a conclusion, a knee), saved too. The whole result, once every point ran."""
     async with placed(points[0].workload, amqp_url) as placement:
         for point in points:
             runs: list[RunRecord] = []
@@ -134,15 +134,16 @@ async def run_points(result: ComparisonResult, points: list[Point], amqp_url: st
                     point.topology, point.layout, point.workload, amqp_url, run_dir, label,
                     observe, management_url, placement, prometheus_url))
                 run = replace(run, repeat=repeat or None, **point.fields)
-                result["runs"].append(run.to_json())
                 runs.append(run)
-                measured.append(run)
-                if "repeats" in result:  # the verdicts the repeats gave so far
-                    result["repeats"]["agreement"][point.key] = agreement(runs)
+                result = replace(result, runs=result.runs + (run,))
+                if result.repeats is not None:  # the verdicts the repeats gave so far
+                    agreed = {**result.repeats["agreement"], point.key: agreement(runs)}
+                    result = replace(result, repeats={**result.repeats, "agreement": agreed})
                 save(result, json_path)
             if after_point:
-                after_point(point, measured)
+                result = after_point(point, result)
                 save(result, json_path)
+    return result
 
 
 FAILED_EXIT = 1  # a run failed or lost deliveries (docs/failures.md)

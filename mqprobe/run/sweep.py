@@ -11,23 +11,23 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from pathlib import Path
 
 from mqprobe.broker.topology import TopologyError
 from mqprobe.errors import InputError
 from mqprobe.figures import Knee, Sweep
-from mqprobe.model import ComparisonResult, Layout
-from mqprobe.result import RunRecord
+from mqprobe.model import Layout, SweepAxis
+from mqprobe.result import Comparison, RunRecord
 from mqprobe.run.one_run import Observer
 from mqprobe.run.runner import Point, broker_version, new_result, run_points
 from mqprobe.run.workload import Workload
 from mqprobe.verdict.analysis import by_point, representative
 from mqprobe.verdict.conclusion import conclude_sweep
 
-AXES = ("groups", "rate")
 KNEE_FACTOR = 3.0
 
 
-def parse_range(text: str, axis: str, points: int = 7) -> list[float]:
+def parse_range(text: str, axis: SweepAxis, points: int = 7) -> list[float]:
     """'1..24' (about `points` evenly spread values, ends included) or '1,8,16'."""
     text = text.strip()
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\.\.(\d+(?:\.\d+)?)", text)
@@ -35,7 +35,7 @@ def parse_range(text: str, axis: str, points: int = 7) -> list[float]:
         low, high = float(match.group(1)), float(match.group(2))
         if not 0 < low < high:
             raise InputError(f"--{axis} {text!r}: need 0 < low < high")
-        if axis == "groups":
+        if axis == SweepAxis.GROUPS:
             step = max(1, round((high - low) / (points - 1)))
             values: list[float] = [*range(int(low), int(high), step), int(high)]
         else:
@@ -47,14 +47,14 @@ def parse_range(text: str, axis: str, points: int = 7) -> list[float]:
         raise InputError(f"--{axis} takes LOW..HIGH or a list like 1,8,16, got {text!r}") from None
     if not values or min(values) <= 0 or not all(math.isfinite(v) for v in values):
         raise InputError(f"--{axis} values must be finite and above 0, got {text!r}")
-    if axis == "groups" and any(v != int(v) for v in values):
+    if axis == SweepAxis.GROUPS and any(v != int(v) for v in values):
         raise InputError(f"--groups takes whole numbers, got {text!r}")
-    return sorted(set(int(v) if axis == "groups" else v for v in values))
+    return sorted(set(int(v) if axis == SweepAxis.GROUPS else v for v in values))
 
 
-def at_load(workload: Workload, axis: str, value: float) -> Workload:
+def at_load(workload: Workload, axis: SweepAxis, value: float) -> Workload:
     """The workload with one load point applied."""
-    if axis == "groups":
+    if axis == SweepAxis.GROUPS:
         size = workload.group_sizes[0] if workload.group_sizes else 100
         return dataclasses.replace(workload, group_sizes=[size] * int(value))
     return dataclasses.replace(workload, rate=float(value))
@@ -84,21 +84,19 @@ def find_knee(runs: list[RunRecord], budget_ms: float) -> Knee | None:
     return None
 
 
-async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: str,
-                json_path, run_dir, observe: Observer = lambda phase: None,
-                management_url: str | None = None, prometheus_url: str = "") -> ComparisonResult:
+async def sweep(workload: Workload, axis: SweepAxis, values: list[float], amqp_url: str,
+                json_path: Path | None, run_dir: Path, observe: Observer = lambda phase: None,
+                management_url: str | None = None, prometheus_url: str = "") -> Comparison:
     """Every topology (first layout) at every load point; saved after each run."""
-    if axis not in AXES:
-        raise InputError(f"sweep axis must be one of {', '.join(AXES)}")
     workload.check()
     at_load(workload, axis, max(values)).check()  # the heaviest point must fit too
     topologies = workload.resolved_topologies()
     layout = Layout(workload.layouts[0])  # checked: a layout
     if not any(layout in t.layouts for t in topologies):
         raise TopologyError(f"no chosen topology supports layout {layout}")
-    result = new_result(workload, amqp_url, await broker_version(amqp_url))
     knees: dict[str, Knee | None] = {}
-    result["sweep"] = Sweep(axis, tuple(values), layout, knees).to_json()
+    result = dataclasses.replace(new_result(workload, amqp_url, await broker_version(amqp_url)),
+                                 sweep=Sweep(axis, tuple(values), layout, {}))
     points = []
     for topology in topologies:
         run_layout = layout if layout in topology.layouts else topology.layouts[0]
@@ -108,16 +106,15 @@ async def sweep(workload: Workload, axis: str, values: list[float], amqp_url: st
                                 f"{topology.name}@{value:g}",
                                 {"load": value, "rate_per_group": point.rate}))
 
-    def knee_once_swept(point: Point, measured: list[RunRecord]) -> None:
+    def knee_once_swept(point: Point, so_far: Comparison) -> Comparison:
         """A topology's knee, on each point's median repeat, once its last point is in."""
         if point.fields["load"] != values[-1]:
-            return
-        runs = [r for r in measured if r.topology == point.topology.name]
+            return so_far
+        runs = [r for r in so_far.runs if r.topology == point.topology.name]
         medians = [representative(group) for group in by_point(runs, lambda r: r.load).values()]
         knees[point.topology.name] = find_knee(medians, workload.budget_ms)
         swept = Sweep(axis, tuple(values), layout, dict(knees))
-        result["sweep"], result["conclusion"] = swept.to_json(), conclude_sweep(swept).to_json()
+        return dataclasses.replace(so_far, sweep=swept, conclusion=conclude_sweep(swept))
 
-    await run_points(result, points, amqp_url, json_path, run_dir, observe, management_url,
-                     prometheus_url, knee_once_swept)
-    return result
+    return await run_points(result, points, amqp_url, json_path, run_dir, observe,
+                            management_url, prometheus_url, knee_once_swept)

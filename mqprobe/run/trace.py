@@ -33,7 +33,7 @@ from mqprobe.clocks import ProbeBounds, bound_from_probe
 from mqprobe.embed import Tracer
 from mqprobe.errors import InputError, ResultFormatError
 from mqprobe.figures import BrokerCpu, BrokerEvidence, Counts, GroupFigures, HopFigures, LoopLag
-from mqprobe.model import PieceRole
+from mqprobe.model import PieceRole, TraceLine
 from mqprobe.pieces.swarm import Member, Swarm, SwarmConfig
 from mqprobe.records import HopSet
 from mqprobe.result import Comparison, RunRecord
@@ -109,7 +109,7 @@ class Probe:
 Line = Callable[[dict], None]
 
 
-def hop_line(trace: DeliveryTrace, t_recv: int, kind: str, clock_ms: float = 0.0,
+def hop_line(trace: DeliveryTrace, t_recv: int, kind: TraceLine, clock_ms: float = 0.0,
              node: str = "") -> dict:
     """One arrival; clock_ms is the +- on mq and delivery when the node's clock differs.
     Hops whose stamps were not taken are absent (shown n/a)."""
@@ -160,7 +160,7 @@ async def live_trace(config: TraceConfig, on_line: Line, on_episode: Episodes | 
         server = tally.delivered(member, trace, t_recv)
         if watching and server and (began := episodes[trace.group].see(
                 trace.t_pub, t_recv, server)):
-            (on_episode or on_line)({"kind": "late", **began.to_json(),
+            (on_episode or on_line)({"kind": TraceLine.LATE, **began.to_json(),
                                      "e2e_ms": round((t_recv - trace.t_pub) / 1e6, 3)})
 
     # a watch's listeners see its lag every 50 ms: for hours, at a probe a second, their
@@ -232,7 +232,7 @@ async def _group_summary(config: TraceConfig, group: str, tally: Arrivals, swarm
     lost = [p for p in tally.probes.values() if not p.seen]
     due_ns = int(config.timeout_s * 1e9)
     for probe in sorted(lost, key=lambda p: p.seq):
-        on_line({"kind": "lost", "seq": probe.seq, "group": group,
+        on_line({"kind": TraceLine.LOST, "seq": probe.seq, "group": group,
                  "last_hop": _last_hop(probe, listeners_down(swarm, probe.t_pub,
                                                               probe.t_pub + due_ns), listeners)})
     progress = swarm.progress()
@@ -308,7 +308,7 @@ async def _episode(config: TraceConfig, tally: Arrivals, swarm: Swarm, watch: Br
     deliveries = [m for m in tally.deliveries if since <= m.t_pub <= until]
     outside = [o for o in tally.outside if since <= o[0] <= until]
     judged = await _judged(config, tally, deliveries, outside, swarm, watch, since, listeners)
-    return {"kind": "episode", **episode.to_json(), "ongoing": ongoing,
+    return {"kind": TraceLine.EPISODE, **episode.to_json(), "ongoing": ongoing,
             "start": _iso(episode.start_ns), "end": _iso(episode.end_ns) if episode.end_ns else None,
             **judged}
 
@@ -414,7 +414,7 @@ class Arrivals:
                 trace.t_emit, [(t_recv - trace.t_emit, 1)]))
         elif probe and len(self.outside) < MAX_JUDGED:
             self.outside.append((trace.t_pub, t_recv - trace.t_pub, node))
-        self.on_line(hop_line(trace, t_recv, "probe" if probe else "live", clock_ms, node))
+        self.on_line(hop_line(trace, t_recv, TraceLine.PROBE if probe else TraceLine.LIVE, clock_ms, node))
         return node
 
     def forget_before(self, t_ns: int) -> None:

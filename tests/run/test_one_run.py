@@ -209,8 +209,9 @@ def test_a_command_a_piece_refuses_fails_the_run_with_its_reason(tmp_path, no_br
 def test_a_cancelled_run_stops_every_piece_and_hands_over_what_it_had(tmp_path, no_broker):
     interrupted, placement, _ = _run(tmp_path, {"cancel_at": ("swarm1", "reset")})
     assert isinstance(interrupted, RunInterrupted), interrupted
-    (run,) = interrupted.result["runs"]
-    assert run["error"] == one_run.INTERRUPTED_PROSE
+    assert interrupted.result is not None
+    (run,) = interrupted.result.runs
+    assert run.error == one_run.INTERRUPTED_PROSE
     assert all(piece.stopped for piece in placement.pieces.values())
     assert no_broker, "what the run declared was not removed"
 

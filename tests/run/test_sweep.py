@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from mqprobe.model import SweepAxis
 from mqprobe.run.sweep import find_knee, parse_range
 
 from ..conftest import run_cli
@@ -9,12 +10,12 @@ from ..made import record
 
 
 def test_parse_range():
-    assert parse_range("1..24", "groups") == [1, 5, 9, 13, 17, 21, 24]
-    assert parse_range("1,8,16", "groups") == [1, 8, 16]
-    assert parse_range("10..40", "rate", points=4) == [10.0, 20.0, 30.0, 40.0]
+    assert parse_range("1..24", SweepAxis.GROUPS) == [1, 5, 9, 13, 17, 21, 24]
+    assert parse_range("1,8,16", SweepAxis.GROUPS) == [1, 8, 16]
+    assert parse_range("10..40", SweepAxis.RATE, points=4) == [10.0, 20.0, 30.0, 40.0]
     for bad in ("24..1", "0..5", "a,b", "1.5,2"):
         with pytest.raises(ValueError):
-            parse_range(bad, "groups")
+            parse_range(bad, SweepAxis.GROUPS)
 
 
 def _run(load, p99, lost=0, backlog=0, culprit="none"):
