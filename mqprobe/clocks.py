@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from mqprobe.model import HOP_CLOCKS, is_node_piece
 from mqprobe.stamps import CLOCK_SKEW_NS
@@ -55,13 +56,13 @@ class ClockOffset:
     def same_clock(self) -> bool:
         return self.exchanges == 0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"offset_ms": round(self.offset_ns / 1e6, 3),
                 "uncertainty_ms": round(self.uncertainty_ns / 1e6, 3),
                 "exchanges": self.exchanges, "drift_ms": round(self.drift_ns / 1e6, 3)}
 
     @classmethod
-    def from_json(cls, doc: dict) -> ClockOffset:
+    def from_json(cls, doc: dict[str, Any]) -> ClockOffset:
         return cls(round(doc["offset_ms"] * 1e6), round(doc["uncertainty_ms"] * 1e6),
                    int(doc["exchanges"]), round(doc.get("drift_ms", 0) * 1e6))
 
@@ -156,12 +157,12 @@ class RunClocks:
         """Some hop's two ends were stamped on different hosts."""
         return any(self.hop_uncertainty_ms.values())
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"pieces": {name: offset.to_json() for name, offset in self.pieces.items()},
                 "hop_uncertainty_ms": dict(self.hop_uncertainty_ms)}
 
     @classmethod
-    def from_json(cls, doc: dict | None) -> RunClocks:
+    def from_json(cls, doc: dict[str, Any] | None) -> RunClocks:
         """A saved run's clocks (none: one clock, as before clocks were measured)."""
         doc = doc or {}
         return cls({name: ClockOffset.from_json(c) for name, c in doc.get("pieces", {}).items()},

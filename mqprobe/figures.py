@@ -40,12 +40,12 @@ class BacklogGrowth:
     ready: int
     net_in_per_s: float  # messages a second that came in beyond what its consumer took
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"from_s": self.from_s, "to_s": self.to_s, "ready": self.ready,
                 "net_in_per_s": self.net_in_per_s}
 
     @classmethod
-    def from_json(cls, doc: dict) -> BacklogGrowth:
+    def from_json(cls, doc: dict[str, Any]) -> BacklogGrowth:
         return cls(doc["from_s"], doc["to_s"], doc["ready"], doc["net_in_per_s"])
 
 
@@ -79,10 +79,10 @@ class BrokerEvidence:
     def not_measured(cls, reason: str = "queue depth not measured") -> BrokerEvidence:
         return cls(available=False, reason=reason)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         if not self.available:
             return {"available": False, **({"reason": self.reason} if self.reason else {})}
-        out: dict = {
+        out: dict[str, Any] = {
             "available": True, "interval_s": self.interval_s, "max_ready": self.max_ready,
             "max_ready_queue": self.max_ready_queue,
             "backlog_growth": self.backlog_growth.to_json() if self.backlog_growth else None,
@@ -117,7 +117,7 @@ class BrokerEvidence:
                 "prometheus": state(self.prometheus)}
 
     @classmethod
-    def from_json(cls, doc: dict | None) -> BrokerEvidence:
+    def from_json(cls, doc: dict[str, Any] | None) -> BrokerEvidence:
         """Read back (a saved result, or one from before a field existed: absent is unmeasured)."""
         doc = doc or {}
         if not doc.get("available"):
@@ -155,20 +155,20 @@ class HopFigures:
     negative: int = 0
     min_ms: float = 0.0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"count": self.count, "p50_ms": self.p50_ms, "p90_ms": self.p90_ms,
                 "p99_ms": self.p99_ms, "p999_ms": self.p999_ms, "max_ms": self.max_ms,
                 **({"negative": self.negative, "min_ms": self.min_ms} if self.negative else {})}
 
     @classmethod
-    def from_json(cls, doc: dict) -> HopFigures:
+    def from_json(cls, doc: dict[str, Any]) -> HopFigures:
         """A saved hop's figures, each its own type (a count an int, a latency a float)."""
         values: dict[str, Any] = {name: (int if name in ("count", "negative") else float)(doc[name])
                                   for name in cls.__dataclass_fields__ if name in doc}
         return cls(**values)
 
     @classmethod
-    def by_hop(cls, doc: dict | None) -> dict[str, HopFigures]:
+    def by_hop(cls, doc: dict[str, Any] | None) -> dict[str, HopFigures]:
         """A result's `hops` (hop name -> its figures), typed."""
         return {hop: cls.from_json(figures) for hop, figures in (doc or {}).items()}
 
@@ -187,7 +187,7 @@ class Counts:
     not_delivered: int = 0
     duplicated: int = 0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
@@ -211,12 +211,12 @@ class GroupFigures:
     counts: Counts
     hops: dict[str, HopFigures] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"members": self.members, **self.counts.to_json(),
                 "hops": {hop: figures.to_json() for hop, figures in self.hops.items()}}
 
     @classmethod
-    def from_json(cls, doc: dict) -> GroupFigures:
+    def from_json(cls, doc: dict[str, Any]) -> GroupFigures:
         return cls(int(doc.get("members", 0)), Counts.from_json(doc), HopFigures.by_hop(doc.get("hops")))
 
 
@@ -228,7 +228,7 @@ class LoopLag:
     p99: float
     max: float
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"p50": self.p50, "p99": self.p99, "max": self.max}
 
     @classmethod
@@ -256,13 +256,13 @@ class LoopCpu:
         """The share of the run it computed or waited for a CPU: it had work."""
         return self.on_cpu + self.waiting + self.throttled
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "on_cpu": self.on_cpu, "waiting": self.waiting,
                 "throttled": self.throttled,
                 **({"failed_ticks": self.failed_ticks} if self.failed_ticks else {})}
 
     @classmethod
-    def from_json(cls, doc: dict) -> LoopCpu:
+    def from_json(cls, doc: dict[str, Any]) -> LoopCpu:
         return cls(str(doc.get("source", "")), float(doc.get("on_cpu", 0)),
                    float(doc.get("waiting", 0)), float(doc.get("throttled", 0)),
                    int(doc.get("failed_ticks", 0)))
@@ -286,13 +286,13 @@ class ConnectionFigures:
             out[reason] = out.get(reason, 0) + n
         return out
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"every_s": self.every_s, "rows": [list(r) for r in self.rows],
                 "ended": [list(e) for e in self.ended]} | (
                     {"began": [list(b) for b in self.began]} if self.began else {})
 
     @classmethod
-    def from_json(cls, doc: dict) -> ConnectionFigures:
+    def from_json(cls, doc: dict[str, Any]) -> ConnectionFigures:
         return cls(float(doc.get("every_s", 1.0)),
                    tuple((int(t), None if held is None else int(held), int(connected))
                          for t, held, connected in doc.get("rows", [])),
@@ -334,7 +334,7 @@ class HeartbeatFigures:
                 + f"; its busiest second {self.busiest_second_ms:.0f} ms, the median one "
                 f"{self.median_second_ms:.0f} ms")
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         per_1k = self.per_1k_ms
         return {"loop_ms": round(self.loop_ms, 1), "profiled_s": round(self.profiled_s, 2),
                 "connections": self.connections, "ping_interval_s": self.ping_interval_s,
@@ -343,7 +343,7 @@ class HeartbeatFigures:
                 "per_1k_ms": None if per_1k is None else round(per_1k, 2)}
 
     @classmethod
-    def from_json(cls, doc: dict) -> HeartbeatFigures:
+    def from_json(cls, doc: dict[str, Any]) -> HeartbeatFigures:
         return cls(float(doc["loop_ms"]), float(doc["profiled_s"]), int(doc["connections"]),
                    float(doc["ping_interval_s"]), float(doc.get("busiest_second_ms", 0.0)),
                    float(doc.get("median_second_ms", 0.0)))
@@ -363,11 +363,11 @@ class NodeFigures:
     loop_lag_ms: LoopLag
     stalls: int = 0
     in_hand_at_end: int = 0  # received, not yet handled, when it was stopped
-    gc: dict = field(default_factory=dict)  # loop.GcWatch's summary
-    loop_worst: dict = field(default_factory=dict)  # its longest stall, and its CPU share then
+    gc: dict[str, Any] = field(default_factory=dict)  # loop.GcWatch's summary
+    loop_worst: dict[str, Any] = field(default_factory=dict)  # its longest stall, and its CPU share then
     loop_cpu: LoopCpu | None = None  # None: not measured
-    profile: dict | None = None  # profile.LoopProfiler.summary (None: before it was recorded)
-    mq_split: dict | None = None  # before-broker, in-broker, after-broker (embed's), if any
+    profile: dict[str, Any] | None = None  # profile.LoopProfiler.summary (None: before it was recorded)
+    mq_split: dict[str, Any] | None = None  # before-broker, in-broker, after-broker (embed's), if any
     connections: ConnectionFigures | None = None  # None: not watched (before it was)
     heartbeats: HeartbeatFigures | None = None  # None: not profiled (before it was)
 
@@ -376,7 +376,7 @@ class NodeFigures:
         """The busiest of its consumers' share of the run inside the callback."""
         return max(self.busy_ratio.values(), default=0.0)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         out = {"node": self.node, "handled": self.handled, "untraced": self.untraced,
                "filtered": self.filtered, "stalls": self.stalls, "gc": self.gc,
                "unacked_max": self.unacked_max, "in_hand_at_end": self.in_hand_at_end,
@@ -394,7 +394,7 @@ class NodeFigures:
         return out
 
     @classmethod
-    def from_json(cls, doc: dict) -> NodeFigures:
+    def from_json(cls, doc: dict[str, Any]) -> NodeFigures:
         return cls(
             node=doc["node"], handled=doc["handled"], untraced=doc.get("untraced", 0),
             filtered=doc.get("filtered", 0), unacked_max=doc.get("unacked_max", 0),
@@ -436,14 +436,14 @@ class LinkFigures:
                    ms_of(_pct(kernel, 50)) if kernel else None,
                    ms_of(_pct(kernel, 99)) if kernel else None)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"link": self.link, "pings": self.pings,
                 "rtt_ms": {"p50": self.rtt_p50_ms, "p99": self.rtt_p99_ms, "min": self.rtt_min_ms},
                 "tcp_rtt_ms": ({"p50": self.tcp_p50_ms, "p99": self.tcp_p99_ms}
                                if self.tcp_p50_ms is not None else None)}
 
     @classmethod
-    def from_json(cls, doc: dict) -> LinkFigures:
+    def from_json(cls, doc: dict[str, Any]) -> LinkFigures:
         rtt, tcp = doc["rtt_ms"], doc.get("tcp_rtt_ms")
         return cls(str(doc["link"]), int(doc["pings"]), float(rtt["p50"]), float(rtt["p99"]),
                    float(rtt["min"]), float(tcp["p50"]) if tcp else None,
@@ -467,13 +467,13 @@ class MqLegs:
     deliver: tuple[float, float, float]
     how: str
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {part: dict(zip(("p50", "p99", "max"), getattr(self, part), strict=True))
                 for part in ("publish", "rabbitmq", "deliver")} | {"how": self.how}
 
     @classmethod
-    def from_json(cls, doc: dict) -> MqLegs:
-        def three(part: dict) -> tuple[float, float, float]:
+    def from_json(cls, doc: dict[str, Any]) -> MqLegs:
+        def three(part: dict[str, Any]) -> tuple[float, float, float]:
             return float(part["p50"]), float(part["p99"]), float(part["max"])
         return cls(three(doc["publish"]), three(doc["rabbitmq"]), three(doc["deliver"]),
                    str(doc["how"]))
@@ -498,14 +498,14 @@ class PieceCpu:
             return None
         return self.waited_ms / (self.waited_ms + self.cpu_ms)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"role": self.role, "cpu_ms": self.cpu_ms, "core_share": self.core_share,
                 "instrument": self.instrument,
                 **({"waited_ms": self.waited_ms} if self.waited_ms is not None else {}),
                 **({"source": self.source} if self.source else {})}
 
     @classmethod
-    def from_json(cls, doc: dict) -> PieceCpu:
+    def from_json(cls, doc: dict[str, Any]) -> PieceCpu:
         return cls(doc.get("role", ""), doc.get("cpu_ms", 0.0), doc.get("core_share", 0.0),
                    bool(doc.get("instrument")), doc.get("waited_ms"), doc.get("source", ""))
 
@@ -545,12 +545,12 @@ class HostCpu:
     stolen_ms: float
     pressure_share: float | None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"busy_share": self.busy_share, "stolen_ms": self.stolen_ms,
                 "pressure_share": self.pressure_share}
 
     @classmethod
-    def from_json(cls, doc: dict) -> HostCpu:
+    def from_json(cls, doc: dict[str, Any]) -> HostCpu:
         return cls(doc.get("busy_share"), doc.get("stolen_ms", 0.0), doc.get("pressure_share"))
 
 
@@ -567,9 +567,9 @@ class CpuUse:
     pieces: dict[str, PieceCpu] = field(default_factory=dict)
     not_seen: dict[str, str] = field(default_factory=dict)  # piece -> why it was not read
     host: HostCpu | None = None
-    series: dict = field(default_factory=dict)  # ms of CPU per window (footprint.CpuSampler)
+    series: dict[str, Any] = field(default_factory=dict)  # ms of CPU per window (footprint.CpuSampler)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         if not self.available:
             return {"available": False, "reason": self.reason,
                     **({"not_seen": self.not_seen} if self.not_seen else {})}
@@ -579,7 +579,7 @@ class CpuUse:
                 "series": self.series}
 
     @classmethod
-    def from_json(cls, doc: dict | None) -> CpuUse:
+    def from_json(cls, doc: dict[str, Any] | None) -> CpuUse:
         doc = doc or {}
         if not doc.get("available"):
             return cls(False, doc.get("reason", ""), not_seen=doc.get("not_seen", {}))
@@ -614,14 +614,14 @@ class SwarmFigures:
         total = sum(source.values())
         return bool(total) and not source.get("read") and source.get("kernel_shared", 0) * 100 <= total
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"clients": self.clients, "joined": self.joined, "failed": self.failed,
                 "disconnects": self.disconnects, "reconnects": self.reconnects,
                 "t_recv_source": self.t_recv_source, "rss_bytes": self.rss_bytes,
                 "processes": self.processes}
 
     @classmethod
-    def from_json(cls, doc: dict | None) -> SwarmFigures:
+    def from_json(cls, doc: dict[str, Any] | None) -> SwarmFigures:
         doc = doc or {}
         return cls(**{name: doc[name] for name in cls.__dataclass_fields__ if name in doc})
 
@@ -643,13 +643,13 @@ class ChurnFigures:
     rejoin: HopFigures = field(default_factory=HopFigures)
     stalled_ms: float = 0.0  # its loop blocked on purpose, while measuring
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"members": self.members, "joined": self.joined, "left": self.left,
                 "dropped": self.dropped, "rejoined": self.rejoined,
                 "rejoin": self.rejoin.to_json(), "stalled_ms": self.stalled_ms}
 
     @classmethod
-    def from_json(cls, doc: dict) -> ChurnFigures:
+    def from_json(cls, doc: dict[str, Any]) -> ChurnFigures:
         counts = {name: int(doc.get(name, 0)) for name in
                   ("members", "joined", "left", "dropped", "rejoined")}
         return cls(**counts, rejoin=HopFigures.from_json(doc.get("rejoin") or {}),
@@ -714,7 +714,7 @@ class Attribution:
     def share_of(self, cause: Cause) -> float:
         return next((s.share for s in self.shares if s.cause == cause), 0.0)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"floor_ms": self.floors_ms, "tail": self.tail,
                 "tail_deliveries": self.tail_deliveries, "deliveries": self.deliveries,
                 "excess_ms_mean": round(self.excess_ms, 3),
@@ -722,7 +722,7 @@ class Attribution:
                 "shares": [s.to_json() for s in self.shares]}
 
     @classmethod
-    def from_json(cls, doc: dict | None) -> Attribution | None:
+    def from_json(cls, doc: dict[str, Any] | None) -> Attribution | None:
         """A saved result's `attribution` (None where the run had none)."""
         if not doc:
             return None
@@ -782,11 +782,11 @@ class Cost:
     broker_per_1k_published: float | None
     nodes_per_1k_published: float | None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, doc: dict | None) -> Cost | None:
+    def from_json(cls, doc: dict[str, Any] | None) -> Cost | None:
         """A saved result's `cost` (None where the run had none)."""
         if not doc:
             return None
@@ -804,12 +804,12 @@ class Knee:
     cause: str
     evidence: tuple[str, ...]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"load": self.load, "reasons": list(self.reasons), "culprit": self.culprit,
                 "cause": self.cause, "evidence": list(self.evidence)}
 
     @classmethod
-    def from_json(cls, doc: dict) -> Knee:
+    def from_json(cls, doc: dict[str, Any]) -> Knee:
         return cls(_number(doc["load"]), tuple(str(r) for r in doc.get("reasons", ())),
                    str(doc.get("culprit", "")), str(doc.get("cause", "")),
                    tuple(str(e) for e in doc.get("evidence", ())))
@@ -825,13 +825,13 @@ class Sweep:
     layout: Layout
     knees: dict[str, Knee | None]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"axis": self.axis, "values": list(self.values), "layout": self.layout,
                 "knees": {name: knee.to_json() if knee else None
                           for name, knee in self.knees.items()}}
 
     @classmethod
-    def from_json(cls, doc: dict) -> Sweep:
+    def from_json(cls, doc: dict[str, Any]) -> Sweep:
         """A saved sweep section (a wrong part: ResultFormatError, naming it)."""
         try:
             return cls(SweepAxis(doc["axis"]), tuple(_number(v) for v in doc["values"]),
@@ -857,14 +857,14 @@ class RankedPoint:
     why_not_ranked: str
     cost: Cost
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"point": self.point, "e2e_p99_ms": self.e2e_p99_ms, "low_ms": self.low_ms,
                 "high_ms": self.high_ms, "repeats": self.repeats,
                 "within_budget": self.within_budget, "ranked": self.ranked,
                 "why_not_ranked": self.why_not_ranked, "cost": self.cost.to_json()}
 
     @classmethod
-    def from_json(cls, doc: dict) -> RankedPoint:
+    def from_json(cls, doc: dict[str, Any]) -> RankedPoint:
         return cls(str(doc["point"]), float(doc["e2e_p99_ms"]), float(doc["low_ms"]),
                    float(doc["high_ms"]), int(doc["repeats"]), bool(doc["within_budget"]),
                    bool(doc["ranked"]), str(doc.get("why_not_ranked", "")),
@@ -880,12 +880,12 @@ class Conclusion:
     winner: str | None
     sentence: str
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"winner": self.winner, "sentence": self.sentence,
                 "ranking": [row.to_json() for row in self.rows]}
 
     @classmethod
-    def from_json(cls, doc: dict) -> Conclusion:
+    def from_json(cls, doc: dict[str, Any]) -> Conclusion:
         winner = doc.get("winner")
         return cls(tuple(RankedPoint.from_json(row) for row in doc.get("ranking") or []),
                    str(winner) if winner is not None else None, str(doc.get("sentence", "")))

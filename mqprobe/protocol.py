@@ -123,10 +123,10 @@ class PublisherResult(PublisherProgress, total=False):
     published: dict[str, int]  # group -> messages sent
     first_error: str
     elapsed_s: float
-    schedule_lag: dict  # records.Latency.to_json: t_pub - t_plan
+    schedule_lag: dict[str, Any]  # records.Latency.to_json: t_pub - t_plan
     t0_ns: int  # the schedule's start: the run's time zero
-    loop_lag: dict
-    timeline: dict  # timeline.Recorder.to_wire
+    loop_lag: dict[str, Any]
+    timeline: dict[str, Any]  # timeline.Recorder.to_wire
     link: list[list[int]]  # broker.link.LinkWatch rows: [t_send_ns, amqp rtt ns, tcp rtt ns]
     silent: bool
 
@@ -143,19 +143,19 @@ class NodeResult(TypedDict):
     in_hand_at_end: int  # received, not yet handled, when it was stopped
     prefetch: int
     busy_ratio: dict[str, float]  # consumer -> share of the run it was busy
-    loop_lag: dict
-    loop_worst: dict  # the longest the loop could not run, and the CPU share then
-    loop_cpu: dict  # the loop thread's CPU in windows: loop.CpuWindows.to_json
-    fanout: dict[str, dict]  # group -> records.HopSet.to_json of the fanout hop
+    loop_lag: dict[str, Any]
+    loop_worst: dict[str, Any]  # the longest the loop could not run, and the CPU share then
+    loop_cpu: dict[str, Any]  # the loop thread's CPU in windows: loop.CpuWindows.to_json
+    fanout: dict[str, dict[str, Any]]  # group -> records.HopSet.to_json of the fanout hop
     emits: dict[str, list[list[int]]]  # group -> [seq, ns waited in the backlog, fan-out ns]
-    timeline: dict
-    gc: dict
-    mq_split: dict  # records.HopSet.to_json: before-broker, in-broker, after-broker
-    profile: dict  # profile.LoopProfiler.summary: what the loop spent its time on
+    timeline: dict[str, Any]
+    gc: dict[str, Any]
+    mq_split: dict[str, Any]  # records.HopSet.to_json: before-broker, in-broker, after-broker
+    profile: dict[str, Any]  # profile.LoopProfiler.summary: what the loop spent its time on
     broker_stamps_unreadable: int
     link: list[list[int]]  # broker.link.LinkWatch rows of the connection it consumes on
-    connections: dict  # watch.connections.ConnectionWatch.to_json: held, and why each ended
-    heartbeats: NotRequired[dict]  # figures.HeartbeatFigures.to_json (absent: not profiled)
+    connections: dict[str, Any]  # watch.connections.ConnectionWatch.to_json: held, and why each ended
+    heartbeats: NotRequired[dict[str, Any]]  # figures.HeartbeatFigures.to_json (absent: not profiled)
 
 
 class SwarmResult(SwarmProgress, total=False):
@@ -171,17 +171,17 @@ class SwarmResult(SwarmProgress, total=False):
     t_recv_source: dict[str, int]  # model.STAMP_SOURCES -> deliveries
     rss_bytes: int
     groups: dict[str, GroupTallyJson]
-    hops: dict[str, dict]  # group -> records.HopSet.to_json
-    self_lag: dict
-    samples: list[list]  # [group, seq, t_plan, t_pub, t_deq, t_emit, t_recv]
-    timeline: dict
-    messages: list[list]  # [group, seq, node, t_pub, t_deq, t_emit, receipts]
+    hops: dict[str, dict[str, Any]]  # group -> records.HopSet.to_json
+    self_lag: dict[str, Any]
+    samples: list[list[Any]]  # [group, seq, t_plan, t_pub, t_deq, t_emit, t_recv]
+    timeline: dict[str, Any]
+    messages: list[list[Any]]  # [group, seq, node, t_pub, t_deq, t_emit, receipts]
     messages_dropped: int
     silent: bool  # compare's stand-in (run.one_run.silent_swarm): it gave no result
     silent_since_ns: int  # ...and when it, or its host, was last heard (0: never)
     churned: int  # a load swarm's members that left on purpose while measuring
     stalled_ms: float  # a load swarm's loop blocked on purpose while measuring
-    rejoin: dict  # records.Latency.to_json: from a connection lost to joined again
+    rejoin: dict[str, Any]  # records.Latency.to_json: from a connection lost to joined again
 
 
 class Answer(TypedDict):
@@ -261,7 +261,7 @@ class PieceSpec:
     role: PieceRole  # one of PLACED_ROLES
     config: dict[str, Any]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"role": str(self.role), "config": self.config}
 
     @classmethod

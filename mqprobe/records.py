@@ -8,6 +8,7 @@ positive: it is counted, with the most negative value kept, and reported beside 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -79,12 +80,12 @@ class Latency:
         self.min_ns = min(self.min_ns, other.min_ns)
         self.max_ns = max(self.max_ns, other.max_ns)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"hdr": self.hist.encode().decode(), "negative": self.negative,
                 "min_ns": self.min_ns, "max_ns": self.max_ns}
 
     @classmethod
-    def from_json(cls, data: dict) -> Latency:
+    def from_json(cls, data: dict[str, Any]) -> Latency:
         hist = HdrHistogram.decode(data["hdr"]) if data.get("hdr") else new_histogram()
         return cls(hist, data.get("negative", 0), data.get("min_ns", 0), data.get("max_ns", 0))
 
@@ -109,7 +110,7 @@ class Latency:
         return out
 
 
-class Reasons(dict):
+class Reasons(dict[str, Any]):
     """Why events went untraced, each with how often: at most `limit` reasons of `chars`
     characters (a foreign server must not grow it without end); further reasons are
     counted together under "(other reasons)"."""
@@ -125,7 +126,7 @@ class Reasons(dict):
         self[reason] = self.get(reason, 0) + 1
 
 
-class HopSet(dict):
+class HopSet(dict[str, Any]):
     """Latency per hop name, created on first use."""
 
     def __missing__(self, hop: str) -> Latency:
@@ -136,11 +137,11 @@ class HopSet(dict):
         for hop, latency in other.items():
             self[hop].merge(latency)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {hop: latency.to_json() for hop, latency in self.items()}
 
     @classmethod
-    def from_json(cls, data: dict) -> HopSet:
+    def from_json(cls, data: dict[str, Any]) -> HopSet:
         hops = cls()
         for hop, raw in data.items():
             hops[hop] = Latency.from_json(raw)

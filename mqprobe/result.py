@@ -62,8 +62,8 @@ class PublisherFigures:
         """Messages the broker nacked or that failed at publish."""
         return self.nacked + self.errors
 
-    def to_json(self) -> dict:
-        doc: dict = {"sent": self.sent}
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"sent": self.sent}
         if self.confirmed is not None:
             doc["confirmed"] = self.confirmed
         doc |= {"nacked": self.nacked, "errors": self.errors, "published": self.published}
@@ -77,7 +77,7 @@ class PublisherFigures:
         return doc
 
     @classmethod
-    def from_json(cls, doc: dict | None) -> PublisherFigures:
+    def from_json(cls, doc: dict[str, Any] | None) -> PublisherFigures:
         doc = doc or {}
         lag = doc.get("schedule_lag_ms")
         return cls(int(doc.get("sent", 0)), doc.get("confirmed"), int(doc.get("nacked", 0)),
@@ -95,11 +95,11 @@ class HeldAtEnd:
     broker_ready: int = 0
     nodes_in_hand: int = 0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"broker_ready": self.broker_ready, "nodes_in_hand": self.nodes_in_hand}
 
     @classmethod
-    def from_json(cls, doc: dict | None) -> HeldAtEnd:
+    def from_json(cls, doc: dict[str, Any] | None) -> HeldAtEnd:
         doc = doc or {}
         return cls(int(doc.get("broker_ready", 0)), int(doc.get("nodes_in_hand", 0)))
 
@@ -113,19 +113,19 @@ class TimelineEvent:
     piece: str
     start_ms: float
     end_ms: float
-    detail: dict = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, event: TimedEvent, t0_ns: int) -> TimelineEvent:
         return cls(event.kind.value, event.piece, round((event.start_ns - t0_ns) / 1e6, 3),
                    round((event.end_ns - t0_ns) / 1e6, 3), dict(event.detail))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "piece": self.piece, "start_ms": self.start_ms,
                 "end_ms": self.end_ms, **self.detail}
 
     @classmethod
-    def from_json(cls, doc: dict) -> TimelineEvent:
+    def from_json(cls, doc: dict[str, Any]) -> TimelineEvent:
         detail = {k: v for k, v in doc.items() if k not in ("kind", "piece", "start_ms", "end_ms")}
         return cls(_text(doc["kind"]), _text(doc.get("piece", "")), float(doc["start_ms"]),
                    float(doc["end_ms"]), detail)
@@ -140,12 +140,12 @@ class Series:
     rows: list[list[float]] = field(default_factory=list)
     bucket_ms: int | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return ({"bucket_ms": self.bucket_ms} if self.bucket_ms is not None else {}) | {
             "columns": list(self.columns), "rows": self.rows}
 
     @classmethod
-    def from_json(cls, doc: dict) -> Series:
+    def from_json(cls, doc: dict[str, Any]) -> Series:
         return cls(tuple(_text(c) for c in doc.get("columns", [])), list(doc.get("rows", [])),
                    doc.get("bucket_ms"))
 
@@ -158,11 +158,11 @@ class NodeSeries:
     columns: tuple[str, ...]
     nodes: dict[str, list[list[float]]] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"columns": list(self.columns), "nodes": self.nodes}
 
     @classmethod
-    def from_json(cls, doc: dict) -> NodeSeries:
+    def from_json(cls, doc: dict[str, Any]) -> NodeSeries:
         return cls(tuple(_text(c) for c in doc.get("columns", [])), dict(doc.get("nodes", {})))
 
 
@@ -181,8 +181,8 @@ class RunTimeline:
     loop_cpu: NodeSeries | None = None
     links: NodeSeries | None = None  # each AMQP link's round trips: t_ms, rtt_ms, tcp_rtt_ms
 
-    def to_json(self) -> dict:
-        doc: dict = {"t0_ns": self.t0_ns, "events": [e.to_json() for e in self.events],
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"t0_ns": self.t0_ns, "events": [e.to_json() for e in self.events],
                      "dropped": self.dropped}
         if self.clock_uncertainty_ms is not None:
             doc["clock_uncertainty_ms"] = self.clock_uncertainty_ms
@@ -192,7 +192,7 @@ class RunTimeline:
         return doc
 
     @classmethod
-    def from_json(cls, doc: dict | None) -> RunTimeline:
+    def from_json(cls, doc: dict[str, Any] | None) -> RunTimeline:
         doc = doc or {}
         e2e, ready, cpu = doc.get("e2e"), doc.get("queue_ready"), doc.get("loop_cpu")
         links = doc.get("links")
@@ -212,11 +212,11 @@ class GroupResult:
     figures: GroupFigures
     verdict: Verdict | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return self.figures.to_json() | ({"verdict": self.verdict.to_json()} if self.verdict else {})
 
     @classmethod
-    def from_json(cls, doc: dict) -> GroupResult:
+    def from_json(cls, doc: dict[str, Any]) -> GroupResult:
         return cls(GroupFigures.from_json(doc),
                    Verdict.from_json(doc["verdict"]) if doc.get("verdict") else None)
 
@@ -231,7 +231,7 @@ class RunRecord:
     hops: dict[str, HopFigures]
     self_lag: LoopLag  # the swarms' own loop lag: the receive stamps' error bar
     verdict: Verdict
-    knobs: dict = field(default_factory=dict)
+    knobs: dict[str, Any] = field(default_factory=dict)
     held_at_end: HeldAtEnd | None = None
     bounds: tuple[str, ...] | None = None  # counts that are lower bounds, and why
     lost_at_most: bool = False  # `lost` is an upper bound (a swarm gave no result)
@@ -253,7 +253,7 @@ class RunRecord:
     attribution: Attribution | None = None
     attribution_dropped: int = 0
     error: str | None = None
-    declared: dict | None = None  # what the run declared on the broker, and its removal
+    declared: dict[str, Any] | None = None  # what the run declared on the broker, and its removal
     phases_s: dict[str, float] | None = None  # where the run's wall time went
     repeat: int | None = None
     load: float | None = None  # sweep: the point's load
@@ -386,11 +386,11 @@ class Comparison:
     sentence); a result saved before conclusions were drawn has none."""
 
     runs: tuple[RunRecord, ...]
-    workload: dict = field(default_factory=dict)
-    broker: dict = field(default_factory=dict)
+    workload: dict[str, Any] = field(default_factory=dict)
+    broker: dict[str, Any] = field(default_factory=dict)
     mqprobe_version: str = ""
     started_at: str = ""
-    repeats: dict | None = None
+    repeats: dict[str, Any] | None = None
     interrupted: bool | None = None
     sweep: Sweep | None = None
     conclusion: Conclusion | None = None

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from mqprobe.model import HOPS, Cause, Culprit
 
@@ -26,13 +27,13 @@ class Check:
     same shape as JSON Schema."""
 
     check: Callable[[object, str], str]
-    schema: dict
+    schema: dict[str, Any]
 
     def __call__(self, value: object, where: str) -> str:
         return self.check(value, where)
 
 
-def shape(schema: dict) -> Callable[[Callable[[object, str], str]], Check]:
+def shape(schema: dict[str, Any]) -> Callable[[Callable[[object, str], str]], Check]:
     """A check function, with the JSON Schema it enforces."""
     return lambda check: Check(check, schema)
 
@@ -221,7 +222,7 @@ def result_problem(result: object) -> str:
     return RESULT(result, "")
 
 
-def result_schema() -> dict:
+def result_schema() -> dict[str, Any]:
     """The result's JSON Schema: what RESULT checks, said as a schema (fields not listed
     pass as they are, as they do here)."""
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",

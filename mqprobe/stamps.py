@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from random import getrandbits
+from typing import Any
 
 from mqprobe.errors import InputError
 from mqprobe.model import HOP_DELIVERY, HOP_E2E, HOP_E2E_PLANNED, HOP_MQ, HOP_SERVER
@@ -190,7 +191,7 @@ def format_traceparent(trace_id: str, span_id: str, flags: str = "01") -> str:
 
 
 # -- AMQP headers ------------------------------------------------------------------------
-def encode_amqp_headers(stamp: PublishStamp, headers: dict | None = None) -> dict:
+def encode_amqp_headers(stamp: PublishStamp, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     """Headers for an outgoing message. An existing valid traceparent is continued."""
     out = dict(headers or {})
     trace_id, flags = stamp.trace_id, "01"
@@ -219,7 +220,7 @@ BROKER_IN_HEADER = "timestamp_in_ms"
 BROKER_SENT_HEADER = "x-opt-rabbitmq-sent-time"
 
 
-def broker_times(headers: dict) -> tuple[int, int] | None:
+def broker_times(headers: dict[str, Any]) -> tuple[int, int] | None:
     """(arrived, sent) in ns from RabbitMQ's stamps (sent 0 when only the arrival is
     stamped); None when there are none, or they are not whole milliseconds a clock could
     read (a foreign or garbled header says nothing, and is not taken for one)."""
@@ -233,7 +234,7 @@ def broker_times(headers: dict) -> tuple[int, int] | None:
     return arrived * 1_000_000, sent * 1_000_000
 
 
-def decode_amqp_headers(headers: dict | None) -> PublishStamp:
+def decode_amqp_headers(headers: dict[str, Any] | None) -> PublishStamp:
     """The publisher's stamp from a consumed message's headers, or TraceFormatError."""
     if not isinstance(headers, Mapping):
         raise TraceFormatError(f"headers are a {type(headers).__name__}, not a mapping"
@@ -271,12 +272,12 @@ def _amqp_fields(text: str) -> tuple[str, int, int, int]:
 
 
 # -- socket.io field ---------------------------------------------------------------------
-def socketio_field(stamp: PublishStamp, node: str, t_deq: int, t_emit: int) -> list:
+def socketio_field(stamp: PublishStamp, node: str, t_deq: int, t_emit: int) -> list[Any]:
     return [WIRE_VERSION, stamp.trace_id, stamp.group, stamp.seq, node,
             stamp.t_pub, t_deq, t_emit, stamp.t_plan]
 
 
-def complete_socketio_field(field: list, node: str, t_deq: int, t_emit: int) -> None:
+def complete_socketio_field(field: list[Any], node: str, t_deq: int, t_emit: int) -> None:
     """Fill in the node's stamps on a field its publisher made (socketio-manager's case)."""
     field[4], field[6], field[7] = node, t_deq, t_emit
 
@@ -302,7 +303,7 @@ def decode_socketio_field(value: object) -> DeliveryTrace:
     return DeliveryTrace(trace_id, group, seq, node, t_pub, t_deq, t_emit, t_plan)
 
 
-def field_from_frame(frame: str) -> list | None:
+def field_from_frame(frame: str) -> list[Any] | None:
     """The `mqprobe` list out of a socket.io EVENT frame text, reading only its first bytes.
 
     Returns None when the frame holds no field at the expected place.

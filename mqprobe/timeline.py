@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import FrameType
+from typing import Any
 
 from mqprobe.cpu import Anatomy, CpuReading, ThreadCounters
 from mqprobe.stamps import now_ns
@@ -58,7 +59,7 @@ class TimedEvent:
     piece: str
     start_ns: int
     end_ns: int
-    detail: dict = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration_ns(self) -> int:
@@ -68,16 +69,16 @@ class TimedEvent:
         return TimedEvent(self.kind, self.piece, self.start_ns + by_ns, self.end_ns + by_ns,
                           self.detail)
 
-    def to_wire(self) -> list:
+    def to_wire(self) -> list[Any]:
         """Compact form for a piece's result: [kind, start_ns, end_ns, detail]."""
         return [self.kind.value, self.start_ns, self.end_ns, self.detail]
 
     @classmethod
-    def from_wire(cls, piece: str, raw: list) -> TimedEvent:
+    def from_wire(cls, piece: str, raw: list[Any]) -> TimedEvent:
         kind, start, end, detail = raw
         return cls(EventKind(kind), piece, int(start), int(end), dict(detail or {}))
 
-    def to_json(self, t0_ns: int) -> dict:
+    def to_json(self, t0_ns: int) -> dict[str, Any]:
         """For the result JSON: times in ms since the run's first publish."""
         return {"kind": self.kind.value, "piece": self.piece,
                 "start_ms": round((self.start_ns - t0_ns) / 1e6, 3),
@@ -119,7 +120,7 @@ class Recorder:
         self.dropped = 0
         self.totals.clear()
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         return {"events": [e.to_wire() for e in self.events], "dropped": self.dropped}
 
     # -- garbage collections -------------------------------------------------------------
@@ -143,7 +144,7 @@ class Recorder:
             self._gc_counters.close()
             self._gc_counters = None
 
-    def _on_gc(self, phase: str, info: dict) -> None:
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._gc_started = now_ns()
             if self._gc_counters:

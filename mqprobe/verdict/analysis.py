@@ -36,6 +36,7 @@ from mqprobe.model import (
     INSTRUMENT_ROLES,
     PATH_HOPS,
     PROSE,
+    Cause,
     Culprit,
     HopName,
     PieceRole,
@@ -51,7 +52,6 @@ from mqprobe.verdict.attribution import (
     CONTROL_LINK,
     PAUSED_WITH,
     PUBLISHER,
-    Cause,
     Charger,
     Intervals,
     MessageDeliveries,
@@ -382,7 +382,7 @@ def node_stalls(facts: RunFacts, cause: Cause | None = None) -> list[TimedEvent]
                   key=lambda e: -e.duration_ns)
 
 
-def anatomy_text(detail: dict) -> str:
+def anatomy_text(detail: dict[str, Any]) -> str:
     """`120 ms computing, 80 ms waiting for a CPU`: a stall's parts, the ones over 0.5 ms."""
     parts = [(detail.get("on_cpu_ms", 0), "computing"), (detail.get("waiting_ms", 0),
              "waiting for a CPU"), (detail.get("throttled_ms", 0), "throttled by its CPU quota"),

@@ -29,6 +29,7 @@ import bisect
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mqprobe.figures import Attribution, BrokerCpu, MqLegs, Share
 from mqprobe.model import HOST_CPU, LOAD_PIECE, PATH_HOPS, Cause, HopName, PieceRole, Tail
@@ -142,7 +143,7 @@ Parts = dict["Cause | None", float]
 WORK = None
 
 
-def _split(detail: dict, own_cause: Cause, computing: Cause | None,
+def _split(detail: dict[str, Any], own_cause: Cause, computing: Cause | None,
            waiting_cause: Cause = Cause.CPU_STARVED) -> Parts:
     """An interval's time by what it was spent on (cpu.Anatomy's parts, in its detail):
     computing, off the CPU, waiting for a CPU, held back by a quota."""
@@ -159,7 +160,7 @@ def _split(detail: dict, own_cause: Cause, computing: Cause | None,
     return parts
 
 
-def gc_parts(detail: dict) -> Parts:
+def gc_parts(detail: dict[str, Any]) -> Parts:
     """A collection: the collector's own time (all of it stops the loop), and the waits
     for a CPU or a quota that stretched it."""
     return _split(detail, Cause.GC_PAUSE, Cause.GC_PAUSE)
@@ -198,7 +199,7 @@ def paused_together(events: list[TimedEvent]) -> list[TimedEvent]:
     return out
 
 
-def stall_parts(detail: dict) -> Parts:
+def stall_parts(detail: dict[str, Any]) -> Parts:
     """A loop stall, from what was measured through it (loop.LoopLagMonitor).
 
     All of it is the code's when the watchdog saw the loop thread blocked in, or running
@@ -225,7 +226,7 @@ def stall_parts(detail: dict) -> Parts:
                   Cause.HOST_PAUSE if paused else Cause.CPU_STARVED)
 
 
-def stall_cause(detail: dict) -> Cause:
+def stall_cause(detail: dict[str, Any]) -> Cause:
     """What took most of a stall, for its name: computing names it server-stall (a loop
     saturated by its own work)."""
     parts = stall_parts(detail)
@@ -796,7 +797,7 @@ class Charger:
         return free, _length(free) + work - sum(charged.values())
 
     def _node_side(self, node: str, u: int, v: int, out: dict[Cause, float],
-                   debt: list[list], behind: bool) -> None:
+                   debt: list[list[Any]], behind: bool) -> None:
         """[u, v] of a message at its node. While the node was behind: its stalls and
         collections meanwhile, then what began its backlog before (debt, used up as it is
         charged), then its loop's waits for a CPU meanwhile, then those that slowed the
@@ -828,7 +829,7 @@ class Charger:
         if left > 0:
             out[Cause.CONSUMER_SATURATED] = out.get(Cause.CONSUMER_SATURATED, 0.0) + left
 
-    def _began(self, node: str, backlog_start: int, until: int) -> list[list]:
+    def _began(self, node: str, backlog_start: int, until: int) -> list[list[Any]]:
         """What impeded the node from the start of its backlog until `until`, and a broker
         fault that ended up to LEAD_NS before it began: the backlog's builders, as
         [cause, ns, began it] in the order they happened. An impediment began the backlog
@@ -1010,7 +1011,7 @@ def _trim(spans: list[tuple[int, int]], head: float, tail: float
     return kept[::-1], head + tail
 
 
-def _pay(debt: list[list], room: float, out: dict[Cause, float]) -> float:
+def _pay(debt: list[list[Any]], room: float, out: dict[Cause, float]) -> float:
     """Charge `room` ns to the debt's items that began the backlog, in order, using them
     up; returns the ns left."""
     for item in debt:
@@ -1025,7 +1026,7 @@ def _pay(debt: list[list], room: float, out: dict[Cause, float]) -> float:
     return max(0.0, room)
 
 
-def _share(debt: list[list], room: float, out: dict[Cause, float]) -> float:
+def _share(debt: list[list[Any]], room: float, out: dict[Cause, float]) -> float:
     """Charge `room` ns to what is left of the debt, each item in proportion to its size,
     using them up; returns the ns left."""
     total: float = sum(item[1] for item in debt if item[1] > 0)

@@ -5,7 +5,7 @@ hops of every group, each node's and the swarm processes' own figures."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from mqprobe.figures import (
     ChurnFigures,
@@ -45,7 +45,7 @@ class Merged:
     misrouted: int
     publisher: PublisherFigures
 
-    def parts(self) -> dict:
+    def parts(self) -> dict[str, Any]:
         """Each part by its name, for RunRecord(**merged.parts(), ...), but the groups: a
         record holds them with their verdicts."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "groups"}
@@ -179,7 +179,7 @@ def churn_figures(load: SwarmResult) -> ChurnFigures:
         stalled_ms=round(float(load.get("stalled_ms", 0.0)), 1))
 
 
-def _group_order(group: str) -> tuple:
+def _group_order(group: str) -> tuple[Any, ...]:
     return (0, int(group), "") if group.isdigit() else (1, 0, group)
 
 
