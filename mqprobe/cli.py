@@ -11,8 +11,9 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,7 +30,17 @@ from mqprobe.broker.connect import check_management, redact_url
 from mqprobe.broker.managed import ManagedBroker, broker_for
 from mqprobe.broker.topology import LAYOUTS, resolve
 from mqprobe.errors import InputError, MqprobeError, url_problem, within
-from mqprobe.model import EngineIO, Layout, RunPhase, SweepAxis, TraceLine
+from mqprobe.model import (
+    AckMode,
+    ChannelMode,
+    Concurrency,
+    EngineIO,
+    Layout,
+    QueueType,
+    RunPhase,
+    SweepAxis,
+    TraceLine,
+)
 from mqprobe.output.report import (
     load_result,
     print_compare,
@@ -95,9 +106,9 @@ Eio = Annotated[str, typer.Option(
     "--eio", help="engine.io protocol: 4 (socket.io 3/4), 3 (socket.io 2) or auto (asked of "
     "each server).")]
 Prefetch = Annotated[int | None, typer.Option(help="Override the topology's prefetch.")]
-Ack = Annotated[str | None, typer.Option(help="Override ack mode: after | before | auto.")]
-Channel = Annotated[str | None, typer.Option(help="Override: shared | per-consumer.")]
-Concurrency = Annotated[str | None, typer.Option(help="Override: sequential | concurrent.")]
+Ack = Annotated[AckMode | None, typer.Option(help="Override the ack mode.")]
+Channel = Annotated[ChannelMode | None, typer.Option(help="Override the channel mode.")]
+ConcurrencyOption = Annotated[Concurrency | None, typer.Option(help="Override the concurrency.")]
 Nodes = Annotated[int, typer.Option(help="socket.io server processes.")]
 GroupSize = Annotated[int, typer.Option(help="Members per group.")]
 Size = Annotated[int, typer.Option(help="Message body bytes.")]
@@ -168,7 +179,21 @@ def _run(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     return asyncio.run(coro_factory())
 
 
-def _workload(layouts: list[str], group_sizes: list[int], rate: float, *, topologies: str,
+C = TypeVar("C", bound=StrEnum)
+
+
+def _choices(kind: type[C], text: str, flag: str) -> list[C]:
+    """Comma-separated words of a vocabulary, or one sentence naming the word that is not."""
+    chosen = []
+    for word in _csv(text, flag):
+        try:
+            chosen.append(kind(word))
+        except ValueError:
+            raise UserError(f"{flag}: unknown {word!r} (choose from {', '.join(kind)})") from None
+    return chosen
+
+
+def _workload(layouts: list[Layout], group_sizes: list[int], rate: float, *, topologies: str,
               inject: list[str] | None, place: list[str] | None, queue_types: str | None,
               **options: Any) -> Workload:
     """compare's and sweep's workload from their shared options, as the command line gives
@@ -176,7 +201,8 @@ def _workload(layouts: list[str], group_sizes: list[int], rate: float, *, topolo
     return Workload(topologies=_csv(topologies, "--topologies"), layouts=layouts,
                     group_sizes=group_sizes, rate=rate, inject=inject or [],
                     placement=parse_placement(place or []),
-                    queue_types=_csv(queue_types, "--queue-types") if queue_types else [],
+                    queue_types=(_choices(QueueType, queue_types, "--queue-types") if queue_types
+                                 else []),
                     **options)
 
 
@@ -196,7 +222,7 @@ def compare_cmd(
     duration: Annotated[float, typer.Option(help="Seconds of publishing per run.")] = 5.0,
     swarm_processes: SwarmProcesses = 0,
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
-    concurrency: Concurrency = None,
+    concurrency: ConcurrencyOption = None,
     samples: Annotated[int, typer.Option(help="Raw deliveries to keep per run.")] = 0,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
     listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1, drain: Drain = 15.0,
@@ -210,7 +236,7 @@ def compare_cmd(
     """Run the same workload on each topology x layout and say where the delay comes from."""
     sizes = _ints(group_sizes, "--group-sizes") if group_sizes else [group_size] * groups
     workload = _workload(
-        _csv(layouts, "--layouts"), sizes, rate, topologies=topologies, nodes=nodes, size=size,
+        _choices(Layout, layouts, "--layouts"), sizes, rate, topologies=topologies, nodes=nodes, size=size,
         duration_s=duration, swarm_processes=swarm_processes, prefetch=prefetch, ack=ack,
         channel=channel, concurrency=concurrency, samples=samples, budget_ms=budget_ms,
         inject=inject, place=place, listen_host=listen_host, repeat=repeat, drain_s=drain,
@@ -314,7 +340,7 @@ def sweep_cmd(
     duration: Annotated[float, typer.Option(help="Seconds of publishing per point.")] = 4.0,
     swarm_processes: SwarmProcesses = 0,
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
-    concurrency: Concurrency = None,
+    concurrency: ConcurrencyOption = None,
     budget_ms: BudgetMs = 50.0, inject: Inject = None, place: Place = None,
     listen_host: ListenHost = "127.0.0.1", repeat: Repeat = 1, drain: Drain = 15.0,
     ping_interval: PingInterval = 25.0, ping_timeout: PingTimeout = 20.0,
@@ -339,7 +365,7 @@ def sweep_cmd(
             raise UserError(f"--rate takes a number or LOW..HIGH, got {rate!r}") from None
         base_groups = int(values[0])
     workload = _workload(
-        _csv(layouts, "--layouts")[:1], [group_size] * base_groups, base_rate,
+        _choices(Layout, layouts, "--layouts")[:1], [group_size] * base_groups, base_rate,
         topologies=topologies, nodes=nodes, size=size, duration_s=duration,
         swarm_processes=swarm_processes, prefetch=prefetch, ack=ack, channel=channel,
         concurrency=concurrency, budget_ms=budget_ms, inject=inject, place=place,
@@ -721,7 +747,7 @@ def node_cmd(
     port: Annotated[int, typer.Option(help="Listen port (0: any free one).")] = 5000,
     prefix: Annotated[str, typer.Option(help="Prefix of exchange and queue names.")] = "mqprobe.",
     prefetch: Prefetch = None, ack: Ack = None, channel: Channel = None,
-    concurrency: Concurrency = None, inject: Inject = None,
+    concurrency: ConcurrencyOption = None, inject: Inject = None,
     amqp_url: AmqpUrl = None, json_path: JsonPath = None,
 ) -> None:
     """A reference socket.io node consuming group messages (runs until stopped)."""

@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from mqprobe.broker.topology import TopologyError
-from mqprobe.model import Layout
 from mqprobe.result import Comparison
 from mqprobe.run.one_run import Observer
 from mqprobe.run.runner import Point, broker_version, new_result, run_points
@@ -22,7 +21,7 @@ async def compare(workload: Workload, amqp_url: str, json_path: Path | None,
     """Every topology x layout on the workload; the result is saved after each run."""
     workload.check()
     result = new_result(workload, amqp_url, await broker_version(amqp_url))
-    points = [Point(topology, Layout(layout), workload, f"{topology.name}_{layout}",
+    points = [Point(topology, layout, workload, f"{topology.name}_{layout}",
                     f"{topology.name}/{layout}")
               for topology in workload.resolved_topologies() for layout in workload.layouts
               if layout in topology.layouts]

@@ -16,7 +16,7 @@ from pathlib import Path
 from mqprobe.broker.topology import TopologyError
 from mqprobe.errors import InputError
 from mqprobe.figures import Knee, Sweep
-from mqprobe.model import Layout, SweepAxis
+from mqprobe.model import SweepAxis
 from mqprobe.result import Comparison, RunRecord
 from mqprobe.run.one_run import Observer
 from mqprobe.run.runner import Point, broker_version, new_result, run_points
@@ -91,7 +91,7 @@ async def sweep(workload: Workload, axis: SweepAxis, values: list[float], amqp_u
     workload.check()
     at_load(workload, axis, max(values)).check()  # the heaviest point must fit too
     topologies = workload.resolved_topologies()
-    layout = Layout(workload.layouts[0])  # checked: a layout
+    layout = workload.layouts[0]
     if not any(layout in t.layouts for t in topologies):
         raise TopologyError(f"no chosen topology supports layout {layout}")
     knees: dict[str, Knee | None] = {}

@@ -8,9 +8,9 @@ import os
 import resource
 from dataclasses import asdict, dataclass, field
 
-from mqprobe.broker.topology import LAYOUTS, Topology, resolve
+from mqprobe.broker.topology import Topology, resolve
 from mqprobe.errors import InputError, within
-from mqprobe.model import QueueType
+from mqprobe.model import AckMode, ChannelMode, Concurrency, Layout, QueueType
 from mqprobe.pieces.inject import Faults, parse_injections
 from mqprobe.pieces.node import keep_alive_problems
 from mqprobe.pieces.publisher import MAX_DURATION_S, MAX_MESSAGES, MAX_RATE, MAX_SIZE
@@ -32,7 +32,7 @@ class Workload:
     """What every run of a comparison does; recorded in the result so runs can be redone."""
 
     topologies: list[str] = field(default_factory=lambda: list(DEFAULT_TOPOLOGIES))
-    layouts: list[str] = field(default_factory=lambda: list(LAYOUTS))
+    layouts: list[Layout] = field(default_factory=lambda: list(Layout))
     nodes: int = 2
     group_sizes: list[int] = field(default_factory=lambda: [100] * 6)
     rate: float = 10.0
@@ -40,9 +40,9 @@ class Workload:
     duration_s: float = 5.0
     swarm_processes: int = 0  # 0: `swarms` chooses
     prefetch: int | None = None
-    ack: str | None = None
-    channel: str | None = None
-    concurrency: str | None = None
+    ack: AckMode | None = None  # None: each topology's own
+    channel: ChannelMode | None = None
+    concurrency: Concurrency | None = None
     samples: int = 0
     budget_ms: float = 50.0
     drain_s: float = 15.0
@@ -50,7 +50,7 @@ class Workload:
     placement: dict[str, list[str]] = field(default_factory=dict)  # role -> agents, see agent
     listen_host: str = "127.0.0.1"  # where nodes on this host listen (agents: their own)
     repeat: int = 1  # each point this many times: is the verdict stable?
-    queue_types: list[str] = field(default_factory=list)  # each topology on each; []: its own
+    queue_types: list[QueueType] = field(default_factory=list)  # each topology on each; []: its own
     # how long the reference nodes keep a silent client (pieces.node.NodeConfig)
     ping_interval_s: float = 25.0
     ping_timeout_s: float = 20.0
@@ -101,13 +101,6 @@ class Workload:
                 problems.append(f"{messages:.0f} messages in one run (groups x rate x duration) "
                                 f"is over {MAX_MESSAGES:,}: shorten --duration or lower --rate")
             problems += self._clients_problem()
-        for queue_type in self.queue_types:
-            if queue_type not in QueueType._value2member_map_:
-                problems.append(f"unknown queue type {queue_type!r} (choose from "
-                                f"{', '.join(QueueType)})")
-        for layout in self.layouts:
-            if layout not in LAYOUTS:
-                problems.append(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
         if problems:
             raise InputError("; ".join(problems))
         faults = self.faults  # raises with a sentence on a malformed --inject
@@ -131,7 +124,7 @@ class Workload:
                     f"--swarm-processes {need} or more"]
         return []
 
-    def _knobs(self) -> dict:
+    def _knobs(self) -> dict[str, object]:
         return {"prefetch": self.faults.prefetch or self.prefetch, "ack": self.ack,
                 "channel": self.channel, "concurrency": self.concurrency}
 
@@ -145,7 +138,7 @@ class Workload:
                 out.append(topology)
                 continue
             tuned = topology.with_knobs(**self._knobs())
-            out += [tuned.with_queue_type(QueueType(q)) for q in self.queue_types] or [tuned]
+            out += [tuned.with_queue_type(q) for q in self.queue_types] or [tuned]
         return out
 
     def unapplied_knobs(self) -> str:
