@@ -17,12 +17,13 @@ import tempfile
 from pathlib import Path
 
 from mqprobe.broker import broker_for
+from mqprobe.model import Layout
 from mqprobe.run.compare import compare
 from mqprobe.run.workload import Workload
 
 
 def measure(url: str, groups: int, members: int, nodes: int, rate: float, workdir: Path) -> dict:
-    workload = Workload(topologies=["single-topic"], layouts=["per-node"], nodes=nodes,
+    workload = Workload(topologies=["single-topic"], layouts=[Layout.PER_NODE], nodes=nodes,
                         group_sizes=[members] * groups, rate=rate, size=1024, duration_s=5.0)
     result = asyncio.run(compare(workload, url, None, workdir / f"m{members}"))
     return result.runs[0].to_json()

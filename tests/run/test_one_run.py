@@ -16,7 +16,7 @@ import pytest
 import mqprobe.run.one_run as one_run
 from mqprobe.broker import QueueSampler
 from mqprobe.broker.topology import resolve
-from mqprobe.model import Culprit, PieceRole
+from mqprobe.model import Culprit, Layout, PieceRole
 from mqprobe.pieces.node import NodeConfig
 from mqprobe.pieces.process import Piece, RunInterrupted
 from mqprobe.pieces.publisher import PublishConfig
@@ -135,7 +135,7 @@ def no_broker(monkeypatch: pytest.MonkeyPatch) -> list:
     return removed
 
 
-def _run(tmp_path: Path, script: dict, layout: str = "per-group"):
+def _run(tmp_path: Path, script: dict, layout: Layout = Layout.PER_GROUP):
     """One run of single-topic on two nodes and two swarms, scripted: its result (or the
     RunInterrupted it raised) and the placement that holds its pieces."""
     workload = Workload(topologies=["single-topic"], layouts=[layout], nodes=2,
