@@ -126,6 +126,29 @@ def run_until_cancelled(seconds: float, work: Callable[[], Coroutine[Any, Any, A
     asyncio.run(main())
 
 
+def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+    """`mqprobe ARGS` through the command line's own entry (cli._main: the sentence and the
+    exit code), in this process: for tables of input refused before anything starts, where
+    a process of its own (about a second of start-up each) proves nothing more. run_cli
+    keeps proving the whole entry point; anything that could start work uses it."""
+    import io
+    from unittest import mock
+
+    from mqprobe import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MQPROBE_")}
+    with mock.patch.object(sys, "argv", ["mqprobe", *args]), \
+            mock.patch.dict(os.environ, env, clear=True), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli._main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["mqprobe", *args], code, out.getvalue(), err.getvalue())
+
+
 def run_cli(*args: str, amqp_url: str | None = None, timeout: float = 300,
             cwd: Path = REPO) -> subprocess.CompletedProcess:
     """`mqprobe ARGS` as a user runs it, in a process of its own."""

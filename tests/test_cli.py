@@ -7,7 +7,7 @@ import pytest
 
 from mqprobe.broker import BrokerError, find_server_binary, free_port, redact_url
 
-from .conftest import run_cli
+from .conftest import run_cli, run_cli_here
 
 
 def _one_sentence(stderr: str) -> str:
@@ -95,7 +95,7 @@ def test_report_on_a_file_that_is_not_a_result_is_one_sentence(tmp_path, content
     path = tmp_path / "bad.json"
     path.write_bytes(content)
     for args in (("report", str(path)), ("trace", "--group", "1", "--from", str(path))):
-        result = run_cli(*args)
+        result = run_cli_here(*args)
         assert result.returncode == 1, result
         assert says in _one_sentence(result.stderr)
 
@@ -168,7 +168,7 @@ def test_report_reads_at_most_a_bounded_size(tmp_path):
     (("compare", "--tcp-keepalive", "-1"), "--tcp-keepalive must be a number at least 0"),
 ])
 def test_numbers_are_finite_and_bounded_before_anything_starts(args, says):
-    result = run_cli(*args, "--amqp-url", "amqp://127.0.0.1:1/")
+    result = run_cli_here(*args, "--amqp-url", "amqp://127.0.0.1:1/")
     assert result.returncode == 1, result
     assert says in _one_sentence(result.stderr)
 
@@ -195,7 +195,7 @@ def test_hostile_topology_files_are_one_sentence_before_anything_starts(tmp_path
         path.mkdir()
     else:
         path.write_bytes(content)
-    result = run_cli("compare", "--topologies", str(path), "--amqp-url", "amqp://127.0.0.1:1/")
+    result = run_cli_here("compare", "--topologies", str(path), "--amqp-url", "amqp://127.0.0.1:1/")
     assert result.returncode == 1
     assert says in _one_sentence(result.stderr)
 
@@ -357,7 +357,7 @@ def test_inputs_are_checked_where_they_enter(args, says):
     """Each one was a traceback, or a failure later in a piece with the reason in its log."""
     env_url = () if "--amqp-url" in args or args[0] == "top" else ("--amqp-url",
                                                                     "amqp://127.0.0.1:1/")
-    result = run_cli(*args, *env_url)
+    result = run_cli_here(*args, *env_url)
     assert result.returncode in (1, 2), result
     line = _one_sentence(result.stderr)
     assert says in line
