@@ -28,7 +28,7 @@ from rich.progress import (
 
 from mqprobe.broker.connect import check_management, redact_url
 from mqprobe.broker.managed import ManagedBroker, broker_for
-from mqprobe.broker.topology import LAYOUTS, resolve
+from mqprobe.broker.topology import DEFAULT_TOPOLOGIES, LAYOUTS, resolve
 from mqprobe.errors import InputError, MqprobeError, url_problem, within
 from mqprobe.model import (
     AckMode,
@@ -52,14 +52,13 @@ from mqprobe.output.report import (
 from mqprobe.pieces.agent import parse_placement
 from mqprobe.pieces.process import PieceRuntime, RunInterrupted, serve
 from mqprobe.result import Comparison, RunRecord
-from mqprobe.run.compare import compare
 from mqprobe.run.interrupts import STOPPING, Interrupted, raise_interrupted, run_measuring
-from mqprobe.run.one_run import Phase
-from mqprobe.run.runner import FAILED_EXIT, check_writable, exit_policy, new_run_dir, save
-from mqprobe.run.workload import DEFAULT_TOPOLOGIES, Workload
+from mqprobe.run.outcome import FAILED_EXIT, check_writable, exit_policy, new_run_dir, save
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the measuring wing is imported by the commands that measure
     from mqprobe.pieces.piece import PieceConfig
+    from mqprobe.run.one_run import Phase
+    from mqprobe.run.workload import Workload
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Where does a group message's delay come from: the MQ, the server, "
@@ -198,6 +197,8 @@ def _workload(layouts: list[Layout], group_sizes: list[int], rate: float, *, top
               **options: Any) -> Workload:
     """compare's and sweep's workload from their shared options, as the command line gives
     them (checked by Workload.check before anything starts)."""
+    from mqprobe.run.workload import Workload
+
     return Workload(topologies=_csv(topologies, "--topologies"), layouts=layouts,
                     group_sizes=group_sizes, rate=rate, inject=inject or [],
                     placement=parse_placement(place or []),
@@ -234,6 +235,8 @@ def compare_cmd(
     html: Html = None, hdr_dir: HdrDir = None, png: PngDir = None,
 ) -> None:
     """Run the same workload on each topology x layout and say where the delay comes from."""
+    from mqprobe.run.compare import compare
+
     sizes = _ints(group_sizes, "--group-sizes") if group_sizes else [group_size] * groups
     workload = _workload(
         _choices(Layout, layouts, "--layouts"), sizes, rate, topologies=topologies, nodes=nodes, size=size,

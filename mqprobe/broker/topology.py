@@ -21,6 +21,7 @@ from mqprobe.errors import InputError
 from mqprobe.model import AckMode, ChannelMode, Concurrency, Layout, QueueType
 
 LAYOUTS = tuple(Layout)
+DEFAULT_TOPOLOGIES = ("single-topic", "per-group", "fanout", "socketio-manager")  # compare's
 EXCHANGE_TYPES = (ExchangeType.TOPIC, ExchangeType.DIRECT, ExchangeType.FANOUT)
 SOCKETIO_MANAGER = "socketio"
 REPO_TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"

@@ -4,7 +4,6 @@ keeps what it measured, and an interruption that still writes what was measured.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -13,11 +12,11 @@ from pathlib import Path
 from mqprobe import __version__
 from mqprobe.broker.connect import connect_problem, redact_url
 from mqprobe.broker.topology import Topology
-from mqprobe.errors import InputError
-from mqprobe.model import Culprit, Layout
+from mqprobe.model import Layout
 from mqprobe.pieces.process import RunInterrupted
 from mqprobe.result import Comparison, RunRecord
 from mqprobe.run.one_run import Observer, run_one
+from mqprobe.run.outcome import save
 from mqprobe.run.placement import placed
 from mqprobe.run.workload import Workload
 from mqprobe.verdict.analysis import agreement
@@ -30,44 +29,6 @@ def new_result(workload: Workload, amqp_url: str, broker_version: str) -> Compar
         __version__, time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         # filled in by run_points as the repeats come in
         {"count": workload.repeat, "agreement": {}} if workload.repeat > 1 else None)
-
-
-def new_run_dir(parent: Path) -> Path:
-    """runs/<time>, made now and never shared: two commands in the same second get two."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        path = parent / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            continue
-    raise InputError(f"could not make a new run directory in {parent}")
-
-
-def check_writable(path: Path) -> None:
-    """Fail now, in one sentence, when the result could not be saved at the end (save
-    writes PATH.tmp, then renames it over PATH)."""
-    if path.is_dir():
-        raise InputError(f"cannot write the result to {path}: it is a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_suffix(path.suffix + ".tmp")
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"cannot write the result to {path}: {exc.strerror or exc}") from None
-
-
-def save(result: Comparison | dict, path: Path | None) -> None:
-    """Written whole to PATH.tmp, then renamed over PATH: a reader never sees half of it."""
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    doc = result.to_json() if isinstance(result, Comparison) else result
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(path)
 
 
 async def broker_version(amqp_url: str) -> str:
@@ -144,31 +105,3 @@ async def run_points(result: Comparison, points: list[Point], amqp_url: str,
                 result = after_point(point, result)
                 save(result, json_path)
     return result
-
-
-FAILED_EXIT = 1  # a run failed or lost deliveries (docs/failures.md)
-OVER_BUDGET_EXIT = 3  # --gate: a run over budget or behind
-
-
-def exit_policy(runs: list[RunRecord], gate: bool) -> tuple[int, str]:
-    """(exit code, why) for a measurement's runs: FAILED_EXIT when a run failed or lost
-    deliveries; with --gate, OVER_BUDGET_EXIT when one was over budget or still had
-    deliveries on their way at the end; else (0, '')."""
-    failed = sum(1 for run in runs if run.error)
-    counts = [run.counts for run in runs]
-    lost = sum(1 for run in runs if run.counts.lost and not run.lost_at_most)
-    perhaps = sum(1 for run in runs if run.counts.lost and run.lost_at_most)
-    if failed or lost or perhaps:
-        return FAILED_EXIT, ", ".join(part for part in (
-            f"{failed} run(s) failed" if failed else "",
-            f"{lost} run(s) lost deliveries" if lost else "",
-            f"{perhaps} run(s) may have lost deliveries (at most the ones a dead swarm never "
-            "reported)" if perhaps else "") if part)
-    behind = sum(1 for count in counts if count.not_delivered)
-    over = sum(1 for run in runs if run.verdict.culprit != Culprit.NONE)
-    if gate and (behind or over):
-        return OVER_BUDGET_EXIT, ", ".join(part for part in (
-            f"{over} run(s) over budget" if over else "",
-            f"{behind} run(s) fell behind (deliveries still queued at the end)" if behind
-            else "") if part) + " (--gate)"
-    return 0, ""

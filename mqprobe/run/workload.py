@@ -8,15 +8,12 @@ import os
 import resource
 from dataclasses import asdict, dataclass, field
 
-from mqprobe.broker.topology import Topology, resolve
+from mqprobe.broker.topology import DEFAULT_TOPOLOGIES, Topology, resolve
 from mqprobe.errors import InputError, within
 from mqprobe.model import AckMode, ChannelMode, Concurrency, Layout, QueueType
 from mqprobe.pieces.inject import Faults, parse_injections
 from mqprobe.pieces.node import keep_alive_problems
 from mqprobe.pieces.publisher import MAX_DURATION_S, MAX_MESSAGES, MAX_RATE, MAX_SIZE
-
-DEFAULT_TOPOLOGIES = ("single-topic", "per-group", "fanout", "socketio-manager")
-
 
 MAX_NODES = 64
 MAX_GROUPS = 10_000

@@ -1,5 +1,5 @@
 """What compare and sweep share (runner): points in turn with their repeats, every run saved
-as it ends, the repeats' agreement per point; and the exit policy. No broker: run_one is
+as it ends, the repeats' agreement per point. No broker: run_one is
 answered here (the real pieces prove the wiring in test_compare)."""
 
 from __future__ import annotations
@@ -7,14 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
-from pathlib import Path
-
-import pytest
 
 import mqprobe.run.runner as runner
 from mqprobe.broker.topology import resolve
 from mqprobe.result import Comparison
-from mqprobe.run.runner import FAILED_EXIT, OVER_BUDGET_EXIT, Point, exit_policy, new_result, run_points
+from mqprobe.run.runner import Point, new_result, run_points
 from mqprobe.run.workload import Workload
 
 from ..made import record
@@ -58,20 +55,3 @@ def test_points_run_in_turn_with_their_repeats_and_each_run_is_saved(monkeypatch
     assert Comparison.from_json(on_disk).to_json() == result.to_json() == on_disk
     assert on_disk["started_at"] == "after single-topic@20"
     assert "secret" not in path.read_text()
-
-
-@pytest.mark.parametrize(("runs", "gate", "code", "said"), [
-    ([_run(), _run("server")], False, 0, ""),
-    ([_run(), _run("server")], True, OVER_BUDGET_EXIT, "1 run(s) over budget (--gate)"),
-    ([_run(not_delivered=40)], True, OVER_BUDGET_EXIT,
-     "1 run(s) fell behind (deliveries still queued at the end) (--gate)"),
-    ([_run(not_delivered=40)], False, 0, ""),
-    ([_run("server", lost=3), _run(error="node n1 died")], True, FAILED_EXIT,
-     "1 run(s) failed, 1 run(s) lost deliveries"),
-])
-def test_the_exit_code_says_failed_or_lost_before_over_budget(runs, gate, code, said):
-    assert exit_policy(runs, gate) == (code, said)
-
-
-def test_a_run_dir_is_never_shared(tmp_path: Path):
-    assert runner.new_run_dir(tmp_path) != runner.new_run_dir(tmp_path)
