@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -31,17 +35,17 @@ REPO = Path(__file__).resolve().parent.parent
 # `./dev test -m unit` runs the unit tests, `./dev test -m integration` the others, and
 # `./dev test` both.
 REAL_FIXTURES = {"managed_broker", "broker", "broker_home", "vhost_url", "chat_server", "compared",
-                 "fragile_broker", "placed_run", "swept", "agent", "socketio2_server",
+                 "fragile_broker", "placed_run", "agent", "socketio2_server",
                  "socketio4_server"}
 
 # A test whose assertions are figures a busy neighbour could change (a verdict, a share, a
 # stall's CPU split, a clock offset within its error bar) is `measuring`: `./dev test` runs
 # the others three at a time (pytest-xdist), then these alone. The verdict must hold on a
 # crowded host too (BENCHMARKS.md), but a test is a poor place to find out by chance.
-MEASURING_MODULES = {"test_sweep", "test_loop", "test_cpu", "test_footprint", "test_timeline"}
+MEASURING_MODULES = {"test_loop", "test_cpu", "test_footprint", "test_timeline"}
 # modules whose tests on a real broker measure, and whose pure ones (input checks) do not
 MEASURING_WHEN_REAL = {"test_analysis"}
-MEASURING_FIXTURES = {"placed_run", "swept"}
+MEASURING_FIXTURES = {"placed_run"}
 # `./dev test` hands each worker whole modules (--dist loadscope), so a module-scoped
 # fixture (`compared`: seven runs; `agent`; `fragile_broker`) is made once. (The
 # xdist_group marks used before were never honoured: `compared` was made by all three
@@ -107,11 +111,26 @@ def vhost_url(managed_broker: ManagedBroker, request: pytest.FixtureRequest) -> 
     broker's statistics busy and the suite took 40 s longer)."""
     name = f"t-{request.node.name[:40]}".replace("[", "-").replace("]", "")
     vhost = f"{name}-{uuid.uuid4().hex[:6]}"  # parameters past 40 characters differ here
-    managed_broker.rabbitmqctl("add_vhost", vhost)
     state = managed_broker.running_state()
-    managed_broker.rabbitmqctl("set_permissions", "-p", vhost, state.user, ".*", ".*", ".*")
+    assert state is not None
+    # the management API, not rabbitmqctl: an Erlang VM booted per call cost 0.45 s of CPU
+    named = urllib.parse.quote(vhost, safe="")
+    management(state, "PUT", f"vhosts/{named}")
+    management(state, "PUT", f"permissions/{named}/{urllib.parse.quote(state.user, safe='')}",
+               {"configure": ".*", "write": ".*", "read": ".*"})
     yield f"{state.amqp_url}{vhost}"
-    managed_broker.rabbitmqctl("delete_vhost", vhost)
+    management(state, "DELETE", f"vhosts/{named}")
+
+
+def management(state: BrokerState, method: str, path: str, body: dict | None = None) -> None:
+    """One call to the session broker's management API (/api/PATH)."""
+    credentials = base64.b64encode(f"{state.user}:{state.password}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{state.management_port}/api/{path}", method=method,
+        data=json.dumps(body or {}).encode(),
+        headers={"content-type": "application/json", "authorization": f"Basic {credentials}"})
+    with urllib.request.urlopen(request, timeout=30):
+        pass
 
 
 def run_until_cancelled(seconds: float, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
