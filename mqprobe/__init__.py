@@ -5,7 +5,7 @@ wing or one below, never above; tests/test_layout.py keeps it so):
 
 - the ground floor (mqprobe/*.py): the vocabulary (model, errors), the wire format between
   pieces (protocol) and in a message (stamps), histograms (records), clocks, the timeline's
-  events, the result's typed parts (figures) and its shape (result_check), a process's CPU
+  events, the result's typed parts (figures, result) each with its shape (shapes), a process's CPU
   (cpu) and held signals (signals);
 - watch/: a loop's lag and stalls, where it spends its time, each piece's CPU from outside;
 - broker/: RabbitMQ: reach one, run one on loopback, declare a topology, watch its queues;

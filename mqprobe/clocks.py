@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mqprobe.model import HOP_CLOCKS, is_node_piece
+from mqprobe.shapes import Check, clock_ms, count, fields, values
 from mqprobe.stamps import CLOCK_SKEW_NS
 
 
@@ -142,6 +143,11 @@ class ProbeBounds:
 class RunClocks:
     """A run's clocks (the result's `clocks`): each piece's offset from compare's clock,
     and each hop's error bar in ms from the clocks its two ends were stamped on."""
+
+    SHAPE: ClassVar[Check] = fields({}, {
+        "hop_uncertainty_ms": values(clock_ms),
+        "pieces": values(fields({"offset_ms": clock_ms, "uncertainty_ms": clock_ms,
+                                 "exchanges": count}, {"drift_ms": clock_ms}))})
 
     pieces: dict[str, ClockOffset] = field(default_factory=dict)
     hop_uncertainty_ms: dict[str, float] = field(default_factory=dict)

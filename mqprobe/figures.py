@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mqprobe.cpu import ms_of
 from mqprobe.errors import ResultFormatError
@@ -26,6 +26,7 @@ from mqprobe.model import (
     Tail,
     VerdictJson,
 )
+from mqprobe.shapes import Check, cause_text, each, fields, number, one_of, or_none, safe_name, text, values
 from mqprobe.timeline import EventKind, TimedEvent
 
 QUEUE_COLUMNS = ("t_s", "ready", "consumers")  # a queue's depth samples, in evidence.broker.queues
@@ -146,6 +147,9 @@ class HopFigures:
     """One hop's latency in ms (records.Latency.summary: the contract's hop shape), and the
     stamps that came out of order (clock skew) with the most negative of them."""
 
+    # what a saved hop must hold (mqprobe.shapes)
+    SHAPE: ClassVar[Check] = fields({k: number for k in ("count", "p50_ms", "p99_ms", "max_ms")})
+
     count: int = 0
     p50_ms: float = 0.0
     p90_ms: float = 0.0
@@ -223,6 +227,8 @@ class GroupFigures:
 @dataclass(frozen=True, slots=True)
 class LoopLag:
     """How late a loop woke, in ms (records.Latency.lag_summary)."""
+
+    SHAPE: ClassVar[Check] = fields({k: number for k in ("p50", "p99", "max")})
 
     p50: float
     p99: float
@@ -560,6 +566,10 @@ class CpuUse:
     result's `cpu`): every figure's context, and the verdict's evidence of a host short
     of CPU."""
 
+    SHAPE: ClassVar[Check] = fields({}, {
+        "pieces": values(fields({"cpu_ms": number}, {"role": text, "source": text})),
+        "series": fields({}, {"columns": each(text), "rows": each(each(number))})})
+
     available: bool
     reason: str = ""  # why not, when not available ("": nothing was recorded)
     wall_s: float = 0.0
@@ -737,6 +747,11 @@ class Attribution:
 class Verdict:
     """Which part of the path the tail belongs to, why, and the evidence measured."""
 
+    SHAPE: ClassVar[Check] = fields(
+        {"culprit": one_of(Culprit), "cause": cause_text},
+        {"evidence": each(text),
+         "shares": each(fields({"cause": one_of(Cause), "share": number}, {"mean_ms": number}))})
+
     culprit: Culprit
     cause: Cause
     prose: str
@@ -798,6 +813,9 @@ class Cost:
 class Knee:
     """Where a topology's sweep left its baseline: the load, why, and that run's verdict."""
 
+    SHAPE: ClassVar[Check] = fields({"load": number, "reasons": each(text), "culprit": text,
+                                        "cause": text, "evidence": each(text)})
+
     load: float
     reasons: tuple[str, ...]
     culprit: str
@@ -819,6 +837,10 @@ class Knee:
 class Sweep:
     """A sweep's section of its result: the axis, its values, the layout swept, and each
     topology's knee (None: none within the range; absent: its sweep did not finish)."""
+
+    SHAPE: ClassVar[Check] = fields(
+        {"axis": safe_name, "layout": safe_name, "values": each(number, at_least=1)},
+        {"knees": values(or_none(Knee.SHAPE))})
 
     axis: SweepAxis
     values: tuple[float, ...]
@@ -875,6 +897,8 @@ class RankedPoint:
 class Conclusion:
     """The ranking (best first, unranked last), the winner if one stands apart, and the
     sentence that says it with the figures behind it (a result's `conclusion`)."""
+
+    SHAPE: ClassVar[Check] = fields({"sentence": text})
 
     rows: tuple[RankedPoint, ...]
     winner: str | None

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from mqprobe.clocks import RunClocks
 from mqprobe.errors import ResultFormatError
@@ -36,7 +36,20 @@ from mqprobe.figures import (
     Sweep,
     Verdict,
 )
-from mqprobe.model import HopName, Layout
+from mqprobe.model import HOPS, HopName, Layout
+from mqprobe.shapes import (
+    Check,
+    count,
+    each,
+    fields,
+    histogram,
+    number,
+    or_none,
+    rows,
+    safe_name,
+    text,
+    values,
+)
 from mqprobe.timeline import TimedEvent
 
 
@@ -109,6 +122,9 @@ class TimelineEvent:
     """One interval on the run's timeline: its kind (an EventKind's value), the piece it
     happened in, when (ms since the first publish), and what else was recorded of it."""
 
+    SHAPE: ClassVar[Check] = fields({"kind": text, "start_ms": number, "end_ms": number},
+                                        {"piece": text})
+
     kind: str
     piece: str
     start_ms: float
@@ -172,6 +188,10 @@ class RunTimeline:
     piece's clock error, and the series drawn under them (e2e by publish time, the broker's
     ready messages, each node's loop CPU). `t0_ns`: the first publish, the axis' zero."""
 
+    SHAPE: ClassVar[Check] = fields({}, {"events": each(TimelineEvent.SHAPE),
+                                            "e2e": fields({}, {"rows": rows(5)}),
+                                            "queue_ready": fields({}, {"rows": rows(2)})})
+
     t0_ns: int = 0
     events: tuple[TimelineEvent, ...] = ()
     dropped: int = 0  # events the pieces' bounded recorders had no room for
@@ -224,6 +244,19 @@ class GroupResult:
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     """One topology x layout run, and (in a sweep or with --repeat) which point and repeat."""
+
+    # what a saved run must hold for the readers (result_problem); its parts say theirs
+    SHAPE: ClassVar[Check] = fields(
+        {"topology": safe_name, "layout": safe_name,
+         **{k: number for k in ("published", "expected_deliveries", "delivered", "lost",
+                                "duplicated")},
+         "hops": fields({hop: HopFigures.SHAPE for hop in HOPS}),
+         "self_lag_ms": LoopLag.SHAPE,
+         "verdict": Verdict.SHAPE},
+        {"load": number, "repeat": count, "error": or_none(text), "clocks": RunClocks.SHAPE,
+         "not_delivered": number, "cost": values(or_none(number)),
+         "hdr": values(histogram), "timeline": RunTimeline.SHAPE, "cpu": CpuUse.SHAPE},
+    )
 
     topology: str
     layout: Layout
@@ -309,7 +342,7 @@ class RunRecord:
     def from_json(cls, doc: dict[str, Any]) -> RunRecord:
         """A saved run; what it lacks is zero, empty or None (a layout: per-node, the
         default). A part that is not what mqprobe writes is ResultFormatError, naming the
-        part (result_check checked the fields the tables read when the file was loaded;
+        part (result_problem checked the fields the tables read when the file was loaded;
         this reads every part)."""
         if not isinstance(doc, dict):
             raise ResultFormatError("a run is not a JSON object")
@@ -385,6 +418,17 @@ class Comparison:
     code; written back key for key (`to_json`). `conclusion` is the saved one (its
     sentence); a result saved before conclusions were drawn has none."""
 
+    SHAPE: ClassVar[Check] = fields(
+        {"runs": each(RunRecord.SHAPE)},
+        {"workload": fields({}, {**{k: number for k in ("groups", "nodes", "rate", "size",
+                                                         "duration_s")},
+                                 "group_sizes": each(count)}),
+         "broker": fields({}, {"version": text}),
+         "conclusion": Conclusion.SHAPE,
+         "repeats": fields({}, {"count": count}),
+         "sweep": Sweep.SHAPE},
+    )
+
     runs: tuple[RunRecord, ...]
     workload: dict[str, Any] = field(default_factory=dict)
     broker: dict[str, Any] = field(default_factory=dict)
@@ -430,3 +474,26 @@ class Comparison:
     def sentence(self) -> str:
         """The saved conclusion's sentence ('' when the result has none)."""
         return self.conclusion.sentence if self.conclusion else ""
+
+
+def result_problem(result: object) -> str:
+    """'' for a result every reader can use, else the first problem, naming its field."""
+    return Comparison.SHAPE(result, "")
+
+
+def result_schema() -> dict[str, Any]:
+    """The result's JSON Schema: what Comparison.SHAPE checks, said as a schema (fields not
+    listed pass as they are, as they do here)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "mqprobe result (compare or sweep --json)",
+            "description": "The fields report, trace and pictures read, checked when a result "
+                           "loads (each part's SHAPE in mqprobe; python -m mqprobe.result "
+                           "generates this file).",
+            **Comparison.SHAPE.schema}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(result_schema(), indent=1) + "\n")

@@ -16,8 +16,7 @@ from mqprobe.clocks import RunClocks
 from mqprobe.errors import ResultFormatError
 from mqprobe.figures import Counts, Sweep
 from mqprobe.model import HOPS, PATH_HOPS, Cause, Culprit, HopName
-from mqprobe.result import Comparison, RunRecord
-from mqprobe.result_check import result_problem
+from mqprobe.result import Comparison, RunRecord, result_problem
 from mqprobe.verdict.analysis import agreement, agreement_text, by_point, representative
 from mqprobe.verdict.conclusion import conclude, conclude_sweep
 
@@ -115,7 +114,7 @@ def compare_table(result: Comparison) -> Table:
     points = by_point(list(result.runs), lambda r: (r.topology, r.layout))
     for runs in points.values():
         run = representative(runs)
-        hops = {hop: run.hop(hop) for hop in HOPS}  # what result_check checked
+        hops = {hop: run.hop(hop) for hop in HOPS}  # what RunRecord.SHAPE checked
         clocks = run.clocks or RunClocks()
         # a hop nothing was measured on (no delivery reached that far) is '-', never 0.00
         cells = [f"{_ms(hops[h].p50_ms)}/{_ms(hops[h].p99_ms)}{_pm(clocks, h)}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from mqprobe.result_check import result_problem, result_schema
+from mqprobe.result import result_problem, result_schema
 
 ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
@@ -24,7 +24,7 @@ def saved() -> dict:
 def test_the_published_schema_is_the_one_the_shapes_say():
     published = json.loads((ROOT / "docs" / "result.schema.json").read_text())
     assert published == result_schema(), (
-        "docs/result.schema.json is stale: .venv/bin/python -m mqprobe.result_check "
+        "docs/result.schema.json is stale: .venv/bin/python -m mqprobe.result "
         "> docs/result.schema.json")
     jsonschema.Draft202012Validator.check_schema(published)
 

@@ -1,12 +1,13 @@
-"""What a saved result must hold for report, trace and pictures to read it, checked once
-when the file is loaded: a wrong or hostile file (a field of the wrong type, a number too
-large for a float, an unknown cause) is one sentence naming the field, never a traceback
-in whichever reader touches it first.
+"""The words a saved result's shape is said in: each part of a result says, beside its type
+(its SHAPE), what a file must hold for report, trace and pictures to read it, checked once
+when the file is loaded (result.result_problem): a wrong or hostile file (a field of the
+wrong type, a number too large for a float, an unknown cause) is one sentence naming the
+field, never a traceback in whichever reader touches it first.
 
 A check takes a value and where it is ("run 2: verdict.shares[0].share") and returns ''
-or the problem. The shapes below list the fields the readers use; others pass as they are.
-Each shape also says itself as JSON Schema (`.schema`): `RESULT.schema` is the result's
-schema, published as docs/result.schema.json (`python -m mqprobe.result_check` writes it).
+or the problem. A shape lists the fields the readers use; others pass as they are. Each
+shape also says itself as JSON Schema (`.schema`): the result's, from Comparison.SHAPE, is
+published as docs/result.schema.json (`python -m mqprobe.result` writes it).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from mqprobe.model import HOPS, Cause, Culprit
+from mqprobe.model import Cause
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def text(value: object, where: str) -> str:
 
 
 @shape({"type": "string", "pattern": f"^{_SAFE_NAME.pattern}$"})
-def name(value: object, where: str) -> str:
+def safe_name(value: object, where: str) -> str:
     if isinstance(value, str) and _SAFE_NAME.fullmatch(value):
         return ""
     return _say(where, "is not a name of 1-64 of A-Z a-z 0-9 _ . -")
@@ -175,65 +176,3 @@ def rows(width: int) -> Check:
             return _say(where, f"is not a row of {width} or more numbers")
         return numbers(value, where)
     return each(row)
-
-
-HOP = fields({k: number for k in ("count", "p50_ms", "p99_ms", "max_ms")})
-EVENT = fields({"kind": text, "start_ms": number, "end_ms": number}, {"piece": text})
-TIMELINE = fields({}, {"events": each(EVENT), "e2e": fields({}, {"rows": rows(5)}),
-                       "queue_ready": fields({}, {"rows": rows(2)})})
-VERDICT = fields({"culprit": one_of(Culprit), "cause": cause_text},
-                 {"evidence": each(text),
-                  "shares": each(fields({"cause": one_of(Cause), "share": number},
-                                        {"mean_ms": number}))})
-CLOCKS = fields({}, {"hop_uncertainty_ms": values(clock_ms),
-                     "pieces": values(fields({"offset_ms": clock_ms, "uncertainty_ms": clock_ms,
-                                              "exchanges": count}, {"drift_ms": clock_ms}))})
-RUN = fields(
-    {"topology": name, "layout": name,
-     **{k: number for k in ("published", "expected_deliveries", "delivered", "lost",
-                            "duplicated")},
-     "hops": fields({hop: HOP for hop in HOPS}),
-     "self_lag_ms": fields({k: number for k in ("p50", "p99", "max")}),
-     "verdict": VERDICT},
-    {"load": number, "repeat": count, "error": or_none(text), "clocks": CLOCKS,
-     "not_delivered": number, "cost": values(or_none(number)),
-     "hdr": values(histogram), "timeline": TIMELINE,
-     "cpu": fields({}, {"pieces": values(fields({"cpu_ms": number}, {"role": text, "source": text})),
-                        "series": fields({}, {"columns": each(text),
-                                              "rows": each(each(number))})})},
-)
-KNEE = fields({"load": number, "reasons": each(text), "culprit": text, "cause": text,
-               "evidence": each(text)})
-RESULT = fields(
-    {"runs": each(RUN)},
-    {"workload": fields({}, {**{k: number for k in ("groups", "nodes", "rate", "size",
-                                                     "duration_s")},
-                             "group_sizes": each(count)}),
-     "broker": fields({}, {"version": text}),
-     "conclusion": fields({"sentence": text}),
-     "repeats": fields({}, {"count": count}),
-     "sweep": fields({"axis": name, "layout": name, "values": each(number, at_least=1)},
-                     {"knees": values(or_none(KNEE))})},
-)
-
-
-def result_problem(result: object) -> str:
-    """'' for a result every reader can use, else the first problem, naming its field."""
-    return RESULT(result, "")
-
-
-def result_schema() -> dict[str, Any]:
-    """The result's JSON Schema: what RESULT checks, said as a schema (fields not listed
-    pass as they are, as they do here)."""
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "title": "mqprobe result (compare or sweep --json)",
-            "description": "The fields report, trace and pictures read, checked when a result "
-                           "loads (mqprobe/result_check.py, which generates this file).",
-            **RESULT.schema}
-
-
-if __name__ == "__main__":
-    import json
-    import sys
-
-    sys.stdout.write(json.dumps(result_schema(), indent=1) + "\n")
