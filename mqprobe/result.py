@@ -1,5 +1,6 @@
-"""A run's result, built once as typed values: what `run.assemble` makes of what the
-pieces gave, and what report, pictures, the conclusion and sweep read back.
+"""A run's result and a comparison's, built once as typed values of the parts in
+mqprobe.figures: what `run.assemble` makes of what the pieces gave, and what report,
+pictures, the conclusion and sweep read back.
 
 Like the OpenTelemetry SDK's `point.py`, these are frozen values with no behaviour but
 their own shape. `RunRecord.to_json` is the run as a result file holds it (the contract's
@@ -11,7 +12,6 @@ are None and absent from the JSON.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
@@ -26,15 +26,20 @@ from mqprobe.figures import (
     Cost,
     Counts,
     CpuUse,
-    GroupFigures,
+    GroupResult,
+    HeldAtEnd,
     HopFigures,
     LinkFigures,
     LoopLag,
     MqLegs,
     NodeFigures,
+    PublisherFigures,
+    RunTimeline,
     SwarmFigures,
     Sweep,
     Verdict,
+    read_part,
+    text_of,
 )
 from mqprobe.model import HOPS, HopName, Layout
 from mqprobe.shapes import (
@@ -45,200 +50,10 @@ from mqprobe.shapes import (
     histogram,
     number,
     or_none,
-    rows,
     safe_name,
     text,
     values,
 )
-from mqprobe.timeline import TimedEvent
-
-
-@dataclass(frozen=True, slots=True)
-class PublisherFigures:
-    """What the publisher sent and how the broker took it (its result, less what the
-    timeline and the loop's figures carry elsewhere); `silent`: it gave no result, these
-    are from its last progress report."""
-
-    sent: int = 0
-    confirmed: int | None = None
-    nacked: int = 0
-    errors: int = 0
-    published: dict[str, int] = field(default_factory=dict)  # group -> messages sent
-    first_error: str | None = None
-    elapsed_s: float | None = None
-    t0_ns: int | None = None
-    schedule_lag: HopFigures | None = None  # t_pub - t_plan
-    silent: bool = False
-
-    @property
-    def refused(self) -> int:
-        """Messages the broker nacked or that failed at publish."""
-        return self.nacked + self.errors
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"sent": self.sent}
-        if self.confirmed is not None:
-            doc["confirmed"] = self.confirmed
-        doc |= {"nacked": self.nacked, "errors": self.errors, "published": self.published}
-        for name in ("first_error", "elapsed_s", "t0_ns"):
-            if (value := getattr(self, name)) is not None:
-                doc[name] = value
-        if self.schedule_lag is not None:
-            doc["schedule_lag_ms"] = self.schedule_lag.to_json()
-        if self.silent:
-            doc["silent"] = True
-        return doc
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any] | None) -> PublisherFigures:
-        doc = doc or {}
-        lag = doc.get("schedule_lag_ms")
-        return cls(int(doc.get("sent", 0)), doc.get("confirmed"), int(doc.get("nacked", 0)),
-                   int(doc.get("errors", 0)), dict(doc.get("published", {})),
-                   doc.get("first_error"), doc.get("elapsed_s"), doc.get("t0_ns"),
-                   HopFigures.from_json(lag) if lag is not None else None,
-                   bool(doc.get("silent", False)))
-
-
-@dataclass(frozen=True, slots=True)
-class HeldAtEnd:
-    """What was still on its way when the run stopped: ready in the broker's queues, and
-    received but not yet handled by the nodes."""
-
-    broker_ready: int = 0
-    nodes_in_hand: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"broker_ready": self.broker_ready, "nodes_in_hand": self.nodes_in_hand}
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any] | None) -> HeldAtEnd:
-        doc = doc or {}
-        return cls(int(doc.get("broker_ready", 0)), int(doc.get("nodes_in_hand", 0)))
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEvent:
-    """One interval on the run's timeline: its kind (an EventKind's value), the piece it
-    happened in, when (ms since the first publish), and what else was recorded of it."""
-
-    SHAPE: ClassVar[Check] = fields({"kind": text, "start_ms": number, "end_ms": number},
-                                        {"piece": text})
-
-    kind: str
-    piece: str
-    start_ms: float
-    end_ms: float
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, event: TimedEvent, t0_ns: int) -> TimelineEvent:
-        return cls(event.kind.value, event.piece, round((event.start_ns - t0_ns) / 1e6, 3),
-                   round((event.end_ns - t0_ns) / 1e6, 3), dict(event.detail))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "piece": self.piece, "start_ms": self.start_ms,
-                "end_ms": self.end_ms, **self.detail}
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> TimelineEvent:
-        detail = {k: v for k, v in doc.items() if k not in ("kind", "piece", "start_ms", "end_ms")}
-        return cls(_text(doc["kind"]), _text(doc.get("piece", "")), float(doc["start_ms"]),
-                   float(doc["end_ms"]), detail)
-
-
-@dataclass(frozen=True, slots=True)
-class Series:
-    """Rows under named columns, the first of them ms since the first publish; `bucket_ms`:
-    the width of a row's bucket, where rows are buckets."""
-
-    columns: tuple[str, ...]
-    rows: list[list[float]] = field(default_factory=list)
-    bucket_ms: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return ({"bucket_ms": self.bucket_ms} if self.bucket_ms is not None else {}) | {
-            "columns": list(self.columns), "rows": self.rows}
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Series:
-        return cls(tuple(_text(c) for c in doc.get("columns", [])), list(doc.get("rows", [])),
-                   doc.get("bucket_ms"))
-
-
-@dataclass(frozen=True, slots=True)
-class NodeSeries:
-    """One Series per piece under the same columns (each node's loop CPU windows, each
-    AMQP link's round trips)."""
-
-    columns: tuple[str, ...]
-    nodes: dict[str, list[list[float]]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"columns": list(self.columns), "nodes": self.nodes}
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> NodeSeries:
-        return cls(tuple(_text(c) for c in doc.get("columns", [])), dict(doc.get("nodes", {})))
-
-
-@dataclass(frozen=True, slots=True)
-class RunTimeline:
-    """The run on one time axis: every piece's intervals on the coordinator's clock, each
-    piece's clock error, and the series drawn under them (e2e by publish time, the broker's
-    ready messages, each node's loop CPU). `t0_ns`: the first publish, the axis' zero."""
-
-    SHAPE: ClassVar[Check] = fields({}, {"events": each(TimelineEvent.SHAPE),
-                                            "e2e": fields({}, {"rows": rows(5)}),
-                                            "queue_ready": fields({}, {"rows": rows(2)})})
-
-    t0_ns: int = 0
-    events: tuple[TimelineEvent, ...] = ()
-    dropped: int = 0  # events the pieces' bounded recorders had no room for
-    clock_uncertainty_ms: dict[str, float] | None = None
-    e2e: Series | None = None
-    queue_ready: Series | None = None
-    loop_cpu: NodeSeries | None = None
-    links: NodeSeries | None = None  # each AMQP link's round trips: t_ms, rtt_ms, tcp_rtt_ms
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"t0_ns": self.t0_ns, "events": [e.to_json() for e in self.events],
-                     "dropped": self.dropped}
-        if self.clock_uncertainty_ms is not None:
-            doc["clock_uncertainty_ms"] = self.clock_uncertainty_ms
-        for name in ("e2e", "queue_ready", "loop_cpu", "links"):
-            if (part := getattr(self, name)) is not None:
-                doc[name] = part.to_json()
-        return doc
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any] | None) -> RunTimeline:
-        doc = doc or {}
-        e2e, ready, cpu = doc.get("e2e"), doc.get("queue_ready"), doc.get("loop_cpu")
-        links = doc.get("links")
-        return cls(int(doc.get("t0_ns", 0)),
-                   tuple(TimelineEvent.from_json(e) for e in doc.get("events", [])),
-                   int(doc.get("dropped", 0)), doc.get("clock_uncertainty_ms"),
-                   Series.from_json(e2e) if e2e is not None else None,
-                   Series.from_json(ready) if ready is not None else None,
-                   NodeSeries.from_json(cpu) if cpu is not None else None,
-                   NodeSeries.from_json(links) if links is not None else None)
-
-
-@dataclass(frozen=True, slots=True)
-class GroupResult:
-    """One group of a run: its figures, and the verdict its own deliveries were given."""
-
-    figures: GroupFigures
-    verdict: Verdict | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return self.figures.to_json() | ({"verdict": self.verdict.to_json()} if self.verdict else {})
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> GroupResult:
-        return cls(GroupFigures.from_json(doc),
-                   Verdict.from_json(doc["verdict"]) if doc.get("verdict") else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +165,7 @@ class RunRecord:
         links, legs = doc.get("links"), doc.get("mq_legs")
         samples, cost = doc.get("samples"), doc.get("cost")
         parts = {
-            "topology": lambda: _text(doc.get("topology", "")),
+            "topology": lambda: text_of(doc.get("topology", "")),
             "layout": lambda: Layout(doc.get("layout", Layout.PER_NODE)),
             "counts": lambda: Counts.from_json(doc),
             "hops": lambda: HopFigures.by_hop(doc.get("hops")),
@@ -358,11 +173,11 @@ class RunRecord:
             "verdict": lambda: Verdict.from_json(doc["verdict"]),
             "knobs": lambda: dict(doc.get("knobs") or {}),
             "held_at_end": lambda: HeldAtEnd.from_json(held) if held is not None else None,
-            "bounds": lambda: tuple(_text(b) for b in bounds) if bounds is not None else None,
+            "bounds": lambda: tuple(text_of(b) for b in bounds) if bounds is not None else None,
             "lost_at_most": lambda: doc.get("lost_at_most") is True,
-            "groups": lambda: {group: _read(f"group {group}", partial(GroupResult.from_json, g))
+            "groups": lambda: {group: read_part(f"group {group}", partial(GroupResult.from_json, g))
                                for group, g in (doc.get("groups") or {}).items()},
-            "hdr": lambda: {hop: _text(h) for hop, h in (doc.get("hdr") or {}).items()},
+            "hdr": lambda: {hop: text_of(h) for hop, h in (doc.get("hdr") or {}).items()},
             "untraced": lambda: int(doc.get("untraced", 0)),
             "misrouted": lambda: int(doc.get("misrouted", 0)),
             "swarm": lambda: SwarmFigures.from_json(doc.get("swarm")),
@@ -379,7 +194,7 @@ class RunRecord:
             "cost": lambda: Cost.from_json(cost) if cost is not None else None,
             "attribution": lambda: Attribution.from_json(doc.get("attribution")),
             "attribution_dropped": lambda: int(doc.get("attribution_dropped", 0)),
-            "error": lambda: _text(doc["error"]) if doc.get("error") is not None else None,
+            "error": lambda: text_of(doc["error"]) if doc.get("error") is not None else None,
             "declared": lambda: doc.get("declared"),
             "phases_s": lambda: doc.get("phases_s"),
             "repeat": lambda: int(doc["repeat"]) if doc.get("repeat") is not None else None,
@@ -389,26 +204,7 @@ class RunRecord:
             "churning": lambda: (ChurnFigures.from_json(doc["churning"])
                                  if doc.get("churning") is not None else None),
         }
-        return cls(**{name: _read(name, parse) for name, parse in parts.items()})
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError("not a string")
-    return value
-
-
-
-def _read(name: str, parse: Callable[[], Any], whose: str = "a run's") -> Any:
-    """One part of a saved run (or result), or one sentence naming the part that is not
-    ours."""
-    try:
-        return parse()
-    except ResultFormatError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, IndexError) as exc:
-        raise ResultFormatError(f"{whose} {name} is not what mqprobe writes "
-                                f"({type(exc).__name__}: {str(exc)[:80]})") from None
+        return cls(**{name: read_part(name, parse) for name, parse in parts.items()})
 
 
 @dataclass(frozen=True)
@@ -454,7 +250,7 @@ class Comparison:
                    str(doc.get("mqprobe_version", "")), str(doc.get("started_at", "")),
                    doc.get("repeats"), doc.get("interrupted"),
                    Sweep.from_json(sweep) if sweep is not None else None,
-                   _read("conclusion", lambda: Conclusion.from_json(conclusion), "the result's")
+                   read_part("conclusion", lambda: Conclusion.from_json(conclusion), "the result's")
                    if isinstance(conclusion, dict) else None)
 
     def to_json(self) -> dict[str, Any]:

@@ -28,9 +28,9 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
 from mqprobe.errors import InputError
-from mqprobe.figures import Sweep
+from mqprobe.figures import Sweep, TimelineEvent
 from mqprobe.model import HOP_COLOURS, HOPS, PATH_HOPS, Cause, HopName
-from mqprobe.result import Comparison, RunRecord, TimelineEvent
+from mqprobe.result import Comparison, RunRecord
 from mqprobe.timeline import EventKind
 from mqprobe.verdict.analysis import by_point, representative
 

@@ -10,10 +10,18 @@ from typing import Any, NotRequired, TypedDict
 from mqprobe.broker.sampler import QueueSampler
 from mqprobe.broker.topology import Topology
 from mqprobe.clocks import ClockOffset, RunClocks
-from mqprobe.figures import BrokerEvidence, CpuUse, LinkFigures
+from mqprobe.figures import (
+    BrokerEvidence,
+    CpuUse,
+    GroupResult,
+    LinkFigures,
+    NodeSeries,
+    RunTimeline,
+    TimelineEvent,
+)
 from mqprobe.model import Layout
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
-from mqprobe.result import GroupResult, NodeSeries, RunRecord, RunTimeline, TimelineEvent
+from mqprobe.result import RunRecord
 from mqprobe.run.workload import Workload
 from mqprobe.verdict.analysis import Failure, RunFacts, judge
 from mqprobe.verdict.attribution import paused_together

@@ -23,11 +23,13 @@ from mqprobe.figures import (
     Counts,
     CpuUse,
     GroupFigures,
+    HeldAtEnd,
     HopFigures,
     LinkFigures,
     LoopLag,
     MqLegs,
     NodeFigures,
+    PublisherFigures,
     SwarmFigures,
     Verdict,
 )
@@ -44,7 +46,7 @@ from mqprobe.model import (
     is_node_piece,
     role_of,
 )
-from mqprobe.result import HeldAtEnd, PublisherFigures, RunRecord
+from mqprobe.result import RunRecord
 from mqprobe.timeline import EventKind, TimedEvent
 from mqprobe.verdict.attribution import (
     BROKER,

@@ -13,10 +13,12 @@ from mqprobe.figures import (
     Counts,
     GroupFigures,
     HeartbeatFigures,
+    HeldAtEnd,
     HopFigures,
     LoopCpu,
     LoopLag,
     NodeFigures,
+    PublisherFigures,
     SwarmFigures,
 )
 from mqprobe.model import (
@@ -25,7 +27,6 @@ from mqprobe.model import (
 )
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
 from mqprobe.records import HopSet, Latency
-from mqprobe.result import HeldAtEnd, PublisherFigures
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,8 @@ the series the pictures draw (e2e over time, queue depth, each node's loop CPU).
 
 from __future__ import annotations
 
+from mqprobe.figures import NodeSeries, Series
 from mqprobe.protocol import NodeResult, PublisherResult, SwarmResult
-from mqprobe.result import NodeSeries, Series
 from mqprobe.timeline import TimedEvent
 from mqprobe.verdict.attribution import (
     MessageDeliveries,

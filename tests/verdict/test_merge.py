@@ -52,8 +52,8 @@ def _tallied(groups: dict[str, tuple[int, ...]]) -> dict:
 ])
 def test_what_did_not_arrive_is_lost_or_late(swarm, broker_ready, in_hand, lost, late):
     """'lost 22268 of 48000' once stood for a node that was simply behind (issue 23)."""
+    from mqprobe.figures import HeldAtEnd
     from mqprobe.records import Latency
-    from mqprobe.result import HeldAtEnd
     from mqprobe.verdict.merge import merge_run
 
     node = {"node": "n1", "handled": 60, "untraced": 0, "filtered": 0, "unacked_max": 50,
