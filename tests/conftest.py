@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -20,6 +19,7 @@ import pytest
 from hypothesis import settings
 
 from mqprobe.broker import BrokerState, ManagedBroker
+from mqprobe.broker.connect import http_request
 
 # The fuzz tests (test_embed_hostile): 1,000 examples a property in the suite (3,000 took
 # 39 s of its 505); HYPOTHESIS_PROFILE=thorough tries 10,000.
@@ -124,11 +124,9 @@ def vhost_url(managed_broker: ManagedBroker, request: pytest.FixtureRequest) -> 
 
 def management(state: BrokerState, method: str, path: str, body: dict | None = None) -> None:
     """One call to the session broker's management API (/api/PATH)."""
-    credentials = base64.b64encode(f"{state.user}:{state.password}".encode()).decode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{state.management_port}/api/{path}", method=method,
-        data=json.dumps(body or {}).encode(),
-        headers={"content-type": "application/json", "authorization": f"Basic {credentials}"})
+    request = http_request(state.management_url.rstrip("/"), f"/api/{path}")
+    request.method, request.data = method, json.dumps(body or {}).encode()
+    request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=30):
         pass
 

@@ -101,11 +101,8 @@ def parse_injections(items: list[str]) -> Faults:
     fields: dict = {}
     for item in items:
         name, sep, value = item.partition("=")
-        try:
-            kind = Fault(name.strip())
-        except ValueError:
-            sep = ""
-        if not sep:
+        kind = Fault._value2member_map_.get(name.strip()) if sep else None
+        if not isinstance(kind, Fault):
             raise InputError(f"--inject takes KIND=VALUE with KIND one of "
                              f"{', '.join(Fault)}, got {item!r}")
         fields.update(_fault(kind, value))

@@ -94,9 +94,9 @@ async def sweep(workload: Workload, axis: SweepAxis, values: list[float], amqp_u
     layout = workload.layouts[0]
     if not any(layout in t.layouts for t in topologies):
         raise TopologyError(f"no chosen topology supports layout {layout}")
-    knees: dict[str, Knee | None] = {}
+    begun = Sweep(axis, tuple(values), layout, {})  # each topology's knee, once swept
     result = dataclasses.replace(new_result(workload, amqp_url, await broker_version(amqp_url)),
-                                 sweep=Sweep(axis, tuple(values), layout, {}))
+                                 sweep=begun)
     points = []
     for topology in topologies:
         run_layout = layout if layout in topology.layouts else topology.layouts[0]
@@ -112,8 +112,9 @@ async def sweep(workload: Workload, axis: SweepAxis, values: list[float], amqp_u
             return so_far
         runs = [r for r in so_far.runs if r.topology == point.topology.name]
         medians = [representative(group) for group in by_point(runs, lambda r: r.load).values()]
-        knees[point.topology.name] = find_knee(medians, workload.budget_ms)
-        swept = Sweep(axis, tuple(values), layout, dict(knees))
+        knees = (so_far.sweep or begun).knees
+        swept = dataclasses.replace(begun, knees={
+            **knees, point.topology.name: find_knee(medians, workload.budget_ms)})
         return dataclasses.replace(so_far, sweep=swept, conclusion=conclude_sweep(swept))
 
     return await run_points(result, points, amqp_url, json_path, run_dir, observe,
