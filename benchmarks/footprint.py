@@ -1,7 +1,7 @@
 """What the instrument weighs: each piece's CPU per 1,000 deliveries in a default compare.
 
 Runs `mqprobe compare` (the default workload, every topology x layout, on the managed
-broker, as a user runs it) --repeat times and reads each run's own CPU figures from the
+broker, on a terminal, as a user runs it) --repeat times and reads each run's own CPU figures from the
 result (`runs[].cpu.pieces`: /proc per piece through the measuring window). Prints, per
 role, the CPU per 1,000 deliveries and in cores (median over the compares, and the range),
 the instrument's share of all the CPU the run used, and the goals issue 39 set.
@@ -18,13 +18,19 @@ each way: what the nodes' instrumentation costs them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import platform
+import pty
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,12 +40,31 @@ GOALS = {"swarm": (6.0, "ms/1k"), "publisher": (0.005, "cores"), "compare": (0.0
 
 
 def one_compare(extra: list[str], bare_nodes: bool = False) -> dict:
+    """One compare on a terminal of its own (120 x 40), as a user runs it: its progress bars
+    are drawn, which a pipe would spare it."""
     env = dict(os.environ, MQPROBE_BARE_NODE="1" if bare_nodes else "0")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        subprocess.run([sys.executable, "-m", "mqprobe", "compare", "--json", str(out), *extra],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, env=env)
-        return json.loads(out.read_text())
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    reader = threading.Thread(target=_read_all, args=(leader,), daemon=True)
+    reader.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "r.json"
+            subprocess.run([sys.executable, "-m", "mqprobe", "compare", "--json", str(out),
+                            *extra], stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+                           check=False, env=env)
+            return json.loads(out.read_text())
+    finally:
+        os.close(follower)
+        reader.join(5)
+        os.close(leader)
+
+
+def _read_all(fd: int) -> None:
+    """Read what compare draws on its terminal, and drop it (a terminal nobody reads fills)."""
+    with contextlib.suppress(OSError):
+        while os.read(fd, 65536):
+            pass
 
 
 def weigh(result: dict) -> dict[str, tuple[float, float]]:
