@@ -638,9 +638,50 @@ class Charger:
                 found = timeline.get(node, kind)
                 node_spans += zip(found.starts, found.ends, strict=True)
         self.backlogs = {node: Intervals(s, gap=GAP_NS) for node, s in spans.items()}
+        for node, node_spans in spans.items():
+            after = self._read_after(node, [m for m in messages if m.node == node])
+            if after:
+                self.backlogs[node] = Intervals(node_spans + after, gap=GAP_NS)
         self.busy = {node: Intervals(timeline.cpu(node).busy_spans(), gap=GAP_NS) for node in spans}
         self.held_apart_ns = held_apart(timeline, messages)
         self.catching_up = {node: self._catching_up(node) for node in spans}
+
+    def _read_after(self, node: str, messages: list[MessageDeliveries]) -> list[tuple[int, int]]:
+        """The node's first reads after each of its loop's stalls and collections, as spans
+        from its end: the messages published before it ended and read after it, while the
+        node read nothing published later. They piled up in its socket meanwhile, and the
+        node read them as soon as its loop got round to it: on a crowded host that can be
+        ten milliseconds after a 500 ms stall ended (its lag monitor's first tick), and
+        their wait was the node's all along (a live node blocked 500 ms a second, on one
+        core beside a CPU hog, read broker-side 42% when only reads within GAP_NS of the
+        stall's end counted). Not after a full prefetch window: RabbitMQ held those
+        messages, and sent them only when the window opened; nor a message that something
+        on the broker's side may have held until the stall ended. A first read more than
+        a budget after the stall is not joined to it."""
+        periods = Intervals(span for kind in NODE_SIDE
+                            for span in zip(self.timeline.get(node, kind).starts,
+                                            self.timeline.get(node, kind).ends, strict=True))
+        if not periods.ends:
+            return []
+        spans, fresh_from = [], 0  # a read of a message published after its period ended
+        for m in sorted(messages, key=lambda m: m.t_deq):
+            i = bisect.bisect_right(periods.ends, m.t_deq) - 1
+            if i < 0 or self.backlog_at(node, m.t_deq):  # none before, or read in one
+                continue
+            end = periods.ends[i]
+            if m.t_pub >= end:
+                fresh_from = max(fresh_from, end)
+            elif (fresh_from < end and m.t_deq - end <= self.builder_ns
+                  and not self._held_on_the_way(m.t_pub, end)):
+                spans.append((end, m.t_deq))
+        return spans
+
+    def _held_on_the_way(self, a: int, b: int) -> bool:
+        """Whether anything on the broker's side (an outage, an alarm, a block, a stalled
+        publisher, a delay queue) may have held a message published at a until b: then it
+        need not have reached its node by b."""
+        return any(self.timeline.get(whose, kind).within(a, b) for whose, kind, _ in BROKER_SIDE) \
+            or bool(self.timeline.get(BROKER, EventKind.QUEUE_BACKLOG).within(a, b))
 
     def backlog_at(self, node: str, t: int, busy: bool = False) -> tuple[int, int] | None:
         """The node's backlog period (or with `busy`, its busy period) that holds time t,

@@ -102,6 +102,15 @@ CASES = [
                   event(EventKind.LOOP_STALL, "n1", 198, 332, cpu_share=1.0)]),
         Culprit.SERVER, Cause.GC_PAUSE, id="gc-pause-named-as-such"),
     pytest.param(
+        # a handler blocks the node's loop 500 ms every second on a crowded host: what was
+        # published meanwhile is read 9 ms after each stall ends (its lag monitor's tick
+        # came first), later than GAP_NS, yet it waited for the node all along
+        lambda: (messages(count=40, every_ms=100,
+                          slow={i: {"mq": 509 - (i % 10) * 100} for i in range(40) if i % 10 < 5}),
+                 [event(EventKind.LOOP_STALL, "n1", s, s + 500, cpu_share=0.0)
+                  for s in (0, 1000, 2000, 3000)]),
+        Culprit.SERVER, Cause.SERVER_STALL, id="read-just-after-a-stall-on-a-crowded-host"),
+    pytest.param(
         # the node's loop stalls 300 ms every second: the messages behind it wait
         lambda: (messages(slow={i: {"mq": 300 - (i % 50) * 20} for i in range(100) if i % 50 < 15}),
                  [event(EventKind.LOOP_STALL, "n1", 0, 300, cpu_share=0.05),
