@@ -628,8 +628,10 @@ class Charger:
         self.builder_ns = budget_ns  # an impediment this long began a backlog of its own
         messages = list(messages)
         spans: dict[str, list[tuple[int, int]]] = {}
+        read_by: dict[str, list[MessageDeliveries]] = defaultdict(list)
         for m in messages:
             node_spans = spans.setdefault(m.node, [])
+            read_by[m.node].append(m)
             if m.wait_ns > 0:
                 node_spans.append((m.t_deq, m.t_deq + m.wait_ns))
         for node, node_spans in spans.items():
@@ -639,7 +641,7 @@ class Charger:
                 node_spans += zip(found.starts, found.ends, strict=True)
         self.backlogs = {node: Intervals(s, gap=GAP_NS) for node, s in spans.items()}
         for node, node_spans in spans.items():
-            after = self._read_after(node, [m for m in messages if m.node == node])
+            after = self._read_after(node, read_by[node])
             if after:
                 self.backlogs[node] = Intervals(node_spans + after, gap=GAP_NS)
         self.busy = {node: Intervals(timeline.cpu(node).busy_spans(), gap=GAP_NS) for node in spans}
@@ -648,21 +650,28 @@ class Charger:
 
     def _read_after(self, node: str, messages: list[MessageDeliveries]) -> list[tuple[int, int]]:
         """The node's first reads after each of its loop's stalls and collections, as spans
-        from its end: the messages published before it ended and read after it, while the
-        node read nothing published later. They piled up in its socket meanwhile, and the
-        node read them as soon as its loop got round to it: on a crowded host that can be
-        ten milliseconds after a 500 ms stall ended (its lag monitor's first tick), and
-        their wait was the node's all along (a live node blocked 500 ms a second, on one
-        core beside a CPU hog, read broker-side 42% when only reads within GAP_NS of the
-        stall's end counted). Not after a full prefetch window: RabbitMQ held those
-        messages, and sent them only when the window opened; nor a message that something
-        on the broker's side may have held until the stall ended. A first read more than
-        a budget after the stall is not joined to it."""
+        from its end: the messages that reached it before it ended and were read after it,
+        while the node read nothing published later. They piled up in its socket
+        meanwhile, and the node read them as soon as its loop got round to it: on a crowded
+        host that can be ten milliseconds after a 500 ms stall ended (its lag monitor's
+        first tick), and their wait was the node's all along (a live node blocked 500 ms a
+        second, on one core beside a CPU hog, read broker-side 42% when only reads within
+        GAP_NS of the stall's end counted).
+
+        A message reached the node before the stall ended if its publish plus the mq wait
+        of the first message published after the stall (the way to the node as it was
+        then, measured on that message's path) came before the end: with every message
+        80 ms in RabbitMQ, one published 70 ms before a stall's end was still there when
+        it ended, and its wait is not the stall's. Not after a full prefetch window:
+        RabbitMQ held those messages, and sent them only when the window opened; nor a
+        message that something on the broker's side may have held until the stall ended;
+        nor a first read more than a budget after the stall."""
         periods = Intervals(span for kind in NODE_SIDE
-                            for span in zip(self.timeline.get(node, kind).starts,
-                                            self.timeline.get(node, kind).ends, strict=True))
+                            for span in self.timeline.get(node, kind).within(0, 2 ** 63))
         if not periods.ends:
             return []
+        by_publish = sorted(messages, key=lambda m: m.t_pub)
+        published = [m.t_pub for m in by_publish]
         spans, fresh_from = [], 0  # a read of a message published after its period ended
         for m in sorted(messages, key=lambda m: m.t_deq):
             i = bisect.bisect_right(periods.ends, m.t_deq) - 1
@@ -671,8 +680,13 @@ class Charger:
             end = periods.ends[i]
             if m.t_pub >= end:
                 fresh_from = max(fresh_from, end)
-            elif (fresh_from < end and m.t_deq - end <= self.builder_ns
-                  and not self._held_on_the_way(m.t_pub, end)):
+                continue
+            first_after = bisect.bisect_left(published, end)
+            if first_after == len(by_publish):  # nothing measured the way to it since
+                continue
+            way = by_publish[first_after].t_deq - by_publish[first_after].t_pub
+            if (fresh_from < end and m.t_pub + way < end and m.t_deq - end <= self.builder_ns
+                    and not self._held_on_the_way(m.t_pub, end)):
                 spans.append((end, m.t_deq))
         return spans
 

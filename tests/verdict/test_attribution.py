@@ -452,6 +452,18 @@ def test_the_culprit_is_the_one_whose_causes_explain_the_most():
     assert "server causes 63% in all" in said.prose and "mq: broker-side (37%)" in said.prose
 
 
+def test_a_message_still_in_rabbitmq_when_a_stall_ended_is_not_the_stalls():
+    """Every message 80 ms in RabbitMQ and a 50 ms stall on n1: those published before
+    the stall ended and read just after it were still in RabbitMQ when it ended (the first
+    message published after it took 80 ms too), so the stall is charged only the time it
+    overlapped their wait, never their whole wait from its start."""
+    msgs = messages(mq=80)
+    said, attribution = judged(msgs, [event(EventKind.LOOP_STALL, "n1", 500, 550, cpu_share=0.1)])
+    shares = {s.cause: s.share for s in attribution.shares}
+    assert said.cause == Cause.BROKER_SIDE and Cause.CONSUMER_SATURATED not in shares, shares
+    assert shares.get(Cause.SERVER_STALL, 0) < 0.01, shares
+
+
 def test_ready_messages_in_a_nodes_queue_are_that_nodes_backlog():
     """Prefetch 1 on a slow host: the full windows are parted by ack round trips, but the
     broker held ready messages in n1's queue throughout: the wait is the consumer's."""
